@@ -1,0 +1,68 @@
+# `make run` and `make test` are the whole set-up on a fresh machine (root, Python, pip and apt).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := python3 -m uv
+# Debian packages the test suite's real peers need (network namespaces, ...).
+TEST_APT_PACKAGES := iproute2
+
+.PHONY: help run serve test lint typecheck pytest bench lock install install-dev test-system-deps clean
+
+help:
+	@echo "make run     install, migrate data/orchestrator.db, serve API + web UI on 127.0.0.1:8080"
+	@echo "make test    install test dependencies, then ruff, mypy and pytest"
+	@echo "make bench   run the benchmarks in bench/ and print their figures"
+	@echo "make lock    re-resolve requirements*.lock from pyproject.toml"
+
+$(VENV)/.uv:
+	@python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore uv
+	$(UV) venv --quiet --allow-existing $(VENV)
+	@touch $@
+
+$(VENV)/.installed: $(VENV)/.uv requirements.lock pyproject.toml
+	$(UV) pip install --quiet --compile-bytecode --python $(PY) -r requirements.lock
+	$(UV) pip install --quiet --python $(PY) --no-deps -e .
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.lock
+	$(UV) pip install --quiet --compile-bytecode --python $(PY) -r requirements-dev.lock
+	@touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+run: install
+	$(VENV)/bin/mko db upgrade
+	$(VENV)/bin/mko serve
+
+serve: run
+
+test-system-deps:
+	@missing=$$(for p in $(TEST_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing test peers: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+lint: install-dev
+	$(VENV)/bin/ruff check src tests bench scripts cli.py
+	$(VENV)/bin/ruff format --check src tests bench scripts cli.py
+
+typecheck: install-dev
+	$(VENV)/bin/mypy
+
+pytest: install-dev test-system-deps
+	$(VENV)/bin/pytest
+
+test: lint typecheck pytest
+
+bench: install-dev test-system-deps
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+lock: $(VENV)/.uv
+	$(UV) pip compile --quiet --universal pyproject.toml -o requirements.lock
+	$(UV) pip compile --quiet --universal pyproject.toml --extra dev -o requirements-dev.lock
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

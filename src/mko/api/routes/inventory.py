@@ -1,0 +1,93 @@
+"""Clusters and nodes CRUD: parse → service → schema."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response, status
+
+from mko import inventory
+from mko.api.deps import SessionDep
+from mko.schemas import ClusterCreate, ClusterPublic, ClusterUpdate, NodeCreate, NodePublic, NodeUpdate
+
+router = APIRouter(prefix="/api")
+
+
+def _cluster_public(session: SessionDep, cluster_id: int) -> ClusterPublic:
+    cluster = inventory.get_cluster(session, cluster_id)
+    public = ClusterPublic.model_validate(cluster)
+    public.node_count = inventory.node_counts(session).get(cluster.id, 0)
+    return public
+
+
+@router.get("/clusters", tags=["clusters"])
+def list_clusters(session: SessionDep) -> list[ClusterPublic]:
+    """All clusters with their node counts."""
+    counts = inventory.node_counts(session)
+    result = []
+    for cluster in inventory.list_clusters(session):
+        public = ClusterPublic.model_validate(cluster)
+        public.node_count = counts.get(cluster.id, 0)
+        result.append(public)
+    return result
+
+
+@router.post("/clusters", status_code=status.HTTP_201_CREATED, tags=["clusters"])
+def create_cluster(session: SessionDep, body: ClusterCreate) -> ClusterPublic:
+    """Add a cluster."""
+    return _cluster_public(session, inventory.create_cluster(session, body).id)
+
+
+@router.get("/clusters/{cluster_id}", tags=["clusters"])
+def get_cluster(session: SessionDep, cluster_id: int) -> ClusterPublic:
+    """One cluster."""
+    return _cluster_public(session, cluster_id)
+
+
+@router.patch("/clusters/{cluster_id}", tags=["clusters"])
+def update_cluster(session: SessionDep, cluster_id: int, body: ClusterUpdate) -> ClusterPublic:
+    """Change the fields sent."""
+    inventory.update_cluster(session, cluster_id, body)
+    return _cluster_public(session, cluster_id)
+
+
+@router.delete("/clusters/{cluster_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["clusters"])
+def delete_cluster(session: SessionDep, cluster_id: int) -> Response:
+    """Remove an empty cluster."""
+    inventory.delete_cluster(session, cluster_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/clusters/{cluster_id}/nodes", tags=["clusters"])
+def list_cluster_nodes(session: SessionDep, cluster_id: int) -> list[NodePublic]:
+    """The nodes of one cluster."""
+    return [NodePublic.of(node) for node in inventory.list_nodes(session, cluster_id)]
+
+
+@router.get("/nodes", tags=["nodes"])
+def list_nodes(session: SessionDep, cluster_id: int | None = None) -> list[NodePublic]:
+    """All nodes, or those of ``cluster_id``."""
+    return [NodePublic.of(node) for node in inventory.list_nodes(session, cluster_id)]
+
+
+@router.post("/nodes", status_code=status.HTTP_201_CREATED, tags=["nodes"])
+def create_node(session: SessionDep, body: NodeCreate) -> NodePublic:
+    """Add a node."""
+    return NodePublic.of(inventory.create_node(session, body))
+
+
+@router.get("/nodes/{node_id}", tags=["nodes"])
+def get_node(session: SessionDep, node_id: int) -> NodePublic:
+    """One node."""
+    return NodePublic.of(inventory.get_node(session, node_id))
+
+
+@router.patch("/nodes/{node_id}", tags=["nodes"])
+def update_node(session: SessionDep, node_id: int, body: NodeUpdate) -> NodePublic:
+    """Change the fields sent."""
+    return NodePublic.of(inventory.update_node(session, node_id, body))
+
+
+@router.delete("/nodes/{node_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["nodes"])
+def delete_node(session: SessionDep, node_id: int) -> Response:
+    """Remove a node (its operation history stays)."""
+    inventory.delete_node(session, node_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

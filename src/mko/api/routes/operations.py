@@ -1,0 +1,33 @@
+"""Operations: what happened, who asked, step by step."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+
+from mko import operations
+from mko.api.deps import SessionDep
+from mko.schemas import OperationPublic
+
+router = APIRouter(prefix="/api", tags=["operations"])
+
+
+@router.get("/operations")
+def list_operations(
+    session: SessionDep,
+    limit: int = Query(default=50, ge=1, le=1000),
+    kind: str | None = None,
+    target_type: str | None = None,
+    target_id: int | None = None,
+    actor: str | None = None,
+) -> list[OperationPublic]:
+    """Newest first, with optional filters."""
+    found = operations.list_operations(
+        session, limit=limit, kind=kind, target_type=target_type, target_id=target_id, actor=actor
+    )
+    return [OperationPublic.model_validate(op) for op in found]
+
+
+@router.get("/operations/{operation_id}")
+def get_operation(session: SessionDep, operation_id: int) -> OperationPublic:
+    """One operation with its steps (poll it to follow a running one)."""
+    return OperationPublic.model_validate(operations.get_operation(session, operation_id))

@@ -1,0 +1,133 @@
+"""The Typer application: shared plumbing for every command group."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import click
+import typer
+from pydantic import BaseModel, ValidationError
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.orm import Session
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
+
+from mko.db import make_engine, make_session_factory
+from mko.db.migrate import current_revision, head_revision, upgrade
+from mko.errors import MkoError
+from mko.logs import configure_logging
+from mko.settings import get_settings
+
+__all__ = ["EXIT_BAD_INPUT", "app", "console", "emit", "fail", "open_session"]
+
+EXIT_BAD_INPUT = 2
+console = Console()
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+class MkoGroup(TyperGroup):
+    """Root group that turns every error a person can cause into one stderr line and exit code 2."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Run without click's standalone handling so errors are reported our way."""
+        kwargs["standalone_mode"] = False
+        try:
+            result = super().main(*args, **kwargs)
+        except typer.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        except typer.Exit as exc:
+            sys.exit(exc.exit_code)
+        except TyperException as exc:  # usage errors: bad option value, missing argument, unknown option
+            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            click.echo(f"error: {_one_line(message)}", err=True)
+            sys.exit(getattr(exc, "exit_code", EXIT_BAD_INPUT))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(part) for part in first["loc"])
+            click.echo(f"error: {field}: {first['msg']}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except MkoError as exc:
+            click.echo(f"error: {_one_line(str(exc))}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        if isinstance(result, int):  # typer.Exit(code) comes back as its code without standalone mode
+            sys.exit(result)
+        return result
+
+
+app = typer.Typer(
+    cls=MkoGroup,
+    name="mko",
+    help="Power orchestration for MicroK8s clusters: UPS-driven shutdown and verified Wake-on-LAN.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
+    """Print one line to stderr and return the Exit to raise."""
+    click.echo(f"error: {_one_line(message)}", err=True)
+    return typer.Exit(code)
+
+
+@contextmanager
+def open_session() -> Iterator[Session]:
+    """A session on the configured database; a brand-new database is created on first use."""
+    settings = get_settings()
+    configure_logging(settings, console=False)
+    engine = make_engine(settings.database_url)
+    try:
+        current = current_revision(engine)
+        head = head_revision()
+        if current is None:
+            upgrade(engine)
+        elif current != head:
+            raise fail(f"the database is at revision {current} but mko needs {head}: run `mko db upgrade`")
+        with make_session_factory(engine)() as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def emit(
+    data: BaseModel | Sequence[BaseModel], columns: Sequence[str], *, as_json: bool, title: str = ""
+) -> None:
+    """Print models as a Rich table, or as JSON for scripts."""
+    items = [data] if isinstance(data, BaseModel) else list(data)
+    if as_json:
+        payload: Any = [item.model_dump(mode="json") for item in items]
+        if isinstance(data, BaseModel):
+            payload = payload[0]
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    if isinstance(data, BaseModel):
+        table = Table(title=title or None, show_header=False, box=None)
+        for key, value in data.model_dump(mode="json").items():
+            table.add_row(f"[bold]{key}[/bold]", _cell(value))
+        console.print(table)
+        return
+    table = Table(title=title or None)
+    for column in columns:
+        table.add_column(column)
+    for item in items:
+        row = item.model_dump(mode="json")
+        table.add_row(*(_cell(row.get(column)) for column in columns))
+    console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)

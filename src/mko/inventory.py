@@ -1,0 +1,266 @@
+"""Clusters and nodes: create, read, update, delete, with every check in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mko import validation
+from mko.db.models import Cluster, Node, ProxmoxHost, WolMethod
+from mko.errors import ConflictError, InputError, NotFoundError
+from mko.schemas import ClusterCreate, ClusterUpdate, NodeCreate, NodeUpdate, WolConfigure
+
+__all__ = [
+    "BUILT_METHODS",
+    "configure_wol",
+    "create_cluster",
+    "create_node",
+    "delete_cluster",
+    "delete_node",
+    "get_cluster",
+    "get_node",
+    "list_clusters",
+    "list_nodes",
+    "node_counts",
+    "update_cluster",
+    "update_node",
+]
+
+# Power methods whose driver exists in this version; the others are refused at configure time
+# rather than accepted and failing at 3 a.m. when the power comes back.
+BUILT_METHODS = frozenset({WolMethod.ETHERNET, WolMethod.ETHERNET_RAW, WolMethod.PROXMOX})
+MAGIC_PACKET_METHODS = frozenset({WolMethod.ETHERNET, WolMethod.ETHERNET_RAW})
+
+_FIELD_CHECKS: dict[str, Callable[[Any, str], Any]] = {
+    "hostname": validation.validate_hostname,
+    "ip_address": validation.validate_ipv4,
+    "ssh_user": validation.validate_ssh_user,
+    "ssh_port": validation.validate_port,
+    "wol_mac_address": validation.normalize_mac,
+    "wol_port": validation.validate_port,
+    "wol_broadcast_address": validation.validate_broadcast,
+    "wol_interface": validation.validate_interface,
+    "wol_secureon": validation.normalize_secureon,
+    "probe_port": validation.validate_port,
+}
+
+
+# ---------------------------------------------------------------- clusters
+
+
+def create_cluster(session: Session, data: ClusterCreate) -> Cluster:
+    """Add a cluster; names are unique."""
+    name = data.name.strip()
+    if not name:
+        raise InputError("name", "must not be empty")
+    cluster = Cluster(name=name, description=data.description)
+    session.add(cluster)
+    _commit(session, f"a cluster named {name!r} already exists")
+    return cluster
+
+
+def get_cluster(session: Session, cluster_id: int) -> Cluster:
+    """The cluster with this id, or NotFoundError."""
+    cluster = session.get(Cluster, cluster_id)
+    if cluster is None:
+        raise NotFoundError("cluster", cluster_id)
+    return cluster
+
+
+def list_clusters(session: Session) -> list[Cluster]:
+    """All clusters by id."""
+    return list(session.scalars(select(Cluster).order_by(Cluster.id)))
+
+
+def node_counts(session: Session) -> dict[int, int]:
+    """Number of nodes per cluster id."""
+    rows = session.execute(
+        select(Node.cluster_id, func.count(Node.id))
+        .where(Node.cluster_id.is_not(None))
+        .group_by(Node.cluster_id)
+    )
+    return {cluster_id: count for cluster_id, count in rows if cluster_id is not None}
+
+
+def update_cluster(session: Session, cluster_id: int, data: ClusterUpdate) -> Cluster:
+    """Change the fields sent."""
+    cluster = get_cluster(session, cluster_id)
+    changes = data.model_dump(exclude_unset=True)
+    if "name" in changes:
+        if changes["name"] is None or not changes["name"].strip():
+            raise InputError("name", "must not be empty")
+        cluster.name = changes["name"].strip()
+    if changes.get("description") is not None:
+        cluster.description = changes["description"]
+    _commit(session, f"a cluster named {cluster.name!r} already exists")
+    return cluster
+
+
+def delete_cluster(session: Session, cluster_id: int) -> None:
+    """Remove an empty cluster; one with nodes is a conflict."""
+    cluster = get_cluster(session, cluster_id)
+    count = node_counts(session).get(cluster_id, 0)
+    if count:
+        raise ConflictError(f"cluster {cluster_id} still has {count} node(s); remove or move them first")
+    session.delete(cluster)
+    _commit(session, "cluster is still referenced")
+
+
+# ---------------------------------------------------------------- nodes
+
+
+def get_node(session: Session, node_id: int) -> Node:
+    """The node with this id, or NotFoundError."""
+    node = session.get(Node, node_id)
+    if node is None:
+        raise NotFoundError("node", node_id)
+    return node
+
+
+def list_nodes(session: Session, cluster_id: int | None = None) -> list[Node]:
+    """Nodes by id, optionally of one cluster (which must exist)."""
+    query = select(Node).order_by(Node.id)
+    if cluster_id is not None:
+        get_cluster(session, cluster_id)
+        query = query.where(Node.cluster_id == cluster_id)
+    return list(session.scalars(query))
+
+
+def create_node(session: Session, data: NodeCreate) -> Node:
+    """Add a node after checking every field and the WoL combination."""
+    given = data.model_dump(exclude_unset=True)
+    values = _checked(session, _defaults() | given, explicit=set(given))
+    node = Node(**values)
+    session.add(node)
+    _commit(session, lambda: _duplicate_message(session, values, None))
+    return node
+
+
+def update_node(session: Session, node_id: int, data: NodeUpdate | WolConfigure) -> Node:
+    """Change only the fields sent; the merged node is checked as a whole before anything is written."""
+    node = get_node(session, node_id)
+    changes = data.model_dump(exclude_unset=True)
+    current = {column: getattr(node, column) for column in _node_columns()}
+    merged = _checked(session, current | changes, explicit=set(changes))
+    for column, value in merged.items():
+        if column in changes or value != current[column]:
+            setattr(node, column, value)
+    _commit(session, lambda: _duplicate_message(session, merged, node_id))
+    return node
+
+
+def configure_wol(session: Session, node_id: int, data: WolConfigure) -> Node:
+    """The seed's ``wol configure``: change the WoL fields sent, nothing else."""
+    return update_node(session, node_id, data)
+
+
+def delete_node(session: Session, node_id: int) -> None:
+    """Remove a node; its operation history stays."""
+    node = get_node(session, node_id)
+    session.delete(node)
+    _commit(session, "node is still referenced")
+
+
+# ---------------------------------------------------------------- checks
+
+
+def _node_columns() -> list[str]:
+    return [c.key for c in Node.__table__.columns if c.key not in ("id", "created_at")]
+
+
+def _defaults() -> dict[str, Any]:
+    return {
+        "ssh_user": "ubuntu",
+        "ssh_port": 22,
+        "wol_enabled": False,
+        "wol_method": WolMethod.ETHERNET,
+        "wol_port": 9,
+        "is_virtual_node": False,
+        "description": "",
+    }
+
+
+def _checked(session: Session, values: Mapping[str, Any], explicit: set[str]) -> dict[str, Any]:
+    """Normalise each field given explicitly, then check the whole combination."""
+    result = dict(values)
+    for field, check in _FIELD_CHECKS.items():
+        value = result.get(field)
+        if value is not None and field in explicit:
+            result[field] = check(value, field)
+    for column in Node.__table__.columns:
+        if not column.nullable and column.key in result and result[column.key] is None:
+            raise InputError(column.key, "must not be empty")
+    for required in ("hostname", "ip_address"):
+        if result.get(required) is None:
+            raise InputError(required, "is required")
+    if result.get("cluster_id") is not None and session.get(Cluster, result["cluster_id"]) is None:
+        raise InputError("cluster_id", f"cluster {result['cluster_id']} does not exist")
+    if (
+        result.get("proxmox_host_id") is not None
+        and session.get(ProxmoxHost, result["proxmox_host_id"]) is None
+    ):
+        raise InputError("proxmox_host_id", f"Proxmox host {result['proxmox_host_id']} does not exist")
+    _check_power_method(result, explicit)
+    return result
+
+
+def _check_power_method(values: dict[str, Any], explicit: set[str]) -> None:
+    """Make physical/virtual and the method agree, and reject what could only fail at wake time."""
+    method = WolMethod(values["wol_method"])
+    if "wol_method" not in explicit and "is_virtual_node" in explicit:
+        # `--virtual` alone means "started through Proxmox"; `--physical` alone means magic packets.
+        if values["is_virtual_node"] and method in MAGIC_PACKET_METHODS:
+            method = WolMethod.PROXMOX
+        elif not values["is_virtual_node"] and method == WolMethod.PROXMOX:
+            method = WolMethod.ETHERNET
+    if method not in BUILT_METHODS:
+        raise InputError(
+            "wol_method", f"power method {method.value!r} is not available in this version of mko"
+        )
+    if method == WolMethod.PROXMOX:
+        if "is_virtual_node" in explicit and not values["is_virtual_node"]:
+            raise InputError("is_virtual_node", "method 'proxmox' starts virtual machines only")
+        values["is_virtual_node"] = True
+    elif values.get("is_virtual_node"):
+        field = "wol_method" if "wol_method" in explicit else "is_virtual_node"
+        raise InputError(field, "a virtual node is started through Proxmox, not by magic packets")
+    values["wol_method"] = method
+    if method == WolMethod.PROXMOX:
+        if values.get("wol_enabled") and values.get("proxmox_vm_id") is None:
+            raise InputError("proxmox_vm_id", "a virtual node needs its Proxmox VM id to be woken")
+        return
+    if method == WolMethod.ETHERNET_RAW and not values.get("wol_interface"):
+        raise InputError("wol_interface", "raw Ethernet magic packets need the interface to send them on")
+    if values.get("wol_enabled") and not values.get("wol_mac_address"):
+        raise InputError("wol_mac_address", "Wake-on-LAN cannot be enabled without the node's MAC address")
+
+
+def _duplicate_message(session: Session, values: Mapping[str, Any], node_id: int | None) -> str:
+    """Say which unique field clashed, and with which node."""
+    for field in ("hostname", "wol_mac_address"):
+        value = values.get(field)
+        if value is None:
+            continue
+        other = session.scalars(
+            select(Node).where(getattr(Node, field) == value, Node.id != (node_id or -1))
+        ).first()
+        if other is not None:
+            return f"{field} {value!r} is already used by node {other.id} ({other.hostname})"
+    return "the node clashes with an existing one"
+
+
+def _commit(session: Session, conflict_message: str | Callable[[], str]) -> None:
+    """Commit, or roll back completely and report a duplicate as a conflict."""
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        message = conflict_message if isinstance(conflict_message, str) else conflict_message()
+        raise ConflictError(message) from None
+    except BaseException:
+        session.rollback()
+        raise

@@ -1,0 +1,169 @@
+"""Every power action is an Operation: who asked, from where, its steps and its result."""
+
+from __future__ import annotations
+
+import getpass
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from mko.db.models import Operation, OperationStatus, OperationStep, utcnow
+from mko.errors import NotFoundError
+
+__all__ = [
+    "Actor",
+    "finish_operation",
+    "get_operation",
+    "last_step_for_node",
+    "list_operations",
+    "record_step",
+    "start_operation",
+]
+
+log = logging.getLogger("mko.operations")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asked for an action, and from where."""
+
+    name: str
+    source: str = ""
+
+    @classmethod
+    def cli(cls) -> Actor:
+        """The local OS user running the CLI."""
+        return cls(name=f"cli:{getpass.getuser()}", source="local")
+
+
+def start_operation(
+    session: Session,
+    *,
+    kind: str,
+    target_type: str,
+    target_id: int | None,
+    actor: Actor,
+    parameters: dict[str, Any] | None = None,
+    summary: str = "",
+) -> Operation:
+    """Create a running operation and log who started it."""
+    operation = Operation(
+        kind=kind,
+        target_type=target_type,
+        target_id=target_id,
+        actor=actor.name,
+        source=actor.source,
+        status=OperationStatus.RUNNING,
+        summary=summary,
+        parameters=parameters or {},
+        result={},
+        started_at=utcnow(),
+    )
+    session.add(operation)
+    session.commit()
+    log.info(
+        "operation %s started: %s %s %s by %s from %s",
+        operation.id,
+        kind,
+        target_type,
+        target_id,
+        actor.name,
+        actor.source or "-",
+    )
+    return operation
+
+
+def record_step(
+    session: Session,
+    operation: Operation,
+    *,
+    name: str,
+    status: OperationStatus,
+    node_id: int | None = None,
+    message: str = "",
+    detail: dict[str, Any] | None = None,
+    started_at: Any = None,
+) -> OperationStep:
+    """Append a finished (or running) step to an operation."""
+    now = utcnow()
+    step = OperationStep(
+        operation_id=operation.id,
+        seq=len(operation.steps) + 1,
+        node_id=node_id,
+        name=name,
+        status=status,
+        message=message,
+        detail=detail or {},
+        started_at=started_at or now,
+        finished_at=None if status in (OperationStatus.RUNNING, OperationStatus.PENDING) else now,
+    )
+    operation.steps.append(step)
+    session.commit()
+    return step
+
+
+def finish_operation(
+    session: Session,
+    operation: Operation,
+    *,
+    status: OperationStatus,
+    summary: str,
+    result: dict[str, Any] | None = None,
+) -> Operation:
+    """Close an operation with its outcome and log it."""
+    operation.status = status
+    operation.summary = summary
+    if result is not None:
+        operation.result = result
+    operation.finished_at = utcnow()
+    session.commit()
+    log.info("operation %s %s: %s", operation.id, status.value, summary)
+    return operation
+
+
+def get_operation(session: Session, operation_id: int) -> Operation:
+    """The operation with its steps, or NotFoundError."""
+    operation = session.get(Operation, operation_id, options=[selectinload(Operation.steps)])
+    if operation is None:
+        raise NotFoundError("operation", operation_id)
+    return operation
+
+
+def list_operations(
+    session: Session,
+    *,
+    limit: int = 50,
+    kind: str | None = None,
+    target_type: str | None = None,
+    target_id: int | None = None,
+    actor: str | None = None,
+) -> Sequence[Operation]:
+    """Newest operations first, optionally filtered."""
+    query = (
+        select(Operation).options(selectinload(Operation.steps)).order_by(Operation.id.desc()).limit(limit)
+    )
+    if kind is not None:
+        query = query.where(Operation.kind == kind)
+    if target_type is not None:
+        query = query.where(Operation.target_type == target_type)
+    if target_id is not None:
+        query = query.where(Operation.target_id == target_id)
+    if actor is not None:
+        query = query.where(Operation.actor == actor)
+    return session.scalars(query).all()
+
+
+def last_step_for_node(session: Session, node_id: int, kind_prefix: str) -> OperationStep | None:
+    """The newest step about ``node_id`` in operations whose kind starts with ``kind_prefix``."""
+    query = (
+        select(OperationStep)
+        .join(Operation)
+        .where(OperationStep.node_id == node_id, Operation.kind.startswith(kind_prefix))
+        .order_by(OperationStep.id.desc())
+        .limit(1)
+    )
+    return session.scalars(query).first()

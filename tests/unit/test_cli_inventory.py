@@ -1,0 +1,83 @@
+"""Clusters and nodes through the real Typer app."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from mko.cli import app
+from mko.settings import Settings
+
+
+def _ok(cli: CliRunner, *args: str) -> str:
+    result = cli.invoke(app, list(args))
+    assert result.exit_code == 0, result.output + result.stderr
+    return result.stdout
+
+
+def test_help_lists_groups(cli: CliRunner, settings: Settings) -> None:
+    out = _ok(cli, "--help")
+    for group in ("cluster", "node", "db", "serve"):
+        assert group in out
+
+
+def test_node_add_then_list_json(cli: CliRunner, settings: Settings) -> None:
+    _ok(cli, "cluster", "add", "home", "--description", "rack")
+    _ok(
+        cli,
+        "node",
+        "add",
+        "cp1",
+        "10.0.0.11",
+        "--cluster-id",
+        "1",
+        "--role",
+        "control-plane",
+        "--mac",
+        "AABBCCDDEE01",
+    )
+    nodes = json.loads(_ok(cli, "node", "list", "--json"))
+    assert [(n["hostname"], n["wol_mac_address"], n["role"]) for n in nodes] == [
+        ("cp1", "aa:bb:cc:dd:ee:01", "control-plane")
+    ]
+    shown = json.loads(_ok(cli, "node", "show", "1", "--json"))
+    assert shown["cluster_id"] == 1
+    _ok(cli, "node", "update", "1", "--ip", "10.0.0.21")
+    assert json.loads(_ok(cli, "node", "show", "1", "--json"))["ip_address"] == "10.0.0.21"
+    cluster = json.loads(_ok(cli, "cluster", "show", "1", "--json"))
+    assert cluster["node_count"] == 1
+    assert "cp1" in _ok(cli, "node", "list")
+    _ok(cli, "node", "remove", "1")
+    _ok(cli, "cluster", "remove", "1")
+    assert json.loads(_ok(cli, "cluster", "list", "--json")) == []
+
+
+def test_bad_input_exits_2_with_one_line_and_stores_nothing(cli: CliRunner, settings: Settings) -> None:
+    cases = [
+        (["node", "add", "n1", "10.0.0.300"], "ip_address"),
+        (["node", "add", "n1", "10.0.0.1", "--mac", "zz:bb:cc:dd:ee:ff"], "wol_mac_address"),
+        (["node", "add", "n1", "10.0.0.1", "--ssh-port", "70000"], "ssh_port"),
+        (["node", "add", "n1", "10.0.0.1", "--ssh-port", "abc"], "--ssh-port"),
+        (["node", "add", "n1;reboot", "10.0.0.1"], "hostname"),
+        (["node", "add", "n1", "10.0.0.1", "--cluster-id", "7"], "cluster_id"),
+        (["node", "show", "5"], "node 5 not found"),
+        (["cluster", "remove", "5"], "cluster 5 not found"),
+    ]
+    for args, needle in cases:
+        result = cli.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and needle in lines[0], (args, result.stderr)
+    assert json.loads(_ok(cli, "node", "list", "--json")) == []
+
+
+def test_duplicate_cluster_exits_2(cli: CliRunner, settings: Settings) -> None:
+    _ok(cli, "cluster", "add", "home")
+    result = cli.invoke(app, ["cluster", "add", "home"])
+    assert result.exit_code == 2 and "already exists" in result.stderr
+
+
+def test_db_upgrade(cli: CliRunner, settings: Settings) -> None:
+    assert "upgraded from empty" in _ok(cli, "db", "upgrade")
+    assert "already at revision" in _ok(cli, "db", "upgrade")
