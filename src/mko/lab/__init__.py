@@ -1,0 +1,20 @@
+"""A virtual LAN of network namespaces where magic packets reach real (virtual) network cards."""
+
+from mko.lab.harness import DEFAULT_BOOT_PORT, RunningLab, RunningNode
+from mko.lab.netns import Lab, LabError, LabNode, NodeSpec, cleanup_stale, enter_netns
+from mko.lab.recorder import BootOnWake, CapturedPacket, MagicPacketRecorder
+
+__all__ = [
+    "DEFAULT_BOOT_PORT",
+    "BootOnWake",
+    "CapturedPacket",
+    "Lab",
+    "LabError",
+    "LabNode",
+    "MagicPacketRecorder",
+    "NodeSpec",
+    "RunningLab",
+    "RunningNode",
+    "cleanup_stale",
+    "enter_netns",
+]

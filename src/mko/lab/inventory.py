@@ -1,0 +1,40 @@
+"""Register a running lab in an mko database: one cluster, its nodes with MACs, ready to wake."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from mko import inventory
+from mko.db.models import Cluster, Node, NodeRole
+from mko.lab.harness import RunningLab
+from mko.schemas import ClusterCreate, NodeCreate
+
+__all__ = ["register_lab"]
+
+
+def register_lab(
+    session: Session,
+    running: RunningLab,
+    *,
+    cluster_name: str = "lab",
+    control_planes: int = 1,
+    probe_port: int = 2222,
+) -> tuple[Cluster, list[Node]]:
+    """Add the lab's cluster and nodes (first ``control_planes`` nodes are control planes), WoL enabled."""
+    cluster = inventory.create_cluster(session, ClusterCreate(name=cluster_name, description="virtual lab"))
+    nodes = []
+    for index, node in enumerate(running.nodes):
+        data = NodeCreate(
+            hostname=f"{cluster_name}-{node.name}",
+            ip_address=node.ip,
+            role=NodeRole.CONTROL_PLANE if index < control_planes else NodeRole.WORKER,
+            cluster_id=cluster.id,
+            ssh_user="root",
+            ssh_port=probe_port,
+            wol_enabled=True,
+            wol_mac_address=node.mac,
+            wol_prefix_len=running.lab.prefix_len,
+            probe_port=probe_port,
+        )
+        nodes.append(inventory.create_node(session, data))
+    return cluster, nodes
