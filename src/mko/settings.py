@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     wol_default_interface: str | None = Field(
         default=None, description="source interface for magic packets when a node names none"
     )
+    api_sync_wait: float = Field(
+        default=10.0,
+        ge=0,
+        description="an API wake taking longer answers 202 and continues in the background",
+    )
     probe_interval: float = Field(default=1.0, gt=0, description="seconds between reachability probes")
     probe_timeout: float = Field(default=1.0, gt=0, description="TCP connect timeout of one probe")
 

@@ -19,13 +19,14 @@ from typer.exceptions import TyperException
 
 from mko.db import make_engine, make_session_factory
 from mko.db.migrate import current_revision, head_revision, upgrade
-from mko.errors import MkoError
+from mko.errors import MkoError, PowerError
 from mko.logs import configure_logging
 from mko.settings import get_settings
 
-__all__ = ["EXIT_BAD_INPUT", "app", "console", "emit", "fail", "open_session"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_POWER_FAILURE", "app", "console", "emit", "fail", "open_session"]
 
 EXIT_BAD_INPUT = 2
+EXIT_POWER_FAILURE = 1
 console = Console()
 
 
@@ -55,6 +56,9 @@ class MkoGroup(TyperGroup):
             field = ".".join(str(part) for part in first["loc"])
             click.echo(f"error: {field}: {first['msg']}", err=True)
             sys.exit(EXIT_BAD_INPUT)
+        except PowerError as exc:  # the request was fine; the power action failed
+            click.echo(f"error: {_one_line(str(exc))}", err=True)
+            sys.exit(EXIT_POWER_FAILURE)
         except MkoError as exc:
             click.echo(f"error: {_one_line(str(exc))}", err=True)
             sys.exit(EXIT_BAD_INPUT)

@@ -1,0 +1,156 @@
+"""The seed's Wake-on-LAN endpoints, exactly at the paths the guide names."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request, Response, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from mko import inventory, wake
+from mko.api.deps import ActorDep, SessionDep, SettingsDep
+from mko.db.models import OperationStatus
+from mko.operations import finish_operation, start_operation
+from mko.schemas import NodePublic, WolConfigure
+
+router = APIRouter(prefix="/api", tags=["wake-on-lan"])
+
+
+class WakeBody(BaseModel):
+    """Optional wake options; defaults come from settings (3 packets, 1 s apart, no verification)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    retries: int | None = Field(default=None, description="magic packets per node (1-100)")
+    delay: float | None = Field(default=None, description="seconds between re-sends (0-60)")
+    wait: bool = Field(default=False, description="probe each node and keep re-sending until it answers")
+    timeout: float | None = Field(default=None, description="seconds to wait for nodes with wait=true")
+
+
+class WakeResponse(BaseModel):
+    """The wake's operation; ``status`` is ``running`` when it continues in the background (HTTP 202)."""
+
+    operation_id: int
+    status: OperationStatus
+    summary: str
+    nodes: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    operation_url: str
+
+
+async def _wake(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    actor: ActorDep,
+    target_type: str,
+    target_id: int,
+    body: WakeBody | None,
+) -> WakeResponse:
+    body = body or WakeBody()
+    schedule = wake.make_schedule(
+        settings, retries=body.retries, delay=body.delay, wait=body.wait, timeout=body.timeout
+    )
+    prepared = wake.start_wake(
+        session, target_type=target_type, target_id=target_id, schedule=schedule, actor=actor
+    )
+    task = asyncio.create_task(wake.run_wake(request.app.state.session_factory, settings, prepared))
+    background: set[asyncio.Task[Any]] = request.app.state.background_tasks
+    background.add(task)
+    task.add_done_callback(background.discard)
+    url = f"/api/operations/{prepared.operation_id}"
+    try:
+        # Short wakes answer with their result; long ones (wait=true) continue and answer 202 at once.
+        operation = await asyncio.wait_for(asyncio.shield(task), settings.api_sync_wait)
+    except TimeoutError:
+        response.status_code = status.HTTP_202_ACCEPTED
+        response.headers["Location"] = url
+        return WakeResponse(
+            operation_id=prepared.operation_id,
+            status=OperationStatus.RUNNING,
+            summary=f"waking {len(prepared.nodes)} node(s); follow {url}",
+            operation_url=url,
+        )
+    return WakeResponse(
+        operation_id=operation.id,
+        status=operation.status,
+        summary=operation.summary,
+        nodes=operation.result.get("nodes", []),
+        skipped=operation.result.get("skipped", []),
+        operation_url=url,
+    )
+
+
+@router.post("/nodes/{node_id}/wol/wake")
+async def wake_node(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    actor: ActorDep,
+    node_id: int,
+    body: WakeBody | None = None,
+) -> WakeResponse:
+    """Send magic packets to one node (409 when its WoL is disabled or it has no MAC)."""
+    return await _wake(request, response, session, settings, actor, "node", node_id, body)
+
+
+@router.post("/clusters/{cluster_id}/wol/wake")
+async def wake_cluster(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    actor: ActorDep,
+    cluster_id: int,
+    body: WakeBody | None = None,
+) -> WakeResponse:
+    """Wake every node of a cluster at once, control-plane nodes' packets first."""
+    return await _wake(request, response, session, settings, actor, "cluster", cluster_id, body)
+
+
+@router.get("/nodes/{node_id}/wol/status")
+async def wol_status(
+    session: SessionDep, settings: SettingsDep, node_id: int, probe: bool = False
+) -> dict[str, Any]:
+    """Configuration, the last wake and its outcome; ``?probe=true`` also checks reachability now."""
+    return await wake.wol_status(session, node_id, probe=probe, probe_timeout=settings.probe_timeout)
+
+
+def _record_change(
+    session: SessionDep, actor: ActorDep, node_id: int, kind: str, changes: dict[str, Any]
+) -> None:
+    if "wol_secureon" in changes:
+        changes["wol_secureon"] = "***" if changes["wol_secureon"] else None
+    operation = start_operation(
+        session, kind=kind, target_type="node", target_id=node_id, actor=actor, parameters=changes
+    )
+    finish_operation(
+        session, operation, status=OperationStatus.SUCCEEDED, summary=f"changed {', '.join(changes)}"
+    )
+
+
+@router.post("/nodes/{node_id}/wol/enable")
+def wol_enable(session: SessionDep, actor: ActorDep, node_id: int) -> NodePublic:
+    """Allow waking this node (needs its MAC address, or its Proxmox VM id for a virtual node)."""
+    node = inventory.configure_wol(session, node_id, WolConfigure(wol_enabled=True))
+    _record_change(session, actor, node_id, "wol_enable", {"wol_enabled": True})
+    return NodePublic.of(node)
+
+
+@router.post("/nodes/{node_id}/wol/disable")
+def wol_disable(session: SessionDep, actor: ActorDep, node_id: int) -> NodePublic:
+    """Stop waking this node (wakes of it are refused; cluster wakes skip it)."""
+    node = inventory.configure_wol(session, node_id, WolConfigure(wol_enabled=False))
+    _record_change(session, actor, node_id, "wol_disable", {"wol_enabled": False})
+    return NodePublic.of(node)
+
+
+@router.put("/nodes/{node_id}/wol/configure")
+def wol_configure(session: SessionDep, actor: ActorDep, node_id: int, body: WolConfigure) -> NodePublic:
+    """Change the WoL fields sent; nothing else changes, and nothing at all when one field is wrong."""
+    node = inventory.configure_wol(session, node_id, body)
+    _record_change(session, actor, node_id, "wol_configure", body.model_dump(mode="json", exclude_unset=True))
+    return NodePublic.of(node)

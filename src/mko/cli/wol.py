@@ -1,0 +1,306 @@
+"""`mko wol …` — the seed's Wake-on-LAN commands, exactly as its guide writes them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from mko import inventory, wake
+from mko.cli.app import EXIT_POWER_FAILURE, console, emit, open_session
+from mko.db import make_engine, make_session_factory
+from mko.db.models import Operation, OperationStatus, WolMethod
+from mko.operations import Actor, finish_operation, start_operation
+from mko.power.base import NodeOutcome
+from mko.power.magic import LIMITED_BROADCAST, send_magic_packet
+from mko.schemas import NodePublic, WolConfigure
+from mko.settings import get_settings
+
+wol_app = typer.Typer(
+    help="Wake-on-LAN: wake nodes and clusters, status, enable/disable, configure.", no_args_is_help=True
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
+RetriesOpt = Annotated[int | None, typer.Option("--retries", help="magic packets per node [default: 3]")]
+DelayOpt = Annotated[float | None, typer.Option("--delay", help="seconds between packets [default: 1.0]")]
+WaitOpt = Annotated[bool, typer.Option("--wait/--no-wait", help="probe nodes and re-send until they answer")]
+TimeoutOpt = Annotated[
+    float | None, typer.Option("--timeout", help="seconds to wait with --wait [default: 300]")
+]
+NODE_COLUMNS = (
+    "id",
+    "hostname",
+    "wol_enabled",
+    "wol_method",
+    "wol_mac_address",
+    "wol_port",
+    "wol_broadcast_address",
+)
+
+
+def _run_wake(
+    target_type: str,
+    target_id: int,
+    retries: int | None,
+    delay: float | None,
+    wait: bool,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    settings = get_settings()
+    schedule = wake.make_schedule(settings, retries=retries, delay=delay, wait=wait, timeout=timeout)
+    with open_session() as session:
+        prepared = wake.start_wake(
+            session, target_type=target_type, target_id=target_id, schedule=schedule, actor=Actor.cli()
+        )
+    engine = make_engine(settings.database_url)
+    try:
+        operation = _with_progress(
+            prepared,
+            lambda hook: asyncio.run(wake.run_wake(make_session_factory(engine), settings, prepared, hook)),
+            quiet=as_json,
+        )
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "operation_id": operation.id,
+                    "status": operation.status.value,
+                    "summary": operation.summary,
+                    **operation.result,
+                },
+                indent=2,
+                default=str,
+            )
+        )
+    else:
+        _print_result(operation)
+    if operation.status != OperationStatus.SUCCEEDED:
+        raise typer.Exit(EXIT_POWER_FAILURE)
+
+
+def _with_progress(prepared: wake.PreparedWake, run: Any, *, quiet: bool) -> Operation:
+    """Run the wake under a Rich progress display: packets sent, then nodes settled."""
+    total = len(prepared.nodes)
+    waiting = prepared.schedule.wait
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=quiet,
+    ) as progress:
+        label = "nodes up" if waiting else "nodes sent"
+        task = progress.add_task(f"waking {total} node(s): {label}", total=total)
+        settled: set[int] = set()
+        packets = 0
+
+        def hook(kind: str, outcome: NodeOutcome) -> None:
+            nonlocal packets
+            if kind == "sent":
+                packets += 1
+                progress.update(
+                    task, description=f"waking {total} node(s), {packets} packet(s) sent: {label}"
+                )
+            done = kind in ("up", "failed", "not_up") or (kind == "sent" and not waiting)
+            if done and outcome.node_id not in settled:
+                settled.add(outcome.node_id)
+                progress.update(task, completed=len(settled))
+                if kind in ("up", "failed"):
+                    progress.console.print(f"  {outcome.hostname}: {outcome.describe()}")
+
+        result: Operation = run(hook)
+    return result
+
+
+def _print_result(operation: Operation) -> None:
+    table = Table(title=f"operation {operation.id}: {operation.status.value}")
+    for column in ("node", "hostname", "method", "state", "packets", "up after", "error"):
+        table.add_column(column)
+    for node in operation.result.get("nodes", []):
+        up_after = "—" if node["up_after"] is None else f"{node['up_after']:.1f}s"
+        table.add_row(
+            str(node["node_id"]),
+            node["hostname"],
+            node["method"],
+            node["state"],
+            str(node["attempts"]),
+            up_after,
+            node["error"] or "",
+        )
+    for skipped in operation.result.get("skipped", []):
+        table.add_row(str(skipped["node_id"]), "", "", "skipped", "0", "—", skipped["reason"])
+    console.print(table)
+    console.print(operation.summary)
+
+
+@wol_app.command("wake-node")
+def wake_node(
+    node_id: int,
+    retries: RetriesOpt = None,
+    delay: DelayOpt = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Wake a specific node."""
+    _run_wake("node", node_id, retries, delay, wait, timeout, as_json)
+
+
+@wol_app.command("wake-cluster")
+def wake_cluster(
+    cluster_id: int,
+    retries: RetriesOpt = None,
+    delay: DelayOpt = None,
+    wait: WaitOpt = False,
+    timeout: TimeoutOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Wake all nodes in a cluster at once, control-plane nodes' packets first."""
+    _run_wake("cluster", cluster_id, retries, delay, wait, timeout, as_json)
+
+
+@wol_app.command("status")
+def status(
+    node_id: int,
+    probe: Annotated[bool, typer.Option("--probe", help="check reachability now")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Get WoL status for a node."""
+    settings = get_settings()
+    with open_session() as session:
+        result = asyncio.run(
+            wake.wol_status(session, node_id, probe=probe, probe_timeout=settings.probe_timeout)
+        )
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+        return
+    table = Table(show_header=False, box=None)
+    for key, value in result.items():
+        table.add_row(
+            f"[bold]{key}[/bold]", "—" if value is None else json.dumps(value, default=str).strip('"')
+        )
+    console.print(table)
+
+
+def _change(node_id: int, kind: str, data: WolConfigure, as_json: bool) -> None:
+    with open_session() as session:
+        node = inventory.configure_wol(session, node_id, data)
+        changes = data.model_dump(mode="json", exclude_unset=True)
+        if changes.get("wol_secureon"):
+            changes["wol_secureon"] = "***"
+        operation = start_operation(
+            session, kind=kind, target_type="node", target_id=node_id, actor=Actor.cli(), parameters=changes
+        )
+        finish_operation(
+            session, operation, status=OperationStatus.SUCCEEDED, summary=f"changed {', '.join(changes)}"
+        )
+        emit(NodePublic.of(node), NODE_COLUMNS, as_json=as_json)
+
+
+@wol_app.command("enable")
+def enable(node_id: int, as_json: JsonOpt = False) -> None:
+    """Enable WoL on a node (mko will wake it; it needs a MAC address)."""
+    _change(node_id, "wol_enable", WolConfigure(wol_enabled=True), as_json)
+
+
+@wol_app.command("disable")
+def disable(node_id: int, as_json: JsonOpt = False) -> None:
+    """Disable WoL on a node (wakes are refused; cluster wakes skip it)."""
+    _change(node_id, "wol_disable", WolConfigure(wol_enabled=False), as_json)
+
+
+@wol_app.command("configure")
+def configure(
+    node_id: int,
+    mac_address: Annotated[str | None, typer.Option("--mac-address", help="e.g. aa:bb:cc:dd:ee:ff")] = None,
+    method: Annotated[WolMethod | None, typer.Option("--method", help="how the node is powered on")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="UDP port of the magic packet (9, or 7)")] = None,
+    broadcast: Annotated[str | None, typer.Option("--broadcast", help="broadcast address to send to")] = None,
+    enable: Annotated[bool | None, typer.Option("--enable/--disable", help="allow waking this node")] = None,
+    physical: Annotated[
+        bool | None, typer.Option("--physical/--virtual", help="machine or Proxmox VM")
+    ] = None,
+    proxmox_vm_id: Annotated[int | None, typer.Option("--proxmox-vm-id", help="VM id in Proxmox")] = None,
+    proxmox_host_id: Annotated[
+        int | None, typer.Option("--proxmox-host-id", help="mko's Proxmox host id")
+    ] = None,
+    interface: Annotated[
+        str | None, typer.Option("--interface", help="orchestrator interface to send from")
+    ] = None,
+    secureon: Annotated[
+        str | None, typer.Option("--secureon", help="SecureOn password (6 or 4 bytes)")
+    ] = None,
+    prefix_len: Annotated[
+        int | None, typer.Option("--prefix-len", help="node subnet prefix, e.g. 24")
+    ] = None,
+    probe_port: Annotated[
+        int | None, typer.Option("--probe-port", help="TCP port that proves the node is up")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Configure WoL settings for a node; only the options given change anything."""
+    given: dict[str, Any] = {
+        "wol_mac_address": mac_address,
+        "wol_method": method,
+        "wol_port": port,
+        "wol_broadcast_address": broadcast,
+        "wol_enabled": enable,
+        "is_virtual_node": None if physical is None else not physical,
+        "proxmox_vm_id": proxmox_vm_id,
+        "proxmox_host_id": proxmox_host_id,
+        "wol_interface": interface,
+        "wol_secureon": secureon,
+        "wol_prefix_len": prefix_len,
+        "probe_port": probe_port,
+    }
+    data = WolConfigure(**{k: v for k, v in given.items() if v is not None})
+    if not data.model_fields_set:
+        raise typer.BadParameter("give at least one option to change (see --help)")
+    _change(node_id, "wol_configure", data, as_json)
+
+
+@wol_app.command("send")
+def send(
+    mac: str,
+    broadcast: Annotated[str, typer.Option("--broadcast", help="destination address")] = LIMITED_BROADCAST,
+    port: Annotated[int, typer.Option("--port", help="UDP port")] = 9,
+    interface: Annotated[str | None, typer.Option("--interface", help="send from this interface")] = None,
+    secureon: Annotated[str | None, typer.Option("--secureon", help="SecureOn password")] = None,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="raw Ethernet frame (EtherType 0x0842) on --interface")
+    ] = False,
+    count: Annotated[int, typer.Option("--count", min=1, max=100, help="packets to send")] = 1,
+) -> None:
+    """Send an ad-hoc magic packet to a MAC address, like `wakeonlan` / `etherwake`."""
+    for _ in range(count):
+        send_magic_packet(
+            mac,
+            address=broadcast,
+            port=port,
+            interface=interface,
+            secureon=secureon,
+            transport="ethernet" if raw else "udp",
+        )
+    where = (
+        f"on {interface} (raw Ethernet)"
+        if raw
+        else f"to {broadcast}:{port}" + (f" via {interface}" if interface else "")
+    )
+    console.print(f"sent {count} magic packet(s) for {mac} {where}")

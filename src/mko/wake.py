@@ -1,0 +1,304 @@
+"""Waking nodes and clusters: checks, the operation record, and the run over the power drivers.
+
+A wake is split in two so adapters can choose how to wait for it: :func:`start_wake` checks the
+request and records the operation (fast, in the caller's session); :func:`run_wake` does the work
+(async, its own session) and may run in the foreground (CLI) or as a background task (API).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from mko import inventory
+from mko.db.models import Node, Operation, OperationStatus, OperationStep, WolMethod, utcnow
+from mko.errors import ConflictError, InputError
+from mko.operations import Actor, finish_operation, last_step_for_node, start_operation
+from mko.power import DRIVERS, missing_driver_message
+from mko.power.base import (
+    AttemptError,
+    NodeOutcome,
+    NodeSnapshot,
+    OutcomeState,
+    PowerDriver,
+    WakeSchedule,
+    power_on,
+)
+from mko.power.wol import WolDriver, effective_broadcast
+from mko.probe import probe_tcp
+from mko.settings import Settings
+
+__all__ = [
+    "PreparedWake",
+    "make_schedule",
+    "mark_interrupted_operations",
+    "run_wake",
+    "start_wake",
+    "wol_status",
+]
+
+log = logging.getLogger("mko.wake")
+
+WAKE_KIND_PREFIX = "wol_wake"
+
+
+def make_schedule(
+    settings: Settings,
+    *,
+    retries: int | None = None,
+    delay: float | None = None,
+    wait: bool = False,
+    timeout: float | None = None,
+) -> WakeSchedule:
+    """A schedule from request options and settings defaults; out-of-range values name their field."""
+    retries = settings.wol_default_retries if retries is None else retries
+    delay = settings.wol_default_delay if delay is None else delay
+    timeout = settings.wol_default_timeout if timeout is None else timeout
+    if not 1 <= retries <= 100:
+        raise InputError("retries", f"{retries} is out of range (1-100)")
+    if not 0 <= delay <= 60:
+        raise InputError("delay", f"{delay} is out of range (0-60 seconds)")
+    if not 0 < timeout <= 3600:
+        raise InputError("timeout", f"{timeout} is out of range (0-3600 seconds)")
+    return WakeSchedule(
+        retries=retries,
+        delay=delay,
+        wait=wait,
+        timeout=timeout,
+        probe_interval=settings.probe_interval,
+        probe_timeout=settings.probe_timeout,
+    )
+
+
+@dataclass
+class PreparedWake:
+    """A checked wake request and its running operation."""
+
+    operation_id: int
+    nodes: list[NodeSnapshot]
+    schedule: WakeSchedule
+    skipped: dict[int, str] = field(default_factory=dict)
+
+
+def _not_wakeable_reason(node: Node) -> str | None:
+    """Why a node cannot be woken as configured, or None."""
+    if not node.wol_enabled:
+        return (
+            f"Wake-on-LAN is disabled for node {node.id} ({node.hostname}); enable it: `wol enable {node.id}`"
+        )
+    if node.wol_method in (WolMethod.ETHERNET, WolMethod.ETHERNET_RAW) and not node.wol_mac_address:
+        return f"node {node.id} ({node.hostname}) has no MAC address; set it with `wol configure`"
+    return None
+
+
+def start_wake(
+    session: Session,
+    *,
+    target_type: str,
+    target_id: int,
+    schedule: WakeSchedule,
+    actor: Actor,
+) -> PreparedWake:
+    """Check a node or cluster wake and record its operation; ConflictError when nothing can be woken."""
+    if target_type == "node":
+        node = inventory.get_node(session, target_id)
+        reason = _not_wakeable_reason(node)
+        if reason:
+            raise ConflictError(reason)
+        nodes, skipped = [node], {}
+    else:
+        inventory.get_cluster(session, target_id)
+        members = inventory.list_nodes(session, target_id)
+        if not members:
+            raise ConflictError(f"cluster {target_id} has no nodes")
+        skipped = {n.id: r for n in members if (r := _not_wakeable_reason(n))}
+        nodes = [n for n in members if n.id not in skipped]
+        if not nodes:
+            raise ConflictError(
+                f"no node of cluster {target_id} can be woken: " + "; ".join(skipped.values())
+            )
+    snapshots = [NodeSnapshot.of(n) for n in nodes]
+    operation = start_operation(
+        session,
+        kind=f"{WAKE_KIND_PREFIX}_{target_type}",
+        target_type=target_type,
+        target_id=target_id,
+        actor=actor,
+        parameters=schedule.as_dict(),
+        summary=f"waking {len(snapshots)} node(s)",
+    )
+    now = utcnow()
+    for seq, node in enumerate(sorted(nodes, key=lambda n: n.id), start=1):
+        operation.steps.append(
+            OperationStep(
+                seq=seq,
+                node_id=node.id,
+                name=f"wake {node.hostname}",
+                status=OperationStatus.RUNNING,
+                message="",
+                detail={},
+                started_at=now,
+            )
+        )
+    for offset, (node_id, reason) in enumerate(sorted(skipped.items()), start=len(operation.steps) + 1):
+        operation.steps.append(
+            OperationStep(
+                seq=offset,
+                node_id=node_id,
+                name="wake skipped",
+                status=OperationStatus.CANCELLED,
+                message=reason,
+                detail={},
+                started_at=now,
+                finished_at=now,
+            )
+        )
+    session.commit()
+    return PreparedWake(operation.id, snapshots, schedule, skipped)
+
+
+def _driver_lookup(settings: Settings) -> Callable[[NodeSnapshot], PowerDriver | AttemptError]:
+    shared: dict[type[PowerDriver], PowerDriver] = {}
+
+    def lookup(node: NodeSnapshot) -> PowerDriver | AttemptError:
+        driver_class = DRIVERS.get(node.method)
+        if driver_class is None:
+            return missing_driver_message(node)
+        if driver_class not in shared:
+            shared[driver_class] = (
+                WolDriver(settings.wol_default_interface) if driver_class is WolDriver else driver_class()
+            )
+        return shared[driver_class]
+
+    return lookup
+
+
+_STEP_STATUS = {
+    OutcomeState.UP: OperationStatus.SUCCEEDED,
+    OutcomeState.SENT: OperationStatus.SUCCEEDED,
+    OutcomeState.NOT_UP: OperationStatus.FAILED,
+    OutcomeState.FAILED: OperationStatus.FAILED,
+}
+
+
+async def run_wake(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    prepared: PreparedWake,
+    on_event: Callable[[str, NodeOutcome], None] | None = None,
+) -> Operation:
+    """Carry out a prepared wake and close its operation with one result per node."""
+    try:
+        outcomes = await power_on(prepared.nodes, prepared.schedule, _driver_lookup(settings), on_event)
+    except asyncio.CancelledError:
+        with session_factory() as session:
+            _close(session, prepared, [], cancelled=True)
+        raise
+    with session_factory() as session:
+        return _close(session, prepared, outcomes, cancelled=False)
+
+
+def _close(
+    session: Session, prepared: PreparedWake, outcomes: list[NodeOutcome], *, cancelled: bool
+) -> Operation:
+    operation = session.get_one(Operation, prepared.operation_id)
+    by_node = {o.node_id: o for o in outcomes}
+    now = utcnow()
+    for step in operation.steps:
+        outcome = by_node.get(step.node_id or -1)
+        if step.status != OperationStatus.RUNNING:
+            continue
+        if outcome is None:
+            step.status, step.message = OperationStatus.CANCELLED, "cancelled before it finished"
+        else:
+            step.status, step.message, step.detail = (
+                _STEP_STATUS[outcome.state],
+                outcome.describe(),
+                outcome.as_dict(),
+            )
+        step.finished_at = now
+    result: dict[str, Any] = {
+        "nodes": [o.as_dict() for o in outcomes],
+        "skipped": [{"node_id": k, "reason": v} for k, v in sorted(prepared.skipped.items())],
+        "verified": prepared.schedule.wait,
+    }
+    if cancelled:
+        return finish_operation(
+            session, operation, status=OperationStatus.CANCELLED, summary="cancelled", result=result
+        )
+    good_state = OutcomeState.UP if prepared.schedule.wait else OutcomeState.SENT
+    good = [o for o in outcomes if o.state == good_state]
+    verb = "up" if prepared.schedule.wait else "sent (not verified)"
+    summary = f"{len(good)}/{len(outcomes)} node(s) {verb}"
+    bad = [f"{o.hostname}: {o.describe()}" for o in outcomes if o.state != good_state]
+    if prepared.skipped:
+        summary += f", {len(prepared.skipped)} skipped"
+    if bad:
+        summary += "; " + "; ".join(bad)
+    if len(good) == len(outcomes) and not prepared.skipped:
+        status = OperationStatus.SUCCEEDED
+    elif good:
+        status = OperationStatus.PARTIAL
+    else:
+        status = OperationStatus.FAILED
+    return finish_operation(session, operation, status=status, summary=summary, result=result)
+
+
+def mark_interrupted_operations(session: Session) -> int:
+    """Close operations left running by a previous process (they cannot be resumed)."""
+    stale = session.scalars(select(Operation).where(Operation.status == OperationStatus.RUNNING)).all()
+    for operation in stale:
+        for step in operation.steps:
+            if step.status == OperationStatus.RUNNING:
+                step.status, step.message, step.finished_at = OperationStatus.FAILED, "interrupted", utcnow()
+        finish_operation(
+            session, operation, status=OperationStatus.FAILED, summary="interrupted: mko stopped while it ran"
+        )
+    return len(stale)
+
+
+async def wol_status(session: Session, node_id: int, *, probe: bool, probe_timeout: float) -> dict[str, Any]:
+    """The seed's ``wol status``: configuration, last wake and, when asked, reachability now."""
+    node = inventory.get_node(session, node_id)
+    snapshot = NodeSnapshot.of(node)
+    magic = node.wol_method in (WolMethod.ETHERNET, WolMethod.ETHERNET_RAW)
+    configured = bool(node.wol_mac_address) if magic else node.proxmox_vm_id is not None
+    last = last_step_for_node(session, node_id, WAKE_KIND_PREFIX)
+    status: dict[str, Any] = {
+        "node_id": node.id,
+        "hostname": node.hostname,
+        "configured": configured,
+        "enabled": node.wol_enabled,
+        "wakeable": _not_wakeable_reason(node) is None,
+        "method": node.wol_method.value,
+        "mac_address": node.wol_mac_address,
+        "broadcast_address": effective_broadcast(snapshot) if magic else None,
+        "broadcast_configured": node.wol_broadcast_address,
+        "port": node.wol_port,
+        "interface": node.wol_interface,
+        "secureon_set": node.wol_secureon is not None,
+        "is_virtual_node": node.is_virtual_node,
+        "proxmox_vm_id": node.proxmox_vm_id,
+        "proxmox_host_id": node.proxmox_host_id,
+        "driver_available": node.wol_method in DRIVERS,
+        "last_wake": None,
+        "reachable": None,
+    }
+    if last is not None:
+        status["last_wake"] = {
+            "operation_id": last.operation_id,
+            "at": last.finished_at or last.started_at,
+            "status": last.status.value,
+            "message": last.message,
+            "state": last.detail.get("state"),
+        }
+    if probe:
+        result = await probe_tcp(node.ip_address, snapshot.probe_port, probe_timeout)
+        status["reachable"] = {"port": snapshot.probe_port, "ok": result.ok, "error": result.error}
+    return status
