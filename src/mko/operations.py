@@ -19,6 +19,7 @@ __all__ = [
     "finish_operation",
     "get_operation",
     "last_step_for_node",
+    "list_for_node",
     "list_operations",
     "record_step",
     "start_operation",
@@ -167,3 +168,18 @@ def last_step_for_node(session: Session, node_id: int, kind_prefix: str) -> Oper
         .limit(1)
     )
     return session.scalars(query).first()
+
+
+def list_for_node(session: Session, node_id: int, limit: int = 20) -> Sequence[Operation]:
+    """Operations that targeted this node or had a step about it, newest first."""
+    stepped = select(OperationStep.operation_id).where(OperationStep.node_id == node_id)
+    query = (
+        select(Operation)
+        .options(selectinload(Operation.steps))
+        .where(
+            ((Operation.target_type == "node") & (Operation.target_id == node_id)) | Operation.id.in_(stepped)
+        )
+        .order_by(Operation.id.desc())
+        .limit(limit)
+    )
+    return session.scalars(query).all()

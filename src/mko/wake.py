@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +41,7 @@ __all__ = [
     "run_wake",
     "start_wake",
     "wol_status",
+    "wol_status_sync",
 ]
 
 log = logging.getLogger("mko.wake")
@@ -101,18 +102,28 @@ def start_wake(
     session: Session,
     *,
     target_type: str,
-    target_id: int,
+    target_id: int | None,
     schedule: WakeSchedule,
     actor: Actor,
+    node_ids: Sequence[int] = (),
 ) -> PreparedWake:
-    """Check a node or cluster wake and record its operation; ConflictError when nothing can be woken."""
-    if target_type == "node":
+    """Check a wake of a node, a cluster, or several nodes (``target_type="nodes"`` with ``node_ids``)
+    and record its operation; ConflictError when nothing can be woken."""
+    if target_type == "node" and target_id is not None:
         node = inventory.get_node(session, target_id)
         reason = _not_wakeable_reason(node)
         if reason:
             raise ConflictError(reason)
         nodes, skipped = [node], {}
-    else:
+    elif target_type == "nodes":
+        if not node_ids:
+            raise InputError("node_ids", "name at least one node")
+        members = [inventory.get_node(session, node_id) for node_id in dict.fromkeys(node_ids)]
+        skipped = {n.id: r for n in members if (r := _not_wakeable_reason(n))}
+        nodes = [n for n in members if n.id not in skipped]
+        if not nodes:
+            raise ConflictError("none of these nodes can be woken: " + "; ".join(skipped.values()))
+    elif target_type == "cluster" and target_id is not None:
         inventory.get_cluster(session, target_id)
         members = inventory.list_nodes(session, target_id)
         if not members:
@@ -123,6 +134,8 @@ def start_wake(
             raise ConflictError(
                 f"no node of cluster {target_id} can be woken: " + "; ".join(skipped.values())
             )
+    else:
+        raise InputError("target_type", f"cannot wake a {target_type!r}")
     snapshots = [NodeSnapshot.of(n) for n in nodes]
     operation = start_operation(
         session,
@@ -130,7 +143,7 @@ def start_wake(
         target_type=target_type,
         target_id=target_id,
         actor=actor,
-        parameters=schedule.as_dict(),
+        parameters=schedule.as_dict() | ({"node_ids": list(dict.fromkeys(node_ids))} if node_ids else {}),
         summary=f"waking {len(snapshots)} node(s)",
     )
     now = utcnow()
@@ -265,6 +278,16 @@ def mark_interrupted_operations(session: Session) -> int:
 
 async def wol_status(session: Session, node_id: int, *, probe: bool, probe_timeout: float) -> dict[str, Any]:
     """The seed's ``wol status``: configuration, last wake and, when asked, reachability now."""
+    status = wol_status_sync(session, node_id)
+    if probe:
+        target = NodeSnapshot.of(inventory.get_node(session, node_id))
+        result = await probe_tcp(target.ip_address, target.probe_port, probe_timeout)
+        status["reachable"] = {"port": target.probe_port, "ok": result.ok, "error": result.error}
+    return status
+
+
+def wol_status_sync(session: Session, node_id: int) -> dict[str, Any]:
+    """``wol status`` without probing (for pages that probe in the background)."""
     node = inventory.get_node(session, node_id)
     snapshot = NodeSnapshot.of(node)
     magic = node.wol_method in (WolMethod.ETHERNET, WolMethod.ETHERNET_RAW)
@@ -298,7 +321,4 @@ async def wol_status(session: Session, node_id: int, *, probe: bool, probe_timeo
             "message": last.message,
             "state": last.detail.get("state"),
         }
-    if probe:
-        result = await probe_tcp(node.ip_address, snapshot.probe_port, probe_timeout)
-        status["reachable"] = {"port": snapshot.probe_port, "ok": result.ok, "error": result.error}
     return status

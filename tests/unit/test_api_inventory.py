@@ -122,5 +122,6 @@ def test_health_docs_and_dashboard(client: TestClient) -> None:
     assert client.get("/docs").status_code == 200
     assert "/api/nodes" in client.get("/openapi.json").json()["paths"]
     client.post("/api/nodes", json=NODE)
-    page = client.get("/")
+    assert client.get("/").status_code == 200
+    page = client.get("/nodes")
     assert page.status_code == 200 and "cp1" in page.text

@@ -59,7 +59,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(inventory.router)
     app.include_router(operations.router)
     app.include_router(wol.router)
+    from fastapi.staticfiles import StaticFiles
+
+    from mko.web import STATIC_DIR
     from mko.web import router as web_router
 
     app.include_router(web_router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

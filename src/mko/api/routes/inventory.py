@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from mko import inventory
-from mko.api.deps import SessionDep
+from mko import inventory, reachability
+from mko.api.deps import SessionDep, SettingsDep
+from mko.reachability import Reachability
 from mko.schemas import ClusterCreate, ClusterPublic, ClusterUpdate, NodeCreate, NodePublic, NodeUpdate
 
 router = APIRouter(prefix="/api")
@@ -66,6 +67,14 @@ def list_cluster_nodes(session: SessionDep, cluster_id: int) -> list[NodePublic]
 def list_nodes(session: SessionDep, cluster_id: int | None = None) -> list[NodePublic]:
     """All nodes, or those of ``cluster_id``."""
     return [NodePublic.of(node) for node in inventory.list_nodes(session, cluster_id)]
+
+
+@router.get("/nodes/reachability", tags=["nodes"])
+async def nodes_reachability(
+    session: SessionDep, settings: SettingsDep, cluster_id: int | None = None
+) -> dict[int, Reachability]:
+    """Probe every node (or those of ``cluster_id``) now, concurrently, on its probe port."""
+    return await reachability.probe_nodes(inventory.list_nodes(session, cluster_id), settings.probe_timeout)
 
 
 @router.post("/nodes", status_code=status.HTTP_201_CREATED, tags=["nodes"])

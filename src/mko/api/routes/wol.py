@@ -9,10 +9,12 @@ from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from mko import inventory, wake
+from mko.api.background import launch_wake
 from mko.api.deps import ActorDep, SessionDep, SettingsDep
 from mko.db.models import OperationStatus
 from mko.operations import finish_operation, start_operation
 from mko.schemas import NodePublic, WolConfigure
+from mko.settings import Settings
 
 router = APIRouter(prefix="/api", tags=["wake-on-lan"])
 
@@ -39,27 +41,16 @@ class WakeResponse(BaseModel):
     operation_url: str
 
 
-async def _wake(
-    request: Request,
-    response: Response,
-    session: SessionDep,
-    settings: SettingsDep,
-    actor: ActorDep,
-    target_type: str,
-    target_id: int,
-    body: WakeBody | None,
+class NodesWakeBody(WakeBody):
+    """Wake several nodes in one operation."""
+
+    node_ids: list[int] = Field(min_length=1, description="ids of the nodes to wake")
+
+
+async def _answer(
+    request: Request, response: Response, settings: Settings, prepared: wake.PreparedWake
 ) -> WakeResponse:
-    body = body or WakeBody()
-    schedule = wake.make_schedule(
-        settings, retries=body.retries, delay=body.delay, wait=body.wait, timeout=body.timeout
-    )
-    prepared = wake.start_wake(
-        session, target_type=target_type, target_id=target_id, schedule=schedule, actor=actor
-    )
-    task = asyncio.create_task(wake.run_wake(request.app.state.session_factory, settings, prepared))
-    background: set[asyncio.Task[Any]] = request.app.state.background_tasks
-    background.add(task)
-    task.add_done_callback(background.discard)
+    task = launch_wake(request.app, settings, prepared)
     url = f"/api/operations/{prepared.operation_id}"
     try:
         # Short wakes answer with their result; long ones (wait=true) continue and answer 202 at once.
@@ -81,6 +72,45 @@ async def _wake(
         skipped=operation.result.get("skipped", []),
         operation_url=url,
     )
+
+
+async def _wake(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    actor: ActorDep,
+    target_type: str,
+    target_id: int | None,
+    body: WakeBody | None,
+) -> WakeResponse:
+    body = body or WakeBody()
+    schedule = wake.make_schedule(
+        settings, retries=body.retries, delay=body.delay, wait=body.wait, timeout=body.timeout
+    )
+    node_ids = body.node_ids if isinstance(body, NodesWakeBody) else ()
+    prepared = wake.start_wake(
+        session,
+        target_type=target_type,
+        target_id=target_id,
+        schedule=schedule,
+        actor=actor,
+        node_ids=node_ids,
+    )
+    return await _answer(request, response, settings, prepared)
+
+
+@router.post("/nodes/wol/wake")
+async def wake_nodes(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    actor: ActorDep,
+    body: NodesWakeBody,
+) -> WakeResponse:
+    """Wake several nodes at once in one operation (nodes that cannot be woken are skipped and named)."""
+    return await _wake(request, response, session, settings, actor, "nodes", None, body)
 
 
 @router.post("/nodes/{node_id}/wol/wake")

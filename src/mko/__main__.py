@@ -1,0 +1,5 @@
+"""`python -m mko …` runs the CLI."""
+
+from mko.cli import main
+
+main()

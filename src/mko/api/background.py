@@ -1,0 +1,31 @@
+"""Power actions that outlive a request: started here, tracked on the app, cancelled at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from fastapi import FastAPI
+
+from mko import wake
+from mko.db.models import Operation
+from mko.settings import Settings
+
+__all__ = ["launch", "launch_wake"]
+
+T = TypeVar("T")
+
+
+def launch(app: FastAPI, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """Run ``work`` in the background, holding a reference until it ends (the app's lifespan cancels it)."""
+    task = asyncio.create_task(work)
+    tasks: set[asyncio.Task[Any]] = app.state.background_tasks
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return task
+
+
+def launch_wake(app: FastAPI, settings: Settings, prepared: wake.PreparedWake) -> asyncio.Task[Operation]:
+    """Start a prepared wake in the background with its own database session."""
+    return launch(app, wake.run_wake(app.state.session_factory, settings, prepared))

@@ -1,0 +1,314 @@
+"""The web UI's pages and form handlers; every action goes through the same services as the API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
+
+from mko import inventory, operations, wake
+from mko.api.background import launch_wake
+from mko.api.deps import SessionDep, SettingsDep
+from mko.db.models import NodeRole, WolMethod
+from mko.errors import ConflictError, InputError
+from mko.operations import Actor
+from mko.schemas import ClusterCreate, NodeCreate, WolConfigure
+from mko.web.forms import FieldErrors, blank_to_none, field_errors
+
+__all__ = ["STATIC_DIR", "router"]
+
+HERE = Path(__file__).parent
+STATIC_DIR = HERE / "static"
+templates = Jinja2Templates(directory=HERE / "templates")
+router = APIRouter(include_in_schema=False)
+
+NODE_FORM_FIELDS = ["hostname", "ip_address", "cluster_id", "role", "ssh_user", "ssh_port", "wol_mac_address"]
+WOL_FORM_FIELDS = [
+    "wol_mac_address",
+    "wol_method",
+    "wol_port",
+    "wol_broadcast_address",
+    "proxmox_vm_id",
+    "proxmox_host_id",
+    "wol_interface",
+    "wol_prefix_len",
+    "probe_port",
+]
+
+
+def _actor(request: Request) -> Actor:
+    return Actor(name="web", source=request.client.host if request.client else "")
+
+
+def _render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    context.setdefault("settings", request.app.state.settings)
+    context.setdefault("roles", [r.value for r in NodeRole])
+    context.setdefault("methods", [m.value for m in WolMethod if m in inventory.BUILT_METHODS])
+    return templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+def _see_other(url: str) -> RedirectResponse:
+    return RedirectResponse(url, status_code=303)
+
+
+# ------------------------------------------------------------------ dashboard
+
+
+@router.get("/", response_class=HTMLResponse)
+def dashboard(request: Request, session: SessionDep) -> HTMLResponse:
+    """Clusters with node counts, running and recent operations."""
+    return _render(
+        request,
+        "dashboard.html",
+        clusters=inventory.list_clusters(session),
+        counts=inventory.node_counts(session),
+        operations=operations.list_operations(session, limit=10),
+    )
+
+
+# ------------------------------------------------------------------ nodes
+
+
+def _nodes_page(
+    request: Request, session: SessionDep, cluster_id: int | None, status_code: int = 200, **context: Any
+) -> HTMLResponse:
+    nodes = inventory.list_nodes(session, cluster_id)
+    clusters = inventory.list_clusters(session)
+    last_wake = {
+        node.id: operations.last_step_for_node(session, node.id, wake.WAKE_KIND_PREFIX) for node in nodes
+    }
+    context.setdefault("form", {})
+    context.setdefault("errors", {})
+    return _render(
+        request,
+        "nodes.html",
+        status_code,
+        nodes=nodes,
+        clusters=clusters,
+        cluster_options=[("", "—")] + [(c.id, c.name) for c in clusters],
+        cluster_id=cluster_id,
+        last_wake=last_wake,
+        **context,
+    )
+
+
+@router.get("/nodes", response_class=HTMLResponse)
+def nodes_page(request: Request, session: SessionDep, cluster_id: int | None = None) -> HTMLResponse:
+    """All nodes with reachability, filterable by cluster; wake one or several."""
+    return _nodes_page(request, session, cluster_id)
+
+
+@router.post("/nodes", response_class=HTMLResponse)
+async def add_node(request: Request, session: SessionDep) -> Response:
+    """Add a node from the form; errors are shown next to their field and nothing is stored."""
+    form = await request.form()
+    values = blank_to_none(form, NODE_FORM_FIELDS)
+    try:
+        data = NodeCreate.model_validate({k: v for k, v in values.items() if v is not None})
+        node = inventory.create_node(session, data)
+    except (InputError, ValidationError) as exc:
+        return _nodes_page(request, session, None, 422, form=values, errors=field_errors(exc))
+    except ConflictError as exc:
+        return _nodes_page(request, session, None, 409, form=values, errors={"form": str(exc)})
+    return _see_other(f"/nodes/{node.id}")
+
+
+@router.post("/nodes/wake")
+async def wake_selected(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    """Wake the nodes ticked in the table, in one operation."""
+    form = await request.form()
+    node_ids = [int(value) for value in form.getlist("node_id") if isinstance(value, str) and value.isdigit()]
+    try:
+        schedule = wake.make_schedule(settings)
+        prepared = wake.start_wake(
+            session,
+            target_type="nodes",
+            target_id=None,
+            schedule=schedule,
+            actor=_actor(request),
+            node_ids=node_ids,
+        )
+    except (InputError, ConflictError) as exc:
+        return _nodes_page(request, session, None, 409, errors={"wake": str(exc)})
+    launch_wake(request.app, settings, prepared)
+    return _see_other(f"/operations/{prepared.operation_id}")
+
+
+def _node_page(
+    request: Request, session: SessionDep, node_id: int, status_code: int = 200, **context: Any
+) -> HTMLResponse:
+    node = inventory.get_node(session, node_id)
+    context.setdefault("errors", {})
+    context.setdefault("form", None)
+    return _render(
+        request,
+        "node_detail.html",
+        status_code,
+        node=node,
+        wol=wake.wol_status_sync(session, node_id),
+        history=operations.list_for_node(session, node_id),
+        **context,
+    )
+
+
+@router.get("/nodes/{node_id}", response_class=HTMLResponse)
+def node_page(request: Request, session: SessionDep, node_id: int, saved: bool = False) -> HTMLResponse:
+    """One node: its Wake-on-LAN section (status, configure, send) and its operation history."""
+    return _node_page(request, session, node_id, saved=saved)
+
+
+@router.post("/nodes/{node_id}/wol/configure", response_class=HTMLResponse)
+async def configure_node(request: Request, session: SessionDep, node_id: int) -> Response:
+    """Save the WoL form: it shows every field, so every field is set (an emptied field is cleared)."""
+    form = await request.form()
+    values = blank_to_none(form, WOL_FORM_FIELDS)
+    values["wol_enabled"] = form.get("wol_enabled") == "on"
+    values["is_virtual_node"] = form.get("kind") == "virtual"
+    if values["wol_method"] is None:
+        values["wol_method"] = (
+            WolMethod.PROXMOX.value if values["is_virtual_node"] else WolMethod.ETHERNET.value
+        )
+    if values["wol_port"] is None:
+        values["wol_port"] = 9
+    secureon = str(form.get("wol_secureon") or "").strip()
+    if secureon:  # write-only: an empty field keeps the stored password
+        values["wol_secureon"] = secureon
+    if form.get("clear_secureon") == "on":
+        values["wol_secureon"] = None
+    try:
+        data = WolConfigure.model_validate(values)
+        inventory.configure_wol(session, node_id, data)
+    except (InputError, ValidationError) as exc:
+        return _node_page(request, session, node_id, 422, form=values, errors=field_errors(exc))
+    changes = data.model_dump(mode="json", exclude_unset=True)
+    if changes.get("wol_secureon"):
+        changes["wol_secureon"] = "***"
+    operation = operations.start_operation(
+        session,
+        kind="wol_configure",
+        target_type="node",
+        target_id=node_id,
+        actor=_actor(request),
+        parameters=changes,
+    )
+    operations.finish_operation(
+        session, operation, status=operation.status.SUCCEEDED, summary="saved from the web UI"
+    )
+    return _see_other(f"/nodes/{node_id}?saved=1")
+
+
+@router.post("/nodes/{node_id}/wol/wake", response_class=HTMLResponse)
+async def wake_node(request: Request, session: SessionDep, settings: SettingsDep, node_id: int) -> Response:
+    """Send wake packets to one node, optionally waiting until it is up; follow it on its operation page."""
+    form = await request.form()
+    try:
+        schedule = wake.make_schedule(settings, wait=form.get("wait") == "on")
+        prepared = wake.start_wake(
+            session, target_type="node", target_id=node_id, schedule=schedule, actor=_actor(request)
+        )
+    except (InputError, ConflictError) as exc:
+        return _node_page(request, session, node_id, 409, wake_error=str(exc))
+    launch_wake(request.app, settings, prepared)
+    return _see_other(f"/operations/{prepared.operation_id}")
+
+
+# ------------------------------------------------------------------ clusters
+
+
+def _clusters_page(
+    request: Request, session: SessionDep, status_code: int = 200, **context: Any
+) -> HTMLResponse:
+    context.setdefault("form", {})
+    context.setdefault("errors", {})
+    return _render(
+        request,
+        "clusters.html",
+        status_code,
+        clusters=inventory.list_clusters(session),
+        counts=inventory.node_counts(session),
+        **context,
+    )
+
+
+@router.get("/clusters", response_class=HTMLResponse)
+def clusters_page(request: Request, session: SessionDep) -> HTMLResponse:
+    """All clusters."""
+    return _clusters_page(request, session)
+
+
+@router.post("/clusters", response_class=HTMLResponse)
+async def add_cluster(request: Request, session: SessionDep) -> Response:
+    """Add a cluster from the form."""
+    form = await request.form()
+    values = {"name": str(form.get("name") or "").strip(), "description": str(form.get("description") or "")}
+    errors: FieldErrors
+    try:
+        cluster = inventory.create_cluster(session, ClusterCreate.model_validate(values))
+    except (InputError, ValidationError) as exc:
+        errors = field_errors(exc)
+        return _clusters_page(request, session, 422, form=values, errors=errors)
+    except ConflictError as exc:
+        return _clusters_page(request, session, 409, form=values, errors={"name": str(exc)})
+    return _see_other(f"/clusters/{cluster.id}")
+
+
+def _cluster_page(
+    request: Request, session: SessionDep, cluster_id: int, status_code: int = 200, **context: Any
+) -> HTMLResponse:
+    cluster = inventory.get_cluster(session, cluster_id)
+    nodes = inventory.list_nodes(session, cluster_id)
+    return _render(
+        request,
+        "cluster_detail.html",
+        status_code,
+        cluster=cluster,
+        nodes=nodes,
+        history=operations.list_operations(session, target_type="cluster", target_id=cluster_id, limit=20),
+        **context,
+    )
+
+
+@router.get("/clusters/{cluster_id}", response_class=HTMLResponse)
+def cluster_page(request: Request, session: SessionDep, cluster_id: int) -> HTMLResponse:
+    """One cluster: its nodes in power order and its operations."""
+    return _cluster_page(request, session, cluster_id)
+
+
+@router.post("/clusters/{cluster_id}/wake", response_class=HTMLResponse)
+async def wake_cluster(
+    request: Request, session: SessionDep, settings: SettingsDep, cluster_id: int
+) -> Response:
+    """Wake the whole cluster, control-plane nodes first."""
+    form = await request.form()
+    try:
+        schedule = wake.make_schedule(settings, wait=form.get("wait") == "on")
+        prepared = wake.start_wake(
+            session, target_type="cluster", target_id=cluster_id, schedule=schedule, actor=_actor(request)
+        )
+    except (InputError, ConflictError) as exc:
+        return _cluster_page(request, session, cluster_id, 409, wake_error=str(exc))
+    launch_wake(request.app, settings, prepared)
+    return _see_other(f"/operations/{prepared.operation_id}")
+
+
+# ------------------------------------------------------------------ operations
+
+
+@router.get("/operations", response_class=HTMLResponse)
+def operations_page(request: Request, session: SessionDep, kind: str | None = None) -> HTMLResponse:
+    """The operation log, newest first."""
+    return _render(
+        request, "operations.html", operations=operations.list_operations(session, limit=100, kind=kind)
+    )
+
+
+@router.get("/operations/{operation_id}", response_class=HTMLResponse)
+def operation_page(request: Request, session: SessionDep, operation_id: int) -> HTMLResponse:
+    """One operation with its steps; follows a running one live."""
+    return _render(
+        request, "operation_detail.html", operation=operations.get_operation(session, operation_id)
+    )

@@ -1,0 +1,88 @@
+// mko's live parts: node reachability, following running operations, select-all. No framework.
+"use strict";
+
+function setPill(el, text, cls) {
+  el.textContent = text;
+  el.className = "pill " + cls;
+}
+
+async function fillReachability(table) {
+  const url = "/api/nodes/reachability" + (table.dataset.clusterId ? "?cluster_id=" + table.dataset.clusterId : "");
+  try {
+    const response = await fetch(url, { headers: { Accept: "application/json" } });
+    if (!response.ok) return;
+    const data = await response.json();
+    for (const cell of table.querySelectorAll("[data-reach-node]")) {
+      const result = data[cell.dataset.reachNode];
+      if (!result) continue;
+      const pill = cell.querySelector(".pill") || cell;
+      if (result.up) setPill(pill, "up " + result.latency_ms + " ms", "up");
+      else setPill(pill, "down", "down");
+      pill.title = result.error || "port " + result.port;
+    }
+  } catch (error) {
+    /* the page still works without live reachability */
+  }
+}
+
+function renderSteps(tbody, steps) {
+  tbody.replaceChildren(...steps.map((step) => {
+    const row = document.createElement("tr");
+    const cells = [step.seq, step.name, null, step.message];
+    cells.forEach((value, index) => {
+      const cell = document.createElement("td");
+      if (index === 2) {
+        const pill = document.createElement("span");
+        setPill(pill, step.status, step.status);
+        cell.appendChild(pill);
+      } else {
+        cell.textContent = value;
+      }
+      if (index === 3) cell.className = "wrap";
+      row.appendChild(cell);
+    });
+    return row;
+  }));
+}
+
+async function followOperation(el) {
+  const id = el.dataset.operation;
+  for (;;) {
+    let operation;
+    try {
+      const response = await fetch("/api/operations/" + id, { headers: { Accept: "application/json" } });
+      if (!response.ok) return;
+      operation = await response.json();
+    } catch (error) {
+      return;
+    }
+    const status = el.querySelector("[data-op-status]");
+    if (status) setPill(status, operation.status, operation.status);
+    const summary = el.querySelector("[data-op-summary]");
+    if (summary) summary.textContent = operation.summary;
+    const steps = el.querySelector("[data-op-steps]");
+    if (steps) renderSteps(steps, operation.steps);
+    if (operation.status !== "running" && operation.status !== "pending") {
+      el.dataset.finished = "true";
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 700));
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("table[data-reachability]").forEach(fillReachability);
+  document.querySelectorAll("[data-operation][data-running='true']").forEach(followOperation);
+  document.querySelectorAll("input[data-select-all]").forEach((box) => {
+    box.addEventListener("change", () => {
+      document.querySelectorAll("input[name='node_id']").forEach((item) => { item.checked = box.checked; });
+    });
+  });
+  document.querySelectorAll("input[name='kind']").forEach((radio) => {
+    radio.addEventListener("change", () => {
+      const virtual = document.querySelector("input[name='kind'][value='virtual']").checked;
+      document.querySelectorAll("[data-virtual-only]").forEach((el) => { el.hidden = !virtual; });
+      document.querySelectorAll("[data-physical-only]").forEach((el) => { el.hidden = virtual; });
+    });
+  });
+});

@@ -1,0 +1,123 @@
+"""End-to-end fixtures: `mko serve` in a lab's orchestrator namespace, and headless Chromium beside it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mko.lab import RunningLab, enter_netns
+from mko.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+@pytest.fixture
+def e2e_lab() -> Iterator[RunningLab]:
+    """A 3-node lab (fails, never skips, without root)."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.fail("end-to-end lab tests need root and iproute2 (see TESTING.md)")
+    with RunningLab.start(f"mke{os.getpid() % 10000}", 3) as running:
+        yield running
+
+
+@dataclass
+class Server:
+    """A running `mko serve`."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], netns: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        assert process.poll() is None, "mko serve exited"
+        try:
+            with enter_netns(netns):
+                sock = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=0.5)
+            sock.close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline, "mko serve did not start"
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def lab_server(settings: Settings, session: object, e2e_lab: RunningLab) -> Iterator[Server]:
+    """`mko serve` inside the lab's orch namespace, on the test's database."""
+    port = 18080
+    env = os.environ | {"MKO_DATABASE_URL": settings.database_url, "MKO_LOG_DIR": str(settings.log_dir)}
+    command = [
+        "ip",
+        "netns",
+        "exec",
+        e2e_lab.lab.orch,
+        sys.executable,
+        "-m",
+        "mko",
+        "serve",
+        "--port",
+        str(port),
+    ]
+    process = subprocess.Popen(
+        command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    server = Server(f"http://127.0.0.1:{port}", process)
+    try:
+        _wait_ready(server.url, process, e2e_lab.lab.orch)
+        yield server
+    finally:
+        process.terminate()
+        process.wait(timeout=15)
+
+
+@pytest.fixture
+def browser_page(e2e_lab: RunningLab) -> Iterator[object]:
+    """A Chromium page whose network is the lab's orch namespace (the driver is forked from inside it)."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: apt-get install -y chromium")
+    with enter_netns(e2e_lab.lab.orch):
+        playwright = sync_playwright().start()
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    try:
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        yield page
+    finally:
+        browser.close()
+        playwright.stop()
+
+
+@pytest.fixture
+def screenshot() -> Callable[[Any, str], Path]:
+    """Save a full-page screenshot under test-artifacts/screenshots/ (kept as a CI artifact)."""
+
+    def take(page: Any, name: str) -> Path:
+        target = ARTIFACTS / "screenshots" / f"{name}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(target), full_page=True)
+        return target
+
+    return take

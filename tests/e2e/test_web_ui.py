@@ -1,0 +1,98 @@
+"""The web UI in real headless Chromium against `mko serve` in the lab: clicks that send real packets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mko.db.models import Node
+from mko.lab import RunningLab
+
+pytestmark = pytest.mark.e2e
+
+
+def test_add_configure_and_wake_a_node_then_a_cluster(
+    lab_server: Any, browser_page: Any, e2e_lab: RunningLab, session: Session, screenshot: Any
+) -> None:
+    page = browser_page
+    base = lab_server.url
+    target = e2e_lab.nodes[1]
+
+    # A cluster, then a node added through the Nodes page.
+    page.goto(f"{base}/clusters")
+    page.fill("#f-name", "garage")
+    page.click("text=Add cluster")
+    page.wait_for_url(f"{base}/clusters/1")
+
+    page.goto(f"{base}/nodes")
+    page.fill("#f-hostname", "worker-2")
+    page.fill("#f-ip_address", target.ip)
+    page.select_option("#f-cluster_id", "1")
+    page.fill("#f-ssh_port", "2222")
+    page.click("text=Add node")
+    page.wait_for_url(f"{base}/nodes/1")
+
+    # A bad MAC in the node's Wake-on-LAN section: the error sits next to the field, nothing is stored.
+    page.check("input[name=wol_enabled]")
+    page.fill("#f-wol_mac_address", "aa:bb:cc:dd:ee")
+    page.click("#save-wol")
+    error = page.locator("[data-error-for=wol_mac_address]")
+    error.wait_for()
+    assert "not a MAC address" in error.inner_text()
+    session.expire_all()
+    assert session.scalar(select(Node.wol_mac_address).where(Node.id == 1)) is None
+    assert session.scalar(select(func.count()).select_from(Node)) == 1
+
+    # Configure for real: the node's MAC, its subnet prefix so packets go to the subnet broadcast.
+    page.fill("#f-wol_mac_address", target.mac.upper().replace(":", "-"))
+    page.fill("#f-wol_prefix_len", str(e2e_lab.lab.prefix_len))
+    page.fill("#f-probe_port", "2222")
+    page.click("#save-wol")
+    page.wait_for_url(f"{base}/nodes/1?saved=1")
+    assert target.mac in page.locator("#wol-status").inner_text()
+    screenshot(page, "node-detail")
+
+    # Send wake packet and wait until it is up: the operation page follows it live.
+    page.check("#wake-form input[name=wait]")
+    page.click("#send-wake")
+    page.wait_for_url(f"{base}/operations/*")
+    page.wait_for_selector("#operation [data-op-status].succeeded", timeout=20_000)
+    assert target.recorder.wait_for(1, timeout=5, mac=target.mac)
+    assert {p.ip_dst for p in target.recorder.packets_for(target.mac)} == {e2e_lab.lab.broadcast}
+    assert target.power.is_on
+    assert "up after" in page.locator("[data-op-steps]").inner_text()
+    screenshot(page, "operation")
+
+    # Two more nodes through the API, then the whole cluster from its page.
+    for lab_node, name in ((e2e_lab.nodes[0], "cp-1"), (e2e_lab.nodes[2], "worker-3")):
+        body = {
+            "hostname": name,
+            "ip_address": lab_node.ip,
+            "cluster_id": 1,
+            "role": "control-plane" if name == "cp-1" else "worker",
+            "wol_enabled": True,
+            "wol_mac_address": lab_node.mac,
+            "wol_prefix_len": e2e_lab.lab.prefix_len,
+            "probe_port": 2222,
+        }
+        assert page.request.post(f"{base}/api/nodes", data=body).status == 201
+    page.goto(f"{base}/clusters/1")
+    page.click("#wake-cluster")
+    page.wait_for_url(f"{base}/operations/*")
+    page.wait_for_selector("#operation [data-op-status].succeeded", timeout=20_000)
+    for lab_node in e2e_lab.nodes:
+        assert lab_node.recorder.wait_for(3, timeout=5, mac=lab_node.mac)
+
+    page.goto(f"{base}/nodes")
+    page.wait_for_selector("[data-reach-node] .pill.up")
+    screenshot(page, "nodes")
+    page.goto(f"{base}/")
+    screenshot(page, "dashboard")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{base}/nodes/1")
+    screenshot(page, "node-detail-phone")
+    # Phone width: nothing wider than the screen but the scrollable tables.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 400

@@ -1,0 +1,115 @@
+"""The web UI's pages and forms over HTTP: same rules as the API, errors next to the field."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi.testclient import TestClient
+
+
+def _node(client: TestClient, **fields: object) -> dict[str, object]:
+    body = {"hostname": "cp1", "ip_address": "127.0.0.1"} | fields
+    response = client.post("/api/nodes", json=body)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def test_every_page_renders(client: TestClient) -> None:
+    cluster = client.post("/api/clusters", json={"name": "home"}).json()
+    node = _node(client, cluster_id=cluster["id"])
+    for path in (
+        "/",
+        "/nodes",
+        f"/nodes?cluster_id={cluster['id']}",
+        f"/nodes/{node['id']}",
+        "/clusters",
+        f"/clusters/{cluster['id']}",
+        "/operations",
+        "/static/app.css",
+        "/static/app.js",
+    ):
+        response = client.get(path)
+        assert response.status_code == 200, path
+    assert client.get("/nodes/99").status_code == 404
+
+
+def test_add_node_form_and_field_errors(client: TestClient) -> None:
+    client.post("/api/clusters", json={"name": "home"})
+    bad = client.post(
+        "/nodes",
+        data={
+            "hostname": "cp1",
+            "ip_address": "10.0.0.1",
+            "cluster_id": "1",
+            "role": "worker",
+            "ssh_user": "ubuntu",
+            "ssh_port": "22",
+            "wol_mac_address": "zz:zz",
+        },
+    )
+    assert bad.status_code == 422
+    assert re.search(r'data-error-for="wol_mac_address">[^<]*not a MAC address', bad.text)
+    assert 'value="cp1"' in bad.text  # what the person typed is kept
+    assert client.get("/api/nodes").json() == []
+    good = client.post(
+        "/nodes",
+        data={
+            "hostname": "cp1",
+            "ip_address": "10.0.0.1",
+            "cluster_id": "1",
+            "role": "control-plane",
+            "ssh_user": "ubuntu",
+            "ssh_port": "22",
+            "wol_mac_address": "AA-BB-CC-DD-EE-01",
+        },
+        follow_redirects=False,
+    )
+    assert good.status_code == 303 and good.headers["location"] == "/nodes/1"
+    assert client.get("/api/nodes/1").json()["wol_mac_address"] == "aa:bb:cc:dd:ee:01"
+    duplicate = client.post(
+        "/nodes", data={"hostname": "cp1", "ip_address": "10.0.0.2", "ssh_user": "u", "ssh_port": "22"}
+    )
+    assert duplicate.status_code == 409 and "already used" in duplicate.text
+
+
+def test_configure_form_saves_every_field_or_nothing(client: TestClient) -> None:
+    node = _node(client)
+    form = {
+        "wol_enabled": "on",
+        "kind": "physical",
+        "wol_mac_address": "aa:bb:cc:dd:ee:01",
+        "wol_method": "ethernet",
+        "wol_port": "7",
+        "wol_broadcast_address": "",
+        "wol_interface": "",
+        "wol_prefix_len": "24",
+        "wol_secureon": "",
+        "probe_port": "",
+        "proxmox_vm_id": "",
+        "proxmox_host_id": "",
+    }
+    saved = client.post(f"/nodes/{node['id']}/wol/configure", data=form, follow_redirects=False)
+    assert saved.status_code == 303
+    stored = client.get(f"/api/nodes/{node['id']}").json()
+    assert (stored["wol_enabled"], stored["wol_port"], stored["wol_prefix_len"]) == (True, 7, 24)
+    bad = client.post(
+        f"/nodes/{node['id']}/wol/configure", data=form | {"wol_port": "70000", "wol_mac_address": "x"}
+    )
+    assert bad.status_code == 422
+    assert 'data-error-for="wol_port"' in bad.text or 'data-error-for="wol_mac_address"' in bad.text
+    assert client.get(f"/api/nodes/{node['id']}").json() == stored
+    page = client.get(f"/nodes/{node['id']}")
+    assert "wol_configure" in page.text  # the save is in the node's operation history
+
+
+def test_wake_button_refused_when_disabled_and_redirects_when_allowed(client: TestClient) -> None:
+    node = _node(
+        client, wol_mac_address="02:00:00:00:00:01", wol_broadcast_address="127.255.255.255", wol_port=9
+    )
+    refused = client.post(f"/nodes/{node['id']}/wol/wake", data={})
+    assert refused.status_code == 409 and "disabled" in refused.text
+    client.post(f"/api/nodes/{node['id']}/wol/enable")
+    started = client.post(f"/nodes/{node['id']}/wol/wake", data={}, follow_redirects=False)
+    assert started.status_code == 303
+    operation_page = client.get(started.headers["location"])
+    assert operation_page.status_code == 200 and "wol_wake_node" in operation_page.text
