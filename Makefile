@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := python3 -m uv
 # Debian packages the test suite's real peers need (network namespaces, ...).
-TEST_APT_PACKAGES := iproute2
+TEST_APT_PACKAGES := iproute2 chromium
 
 .PHONY: help run serve test lint typecheck pytest bench lock install install-dev test-system-deps clean
 
