@@ -7,6 +7,8 @@ UV := python3 -m uv
 # Debian packages the test suite's real peers need (network namespaces, ...).
 TEST_APT_PACKAGES := iproute2 chromium
 
+LINT_PATHS = $(wildcard src tests bench scripts) cli.py
+
 .PHONY: help run serve test lint typecheck pytest bench lock install install-dev test-system-deps clean
 
 help:
@@ -46,8 +48,8 @@ test-system-deps:
 	fi
 
 lint: install-dev
-	$(VENV)/bin/ruff check src tests bench scripts cli.py
-	$(VENV)/bin/ruff format --check src tests bench scripts cli.py
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 typecheck: install-dev
 	$(VENV)/bin/mypy
