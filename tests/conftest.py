@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+from dbtemplate import copy_migrated_database
 from mko.api import create_app
 from mko.db import make_engine, make_session_factory
-from mko.db.migrate import upgrade
 from mko.settings import Settings, get_settings
 
 
@@ -22,6 +22,16 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
     monkeypatch.setenv("MKO_DATABASE_URL", f"sqlite:///{tmp_path / 'mko.db'}")
     monkeypatch.setenv("MKO_LOG_DIR", str(tmp_path / "logs"))
     monkeypatch.setenv("MKO_CONFIG", str(tmp_path / "absent.toml"))
+    # SSH trust and Ansible files of this test only, never the repository's data/ or ansible/.
+    monkeypatch.setenv("MKO_SSH_KNOWN_HOSTS", str(tmp_path / "known_hosts"))
+    monkeypatch.setenv(
+        "MKO_ANSIBLE_INVENTORY_PATH", str(tmp_path / "ansible/inventory/dynamic_inventory.ini")
+    )
+    monkeypatch.setenv("MKO_ANSIBLE_FACTS_DIR", str(tmp_path / "ansible/facts"))
+    # No background probes of the made-up node addresses tests use (tests that want them opt in).
+    monkeypatch.setenv("MKO_REACHABILITY_INTERVAL", "0")
+    # Tests drive the scheduler with their own clock instead of the server's loop.
+    monkeypatch.setenv("MKO_SCHEDULER_ENABLED", "false")
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()
@@ -29,9 +39,9 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
 
 @pytest.fixture
 def session(settings: Settings) -> Iterator[Session]:
-    """A session on a freshly migrated database."""
+    """A session on a freshly migrated database (a copy of one migrated once per test run)."""
+    copy_migrated_database(settings.database_url)
     engine = make_engine(settings.database_url)
-    upgrade(engine)
     with make_session_factory(engine)() as session:
         yield session
     engine.dispose()

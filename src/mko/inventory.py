@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from mko import validation
 from mko.db.models import Cluster, Node, ProxmoxHost, WolMethod
 from mko.errors import ConflictError, InputError, NotFoundError
+from mko.power.config import NODE_FIELD_CHECKS, check_driver_settings, validate_secret
 from mko.schemas import ClusterCreate, ClusterUpdate, NodeCreate, NodeUpdate, WolConfigure
 
 __all__ = [
@@ -32,7 +33,9 @@ __all__ = [
 
 # Power methods whose driver exists in this version; the others are refused at configure time
 # rather than accepted and failing at 3 a.m. when the power comes back.
-BUILT_METHODS = frozenset({WolMethod.ETHERNET, WolMethod.ETHERNET_RAW, WolMethod.PROXMOX})
+BUILT_METHODS = frozenset(
+    {WolMethod.ETHERNET, WolMethod.ETHERNET_RAW, WolMethod.PROXMOX, WolMethod.IPMI, WolMethod.REDFISH}
+)
 MAGIC_PACKET_METHODS = frozenset({WolMethod.ETHERNET, WolMethod.ETHERNET_RAW})
 
 _FIELD_CHECKS: dict[str, Callable[[Any, str], Any]] = {
@@ -46,6 +49,8 @@ _FIELD_CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "wol_interface": validation.validate_interface,
     "wol_secureon": validation.normalize_secureon,
     "probe_port": validation.validate_port,
+    "bmc_port": validation.validate_port,
+    **NODE_FIELD_CHECKS,
 }
 
 
@@ -132,7 +137,7 @@ def list_nodes(session: Session, cluster_id: int | None = None) -> list[Node]:
 
 def create_node(session: Session, data: NodeCreate) -> Node:
     """Add a node after checking every field and the WoL combination."""
-    given = data.model_dump(exclude_unset=True)
+    given = _encrypt_secrets(session, data.model_dump(exclude_unset=True))
     values = _checked(session, _defaults() | given, explicit=set(given))
     node = Node(**values)
     session.add(node)
@@ -143,7 +148,7 @@ def create_node(session: Session, data: NodeCreate) -> Node:
 def update_node(session: Session, node_id: int, data: NodeUpdate | WolConfigure) -> Node:
     """Change only the fields sent; the merged node is checked as a whole before anything is written."""
     node = get_node(session, node_id)
-    changes = data.model_dump(exclude_unset=True)
+    changes = _encrypt_secrets(session, data.model_dump(exclude_unset=True))
     current = {column: getattr(node, column) for column in _node_columns()}
     merged = _checked(session, current | changes, explicit=set(changes))
     for column, value in merged.items():
@@ -166,6 +171,21 @@ def delete_node(session: Session, node_id: int) -> None:
 
 
 # ---------------------------------------------------------------- checks
+
+
+def _encrypt_secrets(session: Session, changes: dict[str, Any]) -> dict[str, Any]:
+    """Replace a plain ``bmc_password`` by its ciphertext column; null clears it."""
+    if "bmc_password" not in changes:
+        return changes
+    secret = changes.pop("bmc_password")
+    if secret is None:
+        changes["bmc_password_encrypted"] = None
+        return changes
+    from mko.secrets import SecretBox
+
+    plain = validate_secret(secret.get_secret_value(), "bmc_password")
+    changes["bmc_password_encrypted"] = SecretBox.for_session(session).encrypt(plain)
+    return changes
 
 
 def _node_columns() -> list[str]:
@@ -227,11 +247,14 @@ def _check_power_method(values: dict[str, Any], explicit: set[str]) -> None:
         values["is_virtual_node"] = True
     elif values.get("is_virtual_node"):
         field = "wol_method" if "wol_method" in explicit else "is_virtual_node"
-        raise InputError(field, "a virtual node is started through Proxmox, not by magic packets")
+        raise InputError(field, f"a virtual node is started through Proxmox, not by {method.value}")
     values["wol_method"] = method
     if method == WolMethod.PROXMOX:
         if values.get("wol_enabled") and values.get("proxmox_vm_id") is None:
             raise InputError("proxmox_vm_id", "a virtual node needs its Proxmox VM id to be woken")
+        return
+    if method in (WolMethod.IPMI, WolMethod.REDFISH):
+        check_driver_settings(method, values)
         return
     if method == WolMethod.ETHERNET_RAW and not values.get("wol_interface"):
         raise InputError("wol_interface", "raw Ethernet magic packets need the interface to send them on")

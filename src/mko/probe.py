@@ -35,6 +35,11 @@ class ProbeResult:
     latency: float
     error: str | None = None
 
+    @property
+    def refused(self) -> bool:
+        """The host answered with a TCP reset: it is there, but nothing listens on that port."""
+        return self.error == _CONNECT_ERRORS[errno.ECONNREFUSED]
+
 
 def _describe(exc: OSError, host: str) -> str:
     if isinstance(exc, socket.gaierror):

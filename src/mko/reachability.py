@@ -1,15 +1,28 @@
-"""Is each node up right now? Concurrent TCP probes of the nodes' probe ports."""
+"""Is each node up right now? Concurrent TCP probes of the nodes' probe ports, on demand or in the background.
+
+The background :class:`Refresher` (started by ``mko serve`` every ``reachability_interval`` seconds) stores
+each node's last result on the node itself (``reachable``, ``reachability_checked_at``,
+``reachability_changed_at``), so status pages, the CLI and ``/metrics`` all read the same, current state.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import logging
+import resource
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 
 from pydantic import BaseModel
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
 
-from mko.db.models import Node
+from mko.db.models import Node, utcnow
 from mko.probe import probe_many
 
-__all__ = ["Reachability", "probe_nodes"]
+__all__ = ["Reachability", "Refresher", "probe_concurrency", "probe_nodes", "record_reachability"]
+
+log = logging.getLogger("mko.reachability")
 
 
 class Reachability(BaseModel):
@@ -21,10 +34,22 @@ class Reachability(BaseModel):
     error: str | None = None
 
 
-async def probe_nodes(nodes: Sequence[Node], timeout: float) -> dict[int, Reachability]:
-    """Probe all ``nodes`` at once; keyed by node id."""
+def probe_concurrency() -> int:
+    """Probes in flight at once: up to 2,048, but at most half the process's file-descriptor limit."""
+    # NOTE: every connection in flight holds a descriptor; with the common soft limit of 1,024 more
+    # than ~900 probes at once would fail with EMFILE and report healthy nodes as down.
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 2048
+    return max(64, min(2048, soft // 2))
+
+
+async def probe_nodes(
+    nodes: Sequence[Node], timeout: float, concurrency: int | None = None
+) -> dict[int, Reachability]:
+    """Probe all ``nodes`` at once (see :func:`probe_concurrency`); keyed by node id."""
     targets = {node.id: (node.ip_address, node.probe_port or node.ssh_port) for node in nodes}
-    results = await probe_many(targets.values(), timeout)
+    results = await probe_many(targets.values(), timeout, concurrency or probe_concurrency())
     answer = {}
     for node_id, target in targets.items():
         result = results[target]
@@ -35,3 +60,70 @@ async def probe_nodes(nodes: Sequence[Node], timeout: float) -> dict[int, Reacha
             error=result.error,
         )
     return answer
+
+
+# ------------------------------------------------------------------ the background refresher
+
+
+def record_reachability(session: Session, results: Mapping[int, Reachability], now: datetime) -> int:
+    """Store probe results on the nodes (two bulk updates plus one per state change); the changes count."""
+    if not results:
+        return 0
+    current = dict(session.execute(select(Node.id, Node.reachable).where(Node.id.in_(results))).all())
+    changed = {
+        up: [i for i, known in current.items() if results[i].up == up and known != up] for up in (True, False)
+    }
+    for up, ids in changed.items():
+        if ids:
+            session.execute(
+                update(Node).where(Node.id.in_(ids)).values(reachable=up, reachability_changed_at=now)
+            )
+    session.execute(update(Node).where(Node.id.in_(current)).values(reachability_checked_at=now))
+    session.commit()
+    return sum(len(ids) for ids in changed.values())
+
+
+class Refresher:
+    """Probes every node every ``interval`` seconds and stores the result, for status pages and /metrics."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        *,
+        interval: float,
+        timeout: float,
+        clock: Callable[[], datetime] = utcnow,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.session_factory = session_factory
+        self.interval = interval
+        self.timeout = timeout
+        self.clock = clock
+        self.sleep = sleep
+        self.last_refresh: datetime | None = None
+        self.last_duration: float | None = None
+
+    async def refresh(self) -> dict[int, Reachability]:
+        """Probe every node once and store the results."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with self.session_factory() as session:
+            nodes = list(session.scalars(select(Node).order_by(Node.id)))
+            session.expunge_all()
+        results = await probe_nodes(nodes, self.timeout)
+        now = self.clock()
+        with self.session_factory() as session:
+            changed = record_reachability(session, results, now)
+        self.last_refresh, self.last_duration = now, loop.time() - started
+        if changed:
+            log.info("reachability: %d of %d node(s) changed state", changed, len(results))
+        return results
+
+    async def run(self) -> None:
+        """Refresh now, then every ``interval`` seconds, forever; a failed pass is logged and retried."""
+        while True:
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("reachability refresh failed")
+            await self.sleep(self.interval)

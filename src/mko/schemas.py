@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from mko.db.models import NodeRole, OperationStatus, WolMethod
 
@@ -22,6 +22,9 @@ __all__ = [
     "NodeUpdate",
     "OperationPublic",
     "OperationStepPublic",
+    "ProxmoxHostCreate",
+    "ProxmoxHostPublic",
+    "ProxmoxHostUpdate",
     "WolConfigure",
 ]
 
@@ -71,6 +74,15 @@ class WolConfigure(_Strict):
     wol_secureon: str | None = Field(default=None, description="SecureOn password; write-only")
     wol_prefix_len: int | None = Field(default=None, ge=0, le=32)
     probe_port: int | None = None
+    proxmox_node: str | None = Field(default=None, description="Proxmox node of the VM; found if omitted")
+    bmc_address: str | None = Field(default=None, description="IPMI: BMC host name or address")
+    bmc_port: int | None = Field(default=None, description="IPMI: BMC UDP port (623)")
+    bmc_username: str | None = Field(default=None, description="IPMI/Redfish: BMC user")
+    bmc_password: SecretStr | None = Field(default=None, description="IPMI/Redfish: BMC password; write-only")
+    redfish_url: str | None = Field(default=None, description="Redfish: service URL, e.g. https://10.0.0.5")
+    redfish_system_id: str | None = Field(default=None, description="Redfish: system id (default: the only)")
+    bmc_verify_tls: bool | None = Field(default=None, description="Redfish: verify the BMC's certificate")
+    bmc_ca_file: str | None = Field(default=None, description="Redfish: CA file for the BMC's certificate")
 
 
 class NodeCreate(WolConfigure):
@@ -126,12 +138,32 @@ class NodePublic(BaseModel):
     wol_secureon_set: bool = False
     wol_prefix_len: int | None
     probe_port: int | None
+    proxmox_node: str | None = None
+    bmc_address: str | None = None
+    bmc_port: int | None = None
+    bmc_username: str | None = None
+    bmc_password_set: bool = False
+    redfish_url: str | None = None
+    redfish_system_id: str | None = None
+    bmc_verify_tls: bool = True
+    bmc_ca_file: str | None = None
+    # Read from the node itself over SSH (collect-mac, wol enable/disable, Ansible facts); None until then.
+    nic_interface: str | None = None
+    nic_wol_supported: str | None = Field(default=None, description='ethtool "Supports Wake-on", e.g. pumbg')
+    nic_wol_state: str | None = Field(default=None, description='ethtool "Wake-on": g magic packet, d off')
+    nic_wol_persistence: str | None = Field(
+        default=None, description="NetworkManager, systemd-networkd, systemd-unit or none"
+    )
+    nic_checked_at: datetime | None = None
+    nic_collected_at: datetime | None = None
+    nic_interfaces: list[dict[str, Any]] | None = None
 
     @classmethod
     def of(cls, node: Any) -> NodePublic:
         """Build from a Node row."""
         public = cls.model_validate(node)
         public.wol_secureon_set = node.wol_secureon is not None
+        public.bmc_password_set = node.bmc_password_encrypted is not None
         return public
 
 
@@ -169,3 +201,60 @@ class OperationPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     steps: list[OperationStepPublic] = []
+
+
+class ProxmoxHostCreate(_Strict):
+    """A Proxmox VE API endpoint: an API token (``token_id`` + ``secret``) or a user and password."""
+
+    name: str = Field(min_length=1, max_length=100)
+    host: str = Field(description="host name or address of any node of the Proxmox cluster")
+    port: int = 8006
+    token_id: str | None = Field(default=None, description="API token id: user@realm!tokenname")
+    username: str | None = Field(default=None, description="user@realm, when no token is used")
+    secret: SecretStr = Field(description="the token's secret, or the user's password; write-only")
+    verify_tls: bool = True
+    ca_file: str | None = Field(default=None, description="CA (or the self-signed certificate) to trust")
+    fingerprint: str | None = Field(default=None, description="SHA-256 fingerprint of the certificate to pin")
+
+
+class ProxmoxHostUpdate(_Strict):
+    """Fields of a Proxmox host to change; fields not sent stay as they are."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    host: str | None = None
+    port: int | None = None
+    token_id: str | None = None
+    username: str | None = None
+    secret: SecretStr | None = None
+    verify_tls: bool | None = None
+    ca_file: str | None = None
+    fingerprint: str | None = None
+
+
+class ProxmoxHostPublic(BaseModel):
+    """A Proxmox host as shown to people: the secret is reported as set, never shown."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    host: str
+    port: int
+    auth: str = "token"
+    token_id: str | None
+    username: str | None
+    secret_set: bool = False
+    verify_tls: bool
+    ca_file: str | None
+    fingerprint: str | None
+    created_at: datetime
+    node_count: int = 0
+
+    @classmethod
+    def of(cls, host: Any, node_count: int = 0) -> ProxmoxHostPublic:
+        """Build from a ProxmoxHost row."""
+        public = cls.model_validate(host)
+        public.auth = "token" if host.token_id else "password"
+        public.secret_set = host.secret_encrypted is not None
+        public.node_count = node_count
+        return public

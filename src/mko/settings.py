@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -48,6 +48,121 @@ class Settings(BaseSettings):
     )
     probe_interval: float = Field(default=1.0, gt=0, description="seconds between reachability probes")
     probe_timeout: float = Field(default=1.0, gt=0, description="TCP connect timeout of one probe")
+
+    ups_monitor_enabled: bool = Field(
+        default=True, description="`mko serve` watches the UPSes and runs rules"
+    )
+    ups_poll_interval: float = Field(
+        default=1.0, ge=0.05, le=60, description="seconds between two reads of each UPS's variables"
+    )
+    ups_timeout: float = Field(default=3.0, gt=0, le=60, description="timeout of one NUT request")
+    ups_comm_lost_after: int = Field(
+        default=2, ge=1, le=100, description="failed reads in a row before comm_lost is declared"
+    )
+    ups_reconnect_max: float = Field(
+        default=10.0, gt=0, le=600, description="longest pause between reconnection attempts (backoff cap)"
+    )
+    ups_reload_interval: float = Field(
+        default=5.0, gt=0, le=600, description="seconds between re-reads of the UPS list and rule thresholds"
+    )
+    ups_monitor_lock_file: Path | None = Field(
+        default=None,
+        description="lock that keeps a second monitor from running rules twice; default: ups-monitor.lock"
+        " beside the SQLite database (data/ups-monitor.lock for other databases)",
+    )
+    rule_wake_timeout: float = Field(
+        default=600.0, gt=0, le=3600, description="seconds a rule's wake waits for every node to answer"
+    )
+    backup_dir: Path | None = Field(
+        default=None,
+        description="where backups taken before schema changes go; default: beside the SQLite file"
+        " (data/backups for PostgreSQL)",
+    )
+
+    secret_key_file: Path | None = Field(
+        default=None,
+        description="Fernet key encrypting stored secrets, created 0600 on first use; default:"
+        " secret.key beside the SQLite database (data/secret.key for other databases)",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None, description="the Fernet key itself (urlsafe base64), instead of a key file"
+    )
+    power_api_timeout: float = Field(
+        default=10.0, gt=0, le=300, description="timeout of one Proxmox, IPMI or Redfish request"
+    )
+    power_timeout: float = Field(
+        default=120.0, gt=0, le=3600, description="seconds `node power` waits for the requested state"
+    )
+    proxmox_task_timeout: float = Field(
+        default=120.0, gt=0, le=3600, description="seconds to wait for a Proxmox start/stop task"
+    )
+    proxmox_shutdown_timeout: int = Field(
+        default=120, ge=1, le=3600, description="seconds a VM gets to shut down (ACPI) before it is stopped"
+    )
+
+    ssh_known_hosts: Path = Field(
+        default=Path("data/known_hosts"),
+        description="host keys mko trusts (OpenSSH format; `mko node trust` adds to it, Ansible reads it)",
+    )
+    ssh_default_key: Path | None = Field(
+        default=None, description="private key for nodes without ssh_key_path (else ~/.ssh/id_* and agent)"
+    )
+    ssh_connect_timeout: float = Field(default=10.0, gt=0, le=300, description="SSH connect + login timeout")
+    ssh_command_timeout: float = Field(default=60.0, gt=0, le=3600, description="timeout of one SSH command")
+    ssh_parallel: int = Field(default=32, ge=1, le=1024, description="SSH sessions open at once")
+    ansible_inventory_path: Path = Field(
+        default=Path("ansible/inventory/dynamic_inventory.ini"),
+        description="where `mko ansible inventory` writes the inventory (kept current once it exists)",
+    )
+    ansible_facts_dir: Path = Field(
+        default=Path("ansible/facts"), description="where the playbooks leave the facts mko imports"
+    )
+
+    # Schedules, discovery, monitoring, notifications (issue 11).
+    scheduler_enabled: bool = Field(default=True, description="`mko serve` runs the schedules")
+    schedule_default_timezone: str = Field(
+        default="UTC", description="IANA time zone of schedules created without one, e.g. Europe/Berlin"
+    )
+    schedule_misfire_grace: float = Field(
+        default=60.0,
+        ge=0,
+        le=86400,
+        description="a run found up to this many seconds late still runs; older ones are reported missed",
+    )
+    schedule_poll_max: float = Field(
+        default=15.0, gt=0, le=3600, description="longest sleep of the scheduler (picks up CLI changes)"
+    )
+    reachability_interval: float = Field(
+        default=30.0,
+        ge=0,
+        description="seconds between background probes of every node (0: no background probing)",
+    )
+    discovery_ports: list[int] = Field(
+        default=[22, 16443], description="TCP ports `mko discover` probes when none are given"
+    )
+    discovery_max_prefix: int = Field(
+        default=22, ge=0, le=32, description="`mko discover` refuses ranges larger than a /N unless forced"
+    )
+    discovery_timeout: float = Field(default=1.0, gt=0, le=30, description="timeout of one discovery probe")
+    discovery_concurrency: int = Field(default=512, ge=1, le=4096, description="discovery probes at once")
+    notify_urls: list[SecretStr] = Field(
+        default=[],
+        description="apprise URLs every notification goes to (json://, ntfy://, mailto://, …); as JSON list",
+    )
+    notify_timeout: float = Field(
+        default=10.0, gt=0, le=300, description="seconds one notification may take before it is given up"
+    )
+    notify_ups_events: bool = Field(default=True, description="notify the global URLs of every UPS event")
+
+    drain_timeout: float = Field(default=120.0, gt=0, le=3600, description="kubectl drain --timeout per node")
+    microk8s_stop_timeout: float = Field(default=180.0, gt=0, le=3600, description="`microk8s stop` per node")
+    microk8s_start_timeout: float = Field(
+        default=300.0, gt=0, le=3600, description="`microk8s start` per node"
+    )
+    poweroff_timeout: float = Field(default=180.0, gt=0, le=3600, description="until a node stops answering")
+    recovery_timeout: float = Field(
+        default=900.0, gt=0, le=7200, description="recovery: until every node is started, Ready, uncordoned"
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -19,8 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from mko import inventory
 from mko.db.models import Node, Operation, OperationStatus, OperationStep, WolMethod, utcnow
 from mko.errors import ConflictError, InputError
+from mko.nic import nic_status
 from mko.operations import Actor, finish_operation, last_step_for_node, start_operation
-from mko.power import DRIVERS, missing_driver_message
+from mko.power import DRIVERS, driver_lookup
 from mko.power.base import (
     AttemptError,
     NodeOutcome,
@@ -30,7 +31,7 @@ from mko.power.base import (
     WakeSchedule,
     power_on,
 )
-from mko.power.wol import WolDriver, effective_broadcast
+from mko.power.wol import effective_broadcast
 from mko.probe import probe_tcp
 from mko.settings import Settings
 
@@ -177,19 +178,8 @@ def start_wake(
 
 
 def _driver_lookup(settings: Settings) -> Callable[[NodeSnapshot], PowerDriver | AttemptError]:
-    shared: dict[type[PowerDriver], PowerDriver] = {}
-
-    def lookup(node: NodeSnapshot) -> PowerDriver | AttemptError:
-        driver_class = DRIVERS.get(node.method)
-        if driver_class is None:
-            return missing_driver_message(node)
-        if driver_class not in shared:
-            shared[driver_class] = (
-                WolDriver(settings.wol_default_interface) if driver_class is WolDriver else driver_class()
-            )
-        return shared[driver_class]
-
-    return lookup
+    # Each node gets whichever driver its method names: packets, Proxmox, IPMI or Redfish.
+    return driver_lookup(settings)
 
 
 _STEP_STATUS = {
@@ -291,7 +281,11 @@ def wol_status_sync(session: Session, node_id: int) -> dict[str, Any]:
     node = inventory.get_node(session, node_id)
     snapshot = NodeSnapshot.of(node)
     magic = node.wol_method in (WolMethod.ETHERNET, WolMethod.ETHERNET_RAW)
-    configured = bool(node.wol_mac_address) if magic else node.proxmox_vm_id is not None
+    configured = {
+        WolMethod.PROXMOX: node.proxmox_vm_id is not None,
+        WolMethod.IPMI: node.bmc_address is not None,
+        WolMethod.REDFISH: node.redfish_url is not None,
+    }.get(node.wol_method, bool(node.wol_mac_address))
     last = last_step_for_node(session, node_id, WAKE_KIND_PREFIX)
     status: dict[str, Any] = {
         "node_id": node.id,
@@ -310,6 +304,8 @@ def wol_status_sync(session: Session, node_id: int) -> dict[str, Any]:
         "proxmox_vm_id": node.proxmox_vm_id,
         "proxmox_host_id": node.proxmox_host_id,
         "driver_available": node.wol_method in DRIVERS,
+        # What the node's network card itself reported when it was last read over SSH.
+        "nic": nic_status(node),
         "last_wake": None,
         "reachable": None,
     }

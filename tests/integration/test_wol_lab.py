@@ -170,7 +170,7 @@ def test_virtual_node_gets_an_honest_error(settings: Settings, session: Session,
     assert operation.status == OperationStatus.PARTIAL
     results = {r["hostname"]: r for r in operation.result["nodes"]}
     assert results[nodes[1].hostname]["state"] == "failed"
-    assert "no Proxmox driver" in results[nodes[1].hostname]["error"]
+    assert "has no Proxmox host" in results[nodes[1].hostname]["error"]
     assert results[nodes[0].hostname]["state"] == "sent"
 
 

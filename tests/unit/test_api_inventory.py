@@ -82,7 +82,8 @@ def test_node_round_trip(client: TestClient) -> None:
         ({"role": "boss"}, "role"),
         ({"wol_enabled": True}, "wol_mac_address"),
         ({"wol_method": "ethernet-raw"}, "wol_interface"),
-        ({"wol_method": "ipmi"}, "wol_method"),
+        ({"wol_method": "ipmi"}, "bmc_address"),
+        ({"wol_method": "redfish", "redfish_url": "ftp://bmc"}, "redfish_url"),
         ({"unknown_field": 1}, "unknown_field"),
     ],
 )

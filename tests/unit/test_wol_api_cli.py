@@ -66,7 +66,7 @@ def test_seed_virtual_node_form(client: TestClient, session: Any) -> None:
     assert configured["is_virtual_node"] is True and configured["wol_method"] == "proxmox"
     assert configured["proxmox_vm_id"] == 101
     status = client.get(f"/api/nodes/{node['id']}/wol/status").json()
-    assert status["configured"] is True and status["driver_available"] is False
+    assert status["configured"] is True and status["driver_available"] is True
     physical = client.put(f"/api/nodes/{node['id']}/wol/configure", json={"is_virtual_node": False}).json()
     assert physical["wol_method"] == "ethernet"
 
@@ -98,17 +98,39 @@ def test_bad_configure_is_422_and_changes_nothing(
     assert client.get("/api/operations").json() == []
 
 
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def test_enable_disable_and_refusals(client: TestClient) -> None:
-    node = _node(client)
-    refused = client.post(f"/api/nodes/{node['id']}/wol/enable")
+    # Nothing listens on the node's SSH port: enabling must fail and change nothing (the NIC side is
+    # tested against real sshd in tests/integration/test_nic_lab.py).
+    node = _node(client, ssh_port=_closed_port())
+    flag_only = {"flag_only": True}
+    refused = client.post(f"/api/nodes/{node['id']}/wol/enable", json=flag_only)
     assert refused.status_code == 422 and refused.json()["detail"][0]["loc"][-1] == "wol_mac_address"
     client.put(f"/api/nodes/{node['id']}/wol/configure", json={"wol_mac_address": "02:00:00:00:00:01"})
     wake_disabled = client.post(f"/api/nodes/{node['id']}/wol/wake")
     assert wake_disabled.status_code == 409 and "disabled" in wake_disabled.json()["detail"]
-    assert client.post(f"/api/nodes/{node['id']}/wol/enable").json()["wol_enabled"] is True
-    assert client.post(f"/api/nodes/{node['id']}/wol/disable").json()["wol_enabled"] is False
-    kinds = [op["kind"] for op in client.get("/api/operations").json()]
-    assert kinds == ["wol_disable", "wol_enable", "wol_configure"]
+    unreachable = client.post(f"/api/nodes/{node['id']}/wol/enable")
+    assert unreachable.status_code == 502 and "cannot connect" in unreachable.json()["detail"]
+    assert "flag_only" in unreachable.json()["detail"]
+    assert client.get(f"/api/nodes/{node['id']}").json()["wol_enabled"] is False
+    enabled = client.post(f"/api/nodes/{node['id']}/wol/enable", json=flag_only).json()
+    assert enabled["wol_enabled"] is True and enabled["operation_status"] == "succeeded"
+    assert "flag only" in enabled["summary"] and enabled["nic"] is None
+    assert client.post(f"/api/nodes/{node['id']}/wol/disable", json=flag_only).json()["wol_enabled"] is False
+    operations = client.get("/api/operations").json()
+    assert [(op["kind"], op["status"]) for op in operations] == [
+        ("wol_disable", "succeeded"),
+        ("wol_enable", "succeeded"),
+        ("wol_enable", "failed"),
+        ("wol_configure", "succeeded"),
+        ("wol_enable", "failed"),
+    ]
+    assert client.post(f"/api/nodes/{node['id']}/wol/enable", json={"flag_only": "x"}).status_code == 422
     assert client.post("/api/nodes/99/wol/wake").status_code == 404
     assert client.post("/api/clusters/99/wol/wake").status_code == 404
     assert client.get("/api/nodes/99/wol/status").status_code == 404
@@ -182,8 +204,9 @@ def test_cli_configure_status_enable_disable(cli: CliRunner, settings: Settings)
     assert json.loads(configured.stdout)["wol_enabled"] is True
     status = json.loads(run("wol", "status", "1", "--json").stdout)
     assert status["mac_address"] == "aa:bb:cc:dd:ee:ff" and status["enabled"] is True
-    assert json.loads(run("wol", "disable", "1", "--json").stdout)["wol_enabled"] is False
-    assert json.loads(run("wol", "enable", "1", "--json").stdout)["wol_enabled"] is True
+    # 10.0.0.21 is made up: only mko's flag changes here (the NIC side runs against lab nodes).
+    assert json.loads(run("wol", "disable", "1", "--flag-only", "--json").stdout)["wol_enabled"] is False
+    assert json.loads(run("wol", "enable", "1", "--flag-only", "--json").stdout)["wol_enabled"] is True
     only_port = json.loads(run("wol", "configure", "1", "--port", "7", "--json").stdout)
     assert only_port["wol_port"] == 7 and only_port["wol_mac_address"] == "aa:bb:cc:dd:ee:ff"
     for args, field in [
@@ -199,7 +222,7 @@ def test_cli_configure_status_enable_disable(cli: CliRunner, settings: Settings)
         assert result.exit_code == 2, (args, result.stdout)
         assert len(result.stderr.strip().splitlines()) == 1 and field in result.stderr, (args, result.stderr)
     assert json.loads(run("node", "show", "1", "--json").stdout)["wol_port"] == 7
-    disabled = run("wol", "disable", "1")
+    disabled = run("wol", "disable", "1", "--flag-only")
     assert disabled.exit_code == 0
     refused = run("wol", "wake-node", "1")
     assert refused.exit_code == 2 and "disabled" in refused.stderr

@@ -11,11 +11,24 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from mko import __version__, wake
+from mko.api import periodic
 from mko.api.deps import SessionDep
 from mko.api.errors import install_error_handlers
-from mko.api.routes import inventory, operations, wol
+from mko.api.routes import (
+    discovery,
+    inventory,
+    monitoring,
+    nic,
+    operations,
+    power,
+    proxmox,
+    schedules,
+    ups,
+    wol,
+)
 from mko.db import make_engine, make_session_factory
 from mko.settings import Settings, get_settings
+from mko.ups.monitor import start_monitor
 
 __all__ = ["create_app"]
 
@@ -30,7 +43,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with session_factory() as session:
             wake.mark_interrupted_operations(session)
+        periodic.start(app)  # the scheduler and the reachability refresher
+        # The UPS monitor and rule engine live as long as the server (None: disabled or run elsewhere).
+        app.state.ups_monitor = await start_monitor(session_factory, settings)
         yield
+        if app.state.ups_monitor is not None:
+            await app.state.ups_monitor.stop()
+        await periodic.stop(app)
         # Background wakes end with the server; each records itself as cancelled.
         tasks: set[asyncio.Task[Any]] = app.state.background_tasks
         for task in list(tasks):
@@ -48,6 +67,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.session_factory = session_factory
     app.state.background_tasks = set()
+    app.state.ups_monitor = None
+    periodic.install(app, settings, session_factory)
     install_error_handlers(app)
 
     @app.get("/api/health", tags=["health"])
@@ -56,9 +77,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         session.execute(text("SELECT 1"))
         return {"status": "ok", "version": __version__}
 
+    # Before the node routes: /api/nodes/wol/collect-mac must not be read as /api/nodes/{node_id}/….
+    app.include_router(nic.router)
     app.include_router(inventory.router)
     app.include_router(operations.router)
     app.include_router(wol.router)
+    app.include_router(power.router)
+    app.include_router(proxmox.router)
+    app.include_router(ups.router)
+    app.include_router(schedules.router)
+    app.include_router(discovery.router)
+    app.include_router(monitoring.router)
     from fastapi.staticfiles import StaticFiles
 
     from mko.web import STATIC_DIR

@@ -6,27 +6,38 @@ from typing import Annotated
 
 import typer
 
-from mko.cli.app import console
+from mko.cli.app import EXIT_POWER_FAILURE, console, fail
+from mko.cli.migrate import migrate_wol_command, print_upgrade_step
 from mko.db import make_engine
-from mko.db.migrate import current_revision, head_revision, upgrade
+from mko.db.legacy import MigrationFailed, upgrade_database
+from mko.db.migrate import current_revision, head_revision
 from mko.logs import configure_logging
 from mko.settings import get_settings
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+db_app.command("migrate-wol")(migrate_wol_command)
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: Annotated[str, typer.Argument(help="target revision")] = "head") -> None:
-    """Migrate the database to the newest schema (creates it if missing)."""
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="target revision")] = "head",
+    no_backup: Annotated[
+        bool, typer.Option("--no-backup", help="do not back up an existing database before changing it")
+    ] = False,
+) -> None:
+    """Migrate the database to the newest schema (creates it if missing; backs up an existing one first)."""
     settings = get_settings()
     configure_logging(settings, console=False)
-    engine = make_engine(settings.database_url)
     try:
-        before = current_revision(engine)
-        upgrade(engine, revision)
-        after = current_revision(engine)
-    finally:
-        engine.dispose()
+        before, after, _backup = upgrade_database(
+            settings.database_url,
+            revision,
+            backup=not no_backup,
+            backup_dir=settings.backup_dir,
+            progress=print_upgrade_step,
+        )
+    except MigrationFailed as exc:
+        raise fail(str(exc), EXIT_POWER_FAILURE) from None
     if before == after:
         console.print(f"database already at revision {after}")
     else:
@@ -56,9 +67,10 @@ def serve(
 
     settings = get_settings()
     configure_logging(settings)
-    engine = make_engine(settings.database_url)
+    # The same protected upgrade as `mko db upgrade`: an existing database is backed up before a newer
+    # mko changes its schema, and restored if that fails.
     try:
-        upgrade(engine)
-    finally:
-        engine.dispose()
+        upgrade_database(settings.database_url, backup_dir=settings.backup_dir, progress=print_upgrade_step)
+    except MigrationFailed as exc:
+        raise fail(str(exc), EXIT_POWER_FAILURE) from None
     uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_config=None)

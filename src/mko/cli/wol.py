@@ -17,7 +17,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from mko import inventory, wake
+from mko import inventory, nic, wake
 from mko.cli.app import EXIT_POWER_FAILURE, console, emit, open_session
 from mko.db import make_engine, make_session_factory
 from mko.db.models import Operation, OperationStatus, WolMethod
@@ -122,7 +122,7 @@ def _with_progress(prepared: wake.PreparedWake, run: Any, *, quiet: bool) -> Ope
             if done and outcome.node_id not in settled:
                 settled.add(outcome.node_id)
                 progress.update(task, completed=len(settled))
-                if kind in ("up", "failed"):
+                if kind in ("up", "failed") and not quiet:
                     progress.console.print(f"  {outcome.hostname}: {outcome.describe()}")
 
         result: Operation = run(hook)
@@ -214,16 +214,49 @@ def _change(node_id: int, kind: str, data: WolConfigure, as_json: bool) -> None:
         emit(NodePublic.of(node), NODE_COLUMNS, as_json=as_json)
 
 
+SWITCH_COLUMNS = ("id", "hostname", "wol_enabled", "wol_mac_address", "nic_interface", "nic_wol_state")
+FlagOnlyOpt = Annotated[
+    bool,
+    typer.Option("--flag-only", help="change only mko's flag; do not configure the node's network card"),
+]
+
+
+def _switch(node_id: int, enable: bool, flag_only: bool, as_json: bool) -> None:
+    settings = get_settings()
+    with open_session() as session:
+        change = asyncio.run(
+            nic.set_nic_wol(session, settings, node_id, enable=enable, actor=Actor.cli(), flag_only=flag_only)
+        )
+        public = NodePublic.of(change.node)
+    if as_json:
+        payload = public.model_dump(mode="json") | {
+            "operation_id": change.operation.id,
+            "operation_status": change.operation.status.value,
+            "summary": change.operation.summary,
+            "nic": change.nic,
+        }
+        typer.echo(json.dumps(payload, indent=2, default=str))
+    else:
+        for step in change.operation.steps:
+            console.print(f"  {step.name}: {step.message}")
+        shown = {k: v for k, v in public.model_dump(mode="json").items() if k in SWITCH_COLUMNS}
+        console.print("  " + ", ".join(f"{k}={'—' if v is None else v}" for k, v in shown.items()))
+        console.print(f"operation {change.operation.id}: {change.operation.summary}")
+    if change.operation.status != OperationStatus.SUCCEEDED:
+        raise typer.Exit(EXIT_POWER_FAILURE)
+
+
 @wol_app.command("enable")
-def enable(node_id: int, as_json: JsonOpt = False) -> None:
-    """Enable WoL on a node (mko will wake it; it needs a MAC address)."""
-    _change(node_id, "wol_enable", WolConfigure(wol_enabled=True), as_json)
+def enable(node_id: int, flag_only: FlagOnlyOpt = False, as_json: JsonOpt = False) -> None:
+    """Enable WoL on a node: `ethtool -s IFACE wol g` over SSH, made persistent and read back, then
+    mko's flag. Fails (and changes nothing) when the node cannot be reached; see --flag-only."""
+    _switch(node_id, True, flag_only, as_json)
 
 
 @wol_app.command("disable")
-def disable(node_id: int, as_json: JsonOpt = False) -> None:
-    """Disable WoL on a node (wakes are refused; cluster wakes skip it)."""
-    _change(node_id, "wol_disable", WolConfigure(wol_enabled=False), as_json)
+def disable(node_id: int, flag_only: FlagOnlyOpt = False, as_json: JsonOpt = False) -> None:
+    """Disable WoL on a node: `ethtool -s IFACE wol d` over SSH (persistent), then mko's flag."""
+    _switch(node_id, False, flag_only, as_json)
 
 
 @wol_app.command("configure")
@@ -253,9 +286,33 @@ def configure(
     probe_port: Annotated[
         int | None, typer.Option("--probe-port", help="TCP port that proves the node is up")
     ] = None,
+    proxmox_node: Annotated[
+        str | None, typer.Option("--proxmox-node", help="Proxmox node of the VM (found when omitted)")
+    ] = None,
+    bmc_address: Annotated[str | None, typer.Option("--bmc-address", help="IPMI: BMC address")] = None,
+    bmc_port: Annotated[int | None, typer.Option("--bmc-port", help="IPMI: BMC UDP port (623)")] = None,
+    bmc_username: Annotated[str | None, typer.Option("--bmc-username", help="IPMI/Redfish user")] = None,
+    bmc_password: Annotated[
+        str | None,
+        typer.Option("--bmc-password", help="IPMI/Redfish password; '-' reads stdin, '?' prompts"),
+    ] = None,
+    redfish_url: Annotated[
+        str | None, typer.Option("--redfish-url", help="Redfish: BMC URL, e.g. https://10.0.0.5")
+    ] = None,
+    redfish_system_id: Annotated[
+        str | None, typer.Option("--redfish-system-id", help="Redfish: system id (default: the only one)")
+    ] = None,
+    bmc_verify_tls: Annotated[
+        bool | None, typer.Option("--bmc-verify-tls/--no-bmc-verify-tls", help="Redfish: verify TLS")
+    ] = None,
+    bmc_ca_file: Annotated[
+        str | None, typer.Option("--bmc-ca-file", help="Redfish: CA file of the BMC's certificate")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Configure WoL settings for a node; only the options given change anything."""
+    from mko.cli.proxmox import read_secret
+
     given: dict[str, Any] = {
         "wol_mac_address": mac_address,
         "wol_method": method,
@@ -269,6 +326,15 @@ def configure(
         "wol_secureon": secureon,
         "wol_prefix_len": prefix_len,
         "probe_port": probe_port,
+        "proxmox_node": proxmox_node,
+        "bmc_address": bmc_address,
+        "bmc_port": bmc_port,
+        "bmc_username": bmc_username,
+        "bmc_password": read_secret(bmc_password, "BMC password"),
+        "redfish_url": redfish_url,
+        "redfish_system_id": redfish_system_id,
+        "bmc_verify_tls": bmc_verify_tls,
+        "bmc_ca_file": bmc_ca_file,
     }
     data = WolConfigure(**{k: v for k, v in given.items() if v is not None})
     if not data.model_fields_set:

@@ -1,5 +1,6 @@
 """Database: models, engine/session factory, migrations."""
 
+from mko.db.auth_models import ApiToken, AuthEvent, Role, User, WebSession
 from mko.db.models import (
     UPS,
     Base,
@@ -19,6 +20,8 @@ from mko.db.session import make_engine, make_session_factory
 
 __all__ = [
     "UPS",
+    "ApiToken",
+    "AuthEvent",
     "Base",
     "Cluster",
     "ClusterAction",
@@ -30,6 +33,9 @@ __all__ = [
     "PowerEvent",
     "PowerRule",
     "ProxmoxHost",
+    "Role",
+    "User",
+    "WebSession",
     "WolMethod",
     "make_engine",
     "make_session_factory",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -23,11 +22,15 @@ def alembic_config() -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the database to ``revision`` (default: the newest)."""
-    config = alembic_config()
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, revision)
+    """Bring the database to ``revision`` (default: the newest) without a backup.
+
+    Goes through the one safe upgrade path (``mko.db.legacy.upgrade_database``): one locked transaction,
+    SQLite foreign keys off while batch mode rebuilds tables (else a rebuild cascades deletes), checked
+    before the commit; the earlier orchestrator's database is refused, not mangled.
+    """
+    from mko.db.legacy import upgrade_database
+
+    upgrade_database(engine.url.render_as_string(hide_password=False), revision, backup=False)
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -12,6 +12,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Enum,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -34,6 +35,9 @@ __all__ = [
     "PowerEvent",
     "PowerRule",
     "ProxmoxHost",
+    "Schedule",
+    "ScheduleAction",
+    "UpsEvent",
     "WolMethod",
     "utcnow",
 ]
@@ -79,6 +83,13 @@ class ClusterAction(enum.StrEnum):
     WAKE_ON_LAN = "wake_on_lan"
     GRACEFUL_SHUTDOWN = "graceful_shutdown"
     FORCE_SHUTDOWN = "force_shutdown"
+
+
+class ScheduleAction(enum.StrEnum):
+    """What a schedule does at its times."""
+
+    WAKE = "wake"
+    SHUTDOWN = "shutdown"  # of a cluster, through the graceful path (refused until that exists)
 
 
 class OperationStatus(enum.StrEnum):
@@ -183,6 +194,29 @@ class Node(Base):
     wol_secureon: Mapped[str | None] = mapped_column(String(17))  # SecureOn password, never returned
     wol_prefix_len: Mapped[int | None] = mapped_column(Integer)  # node subnet prefix, for its broadcast
     probe_port: Mapped[int | None] = mapped_column(Integer)  # TCP port that proves "up"; default ssh_port
+    cordoned_by_mko: Mapped[bool] = mapped_column(Boolean, default=False)  # drained by a shutdown of ours
+    # Power drivers beyond magic packets (mko.power.proxmox / ipmi / redfish).
+    proxmox_node: Mapped[str | None] = mapped_column(String(100))  # PVE node name; found when empty
+    bmc_address: Mapped[str | None] = mapped_column(String(253))  # IPMI BMC host name or address
+    bmc_port: Mapped[int | None] = mapped_column(Integer)  # IPMI UDP port; default 623
+    bmc_username: Mapped[str | None] = mapped_column(String(100))  # IPMI and Redfish user
+    bmc_password_encrypted: Mapped[str | None] = mapped_column(Text)  # Fernet token, never returned
+    redfish_url: Mapped[str | None] = mapped_column(String(500))  # e.g. https://10.0.0.5
+    redfish_system_id: Mapped[str | None] = mapped_column(String(200))  # default: the BMC's only system
+    bmc_verify_tls: Mapped[bool] = mapped_column(Boolean, default=True)
+    bmc_ca_file: Mapped[str | None] = mapped_column(String(500))
+    # The node's own network card, as read over SSH (collect-mac, wol enable/disable, Ansible facts).
+    nic_interface: Mapped[str | None] = mapped_column(String(15))  # node-side interface of wol_mac_address
+    nic_interfaces: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)  # every interface found
+    nic_collected_at: Mapped[datetime | None] = mapped_column()
+    nic_wol_supported: Mapped[str | None] = mapped_column(String(16))  # "Supports Wake-on", e.g. pumbg
+    nic_wol_state: Mapped[str | None] = mapped_column(String(16))  # ethtool "Wake-on", e.g. g or d
+    nic_wol_persistence: Mapped[str | None] = mapped_column(String(32))  # how the setting survives a reboot
+    nic_checked_at: Mapped[datetime | None] = mapped_column()
+    # Background reachability (mko.reachability.Refresher): the last TCP probe of the probe port.
+    reachable: Mapped[bool | None] = mapped_column(Boolean)  # None until first probed
+    reachability_checked_at: Mapped[datetime | None] = mapped_column()
+    reachability_changed_at: Mapped[datetime | None] = mapped_column()  # when it last went up or down
 
     cluster: Mapped[Cluster | None] = relationship(back_populates="nodes")
     proxmox_host: Mapped[ProxmoxHost | None] = relationship()
@@ -206,6 +240,22 @@ class UPS(Base):
     __table_args__ = (UniqueConstraint("host", "port", "ups_name", name="uq_ups_device"),)
 
 
+class UpsEvent(Base):
+    """A power event detected on a UPS: which, when, and the status tokens before and after."""
+
+    __tablename__ = "ups_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ups_id: Mapped[int] = mapped_column(ForeignKey("ups.id", ondelete="CASCADE"), index=True)
+    event: Mapped[PowerEvent] = mapped_column(_enum(PowerEvent, "power_event"))
+    occurred_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    status_before: Mapped[str | None] = mapped_column(String(100))  # ups.status as read, e.g. "OL CHRG"
+    status_after: Mapped[str | None] = mapped_column(String(100))  # None when the UPS could not be read
+    battery_charge: Mapped[float | None] = mapped_column(Float)
+    message: Mapped[str] = mapped_column(Text, default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
 class PowerRule(Base):
     """When a UPS reports ``power_event``, do ``cluster_action`` to a cluster."""
 
@@ -225,6 +275,36 @@ class PowerRule(Base):
     success_count: Mapped[int] = mapped_column(Integer, default=0)
     failure_count: Mapped[int] = mapped_column(Integer, default=0)
     last_triggered_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Notifications (mko.notify): which moments are sent, and apprise URLs added to the global ones.
+    notify_on_trigger: Mapped[bool] = mapped_column(Boolean, default=False)
+    notify_on_completion: Mapped[bool] = mapped_column(Boolean, default=False)
+    notify_on_failure: Mapped[bool] = mapped_column(Boolean, default=True)
+    notify_urls_encrypted: Mapped[str | None] = mapped_column(Text)  # Fernet token of a JSON list
+    # wake_on_lan rules: after the wake, run the recovery (microk8s start, all Ready, uncordon).
+    recover_after_wake: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Schedule(Base):
+    """At the times of a cron expression in a time zone, wake a node or cluster (or shut a cluster down)."""
+
+    __tablename__ = "schedules"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    action: Mapped[ScheduleAction] = mapped_column(_enum(ScheduleAction, "schedule_action"))
+    cluster_id: Mapped[int | None] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"), index=True)
+    node_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), index=True)
+    cron: Mapped[str] = mapped_column(String(120))
+    timezone: Mapped[str] = mapped_column(String(64))
+    options: Mapped[dict[str, Any]] = mapped_column(default=dict)  # e.g. wait, timeout, retries, delay
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    notify_urls_encrypted: Mapped[str | None] = mapped_column(Text)  # Fernet token of a JSON list
+    # Runs up to this instant have been handled (run, or reported missed); later ones are still due.
+    last_checked_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_run_at: Mapped[datetime | None] = mapped_column()  # the scheduled instant of the last run
+    last_operation_id: Mapped[int | None] = mapped_column(Integer)
+    last_status: Mapped[OperationStatus | None] = mapped_column(_enum(OperationStatus, "operation_status"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -2,19 +2,25 @@
 
 from mko.lab.harness import DEFAULT_BOOT_PORT, RunningLab, RunningNode
 from mko.lab.netns import Lab, LabError, LabNode, NodeSpec, cleanup_stale, enter_netns
+from mko.lab.nodesys import STANDINS, LabSsh, NodeSystem, StandIn, register_standin
 from mko.lab.recorder import BootOnWake, CapturedPacket, MagicPacketRecorder
 
 __all__ = [
     "DEFAULT_BOOT_PORT",
+    "STANDINS",
     "BootOnWake",
     "CapturedPacket",
     "Lab",
     "LabError",
     "LabNode",
+    "LabSsh",
     "MagicPacketRecorder",
     "NodeSpec",
+    "NodeSystem",
     "RunningLab",
     "RunningNode",
+    "StandIn",
     "cleanup_stale",
     "enter_netns",
+    "register_standin",
 ]

@@ -19,9 +19,15 @@ def register_lab(
     cluster_name: str = "lab",
     control_planes: int = 1,
     probe_port: int = 2222,
+    macs: bool = True,
 ) -> tuple[Cluster, list[Node]]:
-    """Add the lab's cluster and nodes (first ``control_planes`` nodes are control planes), WoL enabled."""
+    """Add the lab's cluster and nodes (first ``control_planes`` nodes are control planes), WoL enabled.
+
+    ``macs=False`` registers them as a new inventory would be: no MAC, prefix or WoL yet (for
+    collect-mac). A lab started with ssh=True gives every node its client key.
+    """
     cluster = inventory.create_cluster(session, ClusterCreate(name=cluster_name, description="virtual lab"))
+    key = str(running.ssh.client_key) if running.ssh is not None else None
     nodes = []
     for index, node in enumerate(running.nodes):
         data = NodeCreate(
@@ -31,9 +37,10 @@ def register_lab(
             cluster_id=cluster.id,
             ssh_user="root",
             ssh_port=probe_port,
-            wol_enabled=True,
-            wol_mac_address=node.mac,
-            wol_prefix_len=running.lab.prefix_len,
+            ssh_key_path=key,
+            wol_enabled=macs,
+            wol_mac_address=node.mac if macs else None,
+            wol_prefix_len=running.lab.prefix_len if macs else None,
             probe_port=probe_port,
         )
         nodes.append(inventory.create_node(session, data))

@@ -240,6 +240,12 @@ class NodeSpec:
     mac: str | None = None
     # Read by the power simulation (mko.lab.recorder.BootOnWake): False = the node never boots.
     wakeable: bool = True
+    # Read by the node's system simulation (mko.lab.nodesys, labs started with ssh=True): the Wake-on
+    # modes its NIC supports ("" = none, like a veth; "pumb" = no magic packet), its Wake-on after each
+    # boot (None: g when supported, else d), and which service configures its network.
+    nic_wol_supports: str = "pumbg"
+    nic_wake_on_default: str | None = None
+    network_service: str = "none"
 
 
 @dataclass(frozen=True)
@@ -253,6 +259,7 @@ class LabNode:
     interface: str = INTERFACE
     wakeable: bool = True
     bridge_port: str = ""
+    spec: NodeSpec = field(default_factory=NodeSpec)
 
 
 def default_mac(host: int) -> str:
@@ -297,6 +304,7 @@ def _plan_nodes(
                 mac=mac,
                 wakeable=spec.wakeable,
                 bridge_port=f"v-{name}",
+                spec=spec,
             )
         )
     return planned

@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal, Self
+from typing import Literal, Protocol, Self
 
 from mko.lab.macaddr import format_mac, normalize_mac
 from mko.lab.netns import INTERFACE, LabError, enter_netns
@@ -33,6 +33,7 @@ from mko.lab.netns import INTERFACE, LabError, enter_netns
 __all__ = [
     "BANNER",
     "BootOnWake",
+    "BootService",
     "CapturedPacket",
     "MagicPacketRecorder",
     "PacketKind",
@@ -64,6 +65,17 @@ _MAGIC_LEN = 6 + 16 * 6
 _BATCH = 64
 
 BANNER = b"SSH-2.0-mkolab\r\n"
+
+
+class BootService(Protocol):
+    """What a booted node runs instead of the banner listener (e.g. a real sshd)."""
+
+    def start(self) -> None:
+        """Start; return once the node answers on its port (called in the node's namespace)."""
+
+    def stop(self) -> None:
+        """Stop everything the node runs; return once its port refuses connections."""
+
 
 PacketKind = Literal["udp", "ethernet"]
 PowerState = Literal["off", "booting", "on"]
@@ -424,6 +436,8 @@ class BootOnWake:
         recorder: MagicPacketRecorder | None = None,
         banner: bytes = BANNER,
         linger: float = 2.0,
+        service: BootService | None = None,
+        armed: Callable[[], bool] | None = None,
     ) -> None:
         self.netns = netns
         self.ip = ip
@@ -435,6 +449,10 @@ class BootOnWake:
         self.secureon = secureon.lower() if secureon is not None else None
         self.banner = banner
         self.linger = linger
+        # A real service (e.g. the node's sshd) replaces the banner listener; `armed` says whether the
+        # NIC would act on a magic packet now (its Wake-on state), when the node simulates one.
+        self.service = service
+        self.armed = armed
         self._owns_recorder = recorder is None
         # Without a shared recorder, a private one that does not claim the UDP ports.
         self.recorder = recorder or MagicPacketRecorder(netns, interface, self.mac, udp_ports=())
@@ -553,11 +571,20 @@ class BootOnWake:
             if self._state == "on":
                 return
             self.wake_packets += 1
-            if self._state == "off" and self.wakeable and self.error is None:
+            if self._state == "off" and self.wakeable and self.error is None and self._is_armed():
                 self._state = "booting"
                 self.wake_requested_at = packet.time
                 self._boot_at = packet.time + self.boot_delay
                 self._cond.notify_all()
+
+    def _is_armed(self) -> bool:
+        if self.armed is None:
+            return True
+        try:
+            return self.armed()
+        except Exception:
+            log.exception("%s: reading the NIC's Wake-on state failed", self.netns)
+            return False
 
     # ----------------------------------------------------------------- worker thread
 
@@ -566,6 +593,9 @@ class BootOnWake:
             # The worker lives in the node's namespace, so its listening socket belongs to the node.
             with enter_netns(self.netns):
                 while self._wait_for_boot():
+                    if self.service is not None:
+                        self._run_service(self.service)
+                        continue
                     listener = self._listen()
                     with self._cond:
                         if self._state != "booting":  # switched off again during the boot delay
@@ -586,6 +616,37 @@ class BootOnWake:
             with self._cond:
                 self.error = exc
                 self._state = "off"
+                self._cond.notify_all()
+
+    def _run_service(self, service: BootService) -> None:
+        service.start()
+        with self._cond:
+            booted = self._state == "booting"  # else it was switched off again during the boot
+            if booted:
+                self._state = "on"
+                self.booted_at = time.monotonic()
+                self.boot_count += 1
+                self._cond.notify_all()
+        if not booted:
+            service.stop()
+            return
+        assert self._wake is not None
+        wake = self._wake[0]
+        poller = select.poll()
+        poller.register(wake, select.POLLIN)
+        try:
+            while True:
+                poller.poll()
+                _drain(wake)
+                with self._cond:
+                    if self._off_requested or self._stopping:
+                        break
+        finally:
+            service.stop()
+            with self._cond:
+                self._state = "off"
+                self._off_requested = False
+                self.booted_at = None
                 self._cond.notify_all()
 
     def _wait_for_boot(self) -> bool:

@@ -1,14 +1,20 @@
 """The power-driver interface, and the schedule every driver shares: send, re-send, verify.
 
-Drivers implement only the primitive (``send_on``: one attempt per node, many nodes at once). The
-schedule in :func:`power_on` owns everything else, so each driver gets it right once:
+Drivers implement only primitives: ``_on``, ``_off`` and ``query`` for one node (API drivers: Proxmox,
+IPMI, Redfish), or a batch ``send_on`` (magic packets: many nodes in one tight loop). The schedule in
+:func:`power_on` / :func:`power_off` owns everything else, so each driver gets it right once:
 
-* every node is attempted in the same round (control-plane nodes first within the round), never one
-  node after another with sleeps in between;
-* rounds repeat ``retries`` times, ``delay`` seconds apart;
-* with ``wait``, each node is probed concurrently (TCP connect) and re-sent to every ``delay`` seconds
-  until it answers or the timeout passes; without it the result says "sent", never "up";
-* a fatal error (bad settings, permissions, missing capability) stops that node at once; a retryable
+* nodes are grouped by driver and every group runs its rounds concurrently, so a slow API call (a
+  Proxmox start task) never delays the magic packets of the same cluster wake;
+* within a group every pending node is attempted in the same round (control-plane nodes first), never
+  one node after another with sleeps in between; rounds repeat ``retries`` times, ``delay`` seconds apart;
+* a driver whose successful call confirms delivery (``confirms_delivery``: an API accepted the request)
+  is not called again for that node; magic packets, which nobody acknowledges, are re-sent;
+* with ``wait`` each node is verified concurrently: by the driver's own ``query`` where it has one
+  (``verify_by_query``; re-queried every ``probe_interval`` until the state is reached), else by a TCP
+  probe, re-sending every ``delay`` seconds until the node answers or the timeout passes; without
+  ``wait`` the result says "sent", never "up";
+* a fatal error (bad settings, authentication, missing capability) stops that node at once; a retryable
   one (network unreachable, timeout) is tried again next round.
 """
 
@@ -17,23 +23,94 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from mko.db.models import Node, NodeRole, WolMethod
+from sqlalchemy import select
+from sqlalchemy.orm import object_session
+
+from mko.db.models import Node, NodeRole, ProxmoxHost, WolMethod
+from mko.errors import FatalPowerError, PowerError, RetryablePowerError, UnsupportedActionError
 from mko.probe import wait_until_up
 
+if TYPE_CHECKING:
+    from mko.settings import Settings
+
 __all__ = [
+    "STATUS",
     "AttemptError",
     "NodeOutcome",
     "NodeSnapshot",
     "OutcomeState",
+    "PowerAction",
     "PowerDriver",
+    "PowerState",
+    "ProxmoxEndpoint",
     "WakeSchedule",
+    "attempt_error",
+    "power_off",
     "power_on",
 ]
+
+log = logging.getLogger("mko.power")
+
+#: The name of the "ask the power state" capability in ``PowerDriver.actions``.
+STATUS = "status"
+
+
+class PowerState(enum.StrEnum):
+    """A node's power as its driver reports it."""
+
+    ON = "on"
+    OFF = "off"
+    UNKNOWN = "unknown"
+
+
+class PowerAction(enum.StrEnum):
+    """What a person can ask a driver to do."""
+
+    ON = "on"
+    OFF = "off"  # hard: pull the plug (Proxmox stop, IPMI off, Redfish ForceOff)
+    SOFT = "soft"  # graceful: ACPI shutdown (Proxmox shutdown then stop, IPMI soft, GracefulShutdown)
+
+    @property
+    def target(self) -> PowerState:
+        """The state this action ends in."""
+        return PowerState.ON if self == PowerAction.ON else PowerState.OFF
+
+
+@dataclass(frozen=True)
+class ProxmoxEndpoint:
+    """A Proxmox host's connection settings; the secret stays encrypted until a driver uses it."""
+
+    host_id: int
+    name: str
+    host: str
+    port: int
+    token_id: str | None
+    username: str | None
+    secret_encrypted: str | None = field(repr=False)
+    verify_tls: bool = True
+    ca_file: str | None = None
+    fingerprint: str | None = None
+
+    @classmethod
+    def of(cls, row: ProxmoxHost) -> ProxmoxEndpoint:
+        """Snapshot a ProxmoxHost row."""
+        return cls(
+            host_id=row.id,
+            name=row.name,
+            host=row.host,
+            port=row.port,
+            token_id=row.token_id,
+            username=row.username,
+            secret_encrypted=row.secret_encrypted,
+            verify_tls=row.verify_tls,
+            ca_file=row.ca_file,
+            fingerprint=row.fingerprint,
+        )
 
 
 @dataclass(frozen=True)
@@ -54,10 +131,26 @@ class NodeSnapshot:
     secureon: str | None = field(default=None, repr=False)
     proxmox_vm_id: int | None = None
     proxmox_host_id: int | None = None
+    proxmox_node: str | None = None
+    proxmox: ProxmoxEndpoint | None = None
+    bmc_address: str | None = None
+    bmc_port: int | None = None
+    bmc_username: str | None = None
+    bmc_password_encrypted: str | None = field(default=None, repr=False)
+    redfish_url: str | None = None
+    redfish_system_id: str | None = None
+    bmc_verify_tls: bool = True
+    bmc_ca_file: str | None = None
 
     @classmethod
     def of(cls, node: Node) -> NodeSnapshot:
-        """Snapshot a Node row."""
+        """Snapshot a Node row (with its Proxmox host: the node's own, else the only one there is)."""
+        host = node.proxmox_host
+        if host is None and node.wol_method == WolMethod.PROXMOX and node.proxmox_host_id is None:
+            session = object_session(node)
+            if session is not None:
+                hosts = session.scalars(select(ProxmoxHost).limit(2)).all()
+                host = hosts[0] if len(hosts) == 1 else None
         return cls(
             node_id=node.id,
             hostname=node.hostname,
@@ -73,7 +166,22 @@ class NodeSnapshot:
             secureon=node.wol_secureon,
             proxmox_vm_id=node.proxmox_vm_id,
             proxmox_host_id=node.proxmox_host_id,
+            proxmox_node=node.proxmox_node,
+            proxmox=None if host is None else ProxmoxEndpoint.of(host),
+            bmc_address=node.bmc_address,
+            bmc_port=node.bmc_port,
+            bmc_username=node.bmc_username,
+            bmc_password_encrypted=node.bmc_password_encrypted,
+            redfish_url=node.redfish_url,
+            redfish_system_id=node.redfish_system_id,
+            bmc_verify_tls=node.bmc_verify_tls,
+            bmc_ca_file=node.bmc_ca_file,
         )
+
+    @property
+    def label(self) -> str:
+        """``node 3 (web-1)``, for messages."""
+        return f"node {self.node_id} ({self.hostname})"
 
 
 @dataclass(frozen=True)
@@ -82,6 +190,11 @@ class AttemptError:
 
     message: str
     retryable: bool
+
+
+def attempt_error(exc: PowerError) -> AttemptError:
+    """The AttemptError for a driver's PowerError."""
+    return AttemptError(str(exc), retryable=isinstance(exc, RetryablePowerError))
 
 
 @dataclass(frozen=True)
@@ -107,12 +220,14 @@ class OutcomeState(enum.StrEnum):
     SENT = "sent"
     UP = "up"
     NOT_UP = "not_up"
+    OFF = "off"
+    NOT_OFF = "not_off"
     FAILED = "failed"
 
 
 @dataclass
 class NodeOutcome:
-    """What happened to one node during a power-on."""
+    """What happened to one node during a power action."""
 
     node_id: int
     hostname: str
@@ -122,10 +237,13 @@ class NodeOutcome:
     first_sent_after: float | None = None
     up_after: float | None = None
     error: str | None = None
+    action: str = PowerAction.ON.value
+    off_after: float | None = None
+    verified_by: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form, for operations and API responses."""
-        return {
+        data = {
             "node_id": self.node_id,
             "hostname": self.hostname,
             "method": self.method,
@@ -134,16 +252,26 @@ class NodeOutcome:
             "first_sent_after": _rounded(self.first_sent_after),
             "up_after": _rounded(self.up_after),
             "error": self.error,
+            "verified_by": self.verified_by,
         }
+        if self.action != PowerAction.ON:
+            data["action"] = self.action
+            data["off_after"] = _rounded(self.off_after)
+        return data
 
     def describe(self) -> str:
         """One line for people."""
+        by = f", {self.verified_by}" if self.verified_by else ""
         if self.state == OutcomeState.UP:
-            return f"up after {self.up_after:.1f}s ({self.attempts} sent)"
+            return f"up after {self.up_after:.1f}s ({self.attempts} sent{by})"
+        if self.state == OutcomeState.OFF:
+            return f"off after {self.off_after:.1f}s ({self.attempts} sent{by})"
         if self.state == OutcomeState.SENT:
             return f"{self.attempts} sent (not verified)"
         if self.state == OutcomeState.NOT_UP:
             return f"not up before the timeout ({self.attempts} sent)"
+        if self.state == OutcomeState.NOT_OFF:
+            return f"still not off at the timeout ({self.attempts} sent)"
         return f"failed: {self.error}"
 
 
@@ -151,18 +279,92 @@ def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-class PowerDriver(ABC):
-    """A way of powering nodes on (and, for some drivers, off and querying)."""
+class PowerDriver:
+    """A way of powering nodes on and, for some drivers, off and asking their state.
 
-    methods: ClassVar[tuple[WolMethod, ...]]
+    Subclasses set ``methods`` and ``actions`` and implement the primitives they support: ``_on``,
+    ``_off`` and ``query`` for one node, raising FatalPowerError or RetryablePowerError; or override
+    ``send_on`` to handle a whole batch at once.
+    """
+
+    methods: ClassVar[tuple[WolMethod, ...]] = ()
+    #: Of "on", "off", "soft" and "status".
     actions: ClassVar[frozenset[str]] = frozenset({"on"})
+    #: A successful call means the request was accepted: the schedule does not repeat it.
+    confirms_delivery: ClassVar[bool] = False
+    #: With ``wait``, verify with ``query`` (the state the driver reports) instead of a TCP probe.
+    verify_by_query: ClassVar[bool] = False
+    #: Nodes handled at once by the default batch methods.
+    parallel: ClassVar[int] = 32
+    #: Human name in messages.
+    label: ClassVar[str] = "power"
 
-    @abstractmethod
+    @classmethod
+    def create(cls, settings: Settings) -> PowerDriver:
+        """A driver for one run, configured from settings."""
+        return cls()
+
+    @classmethod
+    def supports(cls, action: str) -> bool:
+        """Whether this driver can do ``action`` (on, off, soft, status) at all."""
+        return action in cls.actions
+
+    @classmethod
+    def unsupported(cls, node: NodeSnapshot, action: str) -> UnsupportedActionError:
+        """The refusal for an action this driver cannot do, with the reason."""
+        can = ", ".join(sorted(cls.actions)) or "nothing"
+        return UnsupportedActionError(
+            f"{node.label} is powered by {cls.label} ({node.method.value}), which cannot do {action!r}"
+            f" (it can: {can})"
+        )
+
     async def send_on(self, nodes: Sequence[NodeSnapshot]) -> dict[int, AttemptError | None]:
         """One power-on attempt for each node, all at once; None for a node means the attempt went out."""
+        return await self._each(nodes, self._on)
 
-    def close(self) -> None:  # noqa: B027 - optional hook, most drivers hold nothing
+    async def send_off(self, nodes: Sequence[NodeSnapshot], *, soft: bool) -> dict[int, AttemptError | None]:
+        """One power-off attempt (graceful with ``soft``) for each node, all at once."""
+
+        async def off(node: NodeSnapshot) -> None:
+            await self._off(node, soft=soft)
+
+        return await self._each(nodes, off)
+
+    async def query(self, node: NodeSnapshot) -> PowerState:
+        """The node's power state as the driver sees it."""
+        raise self.unsupported(node, STATUS)
+
+    async def _on(self, node: NodeSnapshot) -> None:
+        raise self.unsupported(node, PowerAction.ON.value)
+
+    async def _off(self, node: NodeSnapshot, *, soft: bool) -> None:
+        raise self.unsupported(node, (PowerAction.SOFT if soft else PowerAction.OFF).value)
+
+    async def _each(
+        self, nodes: Sequence[NodeSnapshot], call: Callable[[NodeSnapshot], Awaitable[None]]
+    ) -> dict[int, AttemptError | None]:
+        limit = asyncio.Semaphore(self.parallel)
+
+        async def one(node: NodeSnapshot) -> AttemptError | None:
+            async with limit:
+                try:
+                    await call(node)
+                except PowerError as exc:
+                    return attempt_error(exc)
+                except Exception as exc:  # a driver bug must not end a whole cluster's wake
+                    log.exception("%s driver failed unexpectedly for %s", self.label, node.label)
+                    return AttemptError(f"unexpected {type(exc).__name__} in the {self.label} driver", False)
+            return None
+
+        results = await asyncio.gather(*(one(node) for node in nodes))
+        return {node.node_id: result for node, result in zip(nodes, results, strict=True)}
+
+    def close(self) -> None:
         """Release sockets or sessions."""
+
+    async def aclose(self) -> None:
+        """Release resources that need the event loop; by default the same as ``close``."""
+        self.close()
 
 
 EventHook = Callable[[str, NodeOutcome], None]
@@ -181,11 +383,24 @@ async def power_on(
     on_event: EventHook | None = None,
 ) -> list[NodeOutcome]:
     """Power nodes on following ``schedule``; results in control-plane-first order."""
-    return await _PowerOn(nodes, schedule, driver_for, on_event).run()
+    return await _PowerRun(nodes, schedule, driver_for, on_event, PowerAction.ON).run()
 
 
-class _PowerOn:
-    """The state of one power-on run: outcomes per node, drivers, probe watchers."""
+async def power_off(
+    nodes: Sequence[NodeSnapshot],
+    schedule: WakeSchedule,
+    driver_for: DriverLookup,
+    on_event: EventHook | None = None,
+    *,
+    soft: bool = False,
+) -> list[NodeOutcome]:
+    """Power nodes off (gracefully with ``soft``) following ``schedule``."""
+    action = PowerAction.SOFT if soft else PowerAction.OFF
+    return await _PowerRun(nodes, schedule, driver_for, on_event, action).run()
+
+
+class _PowerRun:
+    """The state of one run: outcomes per node, drivers and their groups, verification watchers."""
 
     def __init__(
         self,
@@ -193,31 +408,54 @@ class _PowerOn:
         schedule: WakeSchedule,
         driver_for: DriverLookup,
         on_event: EventHook | None,
+        action: PowerAction,
     ) -> None:
         self.schedule = schedule
-        self.ordered = _order(nodes)
-        self.outcomes = {n.node_id: NodeOutcome(n.node_id, n.hostname, n.method.value) for n in self.ordered}
+        self.action = action
+        self.target = action.target
+        self.reached = OutcomeState.UP if self.target == PowerState.ON else OutcomeState.OFF
+        self.missed = OutcomeState.NOT_UP if self.target == PowerState.ON else OutcomeState.NOT_OFF
+        ordered = _order(nodes)
+        self.outcomes = {
+            n.node_id: NodeOutcome(n.node_id, n.hostname, n.method.value, action=action.value)
+            for n in ordered
+        }
         self.notify: EventHook = on_event or (lambda _kind, _outcome: None)
         self.drivers: dict[int, PowerDriver] = {}
-        for node in self.ordered:
+        groups: dict[int, tuple[PowerDriver, list[NodeSnapshot]]] = {}
+        for node in ordered:
             found = driver_for(node)
             if isinstance(found, AttemptError):
                 _fail(self.outcomes[node.node_id], found.message, self.notify)
+            elif not found.supports(action.value):
+                _fail(self.outcomes[node.node_id], str(found.unsupported(node, action.value)), self.notify)
             else:
                 self.drivers[node.node_id] = found
-        self.active = [n for n in self.ordered if n.node_id in self.drivers]
-        self.settled = asyncio.Event()
+                groups.setdefault(id(found), (found, []))[1].append(node)
+        self.groups = list(groups.values())
         self.watchers: dict[int, asyncio.Task[None]] = {}
+        self.changed = asyncio.Event()
         self.started = 0.0
 
     def _finished(self, node: NodeSnapshot) -> bool:
-        return self.outcomes[node.node_id].state in (OutcomeState.UP, OutcomeState.FAILED)
+        return self.outcomes[node.node_id].state in (self.reached, OutcomeState.FAILED)
+
+    def _needs_attempt(self, node: NodeSnapshot) -> bool:
+        if self._finished(node):
+            return False
+        # An API that accepted the request has it; asking again would only queue a second task.
+        return not (self.drivers[node.node_id].confirms_delivery and self.outcomes[node.node_id].attempts)
+
+    def _signal(self) -> None:
+        """Wake every round loop waiting for a node to settle."""
+        self.changed.set()
+        self.changed = asyncio.Event()
 
     async def run(self) -> list[NodeOutcome]:
         loop = asyncio.get_running_loop()
         self.started = loop.time()
         try:
-            await self._rounds(loop)
+            await asyncio.gather(*(self._rounds(loop, driver, nodes) for driver, nodes in self.groups))
             # Nodes still booting get the rest of the timeout; nodes that failed need no more probing.
             for node_id, task in self.watchers.items():
                 if self.outcomes[node_id].state == OutcomeState.FAILED:
@@ -227,55 +465,119 @@ class _PowerOn:
             for task in self.watchers.values():
                 task.cancel()
             for driver in {id(d): d for d in self.drivers.values()}.values():
-                driver.close()
+                try:
+                    await driver.aclose()
+                except Exception:  # closing must not hide the outcome
+                    log.exception("closing the %s driver failed", driver.label)
         for outcome in self.outcomes.values():
             if outcome.state == OutcomeState.PENDING:  # every attempt failed with a retryable error
                 _fail(outcome, outcome.error or "no attempt went out", self.notify)
             elif outcome.state == OutcomeState.SENT:
-                outcome.state = OutcomeState.NOT_UP if self.schedule.wait else OutcomeState.SENT
+                outcome.state = self.missed if self.schedule.wait else OutcomeState.SENT
                 self.notify(outcome.state.value, outcome)
         return list(self.outcomes.values())
 
-    async def _rounds(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def _rounds(
+        self, loop: asyncio.AbstractEventLoop, driver: PowerDriver, nodes: list[NodeSnapshot]
+    ) -> None:
         schedule = self.schedule
         deadline = self.started + schedule.timeout
         round_number = 0
-        while pending := [n for n in self.active if not self._finished(n)]:
-            await _send_round(pending, self.drivers, self.outcomes, loop.time() - self.started, self.notify)
-            if schedule.wait and not self.watchers:
-                self.watchers = {
-                    n.node_id: asyncio.create_task(self._watch(n, deadline)) for n in self.active
-                }
+        while pending := [n for n in nodes if self._needs_attempt(n)]:
+            await self._send(driver, pending, loop.time() - self.started)
+            if schedule.wait:
+                for node in nodes:
+                    if node.node_id not in self.watchers and not self._failed(node):
+                        self.watchers[node.node_id] = asyncio.create_task(self._watch(driver, node, deadline))
             round_number += 1
             if not schedule.wait and round_number >= schedule.retries:
                 return
             next_round = self.started + _round_time(round_number, schedule)
             if schedule.wait and next_round >= deadline:
                 return
-            pause = next_round - loop.time()
-            if pause <= 0:
-                continue
-            if schedule.wait:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.settled.wait(), pause)
-            else:
-                await asyncio.sleep(pause)
+            # Sleep until the next round, waking early only to stop when every node has settled.
+            while (pause := next_round - loop.time()) > 0 and any(self._needs_attempt(n) for n in nodes):
+                if schedule.wait:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.changed.wait(), pause)
+                else:
+                    await asyncio.sleep(pause)
 
-    async def _watch(self, node: NodeSnapshot, deadline: float) -> None:
-        up_at = await wait_until_up(
-            node.ip_address,
-            node.probe_port,
-            deadline=deadline,
-            interval=self.schedule.probe_interval,
-            connect_timeout=self.schedule.probe_timeout,
-        )
+    def _failed(self, node: NodeSnapshot) -> bool:
+        return self.outcomes[node.node_id].state == OutcomeState.FAILED
+
+    async def _send(self, driver: PowerDriver, pending: Sequence[NodeSnapshot], elapsed: float) -> None:
+        """One attempt per pending node of one driver, as one batch."""
+        if self.action == PowerAction.ON:
+            errors = await driver.send_on(pending)
+        else:
+            errors = await driver.send_off(pending, soft=self.action == PowerAction.SOFT)
+        for node_id, error in errors.items():
+            outcome = self.outcomes[node_id]
+            if error is None:
+                outcome.attempts += 1
+                outcome.error = None
+                if outcome.first_sent_after is None:
+                    outcome.first_sent_after = elapsed
+                if outcome.state == OutcomeState.PENDING:
+                    outcome.state = OutcomeState.SENT
+                self.notify("sent", outcome)
+            elif not error.retryable:
+                _fail(outcome, error.message, self.notify)
+                self._signal()
+            else:
+                outcome.error = error.message
+
+    async def _watch(self, driver: PowerDriver, node: NodeSnapshot, deadline: float) -> None:
+        if driver.verify_by_query:
+            reached_at = await self._query_until(driver, node, deadline)
+            verified_by = "query"
+        elif self.target == PowerState.ON:
+            reached_at = await wait_until_up(
+                node.ip_address,
+                node.probe_port,
+                deadline=deadline,
+                interval=self.schedule.probe_interval,
+                connect_timeout=self.schedule.probe_timeout,
+            )
+            verified_by = f"tcp/{node.probe_port}"
+        else:
+            return  # nothing can tell that a node without a query went off
         outcome = self.outcomes[node.node_id]
-        if up_at is not None and outcome.state != OutcomeState.FAILED:
-            outcome.state = OutcomeState.UP
-            outcome.up_after = up_at - self.started
-            self.notify("up", outcome)
-        if all(self._finished(n) for n in self.active):
-            self.settled.set()
+        if reached_at is not None and outcome.state != OutcomeState.FAILED:
+            outcome.state = self.reached
+            outcome.verified_by = verified_by
+            if self.target == PowerState.ON:
+                outcome.up_after = reached_at - self.started
+            else:
+                outcome.off_after = reached_at - self.started
+            self.notify(self.reached.value, outcome)
+        self._signal()
+
+    async def _query_until(self, driver: PowerDriver, node: NodeSnapshot, deadline: float) -> float | None:
+        """Re-query until the driver reports the target state; the loop time it did, or None."""
+        loop = asyncio.get_running_loop()
+        outcome = self.outcomes[node.node_id]
+        # Most BMCs and hypervisors change state within a second: ask again soon, then back off to the
+        # probe interval.
+        pause = min(0.1, self.schedule.probe_interval)
+        while True:
+            try:
+                state = await driver.query(node)
+            except FatalPowerError as exc:
+                if outcome.state != self.reached:
+                    _fail(outcome, str(exc), self.notify)
+                return None
+            except RetryablePowerError as exc:
+                log.info("%s: power state not readable yet: %s", node.label, exc)
+                state = PowerState.UNKNOWN
+            if state == self.target:
+                return loop.time()
+            now = loop.time()
+            if now >= deadline:
+                return None
+            await asyncio.sleep(min(pause, deadline - now))
+            pause = min(pause * 2, self.schedule.probe_interval)
 
 
 def _fail(outcome: NodeOutcome, message: str, notify: EventHook) -> None:
@@ -291,33 +593,3 @@ def _round_time(round_number: int, schedule: WakeSchedule) -> float:
         return round_number * schedule.delay
     spacing = max(schedule.delay, schedule.probe_interval)
     return (schedule.retries - 1) * schedule.delay + (round_number - schedule.retries + 1) * spacing
-
-
-async def _send_round(
-    pending: Sequence[NodeSnapshot],
-    drivers: dict[int, PowerDriver],
-    outcomes: dict[int, NodeOutcome],
-    elapsed: float,
-    notify: EventHook,
-) -> None:
-    """One attempt per pending node, grouped by driver so each driver sends its batch at once."""
-    by_driver: dict[int, tuple[PowerDriver, list[NodeSnapshot]]] = {}
-    for node in pending:
-        driver = drivers[node.node_id]
-        by_driver.setdefault(id(driver), (driver, []))[1].append(node)
-    batches = [driver.send_on(batch) for driver, batch in by_driver.values()]
-    for errors in await asyncio.gather(*batches):
-        for node_id, error in errors.items():
-            outcome = outcomes[node_id]
-            if error is None:
-                outcome.attempts += 1
-                outcome.error = None
-                if outcome.first_sent_after is None:
-                    outcome.first_sent_after = elapsed
-                if outcome.state == OutcomeState.PENDING:
-                    outcome.state = OutcomeState.SENT
-                notify("sent", outcome)
-            elif not error.retryable:
-                _fail(outcome, error.message, notify)
-            else:
-                outcome.error = error.message

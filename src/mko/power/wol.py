@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from mko.db.models import WolMethod
 from mko.errors import InputError, PowerError
-from mko.power.base import AttemptError, NodeSnapshot, PowerDriver
+from mko.power.base import STATUS, AttemptError, NodeSnapshot, PowerDriver, PowerState
 from mko.power.magic import LIMITED_BROADCAST, MagicPacketSender, WakeTarget, subnet_broadcast
+from mko.probe import probe_tcp
+
+if TYPE_CHECKING:
+    from mko.settings import Settings
 
 __all__ = ["WolDriver", "effective_broadcast", "wake_target"]
 
@@ -39,14 +43,27 @@ def wake_target(node: NodeSnapshot, default_interface: str | None = None) -> Wak
 
 
 class WolDriver(PowerDriver):
-    """Sends magic packets; it cannot power off or ask a sleeping machine anything."""
+    """Sends magic packets; it cannot power off, and its "status" is only a TCP probe of the node."""
 
     methods: ClassVar[tuple[WolMethod, ...]] = (WolMethod.ETHERNET, WolMethod.ETHERNET_RAW)
+    actions: ClassVar[frozenset[str]] = frozenset({"on", STATUS})
+    label: ClassVar[str] = "Wake-on-LAN magic packets"
 
-    def __init__(self, default_interface: str | None = None) -> None:
+    def __init__(self, default_interface: str | None = None, probe_timeout: float = 1.0) -> None:
         self._default_interface = default_interface
+        self._probe_timeout = probe_timeout
         self._sender = MagicPacketSender()
         self._targets: dict[int, WakeTarget | AttemptError] = {}
+
+    @classmethod
+    def create(cls, settings: Settings) -> WolDriver:
+        """A driver sending from the settings' default interface."""
+        return cls(settings.wol_default_interface, settings.probe_timeout)
+
+    async def query(self, node: NodeSnapshot) -> PowerState:
+        """On when the node answers on its probe port; a sleeping machine cannot be asked anything else."""
+        result = await probe_tcp(node.ip_address, node.probe_port, self._probe_timeout)
+        return PowerState.ON if result.ok else PowerState.OFF
 
     def _target(self, node: NodeSnapshot) -> WakeTarget | AttemptError:
         # Built once per node: later rounds only re-send the precomputed packet.

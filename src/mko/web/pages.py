@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
-from mko import inventory, operations, wake
+from mko import inventory, operations, schedules, wake
 from mko.api.background import launch_wake
 from mko.api.deps import SessionDep, SettingsDep
 from mko.db.models import NodeRole, WolMethod
@@ -312,3 +312,87 @@ def operation_page(request: Request, session: SessionDep, operation_id: int) -> 
     return _render(
         request, "operation_detail.html", operation=operations.get_operation(session, operation_id)
     )
+
+
+# ------------------------------------------------------------------ schedules
+
+
+def _schedules_page(
+    request: Request, session: SessionDep, status_code: int = 200, **context: Any
+) -> HTMLResponse:
+    settings = request.app.state.settings
+    targets = [("", "—")]
+    targets += [(f"cluster:{c.id}", f"cluster {c.name}") for c in inventory.list_clusters(session)]
+    targets += [(f"node:{n.id}", f"node {n.hostname}") for n in inventory.list_nodes(session)]
+    context.setdefault("form", {})
+    context.setdefault("errors", {})
+    return _render(
+        request,
+        "schedules.html",
+        status_code,
+        schedules=[schedules.public(session, settings, s) for s in schedules.list_schedules(session)],
+        targets=targets,
+        actions=[("wake", "wake"), ("shutdown", "shutdown (not available in this version)")],
+        default_timezone=settings.schedule_default_timezone,
+        **context,
+    )
+
+
+def _poke_scheduler(request: Request) -> None:
+    scheduler = getattr(request.app.state, "scheduler", None)
+    if scheduler is not None:
+        scheduler.poke()
+
+
+@router.get("/schedules", response_class=HTMLResponse)
+def schedules_page(request: Request, session: SessionDep) -> HTMLResponse:
+    """Every schedule with its next run; add, pause, resume, remove."""
+    return _schedules_page(request, session)
+
+
+@router.post("/schedules", response_class=HTMLResponse)
+async def add_schedule(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    """Add a schedule from the form; errors are shown next to their field and nothing is stored."""
+    form = await request.form()
+    values = blank_to_none(form, ["name", "action", "target", "cron", "timezone", "notify_url"])
+    values["wait"] = form.get("wait") == "on"
+    kind, _, ident = str(values.get("target") or "").partition(":")
+    try:
+        data = schedules.ScheduleCreate(
+            name=values["name"] or "",
+            action=values["action"] or "wake",
+            cron=values["cron"] or "",
+            timezone=values["timezone"],
+            cluster_id=int(ident) if kind == "cluster" and ident.isdigit() else None,
+            node_id=int(ident) if kind == "node" and ident.isdigit() else None,
+            wait=values["wait"],
+            notify_urls=[values["notify_url"]] if values["notify_url"] else [],
+        )
+        schedules.create_schedule(session, settings, data)
+    except (InputError, ValidationError) as exc:
+        errors = field_errors(exc)
+        for target_field in ("cluster_id", "node_id"):
+            if target_field in errors:
+                errors["target"] = errors.pop(target_field)
+        if "notify_urls" in errors:
+            errors["notify_url"] = errors.pop("notify_urls")
+        return _schedules_page(request, session, 422, form=values, errors=errors)
+    except ConflictError as exc:
+        return _schedules_page(request, session, 409, form=values, errors={"name": str(exc)})
+    _poke_scheduler(request)
+    return _see_other("/schedules")
+
+
+@router.post("/schedules/{schedule_id}/{change}", response_class=HTMLResponse)
+def change_schedule(request: Request, session: SessionDep, schedule_id: int, change: str) -> Response:
+    """Pause, resume or remove a schedule."""
+    if change == "pause":
+        schedules.pause_schedule(session, schedule_id)
+    elif change == "resume":
+        schedules.resume_schedule(session, schedule_id)
+    elif change == "remove":
+        schedules.delete_schedule(session, schedule_id)
+    else:
+        return _schedules_page(request, session, 404, errors={"form": f"unknown change {change!r}"})
+    _poke_scheduler(request)
+    return _see_other("/schedules")

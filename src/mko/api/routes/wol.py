@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from mko import inventory, wake
+from mko import inventory, nic, wake
 from mko.api.background import launch_wake
 from mko.api.deps import ActorDep, SessionDep, SettingsDep
 from mko.db.models import OperationStatus
@@ -162,20 +162,65 @@ def _record_change(
     )
 
 
+class WolSwitchBody(BaseModel):
+    """Options of ``wol enable|disable``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    flag_only: bool = Field(
+        default=False,
+        description="change only mko's flag, without configuring the node's network card over SSH",
+    )
+
+
+class WolSwitchResponse(NodePublic):
+    """The node after the change, with the operation that made it and what its network card reported."""
+
+    operation_id: int
+    operation_status: OperationStatus
+    summary: str
+    nic: dict[str, Any] | None = None
+
+
+async def _switch(
+    session: SessionDep, settings: SettingsDep, actor: ActorDep, node_id: int, enable: bool, flag_only: bool
+) -> WolSwitchResponse:
+    change = await nic.set_nic_wol(
+        session, settings, node_id, enable=enable, actor=actor, flag_only=flag_only
+    )
+    return WolSwitchResponse(
+        **NodePublic.of(change.node).model_dump(),
+        operation_id=change.operation.id,
+        operation_status=change.operation.status,
+        summary=change.operation.summary,
+        nic=change.nic,
+    )
+
+
 @router.post("/nodes/{node_id}/wol/enable")
-def wol_enable(session: SessionDep, actor: ActorDep, node_id: int) -> NodePublic:
-    """Allow waking this node (needs its MAC address, or its Proxmox VM id for a virtual node)."""
-    node = inventory.configure_wol(session, node_id, WolConfigure(wol_enabled=True))
-    _record_change(session, actor, node_id, "wol_enable", {"wol_enabled": True})
-    return NodePublic.of(node)
+async def wol_enable(
+    session: SessionDep,
+    settings: SettingsDep,
+    actor: ActorDep,
+    node_id: int,
+    body: WolSwitchBody | None = None,
+) -> WolSwitchResponse:
+    """Enable WoL: ``ethtool -s IFACE wol g`` on the node over SSH, made persistent and read back, then
+    the flag. Fails (flag unchanged) when the node cannot be reached or its card cannot wake on a magic
+    packet (409); ``{"flag_only": true}`` sets only the flag."""
+    return await _switch(session, settings, actor, node_id, True, (body or WolSwitchBody()).flag_only)
 
 
 @router.post("/nodes/{node_id}/wol/disable")
-def wol_disable(session: SessionDep, actor: ActorDep, node_id: int) -> NodePublic:
-    """Stop waking this node (wakes of it are refused; cluster wakes skip it)."""
-    node = inventory.configure_wol(session, node_id, WolConfigure(wol_enabled=False))
-    _record_change(session, actor, node_id, "wol_disable", {"wol_enabled": False})
-    return NodePublic.of(node)
+async def wol_disable(
+    session: SessionDep,
+    settings: SettingsDep,
+    actor: ActorDep,
+    node_id: int,
+    body: WolSwitchBody | None = None,
+) -> WolSwitchResponse:
+    """Disable WoL: ``ethtool -s IFACE wol d`` on the node (persistent), then the flag (wakes refused)."""
+    return await _switch(session, settings, actor, node_id, False, (body or WolSwitchBody()).flag_only)
 
 
 @router.put("/nodes/{node_id}/wol/configure")

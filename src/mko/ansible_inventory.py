@@ -1,0 +1,373 @@
+"""The seed's Ansible side: the inventory generated from the database, and facts imported back.
+
+``mko ansible inventory`` writes ``ansible/inventory/dynamic_inventory.ini`` (``settings.
+ansible_inventory_path``): a group per cluster (``cluster_<name>``) and per role (``control_plane``,
+``worker``), each host with its address, SSH user, port and key, and ``[all:vars]`` that make OpenSSH
+verify host keys against mko's known_hosts. Once written, the file is rewritten after every commit
+that changes a node (but only by processes using the database it was generated from), so it stays
+current without anyone re-running the command.
+
+The playbooks leave JSON facts in ``settings.ansible_facts_dir`` and call ``mko ansible import-facts``;
+network facts go through the same interface choice as ``wol collect-mac``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shlex
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, event, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from mko import inventory
+from mko.db.models import Cluster, Node, NodeRole, Operation, OperationStatus, utcnow
+from mko.errors import ConflictError, InputError, MkoError
+from mko.nic import NodeNetwork, apply_network_facts, choose_interface, describe_row, parse_interfaces
+from mko.operations import Actor, finish_operation, record_step, start_operation
+from mko.schemas import WolConfigure
+from mko.settings import Settings, get_settings
+
+__all__ = [
+    "InventorySummary",
+    "database_id",
+    "import_facts",
+    "render_inventory",
+    "write_inventory",
+]
+
+log = logging.getLogger("mko.ansible")
+
+_DATABASE_LINE = re.compile(r"^# mko-database: ([0-9a-f]{16})$", re.MULTILINE)
+_GROUP_CHARS = re.compile(r"[^a-z0-9_]+")
+_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_./:@+-]+$")
+
+
+def database_id(url: str) -> str:
+    """Return a short digest naming a database (its URL may hold a password, so never the URL)."""
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def _value(text: str) -> str:
+    """Quote a host-line value for Ansible's INI parser (which splits lines like a shell)."""
+    return text if _SAFE_VALUE.match(text) else shlex.quote(text)
+
+
+def _group(prefix: str, name: str) -> str:
+    return prefix + (_GROUP_CHARS.sub("_", name.lower()).strip("_") or "unnamed")
+
+
+@dataclass(frozen=True)
+class InventorySummary:
+    """What ``mko ansible inventory`` wrote."""
+
+    path: Path
+    hosts: int
+    groups: dict[str, list[str]]
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        return {"path": str(self.path), "hosts": self.hosts, "groups": self.groups}
+
+
+def render_inventory(session: Session, settings: Settings) -> tuple[str, dict[str, list[str]]]:
+    """Return the inventory text for every node, and its groups (name -> host names)."""
+    nodes = list(session.scalars(select(Node).order_by(Node.id)))
+    clusters = {c.id: c for c in session.scalars(select(Cluster).order_by(Cluster.id))}
+    cluster_groups: dict[int, str] = {}
+    used: set[str] = set()
+    for cluster in clusters.values():
+        name = _group("cluster_", cluster.name)
+        if name in used:  # two names that differ only in punctuation
+            name = f"{name}_{cluster.id}"
+        used.add(name)
+        cluster_groups[cluster.id] = name
+    known_hosts = settings.ssh_known_hosts.absolute()
+    ssh_args = f"-o UserKnownHostsFile={shlex.quote(str(known_hosts))} -o StrictHostKeyChecking=yes"
+    lines = [
+        f"# Ansible inventory of the mko database, written by mko on {utcnow():%Y-%m-%d %H:%M:%S} UTC.",
+        "# Do not edit: mko rewrites it whenever a node changes (`mko ansible inventory` to force it).",
+        "# Host keys are verified against mko's known_hosts; `mko node trust ID` records a node's key.",
+        f"# mko-database: {database_id(settings.database_url)}",
+        "",
+        "[all:vars]",
+        "ansible_python_interpreter=/usr/bin/python3",
+        "ansible_pipelining=true",
+        f"ansible_ssh_common_args={ssh_args!r}",
+        f"mko_facts_dir={str(settings.ansible_facts_dir.absolute())!r}",
+        f"mko_python={sys.executable!r}",
+        f"mko_workdir={str(Path.cwd())!r}",
+        f"mko_database_id={database_id(settings.database_url)!r}",
+    ]
+    groups: dict[str, list[str]] = {}
+    members: dict[str, list[Node]] = {}
+    for node in nodes:
+        group = cluster_groups[node.cluster_id] if node.cluster_id is not None else "unassigned"
+        members.setdefault(group, []).append(node)
+    for group, group_nodes in members.items():
+        lines += ["", f"[{group}]"]
+        for node in group_nodes:
+            host_vars = {
+                "ansible_host": node.ip_address,
+                "ansible_port": str(node.ssh_port),
+                "ansible_user": node.ssh_user,
+            }
+            key = node.ssh_key_path or (str(settings.ssh_default_key) if settings.ssh_default_key else None)
+            if key:
+                host_vars["ansible_ssh_private_key_file"] = key
+            host_vars["mko_node_id"] = str(node.id)
+            host_vars["mko_role"] = node.role.value
+            if node.wol_mac_address:
+                host_vars["mko_mac"] = node.wol_mac_address
+            if node.nic_interface:
+                host_vars["mko_nic_interface"] = node.nic_interface
+            lines.append(node.hostname + "".join(f" {k}={_value(v)}" for k, v in host_vars.items()))
+        groups[group] = [n.hostname for n in group_nodes]
+    for role in NodeRole:
+        group = _group("", role.value)
+        hosts = [n.hostname for n in nodes if n.role == role]
+        groups[group] = hosts
+        lines += ["", f"[{group}]", *hosts]
+    if clusters:
+        lines += ["", "[clusters:children]", *cluster_groups.values()]
+    return "\n".join(lines) + "\n", groups
+
+
+def write_inventory(session: Session, settings: Settings, output: Path | None = None) -> InventorySummary:
+    """Write the inventory file (atomically) and return what it holds."""
+    path = output or settings.ansible_inventory_path
+    text, groups = render_inventory(session, settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    hosts = len({host for members in groups.values() for host in members})
+    log.info("ansible inventory written to %s (%d hosts)", path, hosts)
+    return InventorySummary(path, hosts, groups)
+
+
+# ----------------------------------------------------------------------------- keeping it current
+
+
+def _tracked(settings: Settings) -> bool:
+    """Return whether the inventory file exists and was generated from this process's database."""
+    try:
+        head = settings.ansible_inventory_path.read_text()[:2000]
+    except OSError:
+        return False
+    match = _DATABASE_LINE.search(head)
+    return match is not None and match.group(1) == database_id(settings.database_url)
+
+
+@event.listens_for(Session, "after_flush")
+def _note_node_changes(session: Session, _context: Any) -> None:
+    if any(isinstance(obj, Node) for obj in (*session.new, *session.dirty, *session.deleted)):
+        session.info["mko_nodes_changed"] = True
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_node_changes(session: Session) -> None:
+    session.info.pop("mko_nodes_changed", None)
+
+
+@event.listens_for(Session, "after_commit")
+def _refresh_after_commit(session: Session) -> None:
+    if not session.info.pop("mko_nodes_changed", False):
+        return
+    try:
+        settings = get_settings()
+        if not _tracked(settings):
+            return
+        bind = session.get_bind()
+        engine = bind if isinstance(bind, Engine) else bind.engine
+        same = engine.url.render_as_string(hide_password=False)
+        if same != make_url(settings.database_url).render_as_string(hide_password=False):
+            return
+        with Session(engine) as fresh:
+            write_inventory(fresh, settings)
+    except Exception:
+        # A stale inventory must never fail the change that made it stale.
+        log.exception("could not refresh the Ansible inventory")
+
+
+# ----------------------------------------------------------------------------- importing facts
+
+
+def _fact_files(paths: Sequence[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.glob("*.json") if p.is_file())
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise InputError("path", f"{path} does not exist")
+    if not files:
+        raise InputError("path", f"no facts (*.json) in {', '.join(str(p) for p in paths)}")
+    return files
+
+
+def _node_of(session: Session, facts: dict[str, Any]) -> Node:
+    node_id = facts.get("node_id")
+    if not isinstance(node_id, int):
+        raise InputError("node_id", "the facts name no node id (mko_node_id missing in the inventory?)")
+    node = inventory.get_node(session, node_id)
+    host = facts.get("inventory_hostname")
+    if host is not None and host != node.hostname:
+        raise ConflictError(
+            f"facts of {host!r} name node {node_id}, which is {node.hostname!r}: inventory is stale"
+        )
+    return node
+
+
+def _import_network(session: Session, node: Node, facts: dict[str, Any], overwrite: bool) -> dict[str, Any]:
+    raw = facts.get("ip") or {}
+    interfaces = parse_interfaces(
+        str(raw.get("link", "")), str(raw.get("addr", "")), str(raw.get("route", ""))
+    )
+    network = NodeNetwork(node.id, node.hostname, interfaces)
+    try:
+        network.choice = choose_interface(interfaces, node.ip_address)
+    except MkoError as exc:
+        network.error = str(exc)
+    return apply_network_facts(session, node, network, overwrite=overwrite)
+
+
+def _import_wol(session: Session, node: Node, facts: dict[str, Any]) -> dict[str, Any]:
+    supports, wake_on = facts.get("supports"), facts.get("wake_on")
+    mac = facts.get("mac")
+    node.nic_interface = facts.get("interface") or node.nic_interface
+    node.nic_wol_supported = supports if isinstance(supports, str) else ""
+    node.nic_wol_state = wake_on if isinstance(wake_on, str) else ""
+    if facts.get("persistence"):
+        node.nic_wol_persistence = str(facts["persistence"])
+    node.nic_checked_at = utcnow()
+    if node.wol_mac_address is None and isinstance(mac, str) and mac:
+        node.wol_mac_address = mac.lower()
+    session.commit()
+    row: dict[str, Any] = {
+        "node_id": node.id,
+        "hostname": node.hostname,
+        "interface": node.nic_interface,
+        "supports_wake_on": node.nic_wol_supported,
+        "wake_on": node.nic_wol_state,
+        "persistence": node.nic_wol_persistence,
+    }
+    if "g" in node.nic_wol_state and not node.wol_enabled:
+        # The playbook did what `wol enable` does to the card; the flag follows, as with `wol enable`.
+        inventory.configure_wol(session, node.id, WolConfigure(wol_enabled=True))
+        row["wol_enabled"] = "enabled"
+    if "g" in node.nic_wol_state:
+        row["state"] = "armed"
+    else:
+        row["state"] = "off" if "g" in node.nic_wol_supported else "unsupported"
+    return row
+
+
+def import_facts(
+    session: Session,
+    settings: Settings,
+    paths: Sequence[Path] = (),
+    *,
+    data: Any = None,
+    keep: Path | None = None,
+    overwrite: bool = False,
+    actor: Actor,
+    expect_database: str | None = None,
+) -> Operation:
+    """Import facts as one operation: files or directories of JSON, and/or DATA (what a playbook piped).
+
+    ``keep`` writes DATA to that file too, so it can be looked at or imported again later.
+    """
+    if expect_database is not None and expect_database != database_id(settings.database_url):
+        raise ConflictError(
+            "these facts come from an inventory of another mko database; regenerate it with "
+            "`mko ansible inventory` using the same settings (MKO_DATABASE_URL) as this import"
+        )
+    documents: list[tuple[str, Any]] = []
+    if data is not None:
+        documents.append((keep.name if keep else "stdin", data))
+        if keep is not None:
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            keep.write_text(json.dumps(data, indent=2) + "\n")
+    for path in _fact_files(paths) if paths else []:
+        try:
+            documents.append((path.name, json.loads(path.read_text())))
+        except (OSError, ValueError) as exc:
+            documents.append((path.name, exc))
+    if not documents:
+        raise InputError("path", "give facts files, directories, or - for standard input")
+    operation = start_operation(
+        session,
+        kind="ansible_import_facts",
+        target_type="nodes",
+        target_id=None,
+        actor=actor,
+        parameters={"sources": [name for name, _ in documents], "overwrite": overwrite},
+        summary=f"importing facts from {len(documents)} source(s)",
+    )
+    rows: list[dict[str, Any]] = []
+    for name, document in documents:
+        # A playbook leaves one list with every host's facts; a single object is accepted too.
+        entries = document if isinstance(document, list) else [document]
+        for index, entry in enumerate(entries):
+            where = f"{name}[{index}]" if len(entries) > 1 else name
+            rows.append(_import_entry(session, operation, where, entry, overwrite))
+    failed = sum(1 for row in rows if row["state"] in ("failed", "conflict"))
+    good = len(rows) - failed
+    summary = f"{good}/{len(rows)} fact(s) imported"
+    if failed:
+        summary += "; " + "; ".join(
+            f"{r.get('hostname') or r['source']}: {r['error']}" for r in rows if r["error"]
+        )
+    if not failed:
+        status = OperationStatus.SUCCEEDED
+    else:
+        status = OperationStatus.PARTIAL if good else OperationStatus.FAILED
+    return finish_operation(session, operation, status=status, summary=summary, result={"facts": rows})
+
+
+def _import_entry(
+    session: Session, operation: Operation, where: str, entry: Any, overwrite: bool
+) -> dict[str, Any]:
+    """Import one host's facts as one step; return its result row (state "failed" with the error)."""
+    node_id: int | None = None
+
+    def step(status: OperationStatus, message: str, detail: dict[str, Any] | None = None) -> None:
+        name = f"import {where}"
+        record_step(
+            session, operation, name=name, status=status, node_id=node_id, message=message, detail=detail
+        )
+
+    try:
+        if isinstance(entry, Exception):
+            raise InputError("path", f"{where}: not readable JSON: {entry}")
+        if not isinstance(entry, dict):
+            raise InputError("path", f"{where}: a facts entry must be a JSON object")
+        node = _node_of(session, entry)
+        node_id = node.id
+        kind = entry.get("kind")
+        if kind == "network_info":
+            row = _import_network(session, node, entry, overwrite)
+            message = describe_row(row)
+        elif kind == "wake_on_lan":
+            row = _import_wol(session, node, entry)
+            message = f"{row['interface']}: Wake-on {row['wake_on'] or '?'} ({row['state']})"
+        else:
+            raise InputError("kind", f"{where}: unknown facts kind {kind!r}")
+    except MkoError as exc:
+        session.rollback()
+        step(OperationStatus.FAILED, str(exc))
+        return {"source": where, "node_id": node_id, "hostname": None, "state": "failed", "error": str(exc)}
+    failed = row["state"] in ("failed", "conflict")
+    step(OperationStatus.FAILED if failed else OperationStatus.SUCCEEDED, message, row)
+    return row | {"kind": kind, "source": where, "error": row.get("error")}

@@ -1,0 +1,76 @@
+"""Cluster shutdown and recovery over the API: plan, run in the background, follow the operation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from mko import shutdown
+from mko.api.background import launch
+from mko.api.deps import ActorDep, SessionDep, SettingsDep
+
+router = APIRouter(prefix="/api", tags=["cluster power"])
+
+
+class ShutdownBody(BaseModel):
+    """Options of a cluster shutdown."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    force: bool = Field(default=False, description="skip the drains (force_shutdown)")
+    dry_run: bool = Field(default=False, description="return the ordered plan without touching anything")
+
+
+class RecoverBody(BaseModel):
+    """Options of a recovery."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout: float | None = Field(
+        default=None, gt=0, le=7200, description="seconds until every node is Ready"
+    )
+
+
+@router.post("/clusters/{cluster_id}/shutdown")
+async def shutdown_cluster(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    actor: ActorDep,
+    cluster_id: int,
+    body: ShutdownBody | None = None,
+) -> dict[str, Any]:
+    """Shut the cluster down in order (202, runs in the background); ``dry_run`` returns the plan (200)."""
+    body = body or ShutdownBody()
+    plan = await shutdown.plan_shutdown(session, settings, cluster_id, force=body.force)
+    if body.dry_run:
+        return {"plan": plan.as_dict()}
+    prepared = shutdown.start_shutdown(session, plan, actor)
+    launch(request.app, shutdown.run_shutdown(request.app.state.session_factory, settings, prepared))
+    url = f"/api/operations/{prepared.operation_id}"
+    response.status_code = status.HTTP_202_ACCEPTED
+    response.headers["Location"] = url
+    return {"operation_id": prepared.operation_id, "operation_url": url, "plan": plan.as_dict()}
+
+
+@router.post("/clusters/{cluster_id}/recover")
+async def recover_cluster(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    settings: SettingsDep,
+    actor: ActorDep,
+    cluster_id: int,
+    body: RecoverBody | None = None,
+) -> dict[str, Any]:
+    """Start MicroK8s on every node, wait until all are Ready, uncordon what mko drained (202)."""
+    timeout = (body.timeout if body else None) or settings.recovery_timeout
+    prepared = shutdown.start_recovery(session, cluster_id, actor, timeout)
+    launch(request.app, shutdown.run_recovery(request.app.state.session_factory, settings, prepared))
+    url = f"/api/operations/{prepared.operation_id}"
+    response.status_code = status.HTTP_202_ACCEPTED
+    response.headers["Location"] = url
+    return {"operation_id": prepared.operation_id, "operation_url": url}

@@ -1,0 +1,80 @@
+"""Prometheus metrics and notification settings."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from mko import metrics, notify
+from mko.api.deps import SessionDep, SettingsDep
+from mko.errors import ConflictError
+from mko.notify import RuleNotifications
+
+router = APIRouter(tags=["monitoring"])
+
+
+@router.get("/metrics", response_class=Response)
+def prometheus_metrics(request: Request) -> Response:
+    """Every mko series in the Prometheus text format (see docs/schedules-discovery-monitoring.md)."""
+    return Response(metrics.render(request.app.state.metrics_registry), media_type=metrics.CONTENT_TYPE)
+
+
+class RuleNotificationsUpdate(BaseModel):
+    """Fields to change; ``notify_urls`` replaces the rule's URLs (an empty list removes them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    notify_on_trigger: bool | None = None
+    notify_on_completion: bool | None = None
+    notify_on_failure: bool | None = None
+    notify_urls: list[str] | None = Field(default=None, description="apprise URLs; stored encrypted")
+
+
+class TestNotification(BaseModel):
+    """Extra URLs to try besides the global ones."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    notify_urls: list[str] = []
+
+
+class TestResult(BaseModel):
+    """How a test notification went."""
+
+    targets: int
+    delivered: bool
+    failed: list[str]
+
+
+@router.get("/api/notifications/rules/{rule_id}", tags=["notifications"])
+def rule_notifications(session: SessionDep, settings: SettingsDep, rule_id: int) -> RuleNotifications:
+    """A power rule's notification flags and URLs (secrets hidden)."""
+    return notify.rule_notifications(session, settings, rule_id)
+
+
+@router.put("/api/notifications/rules/{rule_id}", tags=["notifications"])
+def configure_rule_notifications(
+    session: SessionDep, settings: SettingsDep, rule_id: int, body: RuleNotificationsUpdate
+) -> RuleNotifications:
+    """Change when a rule notifies and where to (besides the global URLs)."""
+    return notify.configure_rule(
+        session,
+        settings,
+        rule_id,
+        on_trigger=body.notify_on_trigger,
+        on_completion=body.notify_on_completion,
+        on_failure=body.notify_on_failure,
+        urls=body.notify_urls,
+    )
+
+
+@router.post("/api/notifications/test", tags=["notifications"])
+async def send_test_notification(settings: SettingsDep, body: TestNotification | None = None) -> TestResult:
+    """Send a test notification to the global URLs and the URLs given, and say whether it arrived."""
+    delivery = notify.send_test(settings, (body or TestNotification()).notify_urls)
+    if delivery is None:
+        raise ConflictError("no notification URL is configured (MKO_NOTIFY_URLS) and none was given")
+    await asyncio.to_thread(delivery.wait, settings.notify_timeout + 5)
+    return TestResult(targets=delivery.targets, delivered=bool(delivery.ok), failed=delivery.failed)

@@ -1,0 +1,89 @@
+"""MAC collection, SSH host-key trust and the Ansible inventory: ``POST /api/nodes/wol/collect-mac`` …
+
+This router is included before the node CRUD routes, so ``/api/nodes/wol/collect-mac`` can never be
+taken for a ``/api/nodes/{node_id}/…`` path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+
+from mko import ansible_inventory, nic, ssh
+from mko.api.deps import ActorDep, SessionDep, SettingsDep
+from mko.db.models import OperationStatus
+
+router = APIRouter(prefix="/api")
+
+
+class CollectMacBody(BaseModel):
+    """Which nodes to read (all when ``node_ids`` is absent or null)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    node_ids: list[int] | None = Field(default=None, description="node ids, e.g. [1, 2, 3]; null = all")
+    overwrite: bool = Field(default=False, description="replace a stored MAC that differs from the node's")
+
+
+class CollectMacResponse(BaseModel):
+    """The collection's operation and one row per node."""
+
+    operation_id: int
+    status: OperationStatus
+    summary: str
+    nodes: list[dict[str, Any]]
+    operation_url: str
+
+
+class TrustBody(BaseModel):
+    """Optional checks before a node's host key is recorded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fingerprint: str | None = Field(
+        default=None, description="SHA256:… read on the node's console; the presented key must match it"
+    )
+    replace: bool = Field(default=False, description="replace a different key recorded earlier")
+
+
+@router.post("/nodes/wol/collect-mac", tags=["wake-on-lan"])
+async def collect_mac(
+    session: SessionDep, settings: SettingsDep, actor: ActorDep, body: CollectMacBody | None = None
+) -> CollectMacResponse:
+    """Read each node's interfaces over SSH (in parallel) and store the MAC, interface and prefix."""
+    body = body or CollectMacBody()
+    operation = await nic.collect_macs(
+        session, settings, body.node_ids, overwrite=body.overwrite, actor=actor
+    )
+    return CollectMacResponse(
+        operation_id=operation.id,
+        status=operation.status,
+        summary=operation.summary,
+        nodes=operation.result.get("nodes", []),
+        operation_url=f"/api/operations/{operation.id}",
+    )
+
+
+@router.get("/nodes/{node_id}/ssh/host-key", tags=["nodes"])
+async def host_key(session: SessionDep, settings: SettingsDep, node_id: int) -> dict[str, Any]:
+    """The host key the node presents now and whether it is trusted, unknown or changed (no login)."""
+    return await ssh.host_key_status(session, settings, node_id)
+
+
+@router.post("/nodes/{node_id}/ssh/trust", tags=["nodes"])
+async def trust(
+    session: SessionDep, settings: SettingsDep, actor: ActorDep, node_id: int, body: TrustBody | None = None
+) -> dict[str, Any]:
+    """Record the node's host key in the orchestrator's known_hosts and return its fingerprint."""
+    body = body or TrustBody()
+    return await ssh.trust_node(
+        session, settings, node_id, actor=actor, expected=body.fingerprint, replace=body.replace
+    )
+
+
+@router.post("/ansible/inventory", tags=["ansible"])
+def ansible_inventory_write(session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+    """Write the Ansible inventory file now (it is also rewritten whenever a node changes)."""
+    return ansible_inventory.write_inventory(session, settings).as_dict()

@@ -1,0 +1,152 @@
+"""UPSes, their status and event log, and power rules: parse → service → schema."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Query, Request, Response, status
+
+from mko import rules
+from mko.api.deps import SessionDep, SettingsDep
+from mko.db.models import PowerEvent
+from mko.secrets import SecretBox
+from mko.ups import service
+from mko.ups.monitor import UpsMonitor
+from mko.ups.schemas import RuleCreate, RulePublic, UpsCreate, UpsEventPublic, UpsPublic
+
+router = APIRouter(prefix="/api/ups", tags=["ups"])
+
+
+def _monitor(request: Request) -> UpsMonitor | None:
+    monitor: UpsMonitor | None = getattr(request.app.state, "ups_monitor", None)
+    return monitor if monitor is not None and monitor.running else None
+
+
+def _changed(request: Request) -> None:
+    """Tell this process's monitor to re-read the UPS list and thresholds now."""
+    monitor = _monitor(request)
+    if monitor is not None:
+        monitor.request_reload()
+
+
+# Fixed paths first: /api/ups/events and /api/ups/rules must not be read as /api/ups/{ups_id}.
+
+
+@router.get("/events")
+def list_events(
+    session: SessionDep,
+    ups_id: int | None = None,
+    event: PowerEvent | None = None,
+    since: datetime | None = None,
+    limit: int = Query(default=50, ge=1, le=10_000),
+) -> list[UpsEventPublic]:
+    """Stored power events, newest first; filter by UPS, kind or time."""
+    found = service.list_events(session, ups_id=ups_id, event=event, since=since, limit=limit)
+    return [UpsEventPublic.model_validate(e) for e in found]
+
+
+@router.get("/monitor")
+def monitor_state(request: Request) -> dict[str, Any]:
+    """Whether this server runs the UPS monitor, what it watches, and rule executions in progress."""
+    monitor = _monitor(request)
+    if monitor is None:
+        return {"running": False, "ups": [], "executions": []}
+    return {
+        "running": True,
+        "ups": [monitor.snapshot(ups_id) or {"ups_id": ups_id} for ups_id in monitor.watched()],
+        "executions": monitor.engine.pending(),
+    }
+
+
+@router.get("/rules", tags=["power rules"])
+def list_rules(
+    session: SessionDep, ups_id: int | None = None, cluster_id: int | None = None
+) -> list[RulePublic]:
+    """Power rules by UPS and priority, with their counters."""
+    return [
+        RulePublic.model_validate(r) for r in rules.list_rules(session, ups_id=ups_id, cluster_id=cluster_id)
+    ]
+
+
+@router.post("/rules", status_code=status.HTTP_201_CREATED, tags=["power rules"])
+def create_rule(request: Request, session: SessionDep, body: RuleCreate) -> RulePublic:
+    """The seed's create-rule; graceful/force shutdown are refused (422) until cluster shutdown exists."""
+    rule = rules.create_rule(session, body)
+    _changed(request)
+    return RulePublic.model_validate(rule)
+
+
+@router.get("/rules/{rule_id}", tags=["power rules"])
+def get_rule(session: SessionDep, rule_id: int) -> RulePublic:
+    """One rule."""
+    return RulePublic.model_validate(rules.get_rule(session, rule_id))
+
+
+@router.delete("/rules/{rule_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["power rules"])
+def delete_rule(request: Request, session: SessionDep, rule_id: int) -> Response:
+    """Remove a rule (a waiting execution of it will not fire)."""
+    rules.delete_rule(session, rule_id)
+    _changed(request)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/rules/{rule_id}/enable", tags=["power rules"])
+def enable_rule(request: Request, session: SessionDep, rule_id: int) -> RulePublic:
+    """Enable a rule."""
+    rule = rules.set_rule_enabled(session, rule_id, True)
+    _changed(request)
+    return RulePublic.model_validate(rule)
+
+
+@router.post("/rules/{rule_id}/disable", tags=["power rules"])
+def disable_rule(request: Request, session: SessionDep, rule_id: int) -> RulePublic:
+    """Disable a rule (a waiting execution of it will not fire)."""
+    rule = rules.set_rule_enabled(session, rule_id, False)
+    _changed(request)
+    return RulePublic.model_validate(rule)
+
+
+@router.get("")
+def list_ups(session: SessionDep) -> list[UpsPublic]:
+    """All UPSes."""
+    return [UpsPublic.of(u) for u in service.list_ups(session)]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_ups(request: Request, session: SessionDep, settings: SettingsDep, body: UpsCreate) -> UpsPublic:
+    """Add a UPS (a device on a NUT server); the monitor starts watching it within seconds."""
+    ups = service.create_ups(session, settings, body)
+    _changed(request)
+    return UpsPublic.of(ups)
+
+
+@router.get("/{ups_id}")
+def get_ups(session: SessionDep, ups_id: int) -> UpsPublic:
+    """One UPS."""
+    return UpsPublic.of(service.get_ups(session, ups_id))
+
+
+@router.delete("/{ups_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_ups(request: Request, session: SessionDep, ups_id: int, force: bool = False) -> Response:
+    """Remove a UPS and its events; 409 while rules use it unless ``force=true`` (the rules go too)."""
+    service.delete_ups(session, ups_id, force=force)
+    _changed(request)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{ups_id}/status")
+async def ups_status(
+    request: Request, session: SessionDep, settings: SettingsDep, ups_id: int
+) -> dict[str, Any]:
+    """Status in words, charge, runtime, load, input voltage, last update and reachability.
+
+    From the monitor's latest read when this server runs it; otherwise read from upsd now.
+    """
+    ups = service.get_ups(session, ups_id)
+    monitor = _monitor(request)
+    snapshot = monitor.snapshot(ups_id) if monitor is not None else None
+    if snapshot is not None:
+        return snapshot
+    box = SecretBox.from_settings(settings) if ups.password_encrypted else None
+    return await service.read_status(service.target_of(ups, box), settings.ups_timeout)

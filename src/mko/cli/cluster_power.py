@@ -1,0 +1,116 @@
+"""`mko cluster shutdown` and `mko cluster recover`, with live progress."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated
+
+import typer
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from mko import shutdown
+from mko.cli.app import EXIT_POWER_FAILURE, console, open_session
+from mko.cli.inventory import cluster_app
+from mko.db import make_engine, make_session_factory
+from mko.db.models import Operation, OperationStatus
+from mko.operations import Actor
+from mko.settings import get_settings
+
+
+def _follow(title: str, run: object, quiet: bool) -> Operation:
+    """Run ``run(hook)`` under a spinner; each finished step is printed as it ends."""
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=quiet,
+    ) as progress:
+        task = progress.add_task(title)
+
+        def hook(node: str, text: str, status: OperationStatus) -> None:
+            mark = "✓" if status == OperationStatus.SUCCEEDED else "✗"
+            progress.console.print(f"  {mark} {node}: {text}")
+            progress.update(task, description=f"{title}: {node} {text.split(':', maxsplit=1)[0]}")
+
+        result: Operation = run(hook)  # type: ignore[operator]
+    return result
+
+
+def _report(operation: Operation, as_json: bool) -> None:
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "operation_id": operation.id,
+                    "status": operation.status.value,
+                    "summary": operation.summary,
+                    **operation.result,
+                },
+                indent=2,
+                default=str,
+            )
+        )
+    else:
+        console.print(f"operation {operation.id}: {operation.status.value} — {operation.summary}")
+    if operation.status != OperationStatus.SUCCEEDED:
+        raise typer.Exit(EXIT_POWER_FAILURE)
+
+
+@cluster_app.command("shutdown")
+def cluster_shutdown(
+    cluster_id: int,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the ordered plan, touch nothing")] = False,
+    force: Annotated[bool, typer.Option("--force", help="skip the drains (force_shutdown)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
+) -> None:
+    """Shut down in order: workers drained and stopped first, control planes last, one at a time."""
+    settings = get_settings()
+    with open_session() as session:
+        plan = asyncio.run(shutdown.plan_shutdown(session, settings, cluster_id, force=force))
+        if dry_run:
+            if as_json:
+                typer.echo(json.dumps(plan.as_dict(), indent=2))
+            else:
+                for line in plan.lines():
+                    console.print(line, highlight=False)
+            return
+        prepared = shutdown.start_shutdown(session, plan, Actor.cli())
+    engine = make_engine(settings.database_url)
+    try:
+        factory = make_session_factory(engine)
+        operation = _follow(
+            "shutting down",
+            lambda hook: asyncio.run(shutdown.run_shutdown(factory, settings, prepared, on_step=hook)),
+            as_json,
+        )
+    finally:
+        engine.dispose()
+    _report(operation, as_json)
+
+
+@cluster_app.command("recover")
+def cluster_recover(
+    cluster_id: int,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="seconds [default: 900]")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
+) -> None:
+    """After power returns: microk8s start everywhere, wait until all nodes are Ready, uncordon."""
+    settings = get_settings()
+    with open_session() as session:
+        prepared = shutdown.start_recovery(
+            session, cluster_id, Actor.cli(), timeout or settings.recovery_timeout
+        )
+    engine = make_engine(settings.database_url)
+    try:
+        factory = make_session_factory(engine)
+        operation = _follow(
+            "recovering",
+            lambda hook: asyncio.run(shutdown.run_recovery(factory, settings, prepared, hook)),
+            as_json,
+        )
+    finally:
+        engine.dispose()
+    _report(operation, as_json)

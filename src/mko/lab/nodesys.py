@@ -1,0 +1,654 @@
+"""The operating-system side of a lab node: a real sshd in its namespace and stand-in system commands.
+
+Each node with SSH gets a directory (see TESTING.md, "SSH into lab nodes")::
+
+    NODE_DIR/
+      sshd_config  ssh_host_ed25519_key  hosts  resolv.conf  launch.sh  sshd.log
+      bin/         stand-in scripts; bind-mounted over /usr/local/sbin, and each one over the real
+                   command's path when that exists (/usr/sbin/ethtool, /usr/bin/systemctl, …)
+      etc-systemd-network/   bind-mounted over /etc/systemd/network (.link files land here)
+      etc-systemd-system/    bind-mounted over /etc/systemd/system (unit files land here)
+      home/        bind-mounted over /root: a fresh node's home (no shell start-up files of the host)
+      state/       the node's simulated state, read and written by the stand-ins:
+        calls.log      one JSON line per stand-in call (and per boot): {"t", "cmd", "argv"}
+        nic.json       per interface: supported Wake-on modes, current Wake-on, driver default
+        services.json  active and enabled systemd units
+        nm.json        NetworkManager: running, devices, connections
+
+sshd runs as ``ip netns exec NS unshare --uts --mount … sh launch.sh``: its own hostname, hosts file
+and bind mounts, none of which reach the host. Commands run over SSH therefore see the stand-ins at
+the real paths, so code under test runs exactly the argument lists it would run on a real machine.
+
+Stand-ins are registered in :data:`STANDINS` (name, Python body, real paths). A stand-in is a small
+Python script sharing a prologue that logs the call and offers ``load``/``save`` of state files,
+``fail(message, code)`` and ``request_power("off" | "reboot")`` (carried out by the lab once the
+command returned: see mko.lab.harness.PowerRequests); more (``microk8s``, ``shutdown``, …) are added
+with :func:`register_standin` before the lab starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mko.lab.netns import LabError, LabNode, kill_netns_processes
+
+__all__ = [
+    "STANDINS",
+    "LabSsh",
+    "NodeSystem",
+    "SshdService",
+    "StandIn",
+    "register_standin",
+]
+
+PYTHON = "/usr/bin/python3"
+SSHD = "/usr/sbin/sshd"
+STANDIN_DIR = "/usr/local/sbin"  # first in sshd's default PATH for root, and empty on Debian
+_SSHD_READY_TIMEOUT = 10.0
+# Real binaries the lab needs: sshd itself, and ethtool so its stand-in can shadow /usr/sbin/ethtool.
+_REQUIRED = {SSHD: "openssh-server", "/usr/sbin/ethtool": "ethtool", PYTHON: "python3"}
+
+
+@dataclass(frozen=True)
+class StandIn:
+    """A command replaced inside lab nodes: its name, Python body and the real paths it shadows."""
+
+    name: str
+    body: str
+    paths: tuple[str, ...] = ()
+
+
+STANDINS: dict[str, StandIn] = {}
+
+
+def register_standin(standin: StandIn) -> None:
+    """Add (or replace) a stand-in; nodes started afterwards get it."""
+    STANDINS[standin.name] = standin
+
+
+# ----------------------------------------------------------------------------- stand-in scripts
+
+_PROLOGUE = """#!{python} -I
+# mko lab stand-in for `{name}`: realistic output, state in {state}, every call logged.
+import json, os, sys, time
+STATE = {state!r}
+NAME = {name!r}
+
+
+def load(name, default):
+    try:
+        with open(os.path.join(STATE, name)) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return default
+
+
+def save(name, value):
+    tmp = os.path.join(STATE, "." + name + ".%d" % os.getpid())
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=1, sort_keys=True)
+    os.replace(tmp, os.path.join(STATE, name))
+
+
+def fail(message, code=1):
+    sys.stderr.write(message + "\\n")
+    sys.exit(code)
+
+
+def request_power(action):
+    # The lab switches this node off ("off") or restarts it ("reboot") once this command returned.
+    with open(os.path.join(STATE, "power.request"), "w") as f:
+        f.write(action)
+
+
+_CALL = {{"t": time.time(), "cmd": NAME, "argv": sys.argv[1:], "uid": os.geteuid()}}
+with open(os.path.join(STATE, "calls.log"), "a") as _log:
+    _log.write(json.dumps(_CALL) + "\\n")
+"""
+
+_ETHTOOL = r"""
+WOL_LETTERS = "pumbagsd"
+args = sys.argv[1:]
+nics = load("nic.json", {})
+
+
+def device(name):
+    if not os.path.exists(os.path.join("/sys/class/net", name)):
+        fail("netlink error: no device matches name (No such device)", 1)
+    return nics.setdefault(name, {"supports": "", "wake_on": "d", "default": "d"})
+
+
+def show(name):
+    nic = device(name)
+    out = ["Settings for %s:" % name,
+           "\tSupported ports: [ TP ]",
+           "\tSupported link modes:   10baseT/Half 10baseT/Full",
+           "\t                        100baseT/Half 100baseT/Full",
+           "\t                        1000baseT/Full",
+           "\tSupported pause frame use: Symmetric",
+           "\tSupports auto-negotiation: Yes",
+           "\tSupported FEC modes: Not reported",
+           "\tAdvertised link modes:  10baseT/Half 10baseT/Full",
+           "\t                        100baseT/Half 100baseT/Full",
+           "\t                        1000baseT/Full",
+           "\tAdvertised pause frame use: Symmetric",
+           "\tAdvertised auto-negotiation: Yes",
+           "\tAdvertised FEC modes: Not reported",
+           "\tSpeed: 1000Mb/s",
+           "\tDuplex: Full",
+           "\tAuto-negotiation: on",
+           "\tPort: Twisted Pair",
+           "\tPHYAD: 1",
+           "\tTransceiver: internal",
+           "\tMDI-X: on (auto)"]
+    if nic["supports"]:
+        if os.geteuid() != 0:
+            sys.stderr.write("netlink error: Operation not permitted\n")
+        else:
+            out += ["\tSupports Wake-on: %s" % nic["supports"], "\tWake-on: %s" % nic["wake_on"]]
+    out += ["\tCurrent message level: 0x00000007 (7)",
+            "\t\t\t       drv probe link",
+            "\tLink detected: yes"]
+    print("\n".join(out))
+
+
+def set_wol(name, modes):
+    nic = device(name)
+    if os.geteuid() != 0:
+        fail("netlink error: Operation not permitted", 1)
+    if not modes or any(c not in WOL_LETTERS for c in modes):
+        fail("ethtool: bad command line argument(s)\nFor more information run ethtool -h", 1)
+    if not nic["supports"]:
+        fail("netlink error: Operation not supported", 75)
+    wanted = "" if modes == "d" else modes.replace("d", "")
+    if any(c not in nic["supports"] for c in wanted):
+        fail("netlink error: cannot enable unsupported WoL mode (offset 36)\n"
+             "netlink error: Invalid argument", 1)
+    nic["wake_on"] = "".join(c for c in WOL_LETTERS if c in wanted) or "d"
+    save("nic.json", nics)
+
+
+if len(args) == 1 and not args[0].startswith("-"):
+    show(args[0])
+elif len(args) == 4 and args[0] in ("-s", "--change") and args[2] == "wol":
+    set_wol(args[1], args[3])
+else:
+    fail("mko lab ethtool stand-in: unsupported arguments: %s" % " ".join(args), 64)
+"""
+
+_SYSTEMCTL = r"""
+args = [a for a in sys.argv[1:] if a not in ("--quiet", "-q", "--no-pager", "--system")]
+quiet = len(args) != len(sys.argv) - 1
+services = load("services.json", {"active": [], "enabled": []})
+UNIT_DIRS = ("/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system")
+
+
+def unit_name(name):
+    return name if "." in name else name + ".service"
+
+
+def unit_file(name):
+    for d in UNIT_DIRS:
+        path = os.path.join(d, name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def exec_start(name):
+    path = unit_file(name)
+    if path is None:
+        return
+    import shlex, subprocess
+    with open(path) as f:
+        for line in f:
+            if line.strip().startswith("ExecStart="):
+                argv = shlex.split(line.strip()[len("ExecStart="):].lstrip("-@:+!"))
+                subprocess.run(argv, check=False)
+
+
+if not args:
+    fail("mko lab systemctl stand-in: a command is required", 64)
+cmd, units = args[0], [unit_name(u) for u in args[1:] if not u.startswith("-")]
+if cmd == "is-active":
+    states = ["active" if u in services["active"] else "inactive" for u in units]
+    if not quiet:
+        print("\n".join(states))
+    sys.exit(0 if states and all(s == "active" for s in states) else 3)
+elif cmd == "is-enabled":
+    code = 0
+    for u in units:
+        if unit_file(u) is None:
+            sys.stderr.write("Failed to get unit file state for %s: No such file or directory\n" % u)
+            code = 1
+            continue
+        state = "enabled" if u in services["enabled"] else "disabled"
+        code = code or (0 if state == "enabled" else 1)
+        if not quiet:
+            print(state)
+    sys.exit(code)
+elif cmd == "daemon-reload":
+    sys.exit(0)
+elif cmd in ("enable", "disable"):
+    now = "--now" in sys.argv
+    for u in units:
+        if unit_file(u) is None:
+            fail("Failed to %s unit: Unit file %s does not exist." % (cmd, u), 1)
+        link = "/etc/systemd/system/multi-user.target.wants/" + u
+        if cmd == "enable" and u not in services["enabled"]:
+            services["enabled"].append(u)
+            sys.stderr.write("Created symlink %s \u2192 %s.\n" % (link, unit_file(u)))
+        elif cmd == "disable" and u in services["enabled"]:
+            services["enabled"].remove(u)
+            sys.stderr.write("Removed \"%s\".\n" % link)
+    save("services.json", services)
+    if now and cmd == "enable":
+        for u in units:
+            exec_start(u)
+elif cmd in ("start", "restart"):
+    for u in units:
+        if unit_file(u) is None and u not in services["active"]:
+            fail("Failed to start %s: Unit %s not found." % (u, u), 5)
+        exec_start(u)
+elif cmd == "stop":
+    for u in units:
+        if u in services["active"]:
+            services["active"].remove(u)
+    save("services.json", services)
+elif cmd in ("poweroff", "halt", "reboot"):
+    request_power("reboot" if cmd == "reboot" else "off")
+else:
+    fail("mko lab systemctl stand-in: unsupported command %r" % cmd, 64)
+"""
+
+_NMCLI = r"""
+args = sys.argv[1:]
+nm = load("nm.json", {"running": False, "devices": {}, "connections": {}})
+if not nm["running"]:
+    fail("Error: NetworkManager is not running.", 8)
+terse = fields = get = None
+while args and args[0].startswith("-"):
+    opt = args.pop(0)
+    if opt in ("-t", "--terse"):
+        terse = True
+    elif opt in ("-f", "--fields"):
+        fields = args.pop(0).split(",")
+    elif opt in ("-g", "--get-values"):
+        get = args.pop(0).split(",")
+    else:
+        fail("Error: Option '%s' is unknown, try 'nmcli -help'." % opt, 2)
+if args[:2] == ["device", "show"] and len(args) == 3:
+    dev = nm["devices"].get(args[2])
+    if dev is None:
+        fail("Error: Device '%s' not found." % args[2], 10)
+    values = {"GENERAL.DEVICE": args[2], "GENERAL.STATE": dev["state"],
+              "GENERAL.CONNECTION": dev.get("connection") or ""}
+    for name in (get or fields or list(values)):
+        print(values.get(name, "") if get else "%s:%s" % (name, values.get(name, "")))
+elif args[:2] == ["connection", "show"] and len(args) == 3 and get:
+    con = nm["connections"].get(args[2])
+    if con is None:
+        fail("Error: %s - no such connection profile." % args[2], 10)
+    for name in get:
+        print(con.get(name, ""))
+elif args[:2] == ["connection", "modify"] and len(args) == 5:
+    con = nm["connections"].get(args[2])
+    if con is None:
+        fail("Error: unknown connection '%s'." % args[2], 10)
+    if args[3] not in ("802-3-ethernet.wake-on-lan", "ethernet.wake-on-lan"):
+        fail("mko lab nmcli stand-in: unsupported property %s" % args[3], 64)
+    allowed = {"default", "ignore", "none", "phy", "unicast", "multicast", "broadcast", "arp", "magic"}
+    if args[4] not in allowed:
+        fail("Error: failed to modify 802-3-ethernet.wake-on-lan: invalid option '%s'." % args[4], 2)
+    con["802-3-ethernet.wake-on-lan"] = args[4]
+    save("nm.json", nm)
+else:
+    fail("mko lab nmcli stand-in: unsupported arguments: %s" % " ".join(sys.argv[1:]), 64)
+"""
+
+register_standin(StandIn("ethtool", _ETHTOOL, ("/usr/sbin/ethtool", "/sbin/ethtool")))
+register_standin(StandIn("systemctl", _SYSTEMCTL, ("/usr/bin/systemctl", "/bin/systemctl")))
+register_standin(StandIn("nmcli", _NMCLI, ("/usr/bin/nmcli",)))
+
+
+# ----------------------------------------------------------------------------- keys
+
+
+def _generate_key(path: Path) -> str:
+    """Write a new ed25519 private key (0600) in OpenSSH format; return its public key line."""
+    import asyncssh
+
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.export_private_key("openssh"))
+    public: bytes = key.export_public_key("openssh")
+    path.with_name(path.name + ".pub").write_bytes(public)
+    return public.decode().strip()
+
+
+@dataclass(frozen=True)
+class LabSsh:
+    """The lab-wide SSH material: one client key pair, authorized on every node as root."""
+
+    root: Path
+    port: int
+    client_key: Path
+    authorized_keys: Path
+
+    @classmethod
+    def create(cls, root: Path, port: int) -> LabSsh:
+        """Make the client key pair and the authorized_keys file every node's sshd reads."""
+        missing = [package for path, package in _REQUIRED.items() if not os.path.exists(path)]
+        if missing:
+            raise LabError(f"lab nodes with SSH need: apt-get install -y {' '.join(missing)}")
+        root.mkdir(parents=True, exist_ok=True)
+        client_key = root / "client_key"
+        public = _generate_key(client_key)
+        authorized = root / "authorized_keys"
+        authorized.write_text(public + "\n")
+        # NOTE: sshd refuses to start without its privilege-separation directory.
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        return cls(root, port, client_key, authorized)
+
+
+# ----------------------------------------------------------------------------- one node's system
+
+
+class NodeSystem:
+    """One node's files, state and sshd launcher; see the module docstring for the layout."""
+
+    def __init__(
+        self,
+        ssh: LabSsh,
+        node: LabNode,
+        *,
+        hostname: str,
+        hosts: Iterable[tuple[str, str]],
+        nic_wol_supports: str = "pumbg",
+        nic_wake_on_default: str | None = None,
+        network_service: str = "none",
+    ) -> None:
+        if network_service not in ("none", "systemd-networkd", "NetworkManager"):
+            raise LabError(f"network_service {network_service!r}: none, systemd-networkd or NetworkManager")
+        self.ssh = ssh
+        self.node = node
+        self.hostname = hostname
+        self.network_service = network_service
+        self.dir = ssh.root / "nodes" / node.name
+        self.bin = self.dir / "bin"
+        self.state = self.dir / "state"
+        self.etc_network = self.dir / "etc-systemd-network"
+        self.etc_system = self.dir / "etc-systemd-system"
+        self.home = self.dir / "home"
+        self.host_key = self.dir / "ssh_host_ed25519_key"
+        self.sshd_config = self.dir / "sshd_config"
+        self.launcher = self.dir / "launch.sh"
+        self.log = self.dir / "sshd.log"
+        self._lock = threading.Lock()
+        for directory in (self.bin, self.state, self.etc_network, self.etc_system, self.home):
+            directory.mkdir(parents=True, exist_ok=True)
+        self.host_public_key = _generate_key(self.host_key)
+        default = nic_wake_on_default or ("g" if "g" in nic_wol_supports else "d")
+        self._save(
+            "nic.json",
+            {node.interface: {"supports": nic_wol_supports, "wake_on": default, "default": default}},
+        )
+        active = ["ssh.service"]
+        if network_service != "none":
+            active.append(f"{network_service}.service")
+        self._save("services.json", {"active": active, "enabled": ["ssh.service"]})
+        connection = "Wired connection 1"
+        self._save(
+            "nm.json",
+            {
+                "running": network_service == "NetworkManager",
+                "devices": {node.interface: {"state": "100 (connected)", "connection": connection}},
+                "connections": {connection: {"802-3-ethernet.wake-on-lan": "default"}},
+            },
+        )
+        (self.state / "calls.log").touch()
+        (self.dir / "hosts").write_text(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            + "".join(f"{ip}\t{names}\n" for ip, names in hosts)
+        )
+        # No name server: lookups of unknown names fail at once instead of timing out.
+        (self.dir / "resolv.conf").write_text("")
+        self._write_standins()
+        self._write_sshd_config()
+        self._write_launcher()
+
+    # ------------------------------------------------------------------ files
+
+    def _save(self, name: str, value: Any) -> None:
+        tmp = self.state / f".{name}.lab"
+        tmp.write_text(json.dumps(value, indent=1, sort_keys=True))
+        os.replace(tmp, self.state / name)
+
+    def _load(self, name: str) -> Any:
+        return json.loads((self.state / name).read_text())
+
+    def _write_standins(self) -> None:
+        for standin in STANDINS.values():
+            script = self.bin / standin.name
+            script.write_text(
+                _PROLOGUE.format(python=PYTHON, name=standin.name, state=str(self.state)) + standin.body
+            )
+            script.chmod(0o755)
+
+    def _write_sshd_config(self) -> None:
+        node = self.node
+        self.sshd_config.write_text(
+            f"Port {self.ssh.port}\n"
+            f"ListenAddress {node.ip}\n"
+            f"HostKey {self.host_key}\n"
+            f"AuthorizedKeysFile {self.ssh.authorized_keys}\n"
+            f"PidFile {self.dir / 'sshd.pid'}\n"
+            "PermitRootLogin prohibit-password\n"
+            "PasswordAuthentication no\n"
+            "KbdInteractiveAuthentication no\n"
+            "UsePAM no\n"
+            "StrictModes no\n"
+            "UseDNS no\n"
+            "PrintMotd no\n"
+            "PrintLastLog no\n"
+            "MaxStartups 100:30:200\n"
+            "MaxSessions 50\n"
+            "Subsystem sftp internal-sftp\n"
+        )
+
+    def _mounts(self) -> list[tuple[str, str]]:
+        """(source, target) bind mounts, in order; a stand-in shadows each real path that exists."""
+        # NOTE: a bind mount needs an existing target; /etc/systemd/network is absent on hosts without
+        # systemd-networkd, and an empty directory there changes nothing for the host.
+        os.makedirs("/etc/systemd/network", exist_ok=True)
+        mounts = [
+            (str(self.dir / "hosts"), "/etc/hosts"),
+            (str(self.dir / "resolv.conf"), "/etc/resolv.conf"),
+            (str(self.bin), STANDIN_DIR),
+            (str(self.etc_network), "/etc/systemd/network"),
+            (str(self.etc_system), "/etc/systemd/system"),
+            # NOTE: bash sources ~/.bashrc even for `ssh node cmd`; the host's (pyenv, cargo) costs
+            # ~0.2 s per command, which a fresh node does not have.
+            (str(self.home), "/root"),
+        ]
+        for standin in STANDINS.values():
+            for path in standin.paths:
+                if os.path.isfile(path) and not os.path.islink(path):
+                    mounts.append((str(self.bin / standin.name), path))
+        return mounts
+
+    def _write_launcher(self) -> None:
+        lines = ["set -e"]
+        lines += [f"mount --bind {shlex.quote(src)} {shlex.quote(dst)}" for src, dst in self._mounts()]
+        lines.append(f"hostname {shlex.quote(self.hostname)}")
+        lines.append(f"exec {SSHD} -D -e -f {shlex.quote(str(self.sshd_config))}")
+        self.launcher.write_text("\n".join(lines) + "\n")
+
+    def launch_argv(self) -> list[str]:
+        """Return the command that starts this node's sshd in its own namespaces."""
+        return [
+            "ip", "netns", "exec", self.node.netns,
+            "unshare", "--uts", "--mount", "--propagation", "private",
+            "/bin/sh", str(self.launcher),
+        ]  # fmt: skip
+
+    # ------------------------------------------------------------------ state
+
+    def calls(self, command: str | None = None) -> list[dict[str, Any]]:
+        """Return the logged stand-in calls (and boots), oldest first, optionally of one command."""
+        entries = [json.loads(line) for line in (self.state / "calls.log").read_text().splitlines() if line]
+        return [e for e in entries if command is None or e["cmd"] == command]
+
+    def nic(self, interface: str | None = None) -> dict[str, str]:
+        """Return the NIC's Wake-on state: {"supports", "wake_on", "default"}."""
+        nics: dict[str, dict[str, str]] = self._load("nic.json")
+        return nics[interface or self.node.interface]
+
+    def set_nic(self, interface: str | None = None, **values: str) -> None:
+        """Change the simulated NIC (supports, wake_on, default)."""
+        with self._lock:
+            nics = self._load("nic.json")
+            nics[interface or self.node.interface].update(values)
+            self._save("nic.json", nics)
+
+    def services(self) -> dict[str, list[str]]:
+        """Return {"active": [...], "enabled": [...]} of the systemctl stand-in."""
+        services: dict[str, list[str]] = self._load("services.json")
+        return services
+
+    def network_manager(self) -> dict[str, Any]:
+        """Return the nmcli stand-in's state."""
+        state: dict[str, Any] = self._load("nm.json")
+        return state
+
+    def take_power_request(self) -> str | None:
+        """Return and clear what the node asked for from inside ("off", "reboot"), if anything."""
+        path = self.state / "power.request"
+        try:
+            action = path.read_text().strip()
+        except FileNotFoundError:
+            return None
+        path.unlink(missing_ok=True)
+        return action or None
+
+    def magic_armed(self) -> bool:
+        """Return whether the NIC would wake on a magic packet now (its Wake-on includes g)."""
+        return "g" in self.nic()["wake_on"]
+
+    def boot(self) -> None:
+        """What booting does to the NIC: the driver default, then whatever persists its Wake-on."""
+        with self._lock:
+            nics = self._load("nic.json")
+            for name, nic in nics.items():
+                nic["wake_on"] = self._persisted_wake_on(name) or nic["default"]
+                if any(c not in nic["supports"] for c in nic["wake_on"].replace("d", "")):
+                    nic["wake_on"] = nic["default"]
+            self._save("nic.json", nics)
+            with (self.state / "calls.log").open("a") as log:
+                log.write(json.dumps({"t": time.time(), "cmd": "<boot>", "argv": []}) + "\n")
+
+    def _persisted_wake_on(self, interface: str) -> str | None:
+        # Boot order on a real machine: udev applies the first matching .link file, then units run,
+        # then NetworkManager activates the connection; the last one to touch the NIC wins.
+        result: str | None = None
+        for link in sorted(self.etc_network.glob("*.link")):
+            settings = _ini(link.read_text())
+            match = settings.get("Match", {})
+            if match.get("MACAddress", "").lower() in ("", self.node.mac) and match.get(
+                "OriginalName", interface
+            ) in (interface, "*"):
+                value = settings.get("Link", {}).get("WakeOnLan")
+                if value is not None:
+                    result = "g" if "magic" in value.split() else "d"
+                break
+        enabled = self.services()["enabled"]
+        for unit in sorted(self.etc_system.glob("*.service")):
+            if unit.name not in enabled:
+                continue
+            command = _ini(unit.read_text()).get("Service", {}).get("ExecStart", "")
+            argv = shlex.split(command.lstrip("-@:+!"))
+            if len(argv) == 5 and argv[0].endswith("ethtool") and argv[1:3] == ["-s", interface]:
+                result = argv[4] if argv[3] == "wol" else result
+        nm = self.network_manager()
+        if nm["running"]:
+            connection = nm["devices"].get(interface, {}).get("connection")
+            value = nm["connections"].get(connection, {}).get("802-3-ethernet.wake-on-lan")
+            if value == "magic":
+                result = "g"
+            elif value == "none":
+                result = "d"
+        return result
+
+
+def _ini(text: str) -> dict[str, dict[str, str]]:
+    sections: dict[str, dict[str, str]] = {}
+    current: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+        elif "=" in line:
+            key, value = line.split("=", 1)
+            current[key.strip()] = value.strip()
+    return sections
+
+
+# ----------------------------------------------------------------------------- sshd as a boot service
+
+
+class SshdService:
+    """Starts a node's sshd when it boots and kills everything on the node when it powers off."""
+
+    def __init__(self, system: NodeSystem) -> None:
+        self.system = system
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Boot the node's system and start sshd; return once it accepts connections."""
+        self.system.boot()
+        node = self.system.node
+        with self.system.log.open("ab") as log:
+            self._process = subprocess.Popen(
+                self.system.launch_argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + _SSHD_READY_TIMEOUT
+        while True:
+            if self._process.poll() is not None:
+                self._process = None
+                tail = self.system.log.read_text(errors="replace")[-2000:]
+                raise LabError(f"{node.netns}: sshd exited at start: {tail.strip()}")
+            # The caller runs in the node's namespace, so this connects to the node's own sshd.
+            with contextlib.suppress(OSError), socket.create_connection((node.ip, self.system.ssh.port), 0.2):
+                return
+            if time.monotonic() > deadline:
+                self.stop()
+                raise LabError(
+                    f"{node.netns}: sshd did not accept connections within {_SSHD_READY_TIMEOUT} s"
+                )
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        """Power off: every process of the node (sshd, sessions, commands) dies."""
+        kill_netns_processes([self.system.node.netns], grace=1.0)
+        process, self._process = self._process, None
+        if process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
+
+    def alive(self) -> bool:
+        """Return whether sshd is still running."""
+        return self._process is not None and self._process.poll() is None

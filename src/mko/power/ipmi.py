@@ -1,0 +1,157 @@
+"""IPMI over LAN (RMCP+): chassis power on, off, soft (ACPI) shutdown and status, through pyghmi.
+
+pyghmi is blocking, so each call runs in a worker thread. The driver asks the BMC and returns at once
+(``wait=False``); the schedule re-queries the chassis power state until it is reached. Bad credentials
+are fatal; a BMC that does not answer is retryable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, SecretStr
+from pyghmi.exceptions import IpmiException
+from pyghmi.ipmi.command import Command
+from pyghmi.ipmi.private import session as pyghmi_session
+
+from mko.db.models import WolMethod
+from mko.errors import FatalPowerError, RetryablePowerError
+from mko.power.base import STATUS, NodeSnapshot, PowerDriver, PowerState
+from mko.secrets import SecretBox
+
+if TYPE_CHECKING:
+    from mko.settings import Settings
+
+__all__ = ["DEFAULT_IPMI_PORT", "IpmiDriver", "IpmiSettings"]
+
+log = logging.getLogger("mko.power.ipmi")
+
+DEFAULT_IPMI_PORT = 623
+# pyghmi's messages for credentials the BMC refused: retrying cannot help.
+_AUTH_WORDS = ("password", "unauthorized", "privilege", "insufficient", "invalid user", "access denied")
+
+
+class IpmiSettings(BaseModel):
+    """A node's BMC; ``password`` is a secret."""
+
+    address: str
+    port: int = DEFAULT_IPMI_PORT
+    username: str
+    password: SecretStr
+
+
+class IpmiDriver(PowerDriver):
+    """Chassis power through the node's BMC."""
+
+    methods: ClassVar[tuple[WolMethod, ...]] = (WolMethod.IPMI,)
+    actions: ClassVar[frozenset[str]] = frozenset({"on", "off", "soft", STATUS})
+    confirms_delivery: ClassVar[bool] = True
+    verify_by_query: ClassVar[bool] = True
+    parallel: ClassVar[int] = 16
+    label: ClassVar[str] = "IPMI"
+
+    def __init__(self, box: SecretBox) -> None:
+        self._box = box
+
+    @classmethod
+    def create(cls, settings: Settings) -> IpmiDriver:
+        """A driver decrypting BMC passwords with the settings' key."""
+        return cls(SecretBox.from_settings(settings))
+
+    def settings_for(self, node: NodeSnapshot) -> IpmiSettings:
+        """The node's BMC settings, password decrypted; FatalPowerError when incomplete."""
+        if not (node.bmc_address and node.bmc_username and node.bmc_password_encrypted):
+            raise FatalPowerError(
+                f"{node.label} needs a BMC address, user and password for IPMI (`wol configure`)"
+            )
+        return IpmiSettings(
+            address=node.bmc_address,
+            port=node.bmc_port or DEFAULT_IPMI_PORT,
+            username=node.bmc_username,
+            password=SecretStr(self._box.decrypt(node.bmc_password_encrypted)),
+        )
+
+    async def _run(self, node: NodeSnapshot, request: str | None) -> dict[str, Any]:
+        bmc = self.settings_for(node)
+        where = f"BMC {bmc.address}:{bmc.port} of {node.label}"
+        try:
+            return await asyncio.to_thread(_command, bmc, request)
+        except IpmiException as exc:
+            _forget(bmc)
+            text = "" if exc.args[:1] in ((), (None,)) else str(exc)
+            if any(word in text.lower() for word in _AUTH_WORDS):
+                raise FatalPowerError(f"{where} refused the login: {text}") from None
+            if not text or "timeout" in text.lower() or "no longer connected" in text.lower():
+                raise RetryablePowerError(f"{where} did not answer") from None
+            raise FatalPowerError(f"{where}: {text}") from None
+        except OSError as exc:
+            _forget(bmc)
+            raise RetryablePowerError(f"{where}: {exc.strerror or exc}") from None
+
+    async def _on(self, node: NodeSnapshot) -> None:
+        await self._run(node, "on")
+
+    async def _off(self, node: NodeSnapshot, *, soft: bool) -> None:
+        # "shutdown" is the chassis soft-off: the BMC raises an ACPI power-button event.
+        await self._run(node, "shutdown" if soft else "off")
+
+    async def query(self, node: NodeSnapshot) -> PowerState:
+        """The chassis power state the BMC reports."""
+        result = await self._run(node, None)
+        return {"on": PowerState.ON, "off": PowerState.OFF}.get(
+            str(result.get("powerstate")), PowerState.UNKNOWN
+        )
+
+
+# NOTE: pyghmi keeps one session per BMC and user process-wide, hangs when a second Command is made
+# for a session it already has (it waits for a login that is long over), and keeps failed logins in
+# its cache, so a retry would wait on them. mko therefore keeps one Command per BMC and credentials
+# for the whole process, uses it from one thread at a time, and after any error drops it together
+# with pyghmi's leftover login so the next attempt logs in afresh.
+_Key = tuple[str, int, str, str]
+
+
+@dataclass
+class _Link:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    command: Command | None = None
+
+
+_links: dict[_Key, _Link] = {}
+_links_lock = threading.Lock()
+
+
+def _key(bmc: IpmiSettings) -> _Key:
+    digest = hashlib.sha256(bmc.password.get_secret_value().encode()).hexdigest()
+    return (bmc.address, bmc.port, bmc.username, digest)
+
+
+def _command(bmc: IpmiSettings, request: str | None) -> dict[str, Any]:
+    """Blocking: read the chassis power state (request None), or ask for a change without waiting."""
+    with _links_lock:
+        link = _links.setdefault(_key(bmc), _Link())
+    with link.lock:
+        if link.command is None:
+            link.command = Command(
+                bmc=bmc.address, userid=bmc.username, password=bmc.password.get_secret_value(), port=bmc.port
+            )
+        if request is None:
+            result: dict[str, Any] = link.command.get_power()
+        else:
+            result = link.command.set_power(request, wait=False)
+        return result
+
+
+def _forget(bmc: IpmiSettings) -> None:
+    with _links_lock:
+        link = _links.get(_key(bmc))
+    if link is not None:
+        link.command = None
+    stale = pyghmi_session.Session.initting_sessions
+    for key in [k for k in list(stale) if k[:2] == (bmc.address, bmc.username) and k[3] == bmc.port]:
+        stale.pop(key, None)

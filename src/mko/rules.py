@@ -1,0 +1,776 @@
+"""Power rules: a UPS event becomes a cluster action, with delay, priority, cancellation, no conflicts.
+
+Rule CRUD (create/list/get/delete/enable/disable) is the service behind ``mko ups create-rule …`` and
+``/api/ups/rules``. :class:`RuleEngine` executes rules as the monitor reports events. Its semantics:
+
+* **Once per event.** Events are edge-triggered (:mod:`mko.ups.events`); each stored event is handed to
+  the engine once, and each enabled rule matching it runs at most once for it. A rule whose previous
+  execution is still waiting or running is not started again (recorded as skipped), nor is a second
+  rule doing the same action on the same cluster for the same event.
+* **Delay and cancellation.** A rule with ``action_delay`` waits that long after the event. If the
+  opposite event arrives meanwhile, the waiting execution is cancelled and recorded as such
+  (``power_restored`` cancels waiting power_loss / low_battery / critical_battery actions — power back
+  within 60 s means no shutdown; ``power_loss`` cancels waiting power_restored actions; comm_lost and
+  comm_restored cancel each other). ``ups_shutdown`` (FSD) is never cancelled: NUT's forced shutdown is
+  irrevocable. A rule disabled or deleted while it waits does not fire. An action already running is
+  not cancelled by an event; only a conflicting action supersedes it (next point).
+* **No two actions on one cluster at once.** The engine holds one slot per cluster. An action of the
+  kind already running there (a wake while a wake runs) is skipped; an action of another kind (a wake
+  while a shutdown runs, or the reverse) supersedes it: the running action is cancelled — actions must
+  stop at a safe point when cancelled — and the new one starts once it has ended. The newest event is
+  the truth about the power, so its action wins.
+* **Priority.** Rules matching one event run in priority order, lower first; rules of equal priority
+  start together, the next priority starts when they have all ended. Delays count from the event.
+* **Records.** Every execution is an Operation (kind ``power_rule``, actor ``rule:<id>``, source
+  ``ups:<name>``) holding the triggering event; the action's own operation (e.g. the wake with one
+  result per node) is linked from its step. Counters: ``last_triggered_at`` when an event matches,
+  ``execution_count`` when the action starts, then ``success_count`` (the action fully succeeded: for
+  a wake, every node answered) or ``failure_count`` (partial, failed, superseded or interrupted).
+* **Restart.** Executions waiting when mko stopped are closed as cancelled at the next start; the
+  monitor takes a fresh baseline and old events are never replayed.
+
+Actions are a small registry (:data:`ACTIONS`): ``wake_on_lan`` is built; ``graceful_shutdown`` and
+``force_shutdown`` are refused at rule creation until the cluster-shutdown feature registers handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from mko import inventory, wake
+from mko.db.models import (
+    UPS,
+    ClusterAction,
+    Operation,
+    OperationStatus,
+    OperationStep,
+    PowerEvent,
+    PowerRule,
+    UpsEvent,
+    utcnow,
+)
+from mko.errors import InputError, MkoError, NotFoundError
+from mko.operations import Actor
+from mko.settings import Settings
+from mko.ups.schemas import RuleCreate
+
+__all__ = [
+    "ACTIONS",
+    "CANCELS",
+    "RULE_OPERATION_KIND",
+    "ActionContext",
+    "ActionResult",
+    "ClusterActionHandler",
+    "RuleEngine",
+    "WakeClusterAction",
+    "create_rule",
+    "delete_rule",
+    "get_rule",
+    "list_rules",
+    "low_battery_thresholds",
+    "set_rule_enabled",
+]
+
+log = logging.getLogger("mko.rules")
+
+RULE_OPERATION_KIND = "power_rule"
+STOPPED_WAITING = "cancelled: mko stopped before the action was taken"
+MAX_DELAY = 86_400
+MAX_PRIORITY = 10_000
+
+# event -> the events whose WAITING executions it cancels.
+CANCELS: dict[PowerEvent, frozenset[PowerEvent]] = {
+    PowerEvent.POWER_RESTORED: frozenset(
+        {PowerEvent.POWER_LOSS, PowerEvent.LOW_BATTERY, PowerEvent.CRITICAL_BATTERY}
+    ),
+    PowerEvent.POWER_LOSS: frozenset({PowerEvent.POWER_RESTORED}),
+    PowerEvent.COMM_RESTORED: frozenset({PowerEvent.COMM_LOST}),
+    PowerEvent.COMM_LOST: frozenset({PowerEvent.COMM_RESTORED}),
+}
+
+
+# ------------------------------------------------------------------------------------ actions
+
+
+@dataclass(frozen=True)
+class ActionContext:
+    """Everything an action needs: the rule, the event that fired it, who acts, where to record."""
+
+    rule_id: int
+    rule_name: str
+    cluster_id: int
+    ups_id: int
+    ups_name: str
+    event: PowerEvent
+    event_id: int
+    actor: Actor
+    session_factory: sessionmaker[Session]
+    settings: Settings
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """How an action ended; ``operation_id`` is the action's own operation, when it made one."""
+
+    status: OperationStatus
+    summary: str
+    operation_id: int | None = None
+
+
+class ClusterActionHandler(ABC):
+    """One cluster action a rule can take; register an instance in :data:`ACTIONS` to make it available.
+
+    The engine cancels the task running :meth:`run` when a conflicting action supersedes it (a wake
+    while a shutdown runs) or when mko stops. A handler must then leave the cluster safe: finish the
+    step in progress (e.g. under ``asyncio.shield``: no half-stopped control plane), record it in its
+    own operation, and let ``CancelledError`` propagate. The superseding action starts only after
+    ``run`` has returned or raised.
+    """
+
+    action: ClassVar[ClusterAction]
+
+    @abstractmethod
+    async def run(self, context: ActionContext) -> ActionResult:
+        """Carry the action out on ``context.cluster_id`` and report how it ended."""
+
+
+class WakeClusterAction(ClusterActionHandler):
+    """``wake_on_lan``: wake every node of the cluster and verify each answers (mko.wake)."""
+
+    action = ClusterAction.WAKE_ON_LAN
+
+    async def run(self, context: ActionContext) -> ActionResult:
+        """Wake with verification; success means every node came up before ``rule_wake_timeout``."""
+        settings = context.settings
+        schedule = wake.make_schedule(settings, wait=True, timeout=settings.rule_wake_timeout)
+        with context.session_factory() as session:
+            prepared = wake.start_wake(
+                session,
+                target_type="cluster",
+                target_id=context.cluster_id,
+                schedule=schedule,
+                actor=context.actor,
+            )
+        operation = await wake.run_wake(context.session_factory, settings, prepared)
+        return ActionResult(operation.status, operation.summary, operation.id)
+
+
+# The actions built in this version. The cluster-shutdown feature adds graceful_shutdown and
+# force_shutdown handlers here; until then rules asking for them are refused at creation.
+ACTIONS: dict[ClusterAction, ClusterActionHandler] = {ClusterAction.WAKE_ON_LAN: WakeClusterAction()}
+
+
+def _missing_action_message(action: ClusterAction) -> str:
+    return (
+        f"{action.value} is not available in this version of mko: cluster shutdown is not built yet,"
+        f" so a rule could never carry it out; available: {', '.join(a.value for a in ACTIONS)}"
+    )
+
+
+# ------------------------------------------------------------------------------------ rule CRUD
+
+
+def create_rule(
+    session: Session, data: RuleCreate, actions: Mapping[ClusterAction, ClusterActionHandler] | None = None
+) -> PowerRule:
+    """Add a rule after checking every field; nothing is stored when one is wrong."""
+    available = ACTIONS if actions is None else actions
+    if session.get(UPS, data.ups_id) is None:
+        raise InputError("ups_id", f"UPS {data.ups_id} does not exist")
+    if data.cluster_action not in available:
+        raise InputError("cluster_action", _missing_action_message(data.cluster_action))
+    try:
+        inventory.get_cluster(session, data.cluster_id)
+    except NotFoundError:
+        raise InputError("cluster_id", f"cluster {data.cluster_id} does not exist") from None
+    if data.battery_threshold is not None:
+        if data.power_event != PowerEvent.LOW_BATTERY:
+            raise InputError(
+                "battery_threshold", "a battery threshold applies to power_event low_battery only"
+            )
+        if not 1 <= data.battery_threshold <= 100:
+            raise InputError("battery_threshold", f"{data.battery_threshold} is out of range (1-100 %)")
+    if not 0 <= data.action_delay <= MAX_DELAY:
+        raise InputError("action_delay", f"{data.action_delay} is out of range (0-{MAX_DELAY} seconds)")
+    if not 0 <= data.priority <= MAX_PRIORITY:
+        raise InputError("priority", f"{data.priority} is out of range (0-{MAX_PRIORITY})")
+    name = (data.name or "").strip() or f"{data.power_event.value} → {data.cluster_action.value}"
+    rule = PowerRule(
+        name=name,
+        ups_id=data.ups_id,
+        cluster_id=data.cluster_id,
+        power_event=data.power_event,
+        cluster_action=data.cluster_action,
+        battery_threshold=data.battery_threshold,
+        action_delay=data.action_delay,
+        priority=data.priority,
+        enabled=data.enabled,
+        execution_count=0,
+        success_count=0,
+        failure_count=0,
+    )
+    session.add(rule)
+    session.commit()
+    log.info("power rule %s created: %s", rule.id, name)
+    return rule
+
+
+def get_rule(session: Session, rule_id: int) -> PowerRule:
+    """The rule with this id, or NotFoundError."""
+    rule = session.get(PowerRule, rule_id)
+    if rule is None:
+        raise NotFoundError("power rule", rule_id)
+    return rule
+
+
+def list_rules(
+    session: Session, *, ups_id: int | None = None, cluster_id: int | None = None
+) -> list[PowerRule]:
+    """Rules by UPS, then priority, then id."""
+    query = select(PowerRule).order_by(PowerRule.ups_id, PowerRule.priority, PowerRule.id)
+    if ups_id is not None:
+        query = query.where(PowerRule.ups_id == ups_id)
+    if cluster_id is not None:
+        query = query.where(PowerRule.cluster_id == cluster_id)
+    return list(session.scalars(query))
+
+
+def delete_rule(session: Session, rule_id: int) -> None:
+    """Remove a rule; an execution of it that is still waiting will not fire."""
+    session.delete(get_rule(session, rule_id))
+    session.commit()
+
+
+def set_rule_enabled(session: Session, rule_id: int, enabled: bool) -> PowerRule:
+    """Enable or disable a rule (a disabled rule's waiting execution does not fire)."""
+    rule = get_rule(session, rule_id)
+    rule.enabled = enabled
+    session.commit()
+    return rule
+
+
+def low_battery_thresholds(session: Session) -> dict[int, set[int]]:
+    """The thresholds of enabled low_battery rules, per UPS id (what the event detector watches)."""
+    rows = session.execute(
+        select(PowerRule.ups_id, PowerRule.battery_threshold).where(
+            PowerRule.enabled.is_(True),
+            PowerRule.power_event == PowerEvent.LOW_BATTERY,
+            PowerRule.battery_threshold.is_not(None),
+        )
+    )
+    thresholds: dict[int, set[int]] = {}
+    for ups_id, threshold in rows:
+        if threshold is not None:
+            thresholds.setdefault(ups_id, set()).add(threshold)
+    return thresholds
+
+
+# ------------------------------------------------------------------------------------ engine
+
+WAITING, RUNNING, DONE = "waiting", "running", "done"
+
+
+@dataclass(eq=False)
+class Execution:
+    """One rule's response to one event, from the event to its outcome."""
+
+    rule_id: int
+    rule_name: str
+    ups_id: int
+    ups_name: str
+    cluster_id: int
+    action: ClusterAction
+    event: PowerEvent
+    event_id: int
+    delay: int
+    priority: int
+    operation_id: int
+    due: float  # loop time at which the delay ends
+    state: str = WAITING
+    task: asyncio.Task[None] | None = None
+    cancel_reason: str | None = None
+    superseded_by: str | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def describe(self) -> dict[str, Any]:
+        """For status displays."""
+        return {
+            "rule_id": self.rule_id,
+            "rule_name": self.rule_name,
+            "cluster_id": self.cluster_id,
+            "action": self.action.value,
+            "event": self.event.value,
+            "event_id": self.event_id,
+            "state": self.state,
+            "operation_id": self.operation_id,
+        }
+
+
+class RuleEngine:
+    """Runs power rules for stored events; one engine per monitor (see the module docstring)."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        settings: Settings,
+        actions: Mapping[ClusterAction, ClusterActionHandler] | None = None,
+    ) -> None:
+        self.session_factory = session_factory
+        self.settings = settings
+        self.actions = dict(ACTIONS if actions is None else actions)
+        self._active: dict[int, Execution] = {}  # by rule id: waiting or running
+        self._slots: dict[int, Execution] = {}  # by cluster id: the action running there
+        self._batches: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    # -------------------------------------------------------------- life cycle
+
+    def recover(self) -> int:
+        """Close rule executions a previous process left waiting or running; return how many."""
+        with self.session_factory() as session:
+            stale = session.scalars(
+                select(Operation).where(
+                    Operation.kind == RULE_OPERATION_KIND,
+                    Operation.status.in_([OperationStatus.PENDING, OperationStatus.RUNNING]),
+                )
+            ).all()
+            for operation in stale:
+                waiting = operation.status == OperationStatus.PENDING
+                operation.status = OperationStatus.CANCELLED if waiting else OperationStatus.FAILED
+                operation.summary = (
+                    "cancelled: mko stopped before the delay ended"
+                    if waiting
+                    else "interrupted: mko stopped while the action ran"
+                )
+                operation.finished_at = utcnow()
+                for step in operation.steps:
+                    if step.status in (OperationStatus.PENDING, OperationStatus.RUNNING):
+                        step.status, step.finished_at = operation.status, utcnow()
+            session.commit()
+        if stale:
+            log.warning("closed %d rule execution(s) left open by a previous run", len(stale))
+        return len(stale)
+
+    async def close(self) -> None:
+        """Cancel waiting and running executions (each records why) and wait for them to end."""
+        self._closed = True
+        batches = list(self._batches)
+        for task in batches:
+            task.cancel()
+        for execution in list(self._active.values()):
+            if execution.task is not None:
+                execution.task.cancel()
+        await asyncio.gather(*batches, return_exceptions=True)
+        tasks = [e.task for e in self._active.values() if e.task is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for execution in list(self._active.values()):
+            if execution.state == WAITING:
+                execution.cancel_reason = execution.cancel_reason or STOPPED_WAITING
+                self._close_cancelled(execution)
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Executions waiting or running now."""
+        return [execution.describe() for execution in list(self._active.values())]
+
+    async def idle(self) -> None:
+        """Wait until no execution is waiting or running (tests and benchmarks)."""
+        while self._batches:
+            await asyncio.gather(*list(self._batches), return_exceptions=True)
+
+    # -------------------------------------------------------------- events
+
+    async def handle(self, event: UpsEvent, ups_name: str) -> list[int]:
+        """React to one stored event: cancel what it cancels, start the matching rules; return op ids."""
+        if self._closed:
+            return []
+        self._cancel_opposites(event)
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        executions: list[Execution] = []
+        with self.session_factory() as session:
+            rules = [
+                rule
+                for rule in session.scalars(
+                    select(PowerRule)
+                    .where(
+                        PowerRule.ups_id == event.ups_id,
+                        PowerRule.power_event == event.event,
+                        PowerRule.enabled.is_(True),
+                    )
+                    .order_by(PowerRule.priority, PowerRule.id)
+                )
+                if event.event != PowerEvent.LOW_BATTERY or _threshold_matches(rule, event)
+            ]
+            claimed: dict[tuple[int, ClusterAction], int] = {}
+            for rule in rules:
+                rule.last_triggered_at = event.occurred_at
+                active = self._active.get(rule.id)
+                operation = self._new_operation(session, rule, ups_name, event)
+                twin = claimed.get((rule.cluster_id, rule.cluster_action))
+                if active is not None or twin is not None:
+                    why = (
+                        f"this rule is still {active.state} for {active.event.value}"
+                        f" (operation {active.operation_id})"
+                        if active is not None
+                        else f"rule {twin} already does {rule.cluster_action.value} on cluster"
+                        f" {rule.cluster_id} for this event"
+                    )
+                    _finish(session, operation, OperationStatus.CANCELLED, f"skipped: {why}")
+                    continue
+                claimed[(rule.cluster_id, rule.cluster_action)] = rule.id
+                execution = Execution(
+                    rule_id=rule.id,
+                    rule_name=rule.name,
+                    ups_id=event.ups_id,
+                    ups_name=ups_name,
+                    cluster_id=rule.cluster_id,
+                    action=rule.cluster_action,
+                    event=event.event,
+                    event_id=event.id,
+                    delay=rule.action_delay,
+                    priority=rule.priority,
+                    operation_id=operation.id,
+                    due=now + rule.action_delay,
+                )
+                if rule.action_delay:
+                    _step(
+                        session,
+                        operation,
+                        f"wait {rule.action_delay}s",
+                        OperationStatus.RUNNING,
+                        f"acting at {_clock(event.occurred_at, rule.action_delay)} unless cancelled",
+                    )
+                self._active[rule.id] = execution
+                executions.append(execution)
+            session.commit()
+            for execution in executions:
+                self._notify_triggered(session, execution)
+        if executions:
+            task = asyncio.create_task(self._run_batch(executions), name=f"mko-rules-event-{event.id}")
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+        return [e.operation_id for e in executions]
+
+    def _cancel_opposites(self, event: UpsEvent) -> None:
+        cancels = CANCELS.get(event.event, frozenset())
+        for execution in list(self._active.values()):
+            if execution.ups_id == event.ups_id and execution.state == WAITING and execution.event in cancels:
+                self._cancel_waiting(
+                    execution,
+                    f"cancelled: {event.event.value} (event {event.id}) came before the action was taken",
+                )
+
+    def _cancel_waiting(self, execution: Execution, reason: str) -> None:
+        execution.cancel_reason = reason
+        if execution.task is not None:
+            execution.task.cancel()
+        else:  # still queued behind a lower priority number: close it here
+            self._close_cancelled(execution)
+
+    def _release(self, execution: Execution) -> None:
+        # By identity: a newer execution of the same rule may already be registered.
+        if self._active.get(execution.rule_id) is execution:
+            del self._active[execution.rule_id]
+
+    def _close_cancelled(self, execution: Execution) -> None:
+        execution.state = DONE
+        self._release(execution)
+        with self.session_factory() as session:
+            operation = session.get_one(Operation, execution.operation_id)
+            _finish(session, operation, OperationStatus.CANCELLED, execution.cancel_reason or "cancelled")
+        log.info("rule %s: %s", execution.rule_id, execution.cancel_reason)
+        self._notify_finished(execution, OperationStatus.CANCELLED, execution.cancel_reason or "cancelled")
+        execution.done.set()
+
+    # Notifications (mko.notify, by each rule's flags) never block or break an execution. Imported
+    # lazily: apprise takes a fifth of a second to load, which CLI commands should not pay.
+
+    def _notify_triggered(self, session: Session, execution: Execution) -> None:
+        try:
+            from mko import notify
+
+            rule = session.get(PowerRule, execution.rule_id)
+            if rule is not None:
+                notify.rule_triggered(self.settings, rule, event=execution.event.value)
+        except Exception:
+            log.exception("rule %s: could not notify its trigger", execution.rule_id)
+
+    def _notify_finished(
+        self, execution: Execution, status: OperationStatus, summary: str, action_operation: int | None = None
+    ) -> None:
+        try:
+            from mko import notify
+
+            with self.session_factory() as session:
+                rule = session.get(PowerRule, execution.rule_id)
+                if rule is not None:
+                    notify.rule_finished(
+                        self.settings,
+                        rule,
+                        event=execution.event.value,
+                        outcome=status,
+                        summary=summary,
+                        operation_id=action_operation or execution.operation_id,
+                    )
+        except Exception:
+            log.exception("rule %s: could not notify its outcome", execution.rule_id)
+
+    async def _run_batch(self, executions: list[Execution]) -> None:
+        for _, group in itertools.groupby(executions, key=lambda e: e.priority):
+            tasks = []
+            for execution in group:
+                if execution.state != WAITING:  # cancelled while an earlier priority ran
+                    continue
+                execution.task = asyncio.create_task(
+                    self._execute(execution), name=f"mko-rule-{execution.rule_id}"
+                )
+                tasks.append(execution.task)
+            if tasks:
+                await asyncio.wait(tasks)
+            for execution in executions:
+                # A task cancelled before its first step never ran its own clean-up.
+                if execution.task is not None and execution.task.done() and execution.state == WAITING:
+                    self._close_cancelled(execution)
+
+    async def _execute(self, execution: Execution) -> None:
+        try:
+            await self._wait_delay(execution)
+        except asyncio.CancelledError:
+            if execution.cancel_reason is None:
+                execution.cancel_reason = STOPPED_WAITING
+                self._close_cancelled(execution)
+                raise
+            self._close_cancelled(execution)
+            return
+        gone = self._rule_gone(execution.rule_id)
+        if gone is not None:
+            execution.cancel_reason = f"cancelled: {gone} before the action was taken"
+            self._close_cancelled(execution)
+            return
+        try:
+            took = await self._take_slot(execution)
+        except asyncio.CancelledError:  # mko stopped while this waited for a superseded action to end
+            execution.cancel_reason = execution.cancel_reason or STOPPED_WAITING
+            self._close_cancelled(execution)
+            raise
+        if not took:
+            return
+        try:
+            await self._act(execution)
+        finally:
+            if self._slots.get(execution.cluster_id) is execution:
+                del self._slots[execution.cluster_id]
+            self._release(execution)
+            execution.state = DONE
+            execution.done.set()
+
+    async def _wait_delay(self, execution: Execution) -> None:
+        pause = execution.due - asyncio.get_running_loop().time()
+        if pause > 0:
+            await asyncio.sleep(pause)
+
+    def _rule_gone(self, rule_id: int) -> str | None:
+        with self.session_factory() as session:
+            rule = session.get(PowerRule, rule_id)
+            if rule is None:
+                return "the rule was deleted"
+            return None if rule.enabled else "the rule was disabled"
+
+    async def _take_slot(self, execution: Execution) -> bool:
+        """Claim the cluster: skip when the same action runs there, supersede another action."""
+        execution.state = RUNNING
+        while (holder := self._slots.get(execution.cluster_id)) is not None:
+            if holder.action == execution.action:
+                execution.state = DONE
+                self._release(execution)
+                with self.session_factory() as session:
+                    operation = session.get_one(Operation, execution.operation_id)
+                    _finish(
+                        session,
+                        operation,
+                        OperationStatus.CANCELLED,
+                        f"skipped: {holder.action.value} of cluster {holder.cluster_id} is already running"
+                        f" (rule {holder.rule_id}, operation {holder.operation_id})",
+                    )
+                execution.done.set()
+                return False
+            why = f"{execution.action.value} on {execution.event.value}"
+            holder.superseded_by = f"superseded by rule {execution.rule_id} ({why})"
+            log.warning(
+                "rule %s: %s on cluster %s supersedes running %s of rule %s",
+                execution.rule_id,
+                execution.action.value,
+                execution.cluster_id,
+                holder.action.value,
+                holder.rule_id,
+            )
+            if holder.task is not None:
+                holder.task.cancel()
+            await holder.done.wait()
+        self._slots[execution.cluster_id] = execution
+        return True
+
+    async def _act(self, execution: Execution) -> None:
+        actor = Actor(name=f"rule:{execution.rule_id}", source=f"ups:{execution.ups_name}")
+        with self.session_factory() as session:
+            session.execute(
+                update(PowerRule)
+                .where(PowerRule.id == execution.rule_id)
+                .values(execution_count=PowerRule.execution_count + 1)
+            )
+            operation = session.get_one(Operation, execution.operation_id)
+            for step in operation.steps:
+                if step.status == OperationStatus.RUNNING:
+                    step.status, step.finished_at = OperationStatus.SUCCEEDED, utcnow()
+            operation.status, operation.started_at = OperationStatus.RUNNING, utcnow()
+            session.commit()
+            _step(session, operation, execution.action.value, OperationStatus.RUNNING, "")
+        log.info(
+            "rule %s (%s): %s on cluster %s for %s (event %s)",
+            execution.rule_id,
+            execution.rule_name,
+            execution.action.value,
+            execution.cluster_id,
+            execution.event.value,
+            execution.event_id,
+        )
+        handler = self.actions.get(execution.action)
+        interrupted: BaseException | None = None
+        try:
+            if handler is None:
+                result = ActionResult(OperationStatus.FAILED, _missing_action_message(execution.action))
+            else:
+                result = await handler.run(
+                    ActionContext(
+                        rule_id=execution.rule_id,
+                        rule_name=execution.rule_name,
+                        cluster_id=execution.cluster_id,
+                        ups_id=execution.ups_id,
+                        ups_name=execution.ups_name,
+                        event=execution.event,
+                        event_id=execution.event_id,
+                        actor=actor,
+                        session_factory=self.session_factory,
+                        settings=self.settings,
+                    )
+                )
+        except asyncio.CancelledError as exc:
+            reason = execution.superseded_by or "interrupted: mko stopped while the action ran"
+            result = ActionResult(OperationStatus.CANCELLED, reason)
+            if execution.superseded_by is None:
+                interrupted = exc
+        except MkoError as exc:
+            result = ActionResult(OperationStatus.FAILED, str(exc))
+        except Exception as exc:
+            log.exception("rule %s: action %s crashed", execution.rule_id, execution.action.value)
+            result = ActionResult(OperationStatus.FAILED, f"{type(exc).__name__}: {exc}")
+        self._record_result(execution, result)
+        if interrupted is not None:
+            raise interrupted
+
+    def _record_result(self, execution: Execution, result: ActionResult) -> None:
+        succeeded = result.status == OperationStatus.SUCCEEDED
+        counter = PowerRule.success_count if succeeded else PowerRule.failure_count
+        with self.session_factory() as session:
+            session.execute(
+                update(PowerRule).where(PowerRule.id == execution.rule_id).values({counter.key: counter + 1})
+            )
+            operation = session.get_one(Operation, execution.operation_id)
+            detail = {"operation_id": result.operation_id} if result.operation_id is not None else {}
+            for step in operation.steps:
+                if step.status == OperationStatus.RUNNING:
+                    step.status, step.message, step.detail = result.status, result.summary, detail
+                    step.finished_at = utcnow()
+            operation.result = {**operation.result, "action_operation_id": result.operation_id}
+            summary = f"{execution.action.value}: {result.summary}"
+            if result.operation_id is not None:
+                summary += f" (operation {result.operation_id})"
+            _finish(session, operation, result.status, summary)
+        log.info("rule %s %s: %s", execution.rule_id, result.status.value, result.summary)
+        self._notify_finished(execution, result.status, summary, result.operation_id)
+
+    def _new_operation(self, session: Session, rule: PowerRule, ups_name: str, event: UpsEvent) -> Operation:
+        operation = Operation(
+            kind=RULE_OPERATION_KIND,
+            target_type="cluster",
+            target_id=rule.cluster_id,
+            actor=f"rule:{rule.id}",
+            source=f"ups:{ups_name}",
+            status=OperationStatus.PENDING,
+            summary=f"{rule.name}: {rule.cluster_action.value} for {event.event.value}",
+            parameters={
+                "rule_id": rule.id,
+                "rule_name": rule.name,
+                "cluster_action": rule.cluster_action.value,
+                "action_delay": rule.action_delay,
+                "priority": rule.priority,
+                "battery_threshold": rule.battery_threshold,
+            },
+            result={"event": _event_dict(event)},
+        )
+        session.add(operation)
+        session.flush()
+        return operation
+
+
+def _threshold_matches(rule: PowerRule, event: UpsEvent) -> bool:
+    if rule.battery_threshold is None:
+        return bool(event.detail.get("lb"))
+    return rule.battery_threshold in event.detail.get("thresholds", [])
+
+
+def _event_dict(event: UpsEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "ups_id": event.ups_id,
+        "event": event.event.value,
+        "occurred_at": event.occurred_at.isoformat(),
+        "status_before": event.status_before,
+        "status_after": event.status_after,
+        "battery_charge": event.battery_charge,
+        "message": event.message,
+    }
+
+
+def _clock(at: datetime, delay: int) -> str:
+    return (at + timedelta(seconds=delay)).isoformat(timespec="seconds")
+
+
+def _step(session: Session, operation: Operation, name: str, status: OperationStatus, message: str) -> None:
+    now = utcnow()
+    operation.steps.append(
+        OperationStep(
+            seq=len(operation.steps) + 1,
+            name=name,
+            status=status,
+            message=message,
+            detail={},
+            started_at=now,
+            finished_at=None if status in (OperationStatus.RUNNING, OperationStatus.PENDING) else now,
+        )
+    )
+    session.commit()
+
+
+def _finish(session: Session, operation: Operation, status: OperationStatus, summary: str) -> None:
+    now = utcnow()
+    for step in operation.steps:
+        if step.status in (OperationStatus.RUNNING, OperationStatus.PENDING):
+            step.status, step.finished_at = status, now
+            if not step.message:
+                step.message = summary
+    operation.status = status
+    operation.summary = summary
+    operation.finished_at = now
+    session.commit()
+    log.info("operation %s %s: %s", operation.id, status.value, summary)

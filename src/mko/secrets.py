@@ -1,0 +1,98 @@
+"""Secrets at rest: Proxmox token secrets and BMC passwords are stored Fernet-encrypted.
+
+The key is either given by settings (``MKO_SECRET_KEY``) or kept in a key file (``MKO_SECRET_KEY_FILE``,
+by default ``secret.key`` beside the SQLite database) that is created with mode 0600 on first use.
+Plain secrets exist only in memory, for the moment a driver talks to a host; they are never logged,
+returned by the API or printed by the CLI (schemas report ``…_set: true`` instead).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from mko.errors import FatalPowerError, InputError
+from mko.settings import Settings, get_settings
+
+__all__ = ["SecretBox", "key_file_path"]
+
+log = logging.getLogger("mko.secrets")
+
+KEY_FILE_NAME = "secret.key"
+
+
+def key_file_path(settings: Settings, database_url: str | None = None) -> Path:
+    """Where the key lives: the configured file, else beside the SQLite database, else data/."""
+    if settings.secret_key_file is not None:
+        return settings.secret_key_file
+    url = make_url(database_url or settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return Path(str(url.database)).parent / KEY_FILE_NAME
+    return Path("data") / KEY_FILE_NAME
+
+
+def _load_or_create(path: Path) -> bytes:
+    try:
+        key = path.read_bytes().strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = Fernet.generate_key()
+        try:
+            # O_EXCL: two processes starting at once must not each write a different key.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_bytes().strip()
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key + b"\n")
+        log.info("created a new key for stored secrets in %s (mode 0600)", path)
+        return key
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        log.warning("key file %s is readable by other users; chmod 600 it", path)
+    return key
+
+
+class SecretBox:
+    """Encrypts and decrypts stored secrets with one Fernet key."""
+
+    def __init__(self, key: bytes, origin: str = "the configured key") -> None:
+        try:
+            self._fernet = Fernet(key)
+        except ValueError:
+            raise InputError(
+                "secret_key", f"{origin} is not a Fernet key (32 url-safe base64-encoded bytes)"
+            ) from None
+        self._origin = origin
+
+    @classmethod
+    def from_settings(cls, settings: Settings, database_url: str | None = None) -> SecretBox:
+        """The box for these settings (and this database, when it is not the settings' one); creates
+        the key file on first use."""
+        if settings.secret_key is not None:
+            return cls(settings.secret_key.get_secret_value().encode(), "MKO_SECRET_KEY")
+        path = key_file_path(settings, database_url)
+        return cls(_load_or_create(path), f"the key in {path}")
+
+    @classmethod
+    def for_session(cls, session: Session) -> SecretBox:
+        """The box for the database this session is bound to (the key lives beside it by default)."""
+        return cls.from_settings(get_settings(), session.get_bind().engine.url.render_as_string())
+
+    def encrypt(self, plain: str) -> str:
+        """Ciphertext (a Fernet token) for ``plain``."""
+        return self._fernet.encrypt(plain.encode()).decode()
+
+    def decrypt(self, token: str) -> str:
+        """The plain secret; FatalPowerError when the key is not the one it was stored with."""
+        try:
+            return self._fernet.decrypt(token.encode()).decode()
+        except InvalidToken:
+            raise FatalPowerError(
+                f"a stored secret cannot be decrypted with {self._origin}: the key changed since it was"
+                " stored; set the secret again"
+            ) from None

@@ -1,0 +1,578 @@
+"""SSH to nodes (asyncssh): verified host keys, argument-list commands, timeouts everywhere.
+
+The one SSH layer of mko; MAC collection, NIC Wake-on-LAN and graceful shutdown all use it::
+
+    target = SshTarget.of(node, settings)
+    async with ssh.connect(target, settings) as session:
+        result = await session.run(["ip", "-j", "link", "show"])
+        await session.run(["ethtool", "-s", "eth0", "wol", "g"], sudo=True, check=True)
+
+Host keys are checked against the orchestrator's known_hosts file (``settings.ssh_known_hosts``,
+OpenSSH format, so Ansible verifies against the same file). Nothing is ever trusted on first use: an
+unknown key fails with :class:`HostKeyUnknownError` until the operator runs ``mko node trust ID``
+(:func:`trust_node`), which shows the fingerprint; a key that differs from the recorded one fails with
+:class:`HostKeyChangedError` naming the node and both fingerprints.
+
+Commands are argument lists joined with :func:`shlex.join` for the remote shell, so no value from the
+database or a request is ever parsed as shell syntax.
+
+Errors (all :class:`mko.errors.PowerError`, so the API answers 502 and the CLI exits 1)::
+
+    SshError
+    ├── SshUnreachableError   refused, no route, connect/login timeout        (retryable)
+    ├── SshTimeoutError       a command ran longer than its timeout           (retryable)
+    ├── HostKeyUnknownError   no key recorded for host:port                   (fatal)
+    ├── HostKeyChangedError   the node presented a different key              (fatal)
+    ├── SshAuthError          the node refused our key                        (fatal)
+    └── SshCommandError       a command run with check=True exited non-zero   (fatal)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import shlex
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy.orm import Session
+
+from mko import inventory
+from mko.db.models import OperationStatus
+from mko.errors import ConflictError, FatalPowerError, InputError, MkoError, PowerError, RetryablePowerError
+from mko.operations import Actor, finish_operation, record_step, start_operation
+from mko.settings import Settings
+
+if TYPE_CHECKING:
+    import asyncssh
+
+__all__ = [
+    "CommandResult",
+    "HostKeyChangedError",
+    "HostKeyInfo",
+    "HostKeyUnknownError",
+    "KnownHosts",
+    "SshAuthError",
+    "SshCommandError",
+    "SshError",
+    "SshSession",
+    "SshTarget",
+    "SshTimeoutError",
+    "SshUnreachableError",
+    "connect",
+    "fingerprint",
+    "host_key_status",
+    "known_hosts_name",
+    "scan_host_key",
+    "trust_node",
+]
+
+log = logging.getLogger("mko.ssh")
+# asyncssh logs every connection and channel at INFO; mko logs what matters itself.
+logging.getLogger("asyncssh").setLevel(logging.WARNING)
+
+_OUTPUT_KEEP = 4000  # characters of stdout/stderr kept in operation steps
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+class SshError(PowerError):
+    """Base of SSH failures; ``target`` says which node."""
+
+    def __init__(self, target: SshTarget, message: str) -> None:
+        super().__init__(f"{target.label}: {message}")
+        self.target = target
+        self.reason = message
+
+
+class SshUnreachableError(SshError, RetryablePowerError):
+    """The node could not be reached or did not finish the login in time."""
+
+
+class SshTimeoutError(SshError, RetryablePowerError):
+    """A command did not finish within its timeout."""
+
+
+class HostKeyUnknownError(SshError, FatalPowerError):
+    """No host key is recorded for the node; the operator must trust it first."""
+
+    def __init__(self, target: SshTarget, presented: str | None) -> None:
+        shown = f" (it presents {presented})" if presented else ""
+        super().__init__(
+            target,
+            f"host key of {target.address} is not trusted yet{shown}; check the fingerprint on the node "
+            f"(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) and run `mko node trust {target.node_id}`",
+        )
+        self.presented = presented
+
+
+class HostKeyChangedError(SshError, FatalPowerError):
+    """The node presented a key other than the recorded one: refuse, it may be an impostor."""
+
+    def __init__(self, target: SshTarget, known: Sequence[str], presented: str | None) -> None:
+        super().__init__(
+            target,
+            f"HOST KEY CHANGED for {target.address}: known {', '.join(known)}, presented "
+            f"{presented or 'a key of another type'}; nothing was run. If the node was reinstalled, check "
+            f"the new key on its console and run `mko node trust {target.node_id} --replace`",
+        )
+        self.known = list(known)
+        self.presented = presented
+
+
+class SshAuthError(SshError, FatalPowerError):
+    """The node refused our credentials."""
+
+
+class SshCommandError(SshError, FatalPowerError):
+    """A command exited non-zero (only raised with ``check=True``)."""
+
+    def __init__(self, target: SshTarget, result: CommandResult) -> None:
+        detail = (result.stderr.strip() or result.stdout.strip())[-300:]
+        super().__init__(target, f"`{result.command}` exited {result.exit_status}: {detail}")
+        self.result = result
+
+
+# ----------------------------------------------------------------------------- targets and results
+
+
+def known_hosts_name(host: str, port: int) -> str:
+    """Return how OpenSSH names host:port in known_hosts (``host`` for 22, else ``[host]:port``)."""
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def fingerprint(key: asyncssh.SSHKey) -> str:
+    """Return ``ssh-ed25519 SHA256:…``, as ``ssh-keygen -lf`` shows it."""
+    return f"{key.get_algorithm()} {key.get_fingerprint('sha256')}"
+
+
+class _NodeLike(Protocol):
+    id: int
+    hostname: str
+    ip_address: str
+    ssh_port: int
+    ssh_user: str
+    ssh_key_path: str | None
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    """Where and as whom to log in; built from a node with :meth:`of`."""
+
+    node_id: int | None
+    name: str
+    host: str
+    port: int = 22
+    user: str = "root"
+    key_path: str | None = None
+
+    @classmethod
+    def of(cls, node: _NodeLike, settings: Settings) -> SshTarget:
+        """Return the target of a node row: its IP, SSH port, user and key (or the default key)."""
+        key = node.ssh_key_path or (str(settings.ssh_default_key) if settings.ssh_default_key else None)
+        return cls(node.id, node.hostname, node.ip_address, node.ssh_port, node.ssh_user, key)
+
+    @property
+    def label(self) -> str:
+        """Return ``node 3 (worker-1)`` for messages."""
+        return f"node {self.node_id} ({self.name})" if self.node_id is not None else self.name
+
+    @property
+    def address(self) -> str:
+        """Return ``host:port``."""
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What one remote command did."""
+
+    argv: tuple[str, ...]
+    exit_status: int
+    stdout: str
+    stderr: str
+    duration: float
+
+    @property
+    def command(self) -> str:
+        """Return the command line exactly as the remote shell received it."""
+        return shlex.join(self.argv)
+
+    @property
+    def ok(self) -> bool:
+        """Return whether it exited 0."""
+        return self.exit_status == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return a JSON-able record for operation steps (output tails only)."""
+        return {
+            "command": self.command,
+            "exit_status": self.exit_status,
+            "stdout": self.stdout[-_OUTPUT_KEEP:],
+            "stderr": self.stderr[-_OUTPUT_KEEP:],
+            "duration": round(self.duration, 3),
+        }
+
+
+# ----------------------------------------------------------------------------- known_hosts
+
+
+class KnownHosts:
+    """The orchestrator's known_hosts file: read for every connection, changed only by trust()."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> asyncssh.SSHKnownHosts:
+        """Return the parsed file (empty when it does not exist yet)."""
+        import asyncssh
+
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            text = ""
+        return asyncssh.import_known_hosts(text)
+
+    def keys_for(self, host: str, port: int) -> list[asyncssh.SSHKey]:
+        """Return the keys recorded for host:port."""
+        import asyncssh
+
+        keys, *_ = asyncssh.match_known_hosts(self.load(), host, host, port)
+        # The same line matches both as host name and as address: keep each key once.
+        unique: dict[bytes, asyncssh.SSHKey] = {}
+        for key in keys:
+            unique.setdefault(key.public_data, key)
+        return list(unique.values())
+
+    def trust(self, host: str, port: int, key: asyncssh.SSHKey, *, replace: bool) -> None:
+        """Record KEY for host:port; with ``replace`` first forget every key recorded for it."""
+        name = known_hosts_name(host, port)
+        line = f"{name} {key.export_public_key('openssh').decode().strip()}\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        with open(lock_path, "a") as lock:
+            # Two trusts at once (CLI and API) must not lose each other's lines.
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                lines = self.path.read_text().splitlines(keepends=True)
+            except FileNotFoundError:
+                lines = []
+            if replace:
+                lines = [kept for entry in lines if (kept := _without_name(entry, name))]
+            lines = [entry if entry.endswith("\n") else entry + "\n" for entry in lines]
+            lines.append(line)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+            tmp.write_text("".join(lines))
+            tmp.chmod(0o644)
+            os.replace(tmp, self.path)
+
+
+def _without_name(entry: str, name: str) -> str:
+    """Return a known_hosts line with NAME removed from its host list ("" when nothing remains)."""
+    stripped = entry.strip()
+    if not stripped or stripped.startswith("#"):
+        return entry
+    fields = stripped.split()
+    marker = fields.pop(0) if fields[0].startswith("@") else None
+    names = fields[0].split(",")
+    if name not in names:
+        return entry
+    names.remove(name)
+    if not names:
+        return ""
+    return " ".join(([marker] if marker else []) + [",".join(names)] + fields[1:]) + "\n"
+
+
+# ----------------------------------------------------------------------------- connections
+
+
+def _client_factory() -> Any:
+    """Return an SSHClient that remembers the host key the server presented when it was not trusted."""
+    import asyncssh
+
+    class Client(asyncssh.SSHClient):
+        presented: asyncssh.SSHKey | None = None
+
+        def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
+            """Record the key and refuse it: only keys in known_hosts are accepted."""
+            self.presented = key
+            return False
+
+    return Client()
+
+
+@dataclass
+class SshSession:
+    """An open, verified connection to one node."""
+
+    target: SshTarget
+    settings: Settings
+    connection: asyncssh.SSHClientConnection
+    history: list[CommandResult] = field(default_factory=list)
+
+    def _argv(self, argv: Sequence[str], sudo: bool) -> tuple[str, ...]:
+        if not argv:
+            raise ValueError("empty command")
+        # A non-root user needs passwordless sudo for privileged commands; -n fails instead of asking.
+        prefix = ("sudo", "-n", "--") if sudo and self.target.user != "root" else ()
+        return (*prefix, *(str(a) for a in argv))
+
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        sudo: bool = False,
+        input: str | None = None,
+        timeout: float | None = None,
+        check: bool = False,
+    ) -> CommandResult:
+        """Run one command (an argument list) and return its result; SshTimeoutError after TIMEOUT s."""
+        full = self._argv(argv, sudo)
+        command = shlex.join(full)
+        limit = timeout if timeout is not None else self.settings.ssh_command_timeout
+        started = time.monotonic()
+        log.debug("%s: run %s", self.target.label, command)
+        import asyncssh
+
+        try:
+            completed = await self.connection.run(
+                command, input=input, timeout=limit, check=False, encoding="utf-8", errors="replace"
+            )
+        except (asyncssh.TimeoutError, TimeoutError):
+            raise SshTimeoutError(self.target, f"`{command}` did not finish within {limit:g} s") from None
+        except (asyncssh.Error, OSError) as exc:
+            raise SshUnreachableError(self.target, f"`{command}` failed: {_describe(exc)}") from None
+        status = completed.exit_status
+        if status is None:  # killed by a signal
+            status = 128 + 15 if completed.exit_signal else 255
+        result = CommandResult(
+            argv=full,
+            exit_status=status,
+            stdout=str(completed.stdout or ""),
+            stderr=str(completed.stderr or ""),
+            duration=time.monotonic() - started,
+        )
+        self.history.append(result)
+        if check and not result.ok:
+            raise SshCommandError(self.target, result)
+        return result
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())
+
+
+def _client_keys(target: SshTarget) -> dict[str, Any]:
+    if target.key_path:
+        # An explicit key is the only one offered; the agent and ~/.ssh keys stay out of it.
+        return {"client_keys": [target.key_path], "agent_path": None}
+    return {}
+
+
+async def _presented_key(target: SshTarget, settings: Settings) -> asyncssh.SSHKey | None:
+    """Fetch the key the server offers when the verified handshake could not tell us."""
+    import asyncssh
+
+    with contextlib.suppress(asyncssh.Error, OSError, TimeoutError):
+        return await asyncio.wait_for(
+            asyncssh.get_server_host_key(target.host, target.port, config=None),
+            settings.ssh_connect_timeout,
+        )
+    return None
+
+
+@contextlib.asynccontextmanager
+async def connect(target: SshTarget, settings: Settings) -> AsyncIterator[SshSession]:
+    """Open a verified connection to TARGET; raise an :class:`SshError` subclass on any failure."""
+    import asyncssh
+
+    known = KnownHosts(settings.ssh_known_hosts)
+    trusted = known.load()
+    client = _client_factory()
+    timeout = settings.ssh_connect_timeout
+    try:
+        connection = await asyncio.wait_for(
+            asyncssh.connect(
+                target.host,
+                target.port,
+                username=target.user,
+                known_hosts=trusted,
+                client_factory=lambda: client,
+                connect_timeout=timeout,
+                login_timeout=timeout,
+                config=None,
+                **_client_keys(target),
+            ),
+            timeout + 1,
+        )
+    except (asyncssh.HostKeyNotVerifiable, asyncssh.KeyExchangeFailed) as exc:
+        recorded = [fingerprint(k) for k in known.keys_for(target.host, target.port)]
+        presented = client.presented or await _presented_key(target, settings)
+        shown = fingerprint(presented) if presented is not None else None
+        if recorded:
+            log.error("%s: host key mismatch: known %s, presented %s", target.label, recorded, shown)
+            raise HostKeyChangedError(target, recorded, shown) from None
+        if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+            raise HostKeyUnknownError(target, shown) from None
+        raise SshUnreachableError(target, f"key exchange failed: {_describe(exc)}") from None
+    except asyncssh.PermissionDenied:
+        key = f" with key {target.key_path}" if target.key_path else " with the default keys"
+        raise SshAuthError(target, f"{target.user}@{target.address} refused the login{key}") from None
+    except (TimeoutError, asyncssh.ConnectionLost) as exc:
+        raise SshUnreachableError(
+            target, f"no SSH answer from {target.address} within {timeout:g} s ({_describe(exc)})"
+        ) from None
+    except (OSError, asyncssh.Error) as exc:
+        raise SshUnreachableError(target, f"cannot connect to {target.address}: {_describe(exc)}") from None
+    try:
+        yield SshSession(target, settings, connection)
+    finally:
+        connection.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(connection.wait_closed(), 5)
+
+
+# ----------------------------------------------------------------------------- host keys
+
+
+@dataclass(frozen=True)
+class HostKeyInfo:
+    """The key a node presents and how it compares with what is recorded."""
+
+    target: SshTarget
+    key: asyncssh.SSHKey
+    recorded: list[str]
+
+    @property
+    def fingerprint(self) -> str:
+        """Return the presented key's fingerprint."""
+        return fingerprint(self.key)
+
+    @property
+    def status(self) -> str:
+        """Return "trusted", "unknown" or "changed"."""
+        if not self.recorded:
+            return "unknown"
+        return "trusted" if self.fingerprint in self.recorded else "changed"
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the JSON form the API and CLI show."""
+        return {
+            "node_id": self.target.node_id,
+            "hostname": self.target.name,
+            "address": self.target.address,
+            "key_type": self.key.get_algorithm(),
+            "fingerprint": self.fingerprint,
+            "status": self.status,
+            "recorded": self.recorded,
+        }
+
+
+async def scan_host_key(target: SshTarget, settings: Settings) -> HostKeyInfo:
+    """Ask the node for its host key (no login) and compare it with known_hosts."""
+    import asyncssh
+
+    known = KnownHosts(settings.ssh_known_hosts)
+    recorded_keys = known.keys_for(target.host, target.port)
+    # Prefer the algorithm already recorded, so a host with several keys is compared like for like.
+    algs = sorted({k.get_algorithm() for k in recorded_keys}) or ()
+    try:
+        key = await asyncio.wait_for(
+            asyncssh.get_server_host_key(
+                target.host, target.port, config=None, server_host_key_algs=algs or ()
+            ),
+            settings.ssh_connect_timeout,
+        )
+        if key is None and algs:
+            key = await _presented_key(target, settings)
+    except asyncssh.KeyExchangeFailed:
+        key = await _presented_key(target, settings)
+    except TimeoutError:
+        raise SshUnreachableError(
+            target, f"no SSH answer from {target.address} within {settings.ssh_connect_timeout:g} s"
+        ) from None
+    except (OSError, asyncssh.Error) as exc:
+        raise SshUnreachableError(target, f"cannot connect to {target.address}: {_describe(exc)}") from None
+    if key is None:
+        raise SshUnreachableError(target, f"{target.address} presented no host key")
+    return HostKeyInfo(target, key, [fingerprint(k) for k in recorded_keys])
+
+
+# ----------------------------------------------------------------------------- trusting a node
+
+
+def _sha256_part(text: str) -> str:
+    parts = text.strip().split()
+    return parts[-1] if parts else ""
+
+
+async def host_key_status(session: Session, settings: Settings, node_id: int) -> dict[str, Any]:
+    """Show the key node NODE_ID presents and whether it is trusted, unknown or changed (no login)."""
+    node = inventory.get_node(session, node_id)
+    info = await scan_host_key(SshTarget.of(node, settings), settings)
+    return info.as_dict()
+
+
+async def trust_node(
+    session: Session,
+    settings: Settings,
+    node_id: int,
+    *,
+    actor: Actor,
+    expected: str | None = None,
+    replace: bool = False,
+) -> dict[str, Any]:
+    """Record the host key node NODE_ID presents in known_hosts, as an operation.
+
+    ``expected`` (``SHA256:…``, e.g. read on the node's console) must match the presented key; a key
+    that differs from the recorded one is only replaced with ``replace``. Nothing is written otherwise.
+    """
+    node = inventory.get_node(session, node_id)
+    target = SshTarget.of(node, settings)
+    if expected is not None and not _sha256_part(expected).startswith("SHA256:"):
+        raise InputError("fingerprint", f"{expected!r} is not a SHA256 fingerprint (SHA256:…)")
+    operation = start_operation(
+        session,
+        kind="ssh_trust",
+        target_type="node",
+        target_id=node.id,
+        actor=actor,
+        parameters={"address": target.address, "expected": expected, "replace": replace},
+        summary=f"trusting the host key of {target.label}",
+    )
+    try:
+        info = await scan_host_key(target, settings)
+        if expected is not None and _sha256_part(expected) != _sha256_part(info.fingerprint):
+            raise ConflictError(
+                f"{target.label} presents {info.fingerprint}, not the expected {expected}; nothing recorded"
+            )
+        if info.status == "changed" and not replace:
+            raise ConflictError(
+                f"{target.label}: a different host key is recorded ({', '.join(info.recorded)}); the node "
+                f"now presents {info.fingerprint}. If it was reinstalled, check the key and use --replace"
+            )
+    except MkoError as exc:
+        record_step(session, operation, name="scan host key", status=OperationStatus.FAILED, node_id=node.id,
+                    message=str(exc))  # fmt: skip
+        finish_operation(session, operation, status=OperationStatus.FAILED, summary=str(exc))
+        raise
+    action = {"unknown": "recorded", "changed": "replaced", "trusted": "already trusted"}[info.status]
+    if info.status != "trusted":
+        KnownHosts(settings.ssh_known_hosts).trust(target.host, target.port, info.key, replace=replace)
+    result = info.as_dict() | {"action": action, "known_hosts": str(settings.ssh_known_hosts)}
+    log.warning("%s: host key %s %s by %s", target.label, info.fingerprint, action, actor.name)
+    record_step(session, operation, name="record host key", status=OperationStatus.SUCCEEDED, node_id=node.id,
+                message=f"{info.fingerprint} {action}", detail=result)  # fmt: skip
+    finish_operation(
+        session, operation, status=OperationStatus.SUCCEEDED, summary=f"{info.fingerprint} {action}",
+        result=result,
+    )  # fmt: skip
+    return result | {"operation_id": operation.id}

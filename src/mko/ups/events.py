@@ -1,0 +1,228 @@
+"""Edge-triggered power events from a stream of readings and failures of one UPS.
+
+:class:`EventDetector` keeps the last KNOWN state of a UPS and emits an event only when that state
+changes, never because a condition still holds on the next poll:
+
+* ``power_loss`` / ``power_restored``: the power source changes mains → battery / battery → mains. The
+  source is known only from a reading carrying OL or OB; a failed read, ``WAIT``, ``DATA-STALE`` or a
+  status without either token leaves the last known source in place. So after a comm loss while on
+  battery nothing but a real OL reading can produce ``power_restored`` (if mains came back while the
+  link was down, it fires on the first reading after ``comm_restored``, and says so).
+* ``low_battery``: for each threshold T of the UPS's rules, "low" means LB, or on battery with
+  ``battery.charge`` < T. It fires when that becomes true; it re-arms when the UPS is back on mains or
+  the charge is ≥ T + 3 (so 49/50/49 jitter does not fire twice). The LB token alone is the threshold
+  ``None`` (rules without ``--battery-threshold``). One event carries every threshold it crossed.
+* ``critical_battery`` when LB or FSD appears; ``ups_shutdown`` when FSD or OFF appears.
+* ``comm_lost`` after ``comm_lost_after`` failed reads in a row (server unreachable, connection lost,
+  ``ERR DRIVER-NOT-CONNECTED``, ``ERR DATA-STALE``, ``WAIT``); ``comm_restored`` on the next good read.
+
+The first good reading is the baseline: it emits nothing (a restarted monitor does not replay history,
+and a UPS found on battery at start does not look like a fresh power cut). Failures before any good
+reading emit nothing either; they show as "unreachable" in the status.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from mko.db.models import PowerEvent
+from mko.ups.status import PowerSource, UpsReading
+
+__all__ = ["LOW_BATTERY_HYSTERESIS", "CommFailure", "CommState", "DetectedEvent", "EventDetector"]
+
+LOW_BATTERY_HYSTERESIS = 3.0
+
+
+class CommState(enum.StrEnum):
+    """Whether the UPS can be read."""
+
+    UNKNOWN = "unknown"  # no good reading yet (baseline not taken)
+    OK = "ok"
+    FAILING = "failing"  # reads fail, but fewer than comm_lost_after in a row
+    LOST = "lost"  # comm_lost emitted
+
+
+@dataclass(frozen=True)
+class CommFailure:
+    """A read that gave no usable status: why, and when."""
+
+    at: datetime
+    error: str
+
+
+@dataclass(frozen=True)
+class DetectedEvent:
+    """A power event as detected, before it is stored."""
+
+    event: PowerEvent
+    at: datetime
+    status_before: str | None
+    status_after: str | None
+    battery_charge: float | None
+    message: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def matches_threshold(self, threshold: int | None) -> bool:
+        """Whether a low_battery rule with ``threshold`` (None: the LB token) is concerned."""
+        if threshold is None:
+            return bool(self.detail.get("lb"))
+        return threshold in self.detail.get("thresholds", [])
+
+
+class EventDetector:
+    """The event state machine of ONE UPS; feed it with :meth:`observe` and :meth:`failed`."""
+
+    def __init__(self, *, comm_lost_after: int = 2, thresholds: Iterable[int] = ()) -> None:
+        if comm_lost_after < 1:
+            raise ValueError("comm_lost_after must be at least 1")
+        self.comm_lost_after = comm_lost_after
+        self.comm = CommState.UNKNOWN
+        self.failures = 0
+        self.last_error: str | None = None
+        self.last_reading: UpsReading | None = None
+        self.source: str = PowerSource.UNKNOWN  # last KNOWN source; survives failures and WAIT
+        self._critical = False
+        self._shutdown = False
+        self._thresholds: set[int] = set(thresholds)
+        self._armed: dict[int | None, bool] = {}
+
+    @property
+    def thresholds(self) -> frozenset[int]:
+        """The low-battery thresholds watched."""
+        return frozenset(self._thresholds)
+
+    def set_thresholds(self, thresholds: Iterable[int]) -> None:
+        """Watch these thresholds; a new one starts from the current state (no event for the past)."""
+        self._thresholds = set(thresholds)
+        for key in [k for k in self._armed if k is not None and k not in self._thresholds]:
+            del self._armed[key]
+        reading = self.last_reading
+        for threshold in self._thresholds:
+            if threshold not in self._armed and reading is not None:
+                self._armed[threshold] = not self._is_low(reading, threshold)
+
+    # ------------------------------------------------------------------ inputs
+
+    def observe(self, reading: UpsReading) -> list[DetectedEvent]:
+        """A good read; returns the events it causes, in order (comm, power, battery, shutdown)."""
+        if not reading.tokens or "WAIT" in reading.tokens:
+            # upsd has no status from the driver yet: as good as no reading.
+            return self.failed(CommFailure(reading.at, f"no status yet (ups.status={reading.status!r})"))
+        previous = self.last_reading
+        before = previous.status if previous is not None else None
+        was_lost = self.comm == CommState.LOST
+        self.failures = 0
+        self.last_error = None
+        self.last_reading = reading
+        if previous is None or self.comm == CommState.UNKNOWN:
+            self._baseline(reading)
+            return []
+        self.comm = CommState.OK
+        events: list[DetectedEvent] = []
+
+        def emit(event: PowerEvent, message: str, **detail: Any) -> None:
+            events.append(
+                DetectedEvent(event, reading.at, before, reading.status, reading.charge, message, detail)
+            )
+
+        if was_lost:
+            emit(PowerEvent.COMM_RESTORED, f"communication restored; status {reading.status}")
+        source = reading.source
+        if source not in (PowerSource.UNKNOWN, self.source):
+            late = " (seen when communication came back)" if was_lost else ""
+            if self.source == PowerSource.MAINS and source == PowerSource.BATTERY:
+                emit(PowerEvent.POWER_LOSS, f"on battery: mains power lost{late}", after_comm_loss=was_lost)
+            elif self.source == PowerSource.BATTERY and source == PowerSource.MAINS:
+                emit(
+                    PowerEvent.POWER_RESTORED,
+                    f"back on mains: power restored{late}",
+                    after_comm_loss=was_lost,
+                )
+            self.source = source
+        crossed = self._crossed(reading)
+        if crossed:
+            numbers = sorted(t for t in crossed if t is not None)
+            lb = None in crossed
+            why = "LB (low battery) reported" if lb else f"charge {reading.charge:g}% below {numbers[0]}%"
+            emit(PowerEvent.LOW_BATTERY, f"battery low: {why}", thresholds=numbers, lb=lb)
+        critical = bool({"LB", "FSD"} & reading.tokens)
+        if critical and not self._critical:
+            emit(
+                PowerEvent.CRITICAL_BATTERY,
+                "battery critical: " + " and ".join(sorted({"LB", "FSD"} & reading.tokens)),
+            )
+        self._critical = critical
+        shutdown = bool({"FSD", "OFF"} & reading.tokens)
+        if shutdown and not self._shutdown:
+            emit(
+                PowerEvent.UPS_SHUTDOWN,
+                "UPS shutting down: " + " and ".join(sorted({"FSD", "OFF"} & reading.tokens)),
+            )
+        self._shutdown = shutdown
+        return events
+
+    def failed(self, failure: CommFailure) -> list[DetectedEvent]:
+        """A read that failed; returns [comm_lost] when this failure crosses the limit."""
+        self.failures += 1
+        self.last_error = failure.error
+        if self.comm in (CommState.UNKNOWN, CommState.LOST):
+            return []
+        if self.failures < self.comm_lost_after:
+            self.comm = CommState.FAILING
+            return []
+        self.comm = CommState.LOST
+        before = self.last_reading.status if self.last_reading is not None else None
+        charge = self.last_reading.charge if self.last_reading is not None else None
+        return [
+            DetectedEvent(
+                PowerEvent.COMM_LOST,
+                failure.at,
+                before,
+                None,
+                charge,
+                f"communication lost: {failure.error}",
+                {"error": failure.error, "failures": self.failures, "last_source": self.source},
+            )
+        ]
+
+    # ------------------------------------------------------------------ internals
+
+    def _baseline(self, reading: UpsReading) -> None:
+        self.comm = CommState.OK
+        if reading.source != PowerSource.UNKNOWN:
+            self.source = reading.source
+        self._critical = bool({"LB", "FSD"} & reading.tokens)
+        self._shutdown = bool({"FSD", "OFF"} & reading.tokens)
+        self._armed = {t: not self._is_low(reading, t) for t in (*self._thresholds, None)}
+
+    def _is_low(self, reading: UpsReading, threshold: int | None) -> bool:
+        if "LB" in reading.tokens:
+            return True
+        if threshold is None:
+            return False
+        charge = reading.charge
+        on_battery = reading.source == PowerSource.BATTERY or (
+            reading.source == PowerSource.UNKNOWN and self.source == PowerSource.BATTERY
+        )
+        return on_battery and charge is not None and charge < threshold
+
+    def _crossed(self, reading: UpsReading) -> set[int | None]:
+        crossed: set[int | None] = set()
+        charge = reading.charge
+        for threshold in (*self._thresholds, None):
+            armed = self._armed.get(threshold, True)
+            if armed and self._is_low(reading, threshold):
+                crossed.add(threshold)
+                self._armed[threshold] = False
+            elif not armed and "LB" not in reading.tokens:
+                # Re-arm on mains, or once the charge is clearly back above the threshold.
+                recharged = threshold is None or (
+                    charge is not None and charge >= threshold + LOW_BATTERY_HYSTERESIS
+                )
+                if self.source == PowerSource.MAINS or recharged:
+                    self._armed[threshold] = True
+        return crossed

@@ -1,0 +1,352 @@
+"""The UPS monitor: the one coordinator that talks to upsd, detects events, stores them, runs rules.
+
+One task per UPS keeps a persistent NUT connection and reads ``LIST VAR`` every
+``ups_poll_interval`` seconds (1 s by default, on a fixed cadence). Each reading or failure goes to that
+UPS's :class:`~mko.ups.events.EventDetector`; the events it returns are stored (``ups_events``) and
+handed, in order, to the :class:`~mko.rules.RuleEngine`. Everything else (API status, web tiles) reads
+the monitor's state instead of opening its own connections.
+
+A broken connection is retried at once on a fresh socket; after that, attempts back off exponentially
+from the poll interval up to ``ups_reconnect_max``. ``ERR DRIVER-NOT-CONNECTED`` / ``DATA-STALE`` are
+answers from a reachable upsd, so they are polled at the normal cadence (and count towards comm_lost).
+
+The UPS list and the low-battery thresholds of the rules are re-read every ``ups_reload_interval``
+seconds (and at once when the API changes them), so ``mko ups add`` in another process is picked up.
+Only one monitor may run rules for a database on a host: a lock file (``ups-monitor.lock``) keeps a
+second ``mko ups monitor`` (or ``mko serve``) from executing every rule twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from mko.db.models import UpsEvent, utcnow
+from mko.errors import ConflictError
+from mko.rules import RuleEngine, low_battery_thresholds
+from mko.secrets import SecretBox
+from mko.settings import Settings
+from mko.ups.events import CommFailure, DetectedEvent, EventDetector
+from mko.ups.nut import NutClient, NutConnectionError, NutError, NutResponseError
+from mko.ups.service import UpsTarget, list_ups, record_events, status_of, target_of
+from mko.ups.status import UpsReading
+
+__all__ = ["MonitorLockedError", "UpsMonitor", "lock_file_path", "start_monitor"]
+
+log = logging.getLogger("mko.ups.monitor")
+
+LOCK_FILE_NAME = "ups-monitor.lock"
+EventHook = Callable[[UpsTarget, UpsEvent], None]
+
+
+class MonitorLockedError(ConflictError):
+    """Another monitor already runs the rules of this database on this host."""
+
+
+def lock_file_path(settings: Settings) -> Path:
+    """The configured lock file, else beside the SQLite database, else data/ups-monitor.lock."""
+    if settings.ups_monitor_lock_file is not None:
+        return settings.ups_monitor_lock_file
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return Path(str(url.database)).parent / LOCK_FILE_NAME
+    return Path("data") / LOCK_FILE_NAME
+
+
+class _Lock:
+    """An exclusive, non-blocking flock held for the monitor's lifetime; released when the process dies."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise MonitorLockedError(
+                f"another UPS monitor (pid {holder}) already runs the rules of this database"
+                f" (lock {self.path}); stop it first, or set MKO_UPS_MONITOR_ENABLED=false for `mko serve`"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+
+@dataclass
+class _Watch:
+    """The monitor's state for one UPS."""
+
+    target: UpsTarget
+    detector: EventDetector
+    client: NutClient
+    task: asyncio.Task[None] | None = None
+    last_attempt: datetime | None = None
+    reads: int = 0
+
+
+class UpsMonitor:
+    """Watches every UPS of the inventory and runs the power rules; start() / stop(), or run_forever()."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        settings: Settings,
+        *,
+        engine: RuleEngine | None = None,
+        on_event: EventHook | None = None,
+    ) -> None:
+        self.session_factory = session_factory
+        self.settings = settings
+        self.engine = engine or RuleEngine(session_factory, settings)
+        self.on_event = on_event
+        self._watches: dict[int, _Watch] = {}
+        self._lock = _Lock(lock_file_path(settings))
+        self._reload = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._started = False
+        self._notifier: EventHook | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -------------------------------------------------------------- life cycle
+
+    async def start(self) -> None:
+        """Take the lock, close executions a previous run left open, and start watching every UPS."""
+        if self._started:
+            return
+        self._lock.acquire()
+        try:
+            self.engine.recover()
+            await self.reload()
+        except BaseException:
+            self._lock.release()
+            raise
+        self._started = True
+        self._loop = asyncio.get_running_loop()
+        self._supervisor = asyncio.create_task(self._supervise(), name="mko-ups-monitor")
+        log.info(
+            "UPS monitor started: %d UPS(es), poll every %gs",
+            len(self._watches),
+            self.settings.ups_poll_interval,
+        )
+
+    async def stop(self) -> None:
+        """Stop watching, cancel waiting and running rule executions, close connections, drop the lock."""
+        if not self._started:
+            return
+        self._started = False
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+        for ups_id in list(self._watches):
+            await self._drop(ups_id)
+        await self.engine.close()
+        self._lock.release()
+        log.info("UPS monitor stopped")
+
+    async def run_forever(self) -> None:
+        """Start, then run until cancelled (Ctrl-C), then stop."""
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
+
+    def request_reload(self) -> None:
+        """Re-read the UPS list and rule thresholds now (after the API changed them); any thread."""
+        # API routes run in worker threads; an asyncio.Event may only be set from its loop's thread.
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._reload.set)
+
+    @property
+    def running(self) -> bool:
+        """True between start() and stop()."""
+        return self._started
+
+    # -------------------------------------------------------------- state for readers
+
+    def watched(self) -> list[int]:
+        """Ids of the UPSes being watched."""
+        return sorted(self._watches)
+
+    def snapshot(self, ups_id: int) -> dict[str, Any] | None:
+        """The monitor's view of one UPS (None when it is not watched or not read yet)."""
+        watch = self._watches.get(ups_id)
+        if watch is None or watch.last_attempt is None:
+            return None
+        detector = watch.detector
+        error = detector.last_error if detector.failures else None
+        return status_of(
+            watch.target,
+            detector.last_reading,
+            error,
+            source="monitor",
+            comm=detector.comm.value,
+            consecutive_failures=detector.failures,
+            last_attempt=watch.last_attempt.isoformat(),
+            power_source=detector.source,
+        )
+
+    # -------------------------------------------------------------- internals
+
+    async def _supervise(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reload.wait(), self.settings.ups_reload_interval)
+            self._reload.clear()
+            try:
+                await self.reload()
+            except Exception:  # the database may be briefly unavailable; try again next time
+                log.exception("could not re-read the UPS list")
+
+    async def reload(self) -> None:
+        """Start watching new UPSes, stop removed ones, restart changed ones, refresh thresholds."""
+        with self.session_factory() as session:
+            rows = list_ups(session)
+            thresholds = low_battery_thresholds(session)
+            box = SecretBox.from_settings(self.settings) if any(r.password_encrypted for r in rows) else None
+            targets = {row.id: target_of(row, box) for row in rows}
+        for ups_id, watch in list(self._watches.items()):
+            if targets.get(ups_id) != watch.target:
+                await self._drop(ups_id)
+        for ups_id, target in targets.items():
+            if ups_id not in self._watches:
+                self._add(target)
+            self._watches[ups_id].detector.set_thresholds(thresholds.get(ups_id, ()))
+
+    def _add(self, target: UpsTarget) -> None:
+        if target.password_error:
+            log.error("UPS %s: %s; reading it without logging in", target.name, target.password_error)
+        settings = self.settings
+        watch = _Watch(
+            target=target,
+            detector=EventDetector(comm_lost_after=settings.ups_comm_lost_after),
+            client=target.client(settings.ups_timeout),
+        )
+        watch.task = asyncio.create_task(self._watch(watch), name=f"mko-ups-{target.id}")
+        self._watches[target.id] = watch
+        log.info("watching UPS %s (%s@%s:%s)", target.name, target.ups_name, target.host, target.port)
+
+    async def _drop(self, ups_id: int) -> None:
+        watch = self._watches.pop(ups_id)
+        if watch.task is not None:
+            watch.task.cancel()
+            await asyncio.gather(watch.task, return_exceptions=True)
+        await watch.client.logout()
+
+    async def _watch(self, watch: _Watch) -> None:
+        loop = asyncio.get_running_loop()
+        period = self.settings.ups_poll_interval
+        next_at = loop.time()
+        connection_failures = 0
+        while True:
+            try:
+                reading, error, unreachable = await self._read(watch)
+                watch.last_attempt = utcnow()
+                watch.reads += 1
+                if reading is not None:
+                    detected = watch.detector.observe(reading)
+                else:
+                    detected = watch.detector.failed(CommFailure(utcnow(), error or "no reading"))
+                    log.debug("UPS %s: %s", watch.target.name, error)
+                if detected:
+                    await self._dispatch(watch, detected)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let one bad poll stop the watch of a UPS
+                log.exception("UPS %s: poll failed", watch.target.name)
+                unreachable = False
+            connection_failures = connection_failures + 1 if unreachable else 0
+            now = loop.time()
+            if connection_failures:
+                pause = min(period * 2 ** (connection_failures - 1), self.settings.ups_reconnect_max)
+                next_at = now + pause
+            else:
+                next_at += period
+                if next_at < now:  # fell behind (slow server, busy loop): keep the cadence from now
+                    next_at = now + period
+            await asyncio.sleep(max(0.0, next_at - now))
+
+    async def _read(self, watch: _Watch) -> tuple[UpsReading | None, str | None, bool]:
+        """One read: (reading, None, False), or (None, why, whether upsd itself was unreachable)."""
+        client, name = watch.client, watch.target.ups_name
+        for attempt in (1, 2):
+            was_connected = client.connected
+            try:
+                variables = await client.list_vars(name)
+            except NutConnectionError as exc:
+                if was_connected and attempt == 1:
+                    continue  # a stale persistent connection: one immediate retry on a fresh one
+                return None, str(exc), True
+            except NutResponseError as exc:
+                if exc.code == "UNKNOWN-UPS":
+                    return (
+                        None,
+                        f"upsd at {client.address} has no UPS named {name!r} (ERR UNKNOWN-UPS)",
+                        False,
+                    )
+                return None, f"upsd at {client.address}: ERR {exc.code}", False
+            except NutError as exc:
+                return None, str(exc), False
+            return UpsReading.from_variables(variables, utcnow()), None, False
+        return None, "unreachable", True  # pragma: no cover - the loop always returns
+
+    async def _dispatch(self, watch: _Watch, detected: list[DetectedEvent]) -> None:
+        with self.session_factory() as session:
+            rows = record_events(session, watch.target.id, detected)
+        for row in rows:
+            log.warning("UPS %s: %s — %s", watch.target.name, row.event.value, row.message)
+            for hook in (self._notify_hook(), self.on_event):
+                if hook is None:
+                    continue
+                try:
+                    hook(watch.target, row)
+                except Exception:  # a notification or hook must never stop the rules
+                    log.exception("event hook failed")
+            await self.engine.handle(row, watch.target.name)
+
+    def _notify_hook(self) -> EventHook | None:
+        """mko.notify's UPS-event notification, loaded on first use (apprise is slow to import)."""
+        if self._notifier is None:
+            try:
+                from mko import notify
+
+                self._notifier = notify.ups_event_hook(self.settings)
+            except Exception:
+                log.exception("UPS event notifications are unavailable")
+                self._notifier = lambda _target, _event: None
+        return self._notifier
+
+
+async def start_monitor(session_factory: sessionmaker[Session], settings: Settings) -> UpsMonitor | None:
+    """The monitor for `mko serve`: None when disabled by settings or when another one holds the lock."""
+    if not settings.ups_monitor_enabled:
+        log.info("UPS monitor disabled (MKO_UPS_MONITOR_ENABLED=false)")
+        return None
+    monitor = UpsMonitor(session_factory, settings)
+    try:
+        await monitor.start()
+    except MonitorLockedError as exc:
+        log.warning("not monitoring UPSes in this process: %s", exc)
+        return None
+    return monitor

@@ -1,0 +1,297 @@
+"""A small asyncio client of the NUT network protocol (upsd, TCP 3493), for reading UPS variables.
+
+Why not ``aionut`` (the library Home Assistant uses)? It lacks what a monitor that must never
+misread a power cut needs: no ``GET VAR``, no ``LOGOUT``, errors only as message strings (we must tell
+``ERR DRIVER-NOT-CONNECTED`` / ``ERR DATA-STALE`` — comm loss — from ``ERR UNKNOWN-UPS`` — bad
+configuration), values cut at quotes without undoing NUT's ``\\"`` / ``\\\\`` escapes, and the password
+sent unquoted. The protocol is a few line-based commands, so this module speaks it directly:
+
+    -> LIST VAR myups                      <- BEGIN LIST VAR myups
+                                           <- VAR myups ups.status "OL CHRG"   (one line per variable)
+                                           <- END LIST VAR myups
+    -> GET VAR myups battery.charge        <- VAR myups battery.charge "100"
+    -> USERNAME / PASSWORD x               <- OK                (checked by upsd only at privileged commands)
+    -> LOGOUT                              <- OK Goodbye
+    any command                            <- ERR <CODE> [detail]
+
+One connection is kept open and reused (one command at a time). Every exchange has a timeout; a timeout
+or a broken connection closes the socket (a late reply would otherwise be read as the answer to the
+next command) and the next call reconnects. Backoff between reconnections is the caller's business
+(:mod:`mko.ups.monitor`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from types import TracebackType
+from typing import Self
+
+from mko.errors import MkoError
+
+__all__ = [
+    "COMM_LOSS_CODES",
+    "DEFAULT_PORT",
+    "NutClient",
+    "NutConnectionError",
+    "NutError",
+    "NutProtocolError",
+    "NutResponseError",
+    "quote",
+    "split_line",
+]
+
+log = logging.getLogger("mko.ups.nut")
+
+DEFAULT_PORT = 3493
+# upsd answers these when it runs but cannot vouch for the UPS's data: the driver is gone or silent.
+COMM_LOSS_CODES = frozenset({"DRIVER-NOT-CONNECTED", "DATA-STALE"})
+_LINE_LIMIT = 64 * 1024
+
+
+class NutError(MkoError):
+    """Anything that went wrong talking to upsd."""
+
+
+class NutConnectionError(NutError):
+    """upsd could not be reached, or the connection broke or timed out (transient)."""
+
+
+class NutProtocolError(NutError):
+    """upsd answered something this client does not understand."""
+
+
+class NutResponseError(NutError):
+    """upsd answered ``ERR <code>``: e.g. UNKNOWN-UPS, DRIVER-NOT-CONNECTED, DATA-STALE, ACCESS-DENIED."""
+
+    def __init__(self, code: str, command: str, detail: str = "") -> None:
+        super().__init__(f"upsd refused {command}: ERR {code}" + (f" {detail}" if detail else ""))
+        self.code = code
+        self.command = command
+
+    @property
+    def comm_loss(self) -> bool:
+        """True when the error means upsd cannot see the UPS (driver down or its data stale)."""
+        return self.code in COMM_LOSS_CODES
+
+
+def quote(value: str) -> str:
+    """Quote an argument for a NUT command when it needs it (spaces, quotes, backslashes, empty)."""
+    if any(ch in "\r\n\0" for ch in value):
+        raise ValueError("a NUT argument cannot contain line breaks or NUL")
+    if value and not any(ch in value for ch in ' "\\\t'):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def split_line(line: str) -> list[str]:
+    """Split a reply line into words; double quotes group words and backslash escapes the next character."""
+    words: list[str] = []
+    current: list[str] = []
+    in_word = in_quotes = escaped = False
+    for ch in line:
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = in_word = True
+        elif ch == '"':
+            in_quotes = not in_quotes
+            in_word = True
+        elif ch in " \t" and not in_quotes:
+            if in_word:
+                words.append("".join(current))
+                current, in_word = [], False
+        else:
+            current.append(ch)
+            in_word = True
+    if in_quotes or escaped:
+        raise NutProtocolError(f"unterminated quote or escape in reply: {line!r}")
+    if in_word:
+        words.append("".join(current))
+    return words
+
+
+class NutClient:
+    """One persistent, lazily (re)opened connection to a upsd; every call is bounded by ``timeout``."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int = DEFAULT_PORT,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 3.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.username = username
+        self._password = password
+        self.timeout = timeout
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"NutClient({self.host}:{self.port})"  # never the password
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is open."""
+        return self._writer is not None
+
+    @property
+    def address(self) -> str:
+        """host:port, for messages."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    async def connect(self) -> None:
+        """Open the connection (and send USERNAME/PASSWORD when set); a no-op when already open."""
+        async with self._lock:
+            await self._ensure_connected()
+
+    async def list_vars(self, ups: str) -> dict[str, str]:
+        """Every variable of ``ups`` with its value (``LIST VAR``)."""
+        async with self._lock:
+            lines = await self._exchange(f"LIST VAR {quote(ups)}", listing=("VAR", ups))
+        variables: dict[str, str] = {}
+        for words in lines:
+            if len(words) != 4 or words[0] != "VAR" or words[1] != ups:
+                raise NutProtocolError(f"unexpected line in LIST VAR {ups}: {' '.join(words)!r}")
+            variables[words[2]] = words[3]
+        return variables
+
+    async def get_var(self, ups: str, name: str) -> str:
+        """One variable of ``ups`` (``GET VAR``)."""
+        async with self._lock:
+            [words] = await self._exchange(
+                f"GET VAR {quote(ups)} {quote(name)}", expect=["VAR", ups, name, ""]
+            )
+        return words[3]
+
+    async def list_ups(self) -> dict[str, str]:
+        """The UPS names upsd serves, with their descriptions (``LIST UPS``)."""
+        async with self._lock:
+            lines = await self._exchange("LIST UPS", listing=("UPS", None))
+        return {words[1]: words[2] if len(words) > 2 else "" for words in lines if len(words) >= 2}
+
+    async def logout(self) -> None:
+        """Say goodbye (``LOGOUT``) and close; errors while leaving are ignored."""
+        async with self._lock:
+            if self._writer is not None:
+                with contextlib.suppress(NutError):
+                    await self._exchange("LOGOUT", connect=False)
+            self._close()
+
+    async def close(self) -> None:
+        """Close the connection without LOGOUT."""
+        async with self._lock:
+            self._close()
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.logout()
+
+    # ------------------------------------------------------------------ internals (hold self._lock)
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
+
+    async def _ensure_connected(self) -> None:
+        if self._writer is not None:
+            return
+        try:
+            async with asyncio.timeout(self.timeout):
+                self._reader, self._writer = await asyncio.open_connection(
+                    self.host, self.port, limit=_LINE_LIMIT
+                )
+        except TimeoutError:
+            raise NutConnectionError(
+                f"upsd at {self.address} did not answer within {self.timeout:g}s"
+            ) from None
+        except OSError as exc:
+            raise NutConnectionError(f"cannot reach upsd at {self.address}: {exc.strerror or exc}") from None
+        try:
+            if self.username is not None:
+                await self._exchange(f"USERNAME {quote(self.username)}", connect=False, expect=["OK"])
+            if self._password is not None:
+                await self._exchange(f"PASSWORD {quote(self._password)}", connect=False, expect=["OK"])
+        except BaseException:
+            self._close()
+            raise
+
+    async def _exchange(
+        self,
+        command: str,
+        *,
+        listing: tuple[str, str | None] | None = None,
+        connect: bool = True,
+        expect: list[str] | None = None,
+    ) -> list[list[str]]:
+        """Send one command and read its reply: one line, or the lines between BEGIN and END LIST."""
+        if connect:
+            await self._ensure_connected()
+        if self._reader is None or self._writer is None:
+            raise NutConnectionError(f"not connected to upsd at {self.address}")
+        # Messages name the command without its arguments, so a password never reaches a log line.
+        parts = command.split()
+        verb = " ".join(parts[:2]) if parts[0] in ("GET", "LIST") else parts[0]
+        try:
+            async with asyncio.timeout(self.timeout):
+                self._writer.write(command.encode() + b"\n")
+                await self._writer.drain()
+                first = await self._read_words(verb)
+                if listing is None:
+                    # expect: the reply's words, "" matching any one word.
+                    if expect is not None and (
+                        len(first) != len(expect)
+                        or any(w and w != f for w, f in zip(expect, first, strict=True))
+                    ):
+                        raise NutProtocolError(f"unexpected reply to {verb}: {' '.join(first)!r}")
+                    return [first]
+                kind, name = listing
+                header = ["BEGIN", "LIST", kind] + ([name] if name is not None else [])
+                if first != header:
+                    raise NutProtocolError(f"unexpected reply to {verb}: {' '.join(first)!r}")
+                footer = ["END", *header[1:]]
+                lines: list[list[str]] = []
+                while (words := await self._read_words(verb)) != footer:
+                    lines.append(words)
+                return lines
+        except TimeoutError:
+            self._close()
+            raise NutConnectionError(
+                f"upsd at {self.address} did not answer {verb} within {self.timeout:g}s"
+            ) from None
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            self._close()
+            raise NutConnectionError(f"connection to upsd at {self.address} lost: {exc}") from None
+        except NutProtocolError:
+            self._close()  # out of step with the server: start again on a fresh connection
+            raise
+
+    async def _read_words(self, verb: str) -> list[str]:
+        assert self._reader is not None
+        raw = await self._reader.readline()
+        if not raw:
+            self._close()
+            raise NutConnectionError(f"upsd at {self.address} closed the connection")
+        if not raw.endswith(b"\n"):
+            raise asyncio.IncompleteReadError(raw, None)
+        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        words = split_line(line)
+        if words[:1] == ["ERR"]:
+            code = words[1] if len(words) > 1 else "UNKNOWN"
+            raise NutResponseError(code, verb, " ".join(words[2:]))
+        if not words:
+            raise NutProtocolError(f"empty reply to {verb}")
+        return words

@@ -1,0 +1,116 @@
+"""Pydantic families of UPSes, their events and power rules (shared by the API, the CLI and the web)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from mko.db.models import ClusterAction, PowerEvent
+
+__all__ = [
+    "RuleCreate",
+    "RulePublic",
+    "UpsCreate",
+    "UpsEventPublic",
+    "UpsPublic",
+]
+
+
+class UpsCreate(BaseModel):
+    """A UPS: the device name on a NUT server (``upsname@host:port`` in NUT's own notation)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, description="mko's name for this UPS")
+    ups_name: str = Field(min_length=1, max_length=100, description="the device name in upsd, e.g. myups")
+    host: str = Field(default="127.0.0.1", description="host name or address of upsd")
+    port: int = Field(default=3493, description="upsd's TCP port")
+    username: str | None = Field(default=None, description="upsd user (upsd.users), optional")
+    password: SecretStr | None = Field(default=None, description="upsd password; write-only")
+    description: str = ""
+
+
+class UpsPublic(BaseModel):
+    """A UPS as shown to people; the password is reported as set or not, never shown."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    ups_name: str
+    host: str
+    port: int
+    username: str | None
+    password_set: bool = False
+    description: str
+    created_at: datetime
+    device: str = ""
+
+    @classmethod
+    def of(cls, ups: Any) -> UpsPublic:
+        """Build from a UPS row."""
+        public = cls.model_validate(ups)
+        public.password_set = ups.password_encrypted is not None
+        host = f"[{ups.host}]" if ":" in ups.host else ups.host
+        public.device = f"{ups.ups_name}@{host}:{ups.port}"
+        return public
+
+
+class UpsEventPublic(BaseModel):
+    """One stored power event."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    ups_id: int
+    event: PowerEvent
+    occurred_at: datetime
+    status_before: str | None
+    status_after: str | None
+    battery_charge: float | None
+    message: str
+    detail: dict[str, Any]
+
+
+class RuleCreate(BaseModel):
+    """The seed's ``ups create-rule``: when ``power_event`` happens on a UPS, do ``cluster_action``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ups_id: int
+    cluster_id: int
+    power_event: PowerEvent
+    cluster_action: ClusterAction
+    name: str | None = Field(default=None, max_length=200, description="default: '<event> → <action>'")
+    battery_threshold: int | None = Field(
+        default=None, description="low_battery only: charge in percent (1-100) below which the rule fires"
+    )
+    action_delay: int = Field(
+        default=0, description="seconds to wait before acting; the opposite event cancels (0-86400)"
+    )
+    priority: int = Field(default=100, description="lower runs first among rules of one event (0-10000)")
+    enabled: bool = True
+
+
+class RulePublic(BaseModel):
+    """A power rule with its counters."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    ups_id: int
+    cluster_id: int
+    power_event: PowerEvent
+    cluster_action: ClusterAction
+    battery_threshold: int | None
+    action_delay: int
+    priority: int
+    enabled: bool
+    execution_count: int
+    success_count: int
+    failure_count: int
+    last_triggered_at: datetime | None
+    created_at: datetime

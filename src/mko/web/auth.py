@@ -1,0 +1,143 @@
+"""Web sign-in: login page, session cookie, CSRF on every form, roles deciding what a page offers."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
+
+from mko import auth
+from mko.api.deps import get_session
+from mko.api.security import SAFE_METHODS, SESSION_COOKIE, client_address
+from mko.db.auth_models import Role
+
+__all__ = ["LoginRequired", "WebForbidden", "router", "web_authorize"]
+
+router = APIRouter(include_in_schema=False)
+
+
+class LoginRequired(Exception):
+    """No (live) session: the page redirects to the login form."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
+        self.next_path = next_path
+
+
+class WebForbidden(Exception):
+    """Signed in, but the role or the CSRF token does not allow this."""
+
+
+async def web_authorize(
+    request: Request, session: Annotated[Session, Depends(get_session)]
+) -> auth.Principal:
+    """Pages need a session (viewer); form posts need operator and the session's CSRF token."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    principal = auth.session_principal(session, cookie) if cookie else None
+    if principal is None:
+        raise LoginRequired(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+    request.state.principal = principal
+    if request.method in SAFE_METHODS:
+        return principal
+    await _check_csrf(request, session, principal)
+    if not auth.allows(principal.role, Role.OPERATOR):
+        detail = f"POST {request.url.path} needs role operator"
+        auth.record_auth_event(session, "denied", principal.actor_name, client_address(request), detail)
+        raise WebForbidden(f"your role {principal.role.value} cannot do this")
+    return principal
+
+
+async def _check_csrf(request: Request, session: Session, principal: auth.Principal) -> None:
+    form = await request.form()
+    sent = form.get("csrf_token")
+    if (
+        not isinstance(sent, str)
+        or not principal.csrf_token
+        or not secrets.compare_digest(sent, principal.csrf_token)
+    ):
+        auth.record_auth_event(
+            session, "csrf_rejected", principal.actor_name, client_address(request), request.url.path
+        )
+        raise WebForbidden("the form was not sent from this session (CSRF check failed): reload the page")
+
+
+def _safe_next(value: str | None) -> str:
+    # Only local paths: an open redirect after login would hand sessions to phishing pages.
+    if not value or not value.startswith("/") or value.startswith("//"):
+        return "/"
+    return value
+
+
+def _login_page(
+    request: Request, status_code: int = 200, error: str = "", next_path: str = "/"
+) -> HTMLResponse:
+    from mko.web.pages import templates
+
+    return templates.TemplateResponse(
+        request, "login.html", {"error": error, "next": next_path, "principal": None}, status_code=status_code
+    )
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, next: str = "/") -> HTMLResponse:
+    """The sign-in form."""
+    return _login_page(request, next_path=_safe_next(next))
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(request: Request, session: Annotated[Session, Depends(get_session)]) -> Response:
+    """Check the password (rate-limited per client) and start a session."""
+    form = await request.form()
+    username = str(form.get("username") or "")
+    password = str(form.get("password") or "")
+    next_path = _safe_next(str(form.get("next") or "/"))
+    limiter: auth.LoginLimiter = request.app.state.login_limiter
+    client = client_address(request)
+    wait = limiter.retry_after(client)
+    if wait > 0:
+        auth.record_auth_event(session, "login_throttled", username, client, "too many failed logins")
+        return _login_page(
+            request, 429, f"Too many failed attempts: try again in {int(wait) + 1} s.", next_path
+        )
+    user = auth.authenticate_password(session, username, password)
+    if user is None:
+        limiter.failed(client)
+        auth.record_auth_event(session, "login_failed", username, client, "wrong user name or password")
+        return _login_page(request, 401, "Wrong user name or password.", next_path)
+    limiter.succeeded(client)
+    settings = request.app.state.settings
+    web_session = auth.create_session(session, user, timedelta(minutes=settings.session_minutes))
+    response = RedirectResponse(next_path, status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        web_session.id,
+        max_age=settings.session_minutes * 60,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request, session: Annotated[Session, Depends(get_session)]) -> Response:
+    """End the session (CSRF-checked like every form)."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    principal = auth.session_principal(session, cookie) if cookie else None
+    if cookie and principal is not None:
+        await _check_csrf(request, session, principal)
+        auth.delete_session(session, cookie)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+def login_redirect(exc: LoginRequired) -> RedirectResponse:
+    """Where an anonymous page request goes."""
+    return RedirectResponse(f"/login?next={quote(exc.next_path)}", status_code=303)

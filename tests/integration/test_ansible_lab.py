@@ -1,0 +1,170 @@
+"""The seed's two ansible-playbook commands, verbatim, against lab nodes running real sshd.
+
+ansible-core comes from the project's dependencies; ansible-playbook runs in the lab's orch
+namespace from a directory laid out like the repository root (the real playbooks, linked), after
+`mko ansible inventory` wrote the inventory there. The playbooks' results land in the test database
+through `mko ansible import-facts`, which the playbooks call themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import pytest
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+from mko import inventory, nic
+from mko.cli import app
+from mko.db.models import Node
+from mko.lab import NodeSpec, RunningLab
+from mko.lab.inventory import register_lab
+from mko.operations import list_operations
+from mko.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+COLLECT = (
+    "ansible-playbook -i ansible/inventory/dynamic_inventory.ini ansible/playbooks/collect_network_info.yml"
+)
+CONFIGURE = (
+    "ansible-playbook -i ansible/inventory/dynamic_inventory.ini ansible/playbooks/configure_wake_on_lan.yml"
+)
+
+
+@pytest.fixture
+def repo_root(tmp_path: Path) -> Path:
+    """A directory shaped like the repository root: the real playbooks, and room for the inventory."""
+    root = tmp_path / "repo"
+    (root / "ansible").mkdir(parents=True)
+    (root / "ansible" / "playbooks").symlink_to(ROOT / "ansible" / "playbooks")
+    return root
+
+
+def _playbook(
+    running: RunningLab, root: Path, command: str, *extra: str, control: str = ".cp"
+) -> subprocess.CompletedProcess[str]:
+    """Run an ansible-playbook command line as written, from ROOT, inside the orch namespace."""
+    env = dict(
+        os.environ,
+        PATH=f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        # Per-test SSH control sockets and temp files: the same lab addresses recur across tests.
+        ANSIBLE_SSH_CONTROL_PATH_DIR=str(root / control),
+        ANSIBLE_LOCAL_TEMP=str(root / ".tmp"),
+        ANSIBLE_NOCOLOR="1",
+    )
+    env.pop("ANSIBLE_CONFIG", None)
+    argv = ["ip", "netns", "exec", running.lab.orch, *command.split(), *extra]
+    started = time.monotonic()
+    done = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True, timeout=120, check=False)
+    print(f"{command.rsplit('/', maxsplit=1)[-1]} {' '.join(extra)}: {time.monotonic() - started:.1f} s")
+    return done
+
+
+def _recap(output: str) -> dict[str, dict[str, int]]:
+    recap: dict[str, dict[str, int]] = {}
+    for host, counts in re.findall(r"^(\S+)\s+: (ok=.*)$", output, re.MULTILINE):
+        recap[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counts)}
+    return recap
+
+
+def _nodes(session: Session) -> dict[str, Node]:
+    session.expire_all()
+    return {n.hostname: n for n in inventory.list_nodes(session)}
+
+
+def test_seed_playbooks_run_verbatim_and_their_results_land_in_the_database(
+    settings: Settings, session: Session, cli: CliRunner, lab_factory: Any, repo_root: Path, monkeypatch: Any
+) -> None:
+    running = lab_factory(
+        [
+            NodeSpec(nic_wake_on_default="d"),
+            NodeSpec(nic_wake_on_default="d", network_service="systemd-networkd"),
+            NodeSpec(nic_wol_supports="pumb"),
+        ],
+        ssh=True,
+        subnet="10.213.0.0/25",
+    )
+    _, nodes = register_lab(session, running, macs=False)
+    running.power_on_all()
+    settings.ssh_known_hosts.write_text("\n".join(running.known_hosts_lines()) + "\n")
+    # `mko ansible inventory` run from the repository root writes ansible/inventory/… there.
+    monkeypatch.setenv(
+        "MKO_ANSIBLE_INVENTORY_PATH", str(repo_root / "ansible/inventory/dynamic_inventory.ini")
+    )
+    monkeypatch.setenv("MKO_ANSIBLE_FACTS_DIR", str(repo_root / "ansible/facts"))
+    from mko.settings import get_settings
+
+    get_settings.cache_clear()
+    written = cli.invoke(app, ["ansible", "inventory", "--json"])
+    assert written.exit_code == 0, written.stderr
+    assert json.loads(written.stdout)["hosts"] == 3
+    inventory_file = repo_root / "ansible/inventory/dynamic_inventory.ini"
+    assert "mko_mac=" not in inventory_file.read_text()
+
+    collected = _playbook(running, repo_root, COLLECT)
+    assert collected.returncode == 0, collected.stdout + collected.stderr
+    assert "default route via veth0; veth0 02:13:00:00:00:11 10.213.0.11" in collected.stdout
+    for lab_node in running.nodes:
+        node = _nodes(session)[lab_node.hostname]
+        assert (node.wol_mac_address, node.nic_interface, node.wol_prefix_len) == (lab_node.mac, "veth0", 25)
+    imported = list_operations(session, kind="ansible_import_facts")[0]
+    assert imported.status.value == "succeeded" and len(imported.steps) == 3
+    facts = json.loads((repo_root / "ansible/facts/network_info.json").read_text())
+    assert [f["node_id"] for f in facts] == [n.id for n in nodes]
+    # The inventory followed the database: the MACs the import stored are in it now.
+    assert f"mko_mac={running.nodes[0].mac}" in inventory_file.read_text()
+
+    configured = _playbook(running, repo_root, CONFIGURE)
+    output = configured.stdout + configured.stderr
+    assert configured.returncode == 2, output  # lab-n3's card cannot wake on a magic packet
+    recap = _recap(configured.stdout)
+    assert (
+        recap["lab-n1"]["failed"] == 0 and recap["lab-n2"]["failed"] == 0 and recap["lab-n3"]["failed"] == 1
+    )
+    assert "lab-n3: NIC veth0 cannot wake on magic packet (Supports Wake-on: pumb)" in " ".join(
+        output.split()
+    )
+    n1, n2, n3 = (r.system for r in running.nodes)
+    assert n1 is not None and n2 is not None and n3 is not None
+    assert (n1.nic()["wake_on"], n2.nic()["wake_on"], n3.nic()["wake_on"]) == ("g", "g", "d")
+    assert (n1.etc_system / "mko-wol-veth0.service").read_text() == nic.oneshot_unit("veth0", True)
+    assert "mko-wol-veth0.service" in n1.services()["enabled"]
+    assert (n2.etc_network / "50-mko-wol-veth0.link").read_text() == nic.link_file(running.nodes[1].mac, True)
+    stored = _nodes(session)
+    assert [
+        (
+            stored[r.hostname].nic_wol_state,
+            stored[r.hostname].nic_wol_persistence,
+            stored[r.hostname].wol_enabled,
+        )
+        for r in running.nodes
+    ] == [("g", "systemd-unit", True), ("g", "systemd-networkd", True), ("d", None, False)]
+    assert stored["lab-n3"].nic_wol_supported == "pumb"
+
+    # Idempotent: a second run on the configured hosts changes nothing.
+    again = _playbook(running, repo_root, CONFIGURE, "--limit", "lab-n1,lab-n2")
+    assert again.returncode == 0, again.stdout + again.stderr
+    recap = _recap(again.stdout)
+    assert recap["lab-n1"]["changed"] == 0 and recap["lab-n2"]["changed"] == 0
+    assert len([c for c in n1.calls("ethtool") if "-s" in c["argv"]]) == 1
+
+    # Host keys are verified: a node presenting a key other than the recorded one is not contacted.
+    impostor = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
+    lines = running.known_hosts_lines()
+    settings.ssh_known_hosts.write_text(f"[10.213.0.11]:2222 {impostor}\n" + "\n".join(lines[1:]) + "\n")
+    calls = n1.calls()
+    # (A new control path: an SSH master connection opened before the change would stay in use.)
+    refused = _playbook(running, repo_root, COLLECT, "--limit", "lab-n1", control=".cp-new")
+    assert refused.returncode == 4, refused.stdout + refused.stderr
+    assert _recap(refused.stdout)["lab-n1"]["unreachable"] == 1
+    assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in refused.stdout + refused.stderr
+    assert n1.calls() == calls

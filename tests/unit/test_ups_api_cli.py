@@ -1,0 +1,197 @@
+"""The UPS and power-rule adapters: REST API and CLI over the same services, refusals included."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+from dbtemplate import copy_migrated_database
+from mko.cli import app
+from mko.db.models import UPS, PowerEvent
+from mko.settings import Settings
+from mko.ups.events import DetectedEvent
+from mko.ups.service import record_events
+
+pytestmark = pytest.mark.usefixtures("fast_db")
+
+SEED_RULE = {
+    "ups_id": 1,
+    "cluster_id": 1,
+    "power_event": "power_restored",
+    "cluster_action": "wake_on_lan",
+    "name": "Wake cluster after power restoration",
+}
+
+
+@pytest.fixture
+def fast_db(settings: Settings) -> None:
+    """A copy of a migrated database, so the session fixture finds it at head."""
+    copy_migrated_database(settings.database_url)
+
+
+def _ups(client: TestClient, **fields: Any) -> dict[str, Any]:
+    body = {"name": "rack", "ups_name": "myups", "host": "127.0.0.1", "port": 1} | fields
+    response = client.post("/api/ups", json=body)
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def _loc(response: Any) -> list[str]:
+    assert response.status_code == 422, response.text
+    loc: list[str] = response.json()["detail"][0]["loc"]
+    return loc
+
+
+def test_ups_inventory_over_the_api_never_shows_the_password(client: TestClient, session: Session) -> None:
+    ups = _ups(client, username="monuser", password="s3cret pw")
+    assert (ups["device"], ups["username"], ups["password_set"]) == ("myups@127.0.0.1:1", "monuser", True)
+    stored = session.get(UPS, ups["id"])
+    assert stored is not None and stored.password_encrypted and "s3cret" not in stored.password_encrypted
+    assert client.get("/api/ups").json() == [ups]
+    assert client.get(f"/api/ups/{ups['id']}").json() == ups
+    assert client.post("/api/ups", json={"name": "rack", "ups_name": "other"}).status_code == 409
+    duplicate = client.post("/api/ups", json={"name": "other", "ups_name": "myups", "port": 1})
+    assert duplicate.status_code == 409 and "already in the inventory" in duplicate.text
+    for body, field in (
+        ({"name": "a", "ups_name": "my ups"}, "ups_name"),
+        ({"name": "a", "ups_name": "u", "port": 0}, "port"),
+        ({"name": "a", "ups_name": "u", "host": "bad host!"}, "host"),
+        ({"name": "a", "ups_name": "u", "username": "a b"}, "username"),
+        ({"name": "a", "ups_name": "u", "password": "two\nlines"}, "password"),
+    ):
+        assert _loc(client.post("/api/ups", json=body))[-1] == field
+    assert len(client.get("/api/ups").json()) == 1
+    assert client.get("/api/ups/99").status_code == 404
+    assert "s3cret" not in json.dumps(client.get("/api/ups").json())
+
+
+def test_status_of_an_unreachable_server_says_so(client: TestClient) -> None:
+    ups = _ups(client)
+    # The API tells the server's monitor at once (the periodic re-read is every 5 s).
+    deadline = time.monotonic() + 2
+    while not (watched := client.get("/api/ups/monitor").json()["ups"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [u["ups_id"] for u in watched] == [ups["id"]]
+    status = client.get(f"/api/ups/{ups['id']}/status").json()
+    assert status["reachable"] is False and "cannot reach upsd at 127.0.0.1:1" in status["error"]
+    assert status["status"] is None and status["device"] == "myups@127.0.0.1:1"
+    monitor = client.get("/api/ups/monitor").json()
+    assert monitor["running"] is True  # `mko serve` runs the monitor
+
+
+def test_seed_rule_over_the_api_and_its_refusals(client: TestClient) -> None:
+    client.post("/api/clusters", json={"name": "home"})
+    _ups(client)
+    rule = client.post("/api/ups/rules", json=SEED_RULE)
+    assert rule.status_code == 201, rule.text
+    created = rule.json()
+    assert created["name"] == SEED_RULE["name"] and created["enabled"] is True
+    assert (created["execution_count"], created["success_count"], created["failure_count"]) == (0, 0, 0)
+    shutdown = client.post("/api/ups/rules", json=SEED_RULE | {"cluster_action": "graceful_shutdown"})
+    assert _loc(shutdown) == ["body", "cluster_action"]
+    assert "cluster shutdown is not built yet" in shutdown.json()["detail"][0]["msg"]
+    assert _loc(client.post("/api/ups/rules", json=SEED_RULE | {"power_event": "power_lost"}))[-1] == (
+        "power_event"
+    )
+    assert _loc(client.post("/api/ups/rules", json=SEED_RULE | {"cluster_id": 7})) == ["body", "cluster_id"]
+    assert _loc(client.post("/api/ups/rules", json=SEED_RULE | {"battery_threshold": 40}))[-1] == (
+        "battery_threshold"
+    )
+    assert [r["id"] for r in client.get("/api/ups/rules?ups_id=1").json()] == [created["id"]]
+    assert client.get("/api/ups/rules?cluster_id=2").json() == []
+    assert client.post(f"/api/ups/rules/{created['id']}/disable").json()["enabled"] is False
+    assert client.post(f"/api/ups/rules/{created['id']}/enable").json()["enabled"] is True
+    assert client.delete("/api/ups/1").status_code == 409  # a rule still uses it
+    assert client.delete(f"/api/ups/rules/{created['id']}").status_code == 204
+    assert client.get(f"/api/ups/rules/{created['id']}").status_code == 404
+    assert client.delete("/api/ups/1").status_code == 204
+
+
+def test_events_are_listed_newest_first_with_filters(client: TestClient, session: Session) -> None:
+    ups = _ups(client)
+    at = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    record_events(
+        session,
+        ups["id"],
+        [
+            DetectedEvent(PowerEvent.POWER_LOSS, at, "OL", "OB DISCHRG", 99.0, "on battery"),
+            DetectedEvent(PowerEvent.POWER_RESTORED, at, "OB DISCHRG", "OL CHRG", 95.0, "back on mains"),
+        ],
+    )
+    events = client.get("/api/ups/events").json()
+    assert [e["event"] for e in events] == ["power_restored", "power_loss"]
+    assert events[1]["status_before"] == "OL" and events[1]["status_after"] == "OB DISCHRG"
+    only = client.get("/api/ups/events?event=power_loss").json()
+    assert [e["event"] for e in only] == ["power_loss"]
+    assert client.get("/api/ups/events?ups_id=42").status_code == 404
+    assert client.get("/api/ups/events?limit=0").status_code == 422
+
+
+def test_cli_ups_and_rules_with_one_line_errors(cli: CliRunner, session: Session) -> None:
+    assert cli.invoke(app, ["cluster", "add", "home"]).exit_code == 0
+    added = cli.invoke(app, ["ups", "add", "rack", "myups@127.0.0.1:1", "--password", "pw!", "--json"])
+    assert added.exit_code == 0, added.stderr
+    assert json.loads(added.stdout)["device"] == "myups@127.0.0.1:1" and "pw!" not in added.stdout
+    bad = cli.invoke(app, ["ups", "add", "x", "my ups@host"])
+    assert bad.exit_code == 2 and bad.stderr.count("\n") == 1 and "upsname[@host[:port]]" in bad.stderr
+    seed = [
+        "ups",
+        "create-rule",
+        "--ups-id",
+        "1",
+        "--cluster-id",
+        "1",
+        "--power-event",
+        "power_restored",
+        "--cluster-action",
+        "wake_on_lan",
+        "--name",
+        "Wake cluster after power restoration",
+    ]
+    created = cli.invoke(app, [*seed, "--delay", "30", "--priority", "5", "--disable", "--json"])
+    assert created.exit_code == 0, created.stderr
+    rule = json.loads(created.stdout)
+    assert (rule["action_delay"], rule["priority"], rule["enabled"]) == (30, 5, False)
+    refused = cli.invoke(app, [*seed[:-4], "--cluster-action", "force_shutdown"])
+    assert refused.exit_code == 2 and refused.stderr.count("\n") == 1
+    assert refused.stderr.startswith("error: cluster_action: force_shutdown is not available")
+    threshold = cli.invoke(
+        app, [*seed[:6], "--power-event", "low_battery", "--cluster-action", "wake_on_lan"]
+    )
+    assert threshold.exit_code == 0, threshold.stderr
+    low = cli.invoke(app, ["ups", "create-rule", *seed[2:6], "--power-event", "low_battery"])
+    assert low.exit_code == 2  # --cluster-action is required
+    listed = cli.invoke(app, ["ups", "list-rules", "--json"])
+    assert [r["power_event"] for r in json.loads(listed.stdout)] == ["power_restored", "low_battery"]
+    assert json.loads(cli.invoke(app, ["ups", "enable-rule", "1", "--json"]).stdout)["enabled"] is True
+    assert json.loads(cli.invoke(app, ["ups", "disable-rule", "1", "--json"]).stdout)["enabled"] is False
+    assert cli.invoke(app, ["ups", "delete-rule", "1"]).exit_code == 0
+    assert cli.invoke(app, ["ups", "delete-rule", "1"]).exit_code == 2
+    removed = cli.invoke(app, ["ups", "remove", "1"])
+    assert removed.exit_code == 2 and "used by 1 power rule" in removed.stderr
+    assert cli.invoke(app, ["ups", "remove", "1", "--force"]).exit_code == 0
+    assert json.loads(cli.invoke(app, ["ups", "list", "--json"]).stdout) == []
+
+
+def test_cli_status_and_events(cli: CliRunner, session: Session) -> None:
+    assert cli.invoke(app, ["ups", "add", "rack", "myups@127.0.0.1:1"]).exit_code == 0
+    status = cli.invoke(app, ["ups", "status", "1"])
+    assert status.exit_code == 0 and "NO — cannot reach upsd at 127.0.0.1:1" in " ".join(
+        status.stdout.split()
+    )
+    record_events(
+        session,
+        1,
+        [DetectedEvent(PowerEvent.COMM_LOST, datetime.now(UTC), "OL", None, 80.0, "communication lost")],
+    )
+    table = cli.invoke(app, ["ups", "events"])
+    assert table.exit_code == 0 and "comm_lost" in table.stdout and "OL → ?" in table.stdout
+    assert cli.invoke(app, ["ups", "events", "--event", "nonsense"]).exit_code == 2

@@ -1,0 +1,161 @@
+"""Status tokens and the edge-triggered event state machine of one UPS."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from mko.ups.events import CommFailure, CommState, EventDetector
+from mko.ups.status import UpsReading, describe_tokens, parse_status
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+class Feed:
+    """Feeds readings and failures one second apart and collects event names."""
+
+    def __init__(self, detector: EventDetector) -> None:
+        self.detector = detector
+        self.at = T0
+        self.events: list[tuple[str, dict[str, object]]] = []
+
+    def read(self, status: str, charge: float | None = None) -> list[str]:
+        self.at += timedelta(seconds=1)
+        variables = {"ups.status": status}
+        if charge is not None:
+            variables["battery.charge"] = f"{charge:g}"
+        found = self.detector.observe(UpsReading.from_variables(variables, self.at))
+        self.events += [(e.event.value, e.detail) for e in found]
+        return [e.event.value for e in found]
+
+    def fail(self, error: str = "ERR DRIVER-NOT-CONNECTED") -> list[str]:
+        self.at += timedelta(seconds=1)
+        found = self.detector.failed(CommFailure(self.at, error))
+        self.events += [(e.event.value, e.detail) for e in found]
+        return [e.event.value for e in found]
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.events]
+
+
+def test_status_is_a_set_of_tokens_in_any_order_with_unknown_ones_tolerated() -> None:
+    assert parse_status("OB  DISCHRG LB") == parse_status("lb ob discHRG") == {"OB", "DISCHRG", "LB"}
+    assert parse_status(None) == parse_status("") == frozenset()
+    assert describe_tokens(parse_status("CHRG OL")) == ["on line", "charging"]
+    assert describe_tokens(parse_status("OB LB XYZ")) == ["on battery", "low battery", "unknown status 'XYZ'"]
+    reading = UpsReading.from_variables(
+        {"ups.status": "OL ECO", "battery.charge": "97.5", "battery.runtime": "n/a", "ups.load": "nan"}, T0
+    )
+    assert (reading.source, reading.charge, reading.runtime, reading.load) == ("mains", 97.5, None, None)
+    # Mid-transfer a UPS may say both: on battery is the safe reading.
+    assert UpsReading.from_variables({"ups.status": "OL OB"}, T0).source == "battery"
+
+
+def test_ol_ob_ol_fires_each_event_once_however_many_polls() -> None:
+    feed = Feed(EventDetector())
+    assert feed.read("OL CHRG") == []  # the baseline
+    assert feed.read("OL") == []
+    assert feed.read("OB DISCHRG") == ["power_loss"]
+    for _ in range(5):
+        assert feed.read("OB DISCHRG") == []
+    assert feed.read("OB") == []  # token changes without a source change are not events
+    assert feed.read("OL CHRG") == ["power_restored"]
+    assert feed.read("OL") == []
+    assert feed.names == ["power_loss", "power_restored"]
+
+
+def test_first_reading_is_a_baseline_even_on_battery() -> None:
+    feed = Feed(EventDetector(thresholds=[50]))
+    assert feed.read("OB DISCHRG LB", charge=30) == []
+    assert feed.read("OB DISCHRG LB", charge=25) == []
+    assert feed.read("OL CHRG", charge=26) == ["power_restored"]
+
+
+def test_no_false_power_restored_after_comm_loss_while_on_battery() -> None:
+    feed = Feed(EventDetector(comm_lost_after=2))
+    feed.read("OL")
+    feed.read("OB")
+    assert feed.fail() == []  # one failure: not yet comm_lost
+    assert feed.detector.comm == CommState.FAILING
+    assert feed.fail() == ["comm_lost"]
+    assert feed.fail("connection refused") == []  # declared once
+    assert feed.read("WAIT") == []  # upsd restarting: still no status
+    assert feed.read("") == []
+    assert feed.detector.source == "battery"
+    assert feed.read("OB DISCHRG") == ["comm_restored"]
+    assert feed.names == ["power_loss", "comm_lost", "comm_restored"]
+    # Mains that came back while the link was down is a real restoration, and says so.
+    feed.fail()
+    feed.fail()
+    assert feed.read("OL") == ["comm_restored", "power_restored"]
+    assert feed.events[-1][1]["after_comm_loss"] is True
+
+
+def test_readings_without_ol_or_ob_keep_the_last_known_source() -> None:
+    feed = Feed(EventDetector())
+    feed.read("OB")
+    assert feed.read("OFF") == ["ups_shutdown"]
+    assert feed.read("OB") == []  # still on battery: no power_loss again
+    assert feed.read("OL") == ["power_restored"]
+
+
+def test_failures_before_any_reading_are_silent() -> None:
+    feed = Feed(EventDetector(comm_lost_after=1))
+    assert feed.fail() == [] and feed.fail() == []
+    assert feed.detector.comm == CommState.UNKNOWN
+    assert feed.read("OL") == []  # the baseline, no comm_restored for a loss never declared
+    assert feed.fail() == ["comm_lost"]
+
+
+def test_low_battery_fires_once_per_threshold_crossing_with_hysteresis() -> None:
+    feed = Feed(EventDetector(thresholds=[50, 20]))
+    feed.read("OL", charge=100)
+    assert feed.read("OL", charge=45) == []  # a low charge on mains is not a low battery
+    assert feed.read("OB", charge=60) == ["power_loss"]
+    assert feed.read("OB", charge=49) == ["low_battery"]
+    assert feed.events[-1][1] == {"thresholds": [50], "lb": False}
+    for charge in (50, 49, 51, 50, 48, 30):  # jitter around 50 never re-arms it (needs ≥ 53)
+        assert feed.read("OB", charge=charge) == []
+    assert feed.read("OB", charge=19) == ["low_battery"]
+    assert feed.events[-1][1] == {"thresholds": [20], "lb": False}
+    assert feed.read("OB LB", charge=15) == ["low_battery", "critical_battery"]
+    assert feed.events[-2][1] == {"thresholds": [], "lb": True}
+    assert feed.read("OL CHRG", charge=16) == ["power_restored"]
+    # Back on mains re-arms every threshold: a new cut with the battery still low fires at once.
+    assert feed.read("OB", charge=18) == ["power_loss", "low_battery"]
+    assert feed.events[-1][1] == {"thresholds": [20, 50], "lb": False}
+
+
+def test_lb_alone_concerns_rules_without_threshold_and_crosses_open_thresholds() -> None:
+    feed = Feed(EventDetector(thresholds=[30]))
+    feed.read("OB", charge=80)
+    assert feed.read("OB LB", charge=70) == ["low_battery", "critical_battery"]
+    assert feed.events[0][1] == {"thresholds": [30], "lb": True}
+    assert feed.read("OL", charge=70) == ["power_restored"]
+
+
+def test_new_threshold_starts_from_the_current_state() -> None:
+    detector = EventDetector()
+    feed = Feed(detector)
+    feed.read("OB", charge=40)
+    detector.set_thresholds([50])  # already below: no event for the past
+    assert feed.read("OB", charge=39) == []
+    detector.set_thresholds([50, 30])
+    assert feed.read("OB", charge=29) == ["low_battery"]
+    assert detector.thresholds == {50, 30}
+
+
+def test_fsd_and_off_are_critical_and_shutdown_once() -> None:
+    feed = Feed(EventDetector())
+    feed.read("OB")
+    assert feed.read("OB FSD") == ["critical_battery", "ups_shutdown"]
+    assert feed.read("OB FSD LB") == ["low_battery"]
+    assert feed.read("OFF") == []  # still shutting down: no second ups_shutdown
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_comm_lost_after_must_be_positive(limit: int) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        EventDetector(comm_lost_after=limit)

@@ -1,0 +1,290 @@
+"""Power rules: checks at creation, and the engine's semantics (delay, cancellation, conflicts, order).
+
+The engine is exercised through its generic action interface with small timed actions, so each rule of
+the semantics is observable in isolation; the wake_on_lan action itself fires against a real upsd and
+real lab network cards in tests/integration/test_ups_nut.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from dbtemplate import copy_migrated_database
+from mko import inventory, rules
+from mko.db import make_engine, make_session_factory
+from mko.db.models import ClusterAction, Operation, OperationStatus, PowerEvent, PowerRule, UpsEvent
+from mko.errors import InputError
+from mko.rules import RULE_OPERATION_KIND, ActionContext, ActionResult, ClusterActionHandler, RuleEngine
+from mko.schemas import ClusterCreate
+from mko.settings import Settings
+from mko.ups.events import DetectedEvent
+from mko.ups.schemas import RuleCreate, UpsCreate
+from mko.ups.service import create_ups, record_events
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Timed(ClusterActionHandler):
+    """Takes ``duration`` seconds; records when each run started and ended, and how many overlapped."""
+
+    action: ClassVar[ClusterAction] = ClusterAction.WAKE_ON_LAN
+
+    def __init__(self, log: list[tuple[str, str, int, float]], duration: float = 0.2) -> None:
+        self.log = log
+        self.duration = duration
+
+    async def run(self, context: ActionContext) -> ActionResult:
+        loop = asyncio.get_running_loop()
+        self.log.append(("start", self.action.value, context.rule_id, loop.time()))
+        try:
+            await asyncio.sleep(self.duration)
+        finally:
+            self.log.append(("end", self.action.value, context.rule_id, loop.time()))
+        return ActionResult(OperationStatus.SUCCEEDED, f"{self.action.value} done")
+
+
+class TimedShutdown(Timed):
+    action: ClassVar[ClusterAction] = ClusterAction.GRACEFUL_SHUTDOWN
+
+
+class Ctx:
+    """A database with one UPS and two clusters, and an engine with timed actions."""
+
+    def __init__(self, settings: Settings, session: Session, duration: float = 0.2) -> None:
+        self.session = session
+        self.log: list[tuple[str, str, int, float]] = []
+        self.actions: dict[ClusterAction, ClusterActionHandler] = {
+            ClusterAction.WAKE_ON_LAN: Timed(self.log, duration),
+            ClusterAction.GRACEFUL_SHUTDOWN: TimedShutdown(self.log, duration),
+        }
+        self.engine_db = make_engine(settings.database_url)
+        self.factory: sessionmaker[Session] = make_session_factory(self.engine_db)
+        self.engine = RuleEngine(self.factory, settings, self.actions)
+        self.ups = create_ups(session, settings, UpsCreate(name="u", ups_name="myups"))
+        self.c1 = inventory.create_cluster(session, ClusterCreate(name="c1")).id
+        self.c2 = inventory.create_cluster(session, ClusterCreate(name="c2")).id
+
+    def rule(self, event: PowerEvent, action: ClusterAction = ClusterAction.WAKE_ON_LAN, **kw: Any) -> int:
+        kw.setdefault("cluster_id", self.c1)
+        data = RuleCreate(ups_id=self.ups.id, power_event=event, cluster_action=action, **kw)
+        return rules.create_rule(self.session, data, self.actions).id
+
+    async def event(self, event: PowerEvent, **detail: Any) -> UpsEvent:
+        detected = DetectedEvent(event, datetime.now(UTC), "OL", "OB", 90.0, event.value, detail)
+        [row] = record_events(self.session, self.ups.id, [detected])
+        await self.engine.handle(row, self.ups.name)
+        return row
+
+    def operations(self) -> list[Operation]:
+        with self.factory() as session:
+            found = list(
+                session.scalars(
+                    select(Operation).where(Operation.kind == RULE_OPERATION_KIND).order_by(Operation.id)
+                )
+            )
+            for operation in found:
+                _ = operation.steps
+            return found
+
+    def counters(self, rule_id: int) -> tuple[int, int, int]:
+        with self.factory() as session:
+            rule = session.get_one(PowerRule, rule_id)
+            return rule.execution_count, rule.success_count, rule.failure_count
+
+    def spans(self) -> list[tuple[int, float, float]]:
+        starts = {(a, r): t for kind, a, r, t in self.log if kind == "start"}
+        return sorted((r, starts[(a, r)], t) for kind, a, r, t in self.log if kind == "end")
+
+    async def close(self) -> None:
+        await self.engine.close()
+        self.engine_db.dispose()
+
+
+@pytest.fixture
+def fast_db(settings: Settings) -> None:
+    """A copy of a migrated database, so the session fixture finds it at head."""
+    copy_migrated_database(settings.database_url)
+
+
+@pytest.fixture
+async def ctx(settings: Settings, fast_db: None, session: Session) -> Any:
+    context = Ctx(settings, session)
+    yield context
+    await context.close()
+
+
+def test_create_rule_checks_every_field_and_stores_nothing_wrong(
+    settings: Settings, fast_db: None, session: Session
+) -> None:
+    ups = create_ups(session, settings, UpsCreate(name="u", ups_name="myups"))
+    cluster = inventory.create_cluster(session, ClusterCreate(name="c")).id
+    base = {"ups_id": ups.id, "cluster_id": cluster, "power_event": "power_restored"}
+    bad = [
+        ({"ups_id": 99}, "ups_id", "UPS 99 does not exist"),
+        ({"cluster_id": 99}, "cluster_id", "cluster 99 does not exist"),
+        ({"cluster_action": "graceful_shutdown"}, "cluster_action", "not available in this version"),
+        ({"cluster_action": "force_shutdown"}, "cluster_action", "cluster shutdown is not built yet"),
+        ({"battery_threshold": 30}, "battery_threshold", "low_battery only"),
+        ({"power_event": "low_battery", "battery_threshold": 0}, "battery_threshold", "1-100"),
+        ({"action_delay": -1}, "action_delay", "0-86400"),
+        ({"priority": 10_001}, "priority", "0-10000"),
+    ]
+    for change, field, message in bad:
+        data = RuleCreate.model_validate(base | {"cluster_action": "wake_on_lan"} | change)
+        with pytest.raises(InputError) as caught:
+            rules.create_rule(session, data)
+        assert (caught.value.field, message in caught.value.message) == (field, True)
+    assert rules.list_rules(session) == []
+    rule = rules.create_rule(session, RuleCreate.model_validate(base | {"cluster_action": "wake_on_lan"}))
+    assert (rule.name, rule.priority, rule.action_delay, rule.enabled) == (
+        "power_restored → wake_on_lan",
+        100,
+        0,
+        True,
+    )
+    assert rules.set_rule_enabled(session, rule.id, False).enabled is False
+    rules.delete_rule(session, rule.id)
+    assert rules.list_rules(session) == []
+
+
+async def test_delayed_action_is_cancelled_by_the_opposite_event(ctx: Ctx) -> None:
+    shutdown = ctx.rule(PowerEvent.POWER_LOSS, ClusterAction.GRACEFUL_SHUTDOWN, action_delay=1)
+    low = ctx.rule(PowerEvent.LOW_BATTERY, ClusterAction.GRACEFUL_SHUTDOWN, action_delay=1, cluster_id=ctx.c2)
+    wake = ctx.rule(PowerEvent.POWER_RESTORED, action_delay=1)
+    await ctx.event(PowerEvent.POWER_LOSS)
+    await ctx.event(PowerEvent.LOW_BATTERY, thresholds=[], lb=True)
+    assert [op.status for op in ctx.operations()] == [OperationStatus.PENDING] * 2
+    await asyncio.sleep(0.3)
+    restored = await ctx.event(PowerEvent.POWER_RESTORED)  # power back before the delay ended
+    await asyncio.sleep(0.2)
+    loss_op, low_op, wake_op = ctx.operations()
+    for cancelled in (loss_op, low_op):
+        assert cancelled.status == OperationStatus.CANCELLED
+        assert f"power_restored (event {restored.id}) came before" in cancelled.summary
+        assert cancelled.steps[0].status == OperationStatus.CANCELLED
+    await ctx.engine.idle()
+    assert ctx.operations()[2].status == OperationStatus.SUCCEEDED
+    assert [(kind, rule) for kind, _, rule, _ in ctx.log] == [("start", wake), ("end", wake)]
+    assert ctx.counters(shutdown) == ctx.counters(low) == (0, 0, 0)
+    assert ctx.counters(wake) == (1, 1, 0)
+    assert wake_op.result["event"]["id"] == restored.id
+
+
+async def test_a_new_power_loss_cancels_a_waiting_wake(ctx: Ctx) -> None:
+    wake = ctx.rule(PowerEvent.POWER_RESTORED, action_delay=1)
+    await ctx.event(PowerEvent.POWER_RESTORED)
+    await asyncio.sleep(0.1)
+    loss = await ctx.event(PowerEvent.POWER_LOSS)  # mains flickered back off
+    await ctx.engine.idle()
+    [op] = ctx.operations()
+    assert op.status == OperationStatus.CANCELLED and f"power_loss (event {loss.id})" in op.summary
+    assert ctx.log == [] and ctx.counters(wake) == (0, 0, 0)
+
+
+async def test_the_same_action_running_on_a_cluster_skips_the_newcomer(ctx: Ctx) -> None:
+    first = ctx.rule(PowerEvent.POWER_RESTORED)
+    second = ctx.rule(PowerEvent.COMM_RESTORED)
+    twin = ctx.rule(PowerEvent.POWER_RESTORED, priority=200)  # same event, cluster and action
+    await ctx.event(PowerEvent.POWER_RESTORED)
+    await asyncio.sleep(0.05)
+    await ctx.event(PowerEvent.COMM_RESTORED)
+    await ctx.event(PowerEvent.POWER_RESTORED)  # the first rule is still running
+    await ctx.engine.idle()
+    ops = {op.parameters["rule_id"]: [] for op in ctx.operations()}
+    for op in ctx.operations():
+        ops[op.parameters["rule_id"]].append(op)
+    assert [op.status for op in ops[first]] == [OperationStatus.SUCCEEDED, OperationStatus.CANCELLED]
+    assert "this rule is still running" in ops[first][1].summary
+    [skipped_second] = ops[second]
+    assert "wake_on_lan of cluster" in skipped_second.summary and "already running" in skipped_second.summary
+    assert f"rule {first} already does wake_on_lan on cluster {ctx.c1}" in ops[twin][0].summary
+    assert all(op.status == OperationStatus.CANCELLED for op in ops[twin])
+    assert [rule for kind, _, rule, _ in ctx.log if kind == "start"] == [first]
+    assert ctx.counters(second) == ctx.counters(twin) == (0, 0, 0)
+
+
+async def test_a_different_action_supersedes_the_running_one_never_overlapping(ctx: Ctx) -> None:
+    shutdown = ctx.rule(PowerEvent.POWER_LOSS, ClusterAction.GRACEFUL_SHUTDOWN)
+    wake = ctx.rule(PowerEvent.POWER_RESTORED)
+    await ctx.event(PowerEvent.POWER_LOSS)
+    await asyncio.sleep(0.05)  # the shutdown is running
+    await ctx.event(PowerEvent.POWER_RESTORED)
+    await ctx.engine.idle()
+    shutdown_op, wake_op = ctx.operations()
+    assert shutdown_op.status == OperationStatus.CANCELLED
+    assert f"superseded by rule {wake} (wake_on_lan on power_restored)" in shutdown_op.summary
+    assert wake_op.status == OperationStatus.SUCCEEDED
+    (r1, _, e1), (r2, s2, _) = sorted(ctx.spans(), key=lambda span: span[1])
+    assert (r1, r2) == (shutdown, wake) and e1 <= s2  # the wake started after the shutdown stopped
+    assert ctx.counters(shutdown) == (1, 0, 1)
+    assert ctx.counters(wake) == (1, 1, 0)
+
+
+async def test_priority_orders_rules_of_one_event(ctx: Ctx) -> None:
+    late = ctx.rule(PowerEvent.POWER_RESTORED, priority=20, cluster_id=ctx.c2)
+    early = ctx.rule(PowerEvent.POWER_RESTORED, priority=10)
+    await ctx.event(PowerEvent.POWER_RESTORED)
+    await ctx.engine.idle()
+    spans = {rule: (start, end) for rule, start, end in ctx.spans()}
+    assert spans[early][1] <= spans[late][0]
+
+
+async def test_a_rule_disabled_or_deleted_while_it_waits_does_not_fire(ctx: Ctx) -> None:
+    disabled = ctx.rule(PowerEvent.POWER_LOSS, action_delay=1)
+    deleted = ctx.rule(PowerEvent.POWER_LOSS, action_delay=1, cluster_id=ctx.c2)
+    await ctx.event(PowerEvent.POWER_LOSS)
+    rules.set_rule_enabled(ctx.session, disabled, False)
+    rules.delete_rule(ctx.session, deleted)
+    await ctx.engine.idle()
+    summaries = sorted(op.summary for op in ctx.operations())
+    assert summaries == [
+        "cancelled: the rule was deleted before the action was taken",
+        "cancelled: the rule was disabled before the action was taken",
+    ]
+    assert ctx.log == []
+
+
+async def test_low_battery_rules_match_their_threshold_or_lb(ctx: Ctx) -> None:
+    at_50 = ctx.rule(PowerEvent.LOW_BATTERY, battery_threshold=50)
+    on_lb = ctx.rule(PowerEvent.LOW_BATTERY, cluster_id=ctx.c2)
+    await ctx.event(PowerEvent.LOW_BATTERY, thresholds=[50], lb=False)
+    await ctx.engine.idle()
+    assert [rule for kind, _, rule, _ in ctx.log if kind == "start"] == [at_50]
+    await ctx.event(PowerEvent.LOW_BATTERY, thresholds=[], lb=True)
+    await ctx.engine.idle()
+    assert [rule for kind, _, rule, _ in ctx.log if kind == "start"] == [at_50, on_lb]
+
+
+async def test_stopping_cancels_waiting_executions_and_a_restart_closes_leftovers(
+    ctx: Ctx, settings: Settings
+) -> None:
+    ctx.rule(PowerEvent.POWER_LOSS, action_delay=60)
+    await ctx.event(PowerEvent.POWER_LOSS)
+    await ctx.engine.close()
+    [op] = ctx.operations()
+    assert (op.status, op.summary) == (
+        OperationStatus.CANCELLED,
+        "cancelled: mko stopped before the action was taken",
+    )
+    # A process that died without closing leaves rows open; the next engine closes them at start.
+    with ctx.factory() as session:
+        left = session.get_one(Operation, op.id)
+        left.status = OperationStatus.PENDING
+        session.commit()
+    assert RuleEngine(ctx.factory, settings, ctx.actions).recover() == 1
+    [op] = ctx.operations()
+    assert (op.status, op.summary) == (
+        OperationStatus.CANCELLED,
+        "cancelled: mko stopped before the delay ended",
+    )
