@@ -35,6 +35,7 @@ from mko.schemas import ClusterCreate, NodeCreate, ProxmoxHostCreate, WolConfigu
 from mko.settings import Settings
 
 VMS = 100
+SEQUENTIAL_VMS = 20  # one at a time is slow; a smaller cluster shows the rate
 PVE_PASSWORD = "bench-pw"  # noqa: S105 - a throwaway fake's login
 
 
@@ -55,7 +56,7 @@ def _serve_fakepve(directory: Path, vmids: range) -> tuple[subprocess.Popen[str]
 
 
 def _proxmox(directory: Path) -> None:
-    process, port, cafile = _serve_fakepve(directory, range(1000, 1000 + 2 * VMS))
+    process, port, cafile = _serve_fakepve(directory, range(1000, 1000 + VMS + SEQUENTIAL_VMS))
     try:
         settings = Settings(database_url=f"sqlite:///{directory / 'bench.db'}", log_dir=directory / "logs")
         engine = make_engine(settings.database_url)
@@ -75,10 +76,10 @@ def _proxmox(directory: Path) -> None:
                     ca_file=cafile,
                 ),
             )
-            for batch in range(2):
+            for batch, size in enumerate((VMS, SEQUENTIAL_VMS)):
                 cluster = inventory.create_cluster(session, ClusterCreate(name=f"vms{batch}"))
-                clusters.append(cluster.id)
-                for index in range(VMS):
+                clusters.append((cluster.id, size))
+                for index in range(size):
                     vmid = 1000 + batch * VMS + index
                     node = NodeCreate(
                         hostname=f"vm{vmid}",
@@ -91,7 +92,7 @@ def _proxmox(directory: Path) -> None:
                     )
                     inventory.create_node(session, node)
         default = ProxmoxDriver.parallel
-        for cluster_id, (label, parallel) in zip(
+        for (cluster_id, size), (label, parallel) in zip(
             clusters, ((f"{default} at once", default), ("one VM at a time", 1)), strict=True
         ):
             ProxmoxDriver.parallel = parallel
@@ -108,8 +109,8 @@ def _proxmox(directory: Path) -> None:
             operation = asyncio.run(wake.run_wake(factory, settings, prepared))
             elapsed = time.perf_counter() - started
             print(
-                f"proxmox: cluster wake of {VMS} VMs, {label}: {elapsed:.2f} s ({VMS / elapsed:.0f} VMs/s),"
-                f" {operation.summary}"
+                f"proxmox: cluster wake of {size} VMs, {label}: {elapsed:.2f} s"
+                f" ({size / elapsed:.1f} VMs/s), {operation.summary}"
             )
         ProxmoxDriver.parallel = default
         engine.dispose()

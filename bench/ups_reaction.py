@@ -109,6 +109,7 @@ def main() -> int:
                 power_event=PowerEvent.POWER_RESTORED,
                 cluster_action=ClusterAction.WAKE_ON_LAN,
                 name="Wake cluster after power restoration",
+                recover_after_wake=False,  # measures the packets; these nodes run no sshd to recover
             ),
         )
         server_s, command_s = _measure(settings, running, nut, factory)

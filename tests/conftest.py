@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -11,8 +13,9 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from dbtemplate import copy_migrated_database
+from mko import auth
 from mko.api import create_app
-from mko.db import make_engine, make_session_factory
+from mko.db import Role, make_engine, make_session_factory
 from mko.settings import Settings, get_settings
 
 
@@ -48,11 +51,47 @@ def session(settings: Settings) -> Iterator[Session]:
 
 
 @pytest.fixture
-def client(settings: Settings, session: Session) -> Iterator[TestClient]:
-    """The real app over HTTP (in-process transport)."""
+def admin_token(session: Session) -> str:
+    """A bearer token with the admin role."""
+    _, plain = auth.create_token(session, "test-admin", Role.ADMIN)
+    return plain
+
+
+@pytest.fixture
+def client(settings: Settings, session: Session, admin_token: str) -> Iterator[TestClient]:
+    """The real app over HTTP (in-process transport), calling the API as an admin token."""
     app = create_app(settings)
-    with TestClient(app) as test_client:
+    with TestClient(app, headers={"Authorization": f"Bearer {admin_token}"}) as test_client:
         yield test_client
+    app.state.engine.dispose()
+
+
+class WebClient(TestClient):
+    """A browser-like client signed in to the web UI; form posts carry the session's CSRF token."""
+
+    csrf_token = ""
+
+    def sign_in(self, username: str, password: str) -> None:
+        """Log in through the login form and remember the CSRF token of the new session."""
+        response = self.post("/login", data={"username": username, "password": password, "next": "/"})
+        assert response.status_code == 200, response.text
+        match = re.search(r'name="csrf_token" value="([^"]+)"', response.text)
+        assert match, "no CSRF token on the page after signing in"
+        self.csrf_token = match.group(1)
+
+    def form(self, url: str, data: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        """POST a form the way the page would, with the CSRF token."""
+        return self.post(url, data={"csrf_token": self.csrf_token, **(data or {})}, **kwargs)
+
+
+@pytest.fixture
+def web(settings: Settings, session: Session) -> Iterator[WebClient]:
+    """The web UI signed in as an operator (``web-op``, password ``operator-pw``)."""
+    auth.create_user(session, "web-op", "operator-pw", Role.OPERATOR)
+    app = create_app(settings)
+    with WebClient(app) as web_client:
+        web_client.sign_in("web-op", "operator-pw")
+        yield web_client
     app.state.engine.dispose()
 
 

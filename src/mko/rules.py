@@ -16,9 +16,11 @@ Rule CRUD (create/list/get/delete/enable/disable) is the service behind ``mko up
   not cancelled by an event; only a conflicting action supersedes it (next point).
 * **No two actions on one cluster at once.** The engine holds one slot per cluster. An action of the
   kind already running there (a wake while a wake runs) is skipped; an action of another kind (a wake
-  while a shutdown runs, or the reverse) supersedes it: the running action is cancelled — actions must
-  stop at a safe point when cancelled — and the new one starts once it has ended. The newest event is
-  the truth about the power, so its action wins.
+  while a shutdown runs, or the reverse) supersedes it: the running action is asked to stop — a
+  shutdown finishes the step in progress and starts no other (never a half-stopped control plane);
+  other actions are cancelled — and the new one starts once it has ended. The newest event is the
+  truth about the power, so its action wins. This is the **power race**: power returns while the
+  cluster shuts down → the shutdown stops at a safe point → the wake and the recovery run.
 * **Priority.** Rules matching one event run in priority order, lower first; rules of equal priority
   start together, the next priority starts when they have all ended. Delays count from the event.
 * **Records.** Every execution is an Operation (kind ``power_rule``, actor ``rule:<id>``, source
@@ -29,8 +31,9 @@ Rule CRUD (create/list/get/delete/enable/disable) is the service behind ``mko up
 * **Restart.** Executions waiting when mko stopped are closed as cancelled at the next start; the
   monitor takes a fresh baseline and old events are never replayed.
 
-Actions are a small registry (:data:`ACTIONS`): ``wake_on_lan`` is built; ``graceful_shutdown`` and
-``force_shutdown`` are refused at rule creation until the cluster-shutdown feature registers handlers.
+Actions are a small registry (:data:`ACTIONS`): ``wake_on_lan`` (then, when the rule's
+``recover_after_wake`` is set — the default — the cluster recovery of mko.shutdown: ``microk8s start``
+everywhere, every node Ready, uncordon), ``graceful_shutdown`` and ``force_shutdown`` (mko.shutdown).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from typing import Any, ClassVar
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko import inventory, wake
+from mko import inventory, shutdown, wake
 from mko.db.models import (
     UPS,
     ClusterAction,
@@ -72,6 +75,8 @@ __all__ = [
     "ActionResult",
     "ClusterActionHandler",
     "RuleEngine",
+    "ShutdownClusterAction",
+    "StopSignal",
     "WakeClusterAction",
     "create_rule",
     "delete_rule",
@@ -102,6 +107,19 @@ CANCELS: dict[PowerEvent, frozenset[PowerEvent]] = {
 # ------------------------------------------------------------------------------------ actions
 
 
+class StopSignal(asyncio.Event):
+    """Set when a running action must end at its next safe point; ``reason`` says why."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reason = ""
+
+    def request(self, reason: str) -> None:
+        """Ask the action to stop, saying why."""
+        self.reason = reason
+        self.set()
+
+
 @dataclass(frozen=True)
 class ActionContext:
     """Everything an action needs: the rule, the event that fired it, who acts, where to record."""
@@ -116,6 +134,9 @@ class ActionContext:
     actor: Actor
     session_factory: sessionmaker[Session]
     settings: Settings
+    # Set by the engine when a conflicting action supersedes this one (handlers with
+    # stops_at_safe_point end at their next safe point instead of being cancelled).
+    stop: StopSignal = field(default_factory=StopSignal)
 
 
 @dataclass(frozen=True)
@@ -125,19 +146,22 @@ class ActionResult:
     status: OperationStatus
     summary: str
     operation_id: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # merged into the rule operation's result
 
 
 class ClusterActionHandler(ABC):
     """One cluster action a rule can take; register an instance in :data:`ACTIONS` to make it available.
 
-    The engine cancels the task running :meth:`run` when a conflicting action supersedes it (a wake
-    while a shutdown runs) or when mko stops. A handler must then leave the cluster safe: finish the
-    step in progress (e.g. under ``asyncio.shield``: no half-stopped control plane), record it in its
-    own operation, and let ``CancelledError`` propagate. The superseding action starts only after
-    ``run`` has returned or raised.
+    When a conflicting action supersedes it (a wake while a shutdown runs), the engine sets
+    ``context.stop``; a handler with ``stops_at_safe_point`` is then left to end by itself at its next
+    safe point (and report ``cancelled``), any other is cancelled. When mko stops, the task running
+    :meth:`run` is cancelled: a handler must leave the cluster safe — finish the step in progress (e.g.
+    under ``asyncio.shield``: no half-stopped control plane), record it in its own operation — and let
+    ``CancelledError`` propagate. The superseding action starts only after ``run`` returned or raised.
     """
 
     action: ClassVar[ClusterAction]
+    stops_at_safe_point: ClassVar[bool] = False
 
     @abstractmethod
     async def run(self, context: ActionContext) -> ActionResult:
@@ -145,15 +169,19 @@ class ClusterActionHandler(ABC):
 
 
 class WakeClusterAction(ClusterActionHandler):
-    """``wake_on_lan``: wake every node of the cluster and verify each answers (mko.wake)."""
+    """``wake_on_lan``: wake every node and verify each answers (mko.wake), then recover the cluster."""
 
     action = ClusterAction.WAKE_ON_LAN
 
     async def run(self, context: ActionContext) -> ActionResult:
-        """Wake with verification; success means every node came up before ``rule_wake_timeout``."""
-        settings = context.settings
+        """Wake with verification (every node up before ``rule_wake_timeout``), then the recovery.
+
+        The recovery (``microk8s start`` everywhere, every node Ready, uncordon what mko drained) runs
+        when the rule's ``recover_after_wake`` is set and at least one node woke; success needs both.
+        """
+        settings, factory = context.settings, context.session_factory
         schedule = wake.make_schedule(settings, wait=True, timeout=settings.rule_wake_timeout)
-        with context.session_factory() as session:
+        with factory() as session:
             prepared = wake.start_wake(
                 session,
                 target_type="cluster",
@@ -161,19 +189,71 @@ class WakeClusterAction(ClusterActionHandler):
                 schedule=schedule,
                 actor=context.actor,
             )
-        operation = await wake.run_wake(context.session_factory, settings, prepared)
+            rule = session.get(PowerRule, context.rule_id)
+            recover = rule is not None and rule.recover_after_wake
+        woken = await wake.run_wake(factory, settings, prepared)
+        if not recover:
+            return ActionResult(woken.status, woken.summary, woken.id)
+        if woken.status == OperationStatus.FAILED:
+            summary = f"{woken.summary}; recovery not attempted: no node woke"
+            return ActionResult(OperationStatus.FAILED, summary, woken.id)
+        with factory() as session:
+            recovery = shutdown.start_recovery(
+                session, context.cluster_id, context.actor, settings.recovery_timeout, check_idle=False
+            )
+        recovered = await shutdown.run_recovery(factory, settings, recovery)
+        if woken.status == OperationStatus.SUCCEEDED:
+            status = recovered.status
+        elif recovered.status in (OperationStatus.SUCCEEDED, OperationStatus.PARTIAL):
+            status = OperationStatus.PARTIAL
+        else:
+            status = recovered.status
+        return ActionResult(
+            status,
+            f"{woken.summary}; recovery #{recovered.id}: {recovered.summary}",
+            woken.id,
+            {"recovery_operation_id": recovered.id},
+        )
+
+
+class ShutdownClusterAction(ClusterActionHandler):
+    """``graceful_shutdown``: drain, stop and power off in order (mko.shutdown); stops at a safe point."""
+
+    action = ClusterAction.GRACEFUL_SHUTDOWN
+    stops_at_safe_point = True
+    force: ClassVar[bool] = False
+
+    async def run(self, context: ActionContext) -> ActionResult:
+        """Plan now (the drain host must answer now), then run; ``context.stop`` ends it safely."""
+        settings, factory = context.settings, context.session_factory
+        with factory() as session:
+            plan = await shutdown.plan_shutdown(session, settings, context.cluster_id, force=self.force)
+            # No refusal for a shutdown already recorded as running: power is running out, and a stale
+            # record (a killed CLI) must never keep the cluster up.
+            prepared = shutdown.start_shutdown(session, plan, context.actor, check_idle=False)
+        operation = await shutdown.run_shutdown(factory, settings, prepared, abort=context.stop)
         return ActionResult(operation.status, operation.summary, operation.id)
 
 
-# The actions built in this version. The cluster-shutdown feature adds graceful_shutdown and
-# force_shutdown handlers here; until then rules asking for them are refused at creation.
-ACTIONS: dict[ClusterAction, ClusterActionHandler] = {ClusterAction.WAKE_ON_LAN: WakeClusterAction()}
+class ForceShutdownClusterAction(ShutdownClusterAction):
+    """``force_shutdown``: the same order without the drains (when there is no time to evict pods)."""
+
+    action = ClusterAction.FORCE_SHUTDOWN
+    force = True
+
+
+# The actions built in this version; rules asking for another are refused at creation.
+ACTIONS: dict[ClusterAction, ClusterActionHandler] = {
+    ClusterAction.WAKE_ON_LAN: WakeClusterAction(),
+    ClusterAction.GRACEFUL_SHUTDOWN: ShutdownClusterAction(),
+    ClusterAction.FORCE_SHUTDOWN: ForceShutdownClusterAction(),
+}
 
 
 def _missing_action_message(action: ClusterAction) -> str:
     return (
-        f"{action.value} is not available in this version of mko: cluster shutdown is not built yet,"
-        f" so a rule could never carry it out; available: {', '.join(a.value for a in ACTIONS)}"
+        f"{action.value} is not available in this version of mko, so a rule could never carry it out;"
+        f" available: {', '.join(a.value for a in ACTIONS)}"
     )
 
 
@@ -215,6 +295,7 @@ def create_rule(
         action_delay=data.action_delay,
         priority=data.priority,
         enabled=data.enabled,
+        recover_after_wake=data.recover_after_wake,
         execution_count=0,
         success_count=0,
         failure_count=0,
@@ -300,6 +381,7 @@ class Execution:
     task: asyncio.Task[None] | None = None
     cancel_reason: str | None = None
     superseded_by: str | None = None
+    stop: StopSignal = field(default_factory=StopSignal)
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
     def describe(self) -> dict[str, Any]:
@@ -614,8 +696,11 @@ class RuleEngine:
                 holder.action.value,
                 holder.rule_id,
             )
-            if holder.task is not None:
+            holder.stop.request(holder.superseded_by)
+            handler = self.actions.get(holder.action)
+            if holder.task is not None and not (handler is not None and handler.stops_at_safe_point):
                 holder.task.cancel()
+            # A shutdown finishes the step it is in (never a half-stopped control plane), then ends.
             await holder.done.wait()
         self._slots[execution.cluster_id] = execution
         return True
@@ -662,8 +747,12 @@ class RuleEngine:
                         actor=actor,
                         session_factory=self.session_factory,
                         settings=self.settings,
+                        stop=execution.stop,
                     )
                 )
+                if execution.superseded_by is not None and result.status == OperationStatus.CANCELLED:
+                    summary = f"{execution.superseded_by}: {result.summary}"
+                    result = ActionResult(result.status, summary, result.operation_id, result.extra)
         except asyncio.CancelledError as exc:
             reason = execution.superseded_by or "interrupted: mko stopped while the action ran"
             result = ActionResult(OperationStatus.CANCELLED, reason)
@@ -691,7 +780,11 @@ class RuleEngine:
                 if step.status == OperationStatus.RUNNING:
                     step.status, step.message, step.detail = result.status, result.summary, detail
                     step.finished_at = utcnow()
-            operation.result = {**operation.result, "action_operation_id": result.operation_id}
+            operation.result = {
+                **operation.result,
+                "action_operation_id": result.operation_id,
+                **result.extra,
+            }
             summary = f"{execution.action.value}: {result.summary}"
             if result.operation_id is not None:
                 summary += f" (operation {result.operation_id})"

@@ -1,4 +1,4 @@
-"""Schedules: cron expressions in a time zone that wake a node or a cluster (shutdown when it exists).
+"""Schedules: cron expressions in a time zone that wake a node or a cluster, or shut a cluster down.
 
 Semantics, in the order the scheduler applies them:
 
@@ -15,8 +15,9 @@ Semantics, in the order the scheduler applies them:
 * every run is an operation (``schedule_wake``, target the schedule's node or cluster) whose steps say
   which nodes were already up and which wake operation woke the rest.
 
-Actions are dispatched through a registry: :func:`register_action` is how graceful shutdown plugs in;
-until then, a shutdown schedule is refused at creation with a message naming what is missing.
+Actions are dispatched through a registry: :func:`register_action`; mko.shutdown registers the
+cluster shutdown (a ``schedule_shutdown`` operation linking the ordered ``cluster_shutdown`` it ran).
+An action nobody registered is refused at creation with a message naming what is missing.
 """
 
 from __future__ import annotations

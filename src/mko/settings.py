@@ -164,6 +164,16 @@ class Settings(BaseSettings):
         default=900.0, gt=0, le=7200, description="recovery: until every node is started, Ready, uncordoned"
     )
 
+    admin_password: SecretStr | None = Field(
+        default=None, description="password of the first admin; generated and printed once when unset"
+    )
+    session_minutes: int = Field(default=480, ge=1, le=60 * 24 * 30, description="web session lifetime")
+    login_attempts: int = Field(default=5, ge=1, le=1000, description="failed logins per client per window")
+    login_window: float = Field(default=300.0, gt=0, description="seconds over which failed logins count")
+    wake_coalesce_seconds: float = Field(
+        default=10.0, ge=0, le=3600, description="a wake of a node this soon after the last joins that one"
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -2,21 +2,28 @@
 
 Shutdown (``graceful_shutdown``; ``force_shutdown`` skips the drains)::
 
+    0. host keys: every node's key is checked against known_hosts; a node presenting another key is
+       refused (nothing runs on it, nor is it drained), the others go on
     1. workers, all at once, each: drain (run on the drain host) → microk8s stop → power off
     2. control-plane nodes, one at a time: drain → microk8s stop → power off
     3. the drain host last of all: microk8s stop → power off
 
-Losing two of three dqlite voters loses quorum, so control planes go one at a time and last. A failed
-drain is recorded and the shutdown goes on: the battery is running out. Every command has a timeout.
+The drain host is the first control plane (by id) whose SSH port answers. Losing two of three dqlite
+voters loses quorum, so control planes go one at a time and last, and the node running the drains
+goes last so the API answers until the end. A failed drain is recorded and the shutdown goes on: the
+battery is running out. Every command has a timeout (settings ``drain_timeout``,
+``microk8s_stop_timeout``, ``poweroff_timeout``, ``ssh_connect_timeout``).
 
 Recovery: wait for SSH on every node → ``microk8s start`` on each (``microk8s stop`` disables the
 services across reboots) → wait until ``microk8s kubectl get nodes -o json`` shows *every* inventory
 node Ready by name (``microk8s status --wait-ready`` passes when any one node is Ready) → uncordon the
-nodes this orchestrator drained (they stay cordoned after a reboot).
+nodes this orchestrator cordoned (they stay cordoned after a reboot). Reported per node.
 
-Power race: a running shutdown can be asked to stop (``abort``); it finishes the step it is in, and a
-control plane it has begun to stop is taken all the way down (never left half-stopped), then it ends
-with status ``cancelled`` so the wake and recovery can run.
+Power race: a running shutdown can be asked to stop (``abort``, e.g. by the rule engine when power
+returns). The step in progress always finishes — a ``microk8s stop`` or power-off is never cut off
+half-way, even when the task itself is cancelled — and nothing further starts; the operation ends
+``cancelled`` listing what was skipped, and the wake + recovery that follow bring back whatever was
+stopped. See docs/shutdown.md.
 """
 
 from __future__ import annotations
@@ -29,11 +36,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko import inventory, ssh
-from mko.db.models import Node, NodeRole, Operation, OperationStatus
-from mko.errors import ConflictError, PowerError
+from mko import inventory, schedules, ssh
+from mko.db.models import (
+    Node,
+    NodeRole,
+    Operation,
+    OperationStatus,
+    OperationStep,
+    ScheduleAction,
+    utcnow,
+)
+from mko.errors import ConflictError, FatalPowerError, PowerError
 from mko.operations import Actor, finish_operation, record_step, start_operation
 from mko.power import driver_class, driver_lookup
 from mko.power.base import NodeSnapshot, OutcomeState, WakeSchedule, power_off
@@ -41,9 +57,16 @@ from mko.probe import probe_tcp
 from mko.settings import Settings
 
 __all__ = [
+    "SHUTDOWN_KINDS",
     "PlannedStep",
+    "PreparedRecovery",
+    "PreparedShutdown",
     "ShutdownPlan",
+    "StepHook",
+    "build_plan",
+    "kube_name",
     "plan_shutdown",
+    "ready_nodes",
     "run_recovery",
     "run_shutdown",
     "start_recovery",
@@ -53,6 +76,21 @@ __all__ = [
 log = logging.getLogger("mko.shutdown")
 
 StepHook = Callable[[str, str, OperationStatus], None]
+
+SHUTDOWN_KINDS = ("cluster_shutdown", "cluster_force_shutdown")
+RECOVER_KIND = "cluster_recover"
+# NOTE: on a node joined with `microk8s join --worker`, `microk8s stop` and `microk8s start` only print
+# this notice and exit 0 (the wrappers check var/lock/clustered.lock); `snap stop|start microk8s` works.
+_WORKER_NOTICE = "acting as a node in a cluster"
+_COMMAND_NOT_FOUND = 127
+
+
+def kube_name(node: Node) -> str:
+    """Return the node's name in Kubernetes: its host name, lowercased as kubelet registers it."""
+    return node.hostname.lower()
+
+
+# ------------------------------------------------------------------------------------ planning
 
 
 @dataclass(frozen=True)
@@ -66,8 +104,18 @@ class PlannedStep:
 
     def describe(self) -> str:
         """One line for the plan."""
-        where = f"via {self.runs_on}" if self.runs_on != self.hostname else "on itself"
-        return f"{self.action:<8} {self.hostname} ({where})"
+        what = {
+            "drain": "kubectl drain",
+            "stop": "microk8s stop",
+            "poweroff": "power off",
+        }[self.action]
+        if self.runs_on.startswith("driver:"):
+            where = f"soft-off by the {self.runs_on.removeprefix('driver:')} driver"
+        elif self.runs_on == self.hostname:
+            where = "over SSH" if self.action == "stop" else "systemctl poweroff over SSH"
+        else:
+            where = f"run on {self.runs_on}"
+        return f"{what:<14} {self.hostname} ({where})"
 
 
 @dataclass
@@ -82,6 +130,15 @@ class ShutdownPlan:
     serial: list[list[PlannedStep]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def hostnames(self) -> list[str]:
+        """Every node of the plan, in execution order."""
+        seen: dict[str, None] = {}
+        for chain in (*self.parallel, *self.serial):
+            for step in chain:
+                seen.setdefault(step.hostname, None)
+        return list(seen)
+
     def lines(self) -> list[str]:
         """The plan in words, in execution order (what --dry-run prints)."""
         mode = "force shutdown (no drains)" if self.force else "graceful shutdown"
@@ -89,18 +146,24 @@ class ShutdownPlan:
             f"{mode} of cluster {self.cluster_id} ({self.cluster_name}); drain host: {self.drain_host or '—'}"
         ]
         out += [f"note: {note}" for note in self.notes]
+        number = 1
         if self.parallel:
-            out.append("1. workers, in parallel:")
+            out.append(f"{number}. workers, in parallel:")
+            number += 1
             for chain in self.parallel:
                 out.extend(f"   {step.describe()}" for step in chain)
-        for index, chain in enumerate(self.serial, start=2):
-            out.append(f"{index}. then, alone:")
+        for chain in self.serial:
+            last = chain is self.serial[-1] and chain[0].hostname == self.drain_host
+            role = "the drain host, last of all" if last else "control plane, alone"
+            out.append(f"{number}. then {role}:")
+            number += 1
             out.extend(f"   {step.describe()}" for step in chain)
         return out
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form for the API and the operation's parameters."""
         return {
+            "cluster_id": self.cluster_id,
             "force": self.force,
             "drain_host": self.drain_host,
             "parallel": [[s.__dict__ for s in chain] for chain in self.parallel],
@@ -111,7 +174,7 @@ class ShutdownPlan:
 
 
 def _power_path(node: Node) -> str:
-    """``ssh`` for an OS power-off, or ``driver:<label>`` where the node's driver can soft-off."""
+    """``driver:<method>`` where the node's power driver can soft-off, else its own hostname (SSH)."""
     cls = driver_class(node.wol_method)
     if cls is not None and cls.supports("soft"):
         return f"driver:{node.wol_method.value}"
@@ -126,20 +189,17 @@ async def _reachable_control_plane(nodes: Sequence[Node], timeout: float) -> Nod
     return None
 
 
-async def plan_shutdown(
-    session: Session, settings: Settings, cluster_id: int, *, force: bool
+def build_plan(
+    cluster_id: int, cluster_name: str, nodes: Sequence[Node], drain_host: Node | None, *, force: bool
 ) -> ShutdownPlan:
-    """Work out the order; the drain host is the first reachable control plane."""
-    cluster = inventory.get_cluster(session, cluster_id)
-    nodes = inventory.list_nodes(session, cluster_id)
-    if not nodes:
-        raise ConflictError(f"cluster {cluster_id} has no nodes")
-    controls = [n for n in nodes if n.role == NodeRole.CONTROL_PLANE]
-    workers = [n for n in nodes if n.role != NodeRole.CONTROL_PLANE]
-    drain_host = await _reachable_control_plane(controls, settings.probe_timeout)
-    plan = ShutdownPlan(cluster_id, cluster.name, force, drain_host.hostname if drain_host else None)
+    """Order the steps: workers in parallel, then control planes one by one, the drain host last."""
+    controls = sorted((n for n in nodes if n.role == NodeRole.CONTROL_PLANE), key=lambda n: n.id)
+    workers = sorted((n for n in nodes if n.role != NodeRole.CONTROL_PLANE), key=lambda n: n.id)
+    plan = ShutdownPlan(cluster_id, cluster_name, force, drain_host.hostname if drain_host else None)
     drains = not force and drain_host is not None
-    if not force and drain_host is None:
+    if not controls:
+        plan.notes.append("the cluster has no control-plane node in the inventory: nothing can drain")
+    elif drain_host is None:
         plan.notes.append("no control plane answers on SSH: nodes cannot be drained, only stopped")
 
     def chain(node: Node, *, drain: bool) -> list[PlannedStep]:
@@ -150,12 +210,41 @@ async def plan_shutdown(
         steps.append(PlannedStep(node.id, node.hostname, "poweroff", _power_path(node)))
         return steps
 
-    plan.parallel = [chain(n, drain=drains) for n in sorted(workers, key=lambda n: n.id)]
-    others = [n for n in sorted(controls, key=lambda n: n.id) if drain_host is None or n.id != drain_host.id]
-    plan.serial = [chain(n, drain=drains) for n in others]
+    plan.parallel = [chain(n, drain=drains) for n in workers]
+    plan.serial = [chain(n, drain=drains) for n in controls if drain_host is None or n.id != drain_host.id]
     if drain_host is not None:
+        # Nothing is left to drain it onto, and it runs every other drain: it goes last, undrained.
         plan.serial.append(chain(drain_host, drain=False))
     return plan
+
+
+async def plan_shutdown(
+    session: Session, settings: Settings, cluster_id: int, *, force: bool
+) -> ShutdownPlan:
+    """Work out the order; the drain host is the first control plane whose SSH port answers."""
+    cluster = inventory.get_cluster(session, cluster_id)
+    nodes = inventory.list_nodes(session, cluster_id)
+    if not nodes:
+        raise ConflictError(f"cluster {cluster_id} has no nodes")
+    controls = [n for n in nodes if n.role == NodeRole.CONTROL_PLANE]
+    drain_host = await _reachable_control_plane(controls, settings.probe_timeout)
+    return build_plan(cluster.id, cluster.name, nodes, drain_host, force=force)
+
+
+def _check_idle(session: Session, cluster_id: int) -> None:
+    """Refuse a second shutdown or recovery of a cluster while one runs."""
+    running = session.scalars(
+        select(Operation).where(
+            Operation.status == OperationStatus.RUNNING,
+            Operation.target_type == "cluster",
+            Operation.target_id == cluster_id,
+            Operation.kind.in_([*SHUTDOWN_KINDS, RECOVER_KIND]),
+        )
+    ).first()
+    if running is not None:
+        raise ConflictError(
+            f"operation {running.id} ({running.kind}) is already running on cluster {cluster_id}"
+        )
 
 
 # ------------------------------------------------------------------------------------ running
@@ -170,20 +259,57 @@ class PreparedShutdown:
     nodes: dict[str, Node]
 
 
-def start_shutdown(session: Session, plan: ShutdownPlan, actor: Actor) -> PreparedShutdown:
-    """Record the shutdown operation with its plan."""
-    kind = "cluster_force_shutdown" if plan.force else "cluster_shutdown"
+def start_shutdown(
+    session: Session, plan: ShutdownPlan, actor: Actor, *, check_idle: bool = True
+) -> PreparedShutdown:
+    """Record the shutdown operation with its plan (ConflictError if one already runs there)."""
+    if check_idle:
+        _check_idle(session, plan.cluster_id)
+    kind = SHUTDOWN_KINDS[1] if plan.force else SHUTDOWN_KINDS[0]
     operation = start_operation(
         session,
         kind=kind,
         target_type="cluster",
         target_id=plan.cluster_id,
         actor=actor,
-        parameters={"force": plan.force, "plan": plan.lines()},
-        summary="shutting down",
+        parameters={"force": plan.force, "drain_host": plan.drain_host, "plan": plan.lines()},
+        summary=f"shutting down {len(plan.hostnames)} node(s)",
     )
     nodes = {n.hostname: n for n in inventory.list_nodes(session, plan.cluster_id)}
+    for node in nodes.values():
+        session.expunge(node)  # read from other sessions and tasks while this one is gone
     return PreparedShutdown(operation.id, plan, nodes)
+
+
+@dataclass
+class _Outcome:
+    """What one SSH command did, or why it could not run."""
+
+    status: OperationStatus
+    message: str
+    detail: dict[str, Any]
+    result: ssh.CommandResult | None = None
+    error: PowerError | None = None
+
+    @property
+    def fatal(self) -> bool:
+        """A host-key or login problem: retrying on that node cannot help."""
+        return isinstance(self.error, FatalPowerError)
+
+
+def _progress(name: str, node_id: int | None, message: str) -> tuple[str, str]:
+    """("lab-n2", "stop: Stopped.") for a node's step "stop lab-n2"; ("cluster", "host keys: …") else."""
+    if node_id is None:
+        return "cluster", f"{name}: {message}"
+    action, _, host = name.partition(" ")
+    return host, f"{action}: {message}"
+
+
+def _last_line(result: ssh.CommandResult) -> str:
+    """The line that says how a command ended: the last of stdout, or of stderr when it failed."""
+    first, second = (result.stdout, result.stderr) if result.ok else (result.stderr, result.stdout)
+    text = first.strip() or second.strip() or f"exit {result.exit_status}"
+    return text.splitlines()[-1]
 
 
 class _Run:
@@ -205,9 +331,18 @@ class _Run:
         self.lock = asyncio.Lock()  # one writer of the operation at a time
         self.failures: list[str] = []
         self.powered_off: list[str] = []
+        self.refused: dict[str, str] = {}  # hostname -> why nothing runs there
+        self.skipped: list[str] = []  # steps not started because of the abort
+        self.stop_reason: str | None = None
 
     async def record(
-        self, step: PlannedStep, status: OperationStatus, message: str, detail: dict[str, Any]
+        self,
+        name: str,
+        node_id: int | None,
+        status: OperationStatus,
+        message: str,
+        detail: dict[str, Any],
+        started: Any = None,
     ) -> None:
         async with self.lock:
             with self.session_factory() as session:
@@ -215,122 +350,229 @@ class _Run:
                 record_step(
                     session,
                     operation,
-                    name=f"{step.action} {step.hostname}",
+                    name=name,
                     status=status,
-                    node_id=step.node_id,
+                    node_id=node_id,
                     message=message,
-                    detail=detail | {"runs_on": step.runs_on},
+                    detail=detail,
+                    started_at=started,
                 )
-                if step.action == "drain":
-                    node = session.get(Node, step.node_id)
-                    if node is not None:
-                        node.cordoned_by_mko = True  # drain cordons first, even when the eviction fails
-                        session.commit()
-        self.on_step(step.hostname, f"{step.action}: {message}", status)
+        self.on_step(*_progress(name, node_id, message), status)
 
-    async def _ssh_run(
-        self, step: PlannedStep, argv: list[str], timeout: float
-    ) -> tuple[OperationStatus, str, dict[str, Any]]:
-        target_node = self.prepared.nodes[step.runs_on]
-        target = ssh.SshTarget.of(target_node, self.settings)
-        started = time.monotonic()
+    async def record_step(self, step: PlannedStep, outcome: _Outcome, started: Any) -> None:
+        detail = outcome.detail | {"runs_on": step.runs_on}
+        await self.record(
+            f"{step.action} {step.hostname}", step.node_id, outcome.status, outcome.message, detail, started
+        )
+
+    # -------------------------------------------------------------- host keys
+
+    async def preflight(self) -> None:
+        """Check every node's host key first: a node presenting an unknown or other key is refused."""
+        targets = [
+            ssh.SshTarget.of(self.prepared.nodes[h], self.settings) for h in self.prepared.plan.hostnames
+        ]
+        started = utcnow()
+        # A quick TCP probe first: a node that is already off must not hold the whole shutdown for a
+        # full SSH connect timeout (a sleeping host does not even answer ARP).
+        probes = await asyncio.gather(
+            *(probe_tcp(t.host, t.port, self.settings.probe_timeout) for t in targets)
+        )
+        answering = [t for t, probe in zip(targets, probes, strict=True) if probe.ok]
+        found = await asyncio.gather(
+            *(ssh.scan_host_key(t, self.settings) for t in answering), return_exceptions=True
+        )
+        verified = []
+        unreachable = [t.name for t, probe in zip(targets, probes, strict=True) if not probe.ok]
+        for target, info in zip(answering, found, strict=True):
+            if isinstance(info, BaseException):
+                if not isinstance(info, Exception):
+                    raise info
+                log.warning("shutdown: host key of %s not read: %s", target.label, info)
+                unreachable.append(target.name)  # its own steps will find out what is wrong
+                continue
+            if info.status == "trusted":
+                verified.append(target.name)
+                continue
+            error: ssh.SshError = (
+                ssh.HostKeyChangedError(target, info.recorded, info.fingerprint)
+                if info.status == "changed"
+                else ssh.HostKeyUnknownError(target, info.fingerprint)
+            )
+            self.refused[target.name] = str(error)
+        message = f"{len(verified)} verified"
+        if self.refused:
+            message += f", {len(self.refused)} refused ({', '.join(self.refused)})"
+        if unreachable:
+            message += f", {len(unreachable)} not answering ({', '.join(unreachable)})"
+        status = OperationStatus.FAILED if self.refused else OperationStatus.SUCCEEDED
+        detail = {"verified": verified, "refused": self.refused, "unreachable": unreachable}
+        await self.record("host keys", None, status, message, detail, started)
+        for hostname, why in self.refused.items():
+            log.error("shutdown: %s refused: %s", hostname, why)
+            self.failures.append(f"{hostname}: host key refused, nothing run there")
+            node = self.prepared.nodes[hostname]
+            await self.record(f"refuse {hostname}", node.id, OperationStatus.FAILED, why, {}, started)
+
+    # -------------------------------------------------------------- steps
+
+    async def _ssh(self, host: str, commands: Sequence[Sequence[str]], timeout: float) -> _Outcome:
+        """Run commands on HOST in one connection; the later ones only when the one before asks for it."""
+        target = ssh.SshTarget.of(self.prepared.nodes[host], self.settings)
+        begun = time.monotonic()
         try:
             async with ssh.connect(target, self.settings) as connection:
-                result = await connection.run(argv, sudo=True, timeout=timeout)
+                result = await connection.run(commands[0], sudo=True, timeout=timeout)
+                detail = result.as_dict()
+                for fallback in commands[1:]:
+                    if not _wants_fallback(result):
+                        break
+                    notice = _last_line(result)
+                    result = await connection.run(fallback, sudo=True, timeout=timeout)
+                    detail = result.as_dict() | {"instead_of": detail["command"], "notice": notice}
         except PowerError as exc:
-            return OperationStatus.FAILED, str(exc), {"duration": round(time.monotonic() - started, 3)}
+            duration = round(time.monotonic() - begun, 3)
+            return _Outcome(OperationStatus.FAILED, str(exc), {"duration": duration}, error=exc)
         status = OperationStatus.SUCCEEDED if result.ok else OperationStatus.FAILED
-        text = (result.stdout.strip() or result.stderr.strip() or f"exit {result.exit_status}").splitlines()[
-            -1
-        ]
-        return status, text, result.as_dict()
+        message = _last_line(result)
+        if "instead_of" in detail:
+            message += f" (ran `{detail['command']}` instead of `{detail['instead_of']}`)"
+        return _Outcome(status, message, detail, result)
 
     async def do(self, step: PlannedStep) -> bool:
-        """Run one step; False when the node's chain should not go on."""
+        """Run one step; False when the node's chain cannot go on."""
+        started = utcnow()
         settings = self.settings
+        if step.runs_on in self.refused:
+            outcome = _Outcome(
+                OperationStatus.FAILED, f"not run: the host key of {step.runs_on} is refused", {}
+            )
+            self.failures.append(f"{step.action} {step.hostname}: {outcome.message}")
+            await self.record_step(step, outcome, started)
+            return step.action == "drain"
         if step.action == "drain":
+            name = kube_name(self.prepared.nodes[step.hostname])
             argv = [
-                "microk8s", "kubectl", "drain", step.hostname, "--ignore-daemonsets",
+                "microk8s", "kubectl", "drain", name, "--ignore-daemonsets",
                 "--delete-emptydir-data", f"--timeout={int(settings.drain_timeout)}s",
             ]  # fmt: skip
-            status, message, detail = await self._ssh_run(step, argv, settings.drain_timeout + 15)
-            if status != OperationStatus.SUCCEEDED:
-                self.failures.append(f"drain {step.hostname}: {message}")
-            await self.record(step, status, message, detail)
+            outcome = await self._ssh(step.runs_on, [argv], settings.drain_timeout + 15)
+            if outcome.status != OperationStatus.SUCCEEDED:
+                self.failures.append(f"drain {step.hostname}: {outcome.message}")
+            if outcome.result is not None and f"node/{name} cordoned" in outcome.result.stdout.splitlines():
+                # Only a cordon of ours is undone by the recovery ("already cordoned" was someone else's).
+                await self._mark_cordoned(step.node_id)
+            await self.record_step(step, outcome, started)
             return True  # power is running out: a failed drain does not stop the shutdown
         if step.action == "stop":
-            status, message, detail = await self._ssh_run(
-                step, ["microk8s", "stop"], settings.microk8s_stop_timeout
+            outcome = await self._ssh(
+                step.hostname,
+                [["microk8s", "stop"], ["snap", "stop", "microk8s", "--disable"]],
+                settings.microk8s_stop_timeout,
             )
-            if status != OperationStatus.SUCCEEDED:
-                self.failures.append(f"stop {step.hostname}: {message}")
-            await self.record(step, status, message, detail)
-            return True
-        return await self._power_off(step)
+            if outcome.status != OperationStatus.SUCCEEDED:
+                self.failures.append(f"stop {step.hostname}: {outcome.message}")
+            await self.record_step(step, outcome, started)
+            return not outcome.fatal
+        return await self._power_off(step, started)
 
-    async def _power_off(self, step: PlannedStep) -> bool:
+    async def _mark_cordoned(self, node_id: int) -> None:
+        async with self.lock:
+            with self.session_factory() as session:
+                node = session.get(Node, node_id)
+                if node is not None:
+                    node.cordoned_by_mko = True
+                    session.commit()
+
+    async def _power_off(self, step: PlannedStep, started: Any) -> bool:
         node = self.prepared.nodes[step.hostname]
-        started = time.monotonic()
+        begun = time.monotonic()
         if step.runs_on.startswith("driver:"):
             schedule = WakeSchedule(retries=1, delay=0, wait=True, timeout=self.settings.poweroff_timeout)
-            [outcome] = await power_off(
+            [result] = await power_off(
                 [NodeSnapshot.of(node)], schedule, driver_lookup(self.settings), soft=True
             )
-            ok = outcome.state == OutcomeState.OFF
-            message, detail = outcome.describe(), outcome.as_dict()
+            ok = result.state == OutcomeState.OFF
+            outcome = _Outcome(OperationStatus.SUCCEEDED, result.describe(), result.as_dict())
         else:
-            _, message, detail = await self._ssh_run(step, ["systemctl", "poweroff"], 30)
-            # The connection may drop as the machine goes down: what counts is that SSH stops answering.
-            ok = await self._wait_off(node)
-            message = "powered off (SSH stopped answering)" if ok else f"still answering on SSH ({message})"
-        detail = detail | {"duration": round(time.monotonic() - started, 3)}
+            outcome = await self._ssh(
+                step.hostname, [["systemctl", "poweroff"], ["shutdown", "-h", "now"]], 30
+            )
+            if outcome.fatal:
+                ok = False
+            else:
+                # The connection may drop as the machine goes down: what counts is that SSH stops answering.
+                ok = await self._wait_off(node)
+                waited = f"{self.settings.poweroff_timeout:g} s"
+                outcome.message = (
+                    "powered off (SSH stopped answering)"
+                    if ok
+                    else f"still answering on SSH after {waited} ({outcome.message})"
+                )
+        outcome.detail["duration"] = round(time.monotonic() - begun, 3)
+        outcome.status = OperationStatus.SUCCEEDED if ok else OperationStatus.FAILED
         if ok:
             self.powered_off.append(step.hostname)
         else:
-            self.failures.append(f"poweroff {step.hostname}: {message}")
-        await self.record(step, OperationStatus.SUCCEEDED if ok else OperationStatus.FAILED, message, detail)
+            self.failures.append(f"poweroff {step.hostname}: {outcome.message}")
+        await self.record_step(step, outcome, started)
         return ok
 
     async def _wait_off(self, node: Node) -> bool:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.poweroff_timeout
-        while loop.time() < deadline:
+        while True:
             if not (await probe_tcp(node.ip_address, node.ssh_port, self.settings.probe_timeout)).ok:
                 return True
-            await asyncio.sleep(self.settings.probe_interval)
-        return False
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(min(self.settings.probe_interval, 0.5))
 
-    async def chain(self, steps: Sequence[PlannedStep], *, finish_once_started: bool) -> None:
-        """Run one node's steps; stop between steps when aborted (unless told to finish)."""
+    # -------------------------------------------------------------- order
+
+    async def chain(self, steps: Sequence[PlannedStep]) -> None:
+        """Run one node's steps in order; when aborted, the step in progress finishes and no other starts."""
+        if steps and steps[0].hostname in self.refused:
+            return
         for index, step in enumerate(steps):
-            begun = index > 0 and steps[index - 1].action != "drain"  # microk8s stop already ran
-            if self.abort.is_set() and not (finish_once_started and begun):
+            if self.abort.is_set():
+                self.skipped.extend(f"{s.action} {s.hostname}" for s in steps[index:])
                 return
             if not await self.do(step):
                 return
 
     async def run(self) -> Operation:
         plan = self.prepared.plan
-        await asyncio.gather(*(self.chain(c, finish_once_started=False) for c in plan.parallel))
-        for chain in plan.serial:
-            if self.abort.is_set():
-                break
-            # NOTE: a control plane whose microk8s was stopped is taken all the way down, so an
-            # aborted shutdown never leaves a half-stopped dqlite voter behind.
-            await self.chain(chain, finish_once_started=True)
+        try:
+            await self.preflight()
+            await asyncio.gather(*(self.chain(c) for c in plan.parallel))
+            for chain in plan.serial:
+                await self.chain(chain)
+        except Exception as exc:  # a bug must not leave the operation running forever
+            log.exception("shutdown of cluster %s crashed", plan.cluster_id)
+            self.failures.append(f"stopped by an internal error: {type(exc).__name__}: {exc}")
+            return self.close()
+        if self.skipped:
+            reason = self.reason()
+            await self.record(
+                "stop early",
+                None,
+                OperationStatus.CANCELLED,
+                f"{reason}; not started: {', '.join(self.skipped)}",
+                {"skipped": self.skipped, "reason": reason},
+            )
         return self.close()
 
+    def reason(self) -> str:
+        """Why the shutdown was asked to stop."""
+        return self.stop_reason or str(getattr(self.abort, "reason", "") or "asked to stop")
+
     def close(self) -> Operation:
-        total = len(
-            {
-                s.hostname
-                for chain in (*self.prepared.plan.parallel, *self.prepared.plan.serial)
-                for s in chain
-            }
-        )
+        total = len(self.prepared.plan.hostnames)
         summary = f"{len(self.powered_off)}/{total} node(s) powered off"
-        if self.abort.is_set():
-            status, summary = OperationStatus.CANCELLED, summary + "; stopped early: power returned"
+        if self.skipped:
+            status = OperationStatus.CANCELLED
+            summary += f"; stopped at a safe point: {self.reason()}"
         elif len(self.powered_off) == total and not self.failures:
             status = OperationStatus.SUCCEEDED
         elif self.powered_off:
@@ -344,9 +586,32 @@ class _Run:
             result = {
                 "powered_off": self.powered_off,
                 "failures": self.failures,
-                "aborted": self.abort.is_set(),
+                "refused": sorted(self.refused),
+                "skipped": self.skipped,
+                "aborted": bool(self.skipped),
             }
             return finish_operation(session, operation, status=status, summary=summary, result=result)
+
+
+def _wants_fallback(result: ssh.CommandResult) -> bool:
+    """Whether the next command of a fallback list should run: worker notice, or no such command."""
+    return result.exit_status == _COMMAND_NOT_FOUND or (result.ok and _WORKER_NOTICE in result.stdout)
+
+
+async def _finish_even_if_cancelled(
+    work: asyncio.Future[Operation], on_cancel: Callable[[], None]
+) -> Operation:
+    """Await WORK; when cancelled, ask it to stop at its next safe point, wait for that, then re-raise."""
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        on_cancel()
+        while not work.done():
+            try:
+                await asyncio.shield(work)
+            except asyncio.CancelledError:
+                continue
+        raise
 
 
 async def run_shutdown(
@@ -357,8 +622,16 @@ async def run_shutdown(
     abort: asyncio.Event | None = None,
     on_step: StepHook | None = None,
 ) -> Operation:
-    """Carry out a shutdown plan; ``abort`` stops it safely between steps."""
-    return await _Run(session_factory, settings, prepared, abort or asyncio.Event(), on_step).run()
+    """Carry out a shutdown plan; ``abort`` (its ``reason`` attribute, if any, says why) stops it safely."""
+    stop = abort or asyncio.Event()
+    runner = _Run(session_factory, settings, prepared, stop, on_step)
+
+    def cancelled() -> None:
+        if not stop.is_set():
+            runner.stop_reason = "mko stopped while it ran"
+            stop.set()
+
+    return await _finish_even_if_cancelled(asyncio.ensure_future(runner.run()), cancelled)
 
 
 # ------------------------------------------------------------------------------------ recovery
@@ -374,27 +647,35 @@ class PreparedRecovery:
     timeout: float
 
 
-def start_recovery(session: Session, cluster_id: int, actor: Actor, timeout: float) -> PreparedRecovery:
-    """Record a recovery operation for every node of the cluster."""
+def start_recovery(
+    session: Session, cluster_id: int, actor: Actor, timeout: float, *, check_idle: bool = True
+) -> PreparedRecovery:
+    """Record a recovery operation for every node of the cluster (ConflictError if one already runs)."""
     inventory.get_cluster(session, cluster_id)
     nodes = inventory.list_nodes(session, cluster_id)
     if not nodes:
         raise ConflictError(f"cluster {cluster_id} has no nodes")
+    if check_idle:
+        _check_idle(session, cluster_id)
     operation = start_operation(
         session,
-        kind="cluster_recover",
+        kind=RECOVER_KIND,
         target_type="cluster",
         target_id=cluster_id,
         actor=actor,
-        parameters={"timeout": timeout},
+        parameters={"timeout": timeout, "nodes": [n.hostname for n in nodes]},
         summary=f"recovering {len(nodes)} node(s)",
     )
+    for node in nodes:
+        session.expunge(node)
     return PreparedRecovery(operation.id, cluster_id, nodes, timeout)
 
 
 def ready_nodes(kubectl_json: str) -> dict[str, dict[str, bool]]:
     """``{name: {"ready": …, "unschedulable": …}}`` from ``kubectl get nodes -o json``."""
     document = json.loads(kubectl_json)
+    if not isinstance(document, dict):
+        raise ValueError("not a Kubernetes List")
     found = {}
     for item in document.get("items", []):
         name = item.get("metadata", {}).get("name", "")
@@ -402,6 +683,18 @@ def ready_nodes(kubectl_json: str) -> dict[str, dict[str, bool]]:
         ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
         found[name] = {"ready": ready, "unschedulable": bool(item.get("spec", {}).get("unschedulable"))}
     return found
+
+
+@dataclass
+class _NodeReport:
+    """How one node came back."""
+
+    hostname: str
+    ssh_after: float | None = None
+    started: bool = False
+    ready: bool = False
+    uncordoned: bool | None = None  # None: mko had not cordoned it
+    error: str | None = None
 
 
 class _Recovery:
@@ -417,14 +710,20 @@ class _Recovery:
         self.prepared = prepared
         self.on_step = on_step or (lambda _node, _text, _status: None)
         self.lock = asyncio.Lock()
-        self.started: dict[str, float] = {}
+        self.report = {n.hostname: _NodeReport(n.hostname) for n in prepared.nodes}
         self.problems: list[str] = []
         self.loop = asyncio.get_running_loop()
-        self.deadline = self.loop.time() + prepared.timeout
         self.begin = self.loop.time()
+        self.deadline = self.begin + prepared.timeout
 
     async def record(
-        self, node: Node | None, name: str, status: OperationStatus, message: str, detail: dict[str, Any]
+        self,
+        node: Node | None,
+        name: str,
+        status: OperationStatus,
+        message: str,
+        detail: dict[str, Any],
+        started: Any = None,
     ) -> None:
         async with self.lock:
             with self.session_factory() as session:
@@ -437,162 +736,200 @@ class _Recovery:
                     node_id=node.id if node else None,
                     message=message,
                     detail=detail,
+                    started_at=started,
                 )
-        self.on_step(node.hostname if node else "cluster", f"{name}: {message}", status)
+        self.on_step(*_progress(name, node.id if node else None, message), status)
 
     async def start_node(self, node: Node) -> None:
-        """Wait for SSH, then `microk8s start`."""
+        """Wait for SSH, then ``microk8s start`` (``snap start microk8s --enable`` on --worker nodes)."""
+        report = self.report[node.hostname]
         target = ssh.SshTarget.of(node, self.settings)
-        last_error = "never answered"
+        started = utcnow()
+        last_error = "never answered on SSH"
         while self.loop.time() < self.deadline:
             try:
                 async with ssh.connect(target, self.settings) as connection:
                     up_after = self.loop.time() - self.begin
-                    remaining = max(1.0, self.deadline - self.loop.time())
-                    result = await connection.run(
-                        ["microk8s", "start"],
-                        sudo=True,
-                        timeout=min(remaining, self.settings.microk8s_start_timeout),
+                    report.ssh_after = round(up_after, 1)
+                    limit = min(
+                        max(1.0, self.deadline - self.loop.time()), self.settings.microk8s_start_timeout
                     )
-            except (ssh.HostKeyChangedError, ssh.HostKeyUnknownError, ssh.SshAuthError) as exc:
+                    result = await connection.run(["microk8s", "start"], sudo=True, timeout=limit)
+                    detail = result.as_dict()
+                    if _wants_fallback(result):
+                        notice = _last_line(result)
+                        result = await connection.run(
+                            ["snap", "start", "microk8s", "--enable"], sudo=True, timeout=limit
+                        )
+                        detail = result.as_dict() | {"instead_of": detail["command"], "notice": notice}
+            except FatalPowerError as exc:
                 last_error = str(exc)
-                break  # retrying cannot fix a key or login problem
+                break  # retrying cannot fix a host key or a refused login
             except PowerError as exc:
                 last_error = str(exc)
-                await asyncio.sleep(self.settings.probe_interval)
+                await asyncio.sleep(min(self.settings.probe_interval, 0.5))
                 continue
             if result.ok:
-                self.started[node.hostname] = up_after
+                report.started = True
+                message = f"SSH up after {up_after:.1f}s; {shlex_name(result)} ran"
                 await self.record(
-                    node,
-                    f"start {node.hostname}",
-                    OperationStatus.SUCCEEDED,
-                    f"SSH up after {up_after:.1f}s; microk8s started",
-                    result.as_dict(),
+                    node, f"start {node.hostname}", OperationStatus.SUCCEEDED, message, detail, started
                 )
             else:
-                last_error = result.stderr.strip() or f"microk8s start exited {result.exit_status}"
-                self.problems.append(f"{node.hostname}: {last_error}")
+                report.error = f"`{result.command}` exited {result.exit_status}: {_last_line(result)}"
+                self.problems.append(f"{node.hostname}: {report.error}")
                 await self.record(
-                    node, f"start {node.hostname}", OperationStatus.FAILED, last_error, result.as_dict()
+                    node, f"start {node.hostname}", OperationStatus.FAILED, report.error, detail, started
                 )
             return
+        report.error = last_error
         self.problems.append(f"{node.hostname}: {last_error}")
-        await self.record(node, f"start {node.hostname}", OperationStatus.FAILED, last_error, {})
+        await self.record(node, f"start {node.hostname}", OperationStatus.FAILED, last_error, {}, started)
 
     async def wait_ready(self) -> tuple[Node | None, dict[str, dict[str, bool]]]:
-        """Poll `kubectl get nodes` from a started control plane until every inventory node is Ready."""
-        names = {n.hostname for n in self.prepared.nodes}
+        """Poll ``kubectl get nodes -o json`` on a started control plane until every node is Ready."""
+        names = {kube_name(n) for n in self.prepared.nodes}
         controls = [
-            n for n in self.prepared.nodes if n.role == NodeRole.CONTROL_PLANE and n.hostname in self.started
+            n
+            for n in self.prepared.nodes
+            if n.role == NodeRole.CONTROL_PLANE and self.report[n.hostname].started
         ]
         seen: dict[str, dict[str, bool]] = {}
         if not controls:
+            self.problems.append("no control plane started: nobody can ask the API whether nodes are Ready")
             return None, seen
-        while self.loop.time() < self.deadline:
+        argv = ["microk8s", "kubectl", "get", "nodes", "-o", "json"]
+        answered: Node | None = None
+        while True:
             for control in controls:
                 try:
                     async with ssh.connect(
                         ssh.SshTarget.of(control, self.settings), self.settings
                     ) as connection:
-                        result = await connection.run(
-                            ["microk8s", "kubectl", "get", "nodes", "-o", "json"], sudo=True, timeout=30
-                        )
-                except PowerError:
+                        result = await connection.run(argv, sudo=True, timeout=30)
+                    seen = ready_nodes(result.stdout) if result.ok else seen
+                except (PowerError, ValueError):
                     continue
                 if result.ok:
-                    try:
-                        seen = ready_nodes(result.stdout)
-                    except ValueError:
-                        continue
-                    if all(seen.get(name, {}).get("ready") for name in names):
-                        return control, seen
+                    answered = control
                     break
-            await asyncio.sleep(self.settings.probe_interval)
-        return (controls[0] if controls else None), seen
+            if names and all(seen.get(name, {}).get("ready") for name in names):
+                return answered, seen
+            if self.loop.time() >= self.deadline:
+                return answered, seen
+            await asyncio.sleep(min(self.settings.probe_interval, 0.5))
+
+    async def uncordon(self, control: Node) -> None:
+        """Uncordon the nodes this orchestrator cordoned (and only those), through CONTROL."""
+        with self.session_factory() as session:
+            ours = [
+                n.id for n in inventory.list_nodes(session, self.prepared.cluster_id) if n.cordoned_by_mko
+            ]
+        nodes = [n for n in self.prepared.nodes if n.id in ours]
+        if not nodes:
+            return
+        try:
+            async with ssh.connect(ssh.SshTarget.of(control, self.settings), self.settings) as connection:
+                for node in nodes:
+                    started = utcnow()
+                    argv = ["microk8s", "kubectl", "uncordon", kube_name(node)]
+                    result = await connection.run(argv, sudo=True, timeout=30)
+                    report = self.report[node.hostname]
+                    report.uncordoned = result.ok
+                    if result.ok:
+                        await self._forget_cordon(node.id)
+                        status = OperationStatus.SUCCEEDED
+                    else:
+                        self.problems.append(f"uncordon {node.hostname}: {_last_line(result)}")
+                        status = OperationStatus.FAILED
+                    await self.record(
+                        node,
+                        f"uncordon {node.hostname}",
+                        status,
+                        _last_line(result),
+                        result.as_dict(),
+                        started,
+                    )
+        except PowerError as exc:
+            self.problems.append(f"uncordon: {exc}")
+            await self.record(None, "uncordon", OperationStatus.FAILED, str(exc), {})
+
+    async def _forget_cordon(self, node_id: int) -> None:
+        async with self.lock:
+            with self.session_factory() as session:
+                row = session.get(Node, node_id)
+                if row is not None:
+                    row.cordoned_by_mko = False
+                    session.commit()
 
     async def run(self) -> Operation:
+        try:
+            return await self._run()
+        except Exception as exc:  # a bug must not leave the operation running forever
+            log.exception("recovery of cluster %s crashed", self.prepared.cluster_id)
+            self.problems.append(f"stopped by an internal error: {type(exc).__name__}: {exc}")
+            return self.close()
+
+    async def _run(self) -> Operation:
         await asyncio.gather(*(self.start_node(node) for node in self.prepared.nodes))
+        started = utcnow()
         control, seen = await self.wait_ready()
-        names = sorted(n.hostname for n in self.prepared.nodes)
-        not_ready = [name for name in names if not seen.get(name, {}).get("ready")]
-        ready_after = round(self.loop.time() - self.begin, 1)
+        for node in self.prepared.nodes:
+            self.report[node.hostname].ready = bool(seen.get(kube_name(node), {}).get("ready"))
+        not_ready = [h for h, r in self.report.items() if not r.ready]
+        after = round(self.loop.time() - self.begin, 1)
         if not_ready:
             message = f"not Ready before the timeout: {', '.join(not_ready)}"
             self.problems.append(message)
-            await self.record(None, "all nodes Ready", OperationStatus.FAILED, message, {"nodes": seen})
-        else:
             await self.record(
-                None,
-                "all nodes Ready",
-                OperationStatus.SUCCEEDED,
-                f"{len(names)} node(s) Ready after {ready_after}s",
-                {"nodes": seen},
+                None, "all nodes Ready", OperationStatus.FAILED, message, {"nodes": seen}, started
             )
-        uncordoned = await self.uncordon(control) if control is not None else []
-        return self.close(not_ready, uncordoned)
+        else:
+            message = f"{len(self.report)} node(s) Ready after {after}s"
+            await self.record(
+                None, "all nodes Ready", OperationStatus.SUCCEEDED, message, {"nodes": seen}, started
+            )
+        if control is not None:
+            await self.uncordon(control)
+        return self.close()
 
-    async def uncordon(self, control: Node) -> list[str]:
-        """Uncordon the nodes this orchestrator drained (and only those)."""
-        with self.session_factory() as session:
-            drained = [
-                n.hostname
-                for n in inventory.list_nodes(session, self.prepared.cluster_id)
-                if n.cordoned_by_mko
-            ]
-        done = []
-        for name in drained:
-            try:
-                async with ssh.connect(ssh.SshTarget.of(control, self.settings), self.settings) as connection:
-                    result = await connection.run(
-                        ["microk8s", "kubectl", "uncordon", name], sudo=True, timeout=30
-                    )
-            except PowerError as exc:
-                self.problems.append(f"uncordon {name}: {exc}")
-                continue
-            node = next(n for n in self.prepared.nodes if n.hostname == name)
-            if result.ok:
-                done.append(name)
-                with self.session_factory() as session:
-                    row = session.get(Node, node.id)
-                    if row is not None:
-                        row.cordoned_by_mko = False
-                        session.commit()
-                await self.record(
-                    node,
-                    f"uncordon {name}",
-                    OperationStatus.SUCCEEDED,
-                    result.stdout.strip(),
-                    result.as_dict(),
-                )
-            else:
-                self.problems.append(f"uncordon {name}: {result.stderr.strip()}")
-                await self.record(
-                    node, f"uncordon {name}", OperationStatus.FAILED, result.stderr.strip(), result.as_dict()
-                )
-        return done
-
-    def close(self, not_ready: list[str], uncordoned: list[str]) -> Operation:
-        total = len(self.prepared.nodes)
-        ready = total - len(not_ready)
-        summary = f"{len(self.started)}/{total} started, {ready}/{total} Ready, {len(uncordoned)} uncordoned"
+    def close(self, cancelled: bool = False) -> Operation:
+        total = len(self.report)
+        counts = [sum(1 for r in self.report.values() if test(r)) for test in (_started, _ready)]
+        uncordoned = sorted(h for h, r in self.report.items() if r.uncordoned)
+        summary = f"{counts[0]}/{total} started, {counts[1]}/{total} Ready, {len(uncordoned)} uncordoned"
+        if cancelled:
+            status = OperationStatus.CANCELLED
+            summary = f"cancelled: mko stopped while it ran; {summary}"
+        elif counts == [total, total] and not self.problems:
+            status = OperationStatus.SUCCEEDED
+        else:
+            status = OperationStatus.PARTIAL if counts[0] else OperationStatus.FAILED
         if self.problems:
             summary += "; " + "; ".join(self.problems)
-        ok = len(self.started) == total and not not_ready and not self.problems
-        status = (
-            OperationStatus.SUCCEEDED
-            if ok
-            else (OperationStatus.PARTIAL if self.started else OperationStatus.FAILED)
-        )
+        result = {
+            "nodes": {h: r.__dict__ for h, r in self.report.items()},
+            "started": sorted(h for h, r in self.report.items() if r.started),
+            "not_ready": sorted(h for h, r in self.report.items() if not r.ready),
+            "uncordoned": uncordoned,
+            "problems": self.problems,
+        }
         with self.session_factory() as session:
             operation = session.get_one(Operation, self.prepared.operation_id)
-            result = {
-                "started": self.started,
-                "not_ready": not_ready,
-                "uncordoned": uncordoned,
-                "problems": self.problems,
-            }
             return finish_operation(session, operation, status=status, summary=summary, result=result)
+
+
+def _started(report: _NodeReport) -> bool:
+    return report.started
+
+
+def _ready(report: _NodeReport) -> bool:
+    return report.ready
+
+
+def shlex_name(result: ssh.CommandResult) -> str:
+    """``microk8s start`` or ``snap start microk8s --enable``: the command that did the work."""
+    return " ".join(a for a in result.argv if a not in ("sudo", "-n", "--"))
 
 
 async def run_recovery(
@@ -601,5 +938,54 @@ async def run_recovery(
     prepared: PreparedRecovery,
     on_step: StepHook | None = None,
 ) -> Operation:
-    """Start MicroK8s everywhere, wait until every node is Ready, uncordon what mko drained."""
-    return await _Recovery(session_factory, settings, prepared, on_step).run()
+    """Start MicroK8s everywhere, wait until every node is Ready, uncordon what mko cordoned."""
+    recovery = _Recovery(session_factory, settings, prepared, on_step)
+    try:
+        return await recovery.run()
+    except asyncio.CancelledError:
+        recovery.close(cancelled=True)
+        raise
+
+
+# ------------------------------------------------------------------------------------ schedules
+
+
+async def _scheduled_shutdown(context: schedules.RunContext, run: schedules.PreparedRun) -> Operation:
+    """A schedule's shutdown: plan now, run it as its own operation, link it from the schedule's."""
+    factory, settings = context.session_factory, context.settings
+    with factory() as session:
+        operation = session.get_one(Operation, run.operation_id)
+        cluster_id = operation.target_id or 0
+        try:
+            plan = await plan_shutdown(session, settings, cluster_id, force=bool(run.options.get("force")))
+            prepared = start_shutdown(session, plan, run.actor)
+        except ConflictError as exc:
+            record_step(
+                session, operation, name="shutdown", status=OperationStatus.CANCELLED, message=str(exc)
+            )
+            return finish_operation(
+                session, operation, status=OperationStatus.CANCELLED, summary=f"not started: {exc}"
+            )
+        step_id = record_step(
+            session,
+            operation,
+            name="shutdown",
+            status=OperationStatus.RUNNING,
+            message=f"shutting down in operation #{prepared.operation_id}",
+            detail={"operation_id": prepared.operation_id},
+        ).id
+    done = await run_shutdown(factory, settings, prepared)
+    with factory() as session:
+        operation = session.get_one(Operation, run.operation_id)
+        step = session.get_one(OperationStep, step_id)
+        step.status, step.message, step.finished_at = done.status, f"#{done.id}: {done.summary}", utcnow()
+        return finish_operation(
+            session,
+            operation,
+            status=done.status,
+            summary=f"shutdown #{done.id}: {done.summary}",
+            result={"shutdown_operation_id": done.id},
+        )
+
+
+schedules.register_action(ScheduleAction.SHUTDOWN, _scheduled_shutdown)

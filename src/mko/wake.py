@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -86,6 +87,28 @@ class PreparedWake:
     nodes: list[NodeSnapshot]
     schedule: WakeSchedule
     skipped: dict[int, str] = field(default_factory=dict)
+    coalesced: bool = False  # joined a wake of the same node that is still running: nothing new to run
+
+
+def _running_wake_of(session: Session, node_id: int, within: float) -> Operation | None:
+    """A wake of ``node_id`` started less than ``within`` seconds ago and still running."""
+    if within <= 0:
+        return None
+    since = utcnow() - timedelta(seconds=within)
+    query = (
+        select(Operation)
+        .join(OperationStep)
+        .where(
+            Operation.kind.startswith(WAKE_KIND_PREFIX),
+            Operation.status == OperationStatus.RUNNING,
+            Operation.started_at >= since,
+            OperationStep.node_id == node_id,
+            OperationStep.status == OperationStatus.RUNNING,
+        )
+        .order_by(Operation.id.desc())
+        .limit(1)
+    )
+    return session.scalars(query).first()
 
 
 def _not_wakeable_reason(node: Node) -> str | None:
@@ -107,6 +130,7 @@ def start_wake(
     schedule: WakeSchedule,
     actor: Actor,
     node_ids: Sequence[int] = (),
+    coalesce_seconds: float = 0.0,
 ) -> PreparedWake:
     """Check a wake of a node, a cluster, or several nodes (``target_type="nodes"`` with ``node_ids``)
     and record its operation; ConflictError when nothing can be woken."""
@@ -115,6 +139,12 @@ def start_wake(
         reason = _not_wakeable_reason(node)
         if reason:
             raise ConflictError(reason)
+        # A burst of wakes of one node (double clicks, retrying scripts, a spoofing flood) joins the
+        # wake already under way instead of multiplying packets and operations.
+        running = _running_wake_of(session, node.id, coalesce_seconds)
+        if running is not None:
+            log.info("wake of node %s by %s joined running operation %s", node.id, actor.name, running.id)
+            return PreparedWake(running.id, [NodeSnapshot.of(node)], schedule, coalesced=True)
         nodes, skipped = [node], {}
     elif target_type == "nodes":
         if not node_ids:

@@ -82,8 +82,14 @@ def test_serve_answers_docs_and_api(env: dict[str, str]) -> None:
                 time.sleep(0.1)
         assert health.json()["status"] == "ok"
         assert httpx.get(f"{base}/docs", timeout=5).status_code == 200
-        assert httpx.get(f"{base}/api/nodes", timeout=5).json() == []
-        assert httpx.get(f"{base}/", timeout=5).status_code == 200
+        # The first run created the admin and printed its password once; the API needs credentials.
+        assert httpx.get(f"{base}/api/nodes", timeout=5).status_code == 401
+        created = _run(env, str(MKO), "token", "create", "e2e", "--role", "viewer")
+        token = created.stdout.strip().splitlines()[-1]
+        listed = httpx.get(f"{base}/api/nodes", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        assert listed.json() == []
+        assert httpx.get(f"{base}/", timeout=5).headers["location"] == "/login?next=/"
+        assert httpx.get(f"{base}/login", timeout=5).status_code == 200
     finally:
         server.terminate()
         server.wait(timeout=10)

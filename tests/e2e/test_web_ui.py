@@ -8,6 +8,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mko import auth
+from mko.db import Role
 from mko.db.models import Node
 from mko.lab import RunningLab
 
@@ -21,8 +23,14 @@ def test_add_configure_and_wake_a_node_then_a_cluster(
     base = lab_server.url
     target = e2e_lab.nodes[1]
 
-    # A cluster, then a node added through the Nodes page.
+    # Sign in (an anonymous visit lands on the login form), then a cluster and a node through the UI.
+    auth.create_user(session, "operator", "operator-pass", Role.OPERATOR)
     page.goto(f"{base}/clusters")
+    page.wait_for_url(f"{base}/login?next=/clusters")
+    page.fill("#username", "operator")
+    page.fill("#password", "operator-pass")
+    page.click("#sign-in")
+    page.wait_for_url(f"{base}/clusters")
     page.fill("#f-name", "garage")
     page.click("text=Add cluster")
     page.wait_for_url(f"{base}/clusters/1")
@@ -78,7 +86,9 @@ def test_add_configure_and_wake_a_node_then_a_cluster(
             "wol_prefix_len": e2e_lab.lab.prefix_len,
             "probe_port": 2222,
         }
-        assert page.request.post(f"{base}/api/nodes", data=body).status == 201
+        csrf = page.locator("input[name=csrf_token]").first.get_attribute("value")
+        created = page.request.post(f"{base}/api/nodes", data=body, headers={"X-CSRF-Token": csrf or ""})
+        assert created.status == 201, created.text()
     page.goto(f"{base}/clusters/1")
     page.click("#wake-cluster")
     page.wait_for_url(f"{base}/operations/*")

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+from authhelp import admin_headers
 from mko import inventory, nic
 from mko.api import create_app
 from mko.cli import app
@@ -43,7 +44,7 @@ def _api(settings: Settings, running: RunningLab) -> Iterator[TestClient]:
     """The real app whose event loop (and so every SSH socket) lives in the orch namespace."""
     with enter_netns(running.lab.orch):
         application = create_app(settings)
-        client = TestClient(application)
+        client = TestClient(application, headers=admin_headers(settings.database_url))
         client.__enter__()
     try:
         yield client
@@ -99,7 +100,7 @@ def test_collect_mac_by_cli_and_api_fills_mac_interface_and_prefix(
     assert (rows["lab-n3"]["state"], rows["lab-n3"]["mac"]) == ("collected", running.nodes[2].mac)
     assert rows["lab-n4"]["state"] == "failed"
     assert "cannot connect to 10.213.0.14:2222" in rows["lab-n4"]["error"]
-    assert operation["kind"] == "wol_collect_mac" and operation["actor"] == "api"
+    assert operation["kind"] == "wol_collect_mac" and operation["actor"].startswith("token:test-")
     assert {s["name"]: s["status"] for s in operation["steps"]} == {
         "collect lab-n3": "succeeded",
         "collect lab-n4": "failed",

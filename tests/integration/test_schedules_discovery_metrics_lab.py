@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+from authhelp import admin_headers
 from mko import discovery, inventory, rules, schedules
 from mko.api import create_app
 from mko.cli import app as cli_app
@@ -210,6 +211,7 @@ def test_metrics_after_a_rule_wake_driven_by_a_real_upsd(
                 power_event=PowerEvent.POWER_RESTORED,
                 cluster_action=ClusterAction.WAKE_ON_LAN,
                 name="wake after power returns",
+                recover_after_wake=False,  # no sshd on these nodes; test_shutdown_ups.py covers recovery
             ),
         )
         fast = settings.model_copy(
@@ -217,7 +219,7 @@ def test_metrics_after_a_rule_wake_driven_by_a_real_upsd(
         )
         with enter_netns(lab.lab.orch):  # the server's loop, its NUT link and its packets live in the lab
             app = create_app(fast)
-            client = TestClient(app)
+            client = TestClient(app, headers=admin_headers(fast.database_url))
             client.__enter__()
         try:
             nut.set(status="OB DISCHRG", charge=87, **{"battery.runtime": "1500"})

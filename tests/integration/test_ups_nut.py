@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 from upslab import MonitorThread, event_names, wait_until
 
+from authhelp import admin_headers
 from dbtemplate import copy_migrated_database
 from mko import inventory, rules
 from mko.api import create_app
@@ -129,11 +130,14 @@ def rig(ups_lab: tuple[RunningLab, NutServer], settings: Settings, fast_db: None
 
 
 def _rule(session: Session, rig: Rig, event: PowerEvent, **fields: object) -> PowerRule:
+    # This lab's nodes run no sshd, so the wake is not followed by the cluster recovery here
+    # (tests/integration/test_shutdown_ups.py runs the whole cycle with it).
     data = RuleCreate(
         ups_id=rig.ups_id,
         cluster_id=rig.cluster_id,
         power_event=event,
         cluster_action=ClusterAction.WAKE_ON_LAN,
+        recover_after_wake=False,
         **fields,  # type: ignore[arg-type]
     )
     return rules.create_rule(session, data)
@@ -152,7 +156,7 @@ def _settled(mon: MonitorThread) -> bool:
     )
 
 
-def test_seed_rule_created_verbatim_wakes_every_node_after_ol_ob_ol(rig: Rig) -> None:
+def test_seed_rule_created_verbatim_wakes_every_node_after_ol_ob_ol(rig: Rig, session: Session) -> None:
     # The seed guide's command, word for word, in a real process.
     seed = subprocess.run(
         [sys.executable, str(ROOT / "cli.py"), *SEED_CREATE_RULE],
@@ -163,6 +167,12 @@ def test_seed_rule_created_verbatim_wakes_every_node_after_ol_ob_ol(rig: Rig) ->
     )
     assert seed.returncode == 0, seed.stderr
     assert (rig.ups_id, rig.cluster_id) == (1, 1)
+    # The seed's rule recovers the cluster after the wake by default; this lab's nodes run no sshd, so
+    # only the wake is exercised here (test_shutdown_ups.py runs the recovery too).
+    [created] = rules.list_rules(session)
+    assert created.recover_after_wake is True
+    created.recover_after_wake = False
+    session.commit()
     with rig.monitor() as mon:
         [rule] = _rules(mon)
         assert (rule.name, rule.power_event, rule.cluster_action, rule.enabled) == (
@@ -367,7 +377,9 @@ def test_charge_falling_through_a_threshold_fires_low_battery_once_and_restart_r
 def test_serve_runs_the_monitor_status_and_events_over_api_and_cli(rig: Rig, cli: CliRunner) -> None:
     with enter_netns(rig.orch):
         app = create_app(rig.settings)
-        with TestClient(app) as client:  # the lifespan starts the monitor inside the orch namespace
+        with TestClient(
+            app, headers=admin_headers(rig.settings.database_url)
+        ) as client:  # the lifespan starts the monitor inside the orch namespace
             assert client.get("/api/ups/monitor").json()["running"] is True
 
             def status() -> dict[str, object]:

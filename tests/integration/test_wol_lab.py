@@ -175,13 +175,13 @@ def test_virtual_node_gets_an_honest_error(settings: Settings, session: Session,
 
 
 def test_api_wake_paths_in_the_lab(
-    settings: Settings, session: Session, lab: RunningLab, monkeypatch: Any
+    settings: Settings, session: Session, lab: RunningLab, admin_token: str
 ) -> None:
     _, nodes = register_lab(session, lab)
     # The app's event loop thread is started inside the orch namespace and inherits it.
     with enter_netns(lab.lab.orch):
         app = create_app(settings)
-        client = TestClient(app)
+        client = TestClient(app, headers={"Authorization": f"Bearer {admin_token}"})
         client.__enter__()
     try:
         response = client.post(f"/api/nodes/{nodes[0].id}/wol/wake", json={"retries": 2, "delay": 0.05})

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from mko import inventory
+from mko import auth, inventory
 from mko.api import create_app
-from mko.db import make_engine, make_session_factory
+from mko.db import Role, make_engine, make_session_factory
 from mko.db.models import Node
 from mko.reachability import Refresher
 from mko.schemas import NodeCreate
@@ -73,7 +73,10 @@ def test_the_server_refreshes_in_the_background_at_its_interval(settings: Settin
                     checks.add(node.reachability_checked_at)
                 time.sleep(0.02)
             assert node.reachable is True
-            page = TestClient(app).get("/nodes")
+            auth.create_user(session, "viewer", "viewer-pass", Role.VIEWER)
+            browser = TestClient(app)
+            browser.post("/login", data={"username": "viewer", "password": "viewer-pass"})
+            page = browser.get("/nodes")
             assert 'class="pill up"' in page.text
         app.state.engine.dispose()
     assert max(checks) - min(checks) < timedelta(seconds=10)

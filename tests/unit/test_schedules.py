@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -91,7 +93,7 @@ def test_bad_schedules_are_refused_naming_the_field(client: TestClient, cli: Cli
     cases = {
         "cron": {"cron": "61 7 * * *"},
         "timezone": {"timezone": "Mars/Olympus"},
-        "action": {"action": "shutdown"},
+        "action": {"action": "reboot"},
         "cluster_id": {"cluster_id": 99},
         "node_id": {"cluster_id": None, "node_id": 5},
         "retries": {"retries": 0},
@@ -101,15 +103,35 @@ def test_bad_schedules_are_refused_naming_the_field(client: TestClient, cli: Cli
         response = client.post("/api/schedules", json=base | change)
         assert response.status_code == 422, (field, response.text)
         assert response.json()["detail"][0]["loc"][-1] == field
-    shutdown = client.post("/api/schedules", json=base | {"action": "shutdown"})
-    assert "graceful shutdown is not available in this version" in shutdown.text
+    shutdown = client.post(
+        "/api/schedules", json=base | {"action": "shutdown", "cluster_id": None, "node_id": 5}
+    )
+    assert shutdown.status_code == 422 and "shutdown acts on a whole cluster" in shutdown.text
     assert client.post("/api/schedules", json=base | {"cron": "* * * * * *"}).status_code == 422  # seconds
     assert client.get("/api/schedules").json() == []
     result = cli.invoke(
-        cli_app, ["schedule", "add", "x", "--cron", "30 7 * * *", "--cluster", "1", "--action", "shutdown"]
+        cli_app, ["schedule", "add", "x", "--cron", "30 7 * * *", "--node", "1", "--action", "shutdown"]
     )
     assert result.exit_code == 2
-    assert result.stderr.count("\n") == 1 and "graceful shutdown is not available" in result.stderr
+    assert result.stderr.count("\n") == 1 and "shutdown acts on a whole cluster" in result.stderr
+    # A cluster's scheduled shutdown is accepted (tests/integration/test_shutdown_lab.py runs one).
+    result = cli.invoke(
+        cli_app,
+        [
+            "schedule",
+            "add",
+            "night",
+            "--cron",
+            "0 23 * * *",
+            "--cluster",
+            "1",
+            "--action",
+            "shutdown",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["action"] == "shutdown"
     result = cli.invoke(
         cli_app, ["schedule", "add", "x", "--cron", "30 7 * * *", "--cluster", "1", "--tz", "Nowhere"]
     )
@@ -136,7 +158,7 @@ def test_cron_times_follow_the_time_zone_across_daylight_saving() -> None:
 
 
 def test_api_cli_and_web_show_next_runs_and_pause_resume(
-    client: TestClient, cli: CliRunner, settings: Settings, session: Session
+    client: TestClient, web: Any, cli: CliRunner, settings: Settings, session: Session
 ) -> None:
     cluster = client.post("/api/clusters", json={"name": "lab"}).json()
     body = {
@@ -162,17 +184,17 @@ def test_api_cli_and_web_show_next_runs_and_pause_resume(
     assert '"enabled": false' in listed.stdout
     resumed = cli.invoke(cli_app, ["schedule", "resume", str(shown["id"]), "--json"])
     assert resumed.exit_code == 0 and '"enabled": true' in resumed.stdout
-    page = client.get("/schedules")
+    page = web.get("/schedules")
     assert page.status_code == 200 and "morning" in page.text and 'href="/schedules"' in page.text
-    bad = client.post("/schedules", data={"name": "x", "cron": "nope", "target": f"cluster:{cluster['id']}"})
+    bad = web.form("/schedules", data={"name": "x", "cron": "nope", "target": f"cluster:{cluster['id']}"})
     assert bad.status_code == 422 and 'data-error-for="cron"' in bad.text
-    added = client.post(
+    added = web.form(
         "/schedules",
         data={"name": "nightly", "cron": "@daily", "target": f"cluster:{cluster['id']}", "timezone": "UTC"},
         follow_redirects=False,
     )
     assert added.status_code == 303
-    removed = client.post(f"/schedules/{shown['id']}/remove", follow_redirects=False)
+    removed = web.form(f"/schedules/{shown['id']}/remove", follow_redirects=False)
     assert removed.status_code == 303
     assert [s["name"] for s in client.get("/api/schedules").json()] == ["nightly"]
 

@@ -95,9 +95,22 @@ def test_seed_rule_over_the_api_and_its_refusals(client: TestClient) -> None:
     created = rule.json()
     assert created["name"] == SEED_RULE["name"] and created["enabled"] is True
     assert (created["execution_count"], created["success_count"], created["failure_count"]) == (0, 0, 0)
-    shutdown = client.post("/api/ups/rules", json=SEED_RULE | {"cluster_action": "graceful_shutdown"})
-    assert _loc(shutdown) == ["body", "cluster_action"]
-    assert "cluster shutdown is not built yet" in shutdown.json()["detail"][0]["msg"]
+    assert created["recover_after_wake"] is True
+    shutdown = client.post(
+        "/api/ups/rules",
+        json=SEED_RULE | {"power_event": "power_loss", "cluster_action": "graceful_shutdown", "name": "down"},
+    )
+    assert shutdown.status_code == 201, shutdown.text
+    assert shutdown.json()["cluster_action"] == "graceful_shutdown"
+    no_recovery = client.post(
+        "/api/ups/rules", json=SEED_RULE | {"name": "wake only", "recover_after_wake": False}
+    )
+    assert no_recovery.status_code == 201 and no_recovery.json()["recover_after_wake"] is False
+    for extra in (shutdown, no_recovery):
+        assert client.delete(f"/api/ups/rules/{extra.json()['id']}").status_code == 204
+    assert _loc(client.post("/api/ups/rules", json=SEED_RULE | {"cluster_action": "reboot"}))[-1] == (
+        "cluster_action"
+    )
     assert _loc(client.post("/api/ups/rules", json=SEED_RULE | {"power_event": "power_lost"}))[-1] == (
         "power_event"
     )
@@ -160,9 +173,16 @@ def test_cli_ups_and_rules_with_one_line_errors(cli: CliRunner, session: Session
     assert created.exit_code == 0, created.stderr
     rule = json.loads(created.stdout)
     assert (rule["action_delay"], rule["priority"], rule["enabled"]) == (30, 5, False)
-    refused = cli.invoke(app, [*seed[:-4], "--cluster-action", "force_shutdown"])
-    assert refused.exit_code == 2 and refused.stderr.count("\n") == 1
-    assert refused.stderr.startswith("error: cluster_action: force_shutdown is not available")
+    forced = cli.invoke(app, [*seed[:-4], "--cluster-action", "force_shutdown", "--json"])
+    assert forced.exit_code == 0, forced.stderr
+    assert json.loads(forced.stdout)["cluster_action"] == "force_shutdown"
+    wake_only = cli.invoke(app, [*seed, "--no-recover", "--json"])
+    assert wake_only.exit_code == 0, wake_only.stderr
+    assert json.loads(wake_only.stdout)["recover_after_wake"] is False
+    for extra in (forced, wake_only):
+        assert cli.invoke(app, ["ups", "delete-rule", str(json.loads(extra.stdout)["id"])]).exit_code == 0
+    refused = cli.invoke(app, [*seed[:-4], "--cluster-action", "reboot"])
+    assert refused.exit_code == 2 and refused.stderr.count("\n") == 1 and "cluster-action" in refused.stderr
     threshold = cli.invoke(
         app, [*seed[:6], "--power-event", "low_battery", "--cluster-action", "wake_on_lan"]
     )

@@ -133,8 +133,6 @@ def test_create_rule_checks_every_field_and_stores_nothing_wrong(
     bad = [
         ({"ups_id": 99}, "ups_id", "UPS 99 does not exist"),
         ({"cluster_id": 99}, "cluster_id", "cluster 99 does not exist"),
-        ({"cluster_action": "graceful_shutdown"}, "cluster_action", "not available in this version"),
-        ({"cluster_action": "force_shutdown"}, "cluster_action", "cluster shutdown is not built yet"),
         ({"battery_threshold": 30}, "battery_threshold", "low_battery only"),
         ({"power_event": "low_battery", "battery_threshold": 0}, "battery_threshold", "1-100"),
         ({"action_delay": -1}, "action_delay", "0-86400"),
@@ -145,14 +143,26 @@ def test_create_rule_checks_every_field_and_stores_nothing_wrong(
         with pytest.raises(InputError) as caught:
             rules.create_rule(session, data)
         assert (caught.value.field, message in caught.value.message) == (field, True)
+    # An action without a handler in the registry in use is refused: a rule must be able to act.
+    wake_only = {ClusterAction.WAKE_ON_LAN: rules.ACTIONS[ClusterAction.WAKE_ON_LAN]}
+    data = RuleCreate.model_validate(base | {"cluster_action": "graceful_shutdown"})
+    with pytest.raises(InputError) as caught:
+        rules.create_rule(session, data, wake_only)
+    assert caught.value.field == "cluster_action" and "not available in this version" in caught.value.message
     assert rules.list_rules(session) == []
     rule = rules.create_rule(session, RuleCreate.model_validate(base | {"cluster_action": "wake_on_lan"}))
-    assert (rule.name, rule.priority, rule.action_delay, rule.enabled) == (
+    assert (rule.name, rule.priority, rule.action_delay, rule.enabled, rule.recover_after_wake) == (
         "power_restored → wake_on_lan",
         100,
         0,
         True,
+        True,
     )
+    for action in ("graceful_shutdown", "force_shutdown"):
+        change = {"power_event": "power_loss", "cluster_action": action, "recover_after_wake": False}
+        made = rules.create_rule(session, RuleCreate.model_validate(base | change))
+        assert (made.cluster_action.value, made.recover_after_wake) == (action, False)
+        rules.delete_rule(session, made.id)
     assert rules.set_rule_enabled(session, rule.id, False).enabled is False
     rules.delete_rule(session, rule.id)
     assert rules.list_rules(session) == []
@@ -229,6 +239,58 @@ async def test_a_different_action_supersedes_the_running_one_never_overlapping(c
     assert (r1, r2) == (shutdown, wake) and e1 <= s2  # the wake started after the shutdown stopped
     assert ctx.counters(shutdown) == (1, 0, 1)
     assert ctx.counters(wake) == (1, 1, 0)
+
+
+class SafePointShutdown(ClusterActionHandler):
+    """Three 0.15 s steps; asked to stop, it finishes the step in progress and reports cancelled."""
+
+    action: ClassVar[ClusterAction] = ClusterAction.GRACEFUL_SHUTDOWN
+    stops_at_safe_point = True
+
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+        self.reason = ""
+        self.ended = 0.0
+
+    async def run(self, context: ActionContext) -> ActionResult:
+        for step in ("workers", "control plane", "drain host"):
+            if context.stop.is_set():
+                self.reason, self.ended = context.stop.reason, asyncio.get_running_loop().time()
+                return ActionResult(OperationStatus.CANCELLED, f"stopped before {step}", 42)
+            await asyncio.sleep(0.15)  # never cancelled: the engine waits for the safe point
+            self.steps.append(step)
+        return ActionResult(OperationStatus.SUCCEEDED, "all off", 42)
+
+
+async def test_a_shutdown_superseded_by_a_wake_ends_at_its_safe_point_before_the_wake(
+    settings: Settings, fast_db: None, session: Session
+) -> None:
+    context = Ctx(settings, session)
+    shutdown = SafePointShutdown()
+    context.actions[ClusterAction.GRACEFUL_SHUTDOWN] = shutdown
+    context.engine = RuleEngine(context.factory, settings, context.actions)
+    try:
+        down = context.rule(PowerEvent.POWER_LOSS, ClusterAction.GRACEFUL_SHUTDOWN)
+        up = context.rule(PowerEvent.POWER_RESTORED)
+        await context.event(PowerEvent.POWER_LOSS)
+        await asyncio.sleep(0.05)  # inside the first step
+        await context.event(PowerEvent.POWER_RESTORED)
+        await context.engine.idle()
+        shutdown_op, wake_op = context.operations()
+    finally:
+        await context.close()
+    assert shutdown.steps == ["workers"]  # the step in progress finished; none started after it
+    superseded = f"superseded by rule {up} (wake_on_lan on power_restored)"
+    assert shutdown.reason == superseded
+    assert shutdown_op.status == OperationStatus.CANCELLED
+    assert (
+        shutdown_op.summary == f"graceful_shutdown: {superseded}: stopped before control plane (operation 42)"
+    )
+    assert shutdown_op.result["action_operation_id"] == 42
+    assert wake_op.status == OperationStatus.SUCCEEDED
+    [(_, wake_start, _)] = context.spans()
+    assert wake_start >= shutdown.ended > 0  # the wake began only once the shutdown had stopped
+    assert context.counters(down) == (1, 0, 1) and context.counters(up) == (1, 1, 0)
 
 
 async def test_priority_orders_rules_of_one_event(ctx: Ctx) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from fastapi.testclient import TestClient
 
@@ -14,7 +15,7 @@ def _node(client: TestClient, **fields: object) -> dict[str, object]:
     return dict(response.json())
 
 
-def test_every_page_renders(client: TestClient) -> None:
+def test_every_page_renders(client: TestClient, web: Any) -> None:
     cluster = client.post("/api/clusters", json={"name": "home"}).json()
     node = _node(client, cluster_id=cluster["id"])
     for path in (
@@ -28,14 +29,14 @@ def test_every_page_renders(client: TestClient) -> None:
         "/static/app.css",
         "/static/app.js",
     ):
-        response = client.get(path)
+        response = web.get(path)
         assert response.status_code == 200, path
-    assert client.get("/nodes/99").status_code == 404
+    assert web.get("/nodes/99").status_code == 404
 
 
-def test_add_node_form_and_field_errors(client: TestClient) -> None:
+def test_add_node_form_and_field_errors(client: TestClient, web: Any) -> None:
     client.post("/api/clusters", json={"name": "home"})
-    bad = client.post(
+    bad = web.form(
         "/nodes",
         data={
             "hostname": "cp1",
@@ -51,7 +52,7 @@ def test_add_node_form_and_field_errors(client: TestClient) -> None:
     assert re.search(r'data-error-for="wol_mac_address">[^<]*not a MAC address', bad.text)
     assert 'value="cp1"' in bad.text  # what the person typed is kept
     assert client.get("/api/nodes").json() == []
-    good = client.post(
+    good = web.form(
         "/nodes",
         data={
             "hostname": "cp1",
@@ -66,13 +67,13 @@ def test_add_node_form_and_field_errors(client: TestClient) -> None:
     )
     assert good.status_code == 303 and good.headers["location"] == "/nodes/1"
     assert client.get("/api/nodes/1").json()["wol_mac_address"] == "aa:bb:cc:dd:ee:01"
-    duplicate = client.post(
+    duplicate = web.form(
         "/nodes", data={"hostname": "cp1", "ip_address": "10.0.0.2", "ssh_user": "u", "ssh_port": "22"}
     )
     assert duplicate.status_code == 409 and "already used" in duplicate.text
 
 
-def test_configure_form_saves_every_field_or_nothing(client: TestClient) -> None:
+def test_configure_form_saves_every_field_or_nothing(client: TestClient, web: Any) -> None:
     node = _node(client)
     form = {
         "wol_enabled": "on",
@@ -88,29 +89,60 @@ def test_configure_form_saves_every_field_or_nothing(client: TestClient) -> None
         "proxmox_vm_id": "",
         "proxmox_host_id": "",
     }
-    saved = client.post(f"/nodes/{node['id']}/wol/configure", data=form, follow_redirects=False)
+    saved = web.form(f"/nodes/{node['id']}/wol/configure", data=form, follow_redirects=False)
     assert saved.status_code == 303
     stored = client.get(f"/api/nodes/{node['id']}").json()
     assert (stored["wol_enabled"], stored["wol_port"], stored["wol_prefix_len"]) == (True, 7, 24)
-    bad = client.post(
+    bad = web.form(
         f"/nodes/{node['id']}/wol/configure", data=form | {"wol_port": "70000", "wol_mac_address": "x"}
     )
     assert bad.status_code == 422
     assert 'data-error-for="wol_port"' in bad.text or 'data-error-for="wol_mac_address"' in bad.text
     assert client.get(f"/api/nodes/{node['id']}").json() == stored
-    page = client.get(f"/nodes/{node['id']}")
+    page = web.get(f"/nodes/{node['id']}")
     assert "wol_configure" in page.text  # the save is in the node's operation history
 
 
-def test_wake_button_refused_when_disabled_and_redirects_when_allowed(client: TestClient) -> None:
+def test_wake_button_refused_when_disabled_and_redirects_when_allowed(client: TestClient, web: Any) -> None:
     node = _node(
         client, wol_mac_address="02:00:00:00:00:01", wol_broadcast_address="127.255.255.255", wol_port=9
     )
-    refused = client.post(f"/nodes/{node['id']}/wol/wake", data={})
+    refused = web.form(f"/nodes/{node['id']}/wol/wake", data={})
     assert refused.status_code == 409 and "disabled" in refused.text
     # Only mko's flag: enabling the card itself needs SSH to the node (tests/integration/test_nic_lab.py).
     client.post(f"/api/nodes/{node['id']}/wol/enable", json={"flag_only": True})
-    started = client.post(f"/nodes/{node['id']}/wol/wake", data={}, follow_redirects=False)
+    started = web.form(f"/nodes/{node['id']}/wol/wake", data={}, follow_redirects=False)
     assert started.status_code == 303
-    operation_page = client.get(started.headers["location"])
+    operation_page = web.get(started.headers["location"])
     assert operation_page.status_code == 200 and "wol_wake_node" in operation_page.text
+
+
+def test_ups_and_rules_pages_and_the_rule_form(client: TestClient, web: Any) -> None:
+    cluster = client.post("/api/clusters", json={"name": "home"}).json()
+    ups = client.post("/api/ups", json={"name": "rack", "ups_name": "myups", "host": "127.0.0.1"})
+    assert ups.status_code == 201, ups.text
+    page = web.get("/ups")
+    assert page.status_code == 200 and "rack" in page.text and 'data-ups-status="1"' in page.text
+    assert "rack" in web.get("/").text  # the dashboard's UPS tile
+    form = {
+        "name": "wake after power returns",
+        "ups_id": "1",
+        "cluster_id": str(cluster["id"]),
+        "power_event": "power_restored",
+        "cluster_action": "wake_on_lan",
+        "action_delay": "0",
+        "priority": "100",
+        "enabled": "on",
+        "recover_after_wake": "on",
+    }
+    bad = web.form("/rules", data=form | {"action_delay": "-5"})
+    assert bad.status_code == 422 and 'data-error-for="action_delay"' in bad.text
+    assert client.get("/api/ups/rules").json() == []
+    assert web.form("/rules", data=form, follow_redirects=False).status_code == 303
+    [rule] = client.get("/api/ups/rules").json()
+    assert (rule["power_event"], rule["cluster_action"], rule["recover_after_wake"]) == (
+        "power_restored",
+        "wake_on_lan",
+        True,
+    )
+    assert "wake after power returns" in web.get("/rules").text

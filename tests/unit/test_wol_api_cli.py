@@ -155,7 +155,7 @@ def test_wake_node_over_loopback_records_operation(client: TestClient, receiver:
     packets = [receiver.recv(200) for _ in range(2)]
     assert packets == [b"\xff" * 6 + bytes.fromhex("020000000007") * 16 + bytes.fromhex("010203040506")] * 2
     operation = client.get(body["operation_url"]).json()
-    assert operation["actor"] == "api" and operation["source"] == "testclient"
+    assert operation["actor"] == "token:test-admin" and operation["source"] == "testclient"
     assert operation["steps"][0]["status"] == "succeeded"
     status = client.get(f"/api/nodes/{node['id']}/wol/status").json()
     assert status["last_wake"]["state"] == "sent" and status["secureon_set"] is True
@@ -248,3 +248,25 @@ def test_cli_send_ad_hoc(cli: CliRunner, settings: Settings, receiver: socket.so
     assert [receiver.recv(200)[6:12] for _ in range(2)] == [bytes.fromhex("aabbccddee01")] * 2
     bad = cli.invoke(app, ["wol", "send", "01:00:5e:00:00:01"])
     assert bad.exit_code == 2 and "multicast" in bad.stderr
+
+
+def test_a_burst_of_wakes_of_one_node_joins_the_running_one(
+    client: TestClient, receiver: socket.socket
+) -> None:
+    port = receiver.getsockname()[1]
+    node = _node(
+        client,
+        wol_enabled=True,
+        wol_mac_address="02:00:00:00:00:09",
+        wol_port=port,
+        wol_broadcast_address="127.255.255.255",
+        probe_port=1,
+    )
+    client.app.state.settings = client.app.state.settings.model_copy(update={"api_sync_wait": 0.0})  # type: ignore[attr-defined]
+    first = client.post(f"/api/nodes/{node['id']}/wol/wake", json={"wait": True, "timeout": 30})
+    assert first.status_code == 202 and first.json()["coalesced"] is False
+    again = client.post(f"/api/nodes/{node['id']}/wol/wake", json={"wait": True, "timeout": 30})
+    assert again.status_code == 202 and again.json()["coalesced"] is True
+    assert again.json()["operation_id"] == first.json()["operation_id"]
+    wakes = client.get("/api/operations", params={"kind": "wol_wake_node"}).json()
+    assert len(wakes) == 1  # one operation, one stream of packets

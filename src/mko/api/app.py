@@ -7,14 +7,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from sqlalchemy import text
 
 from mko import __version__, wake
 from mko.api import periodic
 from mko.api.deps import SessionDep
-from mko.api.errors import install_error_handlers
+from mko.api.errors import ERROR_RESPONSES, install_error_handlers
 from mko.api.routes import (
+    access,
+    cluster_power,
     discovery,
     inventory,
     monitoring,
@@ -26,9 +28,12 @@ from mko.api.routes import (
     ups,
     wol,
 )
-from mko.db import make_engine, make_session_factory
+from mko.api.security import authorize_by_method, require
+from mko.auth import LoginLimiter
+from mko.db import Role, make_engine, make_session_factory
 from mko.settings import Settings, get_settings
 from mko.ups.monitor import start_monitor
+from mko.web.auth import web_authorize
 
 __all__ = ["create_app"]
 
@@ -58,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         lifespan=lifespan,
+        responses=ERROR_RESPONSES,
         title="mko",
         version=__version__,
         summary="Power orchestration for MicroK8s clusters",
@@ -68,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.session_factory = session_factory
     app.state.background_tasks = set()
     app.state.ups_monitor = None
+    app.state.login_limiter = LoginLimiter(settings.login_attempts, settings.login_window)
     periodic.install(app, settings, session_factory)
     install_error_handlers(app)
 
@@ -77,22 +84,34 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         session.execute(text("SELECT 1"))
         return {"status": "ok", "version": __version__}
 
+    # Every /api route needs a token or a web session: reads need viewer, changes operator, and users
+    # and tokens admin (tests/unit/test_auth.py walks the OpenAPI routes to hold every new one to this).
+    by_method = [Depends(authorize_by_method)]
+    admin_only = [Depends(require(Role.ADMIN))]
     # Before the node routes: /api/nodes/wol/collect-mac must not be read as /api/nodes/{node_id}/….
-    app.include_router(nic.router)
-    app.include_router(inventory.router)
-    app.include_router(operations.router)
-    app.include_router(wol.router)
-    app.include_router(power.router)
-    app.include_router(proxmox.router)
-    app.include_router(ups.router)
-    app.include_router(schedules.router)
-    app.include_router(discovery.router)
-    app.include_router(monitoring.router)
+    for router in (
+        nic.router,
+        inventory.router,
+        operations.router,
+        wol.router,
+        power.router,
+        proxmox.router,
+        ups.router,
+        schedules.router,
+        discovery.router,
+        monitoring.router,
+        cluster_power.router,
+        access.me_router,
+    ):
+        app.include_router(router, dependencies=by_method)
+    app.include_router(access.router, dependencies=admin_only)
     from fastapi.staticfiles import StaticFiles
 
     from mko.web import STATIC_DIR
     from mko.web import router as web_router
+    from mko.web.auth import router as login_router
 
-    app.include_router(web_router)
+    app.include_router(login_router)
+    app.include_router(web_router, dependencies=[Depends(web_authorize)])
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -28,9 +28,10 @@ def get_settings_dep(request: Request) -> Settings:
 
 
 def get_actor(request: Request) -> Actor:
-    """Who is calling: the API client and its address (users and tokens come with access control)."""
+    """Who is calling (the authenticated user or token, set by the auth dependency) and from where."""
     client = request.client.host if request.client else ""
-    return Actor(name="api", source=client)
+    principal = getattr(request.state, "principal", None)
+    return Actor(name=principal.actor_name if principal is not None else "api", source=client)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

@@ -1,5 +1,6 @@
 """Command-line interface: ``mko …`` and the seed's ``python cli.py …`` run this same app."""
 
+from mko.cli import cluster_power  # noqa: F401  (attaches shutdown/recover to cluster_app)
 from mko.cli.app import app
 from mko.cli.discover import discover
 from mko.cli.inventory import cluster_app, node_app
@@ -10,6 +11,7 @@ from mko.cli.proxmox import proxmox_app
 from mko.cli.schedules import schedule_app
 from mko.cli.system import db_app, serve
 from mko.cli.ups import ups_app
+from mko.cli.users import token_app, user_app
 from mko.cli.wol import wol_app
 
 __all__ = ["app", "main"]
@@ -27,6 +29,8 @@ node_app.command("host-key")(node_host_key)
 node_app.command("power")(node_power_command)
 app.add_typer(schedule_app, name="schedule")
 app.add_typer(notify_app, name="notify")
+app.add_typer(user_app, name="user")
+app.add_typer(token_app, name="token")
 app.command("discover")(discover)
 app.command("serve")(serve)
 

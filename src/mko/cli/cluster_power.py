@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -17,8 +18,10 @@ from mko.db.models import Operation, OperationStatus
 from mko.operations import Actor
 from mko.settings import get_settings
 
+__all__ = ["cluster_recover", "cluster_shutdown"]
 
-def _follow(title: str, run: object, quiet: bool) -> Operation:
+
+def _follow(title: str, run: Callable[[shutdown.StepHook], Operation], quiet: bool) -> Operation:
     """Run ``run(hook)`` under a spinner; each finished step is printed as it ends."""
     with Progress(
         SpinnerColumn(),
@@ -31,30 +34,30 @@ def _follow(title: str, run: object, quiet: bool) -> Operation:
         task = progress.add_task(title)
 
         def hook(node: str, text: str, status: OperationStatus) -> None:
-            mark = "✓" if status == OperationStatus.SUCCEEDED else "✗"
-            progress.console.print(f"  {mark} {node}: {text}")
+            if quiet:
+                return
+            mark = {OperationStatus.SUCCEEDED: "✓", OperationStatus.CANCELLED: "–"}.get(status, "✗")
+            progress.console.print(f"  {mark} {node}: {text}", highlight=False, markup=False)
             progress.update(task, description=f"{title}: {node} {text.split(':', maxsplit=1)[0]}")
 
-        result: Operation = run(hook)  # type: ignore[operator]
-    return result
+        return run(hook)
 
 
 def _report(operation: Operation, as_json: bool) -> None:
     if as_json:
-        typer.echo(
-            json.dumps(
-                {
-                    "operation_id": operation.id,
-                    "status": operation.status.value,
-                    "summary": operation.summary,
-                    **operation.result,
-                },
-                indent=2,
-                default=str,
-            )
-        )
+        body = {
+            "operation_id": operation.id,
+            "status": operation.status.value,
+            "summary": operation.summary,
+            **operation.result,
+        }
+        typer.echo(json.dumps(body, indent=2, default=str))
     else:
-        console.print(f"operation {operation.id}: {operation.status.value} — {operation.summary}")
+        console.print(
+            f"operation {operation.id}: {operation.status.value} — {operation.summary}",
+            highlight=False,
+            markup=False,
+        )
     if operation.status != OperationStatus.SUCCEEDED:
         raise typer.Exit(EXIT_POWER_FAILURE)
 
@@ -64,6 +67,7 @@ def cluster_shutdown(
     cluster_id: int,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the ordered plan, touch nothing")] = False,
     force: Annotated[bool, typer.Option("--force", help="skip the drains (force_shutdown)")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
 ) -> None:
     """Shut down in order: workers drained and stopped first, control planes last, one at a time."""
@@ -75,8 +79,13 @@ def cluster_shutdown(
                 typer.echo(json.dumps(plan.as_dict(), indent=2))
             else:
                 for line in plan.lines():
-                    console.print(line, highlight=False)
+                    console.print(line, highlight=False, markup=False)
+                console.print("dry run: nothing was done", highlight=False)
             return
+        if not yes:
+            for line in plan.lines():
+                typer.echo(line, err=as_json)
+            typer.confirm(f"Power off {len(plan.hostnames)} node(s) now?", abort=True, err=as_json)
         prepared = shutdown.start_shutdown(session, plan, Actor.cli())
     engine = make_engine(settings.database_url)
     try:
@@ -94,7 +103,10 @@ def cluster_shutdown(
 @cluster_app.command("recover")
 def cluster_recover(
     cluster_id: int,
-    timeout: Annotated[float | None, typer.Option("--timeout", help="seconds [default: 900]")] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", min=1, max=7200, help="seconds until every node is Ready [default: 900]"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
 ) -> None:
     """After power returns: microk8s start everywhere, wait until all nodes are Ready, uncordon."""

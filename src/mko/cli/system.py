@@ -8,11 +8,11 @@ import typer
 
 from mko.cli.app import EXIT_POWER_FAILURE, console, fail
 from mko.cli.migrate import migrate_wol_command, print_upgrade_step
-from mko.db import make_engine
+from mko.db import make_engine, make_session_factory
 from mko.db.legacy import MigrationFailed, upgrade_database
 from mko.db.migrate import current_revision, head_revision
 from mko.logs import configure_logging
-from mko.settings import get_settings
+from mko.settings import Settings, get_settings
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 db_app.command("migrate-wol")(migrate_wol_command)
@@ -54,6 +54,25 @@ def db_current() -> None:
         engine.dispose()
 
 
+def _first_admin(settings: Settings) -> None:
+    """On the first run create ``admin``; a generated password is printed once, never logged."""
+    from mko import auth
+
+    engine = make_engine(settings.database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            given = settings.admin_password.get_secret_value() if settings.admin_password else None
+            generated = auth.ensure_first_admin(session, given)
+    finally:
+        engine.dispose()
+    if generated:
+        # Straight to the terminal, not through logging: the log file must never hold a password.
+        typer.echo(
+            f"\nFirst run: created user 'admin' with password  {generated}\n"
+            "Sign in at the web UI and change it with `mko user passwd admin`.\n"
+        )
+
+
 def serve(
     host: Annotated[
         str | None, typer.Option(help="listen address (default from settings: 127.0.0.1)")
@@ -73,4 +92,5 @@ def serve(
         upgrade_database(settings.database_url, backup_dir=settings.backup_dir, progress=print_upgrade_step)
     except MigrationFailed as exc:
         raise fail(str(exc), EXIT_POWER_FAILURE) from None
+    _first_admin(settings)
     uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_config=None)

@@ -225,6 +225,13 @@ def create_rule(
     ] = 0,
     priority: Annotated[int, typer.Option("--priority", help="lower runs first")] = 100,
     disable: Annotated[bool, typer.Option("--disable", help="create it disabled")] = False,
+    recover: Annotated[
+        bool,
+        typer.Option(
+            "--recover/--no-recover",
+            help="wake_on_lan: then microk8s start everywhere, wait until every node is Ready, uncordon",
+        ),
+    ] = True,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a power rule: when POWER_EVENT happens on the UPS, do CLUSTER_ACTION to the cluster."""
@@ -238,6 +245,7 @@ def create_rule(
         action_delay=delay,
         priority=priority,
         enabled=not disable,
+        recover_after_wake=recover,
     )
     with open_session() as session:
         rule = rules.create_rule(session, data)

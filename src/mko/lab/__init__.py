@@ -1,6 +1,7 @@
 """A virtual LAN of network namespaces where magic packets reach real (virtual) network cards."""
 
 from mko.lab.harness import DEFAULT_BOOT_PORT, RunningLab, RunningNode
+from mko.lab.microk8s import Microk8sCluster, configure_microk8s
 from mko.lab.netns import Lab, LabError, LabNode, NodeSpec, cleanup_stale, enter_netns
 from mko.lab.nodesys import STANDINS, LabSsh, NodeSystem, StandIn, register_standin
 from mko.lab.recorder import BootOnWake, CapturedPacket, MagicPacketRecorder
@@ -15,12 +16,14 @@ __all__ = [
     "LabNode",
     "LabSsh",
     "MagicPacketRecorder",
+    "Microk8sCluster",
     "NodeSpec",
     "NodeSystem",
     "RunningLab",
     "RunningNode",
     "StandIn",
     "cleanup_stale",
+    "configure_microk8s",
     "enter_netns",
     "register_standin",
 ]

@@ -22,21 +22,24 @@ the real paths, so code under test runs exactly the argument lists it would run 
 Stand-ins are registered in :data:`STANDINS` (name, Python body, real paths). A stand-in is a small
 Python script sharing a prologue that logs the call and offers ``load``/``save`` of state files,
 ``fail(message, code)`` and ``request_power("off" | "reboot")`` (carried out by the lab once the
-command returned: see mko.lab.harness.PowerRequests); more (``microk8s``, ``shutdown``, …) are added
-with :func:`register_standin` before the lab starts.
+command returned: see mko.lab.harness.PowerRequests); ``LAB`` is the lab's root directory, for state
+shared by every node (mko.lab.microk8s keeps the simulated cluster there). More stand-ins are added
+with :func:`register_standin` before the lab starts; their ``on_boot`` / ``on_halt`` hooks run when a
+node boots or loses power (what systemd would start at boot, what dies with the power).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shlex
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +54,8 @@ __all__ = [
     "StandIn",
     "register_standin",
 ]
+
+log = logging.getLogger(__name__)
 
 PYTHON = "/usr/bin/python3"
 SSHD = "/usr/sbin/sshd"
@@ -67,6 +72,9 @@ class StandIn:
     name: str
     body: str
     paths: tuple[str, ...] = ()
+    # Called with the node's NodeSystem when it boots / when its power goes (after every process died).
+    on_boot: Callable[[NodeSystem], None] | None = None
+    on_halt: Callable[[NodeSystem], None] | None = None
 
 
 STANDINS: dict[str, StandIn] = {}
@@ -83,6 +91,7 @@ _PROLOGUE = """#!{python} -I
 # mko lab stand-in for `{name}`: realistic output, state in {state}, every call logged.
 import json, os, sys, time
 STATE = {state!r}
+LAB = {lab!r}
 NAME = {name!r}
 
 
@@ -108,8 +117,11 @@ def fail(message, code=1):
 
 def request_power(action):
     # The lab switches this node off ("off") or restarts it ("reboot") once this command returned.
-    with open(os.path.join(STATE, "power.request"), "w") as f:
+    # Written whole, then renamed: the lab's watcher must never read a created but still empty file.
+    tmp = os.path.join(STATE, ".power.request.%d" % os.getpid())
+    with open(tmp, "w") as f:
         f.write(action)
+    os.replace(tmp, os.path.join(STATE, "power.request"))
 
 
 _CALL = {{"t": time.time(), "cmd": NAME, "argv": sys.argv[1:], "uid": os.geteuid()}}
@@ -443,7 +455,10 @@ class NodeSystem:
         for standin in STANDINS.values():
             script = self.bin / standin.name
             script.write_text(
-                _PROLOGUE.format(python=PYTHON, name=standin.name, state=str(self.state)) + standin.body
+                _PROLOGUE.format(
+                    python=PYTHON, name=standin.name, state=str(self.state), lab=str(self.ssh.root)
+                )
+                + standin.body
             )
             script.chmod(0o755)
 
@@ -558,6 +573,21 @@ class NodeSystem:
             self._save("nic.json", nics)
             with (self.state / "calls.log").open("a") as log:
                 log.write(json.dumps({"t": time.time(), "cmd": "<boot>", "argv": []}) + "\n")
+        self._run_hooks("on_boot")
+
+    def halt(self) -> None:
+        """What losing power does to the node's simulated services (its processes are already gone)."""
+        self._run_hooks("on_halt")
+
+    def _run_hooks(self, which: str) -> None:
+        for standin in list(STANDINS.values()):
+            hook = getattr(standin, which)
+            if hook is None:
+                continue
+            try:
+                hook(self)
+            except Exception:
+                log.exception("%s: %s hook of stand-in %s failed", self.node.netns, which, standin.name)
 
     def _persisted_wake_on(self, interface: str) -> str | None:
         # Boot order on a real machine: udev applies the first matching .link file, then units run,
@@ -648,6 +678,7 @@ class SshdService:
         if process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=5)
+        self.system.halt()
 
     def alive(self) -> bool:
         """Return whether sshd is still running."""

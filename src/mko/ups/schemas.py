@@ -92,6 +92,11 @@ class RuleCreate(BaseModel):
     )
     priority: int = Field(default=100, description="lower runs first among rules of one event (0-10000)")
     enabled: bool = True
+    recover_after_wake: bool = Field(
+        default=True,
+        description="wake_on_lan: after the wake, microk8s start on every node, wait until all are Ready,"
+        " uncordon what mko drained",
+    )
 
 
 class RulePublic(BaseModel):
@@ -109,6 +114,7 @@ class RulePublic(BaseModel):
     action_delay: int
     priority: int
     enabled: bool
+    recover_after_wake: bool
     execution_count: int
     success_count: int
     failure_count: int

@@ -11,12 +11,17 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from mko import inventory, operations, schedules, wake
+from mko import rules as rules_service
 from mko.api.background import launch_wake
 from mko.api.deps import SessionDep, SettingsDep
-from mko.db.models import NodeRole, WolMethod
-from mko.errors import ConflictError, InputError
+from mko.auth import allows
+from mko.db import Role
+from mko.db.models import ClusterAction, NodeRole, PowerEvent, WolMethod
+from mko.errors import ConflictError, InputError, NotFoundError
 from mko.operations import Actor
 from mko.schemas import ClusterCreate, NodeCreate, WolConfigure
+from mko.ups import service as ups_service
+from mko.ups.schemas import RuleCreate
 from mko.web.forms import FieldErrors, blank_to_none, field_errors
 
 __all__ = ["STATIC_DIR", "router"]
@@ -41,11 +46,16 @@ WOL_FORM_FIELDS = [
 
 
 def _actor(request: Request) -> Actor:
-    return Actor(name="web", source=request.client.host if request.client else "")
+    principal = getattr(request.state, "principal", None)
+    name = f"web:{principal.name}" if principal is not None else "web"
+    return Actor(name=name, source=request.client.host if request.client else "")
 
 
 def _render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     context.setdefault("settings", request.app.state.settings)
+    principal = getattr(request.state, "principal", None)
+    context.setdefault("principal", principal)
+    context.setdefault("can_operate", principal is not None and allows(principal.role, Role.OPERATOR))
     context.setdefault("roles", [r.value for r in NodeRole])
     context.setdefault("methods", [m.value for m in WolMethod if m in inventory.BUILT_METHODS])
     return templates.TemplateResponse(request, name, context, status_code=status_code)
@@ -67,6 +77,7 @@ def dashboard(request: Request, session: SessionDep) -> HTMLResponse:
         clusters=inventory.list_clusters(session),
         counts=inventory.node_counts(session),
         operations=operations.list_operations(session, limit=10),
+        upses=_ups_statuses(request, session),
     )
 
 
@@ -208,11 +219,17 @@ async def wake_node(request: Request, session: SessionDep, settings: SettingsDep
     try:
         schedule = wake.make_schedule(settings, wait=form.get("wait") == "on")
         prepared = wake.start_wake(
-            session, target_type="node", target_id=node_id, schedule=schedule, actor=_actor(request)
+            session,
+            target_type="node",
+            target_id=node_id,
+            schedule=schedule,
+            actor=_actor(request),
+            coalesce_seconds=settings.wake_coalesce_seconds,
         )
     except (InputError, ConflictError) as exc:
         return _node_page(request, session, node_id, 409, wake_error=str(exc))
-    launch_wake(request.app, settings, prepared)
+    if not prepared.coalesced:
+        launch_wake(request.app, settings, prepared)
     return _see_other(f"/operations/{prepared.operation_id}")
 
 
@@ -332,7 +349,7 @@ def _schedules_page(
         status_code,
         schedules=[schedules.public(session, settings, s) for s in schedules.list_schedules(session)],
         targets=targets,
-        actions=[("wake", "wake"), ("shutdown", "shutdown (not available in this version)")],
+        actions=[("wake", "wake"), ("shutdown", "graceful shutdown (cluster)")],
         default_timezone=settings.schedule_default_timezone,
         **context,
     )
@@ -396,3 +413,73 @@ def change_schedule(request: Request, session: SessionDep, schedule_id: int, cha
         return _schedules_page(request, session, 404, errors={"form": f"unknown change {change!r}"})
     _poke_scheduler(request)
     return _see_other("/schedules")
+
+
+# ------------------------------------------------------------------ UPS and power rules
+
+
+def _ups_statuses(request: Request, session: SessionDep) -> list[dict[str, Any]]:
+    """What the server's UPS monitor last read of each UPS (None where it has not read it)."""
+    monitor = getattr(request.app.state, "ups_monitor", None)
+    rows = []
+    for ups in ups_service.list_ups(session):
+        snapshot = monitor.snapshot(ups.id) if monitor is not None else None
+        rows.append({"ups": ups, "status": snapshot})
+    return rows
+
+
+@router.get("/ups", response_class=HTMLResponse)
+def ups_page(request: Request, session: SessionDep) -> HTMLResponse:
+    """Every UPS with its live status, and the event history."""
+    return _render(
+        request,
+        "ups.html",
+        upses=_ups_statuses(request, session),
+        events=ups_service.list_events(session, limit=50),
+    )
+
+
+def _rules_page(
+    request: Request, session: SessionDep, status_code: int = 200, **context: Any
+) -> HTMLResponse:
+    context.setdefault("form", {})
+    context.setdefault("errors", {})
+    return _render(
+        request,
+        "rules.html",
+        status_code,
+        rules=rules_service.list_rules(session),
+        upses=ups_service.list_ups(session),
+        clusters=inventory.list_clusters(session),
+        events=[e.value for e in PowerEvent],
+        actions=[a.value for a in ClusterAction],
+        available_actions={a.value for a in rules_service.ACTIONS},
+        **context,
+    )
+
+
+@router.get("/rules", response_class=HTMLResponse)
+def rules_page(request: Request, session: SessionDep) -> HTMLResponse:
+    """Power rules with their counters, and the form to add one."""
+    return _rules_page(request, session)
+
+
+@router.post("/rules", response_class=HTMLResponse)
+async def add_rule(request: Request, session: SessionDep) -> Response:
+    """Add a rule from the form, with the same checks as `ups create-rule`."""
+    form = await request.form()
+    values = blank_to_none(
+        form,
+        ["name", "ups_id", "cluster_id", "power_event", "cluster_action", "battery_threshold", "action_delay",
+         "priority"],
+    )  # fmt: skip
+    values["enabled"] = form.get("enabled") == "on"
+    values["recover_after_wake"] = form.get("recover_after_wake") == "on"
+    try:
+        data = RuleCreate.model_validate({k: v for k, v in values.items() if v is not None})
+        rules_service.create_rule(session, data)
+    except (InputError, ValidationError) as exc:
+        return _rules_page(request, session, 422, form=values, errors=field_errors(exc))
+    except (ConflictError, NotFoundError) as exc:
+        return _rules_page(request, session, 409, form=values, errors={"form": str(exc)})
+    return _see_other("/rules")

@@ -71,7 +71,7 @@ def list_rules(
 
 @router.post("/rules", status_code=status.HTTP_201_CREATED, tags=["power rules"])
 def create_rule(request: Request, session: SessionDep, body: RuleCreate) -> RulePublic:
-    """The seed's create-rule; graceful/force shutdown are refused (422) until cluster shutdown exists."""
+    """The seed's create-rule: wake_on_lan (with recovery unless recover_after_wake is false) or shutdown."""
     rule = rules.create_rule(session, body)
     _changed(request)
     return RulePublic.model_validate(rule)

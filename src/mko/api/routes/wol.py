@@ -39,6 +39,7 @@ class WakeResponse(BaseModel):
     nodes: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     operation_url: str
+    coalesced: bool = False
 
 
 class NodesWakeBody(WakeBody):
@@ -50,8 +51,18 @@ class NodesWakeBody(WakeBody):
 async def _answer(
     request: Request, response: Response, settings: Settings, prepared: wake.PreparedWake
 ) -> WakeResponse:
-    task = launch_wake(request.app, settings, prepared)
     url = f"/api/operations/{prepared.operation_id}"
+    if prepared.coalesced:
+        response.status_code = status.HTTP_202_ACCEPTED
+        response.headers["Location"] = url
+        return WakeResponse(
+            operation_id=prepared.operation_id,
+            status=OperationStatus.RUNNING,
+            summary=f"joined the wake already running for this node; follow {url}",
+            operation_url=url,
+            coalesced=True,
+        )
+    task = launch_wake(request.app, settings, prepared)
     try:
         # Short wakes answer with their result; long ones (wait=true) continue and answer 202 at once.
         operation = await asyncio.wait_for(asyncio.shield(task), settings.api_sync_wait)
@@ -96,6 +107,7 @@ async def _wake(
         schedule=schedule,
         actor=actor,
         node_ids=node_ids,
+        coalesce_seconds=settings.wake_coalesce_seconds,
     )
     return await _answer(request, response, settings, prepared)
 

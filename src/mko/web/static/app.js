@@ -70,7 +70,30 @@ async function followOperation(el) {
   }
 }
 
+async function followUps(tile) {
+  for (;;) {
+    try {
+      const response = await fetch("/api/ups/" + tile.dataset.upsStatus + "/status", { headers: { Accept: "application/json" } });
+      if (!response.ok) return;
+      const status = await response.json();
+      const words = tile.querySelector("[data-ups-field=words]");
+      if (words) {
+        const text = !status.reachable ? "unreachable" : (status.status_words || []).join(", ");
+        setPill(words, text, status.on_battery ? "bad" : status.reachable ? "ok" : "");
+      }
+      for (const name of ["battery_charge", "battery_runtime", "ups_load"]) {
+        const cell = tile.querySelector("[data-ups-field=" + name + "]");
+        if (cell) cell.textContent = status[name] === null || status[name] === undefined ? "—" : status[name];
+      }
+    } catch (error) {
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("[data-ups-status]").forEach(followUps);
   document.querySelectorAll("table[data-reachability]").forEach(fillReachability);
   document.querySelectorAll("[data-operation][data-running='true']").forEach(followOperation);
   document.querySelectorAll("input[data-select-all]").forEach((box) => {

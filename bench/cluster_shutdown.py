@@ -1,0 +1,123 @@
+"""Benchmark: graceful shutdown and recovery of a lab cluster over real SSH.
+
+A lab of NODES network namespaces, each running its own OpenSSH sshd with the simulated MicroK8s
+(mko.lab.microk8s: commands answer at once, a started node turns Ready 0.3 s later); CONTROL_PLANES
+control planes, the rest workers joined ``--worker``. From the orch namespace it measures:
+
+* making the plan (what ``--dry-run`` costs);
+* the whole shutdown; its worker phase (all workers in parallel) against the sum of the workers' own
+  chains (what a node-after-node loop would take); the control-plane phase; the mean time of each kind
+  of step (a drain or a stop is one SSH session; a power-off waits until the node's SSH port closes,
+  which includes the lab's own power-off simulation, done one node at a time);
+* the recovery after every node was powered on: SSH up, ``microk8s start`` everywhere, every node
+  Ready, uncordon.
+
+The simulated commands take no time, so the figures are mko's own overhead plus the lab's. Needs root
+and openssh-server. Reports figures; never fails on time. Run with ``python bench/cluster_shutdown.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from mko import shutdown
+from mko.db import make_engine, make_session_factory
+from mko.db.migrate import upgrade
+from mko.db.models import Operation, OperationStatus
+from mko.lab import RunningLab, configure_microk8s, enter_netns
+from mko.lab.inventory import register_lab
+from mko.operations import Actor
+from mko.settings import Settings
+
+NODES = 20
+CONTROL_PLANES = 3
+ACTOR = Actor("bench")
+
+
+def _report_steps(factory: sessionmaker[Session], operation_id: int, total: float) -> None:
+    with factory() as session:
+        steps = [s for s in session.get_one(Operation, operation_id).steps if s.node_id is not None]
+    first = min(s.started_at for s in steps if s.started_at)
+    per_node: dict[str, float] = {}
+    per_action: dict[str, list[float]] = {}
+    worker_end = first
+    for step in steps:
+        assert step.started_at is not None and step.finished_at is not None
+        action, host = step.name.split(" ", 1)
+        seconds = (step.finished_at - step.started_at).total_seconds()
+        per_node[host] = per_node.get(host, 0.0) + seconds
+        per_action.setdefault(action, []).append(seconds)
+        if int(host.removeprefix("lab-n")) > CONTROL_PLANES:
+            worker_end = max(worker_end, step.finished_at)
+    workers = [h for h in per_node if int(h.removeprefix("lab-n")) > CONTROL_PLANES]
+    worker_phase = (worker_end - first).total_seconds()
+    print(f"shutdown, {NODES} nodes ({CONTROL_PLANES} control planes): {total:.2f} s")
+    print(
+        f"  workers in parallel: {worker_phase:.2f} s for {len(workers)} nodes"
+        f" (their chains one after another: {sum(per_node[h] for h in workers):.2f} s)"
+    )
+    print(f"  control planes one at a time, drain host last: {total - worker_phase:.2f} s")
+    means = ", ".join(f"{a} {statistics.mean(v) * 1000:.0f} ms" for a, v in per_action.items())
+    print(f"  mean step: {means}")
+
+
+async def _cycle(
+    running: RunningLab, factory: sessionmaker[Session], settings: Settings, cluster: int
+) -> None:
+    with factory() as session:
+        started = time.perf_counter()
+        plan = await shutdown.plan_shutdown(session, settings, cluster, force=False)
+        print(f"plan (dry run), {NODES} nodes: {(time.perf_counter() - started) * 1000:.0f} ms")
+        prepared = shutdown.start_shutdown(session, plan, ACTOR)
+    started = time.perf_counter()
+    done = await shutdown.run_shutdown(factory, settings, prepared)
+    assert done.status == OperationStatus.SUCCEEDED, done.summary
+    _report_steps(factory, done.id, time.perf_counter() - started)
+    running.power_on_all(timeout=60)
+    with factory() as session:
+        recovery = shutdown.start_recovery(session, cluster, ACTOR, 120)
+    started = time.perf_counter()
+    recovered = await shutdown.run_recovery(factory, settings, recovery)
+    assert recovered.status == OperationStatus.SUCCEEDED, recovered.summary
+    print(
+        f"recovery after power-on (start, every node Ready incl. the 0.3 s simulated kubelet start,"
+        f" uncordon): {time.perf_counter() - started:.2f} s — {recovered.summary}"
+    )
+
+
+def main() -> None:
+    """Build the lab, shut the cluster down, recover it, print one line per figure."""
+    if os.geteuid() != 0:
+        print("cluster_shutdown: skipped (network namespaces need root)")
+        return
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        RunningLab.start(f"mkb{os.getpid() % 10000}", NODES, ssh=True, boot_delay=0.1) as running,
+    ):
+        simulated = configure_microk8s(running, control_planes=CONTROL_PLANES)
+        running.power_on_all(timeout=60)
+        known_hosts = Path(tmp) / "known_hosts"
+        known_hosts.write_text("\n".join(running.known_hosts_lines()) + "\n")
+        url = f"sqlite:///{tmp}/bench.db"
+        settings = Settings(database_url=url, ssh_known_hosts=known_hosts, probe_interval=0.1)
+        engine = make_engine(url)
+        upgrade(engine)
+        factory = make_session_factory(engine)
+        with factory() as session:
+            cluster, _ = register_lab(session, running, control_planes=CONTROL_PLANES)
+        time.sleep(0.5)  # every node Ready
+        with enter_netns(running.lab.orch):
+            asyncio.run(_cycle(running, factory, settings, cluster.id))
+        assert all(n["ready"] and not n["cordoned"] for n in simulated.nodes().values())
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    main()

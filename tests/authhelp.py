@@ -1,0 +1,21 @@
+"""Credentials for tests that build their own app (e.g. inside a lab namespace)."""
+
+from __future__ import annotations
+
+import secrets
+
+from mko import auth
+from mko.db import Role, make_engine, make_session_factory
+
+__all__ = ["admin_headers"]
+
+
+def admin_headers(database_url: str) -> dict[str, str]:
+    """An Authorization header with a fresh admin token in the database at ``database_url``."""
+    engine = make_engine(database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            _, token = auth.create_token(session, f"test-{secrets.token_hex(4)}", Role.ADMIN)
+    finally:
+        engine.dispose()
+    return {"Authorization": f"Bearer {token}"}

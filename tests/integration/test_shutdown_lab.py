@@ -1,0 +1,342 @@
+"""Graceful cluster shutdown and verified recovery against real sshd in lab namespaces (issue 5).
+
+Every node runs OpenSSH's sshd in its own namespaces with the lab's ``microk8s``, ``snap``,
+``systemctl`` and ``shutdown`` stand-ins (mko.lab.microk8s). They share one simulated cluster: a drain
+cordons, ``microk8s stop`` disables, ``systemctl poweroff`` kills the node's sshd and makes it NotReady,
+a power-on boots it with MicroK8s started only if enabled. Workers are joined ``--worker``, so
+``microk8s stop`` there only prints MicroK8s's notice, as the real wrapper does. The orchestrator side
+runs in the lab's orch namespace, exactly as on the LAN; calls are read back from every node's
+calls.log and merged by time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncssh
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+from upslab import wait_until
+
+from mko import inventory, schedules
+from mko.api import create_app
+from mko.cli import app
+from mko.db import make_engine, make_session_factory
+from mko.db.models import Node, Operation, OperationStatus, ScheduleAction
+from mko.lab import Microk8sCluster, RunningLab, configure_microk8s, enter_netns
+from mko.lab.inventory import register_lab
+from mko.settings import Settings, get_settings
+
+DRAIN = "--ignore-daemonsets --delete-emptydir-data --timeout=120s"
+
+
+@pytest.fixture
+def fast(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The test's settings, polling every 0.1 s (the CLI reads the same values from the environment)."""
+    monkeypatch.setenv("MKO_PROBE_INTERVAL", "0.1")
+    get_settings.cache_clear()
+    return get_settings()
+
+
+def _trust_all(settings: Settings, running: RunningLab) -> None:
+    """Record every node's host key as an operator who checked them would (the lab made the keys)."""
+    settings.ssh_known_hosts.parent.mkdir(parents=True, exist_ok=True)
+    settings.ssh_known_hosts.write_text("\n".join(running.known_hosts_lines()) + "\n")
+
+
+def _up(running: RunningLab, cluster: Microk8sCluster) -> None:
+    """Power every node on and wait until all are Ready."""
+    running.power_on_all()
+    wait_until(
+        lambda: (
+            len(nodes := cluster.nodes()) == len(running.nodes) and all(n["ready"] for n in nodes.values())
+        ),
+        5,
+        what="every node Ready",
+    )
+
+
+def _calls(running: RunningLab) -> list[tuple[str, str]]:
+    """Every stand-in call of every node, oldest first: (hostname, "command args…"); boots left out."""
+    entries = []
+    for node in running.nodes:
+        assert node.system is not None
+        for call in node.system.calls():
+            if call["cmd"] != "<boot>":
+                entries.append((call["t"], node.hostname, " ".join([call["cmd"], *call["argv"]])))
+    return [(host, command) for _, host, command in sorted(entries)]
+
+
+def _subject(call: tuple[str, str]) -> str:
+    """The node a call is about: a drain or uncordon names it, anything else runs on it."""
+    host, command = call
+    words = command.split()
+    if words[:3] in (["microk8s", "kubectl", "drain"], ["microk8s", "kubectl", "uncordon"]):
+        return words[3]
+    return host
+
+
+def _cli(cli: CliRunner, running: RunningLab, *args: str) -> Any:
+    with enter_netns(running.lab.orch):
+        return cli.invoke(app, list(args))
+
+
+@contextmanager
+def _api(settings: Settings, running: RunningLab, token: str) -> Iterator[TestClient]:
+    """The real app whose event loop (and so every SSH socket) lives in the orch namespace."""
+    with enter_netns(running.lab.orch):
+        application = create_app(settings)
+        client = TestClient(application, headers={"Authorization": f"Bearer {token}"})
+        client.__enter__()
+    try:
+        yield client
+    finally:
+        client.__exit__(None, None, None)
+        application.state.engine.dispose()
+
+
+def _operation(session: Session, kind: str) -> Operation:
+    session.expire_all()
+    [operation] = session.scalars(select(Operation).where(Operation.kind == kind))
+    _ = operation.steps
+    return operation
+
+
+def test_cli_shuts_down_in_order_then_recovers_every_node(
+    fast: Settings, session: Session, cli: CliRunner, lab_factory: Any
+) -> None:
+    running = lab_factory(5, ssh=True, boot_delay=0.1)
+    # n1-n3 control planes (n1 answers first: the drain host), n4-n5 workers; n5's drain times out.
+    cluster = configure_microk8s(running, control_planes=3, fail_drain=["lab-n5"])
+    register_lab(session, running, control_planes=3)
+    _trust_all(fast, running)
+    _up(running, cluster)
+
+    dry = _cli(cli, running, "cluster", "shutdown", "1", "--dry-run")
+    assert dry.exit_code == 0, dry.stderr
+    assert dry.stdout.splitlines() == [
+        "graceful shutdown of cluster 1 (lab); drain host: lab-n1",
+        "1. workers, in parallel:",
+        "   kubectl drain  lab-n4 (run on lab-n1)",
+        "   microk8s stop  lab-n4 (over SSH)",
+        "   power off      lab-n4 (systemctl poweroff over SSH)",
+        "   kubectl drain  lab-n5 (run on lab-n1)",
+        "   microk8s stop  lab-n5 (over SSH)",
+        "   power off      lab-n5 (systemctl poweroff over SSH)",
+        "2. then control plane, alone:",
+        "   kubectl drain  lab-n2 (run on lab-n1)",
+        "   microk8s stop  lab-n2 (over SSH)",
+        "   power off      lab-n2 (systemctl poweroff over SSH)",
+        "3. then control plane, alone:",
+        "   kubectl drain  lab-n3 (run on lab-n1)",
+        "   microk8s stop  lab-n3 (over SSH)",
+        "   power off      lab-n3 (systemctl poweroff over SSH)",
+        "4. then the drain host, last of all:",
+        "   microk8s stop  lab-n1 (over SSH)",
+        "   power off      lab-n1 (systemctl poweroff over SSH)",
+        "dry run: nothing was done",
+    ]
+    assert _calls(running) == []  # nothing ran anywhere
+    assert all(node.power.is_on for node in running.nodes)
+    assert session.scalars(select(Operation)).all() == []
+
+    result = _cli(cli, running, "cluster", "shutdown", "1", "--yes", "--json")
+    assert result.exit_code == 1, result.stderr  # partial: one drain failed, every node is off
+    body = json.loads(result.stdout)
+    assert body["status"] == "partial"
+    assert sorted(body["powered_off"]) == [f"lab-n{i}" for i in range(1, 6)]
+    [failure] = body["failures"]
+    assert failure.startswith("drain lab-n5: error: unable to drain node")
+    assert "global timeout reached: 120s" in failure
+
+    calls = _calls(running)
+    worker_calls = [c for c in calls if _subject(c) in ("lab-n4", "lab-n5")]
+    control_calls = [c for c in calls if _subject(c) not in ("lab-n4", "lab-n5")]
+    for worker in ("lab-n4", "lab-n5"):
+        assert [c for c in worker_calls if _subject(c) == worker] == [
+            ("lab-n1", f"microk8s kubectl drain {worker} {DRAIN}"),
+            (worker, "microk8s stop"),  # joined --worker: only a notice, so mko falls back to snap
+            (worker, "snap stop microk8s --disable"),
+            (worker, "systemctl poweroff"),
+        ]
+    # Workers drained and stopped before any control plane; control planes one at a time; drain host last.
+    assert calls.index(worker_calls[-1]) < calls.index(control_calls[0])
+    assert control_calls == [
+        ("lab-n1", f"microk8s kubectl drain lab-n2 {DRAIN}"),
+        ("lab-n2", "microk8s stop"),
+        ("lab-n2", "systemctl poweroff"),
+        ("lab-n1", f"microk8s kubectl drain lab-n3 {DRAIN}"),
+        ("lab-n3", "microk8s stop"),
+        ("lab-n3", "systemctl poweroff"),
+        ("lab-n1", "microk8s stop"),
+        ("lab-n1", "systemctl poweroff"),
+    ]
+    wait_until(lambda: all(node.power.state == "off" for node in running.nodes), 5, what="every node off")
+    state = cluster.nodes()
+    assert {h: (n["enabled"], n["cordoned"], n["ready"]) for h, n in state.items()} == {
+        "lab-n1": (False, False, False),
+        **{f"lab-n{i}": (False, True, False) for i in range(2, 6)},
+    }
+    operation = _operation(session, "cluster_shutdown")
+    steps = {step.name: step for step in operation.steps}
+    assert steps["host keys"].message == "5 verified"
+    assert steps["drain lab-n5"].status == OperationStatus.FAILED
+    assert steps["drain lab-n4"].detail["stdout"].splitlines()[-1] == "node/lab-n4 drained"
+    stop = steps["stop lab-n4"].detail
+    assert (stop["command"], stop["instead_of"], stop["exit_status"]) == (
+        "snap stop microk8s --disable",
+        "microk8s stop",
+        0,
+    )
+    assert stop["notice"] == "Use 'snap stop microk8s' to stop services on this node."
+    assert steps["poweroff lab-n1"].message == "powered off (SSH stopped answering)"
+    assert all(step.finished_at is not None and "duration" in step.detail for step in operation.steps[1:])
+    session.expire_all()
+    assert [n.cordoned_by_mko for n in session.scalars(select(Node).order_by(Node.id))] == [
+        False,
+        True,
+        True,
+        True,
+        True,  # cordoned by the drain even though its eviction timed out
+    ]
+
+    # Power is back and the operator pressed the buttons: MicroK8s stays down (stop disabled it).
+    running.power_on_all()
+    assert not any(n["running"] for n in cluster.nodes().values())
+    before = len(_calls(running))
+    recovered = _cli(cli, running, "cluster", "recover", "1", "--timeout", "30", "--json")
+    assert recovered.exit_code == 0, recovered.stdout + recovered.stderr
+    report = json.loads(recovered.stdout)
+    assert report["status"] == "succeeded"
+    assert report["summary"] == "5/5 started, 5/5 Ready, 4 uncordoned"
+    assert report["uncordoned"] == ["lab-n2", "lab-n3", "lab-n4", "lab-n5"]
+    assert all(n["started"] and n["ready"] and n["ssh_after"] is not None for n in report["nodes"].values())
+    assert {
+        h: (n["enabled"], n["running"], n["ready"], n["cordoned"]) for h, n in cluster.nodes().items()
+    } == {f"lab-n{i}": (True, True, True, False) for i in range(1, 6)}
+    after = _calls(running)[before:]
+    starts = [c for c in after if c[1] in ("microk8s start", "snap start microk8s --enable")]
+    assert sorted(starts) == sorted(
+        [(f"lab-n{i}", "microk8s start") for i in range(1, 6)]
+        + [("lab-n4", "snap start microk8s --enable"), ("lab-n5", "snap start microk8s --enable")]
+    )
+    uncordons = [c for c in after if "uncordon" in c[1]]
+    # Through the control plane whose API answered first, only the nodes mko cordoned, in id order.
+    [through] = {host for host, _ in uncordons}
+    assert through in ("lab-n1", "lab-n2", "lab-n3")
+    assert uncordons == [(through, f"microk8s kubectl uncordon lab-n{i}") for i in range(2, 6)]
+    # Uncordoned only once every node was Ready (the last readiness poll came before the first uncordon).
+    polls = [i for i, c in enumerate(after) if c[1] == "microk8s kubectl get nodes -o json"]
+    assert max(after.index(s) for s in starts) < min(polls) <= max(polls) < after.index(uncordons[0])
+    session.expire_all()
+    assert not any(n.cordoned_by_mko for n in session.scalars(select(Node)))
+
+
+def test_api_force_shutdown_refuses_a_node_with_a_wrong_host_key_and_runs_nothing_there(
+    fast: Settings, session: Session, lab_factory: Any, admin_token: str
+) -> None:
+    running = lab_factory(3, ssh=True, boot_delay=0.1)
+    cluster = configure_microk8s(running, control_planes=1)
+    _, nodes = register_lab(session, running)
+    lines = running.known_hosts_lines()
+    # lab-n3 now presents a key other than the recorded one (reinstalled, or an impostor).
+    recorded = asyncssh.generate_private_key("ssh-ed25519")
+    fast.ssh_known_hosts.write_text(
+        f"{lines[0]}\n{lines[1]}\n[10.213.0.13]:2222 {recorded.export_public_key().decode().strip()}\n"
+    )
+    presented = asyncssh.import_public_key(lines[2].split(" ", 1)[1]).get_fingerprint("sha256")
+    _up(running, cluster)
+    third = nodes[2]
+
+    with _api(fast, running, admin_token) as client:
+        dry = client.post("/api/clusters/1/shutdown", json={"dry_run": True, "force": True})
+        assert dry.status_code == 200, dry.text
+        assert dry.json()["plan"]["lines"] == [
+            "force shutdown (no drains) of cluster 1 (lab); drain host: lab-n1",
+            "1. workers, in parallel:",
+            "   microk8s stop  lab-n2 (over SSH)",
+            "   power off      lab-n2 (systemctl poweroff over SSH)",
+            "   microk8s stop  lab-n3 (over SSH)",
+            "   power off      lab-n3 (systemctl poweroff over SSH)",
+            "2. then the drain host, last of all:",
+            "   microk8s stop  lab-n1 (over SSH)",
+            "   power off      lab-n1 (systemctl poweroff over SSH)",
+        ]
+        assert _calls(running) == [] and session.scalars(select(Operation)).all() == []
+
+        response = client.post("/api/clusters/1/shutdown", json={"force": True})
+        assert response.status_code == 202, response.text
+        url = response.json()["operation_url"]
+        assert response.headers["location"] == url
+        done = wait_until(
+            lambda: (op := client.get(url).json())["status"] != "running" and op, 20, what="the shutdown"
+        )
+    assert done["status"] == "partial"
+    assert done["result"]["refused"] == ["lab-n3"] and done["result"]["powered_off"] == ["lab-n2", "lab-n1"]
+    steps = {step["name"]: step for step in done["steps"]}
+    assert steps["host keys"]["status"] == "failed"
+    assert steps["host keys"]["message"] == "2 verified, 1 refused (lab-n3)"
+    why = steps["refuse lab-n3"]["message"]
+    assert why.startswith(f"node {third.id} (lab-n3): HOST KEY CHANGED for 10.213.0.13:2222: known ")
+    assert f"known ssh-ed25519 {recorded.get_fingerprint('sha256')}, presented ssh-ed25519 {presented}" in why
+    assert "nothing was run" in why and f"mko node trust {third.id} --replace" in why
+    assert not any(name.endswith("lab-n3") and name != "refuse lab-n3" for name in steps)
+    # Nothing ran on lab-n3, nothing anywhere was drained; the others went down, worker first.
+    calls = _calls(running)
+    assert [c for c in calls if c[0] == "lab-n3"] == []
+    assert calls == [
+        ("lab-n2", "microk8s stop"),
+        ("lab-n2", "snap stop microk8s --disable"),
+        ("lab-n2", "systemctl poweroff"),
+        ("lab-n1", "microk8s stop"),
+        ("lab-n1", "systemctl poweroff"),
+    ]
+    assert running.nodes[2].power.is_on and cluster.nodes()["lab-n3"]["ready"]
+
+
+def test_a_scheduled_shutdown_runs_the_ordered_shutdown_as_its_own_operation(
+    fast: Settings, session: Session, lab_factory: Any
+) -> None:
+    running = lab_factory(2, ssh=True, boot_delay=0.1)
+    cluster = configure_microk8s(running, control_planes=1)
+    register_lab(session, running)
+    _trust_all(fast, running)
+    _up(running, cluster)
+    created = schedules.create_schedule(
+        session,
+        fast,
+        schedules.ScheduleCreate(
+            name="night", cron="0 23 * * *", cluster_id=1, action=ScheduleAction.SHUTDOWN
+        ),
+        now=datetime(2026, 11, 27, 22, 59, 30, tzinfo=UTC),
+    )
+    factory = make_session_factory(make_engine(fast.database_url))
+    at = datetime(2026, 11, 27, 23, 0, 5, tzinfo=UTC)
+    scheduler = schedules.Scheduler(factory, fast, clock=lambda: at, sleep=asyncio.sleep)
+
+    async def tick() -> list[Operation]:
+        return list(await asyncio.gather(*await scheduler.tick()))
+
+    with enter_netns(running.lab.orch):
+        [run] = asyncio.run(tick())
+    assert (run.kind, run.status, run.actor) == (
+        "schedule_shutdown",
+        OperationStatus.SUCCEEDED,
+        f"schedule:{created.id}",
+    )
+    shutdown_op = _operation(session, "cluster_shutdown")
+    assert run.result == {"shutdown_operation_id": shutdown_op.id}
+    assert shutdown_op.actor == f"schedule:{created.id}" and shutdown_op.status == OperationStatus.SUCCEEDED
+    assert [c for c in _calls(running) if "poweroff" in c[1]] == [
+        ("lab-n2", "systemctl poweroff"),
+        ("lab-n1", "systemctl poweroff"),
+    ]
+    assert inventory.get_node(session, 2).cordoned_by_mko is True

@@ -1,0 +1,123 @@
+"""The order of a cluster shutdown (no network: the plan is pure), and reading kubectl's node list."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mko.db.models import Node, NodeRole, WolMethod
+from mko.shutdown import build_plan, ready_nodes
+
+
+def _node(node_id: int, hostname: str, role: NodeRole, method: WolMethod = WolMethod.ETHERNET) -> Node:
+    return Node(id=node_id, hostname=hostname, role=role, wol_method=method)
+
+
+CP, W = NodeRole.CONTROL_PLANE, NodeRole.WORKER
+# Ids deliberately out of name order: the plan orders by id, never by listing order.
+NODES = [
+    _node(5, "w-b", W),
+    _node(2, "cp-2", CP),
+    _node(7, "cp-3", CP),
+    _node(1, "cp-1", CP),
+    _node(4, "w-a", W, WolMethod.PROXMOX),
+]
+
+
+def _chains(chains: list[list[object]]) -> list[list[tuple[str, str, str]]]:
+    return [[(s.action, s.hostname, s.runs_on) for s in chain] for chain in chains]  # type: ignore[attr-defined]
+
+
+def test_workers_first_in_parallel_then_control_planes_alone_and_the_drain_host_last() -> None:
+    plan = build_plan(9, "prod", NODES, NODES[1], force=False)  # cp-2 answered first
+    assert plan.drain_host == "cp-2"
+    assert _chains(plan.parallel) == [
+        # A node whose driver can soft-off (Proxmox) is powered off by it; others over SSH.
+        [("drain", "w-a", "cp-2"), ("stop", "w-a", "w-a"), ("poweroff", "w-a", "driver:proxmox")],
+        [("drain", "w-b", "cp-2"), ("stop", "w-b", "w-b"), ("poweroff", "w-b", "w-b")],
+    ]
+    assert _chains(plan.serial) == [
+        [("drain", "cp-1", "cp-2"), ("stop", "cp-1", "cp-1"), ("poweroff", "cp-1", "cp-1")],
+        [("drain", "cp-3", "cp-2"), ("stop", "cp-3", "cp-3"), ("poweroff", "cp-3", "cp-3")],
+        [("stop", "cp-2", "cp-2"), ("poweroff", "cp-2", "cp-2")],  # nowhere left to drain it to
+    ]
+    assert plan.hostnames == ["w-a", "w-b", "cp-1", "cp-3", "cp-2"]
+    assert plan.lines() == [
+        "graceful shutdown of cluster 9 (prod); drain host: cp-2",
+        "1. workers, in parallel:",
+        "   kubectl drain  w-a (run on cp-2)",
+        "   microk8s stop  w-a (over SSH)",
+        "   power off      w-a (soft-off by the proxmox driver)",
+        "   kubectl drain  w-b (run on cp-2)",
+        "   microk8s stop  w-b (over SSH)",
+        "   power off      w-b (systemctl poweroff over SSH)",
+        "2. then control plane, alone:",
+        "   kubectl drain  cp-1 (run on cp-2)",
+        "   microk8s stop  cp-1 (over SSH)",
+        "   power off      cp-1 (systemctl poweroff over SSH)",
+        "3. then control plane, alone:",
+        "   kubectl drain  cp-3 (run on cp-2)",
+        "   microk8s stop  cp-3 (over SSH)",
+        "   power off      cp-3 (systemctl poweroff over SSH)",
+        "4. then the drain host, last of all:",
+        "   microk8s stop  cp-2 (over SSH)",
+        "   power off      cp-2 (systemctl poweroff over SSH)",
+    ]
+    assert json.loads(json.dumps(plan.as_dict()))["serial"][-1][0] == {
+        "node_id": 2,
+        "hostname": "cp-2",
+        "action": "stop",
+        "runs_on": "cp-2",
+    }
+
+
+def test_force_and_unreachable_control_planes_plan_no_drains() -> None:
+    forced = build_plan(1, "c", NODES, NODES[3], force=True)
+    assert forced.lines()[0] == "force shutdown (no drains) of cluster 1 (c); drain host: cp-1"
+    actions = [s.action for chain in (*forced.parallel, *forced.serial) for s in chain]
+    assert "drain" not in actions and actions.count("stop") == 5
+    assert [chain[0].hostname for chain in forced.serial] == ["cp-2", "cp-3", "cp-1"]
+
+    unreachable = build_plan(1, "c", NODES, None, force=False)
+    assert unreachable.notes == ["no control plane answers on SSH: nodes cannot be drained, only stopped"]
+    assert [chain[0].hostname for chain in unreachable.serial] == ["cp-1", "cp-2", "cp-3"]
+    assert all(s.action != "drain" for chain in (*unreachable.parallel, *unreachable.serial) for s in chain)
+
+    workers_only = build_plan(1, "c", [NODES[0]], None, force=False)
+    assert workers_only.notes == ["the cluster has no control-plane node in the inventory: nothing can drain"]
+    assert workers_only.serial == [] and _chains(workers_only.parallel) == [
+        [("stop", "w-b", "w-b"), ("poweroff", "w-b", "w-b")]
+    ]
+
+
+def test_ready_nodes_reads_the_real_kubectl_shape() -> None:
+    listing = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {
+                "metadata": {"name": "cp-1"},
+                "spec": {"unschedulable": True},
+                "status": {
+                    "conditions": [
+                        {"type": "MemoryPressure", "status": "False"},
+                        {"type": "Ready", "status": "True"},
+                    ]
+                },
+            },
+            {
+                "metadata": {"name": "w-a"},
+                "spec": {},
+                "status": {"conditions": [{"type": "Ready", "status": "Unknown"}]},
+            },
+        ],
+    }
+    assert ready_nodes(json.dumps(listing)) == {
+        "cp-1": {"ready": True, "unschedulable": True},
+        "w-a": {"ready": False, "unschedulable": False},
+    }
+    with pytest.raises(ValueError, match="not a Kubernetes List"):
+        ready_nodes("[]")
+    with pytest.raises(json.JSONDecodeError):
+        ready_nodes("This MicroK8s deployment is acting as a node in a cluster.")
