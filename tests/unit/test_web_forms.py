@@ -146,3 +146,19 @@ def test_ups_and_rules_pages_and_the_rule_form(client: TestClient, web: Any) -> 
         True,
     )
     assert "wake after power returns" in web.get("/rules").text
+
+
+def test_cluster_shutdown_is_confirmed_on_its_plan_first(client: TestClient, web: Any) -> None:
+    cluster = client.post("/api/clusters", json={"name": "home"}).json()
+    for name, role in (("cp1", "control-plane"), ("w1", "worker")):
+        _node(client, hostname=name, cluster_id=cluster["id"], role=role, ssh_port=1)
+    page = web.get(f"/clusters/{cluster['id']}/shutdown")
+    assert page.status_code == 200
+    plan = re.search(r'<pre id="shutdown-plan">(.*?)</pre>', page.text, re.S)
+    assert plan and "graceful shutdown of cluster" in plan.group(1)
+    assert plan.group(1).index("w1") < plan.group(1).index("cp1")  # workers before the control plane
+    assert client.get("/api/operations").json() == []  # looking at the plan touches nothing
+    started = web.form(f"/clusters/{cluster['id']}/shutdown", follow_redirects=False)
+    assert started.status_code == 303 and started.headers["location"].startswith("/operations/")
+    [operation] = client.get("/api/operations").json()
+    assert operation["kind"] == "cluster_shutdown" and operation["actor"] == "web:web-op"

@@ -10,9 +10,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
-from mko import inventory, operations, schedules, wake
+from mko import inventory, operations, schedules, shutdown, wake
 from mko import rules as rules_service
-from mko.api.background import launch_wake
+from mko.api.background import launch, launch_wake
 from mko.api.deps import SessionDep, SettingsDep
 from mko.auth import allows
 from mko.db import Role
@@ -483,3 +483,38 @@ async def add_rule(request: Request, session: SessionDep) -> Response:
     except (ConflictError, NotFoundError) as exc:
         return _rules_page(request, session, 409, form=values, errors={"form": str(exc)})
     return _see_other("/rules")
+
+
+# ------------------------------------------------------------------ cluster shutdown and recovery
+
+
+@router.get("/clusters/{cluster_id}/shutdown", response_class=HTMLResponse)
+async def shutdown_confirm(
+    request: Request, session: SessionDep, settings: SettingsDep, cluster_id: int, force: bool = False
+) -> HTMLResponse:
+    """The ordered plan, to confirm before anything is touched."""
+    plan = await shutdown.plan_shutdown(session, settings, cluster_id, force=force)
+    cluster = inventory.get_cluster(session, cluster_id)
+    return _render(request, "shutdown_confirm.html", cluster=cluster, plan=plan, force=force)
+
+
+@router.post("/clusters/{cluster_id}/shutdown")
+async def shutdown_cluster(
+    request: Request, session: SessionDep, settings: SettingsDep, cluster_id: int
+) -> Response:
+    """Shut the cluster down in order (confirmed on the plan page); follow it on its operation page."""
+    form = await request.form()
+    plan = await shutdown.plan_shutdown(session, settings, cluster_id, force=form.get("force") == "on")
+    prepared = shutdown.start_shutdown(session, plan, _actor(request))
+    launch(request.app, shutdown.run_shutdown(request.app.state.session_factory, settings, prepared))
+    return _see_other(f"/operations/{prepared.operation_id}")
+
+
+@router.post("/clusters/{cluster_id}/recover")
+async def recover_cluster(
+    request: Request, session: SessionDep, settings: SettingsDep, cluster_id: int
+) -> Response:
+    """Start MicroK8s everywhere, wait until every node is Ready, uncordon what mko drained."""
+    prepared = shutdown.start_recovery(session, cluster_id, _actor(request), settings.recovery_timeout)
+    launch(request.app, shutdown.run_recovery(request.app.state.session_factory, settings, prepared))
+    return _see_other(f"/operations/{prepared.operation_id}")
