@@ -6,13 +6,13 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response, status
 
 from mko import wake
 from mko.db.models import Operation
 from mko.settings import Settings
 
-__all__ = ["launch", "launch_wake"]
+__all__ = ["launch", "launch_wake", "result_or_accepted"]
 
 T = TypeVar("T")
 
@@ -29,3 +29,16 @@ def launch(app: FastAPI, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
 def launch_wake(app: FastAPI, settings: Settings, prepared: wake.PreparedWake) -> asyncio.Task[Operation]:
     """Start a prepared wake in the background with its own database session."""
     return launch(app, wake.run_wake(app.state.session_factory, settings, prepared))
+
+
+async def result_or_accepted(
+    task: asyncio.Task[Operation], wait: float, response: Response, url: str
+) -> Operation | None:
+    """The operation when ``task`` ends within ``wait`` seconds; else None with 202 and ``Location`` set
+    (the work goes on in the background; the client follows ``url``)."""
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), wait)
+    except TimeoutError:
+        response.status_code = status.HTTP_202_ACCEPTED
+        response.headers["Location"] = url
+        return None

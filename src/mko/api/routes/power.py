@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from mko import node_power
-from mko.api.background import launch
+from mko.api.background import launch, result_or_accepted
 from mko.api.deps import ActorDep, SessionDep, SettingsDep
 from mko.db.models import OperationStatus
 
@@ -52,11 +51,8 @@ async def power_action(
     )
     task = launch(request.app, node_power.run_power(request.app.state.session_factory, settings, prepared))
     url = f"/api/operations/{prepared.operation_id}"
-    try:
-        operation = await asyncio.wait_for(asyncio.shield(task), settings.api_sync_wait)
-    except TimeoutError:
-        response.status_code = status.HTTP_202_ACCEPTED
-        response.headers["Location"] = url
+    operation = await result_or_accepted(task, settings.api_sync_wait, response, url)
+    if operation is None:
         return PowerResponse(
             operation_id=prepared.operation_id,
             status=OperationStatus.RUNNING,

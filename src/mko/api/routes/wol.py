@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from mko import inventory, nic, wake
-from mko.api.background import launch_wake
+from mko.api.background import launch_wake, result_or_accepted
 from mko.api.deps import ActorDep, SessionDep, SettingsDep
 from mko.db.models import OperationStatus
 from mko.operations import finish_operation, start_operation
@@ -63,12 +62,9 @@ async def _answer(
             coalesced=True,
         )
     task = launch_wake(request.app, settings, prepared)
-    try:
-        # Short wakes answer with their result; long ones (wait=true) continue and answer 202 at once.
-        operation = await asyncio.wait_for(asyncio.shield(task), settings.api_sync_wait)
-    except TimeoutError:
-        response.status_code = status.HTTP_202_ACCEPTED
-        response.headers["Location"] = url
+    # Short wakes answer with their result; long ones (wait=true) continue and answer 202 at once.
+    operation = await result_or_accepted(task, settings.api_sync_wait, response, url)
+    if operation is None:
         return WakeResponse(
             operation_id=prepared.operation_id,
             status=OperationStatus.RUNNING,
