@@ -312,28 +312,16 @@ def _last_line(result: ssh.CommandResult) -> str:
     return text.splitlines()[-1]
 
 
-class _Run:
-    """Executes a plan, recording each step as it ends."""
+class _StepLog:
+    """Appends steps to one operation (one writer at a time) and reports each to the progress hook."""
 
     def __init__(
-        self,
-        session_factory: sessionmaker[Session],
-        settings: Settings,
-        prepared: PreparedShutdown,
-        abort: asyncio.Event,
-        on_step: StepHook | None,
+        self, session_factory: sessionmaker[Session], operation_id: int, on_step: StepHook | None
     ) -> None:
         self.session_factory = session_factory
-        self.settings = settings
-        self.prepared = prepared
-        self.abort = abort
+        self.operation_id = operation_id
         self.on_step = on_step or (lambda _node, _text, _status: None)
-        self.lock = asyncio.Lock()  # one writer of the operation at a time
-        self.failures: list[str] = []
-        self.powered_off: list[str] = []
-        self.refused: dict[str, str] = {}  # hostname -> why nothing runs there
-        self.skipped: list[str] = []  # steps not started because of the abort
-        self.stop_reason: str | None = None
+        self.lock = asyncio.Lock()
 
     async def record(
         self,
@@ -346,7 +334,7 @@ class _Run:
     ) -> None:
         async with self.lock:
             with self.session_factory() as session:
-                operation = session.get_one(Operation, self.prepared.operation_id)
+                operation = session.get_one(Operation, self.operation_id)
                 record_step(
                     session,
                     operation,
@@ -358,6 +346,28 @@ class _Run:
                     started_at=started,
                 )
         self.on_step(*_progress(name, node_id, message), status)
+
+
+class _Run(_StepLog):
+    """Executes a plan, recording each step as it ends."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        settings: Settings,
+        prepared: PreparedShutdown,
+        abort: asyncio.Event,
+        on_step: StepHook | None,
+    ) -> None:
+        super().__init__(session_factory, prepared.operation_id, on_step)
+        self.settings = settings
+        self.prepared = prepared
+        self.abort = abort
+        self.failures: list[str] = []
+        self.powered_off: list[str] = []
+        self.refused: dict[str, str] = {}  # hostname -> why nothing runs there
+        self.skipped: list[str] = []  # steps not started because of the abort
+        self.stop_reason: str | None = None
 
     async def record_step(self, step: PlannedStep, outcome: _Outcome, started: Any) -> None:
         detail = outcome.detail | {"runs_on": step.runs_on}
@@ -697,7 +707,7 @@ class _NodeReport:
     error: str | None = None
 
 
-class _Recovery:
+class _Recovery(_StepLog):
     def __init__(
         self,
         session_factory: sessionmaker[Session],
@@ -705,40 +715,14 @@ class _Recovery:
         prepared: PreparedRecovery,
         on_step: StepHook | None,
     ) -> None:
-        self.session_factory = session_factory
+        super().__init__(session_factory, prepared.operation_id, on_step)
         self.settings = settings
         self.prepared = prepared
-        self.on_step = on_step or (lambda _node, _text, _status: None)
-        self.lock = asyncio.Lock()
         self.report = {n.hostname: _NodeReport(n.hostname) for n in prepared.nodes}
         self.problems: list[str] = []
         self.loop = asyncio.get_running_loop()
         self.begin = self.loop.time()
         self.deadline = self.begin + prepared.timeout
-
-    async def record(
-        self,
-        node: Node | None,
-        name: str,
-        status: OperationStatus,
-        message: str,
-        detail: dict[str, Any],
-        started: Any = None,
-    ) -> None:
-        async with self.lock:
-            with self.session_factory() as session:
-                operation = session.get_one(Operation, self.prepared.operation_id)
-                record_step(
-                    session,
-                    operation,
-                    name=name,
-                    status=status,
-                    node_id=node.id if node else None,
-                    message=message,
-                    detail=detail,
-                    started_at=started,
-                )
-        self.on_step(*_progress(name, node.id if node else None, message), status)
 
     async def start_node(self, node: Node) -> None:
         """Wait for SSH, then ``microk8s start`` (``snap start microk8s --enable`` on --worker nodes)."""
@@ -773,18 +757,18 @@ class _Recovery:
                 report.started = True
                 message = f"SSH up after {up_after:.1f}s; {shlex_name(result)} ran"
                 await self.record(
-                    node, f"start {node.hostname}", OperationStatus.SUCCEEDED, message, detail, started
+                    f"start {node.hostname}", node.id, OperationStatus.SUCCEEDED, message, detail, started
                 )
             else:
                 report.error = f"`{result.command}` exited {result.exit_status}: {_last_line(result)}"
                 self.problems.append(f"{node.hostname}: {report.error}")
                 await self.record(
-                    node, f"start {node.hostname}", OperationStatus.FAILED, report.error, detail, started
+                    f"start {node.hostname}", node.id, OperationStatus.FAILED, report.error, detail, started
                 )
             return
         report.error = last_error
         self.problems.append(f"{node.hostname}: {last_error}")
-        await self.record(node, f"start {node.hostname}", OperationStatus.FAILED, last_error, {}, started)
+        await self.record(f"start {node.hostname}", node.id, OperationStatus.FAILED, last_error, {}, started)
 
     async def wait_ready(self) -> tuple[Node | None, dict[str, dict[str, bool]]]:
         """Poll ``kubectl get nodes -o json`` on a started control plane until every node is Ready."""
@@ -843,8 +827,8 @@ class _Recovery:
                         self.problems.append(f"uncordon {node.hostname}: {_last_line(result)}")
                         status = OperationStatus.FAILED
                     await self.record(
-                        node,
                         f"uncordon {node.hostname}",
+                        node.id,
                         status,
                         _last_line(result),
                         result.as_dict(),
@@ -852,7 +836,7 @@ class _Recovery:
                     )
         except PowerError as exc:
             self.problems.append(f"uncordon: {exc}")
-            await self.record(None, "uncordon", OperationStatus.FAILED, str(exc), {})
+            await self.record("uncordon", None, OperationStatus.FAILED, str(exc), {})
 
     async def _forget_cordon(self, node_id: int) -> None:
         async with self.lock:
@@ -882,12 +866,12 @@ class _Recovery:
             message = f"not Ready before the timeout: {', '.join(not_ready)}"
             self.problems.append(message)
             await self.record(
-                None, "all nodes Ready", OperationStatus.FAILED, message, {"nodes": seen}, started
+                "all nodes Ready", None, OperationStatus.FAILED, message, {"nodes": seen}, started
             )
         else:
             message = f"{len(self.report)} node(s) Ready after {after}s"
             await self.record(
-                None, "all nodes Ready", OperationStatus.SUCCEEDED, message, {"nodes": seen}, started
+                "all nodes Ready", None, OperationStatus.SUCCEEDED, message, {"nodes": seen}, started
             )
         if control is not None:
             await self.uncordon(control)
