@@ -53,6 +53,9 @@ def _actor(request: Request) -> Actor:
 
 def _render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     context.setdefault("settings", request.app.state.settings)
+    # Form pages re-render with what was typed and the errors next to each field.
+    context.setdefault("form", {})
+    context.setdefault("errors", {})
     principal = getattr(request.state, "principal", None)
     context.setdefault("principal", principal)
     context.setdefault("can_operate", principal is not None and allows(principal.role, Role.OPERATOR))
@@ -92,8 +95,6 @@ def _nodes_page(
     last_wake = {
         node.id: operations.last_step_for_node(session, node.id, wake.WAKE_KIND_PREFIX) for node in nodes
     }
-    context.setdefault("form", {})
-    context.setdefault("errors", {})
     return _render(
         request,
         "nodes.html",
@@ -153,7 +154,6 @@ def _node_page(
     request: Request, session: SessionDep, node_id: int, status_code: int = 200, **context: Any
 ) -> HTMLResponse:
     node = inventory.get_node(session, node_id)
-    context.setdefault("errors", {})
     context.setdefault("form", None)
     return _render(
         request,
@@ -239,8 +239,6 @@ async def wake_node(request: Request, session: SessionDep, settings: SettingsDep
 def _clusters_page(
     request: Request, session: SessionDep, status_code: int = 200, **context: Any
 ) -> HTMLResponse:
-    context.setdefault("form", {})
-    context.setdefault("errors", {})
     return _render(
         request,
         "clusters.html",
@@ -341,8 +339,6 @@ def _schedules_page(
     targets = [("", "—")]
     targets += [(f"cluster:{c.id}", f"cluster {c.name}") for c in inventory.list_clusters(session)]
     targets += [(f"node:{n.id}", f"node {n.hostname}") for n in inventory.list_nodes(session)]
-    context.setdefault("form", {})
-    context.setdefault("errors", {})
     return _render(
         request,
         "schedules.html",
@@ -442,8 +438,6 @@ def ups_page(request: Request, session: SessionDep) -> HTMLResponse:
 def _rules_page(
     request: Request, session: SessionDep, status_code: int = 200, **context: Any
 ) -> HTMLResponse:
-    context.setdefault("form", {})
-    context.setdefault("errors", {})
     return _render(
         request,
         "rules.html",
