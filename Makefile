@@ -9,11 +9,12 @@ TEST_APT_PACKAGES := iproute2 chromium openipmi postgresql nut-server nut-client
 
 LINT_PATHS = $(wildcard src tests bench scripts) cli.py
 
-.PHONY: help run serve test lint typecheck pytest bench lock install install-dev test-system-deps clean
+.PHONY: help run serve demo test lint typecheck pytest bench lock install install-dev test-system-deps lab-deps clean
 
 help:
 	@echo "make run     install, migrate data/orchestrator.db, serve API + web UI on 127.0.0.1:8080"
 	@echo "make test    install test dependencies, then ruff, mypy and pytest"
+	@echo "make demo    build the virtual lab (root) and serve it on 127.0.0.1:8470; Ctrl-C tears it down"
 	@echo "make bench   run the benchmarks in bench/ and print their figures"
 	@echo "make lock    re-resolve requirements*.lock from pyproject.toml"
 
@@ -39,6 +40,19 @@ run: install
 	$(VENV)/bin/mko serve
 
 serve: run
+
+# The virtual lab needs the same real peers as the tests: namespaces, sshd, upsd + dummy-ups.
+LAB_APT_PACKAGES := iproute2 nut-server nut-client openssh-server ethtool
+lab-deps:
+	@missing=$$(for p in $(LAB_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing the lab's peers: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+demo: install lab-deps
+	$(VENV)/bin/mko lab up --no-serve
+	trap '$(VENV)/bin/mko lab down' EXIT; $(VENV)/bin/mko serve --lab
 
 test-system-deps:
 	@missing=$$(for p in $(TEST_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

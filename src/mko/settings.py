@@ -170,6 +170,9 @@ class Settings(BaseSettings):
     session_minutes: int = Field(default=480, ge=1, le=60 * 24 * 30, description="web session lifetime")
     login_attempts: int = Field(default=5, ge=1, le=1000, description="failed logins per client per window")
     login_window: float = Field(default=300.0, gt=0, description="seconds over which failed logins count")
+    lab_dir: Path = Field(
+        default=Path("data/lab"), description="directory of the virtual lab of `mko lab up` (own database)"
+    )
     wake_coalesce_seconds: float = Field(
         default=10.0, ge=0, le=3600, description="a wake of a node this soon after the last joins that one"
     )

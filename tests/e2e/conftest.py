@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -92,22 +93,37 @@ def lab_server(settings: Settings, session: object, e2e_lab: RunningLab) -> Iter
         process.wait(timeout=15)
 
 
-@pytest.fixture
-def browser_page(e2e_lab: RunningLab) -> Iterator[object]:
-    """A Chromium page whose network is the lab's orch namespace (the driver is forked from inside it)."""
+@contextlib.contextmanager
+def _chromium(netns: str | None = None) -> Iterator[Any]:
+    """A headless Chromium browser; in ``netns`` when given (the driver is forked from inside it)."""
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
         pytest.fail("Chromium is missing: apt-get install -y chromium")
-    with enter_netns(e2e_lab.lab.orch):
+    with contextlib.ExitStack() as inside:
+        if netns is not None:
+            inside.enter_context(enter_netns(netns))
         playwright = sync_playwright().start()
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     try:
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        yield page
+        yield browser
     finally:
         browser.close()
         playwright.stop()
+
+
+@pytest.fixture
+def browser_page(e2e_lab: RunningLab) -> Iterator[object]:
+    """A Chromium page whose network is the lab's orch namespace."""
+    with _chromium(e2e_lab.lab.orch) as browser:
+        yield browser.new_page(viewport={"width": 1200, "height": 900})
+
+
+@pytest.fixture
+def host_browser() -> Iterator[Any]:
+    """A Chromium browser on this machine's own network, as a person at its keyboard would use."""
+    with _chromium() as browser:
+        yield browser
 
 
 @pytest.fixture

@@ -18,15 +18,12 @@ from sqlalchemy.orm import Session
 from upslab import MonitorThread, wait_until
 
 from dbtemplate import copy_migrated_database
-from mko import rules
-from mko.db.models import ClusterAction, Operation, OperationStatus, PowerEvent
+from mko.db.models import Operation, OperationStatus
 from mko.lab import Microk8sCluster, RunningLab, configure_microk8s
-from mko.lab.inventory import register_lab
 from mko.lab.nut import NutServer
+from mko.lab.provision import provision_lab
 from mko.rules import RULE_OPERATION_KIND
 from mko.settings import Settings
-from mko.ups.schemas import RuleCreate, UpsCreate
-from mko.ups.service import create_ups
 
 WORKERS, CONTROL_PLANES = ("lab-n3", "lab-n4"), ("lab-n1", "lab-n2")
 
@@ -92,23 +89,7 @@ def rig(ups_lab: tuple[RunningLab, NutServer], settings: Settings, session: Sess
         (node.system.state / "calls.log").write_text("")
     running.power_on_all()
     wait_until(lambda: all(n["ready"] for n in cluster.nodes().values()), 5, what="every node Ready")
-    register_lab(session, running, control_planes=2)
-    settings.ssh_known_hosts.write_text("\n".join(running.known_hosts_lines()) + "\n")
-    ups = create_ups(
-        session,
-        settings,
-        UpsCreate(name="lab-ups", ups_name=nut.ups_name, port=nut.port, username="admin", password="secret"),
-    )
-    made = [
-        rules.create_rule(
-            session,
-            RuleCreate(ups_id=ups.id, cluster_id=1, power_event=event, cluster_action=action),
-        ).id
-        for event, action in (
-            (PowerEvent.POWER_LOSS, ClusterAction.GRACEFUL_SHUTDOWN),
-            (PowerEvent.POWER_RESTORED, ClusterAction.WAKE_ON_LAN),  # recover_after_wake: the default
-        )
-    ]
+    made = provision_lab(session, settings, running, nut, control_planes=2)  # what `mko lab up` registers
     fast = settings.model_copy(
         update={
             "ups_poll_interval": 0.2,
@@ -118,7 +99,7 @@ def rig(ups_lab: tuple[RunningLab, NutServer], settings: Settings, session: Sess
             "recovery_timeout": 30.0,
         }
     )
-    return Rig(running, nut, fast, cluster, *made)
+    return Rig(running, nut, fast, cluster, made.shutdown_rule_id, made.wake_rule_id)
 
 
 def _finished(mon: MonitorThread, kind: str) -> Operation | None:

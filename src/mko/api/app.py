@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI
 from sqlalchemy import text
@@ -35,11 +35,17 @@ from mko.settings import Settings, get_settings
 from mko.ups.monitor import start_monitor
 from mko.web.auth import web_authorize
 
+if TYPE_CHECKING:
+    from mko.lab.control import LabControl
+
 __all__ = ["create_app"]
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app for ``settings``; the database must already be migrated."""
+def create_app(settings: Settings | None = None, *, lab: LabControl | None = None) -> FastAPI:
+    """Build the app for ``settings``; the database must already be migrated.
+
+    ``lab``: the virtual lab this server watches (``mko serve --lab``), adding its page and controls.
+    """
     settings = settings or get_settings()
     engine = make_engine(settings.database_url)
     session_factory = make_session_factory(engine)
@@ -74,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.session_factory = session_factory
     app.state.background_tasks = set()
     app.state.ups_monitor = None
+    app.state.lab = lab
     app.state.login_limiter = LoginLimiter(settings.login_attempts, settings.login_window)
     periodic.install(app, settings, session_factory)
     install_error_handlers(app)
@@ -105,6 +112,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router, dependencies=by_method)
     app.include_router(access.router, dependencies=admin_only)
+    if lab is not None:
+        from mko.api.routes import lab as lab_routes
+
+        app.include_router(lab_routes.router, dependencies=by_method)
     from fastapi.staticfiles import StaticFiles
 
     from mko.web import STATIC_DIR
@@ -113,5 +124,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(login_router)
     app.include_router(web_router, dependencies=[Depends(web_authorize)])
+    if lab is not None:
+        from mko.web.lab import router as web_lab_router
+
+        app.include_router(web_lab_router, dependencies=[Depends(web_authorize)])
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -4,6 +4,7 @@ from mko.cli import cluster_power  # noqa: F401  (attaches shutdown/recover to c
 from mko.cli.app import app
 from mko.cli.discover import discover
 from mko.cli.inventory import cluster_app, node_app
+from mko.cli.lab import lab_app
 from mko.cli.nic import ansible_app, collect_mac, node_host_key, node_trust
 from mko.cli.notify import notify_app
 from mko.cli.power import node_power_command
@@ -33,6 +34,7 @@ app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.command("discover")(discover)
 app.command("serve")(serve)
+app.add_typer(lab_app, name="lab")
 
 
 def main() -> None:

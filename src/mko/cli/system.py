@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import os
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -78,6 +80,12 @@ def serve(
         str | None, typer.Option(help="listen address (default from settings: 127.0.0.1)")
     ] = None,
     port: Annotated[int | None, typer.Option(help="listen port (default from settings: 8080)")] = None,
+    lab: Annotated[
+        bool, typer.Option("--lab", help="serve the virtual lab of `mko lab up` (its database, its LAN)")
+    ] = False,
+    lab_dir: Annotated[
+        Path | None, typer.Option("--lab-dir", help="the lab's directory (default from settings: data/lab)")
+    ] = None,
 ) -> None:
     """Serve the REST API (/api, /docs) and the web UI (/)."""
     import uvicorn
@@ -85,6 +93,14 @@ def serve(
     from mko.api import create_app
 
     settings = get_settings()
+    control = None
+    if lab:
+        from mko.lab.control import LabControl, LabPaths, lab_settings
+
+        paths = LabPaths.of(lab_dir or settings.lab_dir)
+        control = LabControl(paths)
+        control.status()  # a clear "no lab is up" before anything else happens
+        settings = lab_settings(paths, settings)
     configure_logging(settings)
     # The same protected upgrade as `mko db upgrade`: an existing database is backed up before a newer
     # mko changes its schema, and restored if that fails.
@@ -93,4 +109,27 @@ def serve(
     except MigrationFailed as exc:
         raise fail(str(exc), EXIT_POWER_FAILURE) from None
     _first_admin(settings)
-    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_config=None)
+    app = create_app(settings, lab=control)
+    if control is None:
+        uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_config=None)
+        return
+    _serve_lab(app, control, host or settings.host, port or 8470)
+
+
+def _serve_lab(app: Any, control: Any, host: str, port: int) -> None:
+    """Listen on this machine, then work inside the lab's LAN: its UPS, SSH and magic packets are there."""
+    import socket
+
+    import uvicorn
+
+    from mko.lab.netns import enter_netns
+
+    # NOTE: a socket belongs to the network namespace it was created in; entering the lab's orch
+    # namespace afterwards leaves the listener reachable from this machine's own browser.
+    listener = socket.create_server((host, port), reuse_port=False)
+    state = control.paths.read_state() or {}
+    url = f"http://{host}:{port}"
+    control.register_server(os.getpid(), url)
+    typer.echo(f"serving the lab at {url}")
+    with enter_netns(state["orch"]):  # every thread uvicorn and mko start from here on lives in the lab
+        uvicorn.Server(uvicorn.Config(app, log_config=None)).run(sockets=[listener])

@@ -131,20 +131,22 @@ class RunningLab:
         boot_delay: float = 0.3,
         ssh: bool = False,
         hostname_prefix: str = "lab-",
+        root: Path | None = None,
     ) -> RunningLab:
         """Build the lab and start a recorder and a BootOnWake (initially off) on every node.
 
         With ``ssh=True`` a booted node runs a real sshd on ``boot_port`` (instead of a banner) with
         stand-in system commands, and its NIC's Wake-on state decides whether a magic packet boots it.
+        Their files live in ``root`` (created, and removed again by close()), else in a fresh /tmp directory.
         """
         stack = contextlib.ExitStack()
         try:
             lab_ssh: LabSsh | None = None
             if ssh:
-                root = Path(tempfile.mkdtemp(prefix=f"mko-lab-{prefix}-"))
+                files = root if root is not None else Path(tempfile.mkdtemp(prefix=f"mko-lab-{prefix}-"))
                 # Registered first, so it runs last: after every sshd and namespace is gone.
-                stack.callback(shutil.rmtree, root, True)
-                lab_ssh = LabSsh.create(root, boot_port)
+                stack.callback(shutil.rmtree, files, True)
+                lab_ssh = LabSsh.create(files, boot_port)
             lab = Lab.create(prefix, nodes, subnet)
             stack.callback(lab.destroy)
             hosts = [(lab.orch_ip, "orch")] + [

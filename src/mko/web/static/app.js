@@ -92,7 +92,74 @@ async function followUps(tile) {
   }
 }
 
+// The lab page (mko serve --lab): nodes, UPS and what mko is doing, refreshed every second.
+function labOperationItem(op) {
+  const item = document.createElement("li");
+  const link = document.createElement("a");
+  link.href = "/operations/" + op.id;
+  link.textContent = op.kind + " #" + op.id;
+  const pill = document.createElement("span");
+  setPill(pill, op.status, op.status);
+  item.append(link, " ", pill, " " + op.summary);
+  return item;
+}
+
+async function followLab(root) {
+  for (;;) {
+    try {
+      const response = await fetch("/api/lab", { headers: { Accept: "application/json" } });
+      if (!response.ok) return;
+      const lab = await response.json();
+      for (const node of lab.nodes) {
+        const row = root.querySelector("[data-lab-node='" + node.hostname + "']");
+        if (!row) continue;
+        setPill(row.querySelector("[data-field=power]"), node.power, node.power === "on" ? "up" : "down");
+        setPill(row.querySelector("[data-field=ready]"), node.ready ? "Ready" : "NotReady", node.ready ? "up" : "down");
+        row.querySelector("[data-field=microk8s]").textContent = node.microk8s;
+        row.querySelector("[data-field=cordoned]").textContent = node.cordoned ? "yes" : "no";
+        row.querySelector("[data-field=boots]").textContent = node.boots;
+      }
+      const ups = lab.ups;
+      const onBattery = (ups.status || "").split(" ").includes("OB");
+      setPill(root.querySelector("[data-lab-ups=status]"), ups.status || "unreachable", onBattery ? "bad" : "ok");
+      root.querySelector("[data-lab-ups=charge]").textContent = ups.charge;
+      root.querySelector("[data-lab-ups=runtime]").textContent = ups.runtime;
+      root.querySelector("[data-lab-ups=flap]").textContent = lab.flap ? " · flapping" : "";
+      const running = root.querySelector("[data-lab-running]");
+      running.replaceChildren(...(lab.running.length ? lab.running.map(labOperationItem) : [Object.assign(document.createElement("span"), { className: "muted", textContent: "nothing" })]));
+      const latest = root.querySelector("[data-lab-operations]");
+      if (lab.operations.length) latest.replaceChildren(...lab.operations.map(labOperationItem));
+    } catch (error) {
+      /* the server went away (lab down): stop refreshing */
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
+// The dashboard: when an operation starts or ends, show it (re-render the page; running ones are followed).
+async function watchOperations(marker) {
+  const seen = marker.dataset.watchOperations;
+  for (;;) {
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    try {
+      const response = await fetch("/api/operations?limit=1", { headers: { Accept: "application/json" } });
+      if (!response.ok) return;
+      const [newest] = await response.json();
+      const now = newest ? newest.id + ":" + newest.status : "";
+      if (now !== seen) {
+        location.reload();
+        return;
+      }
+    } catch (error) {
+      return;
+    }
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("[data-lab-live]").forEach(followLab);
+  document.querySelectorAll("[data-watch-operations]").forEach(watchOperations);
   document.querySelectorAll("[data-ups-status]").forEach(followUps);
   document.querySelectorAll("table[data-reachability]").forEach(fillReachability);
   document.querySelectorAll("[data-operation][data-running='true']").forEach(followOperation);

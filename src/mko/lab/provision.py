@@ -1,0 +1,89 @@
+"""Give a running lab its orchestrator side: cluster, nodes, trusted host keys, the UPS and the seed rules.
+
+One implementation for ``mko lab up`` and the integration tests of the power cycle
+(tests/integration/test_shutdown_ups.py): what a person rehearses is what the tests check.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import SecretStr
+from sqlalchemy.orm import Session
+
+from mko import rules
+from mko.db.models import ClusterAction, PowerEvent
+from mko.lab.harness import RunningLab
+from mko.lab.inventory import register_lab
+from mko.lab.nut import NutServer
+from mko.settings import Settings
+from mko.ups.schemas import RuleCreate, UpsCreate
+from mko.ups.service import create_ups
+
+__all__ = ["LAB_CLUSTER", "LAB_UPS", "ProvisionedLab", "provision_lab"]
+
+LAB_CLUSTER = "lab"
+LAB_UPS = "lab-ups"
+
+
+@dataclass(frozen=True)
+class ProvisionedLab:
+    """The ids ``provision_lab`` created."""
+
+    cluster_id: int
+    node_ids: list[int]
+    ups_id: int
+    shutdown_rule_id: int
+    wake_rule_id: int
+
+
+def provision_lab(
+    session: Session,
+    settings: Settings,
+    running: RunningLab,
+    nut: NutServer,
+    *,
+    control_planes: int = 1,
+    shutdown_delay: int = 0,
+) -> ProvisionedLab:
+    """Register the lab in ``session``'s database, trust its host keys, watch its UPS, add the two rules.
+
+    The rules are the seed's: power loss → graceful shutdown after ``shutdown_delay`` seconds (cancelled
+    if power returns first), power restored → wake_on_lan followed by the recovery.
+    """
+    cluster, nodes = register_lab(session, running, cluster_name=LAB_CLUSTER, control_planes=control_planes)
+    settings.ssh_known_hosts.parent.mkdir(parents=True, exist_ok=True)
+    settings.ssh_known_hosts.write_text("\n".join(running.known_hosts_lines()) + "\n")
+    ups = create_ups(
+        session,
+        settings,
+        UpsCreate(
+            name=LAB_UPS,
+            ups_name=nut.ups_name,
+            host=nut.host,
+            port=nut.port,
+            username=nut.username,
+            password=SecretStr(nut.password),
+            description="the lab's upsd + dummy-ups",
+        ),
+    )
+    shutdown_rule = rules.create_rule(
+        session,
+        RuleCreate(
+            ups_id=ups.id,
+            cluster_id=cluster.id,
+            power_event=PowerEvent.POWER_LOSS,
+            cluster_action=ClusterAction.GRACEFUL_SHUTDOWN,
+            action_delay=shutdown_delay,
+        ),
+    )
+    wake_rule = rules.create_rule(
+        session,
+        RuleCreate(
+            ups_id=ups.id,
+            cluster_id=cluster.id,
+            power_event=PowerEvent.POWER_RESTORED,
+            cluster_action=ClusterAction.WAKE_ON_LAN,  # recover_after_wake: the default
+        ),
+    )
+    return ProvisionedLab(cluster.id, [n.id for n in nodes], ups.id, shutdown_rule.id, wake_rule.id)

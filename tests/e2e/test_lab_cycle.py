@@ -1,0 +1,284 @@
+"""`mko lab`: a whole power cut and recovery of the virtual lab, from the real CLI and from Chromium.
+
+Every command runs as a person would run it (a subprocess of the real `mko`); the lab daemon it starts
+builds namespaces, one sshd per node, a real upsd + dummy-ups and `mko serve --lab`. The test reads only
+what `mko lab status --json`, the lab's files and the machine itself (namespaces, processes) say.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mko.lab.control import pid_alive
+from mko.lab.netns import list_netns
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+MKO = [sys.executable, "-m", "mko"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class LabCli:
+    """`mko lab …` against one lab directory, with the environment a person would have."""
+
+    def __init__(self, directory: Path, prefix: str, port: int, env: dict[str, str]) -> None:
+        self.directory = directory
+        self.prefix = prefix
+        self.port = port
+        self.env = env
+
+    def run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [*MKO, "lab", *args, "--dir", str(self.directory)],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check:
+            assert result.returncode == 0, f"mko lab {' '.join(args)}: {result.stderr}{result.stdout}"
+        return result
+
+    def up(self) -> subprocess.CompletedProcess[str]:
+        return self.run(
+            "up",
+            "--nodes",
+            "3",
+            "--control-planes",
+            "1",
+            "--shutdown-delay",
+            "1",
+            "--boot-delay",
+            "0.3",
+            "--prefix",
+            self.prefix,
+            "--port",
+            str(self.port),
+        )
+
+    def status(self) -> dict[str, Any]:
+        doc: dict[str, Any] = json.loads(self.run("status", "--json").stdout)
+        return doc
+
+    def wait(
+        self, predicate: Callable[[dict[str, Any]], bool], what: str, timeout: float = 60
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status()
+            if predicate(status):
+                return status
+            assert time.monotonic() < deadline, f"timed out waiting for {what}: {json.dumps(status)}"
+            time.sleep(0.3)
+
+    def calls(self) -> list[tuple[str, str]]:
+        """Every stand-in call of every node (from their state directories), oldest first."""
+        entries = []
+        for log in sorted((self.directory / "system" / "nodes").glob("*/state/calls.log")):
+            hostname = f"lab-{log.parent.parent.name}"
+            for line in log.read_text().splitlines():
+                call = json.loads(line)
+                if call["cmd"] != "<boot>":
+                    entries.append((call["t"], hostname, " ".join([call["cmd"], *call["argv"]])))
+        return [(host, command) for _, host, command in sorted(entries)]
+
+    def leftovers(self, pids: list[int]) -> list[str]:
+        """What the lab left on the machine: namespaces, processes, files outside its directory."""
+        left = [f"namespace {ns}" for ns in list_netns() if ns.startswith(f"{self.prefix}-")]
+        left += [f"process {pid}" for pid in pids if pid_alive(pid)]
+        left += [f"file {p}" for p in Path("/tmp").glob(f"mko-lab-{self.prefix}-*")]
+        runtime = (self.directory / "system", self.directory / "nut", self.directory / "control.sock")
+        left += [f"lab runtime {p}" for p in runtime if p.exists()]
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(self.directory).encode() in cmdline:
+                argv = cmdline.replace(b"\0", b" ").decode(errors="replace")
+                left.append(f"process {proc.name}: {argv}")
+        return left
+
+
+_serial = iter(range(1000))
+
+
+@pytest.fixture
+def lab_cli(tmp_path: Path) -> Iterator[LabCli]:
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.fail("the lab needs root and iproute2 (see TESTING.md)")
+    env = os.environ | {"MKO_CONFIG": str(tmp_path / "none.toml"), "MKO_LOG_DIR": str(tmp_path / "logs")}
+    cli = LabCli(tmp_path / "lab", f"mkl{os.getpid() % 10000}x{next(_serial)}", _free_port(), env)
+    yield cli
+    if (cli.directory / "lab.json").exists():  # the test failed half-way: leave nothing behind anyway
+        cli.run("down", check=False)
+
+
+def _all(status: dict[str, Any], **wanted: Any) -> bool:
+    return all(all(node[key] == value for key, value in wanted.items()) for node in status["nodes"])
+
+
+def _last(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    return next((op for op in status["operations"] if op["kind"] == kind), None)
+
+
+def _settled(status: dict[str, Any], kind: str) -> bool:
+    op = _last(status, kind)
+    return op is not None and op["status"] not in ("pending", "running") and not status["running"]
+
+
+def test_lab_up_power_fail_restore_down_from_the_cli(lab_cli: LabCli) -> None:
+    up = lab_cli.up()
+    assert "lab admin password:" in up.stdout and f"http://127.0.0.1:{lab_cli.port}" in up.stdout
+    state = json.loads((lab_cli.directory / "lab.json").read_text())
+    pids = [state["pid"], state["server"]["pid"]]
+    status = lab_cli.status()
+    assert [(n["hostname"], n["role"]) for n in status["nodes"]] == [
+        ("lab-n1", "control_plane"),
+        ("lab-n2", "worker"),
+        ("lab-n3", "worker"),
+    ]
+    assert _all(status, power="on", microk8s="running", ready=True, cordoned=False)
+    assert status["ups"]["status"] == "OL CHRG"
+    # A second lab in the same directory is refused while this one is up.
+    again = lab_cli.run("up", check=False)
+    assert again.returncode == 2 and "already up" in again.stderr
+
+    # Mains fails: after the rule's 1 s delay, workers are drained and powered off, the control plane last.
+    assert "OB DISCHRG" in lab_cli.run("power-fail").stdout
+    status = lab_cli.wait(lambda s: _settled(s, "cluster_shutdown"), "the shutdown rule")
+    assert _last(status, "cluster_shutdown")["status"] == "succeeded"  # type: ignore[index]
+    assert _all(status, power="off", microk8s="stopped", ready=False)
+    calls = lab_cli.calls()
+    poweroffs = [host for host, command in calls if command == "systemctl poweroff"]
+    assert sorted(poweroffs[:2]) == ["lab-n2", "lab-n3"] and poweroffs[2:] == ["lab-n1"]
+    drains = [c for c in calls if c[1].startswith("microk8s kubectl drain")]
+    assert {host for host, _ in drains} == {"lab-n1"}  # drains run on the control plane
+    assert calls.index(drains[-1]) < calls.index(("lab-n2", "systemctl poweroff"))
+
+    # Mains returns: magic packets boot every node, MicroK8s starts, every node Ready and uncordoned.
+    assert "OL CHRG" in lab_cli.run("power-restore").stdout
+    status = lab_cli.wait(
+        lambda s: _settled(s, "cluster_recover") and _all(s, power="on", ready=True, cordoned=False),
+        "the wake and the recovery",
+    )
+    recovery = _last(status, "cluster_recover")
+    assert recovery is not None and recovery["status"] == "succeeded", recovery
+    assert recovery["summary"] == "3/3 started, 3/3 Ready, 2 uncordoned"
+    assert _all(status, power="on", microk8s="running", ready=True, cordoned=False, boots=2)
+    assert _last(status, "wol_wake_cluster")["status"] == "succeeded"  # type: ignore[index]
+
+    # Mains flapping (off, on after 2 s) may interrupt the next shutdown; it ends with the cluster up.
+    assert "flap over: UPS OL CHRG" in lab_cli.run("flap", "3", "--period", "2").stdout
+    status = lab_cli.wait(
+        lambda s: (
+            _last(s, "cluster_recover")["id"] > recovery["id"]  # type: ignore[index]
+            and _settled(s, "cluster_recover")
+            and _all(s, power="on", ready=True, cordoned=False)
+        ),
+        "the recovery after the flap",
+    )
+    assert _last(status, "cluster_recover")["status"] == "succeeded"  # type: ignore[index]
+    assert "charge 40 %" in lab_cli.run("battery", "40").stdout
+    bad = lab_cli.run("battery", "140", check=False)
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: percent: must be between 0 and 100"
+
+    down = lab_cli.run("down")
+    assert "every lab process gone" in down.stdout
+    assert lab_cli.leftovers(pids) == []
+    assert (lab_cli.directory / "lab.db").exists()  # kept for reading after the rehearsal
+    assert "no lab is up" in lab_cli.run("down").stdout
+    gone = lab_cli.run("status", check=False)
+    assert gone.returncode == 2 and "no lab is up" in gone.stderr
+
+
+def test_lab_cycle_from_the_web_ui_in_chromium(lab_cli: LabCli, host_browser: Any, screenshot: Any) -> None:
+    from playwright.sync_api import expect
+
+    lab_cli.up()
+    password = (lab_cli.directory / "admin-password").read_text().strip()
+    base = f"http://127.0.0.1:{lab_cli.port}"
+    browser = host_browser
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    page.goto(f"{base}/lab")
+    page.fill("#username", "admin")
+    page.fill("#password", password)
+    page.click("#sign-in")
+    page.wait_for_url(f"{base}/lab")
+    rows = page.locator("#lab-nodes [data-lab-node]")
+    expect(rows).to_have_count(3)
+    expect(page.locator("[data-lab-ups=status]")).to_have_text("OL CHRG")
+    # A second tab watches the dashboard: it must show the rule's operations without anyone reloading.
+    dashboard = context.new_page()  # the same signed-in session
+    dashboard.goto(base)
+
+    page.click("#lab-power-fail")
+    expect(page.locator("[data-lab-ups=status]")).to_have_text("OB DISCHRG")
+    for row in rows.all():
+        expect(row.locator("[data-field=power]")).to_have_text("off", timeout=30_000)
+    expect(dashboard.get_by_text("cluster_shutdown").first).to_be_visible(timeout=10_000)
+    screenshot(page, "lab-power-cut")
+
+    page.click("#lab-power-restore")
+    expect(page.locator("[data-lab-ups=status]")).to_have_text("OL CHRG")
+    for row in rows.all():
+        expect(row.locator("[data-field=power]")).to_have_text("on", timeout=30_000)
+        expect(row.locator("[data-field=ready]")).to_have_text("Ready", timeout=30_000)
+        expect(row.locator("[data-field=cordoned]")).to_have_text("no", timeout=30_000)
+    expect(page.locator("[data-lab-operations]")).to_contain_text("cluster_recover", timeout=30_000)
+    expect(dashboard.get_by_text("cluster_recover").first).to_be_visible(timeout=10_000)
+    screenshot(page, "lab-recovered")
+
+    # The browser refuses 250 %; without its check the server refuses it next to the field, changing nothing.
+    page.locator("#f-percent").evaluate("field => field.removeAttribute('max')")
+    page.fill("#f-percent", "250")
+    page.click("#lab-battery")
+    expect(page.locator("[data-error-for=percent]")).to_have_text("must be between 0 and 100")
+    expect(page.locator("[data-lab-ups=status]")).to_have_text("OL CHRG")
+    status = lab_cli.status()
+    assert _all(status, power="on", microk8s="running", ready=True, cordoned=False, boots=2)
+    assert status["ups"]["charge"] == 100
+    lab_cli.run("down")
+    assert lab_cli.leftovers([]) == []
+
+
+def test_lab_up_as_another_user_is_refused_in_one_line_and_builds_nothing(tmp_path: Path) -> None:
+    directory = tmp_path / "lab"
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    result = subprocess.run(
+        [*nobody, *MKO, "lab", "up", "--dir", str(directory)],
+        env=os.environ | {"MKO_CONFIG": str(tmp_path / "none.toml"), "MKO_LOG_DIR": str(tmp_path / "logs")},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert (
+        result.stderr
+        == "error: mko lab needs root: it builds network namespaces and runs sshd and upsd (try sudo)\n"
+    )
+    assert not directory.exists()
