@@ -60,7 +60,7 @@ class LabCli:
             assert result.returncode == 0, f"mko lab {' '.join(args)}: {result.stderr}{result.stdout}"
         return result
 
-    def up(self) -> subprocess.CompletedProcess[str]:
+    def up(self, *options: str) -> subprocess.CompletedProcess[str]:
         return self.run(
             "up",
             "--nodes",
@@ -75,6 +75,7 @@ class LabCli:
             self.prefix,
             "--port",
             str(self.port),
+            *options,
         )
 
     def status(self) -> dict[str, Any]:
@@ -149,7 +150,7 @@ def _settled(status: dict[str, Any], kind: str) -> bool:
 
 
 def test_lab_up_power_fail_restore_down_from_the_cli(lab_cli: LabCli) -> None:
-    up = lab_cli.up()
+    up = lab_cli.up("--battery-runtime", "100")  # on battery the charge falls 1 % a second
     assert "lab admin password:" in up.stdout and f"http://127.0.0.1:{lab_cli.port}" in up.stdout
     state = json.loads((lab_cli.directory / "lab.json").read_text())
     pids = [state["pid"], state["server"]["pid"]]
@@ -168,6 +169,7 @@ def test_lab_up_power_fail_restore_down_from_the_cli(lab_cli: LabCli) -> None:
     # Mains fails: after the rule's 1 s delay, workers are drained and powered off, the control plane last.
     assert "OB DISCHRG" in lab_cli.run("power-fail").stdout
     status = lab_cli.wait(lambda s: _settled(s, "cluster_shutdown"), "the shutdown rule")
+    assert 50 < status["ups"]["charge"] < 100, status["ups"]  # the battery drains while on battery
     assert _last(status, "cluster_shutdown")["status"] == "succeeded"  # type: ignore[index]
     assert _all(status, power="off", microk8s="stopped", ready=False)
     calls = lab_cli.calls()
@@ -216,7 +218,7 @@ def test_lab_up_power_fail_restore_down_from_the_cli(lab_cli: LabCli) -> None:
 def test_lab_cycle_from_the_web_ui_in_chromium(lab_cli: LabCli, host_browser: Any, screenshot: Any) -> None:
     from playwright.sync_api import expect
 
-    lab_cli.up()
+    lab_cli.up("--battery-runtime", "0")  # a battery that never drains: the charge below is exact
     password = (lab_cli.directory / "admin-password").read_text().strip()
     base = f"http://127.0.0.1:{lab_cli.port}"
     browser = host_browser

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from mko.cli.app import EXIT_POWER_FAILURE, console, fail
 from mko.errors import ConflictError
-from mko.lab.control import LabControl, LabNotUpError, LabPaths, lab_settings, lab_status, pid_alive
+from mko.lab.control import LAB_PORT, LabControl, LabNotUpError, LabPaths, lab_settings, lab_status, pid_alive
 from mko.lab.daemon import LabDaemon, LabSpec
 from mko.settings import get_settings
 
@@ -66,7 +66,7 @@ def lab_up(
         bool, typer.Option("--serve/--no-serve", help="run the lab's orchestrator (API, web UI, rules)")
     ] = True,
     host: Annotated[str, typer.Option(help="address the lab's web UI listens on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port of the lab's web UI")] = 8470,
+    port: Annotated[int, typer.Option(help="port of the lab's web UI")] = LAB_PORT,
     prefix: Annotated[str, typer.Option(help="name prefix of the lab's network namespaces")] = "mkolab",
     directory: DirOption = None,
 ) -> None:

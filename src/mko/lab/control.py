@@ -27,6 +27,7 @@ from mko.settings import Settings
 
 __all__ = [
     "FLAP_MIN_PERIOD",
+    "LAB_PORT",
     "LabControl",
     "LabNotUpError",
     "LabPaths",
@@ -35,6 +36,7 @@ __all__ = [
     "pid_alive",
 ]
 
+LAB_PORT = 8470  # where `mko lab up` and `mko serve --lab` serve the lab unless told otherwise
 FLAP_MIN_PERIOD = 2.0  # dummy-ups sees a change only when its file's mtime moves on by a whole second
 _REPLY_TIMEOUT = 60.0
 

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from mko.errors import ConflictError, InputError, MkoError
-from mko.lab.control import FLAP_MIN_PERIOD, LabPaths, lab_settings, pid_alive
+from mko.lab.control import FLAP_MIN_PERIOD, LAB_PORT, LabPaths, lab_settings, pid_alive
 from mko.lab.harness import RunningLab
 from mko.lab.microk8s import Microk8sCluster, configure_microk8s
 from mko.lab.netns import LabError
@@ -64,7 +64,7 @@ class LabSpec:
     boot_delay: float = 2.0
     serve: bool = True
     host: str = "127.0.0.1"
-    port: int = 8470
+    port: int = LAB_PORT
     prefix: str = "mkolab"
     battery_runtime: float = 600.0  # seconds a full battery lasts on battery; 0: it never drains
 
@@ -365,7 +365,7 @@ class LabDaemon:
         return {
             "name": self.nut.ups_name,
             "status": self.nut.read_var("ups.status"),  # as upsd serves it, not as last written
-            "charge": float(values["battery.charge"]),
+            "charge": float(values["battery.charge"]),  # as last written; upsd serves it within ~1 s
             "runtime": int(float(values["battery.runtime"])),
         }
 
