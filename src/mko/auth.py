@@ -145,7 +145,12 @@ def ensure_first_admin(session: Session, password: str | None) -> str | None:
     generated = None
     if not password:
         generated = password = secrets.token_urlsafe(15)
-    create_user(session, "admin", password, Role.ADMIN)
+    try:
+        create_user(session, "admin", password, Role.ADMIN)
+    except ConflictError:
+        # Another `mko serve` on the same PostgreSQL database created it at the same moment (mko.ha).
+        session.rollback()
+        return None
     return generated
 
 

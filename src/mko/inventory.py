@@ -50,6 +50,7 @@ _FIELD_CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "wol_secureon": validation.normalize_secureon,
     "probe_port": validation.validate_port,
     "bmc_port": validation.validate_port,
+    "site": validation.validate_site,
     **NODE_FIELD_CHECKS,
 }
 
@@ -62,10 +63,17 @@ def create_cluster(session: Session, data: ClusterCreate) -> Cluster:
     name = data.name.strip()
     if not name:
         raise InputError("name", "must not be empty")
-    cluster = Cluster(name=name, description=data.description)
+    site = _cluster_site(data.site)
+    cluster = Cluster(name=name, description=data.description, site=site)
     session.add(cluster)
     _commit(session, f"a cluster named {name!r} already exists")
     return cluster
+
+
+def _cluster_site(value: str | None) -> str | None:
+    # "local" on a cluster is the same as no site; on a node it overrides the cluster's site.
+    site = None if value is None else validation.validate_site(value)
+    return None if site == "local" else site
 
 
 def get_cluster(session: Session, cluster_id: int) -> Cluster:
@@ -101,6 +109,8 @@ def update_cluster(session: Session, cluster_id: int, data: ClusterUpdate) -> Cl
         cluster.name = changes["name"].strip()
     if changes.get("description") is not None:
         cluster.description = changes["description"]
+    if "site" in changes:
+        cluster.site = _cluster_site(changes["site"])
     _commit(session, f"a cluster named {cluster.name!r} already exists")
     return cluster
 

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko import inventory
+from mko.agents import AGENT_METHODS
 from mko.db.models import Operation, OperationStatus, OperationStep, utcnow
 from mko.errors import InputError, UnsupportedActionError
 from mko.operations import Actor, finish_operation, start_operation
@@ -80,6 +81,12 @@ def start_power(
         )
     if not cls.supports(chosen.value):
         raise cls.unsupported(snapshot, chosen.value)
+    if snapshot.site is not None and cls.methods and set(cls.methods) <= AGENT_METHODS:
+        # Packets sent from here would never reach the node's LAN; its site's agent sends them.
+        raise UnsupportedActionError(
+            f"{snapshot.label} is at site {snapshot.site}: its magic packets are sent by that site's"
+            f" agent; wake it with `mko wol wake-node {node_id}`"
+        )
     timeout = settings.power_timeout if timeout is None else timeout
     if not 0 < timeout <= 3600:
         raise InputError("timeout", f"{timeout} is out of range (0-3600 seconds)")

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from mko.db.models import Operation, OperationStatus, OperationStep, utcnow
 from mko.errors import NotFoundError
+from mko.ha import current_instance
 
 __all__ = [
     "Actor",
@@ -53,6 +54,7 @@ def start_operation(
 ) -> Operation:
     """Create a running operation and log who started it."""
     operation = Operation(
+        instance=current_instance(),
         kind=kind,
         target_type=target_type,
         target_id=target_id,

@@ -63,6 +63,7 @@ from mko.db.models import (
     utcnow,
 )
 from mko.errors import InputError, MkoError, NotFoundError
+from mko.ha import current_instance
 from mko.operations import Actor
 from mko.settings import Settings
 from mko.ups.schemas import RuleCreate
@@ -137,6 +138,34 @@ class ActionContext:
     # Set by the engine when a conflicting action supersedes this one (handlers with
     # stops_at_safe_point end at their next safe point instead of being cancelled).
     stop: StopSignal = field(default_factory=StopSignal)
+    operation_id: int = 0  # the rule execution's own operation (actions link theirs to its step)
+    resumed_from: str | None = None  # the instance this execution was taken over from (mko.failover)
+    instance: str = ""  # the instance acting now
+
+
+def link_operation(context: ActionContext, key: str, operation_id: int) -> None:
+    """Note an action's own operation on the rule execution's running step, so a failover finds it."""
+    if not context.operation_id:
+        return
+    with context.session_factory() as session:
+        operation = session.get(Operation, context.operation_id)
+        if operation is None:
+            return
+        for step in operation.steps:
+            if step.status == OperationStatus.RUNNING:
+                step.detail = {**step.detail, key: operation_id}
+        session.commit()
+
+
+def _linked(context: ActionContext) -> dict[str, Any]:
+    with context.session_factory() as session:
+        operation = session.get(Operation, context.operation_id)
+        if operation is None:
+            return {}
+        for step in operation.steps:
+            if step.status == OperationStatus.RUNNING:
+                return dict(step.detail)
+    return {}
 
 
 @dataclass(frozen=True)
@@ -162,16 +191,57 @@ class ClusterActionHandler(ABC):
 
     action: ClassVar[ClusterAction]
     stops_at_safe_point: ClassVar[bool] = False
+    # Whether a failover may carry on an execution a dead instance left running (see resume()).
+    repeatable: ClassVar[bool] = False
 
     @abstractmethod
     async def run(self, context: ActionContext) -> ActionResult:
         """Carry the action out on ``context.cluster_id`` and report how it ended."""
+
+    async def resume(self, context: ActionContext) -> ActionResult:
+        """Carry on after a failover (``context.resumed_from`` died mid-way); by default: refuse."""
+        from mko.failover import interrupted_reason
+
+        return ActionResult(OperationStatus.FAILED, interrupted_reason(context.resumed_from or "?"))
 
 
 class WakeClusterAction(ClusterActionHandler):
     """``wake_on_lan``: wake every node and verify each answers (mko.wake), then recover the cluster."""
 
     action = ClusterAction.WAKE_ON_LAN
+    repeatable = True
+
+    async def resume(self, context: ActionContext) -> ActionResult:
+        """After a failover: finish the wake the dead instance began (same operation), then recover."""
+        from mko import failover
+
+        linked = _linked(context)
+        wake_id = linked.get("operation_id")
+        with context.session_factory() as session:
+            woken = session.get(Operation, wake_id) if isinstance(wake_id, int) else None
+        if woken is None:  # it died before the wake started: start it now
+            return await self.run(context)
+        if woken.status in (OperationStatus.PENDING, OperationStatus.RUNNING, OperationStatus.CANCELLED):
+            woken = await failover.resume_wake(
+                context.session_factory,
+                context.settings,
+                woken.id,
+                context.resumed_from or "?",
+                context.instance,
+            )
+        recovery_id = linked.get("recovery_operation_id")
+        if isinstance(recovery_id, int):
+            with context.session_factory() as session:
+                recovery = session.get(Operation, recovery_id)
+                if recovery is not None and recovery.status in (
+                    OperationStatus.PENDING,
+                    OperationStatus.RUNNING,
+                ):
+                    # Its steps (microk8s start, Ready, uncordon) are safe to run again: a new recovery does.
+                    failover.fail_interrupted(session, recovery, context.resumed_from or "?")
+                elif recovery is not None:
+                    return self._combine(woken, recovery)
+        return await self._recover(context, woken)
 
     async def run(self, context: ActionContext) -> ActionResult:
         """Wake with verification (every node up before ``rule_wake_timeout``), then the recovery.
@@ -189,9 +259,15 @@ class WakeClusterAction(ClusterActionHandler):
                 schedule=schedule,
                 actor=context.actor,
             )
+        link_operation(context, "operation_id", prepared.operation_id)
+        woken = await wake.run_wake(factory, settings, prepared)
+        return await self._recover(context, woken)
+
+    async def _recover(self, context: ActionContext, woken: Operation) -> ActionResult:
+        settings, factory = context.settings, context.session_factory
+        with factory() as session:
             rule = session.get(PowerRule, context.rule_id)
             recover = rule is not None and rule.recover_after_wake
-        woken = await wake.run_wake(factory, settings, prepared)
         if not recover:
             return ActionResult(woken.status, woken.summary, woken.id)
         if woken.status == OperationStatus.FAILED:
@@ -201,7 +277,12 @@ class WakeClusterAction(ClusterActionHandler):
             recovery = shutdown.start_recovery(
                 session, context.cluster_id, context.actor, settings.recovery_timeout, check_idle=False
             )
+        link_operation(context, "recovery_operation_id", recovery.operation_id)
         recovered = await shutdown.run_recovery(factory, settings, recovery)
+        return self._combine(woken, recovered)
+
+    @staticmethod
+    def _combine(woken: Operation, recovered: Operation) -> ActionResult:
         if woken.status == OperationStatus.SUCCEEDED:
             status = recovered.status
         elif recovered.status in (OperationStatus.SUCCEEDED, OperationStatus.PARTIAL):
@@ -383,6 +464,8 @@ class Execution:
     superseded_by: str | None = None
     stop: StopSignal = field(default_factory=StopSignal)
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    resumed_from: str | None = None  # taken over from this (dead) instance by a failover
+    interrupted: BaseException | None = None  # a cancellation to re-raise once the result is recorded
 
     def describe(self) -> dict[str, Any]:
         """For status displays."""
@@ -414,6 +497,8 @@ class RuleEngine:
         self._slots: dict[int, Execution] = {}  # by cluster id: the action running there
         self._batches: set[asyncio.Task[None]] = set()
         self._closed = False
+        # Leadership lost (mko.ha): executions end without recording, for the next leader to carry on.
+        self._handover = False
 
     # -------------------------------------------------------------- life cycle
 
@@ -443,9 +528,14 @@ class RuleEngine:
             log.warning("closed %d rule execution(s) left open by a previous run", len(stale))
         return len(stale)
 
-    async def close(self) -> None:
-        """Cancel waiting and running executions (each records why) and wait for them to end."""
+    async def close(self, *, handover: bool = False) -> None:
+        """Cancel waiting and running executions (each records why) and wait for them to end.
+
+        ``handover``: this instance lost the leadership; the executions are left open in the database
+        for the new leader to take over (mko.failover) instead of being closed as cancelled.
+        """
         self._closed = True
+        self._handover = handover
         batches = list(self._batches)
         for task in batches:
             task.cancel()
@@ -475,11 +565,21 @@ class RuleEngine:
         """React to one stored event: cancel what it cancels, start the matching rules; return op ids."""
         if self._closed:
             return []
-        self._cancel_opposites(event)
         loop = asyncio.get_running_loop()
         now = loop.time()
         executions: list[Execution] = []
         with self.session_factory() as session:
+            # Exactly once: the event is claimed in the same transaction that records its executions, so
+            # of several instances (or a leader and its successor) only one ever acts on it.
+            claimed_event = session.execute(
+                update(UpsEvent)
+                .where(UpsEvent.id == event.id, UpsEvent.handled_at.is_(None))
+                .values(handled_at=utcnow(), handled_by=current_instance() or "")
+            )
+            if getattr(claimed_event, "rowcount", 0) != 1:
+                session.rollback()
+                log.info("event %s was already handled; not acting on it again", event.id)
+                return []
             rules = [
                 rule
                 for rule in session.scalars(
@@ -537,6 +637,7 @@ class RuleEngine:
             session.commit()
             for execution in executions:
                 self._notify_triggered(session, execution)
+        self._cancel_opposites(event)
         if executions:
             task = asyncio.create_task(self._run_batch(executions), name=f"mko-rules-event-{event.id}")
             self._batches.add(task)
@@ -567,6 +668,9 @@ class RuleEngine:
     def _close_cancelled(self, execution: Execution) -> None:
         execution.state = DONE
         self._release(execution)
+        if self._handover:
+            execution.done.set()
+            return
         with self.session_factory() as session:
             operation = session.get_one(Operation, execution.operation_id)
             _finish(session, operation, OperationStatus.CANCELLED, execution.cancel_reason or "cancelled")
@@ -634,7 +738,8 @@ class RuleEngine:
                 raise
             self._close_cancelled(execution)
             return
-        gone = self._rule_gone(execution.rule_id)
+        # A running execution taken over from a dead instance is carried on (or failed) regardless.
+        gone = None if execution.resumed_from is not None else self._rule_gone(execution.rule_id)
         if gone is not None:
             execution.cancel_reason = f"cancelled: {gone} before the action was taken"
             self._close_cancelled(execution)
@@ -707,6 +812,9 @@ class RuleEngine:
 
     async def _act(self, execution: Execution) -> None:
         actor = Actor(name=f"rule:{execution.rule_id}", source=f"ups:{execution.ups_name}")
+        if execution.resumed_from is not None:
+            await self._resume(execution, actor)
+            return
         with self.session_factory() as session:
             session.execute(
                 update(PowerRule)
@@ -729,43 +837,127 @@ class RuleEngine:
             execution.event.value,
             execution.event_id,
         )
+        self._record_and_reraise(execution, await self._carry_out(execution, actor))
+
+    async def _resume(self, execution: Execution, actor: Actor) -> None:
+        """An execution a dead instance left running: carry a repeatable action on, fail any other."""
         handler = self.actions.get(execution.action)
-        interrupted: BaseException | None = None
+        previous = execution.resumed_from or "?"
+        repeatable = handler is not None and handler.repeatable
+        log.warning(
+            "rule %s: %s on cluster %s was running on %s; %s",
+            execution.rule_id,
+            execution.action.value,
+            execution.cluster_id,
+            previous,
+            "resuming it" if repeatable else "not repeating it",
+        )
+        result = await self._carry_out(execution, actor, resumed_from=previous)
+        if repeatable:
+            resumed = {"resumed": {"from": previous, "by": current_instance() or ""}}
+            extra = {**result.extra, **resumed}
+            result = ActionResult(result.status, result.summary, result.operation_id, extra)
+        self._record_and_reraise(execution, result)
+
+    async def _carry_out(
+        self, execution: Execution, actor: Actor, *, resumed_from: str | None = None
+    ) -> ActionResult:
+        """Run (or, for ``resumed_from``, resume) the execution's action; its result, whatever happened.
+
+        A cancellation is the result "cancelled" (kept on ``execution.interrupted`` to re-raise after
+        recording), except on a handover, where the execution stays running for the next leader.
+        """
+        handler = self.actions.get(execution.action)
+        if handler is None:
+            return ActionResult(OperationStatus.FAILED, _missing_action_message(execution.action))
+        context = ActionContext(
+            rule_id=execution.rule_id,
+            rule_name=execution.rule_name,
+            cluster_id=execution.cluster_id,
+            ups_id=execution.ups_id,
+            ups_name=execution.ups_name,
+            event=execution.event,
+            event_id=execution.event_id,
+            actor=actor,
+            session_factory=self.session_factory,
+            settings=self.settings,
+            stop=execution.stop,
+            operation_id=execution.operation_id,
+            resumed_from=resumed_from,
+            instance=current_instance() or "",
+        )
         try:
-            if handler is None:
-                result = ActionResult(OperationStatus.FAILED, _missing_action_message(execution.action))
-            else:
-                result = await handler.run(
-                    ActionContext(
-                        rule_id=execution.rule_id,
-                        rule_name=execution.rule_name,
-                        cluster_id=execution.cluster_id,
-                        ups_id=execution.ups_id,
-                        ups_name=execution.ups_name,
-                        event=execution.event,
-                        event_id=execution.event_id,
-                        actor=actor,
-                        session_factory=self.session_factory,
-                        settings=self.settings,
-                        stop=execution.stop,
-                    )
-                )
-                if execution.superseded_by is not None and result.status == OperationStatus.CANCELLED:
-                    summary = f"{execution.superseded_by}: {result.summary}"
-                    result = ActionResult(result.status, summary, result.operation_id, result.extra)
+            result = await (handler.run(context) if resumed_from is None else handler.resume(context))
         except asyncio.CancelledError as exc:
-            reason = execution.superseded_by or "interrupted: mko stopped while the action ran"
-            result = ActionResult(OperationStatus.CANCELLED, reason)
+            if self._handover and execution.superseded_by is None:
+                raise  # left running in the database: the new leader takes it over
             if execution.superseded_by is None:
-                interrupted = exc
+                execution.interrupted = exc
+            return ActionResult(
+                OperationStatus.CANCELLED,
+                execution.superseded_by or "interrupted: mko stopped while the action ran",
+            )
         except MkoError as exc:
-            result = ActionResult(OperationStatus.FAILED, str(exc))
+            return ActionResult(OperationStatus.FAILED, str(exc))
         except Exception as exc:
             log.exception("rule %s: action %s crashed", execution.rule_id, execution.action.value)
-            result = ActionResult(OperationStatus.FAILED, f"{type(exc).__name__}: {exc}")
+            return ActionResult(OperationStatus.FAILED, f"{type(exc).__name__}: {exc}")
+        if execution.superseded_by is not None and result.status == OperationStatus.CANCELLED:
+            summary = f"{execution.superseded_by}: {result.summary}"
+            result = ActionResult(result.status, summary, result.operation_id, result.extra)
+        return result
+
+    def _record_and_reraise(self, execution: Execution, result: ActionResult) -> None:
         self._record_result(execution, result)
-        if interrupted is not None:
-            raise interrupted
+        if execution.interrupted is not None:
+            raise execution.interrupted
+
+    def adopt(self, session: Session, operation_id: int, previous: str) -> None:
+        """Take over a rule execution ``previous`` left open (its instance died or lost the leadership).
+
+        One still waiting its delay waits whatever is left of it; a running one is resumed when its
+        action is repeatable (a wake) and finished as failed otherwise (a shutdown is never repeated).
+        """
+        operation = session.get_one(Operation, operation_id)
+        params, event = operation.parameters, operation.result.get("event") or {}
+        try:
+            action = ClusterAction(params["cluster_action"])
+            kind = PowerEvent(event["event"])
+            occurred = datetime.fromisoformat(event["occurred_at"])
+        except (KeyError, ValueError):
+            from mko.failover import fail_interrupted
+
+            fail_interrupted(session, operation, previous)
+            return
+        rule_id = int(params.get("rule_id") or 0)
+        delay = int(params.get("action_delay") or 0)
+        loop = asyncio.get_running_loop()
+        left = max(0.0, (occurred + timedelta(seconds=delay) - utcnow()).total_seconds())
+        running = operation.status == OperationStatus.RUNNING
+        execution = Execution(
+            rule_id=rule_id,
+            rule_name=str(params.get("rule_name") or ""),
+            ups_id=int(event.get("ups_id") or 0),
+            ups_name=operation.source.removeprefix("ups:"),
+            cluster_id=operation.target_id or 0,
+            action=action,
+            event=kind,
+            event_id=int(event.get("id") or 0),
+            delay=delay,
+            priority=int(params.get("priority") or 0),
+            operation_id=operation.id,
+            due=loop.time() + (0.0 if running else left),
+            resumed_from=previous if running else None,
+        )
+        operation.result = {**operation.result, "taken_over": {"from": previous, "by": current_instance()}}
+        session.commit()
+        log.warning("rule %s: execution %s taken over from %s", rule_id, operation.id, previous)
+        if self._closed:
+            return
+        self._active[rule_id] = execution
+        task = asyncio.create_task(self._run_batch([execution]), name=f"mko-rules-adopted-{operation.id}")
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
 
     def _record_result(self, execution: Execution, result: ActionResult) -> None:
         succeeded = result.status == OperationStatus.SUCCEEDED
@@ -794,6 +986,7 @@ class RuleEngine:
 
     def _new_operation(self, session: Session, rule: PowerRule, ups_name: str, event: UpsEvent) -> Operation:
         operation = Operation(
+            instance=current_instance(),
             kind=RULE_OPERATION_KIND,
             target_type="cluster",
             target_id=rule.cluster_id,

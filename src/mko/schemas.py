@@ -29,6 +29,9 @@ __all__ = [
 ]
 
 
+SITE_HELP = "wake-agent site of the nodes (letters, digits, . _ -)"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -38,6 +41,7 @@ class ClusterCreate(_Strict):
 
     name: str = Field(min_length=1, max_length=100)
     description: str = ""
+    site: str | None = Field(default=None, description=SITE_HELP)
 
 
 class ClusterUpdate(_Strict):
@@ -45,6 +49,7 @@ class ClusterUpdate(_Strict):
 
     name: str | None = Field(default=None, min_length=1, max_length=100)
     description: str | None = None
+    site: str | None = Field(default=None, description=SITE_HELP + "; null: the orchestrator's LAN")
 
 
 class ClusterPublic(BaseModel):
@@ -57,6 +62,7 @@ class ClusterPublic(BaseModel):
     description: str
     created_at: datetime
     node_count: int = 0
+    site: str | None = None
 
 
 class WolConfigure(_Strict):
@@ -83,6 +89,10 @@ class WolConfigure(_Strict):
     redfish_system_id: str | None = Field(default=None, description="Redfish: system id (default: the only)")
     bmc_verify_tls: bool | None = Field(default=None, description="Redfish: verify the BMC's certificate")
     bmc_ca_file: str | None = Field(default=None, description="Redfish: CA file for the BMC's certificate")
+    site: str | None = Field(
+        default=None,
+        description="wake-agent site sending this node's magic packets; null: the cluster's; 'local': ours",
+    )
 
 
 class NodeCreate(WolConfigure):
@@ -157,13 +167,20 @@ class NodePublic(BaseModel):
     nic_checked_at: datetime | None = None
     nic_collected_at: datetime | None = None
     nic_interfaces: list[dict[str, Any]] | None = None
+    site: str | None = None
+    wake_site: str | None = Field(
+        default=None, description="the site whose agents wake it (its own or its cluster's); null: ours"
+    )
 
     @classmethod
     def of(cls, node: Any) -> NodePublic:
         """Build from a Node row."""
+        from mko.power.base import node_site
+
         public = cls.model_validate(node)
         public.wol_secureon_set = node.wol_secureon is not None
         public.bmc_password_set = node.bmc_password_encrypted is not None
+        public.wake_site = node_site(node)
         return public
 
 

@@ -177,6 +177,44 @@ class Settings(BaseSettings):
         default=10.0, ge=0, le=3600, description="a wake of a node this soon after the last joins that one"
     )
 
+    # Wake agents (mko.agents, docs/wake-agents.md).
+    agent_heartbeat_interval: float = Field(
+        default=10.0, gt=0, le=300, description="seconds between an agent's heartbeats (told to agents)"
+    )
+    agent_offline_after: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="an agent silent this long is offline; a wake for a site with none fails at once",
+    )
+    agent_claim_wait: float = Field(
+        default=20.0, ge=0, le=120, description="longest an agent's claim waits for a job (long poll)"
+    )
+
+    # High availability (mko.ha): several `mko serve` on one PostgreSQL database, one of them the leader.
+    instance_name: str | None = Field(
+        default=None, max_length=200, description="name of this serve instance; default hostname:pid"
+    )
+    instance_url: str | None = Field(
+        default=None, max_length=500, description="URL where this instance's API answers (shown in status)"
+    )
+    ha_failover_timeout: float = Field(
+        default=6.0,
+        ge=2,
+        le=60,
+        description="PostgreSQL drops a silent leader's session (and frees the lock) after about this long",
+    )
+    ha_check_interval: float = Field(
+        default=1.0, gt=0, le=10, description="seconds between election checks (followers try the lock)"
+    )
+    ha_check_timeout: float = Field(
+        default=1.0, gt=0, le=10, description="the leader fences itself when its check takes longer"
+    )
+    ha_heartbeat_interval: float = Field(default=1.0, gt=0, le=60, description="seconds between heartbeats")
+    ha_dead_after: float = Field(
+        default=5.0, gt=0, le=600, description="an instance silent this long (and without session) is dead"
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,

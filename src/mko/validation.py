@@ -15,6 +15,7 @@ __all__ = [
     "validate_interface",
     "validate_ipv4",
     "validate_port",
+    "validate_site",
     "validate_ssh_user",
 ]
 
@@ -29,6 +30,7 @@ _MAC_FORMS = (
 _HOSTNAME_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 _SSH_USER = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
 _INTERFACE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+_SITE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62})$")
 
 
 def _mac_digits(value: str) -> str | None:
@@ -124,3 +126,13 @@ def validate_interface(value: str, field: str = "wol_interface") -> str:
     if not _INTERFACE.match(value) or value in (".", ".."):
         raise InputError(field, f"{value!r} is not a network interface name")
     return value
+
+
+def validate_site(value: str, field: str = "site") -> str | None:
+    """A wake-agent site name (letters, digits, . _ -; at most 64), lower-cased; blank means none."""
+    text = value.strip().lower()
+    if not text:
+        return None
+    if not _SITE.match(text):
+        raise InputError(field, f"{value!r} is not a site name (letters, digits, . _ -; at most 64)")
+    return text

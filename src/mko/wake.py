@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko import inventory
-from mko.db.models import Node, Operation, OperationStatus, OperationStep, WolMethod, utcnow
+from mko import agents, inventory
+from mko.db.models import Node, NodeRole, Operation, OperationStatus, OperationStep, WolMethod, utcnow
 from mko.errors import ConflictError, InputError
 from mko.nic import nic_status
 from mko.operations import Actor, finish_operation, last_step_for_node, start_operation
@@ -178,12 +178,14 @@ def start_wake(
         summary=f"waking {len(snapshots)} node(s)",
     )
     now = utcnow()
+    # Nodes of another site are woken by that site's agent (mko.agents); their steps say so.
+    via = {n.node_id: f" via site {n.site}" for n in snapshots if agents.routed_to_agent(n)}
     for seq, node in enumerate(sorted(nodes, key=lambda n: n.id), start=1):
         operation.steps.append(
             OperationStep(
                 seq=seq,
                 node_id=node.id,
-                name=f"wake {node.hostname}",
+                name=f"wake {node.hostname}{via.get(node.id, '')}",
                 status=OperationStatus.RUNNING,
                 message="",
                 detail={},
@@ -226,22 +228,50 @@ async def run_wake(
     prepared: PreparedWake,
     on_event: Callable[[str, NodeOutcome], None] | None = None,
 ) -> Operation:
-    """Carry out a prepared wake and close its operation with one result per node."""
+    """Carry out a prepared wake and close its operation with one result per node.
+
+    Nodes of another site go to that site's agents as wake jobs (:func:`mko.agents.wake_remote`) while
+    the local ones are woken here; both halves run at once and end in the same operation.
+    """
+    local, remote = agents.split_by_site(prepared.nodes)
     try:
-        outcomes = await power_on(prepared.nodes, prepared.schedule, _driver_lookup(settings), on_event)
+        outcomes, parts = await asyncio.gather(
+            power_on(local, prepared.schedule, _driver_lookup(settings), on_event) if local else _none(),
+            agents.wake_remote(
+                session_factory, settings, prepared.operation_id, remote, prepared.schedule, on_event
+            )
+            if remote
+            else _none(),
+        )
     except asyncio.CancelledError:
         with session_factory() as session:
             _close(session, prepared, [], cancelled=True)
         raise
+    notes: dict[int, dict[str, Any]] = {}
+    for part in parts:
+        outcomes.extend(part.outcomes.values())
+        notes |= part.notes()
+    order = {n.node_id: (n.role != NodeRole.CONTROL_PLANE, n.node_id) for n in prepared.nodes}
+    outcomes.sort(key=lambda o: order.get(o.node_id, (True, o.node_id)))
     with session_factory() as session:
-        return _close(session, prepared, outcomes, cancelled=False)
+        return _close(session, prepared, outcomes, cancelled=False, notes=notes)
+
+
+async def _none() -> list[Any]:
+    return []
 
 
 def _close(
-    session: Session, prepared: PreparedWake, outcomes: list[NodeOutcome], *, cancelled: bool
+    session: Session,
+    prepared: PreparedWake,
+    outcomes: list[NodeOutcome],
+    *,
+    cancelled: bool,
+    notes: Mapping[int, dict[str, Any]] | None = None,
 ) -> Operation:
     operation = session.get_one(Operation, prepared.operation_id)
     by_node = {o.node_id: o for o in outcomes}
+    notes = notes or {}
     now = utcnow()
     for step in operation.steps:
         outcome = by_node.get(step.node_id or -1)
@@ -250,14 +280,15 @@ def _close(
         if outcome is None:
             step.status, step.message = OperationStatus.CANCELLED, "cancelled before it finished"
         else:
+            note = notes.get(outcome.node_id)
             step.status, step.message, step.detail = (
                 _STEP_STATUS[outcome.state],
-                outcome.describe(),
-                outcome.as_dict(),
+                outcome.describe() + _via(note),
+                outcome.as_dict() | (note or {}),
             )
         step.finished_at = now
     result: dict[str, Any] = {
-        "nodes": [o.as_dict() for o in outcomes],
+        "nodes": [o.as_dict() | notes.get(o.node_id, {}) for o in outcomes],
         "skipped": [{"node_id": k, "reason": v} for k, v in sorted(prepared.skipped.items())],
         "verified": prepared.schedule.wait,
     }
@@ -281,6 +312,14 @@ def _close(
     else:
         status = OperationStatus.FAILED
     return finish_operation(session, operation, status=status, summary=summary, result=result)
+
+
+def _via(note: Mapping[str, Any] | None) -> str:
+    """`` (site b, agent pi-b)`` for a node an agent handled."""
+    if not note:
+        return ""
+    agent = f", agent {note['agent']}" if note.get("agent") else ""
+    return f" (site {note['site']}{agent})"
 
 
 def mark_interrupted_operations(session: Session) -> int:

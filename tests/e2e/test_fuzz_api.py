@@ -55,6 +55,7 @@ def test_no_server_errors_and_responses_match_the_schema(
             "ssh_connect_timeout": 0.5,
             "probe_timeout": 0.2,
             "wol_default_timeout": 1.0,
+            "agent_claim_wait": 0.5,  # an agent's claim long-polls; the fuzzer's must not
         }
     )
     with enter_netns(isolated_netns):

@@ -22,6 +22,8 @@ from mko.settings import Settings
 
 # The routes only an admin may use; everything else: viewer reads, operator changes.
 ADMIN_ONLY = re.compile(r"^/api/(users|tokens)")
+# What wake agents call (heartbeat, claim, report): agent or admin tokens only; the list is for viewers.
+AGENT_ONLY = re.compile(r"^/api/agents/")
 OPEN = {("GET", "/api/health")}
 SAMPLE_VALUES = {
     "node_id": "1",
@@ -52,19 +54,25 @@ def _required(method: str, path: str) -> Role | None:
         return None
     if ADMIN_ONLY.match(path):
         return Role.ADMIN
+    if AGENT_ONLY.match(path):
+        return Role.AGENT
     return Role.VIEWER if method in ("GET", "HEAD") else Role.OPERATOR
 
 
 @pytest.fixture
 def tokens(session: Session) -> dict[Role, str]:
     return {
-        role: auth.create_token(session, f"t-{role.value}", role)[1] for role in (Role.VIEWER, Role.OPERATOR)
+        role: auth.create_token(session, f"t-{role.value}", role)[1]
+        for role in (Role.VIEWER, Role.OPERATOR, Role.AGENT)
     }
 
 
 def test_role_matrix_for_every_route(client: TestClient, tokens: dict[Role, str]) -> None:
     routes = _routes(client)
     assert len(routes) > 40  # the schema really lists the API
+    assert {("GET", "/api/agents"), ("POST", "/api/agents/claim"), ("POST", "/api/agents/heartbeat")} <= set(
+        routes
+    )
     anonymous = TestClient(client.app)
     for method, path in routes:
         required = _required(method, path)
@@ -81,6 +89,20 @@ def test_role_matrix_for_every_route(client: TestClient, tokens: dict[Role, str]
                 assert response.status_code != 401, (role, method, path)
             else:
                 assert response.status_code == 403, (role, method, path, response.status_code)
+
+
+def test_agent_endpoints_admit_agent_and_admin_tokens_only(
+    client: TestClient, tokens: dict[Role, str]
+) -> None:
+    beat = {"name": "pi", "site": "b"}
+    agent = {"Authorization": f"Bearer {tokens[Role.AGENT]}"}
+    assert client.post("/api/agents/heartbeat", json=beat, headers=agent).status_code == 200
+    assert client.post("/api/agents/heartbeat", json=beat | {"name": "adm"}).status_code == 200  # admin
+    operator = {"Authorization": f"Bearer {tokens[Role.OPERATOR]}"}
+    assert client.post("/api/agents/heartbeat", json=beat, headers=operator).status_code == 403
+    # An agent token reads nothing else, not even the agent list.
+    assert client.get("/api/agents", headers=agent).status_code == 403
+    assert client.get("/api/nodes", headers=agent).status_code == 403
 
 
 def test_denied_and_bad_tokens_are_recorded(

@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Depends, FastAPI
 from sqlalchemy import text
 
-from mko import __version__, wake
-from mko.api import periodic
+from mko import __version__
+from mko.api import leader, periodic
 from mko.api.deps import SessionDep
 from mko.api.errors import ERROR_RESPONSES, install_error_handlers
 from mko.api.routes import (
     access,
     cluster_power,
+    cluster_status,
     discovery,
     inventory,
     monitoring,
@@ -28,11 +29,11 @@ from mko.api.routes import (
     ups,
     wol,
 )
+from mko.api.routes import agents as agent_routes
 from mko.api.security import authorize_by_method, require
 from mko.auth import LoginLimiter
 from mko.db import Role, make_engine, make_session_factory
 from mko.settings import Settings, get_settings
-from mko.ups.monitor import start_monitor
 from mko.web.auth import web_authorize
 
 if TYPE_CHECKING:
@@ -52,15 +53,11 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        with session_factory() as session:
-            wake.mark_interrupted_operations(session)
-        periodic.start(app)  # the scheduler and the reachability refresher
-        # The UPS monitor and rule engine live as long as the server (None: disabled or run elsewhere).
-        app.state.ups_monitor = await start_monitor(session_factory, settings)
+        # Registers this instance; the leader (with SQLite: this one) runs the UPS monitor, the rule
+        # engine and the scheduler (mko.api.leader, mko.ha).
+        await leader.start(app)
         yield
-        if app.state.ups_monitor is not None:
-            await app.state.ups_monitor.stop()
-        await periodic.stop(app)
+        await leader.stop(app)
         # Background wakes end with the server; each records itself as cancelled.
         tasks: set[asyncio.Task[Any]] = app.state.background_tasks
         for task in list(tasks):
@@ -108,10 +105,15 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
         discovery.router,
         monitoring.router,
         cluster_power.router,
+        cluster_status.router,
         access.me_router,
     ):
         app.include_router(router, dependencies=by_method)
     app.include_router(access.router, dependencies=admin_only)
+    # Wake agents: people read the list (viewer); heartbeat/claim/report admit agent (and admin) tokens,
+    # and an agent token is refused everywhere else (mko.auth.allows keeps the agent role apart).
+    app.include_router(agent_routes.router, dependencies=by_method)
+    app.include_router(agent_routes.agent_router, dependencies=[Depends(require(Role.AGENT))])
     if lab is not None:
         from mko.api.routes import lab as lab_routes
 

@@ -1,8 +1,10 @@
 """Command-line interface: ``mko …`` and the seed's ``python cli.py …`` run this same app."""
 
 from mko.cli import cluster_power  # noqa: F401  (attaches shutdown/recover to cluster_app)
+from mko.cli.agent import agent_app
 from mko.cli.app import app
 from mko.cli.discover import discover
+from mko.cli.ha import cluster_status_command
 from mko.cli.inventory import cluster_app, node_app
 from mko.cli.lab import lab_app
 from mko.cli.nic import ansible_app, collect_mac, node_host_key, node_trust
@@ -32,8 +34,10 @@ app.add_typer(schedule_app, name="schedule")
 app.add_typer(notify_app, name="notify")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
+app.add_typer(agent_app, name="agent")
 app.command("discover")(discover)
 app.command("serve")(serve)
+app.command("cluster-status")(cluster_status_command)
 app.add_typer(lab_app, name="lab")
 
 

@@ -25,16 +25,24 @@ NODE_COLUMNS = (
     "wol_mac_address",
     "wol_enabled",
 )
-CLUSTER_COLUMNS = ("id", "name", "node_count", "description")
+CLUSTER_COLUMNS = ("id", "name", "node_count", "site", "description")
+SiteOpt = Annotated[
+    str | None,
+    typer.Option(help="wake-agent site whose agents wake it (see docs/wake-agents.md); '' clears it"),
+]
 
 
 @cluster_app.command("add")
 def cluster_add(
-    name: str, description: Annotated[str, typer.Option(help="free text")] = "", as_json: JsonOpt = False
+    name: str,
+    description: Annotated[str, typer.Option(help="free text")] = "",
+    site: SiteOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Add a cluster."""
     with open_session() as session:
-        cluster = inventory.create_cluster(session, ClusterCreate(name=name, description=description))
+        data = ClusterCreate(name=name, description=description, site=site)
+        cluster = inventory.create_cluster(session, data)
         emit(ClusterPublic.model_validate(cluster), CLUSTER_COLUMNS, as_json=as_json)
 
 
@@ -67,10 +75,12 @@ def cluster_update(
     cluster_id: int,
     name: Annotated[str | None, typer.Option(help="new name")] = None,
     description: Annotated[str | None, typer.Option(help="new description")] = None,
+    site: SiteOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Rename a cluster or change its description."""
-    changes = {k: v for k, v in {"name": name, "description": description}.items() if v is not None}
+    """Rename a cluster or change its description or site."""
+    given = {"name": name, "description": description, "site": site}
+    changes = {k: v for k, v in given.items() if v is not None}
     with open_session() as session:
         cluster = inventory.update_cluster(session, cluster_id, ClusterUpdate(**changes))
         emit(ClusterPublic.model_validate(cluster), CLUSTER_COLUMNS, as_json=as_json)
@@ -101,6 +111,7 @@ def node_add(
     method: Annotated[WolMethod | None, typer.Option(help="power-on method")] = None,
     enable_wol: Annotated[bool, typer.Option("--enable-wol", help="enable Wake-on-LAN now")] = False,
     description: Annotated[str, typer.Option(help="free text")] = "",
+    site: SiteOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Add a node."""
@@ -115,6 +126,7 @@ def node_add(
         "wol_mac_address": mac_address,
         "wol_method": method,
         "description": description,
+        "site": site,
     }
     data = NodeCreate(**{k: v for k, v in given.items() if v is not None})
     if enable_wol:
@@ -152,6 +164,7 @@ def node_update(
     ssh_port: Annotated[int | None, typer.Option(help="SSH port")] = None,
     ssh_key: Annotated[str | None, typer.Option("--ssh-key", help="path of the SSH private key")] = None,
     description: Annotated[str | None, typer.Option(help="free text")] = None,
+    site: SiteOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Change a node; only the options given change anything (WoL fields: `mko wol configure`)."""
@@ -164,6 +177,7 @@ def node_update(
         "ssh_port": ssh_port,
         "ssh_key_path": ssh_key,
         "description": description,
+        "site": site,
     }
     data = NodeUpdate(**{k: v for k, v in given.items() if v is not None})
     with open_session() as session:

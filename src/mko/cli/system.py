@@ -95,7 +95,7 @@ def serve(
     settings = get_settings()
     control = None
     if lab:
-        from mko.lab.control import LabControl, LabPaths, lab_settings
+        from mko.lab.control import LAB_PORT, LabControl, LabPaths, lab_settings
 
         paths = LabPaths.of(lab_dir or settings.lab_dir)
         control = LabControl(paths)
@@ -109,11 +109,24 @@ def serve(
     except MigrationFailed as exc:
         raise fail(str(exc), EXIT_POWER_FAILURE) from None
     _first_admin(settings)
+    host = host or settings.host
+    port = port or (settings.port if control is None else LAB_PORT)
+    if settings.instance_url is None:  # shown by `mko cluster-status` next to this instance
+        settings = settings.model_copy(update={"instance_url": _own_url(host, port)})
     app = create_app(settings, lab=control)
     if control is None:
-        uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_config=None)
+        uvicorn.run(app, host=host, port=port, log_config=None)
         return
-    _serve_lab(app, control, host or settings.host, port or 8470)
+    _serve_lab(app, control, host, port)
+
+
+def _own_url(host: str, port: int) -> str:
+    """Where this server answers; a wildcard address is named by the machine's host name instead."""
+    import socket
+
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - naming, not binding
+        host = socket.getfqdn()
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _serve_lab(app: Any, control: Any, host: str, port: int) -> None:

@@ -13,9 +13,10 @@ from pydantic import SecretStr
 from rich.table import Table
 
 from mko import rules
-from mko.cli.app import console, emit, open_session
+from mko.cli.app import console, emit, fail, open_session
 from mko.db import make_engine, make_session_factory
 from mko.db.models import ClusterAction, PowerEvent
+from mko.ha import is_postgresql
 from mko.logs import configure_logging
 from mko.secrets import SecretBox
 from mko.settings import get_settings
@@ -179,6 +180,12 @@ def ups_events(
 def ups_monitor() -> None:
     """Watch every UPS and run the power rules in the foreground (what `mko serve` does inside)."""
     settings = get_settings()
+    if is_postgresql(settings.database_url):
+        # Several instances may share a PostgreSQL database: only the elected `mko serve` may run rules.
+        raise fail(
+            "with PostgreSQL the UPS monitor runs in the elected `mko serve` leader only"
+            " (see docs/high-availability.md); `mko cluster-status` shows which instance leads"
+        )
     with open_session():
         pass  # creates or checks the database schema first
     configure_logging(settings)

@@ -629,6 +629,9 @@ def _migration_engine(url: str) -> Engine:
     return engine
 
 
+MIGRATION_LOCK_KEY = 0x6D6B6F_4D494752  # "mko" + "MIGR": one upgrade at a time per PostgreSQL database
+
+
 @contextlib.contextmanager
 def _locked(url: str, tables: list[str], *, commit: bool = True) -> Iterator[Connection]:
     """One transaction that keeps every other writer out from before the backup until the commit."""
@@ -637,6 +640,9 @@ def _locked(url: str, tables: list[str], *, commit: bool = True) -> Iterator[Con
         with engine.connect() as connection:
             transaction = connection.begin()  # SQLite: BEGIN IMMEDIATE takes the write lock
             try:
+                if connection.dialect.name == "postgresql":
+                    # Instances started together on one database take turns; the lock ends with us.
+                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
                 if connection.dialect.name == "postgresql" and tables:
                     schema = inspect(connection).default_schema_name or "public"
                     names = ", ".join(f"{_q(schema)}.{_q(t)}" for t in tables)
@@ -1007,6 +1013,9 @@ def upgrade_database(
     changing = False
     try:
         with _locked(url, state.tables) as connection:
+            if MigrationContext.configure(connection).get_current_revision() == target:
+                # Another instance (`mko serve` on the same PostgreSQL) upgraded it while we waited.
+                return target, target, None
             counts = {t: _count(connection, t) for t in state.tables if t != "alembic_version"}
             if backup and state.kind is DatabaseKind.MKO:
                 backup_path = backup_database(url, backup_dir)

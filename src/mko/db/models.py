@@ -142,6 +142,8 @@ class Cluster(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Wake agents (mko.agents): the broadcast domain of the cluster's nodes; None = the orchestrator's own.
+    site: Mapped[str | None] = mapped_column(String(64))
 
     nodes: Mapped[list[Node]] = relationship(back_populates="cluster", order_by="Node.id")
 
@@ -217,6 +219,8 @@ class Node(Base):
     reachable: Mapped[bool | None] = mapped_column(Boolean)  # None until first probed
     reachability_checked_at: Mapped[datetime | None] = mapped_column()
     reachability_changed_at: Mapped[datetime | None] = mapped_column()  # when it last went up or down
+    # Wake agents (mko.agents): the node's broadcast domain; None inherits the cluster's, "local" = ours.
+    site: Mapped[str | None] = mapped_column(String(64))
 
     cluster: Mapped[Cluster | None] = relationship(back_populates="nodes")
     proxmox_host: Mapped[ProxmoxHost | None] = relationship()
@@ -254,6 +258,9 @@ class UpsEvent(Base):
     battery_charge: Mapped[float | None] = mapped_column(Float)
     message: Mapped[str] = mapped_column(Text, default="")
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Claimed for the rules (mko.ha): set once, atomically, by the one instance that acts on the event.
+    handled_at: Mapped[datetime | None] = mapped_column()
+    handled_by: Mapped[str | None] = mapped_column(String(200))
 
 
 class PowerRule(Base):
@@ -328,6 +335,8 @@ class Operation(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
+    # The serve instance running it (mko.ha): a new leader resumes or fails those of dead instances.
+    instance: Mapped[str | None] = mapped_column(String(200), index=True)
 
     steps: Mapped[list[OperationStep]] = relationship(
         back_populates="operation", order_by="OperationStep.seq", cascade="all, delete-orphan"

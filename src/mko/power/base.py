@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from mko.settings import Settings
 
 __all__ = [
+    "LOCAL_SITE",
     "STATUS",
     "AttemptError",
     "NodeOutcome",
@@ -50,6 +51,7 @@ __all__ = [
     "ProxmoxEndpoint",
     "WakeSchedule",
     "attempt_error",
+    "node_site",
     "power_off",
     "power_on",
 ]
@@ -113,6 +115,16 @@ class ProxmoxEndpoint:
         )
 
 
+#: A node's site that means "the orchestrator's own LAN" even when its cluster is at another site.
+LOCAL_SITE = "local"
+
+
+def node_site(node: Node) -> str | None:
+    """Where the node's magic packets must start: its own site, else its cluster's; None for ours."""
+    site = node.site or (node.cluster.site if node.cluster is not None else None)
+    return None if site in (None, LOCAL_SITE) else site
+
+
 @dataclass(frozen=True)
 class NodeSnapshot:
     """The fields of a node a power action needs, detached from the database session."""
@@ -141,6 +153,8 @@ class NodeSnapshot:
     redfish_system_id: str | None = None
     bmc_verify_tls: bool = True
     bmc_ca_file: str | None = None
+    # The wake-agent site whose agents send this node's magic packets; None: the orchestrator itself.
+    site: str | None = None
 
     @classmethod
     def of(cls, node: Node) -> NodeSnapshot:
@@ -176,6 +190,7 @@ class NodeSnapshot:
             redfish_system_id=node.redfish_system_id,
             bmc_verify_tls=node.bmc_verify_tls,
             bmc_ca_file=node.bmc_ca_file,
+            site=node_site(node),
         )
 
     @property

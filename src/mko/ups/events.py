@@ -189,6 +189,47 @@ class EventDetector:
             )
         ]
 
+    # ------------------------------------------------------------------ persistence (mko.ha)
+
+    def export_state(self) -> dict[str, Any]:
+        """The edge-detection state as JSON, so another process can carry on where this one stopped."""
+        reading = self.last_reading
+        return {
+            "comm": self.comm.value,
+            "source": self.source,
+            "critical": self._critical,
+            "shutdown": self._shutdown,
+            "armed": {"lb" if k is None else str(k): v for k, v in sorted(self._armed.items(), key=str)},
+            "status": reading.status if reading is not None else None,
+            # Only what the edges depend on: the charge (thresholds); voltages would rewrite it every poll.
+            "variables": {
+                k: v for k, v in (reading.variables if reading else {}).items() if k == "battery.charge"
+            },
+            "at": reading.at.isoformat() if reading is not None else None,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Carry on from an exported state: the next reading is compared with it, not taken as a baseline.
+
+        A UPS that went on battery while no process watched it thus still gives ``power_loss``.
+        """
+        status, at = state.get("status"), state.get("at")
+        if not status or not at:
+            return  # nothing good was ever read: the next reading is the baseline, as usual
+        variables = dict(state.get("variables") or {}) | {"ups.status": status}
+        self.last_reading = UpsReading.from_variables(variables, datetime.fromisoformat(at))
+        # A link lost before counts as still lost (comm_restored comes with the next good read).
+        self.comm = CommState.LOST if state.get("comm") == CommState.LOST.value else CommState.OK
+        self.failures = 0
+        self.source = str(state.get("source") or PowerSource.UNKNOWN)
+        self._critical = bool(state.get("critical"))
+        self._shutdown = bool(state.get("shutdown"))
+        armed = state.get("armed") or {}
+        self._armed = {None if k == "lb" else int(k): bool(v) for k, v in armed.items()}
+        for threshold in self._thresholds:
+            if threshold not in self._armed:
+                self._armed[threshold] = not self._is_low(self.last_reading, threshold)
+
     # ------------------------------------------------------------------ internals
 
     def _baseline(self, reading: UpsReading) -> None:

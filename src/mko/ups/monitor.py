@@ -14,6 +14,13 @@ The UPS list and the low-battery thresholds of the rules are re-read every ``ups
 seconds (and at once when the API changes them), so ``mko ups add`` in another process is picked up.
 Only one monitor may run rules for a database on a host: a lock file (``ups-monitor.lock``) keeps a
 second ``mko ups monitor`` (or ``mko serve``) from executing every rule twice.
+
+With high availability (``ha=True``: PostgreSQL, only on the elected leader, see mko.ha) the leader
+election replaces the lock file, and the detector's state is **persisted** per UPS (``ups_state``,
+written with a compare-and-set on its version, in the transaction that stores the events it caused).
+A new leader carries on from that state instead of taking a fresh baseline, so a power_loss that
+happened while no instance led is still detected, and events stored but not yet handed to the rules
+are handed over at start; the rule engine claims each event atomically, so it is acted on once.
 """
 
 from __future__ import annotations
@@ -29,11 +36,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.db.models import UpsEvent, utcnow
+from mko.db.ha_models import UpsState
+from mko.db.models import UPS, UpsEvent, utcnow
 from mko.errors import ConflictError
+from mko.ha import current_instance
 from mko.rules import RuleEngine, low_battery_thresholds
 from mko.secrets import SecretBox
 from mko.settings import Settings
@@ -103,6 +114,8 @@ class _Watch:
     task: asyncio.Task[None] | None = None
     last_attempt: datetime | None = None
     reads: int = 0
+    version: int | None = None  # of the persisted ups_state row (ha mode); None: no row yet
+    persisted: dict[str, Any] | None = None  # what that row holds, minus the time stamp
 
 
 class UpsMonitor:
@@ -115,9 +128,11 @@ class UpsMonitor:
         *,
         engine: RuleEngine | None = None,
         on_event: EventHook | None = None,
+        ha: bool = False,
     ) -> None:
         self.session_factory = session_factory
         self.settings = settings
+        self.ha = ha
         self.engine = engine or RuleEngine(session_factory, settings)
         self.on_event = on_event
         self._watches: dict[int, _Watch] = {}
@@ -134,9 +149,15 @@ class UpsMonitor:
         """Take the lock, close executions a previous run left open, and start watching every UPS."""
         if self._started:
             return
-        self._lock.acquire()
+        if not self.ha:
+            self._lock.acquire()
         try:
-            self.engine.recover()
+            if self.ha:
+                # Events a previous leader stored but did not hand over yet (claimed atomically).
+                await self._replay_unhandled()
+            else:
+                self.engine.recover()
+                self._skip_unhandled()
             await self.reload()
         except BaseException:
             self._lock.release()
@@ -150,8 +171,11 @@ class UpsMonitor:
             self.settings.ups_poll_interval,
         )
 
-    async def stop(self) -> None:
-        """Stop watching, cancel waiting and running rule executions, close connections, drop the lock."""
+    async def stop(self, *, handover: bool = False) -> None:
+        """Stop watching, cancel waiting and running rule executions, close connections, drop the lock.
+
+        ``handover``: leadership was lost; executions are left open for the next leader (RuleEngine.close).
+        """
         if not self._started:
             return
         self._started = False
@@ -160,7 +184,7 @@ class UpsMonitor:
             await asyncio.gather(self._supervisor, return_exceptions=True)
         for ups_id in list(self._watches):
             await self._drop(ups_id)
-        await self.engine.close()
+        await self.engine.close(handover=handover)
         self._lock.release()
         log.info("UPS monitor stopped")
 
@@ -243,6 +267,8 @@ class UpsMonitor:
             detector=EventDetector(comm_lost_after=settings.ups_comm_lost_after),
             client=target.client(settings.ups_timeout),
         )
+        if self.ha:
+            self._restore(watch)
         watch.task = asyncio.create_task(self._watch(watch), name=f"mko-ups-{target.id}")
         self._watches[target.id] = watch
         log.info("watching UPS %s (%s@%s:%s)", target.name, target.ups_name, target.host, target.port)
@@ -269,7 +295,11 @@ class UpsMonitor:
                 else:
                     detected = watch.detector.failed(CommFailure(utcnow(), error or "no reading"))
                     log.debug("UPS %s: %s", watch.target.name, error)
-                if detected:
+                if self.ha:
+                    rows = self._persist(watch, detected)
+                    if rows:
+                        await self._handle(watch, rows)
+                elif detected:
                     await self._dispatch(watch, detected)
             except asyncio.CancelledError:
                 raise
@@ -314,6 +344,9 @@ class UpsMonitor:
     async def _dispatch(self, watch: _Watch, detected: list[DetectedEvent]) -> None:
         with self.session_factory() as session:
             rows = record_events(session, watch.target.id, detected)
+        await self._handle(watch, rows)
+
+    async def _handle(self, watch: _Watch, rows: list[UpsEvent]) -> None:
         for row in rows:
             log.warning("UPS %s: %s — %s", watch.target.name, row.event.value, row.message)
             for hook in (self._notify_hook(), self.on_event):
@@ -324,6 +357,89 @@ class UpsMonitor:
                 except Exception:  # a notification or hook must never stop the rules
                     log.exception("event hook failed")
             await self.engine.handle(row, watch.target.name)
+
+    # -------------------------------------------------------------- persisted state (ha mode)
+
+    def _restore(self, watch: _Watch) -> None:
+        """Carry on from the state the previous leader persisted (no fresh baseline)."""
+        with self.session_factory() as session:
+            row = session.get(UpsState, watch.target.id)
+            if row is None:
+                return
+            watch.version = row.version
+            watch.persisted = _comparable(row.state)
+            watch.detector.restore(row.state)
+        log.info("UPS %s: carrying on from its persisted status %r", watch.target.name, row.status)
+
+    def _persist(self, watch: _Watch, detected: list[DetectedEvent]) -> list[UpsEvent]:
+        """Write the detector's state when it changed, with the events it caused, as one compare-and-set.
+
+        Returns the stored events; none when another instance wrote the state first (it acts, not us).
+        """
+        detector = watch.detector
+        state = detector.export_state()
+        comparable = _comparable(state)
+        if not detected and comparable == watch.persisted:
+            return []
+        if detector.last_reading is None and watch.version is None:
+            return []  # nothing good read yet: there is no state worth keeping
+        with self.session_factory() as session:
+            values = {
+                "status": detector.last_reading.status if detector.last_reading is not None else None,
+                "state": state,
+                "updated_at": utcnow(),
+                "updated_by": current_instance(),
+            }
+            try:
+                if watch.version is None:
+                    session.add(UpsState(ups_id=watch.target.id, version=1, **values))
+                    session.flush()
+                    written = True
+                else:
+                    result = session.execute(
+                        update(UpsState)
+                        .where(UpsState.ups_id == watch.target.id, UpsState.version == watch.version)
+                        .values(version=UpsState.version + 1, **values)
+                    )
+                    written = getattr(result, "rowcount", 0) == 1
+            except IntegrityError:
+                written = False
+            if not written:
+                session.rollback()
+                log.warning(
+                    "UPS %s: its state was written by another instance; not acting on %s",
+                    watch.target.name,
+                    [d.event.value for d in detected] or "the change",
+                )
+                watch.version, watch.persisted = None, None
+                self._restore(watch)
+                return []
+            rows = record_events(session, watch.target.id, detected, commit=False)
+            session.commit()
+        watch.version = (watch.version or 0) + 1
+        watch.persisted = comparable
+        return rows
+
+    async def _replay_unhandled(self) -> None:
+        """Hand the rules the events a previous leader stored but did not act on, oldest first."""
+        with self.session_factory() as session:
+            names = {row.id: row.name for row in session.scalars(select(UPS))}
+            pending = list(
+                session.scalars(select(UpsEvent).where(UpsEvent.handled_at.is_(None)).order_by(UpsEvent.id))
+            )
+        for row in pending:
+            log.warning("event %s (%s) was stored but not acted on yet: acting now", row.id, row.event.value)
+            await self.engine.handle(row, names.get(row.ups_id, str(row.ups_id)))
+
+    def _skip_unhandled(self) -> None:
+        """Single instance: events left unhandled by a crash are not replayed after a restart (as before)."""
+        with self.session_factory() as session:
+            session.execute(
+                update(UpsEvent)
+                .where(UpsEvent.handled_at.is_(None))
+                .values(handled_at=utcnow(), handled_by="not replayed: mko restarted")
+            )
+            session.commit()
 
     def _notify_hook(self) -> EventHook | None:
         """mko.notify's UPS-event notification, loaded on first use (apprise is slow to import)."""
@@ -338,12 +454,21 @@ class UpsMonitor:
         return self._notifier
 
 
-async def start_monitor(session_factory: sessionmaker[Session], settings: Settings) -> UpsMonitor | None:
-    """The monitor for `mko serve`: None when disabled by settings or when another one holds the lock."""
+def _comparable(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in state.items() if k != "at"}
+
+
+async def start_monitor(
+    session_factory: sessionmaker[Session], settings: Settings, *, ha: bool = False
+) -> UpsMonitor | None:
+    """The monitor for `mko serve`: None when disabled by settings or when another one holds the lock.
+
+    ``ha``: this instance was elected leader on a shared PostgreSQL database (mko.ha).
+    """
     if not settings.ups_monitor_enabled:
         log.info("UPS monitor disabled (MKO_UPS_MONITOR_ENABLED=false)")
         return None
-    monitor = UpsMonitor(session_factory, settings)
+    monitor = UpsMonitor(session_factory, settings, ha=ha)
     try:
         await monitor.start()
     except MonitorLockedError as exc:

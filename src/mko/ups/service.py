@@ -131,8 +131,10 @@ def delete_ups(session: Session, ups_id: int, *, force: bool = False) -> None:
 # ------------------------------------------------------------------------------------ events
 
 
-def record_events(session: Session, ups_id: int, detected: Sequence[DetectedEvent]) -> list[UpsEvent]:
-    """Store detected events, in order, in one transaction."""
+def record_events(
+    session: Session, ups_id: int, detected: Sequence[DetectedEvent], *, commit: bool = True
+) -> list[UpsEvent]:
+    """Store detected events, in order, in one transaction (the caller's, with ``commit=False``)."""
     rows = [
         UpsEvent(
             ups_id=ups_id,
@@ -147,7 +149,10 @@ def record_events(session: Session, ups_id: int, detected: Sequence[DetectedEven
         for event in detected
     ]
     session.add_all(rows)
-    session.commit()
+    if commit:
+        session.commit()
+    else:
+        session.flush()
     return rows
 
 

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
-from mko import inventory, operations, schedules, shutdown, wake
+from mko import agents, inventory, operations, schedules, shutdown, wake
 from mko import rules as rules_service
 from mko.api.background import launch, launch_wake
 from mko.api.deps import SessionDep, SettingsDep
@@ -42,6 +42,7 @@ WOL_FORM_FIELDS = [
     "wol_interface",
     "wol_prefix_len",
     "probe_port",
+    "site",
 ]
 
 
@@ -81,6 +82,7 @@ def dashboard(request: Request, session: SessionDep) -> HTMLResponse:
         counts=inventory.node_counts(session),
         operations=operations.list_operations(session, limit=10),
         upses=_ups_statuses(request, session),
+        agents=agents.list_agents(session, request.app.state.settings),
     )
 
 
@@ -259,7 +261,11 @@ def clusters_page(request: Request, session: SessionDep) -> HTMLResponse:
 async def add_cluster(request: Request, session: SessionDep) -> Response:
     """Add a cluster from the form."""
     form = await request.form()
-    values = {"name": str(form.get("name") or "").strip(), "description": str(form.get("description") or "")}
+    values: dict[str, str | None] = {
+        "name": str(form.get("name") or "").strip(),
+        "description": str(form.get("description") or ""),
+        "site": str(form.get("site") or "").strip() or None,
+    }
     errors: FieldErrors
     try:
         cluster = inventory.create_cluster(session, ClusterCreate.model_validate(values))

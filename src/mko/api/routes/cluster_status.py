@@ -1,0 +1,18 @@
+"""GET /api/cluster-status: the database, the serve instances (online or not) and the leader."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from mko import ha
+from mko.api.deps import SessionDep, SettingsDep
+
+router = APIRouter(tags=["high availability"])
+
+
+@router.get("/api/cluster-status")
+def cluster_status(session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
+    """Which instances share this database, which are online, and which one leads."""
+    return ha.cluster_status(session, settings)

@@ -1,0 +1,238 @@
+"""Failover: what the leader does with operations that instances which stopped or died left running.
+
+Every operation records the serve instance running it (``operations.instance``, see mko.ha). The
+leader (:func:`take_over`, at election and then every few seconds) looks for RUNNING or PENDING
+operations that are **orphaned**: their instance is dead (no PostgreSQL session and no heartbeat for
+``ha_dead_after``), or they are leader duties (actor ``rule:…`` / ``schedule:…``) of an instance that is
+no longer the leader and has had time to fence itself. It claims each one with a conditional UPDATE (so
+only one instance ever does), then:
+
+* a **wake** (packets and probes: repeating them is harmless) is re-run to completion under the SAME
+  operation, with a step and ``result.resumed`` saying which instance it was taken over from;
+* a **power rule** execution goes back to the rule engine: one still waiting its delay waits the rest of
+  it; a running wake_on_lan resumes its wake (and then its recovery); an action that cannot be repeated
+  (a shutdown: a node must never be powered off twice) is finished as failed;
+* anything else (shutdowns, recoveries, configuration) is finished as **failed** with the reason
+  "interrupted by failover on <instance>", and is never run again.
+
+Operations started by CLI commands carry no instance and are never touched here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Coroutine
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from mko import wake
+from mko.db.ha_models import Instance
+from mko.db.models import Node, Operation, OperationStatus, utcnow
+from mko.ha import live_instance_ids
+from mko.operations import finish_operation, record_step
+from mko.power.base import NodeSnapshot, WakeSchedule
+from mko.settings import Settings
+
+if TYPE_CHECKING:
+    from mko.rules import RuleEngine
+
+__all__ = [
+    "RESUMABLE_KIND_PREFIX",
+    "claim",
+    "fail_interrupted",
+    "interrupted_reason",
+    "orphaned_operations",
+    "resume_wake",
+    "take_over",
+]
+
+log = logging.getLogger("mko.failover")
+
+RESUMABLE_KIND_PREFIX = wake.WAKE_KIND_PREFIX
+LEADER_DUTY_ACTORS = ("rule:", "schedule:")
+OPEN = (OperationStatus.PENDING, OperationStatus.RUNNING)
+
+Spawn = Callable[[Coroutine[Any, Any, Any]], Any]
+
+
+def interrupted_reason(instance: str, *, repeatable: bool = False) -> str:
+    """The summary of an operation a failover ended."""
+    why = f"interrupted by failover on {instance}"
+    if repeatable:
+        return why
+    return f"{why}: not resumed (only wakes are repeated; a power-off never runs twice)"
+
+
+def orphaned_operations(
+    session: Session, settings: Settings, me: str, leader_since: datetime, *, now: datetime | None = None
+) -> list[Operation]:
+    """Open operations of dead instances, and leader duties of instances that are no longer the leader."""
+    now = now or utcnow()
+    live = live_instance_ids(session)
+    instances = {row.name: row for row in session.scalars(select(Instance))}
+    stale = timedelta(seconds=settings.ha_dead_after)
+    # The old leader fences itself within one check; give it that before taking its duties while it lives.
+    fence_grace = timedelta(seconds=settings.ha_check_interval + settings.ha_check_timeout + 0.5)
+    found = []
+    query = (
+        select(Operation)
+        .where(Operation.status.in_(OPEN), Operation.instance.is_not(None), Operation.instance != me)
+        .order_by(Operation.id)
+    )
+    for operation in session.scalars(query):
+        owner = instances.get(operation.instance or "")
+        if owner is None:
+            continue
+        silent = now - owner.heartbeat_at > stale
+        dead = owner.stopped_at is not None or (silent and (live is None or owner.id not in live))
+        duty = operation.actor.startswith(LEADER_DUTY_ACTORS)
+        if dead or (duty and now - leader_since > fence_grace):
+            found.append(operation)
+    return found
+
+
+def claim(session: Session, operation_id: int, owner: str, me: str) -> bool:
+    """Take an operation over from ``owner``; False when someone else already did (or it ended)."""
+    result = session.execute(
+        update(Operation)
+        .where(Operation.id == operation_id, Operation.instance == owner, Operation.status.in_(OPEN))
+        .values(instance=me)
+    )
+    session.commit()
+    return bool(getattr(result, "rowcount", 0) == 1)
+
+
+def fail_interrupted(session: Session, operation: Operation, instance: str) -> None:
+    """Finish an operation that must not be repeated as failed, saying which instance it died on."""
+    reason = interrupted_reason(instance)
+    now = utcnow()
+    for step in operation.steps:
+        if step.status in OPEN:
+            step.status, step.finished_at = OperationStatus.FAILED, now
+            step.message = f"{step.message}; {reason}" if step.message else reason
+    finish_operation(
+        session,
+        operation,
+        status=OperationStatus.FAILED,
+        summary=reason,
+        result={**operation.result, "interrupted_by_failover": instance},
+    )
+    log.warning("operation %s (%s) %s", operation.id, operation.kind, reason)
+
+
+async def resume_wake(
+    session_factory: sessionmaker[Session], settings: Settings, operation_id: int, previous: str, me: str
+) -> Operation:
+    """Re-run a wake interrupted on ``previous`` to completion under the same operation."""
+    with session_factory() as session:
+        operation = session.get_one(Operation, operation_id)
+        nodes: list[NodeSnapshot] = []
+        skipped: dict[int, str] = {}
+        now = utcnow()
+        for step in operation.steps:
+            if step.node_id is None:
+                continue
+            if step.name == "wake skipped":
+                skipped[step.node_id] = step.message
+                continue
+            node = session.get(Node, step.node_id)
+            if node is None:
+                step.status, step.message, step.finished_at = OperationStatus.FAILED, "node deleted", now
+                continue
+            # Every node again, also those already up: a packet to a running machine does nothing, and
+            # the probe then proves it is up in this operation's result.
+            nodes.append(NodeSnapshot.of(node))
+            step.status, step.message, step.finished_at = OperationStatus.RUNNING, "", None
+        params = operation.parameters
+        schedule = WakeSchedule(
+            retries=int(params.get("retries", settings.wol_default_retries)),
+            delay=float(params.get("delay", settings.wol_default_delay)),
+            wait=bool(params.get("wait", False)),
+            timeout=float(params.get("timeout", settings.wol_default_timeout)),
+            probe_interval=settings.probe_interval,
+            probe_timeout=settings.probe_timeout,
+        )
+        operation.status, operation.finished_at = OperationStatus.RUNNING, None
+        resumed = {"from": previous, "by": me, "at": now.isoformat()}
+        session.commit()
+        record_step(
+            session,
+            operation,
+            name="resumed after failover",
+            status=OperationStatus.SUCCEEDED,
+            message=f"{interrupted_reason(previous, repeatable=True)}; resumed by {me}:"
+            " packets and probes again",
+        )
+    log.warning("wake operation %s: resumed by %s after %s stopped", operation_id, me, previous)
+    woken = await wake.run_wake(
+        session_factory, settings, wake.PreparedWake(operation_id, nodes, schedule, skipped)
+    )
+    with session_factory() as session:
+        operation = session.get_one(Operation, operation_id)
+        operation.result = {**operation.result, "resumed": resumed}
+        if not operation.summary.startswith("resumed"):
+            operation.summary = f"resumed after failover on {previous}: {woken.summary}"
+        session.commit()
+        return operation
+
+
+def _linked_ids(rule_operations: list[Operation]) -> set[int]:
+    """The action operations (wake, recovery) rule executions noted on their steps."""
+    return {
+        step.detail[key]
+        for operation in rule_operations
+        for step in operation.steps
+        for key in ("operation_id", "recovery_operation_id")
+        if isinstance(step.detail.get(key), int)
+    }
+
+
+async def take_over(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    me: str,
+    leader_since: datetime,
+    *,
+    engine: RuleEngine | None,
+    spawn: Spawn,
+) -> list[int]:
+    """Claim the orphaned operations and resume or fail each (see the module docstring); their ids."""
+    from mko.rules import RULE_OPERATION_KIND
+
+    handled: list[int] = []
+    with session_factory() as session:
+        orphans = orphaned_operations(session, settings, me, leader_since)
+        owners = {o.id: o.instance or "" for o in orphans}
+        rule_ops = [o for o in orphans if o.kind == RULE_OPERATION_KIND]
+        # The wakes and recoveries a rule execution started are resumed by that execution.
+        linked = _linked_ids(rule_ops)
+        others = [o for o in orphans if o.kind != RULE_OPERATION_KIND and o.id not in linked]
+        linked_owned = [o for o in orphans if o.id in linked]
+    for operation in rule_ops:
+        with session_factory() as session:
+            if not claim(session, operation.id, owners[operation.id], me):
+                continue
+            for other in linked_owned:
+                claim(session, other.id, owners[other.id], me)
+            if engine is None:
+                fail_interrupted(session, session.get_one(Operation, operation.id), owners[operation.id])
+            else:
+                engine.adopt(session, operation.id, owners[operation.id])
+        handled.append(operation.id)
+    for operation in others:
+        owner = owners[operation.id]
+        with session_factory() as session:
+            if not claim(session, operation.id, owner, me):
+                continue
+            current = session.get_one(Operation, operation.id)
+            if current.kind.startswith(RESUMABLE_KIND_PREFIX) and current.status == OperationStatus.RUNNING:
+                spawn(resume_wake(session_factory, settings, operation.id, owner, me))
+            else:
+                fail_interrupted(session, current, owner)
+        handled.append(operation.id)
+    if handled:
+        log.warning("took over %d operation(s) of stopped instances: %s", len(handled), handled)
+    return handled

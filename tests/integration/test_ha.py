@@ -1,0 +1,374 @@
+"""High availability on a REAL PostgreSQL: the leader election, fencing, and the instance registry.
+
+The server is a throwaway PostgreSQL (:class:`mko.lab.postgres.PostgresServer`, a Unix socket only);
+each test gets a fresh database migrated to head. Connections are cut the way a crash or a network
+failure cuts them for PostgreSQL: ``pg_terminate_backend`` on the leader's own election session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select, text
+
+from mko import failover, ha, inventory, rules
+from mko.db import make_engine, make_session_factory
+from mko.db.ha_models import Instance
+from mko.db.migrate import upgrade
+from mko.db.models import (
+    ClusterAction,
+    Operation,
+    OperationStatus,
+    OperationStep,
+    PowerEvent,
+    PowerRule,
+    UpsEvent,
+    utcnow,
+)
+from mko.ha import LeaderElection, set_current_instance
+from mko.lab.postgres import PostgresServer
+from mko.rules import RULE_OPERATION_KIND, RuleEngine
+from mko.schemas import ClusterCreate
+from mko.settings import Settings
+from mko.ups.events import DetectedEvent
+from mko.ups.schemas import RuleCreate, UpsCreate
+from mko.ups.service import create_ups, record_events
+
+pytestmark = pytest.mark.anyio
+
+_databases = itertools.count()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of this module (fails, never skips, when PostgreSQL is missing)."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> str:
+    """A new database at head."""
+    url = postgres.create_database(f"ha_{next(_databases)}")
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def pg_engine(pg_url: str) -> Iterator[Engine]:
+    engine = make_engine(pg_url)
+    yield engine
+    engine.dispose()
+
+
+def fast(url: str) -> Settings:
+    """Settings with short election checks, so the tests take seconds."""
+    return Settings(
+        database_url=url,
+        ha_check_interval=0.1,
+        ha_check_timeout=0.5,
+        ha_heartbeat_interval=0.2,
+        ha_dead_after=1.0,
+        ha_failover_timeout=3.0,
+    )
+
+
+class Duties:
+    """What an elector's hooks did, in order: "elected" / "lost"."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+        self.running = False
+
+    async def elected(self) -> None:
+        self.log.append("elected")
+        self.running = True
+
+    async def lost(self) -> None:
+        self.log.append("lost")
+        self.running = False
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def terminate_election_session(engine: Engine, name: str) -> int:
+    """Kill an instance's election session server-side (as PostgreSQL does to a dead client's)."""
+    with engine.begin() as connection:
+        killed = connection.execute(
+            text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = :n"),
+            {"n": f"mko-ha {name}"},
+        ).scalar_one()
+    return int(killed)
+
+
+def electors(engine: Engine, url: str, *names: str) -> list[tuple[LeaderElection, Duties]]:
+    factory = make_session_factory(engine)
+    made = []
+    for name in names:
+        duties = Duties()
+        made.append(
+            (
+                LeaderElection(fast(url), factory, on_elected=duties.elected, on_lost=duties.lost, name=name),
+                duties,
+            )
+        )
+    return made
+
+
+async def test_of_two_electors_exactly_one_leads_and_the_other_takes_over_when_its_session_dies(
+    pg_url: str, pg_engine: Engine
+) -> None:
+    (a, da), (b, db) = pair = electors(pg_engine, pg_url, "alpha", "beta")
+    for election, _ in pair:
+        await election.start()
+    try:
+        await wait_for(lambda: a.is_leader or b.is_leader, 5, "a leader")
+        await asyncio.sleep(0.5)  # five rounds of checks: the follower never gets the lock
+        assert a.is_leader != b.is_leader
+        leader, follower = (a, b) if a.is_leader else (b, a)
+        lead_duties, follow_duties = (da, db) if a.is_leader else (db, da)
+        assert lead_duties.log == ["elected"] and follow_duties.log == []
+        with make_session_factory(pg_engine)() as session:
+            status = ha.cluster_status(session, fast(pg_url))
+        assert status["database"] == "postgresql" and status["leader"] == leader.name
+        assert {i["name"]: (i["online"], i["leader"]) for i in status["instances"]} == {
+            leader.name: (True, True),
+            follower.name: (True, False),
+        }
+
+        assert terminate_election_session(pg_engine, leader.name) == 1
+        await wait_for(lambda: follower.is_leader, 5, "the follower to take over")
+        # Fencing: the old leader stopped its duties when its check failed.
+        await wait_for(lambda: not lead_duties.running, 5, "the old leader to fence itself")
+        assert lead_duties.log == ["elected", "lost"] and follow_duties.log == ["elected"]
+        # It reconnects as a follower and stays one while the new leader lives.
+        await wait_for(lambda: leader._connection is not None, 5, "the old leader to reconnect")
+        await asyncio.sleep(0.5)
+        assert not leader.is_leader and follower.is_leader
+        with make_session_factory(pg_engine)() as session:
+            status = ha.cluster_status(session, fast(pg_url))
+        assert status["leader"] == follower.name and status["online"] == 2
+    finally:
+        for election, _ in pair:
+            await election.stop()
+    with make_session_factory(pg_engine)() as session:
+        status = ha.cluster_status(session, fast(pg_url))
+    assert status["leader"] is None and status["online"] == 0
+
+
+async def test_a_leader_whose_session_dies_fences_itself_even_alone(pg_url: str, pg_engine: Engine) -> None:
+    [(alone, duties)] = electors(pg_engine, pg_url, "solo")
+    await alone.start()
+    try:
+        await wait_for(lambda: alone.is_leader, 5, "the leadership")
+        assert terminate_election_session(pg_engine, "solo") == 1
+        await wait_for(lambda: duties.log[-1:] == ["lost"], 5, "fencing")
+        # Nobody else holds the lock: the same instance wins it back on its new session.
+        await wait_for(lambda: len(duties.log) == 3, 5, "the leadership again")
+        assert duties.log == ["elected", "lost", "elected"]
+    finally:
+        await alone.stop()
+
+
+async def test_liveness_follows_the_postgresql_session(pg_url: str, pg_engine: Engine) -> None:
+    (a, _), (b, _) = pair = electors(pg_engine, pg_url, "one", "two")
+    for election, _ in pair:
+        await election.start()
+    try:
+        await wait_for(lambda: a._connection is not None and b._connection is not None, 5, "sessions")
+        await wait_for(lambda: a.is_leader or b.is_leader, 5, "a leader")
+        with make_session_factory(pg_engine)() as session:
+            assert ha.live_instance_ids(session) == {a.instance_id, b.instance_id}
+        await b.stop()
+        with make_session_factory(pg_engine)() as session:
+            assert ha.live_instance_ids(session) == {a.instance_id}
+            status = ha.cluster_status(session, fast(pg_url))
+        offline = [i for i in status["instances"] if not i["online"]]
+        assert [i["name"] for i in offline] == ["two"] and offline[0]["stopped_at"] is not None
+    finally:
+        await a.stop()
+
+
+async def test_an_event_is_claimed_by_one_instance_only(pg_url: str, pg_engine: Engine) -> None:
+    settings = fast(pg_url)
+    factory = make_session_factory(pg_engine)
+    with factory() as session:
+        ups = create_ups(session, settings, UpsCreate(name="u", ups_name="myups"))
+        cluster = inventory.create_cluster(session, ClusterCreate(name="c")).id
+        rules.create_rule(
+            session,
+            RuleCreate(
+                ups_id=ups.id,
+                cluster_id=cluster,
+                power_event=PowerEvent.POWER_LOSS,
+                cluster_action=ClusterAction.GRACEFUL_SHUTDOWN,
+                action_delay=3600,
+            ),
+        )
+        detected = DetectedEvent(PowerEvent.POWER_LOSS, utcnow(), "OL", "OB", 90.0, "on battery")
+        [event] = record_events(session, ups.id, [detected])
+    # Two engines (two instances' worth) get the same stored event at the same moment.
+    engines = [RuleEngine(factory, settings), RuleEngine(factory, settings)]
+    copies = []
+    for _ in engines:
+        with factory() as session:
+            copies.append(session.get_one(UpsEvent, event.id))
+    try:
+        results = await asyncio.gather(*(e.handle(c, "u") for e, c in zip(engines, copies, strict=True)))
+    finally:
+        for engine in engines:
+            await engine.close()
+    assert sorted(len(r) for r in results) == [0, 1]
+    with factory() as session:
+        executions = session.scalars(select(Operation).where(Operation.kind == RULE_OPERATION_KIND)).all()
+        assert len(executions) == 1
+        assert session.get_one(UpsEvent, event.id).handled_at is not None
+
+
+async def test_a_new_leader_fails_what_must_not_be_repeated_and_leaves_others_alone(
+    pg_url: str, pg_engine: Engine
+) -> None:
+    settings = fast(pg_url)
+    factory = make_session_factory(pg_engine)
+    long_ago = utcnow() - timedelta(minutes=5)
+    with factory() as session:
+        session.add_all(
+            [
+                Instance(name="dead", hostname="h", pid=1, heartbeat_at=long_ago, started_at=long_ago),
+                Instance(name="alive", hostname="h", pid=2, heartbeat_at=utcnow(), started_at=long_ago),
+            ]
+        )
+        ups = create_ups(session, settings, UpsCreate(name="u", ups_name="myups"))
+        cluster = inventory.create_cluster(session, ClusterCreate(name="c")).id
+        rule = rules.create_rule(
+            session,
+            RuleCreate(
+                ups_id=ups.id,
+                cluster_id=cluster,
+                power_event=PowerEvent.POWER_LOSS,
+                cluster_action=ClusterAction.GRACEFUL_SHUTDOWN,
+            ),
+        )
+
+        def running(kind: str, instance: str | None, actor: str, **extra: Any) -> Operation:
+            operation = Operation(
+                kind=kind,
+                target_type="cluster",
+                target_id=cluster,
+                actor=actor,
+                source="",
+                status=OperationStatus.RUNNING,
+                summary="",
+                parameters={},
+                result={},
+                instance=instance,
+                started_at=long_ago,
+                **extra,
+            )
+            operation.steps.append(
+                OperationStep(
+                    seq=1, name="poweroff n1", status=OperationStatus.RUNNING, message="", detail={}
+                )
+            )
+            session.add(operation)
+            session.flush()
+            return operation
+
+        shutdown_op = running("cluster_shutdown", "dead", "user:admin")
+        rule_op = running(
+            RULE_OPERATION_KIND,
+            "dead",
+            f"rule:{rule.id}",
+        )
+        rule_op.source = "ups:u"
+        rule_op.parameters = {
+            "rule_id": rule.id,
+            "rule_name": rule.name,
+            "cluster_action": "graceful_shutdown",
+        }
+        rule_op.result = {
+            "event": {"id": 1, "ups_id": ups.id, "event": "power_loss", "occurred_at": long_ago.isoformat()}
+        }
+        cli_op = running("cluster_shutdown", None, "cli:root")
+        alive_op = running("cluster_shutdown", "alive", "user:admin")
+        session.commit()
+        ids = shutdown_op.id, rule_op.id, cli_op.id, alive_op.id
+    engine = RuleEngine(factory, settings)
+    set_current_instance("me")
+    try:
+        taken = await failover.take_over(
+            factory, settings, "me", utcnow(), engine=engine, spawn=lambda work: work.close()
+        )
+        await engine.idle()
+    finally:
+        set_current_instance(None)
+        await engine.close()
+    assert sorted(taken) == sorted(ids[:2])
+    with factory() as session:
+        shutdown_after, rule_after, cli_after, alive_after = (session.get_one(Operation, i) for i in ids)
+        reason = failover.interrupted_reason("dead")
+        assert "a power-off never runs twice" in reason
+        assert (shutdown_after.status, shutdown_after.summary) == (OperationStatus.FAILED, reason)
+        assert shutdown_after.steps[0].status == OperationStatus.FAILED and shutdown_after.instance == "me"
+        assert rule_after.status == OperationStatus.FAILED and reason in rule_after.summary
+        assert session.get_one(PowerRule, rule.id).failure_count == 1
+        assert (cli_after.status, alive_after.status) == (OperationStatus.RUNNING, OperationStatus.RUNNING)
+
+
+def _upgrade_when_released(url: str, gate: Any, results: Any) -> None:
+    """One starting instance: wait for the others, then upgrade the database (a forked process)."""
+    from mko.db.legacy import upgrade_database
+
+    gate.wait()
+    try:
+        before, after, _ = upgrade_database(url, backup=False)
+        results.put(("ok", before, after))
+    except Exception as exc:
+        results.put(("error", type(exc).__name__, str(exc)))
+
+
+def test_instances_started_together_on_a_new_database_migrate_it_once(postgres: PostgresServer) -> None:
+    import multiprocessing
+
+    from mko.db.migrate import current_revision, head_revision
+
+    url = postgres.create_database(f"ha_{next(_databases)}")
+    context = multiprocessing.get_context("fork")
+    gate, results = context.Barrier(4), context.Queue()
+    # Four instances starting at the very same moment, each upgrading the empty database first.
+    starts = [context.Process(target=_upgrade_when_released, args=(url, gate, results)) for _ in range(4)]
+    for process in starts:
+        process.start()
+    for process in starts:
+        process.join(60)
+    stuck = [p.pid for p in starts if p.is_alive()]
+    for process in starts:
+        process.kill()
+    assert not stuck, f"upgrades still running after 60 s: {stuck}"
+    outcomes = [results.get(timeout=5) for _ in starts]
+    assert all(outcome[0] == "ok" and outcome[2] == head_revision() for outcome in outcomes), outcomes
+    assert sum(1 for outcome in outcomes if outcome[1] is None) == 1, outcomes  # only one found it empty
+    engine = make_engine(url)
+    try:
+        assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()
