@@ -156,7 +156,8 @@ async def test_of_two_electors_exactly_one_leads_and_the_other_takes_over_when_i
         }
 
         assert terminate_election_session(pg_engine, leader.name) == 1
-        await wait_for(lambda: follower.is_leader, 5, "the follower to take over")
+        # is_leader turns true as the duties start; they are running once on_elected returned.
+        await wait_for(lambda: follower.is_leader and follow_duties.running, 5, "the follower to take over")
         # Fencing: the old leader stopped its duties when its check failed.
         await wait_for(lambda: not lead_duties.running, 5, "the old leader to fence itself")
         assert lead_duties.log == ["elected", "lost"] and follow_duties.log == ["elected"]
