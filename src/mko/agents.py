@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mko import validation
 from mko.auth import Principal
 from mko.db.agent_models import Agent, WakeJob, WakeJobStatus
-from mko.db.auth_models import ApiToken
+from mko.db.auth_models import ApiToken, Role
 from mko.db.models import Node, NodeRole, Operation, OperationStatus, WolMethod, utcnow
 from mko.errors import ConflictError, InputError, NotFoundError
 from mko.power.base import NodeOutcome, NodeSnapshot, OutcomeState, WakeSchedule
@@ -241,9 +241,19 @@ def _token_valid(session: Session, token_id: int | None) -> bool:
 
 
 def heartbeat(session: Session, principal: Principal, data: AgentHeartbeat) -> Agent:
-    """Register or refresh an agent; a name registered with another valid token is a conflict."""
+    """Register or refresh an agent; refused: a name another valid token holds, or a token's second site."""
     name, site = _check_name(data.name), _check_site(data.site)
     token_id = _token_id(session, principal)
+    if principal.role == Role.AGENT and token_id is not None:
+        # A token serves the one site it first registered for: a stolen or misconfigured token of one
+        # site never receives another site's MACs and SecureOn passwords.
+        bound = session.scalars(
+            select(Agent.site).where(Agent.token_id == token_id, Agent.site != site)
+        ).first()
+        if bound is not None:
+            raise ConflictError(
+                f"this agent token serves site {bound!r}; create another token for site {site!r}"
+            )
     agent = session.scalars(select(Agent).where(Agent.name == name)).first()
     now = utcnow()
     if agent is None:

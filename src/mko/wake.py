@@ -368,6 +368,8 @@ def wol_status_sync(session: Session, node_id: int) -> dict[str, Any]:
         "broadcast_configured": node.wol_broadcast_address,
         "port": node.wol_port,
         "interface": node.wol_interface,
+        # Where its packets start: None for this orchestrator, else the site whose agents send them.
+        "site": snapshot.site if agents.routed_to_agent(snapshot) else None,
         "secureon_set": node.wol_secureon is not None,
         "is_virtual_node": node.is_virtual_node,
         "proxmox_vm_id": node.proxmox_vm_id,

@@ -79,6 +79,11 @@ def test_sites_are_validated_inherited_and_overridable(client: TestClient, cli: 
     assert moved.exit_code == 0 and json.loads(moved.stdout)["site"] == "east"
     shown = cli.invoke(cli_app, ["node", "show", str(inherits["id"]), "--json"])
     assert json.loads(shown.stdout)["wake_site"] == "east"
+    # `wol status` says whose packets wake the node: the site's agents, or this orchestrator (None).
+    assert client.get(f"/api/nodes/{inherits['id']}/wol/status").json()["site"] == "east"
+    assert client.get(f"/api/nodes/{ours['id']}/wol/status").json()["site"] is None
+    status = cli.invoke(cli_app, ["wol", "status", str(inherits["id"]), "--json"])
+    assert json.loads(status.stdout)["site"] == "east"
 
 
 def test_agents_register_show_online_and_offline(
@@ -93,12 +98,19 @@ def test_agents_register_show_online_and_offline(
     _, other = auth.create_token(session, "agent-other", Role.AGENT)
     taken = _heartbeat(client, {"Authorization": f"Bearer {other}"})
     assert taken.status_code == 409 and "another token" in taken.text
-    [listed] = client.get("/api/agents").json()
-    assert listed["name"] == "pi-b" and listed["site"] == "b" and listed["online"] is True
-    agent = session.scalars(select(Agent)).one()
-    agent.last_heartbeat_at = utcnow() - timedelta(minutes=5)
+    # A token serves the one site it registered for, under any agent name.
+    moved = _heartbeat(client, agent_headers, name="pi-b2", site="c")
+    assert moved.status_code == 409 and "serves site 'b'" in moved.text
+    assert _heartbeat(client, agent_headers, name="pi-b2", site="b").status_code == 200
+    listed = client.get("/api/agents").json()
+    assert [(a["name"], a["site"], a["online"]) for a in listed] == [
+        ("pi-b", "b", True),
+        ("pi-b2", "b", True),
+    ]
+    for agent in session.scalars(select(Agent)):
+        agent.last_heartbeat_at = utcnow() - timedelta(minutes=5)
     session.commit()
-    assert client.get("/api/agents").json()[0]["online"] is False
+    assert [a["online"] for a in client.get("/api/agents").json()] == [False, False]
     shown = cli.invoke(cli_app, ["agent", "list", "--json"])
     assert shown.exit_code == 0 and json.loads(shown.stdout)[0]["online"] is False
     missing = cli.invoke(cli_app, ["agent", "--url", "http://127.0.0.1:9"])
