@@ -107,6 +107,10 @@ def lab_up(
         typer.echo(f"lab admin password: {password}  (kept in {password_file})")
     if not spec.serve:
         console.print("nothing watches the lab's UPS yet: run `sudo mko serve --lab`", highlight=False)
+    console.print(
+        "next: `mko lab power-fail`, watch `mko lab status` (or the Lab page), then `mko lab power-restore`",
+        highlight=False,
+    )
 
 
 def _wait_up(paths: LabPaths, daemon: subprocess.Popen[bytes]) -> dict[str, Any]:

@@ -180,7 +180,7 @@ class LabControl:
         if not line:
             raise LabNotUpError(f"the lab daemon of {self.paths.directory} closed the connection")
         reply: dict[str, Any] = json.loads(line)
-        if not reply.get("ok"):
+        if not reply.pop("ok", False):
             kind, message = reply.get("kind"), str(reply.get("error", "unknown error"))
             if kind == "input":
                 raise InputError(str(reply.get("field", "input")), message)
