@@ -22,6 +22,7 @@ Redfish are API calls that cross routers, and their credentials stay on the orch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import threading
@@ -639,6 +640,7 @@ def _listen_for_jobs(session_factory: sessionmaker[Session]) -> None:
 
 def _listen(engine: Any) -> None:
     while True:
+        driver = None
         try:
             # A connection of its own for good: detached from the pool, in autocommit for LISTEN.
             raw = engine.raw_connection()
@@ -651,6 +653,10 @@ def _listen(engine: Any) -> None:
                 jobs_queued.ring()
         except Exception as exc:  # the database restarted or went away: listen again shortly
             log.info("listening for queued wake jobs stopped (%s); polling until it is back", exc)
+        finally:
+            if driver is not None:
+                with contextlib.suppress(Exception):
+                    driver.close()  # a dropped connection left open would only be closed by the GC
         time.sleep(5.0)
 
 
