@@ -166,6 +166,16 @@ def test_lab_up_power_fail_restore_down_from_the_cli(lab_cli: LabCli) -> None:
     again = lab_cli.run("up", check=False)
     assert again.returncode == 2 and "already up" in again.stderr
 
+    # A person watching the whole cycle with `mko lab status --watch`.
+    watcher = subprocess.Popen(
+        [*MKO, "lab", "status", "--watch", "--dir", str(lab_cli.directory)],
+        env=lab_cli.env | {"COLUMNS": "150"},
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
     # Mains fails: after the rule's 1 s delay, workers are drained and powered off, the control plane last.
     assert "OB DISCHRG" in lab_cli.run("power-fail").stdout
     status = lab_cli.wait(lambda s: _settled(s, "cluster_shutdown"), "the shutdown rule")
@@ -208,6 +218,9 @@ def test_lab_up_power_fail_restore_down_from_the_cli(lab_cli: LabCli) -> None:
 
     down = lab_cli.run("down")
     assert "every lab process gone" in down.stdout
+    watched, _ = watcher.communicate(timeout=30)  # it ends by itself when the lab goes down
+    assert watcher.returncode == 0 and watched.rstrip().endswith("the lab went down"), watched
+    assert "last: cluster_recover" in watched and "lab-n3" in watched
     assert lab_cli.leftovers(pids) == []
     assert (lab_cli.directory / "lab.db").exists()  # kept for reading after the rehearsal
     assert "no lab is up" in lab_cli.run("down").stdout

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from mko.cli.app import EXIT_POWER_FAILURE, console, fail
 from mko.errors import ConflictError
@@ -97,7 +99,7 @@ def lab_up(
     console.print(
         f"lab up in {elapsed:.1f} s: {len(state['nodes'])} node(s) on {state['subnet']}", highlight=False
     )
-    _print_status(LabControl(paths).status())
+    console.print(_status_view(LabControl(paths).status()))
     password_file = state.get("admin_password_file")
     if state.get("server"):
         console.print(f"web UI: {state['server']['url']}  (user admin)", highlight=False)
@@ -185,6 +187,9 @@ def lab_down(directory: DirOption = None) -> None:
 @lab_app.command("status")
 def lab_status_command(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="keep the view up to date (twice a second) until Ctrl-C")
+    ] = False,
     directory: DirOption = None,
 ) -> None:
     """Show the nodes (power, MicroK8s, Ready, cordoned), the UPS and what mko is doing."""
@@ -193,22 +198,47 @@ def lab_status_command(
     paths = _paths(directory)
     control = LabControl(paths)
     engine = make_engine(lab_settings(paths, get_settings()).database_url)
-    try:
+
+    def read() -> dict[str, Any]:
         with make_session_factory(engine)() as session:
-            status = lab_status(control, session)
+            return lab_status(control, session)
+
+    try:
+        if as_json:
+            typer.echo(json.dumps(read(), indent=2))
+        elif watch:
+            _watch(read)
+        else:
+            console.print(_status_view(read()))
     finally:
         engine.dispose()
-    if as_json:
-        typer.echo(json.dumps(status, indent=2))
-        return
-    _print_status(status)
+
+
+def _watch(read: Any) -> None:
+    """Redraw the status in place until Ctrl-C or until the lab goes down."""
+    from rich.live import Live
+
+    went_down = False
+    with Live(_status_view(read()), console=console, refresh_per_second=4) as live:
+        try:
+            while not went_down:
+                time.sleep(0.5)
+                try:
+                    live.update(_status_view(read()))
+                except LabNotUpError:
+                    went_down = True
+        except KeyboardInterrupt:
+            pass
+    if went_down:
+        console.print("the lab went down", highlight=False)
 
 
 def _yes(value: bool) -> str:
     return "yes" if value else "no"
 
 
-def _print_status(status: dict[str, Any]) -> None:
+def _status_view(status: dict[str, Any]) -> Group:
+    """The nodes' table, the UPS line and what mko is doing (or did last)."""
     table = Table(title="lab nodes", title_justify="left")
     for column in ("node", "role", "ip", "mac", "power", "microk8s", "ready", "cordoned", "boots"):
         table.add_column(column)
@@ -224,19 +254,20 @@ def _print_status(status: dict[str, Any]) -> None:
             _yes(node["cordoned"]),
             str(node["boots"]),
         )
-    console.print(table)
     ups = status["ups"]
     line = f"UPS {ups['name']}: {ups['status'] or 'unreachable'}, charge {ups['charge']:g} %"
     line += f", runtime {ups['runtime']} s"
     if status.get("flap"):
         line += f"; flapping until {time.strftime('%H:%M:%S', time.localtime(status['flap']['until']))}"
-    console.print(line, highlight=False)
+    lines = [line]
     for op in status.get("running", []):
-        console.print(f"running: {op['kind']} #{op['id']} ({op['actor']}) {op['summary']}", highlight=False)
+        lines.append(f"running: {op['kind']} #{op['id']} ({op['actor']}) {op['summary']}")
     if "operations" in status and not status.get("running"):
-        last = status["operations"][:1]
-        for op in last:
-            console.print(f"last: {op['kind']} #{op['id']} {op['status']}: {op['summary']}", highlight=False)
+        lines += [
+            f"last: {op['kind']} #{op['id']} {op['status']}: {op['summary']}"
+            for op in status["operations"][:1]
+        ]
+    return Group(table, *(Text(text) for text in lines))
 
 
 def _drive(action: str, reply: dict[str, Any]) -> None:
