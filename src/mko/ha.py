@@ -413,7 +413,9 @@ class LeaderElection:
         self._leader = True
         self._transitions += 1
         self.leader_since = utcnow()
-        log.warning("instance %s is now the leader", self.name)
+        # A takeover is worth a warning; the one instance of a SQLite install always leads.
+        level = logging.WARNING if self.postgresql else logging.INFO
+        log.log(level, "instance %s is now the leader", self.name)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.to_thread(self._beat), self.settings.ha_check_timeout * 2)
         self.elected.set()
