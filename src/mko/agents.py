@@ -102,7 +102,8 @@ class Doorbell:
         with self._lock:
             self._waiters.add(entry)
         try:
-            await asyncio.wait_for(future, max(timeout, 0))
+            async with asyncio.timeout(max(timeout, 0)):  # not wait_for: it can swallow a cancellation
+                await future
         except TimeoutError:
             pass
         finally:

@@ -324,10 +324,13 @@ class LeaderElection:
             session.commit()
 
     async def _heartbeat_loop(self) -> None:
-        while True:
+        # NOTE: Python 3.11's asyncio.wait_for can swallow a cancellation that arrives as its inner
+        # future completes; the loops therefore also end on the stop flag, and use asyncio.timeout.
+        while not self._stopping:
             try:
                 # A hung database must not stall the server's loop: the write runs in a thread.
-                await asyncio.wait_for(asyncio.to_thread(self._beat), self.settings.ha_dead_after)
+                async with asyncio.timeout(self.settings.ha_dead_after):
+                    await asyncio.to_thread(self._beat)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -338,7 +341,7 @@ class LeaderElection:
 
     async def _election_loop(self) -> None:
         interval = self.settings.ha_check_interval
-        while True:
+        while not self._stopping:
             try:
                 await self._tick()
             except asyncio.CancelledError:
@@ -369,10 +372,10 @@ class LeaderElection:
 
         timeout = max(2.0, self.settings.ha_check_timeout * 2)
         try:
-            connection = await asyncio.wait_for(
-                psycopg.AsyncConnection.connect(**_connect_kwargs(self.settings, self.name), autocommit=True),
-                timeout,
-            )
+            async with asyncio.timeout(timeout):
+                connection = await psycopg.AsyncConnection.connect(
+                    **_connect_kwargs(self.settings, self.name), autocommit=True
+                )
         except (TimeoutError, psycopg.Error, OSError) as exc:
             log.warning("instance %s: cannot open its election connection: %s", self.name, exc)
             return False
@@ -417,7 +420,8 @@ class LeaderElection:
         level = logging.WARNING if self.postgresql else logging.INFO
         log.log(level, "instance %s is now the leader", self.name)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.to_thread(self._beat), self.settings.ha_check_timeout * 2)
+            async with asyncio.timeout(self.settings.ha_check_timeout * 2):
+                await asyncio.to_thread(self._beat)
         self.elected.set()
         if self.on_elected is not None:
             try:
@@ -446,4 +450,5 @@ class LeaderElection:
                 log.exception("instance %s: stopping the leader duties failed", self.name)
         if not self._stopping:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.to_thread(self._beat), self.settings.ha_check_timeout * 2)
+                async with asyncio.timeout(self.settings.ha_check_timeout * 2):
+                    await asyncio.to_thread(self._beat)
