@@ -235,8 +235,10 @@ class UpsMonitor:
 
     async def _supervise(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow stop()'s cancellation.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._reload.wait(), self.settings.ups_reload_interval)
+                async with asyncio.timeout(self.settings.ups_reload_interval):
+                    await self._reload.wait()
             self._reload.clear()
             try:
                 await self.reload()
