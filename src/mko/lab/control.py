@@ -31,6 +31,8 @@ __all__ = [
     "LabControl",
     "LabNotUpError",
     "LabPaths",
+    "check_battery",
+    "check_flap",
     "lab_settings",
     "lab_status",
     "pid_alive",
@@ -39,6 +41,20 @@ __all__ = [
 LAB_PORT = 8470  # where `mko lab up` and `mko serve --lab` serve the lab unless told otherwise
 FLAP_MIN_PERIOD = 2.0  # dummy-ups sees a change only when its file's mtime moves on by a whole second
 _REPLY_TIMEOUT = 60.0
+
+
+def check_battery(percent: float) -> None:
+    """InputError unless ``percent`` is a charge (0-100); checked by the client and again by the daemon."""
+    if not 0 <= percent <= 100:
+        raise InputError("percent", "must be between 0 and 100")
+
+
+def check_flap(seconds: float, period: float) -> None:
+    """InputError naming ``seconds`` or ``period`` when a flap cannot be done."""
+    if not 1 <= seconds <= 3600:
+        raise InputError("seconds", "must be between 1 and 3600")
+    if not FLAP_MIN_PERIOD <= period <= 600:
+        raise InputError("period", f"must be between {FLAP_MIN_PERIOD:g} and 600 seconds")
 
 
 class LabNotUpError(MkoError):
@@ -203,16 +219,12 @@ class LabControl:
 
     def battery(self, percent: float) -> dict[str, Any]:
         """Set the battery charge; on battery at 0 % the UPS dies and every node still on loses power."""
-        if not 0 <= percent <= 100:
-            raise InputError("percent", "must be between 0 and 100")
+        check_battery(percent)
         return self.request("battery", percent=percent)
 
     def flap(self, seconds: float, period: float = FLAP_MIN_PERIOD) -> dict[str, Any]:
         """Toggle mains every ``period`` seconds for ``seconds``, ending on line; returns at once."""
-        if not 1 <= seconds <= 3600:
-            raise InputError("seconds", "must be between 1 and 3600")
-        if not FLAP_MIN_PERIOD <= period <= 600:
-            raise InputError("period", f"must be between {FLAP_MIN_PERIOD:g} and 600 seconds")
+        check_flap(seconds, period)
         return self.request("flap", seconds=seconds, period=period)
 
     def register_server(self, pid: int, url: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socketserver
 import subprocess
@@ -24,11 +25,11 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from mko.errors import ConflictError, InputError, MkoError
-from mko.lab.control import FLAP_MIN_PERIOD, LAB_PORT, LabPaths, lab_settings, pid_alive
+from mko.lab.control import LAB_PORT, LabPaths, check_battery, check_flap, lab_settings, pid_alive
 from mko.lab.harness import RunningLab
 from mko.lab.microk8s import Microk8sCluster, configure_microk8s
 from mko.lab.netns import LabError
-from mko.lab.nut import NutServer
+from mko.lab.nut import NutServer, end_process
 from mko.settings import Settings
 
 __all__ = ["LabDaemon", "LabSpec", "charge_after"]
@@ -172,8 +173,6 @@ class LabDaemon:
 
     def _clear_previous(self) -> None:
         # A lab is rebuilt from scratch every time: a fresh database, fresh keys, a fresh UPS.
-        import shutil
-
         paths = self.paths
         for name in ("lab.db", "lab.db-wal", "lab.db-shm", "known_hosts", "secret.key", "admin-password"):
             with contextlib.suppress(FileNotFoundError):
@@ -255,7 +254,7 @@ class LabDaemon:
             self.paths.control.unlink()
         server_pid = (self._state.get("server") or {}).get("pid")
         if self._server is not None:
-            _end(self._server)
+            end_process(self._server, signal.SIGTERM, grace=10.0)  # it records cancelled work
         elif server_pid and pid_alive(server_pid):  # a foreground `mko serve --lab` ends with its lab
             with contextlib.suppress(ProcessLookupError):
                 os.kill(server_pid, signal.SIGTERM)
@@ -263,8 +262,6 @@ class LabDaemon:
             self.nut.stop()
         if self.running is not None:
             self.running.close()  # kills what is left in the namespaces, deletes them and system/
-        import shutil
-
         shutil.rmtree(self.paths.nut, ignore_errors=True)
         with contextlib.suppress(FileNotFoundError):
             self.paths.state.unlink()
@@ -410,8 +407,7 @@ class LabDaemon:
         return "OB" in self.nut.values["ups.status"].split()
 
     def _battery(self, percent: float) -> dict[str, Any]:
-        if not 0 <= percent <= 100:
-            raise InputError("percent", "must be between 0 and 100")
+        check_battery(percent)
         assert self.nut is not None
         with self._ups_lock:
             self.nut.values["battery.charge"] = f"{percent:g}"
@@ -432,10 +428,7 @@ class LabDaemon:
         return cut
 
     def _start_flap(self, seconds: float, period: float) -> dict[str, Any]:
-        if not 1 <= seconds <= 3600:
-            raise InputError("seconds", "must be between 1 and 3600")
-        if not FLAP_MIN_PERIOD <= period <= 600:
-            raise InputError("period", f"must be between {FLAP_MIN_PERIOD:g} and 600 seconds")
+        check_flap(seconds, period)
         if self._flap is not None:
             raise ConflictError("the lab UPS is already flapping; `mko lab power-restore` ends it")
         until = time.time() + seconds
@@ -483,13 +476,3 @@ def request_is_down(line: bytes) -> bool:
     with contextlib.suppress(ValueError, AttributeError):
         return bool(json.loads(line).get("command") == "down")
     return False
-
-
-def _end(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)

@@ -31,7 +31,7 @@ from typing import Self
 
 from mko.lab.netns import LabError, enter_netns
 
-__all__ = ["NUT_BIN", "NutServer"]
+__all__ = ["NUT_BIN", "NutServer", "end_process"]
 
 NUT_BIN = Path("/lib/nut")
 _READY_TIMEOUT = 20.0
@@ -151,14 +151,14 @@ class NutServer:
     def kill_driver(self) -> None:
         """Kill the driver (SIGKILL, like a crash): upsd then answers ERR DRIVER-NOT-CONNECTED."""
         if self._driver is not None:
-            _end(self._driver, signal.SIGKILL)
+            end_process(self._driver, signal.SIGKILL)
             self._driver = None
 
     def stop(self) -> None:
         """Stop upsd and the driver; safe to call twice."""
         for proc in (self._upsd, self._driver):
             if proc is not None:
-                _end(proc, signal.SIGTERM)
+                end_process(proc, signal.SIGTERM)
         self._upsd = self._driver = None
 
     def __enter__(self) -> Self:
@@ -237,12 +237,13 @@ class NutServer:
             time.sleep(interval)
 
 
-def _end(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+def end_process(proc: subprocess.Popen[bytes], sig: signal.Signals, grace: float = 5.0) -> None:
+    """Send ``sig`` to a child still running, wait ``grace`` seconds, then kill it; always reaps it."""
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(sig)
         try:
-            proc.wait(timeout=5)
+            proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=5)
