@@ -15,7 +15,8 @@ only one instance ever does), then:
 * anything else (shutdowns, recoveries, configuration) is finished as **failed** with the reason
   "interrupted by failover on <instance>", and is never run again.
 
-Operations started by CLI commands carry no instance and are never touched here.
+Operations started by CLI commands carry no instance and are never touched here: like every operation
+they record their owning process (mko.ownership), and are closed as interrupted once it is gone.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from mko.db.ha_models import Instance
 from mko.db.models import Node, Operation, OperationStatus, utcnow
 from mko.ha import live_instance_ids
 from mko.operations import finish_operation, record_step
+from mko.ownership import keep_alive, this_process
 from mko.power.base import NodeSnapshot, WakeSchedule
 from mko.settings import Settings
 
@@ -95,14 +97,27 @@ def orphaned_operations(
 
 
 def claim(session: Session, operation_id: int, owner: str, me: str) -> bool:
-    """Take an operation over from ``owner``; False when someone else already did (or it ended)."""
+    """Take an operation over from ``owner``; False when someone else already did (or it ended).
+
+    This process becomes its owner (mko.ownership) and heartbeats it from now on.
+    """
+    process = this_process()
     result = session.execute(
         update(Operation)
         .where(Operation.id == operation_id, Operation.instance == owner, Operation.status.in_(OPEN))
-        .values(instance=me)
+        .values(
+            instance=me,
+            owner_host=process.host,
+            owner_pid=process.pid,
+            owner_start=process.start,
+            heartbeat_at=utcnow(),
+        )
     )
     session.commit()
-    return bool(getattr(result, "rowcount", 0) == 1)
+    claimed = bool(getattr(result, "rowcount", 0) == 1)
+    if claimed:
+        keep_alive(session)
+    return claimed
 
 
 def fail_interrupted(session: Session, operation: Operation, instance: str) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, selectinload
 from mko.db.models import Operation, OperationStatus, OperationStep, utcnow
 from mko.errors import NotFoundError
 from mko.ha import current_instance
+from mko.ownership import close_orphaned, keep_alive, stamp
 
 __all__ = [
     "Actor",
@@ -66,8 +67,10 @@ def start_operation(
         result={},
         started_at=utcnow(),
     )
+    stamp(operation)
     session.add(operation)
     session.commit()
+    keep_alive(session)
     log.info(
         "operation %s started: %s %s %s by %s from %s",
         operation.id,
@@ -129,7 +132,8 @@ def finish_operation(
 
 
 def get_operation(session: Session, operation_id: int) -> Operation:
-    """The operation with its steps, or NotFoundError."""
+    """The operation with its steps, or NotFoundError (closed as interrupted first if its owner is gone)."""
+    close_orphaned(session)
     operation = session.get(Operation, operation_id, options=[selectinload(Operation.steps)])
     if operation is None:
         raise NotFoundError("operation", operation_id)
@@ -145,7 +149,8 @@ def list_operations(
     target_id: int | None = None,
     actor: str | None = None,
 ) -> Sequence[Operation]:
-    """Newest operations first, optionally filtered."""
+    """Newest operations first, optionally filtered; those whose owner is gone are closed first."""
+    close_orphaned(session)
     query = (
         select(Operation).options(selectinload(Operation.steps)).order_by(Operation.id.desc()).limit(limit)
     )
@@ -173,7 +178,8 @@ def last_step_for_node(session: Session, node_id: int, kind_prefix: str) -> Oper
 
 
 def list_for_node(session: Session, node_id: int, limit: int = 20) -> Sequence[Operation]:
-    """Operations that targeted this node or had a step about it, newest first."""
+    """Operations that targeted this node or had a step about it, newest first (orphans closed first)."""
+    close_orphaned(session)
     stepped = select(OperationStep.operation_id).where(OperationStep.node_id == node_id)
     query = (
         select(Operation)

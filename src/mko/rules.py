@@ -28,8 +28,10 @@ Rule CRUD (create/list/get/delete/enable/disable) is the service behind ``mko up
   result per node) is linked from its step. Counters: ``last_triggered_at`` when an event matches,
   ``execution_count`` when the action starts, then ``success_count`` (the action fully succeeded: for
   a wake, every node answered) or ``failure_count`` (partial, failed, superseded or interrupted).
-* **Restart.** Executions waiting when mko stopped are closed as cancelled at the next start; the
-  monitor takes a fresh baseline and old events are never replayed.
+* **Restart.** Executions waiting when mko stopped are closed as cancelled; those a killed process
+  left open are closed at the next start once that process is gone (mko.ownership): waiting ones as
+  cancelled, running ones as interrupted. The monitor takes a fresh baseline and old events are never
+  replayed.
 
 Actions are a small registry (:data:`ACTIONS`): ``wake_on_lan`` (then, when the rule's
 ``recover_after_wake`` is set — the default — the cluster recovery of mko.shutdown: ``microk8s start``
@@ -50,7 +52,7 @@ from typing import Any, ClassVar
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko import inventory, shutdown, wake
+from mko import inventory, ownership, shutdown, wake
 from mko.db.models import (
     UPS,
     ClusterAction,
@@ -503,30 +505,14 @@ class RuleEngine:
     # -------------------------------------------------------------- life cycle
 
     def recover(self) -> int:
-        """Close rule executions a previous process left waiting or running; return how many."""
+        """Close the operations whose owner is gone (rule executions of a killed mko among them).
+
+        A rule execution still waiting its delay is closed as cancelled, a running one as interrupted
+        (mko.ownership); one whose process still runs, e.g. another instance's, is left alone.
+        """
         with self.session_factory() as session:
-            stale = session.scalars(
-                select(Operation).where(
-                    Operation.kind == RULE_OPERATION_KIND,
-                    Operation.status.in_([OperationStatus.PENDING, OperationStatus.RUNNING]),
-                )
-            ).all()
-            for operation in stale:
-                waiting = operation.status == OperationStatus.PENDING
-                operation.status = OperationStatus.CANCELLED if waiting else OperationStatus.FAILED
-                operation.summary = (
-                    "cancelled: mko stopped before the delay ended"
-                    if waiting
-                    else "interrupted: mko stopped while the action ran"
-                )
-                operation.finished_at = utcnow()
-                for step in operation.steps:
-                    if step.status in (OperationStatus.PENDING, OperationStatus.RUNNING):
-                        step.status, step.finished_at = operation.status, utcnow()
-            session.commit()
-        if stale:
-            log.warning("closed %d rule execution(s) left open by a previous run", len(stale))
-        return len(stale)
+            closed = ownership.close_orphaned(session)
+        return len(closed)
 
     async def close(self, *, handover: bool = False) -> None:
         """Cancel waiting and running executions (each records why) and wait for them to end.
@@ -635,6 +621,8 @@ class RuleEngine:
                 self._active[rule.id] = execution
                 executions.append(execution)
             session.commit()
+            if rules:
+                ownership.keep_alive(session)
             for execution in executions:
                 self._notify_triggered(session, execution)
         self._cancel_opposites(event)
@@ -1004,6 +992,7 @@ class RuleEngine:
             },
             result={"event": _event_dict(event)},
         )
+        ownership.stamp(operation)
         session.add(operation)
         session.flush()
         return operation

@@ -36,7 +36,7 @@ from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko import inventory, notify, reachability, wake
+from mko import inventory, notify, ownership, reachability, wake
 from mko.db.models import (
     Node,
     Operation,
@@ -328,7 +328,11 @@ def resume_schedule(session: Session, schedule_id: int, *, now: datetime | None 
 
 
 def running_conflict(session: Session, cluster_id: int | None, node_ids: Sequence[int]) -> Operation | None:
-    """A running operation on this cluster or on one of these nodes (as target or by a running step)."""
+    """A running operation on this cluster or on one of these nodes (as target or by a running step).
+
+    Operations a dead process left open are closed first (mko.ownership): they block nothing.
+    """
+    ownership.close_orphaned(session)
     conditions: list[ColumnElement[bool]] = []
     if cluster_id is not None:
         conditions.append((Operation.target_type == "cluster") & (Operation.target_id == cluster_id))

@@ -217,6 +217,11 @@ class OperationPublic(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    # The process carrying it out (mko.ownership), and the serve instance under high availability.
+    owner_host: str | None = None
+    owner_pid: int | None = None
+    heartbeat_at: datetime | None = None
+    instance: str | None = None
     steps: list[OperationStepPublic] = []
 
 

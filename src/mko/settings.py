@@ -6,7 +6,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -191,6 +191,17 @@ class Settings(BaseSettings):
         default=20.0, ge=0, le=120, description="longest an agent's claim waits for a job (long poll)"
     )
 
+    # Operation owners (mko.ownership): open operations of a process that is gone are closed as interrupted.
+    operation_heartbeat_interval: float = Field(
+        default=10.0, gt=0, le=300, description="seconds between heartbeats of a process's open operations"
+    )
+    operation_owner_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        le=86400,
+        description="an owner on another host silent this long is gone (one on this host: by its pid)",
+    )
+
     # High availability (mko.ha): several `mko serve` on one PostgreSQL database, one of them the leader.
     instance_name: str | None = Field(
         default=None, max_length=200, description="name of this serve instance; default hostname:pid"
@@ -214,6 +225,16 @@ class Settings(BaseSettings):
     ha_dead_after: float = Field(
         default=5.0, gt=0, le=600, description="an instance silent this long (and without session) is dead"
     )
+
+    @model_validator(mode="after")
+    def _owner_timeout_spans_heartbeats(self) -> Settings:
+        # A remote owner is judged by its heartbeats: the timeout must let a few of them be missed.
+        if self.operation_owner_timeout < 3 * self.operation_heartbeat_interval:
+            raise ValueError(
+                "operation_owner_timeout must be at least 3 x operation_heartbeat_interval"
+                f" ({self.operation_owner_timeout:g} < 3 x {self.operation_heartbeat_interval:g})"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

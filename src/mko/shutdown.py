@@ -39,7 +39,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko import inventory, schedules, ssh
+from mko import inventory, ownership, schedules, ssh
 from mko.db.models import (
     Node,
     NodeRole,
@@ -232,7 +232,8 @@ async def plan_shutdown(
 
 
 def _check_idle(session: Session, cluster_id: int) -> None:
-    """Refuse a second shutdown or recovery of a cluster while one runs."""
+    """Refuse a second shutdown or recovery of a cluster while one runs (one a dead process left does not)."""
+    ownership.close_orphaned(session)
     running = session.scalars(
         select(Operation).where(
             Operation.status == OperationStatus.RUNNING,

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko import agents, inventory
+from mko import agents, inventory, ownership
 from mko.db.models import Node, NodeRole, Operation, OperationStatus, OperationStep, WolMethod, utcnow
 from mko.errors import ConflictError, InputError
 from mko.nic import nic_status
@@ -39,7 +39,6 @@ from mko.settings import Settings
 __all__ = [
     "PreparedWake",
     "make_schedule",
-    "mark_interrupted_operations",
     "run_wake",
     "start_wake",
     "wol_status",
@@ -94,6 +93,7 @@ def _running_wake_of(session: Session, node_id: int, within: float) -> Operation
     """A wake of ``node_id`` started less than ``within`` seconds ago and still running."""
     if within <= 0:
         return None
+    ownership.close_orphaned(session)  # never join a wake whose process is gone
     since = utcnow() - timedelta(seconds=within)
     query = (
         select(Operation)
@@ -322,19 +322,6 @@ def _via(note: Mapping[str, Any] | None) -> str:
     return f" (site {note['site']}{agent})"
 
 
-def mark_interrupted_operations(session: Session) -> int:
-    """Close operations left running by a previous process (they cannot be resumed)."""
-    stale = session.scalars(select(Operation).where(Operation.status == OperationStatus.RUNNING)).all()
-    for operation in stale:
-        for step in operation.steps:
-            if step.status == OperationStatus.RUNNING:
-                step.status, step.message, step.finished_at = OperationStatus.FAILED, "interrupted", utcnow()
-        finish_operation(
-            session, operation, status=OperationStatus.FAILED, summary="interrupted: mko stopped while it ran"
-        )
-    return len(stale)
-
-
 async def wol_status(session: Session, node_id: int, *, probe: bool, probe_timeout: float) -> dict[str, Any]:
     """The seed's ``wol status``: configuration, last wake and, when asked, reachability now."""
     status = wol_status_sync(session, node_id)
@@ -348,6 +335,7 @@ async def wol_status(session: Session, node_id: int, *, probe: bool, probe_timeo
 def wol_status_sync(session: Session, node_id: int) -> dict[str, Any]:
     """``wol status`` without probing (for pages that probe in the background)."""
     node = inventory.get_node(session, node_id)
+    ownership.close_orphaned(session)  # a last wake whose process died shows as interrupted
     snapshot = NodeSnapshot.of(node)
     magic = node.wol_method in (WolMethod.ETHERNET, WolMethod.ETHERNET_RAW)
     configured = {

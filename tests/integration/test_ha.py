@@ -32,6 +32,7 @@ from mko.db.models import (
 )
 from mko.ha import LeaderElection, set_current_instance
 from mko.lab.postgres import PostgresServer
+from mko.ownership import this_process
 from mko.rules import RULE_OPERATION_KIND, RuleEngine
 from mko.schemas import ClusterCreate
 from mko.settings import Settings
@@ -330,6 +331,13 @@ async def test_a_new_leader_fails_what_must_not_be_repeated_and_leaves_others_al
         assert "a power-off never runs twice" in reason
         assert (shutdown_after.status, shutdown_after.summary) == (OperationStatus.FAILED, reason)
         assert shutdown_after.steps[0].status == OperationStatus.FAILED and shutdown_after.instance == "me"
+        # Whoever claims an operation owns it from then on (mko.ownership): its process, its heartbeat.
+        me = this_process()
+        assert (rule_after.owner_host, rule_after.owner_pid, rule_after.owner_start) == (
+            me.host,
+            me.pid,
+            me.start,
+        )
         assert rule_after.status == OperationStatus.FAILED and reason in rule_after.summary
         assert session.get_one(PowerRule, rule.id).failure_count == 1
         assert (cli_after.status, alive_after.status) == (OperationStatus.RUNNING, OperationStatus.RUNNING)

@@ -26,6 +26,7 @@ from mko.settings import Settings
 from mko.ups.events import DetectedEvent
 from mko.ups.schemas import RuleCreate, UpsCreate
 from mko.ups.service import create_ups, record_events
+from ownerhelp import exited_process, make_owned_by
 
 pytestmark = pytest.mark.anyio
 
@@ -339,14 +340,20 @@ async def test_stopping_cancels_waiting_executions_and_a_restart_closes_leftover
         OperationStatus.CANCELLED,
         "cancelled: mko stopped before the action was taken",
     )
-    # A process that died without closing leaves rows open; the next engine closes them at start.
+    # A process that died without closing leaves rows open; the next engine closes them at start,
+    # but only once that process is gone: this one, still alive, keeps its own.
     with ctx.factory() as session:
         left = session.get_one(Operation, op.id)
         left.status = OperationStatus.PENDING
         session.commit()
+    assert RuleEngine(ctx.factory, settings, ctx.actions).recover() == 0
+    dead = exited_process()
+    with ctx.factory() as session:
+        make_owned_by(session.get_one(Operation, op.id), dead)
+        session.commit()
     assert RuleEngine(ctx.factory, settings, ctx.actions).recover() == 1
     [op] = ctx.operations()
-    assert (op.status, op.summary) == (
-        OperationStatus.CANCELLED,
-        "cancelled: mko stopped before the delay ended",
+    assert op.status == OperationStatus.CANCELLED
+    assert op.summary.startswith(
+        f"cancelled before the delay ended: owner pid {dead.pid} on host {dead.host} gone since "
     )

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Depends, FastAPI
 from sqlalchemy import text
 
-from mko import __version__
+from mko import __version__, ownership
 from mko.api import leader, periodic
 from mko.api.deps import SessionDep
 from mko.api.errors import ERROR_RESPONSES, install_error_handlers
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
     ``lab``: the virtual lab this server watches (``mko serve --lab``), adding its page and controls.
     """
     settings = settings or get_settings()
+    ownership.configure(settings)
     engine = make_engine(settings.database_url)
     session_factory = make_session_factory(engine)
 

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko import failover, wake
+from mko import failover, ownership
 from mko.api import periodic
 from mko.api.background import launch
 from mko.ha import LeaderElection, is_postgresql
@@ -32,16 +32,17 @@ async def start(app: FastAPI) -> None:
     settings: Settings = app.state.settings
     factory: sessionmaker[Session] = app.state.session_factory
     ha = is_postgresql(settings.database_url)
-    if not ha:
-        # One instance: whatever is still running was left by a previous run of this same server.
-        with factory() as session:
-            wake.mark_interrupted_operations(session)
+    # What killed processes left open is closed (their process is gone); an operation a live CLI
+    # still runs is left to it. With PostgreSQL, failover handles the operations of serve instances.
+    await asyncio.to_thread(_close_orphaned, factory)
     app.state.ha_tasks = set()
 
     async def lead() -> None:
         periodic.start(app)  # the scheduler and the reachability refresher
         # The UPS monitor and rule engine live as long as the leadership (None: disabled or run elsewhere).
         app.state.ups_monitor = await start_monitor(factory, settings, ha=ha)
+        reaper = asyncio.create_task(_close_orphaned_loop(app), name="mko-operation-owners")
+        app.state.ha_tasks.add(reaper)
         if ha:
             task = asyncio.create_task(_take_over_loop(app), name="mko-failover")
             app.state.ha_tasks.add(task)
@@ -61,6 +62,22 @@ async def start(app: FastAPI) -> None:
     election = LeaderElection(settings, factory, on_elected=lead, on_lost=follow)
     app.state.election = election
     await election.start()
+
+
+def _close_orphaned(factory: sessionmaker[Session]) -> None:
+    with factory() as session:
+        ownership.close_orphaned(session)
+
+
+async def _close_orphaned_loop(app: FastAPI) -> None:
+    """Close operations whose owner died while this server runs (a killed CLI), once per heartbeat."""
+    settings: Settings = app.state.settings
+    while True:
+        await asyncio.sleep(settings.operation_heartbeat_interval)
+        try:
+            await asyncio.to_thread(_close_orphaned, app.state.session_factory)
+        except Exception:  # the database may be briefly away; the next round retries
+            log.exception("could not close the operations of processes that are gone")
 
 
 async def _take_over_loop(app: FastAPI) -> None:

@@ -9,6 +9,7 @@ from mko.cli.inventory import cluster_app, node_app
 from mko.cli.lab import lab_app
 from mko.cli.nic import ansible_app, collect_mac, node_host_key, node_trust
 from mko.cli.notify import notify_app
+from mko.cli.operations import operations_app
 from mko.cli.power import node_power_command
 from mko.cli.proxmox import proxmox_app
 from mko.cli.schedules import schedule_app
@@ -35,6 +36,7 @@ app.add_typer(notify_app, name="notify")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 app.add_typer(agent_app, name="agent")
+app.add_typer(operations_app, name="operations")
 app.command("discover")(discover)
 app.command("serve")(serve)
 app.command("cluster-status")(cluster_status_command)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
+from mko import ownership
 from mko.db import make_engine, make_session_factory
 from mko.db.migrate import current_revision, head_revision, upgrade
 from mko.errors import MkoError, PowerError
@@ -89,6 +90,7 @@ def open_session() -> Iterator[Session]:
     """A session on the configured database; a brand-new database is created on first use."""
     settings = get_settings()
     configure_logging(settings, console=False)
+    ownership.configure(settings)
     engine = make_engine(settings.database_url)
     try:
         current = current_revision(engine)
