@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from mko import validation
 from mko.db.models import Cluster, Node, ProxmoxHost, WolMethod
@@ -137,8 +137,11 @@ def get_node(session: Session, node_id: int) -> Node:
 
 
 def list_nodes(session: Session, cluster_id: int | None = None) -> list[Node]:
-    """Nodes by id, optionally of one cluster (which must exist)."""
-    query = select(Node).order_by(Node.id)
+    """Nodes by id, optionally of one cluster (which must exist), with what power snapshots read."""
+    # NodeSnapshot.of reads the node's Proxmox host and cluster: loaded here, not one query per node.
+    query = (
+        select(Node).options(selectinload(Node.proxmox_host), selectinload(Node.cluster)).order_by(Node.id)
+    )
     if cluster_id is not None:
         get_cluster(session, cluster_id)
         query = query.where(Node.cluster_id == cluster_id)

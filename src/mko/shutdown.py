@@ -253,11 +253,16 @@ def _check_idle(session: Session, cluster_id: int) -> None:
 
 @dataclass
 class PreparedShutdown:
-    """A planned shutdown and its running operation."""
+    """A planned shutdown and its running operation.
+
+    ``nodes`` are detached rows (their columns serve SSH); ``power`` holds what the power drivers
+    need, snapshotted while the session was open: a run never goes back to the database for it.
+    """
 
     operation_id: int
     plan: ShutdownPlan
     nodes: dict[str, Node]
+    power: dict[str, NodeSnapshot] = field(default_factory=dict)
 
 
 def start_shutdown(
@@ -277,9 +282,10 @@ def start_shutdown(
         summary=f"shutting down {len(plan.hostnames)} node(s)",
     )
     nodes = {n.hostname: n for n in inventory.list_nodes(session, plan.cluster_id)}
+    power = {hostname: NodeSnapshot.of(node) for hostname, node in nodes.items()}
     for node in nodes.values():
         session.expunge(node)  # read from other sessions and tasks while this one is gone
-    return PreparedShutdown(operation.id, plan, nodes)
+    return PreparedShutdown(operation.id, plan, nodes, power)
 
 
 @dataclass
@@ -291,6 +297,7 @@ class _Outcome:
     detail: dict[str, Any]
     result: ssh.CommandResult | None = None
     error: PowerError | None = None
+    connected: bool = False  # the node answered on SSH and accepted our login
 
     @property
     def fatal(self) -> bool:
@@ -365,7 +372,8 @@ class _Run(_StepLog):
         self.prepared = prepared
         self.abort = abort
         self.failures: list[str] = []
-        self.powered_off: list[str] = []
+        self.powered_off: list[str] = []  # confirmed off (a driver's query, or SSH went silent)
+        self.unconfirmed: list[str] = []  # a power-off went out, or could not, and nothing confirmed it
         self.refused: dict[str, str] = {}  # hostname -> why nothing runs there
         self.skipped: list[str] = []  # steps not started because of the abort
         self.stop_reason: str | None = None
@@ -431,8 +439,10 @@ class _Run(_StepLog):
         """Run commands on HOST in one connection; the later ones only when the one before asks for it."""
         target = ssh.SshTarget.of(self.prepared.nodes[host], self.settings)
         begun = time.monotonic()
+        connected = False
         try:
             async with ssh.connect(target, self.settings) as connection:
+                connected = True
                 result = await connection.run(commands[0], sudo=True, timeout=timeout)
                 detail = result.as_dict()
                 for fallback in commands[1:]:
@@ -443,12 +453,14 @@ class _Run(_StepLog):
                     detail = result.as_dict() | {"instead_of": detail["command"], "notice": notice}
         except PowerError as exc:
             duration = round(time.monotonic() - begun, 3)
-            return _Outcome(OperationStatus.FAILED, str(exc), {"duration": duration}, error=exc)
+            return _Outcome(
+                OperationStatus.FAILED, str(exc), {"duration": duration}, error=exc, connected=connected
+            )
         status = OperationStatus.SUCCEEDED if result.ok else OperationStatus.FAILED
         message = _last_line(result)
         if "instead_of" in detail:
             message += f" (ran `{detail['command']}` instead of `{detail['instead_of']}`)"
-        return _Outcome(status, message, detail, result)
+        return _Outcome(status, message, detail, result, connected=True)
 
     async def do(self, step: PlannedStep) -> bool:
         """Run one step; False when the node's chain cannot go on."""
@@ -496,47 +508,85 @@ class _Run(_StepLog):
                     session.commit()
 
     async def _power_off(self, step: PlannedStep, started: Any) -> bool:
-        node = self.prepared.nodes[step.hostname]
+        """Power a node off; "succeeded" only when confirmed, else the step says why it is not."""
         begun = time.monotonic()
         if step.runs_on.startswith("driver:"):
-            schedule = WakeSchedule(retries=1, delay=0, wait=True, timeout=self.settings.poweroff_timeout)
-            [result] = await power_off(
-                [NodeSnapshot.of(node)], schedule, driver_lookup(self.settings), soft=True
-            )
-            ok = result.state == OutcomeState.OFF
-            outcome = _Outcome(OperationStatus.SUCCEEDED, result.describe(), result.as_dict())
+            outcome = await self._driver_off(step)
         else:
-            outcome = await self._ssh(
-                step.hostname, [["systemctl", "poweroff"], ["shutdown", "-h", "now"]], 30
-            )
-            if outcome.fatal:
-                ok = False
-            else:
-                # The connection may drop as the machine goes down: what counts is that SSH stops answering.
-                ok = await self._wait_off(node)
-                waited = f"{self.settings.poweroff_timeout:g} s"
-                outcome.message = (
-                    "powered off (SSH stopped answering)"
-                    if ok
-                    else f"still answering on SSH after {waited} ({outcome.message})"
-                )
+            outcome = await self._ssh_off(step)
         outcome.detail["duration"] = round(time.monotonic() - begun, 3)
-        outcome.status = OperationStatus.SUCCEEDED if ok else OperationStatus.FAILED
+        ok = outcome.status == OperationStatus.SUCCEEDED
         if ok:
             self.powered_off.append(step.hostname)
         else:
             self.failures.append(f"poweroff {step.hostname}: {outcome.message}")
+            if not outcome.detail.get("confirmed", True):
+                self.unconfirmed.append(step.hostname)
         await self.record_step(step, outcome, started)
         return ok
 
-    async def _wait_off(self, node: Node) -> bool:
+    async def _driver_off(self, step: PlannedStep) -> _Outcome:
+        """Soft-off through the node's power driver, confirmed by the driver's own power query."""
+        schedule = WakeSchedule(retries=1, delay=0, wait=True, timeout=self.settings.poweroff_timeout)
+        node = self.prepared.power[step.hostname]
+        [result] = await power_off([node], schedule, driver_lookup(self.settings), soft=True)
+        detail = result.as_dict()
+        if result.state == OutcomeState.OFF:
+            after = result.off_after or 0.0
+            message = f"powered off: the {node.method.value} driver reports it off after {after:.1f} s"
+            detail |= {"confirmed": True, "confirmed_by": f"{node.method.value} power query"}
+            return _Outcome(OperationStatus.SUCCEEDED, message, detail)
+        if result.state == OutcomeState.NOT_OFF:
+            waited = f"{self.settings.poweroff_timeout:g} s"
+            message = (
+                f"unconfirmed: the {node.method.value} driver still does not report it off after {waited}"
+            )
+            return _Outcome(OperationStatus.FAILED, message, detail | {"confirmed": False})
+        return _Outcome(OperationStatus.FAILED, result.describe(), detail)
+
+    async def _ssh_off(self, step: PlannedStep) -> _Outcome:
+        """``systemctl poweroff`` over SSH, confirmed only by SSH going from answering to silent."""
+        node = self.prepared.nodes[step.hostname]
+        outcome = await self._ssh(step.hostname, [["systemctl", "poweroff"], ["shutdown", "-h", "now"]], 30)
+        if outcome.fatal:
+            return outcome  # host key or login refused: nothing ran
+        if not outcome.connected:
+            # Never answering proves nothing: the node may be off already, or cut off from us.
+            outcome.message = (
+                f"unconfirmed: SSH did not answer, so mko cannot tell whether it is off ({outcome.message})"
+            )
+            outcome.detail["confirmed"] = False
+            return outcome
+        if outcome.result is not None and not outcome.result.ok:
+            return outcome  # the node refused the command (e.g. sudo wants a password): still on
+        # Accepted: it exited 0, or the connection dropped as the machine went down.
+        accepted = "accepted it" if outcome.result is not None else f"lost the connection ({outcome.message})"
+        command = outcome.detail.get("command", "systemctl poweroff")
+        silent_after = await self._wait_off(node)
+        if silent_after is None:
+            waited = f"{self.settings.poweroff_timeout:g} s"
+            outcome.message = f"unconfirmed: still answering on SSH {waited} after `{command}`"
+            outcome.status = OperationStatus.FAILED
+            outcome.detail["confirmed"] = False
+            return outcome
+        outcome.message = (
+            f"powered off: SSH answered, {accepted} (`{command}`),"
+            f" then stopped answering after {silent_after:.1f} s"
+        )
+        outcome.status = OperationStatus.SUCCEEDED
+        outcome.detail |= {"confirmed": True, "confirmed_by": "SSH stopped answering"}
+        return outcome
+
+    async def _wait_off(self, node: Node) -> float | None:
+        """Seconds until the node's SSH port stops answering, or None at the power-off timeout."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.poweroff_timeout
+        begun = loop.time()
+        deadline = begun + self.settings.poweroff_timeout
         while True:
             if not (await probe_tcp(node.ip_address, node.ssh_port, self.settings.probe_timeout)).ok:
-                return True
+                return loop.time() - begun
             if loop.time() >= deadline:
-                return False
+                return None
             await asyncio.sleep(min(self.settings.probe_interval, 0.5))
 
     # -------------------------------------------------------------- order
@@ -596,6 +646,7 @@ class _Run(_StepLog):
             operation = session.get_one(Operation, self.prepared.operation_id)
             result = {
                 "powered_off": self.powered_off,
+                "unconfirmed": self.unconfirmed,
                 "failures": self.failures,
                 "refused": sorted(self.refused),
                 "skipped": self.skipped,

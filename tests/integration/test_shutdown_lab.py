@@ -197,7 +197,11 @@ def test_cli_shuts_down_in_order_then_recovers_every_node(
         0,
     )
     assert stop["notice"] == "Use 'snap stop microk8s' to stop services on this node."
-    assert steps["poweroff lab-n1"].message == "powered off (SSH stopped answering)"
+    poweroff = steps["poweroff lab-n1"]
+    assert poweroff.message.startswith(
+        "powered off: SSH answered, accepted it (`systemctl poweroff`), then stopped answering after "
+    )
+    assert (poweroff.detail["confirmed"], poweroff.detail["confirmed_by"]) == (True, "SSH stopped answering")
     assert all(step.finished_at is not None and "duration" in step.detail for step in operation.steps[1:])
     session.expire_all()
     assert [n.cordoned_by_mko for n in session.scalars(select(Node).order_by(Node.id))] == [
@@ -340,3 +344,29 @@ def test_a_scheduled_shutdown_runs_the_ordered_shutdown_as_its_own_operation(
         ("lab-n1", "systemctl poweroff"),
     ]
     assert inventory.get_node(session, 2).cordoned_by_mko is True
+
+
+def test_a_node_whose_ssh_never_answered_is_not_reported_powered_off(
+    fast: Settings, session: Session, cli: CliRunner, lab_factory: Any
+) -> None:
+    running = lab_factory(2, ssh=True, boot_delay=0.1)
+    cluster = configure_microk8s(running, control_planes=1)
+    register_lab(session, running)
+    _trust_all(fast, running)
+    _up(running, cluster)
+    running.nodes[1].power.power_off()  # lab-n2 is down (or cut off) before the shutdown starts
+
+    result = _cli(cli, running, "cluster", "shutdown", "1", "--yes", "--json")
+    assert result.exit_code == 1, result.stderr
+    body = json.loads(result.stdout)
+    assert (body["status"], body["powered_off"], body["unconfirmed"]) == ("partial", ["lab-n1"], ["lab-n2"])
+    operation = _operation(session, "cluster_shutdown")
+    steps = {step.name: step for step in operation.steps}
+    assert steps["host keys"].message == "1 verified, 1 not answering (lab-n2)"
+    never = steps["poweroff lab-n2"]
+    assert never.status == OperationStatus.FAILED
+    assert never.message.startswith("unconfirmed: SSH did not answer, so mko cannot tell whether it is off (")
+    assert never.detail["confirmed"] is False
+    confirmed = steps["poweroff lab-n1"]
+    assert confirmed.status == OperationStatus.SUCCEEDED and confirmed.detail["confirmed"] is True
+    assert [call for call in _calls(running) if call[0] == "lab-n2"] == []

@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from mko.cli import app
-from mko.db.models import Node, Operation
+from mko.db.models import Node, Operation, OperationStatus
 from mko.operations import Actor, start_operation
+from mko.settings import get_settings
 
 
 def _closed_port() -> int:
@@ -148,3 +149,38 @@ def test_refusals_name_the_problem(client: TestClient, cli: CliRunner, session: 
     unknown = cli.invoke(app, ["cluster", "recover", "77"])
     assert unknown.exit_code == 2 and "cluster 77 not found" in unknown.stderr
     assert [op.id for op in _operations(session)] == [busy.id]
+
+
+def test_a_cluster_holding_a_vm_shuts_down_and_claims_no_power_off_it_could_not_confirm(
+    client: TestClient, cli: CliRunner, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing answers here: not the nodes' SSH, not the Proxmox API. The run must still get through
+    # every step (no DetachedInstanceError on the VM's Proxmox host) and say "off" for no node.
+    cluster, (_, vm) = _cluster(client)
+    host = {
+        "name": "pve",
+        "host": "127.0.0.1",
+        "port": _closed_port(),
+        "token_id": "mko@pve!t",
+        "secret": "s",
+    }
+    assert client.post("/api/proxmox-hosts", json=host).status_code == 201
+    body = {"is_virtual_node": True, "proxmox_vm_id": 101, "proxmox_host_id": 1}
+    assert client.put(f"/api/nodes/{vm}/wol/configure", json=body).status_code == 200
+    monkeypatch.setenv("MKO_POWEROFF_TIMEOUT", "1")
+    get_settings.cache_clear()
+    result = cli.invoke(app, ["cluster", "shutdown", str(cluster), "--yes", "--json"])
+    assert result.exit_code == 1, result.output
+    body = json.loads(result.stdout)
+    assert (body["status"], body["powered_off"], body["unconfirmed"]) == ("failed", [], ["k8s-0"])
+    assert not any("internal error" in failure for failure in body["failures"])
+    [operation] = [op for op in _operations(session) if op.kind == "cluster_shutdown"]
+    steps = {step.name: step for step in operation.steps}
+    ssh_off, vm_off = steps["poweroff k8s-0"], steps["poweroff k8s-1"]
+    assert ssh_off.status == vm_off.status == OperationStatus.FAILED
+    assert ssh_off.message.startswith(
+        "unconfirmed: SSH did not answer, so mko cannot tell whether it is off ("
+    )
+    assert ssh_off.detail["confirmed"] is False
+    assert vm_off.detail["method"] == "proxmox" and vm_off.message.startswith("failed: ")
+    assert vm_off.detail["runs_on"] == "driver:proxmox"
