@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import datetime
 import ipaddress
+import logging
 import os
 import shutil
 import socket
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,10 @@ from cryptography.x509.oid import NameOID
 from fakepve import FakePve, settle
 from fakepve.certs import make_cert
 
-from mko.lab import enter_netns
+from mko.lab import RunningNode, enter_netns
 
 LAUNCHER = Path(__file__).with_name("sushy_launcher.py")
+log = logging.getLogger(__name__)
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
@@ -155,12 +157,13 @@ class IpmiSim:
 
     USER, PASSWORD = "admin", "ipmi-Pa55"
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, netns: str | None = None, *, power: str = "0") -> None:
         if shutil.which("ipmi_sim") is None:
             raise RuntimeError("ipmi_sim is missing: apt-get install -y openipmi (see TESTING.md)")
+        self.netns = netns
         self.port = free_port(socket.SOCK_DGRAM)
         self.state = directory / "power.state"
-        self.state.write_text("0\n")
+        self.state.write_text(f"{power}\n")
         script = directory / "chassis.sh"
         script.write_text(_CHASSIS)
         script.chmod(0o755)
@@ -189,7 +192,17 @@ set_working_mc 0x20
         )
         self.output = (directory / "ipmi_sim.out").open("wb")
         self.process = subprocess.Popen(
-            ["ipmi_sim", "-c", "lan.conf", "-f", "bmc.emu", "-s", str(directory / "sim"), "-n"],
+            [
+                *_in_netns(netns),
+                "ipmi_sim",
+                "-c",
+                "lan.conf",
+                "-f",
+                "bmc.emu",
+                "-s",
+                str(directory / "sim"),
+                "-n",
+            ],
             cwd=directory,
             stdout=self.output,
             stderr=subprocess.STDOUT,
@@ -202,7 +215,7 @@ set_working_mc 0x20
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"ipmi_sim exited with {self.process.returncode}")
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            with _netns(self.netns), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
                 try:
                     probe.bind(("127.0.0.1", self.port))
                 except OSError:
@@ -238,14 +251,15 @@ class RedfishEmulator:
     USER, PASSWORD = "redfish-admin", "rf-Pa55word"
     SYSTEM_ID = "6a3e7b2c-1f0d-4c55-9e8a-2b7c4d5e6f70"
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, netns: str | None = None, *, power_state: str = "Off") -> None:
         import bcrypt
 
+        self.netns = netns
         self.cafile, keyfile = self_signed(directory)
         self.port = free_port()
         hashed = bcrypt.hashpw(self.PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
         (directory / "htpasswd").write_text(f"{self.USER}:{hashed}\n")
-        systems = [{"uuid": self.SYSTEM_ID, "name": "server1", "power_state": "Off", "nics": []}]
+        systems = [{"uuid": self.SYSTEM_ID, "name": "server1", "power_state": power_state, "nics": []}]
         config = directory / "emulator.conf"
         config.write_text(
             "SUSHY_EMULATOR_FAKE_DRIVER = True\n"
@@ -255,7 +269,15 @@ class RedfishEmulator:
         )
         self.url = f"https://127.0.0.1:{self.port}"
         self.output = (directory / "emulator.out").open("wb")
-        command = [sys.executable, str(LAUNCHER), "--config", str(config), "-i", "127.0.0.1"]
+        command = [
+            *_in_netns(netns),
+            sys.executable,
+            str(LAUNCHER),
+            "--config",
+            str(config),
+            "-i",
+            "127.0.0.1",
+        ]
         command += ["-p", str(self.port), "--ssl-certificate", str(self.cafile), "--ssl-key", str(keyfile)]
         self.reset_log = directory / "resets.log"
         self.process = subprocess.Popen(
@@ -279,7 +301,11 @@ class RedfishEmulator:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"sushy-emulator exited with {self.process.returncode}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
+            with (
+                contextlib.suppress(OSError),
+                _netns(self.netns),
+                socket.create_connection(("127.0.0.1", self.port), 0.2),
+            ):
                 return
             time.sleep(0.05)
         raise RuntimeError("sushy-emulator did not start listening")
@@ -287,12 +313,13 @@ class RedfishEmulator:
     def system(self) -> dict[str, Any]:
         """The emulated system as the emulator shows it (read with its own CA and credentials)."""
         context = ssl.create_default_context(cafile=str(self.cafile))
-        response = httpx.get(
-            f"{self.url}/redfish/v1/Systems/{self.SYSTEM_ID}",
-            auth=(self.USER, self.PASSWORD),
-            verify=context,
-            timeout=5,
-        )
+        with _netns(self.netns):
+            response = httpx.get(
+                f"{self.url}/redfish/v1/Systems/{self.SYSTEM_ID}",
+                auth=(self.USER, self.PASSWORD),
+                verify=context,
+                timeout=5,
+            )
         response.raise_for_status()
         data: dict[str, Any] = response.json()
         return data
@@ -306,6 +333,62 @@ class RedfishEmulator:
             self.process.kill()
             self.process.wait(10)
         self.output.close()
+
+
+def _in_netns(netns: str | None) -> list[str]:
+    """The command prefix that starts a peer in ``netns`` (``ip netns exec`` execs it: same pid)."""
+    return ["ip", "netns", "exec", netns] if netns else []
+
+
+def _netns(netns: str | None) -> contextlib.AbstractContextManager[None]:
+    return enter_netns(netns) if netns else contextlib.nullcontext()
+
+
+class PowerCoupling:
+    """The machines behind the fakes: a lab node loses power when its hypervisor or BMC turns it off,
+    and boots when it turns it on.
+
+    ``links`` pairs a lab node with a reading of its fake's power (True on, False off, None unknown); a
+    thread (in ``netns``, where the fakes answer) reads them every ``interval`` and follows every
+    change by pressing the lab node's button, as the real VM or chassis would go down or come up.
+    """
+
+    def __init__(
+        self, links: list[tuple[RunningNode, Callable[[], bool | None]]], netns: str, interval: float = 0.05
+    ) -> None:
+        self.links = links
+        self.netns = netns
+        self.interval = interval
+        self.changes: list[tuple[str, str]] = []  # (hostname, "on" | "off"), in order
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="power-coupling", daemon=True)
+
+    def __enter__(self) -> PowerCoupling:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        with enter_netns(self.netns):
+            last = {node.hostname: read() for node, read in self.links}
+            while not self._stop.wait(self.interval):
+                for node, read in self.links:
+                    try:
+                        now = read()
+                    except Exception as exc:  # a fake busy for a moment: read it again next time
+                        log.info("power coupling: reading %s failed: %s", node.hostname, exc)
+                        continue
+                    if now is None or now == last[node.hostname]:
+                        continue
+                    last[node.hostname] = now
+                    self.changes.append((node.hostname, "on" if now else "off"))
+                    if now:
+                        node.power.power_on()
+                    else:
+                        node.power.power_off()
 
 
 @contextlib.contextmanager
