@@ -48,6 +48,7 @@ from typing import Any
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
+from mko.db.agent_models import WakeJob, WakeJobStatus
 from mko.db.models import Operation, OperationStatus, OperationStep, utcnow
 from mko.settings import Settings
 
@@ -273,7 +274,17 @@ def _close(session: Session, operation: Operation, reason: str, now: datetime) -
     session.execute(
         update(OperationStep)
         .where(OperationStep.operation_id == operation.id, OperationStep.status.in_(OPEN))
-        .values(status=status, finished_at=now, message=_step_message(reason))
+        .values(status=status, finished_at=now, message=summary)
+        .execution_options(synchronize_session=False)
+    )
+    # Wake jobs queued for agents: no agent starts them now, and a late report is refused.
+    session.execute(
+        update(WakeJob)
+        .where(
+            WakeJob.operation_id == operation.id,
+            WakeJob.status.in_([WakeJobStatus.QUEUED, WakeJobStatus.CLAIMED]),
+        )
+        .values(status=WakeJobStatus.FAILED, error=summary, finished_at=now)
         .execution_options(synchronize_session=False)
     )
     session.commit()
@@ -286,10 +297,6 @@ def _close(session: Session, operation: Operation, reason: str, now: datetime) -
 
 def _same(column: Any, value: Any) -> Any:
     return column.is_(None) if value is None else column == value
-
-
-def _step_message(reason: str) -> str:
-    return f"interrupted: {reason}"
 
 
 # ------------------------------------------------------------------------------------ heartbeat

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from mko import inventory, ownership, shutdown
 from mko.cli import app
+from mko.db.agent_models import WakeJob, WakeJobStatus
 from mko.db.models import Operation, OperationStatus, utcnow
 from mko.errors import ConflictError
 from mko.operations import Actor, finish_operation, record_step, start_operation
@@ -136,6 +137,28 @@ def test_rows_without_an_owner_wait_for_the_timeout(session: Session) -> None:
     assert close_orphaned(session, now=started + timedelta(seconds=30), timeout=60) == []
     [orphan] = close_orphaned(session, now=started + timedelta(seconds=90), timeout=60)
     assert orphan.reason.startswith("owner unknown (recorded before owners were), silent since ")
+
+
+def test_wake_jobs_queued_for_agents_are_given_up_with_their_operation(session: Session) -> None:
+    operation = _operation(session, kind="wol_wake_cluster")
+    jobs = [
+        WakeJob(
+            operation_id=operation.id,
+            site=site,
+            status=WakeJobStatus.QUEUED if site == "b" else WakeJobStatus.CLAIMED,
+            node_ids=[1],
+            nodes=[],
+            expires_at=utcnow() + timedelta(minutes=5),
+        )
+        for site in ("b", "c")
+    ]
+    session.add_all(jobs)
+    make_owned_by(operation, exited_process())
+    session.commit()
+    [orphan] = close_orphaned(session)
+    session.expire_all()
+    for job in jobs:
+        assert (job.status, job.error) == (WakeJobStatus.FAILED, orphan.summary)
 
 
 def test_a_finished_operation_is_never_touched(session: Session) -> None:
