@@ -86,6 +86,8 @@ def show(operation_id: int, as_json: JsonOpt = False) -> None:
     ):
         heading.add_row(Text(label, style="bold"), Text(value))
     console.print(heading)
+    if not operation.steps:
+        return
     steps = Table()
     for column in ("#", "step", "status", "message"):
         steps.add_column(column, overflow="fold")
