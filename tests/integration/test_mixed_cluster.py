@@ -23,19 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clusterlab import DRAIN, cluster_up, one_operation, orch_cli, stand_in_calls
 from power_peers import IpmiSim, PowerCoupling, PveServer, RedfishEmulator
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 from upslab import wait_until
 
-from mko.cli import app
-from mko.db.models import Operation, OperationStatus
-from mko.lab import Microk8sCluster, RunningLab, configure_microk8s, enter_netns
-from mko.lab.inventory import register_lab
+from mko.db.models import OperationStatus
+from mko.lab import Microk8sCluster, RunningLab
 from mko.settings import Settings, get_settings
 
-DRAIN = "--ignore-daemonsets --delete-emptydir-data --timeout=120s"
 WORKERS = ("lab-n3", "lab-n4", "lab-n5")
 CONFIRMED_BY = {
     "lab-n1": "SSH stopped answering",
@@ -76,16 +73,14 @@ class Peers:
 
 
 @pytest.fixture
-def peers(tmp_path: Path, lab_factory: Any) -> Iterator[tuple[RunningLab, Peers]]:
-    running = lab_factory(5, ssh=True, boot_delay=0.1)
+def mixed(
+    fast: Settings, session: Session, lab_factory: Any, tmp_path: Path
+) -> Iterator[tuple[RunningLab, Microk8sCluster, Peers]]:
+    """Five lab nodes up and Ready (n1, n2 control planes), and the peers in their orch namespace."""
+    running, cluster = cluster_up(fast, session, lab_factory, 5, control_planes=2)
     started = Peers(tmp_path, running.lab.orch)
-    yield running, started
+    yield running, cluster, started
     started.stop()
-
-
-def _cli(cli: CliRunner, running: RunningLab, *args: str, stdin: str | None = None) -> Any:
-    with enter_netns(running.lab.orch):
-        return cli.invoke(app, list(args), input=stdin)
 
 
 def _ok(result: Any) -> Any:
@@ -94,83 +89,36 @@ def _ok(result: Any) -> Any:
 
 
 def _configure(cli: CliRunner, running: RunningLab, peers: Peers) -> None:
-    """lab-n2 becomes a Proxmox VM, lab-n4 an IPMI node, lab-n5 a Redfish node (the CLI an operator uses)."""
+    """lab-n2 becomes a Proxmox VM, lab-n4 an IPMI node, lab-n5 a Redfish node (the CLI an operator uses);
+    secrets go in on stdin."""
     pve, ipmi, redfish = peers.pve, peers.ipmi, peers.redfish
-    _ok(
-        _cli(
-            cli, running, "proxmox", "add", "pve", "--host", "127.0.0.1", "--port", str(pve.port),
-            "--token-id", PveServer.TOKEN_ID, "--secret", "-", "--ca-file", pve.cafile,
-            stdin=PveServer.TOKEN_SECRET + "\n",
-        )
-    )  # fmt: skip
-    _ok(
-        _cli(
-            cli,
-            running,
-            "wol",
-            "configure",
-            "2",
-            "--virtual",
-            "--proxmox-vm-id",
-            "102",
-            "--proxmox-host-id",
-            "1",
-        )
-    )
-    _ok(
-        _cli(
-            cli, running, "wol", "configure", "4", "--method", "ipmi", "--bmc-address", "127.0.0.1",
-            "--bmc-port", str(ipmi.port), "--bmc-username", IpmiSim.USER, "--bmc-password", "-",
-            stdin=IpmiSim.PASSWORD + "\n",
-        )
-    )  # fmt: skip
-    _ok(
-        _cli(
-            cli, running, "wol", "configure", "5", "--method", "redfish", "--redfish-url", redfish.url,
-            "--bmc-username", RedfishEmulator.USER, "--bmc-password", "-",
-            "--bmc-ca-file", str(redfish.cafile),
-            stdin=RedfishEmulator.PASSWORD + "\n",
-        )
-    )  # fmt: skip
-
-
-def _up(running: RunningLab, cluster: Microk8sCluster) -> None:
-    running.power_on_all()
-    wait_until(
-        lambda: all(n["ready"] for n in cluster.nodes().values()) and len(cluster.nodes()) == 5,
-        10,
-        what="every node Ready",
-    )
-
-
-def _calls(running: RunningLab) -> list[tuple[str, str]]:
-    """Every stand-in call of every node, oldest first: (hostname, "command args…"); boots left out."""
-    entries = []
-    for node in running.nodes:
-        assert node.system is not None
-        entries += [
-            (call["t"], node.hostname, " ".join([call["cmd"], *call["argv"]]))
-            for call in node.system.calls()
-            if call["cmd"] != "<boot>"
-        ]
-    return [(host, command) for _, host, command in sorted(entries)]
-
-
-def _operation(session: Session, kind: str) -> Operation:
-    session.expire_all()
-    [operation] = session.scalars(select(Operation).where(Operation.kind == kind))
-    _ = operation.steps
-    return operation
+    commands: list[tuple[list[str], str | None]] = [
+        (
+            ["proxmox", "add", "pve", "--host", "127.0.0.1", "--port", str(pve.port),
+             "--token-id", PveServer.TOKEN_ID, "--secret", "-", "--ca-file", pve.cafile],
+            PveServer.TOKEN_SECRET,
+        ),
+        (["wol", "configure", "2", "--virtual", "--proxmox-vm-id", "102", "--proxmox-host-id", "1"], None),
+        (
+            ["wol", "configure", "4", "--method", "ipmi", "--bmc-address", "127.0.0.1",
+             "--bmc-port", str(ipmi.port), "--bmc-username", IpmiSim.USER, "--bmc-password", "-"],
+            IpmiSim.PASSWORD,
+        ),
+        (
+            ["wol", "configure", "5", "--method", "redfish", "--redfish-url", redfish.url,
+             "--bmc-username", RedfishEmulator.USER, "--bmc-password", "-",
+             "--bmc-ca-file", str(redfish.cafile)],
+            RedfishEmulator.PASSWORD,
+        ),
+    ]  # fmt: skip
+    for args, secret in commands:
+        _ok(orch_cli(cli, running, *args, stdin=None if secret is None else secret + "\n"))
 
 
 def test_a_mixed_cluster_shuts_down_in_order_and_every_node_comes_back_by_its_own_method(
-    fast: Settings, session: Session, cli: CliRunner, peers: tuple[RunningLab, Peers]
+    session: Session, cli: CliRunner, mixed: tuple[RunningLab, Microk8sCluster, Peers]
 ) -> None:
-    running, fakes = peers
-    cluster = configure_microk8s(running, control_planes=2)
-    register_lab(session, running, control_planes=2)
-    fast.ssh_known_hosts.parent.mkdir(parents=True, exist_ok=True)
-    fast.ssh_known_hosts.write_text("\n".join(running.known_hosts_lines()) + "\n")
+    running, cluster, fakes = mixed
     _configure(cli, running, fakes)
     n2, n4, n5 = (running.node(name) for name in ("n2", "n4", "n5"))
     links = [
@@ -179,8 +127,7 @@ def test_a_mixed_cluster_shuts_down_in_order_and_every_node_comes_back_by_its_ow
         (n5, fakes.redfish_on),
     ]
     with PowerCoupling(links, running.lab.orch) as coupling:
-        _up(running, cluster)
-        dry = _ok(_cli(cli, running, "cluster", "shutdown", "1", "--dry-run"))
+        dry = _ok(orch_cli(cli, running, "cluster", "shutdown", "1", "--dry-run"))
         assert dry.stdout.splitlines() == [
             "graceful shutdown of cluster 1 (lab); drain host: lab-n1",
             "1. workers, in parallel:",
@@ -204,7 +151,7 @@ def test_a_mixed_cluster_shuts_down_in_order_and_every_node_comes_back_by_its_ow
         ]
 
         # ---------------------------------------------------------------- shutdown
-        result = _ok(_cli(cli, running, "cluster", "shutdown", "1", "--yes", "--json"))
+        result = _ok(orch_cli(cli, running, "cluster", "shutdown", "1", "--yes", "--json"))
         body = json.loads(result.stdout)
         assert (body["status"], body["unconfirmed"], body["failures"]) == ("succeeded", [], [])
         assert sorted(body["powered_off"]) == [f"lab-n{i}" for i in range(1, 6)]
@@ -212,7 +159,7 @@ def test_a_mixed_cluster_shuts_down_in_order_and_every_node_comes_back_by_its_ow
             "lab-n2",
             "lab-n1",
         ]  # control planes last, the drain host at the end
-        shutdown = _operation(session, "cluster_shutdown")
+        shutdown = one_operation(session, "cluster_shutdown")
         order = [step.name for step in shutdown.steps]
         worker_steps = [i for i, name in enumerate(order) if name.endswith(WORKERS)]
         assert max(worker_steps) < order.index("drain lab-n2")
@@ -231,7 +178,7 @@ def test_a_mixed_cluster_shuts_down_in_order_and_every_node_comes_back_by_its_ow
                 assert step.detail["confirmed_by"] == CONFIRMED_BY[host], step.message
                 assert step.message.startswith("powered off: "), step.message
         # MicroK8s was stopped on every node before its power went, whichever way the power went.
-        calls = _calls(running)
+        calls = stand_in_calls(running)
         for host in ("lab-n2", "lab-n4", "lab-n5"):
             assert (host, "microk8s stop") in calls or (host, "snap stop microk8s --disable") in calls
             assert not any(h == host and c == "systemctl poweroff" for h, c in calls)  # the driver did it
@@ -249,7 +196,7 @@ def test_a_mixed_cluster_shuts_down_in_order_and_every_node_comes_back_by_its_ow
         # ---------------------------------------------------------------- restore
         for node in running.nodes:
             node.recorder.clear()
-        woken = _ok(_cli(cli, running, "wol", "wake-cluster", "1", "--wait", "--timeout", "60", "--json"))
+        woken = _ok(orch_cli(cli, running, "wol", "wake-cluster", "1", "--wait", "--timeout", "60", "--json"))
         wake = json.loads(woken.stdout)
         assert wake["status"] == "succeeded", wake
         how = {n["hostname"]: (n["method"], n["state"], n["verified_by"]) for n in wake["nodes"]}
@@ -266,13 +213,13 @@ def test_a_mixed_cluster_shuts_down_in_order_and_every_node_comes_back_by_its_ow
         assert ("POST", "/api2/json/nodes/pve1/qemu/102/status/start") in fakes.pve.calls()
         assert "set power 1" in fakes.ipmi.requests and fakes.redfish.resets[-1] == "On"
 
-        before = len(_calls(running))
-        recovered = _ok(_cli(cli, running, "cluster", "recover", "1", "--timeout", "60", "--json"))
+        before = len(stand_in_calls(running))
+        recovered = _ok(orch_cli(cli, running, "cluster", "recover", "1", "--timeout", "60", "--json"))
         report = json.loads(recovered.stdout)
         assert report["status"] == "succeeded", report
         assert report["summary"] == "5/5 started, 5/5 Ready, 4 uncordoned"
         assert report["uncordoned"] == ["lab-n2", "lab-n3", "lab-n4", "lab-n5"]
-        after = _calls(running)[before:]
+        after = stand_in_calls(running)[before:]
         starts = [
             i for i, c in enumerate(after) if c[1] in ("microk8s start", "snap start microk8s --enable")
         ]

@@ -20,6 +20,7 @@ from typing import Any
 
 import asyncssh
 import pytest
+from clusterlab import DRAIN, cluster_up, one_operation, orch_cli, power_up, stand_in_calls
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -28,14 +29,11 @@ from upslab import wait_until
 
 from mko import inventory, schedules
 from mko.api import create_app
-from mko.cli import app
 from mko.db import make_engine, make_session_factory
 from mko.db.models import Node, Operation, OperationStatus, ScheduleAction
-from mko.lab import Microk8sCluster, RunningLab, configure_microk8s, enter_netns
+from mko.lab import RunningLab, configure_microk8s, enter_netns
 from mko.lab.inventory import register_lab
 from mko.settings import Settings, get_settings
-
-DRAIN = "--ignore-daemonsets --delete-emptydir-data --timeout=120s"
 
 
 @pytest.fixture
@@ -46,35 +44,6 @@ def fast(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     return get_settings()
 
 
-def _trust_all(settings: Settings, running: RunningLab) -> None:
-    """Record every node's host key as an operator who checked them would (the lab made the keys)."""
-    settings.ssh_known_hosts.parent.mkdir(parents=True, exist_ok=True)
-    settings.ssh_known_hosts.write_text("\n".join(running.known_hosts_lines()) + "\n")
-
-
-def _up(running: RunningLab, cluster: Microk8sCluster) -> None:
-    """Power every node on and wait until all are Ready."""
-    running.power_on_all()
-    wait_until(
-        lambda: (
-            len(nodes := cluster.nodes()) == len(running.nodes) and all(n["ready"] for n in nodes.values())
-        ),
-        5,
-        what="every node Ready",
-    )
-
-
-def _calls(running: RunningLab) -> list[tuple[str, str]]:
-    """Every stand-in call of every node, oldest first: (hostname, "command args…"); boots left out."""
-    entries = []
-    for node in running.nodes:
-        assert node.system is not None
-        for call in node.system.calls():
-            if call["cmd"] != "<boot>":
-                entries.append((call["t"], node.hostname, " ".join([call["cmd"], *call["argv"]])))
-    return [(host, command) for _, host, command in sorted(entries)]
-
-
 def _subject(call: tuple[str, str]) -> str:
     """The node a call is about: a drain or uncordon names it, anything else runs on it."""
     host, command = call
@@ -82,11 +51,6 @@ def _subject(call: tuple[str, str]) -> str:
     if words[:3] in (["microk8s", "kubectl", "drain"], ["microk8s", "kubectl", "uncordon"]):
         return words[3]
     return host
-
-
-def _cli(cli: CliRunner, running: RunningLab, *args: str) -> Any:
-    with enter_netns(running.lab.orch):
-        return cli.invoke(app, list(args))
 
 
 @contextmanager
@@ -103,24 +67,13 @@ def _api(settings: Settings, running: RunningLab, token: str) -> Iterator[TestCl
         application.state.engine.dispose()
 
 
-def _operation(session: Session, kind: str) -> Operation:
-    session.expire_all()
-    [operation] = session.scalars(select(Operation).where(Operation.kind == kind))
-    _ = operation.steps
-    return operation
-
-
 def test_cli_shuts_down_in_order_then_recovers_every_node(
     fast: Settings, session: Session, cli: CliRunner, lab_factory: Any
 ) -> None:
-    running = lab_factory(5, ssh=True, boot_delay=0.1)
     # n1-n3 control planes (n1 answers first: the drain host), n4-n5 workers; n5's drain times out.
-    cluster = configure_microk8s(running, control_planes=3, fail_drain=["lab-n5"])
-    register_lab(session, running, control_planes=3)
-    _trust_all(fast, running)
-    _up(running, cluster)
+    running, cluster = cluster_up(fast, session, lab_factory, 5, control_planes=3, fail_drain=["lab-n5"])
 
-    dry = _cli(cli, running, "cluster", "shutdown", "1", "--dry-run")
+    dry = orch_cli(cli, running, "cluster", "shutdown", "1", "--dry-run")
     assert dry.exit_code == 0, dry.stderr
     assert dry.stdout.splitlines() == [
         "graceful shutdown of cluster 1 (lab); drain host: lab-n1",
@@ -144,11 +97,11 @@ def test_cli_shuts_down_in_order_then_recovers_every_node(
         "   power off      lab-n1 (systemctl poweroff over SSH)",
         "dry run: nothing was done",
     ]
-    assert _calls(running) == []  # nothing ran anywhere
+    assert stand_in_calls(running) == []  # nothing ran anywhere
     assert all(node.power.is_on for node in running.nodes)
     assert session.scalars(select(Operation)).all() == []
 
-    result = _cli(cli, running, "cluster", "shutdown", "1", "--yes", "--json")
+    result = orch_cli(cli, running, "cluster", "shutdown", "1", "--yes", "--json")
     assert result.exit_code == 1, result.stderr  # partial: one drain failed, every node is off
     body = json.loads(result.stdout)
     assert body["status"] == "partial"
@@ -157,7 +110,7 @@ def test_cli_shuts_down_in_order_then_recovers_every_node(
     assert failure.startswith("drain lab-n5: error: unable to drain node")
     assert "global timeout reached: 120s" in failure
 
-    calls = _calls(running)
+    calls = stand_in_calls(running)
     worker_calls = [c for c in calls if _subject(c) in ("lab-n4", "lab-n5")]
     control_calls = [c for c in calls if _subject(c) not in ("lab-n4", "lab-n5")]
     for worker in ("lab-n4", "lab-n5"):
@@ -185,7 +138,7 @@ def test_cli_shuts_down_in_order_then_recovers_every_node(
         "lab-n1": (False, False, False),
         **{f"lab-n{i}": (False, True, False) for i in range(2, 6)},
     }
-    operation = _operation(session, "cluster_shutdown")
+    operation = one_operation(session, "cluster_shutdown")
     steps = {step.name: step for step in operation.steps}
     assert steps["host keys"].message == "5 verified"
     assert steps["drain lab-n5"].status == OperationStatus.FAILED
@@ -215,8 +168,8 @@ def test_cli_shuts_down_in_order_then_recovers_every_node(
     # Power is back and the operator pressed the buttons: MicroK8s stays down (stop disabled it).
     running.power_on_all()
     assert not any(n["running"] for n in cluster.nodes().values())
-    before = len(_calls(running))
-    recovered = _cli(cli, running, "cluster", "recover", "1", "--timeout", "30", "--json")
+    before = len(stand_in_calls(running))
+    recovered = orch_cli(cli, running, "cluster", "recover", "1", "--timeout", "30", "--json")
     assert recovered.exit_code == 0, recovered.stdout + recovered.stderr
     report = json.loads(recovered.stdout)
     assert report["status"] == "succeeded"
@@ -226,7 +179,7 @@ def test_cli_shuts_down_in_order_then_recovers_every_node(
     assert {
         h: (n["enabled"], n["running"], n["ready"], n["cordoned"]) for h, n in cluster.nodes().items()
     } == {f"lab-n{i}": (True, True, True, False) for i in range(1, 6)}
-    after = _calls(running)[before:]
+    after = stand_in_calls(running)[before:]
     starts = [c for c in after if c[1] in ("microk8s start", "snap start microk8s --enable")]
     assert sorted(starts) == sorted(
         [(f"lab-n{i}", "microk8s start") for i in range(1, 6)]
@@ -257,7 +210,7 @@ def test_api_force_shutdown_refuses_a_node_with_a_wrong_host_key_and_runs_nothin
         f"{lines[0]}\n{lines[1]}\n[10.213.0.13]:2222 {recorded.export_public_key().decode().strip()}\n"
     )
     presented = asyncssh.import_public_key(lines[2].split(" ", 1)[1]).get_fingerprint("sha256")
-    _up(running, cluster)
+    power_up(running, cluster)
     third = nodes[2]
 
     with _api(fast, running, admin_token) as client:
@@ -274,7 +227,7 @@ def test_api_force_shutdown_refuses_a_node_with_a_wrong_host_key_and_runs_nothin
             "   microk8s stop  lab-n1 (over SSH)",
             "   power off      lab-n1 (systemctl poweroff over SSH)",
         ]
-        assert _calls(running) == [] and session.scalars(select(Operation)).all() == []
+        assert stand_in_calls(running) == [] and session.scalars(select(Operation)).all() == []
 
         response = client.post("/api/clusters/1/shutdown", json={"force": True})
         assert response.status_code == 202, response.text
@@ -294,7 +247,7 @@ def test_api_force_shutdown_refuses_a_node_with_a_wrong_host_key_and_runs_nothin
     assert "nothing was run" in why and f"mko node trust {third.id} --replace" in why
     assert not any(name.endswith("lab-n3") and name != "refuse lab-n3" for name in steps)
     # Nothing ran on lab-n3, nothing anywhere was drained; the others went down, worker first.
-    calls = _calls(running)
+    calls = stand_in_calls(running)
     assert [c for c in calls if c[0] == "lab-n3"] == []
     assert calls == [
         ("lab-n2", "microk8s stop"),
@@ -309,11 +262,7 @@ def test_api_force_shutdown_refuses_a_node_with_a_wrong_host_key_and_runs_nothin
 def test_a_scheduled_shutdown_runs_the_ordered_shutdown_as_its_own_operation(
     fast: Settings, session: Session, lab_factory: Any
 ) -> None:
-    running = lab_factory(2, ssh=True, boot_delay=0.1)
-    cluster = configure_microk8s(running, control_planes=1)
-    register_lab(session, running)
-    _trust_all(fast, running)
-    _up(running, cluster)
+    running, _ = cluster_up(fast, session, lab_factory, 2)
     created = schedules.create_schedule(
         session,
         fast,
@@ -336,10 +285,10 @@ def test_a_scheduled_shutdown_runs_the_ordered_shutdown_as_its_own_operation(
         OperationStatus.SUCCEEDED,
         f"schedule:{created.id}",
     )
-    shutdown_op = _operation(session, "cluster_shutdown")
+    shutdown_op = one_operation(session, "cluster_shutdown")
     assert run.result == {"shutdown_operation_id": shutdown_op.id}
     assert shutdown_op.actor == f"schedule:{created.id}" and shutdown_op.status == OperationStatus.SUCCEEDED
-    assert [c for c in _calls(running) if "poweroff" in c[1]] == [
+    assert [c for c in stand_in_calls(running) if "poweroff" in c[1]] == [
         ("lab-n2", "systemctl poweroff"),
         ("lab-n1", "systemctl poweroff"),
     ]
@@ -349,18 +298,14 @@ def test_a_scheduled_shutdown_runs_the_ordered_shutdown_as_its_own_operation(
 def test_a_node_whose_ssh_never_answered_is_not_reported_powered_off(
     fast: Settings, session: Session, cli: CliRunner, lab_factory: Any
 ) -> None:
-    running = lab_factory(2, ssh=True, boot_delay=0.1)
-    cluster = configure_microk8s(running, control_planes=1)
-    register_lab(session, running)
-    _trust_all(fast, running)
-    _up(running, cluster)
+    running, _ = cluster_up(fast, session, lab_factory, 2)
     running.nodes[1].power.power_off()  # lab-n2 is down (or cut off) before the shutdown starts
 
-    result = _cli(cli, running, "cluster", "shutdown", "1", "--yes", "--json")
+    result = orch_cli(cli, running, "cluster", "shutdown", "1", "--yes", "--json")
     assert result.exit_code == 1, result.stderr
     body = json.loads(result.stdout)
     assert (body["status"], body["powered_off"], body["unconfirmed"]) == ("partial", ["lab-n1"], ["lab-n2"])
-    operation = _operation(session, "cluster_shutdown")
+    operation = one_operation(session, "cluster_shutdown")
     steps = {step.name: step for step in operation.steps}
     assert steps["host keys"].message == "1 verified, 1 not answering (lab-n2)"
     never = steps["poweroff lab-n2"]
@@ -369,4 +314,4 @@ def test_a_node_whose_ssh_never_answered_is_not_reported_powered_off(
     assert never.detail["confirmed"] is False
     confirmed = steps["poweroff lab-n1"]
     assert confirmed.status == OperationStatus.SUCCEEDED and confirmed.detail["confirmed"] is True
-    assert [call for call in _calls(running) if call[0] == "lab-n2"] == []
+    assert [call for call in stand_in_calls(running) if call[0] == "lab-n2"] == []

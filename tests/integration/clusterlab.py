@@ -1,0 +1,83 @@
+"""A lab cluster for shutdown and recovery tests: host keys trusted, nodes up, calls merged, the CLI
+run where the orchestrator lives (the lab's orch namespace)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+from upslab import wait_until
+
+from mko.cli import app
+from mko.db.models import Operation
+from mko.lab import Microk8sCluster, RunningLab, configure_microk8s, enter_netns
+from mko.lab.inventory import register_lab
+from mko.settings import Settings
+
+__all__ = ["DRAIN", "cluster_up", "one_operation", "orch_cli", "power_up", "stand_in_calls", "trust_all"]
+
+DRAIN = "--ignore-daemonsets --delete-emptydir-data --timeout=120s"
+
+
+def trust_all(settings: Settings, running: RunningLab) -> None:
+    """Record every node's host key as an operator who checked them would (the lab made the keys)."""
+    settings.ssh_known_hosts.parent.mkdir(parents=True, exist_ok=True)
+    settings.ssh_known_hosts.write_text("\n".join(running.known_hosts_lines()) + "\n")
+
+
+def power_up(running: RunningLab, cluster: Microk8sCluster, timeout: float = 5) -> None:
+    """Power every node on and wait until all are Ready."""
+    running.power_on_all()
+    wait_until(
+        lambda: (
+            len(nodes := cluster.nodes()) == len(running.nodes) and all(n["ready"] for n in nodes.values())
+        ),
+        timeout,
+        what="every node Ready",
+    )
+
+
+def cluster_up(
+    settings: Settings,
+    session: Session,
+    lab_factory: Callable[..., RunningLab],
+    nodes: int,
+    control_planes: int = 1,
+    **microk8s: Any,
+) -> tuple[RunningLab, Microk8sCluster]:
+    """A lab of ``nodes`` with sshd and MicroK8s (the first ``control_planes`` of them control planes),
+    registered as cluster 1 with trusted host keys, every node on and Ready."""
+    running = lab_factory(nodes, ssh=True, boot_delay=0.1)
+    cluster = configure_microk8s(running, control_planes=control_planes, **microk8s)
+    register_lab(session, running, control_planes=control_planes)
+    trust_all(settings, running)
+    power_up(running, cluster)
+    return running, cluster
+
+
+def stand_in_calls(running: RunningLab) -> list[tuple[str, str]]:
+    """Every stand-in call of every node, oldest first: (hostname, "command args…"); boots left out."""
+    entries = []
+    for node in running.nodes:
+        assert node.system is not None
+        for call in node.system.calls():
+            if call["cmd"] != "<boot>":
+                entries.append((call["t"], node.hostname, " ".join([call["cmd"], *call["argv"]])))
+    return [(host, command) for _, host, command in sorted(entries)]
+
+
+def orch_cli(cli: CliRunner, running: RunningLab, *args: str, stdin: str | None = None) -> Any:
+    """Run the CLI in the lab's orch namespace, where the orchestrator's packets and SSH start."""
+    with enter_netns(running.lab.orch):
+        return cli.invoke(app, list(args), input=stdin)
+
+
+def one_operation(session: Session, kind: str) -> Operation:
+    """The only operation of ``kind``, read afresh with its steps."""
+    session.expire_all()
+    [operation] = session.scalars(select(Operation).where(Operation.kind == kind))
+    _ = operation.steps
+    return operation
