@@ -336,7 +336,10 @@ class _Heartbeat:
                 owned = self._beat()
                 failing_since = None
             except Exception as exc:  # the database is away: try again, for as long as a remote owner waits
-                log.warning("operation heartbeat failed: %s", exc)
+                # Once per outage: a database down for minutes must not fill the log.
+                log.log(
+                    logging.DEBUG if failing_since else logging.WARNING, "operation heartbeat failed: %s", exc
+                )
                 failing_since = failing_since or time.monotonic()
                 owned = 0 if time.monotonic() - failing_since > _timing["timeout"] else -1
             with _lock:

@@ -3,6 +3,9 @@ run where the orchestrator lives (the lab's orch namespace)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +20,16 @@ from mko.lab import Microk8sCluster, RunningLab, configure_microk8s, enter_netns
 from mko.lab.inventory import register_lab
 from mko.settings import Settings
 
-__all__ = ["DRAIN", "cluster_up", "one_operation", "orch_cli", "power_up", "stand_in_calls", "trust_all"]
+__all__ = [
+    "DRAIN",
+    "cluster_up",
+    "one_operation",
+    "orch_cli",
+    "orch_process",
+    "power_up",
+    "stand_in_calls",
+    "trust_all",
+]
 
 DRAIN = "--ignore-daemonsets --delete-emptydir-data --timeout=120s"
 
@@ -73,6 +85,26 @@ def orch_cli(cli: CliRunner, running: RunningLab, *args: str, stdin: str | None 
     """Run the CLI in the lab's orch namespace, where the orchestrator's packets and SSH start."""
     with enter_netns(running.lab.orch):
         return cli.invoke(app, list(args), input=stdin)
+
+
+def orch_process(
+    running: RunningLab, *args: str, stdin: str | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """Run ``mko ARGS`` as a process of its own in the orch namespace, as an operator's shell there would.
+
+    Unlike :func:`orch_cli`, nothing of this test process (pyghmi's shared UDP sockets, made in the
+    namespace of the first IPMI call) carries over from earlier tests.
+    """
+    command = ["ip", "netns", "exec", running.lab.orch, sys.executable, "-m", "mko", *args]
+    return subprocess.run(
+        command,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=dict(os.environ),
+    )
 
 
 def one_operation(session: Session, kind: str) -> Operation:

@@ -18,15 +18,15 @@ what confirmed it: the driver's own power query, or SSH going silent after it ac
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from clusterlab import DRAIN, cluster_up, one_operation, orch_cli, stand_in_calls
+from clusterlab import DRAIN, cluster_up, one_operation, orch_process, stand_in_calls
 from power_peers import IpmiSim, PowerCoupling, PveServer, RedfishEmulator
 from sqlalchemy.orm import Session
-from typer.testing import CliRunner
 from upslab import wait_until
 
 from mko.db.models import OperationStatus
@@ -83,12 +83,12 @@ def mixed(
     started.stop()
 
 
-def _ok(result: Any) -> Any:
-    assert result.exit_code == 0, result.stdout + result.stderr
+def _ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert result.returncode == 0, result.stdout + result.stderr
     return result
 
 
-def _configure(cli: CliRunner, running: RunningLab, peers: Peers) -> None:
+def _configure(running: RunningLab, peers: Peers) -> None:
     """lab-n2 becomes a Proxmox VM, lab-n4 an IPMI node, lab-n5 a Redfish node (the CLI an operator uses);
     secrets go in on stdin."""
     pve, ipmi, redfish = peers.pve, peers.ipmi, peers.redfish
@@ -112,14 +112,14 @@ def _configure(cli: CliRunner, running: RunningLab, peers: Peers) -> None:
         ),
     ]  # fmt: skip
     for args, secret in commands:
-        _ok(orch_cli(cli, running, *args, stdin=None if secret is None else secret + "\n"))
+        _ok(orch_process(running, *args, stdin=None if secret is None else secret + "\n"))
 
 
 def test_a_mixed_cluster_shuts_down_in_order_and_every_node_comes_back_by_its_own_method(
-    session: Session, cli: CliRunner, mixed: tuple[RunningLab, Microk8sCluster, Peers]
+    session: Session, mixed: tuple[RunningLab, Microk8sCluster, Peers]
 ) -> None:
     running, cluster, fakes = mixed
-    _configure(cli, running, fakes)
+    _configure(running, fakes)
     n2, n4, n5 = (running.node(name) for name in ("n2", "n4", "n5"))
     links = [
         (n2, lambda: fakes.pve.status(102) == "running"),
@@ -127,7 +127,7 @@ def test_a_mixed_cluster_shuts_down_in_order_and_every_node_comes_back_by_its_ow
         (n5, fakes.redfish_on),
     ]
     with PowerCoupling(links, running.lab.orch) as coupling:
-        dry = _ok(orch_cli(cli, running, "cluster", "shutdown", "1", "--dry-run"))
+        dry = _ok(orch_process(running, "cluster", "shutdown", "1", "--dry-run"))
         assert dry.stdout.splitlines() == [
             "graceful shutdown of cluster 1 (lab); drain host: lab-n1",
             "1. workers, in parallel:",
@@ -151,7 +151,7 @@ def test_a_mixed_cluster_shuts_down_in_order_and_every_node_comes_back_by_its_ow
         ]
 
         # ---------------------------------------------------------------- shutdown
-        result = _ok(orch_cli(cli, running, "cluster", "shutdown", "1", "--yes", "--json"))
+        result = _ok(orch_process(running, "cluster", "shutdown", "1", "--yes", "--json"))
         body = json.loads(result.stdout)
         assert (body["status"], body["unconfirmed"], body["failures"]) == ("succeeded", [], [])
         assert sorted(body["powered_off"]) == [f"lab-n{i}" for i in range(1, 6)]
@@ -196,7 +196,7 @@ def test_a_mixed_cluster_shuts_down_in_order_and_every_node_comes_back_by_its_ow
         # ---------------------------------------------------------------- restore
         for node in running.nodes:
             node.recorder.clear()
-        woken = _ok(orch_cli(cli, running, "wol", "wake-cluster", "1", "--wait", "--timeout", "60", "--json"))
+        woken = _ok(orch_process(running, "wol", "wake-cluster", "1", "--wait", "--timeout", "60", "--json"))
         wake = json.loads(woken.stdout)
         assert wake["status"] == "succeeded", wake
         how = {n["hostname"]: (n["method"], n["state"], n["verified_by"]) for n in wake["nodes"]}
@@ -214,7 +214,7 @@ def test_a_mixed_cluster_shuts_down_in_order_and_every_node_comes_back_by_its_ow
         assert "set power 1" in fakes.ipmi.requests and fakes.redfish.resets[-1] == "On"
 
         before = len(stand_in_calls(running))
-        recovered = _ok(orch_cli(cli, running, "cluster", "recover", "1", "--timeout", "60", "--json"))
+        recovered = _ok(orch_process(running, "cluster", "recover", "1", "--timeout", "60", "--json"))
         report = json.loads(recovered.stdout)
         assert report["status"] == "succeeded", report
         assert report["summary"] == "5/5 started, 5/5 Ready, 4 uncordoned"
