@@ -234,11 +234,14 @@ def close_orphaned(
         if reason is not None and (orphan := _close(session, operation, reason, now)) is not None:
             closed.append(orphan)
     if closed:
-        log.warning("closed %d operation(s) whose owner was gone", len(closed))
+        session.commit()  # one transaction for all: a start after a crash may find many
+        for orphan in closed:
+            log.warning("operation %s (%s) %s", orphan.operation_id, orphan.kind, orphan.summary)
     return closed
 
 
 def _close(session: Session, operation: Operation, reason: str, now: datetime) -> Orphan | None:
+    """Close one orphan in the session's transaction (the caller commits); None if it changed meanwhile."""
     waiting = operation.kind == _RULE_KIND and operation.status == OperationStatus.PENDING
     status = OperationStatus.CANCELLED if waiting else OperationStatus.FAILED
     summary = f"cancelled before the delay ended: {reason}" if waiting else f"interrupted: {reason}"
@@ -269,8 +272,7 @@ def _close(session: Session, operation: Operation, reason: str, now: datetime) -
         .execution_options(synchronize_session=False)
     )
     if getattr(result, "rowcount", 0) != 1:
-        session.rollback()
-        return None
+        return None  # changed meanwhile: nothing was written for it
     session.execute(
         update(OperationStep)
         .where(OperationStep.operation_id == operation.id, OperationStep.status.in_(OPEN))
@@ -287,12 +289,11 @@ def _close(session: Session, operation: Operation, reason: str, now: datetime) -
         .values(status=WakeJobStatus.FAILED, error=summary, finished_at=now)
         .execution_options(synchronize_session=False)
     )
-    session.commit()
-    session.expire(operation)
-    log.warning("operation %s (%s) %s", operation.id, operation.kind, summary)
-    return Orphan(
+    orphan = Orphan(
         operation.id, operation.kind, operation.target_type, operation.target_id, status, reason, summary
     )
+    session.expire(operation)  # its row changed behind the ORM's back
+    return orphan
 
 
 def _same(column: Any, value: Any) -> Any:
