@@ -45,6 +45,7 @@ from mko.db.models import Node, NodeRole, Operation, OperationStatus, WolMethod,
 from mko.errors import ConflictError, InputError, NotFoundError
 from mko.power.base import NodeOutcome, NodeSnapshot, OutcomeState, WakeSchedule
 from mko.settings import Settings
+from mko.validation import InputModel
 
 __all__ = [
     "AGENT_METHODS",
@@ -73,7 +74,7 @@ NOTIFY_CHANNEL = "mko_wake_jobs"
 # signal arrives (another process queued or reported: the CLI, or a second server sharing PostgreSQL).
 JOB_POLL = 0.2
 CLAIM_POLL = 0.25
-_AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,99}$")
+_AGENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,99}")
 
 
 # ---------------------------------------------------------------- in-process signals
@@ -124,10 +125,8 @@ jobs_reported = Doorbell()
 # ---------------------------------------------------------------- API models
 
 
-class AgentHeartbeat(BaseModel):
+class AgentHeartbeat(InputModel):
     """An agent saying it is alive, and where."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=100, description="the agent's name (default: its hostname)")
     site: str = Field(min_length=1, max_length=64, description="the site whose nodes it wakes")
@@ -135,16 +134,14 @@ class AgentHeartbeat(BaseModel):
     version: str = Field(default="", max_length=50)
 
 
-class ClaimRequest(BaseModel):
+class ClaimRequest(InputModel):
     """A claim: hand me a queued job of my site, waiting up to ``wait`` seconds for one."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=100)
     wait: float = Field(default=20.0, ge=0, le=120, description="long poll: seconds to wait for a job")
 
 
-class ReportedOutcome(BaseModel):
+class ReportedOutcome(InputModel):
     """What happened to one node of a job, as the agent saw it."""
 
     model_config = ConfigDict(extra="ignore")
@@ -158,10 +155,8 @@ class ReportedOutcome(BaseModel):
     verified_by: str | None = Field(default=None, max_length=100)
 
 
-class JobReport(BaseModel):
+class JobReport(InputModel):
     """The result of a claimed job: one outcome per node, or an error for the whole job."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=100)
     nodes: list[ReportedOutcome] = []
@@ -187,8 +182,10 @@ class AgentPublic(BaseModel):
 
 
 def _check_name(name: str) -> str:
-    if not _AGENT_NAME.match(name):
-        raise InputError("name", f"{name!r} is not an agent name (letters, digits, . _ - @; at most 100)")
+    if not _AGENT_NAME.fullmatch(name):
+        raise InputError(
+            "name", f"{validation.quoted(name)} is not an agent name (letters, digits, . _ - @; at most 100)"
+        )
     return name
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from mko.db.auth_models import ApiToken, AuthEvent, Role, User, WebSession
 from mko.db.models import utcnow
 from mko.errors import ConflictError, InputError, NotFoundError
+from mko.validation import check_text
 
 __all__ = [
     "TOKEN_PREFIX",
@@ -181,7 +182,7 @@ def create_token(
     user_id: int | None = None,
 ) -> tuple[ApiToken, str]:
     """A new API token; the plain token is returned once and never stored."""
-    if not name.strip() or len(name) > 100:
+    if not check_text(name, "name", max_length=100).strip(" "):
         raise InputError("name", "a token needs a name (at most 100 characters)")
     if expires_in is not None and expires_in <= timedelta(0):
         raise InputError("expires", "must be in the future")

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -43,6 +43,7 @@ from mko.operations import Actor, finish_operation, record_step, start_operation
 from mko.probe import ProbeResult, probe_many
 from mko.schemas import NodeCreate
 from mko.settings import Settings
+from mko.validation import InputModel
 
 __all__ = [
     "DiscoverRequest",
@@ -64,10 +65,8 @@ _NEIGH_ALIVE = {"REACHABLE", "PERMANENT", "NOARP"}
 _HOSTNAME_SAFE = re.compile(r"[^a-z0-9-]+")
 
 
-class DiscoverRequest(BaseModel):
+class DiscoverRequest(InputModel):
     """What to scan and what to do with the result."""
-
-    model_config = ConfigDict(extra="forbid")
 
     cidr: str = Field(description="IPv4 network to scan, e.g. 192.168.1.0/24 (a single address is /32)")
     ports: list[int] | None = Field(default=None, description="TCP ports to probe; default from settings")

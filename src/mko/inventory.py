@@ -37,12 +37,15 @@ BUILT_METHODS = frozenset(
     {WolMethod.ETHERNET, WolMethod.ETHERNET_RAW, WolMethod.PROXMOX, WolMethod.IPMI, WolMethod.REDFISH}
 )
 MAGIC_PACKET_METHODS = frozenset({WolMethod.ETHERNET, WolMethod.ETHERNET_RAW})
+DESCRIPTION_MAX = 1000
 
 _FIELD_CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "hostname": validation.validate_hostname,
     "ip_address": validation.validate_ipv4,
     "ssh_user": validation.validate_ssh_user,
     "ssh_port": validation.validate_port,
+    "ssh_key_path": validation.validate_ssh_key_path,
+    "description": lambda value, field: validation.check_text(value, field, max_length=DESCRIPTION_MAX),
     "wol_mac_address": validation.normalize_mac,
     "wol_port": validation.validate_port,
     "wol_broadcast_address": validation.validate_broadcast,
@@ -60,14 +63,20 @@ _FIELD_CHECKS: dict[str, Callable[[Any, str], Any]] = {
 
 def create_cluster(session: Session, data: ClusterCreate) -> Cluster:
     """Add a cluster; names are unique."""
-    name = data.name.strip()
-    if not name:
-        raise InputError("name", "must not be empty")
+    name = _cluster_name(data.name)
     site = _cluster_site(data.site)
-    cluster = Cluster(name=name, description=data.description, site=site)
+    description = validation.check_text(data.description, "description", max_length=DESCRIPTION_MAX)
+    cluster = Cluster(name=name, description=description, site=site)
     session.add(cluster)
     _commit(session, f"a cluster named {name!r} already exists")
     return cluster
+
+
+def _cluster_name(value: str | None) -> str:
+    name = validation.check_text(value or "", "name", max_length=100).strip(" ")
+    if not name:
+        raise InputError("name", "must not be empty")
+    return name
 
 
 def _cluster_site(value: str | None) -> str | None:
@@ -104,11 +113,11 @@ def update_cluster(session: Session, cluster_id: int, data: ClusterUpdate) -> Cl
     cluster = get_cluster(session, cluster_id)
     changes = data.model_dump(exclude_unset=True)
     if "name" in changes:
-        if changes["name"] is None or not changes["name"].strip():
-            raise InputError("name", "must not be empty")
-        cluster.name = changes["name"].strip()
+        cluster.name = _cluster_name(changes["name"])
     if changes.get("description") is not None:
-        cluster.description = changes["description"]
+        cluster.description = validation.check_text(
+            changes["description"], "description", max_length=DESCRIPTION_MAX
+        )
     if "site" in changes:
         cluster.site = _cluster_site(changes["site"])
     _commit(session, f"a cluster named {cluster.name!r} already exists")

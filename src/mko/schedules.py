@@ -27,11 +27,11 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -49,6 +49,7 @@ from mko.db.models import (
 from mko.errors import ConflictError, InputError, MkoError, NotFoundError
 from mko.operations import Actor, finish_operation, record_step, start_operation
 from mko.settings import Settings
+from mko.validation import FREE_TEXT, InputModel
 
 __all__ = [
     "RunContext",
@@ -145,10 +146,8 @@ def _latest_run(expression: str, zone: ZoneInfo, now: datetime) -> datetime:
 # ------------------------------------------------------------------ models
 
 
-class ScheduleCreate(BaseModel):
+class ScheduleCreate(InputModel):
     """A new schedule: what, on which node or cluster, when (cron + time zone), and wake options."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
     action: ScheduleAction = ScheduleAction.WAKE
@@ -160,7 +159,9 @@ class ScheduleCreate(BaseModel):
     timeout: float | None = Field(default=None, description="seconds to wait with wait=true")
     retries: int | None = Field(default=None, description="magic packets per node")
     delay: float | None = Field(default=None, description="seconds between packets")
-    notify_urls: list[str] = Field(default=[], description="apprise URLs told when a run fails")
+    notify_urls: Annotated[list[str], FREE_TEXT] = Field(
+        default=[], description="apprise URLs told when a run fails"
+    )
     enabled: bool = True
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from mko.db.models import NodeRole, OperationStatus, WolMethod
+from mko.validation import InputModel
 
 __all__ = [
     "ClusterCreate",
@@ -32,23 +33,19 @@ __all__ = [
 SITE_HELP = "wake-agent site of the nodes (letters, digits, . _ -)"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ClusterCreate(_Strict):
+class ClusterCreate(InputModel):
     """A new cluster."""
 
     name: str = Field(min_length=1, max_length=100)
-    description: str = ""
+    description: str = Field(default="", max_length=1000)
     site: str | None = Field(default=None, description=SITE_HELP)
 
 
-class ClusterUpdate(_Strict):
+class ClusterUpdate(InputModel):
     """Fields of a cluster to change; fields not sent stay as they are."""
 
     name: str | None = Field(default=None, min_length=1, max_length=100)
-    description: str | None = None
+    description: str | None = Field(default=None, max_length=1000)
     site: str | None = Field(default=None, description=SITE_HELP + "; null: the orchestrator's LAN")
 
 
@@ -65,7 +62,7 @@ class ClusterPublic(BaseModel):
     site: str | None = None
 
 
-class WolConfigure(_Strict):
+class WolConfigure(InputModel):
     """The seed's ``PUT /api/nodes/{id}/wol/configure`` body; only fields sent are changed."""
 
     wol_enabled: bool | None = None
@@ -102,10 +99,12 @@ class NodeCreate(WolConfigure):
     ip_address: str
     ssh_user: str = "ubuntu"
     ssh_port: int = 22
-    ssh_key_path: str | None = None
+    ssh_key_path: str | None = Field(
+        default=None, description="absolute path of the private key on mko's machine (docs/security.md)"
+    )
     role: NodeRole = NodeRole.WORKER
     cluster_id: int | None = None
-    description: str = ""
+    description: str = Field(default="", max_length=1000)
 
 
 class NodeUpdate(WolConfigure):
@@ -118,7 +117,7 @@ class NodeUpdate(WolConfigure):
     ssh_key_path: str | None = None
     role: NodeRole | None = None
     cluster_id: int | None = None
-    description: str | None = None
+    description: str | None = Field(default=None, max_length=1000)
 
 
 class NodePublic(BaseModel):
@@ -225,7 +224,7 @@ class OperationPublic(BaseModel):
     steps: list[OperationStepPublic] = []
 
 
-class ProxmoxHostCreate(_Strict):
+class ProxmoxHostCreate(InputModel):
     """A Proxmox VE API endpoint: an API token (``token_id`` + ``secret``) or a user and password."""
 
     name: str = Field(min_length=1, max_length=100)
@@ -239,7 +238,7 @@ class ProxmoxHostCreate(_Strict):
     fingerprint: str | None = Field(default=None, description="SHA-256 fingerprint of the certificate to pin")
 
 
-class ProxmoxHostUpdate(_Strict):
+class ProxmoxHostUpdate(InputModel):
     """Fields of a Proxmox host to change; fields not sent stay as they are."""
 
     name: str | None = Field(default=None, min_length=1, max_length=100)

@@ -54,7 +54,7 @@ def test_magic_packet_layout_byte_by_byte() -> None:
         "0211.2233.4455",
         "021122334455",
         "02:11:22:33:44:55".upper(),
-        "  02-11-22-33-44-55\n",
+        "  02-11-22-33-44-55 ",
     ],
 )
 def test_every_accepted_mac_form_builds_the_same_packet(mac: str) -> None:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from pydantic import ValidationError
 
 from mko.errors import InputError
 from mko.validation import (
+    FreeText,
+    InputModel,
+    check_text,
     normalize_mac,
     normalize_secureon,
     validate_broadcast,
@@ -13,6 +19,7 @@ from mko.validation import (
     validate_interface,
     validate_ipv4,
     validate_port,
+    validate_ssh_key_path,
     validate_ssh_user,
 )
 
@@ -95,4 +102,118 @@ def test_names() -> None:
     assert validate_interface("enp3s0") == "enp3s0"
     for bad in ("eth0 up", "../x", "averyveryverylongname0"):
         with pytest.raises(InputError):
+            validate_interface(bad)
+
+
+# --- whole strings, one line, no templates ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("check", "value"),
+    [
+        (validate_ssh_user, "root\n"),
+        (validate_ipv4, "127.0.0.9\n"),
+        (validate_hostname, "node-1\n"),
+        (normalize_mac, "aa:bb:cc:dd:ee:ff\n"),
+        (validate_interface, "eth0\n"),
+        (validate_broadcast, "10.0.0.255\r"),
+    ],
+)
+def test_a_trailing_newline_is_never_accepted(check: Any, value: str) -> None:
+    with pytest.raises(InputError, match=r"U\+000[AD]"):
+        check(value, "field")
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("a\x00b", "U+0000"),
+        ("a\x1b[31mred", "U+001B"),
+        ("a\x85b", "U+0085"),  # C1 next line
+        ("a\u2028b", "U+2028"),  # line separator
+        ("abc\u202etxt.exe", "U+202E"),  # right-to-left override
+        ("\ud800", "lone surrogate"),
+        ("{{ lookup('pipe', 'id') }}", "template delimiters"),
+        ("{% if 1 %}", "template delimiters"),
+        ("{# comment #}", "template delimiters"),
+    ],
+)
+def test_text_refuses_controls_surrogates_and_templates(value: str, problem: str) -> None:
+    with pytest.raises(InputError, match="description") as caught:
+        check_text(value, "description")
+    assert problem in caught.value.message
+
+
+def test_text_allows_ordinary_unicode_and_lone_braces() -> None:
+    for good in ("Rack 2 – Müller's {spare} node ✓", "a}}b", "100% {x}", "naïve 名前"):
+        assert check_text(good, "description") == good
+    assert check_text("{{ x }}", "secret", template_ok=True) == "{{ x }}"
+    with pytest.raises(InputError, match="at most 10"):
+        check_text("x" * 11, "description", max_length=10)
+
+
+class _Body(InputModel):
+    port: int = 22
+    ports: list[int] = []
+    delay: float | None = None
+    flag: bool = False
+    name: str = ""
+    password: FreeText = ""
+    names: list[str] = []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"port": True},
+        {"port": False},
+        {"ports": [22, True]},
+        {"delay": True},
+        {"name": "x\ny"},
+        {"name": "{{ 7*7 }}"},
+        {"names": ["ok", "\x1b]0;title\x07"]},
+        {"password": "pass\nword"},
+        {"unknown": 1},
+    ],
+)
+def test_input_models_refuse_booleans_as_numbers_and_bad_text(body: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError) as caught:
+        _Body.model_validate(body)
+    assert caught.value.errors()[0]["loc"][0] == next(iter(body))
+
+
+def test_input_models_keep_good_values_and_free_text() -> None:
+    body = _Body.model_validate({"port": 2222, "flag": True, "password": "{{ not a template }}"})
+    assert (body.port, body.flag, body.password) == (2222, True, "{{ not a template }}")
+
+
+def test_ssh_key_path_rules() -> None:
+    for good in ("/etc/mko/id_ed25519", "/home/ops/my keys/id_ed25519", "/root/.ssh/id-rsa_2+x@y"):
+        assert validate_ssh_key_path(good) == good
+    for bad, reason in [
+        ("id_ed25519", "absolute"),
+        ("~/.ssh/id_ed25519", "absolute"),
+        ("/etc/../root/.ssh/id", "normalised"),
+        ("/etc/mko//id", "normalised"),
+        ("/etc/mko/", "normalised"),
+        ("/etc/mko/./id", "normalised"),
+        ("//etc/id", "normalised"),
+        ("/etc/$(id)", "must not contain $"),
+        ("/etc/%d/id", "must not contain %"),
+        ("/etc/`id`", "must not contain `"),
+        ('/etc/"x', 'must not contain "'),
+        ("/etc/{{ lookup('pipe','id') }}", "template"),
+        ("/etc/id\n", "U+000A"),
+        ("/" + "a" * 256, "longer than"),
+    ]:
+        with pytest.raises(InputError, match="ssh_key_path") as caught:
+            validate_ssh_key_path(bad)
+        assert reason in caught.value.message, (bad, caught.value.message)
+
+
+def test_interface_names_follow_linux_rules() -> None:
+    for good in ("eth0", "enp3s0", "br-1a2b3c4d5e6f", "flannel.1", "vxlan.calico", "a" * 15, "wg_0"):
+        assert validate_interface(good) == good
+    for bad in ("", ".", "..", "a" * 16, "eth0:1", "eth/0", "eth 0", "-foo", "{{7*7}}", "eth0@if2", "é0"):
+        with pytest.raises(InputError, match="wol_interface"):
             validate_interface(bad)

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from mko.db.models import WolMethod
 from mko.errors import InputError
-from mko.validation import validate_hostname
+from mko.validation import PATH_MAX, check_text, quoted, text_problem, validate_hostname
 
 __all__ = [
     "NODE_FIELD_CHECKS",
@@ -32,14 +32,14 @@ __all__ = [
     "validate_token_id",
 ]
 
-_PVE_USER = re.compile(r"^[^\s@!:]{1,64}@[A-Za-z][A-Za-z0-9._-]{0,31}$")
-_TOKEN_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9._-]{0,63}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_PVE_USER = re.compile(r"[^\s@!:]{1,64}@[A-Za-z][A-Za-z0-9._-]{0,31}")
+_TOKEN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 def validate_host(value: str, field: str) -> str:
     """A host name or an IPv4/IPv6 address."""
-    text = value.strip()
+    text = check_text(value, field, max_length=300).strip(" ")
     try:
         return str(ipaddress.ip_address(text.strip("[]")))
     except ValueError:
@@ -48,14 +48,16 @@ def validate_host(value: str, field: str) -> str:
 
 def validate_redfish_url(value: str, field: str = "redfish_url") -> str:
     """An http(s) URL of a Redfish service, without credentials, query or fragment."""
-    text = value.strip().rstrip("/")
+    text = check_text(value, field, max_length=2000).strip(" ").rstrip("/")
+    if any(c.isspace() for c in text):
+        raise InputError(field, f"{quoted(value)} is not a URL (it holds white space)")
     try:
         parts = urlsplit(text)
         port = parts.port
     except ValueError as exc:
-        raise InputError(field, f"{value!r} is not a valid URL ({exc})") from None
+        raise InputError(field, f"{quoted(value)} is not a valid URL ({exc})") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise InputError(field, f"{value!r} is not an http(s) URL such as https://10.0.0.5")
+        raise InputError(field, f"{quoted(value)} is not an http(s) URL such as https://10.0.0.5")
     if parts.username or parts.password:
         raise InputError(field, "put the user and password in their own fields, not in the URL")
     if parts.query or parts.fragment:
@@ -68,24 +70,26 @@ def validate_redfish_url(value: str, field: str = "redfish_url") -> str:
 
 def validate_pve_user(value: str, field: str = "username") -> str:
     """A Proxmox user: ``user@realm`` (e.g. ``root@pam``, ``mko@pve``)."""
-    text = value.strip()
-    if not _PVE_USER.match(text):
-        raise InputError(field, f"{value!r} is not a Proxmox user of the form user@realm (e.g. root@pam)")
+    text = check_text(value, field, max_length=200).strip(" ")
+    if not _PVE_USER.fullmatch(text):
+        raise InputError(
+            field, f"{quoted(value)} is not a Proxmox user of the form user@realm (e.g. root@pam)"
+        )
     return text
 
 
 def validate_token_id(value: str, field: str = "token_id") -> str:
     """A Proxmox API token id: ``user@realm!tokenname``."""
-    text = value.strip()
+    text = check_text(value, field, max_length=200).strip(" ")
     user, bang, name = text.partition("!")
-    if not bang or not _TOKEN_NAME.match(name) or not _PVE_USER.match(user):
-        raise InputError(field, f"{value!r} is not a Proxmox token id of the form user@realm!tokenname")
+    if not bang or not _TOKEN_NAME.fullmatch(name) or not _PVE_USER.fullmatch(user):
+        raise InputError(field, f"{quoted(value)} is not a Proxmox token id of the form user@realm!tokenname")
     return text
 
 
 def normalize_fingerprint(value: str, field: str = "fingerprint") -> str:
     """A SHA-256 certificate fingerprint as ``AB:CD:…`` (32 bytes; colons optional on input)."""
-    digits = re.sub(r"[\s:]", "", value).upper()
+    digits = re.sub(r"[ :]", "", check_text(value, field, max_length=200)).upper()
     if not re.fullmatch(r"[0-9A-F]{64}", digits):
         raise InputError(field, "expected a SHA-256 fingerprint: 32 hex bytes, e.g. AB:CD:…")
     return ":".join(digits[i : i + 2] for i in range(0, 64, 2))
@@ -93,17 +97,17 @@ def normalize_fingerprint(value: str, field: str = "fingerprint") -> str:
 
 def validate_ca_file(value: str, field: str = "ca_file") -> str:
     """A readable PEM file on this machine, as an absolute path."""
-    path = Path(value).expanduser()
+    path = Path(check_text(value, field, max_length=PATH_MAX)).expanduser()
     if not path.is_file() or not os.access(path, os.R_OK):
-        raise InputError(field, f"{value!r} is not a readable file on this machine")
+        raise InputError(field, f"{quoted(value)} is not a readable file on this machine")
     return str(path.resolve())
 
 
 def validate_name(value: str, field: str) -> str:
     """A short identifier: letters, digits, dots, dashes, underscores (Proxmox node, Redfish system)."""
-    text = value.strip()
-    if not _NAME.match(text):
-        raise InputError(field, f"{value!r} must be letters, digits, '.', '-' or '_' (at most 100)")
+    text = check_text(value, field, max_length=200).strip(" ")
+    if not _NAME.fullmatch(text):
+        raise InputError(field, f"{quoted(value)} must be letters, digits, '.', '-' or '_' (at most 100)")
     return text
 
 
@@ -111,16 +115,16 @@ def validate_secret(value: str, field: str) -> str:
     """A password or token secret: not empty, one line."""
     if not value or not value.strip():
         raise InputError(field, "must not be empty")
-    if "\n" in value or "\r" in value or len(value) > 512:
-        raise InputError(field, "must be one line of at most 512 characters")
+    if len(value) > 512 or text_problem(value, template_ok=True):
+        raise InputError(field, "must be one line of at most 512 printable characters")
     return value
 
 
 def validate_bmc_user(value: str, field: str = "bmc_username") -> str:
     """A BMC user name: not empty, no spaces or control characters."""
-    text = value.strip()
-    if not text or len(text) > 100 or any(c.isspace() or ord(c) < 32 for c in text):
-        raise InputError(field, f"{value!r} is not a valid user name")
+    text = check_text(value, field, max_length=200).strip(" ")
+    if not text or len(text) > 100 or any(c.isspace() for c in text):
+        raise InputError(field, f"{quoted(value)} is not a valid user name")
     return text
 
 

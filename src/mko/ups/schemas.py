@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from mko.db.models import ClusterAction, PowerEvent
+from mko.validation import InputModel
 
 __all__ = [
     "RuleCreate",
@@ -18,10 +19,8 @@ __all__ = [
 ]
 
 
-class UpsCreate(BaseModel):
+class UpsCreate(InputModel):
     """A UPS: the device name on a NUT server (``upsname@host:port`` in NUT's own notation)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=100, description="mko's name for this UPS")
     ups_name: str = Field(min_length=1, max_length=100, description="the device name in upsd, e.g. myups")
@@ -74,10 +73,8 @@ class UpsEventPublic(BaseModel):
     detail: dict[str, Any]
 
 
-class RuleCreate(BaseModel):
+class RuleCreate(InputModel):
     """The seed's ``ups create-rule``: when ``power_event`` happens on a UPS, do ``cluster_action``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     ups_id: int
     cluster_id: int

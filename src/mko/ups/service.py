@@ -37,16 +37,16 @@ __all__ = [
     "target_of",
 ]
 
-_UPS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-_NUT_USER = re.compile(r"^[A-Za-z0-9_.@-]{1,100}$")
-_DEVICE = re.compile(r"^(?P<ups>[^@\s]+)(?:@(?P<host>\[[^\]]+\]|[^:\s]+)(?::(?P<port>\d+))?)?$")
+_UPS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+_NUT_USER = re.compile(r"[A-Za-z0-9_.@-]{1,100}")
+_DEVICE = re.compile(r"(?P<ups>[^@\s]+)(?:@(?P<host>\[[^\]]+\]|[^:\s]+)(?::(?P<port>\d+))?)?")
 
 
 def parse_device(device: str) -> tuple[str, str | None, int | None]:
     """Split NUT's ``upsname[@host[:port]]`` notation (IPv6 hosts in brackets)."""
-    match = _DEVICE.match(device.strip())
+    match = _DEVICE.fullmatch(validation.check_text(device, "device", max_length=300).strip(" "))
     if match is None:
-        raise InputError("device", f"{device!r} is not upsname[@host[:port]]")
+        raise InputError("device", f"{validation.quoted(device)} is not upsname[@host[:port]]")
     host = match["host"]
     if host is not None and host.startswith("["):
         host = host[1:-1]
@@ -54,7 +54,7 @@ def parse_device(device: str) -> tuple[str, str | None, int | None]:
 
 
 def _check_host(value: str) -> str:
-    text = value.strip()
+    text = validation.check_text(value, "host", max_length=300).strip(" ")
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
@@ -62,15 +62,18 @@ def _check_host(value: str) -> str:
 
 
 def _checked(data: UpsCreate) -> dict[str, Any]:
-    name = data.name.strip()
+    name = validation.check_text(data.name, "name", max_length=100).strip(" ")
     if not name:
         raise InputError("name", "must not be empty")
-    if not _UPS_NAME.match(data.ups_name):
-        raise InputError("ups_name", f"{data.ups_name!r} is not a NUT device name (letters, digits, _ . -)")
-    if data.username is not None and not _NUT_USER.match(data.username):
-        raise InputError("username", f"{data.username!r} is not a upsd user name")
+    if not _UPS_NAME.fullmatch(data.ups_name):
+        raise InputError(
+            "ups_name",
+            f"{validation.quoted(data.ups_name)} is not a NUT device name (letters, digits, _ . -)",
+        )
+    if data.username is not None and not _NUT_USER.fullmatch(data.username):
+        raise InputError("username", f"{validation.quoted(data.username)} is not a upsd user name")
     password = data.password.get_secret_value() if data.password is not None else None
-    if password is not None and (not password or any(ch in password for ch in "\r\n\0")):
+    if password is not None and (not password or validation.text_problem(password, template_ok=True)):
         raise InputError("password", "must be non-empty and on one line")
     return {
         "name": name,

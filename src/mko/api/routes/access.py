@@ -11,18 +11,17 @@ from mko import auth
 from mko.api.deps import SessionDep
 from mko.api.security import PrincipalDep
 from mko.db.auth_models import Role
+from mko.validation import FreeText, InputModel
 
 router = APIRouter(prefix="/api", tags=["access"])
 me_router = APIRouter(prefix="/api", tags=["access"])
 
 
-class UserCreate(BaseModel):
+class UserCreate(InputModel):
     """A new user."""
 
-    model_config = ConfigDict(extra="forbid")
-
     username: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=200, description="write-only")
+    password: FreeText = Field(min_length=1, max_length=200, description="write-only")
     role: Role = Role.VIEWER
 
 
@@ -37,10 +36,8 @@ class UserPublic(BaseModel):
     disabled: bool
 
 
-class TokenCreate(BaseModel):
+class TokenCreate(InputModel):
     """A new API token."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=100)
     role: Role = Role.VIEWER

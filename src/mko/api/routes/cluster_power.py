@@ -5,28 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from mko import shutdown
 from mko.api.background import launch
 from mko.api.deps import ActorDep, SessionDep, SettingsDep
+from mko.validation import InputModel
 
 router = APIRouter(prefix="/api", tags=["cluster power"])
 
 
-class ShutdownBody(BaseModel):
+class ShutdownBody(InputModel):
     """Options of a cluster shutdown."""
-
-    model_config = ConfigDict(extra="forbid")
 
     force: bool = Field(default=False, description="skip the drains (force_shutdown)")
     dry_run: bool = Field(default=False, description="return the ordered plan without touching anything")
 
 
-class RecoverBody(BaseModel):
+class RecoverBody(InputModel):
     """Options of a recovery."""
-
-    model_config = ConfigDict(extra="forbid")
 
     timeout: float | None = Field(
         default=None, gt=0, le=7200, description="seconds until every node is Ready"

@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from mko.api.deps import SessionDep
 from mko.lab.control import FLAP_MIN_PERIOD, LabControl, lab_status
+from mko.validation import InputModel
 
 router = APIRouter(prefix="/api/lab", tags=["lab"])
 
 
-class BatteryChange(BaseModel):
+class BatteryChange(InputModel):
     """A new battery charge for the lab UPS."""
 
     percent: float = Field(
@@ -21,7 +22,7 @@ class BatteryChange(BaseModel):
     )
 
 
-class Flap(BaseModel):
+class Flap(InputModel):
     """Mains going off and on."""
 
     seconds: float = Field(ge=1, le=3600, description="how long mains flaps")

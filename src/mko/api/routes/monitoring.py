@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from mko import metrics, notify
 from mko.api.deps import SessionDep, SettingsDep
 from mko.errors import ConflictError
 from mko.notify import RuleNotifications
+from mko.validation import FREE_TEXT, InputModel
 
 router = APIRouter(tags=["monitoring"])
 
@@ -21,23 +23,21 @@ def prometheus_metrics(request: Request) -> Response:
     return Response(metrics.render(request.app.state.metrics_registry), media_type=metrics.CONTENT_TYPE)
 
 
-class RuleNotificationsUpdate(BaseModel):
+class RuleNotificationsUpdate(InputModel):
     """Fields to change; ``notify_urls`` replaces the rule's URLs (an empty list removes them)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     notify_on_trigger: bool | None = None
     notify_on_completion: bool | None = None
     notify_on_failure: bool | None = None
-    notify_urls: list[str] | None = Field(default=None, description="apprise URLs; stored encrypted")
+    notify_urls: Annotated[list[str] | None, FREE_TEXT] = Field(
+        default=None, description="apprise URLs; stored encrypted"
+    )
 
 
-class TestNotification(BaseModel):
+class TestNotification(InputModel):
     """Extra URLs to try besides the global ones."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    notify_urls: list[str] = []
+    notify_urls: Annotated[list[str], FREE_TEXT] = []
 
 
 class TestResult(BaseModel):

@@ -9,19 +9,18 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from mko import ansible_inventory, nic, ssh
 from mko.api.deps import ActorDep, SessionDep, SettingsDep
 from mko.db.models import OperationStatus
+from mko.validation import InputModel
 
 router = APIRouter(prefix="/api")
 
 
-class CollectMacBody(BaseModel):
+class CollectMacBody(InputModel):
     """Which nodes to read (all when ``node_ids`` is absent or null)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     node_ids: list[int] | None = Field(default=None, description="node ids, e.g. [1, 2, 3]; null = all")
     overwrite: bool = Field(default=False, description="replace a stored MAC that differs from the node's")
@@ -37,10 +36,8 @@ class CollectMacResponse(BaseModel):
     operation_url: str
 
 
-class TrustBody(BaseModel):
+class TrustBody(InputModel):
     """Optional checks before a node's host key is recorded."""
-
-    model_config = ConfigDict(extra="forbid")
 
     fingerprint: str | None = Field(
         default=None, description="SHA256:… read on the node's console; the presented key must match it"

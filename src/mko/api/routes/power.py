@@ -5,20 +5,19 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from mko import node_power
 from mko.api.background import launch, result_or_accepted
 from mko.api.deps import ActorDep, SessionDep, SettingsDep
 from mko.db.models import OperationStatus
+from mko.validation import InputModel
 
 router = APIRouter(prefix="/api", tags=["power"])
 
 
-class PowerBody(BaseModel):
+class PowerBody(InputModel):
     """A power action. ``wait`` defaults to verifying where the driver can read the power state."""
-
-    model_config = ConfigDict(extra="forbid")
 
     action: Literal["on", "off", "soft"] = Field(description="on; off (hard); soft (ACPI / graceful)")
     wait: bool | None = Field(default=None, description="verify the state was reached (default: if possible)")

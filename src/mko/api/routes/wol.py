@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from mko import inventory, nic, wake
 from mko.api.background import launch_wake, result_or_accepted
@@ -14,14 +14,13 @@ from mko.db.models import OperationStatus
 from mko.operations import finish_operation, start_operation
 from mko.schemas import NodePublic, WolConfigure
 from mko.settings import Settings
+from mko.validation import InputModel
 
 router = APIRouter(prefix="/api", tags=["wake-on-lan"])
 
 
-class WakeBody(BaseModel):
+class WakeBody(InputModel):
     """Optional wake options; defaults come from settings (3 packets, 1 s apart, no verification)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     retries: int | None = Field(default=None, description="magic packets per node (1-100)")
     delay: float | None = Field(default=None, description="seconds between re-sends (0-60)")
@@ -170,10 +169,8 @@ def _record_change(
     )
 
 
-class WolSwitchBody(BaseModel):
+class WolSwitchBody(InputModel):
     """Options of ``wol enable|disable``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     flag_only: bool = Field(
         default=False,
