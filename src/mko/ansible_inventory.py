@@ -20,7 +20,7 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from sqlalchemy import Engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from mko import inventory
+from mko import inventory, validation
 from mko.db.models import Cluster, Node, NodeRole, Operation, OperationStatus, utcnow
 from mko.errors import ConflictError, InputError, MkoError
 from mko.nic import NodeNetwork, apply_network_facts, choose_interface, describe_row, parse_interfaces
@@ -50,6 +50,9 @@ log = logging.getLogger("mko.ansible")
 _DATABASE_LINE = re.compile(r"^# mko-database: ([0-9a-f]{16})$", re.MULTILINE)
 _GROUP_CHARS = re.compile(r"[^a-z0-9_]+")
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_./:@+-]+$")
+_WAKE_MODES = re.compile(r"[a-z]{0,16}")
+#: How the Wake-on-LAN playbook (and ``wol enable``) made the setting survive reboots.
+PERSISTENCE_METHODS = ("NetworkManager", "systemd-networkd", "systemd-unit", "none")
 
 
 def database_id(url: str) -> str:
@@ -224,13 +227,16 @@ def _node_of(session: Session, facts: dict[str, Any]) -> Node:
     host = facts.get("inventory_hostname")
     if host is not None and host != node.hostname:
         raise ConflictError(
-            f"facts of {host!r} name node {node_id}, which is {node.hostname!r}: inventory is stale"
+            f"facts of {validation.quoted(host)} name node {node_id}, which is {node.hostname!r}:"
+            " inventory is stale"
         )
     return node
 
 
 def _import_network(session: Session, node: Node, facts: dict[str, Any], overwrite: bool) -> dict[str, Any]:
     raw = facts.get("ip") or {}
+    if not isinstance(raw, dict):
+        raise InputError("ip", "the network facts must be an object with link, addr and route")
     interfaces = parse_interfaces(
         str(raw.get("link", "")), str(raw.get("addr", "")), str(raw.get("route", ""))
     )
@@ -242,17 +248,44 @@ def _import_network(session: Session, node: Node, facts: dict[str, Any], overwri
     return apply_network_facts(session, node, network, overwrite=overwrite)
 
 
+def _wol_fact(facts: dict[str, Any], key: str, check: Callable[[str, str], Any]) -> Any:
+    """A fact of the Wake-on-LAN playbook, checked like user input (None or empty: not reported)."""
+    value = facts.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InputError(key, f"the node reported {type(value).__name__}, not text")
+    return check(value, key)
+
+
+def _wake_modes(value: str, field: str) -> str:
+    # ethtool's Wake-on letters: p u m b a g s f d (and none other so far).
+    if not _WAKE_MODES.fullmatch(validation.check_text(value, field, max_length=64)):
+        raise InputError(field, f"{validation.quoted(value)} is not an ethtool Wake-on mode string")
+    return value
+
+
+def _persistence(value: str, field: str) -> str:
+    if value not in PERSISTENCE_METHODS:
+        raise InputError(field, f"{validation.quoted(value)} is not one of {', '.join(PERSISTENCE_METHODS)}")
+    return value
+
+
 def _import_wol(session: Session, node: Node, facts: dict[str, Any]) -> dict[str, Any]:
-    supports, wake_on = facts.get("supports"), facts.get("wake_on")
-    mac = facts.get("mac")
-    node.nic_interface = facts.get("interface") or node.nic_interface
-    node.nic_wol_supported = supports if isinstance(supports, str) else ""
-    node.nic_wol_state = wake_on if isinstance(wake_on, str) else ""
-    if facts.get("persistence"):
-        node.nic_wol_persistence = str(facts["persistence"])
+    # Every fact is checked before anything is stored: one bad value refuses the whole entry.
+    interface = _wol_fact(facts, "interface", validation.validate_interface)
+    mac = _wol_fact(facts, "mac", validation.normalize_mac)
+    supports = _wol_fact(facts, "supports", _wake_modes) or ""
+    wake_on = _wol_fact(facts, "wake_on", _wake_modes) or ""
+    persistence = _wol_fact(facts, "persistence", _persistence)
+    node.nic_interface = interface or node.nic_interface
+    node.nic_wol_supported = supports
+    node.nic_wol_state = wake_on
+    if persistence:
+        node.nic_wol_persistence = persistence
     node.nic_checked_at = utcnow()
-    if node.wol_mac_address is None and isinstance(mac, str) and mac:
-        node.wol_mac_address = mac.lower()
+    if node.wol_mac_address is None and mac:
+        node.wol_mac_address = mac
     session.commit()
     row: dict[str, Any] = {
         "node_id": node.id,
@@ -363,7 +396,7 @@ def _import_entry(
             row = _import_wol(session, node, entry)
             message = f"{row['interface']}: Wake-on {row['wake_on'] or '?'} ({row['state']})"
         else:
-            raise InputError("kind", f"{where}: unknown facts kind {kind!r}")
+            raise InputError("kind", f"{where}: unknown facts kind {validation.quoted(kind)}")
     except MkoError as exc:
         session.rollback()
         step(OperationStatus.FAILED, str(exc))

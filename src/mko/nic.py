@@ -78,8 +78,8 @@ VIRTUAL_PREFIXES = (
 )  # fmt: skip
 _AGGREGATE_KINDS = frozenset({"bridge", "bond", "team"})
 _STACKED_KINDS = frozenset({"vlan", "macvlan", "macvtap", "ipvlan"})
-# Interface names are used in file and unit names on the node: refuse anything else.
-_SAFE_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+# ip's link types and kinds (ether, loopback, veth, bridge...) and operstates (UP, LOWER_UP...).
+_WORD = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 _WOL_LINE = re.compile(r"^\s*(Supports Wake-on|Wake-on):\s*(\S*)\s*$", re.MULTILINE)
 
 
@@ -147,15 +147,54 @@ def _json_list(text: str, what: str) -> list[dict[str, Any]]:
     return [entry for entry in data if isinstance(entry, dict)]
 
 
+def _fact(value: Any, what: str, check: Callable[[str], Any]) -> str:
+    """A value a node reported, checked like user input: a bad one refuses the node's facts."""
+    text = str(value)
+    try:
+        check(text)
+    except (InputError, ValueError):
+        raise NicError(
+            f"the node reports {what} {validation.quoted(text)}, which is not valid; nothing was stored"
+        ) from None
+    return text
+
+
+def _word(text: str) -> None:
+    if not _WORD.fullmatch(text):
+        raise ValueError(text)
+
+
+def _address_fact(info: dict[str, Any]) -> str:
+    family = info["family"]
+    prefix = info.get("prefixlen", 32 if family == "inet" else 128)
+    text = f"{info['local']}/{prefix}"
+    return _fact(text, "the address", _ip_interface)
+
+
+def _ip_interface(text: str) -> None:
+    ipaddress.ip_interface(validation.check_text(text, "address", max_length=100))
+
+
 def parse_interfaces(link_json: str, addr_json: str, route_json: str) -> list[Interface]:
-    """Return the interfaces of ``ip -j -d link``, with addresses and the default route marked."""
+    """Return the interfaces of ``ip -j -d link``, with addresses and the default route marked.
+
+    Node facts are input like any other: an interface name, kind, state or address that would be
+    refused from a person refuses the node's facts (NicError), so nothing of them is stored.
+    """
+    try:
+        return _parse_interfaces(link_json, addr_json, route_json)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        # Not what iproute2 prints: a broken or lying node. Its facts are refused as a whole.
+        raise NicError(f"`ip -j` printed JSON of an unexpected shape ({type(exc).__name__})") from None
+
+
+def _parse_interfaces(link_json: str, addr_json: str, route_json: str) -> list[Interface]:
     addresses: dict[str, list[str]] = {}
     for entry in _json_list(addr_json, "ip -j addr show"):
         for info in entry.get("addr_info", []):
             if info.get("family") in ("inet", "inet6") and info.get("local"):
-                addresses.setdefault(entry.get("ifname", ""), []).append(
-                    f"{info['local']}/{info.get('prefixlen', 32 if info['family'] == 'inet' else 128)}"
-                )
+                name = _fact(entry.get("ifname", ""), "an interface named", validation.validate_interface)
+                addresses.setdefault(name, []).append(_address_fact(info))
     routes = sorted(
         (r for r in _json_list(route_json, "ip -j route show default") if r.get("dst") == "default"),
         key=lambda r: int(r.get("metric", 0)),
@@ -163,11 +202,13 @@ def parse_interfaces(link_json: str, addr_json: str, route_json: str) -> list[In
     default_dev = routes[0].get("dev") if routes else None
     interfaces = []
     for entry in _json_list(link_json, "ip -j -d link show"):
-        name = str(entry.get("ifname", ""))
-        if not name:
+        if not entry.get("ifname"):
             continue
+        name = _fact(entry["ifname"], "an interface named", validation.validate_interface)
         linkinfo = entry.get("linkinfo") or {}
-        kind = str(linkinfo.get("info_kind") or entry.get("link_type") or "unknown")
+        if not isinstance(linkinfo, dict):
+            raise NicError(f"`ip -j -d link show` gave {name} a linkinfo that is not an object")
+        kind = _fact(linkinfo.get("info_kind") or entry.get("link_type") or "unknown", "a link kind", _word)
         # NOTE: a bond gives its ports the bond's MAC, and a MAC can be changed at run time; a card that
         # is off wakes on its permanent (EEPROM) address, which `ip -d` shows as permaddr/perm_hwaddr.
         slave_data = linkinfo.get("info_slave_data") or {}
@@ -177,14 +218,15 @@ def parse_interfaces(link_json: str, addr_json: str, route_json: str) -> list[In
         except InputError:
             mac = None  # e.g. a tunnel's all-zero or non-Ethernet address
         parent = entry.get("link") if kind in _STACKED_KINDS else None
+        master = entry.get("master")
         interfaces.append(
             Interface(
                 name=name,
                 mac=mac,
                 kind=kind,
-                state=str(entry.get("operstate", "UNKNOWN")),
-                master=entry.get("master"),
-                parent=parent if isinstance(parent, str) else None,
+                state=_fact(entry.get("operstate", "UNKNOWN"), "a link state", _word),
+                master=None if master is None else _fact(master, "a master", validation.validate_interface),
+                parent=_fact(parent, "a parent", validation.validate_interface) if parent else None,
                 addresses=tuple(addresses.get(name, [])),
                 default_route=name == default_dev,
             )
@@ -679,8 +721,6 @@ async def set_nic_wol(
             steps.ok("connect", f"{target.user}@{target.address}, host key verified")
             interfaces = await read_interfaces(remote)
             card, mac = _card_for(node, interfaces)
-            if not _SAFE_IFNAME.match(card.name):
-                raise NicError(f"interface name {card.name!r} is not safe to use in file names")
             other = session.scalars(
                 select(Node).where(Node.wol_mac_address == mac, Node.id != node.id)
             ).first()

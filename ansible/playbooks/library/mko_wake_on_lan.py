@@ -187,7 +187,7 @@ def main() -> None:
         if card is None:
             module.fail_json(msg="no interface given and no default route to find one")
     interface, mac = card["ifname"], card["mko_mac"]
-    if not re.match(r"^[A-Za-z0-9_.-]{1,15}$", interface):
+    if not re.fullmatch(r"(?!-)[A-Za-z0-9_.-]{1,15}", interface) or interface in (".", ".."):
         module.fail_json(msg=f"interface name {interface!r} is not safe to use in file names")
     supports, before = node.wol(interface)
     result = {"interface": interface, "mac": mac, "supports": supports or "", "wake_on_before": before or "",
