@@ -2,10 +2,12 @@
 
 ``mko ansible inventory`` writes ``ansible/inventory/dynamic_inventory.ini`` (``settings.
 ansible_inventory_path``): a group per cluster (``cluster_<name>``) and per role (``control_plane``,
-``worker``), each host with its address, SSH user, port and key, and ``[all:vars]`` that make OpenSSH
-verify host keys against mko's known_hosts. Once written, the file is rewritten after every commit
-that changes a node (but only by processes using the database it was generated from), so it stays
-current without anyone re-running the command.
+``worker``), each host with its address, SSH user, port and key, and variables for every host that make
+OpenSSH verify host keys against mko's known_hosts. The file is an inventory script whose every value
+is marked unsafe (see :func:`render_inventory`): whatever a node's fields hold, Ansible never evaluates
+it as a template. Once written, the file is rewritten shortly after every commit that changes a node
+(but only by processes using the database it was generated from), so it stays current without anyone
+re-running the command.
 
 The playbooks leave JSON facts in ``settings.ansible_facts_dir`` and call ``mko ansible import-facts``;
 network facts go through the same interface choice as ``wol collect-mac``.
@@ -13,13 +15,15 @@ network facts go through the same interface choice as ``wol collect-mac``.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
-import os
 import re
 import shlex
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +36,7 @@ from sqlalchemy.orm import Session
 from mko import inventory, validation
 from mko.db.models import Cluster, Node, NodeRole, Operation, OperationStatus, utcnow
 from mko.errors import ConflictError, InputError, MkoError
+from mko.files import locked_directory, write_atomic
 from mko.nic import NodeNetwork, apply_network_facts, choose_interface, describe_row, parse_interfaces
 from mko.operations import Actor, finish_operation, record_step, start_operation
 from mko.schemas import WolConfigure
@@ -40,7 +45,9 @@ from mko.settings import Settings, get_settings
 __all__ = [
     "InventorySummary",
     "database_id",
+    "flush_refresh",
     "import_facts",
+    "inventory_data",
     "render_inventory",
     "write_inventory",
 ]
@@ -49,10 +56,13 @@ log = logging.getLogger("mko.ansible")
 
 _DATABASE_LINE = re.compile(r"^# mko-database: ([0-9a-f]{16})$", re.MULTILINE)
 _GROUP_CHARS = re.compile(r"[^a-z0-9_]+")
-_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_./:@+-]+$")
 _WAKE_MODES = re.compile(r"[a-z]{0,16}")
 #: How the Wake-on-LAN playbook (and ``wol enable``) made the setting survive reboots.
 PERSISTENCE_METHODS = ("NetworkManager", "systemd-networkd", "systemd-unit", "none")
+# The heredoc's end line; JSON written by json.dumps on one line can never equal it.
+_END = "MKO_INVENTORY_END"
+#: How long the refresh after a change waits for more changes before it writes (one write per burst).
+REFRESH_DEBOUNCE = 0.2
 
 
 def database_id(url: str) -> str:
@@ -60,9 +70,9 @@ def database_id(url: str) -> str:
     return hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
-def _value(text: str) -> str:
-    """Quote a host-line value for Ansible's INI parser (which splits lines like a shell)."""
-    return text if _SAFE_VALUE.match(text) else shlex.quote(text)
+def _inert(text: str) -> dict[str, str]:
+    """A string Ansible never treats as a template: the JSON form of Ansible's ``!unsafe``."""
+    return {"__ansible_unsafe": text}
 
 
 def _group(prefix: str, name: str) -> str:
@@ -76,14 +86,27 @@ class InventorySummary:
     path: Path
     hosts: int
     groups: dict[str, list[str]]
+    skipped: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """Return the JSON form."""
-        return {"path": str(self.path), "hosts": self.hosts, "groups": self.groups}
+        return {
+            "path": str(self.path),
+            "hosts": self.hosts,
+            "groups": self.groups,
+            "skipped": list(self.skipped),
+        }
 
 
-def render_inventory(session: Session, settings: Settings) -> tuple[str, dict[str, list[str]]]:
-    """Return the inventory text for every node, and its groups (name -> host names)."""
+def inventory_data(
+    session: Session, settings: Settings
+) -> tuple[dict[str, Any], dict[str, list[str]], list[str]]:
+    """Return what Ansible reads (``--list`` JSON), the groups (name -> host names), and the nodes left out.
+
+    Every string value is wrapped as unsafe, so Ansible never evaluates it as a template whatever it
+    holds; host names (dictionary keys, which cannot be wrapped) must be valid host names, and a node
+    whose stored name is not (a row written before mko checked names) is left out and named.
+    """
     nodes = list(session.scalars(select(Node).order_by(Node.id)))
     clusters = {c.id: c for c in session.scalars(select(Cluster).order_by(Cluster.id))}
     cluster_groups: dict[int, str] = {}
@@ -94,68 +117,101 @@ def render_inventory(session: Session, settings: Settings) -> tuple[str, dict[st
             name = f"{name}_{cluster.id}"
         used.add(name)
         cluster_groups[cluster.id] = name
+    skipped: list[str] = []
+    usable: list[Node] = []
+    for node in nodes:
+        try:
+            validation.validate_hostname(node.hostname)
+        except InputError as exc:
+            skipped.append(f"node {node.id}: {exc.message}")
+            continue
+        usable.append(node)
     known_hosts = settings.ssh_known_hosts.absolute()
     ssh_args = f"-o UserKnownHostsFile={shlex.quote(str(known_hosts))} -o StrictHostKeyChecking=yes"
+    hostvars: dict[str, dict[str, Any]] = {}
+    document: dict[str, Any] = {
+        "_meta": {"hostvars": hostvars},
+        "all": {
+            "vars": {
+                "ansible_python_interpreter": _inert("/usr/bin/python3"),
+                "ansible_pipelining": True,
+                "ansible_ssh_common_args": _inert(ssh_args),
+                "mko_facts_dir": _inert(str(settings.ansible_facts_dir.absolute())),
+                "mko_python": _inert(sys.executable),
+                "mko_workdir": _inert(str(Path.cwd())),
+                "mko_database_id": _inert(database_id(settings.database_url)),
+            }
+        },
+    }
+    groups: dict[str, list[str]] = {}
+    for node in usable:
+        group = cluster_groups[node.cluster_id] if node.cluster_id is not None else "unassigned"
+        groups.setdefault(group, []).append(node.hostname)
+        host_vars: dict[str, Any] = {
+            "ansible_host": _inert(node.ip_address),
+            "ansible_port": node.ssh_port,
+            "ansible_user": _inert(node.ssh_user),
+        }
+        key = node.ssh_key_path or (str(settings.ssh_default_key) if settings.ssh_default_key else None)
+        if key:
+            host_vars["ansible_ssh_private_key_file"] = _inert(key)
+        host_vars["mko_node_id"] = node.id
+        host_vars["mko_role"] = _inert(node.role.value)
+        if node.wol_mac_address:
+            host_vars["mko_mac"] = _inert(node.wol_mac_address)
+        if node.nic_interface:
+            host_vars["mko_nic_interface"] = _inert(node.nic_interface)
+        hostvars[node.hostname] = host_vars
+    for role in NodeRole:
+        groups[_group("", role.value)] = [n.hostname for n in usable if n.role == role]
+    for group, hosts in groups.items():
+        document[group] = {"hosts": hosts}
+    if clusters:
+        document["clusters"] = {"children": list(cluster_groups.values())}
+        for name in cluster_groups.values():
+            document.setdefault(name, {"hosts": []})
+    return document, groups, skipped
+
+
+def render_inventory(session: Session, settings: Settings) -> tuple[str, dict[str, list[str]], list[str]]:
+    """Return the inventory file: a shell script printing the JSON Ansible reads, and the groups.
+
+    Ansible runs an executable inventory file (its ``script`` inventory plugin, enabled by default) and
+    honours ``__ansible_unsafe`` in what it prints; a YAML inventory with ``!unsafe`` would do the same,
+    but Ansible reads YAML only from files named .yml/.yaml/.json, and the guide's file is
+    ``dynamic_inventory.ini``. The JSON is one line in a quoted heredoc: the shell expands nothing.
+    """
+    document, groups, skipped = inventory_data(session, settings)
+    payload = json.dumps(document, ensure_ascii=True, sort_keys=False)
     lines = [
+        "#!/bin/sh",
         f"# Ansible inventory of the mko database, written by mko on {utcnow():%Y-%m-%d %H:%M:%S} UTC.",
         "# Do not edit: mko rewrites it whenever a node changes (`mko ansible inventory` to force it).",
-        "# Host keys are verified against mko's known_hosts; `mko node trust ID` records a node's key.",
+        "# Ansible runs this file and reads the JSON below; every value in it is marked unsafe, so",
+        "# nothing stored in mko is ever evaluated as a template. Host keys are verified against mko's",
+        "# known_hosts; `mko node trust ID` records a node's key.",
         f"# mko-database: {database_id(settings.database_url)}",
-        "",
-        "[all:vars]",
-        "ansible_python_interpreter=/usr/bin/python3",
-        "ansible_pipelining=true",
-        f"ansible_ssh_common_args={ssh_args!r}",
-        f"mko_facts_dir={str(settings.ansible_facts_dir.absolute())!r}",
-        f"mko_python={sys.executable!r}",
-        f"mko_workdir={str(Path.cwd())!r}",
-        f"mko_database_id={database_id(settings.database_url)!r}",
+        *(f"# left out: {validation.printable(reason, 300)}" for reason in skipped),
+        '[ "$1" = "--list" ] || { echo "{}"; exit 0; }',
+        f"exec cat <<'{_END}'",
+        payload,
+        _END,
     ]
-    groups: dict[str, list[str]] = {}
-    members: dict[str, list[Node]] = {}
-    for node in nodes:
-        group = cluster_groups[node.cluster_id] if node.cluster_id is not None else "unassigned"
-        members.setdefault(group, []).append(node)
-    for group, group_nodes in members.items():
-        lines += ["", f"[{group}]"]
-        for node in group_nodes:
-            host_vars = {
-                "ansible_host": node.ip_address,
-                "ansible_port": str(node.ssh_port),
-                "ansible_user": node.ssh_user,
-            }
-            key = node.ssh_key_path or (str(settings.ssh_default_key) if settings.ssh_default_key else None)
-            if key:
-                host_vars["ansible_ssh_private_key_file"] = key
-            host_vars["mko_node_id"] = str(node.id)
-            host_vars["mko_role"] = node.role.value
-            if node.wol_mac_address:
-                host_vars["mko_mac"] = node.wol_mac_address
-            if node.nic_interface:
-                host_vars["mko_nic_interface"] = node.nic_interface
-            lines.append(node.hostname + "".join(f" {k}={_value(v)}" for k, v in host_vars.items()))
-        groups[group] = [n.hostname for n in group_nodes]
-    for role in NodeRole:
-        group = _group("", role.value)
-        hosts = [n.hostname for n in nodes if n.role == role]
-        groups[group] = hosts
-        lines += ["", f"[{group}]", *hosts]
-    if clusters:
-        lines += ["", "[clusters:children]", *cluster_groups.values()]
-    return "\n".join(lines) + "\n", groups
+    return "\n".join(lines) + "\n", groups, skipped
 
 
 def write_inventory(session: Session, settings: Settings, output: Path | None = None) -> InventorySummary:
-    """Write the inventory file (atomically) and return what it holds."""
+    """Write the inventory file (atomically, one writer at a time) and return what it holds."""
     path = output or settings.ansible_inventory_path
-    text, groups = render_inventory(session, settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    text, groups, skipped = render_inventory(session, settings)
+    with locked_directory(path.parent):
+        # Executable by its owner only: Ansible runs it; it names nodes, users and key paths.
+        write_atomic(path, text.encode(), mode=0o700)
     hosts = len({host for members in groups.values() for host in members})
     log.info("ansible inventory written to %s (%d hosts)", path, hosts)
-    return InventorySummary(path, hosts, groups)
+    for reason in skipped:
+        log.warning("ansible inventory: left out %s", reason)
+    return InventorySummary(path, hosts, groups, tuple(skipped))
 
 
 # ----------------------------------------------------------------------------- keeping it current
@@ -164,11 +220,81 @@ def write_inventory(session: Session, settings: Settings, output: Path | None = 
 def _tracked(settings: Settings) -> bool:
     """Return whether the inventory file exists and was generated from this process's database."""
     try:
-        head = settings.ansible_inventory_path.read_text()[:2000]
+        with settings.ansible_inventory_path.open(errors="replace") as handle:
+            head = handle.read(4000)
     except OSError:
         return False
     match = _DATABASE_LINE.search(head)
     return match is not None and match.group(1) == database_id(settings.database_url)
+
+
+class _Refresher:
+    """Rewrites the inventory after node changes: one thread, after a short pause, once per burst.
+
+    A commit only records that a refresh is due (no Session, no file I/O in the committing thread,
+    whose Session may still hold its pooled connection); the thread then reads the nodes with its
+    own Session and writes the file under the directory lock, so processes never interleave either.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._due: dict[str, Engine] = {}
+        self._busy = False
+        self._changed = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+
+    def request(self, engine: Engine) -> None:
+        """Note that ``engine``'s nodes changed; the file is rewritten shortly (if it is tracked)."""
+        with self._changed:
+            self._due[engine.url.render_as_string(hide_password=False)] = engine
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="mko-inventory-refresh", daemon=True)
+                self._thread.start()
+                atexit.register(self.flush)
+            self._changed.notify_all()
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until every requested refresh is written; False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._due and not self._busy, timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: bool(self._due))
+            time.sleep(REFRESH_DEBOUNCE)  # let the rest of a burst of changes land first
+            with self._changed:
+                due, self._due = self._due, {}
+                self._busy = True
+            try:
+                for url, engine in due.items():
+                    _refresh(url, engine)
+            finally:
+                with self._changed:
+                    self._busy = False
+                    self._changed.notify_all()
+
+
+def _refresh(url: str, engine: Engine) -> None:
+    try:
+        settings = get_settings()
+        if url != make_url(settings.database_url).render_as_string(hide_password=False):
+            return  # another database (a test's, the lab's): the file belongs to the configured one
+        if not _tracked(settings):
+            return
+        with Session(engine) as fresh:
+            write_inventory(fresh, settings)
+    except Exception:
+        # A stale inventory must never fail the change that made it stale.
+        log.exception("could not refresh the Ansible inventory")
+
+
+_refresher = _Refresher()
+
+
+def flush_refresh(timeout: float = 30.0) -> bool:
+    """Wait until the refreshes requested by this process's commits are written."""
+    return _refresher.flush(timeout)
 
 
 @event.listens_for(Session, "after_flush")
@@ -186,20 +312,8 @@ def _forget_node_changes(session: Session) -> None:
 def _refresh_after_commit(session: Session) -> None:
     if not session.info.pop("mko_nodes_changed", False):
         return
-    try:
-        settings = get_settings()
-        if not _tracked(settings):
-            return
-        bind = session.get_bind()
-        engine = bind if isinstance(bind, Engine) else bind.engine
-        same = engine.url.render_as_string(hide_password=False)
-        if same != make_url(settings.database_url).render_as_string(hide_password=False):
-            return
-        with Session(engine) as fresh:
-            write_inventory(fresh, settings)
-    except Exception:
-        # A stale inventory must never fail the change that made it stale.
-        log.exception("could not refresh the Ansible inventory")
+    bind = session.get_bind()
+    _refresher.request(bind if isinstance(bind, Engine) else bind.engine)
 
 
 # ----------------------------------------------------------------------------- importing facts

@@ -33,6 +33,7 @@ __all__ = [
     "check_text",
     "normalize_mac",
     "normalize_secureon",
+    "printable",
     "quoted",
     "text_problem",
     "validate_broadcast",
@@ -86,6 +87,32 @@ def quoted(value: object, limit: int = 80) -> str:
     """``repr(value)`` cut to ``limit`` characters, for error messages that name a bad value."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
+def printable(value: object, limit: int = 200) -> str:
+    """``value`` as one line of printable text, for log lines and messages.
+
+    Backslashes, control characters, line separators, bidi overrides and lone surrogates are escaped
+    (``\\n``, ``\\x1b``, ``\\u2028``), so a value can neither start a forged line nor colour a
+    terminal; and the text is cut to ``limit`` characters, saying how much was left out.
+    """
+    text = str(value)
+    out: list[str] = []
+    size = 0
+    for index, char in enumerate(text):
+        if char == "\\":
+            piece = "\\\\"
+        elif unicodedata.category(char) in _BAD_CATEGORIES or char in _BIDI_CONTROLS:
+            piece = char.encode("unicode_escape", "backslashreplace").decode("ascii")
+            if unicodedata.category(char) == "Cs":
+                piece = f"\\u{ord(char):04x}"
+        else:
+            piece = char
+        if size + len(piece) > limit:
+            return "".join(out) + f"...[{len(text) - index} more]"
+        out.append(piece)
+        size += len(piece)
+    return "".join(out)
 
 
 def text_problem(value: str, *, template_ok: bool = False) -> str | None:

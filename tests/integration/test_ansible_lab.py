@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+from ansibleview import ansible_view, inert_hostvars
 from mko import inventory, nic
 from mko.cli import app
 from mko.db.models import Node
@@ -108,7 +109,7 @@ def test_seed_playbooks_run_verbatim_and_their_results_land_in_the_database(
     assert written.exit_code == 0, written.stderr
     assert json.loads(written.stdout)["hosts"] == 3
     inventory_file = repo_root / "ansible/inventory/dynamic_inventory.ini"
-    assert "mko_mac=" not in inventory_file.read_text()
+    assert not any("mko_mac" in host for host in inert_hostvars(ansible_view(inventory_file)).values())
 
     collected = _playbook(running, repo_root, COLLECT)
     assert collected.returncode == 0, collected.stdout + collected.stderr
@@ -121,7 +122,8 @@ def test_seed_playbooks_run_verbatim_and_their_results_land_in_the_database(
     facts = json.loads((repo_root / "ansible/facts/network_info.json").read_text())
     assert [f["node_id"] for f in facts] == [n.id for n in nodes]
     # The inventory followed the database: the MACs the import stored are in it now.
-    assert f"mko_mac={running.nodes[0].mac}" in inventory_file.read_text()
+    hostvars = inert_hostvars(ansible_view(inventory_file))
+    assert hostvars[running.nodes[0].hostname]["mko_mac"] == running.nodes[0].mac
 
     configured = _playbook(running, repo_root, CONFIGURE)
     output = configured.stdout + configured.stderr

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import json
-import subprocess
+import os
+import stat
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+from ansibleview import ansible_view, inert_hostvars
 from mko import inventory
-from mko.ansible_inventory import database_id
+from mko.ansible_inventory import InventorySummary, database_id, flush_refresh, write_inventory
 from mko.cli import app
 from mko.db.models import NodeRole
 from mko.schemas import ClusterCreate, NodeCreate
 from mko.settings import Settings
-
-ANSIBLE_INVENTORY = Path(sys.executable).parent / "ansible-inventory"
 
 
 def _seed(session: Session) -> None:
@@ -45,18 +49,6 @@ def _seed(session: Session) -> None:
     inventory.create_node(session, NodeCreate(hostname="spare", ip_address="192.168.1.99"))
 
 
-def _ansible_view(path: Path) -> dict[str, Any]:
-    done = subprocess.run(
-        [str(ANSIBLE_INVENTORY), "-i", str(path), "--list"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    view: dict[str, Any] = json.loads(done.stdout)
-    return view
-
-
 def test_inventory_has_groups_per_cluster_and_role_and_verifies_host_keys(
     settings: Settings, session: Session, cli: CliRunner
 ) -> None:
@@ -66,14 +58,16 @@ def test_inventory_has_groups_per_cluster_and_role_and_verifies_host_keys(
     summary = json.loads(result.stdout)
     path = settings.ansible_inventory_path
     assert summary["path"] == str(path) and summary["hosts"] == 4
-    view = _ansible_view(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700 and path.read_text().startswith("#!/bin/sh\n")
+    view = ansible_view(path)
     assert sorted(view["cluster_home_lab"]["hosts"]) == ["cp-1", "worker-1"]
     assert view["cluster_home_lab_2"]["hosts"] == ["w-2"]
     assert view["unassigned"]["hosts"] == ["spare"]
     assert view["control_plane"]["hosts"] == ["cp-1"]
     assert sorted(view["worker"]["hosts"]) == ["spare", "w-2", "worker-1"]
     assert sorted(view["clusters"]["children"]) == ["cluster_home_lab", "cluster_home_lab_2"]
-    cp1 = view["_meta"]["hostvars"]["cp-1"]
+    hostvars = inert_hostvars(view)
+    cp1 = hostvars["cp-1"]
     assert cp1["ansible_host"] == "192.168.1.10" and cp1["ansible_port"] == 2222
     assert cp1["ansible_user"] == "ubuntu"
     assert cp1["ansible_ssh_private_key_file"] == "/home/ops/my keys/id_ed25519"
@@ -83,8 +77,14 @@ def test_inventory_has_groups_per_cluster_and_role_and_verifies_host_keys(
     )
     assert cp1["mko_database_id"] == database_id(settings.database_url)
     assert cp1["mko_python"] == sys.executable
-    assert "ansible_ssh_private_key_file" not in view["_meta"]["hostvars"]["spare"]
-    assert "mko_mac" not in view["_meta"]["hostvars"]["spare"]
+    assert cp1["ansible_pipelining"] is True
+    assert "ansible_ssh_private_key_file" not in hostvars["spare"]
+    assert "mko_mac" not in hostvars["spare"]
+
+
+def _hosts(path: Path) -> dict[str, dict[str, Any]]:
+    assert flush_refresh(10)
+    return inert_hostvars(ansible_view(path))
 
 
 def test_inventory_follows_node_changes_but_only_for_its_own_database(
@@ -92,19 +92,52 @@ def test_inventory_follows_node_changes_but_only_for_its_own_database(
 ) -> None:
     assert cli.invoke(app, ["ansible", "inventory"]).exit_code == 0
     path = settings.ansible_inventory_path
-    assert "new-node" not in path.read_text()
+    assert _hosts(path) == {}
     created = client.post("/api/nodes", json={"hostname": "new-node", "ip_address": "192.168.1.50"})
     assert created.status_code == 201
-    assert "new-node ansible_host=192.168.1.50" in path.read_text()
+    assert _hosts(path)["new-node"]["ansible_host"] == "192.168.1.50"
     client.patch(f"/api/nodes/{created.json()['id']}", json={"ip_address": "192.168.1.51"})
-    assert "new-node ansible_host=192.168.1.51" in path.read_text()
+    assert _hosts(path)["new-node"]["ansible_host"] == "192.168.1.51"
     client.delete(f"/api/nodes/{created.json()['id']}")
-    assert "new-node" not in path.read_text()
+    assert "new-node" not in _hosts(path)
     # A file generated from another database is left alone (a test run must never rewrite it).
     foreign = path.read_text().replace(database_id(settings.database_url), "0123456789abcdef")
     path.write_text(foreign)
     client.post("/api/nodes", json={"hostname": "other", "ip_address": "192.168.1.52"})
+    assert flush_refresh(10)
     assert path.read_text() == foreign
+
+
+def test_a_burst_of_concurrent_changes_is_written_once_atomically_without_a_second_session(
+    settings: Settings, session: Session, client: TestClient, cli: CliRunner
+) -> None:
+    """50 creates at once from 50 threads: every one is answered, the file ends with all of them, no
+    temporary file is left, and a burst is written a few times rather than once per commit."""
+    assert cli.invoke(app, ["ansible", "inventory"]).exit_code == 0
+    path = settings.ansible_inventory_path
+    writes: list[float] = []
+    real_replace = os.replace
+
+    def counting_replace(src: Any, dst: Any) -> None:
+        if Path(dst) == path:
+            writes.append(time.monotonic())
+        real_replace(src, dst)
+
+    def create(i: int) -> int:
+        response = client.post("/api/nodes", json={"hostname": f"n{i}", "ip_address": f"10.9.0.{i + 1}"})
+        return response.status_code
+
+    with patch("mko.files.os.replace", counting_replace), ThreadPoolExecutor(50) as pool:
+        started = time.monotonic()
+        statuses = list(pool.map(create, range(50)))
+        answered = time.monotonic() - started
+        assert flush_refresh(30)
+    assert statuses == [201] * 50
+    assert sorted(_hosts(path)) == sorted(f"n{i}" for i in range(50))
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left behind
+    # Debounced: far fewer writes than commits (one per burst, plus one per later straggler).
+    assert 1 <= len(writes) < 25, len(writes)
+    print(f"50 concurrent creates answered in {answered:.2f} s; inventory written {len(writes)} time(s)")
 
 
 def test_import_facts_from_stdin_and_files_reports_each_entry(
@@ -169,3 +202,30 @@ def test_collect_mac_route_is_not_taken_for_a_node_id(client: TestClient) -> Non
     bad = client.post("/api/nodes/wol/collect-mac", json={"node_ids": []})
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][-1] == "node_ids"
     assert client.post("/api/nodes/wol/collect-mac", json={"node_ids": "1,2"}).status_code == 422
+
+
+def test_a_commit_never_waits_for_a_second_connection_and_writers_never_share_a_temp_file(
+    settings: Settings, session: Session, cli: CliRunner
+) -> None:
+    """With a pool of exactly one connection, a node change commits at once (the refresh runs later in
+    its own thread); and 20 threads writing the inventory at the same time all succeed."""
+    assert cli.invoke(app, ["ansible", "inventory"]).exit_code == 0
+    engine = create_engine(settings.database_url, pool_size=1, max_overflow=0, pool_timeout=2)
+    try:
+        with Session(engine) as tight:
+            started = time.monotonic()
+            inventory.create_node(tight, NodeCreate(hostname="solo", ip_address="10.9.1.1"))
+            assert time.monotonic() - started < 1.5  # a second Session here would wait 2 s and fail
+            assert flush_refresh(10)
+    finally:
+        engine.dispose()
+    assert "solo" in _hosts(settings.ansible_inventory_path)
+
+    def write(_: int) -> InventorySummary:
+        with Session(session.get_bind()) as own:
+            return write_inventory(own, settings)
+
+    with ThreadPoolExecutor(20) as pool:
+        summaries = list(pool.map(write, range(20)))
+    assert {s.hosts for s in summaries} == {1}
+    assert [p.name for p in settings.ansible_inventory_path.parent.iterdir()] == ["dynamic_inventory.ini"]
