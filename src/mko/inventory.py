@@ -12,8 +12,11 @@ from sqlalchemy.orm import Session, selectinload
 from mko import validation
 from mko.db.models import Cluster, Node, ProxmoxHost, WolMethod
 from mko.errors import ConflictError, InputError, NotFoundError
+from mko.power.base import LOCAL_SITE
 from mko.power.config import NODE_FIELD_CHECKS, check_driver_settings, validate_secret
+from mko.power.magic import LIMITED_BROADCAST, subnet_broadcast
 from mko.schemas import ClusterCreate, ClusterUpdate, NodeCreate, NodeUpdate, WolConfigure
+from mko.secrets import SecretBox, check_secret_destination
 
 __all__ = [
     "BUILT_METHODS",
@@ -167,12 +170,26 @@ def create_node(session: Session, data: NodeCreate) -> Node:
     return node
 
 
-def update_node(session: Session, node_id: int, data: NodeUpdate | WolConfigure) -> Node:
-    """Change only the fields sent; the merged node is checked as a whole before anything is written."""
+def update_node(
+    session: Session,
+    node_id: int,
+    data: NodeUpdate | WolConfigure,
+    *,
+    may_rebind_secrets: bool = False,
+) -> Node:
+    """Change only the fields sent; the merged node is checked as a whole before anything is written.
+
+    A change that would send a stored secret (BMC password, SecureOn password) somewhere else needs
+    that secret again in the same request, unless ``may_rebind_secrets`` (an admin) says otherwise.
+    """
     node = get_node(session, node_id)
-    changes = _encrypt_secrets(session, data.model_dump(exclude_unset=True))
+    given = data.model_dump(exclude_unset=True)
+    changes = _encrypt_secrets(session, dict(given))
     current = {column: getattr(node, column) for column in _node_columns()}
     merged = _checked(session, current | changes, explicit=set(changes))
+    _check_secret_destinations(
+        session, f"node {node_id} ({node.hostname})", current, merged, given, may_rebind_secrets
+    )
     for column, value in merged.items():
         if column in changes or value != current[column]:
             setattr(node, column, value)
@@ -180,9 +197,11 @@ def update_node(session: Session, node_id: int, data: NodeUpdate | WolConfigure)
     return node
 
 
-def configure_wol(session: Session, node_id: int, data: WolConfigure) -> Node:
+def configure_wol(
+    session: Session, node_id: int, data: WolConfigure, *, may_rebind_secrets: bool = False
+) -> Node:
     """The seed's ``wol configure``: change the WoL fields sent, nothing else."""
-    return update_node(session, node_id, data)
+    return update_node(session, node_id, data, may_rebind_secrets=may_rebind_secrets)
 
 
 def delete_node(session: Session, node_id: int) -> None:
@@ -203,11 +222,70 @@ def _encrypt_secrets(session: Session, changes: dict[str, Any]) -> dict[str, Any
     if secret is None:
         changes["bmc_password_encrypted"] = None
         return changes
-    from mko.secrets import SecretBox
-
     plain = validate_secret(secret.get_secret_value(), "bmc_password")
     changes["bmc_password_encrypted"] = SecretBox.for_session(session).encrypt(plain)
     return changes
+
+
+# Where a node's stored secrets are sent: the BMC password to the BMC (by method), the SecureOn
+# password in every magic packet, to the broadcast address, or to the wake agents of the node's site.
+_BMC_DESTINATION = {
+    WolMethod.IPMI: ("wol_method", "bmc_address", "bmc_port"),
+    WolMethod.REDFISH: ("wol_method", "redfish_url", "bmc_verify_tls", "bmc_ca_file"),
+}
+_SECUREON_FIELDS = (
+    "wol_method", "site", "cluster_id", "wol_broadcast_address", "wol_prefix_len", "ip_address",
+)  # fmt: skip
+
+
+def _bmc_destination(values: Mapping[str, Any]) -> dict[str, Any] | None:
+    fields = _BMC_DESTINATION.get(WolMethod(values["wol_method"]))
+    return None if fields is None else {field: values.get(field) for field in fields}
+
+
+def _secureon_destination(session: Session, values: Mapping[str, Any]) -> dict[str, Any] | None:
+    if WolMethod(values["wol_method"]) not in MAGIC_PACKET_METHODS:
+        return None
+    site = values.get("site")
+    if site is None and values.get("cluster_id") is not None:
+        cluster = session.get(Cluster, values["cluster_id"])
+        site = cluster.site if cluster is not None else None
+    if values.get("wol_broadcast_address"):
+        address = values["wol_broadcast_address"]
+    elif values.get("wol_prefix_len") is not None:
+        address = subnet_broadcast(values["ip_address"], values["wol_prefix_len"])
+    else:
+        address = LIMITED_BROADCAST
+    return {"site": None if site == LOCAL_SITE else site, "address": address}
+
+
+def _check_secret_destinations(
+    session: Session,
+    what: str,
+    current: Mapping[str, Any],
+    merged: Mapping[str, Any],
+    given: Mapping[str, Any],
+    may_rebind: bool,
+) -> None:
+    check_secret_destination(
+        what,
+        "BMC password",
+        "bmc_password",
+        _bmc_destination(current),
+        _bmc_destination(merged),
+        reused=merged.get("bmc_password_encrypted") is not None and given.get("bmc_password") is None,
+        may_rebind=may_rebind,
+    )
+    check_secret_destination(
+        what,
+        "SecureOn password",
+        "wol_secureon",
+        _secureon_destination(session, current),
+        _secureon_destination(session, merged),
+        reused=merged.get("wol_secureon") is not None and given.get("wol_secureon") is None,
+        may_rebind=may_rebind,
+        fields=[f for f in _SECUREON_FIELDS if f in given and merged.get(f) != current.get(f)],
+    )
 
 
 def _node_columns() -> list[str]:

@@ -28,7 +28,7 @@ from mko.power.config import (
     validate_token_id,
 )
 from mko.schemas import ProxmoxHostCreate, ProxmoxHostUpdate
-from mko.secrets import SecretBox
+from mko.secrets import SecretBox, check_secret_destination
 from mko.settings import Settings
 
 __all__ = [
@@ -75,14 +75,34 @@ def create_host(session: Session, settings: Settings, data: ProxmoxHostCreate) -
     return host
 
 
-def update_host(session: Session, settings: Settings, host_id: int, data: ProxmoxHostUpdate) -> ProxmoxHost:
-    """Change the fields sent; switching between token and password needs the new secret too."""
+def update_host(
+    session: Session,
+    settings: Settings,
+    host_id: int,
+    data: ProxmoxHostUpdate,
+    *,
+    may_rebind_secret: bool = False,
+) -> ProxmoxHost:
+    """Change the fields sent; switching between token and password needs the new secret too.
+
+    Changing where the secret goes (host, port, TLS verification, CA file, pinned fingerprint) needs
+    the secret again in the same request, unless ``may_rebind_secret`` (an admin) says otherwise.
+    """
     host = get_host(session, host_id)
     changes = data.model_dump(exclude_unset=True, exclude={"secret"})
     current = {key: getattr(host, key) for key in _COLUMNS}
     merged = _checked(current | changes, explicit=set(changes))
     if data.secret is None and bool(merged["token_id"]) != bool(host.token_id):
         raise InputError("secret", "switching between token and password needs the new secret")
+    check_secret_destination(
+        f"Proxmox host {host_id}",
+        "secret",
+        "secret",
+        {key: current[key] for key in _DESTINATION},
+        {key: merged[key] for key in _DESTINATION},
+        reused=data.secret is None and host.secret_encrypted is not None,
+        may_rebind=may_rebind_secret,
+    )
     for key, value in merged.items():
         setattr(host, key, value)
     if data.secret is not None:
@@ -117,6 +137,8 @@ async def check_host(session: Session, settings: Settings, host_id: int) -> dict
 
 
 _COLUMNS = ("name", "host", "port", "token_id", "username", "verify_tls", "ca_file", "fingerprint")
+# Where the secret is sent, and whom mko trusts to be that place.
+_DESTINATION = ("host", "port", "verify_tls", "ca_file", "fingerprint")
 
 
 def _checked(values: dict[str, Any], explicit: set[str]) -> dict[str, Any]:

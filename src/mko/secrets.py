@@ -11,7 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy.engine import make_url
@@ -20,7 +22,7 @@ from sqlalchemy.orm import Session
 from mko.errors import FatalPowerError, InputError
 from mko.settings import Settings, get_settings
 
-__all__ = ["SecretBox", "key_file_path"]
+__all__ = ["SecretBox", "check_secret_destination", "key_file_path"]
 
 log = logging.getLogger("mko.secrets")
 
@@ -96,3 +98,32 @@ class SecretBox:
                 f"a stored secret cannot be decrypted with {self._origin}: the key changed since it was"
                 " stored; set the secret again"
             ) from None
+
+
+def check_secret_destination(
+    what: str,
+    secret: str,
+    secret_field: str,
+    before: Mapping[str, Any] | None,
+    after: Mapping[str, Any] | None,
+    *,
+    reused: bool,
+    may_rebind: bool,
+    fields: Sequence[str] = (),
+) -> None:
+    """Refuse to send a stored secret to another place unless it is given again, or an admin asks.
+
+    ``before``/``after``: where the secret goes (address, port, URL, TLS trust...) before and after the
+    change, None where it goes nowhere; ``reused``: the stored secret would be used after the change
+    (it was not given again in the same request). Without this, someone allowed to change a host's
+    address but not to read its secret could point the host at a machine of theirs and have mko send
+    the secret there. ``fields`` names what the person changed, for the message.
+    """
+    if not reused or may_rebind or after is None or dict(after) == dict(before or {}):
+        return
+    moved = list(fields) or sorted(k for k in after if before is None or before.get(k) != after[k])
+    raise InputError(
+        secret_field,
+        f"changing {', '.join(moved)} of {what} would send its stored {secret} to a new place:"
+        f" give the {secret} ({secret_field}) again in the same request, or have an admin make the change",
+    )

@@ -14,6 +14,7 @@ from mko.db.auth_models import Role
 
 __all__ = [
     "SESSION_COOKIE",
+    "AdminDep",
     "PrincipalDep",
     "authorize_by_method",
     "current_principal",
@@ -64,6 +65,14 @@ def current_principal(request: Request, session: Annotated[Session, Depends(get_
 
 
 PrincipalDep = Annotated[auth.Principal, Depends(current_principal)]
+
+
+def caller_is_admin(principal: PrincipalDep) -> bool:
+    """Whether the caller has the admin role (who may, e.g., move a stored secret without giving it)."""
+    return principal.role == Role.ADMIN
+
+
+AdminDep = Annotated[bool, Depends(caller_is_admin)]
 
 
 def _deny(request: Request, session: Session, principal: auth.Principal, required: Role) -> HTTPException:

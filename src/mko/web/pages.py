@@ -194,7 +194,9 @@ async def configure_node(request: Request, session: SessionDep, node_id: int) ->
         values["wol_secureon"] = None
     try:
         data = WolConfigure.model_validate(values)
-        inventory.configure_wol(session, node_id, data)
+        principal = getattr(request.state, "principal", None)
+        admin = principal is not None and principal.role == Role.ADMIN
+        inventory.configure_wol(session, node_id, data, may_rebind_secrets=admin)
     except (InputError, ValidationError) as exc:
         return _node_page(request, session, node_id, 422, form=values, errors=field_errors(exc))
     changes = data.model_dump(mode="json", exclude_unset=True)

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response, status
 
 from mko import inventory, reachability
 from mko.api.deps import SessionDep, SettingsDep
+from mko.api.security import AdminDep
 from mko.reachability import Reachability
 from mko.schemas import ClusterCreate, ClusterPublic, ClusterUpdate, NodeCreate, NodePublic, NodeUpdate
 
@@ -90,9 +91,9 @@ def get_node(session: SessionDep, node_id: int) -> NodePublic:
 
 
 @router.patch("/nodes/{node_id}", tags=["nodes"])
-def update_node(session: SessionDep, node_id: int, body: NodeUpdate) -> NodePublic:
-    """Change the fields sent."""
-    return NodePublic.of(inventory.update_node(session, node_id, body))
+def update_node(session: SessionDep, admin: AdminDep, node_id: int, body: NodeUpdate) -> NodePublic:
+    """Change the fields sent (moving a stored BMC or SecureOn password needs it again, or admin)."""
+    return NodePublic.of(inventory.update_node(session, node_id, body, may_rebind_secrets=admin))
 
 
 @router.delete("/nodes/{node_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["nodes"])

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response, status
 
 from mko import proxmox_hosts
 from mko.api.deps import SessionDep, SettingsDep
+from mko.api.security import AdminDep
 from mko.schemas import ProxmoxHostCreate, ProxmoxHostPublic, ProxmoxHostUpdate
 
 router = APIRouter(prefix="/api/proxmox-hosts", tags=["proxmox"])
@@ -39,10 +40,11 @@ def get_host(session: SessionDep, host_id: int) -> ProxmoxHostPublic:
 
 @router.patch("/{host_id}")
 def update_host(
-    session: SessionDep, settings: SettingsDep, host_id: int, body: ProxmoxHostUpdate
+    session: SessionDep, settings: SettingsDep, admin: AdminDep, host_id: int, body: ProxmoxHostUpdate
 ) -> ProxmoxHostPublic:
-    """Change the fields sent (e.g. a new token secret)."""
-    proxmox_hosts.update_host(session, settings, host_id, body)
+    """Change the fields sent (e.g. a new token secret); a new host, port or TLS trust needs the
+    secret again in the same request, unless the caller is an admin."""
+    proxmox_hosts.update_host(session, settings, host_id, body, may_rebind_secret=admin)
     return _public(session, host_id)
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from mko import inventory, nic, wake
 from mko.api.background import launch_wake, result_or_accepted
 from mko.api.deps import ActorDep, SessionDep, SettingsDep
+from mko.api.security import AdminDep
 from mko.db.models import OperationStatus
 from mko.operations import finish_operation, start_operation
 from mko.schemas import NodePublic, WolConfigure
@@ -229,8 +230,10 @@ async def wol_disable(
 
 
 @router.put("/nodes/{node_id}/wol/configure")
-def wol_configure(session: SessionDep, actor: ActorDep, node_id: int, body: WolConfigure) -> NodePublic:
+def wol_configure(
+    session: SessionDep, actor: ActorDep, admin: AdminDep, node_id: int, body: WolConfigure
+) -> NodePublic:
     """Change the WoL fields sent; nothing else changes, and nothing at all when one field is wrong."""
-    node = inventory.configure_wol(session, node_id, body)
+    node = inventory.configure_wol(session, node_id, body, may_rebind_secrets=admin)
     _record_change(session, actor, node_id, "wol_configure", body.model_dump(mode="json", exclude_unset=True))
     return NodePublic.of(node)
