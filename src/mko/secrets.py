@@ -8,6 +8,9 @@ returned by the API or printed by the CLI (schemas report ``…_set: true`` inst
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import logging
 import os
 import stat
@@ -65,6 +68,7 @@ class SecretBox:
     def __init__(self, key: bytes, origin: str = "the configured key") -> None:
         try:
             self._fernet = Fernet(key)
+            self._key = key
         except ValueError:
             raise InputError(
                 "secret_key", f"{origin} is not a Fernet key (32 url-safe base64-encoded bytes)"
@@ -84,6 +88,10 @@ class SecretBox:
     def for_session(cls, session: Session) -> SecretBox:
         """The box for the database this session is bound to (the key lives beside it by default)."""
         return cls.from_settings(get_settings(), session.get_bind().engine.url.render_as_string())
+
+    def derive(self, purpose: str) -> bytes:
+        """A key of its own for ``purpose`` (e.g. signing cookies), derived from this one (HMAC-SHA256)."""
+        return hmac.new(base64.urlsafe_b64decode(self._key), purpose.encode(), hashlib.sha256).digest()
 
     def encrypt(self, plain: str) -> str:
         """Ciphertext (a Fernet token) for ``plain``."""

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -168,8 +171,24 @@ class Settings(BaseSettings):
         default=None, description="password of the first admin; generated and printed once when unset"
     )
     session_minutes: int = Field(default=480, ge=1, le=60 * 24 * 30, description="web session lifetime")
-    login_attempts: int = Field(default=5, ge=1, le=1000, description="failed logins per client per window")
+    login_attempts: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="failed logins per client address (and per known browser) within login_window",
+    )
     login_window: float = Field(default=300.0, gt=0, description="seconds over which failed logins count")
+    login_free_failures: int = Field(
+        default=3, ge=0, le=100, description="failed logins of one account before its backoff starts"
+    )
+    login_backoff_max: float = Field(
+        default=300.0, gt=0, le=86400, description="longest wait of an account's backoff (1, 2, 4 … s)"
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="reverse proxies whose X-Forwarded-For/-Proto are believed (addresses or networks,"
+        " comma-separated); none by default",
+    )
     lab_dir: Path = Field(
         default=Path("data/lab"), description="directory of the virtual lab of `mko lab up` (own database)"
     )
@@ -235,6 +254,20 @@ class Settings(BaseSettings):
                 f" ({self.operation_owner_timeout:g} < 3 x {self.operation_heartbeat_interval:g})"
             )
         return self
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_list(cls, value: Any) -> list[str]:
+        items = value.replace(",", " ").split() if isinstance(value, str) else list(value or [])
+        proxies = []
+        for item in items:
+            try:
+                proxies.append(str(ipaddress.ip_network(str(item).strip(), strict=False)))
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address or network (e.g. 10.0.0.5, 10.0.0.0/24)"
+                ) from None
+        return proxies
 
     @classmethod
     def settings_customise_sources(

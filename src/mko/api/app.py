@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI
 from sqlalchemy import text
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from mko import __version__, ownership
 from mko.api import leader, periodic
@@ -31,7 +33,7 @@ from mko.api.routes import (
 )
 from mko.api.routes import agents as agent_routes
 from mko.api.security import authorize_by_method, require
-from mko.auth import LoginLimiter
+from mko.auth import LoginThrottle
 from mko.db import Role, make_engine, make_session_factory
 from mko.settings import Settings, get_settings
 from mko.web.auth import web_authorize
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
     from mko.lab.control import LabControl
 
 __all__ = ["create_app"]
+
+log = logging.getLogger("mko.api")
 
 
 def create_app(settings: Settings | None = None, *, lab: LabControl | None = None) -> FastAPI:
@@ -79,7 +83,7 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
     app.state.background_tasks = set()
     app.state.ups_monitor = None
     app.state.lab = lab
-    app.state.login_limiter = LoginLimiter(settings.login_attempts, settings.login_window)
+    app.state.login_throttle = _login_throttle(settings)
     periodic.install(app, settings, session_factory)
     install_error_handlers(app)
 
@@ -132,4 +136,29 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
 
         app.include_router(web_lab_router, dependencies=[Depends(web_authorize)])
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    if settings.trusted_proxies:
+        # Outermost, so the audit, the login throttle and operations all see the real client. Only
+        # these proxies' X-Forwarded-For is believed; `mko serve` turns uvicorn's own handling off
+        # (it trusts loopback by default), so this setting alone decides.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))
     return app
+
+
+def _login_throttle(settings: Settings) -> LoginThrottle:
+    """The login throttle, its device cookies signed with a key derived from the secrets key (so they
+    survive restarts and are shared by every instance of a high-availability setup)."""
+    from mko.errors import MkoError
+    from mko.secrets import SecretBox
+
+    try:
+        key = SecretBox.from_settings(settings).derive("mko login device cookie")
+    except (OSError, MkoError) as exc:
+        log.warning("login device cookies use a key of this process only (%s)", exc)
+        key = None
+    return LoginThrottle(
+        settings.login_attempts,
+        settings.login_window,
+        free_failures=settings.login_free_failures,
+        backoff_max=settings.login_backoff_max,
+        key=key,
+    )

@@ -115,7 +115,9 @@ def serve(
         settings = settings.model_copy(update={"instance_url": _own_url(host, port)})
     app = create_app(settings, lab=control)
     if control is None:
-        uvicorn.run(app, host=host, port=port, log_config=None)
+        # proxy_headers off: uvicorn would believe X-Forwarded-For from loopback; the app applies
+        # MKO_TRUSTED_PROXIES itself (mko.api.app), so the setting alone decides whom to believe.
+        uvicorn.run(app, host=host, port=port, log_config=None, proxy_headers=False)
         return
     _serve_lab(app, control, host, port)
 
@@ -145,4 +147,4 @@ def _serve_lab(app: Any, control: Any, host: str, port: int) -> None:
     control.register_server(os.getpid(), url)
     typer.echo(f"serving the lab at {url}")
     with enter_netns(state["orch"]):  # every thread uvicorn and mko start from here on lives in the lab
-        uvicorn.Server(uvicorn.Config(app, log_config=None)).run(sockets=[listener])
+        uvicorn.Server(uvicorn.Config(app, log_config=None, proxy_headers=False)).run(sockets=[listener])

@@ -16,7 +16,10 @@ from mko.api.deps import get_session
 from mko.api.security import SAFE_METHODS, SESSION_COOKIE, client_address
 from mko.db.auth_models import Role
 
-__all__ = ["LoginRequired", "WebForbidden", "router", "web_authorize"]
+__all__ = ["DEVICE_COOKIE", "LoginRequired", "WebForbidden", "router", "web_authorize"]
+
+DEVICE_COOKIE = "mko_device"
+DEVICE_COOKIE_DAYS = 365
 
 router = APIRouter(include_in_schema=False)
 
@@ -96,9 +99,10 @@ async def login(request: Request, session: Annotated[Session, Depends(get_sessio
     username = str(form.get("username") or "")
     password = str(form.get("password") or "")
     next_path = _safe_next(str(form.get("next") or "/"))
-    limiter: auth.LoginLimiter = request.app.state.login_limiter
+    throttle: auth.LoginThrottle = request.app.state.login_throttle
     client = client_address(request)
-    wait = limiter.retry_after(client)
+    device = throttle.device_of(request.cookies.get(DEVICE_COOKIE), username)
+    wait = throttle.retry_after(username, client, device)
     if wait > 0:
         auth.record_auth_event(session, "login_throttled", username, client, "too many failed logins")
         return _login_page(
@@ -106,10 +110,10 @@ async def login(request: Request, session: Annotated[Session, Depends(get_sessio
         )
     user = auth.authenticate_password(session, username, password)
     if user is None:
-        limiter.failed(client)
+        throttle.failed(username, client, device)
         auth.record_auth_event(session, "login_failed", username, client, "wrong user name or password")
         return _login_page(request, 401, "Wrong user name or password.", next_path)
-    limiter.succeeded(client)
+    throttle.succeeded(username, device)
     settings = request.app.state.settings
     web_session = auth.create_session(session, user, timedelta(minutes=settings.session_minutes))
     response = RedirectResponse(next_path, status_code=303)
@@ -121,6 +125,16 @@ async def login(request: Request, session: Annotated[Session, Depends(get_sessio
         samesite="lax",
         secure=request.url.scheme == "https",
         path="/",
+    )
+    # This browser has signed in as this user: the login throttle will not lock it out (LoginThrottle).
+    response.set_cookie(
+        DEVICE_COOKIE,
+        device or throttle.device_cookie(user.username),
+        max_age=DEVICE_COOKIE_DAYS * 86400,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/login",
     )
     return response
 
