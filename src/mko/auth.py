@@ -21,14 +21,15 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import VerificationError
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mko.db.auth_models import ApiToken, AuthEvent, Role, User, WebSession
 from mko.db.models import utcnow
 from mko.errors import ConflictError, InputError, NotFoundError
-from mko.validation import check_text
+from mko.settings import get_settings
+from mko.validation import check_text, printable
 
 __all__ = [
     "TOKEN_PREFIX",
@@ -44,6 +45,7 @@ __all__ = [
     "ensure_first_admin",
     "list_tokens",
     "list_users",
+    "prune_auth_events",
     "record_auth_event",
     "remove_user",
     "revoke_token",
@@ -275,10 +277,35 @@ def delete_session(session: Session, session_id: str) -> None:
 
 
 def record_auth_event(session: Session, kind: str, principal: str, source: str, detail: str) -> None:
-    """Log and keep a failed login or denied action (never with the secret that was tried)."""
+    """Log and keep a failed login or denied action (never with the secret that was tried).
+
+    The name tried, the address and the path are the caller's: they are escaped and cut
+    (:func:`mko.validation.printable`) before they reach the log line or the table.
+    """
+    principal, source, detail = printable(principal, 100), printable(source, 100), printable(detail, 300)
     log.warning("auth %s: %s from %s: %s", kind, principal or "-", source or "-", detail)
-    session.add(AuthEvent(kind=kind, principal=principal[:200], source=source[:200], detail=detail[:500]))
+    event = AuthEvent(kind=kind, principal=principal, source=source, detail=detail)
+    session.add(event)
     session.commit()
+    if event.id % PRUNE_EVERY == 0:
+        settings = get_settings()
+        prune_auth_events(session, settings.auth_events_keep_days, settings.auth_events_keep_max)
+
+
+#: Every this many auth events, the old ones are pruned (a flood of failures cannot fill the disk).
+PRUNE_EVERY = 100
+
+
+def prune_auth_events(session: Session, keep_days: float, keep_max: int) -> int:
+    """Delete auth events older than ``keep_days`` and all but the newest ``keep_max``; return how many."""
+    newest = session.scalar(select(func.max(AuthEvent.id))) or 0
+    too_old = AuthEvent.created_at < utcnow() - timedelta(days=keep_days)
+    removed = session.execute(delete(AuthEvent).where(too_old | (AuthEvent.id <= newest - keep_max)))
+    session.commit()
+    count = int(getattr(removed, "rowcount", 0) or 0)
+    if count:
+        log.info("pruned %d auth event(s) (kept %g days, at most %d)", count, keep_days, keep_max)
+    return count
 
 
 @dataclass

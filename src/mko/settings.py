@@ -184,6 +184,12 @@ class Settings(BaseSettings):
     login_backoff_max: float = Field(
         default=300.0, gt=0, le=86400, description="longest wait of an account's backoff (1, 2, 4 … s)"
     )
+    auth_events_keep_days: float = Field(
+        default=90.0, gt=0, le=36500, description="failed logins and denials are kept this many days"
+    )
+    auth_events_keep_max: int = Field(
+        default=100_000, ge=100, le=100_000_000, description="and at most this many (the newest)"
+    )
     trusted_proxies: Annotated[list[str], NoDecode] = Field(
         default=[],
         description="reverse proxies whose X-Forwarded-For/-Proto are believed (addresses or networks,"

@@ -89,18 +89,19 @@ def quoted(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 4] + "...'"
 
 
-def printable(value: object, limit: int = 200) -> str:
+def printable(value: object, limit: int = 200, *, backslashes: bool = True) -> str:
     """``value`` as one line of printable text, for log lines and messages.
 
     Backslashes, control characters, line separators, bidi overrides and lone surrogates are escaped
     (``\\n``, ``\\x1b``, ``\\u2028``), so a value can neither start a forged line nor colour a
     terminal; and the text is cut to ``limit`` characters, saying how much was left out.
+    ``backslashes=False`` leaves backslashes as they are (for text escaped once already).
     """
     text = str(value)
     out: list[str] = []
     size = 0
     for index, char in enumerate(text):
-        if char == "\\":
+        if char == "\\" and backslashes:
             piece = "\\\\"
         elif unicodedata.category(char) in _BAD_CATEGORIES or char in _BIDI_CONTROLS:
             piece = char.encode("unicode_escape", "backslashreplace").decode("ascii")

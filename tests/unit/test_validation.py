@@ -14,6 +14,7 @@ from mko.validation import (
     check_text,
     normalize_mac,
     normalize_secureon,
+    printable,
     validate_broadcast,
     validate_hostname,
     validate_interface,
@@ -217,3 +218,11 @@ def test_interface_names_follow_linux_rules() -> None:
     for bad in ("", ".", "..", "a" * 16, "eth0:1", "eth/0", "eth 0", "-foo", "{{7*7}}", "eth0@if2", "é0"):
         with pytest.raises(InputError, match="wol_interface"):
             validate_interface(bad)
+
+
+def test_printable_escapes_and_cuts_for_log_lines() -> None:
+    assert printable("a\nb\x1b[31m\u2028\\") == "a\\nb\\x1b[31m\\u2028\\\\"
+    assert printable("already\\n escaped\n", backslashes=False) == "already\\n escaped\\n"
+    assert printable("\ud800") == "\\ud800"
+    assert printable("x" * 500, 10) == "x" * 10 + "...[490 more]"
+    assert printable("Müller ✓") == "Müller ✓"

@@ -79,11 +79,11 @@ def agent_main(
         interface=validate_interface(interface, "interface") if interface else None,
         ca_file=str(ca_file) if ca_file else None,
     )
-    logging.basicConfig(
-        level=get_settings().log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from mko.logs import SafeFormatter
+
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=get_settings().log_level.upper(), handlers=[console])
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per long poll is noise
 
     async def run() -> None:

@@ -1,0 +1,107 @@
+"""Log lines cannot be forged or flooded by what callers type, and auth events do not grow forever."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mko import auth
+from mko.api import create_app
+from mko.db.auth_models import AuthEvent
+from mko.db.models import utcnow
+from mko.logs import MESSAGE_MAX, configure_logging
+from mko.settings import Settings, get_settings
+
+RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+: ")
+FORGED = "2024-01-01 00:00:00,000 WARNING mko.auth: admin logged in from 10.0.0.1"
+
+
+def check_log(path: Path) -> list[str]:
+    """Every line of the log is one record, or an indented traceback line under one; nothing raw."""
+    text = path.read_bytes().decode("utf-8")
+    lines = text.splitlines()
+    for line in lines:
+        assert RECORD.match(line) or line.startswith("    "), f"not a record: {line[:200]!r}"
+        assert line.isprintable(), f"unprintable character in {line[:200]!r}"
+        assert len(line) < MESSAGE_MAX + 200
+    assert not any(FORGED in line and RECORD.match(line) and line.startswith(FORGED) for line in lines)
+    return lines
+
+
+@pytest.fixture
+def logged(settings: Settings) -> Path:
+    configure_logging(settings, console=False)
+    yield settings.log_file
+    for handler in logging.getLogger("mko").handlers:
+        handler.close()
+
+
+def test_login_names_cannot_forge_colour_or_rotate_away_the_log(
+    settings: Settings, session: Session, logged: Path
+) -> None:
+    app = create_app(settings.model_copy(update={"login_attempts": 1000, "login_free_failures": 1000}))
+    names = [
+        f"evil\n{FORGED}",
+        f"evil\r{FORGED}",
+        "\x1b[2J\x1b[31mred\x1b]0;title\x07",
+        "nul\x00byte",
+        "line\u2028separator\u2029para\x85next",
+        "bidi\u202eevil",
+        "x" * 1_000_000,
+    ]
+    with TestClient(app) as browser:
+        for name in names:
+            response = browser.post("/login", data={"username": name, "password": "wrong"})
+            assert response.status_code == 401
+        # The same through the API: an unknown token and a path with a newline in it.
+        bad_token = {"Authorization": "Bearer nope"}
+        assert browser.delete("/api/tokens/%0A" + FORGED, headers=bad_token).status_code == 401
+    app.state.engine.dispose()
+    lines = check_log(logged)
+    failed = [line for line in lines if "auth login_failed" in line]
+    assert len(failed) == len(names)
+    assert any("auth token_invalid" in line and "/api/tokens/" in line for line in lines)
+    assert any("evil\\n2024-01-01" in line for line in failed)
+    assert any("\\x1b[2J" in line for line in failed)
+    # Seven 1 MB names once rotated the whole audit away; now each record is cut.
+    assert logged.stat().st_size < 50_000
+    assert any("more]" in line for line in failed)
+    stored = session.scalars(select(AuthEvent.principal)).all()
+    assert all(p.isprintable() and len(p) <= 120 for p in stored)
+
+
+def test_exception_text_is_indented_under_its_record(logged: Path) -> None:
+    log = logging.getLogger("mko.test")
+    try:
+        raise ValueError(f"bad value\n{FORGED}")
+    except ValueError:
+        log.exception("refused %s", "\x1b[31m")
+    lines = check_log(logged)
+    assert lines[-1].startswith("    ") and FORGED in lines[-1]
+
+
+def test_auth_events_are_pruned_by_age_and_count(
+    settings: Settings, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MKO_AUTH_EVENTS_KEEP_MAX", "150")
+    monkeypatch.setenv("MKO_AUTH_EVENTS_KEEP_DAYS", "30")
+    get_settings.cache_clear()
+    old = AuthEvent(
+        kind="denied", principal="old", source="", detail="", created_at=utcnow() - timedelta(days=31)
+    )
+    session.add(old)
+    session.commit()
+    for i in range(398):
+        auth.record_auth_event(session, "login_failed", f"user{i}", "10.0.0.1", "wrong")
+    count = session.scalar(select(func.count()).select_from(AuthEvent))
+    assert count is not None and 150 <= count < 150 + auth.PRUNE_EVERY
+    assert session.scalar(select(func.count()).where(AuthEvent.principal == "old")) == 0
+    newest = session.scalars(select(AuthEvent.principal).order_by(AuthEvent.id.desc()).limit(1)).one()
+    assert newest == "user397"
