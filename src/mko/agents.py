@@ -44,6 +44,7 @@ from mko.db.auth_models import ApiToken, Role
 from mko.db.models import Node, NodeRole, Operation, OperationStatus, WolMethod, utcnow
 from mko.errors import ConflictError, InputError, NotFoundError
 from mko.power.base import NodeOutcome, NodeSnapshot, OutcomeState, WakeSchedule
+from mko.secrets import SecretBox
 from mko.settings import Settings
 from mko.validation import InputModel
 
@@ -319,7 +320,7 @@ def node_payload(node: NodeSnapshot) -> dict[str, Any]:
         "broadcast": node.broadcast,
         "prefix_len": node.prefix_len,
         "interface": node.interface,
-        "secureon": node.secureon is not None,
+        "secureon": node.has_secureon,
     }
 
 
@@ -572,7 +573,8 @@ def _job_for_agent(session: Session, job: WakeJob) -> dict[str, Any]:
         item = dict(entry)
         if item.get("secureon"):
             node = session.get(Node, item["node_id"])
-            item["secureon"] = node.wol_secureon if node is not None else None
+            stored = node.wol_secureon_encrypted if node is not None else None
+            item["secureon"] = SecretBox.for_session(session).decrypt(stored) if stored else None
         else:
             item["secureon"] = None
         nodes.append(item)

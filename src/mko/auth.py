@@ -1,8 +1,8 @@
 """Users, roles, API tokens, web sessions, and the audit of failed logins and denied actions.
 
 Roles: ``admin`` ⊃ ``operator`` ⊃ ``viewer``; ``agent`` is its own role for remote wake agents.
-Passwords are hashed with argon2; tokens and session ids are random, shown once, and stored hashed
-(tokens) or server-side (sessions), so a database leak does not hand out working credentials.
+Passwords are hashed with argon2; tokens and session ids are random, given out once, and stored only
+as SHA-256 hashes, so a copy of the database does not hand out working credentials.
 """
 
 from __future__ import annotations
@@ -238,22 +238,28 @@ def authenticate_token(session: Session, plain: str) -> Principal | None:
     return Principal(name=token.name, role=token.role, kind="token", user_id=token.user_id)
 
 
-def create_session(session: Session, user: User, lifetime: timedelta) -> WebSession:
-    """A web session for a logged-in user."""
+def create_session(session: Session, user: User, lifetime: timedelta) -> tuple[WebSession, str]:
+    """A web session for a logged-in user, and the cookie value: given out once, stored hashed."""
+    cookie = secrets.token_urlsafe(32)
     web_session = WebSession(
-        id=secrets.token_urlsafe(32),
+        id=_token_hash(cookie),
         user_id=user.id,
         csrf_token=secrets.token_urlsafe(32),
         expires_at=utcnow() + lifetime,
     )
     session.add(web_session)
     session.commit()
-    return web_session
+    return web_session, cookie
 
 
-def session_principal(session: Session, session_id: str) -> Principal | None:
-    """The principal of a live web session."""
-    web_session = session.get(WebSession, session_id)
+def _web_session(session: Session, cookie: str) -> WebSession | None:
+    # The cookie is the caller's: anything longer than a session id is no session id.
+    return session.get(WebSession, _token_hash(cookie)) if 0 < len(cookie) <= 200 else None
+
+
+def session_principal(session: Session, cookie: str) -> Principal | None:
+    """The principal of a live web session, from the cookie value."""
+    web_session = _web_session(session, cookie)
     if web_session is None:
         return None
     if web_session.expires_at <= utcnow():
@@ -268,9 +274,9 @@ def session_principal(session: Session, session_id: str) -> Principal | None:
     )
 
 
-def delete_session(session: Session, session_id: str) -> None:
+def delete_session(session: Session, cookie: str) -> None:
     """Log out."""
-    web_session = session.get(WebSession, session_id)
+    web_session = _web_session(session, cookie)
     if web_session is not None:
         session.delete(web_session)
         session.commit()

@@ -21,6 +21,7 @@ __all__ = [
     "PRIVATE_FILE",
     "locked_directory",
     "private_directory",
+    "private_sqlite",
     "tighten",
     "touch_private",
     "write_atomic",
@@ -79,6 +80,19 @@ def touch_private(path: Path) -> None:
         tighten(path)
         return
     os.close(fd)
+
+
+def private_sqlite(path: Path) -> None:
+    """Make a SQLite database file private before SQLite opens it: created 0600 in a 0700 directory,
+    or, written by an older mko, its file, WAL, SHM, journal and backups beside it made 0600.
+
+    SQLite creates the -wal and -shm files with the mode of the database file, so they follow.
+    """
+    touch_private(path)
+    for suffix in ("-wal", "-shm", "-journal"):
+        tighten(Path(f"{path}{suffix}"))
+    for backup in path.parent.glob(f"{path.name}.backup-*"):
+        tighten(backup)
 
 
 def write_atomic(path: Path, data: bytes, mode: int = PRIVATE_FILE) -> None:

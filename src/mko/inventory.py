@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pydantic import SecretStr
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
@@ -53,7 +54,6 @@ _FIELD_CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "wol_port": validation.validate_port,
     "wol_broadcast_address": validation.validate_broadcast,
     "wol_interface": validation.validate_interface,
-    "wol_secureon": validation.normalize_secureon,
     "probe_port": validation.validate_port,
     "bmc_port": validation.validate_port,
     "site": validation.validate_site,
@@ -215,15 +215,16 @@ def delete_node(session: Session, node_id: int) -> None:
 
 
 def _encrypt_secrets(session: Session, changes: dict[str, Any]) -> dict[str, Any]:
-    """Replace a plain ``bmc_password`` by its ciphertext column; null clears it."""
-    if "bmc_password" not in changes:
-        return changes
-    secret = changes.pop("bmc_password")
-    if secret is None:
-        changes["bmc_password_encrypted"] = None
-        return changes
-    plain = validate_secret(secret.get_secret_value(), "bmc_password")
-    changes["bmc_password_encrypted"] = SecretBox.for_session(session).encrypt(plain)
+    """Replace a plain ``bmc_password`` or ``wol_secureon`` by its ciphertext column; null clears it."""
+    for field, check in (("bmc_password", validate_secret), ("wol_secureon", validation.normalize_secureon)):
+        if field not in changes:
+            continue
+        secret = changes.pop(field)
+        if secret is None:
+            changes[f"{field}_encrypted"] = None
+            continue
+        plain = check(secret.get_secret_value() if isinstance(secret, SecretStr) else secret, field)
+        changes[f"{field}_encrypted"] = SecretBox.for_session(session).encrypt(plain)
     return changes
 
 
@@ -282,7 +283,7 @@ def _check_secret_destinations(
         "wol_secureon",
         _secureon_destination(session, current),
         _secureon_destination(session, merged),
-        reused=merged.get("wol_secureon") is not None and given.get("wol_secureon") is None,
+        reused=merged.get("wol_secureon_encrypted") is not None and given.get("wol_secureon") is None,
         may_rebind=may_rebind,
         fields=[f for f in _SECUREON_FIELDS if f in given and merged.get(f) != current.get(f)],
     )

@@ -177,7 +177,7 @@ class NodePublic(BaseModel):
         from mko.power.base import node_site
 
         public = cls.model_validate(node)
-        public.wol_secureon_set = node.wol_secureon is not None
+        public.wol_secureon_set = node.wol_secureon_encrypted is not None
         public.bmc_password_set = node.bmc_password_encrypted is not None
         public.wake_site = node_site(node)
         return public

@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from mko.errors import FatalPowerError, InputError
+from mko.files import private_directory
 from mko.settings import Settings, get_settings
 
 __all__ = ["SecretBox", "check_secret_destination", "key_file_path"]
@@ -46,7 +47,7 @@ def _load_or_create(path: Path) -> bytes:
     try:
         key = path.read_bytes().strip()
     except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_directory(path.parent)
         key = Fernet.generate_key()
         try:
             # O_EXCL: two processes starting at once must not each write a different key.

@@ -358,7 +358,7 @@ def wol_status_sync(session: Session, node_id: int) -> dict[str, Any]:
         "interface": node.wol_interface,
         # Where its packets start: None for this orchestrator, else the site whose agents send them.
         "site": snapshot.site if agents.routed_to_agent(snapshot) else None,
-        "secureon_set": node.wol_secureon is not None,
+        "secureon_set": node.wol_secureon_encrypted is not None,
         "is_virtual_node": node.is_virtual_node,
         "proxmox_vm_id": node.proxmox_vm_id,
         "proxmox_host_id": node.proxmox_host_id,

@@ -53,11 +53,12 @@ class ApiToken(Base):
 
 
 class WebSession(Base):
-    """A logged-in browser: the cookie carries the id, the CSRF token lives here."""
+    """A logged-in browser: the cookie carries a random id, stored here only as its SHA-256 hash (so a
+    copy of the database holds no working cookie); the CSRF token lives here."""
 
     __tablename__ = "web_sessions"
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # sha256(cookie) in hex
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     csrf_token: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime] = mapped_column()

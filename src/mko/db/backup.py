@@ -18,6 +18,7 @@ from pathlib import Path
 from sqlalchemy.engine import URL, make_url
 
 from mko.errors import MkoError
+from mko.files import touch_private
 
 __all__ = [
     "BackupError",
@@ -104,7 +105,7 @@ def backup_sqlite(source: Path, target: Path) -> None:
     """Copy ``source`` to ``target`` through the online backup API, as one consistent snapshot."""
     if not source.is_file():
         raise BackupError(f"no database file at {source}")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    touch_private(target)  # 0600 before a byte is written: it holds everything the database holds
     src = sqlite3.connect(source, isolation_level=None, timeout=_BUSY_TIMEOUT)
     try:
         wal = src.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -142,7 +143,6 @@ def backup_sqlite(source: Path, target: Path) -> None:
         with target.open("r+b") as handle:
             handle.write(header)
     _check_copy(target)
-    os.chmod(target, source.stat().st_mode & 0o777)
 
 
 def _check_copy(target: Path) -> None:
@@ -168,10 +168,11 @@ def _restore_sqlite(database: Path, backup: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
             Path(f"{database}{suffix}").unlink()
     staging = database.with_name(f".{database.name}.restoring")
+    staging.unlink(missing_ok=True)
+    touch_private(staging)
     shutil.copyfile(backup, staging)
     if database.exists():
         stat = database.stat()
-        os.chmod(staging, stat.st_mode & 0o7777)
         with contextlib.suppress(PermissionError):
             os.chown(staging, stat.st_uid, stat.st_gid)
     with staging.open("rb") as handle:
@@ -203,7 +204,7 @@ def _libpq(url: URL) -> tuple[list[str], dict[str, str]]:
 
 
 def _pg_dump(url: URL, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    touch_private(target)  # pg_dump keeps the mode of a file that exists
     args, env = _libpq(url)
     # --clean/--if-exists: the dump drops what it recreates, so restoring onto the same database works.
     command = ["pg_dump", "--format=plain", "--clean", "--if-exists", f"--file={target}", *args]

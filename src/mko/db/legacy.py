@@ -70,6 +70,7 @@ from mko.db.migrate import alembic_config
 from mko.db.models import Base, NodeRole, UTCDateTime, WolMethod
 from mko.db.session import make_engine
 from mko.errors import InputError, MkoError
+from mko.files import private_sqlite
 from mko.schemas import NodePublic
 
 __all__ = [
@@ -606,7 +607,7 @@ def _migration_engine(url: str) -> Engine:
     """An engine whose transactions hold DDL too (SQLite: BEGIN IMMEDIATE, journal mode left alone)."""
     if not is_sqlite(url):
         return create_engine(url, poolclass=NullPool)
-    sqlite_path(url).parent.mkdir(parents=True, exist_ok=True)
+    private_sqlite(sqlite_path(url))  # created 0600 (an older mko's file is made 0600)
     engine = create_engine(url, poolclass=NullPool)
 
     @event.listens_for(engine, "connect")
@@ -982,6 +983,15 @@ def _reason(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _state_before_upgrade(url: str) -> DatabaseState:
+    if is_sqlite(url):
+        path = sqlite_path(url)
+        if not path.exists():
+            return DatabaseState(DatabaseKind.EMPTY, [])
+        private_sqlite(path)  # an older mko left it (and its backups) readable by everyone
+    return inspect_database(url)
+
+
 def upgrade_database(
     url: str,
     revision: str = "head",
@@ -995,10 +1005,7 @@ def upgrade_database(
     Returns (revision before, revision after, backup path). A new or empty database is created without
     a backup; the earlier orchestrator's database and foreign ones are refused.
     """
-    if is_sqlite(url) and not sqlite_path(url).exists():
-        state = DatabaseState(DatabaseKind.EMPTY, [])
-    else:
-        state = inspect_database(url)
+    state = _state_before_upgrade(url)
     if state.kind is DatabaseKind.LEGACY:
         raise MigrationRefused(
             "this is the earlier orchestrator's database: import it with `mko db migrate-wol`"

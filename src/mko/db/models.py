@@ -193,7 +193,7 @@ class Node(Base):
     proxmox_host_id: Mapped[int | None] = mapped_column(ForeignKey("proxmox_hosts.id", ondelete="SET NULL"))
     # Wake-on-LAN: what mko adds.
     wol_interface: Mapped[str | None] = mapped_column(String(15))  # orchestrator-side source interface
-    wol_secureon: Mapped[str | None] = mapped_column(String(17))  # SecureOn password, never returned
+    wol_secureon_encrypted: Mapped[str | None] = mapped_column(Text)  # SecureOn password (Fernet token)
     wol_prefix_len: Mapped[int | None] = mapped_column(Integer)  # node subnet prefix, for its broadcast
     probe_port: Mapped[int | None] = mapped_column(Integer)  # TCP port that proves "up"; default ssh_port
     cordoned_by_mko: Mapped[bool] = mapped_column(Boolean, default=False)  # drained by a shutdown of ours

@@ -9,6 +9,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from mko.files import private_sqlite
+
 __all__ = ["make_engine", "make_session_factory"]
 
 
@@ -25,8 +27,8 @@ def make_engine(url: str) -> Engine:
     """An engine for ``url``; creates the directory of a SQLite file."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+            private_sqlite(Path(parsed.database))  # 0600 in a 0700 directory, WAL and SHM alike
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine

@@ -140,7 +140,8 @@ class NodeSnapshot:
     broadcast: str | None = None
     prefix_len: int | None = None
     interface: str | None = None
-    secureon: str | None = field(default=None, repr=False)
+    secureon: str | None = field(default=None, repr=False)  # plain: only where a wake agent received it
+    secureon_encrypted: str | None = field(default=None, repr=False)  # as stored; decrypted when sent
     proxmox_vm_id: int | None = None
     proxmox_host_id: int | None = None
     proxmox_node: str | None = None
@@ -177,7 +178,7 @@ class NodeSnapshot:
             broadcast=node.wol_broadcast_address,
             prefix_len=node.wol_prefix_len,
             interface=node.wol_interface,
-            secureon=node.wol_secureon,
+            secureon_encrypted=node.wol_secureon_encrypted,
             proxmox_vm_id=node.proxmox_vm_id,
             proxmox_host_id=node.proxmox_host_id,
             proxmox_node=node.proxmox_node,
@@ -192,6 +193,11 @@ class NodeSnapshot:
             bmc_ca_file=node.bmc_ca_file,
             site=node_site(node),
         )
+
+    @property
+    def has_secureon(self) -> bool:
+        """Whether its magic packets carry a SecureOn password."""
+        return self.secureon is not None or self.secureon_encrypted is not None
 
     @property
     def label(self) -> str:

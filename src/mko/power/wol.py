@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 from mko.db.models import WolMethod
@@ -12,6 +12,7 @@ from mko.power.magic import LIMITED_BROADCAST, MagicPacketSender, WakeTarget, su
 from mko.probe import probe_tcp
 
 if TYPE_CHECKING:
+    from mko.secrets import SecretBox
     from mko.settings import Settings
 
 __all__ = ["WolDriver", "effective_broadcast", "wake_target"]
@@ -27,10 +28,20 @@ def effective_broadcast(node: NodeSnapshot) -> str:
     return LIMITED_BROADCAST
 
 
-def wake_target(node: NodeSnapshot, default_interface: str | None = None) -> WakeTarget:
-    """The packet and path for one node; InputError when the node's settings cannot make one."""
+def wake_target(
+    node: NodeSnapshot, default_interface: str | None = None, box: Callable[[], SecretBox] | None = None
+) -> WakeTarget:
+    """The packet and path for one node; InputError when the node's settings cannot make one.
+
+    ``box`` gives the key that decrypts a stored SecureOn password (only called when there is one).
+    """
     if not node.mac:
         raise InputError("wol_mac_address", f"node {node.node_id} ({node.hostname}) has no MAC address")
+    secureon = node.secureon
+    if secureon is None and node.secureon_encrypted is not None:
+        if box is None:
+            raise InputError("wol_secureon", f"{node.label}: no key to decrypt its SecureOn password")
+        secureon = box().decrypt(node.secureon_encrypted)
     raw = node.method == WolMethod.ETHERNET_RAW
     return WakeTarget(
         node.mac,
@@ -38,7 +49,7 @@ def wake_target(node: NodeSnapshot, default_interface: str | None = None) -> Wak
         address=effective_broadcast(node),
         port=node.wol_port,
         interface=node.interface or default_interface,
-        secureon=node.secureon,
+        secureon=secureon,
     )
 
 
@@ -49,16 +60,26 @@ class WolDriver(PowerDriver):
     actions: ClassVar[frozenset[str]] = frozenset({"on", STATUS})
     label: ClassVar[str] = "Wake-on-LAN magic packets"
 
-    def __init__(self, default_interface: str | None = None, probe_timeout: float = 1.0) -> None:
+    def __init__(
+        self,
+        default_interface: str | None = None,
+        probe_timeout: float = 1.0,
+        box: Callable[[], SecretBox] | None = None,
+    ) -> None:
         self._default_interface = default_interface
         self._probe_timeout = probe_timeout
+        self._box = box
         self._sender = MagicPacketSender()
         self._targets: dict[int, WakeTarget | AttemptError] = {}
 
     @classmethod
     def create(cls, settings: Settings) -> WolDriver:
         """A driver sending from the settings' default interface."""
-        return cls(settings.wol_default_interface, settings.probe_timeout)
+        from mko.secrets import SecretBox
+
+        return cls(
+            settings.wol_default_interface, settings.probe_timeout, lambda: SecretBox.from_settings(settings)
+        )
 
     async def query(self, node: NodeSnapshot) -> PowerState:
         """On when the node answers on its probe port; a sleeping machine cannot be asked anything else."""
@@ -69,8 +90,8 @@ class WolDriver(PowerDriver):
         # Built once per node: later rounds only re-send the precomputed packet.
         if node.node_id not in self._targets:
             try:
-                self._targets[node.node_id] = wake_target(node, self._default_interface)
-            except InputError as exc:
+                self._targets[node.node_id] = wake_target(node, self._default_interface, self._box)
+            except (InputError, PowerError) as exc:
                 self._targets[node.node_id] = AttemptError(str(exc), retryable=False)
         return self._targets[node.node_id]
 

@@ -115,11 +115,11 @@ async def login(request: Request, session: Annotated[Session, Depends(get_sessio
         return _login_page(request, 401, "Wrong user name or password.", next_path)
     throttle.succeeded(username, device)
     settings = request.app.state.settings
-    web_session = auth.create_session(session, user, timedelta(minutes=settings.session_minutes))
+    _, cookie = auth.create_session(session, user, timedelta(minutes=settings.session_minutes))
     response = RedirectResponse(next_path, status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
-        web_session.id,
+        cookie,
         max_age=settings.session_minutes * 60,
         httponly=True,
         samesite="lax",
