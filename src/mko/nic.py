@@ -80,6 +80,7 @@ _AGGREGATE_KINDS = frozenset({"bridge", "bond", "team"})
 _STACKED_KINDS = frozenset({"vlan", "macvlan", "macvtap", "ipvlan"})
 # ip's link types and kinds (ether, loopback, veth, bridge...) and operstates (UP, LOWER_UP...).
 _WORD = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+_HARDWARE_ADDRESS = re.compile(r"[0-9A-Fa-f:.-]{1,64}")
 _WOL_LINE = re.compile(r"^\s*(Supports Wake-on|Wake-on):\s*(\S*)\s*$", re.MULTILINE)
 
 
@@ -159,6 +160,12 @@ def _fact(value: Any, what: str, check: Callable[[str], Any]) -> str:
     return text
 
 
+def _hardware_address(text: str) -> None:
+    # Any link layer's address as ip prints it: hex bytes with separators (Ethernet, InfiniBand, tunnels).
+    if not _HARDWARE_ADDRESS.fullmatch(text):
+        raise ValueError(text)
+
+
 def _word(text: str) -> None:
     if not _WORD.fullmatch(text):
         raise ValueError(text)
@@ -200,6 +207,8 @@ def _parse_interfaces(link_json: str, addr_json: str, route_json: str) -> list[I
         key=lambda r: int(r.get("metric", 0)),
     )
     default_dev = routes[0].get("dev") if routes else None
+    if default_dev is not None:
+        _fact(default_dev, "a default route device", validation.validate_interface)
     interfaces = []
     for entry in _json_list(link_json, "ip -j -d link show"):
         if not entry.get("ifname"):
@@ -213,6 +222,8 @@ def _parse_interfaces(link_json: str, addr_json: str, route_json: str) -> list[I
         # is off wakes on its permanent (EEPROM) address, which `ip -d` shows as permaddr/perm_hwaddr.
         slave_data = linkinfo.get("info_slave_data") or {}
         mac = entry.get("permaddr") or slave_data.get("perm_hwaddr") or entry.get("address")
+        if mac:
+            _fact(mac, "a link-layer address", _hardware_address)
         try:
             mac = validation.normalize_mac(mac) if mac and kind != "loopback" else None
         except InputError:

@@ -34,6 +34,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import shlex
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -48,6 +49,7 @@ from mko.db.models import OperationStatus
 from mko.errors import ConflictError, FatalPowerError, InputError, MkoError, PowerError, RetryablePowerError
 from mko.operations import Actor, finish_operation, record_step, start_operation
 from mko.settings import Settings
+from mko.validation import check_text, quoted
 
 if TYPE_CHECKING:
     import asyncssh
@@ -509,6 +511,9 @@ async def scan_host_key(target: SshTarget, settings: Settings) -> HostKeyInfo:
 # ----------------------------------------------------------------------------- trusting a node
 
 
+_FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}=?")
+
+
 def _sha256_part(text: str) -> str:
     parts = text.strip().split()
     return parts[-1] if parts else ""
@@ -537,8 +542,10 @@ async def trust_node(
     """
     node = inventory.get_node(session, node_id)
     target = SshTarget.of(node, settings)
-    if expected is not None and not _sha256_part(expected).startswith("SHA256:"):
-        raise InputError("fingerprint", f"{expected!r} is not a SHA256 fingerprint (SHA256:…)")
+    if expected is not None and not _FINGERPRINT.fullmatch(_sha256_part(check_text(expected, "fingerprint"))):
+        raise InputError(
+            "fingerprint", f"{quoted(expected)} is not a SHA256 fingerprint (SHA256:…, 43 characters)"
+        )
     operation = start_operation(
         session,
         kind="ssh_trust",

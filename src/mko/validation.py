@@ -208,6 +208,8 @@ def _check_nested(value: Any, *, template_ok: bool) -> None:
         # Secrets never reach a template; they must still be one line (they go into headers and logins).
         _check_nested(value.get_secret_value(), template_ok=True)
     elif isinstance(value, str):
+        if len(value) > MAX_TEXT:
+            raise ValueError(f"is {len(value)} characters long; at most {MAX_TEXT}")
         problem = text_problem(value, template_ok=template_ok)
         if problem is not None:
             raise ValueError(problem)

@@ -19,13 +19,14 @@ from typing import Any
 
 import asyncssh
 import pytest
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from ansibleview import ansible_view, inert_hostvars
 from mko import inventory, nic
 from mko.cli import app
-from mko.db.models import Node
+from mko.db.models import Cluster, Node
 from mko.lab import NodeSpec, RunningLab
 from mko.lab.inventory import register_lab
 from mko.operations import list_operations
@@ -170,3 +171,97 @@ def test_seed_playbooks_run_verbatim_and_their_results_land_in_the_database(
     assert _recap(refused.stdout)["lab-n1"]["unreachable"] == 1
     assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in refused.stdout + refused.stderr
     assert n1.calls() == calls
+
+
+def test_jinja_in_every_field_and_in_facts_runs_nothing_during_the_seed_playbooks(
+    settings: Settings,
+    session: Session,
+    cli: CliRunner,
+    lab_factory: Any,
+    repo_root: Path,
+    monkeypatch: Any,
+    tmp_path: Path,
+) -> None:
+    """Templates stored by an older mko (written here past every check, as such a database holds them)
+    and interface names a node itself reports go through the guide's two commands; nothing runs.
+
+    n1 is reachable and carries templates in the fields the playbooks use as data; n3 carries them in
+    every connection field (so it cannot be reached, and nothing may run while trying); n2 reports a
+    network interface whose name is a template. Every lookup would create a marker file.
+    """
+    running = lab_factory([NodeSpec(), NodeSpec(), NodeSpec()], ssh=True, subnet="10.213.0.0/25")
+    cluster, nodes = register_lab(session, running, macs=False)
+    running.power_on_all()
+    settings.ssh_known_hosts.write_text("\n".join(running.known_hosts_lines()) + "\n")
+    marker = tmp_path / "marker"
+
+    def jinja(tag: str) -> str:
+        return f"{{{{ lookup('pipe', 'touch {marker}-{tag}') }}}}"
+
+    n1, n2, n3 = nodes
+    # A real interface on n2 whose name Ansible would evaluate to 49 if it templated facts.
+    add = ["ip", "-n", running.nodes[1].netns, "link", "add", "{{7*7}}", "type", "veth", "peer", "name", "p0"]
+    subprocess.run(add, check=True)
+
+    def plant() -> None:
+        session.execute(
+            update(Node)
+            .where(Node.id == n1.id)
+            .values(nic_interface=jinja("n1-nic"), description=jinja("n1-description"))
+        )
+        session.execute(
+            update(Node)
+            .where(Node.id == n3.id)
+            .values(
+                ip_address=jinja("n3-host"),
+                ssh_user=jinja("n3-user"),
+                ssh_key_path=jinja("n3-key"),
+                wol_mac_address=jinja("n3-mac"),
+                nic_interface=jinja("n3-nic"),
+            )
+        )
+        session.execute(update(Cluster).where(Cluster.id == cluster.id).values(name=jinja("cluster")))
+        session.commit()
+        written = cli.invoke(app, ["ansible", "inventory"])
+        assert written.exit_code == 0, written.stderr
+
+    monkeypatch.setenv(
+        "MKO_ANSIBLE_INVENTORY_PATH", str(repo_root / "ansible/inventory/dynamic_inventory.ini")
+    )
+    monkeypatch.setenv("MKO_ANSIBLE_FACTS_DIR", str(repo_root / "ansible/facts"))
+    from mko.settings import get_settings
+
+    get_settings.cache_clear()
+    plant()
+    inventory_file = repo_root / "ansible/inventory/dynamic_inventory.ini"
+    hostvars = inert_hostvars(ansible_view(inventory_file))
+    assert hostvars[n3.hostname]["ansible_user"] == jinja("n3-user")  # as stored, never evaluated
+    assert hostvars[n1.hostname]["mko_nic_interface"] == jinja("n1-nic")
+
+    collected = _playbook(running, repo_root, COLLECT)
+    output = collected.stdout + collected.stderr
+    # n3 is unreachable (Ansible itself refuses its user name), and the import, run once through n1,
+    # exits 1 because it refused n2's facts: the playbook reports both.
+    assert collected.returncode == 4, output  # (unreachable outranks failed in the exit code)
+    recap = _recap(collected.stdout)
+    assert recap[n2.hostname]["failed"] == 0 and recap[n1.hostname]["failed"] == 1, output
+    assert recap[n3.hostname]["unreachable"] == 1
+    assert "'{{7*7}}', which is not valid; nothing was stored" in output
+    assert "{{7*7}}" in collected.stdout and " 49 " not in collected.stdout  # printed, not evaluated
+    imported = list_operations(session, kind="ansible_import_facts")[0]
+    steps = {step.node_id: step for step in imported.steps}
+    assert steps[n1.id].status.value == "succeeded"
+    assert steps[n2.id].status.value == "failed" and "interface named '{{7*7}}'" in steps[n2.id].message
+    stored = _nodes(session)
+    assert stored[n2.hostname].nic_interfaces is None and stored[n2.hostname].wol_mac_address is None
+    assert stored[n1.hostname].wol_mac_address == running.nodes[0].mac
+
+    plant()  # the import replaced n1's interface; put the template back before the second command
+    configured = _playbook(running, repo_root, CONFIGURE)
+    output = configured.stdout + configured.stderr
+    assert configured.returncode == 4, output
+    recap = _recap(configured.stdout)
+    assert recap[n1.hostname]["failed"] == recap[n2.hostname]["failed"] == 0, output
+    assert recap[n3.hostname]["unreachable"] == 1
+    assert _nodes(session)[n1.hostname].nic_wol_state == "g"  # n1 was configured, by its MAC
+    assert sorted(tmp_path.glob("marker*")) == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,27 +11,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from hostile import FORGED_RECORD, check_log
 from mko import auth
 from mko.api import create_app
 from mko.db.auth_models import AuthEvent
 from mko.db.models import utcnow
-from mko.logs import MESSAGE_MAX, configure_logging
+from mko.logs import configure_logging
 from mko.settings import Settings, get_settings
 
-RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+: ")
-FORGED = "2024-01-01 00:00:00,000 WARNING mko.auth: admin logged in from 10.0.0.1"
-
-
-def check_log(path: Path) -> list[str]:
-    """Every line of the log is one record, or an indented traceback line under one; nothing raw."""
-    text = path.read_bytes().decode("utf-8")
-    lines = text.splitlines()
-    for line in lines:
-        assert RECORD.match(line) or line.startswith("    "), f"not a record: {line[:200]!r}"
-        assert line.isprintable(), f"unprintable character in {line[:200]!r}"
-        assert len(line) < MESSAGE_MAX + 200
-    assert not any(FORGED in line and RECORD.match(line) and line.startswith(FORGED) for line in lines)
-    return lines
+FORGED = FORGED_RECORD
 
 
 @pytest.fixture
