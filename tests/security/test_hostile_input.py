@@ -559,3 +559,11 @@ def test_values_stored_before_the_checks_stay_inert_in_the_inventory(
     assert victim["mko_nic_interface"] == template
     assert "cluster_lookup_pipe_touch" in " ".join(view)  # the group name keeps letters only
     assert not world.marker.exists()
+
+
+def test_booleans_are_not_numbers(client: TestClient, world: World) -> None:
+    for body in ({"ssh_port": True}, {"wol_port": False}, {"probe_port": True}, {"wol_prefix_len": True}):
+        response = client.patch(f"/api/nodes/{world.node}", json=body)
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"][0]["loc"][-1] == next(iter(body))
+    assert client.get(f"/api/nodes/{world.node}").json()["ssh_port"] == 1
