@@ -13,6 +13,7 @@ Create Date: 2026-12-07
 """
 
 import hashlib
+from collections.abc import Callable
 
 import sqlalchemy as sa
 from alembic import op
@@ -32,6 +33,23 @@ def _box() -> SecretBox:
     return SecretBox.from_settings(get_settings(), url)
 
 
+def _move_secureon(source: str, target: str, convert: Callable[[SecretBox, str], str]) -> None:
+    """Add column ``target``, fill it from ``source`` through ``convert``, drop ``source``."""
+    bind = op.get_bind()
+    kind = sa.Text() if target == "wol_secureon_encrypted" else sa.String(length=17)
+    with op.batch_alter_table("nodes") as batch:
+        batch.add_column(sa.Column(target, kind, nullable=True))
+    nodes = sa.table("nodes", sa.column("id"), sa.column(source), sa.column(target))
+    rows = bind.execute(sa.select(nodes.c.id, nodes.c[source]).where(nodes.c[source].is_not(None))).all()
+    if rows:
+        box = _box()
+        for node_id, value in rows:
+            changed = {target: convert(box, value)}
+            bind.execute(sa.update(nodes).where(nodes.c.id == node_id).values(changed))
+    with op.batch_alter_table("nodes") as batch:
+        batch.drop_column(source)
+
+
 def upgrade() -> None:
     bind = op.get_bind()
     sessions = bind.execute(sa.text("SELECT id FROM web_sessions")).scalars().all()
@@ -40,35 +58,9 @@ def upgrade() -> None:
         bind.execute(
             sa.text("UPDATE web_sessions SET id = :new WHERE id = :old"), {"new": hashed, "old": session_id}
         )
-
-    with op.batch_alter_table("nodes") as batch:
-        batch.add_column(sa.Column("wol_secureon_encrypted", sa.Text(), nullable=True))
-    rows = bind.execute(sa.text("SELECT id, wol_secureon FROM nodes WHERE wol_secureon IS NOT NULL")).all()
-    if rows:
-        box = _box()
-        for node_id, plain in rows:
-            bind.execute(
-                sa.text("UPDATE nodes SET wol_secureon_encrypted = :secret WHERE id = :id"),
-                {"secret": box.encrypt(plain), "id": node_id},
-            )
-    with op.batch_alter_table("nodes") as batch:
-        batch.drop_column("wol_secureon")
+    _move_secureon("wol_secureon", "wol_secureon_encrypted", SecretBox.encrypt)
 
 
 def downgrade() -> None:
-    bind = op.get_bind()
-    with op.batch_alter_table("nodes") as batch:
-        batch.add_column(sa.Column("wol_secureon", sa.String(length=17), nullable=True))
-    rows = bind.execute(
-        sa.text("SELECT id, wol_secureon_encrypted FROM nodes WHERE wol_secureon_encrypted IS NOT NULL")
-    ).all()
-    if rows:
-        box = _box()
-        for node_id, token in rows:
-            bind.execute(
-                sa.text("UPDATE nodes SET wol_secureon = :plain WHERE id = :id"),
-                {"plain": box.decrypt(token), "id": node_id},
-            )
-    with op.batch_alter_table("nodes") as batch:
-        batch.drop_column("wol_secureon_encrypted")
-    bind.execute(sa.text("DELETE FROM web_sessions"))
+    _move_secureon("wol_secureon_encrypted", "wol_secureon", SecretBox.decrypt)
+    op.get_bind().execute(sa.text("DELETE FROM web_sessions"))
