@@ -111,8 +111,14 @@ def node_counts(session: Session) -> dict[int, int]:
     return {cluster_id: count for cluster_id, count in rows if cluster_id is not None}
 
 
-def update_cluster(session: Session, cluster_id: int, data: ClusterUpdate) -> Cluster:
-    """Change the fields sent."""
+def update_cluster(
+    session: Session, cluster_id: int, data: ClusterUpdate, *, may_rebind_secrets: bool = False
+) -> Cluster:
+    """Change the fields sent.
+
+    A new site hands the SecureOn passwords of the nodes that follow the cluster's site to that site's
+    wake agents: unless ``may_rebind_secrets`` (an admin), that is refused while such nodes hold one.
+    """
     cluster = get_cluster(session, cluster_id)
     changes = data.model_dump(exclude_unset=True)
     if "name" in changes:
@@ -122,9 +128,28 @@ def update_cluster(session: Session, cluster_id: int, data: ClusterUpdate) -> Cl
             changes["description"], "description", max_length=DESCRIPTION_MAX
         )
     if "site" in changes:
-        cluster.site = _cluster_site(changes["site"])
+        site = _cluster_site(changes["site"])
+        if site != cluster.site and not may_rebind_secrets:
+            _refuse_moving_secureon(session, cluster, site)
+        cluster.site = site
     _commit(session, f"a cluster named {cluster.name!r} already exists")
     return cluster
+
+
+def _refuse_moving_secureon(session: Session, cluster: Cluster, site: str | None) -> None:
+    holders = session.scalars(
+        select(Node)
+        .where(Node.cluster_id == cluster.id, Node.site.is_(None), Node.wol_secureon_encrypted.is_not(None))
+        .order_by(Node.id)
+    ).all()
+    if holders:
+        names = ", ".join(f"{n.id} ({n.hostname})" for n in holders)
+        raise InputError(
+            "site",
+            f"moving cluster {cluster.id} to site {site or 'local'} would send the stored SecureOn"
+            f" password of node(s) {names} to that site's wake agents: give each of them its own site"
+            " together with its SecureOn password (wol_secureon) first, or have an admin make the change",
+        )
 
 
 def delete_cluster(session: Session, cluster_id: int) -> None:

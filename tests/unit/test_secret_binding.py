@@ -160,3 +160,17 @@ def test_web_form_and_cli_follow_the_same_rule(client: TestClient, web: Any, cli
     assert client.post("/api/proxmox-hosts", json=HOST).status_code == 201
     host = cli.invoke(app, ["proxmox", "update", "1", "--host", "pve9.lan"])
     assert host.exit_code == 2 and "secret" in host.stderr
+
+
+def test_a_cluster_moves_its_nodes_secureon_passwords_to_another_site_only_with_an_admin(
+    client: TestClient, operator: TestClient
+) -> None:
+    cluster = client.post("/api/clusters", json={"name": "home"}).json()["id"]
+    node = client.post("/api/nodes", json=SECUREON | {"cluster_id": cluster}).json()["id"]
+    refused = operator.patch(f"/api/clusters/{cluster}", json={"site": "branch"})
+    assert refused.status_code == 422 and f"{node} (so-1)" in refused.json()["detail"][0]["msg"]
+    # The node moves first, its password given again; then the cluster may follow.
+    moved = operator.patch(f"/api/nodes/{node}", json={"site": "branch", "wol_secureon": "01:02:03:04:05:06"})
+    assert moved.status_code == 200, moved.text
+    assert operator.patch(f"/api/clusters/{cluster}", json={"site": "branch"}).status_code == 200
+    assert client.patch(f"/api/clusters/{cluster}", json={"site": "other"}).status_code == 200

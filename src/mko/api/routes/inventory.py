@@ -45,9 +45,11 @@ def get_cluster(session: SessionDep, cluster_id: int) -> ClusterPublic:
 
 
 @router.patch("/clusters/{cluster_id}", tags=["clusters"])
-def update_cluster(session: SessionDep, cluster_id: int, body: ClusterUpdate) -> ClusterPublic:
-    """Change the fields sent."""
-    inventory.update_cluster(session, cluster_id, body)
+def update_cluster(
+    session: SessionDep, admin: AdminDep, cluster_id: int, body: ClusterUpdate
+) -> ClusterPublic:
+    """Change the fields sent (a new site for nodes holding SecureOn passwords needs an admin)."""
+    inventory.update_cluster(session, cluster_id, body, may_rebind_secrets=admin)
     return _cluster_public(session, cluster_id)
 
 
