@@ -83,7 +83,7 @@ LEGACY_ROWS = [
 def test_migration_hashes_sessions_and_encrypts_secureon_in_place(settings: Settings) -> None:
     url = settings.database_url
     engine = make_engine(url)
-    upgrade(engine, "0011")
+    upgrade(engine, "0013")
     with engine.begin() as connection:
         for statement in LEGACY_ROWS:
             connection.execute(text(statement), {"so": SECUREON})
@@ -99,8 +99,8 @@ def test_migration_hashes_sessions_and_encrypts_secureon_in_place(settings: Sett
     database = Path(url.removeprefix("sqlite:///"))
     assert SECUREON.encode() not in database.read_bytes()
     assert b"old-cookie" not in database.read_bytes()
-    # Down again: the password decrypted back, every session ended (a hash cannot become a cookie).
-    _downgrade(url, "0011")
+    # Down to 0013: the password decrypted back, every session ended (a hash cannot become a cookie).
+    _downgrade(url, "0013")
     engine = make_engine(url)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT wol_secureon FROM nodes")).scalar_one() == SECUREON
@@ -183,7 +183,7 @@ def test_files_mko_creates_are_private_whatever_the_umask(
     mko("db", "upgrade")
     assert mode(database) == mode(logs / "orchestrator.log") == 0o600
     assert json.loads(mko("node", "list", "--json"))[0]["hostname"] == "n1"
-    assert head_revision() == "0012"
+    assert head_revision() == "0014"
 
 
 def test_in_process_engine_creates_a_private_database(tmp_path: Path, umask_022: object) -> None:

@@ -7,8 +7,8 @@ looks a cookie up by. Existing SecureOn passwords are encrypted in place with th
 Downgrading decrypts the SecureOn passwords again and ends every web session (a hash cannot be
 turned back into the cookie).
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-12-07
 """
 
@@ -20,8 +20,8 @@ from alembic import op
 
 from mko.secrets import SecretBox
 
-revision = "0012"
-down_revision = "0011"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
