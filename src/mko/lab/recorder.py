@@ -596,13 +596,16 @@ class BootOnWake:
                     if self.service is not None:
                         self._run_service(self.service)
                         continue
+                    # The node answers from the moment it listens: the boot instant is taken before, so a
+                    # busy machine that delays this thread cannot show a probe answered before the boot.
+                    opened = time.monotonic()
                     listener = self._listen()
                     with self._cond:
                         if self._state != "booting":  # switched off again during the boot delay
                             listener.close()
                             continue
                         self._state = "on"
-                        self.booted_at = time.monotonic()
+                        self.booted_at = opened
                         self.boot_count += 1
                         self._cond.notify_all()
                     self._serve(listener)
@@ -619,12 +622,13 @@ class BootOnWake:
                 self._cond.notify_all()
 
     def _run_service(self, service: BootService) -> None:
+        started = time.monotonic()  # it may answer at any moment of start(): the boot is when that began
         service.start()
         with self._cond:
             booted = self._state == "booting"  # else it was switched off again during the boot
             if booted:
                 self._state = "on"
-                self.booted_at = time.monotonic()
+                self.booted_at = started
                 self.boot_count += 1
                 self._cond.notify_all()
         if not booted:
