@@ -95,6 +95,28 @@ def upsd_like(command: str) -> str | None:  # noqa: PLR0911 - one reply per scri
         return 'BEGIN LIST UPS\nUPS myups "Rack UPS"\nEND LIST UPS\n'
     if words == ["LOGOUT"]:
         return "OK Goodbye\n"
+    return commands_and_logins(words)
+
+
+def commands_and_logins(words: list[str]) -> str:  # noqa: PLR0911 - one reply per scripted command
+    """LIST CMD, INSTCMD, LOGIN and NUMLOGINS of 'myups' (LOGIN of 'other' is refused)."""
+    if words == ["LIST", "CMD", "myups"]:
+        return (
+            "BEGIN LIST CMD myups\nCMD myups shutdown.return\nCMD myups shutdown.stayoff\n"
+            "END LIST CMD myups\n"
+        )
+    if words == ["INSTCMD", "myups", "shutdown.return"]:
+        return "OK\n"
+    if words == ["INSTCMD", "myups", "load.off.delay", "20"]:
+        return "OK TRACKING 1bd5d2d5-61d2-4b55-9a9a-4c1b7c4a0a11\n"
+    if words[:1] == ["INSTCMD"]:
+        return "ERR CMD-NOT-SUPPORTED\n"
+    if words == ["LOGIN", "myups"]:
+        return "OK\n"
+    if words[:1] == ["LOGIN"]:
+        return "ERR ACCESS-DENIED\n"
+    if words == ["GET", "NUMLOGINS", "myups"]:
+        return "NUMLOGINS myups 2\n"
     return "ERR UNKNOWN-COMMAND\n"
 
 
@@ -168,3 +190,51 @@ async def test_unreachable_server_is_a_connection_error() -> None:
     with pytest.raises(NutConnectionError, match=f"cannot reach upsd at 127.0.0.1:{port}"):
         await client.list_vars("myups")
     await client.logout()  # nothing to say goodbye to: no error
+
+
+async def test_instant_commands_are_listed_sent_and_answered() -> None:
+    async with serving(upsd_like) as server:
+        client = NutClient("127.0.0.1", server.port, username="mko", password="secret", timeout=1)
+        assert await client.list_cmds("myups") == ["shutdown.return", "shutdown.stayoff"]
+        assert await client.instcmd("myups", "shutdown.return") == "OK"
+        assert await client.instcmd("myups", "load.off.delay", "20") == (
+            "OK TRACKING 1bd5d2d5-61d2-4b55-9a9a-4c1b7c4a0a11"
+        )
+        with pytest.raises(NutResponseError) as refused:
+            await client.instcmd("myups", "load.off")
+        assert refused.value.code == "CMD-NOT-SUPPORTED" and client.connected
+        await client.logout()
+    assert server.commands[2:5] == [
+        "LIST CMD myups",
+        "INSTCMD myups shutdown.return",
+        "INSTCMD myups load.off.delay 20",
+    ]
+
+
+async def test_a_monitor_logs_in_as_secondary_and_a_refusal_only_stops_the_login() -> None:
+    async with serving(upsd_like) as server:
+        client = NutClient(
+            "127.0.0.1", server.port, username="mko", password="secret", timeout=1, login="myups"
+        )
+        assert (await client.list_vars("myups"))["ups.status"] == "OL CHRG"
+        assert client.logged_in and await client.num_logins("myups") == 2
+        await client.release_login()  # a primary waiting for mko (HOSTSYNC) may go on
+        assert not client.logged_in
+        await client.list_vars("myups")
+        assert not client.logged_in
+        client.resume_login()
+        await client.close()
+        await client.list_vars("myups")
+        assert client.logged_in
+        await client.logout()
+        refused = NutClient(
+            "127.0.0.1", server.port, username="mko", password="secret", timeout=1, login="other"
+        )
+        await refused.list_vars("myups")  # reading goes on without the login
+        assert not refused.logged_in and "ACCESS-DENIED" in (refused.login_error or "")
+        await refused.logout()
+        anonymous = NutClient("127.0.0.1", server.port, timeout=1, login="myups")
+        await anonymous.list_vars("myups")  # no credentials: no LOGIN is tried
+        await anonymous.logout()
+    logins = [c for c in server.commands if c.startswith(("LOGIN", "LOGOUT"))]
+    assert logins == ["LOGIN myups", "LOGOUT", "LOGIN myups", "LOGOUT", "LOGIN other", "LOGOUT", "LOGOUT"]

@@ -11,6 +11,10 @@ sent unquoted. The protocol is a few line-based commands, so this module speaks 
                                            <- END LIST VAR myups
     -> GET VAR myups battery.charge        <- VAR myups battery.charge "100"
     -> USERNAME / PASSWORD x               <- OK                (checked by upsd only at privileged commands)
+    -> LOGIN myups                         <- OK                (a secondary monitor: "upsmon secondary")
+    -> GET NUMLOGINS myups                 <- NUMLOGINS myups 1 (what a NUT primary waits on: HOSTSYNC)
+    -> LIST CMD myups                      <- BEGIN LIST CMD myups, CMD myups shutdown.return, END LIST …
+    -> INSTCMD myups shutdown.return       <- OK                (upsd.users "instcmds"; or OK TRACKING <id>)
     -> LOGOUT                              <- OK Goodbye
     any command                            <- ERR <CODE> [detail]
 
@@ -124,12 +128,19 @@ class NutClient:
         username: str | None = None,
         password: str | None = None,
         timeout: float = 3.0,
+        login: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.username = username
         self._password = password
         self.timeout = timeout
+        # LOGIN to this UPS on every connection (a secondary monitor a NUT primary waits for);
+        # needs a user and password with "upsmon secondary" in upsd.users.
+        self.login_ups = login if username is not None and password is not None else None
+        self.logged_in = False
+        self.login_error: str | None = None
+        self._login_released = False
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()
@@ -177,6 +188,48 @@ class NutClient:
             lines = await self._exchange("LIST UPS", listing=("UPS", None))
         return {words[1]: words[2] if len(words) > 2 else "" for words in lines if len(words) >= 2}
 
+    async def list_cmds(self, ups: str) -> list[str]:
+        """The instant commands ``ups`` offers (``LIST CMD``)."""
+        async with self._lock:
+            lines = await self._exchange(f"LIST CMD {quote(ups)}", listing=("CMD", ups))
+        commands = []
+        for words in lines:
+            if len(words) != 3 or words[0] != "CMD" or words[1] != ups:
+                raise NutProtocolError(f"unexpected line in LIST CMD {ups}: {' '.join(words)!r}")
+            commands.append(words[2])
+        return commands
+
+    async def instcmd(self, ups: str, command: str, value: str | None = None) -> str:
+        """Send an instant command; returns upsd's answer (``OK``, ``OK TRACKING <id>``); ERR raises."""
+        line = f"INSTCMD {quote(ups)} {quote(command)}" + (f" {quote(value)}" if value is not None else "")
+        async with self._lock:
+            [words] = await self._exchange(line)
+        if words[:1] != ["OK"]:
+            raise NutProtocolError(f"unexpected reply to INSTCMD: {' '.join(words)!r}")
+        return " ".join(words)
+
+    async def num_logins(self, ups: str) -> int:
+        """How many monitors are logged in to ``ups`` (``GET NUMLOGINS``)."""
+        async with self._lock:
+            [words] = await self._exchange(f"GET NUMLOGINS {quote(ups)}", expect=["NUMLOGINS", ups, ""])
+        try:
+            return int(words[2])
+        except ValueError:
+            raise NutProtocolError(f"unexpected reply to GET NUMLOGINS: {' '.join(words)!r}") from None
+
+    async def release_login(self) -> None:
+        """Log out and go on reading without LOGIN (until :meth:`resume_login`): a primary waits no more."""
+        async with self._lock:
+            if self.logged_in and self._writer is not None:
+                with contextlib.suppress(NutError):
+                    await self._exchange("LOGOUT", connect=False)
+                self._close()
+            self._login_released = True
+
+    def resume_login(self) -> None:
+        """LOGIN again from the next connection on."""
+        self._login_released = False
+
     async def logout(self) -> None:
         """Say goodbye (``LOGOUT``) and close; errors while leaving are ignored."""
         async with self._lock:
@@ -205,6 +258,7 @@ class NutClient:
         if self._writer is not None:
             self._writer.close()
         self._reader = self._writer = None
+        self.logged_in = False
 
     async def _ensure_connected(self) -> None:
         if self._writer is not None:
@@ -225,9 +279,30 @@ class NutClient:
                 await self._exchange(f"USERNAME {quote(self.username)}", connect=False, expect=["OK"])
             if self._password is not None:
                 await self._exchange(f"PASSWORD {quote(self._password)}", connect=False, expect=["OK"])
+            if self.login_ups is not None and not self._login_released:
+                await self._login(self.login_ups)
         except BaseException:
             self._close()
             raise
+
+    async def _login(self, ups: str) -> None:
+        try:
+            await self._exchange(f"LOGIN {quote(ups)}", connect=False, expect=["OK"])
+        except NutResponseError as exc:
+            # Reading needs no login: say why once, and go on as a plain client.
+            if self.login_error is None:
+                log.warning(
+                    "upsd at %s refused LOGIN %s (%s): a NUT primary will not wait for mko; give user %r"
+                    " 'upsmon secondary' in upsd.users",
+                    self.address,
+                    ups,
+                    exc,
+                    self.username,
+                )
+            self.login_error = str(exc)
+            return
+        self.logged_in = True
+        self.login_error = None
 
     async def _exchange(
         self,
