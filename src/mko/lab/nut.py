@@ -14,6 +14,18 @@ NOTE: dummy-ups 2.8.0 re-reads its .dev file when the file's mtime (whole second
 interval (1 s); upsd's answer changes at that tick. set() gives every write a later mtime second.
 The driver crashes (glibc "bit out of range 0 - FD_SETSIZE") when upsd disconnects from it and it
 later writes to that socket, so upsd is never restarted alone: stop() ends both.
+
+**A UPS that honours instant commands** (``output=True``). dummy-ups 2.8.0 lists one instant command,
+``load.off``; upsd accepts it (``OK``) and the driver only logs "instcmd: unknown command [load.off]";
+``shutdown.return`` is refused with ``ERR CMD-NOT-SUPPORTED``. NUT's own ``clone`` driver, stacked on
+dummy-ups's socket, is a UPS output that does act: it lists ``shutdown.return`` and ``shutdown.stayoff``,
+adds FSD, cuts its output ``offdelay`` seconds later and, for ``shutdown.return``, switches it on again
+once the input has been on line for ``ondelay`` seconds, counting in ``ups.timer.shutdown`` and
+``ups.timer.start`` (:meth:`NutServer.read_output`). With ``output=True`` the UPS mko watches is the
+clone (``ups_name``) and the .dev file feeds ``<ups_name>-supply``, the battery and mains behind it.
+NOTE: clone 2.8.0 dereferences its ``load.status`` setting on every instant command and crashes
+(SIGSEGV) when it is unset; it is set to a variable dummy-ups never serves, so the clone keeps track of
+its output itself.
 """
 
 from __future__ import annotations
@@ -25,13 +37,14 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
 from mko.lab.netns import LabError, enter_netns
 
-__all__ = ["NUT_BIN", "NutServer", "end_process"]
+__all__ = ["NUT_BIN", "NutServer", "OutputTimers", "end_process"]
 
 NUT_BIN = Path("/lib/nut")
 _READY_TIMEOUT = 20.0
@@ -47,8 +60,24 @@ def _free_port(netns: str | None) -> int:
             return port
 
 
+@dataclass(frozen=True)
+class OutputTimers:
+    """The clone driver's output timers as upsd serves them: seconds left, or -1 when not counting."""
+
+    shutdown: int  # the output goes off when this reaches 0 (after shutdown.return / stayoff)
+    start: int  # counts down while the input is on line; the output comes back on when it ends
+
+    @classmethod
+    def of(cls, variables: dict[str, str]) -> OutputTimers | None:
+        """From ``LIST VAR`` output; None when the UPS has no such timers."""
+        try:
+            return cls(int(variables["ups.timer.shutdown"]), int(variables["ups.timer.start"]))
+        except (KeyError, ValueError):
+            return None
+
+
 class NutServer:
-    """dummy-ups + upsd in ``directory``; control the UPS by rewriting its .dev file."""
+    """dummy-ups (and the clone driver as its output) + upsd in ``directory``; drive it by the .dev file."""
 
     def __init__(
         self,
@@ -59,6 +88,9 @@ class NutServer:
         ups_name: str = "myups",
         username: str = "admin",
         password: str = "secret",  # noqa: S107 - the throwaway user of a lab upsd
+        output: bool = False,
+        offdelay: int = 20,
+        ondelay: int = 10,
     ) -> None:
         self.directory = directory
         self.netns = netns
@@ -66,10 +98,15 @@ class NutServer:
         self.ups_name = ups_name
         self.username = username
         self.password = password
+        self.output = output
+        self.offdelay = offdelay
+        self.ondelay = ondelay
+        # The device dummy-ups serves: the UPS itself, or with an output the supply behind the clone.
+        self.supply_name = f"{ups_name}-supply" if output else ups_name
         self.host = "127.0.0.1"
         self.etc = directory / "etc"
         self.state = directory / "state"
-        self.dev_file = self.etc / f"{ups_name}.dev"
+        self.dev_file = self.etc / f"{self.supply_name}.dev"
         self.values: dict[str, str] = {
             "ups.status": "OL",
             "battery.charge": "100",
@@ -79,19 +116,33 @@ class NutServer:
         }
         self._mtime = 0
         self._driver: subprocess.Popen[bytes] | None = None
+        self._clone: subprocess.Popen[bytes] | None = None
         self._upsd: subprocess.Popen[bytes] | None = None
 
     # ------------------------------------------------------------------ life cycle
 
     @classmethod
     def start(
-        cls, directory: Path, *, netns: str | None = None, port: int | None = None, ups_name: str = "myups"
+        cls,
+        directory: Path,
+        *,
+        netns: str | None = None,
+        port: int | None = None,
+        ups_name: str = "myups",
+        output: bool = False,
+        offdelay: int = 20,
+        ondelay: int = 10,
     ) -> NutServer:
-        """Write the configuration, start the driver and upsd, wait until upsd reports OL."""
-        server = cls(directory, netns=netns, port=port, ups_name=ups_name)
+        """Write the configuration, start the driver(s) and upsd, wait until upsd reports OL."""
+        server = cls(
+            directory, netns=netns, port=port, ups_name=ups_name, output=output, offdelay=offdelay,
+            ondelay=ondelay,
+        )  # fmt: skip
         try:
             server._configure()
             server.start_driver()
+            if output:
+                server._start_clone()
             server._start_upsd()
             server.wait_for("ups.status", "OL", timeout=_READY_TIMEOUT)
         except BaseException:
@@ -106,14 +157,21 @@ class NutServer:
         self.etc.mkdir(parents=True, exist_ok=True)
         self.state.mkdir(parents=True, exist_ok=True)
         self.state.chmod(0o700)
-        (self.etc / "ups.conf").write_text(
-            "user = root\npollinterval = 1\n"
-            f"[{self.ups_name}]\n  driver = dummy-ups\n  port = {self.dev_file}\n"
-        )
+        conf = "user = root\npollinterval = 1\n"
+        conf += f"[{self.supply_name}]\n  driver = dummy-ups\n  port = {self.dev_file}\n"
+        if self.output:
+            conf += (
+                f"[{self.ups_name}]\n  driver = clone\n  port = dummy-ups-{self.supply_name}\n"
+                f"  offdelay = {self.offdelay}\n  ondelay = {self.ondelay}\n"
+                "  load.status = outlet.mko.lab.status\n"  # see the NOTE in the module docstring
+            )
+        (self.etc / "ups.conf").write_text(conf)
         (self.etc / "upsd.conf").write_text(f"LISTEN {self.host} {self.port}\n")
         users = self.etc / "upsd.users"
+        # What mko needs of upsd: instant commands (the power cycle) and LOGIN as a secondary monitor.
         users.write_text(
-            f"[{self.username}]\n  password = {self.password}\n  actions = SET\n  instcmds = ALL\n"
+            f"[{self.username}]\n  password = {self.password}\n  actions = SET FSD\n  instcmds = ALL\n"
+            "  upsmon secondary\n"
         )
         users.chmod(0o600)
         self.etc.chmod(0o700)
@@ -135,15 +193,23 @@ class NutServer:
         """Start dummy-ups (again, after kill_driver) and wait for its socket."""
         if self._driver is not None and self._driver.poll() is None:
             return
-        socket_path = self.state / f"dummy-ups-{self.ups_name}"
+        self._driver = self._start_and_wait("dummy-ups", self.supply_name, "driver.log")
+
+    def _start_clone(self) -> None:
+        self._clone = self._start_and_wait("clone", self.ups_name, "clone.log")
+
+    def _start_and_wait(self, driver: str, name: str, log_name: str) -> subprocess.Popen[bytes]:
+        """Start a driver for ``name`` and wait for its socket."""
+        socket_path = self.state / f"{driver}-{name}"
         with contextlib.suppress(FileNotFoundError):
             socket_path.unlink()
-        self._driver = self._spawn([str(NUT_BIN / "dummy-ups"), "-a", self.ups_name, "-F"], "driver.log")
+        process = self._spawn([str(NUT_BIN / driver), "-a", name, "-F"], log_name)
         deadline = time.monotonic() + _READY_TIMEOUT
         while not socket_path.exists():
-            if self._driver.poll() is not None or time.monotonic() > deadline:
-                raise LabError(f"dummy-ups did not start: {self._log('driver.log')}")
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise LabError(f"{driver} did not start: {self._log(log_name)}")
             time.sleep(0.02)
+        return process
 
     def _start_upsd(self) -> None:
         self._upsd = self._spawn([str(NUT_BIN / "upsd"), "-u", "root", "-F"], "upsd.log")
@@ -155,11 +221,11 @@ class NutServer:
             self._driver = None
 
     def stop(self) -> None:
-        """Stop upsd and the driver; safe to call twice."""
-        for proc in (self._upsd, self._driver):
+        """Stop upsd and the drivers; safe to call twice."""
+        for proc in (self._upsd, self._clone, self._driver):
             if proc is not None:
                 end_process(proc, signal.SIGTERM)
-        self._upsd = self._driver = None
+        self._upsd = self._clone = self._driver = None
 
     def __enter__(self) -> Self:
         return self
@@ -212,16 +278,38 @@ class NutServer:
             stream.flush()
             return stream.readline().decode().strip()
 
-    def read_var(self, name: str) -> str | None:
+    def read_var(self, name: str, ups: str | None = None) -> str | None:
         """A variable as upsd serves it now; None on ERR or when upsd cannot be reached."""
+        ups = ups or self.ups_name
         try:
-            reply = self.query(f"GET VAR {self.ups_name} {name}")
+            reply = self.query(f"GET VAR {ups} {name}")
         except OSError:
             return None
-        prefix = f"VAR {self.ups_name} {name} "
+        prefix = f"VAR {ups} {name} "
         if not reply.startswith(prefix):
             return None
         return reply[len(prefix) :].strip('"')
+
+    def read_output(self) -> OutputTimers | None:
+        """The output's timers (``output=True``); None when upsd cannot say."""
+        shutdown, start = self.read_var("ups.timer.shutdown"), self.read_var("ups.timer.start")
+        if shutdown is None or start is None:
+            return None
+        return OutputTimers.of({"ups.timer.shutdown": shutdown, "ups.timer.start": start})
+
+    def served_status(self) -> frozenset[str]:
+        """The tokens of ``ups.status`` as upsd serves them, without the FSD a power cycle adds."""
+        return frozenset((self.read_var("ups.status") or "").split()) - {"FSD"}
+
+    def wait_for_status(self, status: str, timeout: float = 5.0) -> float:
+        """Wait until upsd serves these status tokens (FSD aside); return the time.monotonic() seen."""
+        wanted = frozenset(status.split())
+        deadline = time.monotonic() + timeout
+        while (seen := self.served_status()) != wanted:
+            if time.monotonic() > deadline:
+                raise LabError(f"upsd did not serve ups.status {status!r} within {timeout}s (now {seen})")
+            time.sleep(0.02)
+        return time.monotonic()
 
     def wait_for(self, name: str, value: str, timeout: float = 5.0, interval: float = 0.02) -> float:
         """Wait until upsd serves ``name`` = ``value``; return the time.monotonic() it was first seen."""
