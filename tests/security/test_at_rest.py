@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
+from alembic.script import ScriptDirectory
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
@@ -23,7 +24,7 @@ from mko.api import create_app
 from mko.cli import app
 from mko.db import Role, WebSession, make_engine
 from mko.db.backup import backup_database
-from mko.db.migrate import alembic_config, head_revision, upgrade
+from mko.db.migrate import alembic_config, current_revision, head_revision, upgrade
 from mko.db.models import Node
 from mko.schemas import NodeCreate
 from mko.secrets import SecretBox
@@ -183,7 +184,9 @@ def test_files_mko_creates_are_private_whatever_the_umask(
     mko("db", "upgrade")
     assert mode(database) == mode(logs / "orchestrator.log") == 0o600
     assert json.loads(mko("node", "list", "--json"))[0]["hostname"] == "n1"
-    assert head_revision() == "0014"
+    assert current_revision(make_engine(f"sqlite:///{database}")) == head_revision()
+    chain = [r.revision for r in ScriptDirectory.from_config(alembic_config()).walk_revisions()]
+    assert "0014" in chain  # the at-rest revision is part of what the upgrade ran
 
 
 def test_in_process_engine_creates_a_private_database(tmp_path: Path, umask_022: object) -> None:

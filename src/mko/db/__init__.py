@@ -18,6 +18,7 @@ from mko.db.models import (
     ProxmoxHost,
     WolMethod,
 )
+from mko.db.outage_models import Outage, OutagePhase
 from mko.db.session import make_engine, make_session_factory
 
 __all__ = [
@@ -34,6 +35,8 @@ __all__ = [
     "Operation",
     "OperationStatus",
     "OperationStep",
+    "Outage",
+    "OutagePhase",
     "PowerEvent",
     "PowerRule",
     "ProxmoxHost",

@@ -75,6 +75,9 @@ class PowerEvent(enum.StrEnum):
     UPS_SHUTDOWN = "ups_shutdown"
     COMM_LOST = "comm_lost"
     COMM_RESTORED = "comm_restored"
+    # battery.runtime fell below what this cluster's last measured shutdown needs (times a factor, plus
+    # a margin): "shut down while the battery can still carry the shutdown".
+    RUNTIME_LOW = "runtime_low"
 
 
 class ClusterAction(enum.StrEnum):
@@ -240,6 +243,9 @@ class UPS(Base):
     password_encrypted: Mapped[str | None] = mapped_column(Text)
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # NUT's primary role: once every node its rules shut down is confirmed off, ask the UPS to cut its
+    # load and restore it when mains returns (INSTCMD shutdown.return), with the user's credentials.
+    power_cycle: Mapped[bool] = mapped_column(Boolean, default=False)
 
     __table_args__ = (UniqueConstraint("host", "port", "ups_name", name="uq_ups_device"),)
 
@@ -290,6 +296,10 @@ class PowerRule(Base):
     notify_urls_encrypted: Mapped[str | None] = mapped_column(Text)  # Fernet token of a JSON list
     # wake_on_lan rules: after the wake, run the recovery (microk8s start, all Ready, uncordon).
     recover_after_wake: Mapped[bool] = mapped_column(Boolean, default=True)
+    # power_restored rules: act only once the charge is at least this (percent) and mains has held
+    # this many seconds; a new power loss cancels the wait.
+    min_charge: Mapped[int | None] = mapped_column(Integer)
+    stable_for: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Schedule(Base):
