@@ -19,14 +19,18 @@ class Feed:
         self.detector = detector
         self.at = T0
         self.events: list[tuple[str, dict[str, object]]] = []
+        self.messages: list[str] = []
 
-    def read(self, status: str, charge: float | None = None) -> list[str]:
+    def read(self, status: str, charge: float | None = None, runtime: float | None = None) -> list[str]:
         self.at += timedelta(seconds=1)
         variables = {"ups.status": status}
         if charge is not None:
             variables["battery.charge"] = f"{charge:g}"
+        if runtime is not None:
+            variables["battery.runtime"] = f"{runtime:g}"
         found = self.detector.observe(UpsReading.from_variables(variables, self.at))
         self.events += [(e.event.value, e.detail) for e in found]
+        self.messages += [e.message for e in found]
         return [e.event.value for e in found]
 
     def fail(self, error: str = "ERR DRIVER-NOT-CONNECTED") -> list[str]:
@@ -159,3 +163,54 @@ def test_fsd_and_off_are_critical_and_shutdown_once() -> None:
 def test_comm_lost_after_must_be_positive(limit: int) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         EventDetector(comm_lost_after=limit)
+
+
+def test_runtime_low_fires_once_per_cluster_whose_shutdown_the_battery_will_not_carry() -> None:
+    detector = EventDetector()
+    detector.set_runtime_needs({1: 420.0, 2: 150.0})
+    feed = Feed(detector)
+    assert feed.read("OL", runtime=3000) == []
+    assert feed.read("OB DISCHRG", runtime=900) == ["power_loss"]
+    assert feed.read("OB DISCHRG", runtime=419) == ["runtime_low"]
+    assert feed.events[-1][1] == {"clusters": [1], "needs": {"1": 420.0}, "runtime": 419.0}
+    assert feed.messages[-1] == "battery runtime 419 s will not last the shutdown: cluster 1 needs 420 s"
+    assert feed.read("OB DISCHRG", runtime=430) == []  # jitter around the need: not 10 % above
+    assert feed.read("OB DISCHRG", runtime=400) == []
+    assert feed.read("OB DISCHRG", runtime=149) == ["runtime_low"]
+    assert feed.events[-1][1]["clusters"] == [2]
+    assert feed.read("OB DISCHRG") == []  # no runtime reported: nothing to compare
+    assert feed.read("OL CHRG", runtime=149) == ["power_restored"]  # mains re-arms, never fires
+    assert feed.read("OB DISCHRG", runtime=140) == ["power_loss", "runtime_low"]
+    assert feed.events[-1][1]["clusters"] == [1, 2]
+
+
+def test_a_new_clusters_need_starts_from_the_current_state() -> None:
+    detector = EventDetector()
+    feed = Feed(detector)
+    feed.read("OL")
+    feed.read("OB DISCHRG", runtime=100)
+    detector.set_runtime_needs({3: 300.0})  # a rule added while the battery is already short
+    assert feed.read("OB DISCHRG", runtime=90) == []
+
+
+def test_carrying_on_from_a_persisted_state_reports_what_happened_while_mko_was_down() -> None:
+    before = EventDetector()
+    before.set_runtime_needs({1: 420.0})
+    feed = Feed(before)
+    feed.read("OL", charge=100, runtime=3000)
+    feed.read("OB DISCHRG", charge=80, runtime=900)
+    state = before.export_state()
+    assert state["status"] == "OB DISCHRG" and state["runtime_armed"] == {"1": True}
+    after = EventDetector()
+    after.set_runtime_needs({1: 420.0})
+    after.restore(state)
+    feed = Feed(after)
+    feed.at = T0 + timedelta(hours=2)
+    assert feed.read("OL CHRG", charge=12) == ["power_restored"]
+    assert feed.messages == [
+        "mains returned while mko was down (last seen OB DISCHRG at 2026-11-27 12:00:02 UTC)"
+    ]
+    assert feed.events[0][1]["while_down"] is True
+    assert feed.events[0][1]["last_seen"] == {"status": "OB DISCHRG", "at": "2026-11-27T12:00:02+00:00"}
+    assert feed.read("OB DISCHRG") == ["power_loss"]
+    assert feed.messages[-1] == "on battery: mains power lost"  # only the first reading was "while down"

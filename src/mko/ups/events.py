@@ -12,13 +12,19 @@ changes, never because a condition still holds on the next poll:
   ``battery.charge`` < T. It fires when that becomes true; it re-arms when the UPS is back on mains or
   the charge is ≥ T + 3 (so 49/50/49 jitter does not fire twice). The LB token alone is the threshold
   ``None`` (rules without ``--battery-threshold``). One event carries every threshold it crossed.
+* ``runtime_low``: for each cluster C whose rules react to it, "short" means on battery with
+  ``battery.runtime`` below what C needs to shut down (:meth:`EventDetector.set_runtime_needs`: its last
+  measured shutdown times a factor, plus a margin). It fires when that becomes true for any cluster (the
+  event names them all) and re-arms on mains or once the runtime is 10 % above the need again.
 * ``critical_battery`` when LB or FSD appears; ``ups_shutdown`` when FSD or OFF appears.
 * ``comm_lost`` after ``comm_lost_after`` failed reads in a row (server unreachable, connection lost,
   ``ERR DRIVER-NOT-CONNECTED``, ``ERR DATA-STALE``, ``WAIT``); ``comm_restored`` on the next good read.
 
-The first good reading is the baseline: it emits nothing (a restarted monitor does not replay history,
-and a UPS found on battery at start does not look like a fresh power cut). Failures before any good
-reading emit nothing either; they show as "unreachable" in the status.
+The first good reading is the baseline: it emits nothing (a UPS found on battery by a monitor that
+knows nothing of it does not look like a fresh power cut). Failures before any good reading emit
+nothing either; they show as "unreachable" in the status. A monitor that carries on from a persisted
+state (:meth:`EventDetector.restore`) compares the first reading with it instead, so a power cut or a
+return of mains while mko was down is still an event, and says so ("while mko was down (last seen …)").
 """
 
 from __future__ import annotations
@@ -26,15 +32,24 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from mko.db.models import PowerEvent
 from mko.ups.status import PowerSource, UpsReading
 
-__all__ = ["LOW_BATTERY_HYSTERESIS", "CommFailure", "CommState", "DetectedEvent", "EventDetector"]
+__all__ = [
+    "LOW_BATTERY_HYSTERESIS",
+    "RUNTIME_HYSTERESIS",
+    "CommFailure",
+    "CommState",
+    "DetectedEvent",
+    "EventDetector",
+    "last_seen",
+]
 
 LOW_BATTERY_HYSTERESIS = 3.0
+RUNTIME_HYSTERESIS = 1.1  # runtime_low re-arms once the runtime is 10 % above the need again
 
 
 class CommState(enum.StrEnum):
@@ -89,6 +104,9 @@ class EventDetector:
         self._shutdown = False
         self._thresholds: set[int] = set(thresholds)
         self._armed: dict[int | None, bool] = {}
+        self._needs: dict[int, float] = {}  # cluster id -> seconds of runtime its shutdown needs
+        self._runtime_armed: dict[int, bool] = {}
+        self._resumed: UpsReading | None = None  # the persisted reading carried on from (restore)
 
     @property
     def thresholds(self) -> frozenset[int]:
@@ -104,6 +122,21 @@ class EventDetector:
         for threshold in self._thresholds:
             if threshold not in self._armed and reading is not None:
                 self._armed[threshold] = not self._is_low(reading, threshold)
+
+    @property
+    def runtime_needs(self) -> dict[int, float]:
+        """Seconds of battery runtime each watched cluster needs to shut down."""
+        return dict(self._needs)
+
+    def set_runtime_needs(self, needs: dict[int, float]) -> None:
+        """Watch these clusters' needs; a new one starts from the current state (no event for the past)."""
+        self._needs = dict(needs)
+        for key in [k for k in self._runtime_armed if k not in self._needs]:
+            del self._runtime_armed[key]
+        reading = self.last_reading
+        for cluster_id, need in self._needs.items():
+            if cluster_id not in self._runtime_armed and reading is not None:
+                self._runtime_armed[cluster_id] = not self._is_short(reading, need)
 
     # ------------------------------------------------------------------ inputs
 
@@ -123,6 +156,8 @@ class EventDetector:
             return []
         self.comm = CommState.OK
         events: list[DetectedEvent] = []
+        resumed, self._resumed = self._resumed, None
+        down = f" while mko was down ({last_seen(resumed)})" if resumed is not None else ""
 
         def emit(event: PowerEvent, message: str, **detail: Any) -> None:
             events.append(
@@ -133,15 +168,18 @@ class EventDetector:
             emit(PowerEvent.COMM_RESTORED, f"communication restored; status {reading.status}")
         source = reading.source
         if source not in (PowerSource.UNKNOWN, self.source):
-            late = " (seen when communication came back)" if was_lost else ""
+            late = " (seen when communication came back)" if was_lost and not down else ""
+            extra: dict[str, Any] = {"after_comm_loss": was_lost}
+            if resumed is not None:
+                extra |= {
+                    "while_down": True,
+                    "last_seen": {"status": resumed.status, "at": resumed.at.isoformat()},
+                }
             if self.source == PowerSource.MAINS and source == PowerSource.BATTERY:
-                emit(PowerEvent.POWER_LOSS, f"on battery: mains power lost{late}", after_comm_loss=was_lost)
+                emit(PowerEvent.POWER_LOSS, f"on battery: mains power lost{down or late}", **extra)
             elif self.source == PowerSource.BATTERY and source == PowerSource.MAINS:
-                emit(
-                    PowerEvent.POWER_RESTORED,
-                    f"back on mains: power restored{late}",
-                    after_comm_loss=was_lost,
-                )
+                what = f"mains returned{down}" if down else f"back on mains: power restored{late}"
+                emit(PowerEvent.POWER_RESTORED, what, **extra)
             self.source = source
         crossed = self._crossed(reading)
         if crossed:
@@ -149,6 +187,17 @@ class EventDetector:
             lb = None in crossed
             why = "LB (low battery) reported" if lb else f"charge {reading.charge:g}% below {numbers[0]}%"
             emit(PowerEvent.LOW_BATTERY, f"battery low: {why}", thresholds=numbers, lb=lb)
+        short = self._runtime_crossed(reading)
+        if short:
+            needs = {str(c): round(self._needs[c], 1) for c in short}
+            named = ", ".join(f"cluster {c} needs {self._needs[c]:.0f} s" for c in short)
+            emit(
+                PowerEvent.RUNTIME_LOW,
+                f"battery runtime {reading.runtime:.0f} s will not last the shutdown: {named}",
+                clusters=short,
+                needs=needs,
+                runtime=reading.runtime,
+            )
         critical = bool({"LB", "FSD"} & reading.tokens)
         if critical and not self._critical:
             emit(
@@ -189,7 +238,7 @@ class EventDetector:
             )
         ]
 
-    # ------------------------------------------------------------------ persistence (mko.ha)
+    # ------------------------------------------------------------------ persistence (mko.ups.monitor)
 
     def export_state(self) -> dict[str, Any]:
         """The edge-detection state as JSON, so another process can carry on where this one stopped."""
@@ -200,6 +249,7 @@ class EventDetector:
             "critical": self._critical,
             "shutdown": self._shutdown,
             "armed": {"lb" if k is None else str(k): v for k, v in sorted(self._armed.items(), key=str)},
+            "runtime_armed": {str(k): v for k, v in sorted(self._runtime_armed.items())},
             "status": reading.status if reading is not None else None,
             # Only what the edges depend on: the charge (thresholds); voltages would rewrite it every poll.
             "variables": {
@@ -211,7 +261,8 @@ class EventDetector:
     def restore(self, state: dict[str, Any]) -> None:
         """Carry on from an exported state: the next reading is compared with it, not taken as a baseline.
 
-        A UPS that went on battery while no process watched it thus still gives ``power_loss``.
+        A UPS that went on battery while no process watched it thus still gives ``power_loss``, and mains
+        that returned while mko was down gives ``power_restored`` saying so.
         """
         status, at = state.get("status"), state.get("at")
         if not status or not at:
@@ -229,6 +280,11 @@ class EventDetector:
         for threshold in self._thresholds:
             if threshold not in self._armed:
                 self._armed[threshold] = not self._is_low(self.last_reading, threshold)
+        runtime_armed = state.get("runtime_armed") or {}
+        self._runtime_armed = {int(k): bool(v) for k, v in runtime_armed.items() if int(k) in self._needs}
+        for cluster_id, need in self._needs.items():
+            self._runtime_armed.setdefault(cluster_id, not self._is_short(self.last_reading, need))
+        self._resumed = self.last_reading
 
     # ------------------------------------------------------------------ internals
 
@@ -239,6 +295,7 @@ class EventDetector:
         self._critical = bool({"LB", "FSD"} & reading.tokens)
         self._shutdown = bool({"FSD", "OFF"} & reading.tokens)
         self._armed = {t: not self._is_low(reading, t) for t in (*self._thresholds, None)}
+        self._runtime_armed = {c: not self._is_short(reading, need) for c, need in self._needs.items()}
 
     def _is_low(self, reading: UpsReading, threshold: int | None) -> bool:
         if "LB" in reading.tokens:
@@ -267,3 +324,30 @@ class EventDetector:
                 if self.source == PowerSource.MAINS or recharged:
                     self._armed[threshold] = True
         return crossed
+
+    def _is_short(self, reading: UpsReading, need: float) -> bool:
+        runtime = reading.runtime
+        on_battery = reading.source == PowerSource.BATTERY or (
+            reading.source == PowerSource.UNKNOWN and self.source == PowerSource.BATTERY
+        )
+        return on_battery and runtime is not None and runtime < need
+
+    def _runtime_crossed(self, reading: UpsReading) -> list[int]:
+        crossed = []
+        for cluster_id, need in sorted(self._needs.items()):
+            armed = self._runtime_armed.get(cluster_id, True)
+            if armed and self._is_short(reading, need):
+                crossed.append(cluster_id)
+                self._runtime_armed[cluster_id] = False
+            elif not armed:
+                runtime = reading.runtime
+                if self.source == PowerSource.MAINS or (
+                    runtime is not None and runtime >= need * RUNTIME_HYSTERESIS
+                ):
+                    self._runtime_armed[cluster_id] = True
+        return crossed
+
+
+def last_seen(reading: UpsReading) -> str:
+    """``last seen OB DISCHRG at 2026-11-29 03:12:09 UTC``: what a monitor carried on from."""
+    return f"last seen {reading.status} at {reading.at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
