@@ -41,10 +41,11 @@ everywhere, every node Ready, uncordon), ``graceful_shutdown`` and ``force_shutd
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -52,7 +53,8 @@ from typing import Any, ClassVar
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko import inventory, ownership, shutdown, wake
+from mko import inventory, outages, ownership, shutdown, wake
+from mko.db.ha_models import UpsState
 from mko.db.models import (
     UPS,
     ClusterAction,
@@ -64,11 +66,13 @@ from mko.db.models import (
     UpsEvent,
     utcnow,
 )
+from mko.db.outage_models import OutagePhase
 from mko.errors import InputError, MkoError, NotFoundError
 from mko.ha import current_instance
 from mko.operations import Actor
 from mko.settings import Settings
 from mko.ups.schemas import RuleCreate
+from mko.ups.status import UpsReading
 
 __all__ = [
     "ACTIONS",
@@ -95,11 +99,14 @@ RULE_OPERATION_KIND = "power_rule"
 STOPPED_WAITING = "cancelled: mko stopped before the action was taken"
 MAX_DELAY = 86_400
 MAX_PRIORITY = 10_000
+# A power_restored rule acts once mains has held this long (unless created with another stable_for):
+# mains that flickers back for a few seconds after a long cut must not wake a cluster into the next one.
+DEFAULT_STABLE_FOR = 10
 
 # event -> the events whose WAITING executions it cancels.
 CANCELS: dict[PowerEvent, frozenset[PowerEvent]] = {
     PowerEvent.POWER_RESTORED: frozenset(
-        {PowerEvent.POWER_LOSS, PowerEvent.LOW_BATTERY, PowerEvent.CRITICAL_BATTERY}
+        {PowerEvent.POWER_LOSS, PowerEvent.LOW_BATTERY, PowerEvent.CRITICAL_BATTERY, PowerEvent.RUNTIME_LOW}
     ),
     PowerEvent.POWER_LOSS: frozenset({PowerEvent.POWER_RESTORED}),
     PowerEvent.COMM_RESTORED: frozenset({PowerEvent.COMM_LOST}),
@@ -143,6 +150,7 @@ class ActionContext:
     operation_id: int = 0  # the rule execution's own operation (actions link theirs to its step)
     resumed_from: str | None = None  # the instance this execution was taken over from (mko.failover)
     instance: str = ""  # the instance acting now
+    why: str = ""  # the triggering event's message, for the records (e.g. "mains returned while …")
 
 
 def link_operation(context: ActionContext, key: str, operation_id: int) -> None:
@@ -250,7 +258,19 @@ class WakeClusterAction(ClusterActionHandler):
 
         The recovery (``microk8s start`` everywhere, every node Ready, uncordon what mko drained) runs
         when the rule's ``recover_after_wake`` is set and at least one node woke; success needs both.
+        When the cluster is down for this UPS (an open outage), this is the outage's restore: only the
+        nodes that were up before it and do not answer now are woken, and only they are recovered.
         """
+        with context.session_factory() as session:
+            found = outages.find_open(session, cluster_id=context.cluster_id, ups_id=context.ups_id)
+            outage_id = found[-1].id if found else None
+        if outage_id is not None:
+            return await self._restore(context, outage_id)
+        woken = await self._wake(context, None)
+        assert woken is not None
+        return await self._recover(context, woken)
+
+    async def _wake(self, context: ActionContext, leave: dict[int, str] | None) -> Operation | None:
         settings, factory = context.settings, context.session_factory
         schedule = wake.make_schedule(settings, wait=True, timeout=settings.rule_wake_timeout)
         with factory() as session:
@@ -260,31 +280,97 @@ class WakeClusterAction(ClusterActionHandler):
                 target_id=context.cluster_id,
                 schedule=schedule,
                 actor=context.actor,
+                leave=leave,
             )
         link_operation(context, "operation_id", prepared.operation_id)
-        woken = await wake.run_wake(factory, settings, prepared)
-        return await self._recover(context, woken)
+        return await wake.run_wake(factory, settings, prepared)
 
-    async def _recover(self, context: ActionContext, woken: Operation) -> ActionResult:
+    async def _restore(self, context: ActionContext, outage_id: int) -> ActionResult:
+        """The outage's restore: wake who was up before and is down now, recover them, close the outage."""
+        settings, factory = context.settings, context.session_factory
+        with factory() as session:
+            outage = outages.get_outage(session, outage_id)
+            nodes = inventory.list_nodes(session, context.cluster_id)
+            for node in nodes:
+                session.expunge(node)
+            up_before = set(outage.nodes_up)
+            outages.set_phase(
+                session,
+                outage,
+                OutagePhase.RESTORING,
+                f"restoring: rule {context.rule_id} on {context.event.value}"
+                + (f" ({context.why})" if context.why else ""),
+                restore_operation_id=context.operation_id or None,
+            )
+        link_operation(context, "outage_id", outage_id)
+        try:
+            answering = await outages.answering(nodes, settings)
+            leave = {n.id: "was off before the outage: left off" for n in nodes if n.id not in up_before}
+            leave |= {n.id: "answering: left as it is" for n in nodes if n.id in up_before & answering}
+            woken = None
+            if len(leave) < len(nodes):
+                woken = await self._wake(context, leave)
+            result = await self._recover(context, woken, node_ids=sorted(up_before), outage_id=outage_id)
+        except BaseException as exc:
+            # Superseded (power lost again) or mko stopping: the cluster is still down for power.
+            with factory() as session:
+                why = context.stop.reason or f"interrupted: {type(exc).__name__}"
+                outages.set_phase(session, outages.get_outage(session, outage_id), OutagePhase.DOWN, why)
+            raise
+        with factory() as session:
+            outage = outages.get_outage(session, outage_id)
+            if result.status == OperationStatus.CANCELLED:
+                outages.set_phase(session, outage, OutagePhase.DOWN, f"restore stopped: {result.summary}")
+            else:
+                phase = (
+                    OutagePhase.RESTORED
+                    if result.status == OperationStatus.SUCCEEDED
+                    else OutagePhase.RESTORE_FAILED
+                )
+                outages.close(session, outage, phase, result.summary)
+        return ActionResult(
+            result.status, result.summary, result.operation_id, result.extra | {"outage_id": outage_id}
+        )
+
+    async def _recover(
+        self,
+        context: ActionContext,
+        woken: Operation | None,
+        *,
+        node_ids: list[int] | None = None,
+        outage_id: int | None = None,
+    ) -> ActionResult:
         settings, factory = context.settings, context.session_factory
         with factory() as session:
             rule = session.get(PowerRule, context.rule_id)
             recover = rule is not None and rule.recover_after_wake
         if not recover:
+            if woken is None:
+                return ActionResult(OperationStatus.SUCCEEDED, "every node that was up before answers")
             return ActionResult(woken.status, woken.summary, woken.id)
-        if woken.status == OperationStatus.FAILED:
+        if woken is not None and woken.status == OperationStatus.FAILED:
             summary = f"{woken.summary}; recovery not attempted: no node woke"
             return ActionResult(OperationStatus.FAILED, summary, woken.id)
         with factory() as session:
             recovery = shutdown.start_recovery(
-                session, context.cluster_id, context.actor, settings.recovery_timeout, check_idle=False
+                session,
+                context.cluster_id,
+                context.actor,
+                settings.recovery_timeout,
+                check_idle=False,
+                node_ids=node_ids,
             )
+        recovery.closes_outages = outage_id is None
         link_operation(context, "recovery_operation_id", recovery.operation_id)
         recovered = await shutdown.run_recovery(factory, settings, recovery)
         return self._combine(woken, recovered)
 
     @staticmethod
-    def _combine(woken: Operation, recovered: Operation) -> ActionResult:
+    def _combine(woken: Operation | None, recovered: Operation) -> ActionResult:
+        extra = {"recovery_operation_id": recovered.id}
+        if woken is None:  # every node that was up before still answered: nothing to wake
+            summary = f"no node to wake; recovery #{recovered.id}: {recovered.summary}"
+            return ActionResult(recovered.status, summary, recovered.id, extra)
         if woken.status == OperationStatus.SUCCEEDED:
             status = recovered.status
         elif recovered.status in (OperationStatus.SUCCEEDED, OperationStatus.PARTIAL):
@@ -292,10 +378,7 @@ class WakeClusterAction(ClusterActionHandler):
         else:
             status = recovered.status
         return ActionResult(
-            status,
-            f"{woken.summary}; recovery #{recovered.id}: {recovered.summary}",
-            woken.id,
-            {"recovery_operation_id": recovered.id},
+            status, f"{woken.summary}; recovery #{recovered.id}: {recovered.summary}", woken.id, extra
         )
 
 
@@ -310,10 +393,24 @@ class ShutdownClusterAction(ClusterActionHandler):
         """Plan now (the drain host must answer now), then run; ``context.stop`` ends it safely."""
         settings, factory = context.settings, context.session_factory
         with factory() as session:
-            plan = await shutdown.plan_shutdown(session, settings, context.cluster_id, force=self.force)
+            # For this UPS: an outage (the nodes up now are the ones its restore wakes), and the end a
+            # NUT primary gives it (the UPS's power cycle, mko's own host) where configured.
+            plan = await shutdown.plan_shutdown(
+                session, settings, context.cluster_id, force=self.force, ups_id=context.ups_id
+            )
             # No refusal for a shutdown already recorded as running: power is running out, and a stale
             # record (a killed CLI) must never keep the cluster up.
-            prepared = shutdown.start_shutdown(session, plan, context.actor, check_idle=False)
+            prepared = shutdown.start_shutdown(
+                session,
+                plan,
+                context.actor,
+                check_idle=False,
+                event=context.event.value,
+                event_id=context.event_id or None,
+                reason=f"rule {context.rule_id} ({context.rule_name}) on {context.event.value}"
+                f" of UPS {context.ups_name}" + (f": {context.why}" if context.why else ""),
+            )
+        link_operation(context, "operation_id", prepared.operation_id)
         operation = await shutdown.run_shutdown(factory, settings, prepared, abort=context.stop)
         return ActionResult(operation.status, operation.summary, operation.id)
 
@@ -365,6 +462,7 @@ def create_rule(
             raise InputError("battery_threshold", f"{data.battery_threshold} is out of range (1-100 %)")
     if not 0 <= data.action_delay <= MAX_DELAY:
         raise InputError("action_delay", f"{data.action_delay} is out of range (0-{MAX_DELAY} seconds)")
+    stable_for = _restore_waits(data)
     if not 0 <= data.priority <= MAX_PRIORITY:
         raise InputError("priority", f"{data.priority} is out of range (0-{MAX_PRIORITY})")
     name = (data.name or "").strip() or f"{data.power_event.value} → {data.cluster_action.value}"
@@ -379,6 +477,8 @@ def create_rule(
         priority=data.priority,
         enabled=data.enabled,
         recover_after_wake=data.recover_after_wake,
+        min_charge=data.min_charge,
+        stable_for=stable_for,
         execution_count=0,
         success_count=0,
         failure_count=0,
@@ -387,6 +487,24 @@ def create_rule(
     session.commit()
     log.info("power rule %s created: %s", rule.id, name)
     return rule
+
+
+def _restore_waits(data: RuleCreate) -> int:
+    """Check min_charge and stable_for (power_restored rules only); return stable_for with its default."""
+    restore = data.power_event == PowerEvent.POWER_RESTORED
+    if data.min_charge is not None:
+        if not restore:
+            raise InputError("min_charge", "a minimum charge applies to power_event power_restored only")
+        if not 1 <= data.min_charge <= 100:
+            raise InputError("min_charge", f"{data.min_charge} is out of range (1-100 %)")
+    stable_for = data.stable_for
+    if stable_for is None:
+        return DEFAULT_STABLE_FOR if restore else 0
+    if stable_for and not restore:
+        raise InputError("stable_for", "waiting for mains to hold applies to power_event power_restored only")
+    if not 0 <= stable_for <= MAX_DELAY:
+        raise InputError("stable_for", f"{stable_for} is out of range (0-{MAX_DELAY} seconds)")
+    return stable_for
 
 
 def get_rule(session: Session, rule_id: int) -> PowerRule:
@@ -439,6 +557,27 @@ def low_battery_thresholds(session: Session) -> dict[int, set[int]]:
     return thresholds
 
 
+def runtime_need(settings: Settings, measured: float | None) -> float:
+    """Seconds of battery a cluster's shutdown needs: its last measured shutdown × factor + margin."""
+    duration = measured if measured is not None else settings.runtime_low_unmeasured
+    return duration * settings.runtime_low_factor + settings.runtime_low_margin
+
+
+def runtime_needs(session: Session, settings: Settings) -> dict[int, dict[int, float]]:
+    """Per UPS id, the clusters of enabled runtime_low rules with the runtime each needs to shut down."""
+    rows = session.execute(
+        select(PowerRule.ups_id, PowerRule.cluster_id).where(
+            PowerRule.enabled.is_(True), PowerRule.power_event == PowerEvent.RUNTIME_LOW
+        )
+    )
+    needs: dict[int, dict[int, float]] = {}
+    for ups_id, cluster_id in sorted({(row[0], row[1]) for row in rows}):
+        needs.setdefault(ups_id, {})[cluster_id] = runtime_need(
+            settings, shutdown.last_duration(session, cluster_id)
+        )
+    return needs
+
+
 # ------------------------------------------------------------------------------------ engine
 
 WAITING, RUNNING, DONE = "waiting", "running", "done"
@@ -468,6 +607,13 @@ class Execution:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     resumed_from: str | None = None  # taken over from this (dead) instance by a failover
     interrupted: BaseException | None = None  # a cancellation to re-raise once the result is recorded
+    # power_restored rules: wait for this charge (percent) and for mains to hold this long (seconds).
+    min_charge: int | None = None
+    stable_for: int = 0
+    mains_since: float = 0.0  # loop time from which mains counts as held: the event
+    waiting_for: str = ""  # "waiting: charge 34 % of 50 %"
+    why: str = ""  # the event's message
+    hurry: asyncio.Event = field(default_factory=asyncio.Event)  # set by FSD: the delay ends now
 
     def describe(self) -> dict[str, Any]:
         """For status displays."""
@@ -480,6 +626,7 @@ class Execution:
             "event_id": self.event_id,
             "state": self.state,
             "operation_id": self.operation_id,
+            "waiting_for": self.waiting_for,
         }
 
 
@@ -491,10 +638,13 @@ class RuleEngine:
         session_factory: sessionmaker[Session],
         settings: Settings,
         actions: Mapping[ClusterAction, ClusterActionHandler] | None = None,
+        readings: Callable[[int], UpsReading | None] | None = None,
     ) -> None:
         self.session_factory = session_factory
         self.settings = settings
         self.actions = dict(ACTIONS if actions is None else actions)
+        # The latest reading of a UPS (the monitor's; else the state it persisted), for restore waits.
+        self.readings = readings or self._persisted_reading
         self._active: dict[int, Execution] = {}  # by rule id: waiting or running
         self._slots: dict[int, Execution] = {}  # by cluster id: the action running there
         self._batches: set[asyncio.Task[None]] = set()
@@ -577,7 +727,7 @@ class RuleEngine:
                     )
                     .order_by(PowerRule.priority, PowerRule.id)
                 )
-                if event.event != PowerEvent.LOW_BATTERY or _threshold_matches(rule, event)
+                if _concerns(rule, event)
             ]
             claimed: dict[tuple[int, ClusterAction], int] = {}
             for rule in rules:
@@ -609,6 +759,10 @@ class RuleEngine:
                     priority=rule.priority,
                     operation_id=operation.id,
                     due=now + rule.action_delay,
+                    min_charge=rule.min_charge,
+                    stable_for=rule.stable_for,
+                    mains_since=now,
+                    why=event.message,
                 )
                 if rule.action_delay:
                     _step(
@@ -621,16 +775,85 @@ class RuleEngine:
                 self._active[rule.id] = execution
                 executions.append(execution)
             session.commit()
-            if rules:
+            forced = self._forced_shutdowns(session, event, ups_name, executions)
+            if rules or forced:
                 ownership.keep_alive(session)
-            for execution in executions:
+            for execution in executions + forced:
                 self._notify_triggered(session, execution)
         self._cancel_opposites(event)
-        if executions:
-            task = asyncio.create_task(self._run_batch(executions), name=f"mko-rules-event-{event.id}")
-            self._batches.add(task)
-            task.add_done_callback(self._batches.discard)
-        return [e.operation_id for e in executions]
+        for batch in (executions, forced):
+            if batch:
+                task = asyncio.create_task(self._run_batch(batch), name=f"mko-rules-event-{event.id}")
+                self._batches.add(task)
+                task.add_done_callback(self._batches.discard)
+        return [e.operation_id for e in executions + forced]
+
+    def _forced_shutdowns(
+        self, session: Session, event: UpsEvent, ups_name: str, started: list[Execution]
+    ) -> list[Execution]:
+        """FSD set by the UPS's primary means "shut down now" for every cluster this UPS's rules shut down.
+
+        Waiting shutdowns of the UPS stop waiting; a cluster with shutdown rules on the UPS that is
+        neither shutting down nor down gets its first shutdown rule run now, without drains (the primary
+        cuts the power once its secondaries logged out, or after HOSTSYNC). Not after mko's own power
+        cycle, whose FSD is the UPS confirming mko's command.
+        """
+        if event.event != PowerEvent.UPS_SHUTDOWN or "FSD" not in (event.status_after or "").split():
+            return []
+        open_ = outages.find_open(session, ups_id=event.ups_id)
+        if any(o.power_cycle.get("outcome") == "sent" for o in open_):
+            log.info("FSD on UPS %s follows mko's own power cycle: nothing more to do", ups_name)
+            return []
+        covered = {o.cluster_id for o in open_ if o.phase == OutagePhase.DOWN}
+        for execution in [*self._active.values(), *self._slots.values(), *started]:
+            if execution.ups_id == event.ups_id and execution.action in shutdown.SHUTDOWN_ACTIONS:
+                covered.add(execution.cluster_id)
+                execution.hurry.set()
+        now = asyncio.get_running_loop().time()
+        forced: list[Execution] = []
+        for rule in session.scalars(
+            select(PowerRule)
+            .where(
+                PowerRule.ups_id == event.ups_id,
+                PowerRule.enabled.is_(True),
+                PowerRule.cluster_action.in_(shutdown.SHUTDOWN_ACTIONS),
+            )
+            .order_by(PowerRule.priority, PowerRule.id)
+        ):
+            if rule.cluster_id in covered or rule.id in self._active:
+                continue
+            covered.add(rule.cluster_id)
+            operation = self._new_operation(session, rule, ups_name, event)
+            operation.summary = f"FSD set on the UPS: {rule.name}: force_shutdown now (no drains)"
+            execution = Execution(
+                rule_id=rule.id,
+                rule_name=rule.name,
+                ups_id=event.ups_id,
+                ups_name=ups_name,
+                cluster_id=rule.cluster_id,
+                action=ClusterAction.FORCE_SHUTDOWN,
+                event=event.event,
+                event_id=event.id,
+                delay=0,
+                priority=0,
+                operation_id=operation.id,
+                due=now,
+                why=f"FSD: {event.message}",
+            )
+            self._active[rule.id] = execution
+            forced.append(execution)
+            log.warning(
+                "FSD on UPS %s: shutting cluster %s down now (rule %s)", ups_name, rule.cluster_id, rule.id
+            )
+        session.commit()
+        return forced
+
+    def shutting_down(self, ups_id: int) -> bool:
+        """Whether a shutdown for this UPS waits or runs (the monitor keeps its LOGIN until it ends)."""
+        return any(
+            e.ups_id == ups_id and e.action in shutdown.SHUTDOWN_ACTIONS
+            for e in [*self._active.values(), *self._slots.values()]
+        )
 
     def _cancel_opposites(self, event: UpsEvent) -> None:
         cancels = CANCELS.get(event.event, frozenset())
@@ -719,6 +942,7 @@ class RuleEngine:
     async def _execute(self, execution: Execution) -> None:
         try:
             await self._wait_delay(execution)
+            await self._wait_power(execution)
         except asyncio.CancelledError:
             if execution.cancel_reason is None:
                 execution.cancel_reason = STOPPED_WAITING
@@ -751,8 +975,63 @@ class RuleEngine:
 
     async def _wait_delay(self, execution: Execution) -> None:
         pause = execution.due - asyncio.get_running_loop().time()
-        if pause > 0:
-            await asyncio.sleep(pause)
+        if pause > 0 and not execution.hurry.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await execution.hurry.wait()  # FSD: no more waiting
+
+    async def _wait_power(self, execution: Execution) -> None:
+        """A restore rule waits (still cancellable by power_loss) for charge and for mains to hold."""
+        if execution.min_charge is None and not execution.stable_for:
+            return
+        loop = asyncio.get_running_loop()
+        shown = ""
+        while waiting := self._waiting_for(execution, loop.time()):
+            if waiting != shown:
+                self._show_wait(execution, waiting, OperationStatus.RUNNING)
+                execution.waiting_for = shown = waiting
+            await asyncio.sleep(min(1.0, self.settings.ups_poll_interval))
+        if shown:
+            reading = self.readings(execution.ups_id)
+            charge = reading.charge if reading is not None else None
+            held = loop.time() - execution.mains_since
+            done = f"mains held {held:.0f} s" + (f", charge {charge:g} %" if charge is not None else "")
+            self._show_wait(execution, f"ready: {done}", OperationStatus.SUCCEEDED)
+        execution.waiting_for = ""
+
+    def _waiting_for(self, execution: Execution, now: float) -> str:
+        """``waiting: charge 34 % of 50 %`` while a restore rule must wait; empty when it may act."""
+        parts = []
+        held = now - execution.mains_since
+        if held < execution.stable_for:
+            parts.append(f"mains held {held:.0f} s of {execution.stable_for} s")
+        if execution.min_charge is not None:
+            reading = self.readings(execution.ups_id)
+            charge = reading.charge if reading is not None else None
+            # A UPS that does not report its charge cannot be waited for: act (the step says so).
+            if charge is not None and charge < execution.min_charge:
+                parts.append(f"charge {charge:g} % of {execution.min_charge} %")
+        return "waiting: " + ", ".join(parts) if parts else ""
+
+    def _show_wait(self, execution: Execution, message: str, status: OperationStatus) -> None:
+        with self.session_factory() as session:
+            operation = session.get_one(Operation, execution.operation_id)
+            step = next((s for s in operation.steps if s.name == "wait for power"), None)
+            if step is None:
+                _step(session, operation, "wait for power", status, message)
+                return
+            step.message, step.status = message, status
+            step.finished_at = None if status == OperationStatus.RUNNING else utcnow()
+            session.commit()
+
+    def _persisted_reading(self, ups_id: int) -> UpsReading | None:
+        """The UPS as the monitor last persisted it (ups_state), when no live reading is at hand."""
+        with self.session_factory() as session:
+            row = session.get(UpsState, ups_id)
+            if row is None or not row.status or not row.state.get("at"):
+                return None
+            variables = dict(row.state.get("variables") or {}) | {"ups.status": row.status}
+            return UpsReading.from_variables(variables, datetime.fromisoformat(row.state["at"]))
 
     def _rule_gone(self, rule_id: int) -> str | None:
         with self.session_factory() as session:
@@ -873,6 +1152,7 @@ class RuleEngine:
             operation_id=execution.operation_id,
             resumed_from=resumed_from,
             instance=current_instance() or "",
+            why=execution.why,
         )
         try:
             result = await (handler.run(context) if resumed_from is None else handler.resume(context))
@@ -989,6 +1269,8 @@ class RuleEngine:
                 "action_delay": rule.action_delay,
                 "priority": rule.priority,
                 "battery_threshold": rule.battery_threshold,
+                "min_charge": rule.min_charge,
+                "stable_for": rule.stable_for,
             },
             result={"event": _event_dict(event)},
         )
@@ -998,10 +1280,20 @@ class RuleEngine:
         return operation
 
 
-def _threshold_matches(rule: PowerRule, event: UpsEvent) -> bool:
-    if rule.battery_threshold is None:
-        return bool(event.detail.get("lb"))
-    return rule.battery_threshold in event.detail.get("thresholds", [])
+def _concerns(rule: PowerRule, event: UpsEvent) -> bool:
+    """A low_battery rule fires for its own threshold, a runtime_low rule for its own cluster.
+
+    Events of a monitor's start (mko.ups.monitor) concern the clusters of the open outages only.
+    """
+    if "outages" in event.detail:
+        return rule.cluster_id in event.detail.get("clusters", [])
+    if event.event == PowerEvent.LOW_BATTERY:
+        if rule.battery_threshold is None:
+            return bool(event.detail.get("lb"))
+        return rule.battery_threshold in event.detail.get("thresholds", [])
+    if event.event == PowerEvent.RUNTIME_LOW:
+        return rule.cluster_id in event.detail.get("clusters", [])
+    return True
 
 
 def _event_dict(event: UpsEvent) -> dict[str, Any]:

@@ -76,6 +76,38 @@ class Settings(BaseSettings):
     rule_wake_timeout: float = Field(
         default=600.0, gt=0, le=3600, description="seconds a rule's wake waits for every node to answer"
     )
+    # Outages (mko.outages, docs/ups.md "mko on the same UPS").
+    runtime_low_factor: float = Field(
+        default=1.5,
+        ge=1,
+        le=10,
+        description="runtime_low fires when battery.runtime < last shutdown duration × this + the margin",
+    )
+    runtime_low_margin: float = Field(
+        default=60.0, ge=0, le=3600, description="seconds added to the needed runtime (runtime_low)"
+    )
+    runtime_low_unmeasured: float = Field(
+        default=300.0,
+        gt=0,
+        le=7200,
+        description="shutdown duration assumed for a cluster mko has not shut down yet (runtime_low)",
+    )
+    host_ups: str | None = Field(
+        default=None,
+        max_length=100,
+        description="mko's name of the UPS that feeds mko's own host (its shutdown ends with this host's)",
+    )
+    host_shutdown_command: list[str] = Field(
+        default=[],
+        max_length=32,
+        description="argument vector run as the very last step of a shutdown for MKO_HOST_UPS, as JSON,"
+        ' e.g. ["/sbin/shutdown", "-h", "+0"] (never through a shell); empty: the host stays up',
+    )
+    powerdown_flag: Path | None = Field(
+        default=None,
+        description="marker written before the host shutdown command (like upsmon's POWERDOWNFLAG);"
+        " default: powerdown.flag beside the SQLite database (data/powerdown.flag otherwise)",
+    )
     backup_dir: Path | None = Field(
         default=None,
         description="where backups taken before schema changes go; default: beside the SQLite file"

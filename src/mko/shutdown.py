@@ -24,6 +24,12 @@ returns). The step in progress always finishes — a ``microk8s stop`` or power-
 half-way, even when the task itself is cancelled — and nothing further starts; the operation ends
 ``cancelled`` listing what was skipped, and the wake + recovery that follow bring back whatever was
 stopped. See docs/shutdown.md.
+
+A shutdown *for a UPS* (a rule's, or ``--ups``) is an outage (mko.outages): recorded before the first
+step with the nodes that answered, each confirmed power-off added as it happens. Once every node is
+confirmed off it ends like a NUT primary: ``4.`` the UPS power-cycles its load (mko.ups.power_cycle;
+never when mains has returned), ``5.`` mko's own host is shut down last (``MKO_HOST_UPS``,
+``MKO_HOST_SHUTDOWN_COMMAND``, after a marker file), so the next start knows why it was down.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,22 +46,29 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko import inventory, ownership, schedules, ssh
+from mko import inventory, outages, ownership, schedules, ssh
 from mko.db.models import (
+    UPS,
+    ClusterAction,
     Node,
     NodeRole,
     Operation,
     OperationStatus,
     OperationStep,
+    PowerRule,
     ScheduleAction,
     utcnow,
 )
-from mko.errors import ConflictError, FatalPowerError, PowerError
+from mko.db.outage_models import OutagePhase
+from mko.errors import ConflictError, FatalPowerError, InputError, PowerError
 from mko.operations import Actor, finish_operation, record_step, start_operation
 from mko.power import driver_class, driver_lookup
 from mko.power.base import NodeSnapshot, OutcomeState, WakeSchedule, power_off
 from mko.probe import probe_tcp
+from mko.secrets import SecretBox
 from mko.settings import Settings
+from mko.ups.power_cycle import PowerCycle, power_cycle
+from mko.ups.service import target_of
 
 __all__ = [
     "SHUTDOWN_KINDS",
@@ -65,6 +79,7 @@ __all__ = [
     "StepHook",
     "build_plan",
     "kube_name",
+    "last_duration",
     "plan_shutdown",
     "ready_nodes",
     "run_recovery",
@@ -78,6 +93,7 @@ log = logging.getLogger("mko.shutdown")
 StepHook = Callable[[str, str, OperationStatus], None]
 
 SHUTDOWN_KINDS = ("cluster_shutdown", "cluster_force_shutdown")
+SHUTDOWN_ACTIONS = (ClusterAction.GRACEFUL_SHUTDOWN, ClusterAction.FORCE_SHUTDOWN)
 RECOVER_KIND = "cluster_recover"
 # NOTE: on a node joined with `microk8s join --worker`, `microk8s stop` and `microk8s start` only print
 # this notice and exit 0 (the wrappers check var/lock/clustered.lock); `snap stop|start microk8s` works.
@@ -118,6 +134,35 @@ class PlannedStep:
         return f"{what:<14} {self.hostname} ({where})"
 
 
+@dataclass(frozen=True)
+class UpsFinale:
+    """How a shutdown for a UPS ends: its load power-cycled, then mko's own host (when it is on it)."""
+
+    ups_id: int
+    ups_name: str
+    power_cycle: bool
+    host_command: tuple[str, ...] = ()  # MKO_HOST_SHUTDOWN_COMMAND when MKO_HOST_UPS names this UPS
+    marker: str = ""
+
+    def lines(self, number: int, conditional: bool) -> list[str]:
+        """The plan's last sections."""
+        when = f" (for UPS {self.ups_name}: its rules, or --ups {self.ups_id})" if conditional else ""
+        out = []
+        if self.power_cycle:
+            out += [
+                f"{number}. then the UPS, once every node is confirmed off{when}:",
+                f"   power-cycle    {self.ups_name} (INSTCMD shutdown.return, or load.off.delay with the"
+                " UPS's delays; skipped if mains has returned)",
+            ]
+            number += 1
+        if self.host_command:
+            out += [
+                f"{number}. then mko's own host, the very last step{when}:",
+                f"   host shutdown  {shlex.join(self.host_command)} (after writing {self.marker})",
+            ]
+        return out
+
+
 @dataclass
 class ShutdownPlan:
     """The ordered plan: parallel worker chains, then control planes one at a time."""
@@ -129,6 +174,10 @@ class ShutdownPlan:
     parallel: list[list[PlannedStep]] = field(default_factory=list)
     serial: list[list[PlannedStep]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # A shutdown for a UPS (an outage): its id, the nodes that answered when planned, and how it ends.
+    ups_id: int | None = None
+    nodes_up: list[int] = field(default_factory=list)
+    finales: list[UpsFinale] = field(default_factory=list)
 
     @property
     def hostnames(self) -> list[str]:
@@ -158,6 +207,8 @@ class ShutdownPlan:
             out.append(f"{number}. then {role}:")
             number += 1
             out.extend(f"   {step.describe()}" for step in chain)
+        for finale in self.finales:
+            out += finale.lines(number, conditional=self.ups_id is None)
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -169,6 +220,16 @@ class ShutdownPlan:
             "parallel": [[s.__dict__ for s in chain] for chain in self.parallel],
             "serial": [[s.__dict__ for s in chain] for chain in self.serial],
             "notes": self.notes,
+            "ups_id": self.ups_id,
+            "finales": [
+                {
+                    "ups_id": f.ups_id,
+                    "ups": f.ups_name,
+                    "power_cycle": f.power_cycle,
+                    "host": list(f.host_command),
+                }
+                for f in self.finales
+            ],
             "lines": self.lines(),
         }
 
@@ -219,16 +280,75 @@ def build_plan(
 
 
 async def plan_shutdown(
-    session: Session, settings: Settings, cluster_id: int, *, force: bool
+    session: Session, settings: Settings, cluster_id: int, *, force: bool, ups_id: int | None = None
 ) -> ShutdownPlan:
-    """Work out the order; the drain host is the first control plane whose SSH port answers."""
+    """Work out the order; the drain host is the first control plane whose SSH port answers.
+
+    ``ups_id``: the shutdown is for this UPS (an outage): every node is probed, so the outage knows
+    which were up, and the plan ends with the UPS's power cycle and mko's own host where configured.
+    Without it the plan shows how a shutdown for each UPS whose rules act on the cluster would end.
+    """
     cluster = inventory.get_cluster(session, cluster_id)
     nodes = inventory.list_nodes(session, cluster_id)
     if not nodes:
         raise ConflictError(f"cluster {cluster_id} has no nodes")
+    if ups_id is not None and session.get(UPS, ups_id) is None:
+        raise InputError("ups_id", f"UPS {ups_id} does not exist")
     controls = [n for n in nodes if n.role == NodeRole.CONTROL_PLANE]
     drain_host = await _reachable_control_plane(controls, settings.probe_timeout)
-    return build_plan(cluster.id, cluster.name, nodes, drain_host, force=force)
+    plan = build_plan(cluster.id, cluster.name, nodes, drain_host, force=force)
+    plan.ups_id = ups_id
+    plan.finales = _finales(session, settings, cluster_id, ups_id)
+    if ups_id is not None:
+        plan.nodes_up = sorted(await outages.answering(nodes, settings))
+    return plan
+
+
+def _finales(session: Session, settings: Settings, cluster_id: int, ups_id: int | None) -> list[UpsFinale]:
+    """How a shutdown for ``ups_id`` ends (or, without one, for each UPS with shutdown rules here)."""
+    if ups_id is not None:
+        ids = [ups_id]
+    else:
+        ids = sorted(
+            set(
+                session.scalars(
+                    select(PowerRule.ups_id).where(
+                        PowerRule.cluster_id == cluster_id,
+                        PowerRule.enabled.is_(True),
+                        PowerRule.cluster_action.in_(SHUTDOWN_ACTIONS),
+                    )
+                )
+            )
+        )
+    finales = []
+    for row in (session.get(UPS, i) for i in ids):
+        if row is None:
+            continue
+        host = settings.host_shutdown_command if settings.host_ups == row.name else []
+        if row.power_cycle or host:
+            marker = str(outages.marker_path(settings))
+            finales.append(UpsFinale(row.id, row.name, row.power_cycle, tuple(host), marker))
+    return finales
+
+
+def last_duration(session: Session, cluster_id: int) -> float | None:
+    """Seconds the cluster's last successful shutdown took (None: mko has not shut it down yet)."""
+    operation = session.scalars(
+        select(Operation)
+        .where(
+            Operation.target_type == "cluster",
+            Operation.target_id == cluster_id,
+            Operation.kind.in_(SHUTDOWN_KINDS),
+            Operation.status == OperationStatus.SUCCEEDED,
+            Operation.started_at.is_not(None),
+            Operation.finished_at.is_not(None),
+        )
+        .order_by(Operation.id.desc())
+        .limit(1)
+    ).first()
+    if operation is None or operation.started_at is None or operation.finished_at is None:
+        return None
+    return max(0.0, (operation.finished_at - operation.started_at).total_seconds())
 
 
 def _check_idle(session: Session, cluster_id: int) -> None:
@@ -253,7 +373,7 @@ def _check_idle(session: Session, cluster_id: int) -> None:
 
 @dataclass
 class PreparedShutdown:
-    """A planned shutdown and its running operation.
+    """A planned shutdown and its running operation (and its outage, for a shutdown for a UPS).
 
     ``nodes`` are detached rows (their columns serve SSH); ``power`` holds what the power drivers
     need, snapshotted while the session was open: a run never goes back to the database for it.
@@ -263,29 +383,59 @@ class PreparedShutdown:
     plan: ShutdownPlan
     nodes: dict[str, Node]
     power: dict[str, NodeSnapshot] = field(default_factory=dict)
+    outage_id: int | None = None
 
 
 def start_shutdown(
-    session: Session, plan: ShutdownPlan, actor: Actor, *, check_idle: bool = True
+    session: Session,
+    plan: ShutdownPlan,
+    actor: Actor,
+    *,
+    check_idle: bool = True,
+    event: str = "manual",
+    event_id: int | None = None,
+    reason: str = "",
 ) -> PreparedShutdown:
-    """Record the shutdown operation with its plan (ConflictError if one already runs there)."""
+    """Record the shutdown operation with its plan (ConflictError if one already runs there).
+
+    A plan for a UPS also opens (or carries on) the cluster's outage, before anything is touched.
+    """
     if check_idle:
         _check_idle(session, plan.cluster_id)
+    outage_id = None
+    if plan.ups_id is not None:
+        outage = outages.open_outage(
+            session,
+            ups_id=plan.ups_id,
+            cluster_id=plan.cluster_id,
+            event=event,
+            event_id=event_id,
+            reason=reason or f"shut down by {actor.name} for UPS {plan.ups_id}",
+            nodes_up=plan.nodes_up,
+        )
+        outage_id = outage.id
     kind = SHUTDOWN_KINDS[1] if plan.force else SHUTDOWN_KINDS[0]
+    parameters: dict[str, Any] = {"force": plan.force, "drain_host": plan.drain_host, "plan": plan.lines()}
+    if outage_id is not None:
+        parameters |= {"ups_id": plan.ups_id, "outage_id": outage_id}
     operation = start_operation(
         session,
         kind=kind,
         target_type="cluster",
         target_id=plan.cluster_id,
         actor=actor,
-        parameters={"force": plan.force, "drain_host": plan.drain_host, "plan": plan.lines()},
+        parameters=parameters,
         summary=f"shutting down {len(plan.hostnames)} node(s)",
     )
+    if outage_id is not None:
+        outage = outages.get_outage(session, outage_id)
+        outage.shutdown_operation_id = operation.id
+        session.commit()
     nodes = {n.hostname: n for n in inventory.list_nodes(session, plan.cluster_id)}
     power = {hostname: NodeSnapshot.of(node) for hostname, node in nodes.items()}
     for node in nodes.values():
         session.expunge(node)  # read from other sessions and tasks while this one is gone
-    return PreparedShutdown(operation.id, plan, nodes, power)
+    return PreparedShutdown(operation.id, plan, nodes, power, outage_id)
 
 
 @dataclass
@@ -377,6 +527,8 @@ class _Run(_StepLog):
         self.refused: dict[str, str] = {}  # hostname -> why nothing runs there
         self.skipped: list[str] = []  # steps not started because of the abort
         self.stop_reason: str | None = None
+        self.endings: list[str] = []  # how a shutdown for a UPS ended: power cycle, host
+        self.host_command: tuple[str, ...] = ()  # run after the operation is closed
 
     async def record_step(self, step: PlannedStep, outcome: _Outcome, started: Any) -> None:
         detail = outcome.detail | {"runs_on": step.runs_on}
@@ -518,6 +670,8 @@ class _Run(_StepLog):
         ok = outcome.status == OperationStatus.SUCCEEDED
         if ok:
             self.powered_off.append(step.hostname)
+            if self.prepared.outage_id is not None:  # durable at once: a restart must know it
+                outages.mark_off(self.session_factory, self.prepared.outage_id, step.node_id)
         else:
             self.failures.append(f"poweroff {step.hostname}: {outcome.message}")
             if not outcome.detail.get("confirmed", True):
@@ -609,6 +763,8 @@ class _Run(_StepLog):
             await asyncio.gather(*(self.chain(c) for c in plan.parallel))
             for chain in plan.serial:
                 await self.chain(chain)
+            if plan.ups_id is not None and not self.skipped and not self.abort.is_set():
+                await self.end_for_ups(plan.ups_id)
         except Exception as exc:  # a bug must not leave the operation running forever
             log.exception("shutdown of cluster %s crashed", plan.cluster_id)
             self.failures.append(f"stopped by an internal error: {type(exc).__name__}: {exc}")
@@ -622,7 +778,119 @@ class _Run(_StepLog):
                 f"{reason}; not started: {', '.join(self.skipped)}",
                 {"skipped": self.skipped, "reason": reason},
             )
-        return self.close()
+        operation = self.close()
+        if self.host_command:
+            await self.shutdown_host()  # the very last step: the operation and the outage are stored
+        return operation
+
+    # -------------------------------------------------------------- the end of a shutdown for a UPS
+
+    async def end_for_ups(self, ups_id: int) -> None:
+        """Every node is down: have the UPS power-cycle its load, then plan mko's own host, last."""
+        finale = next((f for f in self.prepared.plan.finales if f.ups_id == ups_id), None)
+        if finale is None:
+            return
+        started = utcnow()
+        still_up = await self._still_up(ups_id)
+        cycle: PowerCycle | None = None
+        if finale.power_cycle:
+            if still_up:
+                cycle = PowerCycle("skipped", f"{still_up}: the UPS keeps its load on; nothing sent")
+            else:
+                with self.session_factory() as session:
+                    row = session.get_one(UPS, ups_id)
+                    box = SecretBox.from_settings(self.settings) if row.password_encrypted else None
+                    target = target_of(row, box)
+                cycle = await power_cycle(target, self.settings.ups_timeout)
+            status = {"sent": OperationStatus.SUCCEEDED, "skipped": OperationStatus.CANCELLED}.get(
+                cycle.outcome, OperationStatus.FAILED
+            )
+            await self.record(
+                f"power-cycle {finale.ups_name}", None, status, cycle.message, cycle.as_dict(), started
+            )
+            self.endings.append(f"power cycle {cycle.outcome}: {cycle.message}")
+            self._update_outage(power_cycle=cycle.as_dict())
+        if not finale.host_command:
+            return
+        if still_up or (cycle is not None and not cycle.sent):
+            why = still_up or "the UPS will not power-cycle, so nothing would start this host again"
+            await self.record(
+                "host shutdown", None, OperationStatus.CANCELLED, f"not run: {why}", {}, utcnow()
+            )
+            self._update_outage(host_shutdown={"ran": False, "why": why})
+            return
+        marker = outages.write_marker(
+            self.settings,
+            {
+                "at": utcnow().isoformat(),
+                "ups_id": ups_id,
+                "ups": finale.ups_name,
+                "outage_id": self.prepared.outage_id,
+                "operation_id": self.prepared.operation_id,
+                "command": list(finale.host_command),
+                "power_cycle": cycle.as_dict() if cycle is not None else None,
+            },
+        )
+        message = f"marker {marker} written; running {shlex.join(finale.host_command)}"
+        detail = {"command": list(finale.host_command), "marker": str(marker)}
+        await self.record("host shutdown", None, OperationStatus.SUCCEEDED, message, detail, utcnow())
+        self._update_outage(host_shutdown=detail | {"ran": True, "at": utcnow().isoformat()})
+        self.host_command = finale.host_command
+        self.endings.append(f"host shutdown: {shlex.join(finale.host_command)}")
+
+    async def _still_up(self, ups_id: int) -> str | None:
+        """Which node of a cluster this UPS feeds (by its shutdown rules) still answers; None when none."""
+        with self.session_factory() as session:
+            clusters = {self.prepared.plan.cluster_id} | set(
+                session.scalars(
+                    select(PowerRule.cluster_id).where(
+                        PowerRule.ups_id == ups_id,
+                        PowerRule.enabled.is_(True),
+                        PowerRule.cluster_action.in_(SHUTDOWN_ACTIONS),
+                    )
+                )
+            )
+            nodes = [n for c in sorted(clusters) for n in inventory.list_nodes(session, c)]
+            for node in nodes:
+                session.expunge(node)
+        up = await outages.answering(nodes, self.settings)
+        if not up:
+            return None
+        return f"{', '.join(n.hostname for n in nodes if n.id in up)} still answer(s)"
+
+    def _update_outage(self, **fields: Any) -> None:
+        if self.prepared.outage_id is None:
+            return
+        with self.session_factory() as session:
+            outage = outages.get_outage(session, self.prepared.outage_id)
+            for name, value in fields.items():
+                setattr(outage, name, value)
+            outage.updated_at = utcnow()
+            session.commit()
+
+    async def shutdown_host(self) -> None:
+        """Run MKO_HOST_SHUTDOWN_COMMAND (an argument vector, never a shell); record how it returned."""
+        argv = list(self.host_command)
+        log.warning("shutting this host down for power: %s", shlex.join(argv))
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            async with asyncio.timeout(60):
+                output, _ = await process.communicate()
+            result = f"exited {process.returncode}: {output.decode(errors='replace').strip()[-300:]}"
+        except (OSError, TimeoutError) as exc:
+            result = f"could not run it: {exc}"
+        log.warning("host shutdown command %s", result)
+        with self.session_factory() as session:
+            operation = session.get_one(Operation, self.prepared.operation_id)
+            for step in operation.steps:
+                if step.name == "host shutdown":
+                    step.detail = {**step.detail, "result": result}
+            session.commit()
 
     def reason(self) -> str:
         """Why the shutdown was asked to stop."""
@@ -642,6 +910,8 @@ class _Run(_StepLog):
             status = OperationStatus.FAILED
         if self.failures:
             summary += "; " + "; ".join(self.failures)
+        if self.endings:
+            summary += "; " + "; ".join(self.endings)
         with self.session_factory() as session:
             operation = session.get_one(Operation, self.prepared.operation_id)
             result = {
@@ -652,6 +922,13 @@ class _Run(_StepLog):
                 "skipped": self.skipped,
                 "aborted": bool(self.skipped),
             }
+            if self.prepared.outage_id is not None:
+                result["outage_id"] = self.prepared.outage_id
+                outage = outages.get_outage(session, self.prepared.outage_id)
+                # Stopped early (mains back, or mko stopping): still shutting down, for the restore
+                # or the next start to take on; otherwise the cluster is down for power.
+                if not self.skipped and outage.phase == OutagePhase.SHUTTING_DOWN:
+                    outages.set_phase(session, outage, OutagePhase.DOWN, f"down for power: {summary}")
             return finish_operation(session, operation, status=status, summary=summary, result=result)
 
 
@@ -707,14 +984,28 @@ class PreparedRecovery:
     cluster_id: int
     nodes: list[Node]
     timeout: float
+    # A person's recovery that succeeds closes the cluster's open outages; a restore closes its own.
+    closes_outages: bool = True
 
 
 def start_recovery(
-    session: Session, cluster_id: int, actor: Actor, timeout: float, *, check_idle: bool = True
+    session: Session,
+    cluster_id: int,
+    actor: Actor,
+    timeout: float,
+    *,
+    check_idle: bool = True,
+    node_ids: Sequence[int] | None = None,
 ) -> PreparedRecovery:
-    """Record a recovery operation for every node of the cluster (ConflictError if one already runs)."""
+    """Record a recovery operation for every node of the cluster (ConflictError if one already runs).
+
+    ``node_ids``: recover only these (an outage's restore: the nodes that were up before it; a node an
+    operator had switched off is neither started nor waited for).
+    """
     inventory.get_cluster(session, cluster_id)
     nodes = inventory.list_nodes(session, cluster_id)
+    if node_ids is not None:
+        nodes = [n for n in nodes if n.id in set(node_ids)]
     if not nodes:
         raise ConflictError(f"cluster {cluster_id} has no nodes")
     if check_idle:
@@ -943,7 +1234,7 @@ class _Recovery(_StepLog):
             status = OperationStatus.PARTIAL if counts[0] else OperationStatus.FAILED
         if self.problems:
             summary += "; " + "; ".join(self.problems)
-        result = {
+        result: dict[str, Any] = {
             "nodes": {h: r.__dict__ for h, r in self.report.items()},
             "started": sorted(h for h, r in self.report.items() if r.started),
             "not_ready": sorted(h for h, r in self.report.items() if not r.ready),
@@ -952,6 +1243,12 @@ class _Recovery(_StepLog):
         }
         with self.session_factory() as session:
             operation = session.get_one(Operation, self.prepared.operation_id)
+            if status == OperationStatus.SUCCEEDED and self.prepared.closes_outages:
+                result["outages_closed"] = outages.close_for_cluster(
+                    session,
+                    self.prepared.cluster_id,
+                    f"closed: the cluster was recovered by {operation.actor} (operation {operation.id})",
+                )
             return finish_operation(session, operation, status=status, summary=summary, result=result)
 
 

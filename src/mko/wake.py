@@ -87,6 +87,7 @@ class PreparedWake:
     schedule: WakeSchedule
     skipped: dict[int, str] = field(default_factory=dict)
     coalesced: bool = False  # joined a wake of the same node that is still running: nothing new to run
+    left: dict[int, str] = field(default_factory=dict)  # nodes not to wake, on purpose (a restore's)
 
 
 def _running_wake_of(session: Session, node_id: int, within: float) -> Operation | None:
@@ -131,9 +132,16 @@ def start_wake(
     actor: Actor,
     node_ids: Sequence[int] = (),
     coalesce_seconds: float = 0.0,
+    leave: Mapping[int, str] | None = None,
 ) -> PreparedWake:
     """Check a wake of a node, a cluster, or several nodes (``target_type="nodes"`` with ``node_ids``)
-    and record its operation; ConflictError when nothing can be woken."""
+    and record its operation; ConflictError when nothing can be woken.
+
+    ``leave`` (a cluster wake): nodes left alone on purpose, each with why ("answering: left as it
+    is"); they get a step saying so and count neither as woken nor as skipped.
+    """
+    leave = dict(leave or {})
+    left_alone: list[Node] = []
     if target_type == "node" and target_id is not None:
         node = inventory.get_node(session, target_id)
         reason = _not_wakeable_reason(node)
@@ -159,6 +167,8 @@ def start_wake(
         members = inventory.list_nodes(session, target_id)
         if not members:
             raise ConflictError(f"cluster {target_id} has no nodes")
+        left_alone = [n for n in members if n.id in leave]
+        members = [n for n in members if n.id not in leave]
         skipped = {n.id: r for n in members if (r := _not_wakeable_reason(n))}
         nodes = [n for n in members if n.id not in skipped]
         if not nodes:
@@ -192,21 +202,35 @@ def start_wake(
                 started_at=now,
             )
         )
-    for offset, (node_id, reason) in enumerate(sorted(skipped.items()), start=len(operation.steps) + 1):
+    _closed_steps(
+        operation, [(i, "wake skipped", why) for i, why in sorted(skipped.items())], OperationStatus.CANCELLED
+    )
+    _closed_steps(
+        operation, [(n.id, f"leave {n.hostname}", leave[n.id]) for n in left_alone], OperationStatus.SUCCEEDED
+    )
+    session.commit()
+    left = {n.id: leave[n.id] for n in left_alone}
+    return PreparedWake(operation.id, snapshots, schedule, skipped, left=left)
+
+
+def _closed_steps(
+    operation: Operation, entries: Sequence[tuple[int, str, str]], status: OperationStatus
+) -> None:
+    """Append finished steps (node id, name, message) to a wake's operation."""
+    now = utcnow()
+    for node_id, name, message in entries:
         operation.steps.append(
             OperationStep(
-                seq=offset,
+                seq=len(operation.steps) + 1,
                 node_id=node_id,
-                name="wake skipped",
-                status=OperationStatus.CANCELLED,
-                message=reason,
+                name=name,
+                status=status,
+                message=message,
                 detail={},
                 started_at=now,
                 finished_at=now,
             )
         )
-    session.commit()
-    return PreparedWake(operation.id, snapshots, schedule, skipped)
 
 
 def _driver_lookup(settings: Settings) -> Callable[[NodeSnapshot], PowerDriver | AttemptError]:
@@ -290,6 +314,7 @@ def _close(
     result: dict[str, Any] = {
         "nodes": [o.as_dict() | notes.get(o.node_id, {}) for o in outcomes],
         "skipped": [{"node_id": k, "reason": v} for k, v in sorted(prepared.skipped.items())],
+        "left": [{"node_id": k, "reason": v} for k, v in sorted(prepared.left.items())],
         "verified": prepared.schedule.wait,
     }
     if cancelled:
@@ -303,6 +328,8 @@ def _close(
     bad = [f"{o.hostname}: {o.describe()}" for o in outcomes if o.state != good_state]
     if prepared.skipped:
         summary += f", {len(prepared.skipped)} skipped"
+    if prepared.left:
+        summary += f", {len(prepared.left)} left as they were"
     if bad:
         summary += "; " + "; ".join(bad)
     if len(good) == len(outcomes) and not prepared.skipped:

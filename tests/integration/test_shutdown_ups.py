@@ -12,12 +12,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session
 from upslab import MonitorThread, wait_until
 
 from dbtemplate import copy_migrated_database
+from mko import outages
+from mko.db import make_engine, make_session_factory
 from mko.db.models import Operation, OperationStatus
 from mko.lab import Microk8sCluster, RunningLab, configure_microk8s
 from mko.lab.nut import NutServer
@@ -65,6 +68,15 @@ class Rig:
                 if call["cmd"] != "<boot>":
                     entries.append((call["t"], node.hostname, " ".join([call["cmd"], *call["argv"]])))
         return [(host, command) for _, host, command in sorted(entries)]
+
+    def outages(self) -> list[dict[str, Any]]:
+        """Every outage of the lab's database, oldest first, as people see them."""
+        engine = make_engine(self.settings.database_url)
+        try:
+            with make_session_factory(engine)() as session:
+                return [outages.outage_doc(session, o) for o in reversed(outages.list_outages(session))]
+        finally:
+            engine.dispose()
 
     def state(self) -> dict[str, tuple[bool, bool, bool, bool]]:
         """Per node: (powered, enabled, Ready, cordoned)."""
@@ -143,11 +155,19 @@ def test_ob_shuts_the_cluster_down_in_order_and_ol_wakes_and_recovers_it(rig: Ri
     assert (up.result["action_operation_id"], up.result["recovery_operation_id"]) == (wake.id, recovery.id)
     assert all(node.power.boot_count == boots[node.hostname] + 1 for node in rig.lab.nodes)
     assert rig.state() == {h: (True, True, True, False) for h in (*CONTROL_PLANES, *WORKERS)}
+    # The outage: opened before the first step with the four nodes up, each power-off added as it was
+    # confirmed, closed by the restore.
+    [outage] = rig.outages()
+    assert (outage["phase"], outage["open"], outage["event"]) == ("restored", False, "power_loss")
+    assert sorted(outage["nodes_up"]) == sorted(outage["nodes_off"]) == [*CONTROL_PLANES, *WORKERS]
+    assert (outage["shutdown_operation_id"], outage["restore_operation_id"]) == (shutdown.id, up.id)
+    assert up.result["outage_id"] == outage["id"]
 
 
 def test_power_returning_mid_shutdown_stops_it_at_a_safe_point_then_wakes_and_recovers(rig: Rig) -> None:
     # lab-n2's `microk8s stop` takes 3 s: power returns while a control plane is stopping.
     rig.cluster.update(delays={"stop": {"lab-n2": 3.0}})
+    boots = {node.hostname: node.power.boot_count for node in rig.lab.nodes}
     system = rig.lab.node("n2").system
     assert system is not None
     with rig.monitor() as mon:
@@ -179,11 +199,14 @@ def test_power_returning_mid_shutdown_stops_it_at_a_safe_point_then_wakes_and_re
         ("lab-n2", "microk8s stop"),
         ("lab-n2", "microk8s start"),
     ]
-    # Then the wake (workers were already off) and the recovery: the cluster is up.
+    # Then the wake of the workers that went off (the control planes still answer: left as they are)
+    # and the recovery: the cluster is up.
     assert wake.started_at >= shutdown.finished_at
-    assert {n["hostname"]: n["state"] for n in wake.result["nodes"]} == dict.fromkeys(
-        (*CONTROL_PLANES, *WORKERS), "up"
-    )
+    assert {n["hostname"]: n["state"] for n in wake.result["nodes"]} == dict.fromkeys(WORKERS, "up")
+    left = {step.name: step.message for step in wake.steps if step.name.startswith("leave ")}
+    assert left == dict.fromkeys(("leave lab-n1", "leave lab-n2"), "answering: left as it is")
+    rebooted = {n.hostname: n.power.boot_count - boots[n.hostname] for n in rig.lab.nodes}
+    assert rebooted == {"lab-n1": 0, "lab-n2": 0, "lab-n3": 1, "lab-n4": 1}
     assert recovery.status == OperationStatus.SUCCEEDED, recovery.summary
     assert sorted(recovery.result["uncordoned"]) == ["lab-n2", "lab-n3", "lab-n4"]
     assert up.status == OperationStatus.SUCCEEDED, up.summary

@@ -132,6 +132,8 @@ def rig(ups_lab: tuple[RunningLab, NutServer], settings: Settings, fast_db: None
 def _rule(session: Session, rig: Rig, event: PowerEvent, **fields: object) -> PowerRule:
     # This lab's nodes run no sshd, so the wake is not followed by the cluster recovery here
     # (tests/integration/test_shutdown_ups.py runs the whole cycle with it).
+    if event == PowerEvent.POWER_RESTORED:
+        fields.setdefault("stable_for", 0)
     data = RuleCreate(
         ups_id=rig.ups_id,
         cluster_id=rig.cluster_id,
@@ -171,7 +173,9 @@ def test_seed_rule_created_verbatim_wakes_every_node_after_ol_ob_ol(rig: Rig, se
     # only the wake is exercised here (test_shutdown_ups.py runs the recovery too).
     [created] = rules.list_rules(session)
     assert created.recover_after_wake is True
+    assert (created.stable_for, created.min_charge) == (10, None)  # the documented restore defaults
     created.recover_after_wake = False
+    created.stable_for = 0  # this test measures the wake itself, not the wait for mains to hold
     session.commit()
     with rig.monitor() as mon:
         [rule] = _rules(mon)

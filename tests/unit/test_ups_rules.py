@@ -8,6 +8,7 @@ real lab network cards in tests/integration/test_ups_nut.py.
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -16,9 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dbtemplate import copy_migrated_database
-from mko import inventory, rules
+from mko import inventory, outages, rules
 from mko.db import make_engine, make_session_factory
 from mko.db.models import ClusterAction, Operation, OperationStatus, PowerEvent, PowerRule, UpsEvent
+from mko.db.outage_models import OutagePhase
 from mko.errors import InputError
 from mko.rules import RULE_OPERATION_KIND, ActionContext, ActionResult, ClusterActionHandler, RuleEngine
 from mko.schemas import ClusterCreate
@@ -26,6 +28,7 @@ from mko.settings import Settings
 from mko.ups.events import DetectedEvent
 from mko.ups.schemas import RuleCreate, UpsCreate
 from mko.ups.service import create_ups, record_events
+from mko.ups.status import UpsReading
 from ownerhelp import exited_process, make_owned_by
 
 pytestmark = pytest.mark.anyio
@@ -59,6 +62,10 @@ class TimedShutdown(Timed):
     action: ClassVar[ClusterAction] = ClusterAction.GRACEFUL_SHUTDOWN
 
 
+class TimedForce(Timed):
+    action: ClassVar[ClusterAction] = ClusterAction.FORCE_SHUTDOWN
+
+
 class Ctx:
     """A database with one UPS and two clusters, and an engine with timed actions."""
 
@@ -68,21 +75,31 @@ class Ctx:
         self.actions: dict[ClusterAction, ClusterActionHandler] = {
             ClusterAction.WAKE_ON_LAN: Timed(self.log, duration),
             ClusterAction.GRACEFUL_SHUTDOWN: TimedShutdown(self.log, duration),
+            ClusterAction.FORCE_SHUTDOWN: TimedForce(self.log, duration),
         }
         self.engine_db = make_engine(settings.database_url)
         self.factory: sessionmaker[Session] = make_session_factory(self.engine_db)
-        self.engine = RuleEngine(self.factory, settings, self.actions)
+        self.charge: float | None = None  # what the UPS reports, for restore rules waiting for charge
+        self.engine = RuleEngine(self.factory, settings, self.actions, readings=self.reading)
         self.ups = create_ups(session, settings, UpsCreate(name="u", ups_name="myups"))
         self.c1 = inventory.create_cluster(session, ClusterCreate(name="c1")).id
         self.c2 = inventory.create_cluster(session, ClusterCreate(name="c2")).id
 
+    def reading(self, ups_id: int) -> UpsReading | None:
+        variables = {"ups.status": "OL CHRG"}
+        if self.charge is not None:
+            variables["battery.charge"] = f"{self.charge:g}"
+        return UpsReading.from_variables(variables, datetime.now(UTC))
+
     def rule(self, event: PowerEvent, action: ClusterAction = ClusterAction.WAKE_ON_LAN, **kw: Any) -> int:
         kw.setdefault("cluster_id", self.c1)
+        if event == PowerEvent.POWER_RESTORED:
+            kw.setdefault("stable_for", 0)  # the engine's other semantics, without the default 10 s
         data = RuleCreate(ups_id=self.ups.id, power_event=event, cluster_action=action, **kw)
         return rules.create_rule(self.session, data, self.actions).id
 
-    async def event(self, event: PowerEvent, **detail: Any) -> UpsEvent:
-        detected = DetectedEvent(event, datetime.now(UTC), "OL", "OB", 90.0, event.value, detail)
+    async def event(self, event: PowerEvent, after: str = "OB", **detail: Any) -> UpsEvent:
+        detected = DetectedEvent(event, datetime.now(UTC), "OL", after, 90.0, event.value, detail)
         [row] = record_events(self.session, self.ups.id, [detected])
         await self.engine.handle(row, self.ups.name)
         return row
@@ -138,6 +155,10 @@ def test_create_rule_checks_every_field_and_stores_nothing_wrong(
         ({"power_event": "low_battery", "battery_threshold": 0}, "battery_threshold", "1-100"),
         ({"action_delay": -1}, "action_delay", "0-86400"),
         ({"priority": 10_001}, "priority", "0-10000"),
+        ({"power_event": "power_loss", "min_charge": 50}, "min_charge", "power_restored only"),
+        ({"min_charge": 0}, "min_charge", "1-100"),
+        ({"power_event": "power_loss", "stable_for": 5}, "stable_for", "power_restored only"),
+        ({"stable_for": 86_401}, "stable_for", "0-86400"),
     ]
     for change, field, message in bad:
         data = RuleCreate.model_validate(base | {"cluster_action": "wake_on_lan"} | change)
@@ -159,6 +180,8 @@ def test_create_rule_checks_every_field_and_stores_nothing_wrong(
         True,
         True,
     )
+    # A restore waits for mains to hold 10 s by default, and for no particular charge.
+    assert (rule.stable_for, rule.min_charge) == (rules.DEFAULT_STABLE_FOR, None) == (10, None)
     for action in ("graceful_shutdown", "force_shutdown"):
         change = {"power_event": "power_loss", "cluster_action": action, "recover_after_wake": False}
         made = rules.create_rule(session, RuleCreate.model_validate(base | change))
@@ -357,3 +380,78 @@ async def test_stopping_cancels_waiting_executions_and_a_restart_closes_leftover
     assert op.summary.startswith(
         f"cancelled before the delay ended: owner pid {dead.pid} on host {dead.host} gone since "
     )
+
+
+async def test_a_restore_rule_waits_for_charge_and_mains_and_shows_what_it_waits_for(ctx: Ctx) -> None:
+    wake = ctx.rule(PowerEvent.POWER_RESTORED, min_charge=50, stable_for=1)
+    ctx.charge = 34
+    await ctx.event(PowerEvent.POWER_RESTORED)
+    await asyncio.sleep(0.3)
+    [op] = ctx.operations()
+    assert op.status == OperationStatus.PENDING and ctx.log == []
+    assert [(s.name, s.status, s.message) for s in op.steps] == [
+        ("wait for power", OperationStatus.RUNNING, "waiting: mains held 0 s of 1 s, charge 34 % of 50 %")
+    ]
+    assert ctx.engine.pending()[0]["waiting_for"] == "waiting: mains held 0 s of 1 s, charge 34 % of 50 %"
+    await asyncio.sleep(1.2)  # mains has held long enough; the charge has not
+    assert ctx.operations()[0].steps[0].message == "waiting: charge 34 % of 50 %"
+    assert ctx.log == []
+    ctx.charge = 51
+    await ctx.engine.idle()
+    [op] = ctx.operations()
+    assert op.status == OperationStatus.SUCCEEDED and ctx.counters(wake) == (1, 1, 0)
+    assert op.steps[0].status == OperationStatus.SUCCEEDED
+    assert re.fullmatch(r"ready: mains held [12] s, charge 51 %", op.steps[0].message)
+
+
+async def test_power_lost_again_while_waiting_for_charge_cancels_the_restore(ctx: Ctx) -> None:
+    wake = ctx.rule(PowerEvent.POWER_RESTORED, min_charge=50)
+    ctx.charge = 20
+    await ctx.event(PowerEvent.POWER_RESTORED)
+    await asyncio.sleep(0.3)
+    loss = await ctx.event(PowerEvent.POWER_LOSS)
+    await ctx.engine.idle()
+    [op] = ctx.operations()
+    assert op.status == OperationStatus.CANCELLED and f"power_loss (event {loss.id})" in op.summary
+    assert (op.steps[0].status, op.steps[0].message) == (
+        OperationStatus.CANCELLED,
+        "waiting: charge 20 % of 50 %",
+    )
+    assert ctx.log == [] and ctx.counters(wake) == (0, 0, 0)
+
+
+async def test_runtime_low_runs_the_rules_of_the_clusters_it_names(ctx: Ctx) -> None:
+    first = ctx.rule(PowerEvent.RUNTIME_LOW, ClusterAction.GRACEFUL_SHUTDOWN)
+    second = ctx.rule(PowerEvent.RUNTIME_LOW, ClusterAction.GRACEFUL_SHUTDOWN, cluster_id=ctx.c2)
+    await ctx.event(PowerEvent.RUNTIME_LOW, clusters=[ctx.c2], needs={str(ctx.c2): 420}, runtime=400)
+    await ctx.engine.idle()
+    assert ctx.counters(first) == (0, 0, 0) and ctx.counters(second) == (1, 1, 0)
+
+
+async def test_fsd_from_the_primary_means_shut_down_now(ctx: Ctx) -> None:
+    delayed = ctx.rule(PowerEvent.POWER_LOSS, ClusterAction.GRACEFUL_SHUTDOWN, action_delay=60)
+    other = ctx.rule(PowerEvent.LOW_BATTERY, ClusterAction.GRACEFUL_SHUTDOWN, cluster_id=ctx.c2)
+    await ctx.event(PowerEvent.POWER_LOSS)
+    await asyncio.sleep(0.1)
+    assert ctx.log == []  # waiting its minute
+    fsd = await ctx.event(PowerEvent.UPS_SHUTDOWN, after="FSD OB LB")
+    await ctx.engine.idle()
+    ran = {(action, rule) for kind, action, rule, _ in ctx.log if kind == "start"}
+    # The waiting one at once; the other cluster's rule too, without drains.
+    assert ran == {("graceful_shutdown", delayed), ("force_shutdown", other)}
+    forced = next(op for op in ctx.operations() if op.parameters["rule_id"] == other)
+    assert forced.result["event"]["id"] == fsd.id and forced.status == OperationStatus.SUCCEEDED
+    assert forced.summary.startswith("force_shutdown: ")
+    assert ctx.counters(delayed) == ctx.counters(other) == (1, 1, 0)
+
+
+async def test_fsd_after_mkos_own_power_cycle_starts_nothing(ctx: Ctx) -> None:
+    ctx.rule(PowerEvent.POWER_LOSS, ClusterAction.GRACEFUL_SHUTDOWN, cluster_id=ctx.c2)
+    outage = outages.open_outage(
+        ctx.session, ups_id=ctx.ups.id, cluster_id=ctx.c1, event="power_loss", event_id=None, reason="t",
+        nodes_up=[],
+    )  # fmt: skip
+    outages.set_phase(ctx.session, outage, OutagePhase.DOWN, "down", power_cycle={"outcome": "sent"})
+    await ctx.event(PowerEvent.UPS_SHUTDOWN, after="FSD OB DISCHRG")  # the UPS confirming mko's command
+    await ctx.engine.idle()
+    assert ctx.log == [] and ctx.operations() == []

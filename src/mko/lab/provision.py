@@ -45,11 +45,16 @@ def provision_lab(
     *,
     control_planes: int = 1,
     shutdown_delay: int = 0,
+    stable_for: int = 0,
+    min_charge: int | None = None,
+    power_cycle: bool = False,
 ) -> ProvisionedLab:
     """Register the lab in ``session``'s database, trust its host keys, watch its UPS, add the two rules.
 
     The rules are the seed's: power loss → graceful shutdown after ``shutdown_delay`` seconds (cancelled
-    if power returns first), power restored → wake_on_lan followed by the recovery.
+    if power returns first), power restored → wake_on_lan followed by the recovery, once mains has held
+    ``stable_for`` seconds and the charge is at least ``min_charge``. ``power_cycle``: the UPS cuts and
+    restores its load at the end of a shutdown (the lab's UPS honours shutdown.return).
     """
     cluster, nodes = register_lab(session, running, cluster_name=LAB_CLUSTER, control_planes=control_planes)
     settings.ssh_known_hosts.parent.mkdir(parents=True, exist_ok=True)
@@ -65,6 +70,7 @@ def provision_lab(
             username=nut.username,
             password=SecretStr(nut.password),
             description="the lab's upsd + dummy-ups",
+            power_cycle=power_cycle,
         ),
     )
     shutdown_rule = rules.create_rule(
@@ -84,6 +90,8 @@ def provision_lab(
             cluster_id=cluster.id,
             power_event=PowerEvent.POWER_RESTORED,
             cluster_action=ClusterAction.WAKE_ON_LAN,  # recover_after_wake: the default
+            stable_for=stable_for,
+            min_charge=min_charge,
         ),
     )
     return ProvisionedLab(cluster.id, [n.id for n in nodes], ups.id, shutdown_rule.id, wake_rule.id)

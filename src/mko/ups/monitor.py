@@ -15,12 +15,23 @@ seconds (and at once when the API changes them), so ``mko ups add`` in another p
 Only one monitor may run rules for a database on a host: a lock file (``ups-monitor.lock``) keeps a
 second ``mko ups monitor`` (or ``mko serve``) from executing every rule twice.
 
+The detector's state is **persisted** per UPS (``ups_state``, written with a compare-and-set on its
+version, in the transaction that stores the events it caused), with one instance as with several. A
+monitor that starts carries on from that state instead of taking a fresh baseline, so a power cut or a
+return of mains while mko was down is still an event ("mains returned while mko was down (last seen
+OB DISCHRG at …)"). At the first reading of each UPS it also compares the UPS with the open outages
+(mko.outages): mains on with a cluster down for this UPS gives one ``power_restored`` (the restore
+runs once); on battery with a shutdown left unfinished, the event that started it is repeated. Such
+start-up events concern only the clusters of the open outages: a plain restart on mains with nothing
+down sends no packet and starts no operation.
+
 With high availability (``ha=True``: PostgreSQL, only on the elected leader, see mko.ha) the leader
-election replaces the lock file, and the detector's state is **persisted** per UPS (``ups_state``,
-written with a compare-and-set on its version, in the transaction that stores the events it caused).
-A new leader carries on from that state instead of taking a fresh baseline, so a power_loss that
-happened while no instance led is still detected, and events stored but not yet handed to the rules
-are handed over at start; the rule engine claims each event atomically, so it is acted on once.
+election replaces the lock file, and events stored but not yet handed to the rules are handed over at
+start; the rule engine claims each event atomically, so it is acted on once.
+
+A good NUT citizen: with a user and password, each connection LOGINs to its UPS as a secondary
+monitor, so a NUT primary on the UPS's host waits for mko (HOSTSYNC) before cutting the power; the
+login is released once a forced shutdown (FSD) has nothing left for mko to do.
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ import fcntl
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,17 +52,19 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from mko import outages
 from mko.db.ha_models import UpsState
-from mko.db.models import UPS, UpsEvent, utcnow
+from mko.db.models import UPS, PowerEvent, UpsEvent, utcnow
+from mko.db.outage_models import OutagePhase
 from mko.errors import ConflictError
 from mko.ha import current_instance
-from mko.rules import RuleEngine, low_battery_thresholds
+from mko.rules import RuleEngine, low_battery_thresholds, runtime_needs
 from mko.secrets import SecretBox
 from mko.settings import Settings
-from mko.ups.events import CommFailure, DetectedEvent, EventDetector
+from mko.ups.events import CommFailure, DetectedEvent, EventDetector, last_seen
 from mko.ups.nut import NutClient, NutConnectionError, NutError, NutResponseError
 from mko.ups.service import UpsTarget, list_ups, record_events, status_of, target_of
-from mko.ups.status import UpsReading
+from mko.ups.status import PowerSource, UpsReading
 
 __all__ = ["MonitorLockedError", "UpsMonitor", "lock_file_path", "start_monitor"]
 
@@ -114,8 +127,10 @@ class _Watch:
     task: asyncio.Task[None] | None = None
     last_attempt: datetime | None = None
     reads: int = 0
-    version: int | None = None  # of the persisted ups_state row (ha mode); None: no row yet
+    version: int | None = None  # of the persisted ups_state row; None: no row yet
     persisted: dict[str, Any] | None = None  # what that row holds, minus the time stamp
+    resumed: UpsReading | None = None  # the persisted reading this watch carried on from
+    checked: bool = False  # the first reading was compared with the open outages
 
 
 class UpsMonitor:
@@ -133,8 +148,9 @@ class UpsMonitor:
         self.session_factory = session_factory
         self.settings = settings
         self.ha = ha
-        self.engine = engine or RuleEngine(session_factory, settings)
+        self.engine = engine or RuleEngine(session_factory, settings, readings=self.latest_reading)
         self.on_event = on_event
+        self.powerdown: dict[str, Any] | None = None  # the marker a power-down of mko's host left
         self._watches: dict[int, _Watch] = {}
         self._lock = _Lock(lock_file_path(settings))
         self._reload = asyncio.Event()
@@ -152,6 +168,7 @@ class UpsMonitor:
         if not self.ha:
             self._lock.acquire()
         try:
+            self.powerdown = outages.take_marker(self.settings)
             if self.ha:
                 # Events a previous leader stored but did not hand over yet (claimed atomically).
                 await self._replay_unhandled()
@@ -213,6 +230,11 @@ class UpsMonitor:
         """Ids of the UPSes being watched."""
         return sorted(self._watches)
 
+    def latest_reading(self, ups_id: int) -> UpsReading | None:
+        """The last good reading of a watched UPS (None when not watched or never read)."""
+        watch = self._watches.get(ups_id)
+        return watch.detector.last_reading if watch is not None else None
+
     def snapshot(self, ups_id: int) -> dict[str, Any] | None:
         """The monitor's view of one UPS (None when it is not watched or not read yet)."""
         watch = self._watches.get(ups_id)
@@ -229,6 +251,8 @@ class UpsMonitor:
             consecutive_failures=detector.failures,
             last_attempt=watch.last_attempt.isoformat(),
             power_source=detector.source,
+            logged_in=watch.client.logged_in,
+            login_error=watch.client.login_error,
         )
 
     # -------------------------------------------------------------- internals
@@ -250,6 +274,7 @@ class UpsMonitor:
         with self.session_factory() as session:
             rows = list_ups(session)
             thresholds = low_battery_thresholds(session)
+            needs = runtime_needs(session, self.settings)
             box = SecretBox.from_settings(self.settings) if any(r.password_encrypted for r in rows) else None
             targets = {row.id: target_of(row, box) for row in rows}
         for ups_id, watch in list(self._watches.items()):
@@ -259,18 +284,20 @@ class UpsMonitor:
             if ups_id not in self._watches:
                 self._add(target)
             self._watches[ups_id].detector.set_thresholds(thresholds.get(ups_id, ()))
+            self._watches[ups_id].detector.set_runtime_needs(needs.get(ups_id, {}))
 
     def _add(self, target: UpsTarget) -> None:
         if target.password_error:
             log.error("UPS %s: %s; reading it without logging in", target.name, target.password_error)
         settings = self.settings
+        client = target.client(settings.ups_timeout)
+        client.login_ups = target.ups_name if client.username and target.password else None
         watch = _Watch(
             target=target,
             detector=EventDetector(comm_lost_after=settings.ups_comm_lost_after),
-            client=target.client(settings.ups_timeout),
+            client=client,
         )
-        if self.ha:
-            self._restore(watch)
+        self._restore(watch)
         watch.task = asyncio.create_task(self._watch(watch), name=f"mko-ups-{target.id}")
         self._watches[target.id] = watch
         log.info("watching UPS %s (%s@%s:%s)", target.name, target.ups_name, target.host, target.port)
@@ -294,15 +321,17 @@ class UpsMonitor:
                 watch.reads += 1
                 if reading is not None:
                     detected = watch.detector.observe(reading)
+                    if not watch.checked and watch.detector.last_reading is reading:
+                        watch.checked = True
+                        detected = self._at_start(watch, reading, detected)
                 else:
                     detected = watch.detector.failed(CommFailure(utcnow(), error or "no reading"))
                     log.debug("UPS %s: %s", watch.target.name, error)
-                if self.ha:
-                    rows = self._persist(watch, detected)
-                    if rows:
-                        await self._handle(watch, rows)
-                elif detected:
-                    await self._dispatch(watch, detected)
+                rows = self._persist(watch, detected)
+                if rows:
+                    await self._handle(watch, rows)
+                if reading is not None:
+                    await self._mind_login(watch, reading)
             except asyncio.CancelledError:
                 raise
             except Exception:  # never let one bad poll stop the watch of a UPS
@@ -343,10 +372,80 @@ class UpsMonitor:
             return UpsReading.from_variables(variables, utcnow()), None, False
         return None, "unreachable", True  # pragma: no cover - the loop always returns
 
-    async def _dispatch(self, watch: _Watch, detected: list[DetectedEvent]) -> None:
+    def _at_start(
+        self, watch: _Watch, reading: UpsReading, detected: list[DetectedEvent]
+    ) -> list[DetectedEvent]:
+        """The first reading since start, against the open outages of this UPS (module docstring)."""
         with self.session_factory() as session:
-            rows = record_events(session, watch.target.id, detected)
-        await self._handle(watch, rows)
+            open_ = outages.find_open(session, ups_id=watch.target.id)
+            described = [(o.id, o.cluster_id, o.phase, o.event) for o in open_]
+        # Mains that returned while mko was down restores what is down for this UPS, and nothing else
+        # (a power cut that happened meanwhile is acted on as any other).
+        returned = [
+            d for d in detected if d.event == PowerEvent.POWER_RESTORED and d.detail.get("while_down")
+        ]
+        ids = [o for o, *_ in described]
+        clusters = sorted({c for _, c, *_ in described})
+        words = outages.marker_words(self.powerdown)
+        detected = [
+            replace(d, message=f"{d.message}; {words}") if words and d.detail.get("while_down") else d
+            for d in detected
+        ]
+        detected = [
+            _for_clusters(d, ids, clusters)
+            if d.event == PowerEvent.POWER_RESTORED and d.detail.get("while_down")
+            else d
+            for d in detected
+        ]
+        if returned and not described:
+            log.info("UPS %s: %s; no cluster is down for it", watch.target.name, returned[0].message)
+        if not described or any(
+            d.event in (PowerEvent.POWER_RESTORED, PowerEvent.POWER_LOSS) for d in detected
+        ):
+            return detected
+        resumed = watch.resumed
+        seen = f" ({last_seen(resumed)})" if resumed is not None else ""
+        names = ", ".join(f"outage {o} of cluster {c} ({phase.value})" for o, c, phase, _ in described)
+        if reading.source == PowerSource.MAINS:
+            message = f"mko restarted with {names} open; the UPS is on mains{seen}"
+            if words:
+                message += f"; {words}"
+            kind = PowerEvent.POWER_RESTORED
+        elif reading.source == PowerSource.BATTERY:
+            unfinished = [d for d in described if d[2] == OutagePhase.SHUTTING_DOWN]
+            if not unfinished:
+                return detected  # down for power and still on battery: waiting for mains, as before
+            kind = outages.restart_event_kind(unfinished[0][3])
+            ids = [o for o, *_ in unfinished]
+            clusters = sorted({c for _, c, *_ in unfinished})
+            message = f"mko restarted on battery during the shutdown of {names}: shutting down what is left"
+        else:
+            return detected
+        event = DetectedEvent(
+            kind,
+            reading.at,
+            resumed.status if resumed is not None else None,
+            reading.status,
+            reading.charge,
+            message,
+            {"while_down": True, "lb": True, "thresholds": sorted(watch.detector.thresholds)},
+        )
+        log.warning("UPS %s: %s", watch.target.name, message)
+        return [*detected, _for_clusters(event, ids, clusters)]
+
+    async def _mind_login(self, watch: _Watch, reading: UpsReading) -> None:
+        """Keep the LOGIN while mko has a shutdown to do under FSD; release it after (HOSTSYNC)."""
+        client = watch.client
+        if client.login_ups is None:
+            return
+        if "FSD" in reading.tokens:
+            if client.logged_in and not self.engine.shutting_down(watch.target.id):
+                log.warning(
+                    "UPS %s: FSD and nothing left to shut down: logging out of upsd", watch.target.name
+                )
+                await client.release_login()
+        elif client.login_released:
+            client.resume_login()
 
     async def _handle(self, watch: _Watch, rows: list[UpsEvent]) -> None:
         for row in rows:
@@ -360,10 +459,10 @@ class UpsMonitor:
                     log.exception("event hook failed")
             await self.engine.handle(row, watch.target.name)
 
-    # -------------------------------------------------------------- persisted state (ha mode)
+    # -------------------------------------------------------------- persisted state
 
     def _restore(self, watch: _Watch) -> None:
-        """Carry on from the state the previous leader persisted (no fresh baseline)."""
+        """Carry on from the state persisted before (by this mko before it stopped, or another leader)."""
         with self.session_factory() as session:
             row = session.get(UpsState, watch.target.id)
             if row is None:
@@ -371,6 +470,7 @@ class UpsMonitor:
             watch.version = row.version
             watch.persisted = _comparable(row.state)
             watch.detector.restore(row.state)
+            watch.resumed = watch.detector.last_reading
         log.info("UPS %s: carrying on from its persisted status %r", watch.target.name, row.status)
 
     def _persist(self, watch: _Watch, detected: list[DetectedEvent]) -> list[UpsEvent]:
@@ -458,6 +558,11 @@ class UpsMonitor:
 
 def _comparable(state: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in state.items() if k != "at"}
+
+
+def _for_clusters(event: DetectedEvent, outage_ids: list[int], clusters: list[int]) -> DetectedEvent:
+    """A start-up event concerns the clusters of the open outages only (none: no rule acts on it)."""
+    return replace(event, detail=event.detail | {"outages": outage_ids, "clusters": clusters})
 
 
 async def start_monitor(

@@ -226,6 +226,11 @@ class NutClient:
                 self._close()
             self._login_released = True
 
+    @property
+    def login_released(self) -> bool:
+        """Whether :meth:`release_login` holds the LOGIN back."""
+        return self._login_released
+
     def resume_login(self) -> None:
         """LOGIN again from the next connection on."""
         self._login_released = False

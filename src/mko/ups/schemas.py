@@ -29,6 +29,11 @@ class UpsCreate(InputModel):
     username: str | None = Field(default=None, description="upsd user (upsd.users), optional")
     password: SecretStr | None = Field(default=None, description="upsd password; write-only")
     description: str = ""
+    power_cycle: bool = Field(
+        default=False,
+        description="at the end of a shutdown for this UPS, once every node is confirmed off, have it"
+        " cut and restore its load (INSTCMD shutdown.return; needs username/password with instcmds)",
+    )
 
 
 class UpsPublic(BaseModel):
@@ -44,6 +49,7 @@ class UpsPublic(BaseModel):
     username: str | None
     password_set: bool = False
     description: str
+    power_cycle: bool
     created_at: datetime
     device: str = ""
 
@@ -94,6 +100,16 @@ class RuleCreate(InputModel):
         description="wake_on_lan: after the wake, microk8s start on every node, wait until all are Ready,"
         " uncordon what mko drained",
     )
+    min_charge: int | None = Field(
+        default=None,
+        description="power_restored only: act once battery.charge is at least this (1-100 %); a new power"
+        " loss cancels the wait; default: no wait for charge",
+    )
+    stable_for: int | None = Field(
+        default=None,
+        description="power_restored only: act once mains has held this many seconds (0-86400); a new power"
+        " loss cancels the wait; default 10 for power_restored rules",
+    )
 
 
 class RulePublic(BaseModel):
@@ -112,6 +128,8 @@ class RulePublic(BaseModel):
     priority: int
     enabled: bool
     recover_after_wake: bool
+    min_charge: int | None
+    stable_for: int
     execution_count: int
     success_count: int
     failure_count: int

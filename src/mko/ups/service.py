@@ -75,6 +75,10 @@ def _checked(data: UpsCreate) -> dict[str, Any]:
     password = data.password.get_secret_value() if data.password is not None else None
     if password is not None and (not password or validation.text_problem(password, template_ok=True)):
         raise InputError("password", "must be non-empty and on one line")
+    if data.power_cycle and (data.username is None or password is None):
+        raise InputError(
+            "power_cycle", "a power cycle sends instant commands: give a upsd username and password"
+        )
     return {
         "name": name,
         "ups_name": data.ups_name,
@@ -83,6 +87,7 @@ def _checked(data: UpsCreate) -> dict[str, Any]:
         "username": data.username,
         "password": password,
         "description": data.description,
+        "power_cycle": data.power_cycle,
     }
 
 
