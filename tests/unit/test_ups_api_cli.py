@@ -215,3 +215,45 @@ def test_cli_status_and_events(cli: CliRunner, session: Session) -> None:
     table = cli.invoke(app, ["ups", "events"])
     assert table.exit_code == 0 and "comm_lost" in table.stdout and "OL → ?" in table.stdout
     assert cli.invoke(app, ["ups", "events", "--event", "nonsense"]).exit_code == 2
+
+
+def test_restore_rules_power_cycle_and_outages_over_the_cli_and_api(
+    cli: CliRunner, client: TestClient, session: Session
+) -> None:
+    assert cli.invoke(app, ["cluster", "add", "home"]).exit_code == 0
+    refused = cli.invoke(app, ["ups", "add", "rack", "myups@127.0.0.1:1", "--power-cycle"])
+    assert refused.exit_code == 2 and refused.stderr.count("\n") == 1 and "power_cycle" in refused.stderr
+    added = cli.invoke(app, ["ups", "add", "rack", "myups@127.0.0.1:1", "--json"])
+    assert json.loads(added.stdout)["power_cycle"] is False
+    off = cli.invoke(app, ["ups", "power-cycle", "1"])
+    assert off.exit_code == 2 and "no upsd username and password" in off.stderr
+    assert client.put("/api/ups/1/power-cycle", json={"enabled": True}).status_code == 422
+    assert client.put("/api/ups/1/power-cycle", json={"enabled": False}).json()["power_cycle"] is False
+    with_login = {
+        "name": "office",
+        "ups_name": "u2",
+        "username": "mko",
+        "password": "pw",
+        "power_cycle": True,
+    }
+    assert client.post("/api/ups", json=with_login).json()["power_cycle"] is True
+    assert (
+        json.loads(cli.invoke(app, ["ups", "power-cycle", "2", "--disable", "--json"]).stdout)["power_cycle"]
+        is False
+    )
+    restore = [
+        *["ups", "create-rule", "--ups-id", "1", "--cluster-id", "1", "--power-event", "power_restored"],
+        *["--cluster-action", "wake_on_lan", "--min-charge", "50", "--stable-for", "30", "--json"],
+    ]
+    created = cli.invoke(app, restore)
+    assert created.exit_code == 0, created.stderr
+    assert (json.loads(created.stdout)["min_charge"], json.loads(created.stdout)["stable_for"]) == (50, 30)
+    wrong = cli.invoke(app, [*restore[:7], "power_loss", *restore[8:-1]])
+    assert wrong.exit_code == 2 and "min_charge" in wrong.stderr and wrong.stderr.count("\n") == 1
+    bad = client.post("/api/ups/rules", json=SEED_RULE | {"min_charge": 101})
+    assert _loc(bad)[-1] == "min_charge"
+    # No cluster has been shut down for a UPS yet.
+    assert client.get("/api/ups/outages").json() == [] and client.get("/api/ups/outages/1").status_code == 404
+    empty = cli.invoke(app, ["ups", "outages", "--open", "--json"])
+    assert empty.exit_code == 0 and json.loads(empty.stdout) == []
+    assert client.get("/api/ups/monitor").json()["powerdown"] is None

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import html
 import re
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from mko import outages, shutdown
+from mko.settings import Settings
 
 
 def _node(client: TestClient, **fields: object) -> dict[str, object]:
@@ -146,6 +153,15 @@ def test_ups_and_rules_pages_and_the_rule_form(client: TestClient, web: Any) -> 
         True,
     )
     assert "wake after power returns" in web.get("/rules").text
+    # A restore that waits for charge and for mains to hold, from the same form; a wrong one names its field.
+    waiting = form | {"name": "wake into a charged battery", "min_charge": "50", "stable_for": "30"}
+    bad = web.form("/rules", data=waiting | {"power_event": "power_loss"})
+    assert bad.status_code == 422 and 'data-error-for="min_charge"' in bad.text
+    assert web.form("/rules", data=waiting, follow_redirects=False).status_code == 303
+    made = client.get("/api/ups/rules").json()[-1]
+    assert (made["min_charge"], made["stable_for"]) == (50, 30) and rule["stable_for"] == 10
+    assert "mains 30 s, charge 50 %" in web.get("/rules").text
+    assert 'id="outages"' in web.get("/ups").text
 
 
 def test_cluster_shutdown_is_confirmed_on_its_plan_first(client: TestClient, web: Any) -> None:
@@ -162,3 +178,39 @@ def test_cluster_shutdown_is_confirmed_on_its_plan_first(client: TestClient, web
     assert started.status_code == 303 and started.headers["location"].startswith("/operations/")
     [operation] = client.get("/api/operations").json()
     assert operation["kind"] == "cluster_shutdown" and operation["actor"] == "web:web-op"
+
+
+def test_the_shutdown_page_shows_how_a_shutdown_for_a_ups_ends(
+    client: TestClient, web: Any, settings: Settings, session: Session
+) -> None:
+    cluster = client.post("/api/clusters", json={"name": "home"}).json()
+    _node(client, hostname="cp1", cluster_id=cluster["id"], role="control-plane", ssh_port=1)
+    body = {"name": "rack", "ups_name": "myups", "username": "mko", "password": "pw", "power_cycle": True}
+    assert client.post("/api/ups", json=body).status_code == 201
+    rule = {"ups_id": 1, "cluster_id": cluster["id"], "power_event": "power_loss"}
+    assert (
+        client.post("/api/ups/rules", json=rule | {"cluster_action": "graceful_shutdown"}).status_code == 201
+    )
+    page = web.get(f"/clusters/{cluster['id']}/shutdown")
+    plan = re.search(r'<pre id="shutdown-plan">(.*?)</pre>', page.text, re.S)
+    assert plan is not None
+    assert html.unescape(plan.group(1)).splitlines()[-2:] == [
+        "2. then the UPS, once every node is confirmed off (for UPS rack: its rules, or --ups 1):",
+        "   power-cycle    rack (INSTCMD shutdown.return, or load.off.delay with the UPS's delays;"
+        " skipped if mains has returned)",
+    ]
+    # On a server whose own host is on that UPS, its shutdown command is the very last step.
+    on_ups = settings.model_copy(
+        update={"host_ups": "rack", "host_shutdown_command": ["/sbin/shutdown", "-h", "+0"]}
+    )
+    planned = asyncio.run(shutdown.plan_shutdown(session, on_ups, cluster["id"], force=False, ups_id=1))
+    marker = outages.marker_path(on_ups)
+    assert marker.name == "powerdown.flag" and marker.parent == Path(settings.log_dir).parent
+    assert planned.lines()[-4:] == [
+        "2. then the UPS, once every node is confirmed off:",
+        "   power-cycle    rack (INSTCMD shutdown.return, or load.off.delay with the UPS's delays;"
+        " skipped if mains has returned)",
+        "3. then mko's own host, the very last step:",
+        f"   host shutdown  /sbin/shutdown -h +0 (after writing {marker})",
+    ]
+    assert planned.nodes_up == []  # cp1 answers nowhere: the outage would know it was down already

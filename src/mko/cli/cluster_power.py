@@ -68,12 +68,21 @@ def cluster_shutdown(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the ordered plan, touch nothing")] = False,
     force: Annotated[bool, typer.Option("--force", help="skip the drains (force_shutdown)")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+    ups_id: Annotated[
+        int | None,
+        typer.Option(
+            "--ups",
+            help="shutting down because of this UPS: record an outage (restored when it is back on mains)"
+            " and end as a shutdown for it does (its power cycle, mko's own host)",
+            metavar="UPS_ID",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
 ) -> None:
     """Shut down in order: workers drained and stopped first, control planes last, one at a time."""
     settings = get_settings()
     with open_session() as session:
-        plan = asyncio.run(shutdown.plan_shutdown(session, settings, cluster_id, force=force))
+        plan = asyncio.run(shutdown.plan_shutdown(session, settings, cluster_id, force=force, ups_id=ups_id))
         if dry_run:
             if as_json:
                 typer.echo(json.dumps(plan.as_dict(), indent=2))

@@ -12,7 +12,7 @@ import typer
 from pydantic import SecretStr
 from rich.table import Table
 
-from mko import rules
+from mko import outages, rules
 from mko.cli.app import console, emit, fail, open_session
 from mko.db import make_engine, make_session_factory
 from mko.db.models import ClusterAction, PowerEvent
@@ -22,7 +22,14 @@ from mko.secrets import SecretBox
 from mko.settings import get_settings
 from mko.ups import service
 from mko.ups.monitor import UpsMonitor
-from mko.ups.schemas import RuleCreate, RulePublic, UpsCreate, UpsEventPublic, UpsPublic
+from mko.ups.schemas import (
+    OutagePublic,
+    RuleCreate,
+    RulePublic,
+    UpsCreate,
+    UpsEventPublic,
+    UpsPublic,
+)
 
 ups_app = typer.Typer(
     help="UPSes over NUT: add, list, show, remove, status, events, power rules, monitor.",
@@ -30,7 +37,18 @@ ups_app = typer.Typer(
 )
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
-UPS_COLUMNS = ("id", "name", "device", "username", "password_set", "description")
+UPS_COLUMNS = ("id", "name", "device", "username", "password_set", "power_cycle", "description")
+OUTAGE_COLUMNS = (
+    "id",
+    "cluster_id",
+    "ups_id",
+    "event",
+    "phase",
+    "nodes_up",
+    "nodes_off",
+    "started_at",
+    "summary",
+)
 RULE_COLUMNS = (
     "id",
     "name",
@@ -41,6 +59,8 @@ RULE_COLUMNS = (
     "battery_threshold",
     "action_delay",
     "priority",
+    "min_charge",
+    "stable_for",
     "enabled",
     "execution_count",
     "success_count",
@@ -59,6 +79,14 @@ def ups_add(
     username: Annotated[str | None, typer.Option(help="upsd user (upsd.users)")] = None,
     password: Annotated[str | None, typer.Option(help="upsd password (stored encrypted)")] = None,
     description: Annotated[str, typer.Option(help="free text")] = "",
+    power_cycle: Annotated[
+        bool,
+        typer.Option(
+            "--power-cycle/--no-power-cycle",
+            help="at the end of a shutdown for this UPS, have it cut and restore its load"
+            " (INSTCMD shutdown.return; the user needs instcmds)",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Add a UPS: a device name on a NUT server (port 3493 unless given)."""
@@ -71,10 +99,41 @@ def ups_add(
         username=username,
         password=SecretStr(password) if password is not None else None,
         description=description,
+        power_cycle=power_cycle,
     )
     with open_session() as session:
         ups = service.create_ups(session, get_settings(), data)
         emit(UpsPublic.of(ups), UPS_COLUMNS, as_json=as_json)
+
+
+@ups_app.command("power-cycle")
+def ups_power_cycle(
+    ups_id: int,
+    enable: Annotated[
+        bool, typer.Option("--enable/--disable", help="power-cycle the load at the end of a shutdown")
+    ] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Have the UPS cut and restore its load once every node a shutdown for it powered off is down."""
+    with open_session() as session:
+        ups = service.set_power_cycle(session, ups_id, enable)
+        emit(UpsPublic.of(ups), UPS_COLUMNS, as_json=as_json)
+
+
+@ups_app.command("outages")
+def ups_outages(
+    cluster_id: Annotated[int | None, typer.Option("--cluster-id", help="only this cluster's")] = None,
+    open_only: Annotated[bool, typer.Option("--open", help="only outages not closed yet")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="how many, newest first")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """Clusters powered down because of a UPS: which nodes were up, which mko powered off, how it ended."""
+    with open_session() as session:
+        found = [
+            OutagePublic.model_validate(outages.outage_doc(session, o))
+            for o in outages.list_outages(session, cluster_id=cluster_id, open_only=open_only, limit=limit)
+        ]
+        emit(found, OUTAGE_COLUMNS, as_json=as_json, title="Outages")
 
 
 @ups_app.command("list")
@@ -239,6 +298,22 @@ def create_rule(
             help="wake_on_lan: then microk8s start everywhere, wait until every node is Ready, uncordon",
         ),
     ] = True,
+    min_charge: Annotated[
+        int | None,
+        typer.Option(
+            "--min-charge",
+            help="power_restored: act once the battery charge is at least PCT %",
+            metavar="PCT",
+        ),
+    ] = None,
+    stable_for: Annotated[
+        int | None,
+        typer.Option(
+            "--stable-for",
+            help="power_restored: act once mains has held SECONDS [default: 10 for power_restored]",
+            metavar="SECONDS",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a power rule: when POWER_EVENT happens on the UPS, do CLUSTER_ACTION to the cluster."""
@@ -253,6 +328,8 @@ def create_rule(
         priority=priority,
         enabled=not disable,
         recover_after_wake=recover,
+        min_charge=min_charge,
+        stable_for=stable_for,
     )
     with open_session() as session:
         rule = rules.create_rule(session, data)

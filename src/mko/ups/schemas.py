@@ -11,6 +11,7 @@ from mko.db.models import ClusterAction, PowerEvent
 from mko.validation import InputModel
 
 __all__ = [
+    "OutagePublic",
     "RuleCreate",
     "RulePublic",
     "UpsCreate",
@@ -135,3 +136,26 @@ class RulePublic(BaseModel):
     failure_count: int
     last_triggered_at: datetime | None
     created_at: datetime
+
+
+class OutagePublic(BaseModel):
+    """A cluster powered down because of a UPS: what was up, what mko powered off, how it ended."""
+
+    id: int
+    ups_id: int
+    cluster_id: int
+    event: str
+    event_id: int | None
+    phase: str
+    open: bool
+    reason: str
+    nodes_up: list[str]
+    nodes_off: list[str]
+    shutdown_operation_id: int | None
+    restore_operation_id: int | None
+    power_cycle: dict[str, Any]
+    host_shutdown: dict[str, Any]
+    summary: str
+    started_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None

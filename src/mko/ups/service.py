@@ -33,6 +33,7 @@ __all__ = [
     "parse_device",
     "read_status",
     "record_events",
+    "set_power_cycle",
     "status_of",
     "target_of",
 ]
@@ -122,6 +123,20 @@ def get_ups(session: Session, ups_id: int) -> UPS:
 def list_ups(session: Session) -> list[UPS]:
     """All UPSes by id."""
     return list(session.scalars(select(UPS).order_by(UPS.id)))
+
+
+def set_power_cycle(session: Session, ups_id: int, enabled: bool) -> UPS:
+    """Have the UPS power-cycle its load at the end of a shutdown for it (or not)."""
+    ups = get_ups(session, ups_id)
+    if enabled and (ups.username is None or ups.password_encrypted is None):
+        raise InputError(
+            "power_cycle",
+            f"UPS {ups_id} has no upsd username and password; a power cycle sends instant commands:"
+            " add the UPS again with --username and --password (a user with instcmds in upsd.users)",
+        )
+    ups.power_cycle = enabled
+    session.commit()
+    return ups
 
 
 def delete_ups(session: Session, ups_id: int, *, force: bool = False) -> None:

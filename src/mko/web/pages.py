@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
-from mko import agents, inventory, operations, schedules, shutdown, wake
+from mko import agents, inventory, operations, outages, schedules, shutdown, wake
 from mko import rules as rules_service
 from mko.api.background import launch, launch_wake
 from mko.api.deps import SessionDep, SettingsDep
@@ -440,6 +440,7 @@ def ups_page(request: Request, session: SessionDep) -> HTMLResponse:
         "ups.html",
         upses=_ups_statuses(request, session),
         events=ups_service.list_events(session, limit=50),
+        outages=[outages.outage_doc(session, o) for o in outages.list_outages(session, limit=20)],
     )
 
 
@@ -473,7 +474,7 @@ async def add_rule(request: Request, session: SessionDep) -> Response:
     values = blank_to_none(
         form,
         ["name", "ups_id", "cluster_id", "power_event", "cluster_action", "battery_threshold", "action_delay",
-         "priority"],
+         "priority", "min_charge", "stable_for"],
     )  # fmt: skip
     values["enabled"] = form.get("enabled") == "on"
     values["recover_after_wake"] = form.get("recover_after_wake") == "on"

@@ -20,6 +20,11 @@ class ShutdownBody(InputModel):
 
     force: bool = Field(default=False, description="skip the drains (force_shutdown)")
     dry_run: bool = Field(default=False, description="return the ordered plan without touching anything")
+    ups_id: int | None = Field(
+        default=None,
+        description="shutting down because of this UPS: record an outage (restored when the UPS is back"
+        " on mains) and end as a shutdown for it does (its power cycle, mko's own host)",
+    )
 
 
 class RecoverBody(InputModel):
@@ -42,7 +47,7 @@ async def shutdown_cluster(
 ) -> dict[str, Any]:
     """Shut the cluster down in order (202, runs in the background); ``dry_run`` returns the plan (200)."""
     body = body or ShutdownBody()
-    plan = await shutdown.plan_shutdown(session, settings, cluster_id, force=body.force)
+    plan = await shutdown.plan_shutdown(session, settings, cluster_id, force=body.force, ups_id=body.ups_id)
     if body.dry_run:
         return {"plan": plan.as_dict()}
     prepared = shutdown.start_shutdown(session, plan, actor)
@@ -50,7 +55,12 @@ async def shutdown_cluster(
     url = f"/api/operations/{prepared.operation_id}"
     response.status_code = status.HTTP_202_ACCEPTED
     response.headers["Location"] = url
-    return {"operation_id": prepared.operation_id, "operation_url": url, "plan": plan.as_dict()}
+    return {
+        "operation_id": prepared.operation_id,
+        "operation_url": url,
+        "plan": plan.as_dict(),
+        "outage_id": prepared.outage_id,
+    }
 
 
 @router.post("/clusters/{cluster_id}/recover")

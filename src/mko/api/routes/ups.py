@@ -6,14 +6,15 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response, status
+from pydantic import BaseModel, ConfigDict
 
-from mko import rules
+from mko import outages, rules
 from mko.api.deps import SessionDep, SettingsDep
 from mko.db.models import PowerEvent
 from mko.secrets import SecretBox
 from mko.ups import service
 from mko.ups.monitor import UpsMonitor
-from mko.ups.schemas import RuleCreate, RulePublic, UpsCreate, UpsEventPublic, UpsPublic
+from mko.ups.schemas import OutagePublic, RuleCreate, RulePublic, UpsCreate, UpsEventPublic, UpsPublic
 
 router = APIRouter(prefix="/api/ups", tags=["ups"])
 
@@ -48,15 +49,35 @@ def list_events(
 
 @router.get("/monitor")
 def monitor_state(request: Request) -> dict[str, Any]:
-    """Whether this server runs the UPS monitor, what it watches, and rule executions in progress."""
+    """Whether this server runs the UPS monitor, what it watches, rule executions in progress (with what
+    a restore waits for), and the marker of mko's host's last power-down, read at start."""
     monitor = _monitor(request)
     if monitor is None:
-        return {"running": False, "ups": [], "executions": []}
+        return {"running": False, "ups": [], "executions": [], "powerdown": None}
     return {
         "running": True,
         "ups": [monitor.snapshot(ups_id) or {"ups_id": ups_id} for ups_id in monitor.watched()],
         "executions": monitor.engine.pending(),
+        "powerdown": monitor.powerdown,
     }
+
+
+@router.get("/outages", tags=["outages"])
+def list_outages(
+    session: SessionDep,
+    cluster_id: int | None = None,
+    open_only: bool = Query(default=False, alias="open"),
+    limit: int = Query(default=50, ge=1, le=10_000),
+) -> list[OutagePublic]:
+    """Clusters powered down because of a UPS, newest first (``open=true``: not closed yet)."""
+    found = outages.list_outages(session, cluster_id=cluster_id, open_only=open_only, limit=limit)
+    return [OutagePublic.model_validate(outages.outage_doc(session, o)) for o in found]
+
+
+@router.get("/outages/{outage_id}", tags=["outages"])
+def get_outage(session: SessionDep, outage_id: int) -> OutagePublic:
+    """One outage: the nodes up before, those mko powered off, the power cycle, the host, the restore."""
+    return OutagePublic.model_validate(outages.outage_doc(session, outages.get_outage(session, outage_id)))
 
 
 @router.get("/rules", tags=["power rules"])
@@ -133,6 +154,22 @@ def delete_ups(request: Request, session: SessionDep, ups_id: int, force: bool =
     service.delete_ups(session, ups_id, force=force)
     _changed(request)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+class PowerCycleBody(BaseModel):
+    """Whether the UPS power-cycles its load at the end of a shutdown for it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool
+
+
+@router.put("/{ups_id}/power-cycle")
+def set_power_cycle(request: Request, session: SessionDep, ups_id: int, body: PowerCycleBody) -> UpsPublic:
+    """Turn the power cycle at the end of a shutdown on or off (on needs the UPS's upsd credentials)."""
+    ups = service.set_power_cycle(session, ups_id, body.enabled)
+    _changed(request)
+    return UpsPublic.of(ups)
 
 
 @router.get("/{ups_id}/status")
