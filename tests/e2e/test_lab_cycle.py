@@ -11,115 +11,14 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from mko.lab.control import pid_alive
-from mko.lab.netns import list_netns
+from labcli import MKO, ROOT, LabCli, free_port
 
 pytestmark = pytest.mark.e2e
-
-ROOT = Path(__file__).resolve().parents[2]
-MKO = [sys.executable, "-m", "mko"]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-class LabCli:
-    """`mko lab …` against one lab directory, with the environment a person would have."""
-
-    def __init__(self, directory: Path, prefix: str, port: int, env: dict[str, str]) -> None:
-        self.directory = directory
-        self.prefix = prefix
-        self.port = port
-        self.env = env
-
-    def run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [*MKO, "lab", *args, "--dir", str(self.directory)],
-            env=self.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-        if check:
-            assert result.returncode == 0, f"mko lab {' '.join(args)}: {result.stderr}{result.stdout}"
-        return result
-
-    def up(self, *options: str) -> subprocess.CompletedProcess[str]:
-        return self.run(
-            "up",
-            "--nodes",
-            "3",
-            "--control-planes",
-            "1",
-            "--shutdown-delay",
-            "1",
-            "--boot-delay",
-            "0.3",
-            "--prefix",
-            self.prefix,
-            "--port",
-            str(self.port),
-            *options,
-        )
-
-    def status(self) -> dict[str, Any]:
-        doc: dict[str, Any] = json.loads(self.run("status", "--json").stdout)
-        return doc
-
-    def wait(
-        self, predicate: Callable[[dict[str, Any]], bool], what: str, timeout: float = 60
-    ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            status = self.status()
-            if predicate(status):
-                return status
-            assert time.monotonic() < deadline, f"timed out waiting for {what}: {json.dumps(status)}"
-            time.sleep(0.3)
-
-    def calls(self) -> list[tuple[str, str]]:
-        """Every stand-in call of every node (from their state directories), oldest first."""
-        entries = []
-        for log in sorted((self.directory / "system" / "nodes").glob("*/state/calls.log")):
-            hostname = f"lab-{log.parent.parent.name}"
-            for line in log.read_text().splitlines():
-                call = json.loads(line)
-                if call["cmd"] != "<boot>":
-                    entries.append((call["t"], hostname, " ".join([call["cmd"], *call["argv"]])))
-        return [(host, command) for _, host, command in sorted(entries)]
-
-    def leftovers(self, pids: list[int]) -> list[str]:
-        """What the lab left on the machine: namespaces, processes, files outside its directory."""
-        left = [f"namespace {ns}" for ns in list_netns() if ns.startswith(f"{self.prefix}-")]
-        left += [f"process {pid}" for pid in pids if pid_alive(pid)]
-        left += [f"file {p}" for p in Path("/tmp").glob(f"mko-lab-{self.prefix}-*")]
-        runtime = (self.directory / "system", self.directory / "nut", self.directory / "control.sock")
-        left += [f"lab runtime {p}" for p in runtime if p.exists()]
-        for proc in Path("/proc").glob("[0-9]*"):
-            try:
-                cmdline = (proc / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if str(self.directory).encode() in cmdline:
-                argv = cmdline.replace(b"\0", b" ").decode(errors="replace")
-                left.append(f"process {proc.name}: {argv}")
-        return left
 
 
 _serial = iter(range(1000))
@@ -130,7 +29,7 @@ def lab_cli(tmp_path: Path) -> Iterator[LabCli]:
     if os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.fail("the lab needs root and iproute2 (see TESTING.md)")
     env = os.environ | {"MKO_CONFIG": str(tmp_path / "none.toml"), "MKO_LOG_DIR": str(tmp_path / "logs")}
-    cli = LabCli(tmp_path / "lab", f"mkl{os.getpid() % 10000}x{next(_serial)}", _free_port(), env)
+    cli = LabCli(tmp_path / "lab", f"mkl{os.getpid() % 10000}x{next(_serial)}", free_port(), env)
     yield cli
     if (cli.directory / "lab.json").exists():  # the test failed half-way: leave nothing behind anyway
         cli.run("down", check=False)

@@ -16,6 +16,8 @@ import pytest
 
 from mko.lab.nut import NutServer, OutputTimers
 from mko.ups.nut import NutClient, NutResponseError
+from mko.ups.power_cycle import power_cycle
+from mko.ups.service import UpsTarget
 
 
 @pytest.fixture(scope="module")
@@ -112,3 +114,32 @@ def _wait(predicate: object, timeout: float) -> float:
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
     return time.monotonic()
+
+
+def test_mkos_power_cycle_never_fires_on_mains_checks_the_list_and_records_upsd_answers(
+    nut: NutServer,
+) -> None:
+    target = UpsTarget(1, "rack", nut.ups_name, nut.host, nut.port, nut.username, nut.password)
+    upsd_log = nut.directory / "upsd.log"
+    before = upsd_log.read_text().count("Instant command")
+    skipped = asyncio.run(power_cycle(target, 3))
+    assert (skipped.outcome, skipped.status) == ("skipped", "OL CHRG")
+    assert skipped.message.startswith("mains is back (OL CHRG): not power-cycling")
+    supply = UpsTarget(2, "supply", nut.supply_name, nut.host, nut.port, nut.username, nut.password)
+    nut.set(status="OB DISCHRG")
+    nut.wait_for_status("OB DISCHRG")
+    refused = asyncio.run(power_cycle(supply, 3))  # dummy-ups lists load.off only
+    assert refused.outcome == "refused" and "(LIST CMD: load.off); nothing sent" in refused.message
+    intruder = UpsTarget(3, "rack", nut.ups_name, nut.host, nut.port, "admin", "wrong")
+    denied = asyncio.run(power_cycle(intruder, 3))
+    assert denied.outcome == "failed" and denied.message.startswith(
+        "INSTCMD shutdown.return: ERR ACCESS-DENIED"
+    )
+    assert upsd_log.read_text().count("Instant command") == before  # nothing reached the UPS yet
+    sent = asyncio.run(power_cycle(target, 3))
+    assert (sent.outcome, sent.listed) == ("sent", ["shutdown.return", "shutdown.stayoff"])
+    assert sent.commands == [{"command": "shutdown.return", "answer": "OK"}]
+    assert sent.delays == {"shutdown": 2, "start": 1}  # the UPS's own ups.delay.shutdown / start
+    _wait(lambda: (t := nut.read_output()) is not None and t.shutdown < 0 and t.start >= 0, 8)
+    nut.set(status="OL CHRG")  # leave the module's UPS on line with its output on
+    _wait(lambda: nut.read_output() == OutputTimers(-1, -1), 10)

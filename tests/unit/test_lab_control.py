@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -32,6 +33,9 @@ def test_a_battery_drains_over_its_runtime_and_recharges_four_times_slower() -> 
         ({"port": 70000}, "port"),
         ({"prefix": "Bad-Prefix"}, "prefix"),
         ({"battery_runtime": -5}, "battery-runtime"),
+        ({"orchestrator_on_ups": True, "serve": False}, "orchestrator-on-ups"),
+        ({"ups_offdelay": 0}, "ups-offdelay"),
+        ({"min_charge": 0}, "min-charge"),
     ],
 )
 def test_an_impossible_lab_is_refused_naming_the_option(change: dict[str, object], field: str) -> None:
@@ -57,6 +61,21 @@ def test_every_file_of_the_lab_orchestrator_stays_in_the_lab_directory(
     ):
         assert path is not None and path.is_relative_to(paths.directory), path
     assert lab.secret_key is None and lab.admin_password is None  # never the real install's secrets
+
+
+def test_the_lab_orchestrator_never_shuts_this_machine_down_only_its_virtual_host(
+    tmp_path: Path, settings: Settings
+) -> None:
+    paths = LabPaths.of(tmp_path / "lab")
+    real = settings.model_copy(update={"host_ups": "lab-ups", "host_shutdown_command": ["/sbin/poweroff"]})
+    lab = lab_settings(paths, real)
+    assert (lab.host_ups, lab.host_shutdown_command) == (None, [])
+    assert lab.powerdown_flag == paths.directory / "powerdown.flag"
+    paths.directory.mkdir(parents=True)
+    paths.state.write_text(json.dumps({"spec": {"orchestrator_on_ups": True}}))
+    on_ups = lab_settings(paths, real)
+    assert on_ups.host_ups == "lab-ups"
+    assert on_ups.host_shutdown_command[-4:] == ["lab", "host-halt", "--dir", str(paths.directory)]
 
 
 def test_talking_to_a_lab_that_is_not_up_says_so(tmp_path: Path) -> None:

@@ -70,11 +70,44 @@ def lab_up(
     host: Annotated[str, typer.Option(help="address the lab's web UI listens on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port of the lab's web UI")] = LAB_PORT,
     prefix: Annotated[str, typer.Option(help="name prefix of the lab's network namespaces")] = "mkolab",
+    orchestrator_on_ups: Annotated[
+        bool,
+        typer.Option(
+            "--orchestrator-on-ups",
+            help="mko's own host is on the lab's UPS: the UPS power-cycles its load after a shutdown, mko"
+            " dies when the output goes off and boots when it returns",
+        ),
+    ] = False,
+    ups_offdelay: Annotated[
+        int, typer.Option(help="seconds from the power-cycle command until the UPS output goes off")
+    ] = 5,
+    ups_ondelay: Annotated[
+        int, typer.Option(help="seconds mains must hold before the UPS output comes back")
+    ] = 3,
+    stable_for: Annotated[
+        int, typer.Option(help="the restore rule acts once mains has held this many seconds")
+    ] = 2,
+    min_charge: Annotated[
+        int | None, typer.Option(help="the restore rule waits for this battery charge (percent)")
+    ] = None,
     directory: DirOption = None,
 ) -> None:
     """Build the lab, boot every node until MicroK8s is Ready, and start mko watching its UPS."""
     spec = LabSpec(
-        nodes, control_planes, shutdown_delay, boot_delay, serve, host, port, prefix, battery_runtime
+        nodes,
+        control_planes,
+        shutdown_delay,
+        boot_delay,
+        serve,
+        host,
+        port,
+        prefix,
+        battery_runtime,
+        orchestrator_on_ups=orchestrator_on_ups,
+        ups_offdelay=ups_offdelay,
+        ups_ondelay=ups_ondelay,
+        stable_for=stable_for,
+        min_charge=min_charge,
     )
     spec.check()
     _require_root()
@@ -256,10 +289,16 @@ def _status_view(status: dict[str, Any]) -> Group:
         )
     ups = status["ups"]
     line = f"UPS {ups['name']}: {ups['status'] or 'unreachable'}, charge {ups['charge']:g} %"
-    line += f", runtime {ups['runtime']} s"
+    line += f", runtime {ups['runtime']} s, output {ups.get('output', 'on')}"
     if status.get("flap"):
         line += f"; flapping until {time.strftime('%H:%M:%S', time.localtime(status['flap']['until']))}"
     lines = [line]
+    orchestrator = status.get("orchestrator") or {}
+    if orchestrator.get("on_ups"):
+        state = "running" if orchestrator.get("running") else f"down ({orchestrator.get('host')})"
+        lines.append(
+            f"orchestrator on the UPS: {state}, booted again {orchestrator.get('restarts', 0)} time(s)"
+        )
     for op in status.get("running", []):
         lines.append(f"running: {op['kind']} #{op['id']} ({op['actor']}) {op['summary']}")
     if "operations" in status and not status.get("running"):
@@ -328,6 +367,62 @@ def lab_flap(
             time.sleep(0.2)
         bar.update(task, completed=seconds)
     console.print(f"flap over: UPS {control.status()['ups']['status']}", highlight=False)
+
+
+@lab_app.command("kill-server")
+def lab_kill_server(directory: DirOption = None) -> None:
+    """The lab orchestrator's host loses power: `mko serve --lab` is killed (SIGKILL) and stays down."""
+    killed = LabControl(_paths(directory)).kill_server()["killed"]
+    console.print("orchestrator killed" if killed else "the orchestrator was not running", highlight=False)
+
+
+@lab_app.command("start-server")
+def lab_start_server(directory: DirOption = None) -> None:
+    """Boot the lab orchestrator's host again: `mko serve --lab` starts and carries on from its database."""
+    server = LabControl(_paths(directory)).start_server()["server"]
+    console.print(f"orchestrator serving {server['url']} (pid {server['pid']})", highlight=False)
+
+
+@lab_app.command("host-halt", hidden=True)
+def lab_host_halt(directory: DirOption = None) -> None:
+    """The lab orchestrator's host shutdown command (MKO_HOST_SHUTDOWN_COMMAND of `mko serve --lab`)."""
+    LabControl(_paths(directory)).host_halt()
+    console.print("the orchestrator's host is shutting down", highlight=False)
+
+
+scenario_app = typer.Typer(help="Scenarios played end to end on a running lab.", no_args_is_help=True)
+lab_app.add_typer(scenario_app, name="scenario")
+
+
+@scenario_app.command("long-outage")
+def lab_scenario_long_outage(
+    outage: Annotated[
+        float | None,
+        typer.Option(
+            "--outage", min=1, max=3600, help="seconds without mains [default: until the battery is empty]"
+        ),
+    ] = None,
+    directory: DirOption = None,
+) -> None:
+    """A cut that outlasts the battery: the cluster off in order, the UPS cuts its load, mko dies with it,
+    mains returns, mko boots and brings every node back. Best with `mko lab up --orchestrator-on-ups`."""
+    from mko.db import make_engine, make_session_factory
+    from mko.lab.scenario import LongOutage
+
+    paths = _paths(directory)
+    control = LabControl(paths)
+    control.status()  # a clear "no lab is up" first
+    engine = make_engine(lab_settings(paths, get_settings()).database_url)
+    try:
+        scenario = LongOutage(
+            control,
+            make_session_factory(engine),
+            lambda line: console.print(line, highlight=False, markup=False),
+            outage=outage,
+        )
+        scenario.run()
+    finally:
+        engine.dispose()
 
 
 @lab_app.command("daemon", hidden=True)

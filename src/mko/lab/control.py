@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import socket
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from mko.settings import Settings
 __all__ = [
     "FLAP_MIN_PERIOD",
     "LAB_PORT",
+    "LAB_UPS",
     "LabControl",
     "LabNotUpError",
     "LabPaths",
@@ -39,6 +41,7 @@ __all__ = [
 ]
 
 LAB_PORT = 8470  # where `mko lab up` and `mko serve --lab` serve the lab unless told otherwise
+LAB_UPS = "lab-ups"  # mko's name of the lab's UPS
 FLAP_MIN_PERIOD = 2.0  # dummy-ups sees a change only when its file's mtime moves on by a whole second
 _REPLY_TIMEOUT = 60.0
 
@@ -127,11 +130,22 @@ def lab_settings(paths: LabPaths, base: Settings) -> Settings:
     """The settings of the lab's orchestrator: its own database, keys and logs, demo-friendly timings.
 
     Timings are shorter than a real site's (poll the UPS twice a second, probe five times a second) so
-    a whole cycle takes seconds; everything else is the person's own settings.
+    a whole cycle takes seconds; everything else is the person's own settings — except mko's own host:
+    the lab's orchestrator never shuts this machine down. With ``--orchestrator-on-ups`` (lab.json) its
+    host is on the lab's UPS, and its "host shutdown" asks the lab daemon to halt it (``host-halt``).
     """
     directory = paths.directory
+    try:
+        spec = (paths.read_state() or {}).get("spec") or {}
+    except MkoError:
+        spec = {}
+    on_ups = bool(spec.get("orchestrator_on_ups"))
+    halt = [sys.executable, "-m", "mko", "lab", "host-halt", "--dir", str(directory)]
     return base.model_copy(
         update={
+            "host_ups": LAB_UPS if on_ups else None,
+            "host_shutdown_command": halt if on_ups else [],
+            "powerdown_flag": directory / "powerdown.flag",
             "database_url": f"sqlite:///{paths.database}",
             "log_dir": directory / "logs",
             "ssh_known_hosts": directory / "known_hosts",
@@ -226,6 +240,19 @@ class LabControl:
         """Toggle mains every ``period`` seconds for ``seconds``, ending on line; returns at once."""
         check_flap(seconds, period)
         return self.request("flap", seconds=seconds, period=period)
+
+    def host_halt(self) -> dict[str, Any]:
+        """The lab orchestrator's host shuts down for power: the server stops and stays down until the
+        UPS output goes off and comes back (returns at once; the daemon stops it a moment later)."""
+        return self.request("host-halt")
+
+    def kill_server(self) -> dict[str, Any]:
+        """The orchestrator's host loses power (SIGKILL); it stays down until ``start_server``."""
+        return self.request("kill-server")
+
+    def start_server(self) -> dict[str, Any]:
+        """Boot the orchestrator's host: start ``mko serve --lab`` again; returns once it serves."""
+        return self.request("start-server")
 
     def register_server(self, pid: int, url: str) -> dict[str, Any]:
         """Tell the daemon a ``mko serve --lab`` now serves the lab (it refuses a second one)."""

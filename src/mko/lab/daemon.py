@@ -5,6 +5,13 @@ a real upsd + dummy-ups), boots every node until MicroK8s reports it Ready, regi
 own database (:func:`mko.lab.provision.provision_lab`), optionally starts the lab's orchestrator
 (``mko serve --lab``), then answers commands on ``control.sock`` (see :mod:`mko.lab.control`).
 The packet recorders and power simulation are threads of this process, which is why the lab needs one.
+
+The UPS's **output** feeds every node (and, with ``orchestrator_on_ups``, the lab's orchestrator): it
+goes off when the battery is empty on battery, or when the UPS carries out a power cycle mko asked for
+(NUT's clone driver, mko.lab.nut: ``shutdown.return`` cuts it after the UPS's shutdown delay and gives
+it back once mains has held for its start delay). Without output nothing boots, and the orchestrator on
+the UPS dies with SIGKILL; when the output returns the nodes stay off (they boot on magic packets) and
+the orchestrator's host boots: ``mko serve --lab`` starts again.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ from mko.lab.control import LAB_PORT, LabPaths, check_battery, check_flap, lab_s
 from mko.lab.harness import RunningLab
 from mko.lab.microk8s import Microk8sCluster, configure_microk8s
 from mko.lab.netns import LabError
-from mko.lab.nut import NutServer, end_process
+from mko.lab.nut import NutServer, OutputTimers, end_process
 from mko.settings import Settings
 
 __all__ = ["LabDaemon", "LabSpec", "charge_after"]
@@ -42,6 +49,8 @@ _SERVER_TIMEOUT = 60.0
 ON_LINE, ON_BATTERY = "OL CHRG", "OB DISCHRG"
 LOW_CHARGE = 20  # battery.charge.low of the lab UPS: at or below it, on battery, the UPS reports LB
 FULL_RUNTIME = 1800  # seconds of runtime at 100 %
+_OUTPUT_POLL = 0.25  # how often the daemon looks at the UPS's output timers
+_HALT_GRACE = 0.5  # a host shutdown command returns before the host goes down
 
 
 def charge_after(charge: float, elapsed: float, runtime: float, *, on_battery: bool) -> float:
@@ -68,6 +77,13 @@ class LabSpec:
     port: int = LAB_PORT
     prefix: str = "mkolab"
     battery_runtime: float = 600.0  # seconds a full battery lasts on battery; 0: it never drains
+    # The orchestrator's host is on the lab's UPS: the UPS power-cycles its load at the end of a
+    # shutdown, and the orchestrator dies when the output goes off and boots when it returns.
+    orchestrator_on_ups: bool = False
+    ups_offdelay: int = 5  # seconds from shutdown.return to the output going off
+    ups_ondelay: int = 3  # seconds mains must hold before the output comes back
+    stable_for: int = 2  # the restore rule acts once mains has held this long
+    min_charge: int | None = None  # … and once the battery has this charge (percent)
 
     def check(self) -> None:
         """Raise InputError naming the first impossible field."""
@@ -85,6 +101,16 @@ class LabSpec:
             raise InputError("battery-runtime", "must be between 0 (never drains) and 86400 seconds")
         if not _PREFIX.fullmatch(self.prefix):
             raise InputError("prefix", "use 1-12 of [a-z0-9], starting with a letter")
+        if self.orchestrator_on_ups and not self.serve:
+            raise InputError(
+                "orchestrator-on-ups", "the lab restarts only an orchestrator it runs: drop --no-serve"
+            )
+        if not 1 <= self.ups_offdelay <= 600 or not 1 <= self.ups_ondelay <= 600:
+            raise InputError("ups-offdelay", "the UPS's delays must be between 1 and 600 seconds")
+        if not 0 <= self.stable_for <= 3600:
+            raise InputError("stable-for", "must be between 0 and 3600 seconds")
+        if self.min_charge is not None and not 1 <= self.min_charge <= 100:
+            raise InputError("min-charge", "must be between 1 and 100")
 
 
 class LabDaemon:
@@ -104,6 +130,14 @@ class LabDaemon:
         self._flap: dict[str, float] | None = None
         self._flap_thread: threading.Thread | None = None
         self._control: socketserver.ThreadingUnixStreamServer | None = None
+        # The UPS output and the orchestrator's host (mko.lab.nut: the clone driver's timers).
+        self._output_on = True
+        self._output_why = ""
+        self._cycle: str | None = None  # None | "pending" | "off-return" | "off-stay"
+        self._timers: OutputTimers | None = None
+        self._server_lock = threading.RLock()
+        self._host: str = "up"  # up | halted | killed | lost power
+        self._server_restarts = 0
 
     # ------------------------------------------------------------------ life cycle
 
@@ -122,6 +156,7 @@ class LabDaemon:
         self._record(status="up", step="up", ready_at=time.time())
         if self.spec.battery_runtime > 0:
             threading.Thread(target=self._run_battery, name="mko-lab-battery", daemon=True).start()
+        threading.Thread(target=self._run_output, name="mko-lab-ups-output", daemon=True).start()
         log.info("lab up: %d nodes, UPS %s", len(self._nodes()), self._state.get("ups"))
         self._stop.wait()
         self._teardown()
@@ -153,7 +188,9 @@ class LabDaemon:
         )
         self._stop_check()
         self._record(step="starting upsd and dummy-ups")
-        self.nut = NutServer.start(paths.nut, netns=lab.orch)
+        self.nut = NutServer.start(
+            paths.nut, netns=lab.orch, output=True, offdelay=spec.ups_offdelay, ondelay=spec.ups_ondelay
+        )
         full = int(spec.battery_runtime or FULL_RUNTIME)
         self.nut.set(status=ON_LINE, charge=100, battery_runtime=str(full))
         self._record(ups={"name": self.nut.ups_name, "host": self.nut.host, "port": self.nut.port})
@@ -212,6 +249,9 @@ class LabDaemon:
                     self.nut,
                     control_planes=self.spec.control_planes,
                     shutdown_delay=self.spec.shutdown_delay,
+                    stable_for=self.spec.stable_for,
+                    min_charge=self.spec.min_charge,
+                    power_cycle=self.spec.orchestrator_on_ups,
                 )
                 password = auth.ensure_first_admin(session, None)
         finally:
@@ -225,20 +265,53 @@ class LabDaemon:
     def _start_server(self) -> None:
         argv = [sys.executable, "-m", "mko", "serve", "--lab", "--lab-dir", str(self.paths.directory)]
         argv += ["--host", self.spec.host, "--port", str(self.spec.port)]
-        with open(self.paths.server_log, "ab") as out:
-            self._server = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        with self._server_lock:
+            self._record(server=None)
+            with open(self.paths.server_log, "ab") as out:
+                self._server = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            server = self._server
+            self._host = "up"
         deadline = time.monotonic() + _SERVER_TIMEOUT
         # `mko serve --lab` registers itself (command register-server) once it listens.
         while not self._state.get("server"):
-            if self._server.poll() is not None:
+            if server.poll() is not None:
                 tail = self.paths.server_log.read_text(errors="replace")[-1500:]
-                raise LabError(f"the lab's orchestrator exited with {self._server.returncode}: {tail}")
+                raise LabError(f"the lab's orchestrator exited with {server.returncode}: {tail}")
             if time.monotonic() > deadline:
                 raise LabError(f"the lab's orchestrator did not start within {_SERVER_TIMEOUT:g} s")
             self._stop_check()
             time.sleep(0.1)
+
+    def _server_running(self) -> bool:
+        return self._server is not None and self._server.poll() is None
+
+    def _end_server(self, sig: signal.Signals, host: str) -> bool:
+        """Stop the orchestrator (SIGKILL: its host lost power; SIGTERM: it shuts down); False if none ran."""
+        with self._server_lock:
+            server, running = self._server, self._server_running()
+            if running:  # a host already down stays down as it went
+                self._host = host
+            self._record(server=None)
+        if server is not None:
+            end_process(server, sig, grace=10.0)  # outside the lock: a clean stop takes seconds
+        if running:
+            log.warning("lab orchestrator %s (%s)", host, sig.name)
+        return running
+
+    def _boot_server(self) -> None:
+        """The orchestrator's host boots (its power came back): `mko serve --lab` starts again."""
+        try:
+            self._start_server()
+            self._server_restarts += 1
+            log.info("lab orchestrator booted again")
+        except LabError:
+            log.exception("the lab's orchestrator did not come back")
 
     def _stop_check(self) -> None:
         if self._stop.is_set():
@@ -254,7 +327,8 @@ class LabDaemon:
             self.paths.control.unlink()
         server_pid = (self._state.get("server") or {}).get("pid")
         if self._server is not None:
-            end_process(self._server, signal.SIGTERM, grace=10.0)  # it records cancelled work
+            with self._server_lock:
+                end_process(self._server, signal.SIGTERM, grace=10.0)  # it records cancelled work
         elif server_pid and pid_alive(server_pid):  # a foreground `mko serve --lab` ends with its lab
             with contextlib.suppress(ProcessLookupError):
                 os.kill(server_pid, signal.SIGTERM)
@@ -312,6 +386,9 @@ class LabDaemon:
             "battery": lambda: self._battery(float(request["percent"])),
             "flap": lambda: self._start_flap(float(request["seconds"]), float(request["period"])),
             "register-server": lambda: self._register_server(int(request["pid"]), str(request["url"])),
+            "host-halt": self._host_halt,
+            "kill-server": self._kill_server,
+            "start-server": self._start_server_command,
             "down": lambda: {"stopping": True},
         }
         command = commands.get(str(request.get("command")))
@@ -333,6 +410,12 @@ class LabDaemon:
             "ups": self._ups(),
             "flap": dict(self._flap) if self._flap else None,
             "server": self._state.get("server"),
+            "orchestrator": {
+                "on_ups": self.spec.orchestrator_on_ups,
+                "host": self._host,
+                "running": self._server_running(),
+                "restarts": self._server_restarts,
+            },
             "shutdown_delay": self.spec.shutdown_delay,
         }
 
@@ -352,6 +435,8 @@ class LabDaemon:
                     "enabled": bool(k8s.get("enabled")),
                     "ready": bool(k8s.get("ready")),
                     "cordoned": bool(k8s.get("cordoned")),
+                    "packets": len(node.recorder.packets_for(node.mac)),
+                    "supplied": node.power.supplied,
                 }
             )
         return found
@@ -364,7 +449,19 @@ class LabDaemon:
             "status": self.nut.read_var("ups.status"),  # as upsd serves it, not as last written
             "charge": float(values["battery.charge"]),  # as last written; upsd serves it within ~1 s
             "runtime": int(float(values["battery.runtime"])),
+            "output": self._describe_output(),
         }
+
+    def _describe_output(self) -> str:
+        """``on``, ``off (why)``, ``on, off in 3 s`` or ``off, back 2 s after mains``."""
+        timers = self._timers
+        if self._output_on:
+            if timers is not None and timers.shutdown >= 0:
+                return f"on, off in {timers.shutdown} s (power cycle)"
+            return "on"
+        if self._cycle == "off-return" and timers is not None and timers.start >= 0:
+            return f"off ({self._output_why}), back {timers.start} s after mains holds"
+        return f"off ({self._output_why})"
 
     def _set_ups(self, status: str) -> dict[str, Any]:
         assert self.nut is not None
@@ -373,7 +470,8 @@ class LabDaemon:
             if status == ON_BATTERY and charge <= LOW_CHARGE:
                 status += " LB"
             self.nut.set(status=status)
-            self.nut.wait_for("ups.status", status, timeout=10)
+            # FSD aside: the output's power cycle adds it until the output goes off.
+            self.nut.wait_for_status(status, timeout=10)
         log.info("lab UPS now %s (charge %g %%)", status, charge)
         return {"ups": self._ups()}
 
@@ -420,12 +518,103 @@ class LabDaemon:
 
     def _cut_power(self) -> list[str]:
         """The battery is empty: every node still on loses power at once, as in a real outage."""
+        return self._output_off("battery empty")
+
+    # ------------------------------------------------------------------ the UPS's output
+
+    def _run_output(self) -> None:
+        """Follow the UPS's output: off on an empty battery or a power cycle, back on after them.
+
+        This thread takes no lock another command holds for long: a window of the clone's timers
+        (a second or two) must not be missed while, say, a power-restore waits for upsd.
+        """
+        assert self.nut is not None
+        while not self._stop.wait(_OUTPUT_POLL):
+            try:
+                self._follow_output()
+            except Exception:  # never let one bad look stop the simulation
+                log.exception("lab UPS output: could not follow it")
+
+    def _follow_output(self) -> None:
+        assert self.nut is not None
+        timers = self.nut.read_output()
+        if timers is not None:
+            self._timers = timers
+            previous, self._cycle = self._cycle, _next_cycle(self._cycle, timers, self._stayoff())
+            if previous == "pending" and self._cycle is None:
+                # The output went off and came back between two looks: it was off all the same.
+                self._output_off("power cycle")
+        values = dict(self.nut.values)
+        on_battery = "OB" in values["ups.status"].split()
+        empty = on_battery and float(values["battery.charge"]) <= 0
+        cycled = self._cycle in ("off-return", "off-stay")
+        if (cycled or empty) and self._output_on:
+            self._output_off("power cycle" if cycled else "battery empty")
+        elif not (cycled or empty) and not self._output_on and not on_battery:
+            self._output_back()
+
+    def _stayoff(self) -> bool:
+        """Whether the last instant command upsd carried out was shutdown.stayoff (no return)."""
+        assert self.nut is not None
+        with contextlib.suppress(OSError):
+            done = [
+                line for line in (self.nut.directory / "upsd.log").read_text().splitlines() if " did " in line
+            ]
+            return bool(done) and " did shutdown.stayoff " in done[-1]
+        return False
+
+    def _output_off(self, why: str) -> list[str]:
+        """No more output: every node loses power, and so does an orchestrator on the UPS."""
         assert self.running is not None
+        with self._server_lock:
+            if not self._output_on:
+                return []
+            self._output_on, self._output_why = False, why
         cut = [node.hostname for node in self.running.nodes if node.power.state != "off"]
         for node in self.running.nodes:
-            node.power.power_off()
-        log.warning("lab UPS battery empty: power cut on %s", ", ".join(cut) or "no node")
+            node.power.cut_supply()
+        log.warning("lab UPS output off (%s): power cut on %s", why, ", ".join(cut) or "no node")
+        if self.spec.orchestrator_on_ups:
+            self._end_server(signal.SIGKILL, "lost power")
         return cut
+
+    def _output_back(self) -> None:
+        """The output returns: nodes have power again (off until woken); the orchestrator's host boots."""
+        assert self.running is not None
+        with self._server_lock:
+            if self._output_on:
+                return
+            self._output_on, self._output_why = True, ""
+        for node in self.running.nodes:
+            node.power.restore_supply()
+        log.warning("lab UPS output back on")
+        if self.spec.orchestrator_on_ups and not self._server_running():
+            threading.Thread(target=self._boot_server, name="mko-lab-boot-server", daemon=True).start()
+
+    def _host_halt(self) -> dict[str, Any]:
+        """The orchestrator's host shutdown command: stop it a moment after replying; it stays down."""
+
+        def halt() -> None:
+            time.sleep(_HALT_GRACE)
+            self._end_server(signal.SIGTERM, "halted")
+
+        threading.Thread(target=halt, name="mko-lab-host-halt", daemon=True).start()
+        return {"halting": True}
+
+    def _kill_server(self) -> dict[str, Any]:
+        if self._server is None:
+            raise ConflictError("the lab runs no orchestrator (started with --no-serve)")
+        return {"killed": self._end_server(signal.SIGKILL, "killed")}
+
+    def _start_server_command(self) -> dict[str, Any]:
+        if self._server is None:
+            raise ConflictError("the lab runs no orchestrator (started with --no-serve)")
+        if self._server_running():
+            raise ConflictError("the lab's orchestrator is already running")
+        if not self._output_on and self.spec.orchestrator_on_ups:
+            raise ConflictError("the orchestrator's host has no power: the UPS output is off")
+        self._start_server()
+        return {"server": self._state.get("server")}
 
     def _start_flap(self, seconds: float, period: float) -> dict[str, Any]:
         check_flap(seconds, period)
@@ -469,6 +658,20 @@ class LabDaemon:
             )
         self._record(server={"pid": pid, "url": url})
         return {"server": self._state["server"]}
+
+
+def _next_cycle(cycle: str | None, timers: OutputTimers, stayoff: bool) -> str | None:
+    """Where a power cycle stands after these timers: pending, off (returning, or staying off), done."""
+    if timers.shutdown >= 0:
+        return "pending"
+    if timers.start >= 0:
+        return "off-return"  # off, and it comes back once mains has held for the start delay
+    if cycle == "pending":
+        # Off with no start timer: shutdown.stayoff; else the return came between two looks.
+        return "off-stay" if stayoff else None
+    if cycle == "off-return":
+        return None  # the start timer ran out: the output is back
+    return cycle
 
 
 def request_is_down(line: bytes) -> bool:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from mko import rules
 from mko.db.models import ClusterAction, PowerEvent
+from mko.lab.control import LAB_UPS
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
 from mko.lab.nut import NutServer
@@ -23,7 +24,6 @@ from mko.ups.service import create_ups
 __all__ = ["LAB_CLUSTER", "LAB_UPS", "ProvisionedLab", "provision_lab"]
 
 LAB_CLUSTER = "lab"
-LAB_UPS = "lab-ups"
 
 
 @dataclass(frozen=True)

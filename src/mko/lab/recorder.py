@@ -469,6 +469,8 @@ class BootOnWake:
         self.wake_packets = 0  # magic packets for this MAC seen while off or booting (reset by power_off)
         self.boot_count = 0
         self.error: Exception | None = None
+        # Whether the machine has power at all (the UPS output feeding it); without it nothing boots it.
+        self.supplied = True
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -530,10 +532,21 @@ class BootOnWake:
         """Return whether the node is up (its TCP port accepts connections)."""
         return self.state == "on"
 
+    def cut_supply(self) -> None:
+        """The power feeding the machine goes away: it is off at once, and nothing can boot it."""
+        with self._cond:
+            self.supplied = False
+        self.power_off()
+
+    def restore_supply(self) -> None:
+        """Power returns: the machine stays off (it boots on a magic packet or its power button)."""
+        with self._cond:
+            self.supplied = True
+
     def power_on(self) -> None:
         """Boot now, as if the power button was pressed (no magic packet, no delay)."""
         with self._cond:
-            if self._state == "off":
+            if self._state == "off" and self.supplied:
                 self._state = "booting"
                 self._boot_at = time.monotonic()
                 self._cond.notify_all()
@@ -571,7 +584,8 @@ class BootOnWake:
             if self._state == "on":
                 return
             self.wake_packets += 1
-            if self._state == "off" and self.wakeable and self.error is None and self._is_armed():
+            powered = self.supplied and self.error is None
+            if self._state == "off" and self.wakeable and powered and self._is_armed():
                 self._state = "booting"
                 self.wake_requested_at = packet.time
                 self._boot_at = packet.time + self.boot_delay

@@ -125,6 +125,7 @@ async function followLab(root) {
       root.querySelector("[data-lab-ups=charge]").textContent = ups.charge;
       root.querySelector("[data-lab-ups=runtime]").textContent = ups.runtime;
       root.querySelector("[data-lab-ups=flap]").textContent = lab.flap ? " · flapping" : "";
+      root.querySelector("[data-lab-ups=output]").textContent = ups.output || "on";
       const running = root.querySelector("[data-lab-running]");
       running.replaceChildren(...(lab.running.length ? lab.running.map(labOperationItem) : [Object.assign(document.createElement("span"), { className: "muted", textContent: "nothing" })]));
       const latest = root.querySelector("[data-lab-operations]");
