@@ -32,14 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko.db.models import Node, PowerEvent, utcnow
 from mko.db.outage_models import Outage, OutagePhase
 from mko.errors import NotFoundError
 from mko.probe import probe_tcp
-from mko.settings import Settings
+from mko.settings import Settings, beside_database
 
 __all__ = [
     "MARKER_NAME",
@@ -230,10 +229,7 @@ def marker_path(settings: Settings) -> Path:
     """MKO_POWERDOWN_FLAG, else ``powerdown.flag`` beside the SQLite database (data/ otherwise)."""
     if settings.powerdown_flag is not None:
         return settings.powerdown_flag
-    url = make_url(settings.database_url)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        return Path(str(url.database)).parent / MARKER_NAME
-    return Path("data") / MARKER_NAME
+    return beside_database(settings.database_url, MARKER_NAME)
 
 
 def write_marker(settings: Settings, document: dict[str, Any]) -> Path:

@@ -615,6 +615,38 @@ class Execution:
     why: str = ""  # the event's message
     hurry: asyncio.Event = field(default_factory=asyncio.Event)  # set by FSD: the delay ends now
 
+    @classmethod
+    def of(
+        cls,
+        rule: PowerRule,
+        event: UpsEvent,
+        ups_name: str,
+        operation_id: int,
+        now: float,
+        *,
+        forced: bool = False,
+    ) -> Execution:
+        """The rule's response to the event (``forced``: FSD's shutdown now, no drains, no delay)."""
+        delay = 0 if forced else rule.action_delay
+        return cls(
+            rule_id=rule.id,
+            rule_name=rule.name,
+            ups_id=event.ups_id,
+            ups_name=ups_name,
+            cluster_id=rule.cluster_id,
+            action=ClusterAction.FORCE_SHUTDOWN if forced else rule.cluster_action,
+            event=event.event,
+            event_id=event.id,
+            delay=delay,
+            priority=0 if forced else rule.priority,
+            operation_id=operation_id,
+            due=now + delay,
+            min_charge=rule.min_charge,
+            stable_for=rule.stable_for,
+            mains_since=now,
+            why=f"FSD: {event.message}" if forced else event.message,
+        )
+
     def describe(self) -> dict[str, Any]:
         """For status displays."""
         return {
@@ -746,24 +778,7 @@ class RuleEngine:
                     _finish(session, operation, OperationStatus.CANCELLED, f"skipped: {why}")
                     continue
                 claimed[(rule.cluster_id, rule.cluster_action)] = rule.id
-                execution = Execution(
-                    rule_id=rule.id,
-                    rule_name=rule.name,
-                    ups_id=event.ups_id,
-                    ups_name=ups_name,
-                    cluster_id=rule.cluster_id,
-                    action=rule.cluster_action,
-                    event=event.event,
-                    event_id=event.id,
-                    delay=rule.action_delay,
-                    priority=rule.priority,
-                    operation_id=operation.id,
-                    due=now + rule.action_delay,
-                    min_charge=rule.min_charge,
-                    stable_for=rule.stable_for,
-                    mains_since=now,
-                    why=event.message,
-                )
+                execution = Execution.of(rule, event, ups_name, operation.id, now)
                 if rule.action_delay:
                     _step(
                         session,
@@ -825,21 +840,7 @@ class RuleEngine:
             covered.add(rule.cluster_id)
             operation = self._new_operation(session, rule, ups_name, event)
             operation.summary = f"FSD set on the UPS: {rule.name}: force_shutdown now (no drains)"
-            execution = Execution(
-                rule_id=rule.id,
-                rule_name=rule.name,
-                ups_id=event.ups_id,
-                ups_name=ups_name,
-                cluster_id=rule.cluster_id,
-                action=ClusterAction.FORCE_SHUTDOWN,
-                event=event.event,
-                event_id=event.id,
-                delay=0,
-                priority=0,
-                operation_id=operation.id,
-                due=now,
-                why=f"FSD: {event.message}",
-            )
+            execution = Execution.of(rule, event, ups_name, operation.id, now, forced=True)
             self._active[rule.id] = execution
             forced.append(execution)
             log.warning(

@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from mko.errors import FatalPowerError, InputError
 from mko.files import private_directory
-from mko.settings import Settings, get_settings
+from mko.settings import Settings, beside_database, get_settings
 
 __all__ = ["SecretBox", "check_secret_destination", "key_file_path"]
 
@@ -37,10 +36,7 @@ def key_file_path(settings: Settings, database_url: str | None = None) -> Path:
     """Where the key lives: the configured file, else beside the SQLite database, else data/."""
     if settings.secret_key_file is not None:
         return settings.secret_key_file
-    url = make_url(database_url or settings.database_url)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        return Path(str(url.database)).parent / KEY_FILE_NAME
-    return Path("data") / KEY_FILE_NAME
+    return beside_database(database_url or settings.database_url, KEY_FILE_NAME)
 
 
 def _load_or_create(path: Path) -> bytes:

@@ -17,7 +17,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["Settings", "beside_database", "get_settings"]
 
 DEFAULT_CONFIG_FILE = "mko.toml"
 
@@ -328,6 +328,16 @@ class Settings(BaseSettings):
     def log_file(self) -> Path:
         """Path of the rotating orchestrator log."""
         return self.log_dir / "orchestrator.log"
+
+
+def beside_database(database_url: str, name: str) -> Path:
+    """Where a file of this install lives by default: beside the SQLite database, else in data/."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return Path(str(url.database)).parent / name
+    return Path("data") / name
 
 
 @lru_cache(maxsize=1)

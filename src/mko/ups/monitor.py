@@ -48,7 +48,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -60,7 +59,7 @@ from mko.errors import ConflictError
 from mko.ha import current_instance
 from mko.rules import RuleEngine, low_battery_thresholds, runtime_needs
 from mko.secrets import SecretBox
-from mko.settings import Settings
+from mko.settings import Settings, beside_database
 from mko.ups.events import CommFailure, DetectedEvent, EventDetector, last_seen
 from mko.ups.nut import NutClient, NutConnectionError, NutError, NutResponseError
 from mko.ups.service import UpsTarget, list_ups, record_events, status_of, target_of
@@ -82,10 +81,7 @@ def lock_file_path(settings: Settings) -> Path:
     """The configured lock file, else beside the SQLite database, else data/ups-monitor.lock."""
     if settings.ups_monitor_lock_file is not None:
         return settings.ups_monitor_lock_file
-    url = make_url(settings.database_url)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        return Path(str(url.database)).parent / LOCK_FILE_NAME
-    return Path("data") / LOCK_FILE_NAME
+    return beside_database(settings.database_url, LOCK_FILE_NAME)
 
 
 class _Lock:
