@@ -307,6 +307,18 @@ class Settings(BaseSettings):
                 ) from None
         return proxies
 
+    @field_validator("host_shutdown_command")
+    @classmethod
+    def _an_argument_vector(cls, argv: list[str]) -> list[str]:
+        """The program by its absolute path (no PATH lookup), and no empty or NUL-bearing argument."""
+        if argv and not os.path.isabs(argv[0]):
+            raise ValueError(
+                f"the program must be an absolute path, e.g. /usr/bin/systemctl (not {argv[0]!r})"
+            )
+        if any(not arg or "\0" in arg for arg in argv):
+            raise ValueError("arguments must be non-empty and free of NUL characters")
+        return argv
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.e2e
 
 OFFDELAY, ONDELAY = 3, 2  # the lab UPS's shutdown and start delays
 WORKERS = ("lab-n2", "lab-n3")
+CHARGE_WAIT = re.compile(r"waiting: charge (3\d|4\d) % of 60 %")  # set to 30 %; it charges on mains
 
 
 @pytest.fixture(scope="module")
@@ -221,14 +223,15 @@ def test_power_lost_again_while_waiting_for_charge_cancels_the_restore(lab: LabC
             return None
 
         deadline = time.monotonic() + 30
-        while (op := waiting()) is None or op["steps"][-1][2] != "waiting: charge 30 % of 60 %":
+        while (op := waiting()) is None or not CHARGE_WAIT.fullmatch(op["steps"][-1][2]):
             assert time.monotonic() < deadline, f"no restore waiting for charge: {op}"
             time.sleep(0.3)
         lab.run("power-fail")  # the next cut comes before the battery is charged
         lab.until(lambda s: s["ups"]["output"].startswith("off"), "the load cut again")
         [cancelled] = [o for o in lab.records("operations", before.operation) if o["id"] == op["id"]]
         assert cancelled["status"] == "cancelled" and "power_loss" in cancelled["summary"]
-        assert cancelled["steps"][-1] == ("wait for power", "cancelled", "waiting: charge 30 % of 60 %")
+        name, state, message = cancelled["steps"][-1]
+        assert (name, state) == ("wait for power", "cancelled") and CHARGE_WAIT.fullmatch(message), message
         assert "wol_wake_cluster" not in _kinds(lab, before)  # nothing was woken into the empty battery
         lab.run("battery", "70")
         lab.run("power-restore")

@@ -10,6 +10,7 @@ and magic packets go out on the lab LAN as they would on a real one.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,14 +20,16 @@ from sqlalchemy.orm import Session
 from upslab import MonitorThread, wait_until
 
 from dbtemplate import copy_migrated_database
-from mko import outages
+from mko import outages, rules
+from mko import shutdown as shutdown_service
 from mko.db import make_engine, make_session_factory
-from mko.db.models import Operation, OperationStatus
+from mko.db.models import ClusterAction, Operation, OperationStatus, PowerEvent
 from mko.lab import Microk8sCluster, RunningLab, configure_microk8s
 from mko.lab.nut import NutServer
 from mko.lab.provision import provision_lab
 from mko.rules import RULE_OPERATION_KIND
 from mko.settings import Settings
+from mko.ups.schemas import RuleCreate
 
 WORKERS, CONTROL_PLANES = ("lab-n3", "lab-n4"), ("lab-n1", "lab-n2")
 
@@ -211,3 +214,36 @@ def test_power_returning_mid_shutdown_stops_it_at_a_safe_point_then_wakes_and_re
     assert sorted(recovery.result["uncordoned"]) == ["lab-n2", "lab-n3", "lab-n4"]
     assert up.status == OperationStatus.SUCCEEDED, up.summary
     assert rig.state() == {h: (True, True, True, False) for h in (*CONTROL_PLANES, *WORKERS)}
+
+
+def test_runtime_low_shuts_down_when_the_battery_will_not_last_the_last_measured_shutdown(
+    rig: Rig, session: Session
+) -> None:
+    # Instead of "after N seconds on battery": when the runtime upsd reports drops below what this
+    # cluster's shutdown takes (never measured yet: 300 s × 1.5 + 60 s = 510 s with the defaults).
+    rules.set_rule_enabled(session, rig.shutdown_rule, False)
+    made = rules.create_rule(
+        session,
+        RuleCreate(
+            ups_id=1,
+            cluster_id=1,
+            power_event=PowerEvent.RUNTIME_LOW,
+            cluster_action=ClusterAction.GRACEFUL_SHUTDOWN,
+        ),
+    )
+    with rig.monitor() as mon:
+        rig.nut.set(status="OB DISCHRG", charge=90, battery_runtime="900")
+        wait_until(lambda: [e.event.value for e in mon.events()] == ["power_loss"], 10, what="power_loss")
+        time.sleep(1)  # several polls with 900 s left: enough for the shutdown
+        assert mon.operations("cluster_shutdown") == []
+        rig.nut.set(battery_runtime="500")
+        shutdown = wait_until(lambda: _finished(mon, "cluster_shutdown"), 30, what="the shutdown")
+        low = next(e for e in mon.events() if e.event.value == "runtime_low")
+        with mon.factory() as fresh:
+            measured = shutdown_service.last_duration(fresh, 1)
+    assert low.detail == {"clusters": [1], "needs": {"1": 510.0}, "runtime": 500.0}
+    assert low.message == "battery runtime 500 s will not last the shutdown: cluster 1 needs 510 s"
+    assert shutdown.status == OperationStatus.SUCCEEDED and shutdown.actor == f"rule:{made.id}"
+    # The next cut is judged by this shutdown's own duration.
+    assert measured is not None and 0 < measured < 30
+    assert rules.runtime_need(rig.settings, measured) == measured * 1.5 + 60

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
@@ -257,3 +258,14 @@ def test_restore_rules_power_cycle_and_outages_over_the_cli_and_api(
     empty = cli.invoke(app, ["ups", "outages", "--open", "--json"])
     assert empty.exit_code == 0 and json.loads(empty.stdout) == []
     assert client.get("/api/ups/monitor").json()["powerdown"] is None
+
+
+def test_the_host_shutdown_command_is_an_argument_vector_with_an_absolute_program(cli: CliRunner) -> None:
+    with pytest.raises(ValidationError, match="absolute path"):
+        Settings(host_shutdown_command=["systemctl", "poweroff"])
+    with pytest.raises(ValidationError, match="non-empty"):
+        Settings(host_shutdown_command=["/usr/bin/systemctl", ""])
+    assert Settings(host_shutdown_command=["/usr/bin/systemctl", "poweroff"]).host_shutdown_command == [
+        "/usr/bin/systemctl",
+        "poweroff",
+    ]

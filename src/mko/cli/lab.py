@@ -90,6 +90,13 @@ def lab_up(
     min_charge: Annotated[
         int | None, typer.Option(help="the restore rule waits for this battery charge (percent)")
     ] = None,
+    shutdown_on: Annotated[
+        str,
+        typer.Option(
+            help="the shutdown rule's event: power_loss (after --shutdown-delay) or runtime_low (when the"
+            " battery will not last the shutdown)"
+        ),
+    ] = "power_loss",
     directory: DirOption = None,
 ) -> None:
     """Build the lab, boot every node until MicroK8s is Ready, and start mko watching its UPS."""
@@ -108,6 +115,7 @@ def lab_up(
         ups_ondelay=ups_ondelay,
         stable_for=stable_for,
         min_charge=min_charge,
+        shutdown_on=shutdown_on,
     )
     spec.check()
     _require_root()
@@ -399,7 +407,10 @@ def lab_scenario_long_outage(
     outage: Annotated[
         float | None,
         typer.Option(
-            "--outage", min=1, max=3600, help="seconds without mains [default: until the battery is empty]"
+            "--outage",
+            min=1,
+            max=3600,
+            help="seconds without mains [default: until 10 s after the UPS cut its load]",
         ),
     ] = None,
     directory: DirOption = None,

@@ -166,6 +166,9 @@ def lab_settings(paths: LabPaths, base: Settings) -> Settings:
             "ssh_connect_timeout": 5.0,
             "poweroff_timeout": 30.0,
             "recovery_timeout": 60.0,
+            # runtime_low at the lab's scale: a shutdown takes seconds here, not minutes.
+            "runtime_low_unmeasured": 10.0,
+            "runtime_low_margin": 5.0,
         }
     )
 

@@ -31,6 +31,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from mko.db.models import PowerEvent
 from mko.errors import ConflictError, InputError, MkoError
 from mko.lab.control import LAB_PORT, LabPaths, check_battery, check_flap, lab_settings, pid_alive
 from mko.lab.harness import RunningLab
@@ -84,6 +85,9 @@ class LabSpec:
     ups_ondelay: int = 3  # seconds mains must hold before the output comes back
     stable_for: int = 2  # the restore rule acts once mains has held this long
     min_charge: int | None = None  # … and once the battery has this charge (percent)
+    shutdown_on: str = (
+        "power_loss"  # the shutdown rule's event: power_loss (after shutdown_delay) or runtime_low
+    )
 
     def check(self) -> None:
         """Raise InputError naming the first impossible field."""
@@ -111,6 +115,8 @@ class LabSpec:
             raise InputError("stable-for", "must be between 0 and 3600 seconds")
         if self.min_charge is not None and not 1 <= self.min_charge <= 100:
             raise InputError("min-charge", "must be between 1 and 100")
+        if self.shutdown_on not in ("power_loss", "runtime_low"):
+            raise InputError("shutdown-on", "must be power_loss or runtime_low")
 
 
 class LabDaemon:
@@ -252,6 +258,7 @@ class LabDaemon:
                     stable_for=self.spec.stable_for,
                     min_charge=self.spec.min_charge,
                     power_cycle=self.spec.orchestrator_on_ups,
+                    shutdown_on=PowerEvent(self.spec.shutdown_on),
                 )
                 password = auth.ensure_first_admin(session, None)
         finally:
@@ -476,7 +483,8 @@ class LabDaemon:
         return {"ups": self._ups()}
 
     def _run_battery(self) -> None:
-        """Drain the battery while on battery (LB at 20 %, the power cut at 0 %), recharge on line."""
+        """Drain the battery while on battery and feeding its output (LB at 20 %, the power cut at 0 %),
+        recharge on line."""
         assert self.nut is not None
         # NOTE: every write must move the .dev file's mtime on by a whole second (see mko.lab.nut).
         tick = max(2.0, self.spec.battery_runtime / 100)
@@ -488,7 +496,8 @@ class LabDaemon:
                 written = float(self.nut.values["battery.charge"])
                 if abs(written - round(charge)) >= 1:  # `mko lab battery` set it meanwhile
                     charge = written
-                charge = charge_after(charge, tick, self.spec.battery_runtime, on_battery=on_battery)
+                if not on_battery or self._output_on:  # with its output off the UPS feeds nothing
+                    charge = charge_after(charge, tick, self.spec.battery_runtime, on_battery=on_battery)
                 status = self.nut.values["ups.status"]
                 if on_battery and charge <= LOW_CHARGE and "LB" not in status.split():
                     status += " LB"

@@ -48,6 +48,7 @@ def provision_lab(
     stable_for: int = 0,
     min_charge: int | None = None,
     power_cycle: bool = False,
+    shutdown_on: PowerEvent = PowerEvent.POWER_LOSS,
 ) -> ProvisionedLab:
     """Register the lab in ``session``'s database, trust its host keys, watch its UPS, add the two rules.
 
@@ -78,9 +79,9 @@ def provision_lab(
         RuleCreate(
             ups_id=ups.id,
             cluster_id=cluster.id,
-            power_event=PowerEvent.POWER_LOSS,
+            power_event=shutdown_on,
             cluster_action=ClusterAction.GRACEFUL_SHUTDOWN,
-            action_delay=shutdown_delay,
+            action_delay=shutdown_delay if shutdown_on == PowerEvent.POWER_LOSS else 0,
         ),
     )
     wake_rule = rules.create_rule(

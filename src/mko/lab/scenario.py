@@ -7,7 +7,8 @@ the lab's database) and tells what happens, with the time of each step::
     mko's host halts and dies with the output → mains returns → the output comes back → mko boots →
     mko restores the outage → every node Ready
 
-Mains returns once the battery is empty (plus a few seconds), or after ``outage`` seconds when given.
+Mains returns 10 s after the UPS's output went off (a power cycle, or an empty battery), or after
+``outage`` seconds when given.
 With ``mko lab up --orchestrator-on-ups`` mko's host is on the UPS; without it mko stays up and simply
 restores the cluster when mains returns. ``bench/outage.py`` reads the same milestones for its figures.
 """
@@ -17,20 +18,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko import outages
-from mko.db.models import Operation
+from mko.db.models import Operation, PowerEvent, UpsEvent, utcnow
 from mko.errors import ConflictError, MkoError
 from mko.lab.control import LabControl
 
 __all__ = ["LongOutage", "ScenarioError"]
 
 _POLL = 0.2
-_EMPTY_GRACE = 5.0  # mains returns this long after the battery ran empty
+_AFTER_CUT = 10.0  # mains returns this long after the UPS's output went off
 
 
 class ScenarioError(MkoError):
@@ -48,6 +50,7 @@ class LongOutage:
     timeout: float = 600.0
     milestones: dict[str, float] = field(default_factory=dict)  # seconds since mains failed
     _began: float = 0.0
+    _since: datetime = field(default_factory=utcnow)
     _seen: set[str] = field(default_factory=set)
 
     def run(self) -> dict[str, float]:
@@ -57,6 +60,7 @@ class LongOutage:
         on_ups = bool((status.get("orchestrator") or {}).get("on_ups"))
         first_op = self._newest_operation_id()
         self._began = time.monotonic()
+        self._since = utcnow()
         ups = self.control.power_fail()["ups"]
         self._note("mains failed", f"mains fails: UPS {ups['status']}, charge {ups['charge']:g} %")
         if not on_ups:
@@ -65,7 +69,6 @@ class LongOutage:
             )
         last_charge = float(ups["charge"])
         restored_at: float | None = None
-        empty_at: float | None = None
         deadline = self._began + self.timeout
         while time.monotonic() < deadline:
             status = self.control.status()
@@ -73,12 +76,13 @@ class LongOutage:
             if restored_at is None and last_charge - charge >= 10:
                 last_charge = charge
                 self.say(self._line(f"battery at {charge:g} %, runtime {status['ups']['runtime']} s"))
-            if restored_at is None and charge <= 0 and empty_at is None:
-                empty_at = time.monotonic()
+            if restored_at is None and charge <= 0:
                 self._note("battery empty", "the battery is empty")
             self._follow(status, first_op)
-            mains_due = (self.outage is not None and time.monotonic() - self._began >= self.outage) or (
-                empty_at is not None and time.monotonic() - empty_at >= _EMPTY_GRACE
+            since = time.monotonic() - self._began
+            cut = self.milestones.get("output off")
+            mains_due = (self.outage is not None and since >= self.outage) or (
+                self.outage is None and cut is not None and since - cut >= _AFTER_CUT
             )
             if restored_at is None and mains_due:
                 ups = self.control.power_restore()["ups"]
@@ -120,6 +124,12 @@ class LongOutage:
         elif "mko down" in self.milestones and status.get("server"):
             self._note("mko booted", "mko's host boots with the output: `mko serve --lab` runs again")
         with self.session_factory() as session:
+            low = select(UpsEvent).where(
+                UpsEvent.event.in_((PowerEvent.RUNTIME_LOW, PowerEvent.LOW_BATTERY)),
+                UpsEvent.occurred_at >= self._since,
+            )
+            for event in session.scalars(low.order_by(UpsEvent.id)):
+                self._note(f"event {event.id}", f"{event.event.value}: {event.message}")
             ops = session.scalars(select(Operation).where(Operation.id > first_op).order_by(Operation.id))
             for op in ops:
                 self._operation(op)
