@@ -26,7 +26,7 @@ from labcli import LabCli, free_port
 
 pytestmark = pytest.mark.e2e
 
-OFFDELAY, ONDELAY = 3, 2  # the lab UPS's shutdown and start delays
+OFFDELAY, ONDELAY = 3, 1  # the lab UPS's shutdown and start delays
 WORKERS = ("lab-n2", "lab-n3")
 CHARGE_WAIT = re.compile(r"waiting: charge (3\d|4\d) % of 60 %")  # set to 30 %; it charges on mains
 
@@ -83,7 +83,7 @@ def before(lab: LabCli) -> Before:
     status = lab.until(_steady, "every node Ready, the UPS on line, mko running", timeout=90)
     assert [o for o in lab.records("outages") if o["open"]] == []
     lab.cluster().update(delays={})
-    lab.run("battery", "100")
+    lab.control().battery(100)
     return Before(
         boots={n["hostname"]: n["boots"] for n in status["nodes"]},
         packets={n["hostname"]: n["packets"] for n in status["nodes"]},
