@@ -22,10 +22,8 @@ mko's own host, last: before the host shutdown command runs, :func:`write_marker
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import os
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mko.db.models import Node, PowerEvent, utcnow
 from mko.db.outage_models import Outage, OutagePhase
 from mko.errors import NotFoundError
+from mko.files import write_atomic
 from mko.probe import probe_tcp
 from mko.settings import Settings, beside_database
 
@@ -233,21 +232,9 @@ def marker_path(settings: Settings) -> Path:
 
 
 def write_marker(settings: Settings, document: dict[str, Any]) -> Path:
-    """Write the marker durably (fsync'd) before mko's host is shut down for power."""
+    """Write the marker durably (fsync'd, atomically) before mko's host is shut down for power."""
     path = marker_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w") as out:
-        json.dump(document, out, indent=1, default=str)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temporary, path)
-    with contextlib.suppress(OSError):  # the rename itself must survive the power cut too
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+    write_atomic(path, json.dumps(document, indent=1, default=str).encode())
     return path
 
 
