@@ -42,6 +42,7 @@ from mko.auth import Principal
 from mko.db.agent_models import Agent, WakeJob, WakeJobStatus
 from mko.db.auth_models import ApiToken, Role
 from mko.db.models import Node, NodeRole, Operation, OperationStatus, WolMethod, utcnow
+from mko.db.session import in_thread_session
 from mko.errors import ConflictError, InputError, NotFoundError
 from mko.power.base import NodeOutcome, NodeSnapshot, OutcomeState, WakeSchedule
 from mko.secrets import SecretBox
@@ -481,26 +482,31 @@ async def wake_remote(
 ) -> list[RemoteWake]:
     """Queue a job per site, wait until each is reported or given up; every node gets an outcome."""
     notify = on_event or (lambda _kind, _outcome: None)
-    with session_factory() as session:
-        parts = _queue(session, settings, operation_id, groups, schedule)
+    # Database work in worker threads: a server runs this on its event loop, beside requests.
+    parts = await in_thread_session(
+        session_factory, lambda session: _queue(session, settings, operation_id, groups, schedule)
+    )
     for part in parts:
         if part.error is not None:
             part.outcomes = {n.node_id: _failed(n, part.error) for n in part.nodes}
             for outcome in part.outcomes.values():
                 notify("failed", outcome)
     pending = [p for p in parts if p.job_id is not None]
+
+    def check(session: Session) -> list[RemoteWake]:
+        return [part for part in pending if _check_job(session, settings, part)]
+
     try:
         while pending:
-            with session_factory() as session:
-                for part in list(pending):
-                    if _check_job(session, settings, part):
-                        pending.remove(part)
-                        for outcome in part.outcomes.values():
-                            notify(outcome.state.value, outcome)
+            for part in await in_thread_session(session_factory, check):
+                pending.remove(part)
+                for outcome in part.outcomes.values():
+                    notify(outcome.state.value, outcome)
             if pending:
                 await jobs_reported.wait(JOB_POLL)
     except BaseException:
         # Cancelled (the server stops, the wake is cancelled): no agent may start these jobs any more.
+        # Done here, not in a worker thread: the task must record this before it ends.
         with session_factory() as session:
             for part in pending:
                 job = session.get(WakeJob, part.job_id)

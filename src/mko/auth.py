@@ -58,6 +58,8 @@ _hasher = PasswordHasher()
 TOKEN_PREFIX = "mko_"  # noqa: S105 - a visible prefix, not a secret
 _RANK = {Role.VIEWER: 1, Role.OPERATOR: 2, Role.ADMIN: 3}
 MIN_PASSWORD = 8
+#: How exactly a token's ``last_used_at`` follows its use.
+LAST_USED_PRECISION = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -233,8 +235,10 @@ def authenticate_token(session: Session, plain: str) -> Principal | None:
     now = utcnow()
     if token is None or token.revoked_at is not None or (token.expires_at and token.expires_at <= now):
         return None
-    token.last_used_at = now
-    session.commit()
+    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_PRECISION:
+        # Not on every request: a burst of reads would otherwise be a burst of writes on one row.
+        token.last_used_at = now
+        session.commit()
     return Principal(name=token.name, role=token.role, kind="token", user_id=token.user_id)
 
 

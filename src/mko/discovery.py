@@ -34,10 +34,11 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from mko import inventory, validation
 from mko.db.models import Node, OperationStatus
+from mko.db.session import in_thread_session
 from mko.errors import ConflictError, InputError
 from mko.operations import Actor, finish_operation, record_step, start_operation
 from mko.probe import ProbeResult, probe_many
@@ -327,8 +328,13 @@ def _live_hosts(
     return seen
 
 
-async def discover(session: Session, settings: Settings, request: DiscoverRequest) -> DiscoveryResult:
-    """Scan ``request.cidr`` and match what answered against the inventory (adds nothing)."""
+async def discover(
+    sessions: sessionmaker[Session], settings: Settings, request: DiscoverRequest
+) -> DiscoveryResult:
+    """Scan ``request.cidr`` and match what answered against the inventory (adds nothing).
+
+    Database work runs in worker threads with short sessions of its own, never across the scan.
+    """
     network = _network(request.cidr, settings, request.force)
     ports = parse_ports(request.ports, settings.discovery_ports)
     if not ports and not request.icmp:
@@ -336,7 +342,8 @@ async def discover(session: Session, settings: Settings, request: DiscoverReques
     if request.add and request.cluster_id is None:
         raise InputError("cluster_id", "name the cluster the new nodes join (--cluster)")
     if request.cluster_id is not None:
-        inventory.get_cluster(session, request.cluster_id)
+        cluster_id = request.cluster_id
+        await in_thread_session(sessions, lambda session: inventory.get_cluster(session, cluster_id))
     addresses = [str(a) for a in (network.hosts() if network.num_addresses > 2 else network)]
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -365,7 +372,7 @@ async def discover(session: Session, settings: Settings, request: DiscoverReques
         names = await _reverse_names([h.ip for h in hosts], settings.discovery_timeout * 2)
         for host in hosts:
             host.hostname = names.get(host.ip)
-    _mark_known(session, hosts)
+    await in_thread_session(sessions, lambda session: _mark_known(session, hosts))
     return DiscoveryResult(
         cidr=str(network),
         ports=ports,
@@ -472,10 +479,13 @@ def add_discovered(
 
 
 async def discover_and_add(
-    session: Session, settings: Settings, request: DiscoverRequest, actor: Actor
+    sessions: sessionmaker[Session], settings: Settings, request: DiscoverRequest, actor: Actor
 ) -> DiscoveryResult:
     """:func:`discover`, then :func:`add_discovered` when the request asks for it."""
-    result = await discover(session, settings, request)
-    if request.add and request.cluster_id is not None:
-        add_discovered(session, result, cluster_id=request.cluster_id, actor=actor)
+    result = await discover(sessions, settings, request)
+    cluster_id = request.cluster_id
+    if request.add and cluster_id is not None:
+        await in_thread_session(
+            sessions, lambda session: add_discovered(session, result, cluster_id=cluster_id, actor=actor)
+        )
     return result

@@ -21,6 +21,7 @@ arms the card for the magic packet.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import logging
@@ -30,12 +31,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from mko import inventory, validation
 from mko.db.models import Node, Operation, OperationStatus, WolMethod, utcnow
+from mko.db.session import in_thread_session
 from mko.errors import ConflictError, InputError, MkoError, PowerError, UnsupportedActionError
-from mko.operations import Actor, finish_operation, record_step, start_operation
+from mko.operations import Actor, finish_operation, get_operation, record_step, start_operation
 from mko.schemas import WolConfigure
 from mko.settings import Settings
 from mko.ssh import SshError, SshSession, SshTarget, SshUnreachableError, connect
@@ -590,7 +592,7 @@ def describe_row(row: dict[str, Any]) -> str:
 
 
 async def collect_macs(
-    session: Session,
+    sessions: sessionmaker[Session],
     settings: Settings,
     node_ids: Sequence[int] | None,
     *,
@@ -598,52 +600,68 @@ async def collect_macs(
     actor: Actor,
     on_result: Callable[[dict[str, Any]], None] | None = None,
 ) -> Operation:
-    """Read every node's interfaces over SSH at once and store their MACs; one operation, a step each."""
-    nodes = _nodes_for(session, node_ids)
-    if not nodes:
-        raise ConflictError("there are no nodes to collect MAC addresses from")
-    operation = start_operation(
-        session,
-        kind="wol_collect_mac",
-        target_type="nodes",
-        target_id=None,
-        actor=actor,
-        parameters={"node_ids": [n.id for n in nodes], "overwrite": overwrite},
-        summary=f"collecting MAC addresses of {len(nodes)} node(s)",
-    )
+    """Read every node's interfaces over SSH at once and store their MACs; one operation, a step each.
+
+    Database work runs in worker threads with short sessions of its own, never across the SSH waits.
+    """
+
+    def begin(session: Session) -> tuple[int, dict[int, tuple[SshTarget, str]]]:
+        nodes = _nodes_for(session, node_ids)
+        if not nodes:
+            raise ConflictError("there are no nodes to collect MAC addresses from")
+        operation = start_operation(
+            session,
+            kind="wol_collect_mac",
+            target_type="nodes",
+            target_id=None,
+            actor=actor,
+            parameters={"node_ids": [n.id for n in nodes], "overwrite": overwrite},
+            summary=f"collecting MAC addresses of {len(nodes)} node(s)",
+        )
+        return operation.id, {n.id: (SshTarget.of(n, settings), n.ip_address) for n in nodes}
+
+    operation_id, targets = await in_thread_session(sessions, begin)
     started = utcnow()
     limit = asyncio.Semaphore(settings.ssh_parallel)
-    targets = {n.id: (SshTarget.of(n, settings), n.ip_address) for n in nodes}
 
     async def one(node_id: int) -> NodeNetwork:
         target, node_ip = targets[node_id]
         async with limit:
             return await _read_node(target, settings, node_ip)
 
+    def store(session: Session, *, facts: NodeNetwork) -> dict[str, Any]:
+        node = inventory.get_node(session, facts.node_id)
+        row = apply_network_facts(session, node, facts, overwrite=overwrite)
+        record_step(
+            session,
+            session.get_one(Operation, operation_id),
+            name=f"collect {node.hostname}",
+            status=_ROW_STATUS[row["state"]],
+            node_id=node.id,
+            message=describe_row(row),
+            detail=row,
+            started_at=started,
+        )
+        return row
+
     rows: list[dict[str, Any]] = []
     try:
-        for future in asyncio.as_completed([one(n.id) for n in nodes]):
+        for future in asyncio.as_completed([one(node_id) for node_id in targets]):
             facts = await future
-            node = inventory.get_node(session, facts.node_id)
-            row = apply_network_facts(session, node, facts, overwrite=overwrite)
+            row = await in_thread_session(sessions, functools.partial(store, facts=facts))
             rows.append(row)
-            record_step(
-                session,
-                operation,
-                name=f"collect {node.hostname}",
-                status=_ROW_STATUS[row["state"]],
-                node_id=node.id,
-                message=describe_row(row),
-                detail=row,
-                started_at=started,
-            )
             if on_result is not None:
                 on_result(row)
     except asyncio.CancelledError:
-        finish_operation(session, operation, status=OperationStatus.CANCELLED, summary="cancelled")
+        # Here, not in a worker thread: the task is being cancelled and must record that before it ends.
+        with sessions() as session:
+            operation = session.get_one(Operation, operation_id)
+            finish_operation(session, operation, status=OperationStatus.CANCELLED, summary="cancelled")
         raise
     rows.sort(key=lambda r: r["node_id"])
-    return _finish_collect(session, operation, rows)
+    return await in_thread_session(
+        sessions, lambda session: _finish_collect(session, get_operation(session, operation_id), rows)
+    )
 
 
 def _finish_collect(session: Session, operation: Operation, rows: list[dict[str, Any]]) -> Operation:
@@ -692,7 +710,7 @@ def nic_status(node: Node) -> dict[str, Any]:
 
 
 async def set_nic_wol(
-    session: Session,
+    sessions: sessionmaker[Session],
     settings: Settings,
     node_id: int,
     *,
@@ -705,100 +723,129 @@ async def set_nic_wol(
     Any failure (unreachable node, unknown host key, a card without magic-packet support, a read-back
     that disagrees) fails the operation and leaves the flag as it was; what was read from the card is
     still stored. ``flag_only`` changes only mko's flag, for a node that cannot be reached now.
+    Database work runs in worker threads with short sessions of its own, never across the SSH waits.
     """
-    node = inventory.get_node(session, node_id)
     verb = "enable" if enable else "disable"
-    operation = start_operation(
-        session,
-        kind=f"wol_{verb}",
-        target_type="node",
-        target_id=node.id,
-        actor=actor,
-        parameters={"wol_enabled": enable, "flag_only": flag_only},
-        summary=f"{verb} Wake-on-LAN on {node.hostname}",
-    )
+
+    def begin(session: Session) -> tuple[Node, int]:
+        node = inventory.get_node(session, node_id)
+        operation = start_operation(
+            session,
+            kind=f"wol_{verb}",
+            target_type="node",
+            target_id=node.id,
+            actor=actor,
+            parameters={"wol_enabled": enable, "flag_only": flag_only},
+            summary=f"{verb} Wake-on-LAN on {node.hostname}",
+        )
+        return node, operation.id
+
+    node, operation_id = await in_thread_session(sessions, begin)
     if flag_only or node.wol_method not in MAGIC_METHODS:
         why = (
             "flag only, as asked: the network card was not touched"
             if flag_only
             else f"method {node.wol_method.value}: the node is not woken by its network card"
         )
-        return _set_flag(session, operation, node, enable, why, nic=None)
+        return await in_thread_session(
+            sessions,
+            lambda session: _set_flag(session, operation_id, node_id, enable, why, nic=None, card={}),
+        )
     target = SshTarget.of(node, settings)
-    steps = _Steps(session, operation, node.id)
+    steps = _Steps(sessions, operation_id, node.id)
     nic: dict[str, Any] = {}
+    card: dict[str, Any] = {}  # what was read from the network card, stored on the node in the end
     try:
         async with connect(target, settings) as remote:
-            steps.ok("connect", f"{target.user}@{target.address}, host key verified")
-            interfaces = await read_interfaces(remote)
-            card, mac = _card_for(node, interfaces)
-            other = session.scalars(
-                select(Node).where(Node.wol_mac_address == mac, Node.id != node.id)
-            ).first()
-            if other is not None:
-                raise NicError(
-                    f"MAC {mac} of {card.name} already belongs to node {other.id} ({other.hostname})"
-                )
-            nic |= {"interface": card.name, "mac": mac}
-            steps.ok(
-                "find network card",
-                f"{card.name} has {mac}",
-                {"interfaces": [i.as_dict() for i in interfaces]},
-            )
-            before, record = await read_wol(remote, card.name)
-            _store_wol(node, card.name, before, None)
-            nic |= {"supports_wake_on": before.supports, "wake_on_before": before.wake_on}
-            steps.ok(
-                "read Wake-on", f"Supports Wake-on: {before.supports}, Wake-on: {before.wake_on}", record
-            )
-            if enable and not before.magic_capable:
-                shown = before.supports if before.supports is not None else "not reported by the driver"
-                raise UnsupportedActionError(
-                    f"{target.label}: NIC {card.name} cannot wake on magic packet (Supports Wake-on: {shown})"
-                )
-            if not enable and not before.supports:
-                steps.ok("nothing to disable", f"{card.name} reports no Wake-on-LAN support")
-            else:
-                await _configure_card(remote, steps, node, card.name, mac, enable, nic)
-            if node.wol_mac_address is None:
-                node.wol_mac_address = mac  # what `wol collect-mac` would have stored
+            await steps.ok("connect", f"{target.user}@{target.address}, host key verified")
+            await _arm(remote, sessions, steps, node, target.label, enable, nic, card)
     except (SshError, NicError, UnsupportedActionError) as exc:
-        steps.add("configure network card", OperationStatus.FAILED, str(exc))
-        session.commit()
         summary = f"{verb} failed, flag unchanged: {exc}"
-        finish_operation(
-            session, operation, status=OperationStatus.FAILED, summary=summary, result={"nic": nic}
-        )
-        log.warning("node %s: wol %s failed: %s", node.id, verb, exc)
-        message = f"{exc} (operation {operation.id})"
+        reason = str(exc)
+
+        def fail(session: Session) -> None:
+            _update_node(session, node_id, card)
+            steps.record(session, "configure network card", OperationStatus.FAILED, reason)
+            operation = session.get_one(Operation, operation_id)
+            finish_operation(
+                session, operation, status=OperationStatus.FAILED, summary=summary, result={"nic": nic}
+            )
+
+        await in_thread_session(sessions, fail)
+        log.warning("node %s: wol %s failed: %s", node_id, verb, exc)
+        message = f"{exc} (operation {operation_id})"
         if isinstance(exc, SshUnreachableError):
             message += '; to change only mko\'s flag: --flag-only (API: {"flag_only": true})'
         if isinstance(exc, UnsupportedActionError):
             raise UnsupportedActionError(message) from exc
         raise NicError(message) from exc
-    session.commit()
-    return _set_flag(session, operation, node, enable, nic.get("persistence_detail", ""), nic=nic)
+    why = nic.get("persistence_detail", "")
+    return await in_thread_session(
+        sessions, lambda session: _set_flag(session, operation_id, node_id, enable, why, nic=nic, card=card)
+    )
+
+
+async def _arm(
+    remote: SshSession,
+    sessions: sessionmaker[Session],
+    steps: _Steps,
+    node: Node,
+    label: str,
+    enable: bool,
+    nic: dict[str, Any],
+    card: dict[str, Any],
+) -> None:
+    """Find the node's card, read its Wake-on, and set it (``nic``, ``card``: what was found)."""
+    interfaces = await read_interfaces(remote)
+    interface, mac = _card_for(node, interfaces)
+    other = await in_thread_session(sessions, lambda session: _mac_owner(session, mac, node.id))
+    if other is not None:
+        raise NicError(f"MAC {mac} of {interface.name} already belongs to node {other.id} ({other.hostname})")
+    nic |= {"interface": interface.name, "mac": mac}
+    await steps.ok(
+        "find network card", f"{interface.name} has {mac}", {"interfaces": [i.as_dict() for i in interfaces]}
+    )
+    before, record = await read_wol(remote, interface.name)
+    card |= _wol_fields(interface.name, before, None)
+    nic |= {"supports_wake_on": before.supports, "wake_on_before": before.wake_on}
+    await steps.ok("read Wake-on", f"Supports Wake-on: {before.supports}, Wake-on: {before.wake_on}", record)
+    if enable and not before.magic_capable:
+        shown = before.supports if before.supports is not None else "not reported by the driver"
+        raise UnsupportedActionError(
+            f"{label}: NIC {interface.name} cannot wake on magic packet (Supports Wake-on: {shown})"
+        )
+    if not enable and not before.supports:
+        await steps.ok("nothing to disable", f"{interface.name} reports no Wake-on-LAN support")
+    else:
+        card |= await _configure_card(remote, steps, interface.name, mac, enable, nic)
+    if node.wol_mac_address is None:
+        card["wol_mac_address"] = mac  # what `wol collect-mac` would have stored
+
+
+def _mac_owner(session: Session, mac: str, node_id: int) -> Node | None:
+    """Another node that already has ``mac``."""
+    return session.scalars(select(Node).where(Node.wol_mac_address == mac, Node.id != node_id)).first()
 
 
 async def _configure_card(
-    remote: SshSession, steps: _Steps, node: Node, interface: str, mac: str, enable: bool, nic: dict[str, Any]
-) -> None:
-    """Set Wake-on now, make it persistent, and read it back."""
+    remote: SshSession, steps: _Steps, interface: str, mac: str, enable: bool, nic: dict[str, Any]
+) -> dict[str, Any]:
+    """Set Wake-on now, make it persistent, and read it back; the node's fields to store."""
     modes = "g" if enable else "d"
     result = await remote.run(["ethtool", "-s", interface, "wol", modes], sudo=True)
     if not result.ok:
         raise NicError(f"`{result.command}` exited {result.exit_status}: {result.stderr.strip()[-300:]}")
-    steps.ok(f"ethtool -s {interface} wol {modes}", "applied", result.as_dict())
+    await steps.ok(f"ethtool -s {interface} wol {modes}", "applied", result.as_dict())
     method, description, commands = await persist(remote, interface, mac, enable)
     nic |= {"persistence": method, "persistence_detail": description}
     status = OperationStatus.SUCCEEDED if method != "none" else OperationStatus.PARTIAL
-    steps.add("persist", status, description, {"commands": commands})
+    await steps.add("persist", status, description, {"commands": commands})
     after, record = await read_wol(remote, interface)
-    _store_wol(node, interface, after, method)
     nic["wake_on"] = after.wake_on
     if after.magic_armed != enable:
         raise NicError(f"read back Wake-on: {after.wake_on} on {interface}, expected {modes}")
-    steps.ok("read back", f"Wake-on: {after.wake_on}", record)
+    await steps.ok("read back", f"Wake-on: {after.wake_on}", record)
+    return _wol_fields(interface, after, method)
 
 
 def _card_for(node: Node, interfaces: list[Interface]) -> tuple[Interface, str]:
@@ -816,18 +863,39 @@ def _card_for(node: Node, interfaces: list[Interface]) -> tuple[Interface, str]:
     return choice.interface, choice.mac
 
 
-def _store_wol(node: Node, interface: str, wol: EthtoolWol, persistence: str | None) -> None:
-    node.nic_interface = interface
-    node.nic_wol_supported = wol.supports if wol.supports is not None else ""
-    node.nic_wol_state = wol.wake_on if wol.wake_on is not None else ""
+def _wol_fields(interface: str, wol: EthtoolWol, persistence: str | None) -> dict[str, Any]:
+    """The node's NIC fields for what ethtool reported."""
+    fields = {
+        "nic_interface": interface,
+        "nic_wol_supported": wol.supports if wol.supports is not None else "",
+        "nic_wol_state": wol.wake_on if wol.wake_on is not None else "",
+        "nic_checked_at": utcnow(),
+    }
     if persistence is not None:
-        node.nic_wol_persistence = persistence
-    node.nic_checked_at = utcnow()
+        fields["nic_wol_persistence"] = persistence
+    return fields
+
+
+def _update_node(session: Session, node_id: int, fields: dict[str, Any]) -> Node:
+    node = inventory.get_node(session, node_id)
+    for name, value in fields.items():
+        setattr(node, name, value)
+    session.commit()
+    return node
 
 
 def _set_flag(
-    session: Session, operation: Operation, node: Node, enable: bool, why: str, *, nic: dict[str, Any] | None
+    session: Session,
+    operation_id: int,
+    node_id: int,
+    enable: bool,
+    why: str,
+    *,
+    nic: dict[str, Any] | None,
+    card: dict[str, Any],
 ) -> WolChange:
+    node = _update_node(session, node_id, card)
+    operation = session.get_one(Operation, operation_id)
     try:
         inventory.configure_wol(session, node.id, WolConfigure(wol_enabled=enable))
     except MkoError as exc:
@@ -853,24 +921,42 @@ def _set_flag(
         summary=summary,
         result={"wol_enabled": enable, "nic": nic},
     )
+    # With its cluster loaded: callers show the node (its wake site) after this session is closed.
+    node = session.get_one(Node, node_id, options=[joinedload(Node.cluster)], populate_existing=True)
     return WolChange(node, operation, nic)
 
 
 class _Steps:
-    """Records the steps of a NIC configuration as they happen."""
+    """Records the steps of a NIC configuration as they happen, each in a worker thread of its own."""
 
-    def __init__(self, session: Session, operation: Operation, node_id: int) -> None:
-        self.session = session
-        self.operation = operation
+    def __init__(self, sessions: sessionmaker[Session], operation_id: int, node_id: int) -> None:
+        self.sessions = sessions
+        self.operation_id = operation_id
         self.node_id = node_id
         self.started = utcnow()
 
-    def add(
-        self, name: str, status: OperationStatus, message: str, detail: dict[str, Any] | None = None
+    def record(
+        self,
+        session: Session,
+        name: str,
+        status: OperationStatus,
+        message: str,
+        detail: dict[str, Any] | None = None,
     ) -> None:
-        record_step(self.session, self.operation, name=name, status=status, node_id=self.node_id,
+        """Record a step in ``session``."""
+        operation = session.get_one(Operation, self.operation_id)
+        record_step(session, operation, name=name, status=status, node_id=self.node_id,
                     message=message, detail=detail, started_at=self.started)  # fmt: skip
         self.started = utcnow()
 
-    def ok(self, name: str, message: str, detail: dict[str, Any] | None = None) -> None:
-        self.add(name, OperationStatus.SUCCEEDED, message, detail)
+    async def add(
+        self, name: str, status: OperationStatus, message: str, detail: dict[str, Any] | None = None
+    ) -> None:
+        """Record a step now."""
+        await in_thread_session(
+            self.sessions, lambda session: self.record(session, name, status, message, detail)
+        )
+
+    async def ok(self, name: str, message: str, detail: dict[str, Any] | None = None) -> None:
+        """Record a step that succeeded."""
+        await self.add(name, OperationStatus.SUCCEEDED, message, detail)

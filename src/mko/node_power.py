@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mko import inventory
 from mko.agents import AGENT_METHODS
 from mko.db.models import Operation, OperationStatus, OperationStep, utcnow
+from mko.db.session import in_thread_session
 from mko.errors import InputError, UnsupportedActionError
 from mko.operations import Actor, finish_operation, start_operation
 from mko.power import driver_class, driver_lookup
@@ -27,13 +29,26 @@ from mko.power.base import (
     NodeSnapshot,
     OutcomeState,
     PowerAction,
+    PowerDriver,
+    PowerState,
     WakeSchedule,
     power_off,
     power_on,
 )
 from mko.settings import Settings
 
-__all__ = ["ACTIONS", "POWER_KIND_PREFIX", "PreparedPower", "power_status", "run_power", "start_power"]
+__all__ = [
+    "ACTIONS",
+    "POWER_KIND_PREFIX",
+    "PowerTarget",
+    "PreparedPower",
+    "describe_power",
+    "power_status",
+    "power_target",
+    "read_power",
+    "run_power",
+    "start_power",
+]
 
 POWER_KIND_PREFIX = "power"
 ACTIONS = tuple(a.value for a in PowerAction)
@@ -138,7 +153,8 @@ async def run_power(
     [outcome] = outcomes
     good = {OutcomeState.UP, OutcomeState.OFF} | (set() if prepared.schedule.wait else {OutcomeState.SENT})
     status = OperationStatus.SUCCEEDED if outcome.state in good else OperationStatus.FAILED
-    with session_factory() as session:
+
+    def close(session: Session) -> Operation:
         operation = session.get_one(Operation, prepared.operation_id)
         for step in operation.steps:
             step.status, step.message, step.detail = status, outcome.describe(), outcome.as_dict()
@@ -151,9 +167,23 @@ async def run_power(
             result={"nodes": [outcome.as_dict()], "verified": prepared.schedule.wait},
         )
 
+    # In a worker thread: a server runs this on its event loop, beside requests.
+    return await in_thread_session(session_factory, close)
 
-async def power_status(session: Session, settings: Settings, node_id: int) -> dict[str, Any]:
-    """The node's power state as its driver reports it (a TCP probe for magic-packet nodes)."""
+
+@dataclass(frozen=True)
+class PowerTarget:
+    """A node whose power state can be read, with its driver class (read from the database first)."""
+
+    node: NodeSnapshot
+    driver: type[PowerDriver]
+    # The refresher's last TCP probe: what a magic-packet node's driver would read (None: not probed).
+    probed_up: bool | None = None
+    probed_at: datetime | None = None
+
+
+def power_target(session: Session, node_id: int) -> PowerTarget:
+    """The node and its driver for a status read; 409 when its driver cannot read the power state."""
     node = inventory.get_node(session, node_id)
     snapshot = NodeSnapshot.of(node)
     cls = driver_class(node.wol_method)
@@ -163,17 +193,34 @@ async def power_status(session: Session, settings: Settings, node_id: int) -> di
         )
     if not cls.supports(STATUS):
         raise cls.unsupported(snapshot, STATUS)
-    driver = cls.create(settings)
+    return PowerTarget(snapshot, cls, node.reachable, node.reachability_checked_at)
+
+
+async def read_power(settings: Settings, target: PowerTarget) -> PowerState:
+    """Ask the node's driver for its power state now (a TCP probe for magic-packet nodes)."""
+    driver = target.driver.create(settings)
     try:
-        state = await driver.query(snapshot)
+        return await driver.query(target.node)
     finally:
         await driver.aclose()
-    source = cls.label if cls.verify_by_query else f"TCP probe of port {snapshot.probe_port}"
+
+
+def describe_power(target: PowerTarget, state: PowerState | None, **extra: Any) -> dict[str, Any]:
+    """The status document of the API and CLI (``state`` None: not known)."""
+    cls = target.driver
+    source = cls.label if cls.verify_by_query else f"TCP probe of port {target.node.probe_port}"
     return {
-        "node_id": node.id,
-        "hostname": node.hostname,
-        "method": node.wol_method.value,
-        "state": state.value,
+        "node_id": target.node.node_id,
+        "hostname": target.node.hostname,
+        "method": target.node.method.value,
+        "state": (state or PowerState.UNKNOWN).value,
         "source": source,
         "actions": sorted(a for a in cls.actions if a != STATUS),
+        **extra,
     }
+
+
+async def power_status(session: Session, settings: Settings, node_id: int) -> dict[str, Any]:
+    """The node's power state as its driver reports it now (a TCP probe for magic-packet nodes)."""
+    target = power_target(session, node_id)
+    return describe_power(target, await read_power(settings, target))

@@ -9,6 +9,7 @@ own ``/etc/pve/pve-root-ca.pem``), or a pinned SHA-256 certificate fingerprint.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
@@ -32,10 +33,13 @@ from mko.secrets import SecretBox, check_secret_destination
 from mko.settings import Settings
 
 __all__ = [
+    "HostLogin",
     "check_host",
+    "check_login",
     "create_host",
     "delete_host",
     "get_host",
+    "host_login",
     "list_hosts",
     "node_counts",
     "update_host",
@@ -123,17 +127,37 @@ def delete_host(session: Session, host_id: int) -> None:
     _commit(session, "Proxmox host is still referenced")
 
 
-async def check_host(session: Session, settings: Settings, host_id: int) -> dict[str, Any]:
-    """Connect and log in as mko would: version, nodes and number of guests, or a PowerError."""
-    from mko.power.proxmox import check_endpoint
+@dataclass(frozen=True)
+class HostLogin:
+    """What a check of a Proxmox host needs, read from the database (the secret decrypted)."""
 
+    id: int
+    name: str
+    endpoint: ProxmoxEndpoint
+    secret: str
+    timeout: float
+
+
+def host_login(session: Session, settings: Settings, host_id: int) -> HostLogin:
+    """The host's endpoint and secret for :func:`check_login`."""
     host = get_host(session, host_id)
-    endpoint = ProxmoxEndpoint.of(host)
     if not host.secret_encrypted:
         raise InputError("secret", f"Proxmox host {host_id} has no secret stored")
     secret = SecretBox.from_settings(settings).decrypt(host.secret_encrypted)
-    result = await check_endpoint(endpoint, secret, settings.power_api_timeout)
-    return {"id": host.id, "name": host.name, **result}
+    return HostLogin(host.id, host.name, ProxmoxEndpoint.of(host), secret, settings.power_api_timeout)
+
+
+async def check_login(login: HostLogin) -> dict[str, Any]:
+    """Connect and log in as mko would: version, nodes and number of guests, or a PowerError."""
+    from mko.power.proxmox import check_endpoint
+
+    result = await check_endpoint(login.endpoint, login.secret, login.timeout)
+    return {"id": login.id, "name": login.name, **result}
+
+
+async def check_host(session: Session, settings: Settings, host_id: int) -> dict[str, Any]:
+    """:func:`check_login` of host ``host_id``."""
+    return await check_login(host_login(session, settings, host_id))
 
 
 _COLUMNS = ("name", "host", "port", "token_id", "username", "verify_tls", "ca_file", "fingerprint")

@@ -18,20 +18,31 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko.db.models import Node, utcnow
+from mko.db.session import in_thread_session
 from mko.probe import probe_many
 
-__all__ = ["Reachability", "Refresher", "probe_concurrency", "probe_nodes", "record_reachability"]
+__all__ = [
+    "Reachability",
+    "Refresher",
+    "probe_and_record",
+    "probe_concurrency",
+    "probe_nodes",
+    "record_reachability",
+    "stored_reachability",
+]
 
 log = logging.getLogger("mko.reachability")
 
 
 class Reachability(BaseModel):
-    """One node's probe result."""
+    """One node's probe result (``up`` None: never probed), and when it was taken."""
 
-    up: bool
+    up: bool | None
     port: int
     latency_ms: float | None = None
     error: str | None = None
+    checked_at: datetime | None = None
+    age_seconds: float | None = None
 
 
 def probe_concurrency() -> int:
@@ -60,6 +71,32 @@ async def probe_nodes(
             error=result.error,
         )
     return answer
+
+
+def stored_reachability(nodes: Sequence[Node]) -> dict[int, Reachability]:
+    """What the last probes found (the refresher's, or an operator's refresh), with their age."""
+    now = utcnow()
+    return {
+        node.id: Reachability(
+            up=node.reachable if node.reachability_checked_at is not None else None,
+            port=node.probe_port or node.ssh_port,
+            checked_at=node.reachability_checked_at,
+            age_seconds=None
+            if node.reachability_checked_at is None
+            else round((now - node.reachability_checked_at).total_seconds(), 1),
+        )
+        for node in nodes
+    }
+
+
+async def probe_and_record(
+    sessions: sessionmaker[Session], nodes: Sequence[Node], timeout: float
+) -> dict[int, Reachability]:
+    """Probe ``nodes`` now and store the results on them (in a worker thread), as the refresher does."""
+    results = await probe_nodes(nodes, timeout)
+    now = utcnow()
+    await in_thread_session(sessions, lambda session: record_reachability(session, results, now))
+    return {node_id: result.model_copy(update={"checked_at": now}) for node_id, result in results.items()}
 
 
 # ------------------------------------------------------------------ the background refresher
@@ -107,13 +144,15 @@ class Refresher:
         """Probe every node once and store the results."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        with self.session_factory() as session:
-            nodes = list(session.scalars(select(Node).order_by(Node.id)))
-            session.expunge_all()
+        # Database work in worker threads: this loop shares the server's event loop with requests.
+        nodes = await in_thread_session(
+            self.session_factory, lambda session: list(session.scalars(select(Node).order_by(Node.id)))
+        )
         results = await probe_nodes(nodes, self.timeout)
         now = self.clock()
-        with self.session_factory() as session:
-            changed = record_reachability(session, results, now)
+        changed = await in_thread_session(
+            self.session_factory, lambda session: record_reachability(session, results, now)
+        )
         self.last_refresh, self.last_duration = now, loop.time() - started
         if changed:
             log.info("reachability: %d of %d node(s) changed state", changed, len(results))

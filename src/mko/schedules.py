@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import anyio.to_thread
 from croniter import croniter
 from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, or_, select
@@ -532,7 +533,12 @@ class Scheduler:
 
     async def tick(self) -> list[asyncio.Task[Operation]]:
         """Handle every run due by now: start it (returns the running tasks) or report it missed."""
-        now = self.clock()
+        # The database part in a worker thread: the scheduler shares the server's event loop.
+        prepared = await anyio.to_thread.run_sync(self._due_runs, self.clock())
+        return [self._spawn(self._execute(run)) for run in prepared]
+
+    def _due_runs(self, now: datetime) -> list[PreparedRun]:
+        """Record the runs due by ``now`` (and report missed ones); the runs to start."""
         fired: list[tuple[int, datetime]] = []
         with self.context.session_factory() as session:
             query = select(Schedule).where(Schedule.enabled.is_(True)).order_by(Schedule.id)
@@ -552,7 +558,7 @@ class Scheduler:
                 session.commit()
                 if due.missed:
                     self._report_missed(session, schedule, due, now)
-            tasks = []
+            runs = []
             # One at a time: each run's operation exists before the next run checks for conflicts.
             for schedule_id, run_at in fired:
                 try:
@@ -562,8 +568,8 @@ class Scheduler:
                     session.rollback()
                     continue
                 if prepared is not None:
-                    tasks.append(self._spawn(self._execute(prepared)))
-        return tasks
+                    runs.append(prepared)
+        return runs
 
     def next_due(self, now: datetime) -> datetime | None:
         """The earliest next run of any enabled schedule."""
@@ -719,7 +725,7 @@ class Scheduler:
             try:
                 await self.tick()
                 now = self.clock()
-                upcoming = self.next_due(now)
+                upcoming = await anyio.to_thread.run_sync(self.next_due, now)
             except Exception:
                 log.exception("scheduler pass failed; trying again")
                 upcoming, now = None, self.clock()

@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="address `mko serve` listens on")
     port: int = Field(default=8080, ge=1, le=65535, description="port `mko serve` listens on")
+    worker_threads: int = Field(
+        default=40,
+        ge=4,
+        le=1000,
+        description="threads `mko serve` runs database work in; the connection pool keeps one per thread",
+    )
     log_dir: Path = Field(default=Path("logs"), description="directory of orchestrator.log")
     log_level: str = Field(default="INFO")
     log_max_bytes: int = Field(default=5_000_000, description="rotate orchestrator.log at this size")
@@ -51,6 +57,13 @@ class Settings(BaseSettings):
     )
     probe_interval: float = Field(default=1.0, gt=0, description="seconds between reachability probes")
     probe_timeout: float = Field(default=1.0, gt=0, description="TCP connect timeout of one probe")
+    live_read_interval: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="an operator's ?refresh=true reads a node or UPS at most this often; callers in"
+        " between get that reading and its age",
+    )
 
     ups_monitor_enabled: bool = Field(
         default=True, description="`mko serve` watches the UPSes and runs rules"

@@ -49,6 +49,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mko import inventory, outages, ownership, schedules, ssh
 from mko.db.models import (
     UPS,
+    Cluster,
     ClusterAction,
     Node,
     NodeRole,
@@ -72,6 +73,7 @@ from mko.ups.service import target_of
 
 __all__ = [
     "SHUTDOWN_KINDS",
+    "PlanInputs",
     "PlannedStep",
     "PreparedRecovery",
     "PreparedShutdown",
@@ -80,6 +82,8 @@ __all__ = [
     "build_plan",
     "kube_name",
     "last_duration",
+    "plan_for",
+    "plan_inputs",
     "plan_shutdown",
     "ready_nodes",
     "run_recovery",
@@ -279,29 +283,53 @@ def build_plan(
     return plan
 
 
-async def plan_shutdown(
-    session: Session, settings: Settings, cluster_id: int, *, force: bool, ups_id: int | None = None
-) -> ShutdownPlan:
-    """Work out the order; the drain host is the first control plane whose SSH port answers.
+@dataclass
+class PlanInputs:
+    """What a shutdown plan is made of, read from the database (before any node is probed)."""
 
-    ``ups_id``: the shutdown is for this UPS (an outage): every node is probed, so the outage knows
-    which were up, and the plan ends with the UPS's power cycle and mko's own host where configured.
-    Without it the plan shows how a shutdown for each UPS whose rules act on the cluster would end.
-    """
+    cluster: Cluster
+    nodes: list[Node]
+    ups_id: int | None
+    finales: list[UpsFinale]
+
+
+def plan_inputs(
+    session: Session, settings: Settings, cluster_id: int, ups_id: int | None = None
+) -> PlanInputs:
+    """The cluster, its nodes and how a shutdown for ``ups_id`` ends (ConflictError: no nodes)."""
     cluster = inventory.get_cluster(session, cluster_id)
     nodes = inventory.list_nodes(session, cluster_id)
     if not nodes:
         raise ConflictError(f"cluster {cluster_id} has no nodes")
     if ups_id is not None and session.get(UPS, ups_id) is None:
         raise InputError("ups_id", f"UPS {ups_id} does not exist")
+    return PlanInputs(cluster, nodes, ups_id, _finales(session, settings, cluster_id, ups_id))
+
+
+async def plan_for(inputs: PlanInputs, settings: Settings, *, force: bool) -> ShutdownPlan:
+    """Work out the order; the drain host is the first control plane whose SSH port answers.
+
+    With ``inputs.ups_id`` the shutdown is for this UPS (an outage): every node is probed, so the
+    outage knows which were up, and the plan ends with the UPS's power cycle and mko's own host where
+    configured. Without it the plan shows how a shutdown for each UPS whose rules act on the cluster
+    would end. No database work: an API route awaits this between worker-thread sessions.
+    """
+    nodes = inputs.nodes
     controls = [n for n in nodes if n.role == NodeRole.CONTROL_PLANE]
     drain_host = await _reachable_control_plane(controls, settings.probe_timeout)
-    plan = build_plan(cluster.id, cluster.name, nodes, drain_host, force=force)
-    plan.ups_id = ups_id
-    plan.finales = _finales(session, settings, cluster_id, ups_id)
-    if ups_id is not None:
+    plan = build_plan(inputs.cluster.id, inputs.cluster.name, nodes, drain_host, force=force)
+    plan.ups_id = inputs.ups_id
+    plan.finales = inputs.finales
+    if inputs.ups_id is not None:
         plan.nodes_up = sorted(await outages.answering(nodes, settings))
     return plan
+
+
+async def plan_shutdown(
+    session: Session, settings: Settings, cluster_id: int, *, force: bool, ups_id: int | None = None
+) -> ShutdownPlan:
+    """:func:`plan_for` the cluster ``cluster_id`` (``ups_id``: a shutdown for that UPS)."""
+    return await plan_for(plan_inputs(session, settings, cluster_id, ups_id), settings, force=force)
 
 
 def _finales(session: Session, settings: Settings, cluster_id: int, ups_id: int | None) -> list[UpsFinale]:

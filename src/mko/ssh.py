@@ -42,10 +42,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from mko import inventory
-from mko.db.models import OperationStatus
+from mko.db.models import Operation, OperationStatus
+from mko.db.session import in_thread_session
 from mko.errors import ConflictError, FatalPowerError, InputError, MkoError, PowerError, RetryablePowerError
 from mko.operations import Actor, finish_operation, record_step, start_operation
 from mko.settings import Settings
@@ -69,8 +70,8 @@ __all__ = [
     "SshUnreachableError",
     "connect",
     "fingerprint",
-    "host_key_status",
     "known_hosts_name",
+    "node_target",
     "scan_host_key",
     "trust_node",
 ]
@@ -519,15 +520,13 @@ def _sha256_part(text: str) -> str:
     return parts[-1] if parts else ""
 
 
-async def host_key_status(session: Session, settings: Settings, node_id: int) -> dict[str, Any]:
-    """Show the key node NODE_ID presents and whether it is trusted, unknown or changed (no login)."""
-    node = inventory.get_node(session, node_id)
-    info = await scan_host_key(SshTarget.of(node, settings), settings)
-    return info.as_dict()
+def node_target(session: Session, settings: Settings, node_id: int) -> SshTarget:
+    """Where and how mko reaches node NODE_ID over SSH (NotFoundError for an unknown id)."""
+    return SshTarget.of(inventory.get_node(session, node_id), settings)
 
 
 async def trust_node(
-    session: Session,
+    sessions: sessionmaker[Session],
     settings: Settings,
     node_id: int,
     *,
@@ -539,22 +538,34 @@ async def trust_node(
 
     ``expected`` (``SHA256:…``, e.g. read on the node's console) must match the presented key; a key
     that differs from the recorded one is only replaced with ``replace``. Nothing is written otherwise.
+    Database work runs in worker threads with short sessions of its own, never across the SSH wait.
     """
-    node = inventory.get_node(session, node_id)
-    target = SshTarget.of(node, settings)
-    if expected is not None and not _FINGERPRINT.fullmatch(_sha256_part(check_text(expected, "fingerprint"))):
-        raise InputError(
-            "fingerprint", f"{quoted(expected)} is not a SHA256 fingerprint (SHA256:…, 43 characters)"
+
+    def begin(session: Session) -> tuple[SshTarget, int]:
+        target = node_target(session, settings, node_id)
+        fingerprint_text = None if expected is None else _sha256_part(check_text(expected, "fingerprint"))
+        if expected is not None and not _FINGERPRINT.fullmatch(fingerprint_text or ""):
+            raise InputError(
+                "fingerprint", f"{quoted(expected)} is not a SHA256 fingerprint (SHA256:…, 43 characters)"
+            )
+        operation = start_operation(
+            session,
+            kind="ssh_trust",
+            target_type="node",
+            target_id=node_id,
+            actor=actor,
+            parameters={"address": target.address, "expected": expected, "replace": replace},
+            summary=f"trusting the host key of {target.label}",
         )
-    operation = start_operation(
-        session,
-        kind="ssh_trust",
-        target_type="node",
-        target_id=node.id,
-        actor=actor,
-        parameters={"address": target.address, "expected": expected, "replace": replace},
-        summary=f"trusting the host key of {target.label}",
-    )
+        return target, operation.id
+
+    def close(session: Session, status: OperationStatus, message: str, result: dict[str, Any]) -> None:
+        operation = session.get_one(Operation, operation_id)
+        record_step(session, operation, name="record host key" if result else "scan host key", status=status,
+                    node_id=node_id, message=message, detail=result)  # fmt: skip
+        finish_operation(session, operation, status=status, summary=message, result=result or None)
+
+    target, operation_id = await in_thread_session(sessions, begin)
     try:
         info = await scan_host_key(target, settings)
         if expected is not None and _sha256_part(expected) != _sha256_part(info.fingerprint):
@@ -567,19 +578,14 @@ async def trust_node(
                 f"now presents {info.fingerprint}. If it was reinstalled, check the key and use --replace"
             )
     except MkoError as exc:
-        record_step(session, operation, name="scan host key", status=OperationStatus.FAILED, node_id=node.id,
-                    message=str(exc))  # fmt: skip
-        finish_operation(session, operation, status=OperationStatus.FAILED, summary=str(exc))
+        failure = str(exc)
+        await in_thread_session(sessions, lambda session: close(session, OperationStatus.FAILED, failure, {}))
         raise
     action = {"unknown": "recorded", "changed": "replaced", "trusted": "already trusted"}[info.status]
     if info.status != "trusted":
         KnownHosts(settings.ssh_known_hosts).trust(target.host, target.port, info.key, replace=replace)
     result = info.as_dict() | {"action": action, "known_hosts": str(settings.ssh_known_hosts)}
     log.warning("%s: host key %s %s by %s", target.label, info.fingerprint, action, actor.name)
-    record_step(session, operation, name="record host key", status=OperationStatus.SUCCEEDED, node_id=node.id,
-                message=f"{info.fingerprint} {action}", detail=result)  # fmt: skip
-    finish_operation(
-        session, operation, status=OperationStatus.SUCCEEDED, summary=f"{info.fingerprint} {action}",
-        result=result,
-    )  # fmt: skip
-    return result | {"operation_id": operation.id}
+    done = f"{info.fingerprint} {action}"
+    await in_thread_session(sessions, lambda session: close(session, OperationStatus.SUCCEEDED, done, result))
+    return result | {"operation_id": operation_id}

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mko import agents, inventory, ownership
 from mko.db.models import Node, NodeRole, Operation, OperationStatus, OperationStep, WolMethod, utcnow
+from mko.db.session import in_thread_session
 from mko.errors import ConflictError, InputError
 from mko.nic import nic_status
 from mko.operations import Actor, finish_operation, last_step_for_node, start_operation
@@ -39,6 +40,7 @@ from mko.settings import Settings
 __all__ = [
     "PreparedWake",
     "make_schedule",
+    "probe_reachable",
     "run_wake",
     "start_wake",
     "wol_status",
@@ -268,6 +270,8 @@ async def run_wake(
             else _none(),
         )
     except asyncio.CancelledError:
+        # Here, not in a worker thread: the task is being cancelled (the server stops) and must record
+        # that before it ends; the loop has nothing else left to serve.
         with session_factory() as session:
             _close(session, prepared, [], cancelled=True)
         raise
@@ -277,8 +281,10 @@ async def run_wake(
         notes |= part.notes()
     order = {n.node_id: (n.role != NodeRole.CONTROL_PLANE, n.node_id) for n in prepared.nodes}
     outcomes.sort(key=lambda o: order.get(o.node_id, (True, o.node_id)))
-    with session_factory() as session:
-        return _close(session, prepared, outcomes, cancelled=False, notes=notes)
+    # In a worker thread: a server runs wakes on its event loop, beside requests.
+    return await in_thread_session(
+        session_factory, lambda session: _close(session, prepared, outcomes, cancelled=False, notes=notes)
+    )
 
 
 async def _none() -> list[Any]:
@@ -354,9 +360,14 @@ async def wol_status(session: Session, node_id: int, *, probe: bool, probe_timeo
     status = wol_status_sync(session, node_id)
     if probe:
         target = NodeSnapshot.of(inventory.get_node(session, node_id))
-        result = await probe_tcp(target.ip_address, target.probe_port, probe_timeout)
-        status["reachable"] = {"port": target.probe_port, "ok": result.ok, "error": result.error}
+        status["reachable"] = await probe_reachable(target, probe_timeout)
     return status
+
+
+async def probe_reachable(target: NodeSnapshot, timeout: float) -> dict[str, Any]:
+    """``wol status --probe``'s reachability: a TCP probe of the node's probe port now."""
+    result = await probe_tcp(target.ip_address, target.probe_port, timeout)
+    return {"port": target.probe_port, "ok": result.ok, "error": result.error}
 
 
 def wol_status_sync(session: Session, node_id: int) -> dict[str, Any]:

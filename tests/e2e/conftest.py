@@ -42,6 +42,22 @@ def e2e_lab() -> Iterator[RunningLab]:
         yield running
 
 
+@pytest.fixture(scope="module")
+def isolated_netns() -> Iterator[str]:
+    """A network namespace with nothing but loopback: whatever runs there cannot reach a real LAN."""
+    if os.geteuid() != 0:
+        pytest.fail("this test isolates mko in a network namespace and must run as root")
+    name = f"mkf{os.getpid() % 10000}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    yield name
+    pids = subprocess.run(["ip", "netns", "pids", name], check=False, capture_output=True, text=True)
+    for pid in pids.stdout.split():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), 9)
+    subprocess.run(["ip", "netns", "del", name], check=False)
+
+
 @dataclass
 class Server:
     """A running `mko serve`."""
@@ -68,7 +84,12 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], netns: str) -> None:
 def lab_server(settings: Settings, session: object, e2e_lab: RunningLab) -> Iterator[Server]:
     """`mko serve` inside the lab's orch namespace, on the test's database."""
     port = 18080
-    env = os.environ | {"MKO_DATABASE_URL": settings.database_url, "MKO_LOG_DIR": str(settings.log_dir)}
+    env = os.environ | {
+        "MKO_DATABASE_URL": settings.database_url,
+        "MKO_LOG_DIR": str(settings.log_dir),
+        # The nodes are the lab's: the background probes the pages show reach only the lab's LAN.
+        "MKO_REACHABILITY_INTERVAL": "1",
+    }
     command = [
         "ip",
         "netns",

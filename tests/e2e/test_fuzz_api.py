@@ -6,9 +6,6 @@ fuzzer asks for (wakes, discovery scans, SSH, Proxmox) cannot send a packet anyw
 
 from __future__ import annotations
 
-import os
-import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,18 +29,6 @@ CHECKS = [
     checks.content_type_conformance,
     checks.response_schema_conformance,
 ]
-
-
-@pytest.fixture(scope="module")
-def isolated_netns() -> Iterator[str]:
-    """A network namespace with nothing but loopback."""
-    if os.geteuid() != 0:
-        pytest.fail("the fuzz test isolates the app in a network namespace and must run as root")
-    name = f"mkf{os.getpid() % 10000}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-    yield name
-    subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def test_no_server_errors_and_responses_match_the_schema(

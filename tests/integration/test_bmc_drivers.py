@@ -80,7 +80,7 @@ def test_ipmi_on_soft_off_and_status_are_visible_in_the_sim(
     [outcome] = json.loads(on.stdout)["nodes"]
     assert (outcome["state"], outcome["verified_by"], outcome["attempts"]) == ("up", "query", 1)
     assert ipmi.power == "1" and "set power 1" in ipmi.requests
-    assert client.get(f"/api/nodes/{node_id}/power").json()["state"] == "on"
+    assert client.get(f"/api/nodes/{node_id}/power", params={"refresh": True}).json()["state"] == "on"
 
     soft = client.post(f"/api/nodes/{node_id}/power", json={"action": "soft"})
     assert soft.status_code == 200, soft.text
@@ -122,12 +122,14 @@ def test_redfish_on_and_graceful_shutdown_reach_the_emulated_system(
     }
     configured = client.put(f"/api/nodes/{node_id}/wol/configure", json=body)
     assert configured.status_code == 200, configured.text
-    assert client.get(f"/api/nodes/{node_id}/power").json()["state"] == "off"
+    assert client.get(f"/api/nodes/{node_id}/power", params={"refresh": True}).json()["state"] == "off"
 
     on = client.post(f"/api/nodes/{node_id}/power", json={"action": "on", "timeout": 15}).json()
     assert on["status"] == "succeeded", on
     assert (on["nodes"][0]["state"], on["nodes"][0]["verified_by"]) == ("up", "query")
     assert redfish.resets == ["On"] and redfish.system()["PowerState"] == "On"
+    # The verified outcome is the node's last known state: no query of the BMC to show it.
+    assert client.get(f"/api/nodes/{node_id}/power").json()["state"] == "on"
 
     soft = client.post(f"/api/nodes/{node_id}/power", json={"action": "soft", "timeout": 15}).json()
     assert soft["status"] == "succeeded" and soft["nodes"][0]["state"] == "off", soft
@@ -149,5 +151,5 @@ def test_redfish_verifies_tls_by_default(
     assert result["status"] == "failed"
     assert "certificate verification failed" in result["nodes"][0]["error"]
     assert redfish.resets == []
-    refused = client.get(f"/api/nodes/{node_id}/power")
+    refused = client.get(f"/api/nodes/{node_id}/power", params={"refresh": True})
     assert refused.status_code == 502 and "certificate verification failed" in refused.json()["detail"]

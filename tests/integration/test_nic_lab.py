@@ -17,7 +17,7 @@ from typing import Any
 
 import asyncssh
 from fastapi.testclient import TestClient
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from authhelp import admin_headers
@@ -363,7 +363,8 @@ def test_commands_are_argument_lists_even_with_odd_names(
     state["connections"] = {name: {"802-3-ethernet.wake-on-lan": "default"}}
     (system.state / "nm.json").write_text(json.dumps(state))
     with enter_netns(running.lab.orch):
-        change = asyncio.run(nic.set_nic_wol(session, settings, node.id, enable=True, actor=Actor("test")))
+        sessions = sessionmaker(session.get_bind(), expire_on_commit=False)
+        change = asyncio.run(nic.set_nic_wol(sessions, settings, node.id, enable=True, actor=Actor("test")))
     assert change.nic is not None and change.nic["persistence"] == "NetworkManager"
     assert system.network_manager()["connections"][name]["802-3-ethernet.wake-on-lan"] == "magic"
     [modify] = [c["argv"] for c in system.calls("nmcli") if "modify" in c["argv"]]

@@ -120,7 +120,7 @@ def test_no_secret_in_api_responses_cli_output_or_logs(
         good = not name.endswith("-bad")
         response = api("POST", f"/api/nodes/{node_id}/power", json={"action": "on", "timeout": 15})
         assert response.json()["status"] == ("succeeded" if good else "failed"), response.text
-        api("GET", f"/api/nodes/{node_id}/power")
+        api("GET", f"/api/nodes/{node_id}/power", params={"refresh": True})
         assert (cli_run("node", "power", str(node_id), "status").exit_code == 0) is good
         cli_run("node", "power", str(node_id), "off", "--json")
         cli_run("node", "show", str(node_id), "--json")

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from authhelp import admin_headers
@@ -125,7 +125,11 @@ def test_discovery_finds_exactly_the_lab_nodes_with_their_macs_and_marks_known_o
     assert lab.nodes[2].power.wait_booted(5)
     with enter_netns(lab.lab.orch):
         result = asyncio.run(
-            discovery.discover(session, settings, DiscoverRequest(cidr="10.213.0.0/24", ports=[22, 2222]))
+            discovery.discover(
+                sessionmaker(session.get_bind(), expire_on_commit=False),
+                settings,
+                DiscoverRequest(cidr="10.213.0.0/24", ports=[22, 2222]),
+            )
         )
     found = {host.ip: host for host in result.hosts}
     assert set(found) == {node.ip for node in lab.nodes}

@@ -118,8 +118,11 @@ def test_node_power_refuses_what_the_driver_cannot_do(client: TestClient, cli: C
     assert all(op["kind"] != "power_off" for op in client.get("/api/operations").json())
     assert _field(client.post(f"/api/nodes/{node['id']}/power", json={"action": "reboot"})) == "action"
     status = client.get(f"/api/nodes/{node['id']}/power").json()
+    assert status["state"] == "unknown" and status["checked_at"] is None  # never read yet
+    status = client.get(f"/api/nodes/{node['id']}/power", params={"refresh": "true"}).json()
     assert status["state"] == "off" and status["source"] == f"TCP probe of port {port}"
     assert status["actions"] == ["on"]
+    assert client.get(f"/api/nodes/{node['id']}/power").json()["state"] == "off"  # the last reading
     cli_refused = cli.invoke(app, ["node", "power", str(node["id"]), "soft"])
     assert cli_refused.exit_code == 1 and cli_refused.stderr.count("\n") == 1
     assert "cannot do 'soft'" in cli_refused.stderr

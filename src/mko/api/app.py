@@ -8,14 +8,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI
-from sqlalchemy import text
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from mko import __version__, ownership
 from mko.api import leader, periodic
-from mko.api.deps import SessionDep
 from mko.api.errors import ERROR_RESPONSES, install_error_handlers
+from mko.api.health import DatabaseHealth
+from mko.api.health import router as health_router
+from mko.api.live import LiveReads
 from mko.api.routes import (
     access,
     cluster_power,
@@ -32,6 +34,7 @@ from mko.api.routes import (
     wol,
 )
 from mko.api.routes import agents as agent_routes
+from mko.api.routing import MkoRoute
 from mko.api.security import authorize_by_method, require
 from mko.auth import LoginThrottle
 from mko.db import Role, make_engine, make_session_factory
@@ -53,11 +56,14 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
     """
     settings = settings or get_settings()
     ownership.configure(settings)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, worker_threads=settings.worker_threads)
     session_factory = make_session_factory(engine)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Sync routes and database work run on AnyIO's worker threads; the pool keeps one connection per
+        # thread (mko.db.session), so the two numbers are one setting.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         # Registers this instance; the leader (with SQLite: this one) runs the UPS monitor, the rule
         # engine and the scheduler (mko.api.leader, mko.ha).
         await leader.start(app)
@@ -68,6 +74,7 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
         for task in list(tasks):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        app.state.database_health.close()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -77,6 +84,7 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
         summary="Power orchestration for MicroK8s clusters",
         description="UPS-driven graceful shutdown and verified Wake-on-LAN recovery.",
     )
+    app.router.route_class = MkoRoute  # the app's own routes too
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = session_factory
@@ -84,15 +92,12 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
     app.state.ups_monitor = None
     app.state.lab = lab
     app.state.login_throttle = _login_throttle(settings)
+    app.state.database_health = DatabaseHealth(settings.database_url)
+    app.state.live_reads = LiveReads[Any](settings.live_read_interval)
     periodic.install(app, settings, session_factory)
     install_error_handlers(app)
 
-    @app.get("/api/health", tags=["health"])
-    def health(session: SessionDep) -> dict[str, str]:
-        """Liveness and database reachability, for probes."""
-        session.execute(text("SELECT 1"))
-        return {"status": "ok", "version": __version__}
-
+    app.include_router(health_router)  # open: probes carry no credentials
     # Every /api route needs a token or a web session: reads need viewer, changes operator, and users
     # and tokens admin (tests/unit/test_auth.py walks the OpenAPI routes to hold every new one to this).
     by_method = [Depends(authorize_by_method)]

@@ -1,17 +1,27 @@
-"""Typed FastAPI dependencies."""
+"""Typed FastAPI dependencies.
+
+Database work never runs on the event loop. Sync routes (``def``) get :data:`SessionDep`: FastAPI runs
+them in a worker thread, and the session is closed in that thread as the route returns
+(:class:`mko.api.routing.MkoRoute`). Async routes (``async def``,
+for work that awaits the network) get :data:`DbDep` instead and run each piece of database work in a
+worker thread with a session of its own, so no session or connection is held while they await.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Callable, Iterator
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
+from mko.db.session import in_thread_session
 from mko.operations import Actor
 from mko.settings import Settings
 
-__all__ = ["ActorDep", "SessionDep", "SettingsDep"]
+__all__ = ["ActorDep", "Db", "DbDep", "SessionDep", "SettingsDep"]
+
+T = TypeVar("T")
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -21,19 +31,42 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_settings_dep(request: Request) -> Settings:
+class Db:
+    """Database work for async routes: each :meth:`run` is a worker thread with a session of its own."""
+
+    def __init__(self, factory: sessionmaker[Session]) -> None:
+        self.factory = factory
+
+    async def run(self, work: Callable[[Session], T]) -> T:
+        """``work(session)`` in a worker thread; the session is closed before this returns."""
+        return await in_thread_session(self.factory, work)
+
+
+# The dependencies below do no blocking work, so they are async: FastAPI calls them on the event loop
+# instead of spending a worker thread on each.
+
+
+async def get_db(request: Request) -> Db:
+    """The app's sessions, for async routes."""
+    return Db(request.app.state.session_factory)
+
+
+async def get_settings_dep(request: Request) -> Settings:
     """The app's settings."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_actor(request: Request) -> Actor:
+async def get_actor(request: Request) -> Actor:
     """Who is calling (the authenticated user or token, set by the auth dependency) and from where."""
     client = request.client.host if request.client else ""
     principal = getattr(request.state, "principal", None)
     return Actor(name=principal.actor_name if principal is not None else "api", source=client)
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the session is closed (its connection back in the pool) as soon as the route
+# returns, not after the response has been sent.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+DbDep = Annotated[Db, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 ActorDep = Annotated[Actor, Depends(get_actor)]

@@ -6,11 +6,11 @@ import secrets
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from mko import auth
-from mko.api.deps import get_session
 from mko.db.auth_models import Role
+from mko.db.session import in_thread_session
 
 __all__ = [
     "SESSION_COOKIE",
@@ -35,13 +35,28 @@ def _unauthenticated(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def current_principal(request: Request, session: Annotated[Session, Depends(get_session)]) -> auth.Principal:
-    """The caller from ``Authorization: Bearer …`` or the session cookie; 401 without valid credentials."""
+def _session_factory(request: Request) -> sessionmaker[Session]:
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    return factory
+
+
+def current_principal(request: Request) -> auth.Principal:
+    """The caller from ``Authorization: Bearer …`` or the session cookie; 401 without valid credentials.
+
+    Sync, so FastAPI runs it in a worker thread; its session is its own and closed before the route
+    runs, so a request waiting for its route's thread holds no database connection.
+    """
     cached: auth.Principal | None = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
+    with _session_factory(request)() as session:
+        principal = _authenticate(request, session)
+    request.state.principal = principal
+    return principal
+
+
+def _authenticate(request: Request, session: Session) -> auth.Principal:
     header = request.headers.get("authorization", "")
-    principal: auth.Principal | None = None
     if header:
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() != "bearer" or not credentials.strip():
@@ -50,24 +65,24 @@ def current_principal(request: Request, session: Annotated[Session, Depends(get_
         if principal is None:
             auth.record_auth_event(session, "token_invalid", "", client_address(request), request.url.path)
             raise _unauthenticated("invalid, expired or revoked token")
-    elif (cookie := request.cookies.get(SESSION_COOKIE)) is not None:
-        principal = auth.session_principal(session, cookie)
-        if principal is None:
-            raise _unauthenticated("session expired: log in again")
-        if request.method not in SAFE_METHODS and request.url.path.startswith("/api/"):
-            sent = request.headers.get(CSRF_HEADER, "")
-            if not principal.csrf_token or not secrets.compare_digest(sent, principal.csrf_token):
-                raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong X-CSRF-Token header")
-    else:
+        return principal
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie is None:
         raise _unauthenticated("authentication required")
-    request.state.principal = principal
+    principal = auth.session_principal(session, cookie)
+    if principal is None:
+        raise _unauthenticated("session expired: log in again")
+    if request.method not in SAFE_METHODS and request.url.path.startswith("/api/"):
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not principal.csrf_token or not secrets.compare_digest(sent, principal.csrf_token):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong X-CSRF-Token header")
     return principal
 
 
 PrincipalDep = Annotated[auth.Principal, Depends(current_principal)]
 
 
-def caller_is_admin(principal: PrincipalDep) -> bool:
+async def caller_is_admin(principal: PrincipalDep) -> bool:
     """Whether the caller has the admin role (who may, e.g., move a stored secret without giving it)."""
     return principal.role == Role.ADMIN
 
@@ -75,9 +90,13 @@ def caller_is_admin(principal: PrincipalDep) -> bool:
 AdminDep = Annotated[bool, Depends(caller_is_admin)]
 
 
-def _deny(request: Request, session: Session, principal: auth.Principal, required: Role) -> HTTPException:
+async def _deny(request: Request, principal: auth.Principal, required: Role) -> HTTPException:
     detail = f"{request.method} {request.url.path} needs role {required.value}"
-    auth.record_auth_event(session, "denied", principal.actor_name, client_address(request), detail)
+    client = client_address(request)
+    await in_thread_session(
+        _session_factory(request),
+        lambda session: auth.record_auth_event(session, "denied", principal.actor_name, client, detail),
+    )
     return HTTPException(
         status.HTTP_403_FORBIDDEN, f"your role {principal.role.value} cannot do this: {detail}"
     )
@@ -86,25 +105,27 @@ def _deny(request: Request, session: Session, principal: auth.Principal, require
 def require(required: Role) -> Any:
     """A dependency admitting callers whose role includes ``required``."""
 
-    def check(
-        request: Request, principal: PrincipalDep, session: Annotated[Session, Depends(get_session)]
-    ) -> auth.Principal:
+    async def check(request: Request, principal: PrincipalDep) -> auth.Principal:
         if not auth.allows(principal.role, required):
-            raise _deny(request, session, principal, required)
+            raise await _deny(request, principal, required)
         return principal
 
     check.required_role = required  # type: ignore[attr-defined]  # read by the route-table test
     return check
 
 
-def authorize_by_method(
-    request: Request, principal: PrincipalDep, session: Annotated[Session, Depends(get_session)]
-) -> auth.Principal:
+async def authorize_by_method(request: Request, principal: PrincipalDep) -> auth.Principal:
     """Reads need ``viewer``; anything that changes state needs ``operator``."""
     required = Role.VIEWER if request.method in SAFE_METHODS else Role.OPERATOR
     if not auth.allows(principal.role, required):
-        raise _deny(request, session, principal, required)
+        raise await _deny(request, principal, required)
     return principal
+
+
+async def require_operator_for(request: Request, principal: auth.Principal, what: str) -> None:
+    """403 unless the caller may operate: for reads that would make mko connect out (``what``)."""
+    if not auth.allows(principal.role, Role.OPERATOR):
+        raise await _deny(request, principal, Role.OPERATOR)
 
 
 authorize_by_method.required_role = "by-method"  # type: ignore[attr-defined]

@@ -13,7 +13,7 @@ import typer
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
@@ -86,8 +86,8 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
 
 
 @contextmanager
-def open_session() -> Iterator[Session]:
-    """A session on the configured database; a brand-new database is created on first use."""
+def open_sessions() -> Iterator[sessionmaker[Session]]:
+    """Sessions on the configured database; a brand-new database is created on first use."""
     settings = get_settings()
     configure_logging(settings, console=False)
     ownership.configure(settings)
@@ -99,10 +99,16 @@ def open_session() -> Iterator[Session]:
             upgrade(engine)
         elif current != head:
             raise fail(f"the database is at revision {current} but mko needs {head}: run `mko db upgrade`")
-        with make_session_factory(engine)() as session:
-            yield session
+        yield make_session_factory(engine)
     finally:
         engine.dispose()
+
+
+@contextmanager
+def open_session() -> Iterator[Session]:
+    """A session on the configured database; a brand-new database is created on first use."""
+    with open_sessions() as sessions, sessions() as session:
+        yield session
 
 
 def emit(

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from mko import discovery
-from mko.cli.app import console, open_session
+from mko.cli.app import console, open_sessions
 from mko.discovery import DiscoverRequest, DiscoveryResult
 from mko.operations import Actor
 from mko.settings import get_settings
@@ -39,13 +39,13 @@ def discover(
         add=add,
         cluster_id=cluster,
     )
-    with open_session() as session:
+    with open_sessions() as sessions:
         if as_json:
-            result = asyncio.run(discovery.discover_and_add(session, settings, request, Actor.cli()))
+            result = asyncio.run(discovery.discover_and_add(sessions, settings, request, Actor.cli()))
         else:
             label = f"scanning {cidr} on port(s) {','.join(map(str, request.ports or []))}…"
             with console.status(label):
-                result = asyncio.run(discovery.discover_and_add(session, settings, request, Actor.cli()))
+                result = asyncio.run(discovery.discover_and_add(sessions, settings, request, Actor.cli()))
     if as_json:
         typer.echo(json.dumps(result.model_dump(mode="json"), indent=2))
         return

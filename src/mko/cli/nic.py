@@ -20,7 +20,7 @@ from rich.progress import (
 from rich.table import Table
 
 from mko import ansible_inventory, nic, ssh
-from mko.cli.app import EXIT_POWER_FAILURE, console, open_session
+from mko.cli.app import EXIT_POWER_FAILURE, console, open_session, open_sessions
 from mko.db.models import Operation, OperationStatus
 from mko.operations import Actor
 from mko.settings import get_settings
@@ -80,7 +80,7 @@ def collect_mac(
     ids = _node_ids(node_ids)
     settings = get_settings()
     with (
-        open_session() as session,
+        open_sessions() as sessions,
         Progress(
             SpinnerColumn(),
             TextColumn("{task.description}"),
@@ -100,7 +100,7 @@ def collect_mac(
                 progress.console.print(f"  {row['hostname']}: {nic.describe_row(row)}")
 
         operation = asyncio.run(
-            nic.collect_macs(session, settings, ids, overwrite=overwrite, actor=Actor.cli(), on_result=hook)
+            nic.collect_macs(sessions, settings, ids, overwrite=overwrite, actor=Actor.cli(), on_result=hook)
         )
     if as_json:
         typer.echo(
@@ -121,7 +121,8 @@ def node_host_key(node_id: int, as_json: JsonOpt = False) -> None:
     """Show the SSH host key a node presents and whether mko trusts it (no login)."""
     settings = get_settings()
     with open_session() as session:
-        info = asyncio.run(ssh.host_key_status(session, settings, node_id))
+        target = ssh.node_target(session, settings, node_id)
+    info = asyncio.run(ssh.scan_host_key(target, settings)).as_dict()
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return
@@ -144,10 +145,12 @@ def node_trust(
 ) -> None:
     """Record a node's SSH host key in mko's known_hosts, after showing its fingerprint."""
     settings = get_settings()
-    with open_session() as session:
+    with open_sessions() as sessions:
         expected = fingerprint
         if expected is None:
-            info = asyncio.run(ssh.host_key_status(session, settings, node_id))
+            with sessions() as session:
+                target = ssh.node_target(session, settings, node_id)
+            info = asyncio.run(ssh.scan_host_key(target, settings)).as_dict()
             if not as_json:
                 console.print(
                     f"{info['hostname']} at {info['address']} presents [bold]{info['fingerprint']}[/bold]"
@@ -159,7 +162,7 @@ def node_trust(
                 typer.confirm("Compare it with `ssh-keygen -lf` on the node. Trust this key?", abort=True)
             expected = info["fingerprint"]
         result = asyncio.run(
-            ssh.trust_node(session, settings, node_id, actor=Actor.cli(), expected=expected, replace=replace)
+            ssh.trust_node(sessions, settings, node_id, actor=Actor.cli(), expected=expected, replace=replace)
         )
     if as_json:
         typer.echo(json.dumps(result, indent=2))

@@ -18,7 +18,7 @@ from rich.progress import (
 from rich.table import Table
 
 from mko import inventory, nic, wake
-from mko.cli.app import EXIT_POWER_FAILURE, console, emit, open_session
+from mko.cli.app import EXIT_POWER_FAILURE, console, emit, open_session, open_sessions
 from mko.db import make_engine, make_session_factory
 from mko.db.models import Operation, OperationStatus, WolMethod
 from mko.operations import Actor, finish_operation, start_operation
@@ -223,9 +223,11 @@ FlagOnlyOpt = Annotated[
 
 def _switch(node_id: int, enable: bool, flag_only: bool, as_json: bool) -> None:
     settings = get_settings()
-    with open_session() as session:
+    with open_sessions() as sessions:
         change = asyncio.run(
-            nic.set_nic_wol(session, settings, node_id, enable=enable, actor=Actor.cli(), flag_only=flag_only)
+            nic.set_nic_wol(
+                sessions, settings, node_id, enable=enable, actor=Actor.cli(), flag_only=flag_only
+            )
         )
         public = NodePublic.of(change.node)
     if as_json:

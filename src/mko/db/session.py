@@ -1,40 +1,99 @@
-"""Engines and sessions; SQLite gets foreign keys, WAL and a busy timeout, PostgreSQL works by URL."""
+"""Engines and sessions; SQLite gets foreign keys, WAL, a busy timeout and full sync, PostgreSQL works by URL.
+
+The pool is sized for a burst (docs/database.md): every worker thread of the server (``worker_threads``)
+runs one request's database work at a time and holds at most one connection, so the pool keeps one
+connection per worker thread and lets the server's own loops and background operations have
+:data:`BACKGROUND_CONNECTIONS` more. A request therefore never waits for a connection while another
+request's thread sits idle, and the short :data:`POOL_TIMEOUT` only fires when something holds
+connections it should not.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio.to_thread
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko.files import private_sqlite
 
-__all__ = ["make_engine", "make_session_factory"]
+__all__ = [
+    "BACKGROUND_CONNECTIONS",
+    "BUSY_TIMEOUT",
+    "DEFAULT_WORKER_THREADS",
+    "POOL_TIMEOUT",
+    "in_thread_session",
+    "make_engine",
+    "make_session_factory",
+]
+
+T = TypeVar("T")
+
+#: Worker threads of `mko serve` (AnyIO's default, ``MKO_WORKER_THREADS``), one connection each.
+DEFAULT_WORKER_THREADS = 40
+#: Connections beyond one per worker thread: the UPS monitor and rule engine, the scheduler, the
+#: reachability refresher, the HA heartbeat, background wakes closing their operations.
+BACKGROUND_CONNECTIONS = 16
+#: Seconds to wait for a pooled connection before the request fails (it never should; see above).
+POOL_TIMEOUT = 10.0
+#: Seconds a SQLite writer waits for another writer's lock. Writes are short (one request's changes),
+#: so a queue of every connection at once clears in well under a second on an SSD and in a few seconds
+#: on an SD card; the margin is for slow disks, not for long transactions.
+BUSY_TIMEOUT = 15.0
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
-    # WAL lets the API read while the rule engine writes; busy_timeout absorbs short write overlaps.
+    # WAL lets readers go on while one writer writes; busy_timeout queues writers instead of failing.
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT * 1000)}")
+    # FULL, not NORMAL: with NORMAL a power cut can take back the last acknowledged writes (the WAL is
+    # synced only at checkpoints), and mko's host loses power too. A commit costs one fsync of the WAL.
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; creates the directory of a SQLite file."""
+def make_engine(url: str, *, worker_threads: int = DEFAULT_WORKER_THREADS) -> Engine:
+    """An engine for ``url`` with a pool for ``worker_threads`` threads; creates a SQLite file's directory."""
     parsed = make_url(url)
+    pool: dict[str, Any] = {
+        "pool_size": worker_threads,
+        "max_overflow": BACKGROUND_CONNECTIONS,
+        "pool_timeout": POOL_TIMEOUT,
+    }
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
-            private_sqlite(Path(parsed.database))  # 0600 in a 0700 directory, WAL and SHM alike
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        memory = parsed.database in (None, "", ":memory:")
+        if not memory and not str(parsed.database).startswith("file:"):
+            private_sqlite(Path(str(parsed.database)))  # 0600 in a 0700 directory, WAL and SHM alike
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT},
+            **({} if memory else pool),
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, **pool)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded objects usable after commit."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+async def in_thread_session(factory: sessionmaker[Session], work: Callable[[Session], T]) -> T:
+    """``work(session)`` in a worker thread with a session of its own, closed before this returns.
+
+    For async code: the event loop never waits on the database, and no session or connection is held
+    across the caller's awaits. Objects ``work`` returns are detached: what it loaded stays readable.
+    """
+
+    def call() -> T:
+        with factory() as session:
+            return work(session)
+
+    return await anyio.to_thread.run_sync(call)

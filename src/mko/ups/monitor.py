@@ -47,6 +47,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -55,6 +56,7 @@ from mko import outages
 from mko.db.ha_models import UpsState
 from mko.db.models import UPS, PowerEvent, UpsEvent, utcnow
 from mko.db.outage_models import OutagePhase
+from mko.db.session import in_thread_session
 from mko.errors import ConflictError
 from mko.ha import current_instance
 from mko.rules import RuleEngine, low_battery_thresholds, runtime_needs
@@ -267,22 +269,28 @@ class UpsMonitor:
 
     async def reload(self) -> None:
         """Start watching new UPSes, stop removed ones, restart changed ones, refresh thresholds."""
-        with self.session_factory() as session:
+
+        def read(
+            session: Session,
+        ) -> tuple[dict[int, UpsTarget], dict[int, set[int]], dict[int, dict[int, float]]]:
             rows = list_ups(session)
             thresholds = low_battery_thresholds(session)
             needs = runtime_needs(session, self.settings)
             box = SecretBox.from_settings(self.settings) if any(r.password_encrypted for r in rows) else None
-            targets = {row.id: target_of(row, box) for row in rows}
+            return {row.id: target_of(row, box) for row in rows}, thresholds, needs
+
+        # In a worker thread: the monitor shares the server's event loop with requests.
+        targets, thresholds, needs = await in_thread_session(self.session_factory, read)
         for ups_id, watch in list(self._watches.items()):
             if targets.get(ups_id) != watch.target:
                 await self._drop(ups_id)
         for ups_id, target in targets.items():
             if ups_id not in self._watches:
-                self._add(target)
+                await self._add(target)
             self._watches[ups_id].detector.set_thresholds(thresholds.get(ups_id, ()))
             self._watches[ups_id].detector.set_runtime_needs(needs.get(ups_id, {}))
 
-    def _add(self, target: UpsTarget) -> None:
+    async def _add(self, target: UpsTarget) -> None:
         if target.password_error:
             log.error("UPS %s: %s; reading it without logging in", target.name, target.password_error)
         settings = self.settings
@@ -293,7 +301,7 @@ class UpsMonitor:
             detector=EventDetector(comm_lost_after=settings.ups_comm_lost_after),
             client=client,
         )
-        self._restore(watch)
+        await anyio.to_thread.run_sync(self._restore, watch)
         watch.task = asyncio.create_task(self._watch(watch), name=f"mko-ups-{target.id}")
         self._watches[target.id] = watch
         log.info("watching UPS %s (%s@%s:%s)", target.name, target.ups_name, target.host, target.port)
@@ -319,11 +327,12 @@ class UpsMonitor:
                     detected = watch.detector.observe(reading)
                     if not watch.checked and watch.detector.last_reading is reading:
                         watch.checked = True
-                        detected = self._at_start(watch, reading, detected)
+                        detected = await anyio.to_thread.run_sync(self._at_start, watch, reading, detected)
                 else:
                     detected = watch.detector.failed(CommFailure(utcnow(), error or "no reading"))
                     log.debug("UPS %s: %s", watch.target.name, error)
-                rows = self._persist(watch, detected)
+                # In a worker thread, like every database read and write of the monitor.
+                rows = await anyio.to_thread.run_sync(self._persist, watch, detected)
                 if rows:
                     await self._handle(watch, rows)
                 if reading is not None:

@@ -3,25 +3,28 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Annotated
+from typing import TypeVar
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from mko import auth
-from mko.api.deps import get_session
+from mko.api.routing import MkoRoute
 from mko.api.security import SAFE_METHODS, SESSION_COOKIE, client_address
 from mko.db.auth_models import Role
+from mko.db.session import in_thread_session
 
 __all__ = ["DEVICE_COOKIE", "LoginRequired", "WebForbidden", "router", "web_authorize"]
 
 DEVICE_COOKIE = "mko_device"
 DEVICE_COOKIE_DAYS = 365
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=MkoRoute)
+T = TypeVar("T")
 
 
 class LoginRequired(Exception):
@@ -36,26 +39,33 @@ class WebForbidden(Exception):
     """Signed in, but the role or the CSRF token does not allow this."""
 
 
-async def web_authorize(
-    request: Request, session: Annotated[Session, Depends(get_session)]
-) -> auth.Principal:
+async def web_authorize(request: Request) -> auth.Principal:
     """Pages need a session (viewer); form posts need operator and the session's CSRF token."""
     cookie = request.cookies.get(SESSION_COOKIE)
-    principal = auth.session_principal(session, cookie) if cookie else None
+    principal = await _db(request, lambda s: auth.session_principal(s, cookie)) if cookie else None
     if principal is None:
         raise LoginRequired(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
     request.state.principal = principal
     if request.method in SAFE_METHODS:
         return principal
-    await _check_csrf(request, session, principal)
+    await _check_csrf(request, principal)
     if not auth.allows(principal.role, Role.OPERATOR):
-        detail = f"POST {request.url.path} needs role operator"
-        auth.record_auth_event(session, "denied", principal.actor_name, client_address(request), detail)
+        await _audit(request, "denied", principal.actor_name, f"POST {request.url.path} needs role operator")
         raise WebForbidden(f"your role {principal.role.value} cannot do this")
     return principal
 
 
-async def _check_csrf(request: Request, session: Session, principal: auth.Principal) -> None:
+async def _db(request: Request, work: Callable[[Session], T]) -> T:
+    """Database work of these async handlers, in a worker thread with a session of its own."""
+    return await in_thread_session(request.app.state.session_factory, work)
+
+
+async def _audit(request: Request, kind: str, principal: str, detail: str) -> None:
+    client = client_address(request)
+    await _db(request, lambda s: auth.record_auth_event(s, kind, principal, client, detail))
+
+
+async def _check_csrf(request: Request, principal: auth.Principal) -> None:
     form = await request.form()
     sent = form.get("csrf_token")
     if (
@@ -63,9 +73,7 @@ async def _check_csrf(request: Request, session: Session, principal: auth.Princi
         or not principal.csrf_token
         or not secrets.compare_digest(sent, principal.csrf_token)
     ):
-        auth.record_auth_event(
-            session, "csrf_rejected", principal.actor_name, client_address(request), request.url.path
-        )
+        await _audit(request, "csrf_rejected", principal.actor_name, request.url.path)
         raise WebForbidden("the form was not sent from this session (CSRF check failed): reload the page")
 
 
@@ -93,7 +101,7 @@ def login_form(request: Request, next: str = "/") -> HTMLResponse:
 
 
 @router.post("/login", response_class=HTMLResponse)
-async def login(request: Request, session: Annotated[Session, Depends(get_session)]) -> Response:
+async def login(request: Request) -> Response:
     """Check the password (rate-limited per client) and start a session."""
     form = await request.form()
     username = str(form.get("username") or "")
@@ -104,18 +112,28 @@ async def login(request: Request, session: Annotated[Session, Depends(get_sessio
     device = throttle.device_of(request.cookies.get(DEVICE_COOKIE), username)
     wait = throttle.retry_after(username, client, device)
     if wait > 0:
-        auth.record_auth_event(session, "login_throttled", username, client, "too many failed logins")
+        await _audit(request, "login_throttled", username, "too many failed logins")
         return _login_page(
             request, 429, f"Too many failed attempts: try again in {int(wait) + 1} s.", next_path
         )
-    user = auth.authenticate_password(session, username, password)
-    if user is None:
+    settings = request.app.state.settings
+    lifetime = timedelta(minutes=settings.session_minutes)
+
+    def sign_in(session: Session) -> tuple[str, str] | None:
+        # argon2 takes tens of milliseconds of CPU by design: in the worker thread, off the event loop.
+        user = auth.authenticate_password(session, username, password)
+        if user is None:
+            return None
+        _, cookie = auth.create_session(session, user, lifetime)
+        return user.username, cookie
+
+    signed_in = await _db(request, sign_in)
+    if signed_in is None:
         throttle.failed(username, client, device)
-        auth.record_auth_event(session, "login_failed", username, client, "wrong user name or password")
+        await _audit(request, "login_failed", username, "wrong user name or password")
         return _login_page(request, 401, "Wrong user name or password.", next_path)
     throttle.succeeded(username, device)
-    settings = request.app.state.settings
-    _, cookie = auth.create_session(session, user, timedelta(minutes=settings.session_minutes))
+    user_name, cookie = signed_in
     response = RedirectResponse(next_path, status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
@@ -129,7 +147,7 @@ async def login(request: Request, session: Annotated[Session, Depends(get_sessio
     # This browser has signed in as this user: the login throttle will not lock it out (LoginThrottle).
     response.set_cookie(
         DEVICE_COOKIE,
-        device or throttle.device_cookie(user.username),
+        device or throttle.device_cookie(user_name),
         max_age=DEVICE_COOKIE_DAYS * 86400,
         httponly=True,
         samesite="strict",
@@ -140,13 +158,13 @@ async def login(request: Request, session: Annotated[Session, Depends(get_sessio
 
 
 @router.post("/logout")
-async def logout(request: Request, session: Annotated[Session, Depends(get_session)]) -> Response:
+async def logout(request: Request) -> Response:
     """End the session (CSRF-checked like every form)."""
     cookie = request.cookies.get(SESSION_COOKIE)
-    principal = auth.session_principal(session, cookie) if cookie else None
+    principal = await _db(request, lambda s: auth.session_principal(s, cookie)) if cookie else None
     if cookie and principal is not None:
-        await _check_csrf(request, session, principal)
-        auth.delete_session(session, cookie)
+        await _check_csrf(request, principal)
+        await _db(request, lambda s: auth.delete_session(s, cookie))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response

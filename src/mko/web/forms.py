@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Depends, Request
 from pydantic import ValidationError
+from starlette.datastructures import FormData
 
 from mko.errors import InputError
 
-__all__ = ["FieldErrors", "blank_to_none", "field_errors"]
+__all__ = ["FieldErrors", "FormDep", "blank_to_none", "field_errors"]
 
 FieldErrors = dict[str, str]
 
@@ -34,3 +36,12 @@ def field_errors(exc: InputError | ValidationError) -> FieldErrors:
         field = str(error["loc"][-1]) if error["loc"] else "form"
         errors.setdefault(field, error["msg"])
     return errors
+
+
+async def read_form(request: Request) -> FormData:
+    """The posted form, read on the event loop so that the handler itself can be a sync function
+    (FastAPI runs those in a worker thread, where their database work belongs)."""
+    return await request.form()
+
+
+FormDep = Annotated[FormData, Depends(read_form)]

@@ -6,11 +6,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from mko.api.deps import SessionDep
+from mko.api.routing import MkoRoute
 from mko.errors import InputError
 from mko.lab.control import lab_status
+from mko.web.forms import FormDep
 from mko.web.pages import _render, _see_other
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=MkoRoute)
 
 
 @router.get("/lab", response_class=HTMLResponse)
@@ -20,10 +22,9 @@ def lab_page(request: Request, session: SessionDep) -> HTMLResponse:
 
 
 @router.post("/lab/{action}", response_class=HTMLResponse)
-async def lab_action(request: Request, session: SessionDep, action: str) -> Response:
+def lab_action(request: Request, session: SessionDep, action: str, form: FormDep) -> Response:
     """power-fail, power-restore, battery (percent) or flap (seconds)."""
     control = request.app.state.lab
-    form = await request.form()
     try:
         if action == "power-fail":
             control.power_fail()

@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from mko import agents, inventory, operations, outages, schedules, shutdown, wake
 from mko import rules as rules_service
 from mko.api.background import launch, launch_wake
-from mko.api.deps import SessionDep, SettingsDep
+from mko.api.deps import DbDep, SessionDep, SettingsDep
+from mko.api.routing import MkoRoute
 from mko.auth import allows
 from mko.db import Role
 from mko.db.models import ClusterAction, NodeRole, PowerEvent, WolMethod
@@ -22,14 +23,15 @@ from mko.operations import Actor
 from mko.schemas import ClusterCreate, NodeCreate, WolConfigure
 from mko.ups import service as ups_service
 from mko.ups.schemas import RuleCreate
-from mko.web.forms import FieldErrors, blank_to_none, field_errors
+from mko.web.auth import WebForbidden
+from mko.web.forms import FieldErrors, FormDep, blank_to_none, field_errors
 
 __all__ = ["STATIC_DIR", "router"]
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
 templates = Jinja2Templates(directory=HERE / "templates")
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=MkoRoute)
 
 NODE_FORM_FIELDS = ["hostname", "ip_address", "cluster_id", "role", "ssh_user", "ssh_port", "wol_mac_address"]
 WOL_FORM_FIELDS = [
@@ -117,9 +119,8 @@ def nodes_page(request: Request, session: SessionDep, cluster_id: int | None = N
 
 
 @router.post("/nodes", response_class=HTMLResponse)
-async def add_node(request: Request, session: SessionDep) -> Response:
+def add_node(request: Request, session: SessionDep, form: FormDep) -> Response:
     """Add a node from the form; errors are shown next to their field and nothing is stored."""
-    form = await request.form()
     values = blank_to_none(form, NODE_FORM_FIELDS)
     try:
         data = NodeCreate.model_validate({k: v for k, v in values.items() if v is not None})
@@ -132,22 +133,25 @@ async def add_node(request: Request, session: SessionDep) -> Response:
 
 
 @router.post("/nodes/wake")
-async def wake_selected(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+async def wake_selected(request: Request, db: DbDep, settings: SettingsDep, form: FormDep) -> Response:
     """Wake the nodes ticked in the table, in one operation."""
-    form = await request.form()
     node_ids = [int(value) for value in form.getlist("node_id") if isinstance(value, str) and value.isdigit()]
+    actor = _actor(request)
     try:
         schedule = wake.make_schedule(settings)
-        prepared = wake.start_wake(
-            session,
-            target_type="nodes",
-            target_id=None,
-            schedule=schedule,
-            actor=_actor(request),
-            node_ids=node_ids,
+        prepared = await db.run(
+            lambda session: wake.start_wake(
+                session,
+                target_type="nodes",
+                target_id=None,
+                schedule=schedule,
+                actor=actor,
+                node_ids=node_ids,
+            )
         )
     except (InputError, ConflictError) as exc:
-        return _nodes_page(request, session, None, 409, errors={"wake": str(exc)})
+        error = str(exc)
+        return await db.run(lambda session: _nodes_page(request, session, None, 409, errors={"wake": error}))
     launch_wake(request.app, settings, prepared)
     return _see_other(f"/operations/{prepared.operation_id}")
 
@@ -175,9 +179,8 @@ def node_page(request: Request, session: SessionDep, node_id: int, saved: bool =
 
 
 @router.post("/nodes/{node_id}/wol/configure", response_class=HTMLResponse)
-async def configure_node(request: Request, session: SessionDep, node_id: int) -> Response:
+def configure_node(request: Request, session: SessionDep, node_id: int, form: FormDep) -> Response:
     """Save the WoL form: it shows every field, so every field is set (an emptied field is cleared)."""
-    form = await request.form()
     values = blank_to_none(form, WOL_FORM_FIELDS)
     values["wol_enabled"] = form.get("wol_enabled") == "on"
     values["is_virtual_node"] = form.get("kind") == "virtual"
@@ -217,21 +220,26 @@ async def configure_node(request: Request, session: SessionDep, node_id: int) ->
 
 
 @router.post("/nodes/{node_id}/wol/wake", response_class=HTMLResponse)
-async def wake_node(request: Request, session: SessionDep, settings: SettingsDep, node_id: int) -> Response:
+async def wake_node(
+    request: Request, db: DbDep, settings: SettingsDep, node_id: int, form: FormDep
+) -> Response:
     """Send wake packets to one node, optionally waiting until it is up; follow it on its operation page."""
-    form = await request.form()
+    actor = _actor(request)
     try:
         schedule = wake.make_schedule(settings, wait=form.get("wait") == "on")
-        prepared = wake.start_wake(
-            session,
-            target_type="node",
-            target_id=node_id,
-            schedule=schedule,
-            actor=_actor(request),
-            coalesce_seconds=settings.wake_coalesce_seconds,
+        prepared = await db.run(
+            lambda session: wake.start_wake(
+                session,
+                target_type="node",
+                target_id=node_id,
+                schedule=schedule,
+                actor=actor,
+                coalesce_seconds=settings.wake_coalesce_seconds,
+            )
         )
     except (InputError, ConflictError) as exc:
-        return _node_page(request, session, node_id, 409, wake_error=str(exc))
+        error = str(exc)
+        return await db.run(lambda session: _node_page(request, session, node_id, 409, wake_error=error))
     if not prepared.coalesced:
         launch_wake(request.app, settings, prepared)
     return _see_other(f"/operations/{prepared.operation_id}")
@@ -260,9 +268,8 @@ def clusters_page(request: Request, session: SessionDep) -> HTMLResponse:
 
 
 @router.post("/clusters", response_class=HTMLResponse)
-async def add_cluster(request: Request, session: SessionDep) -> Response:
+def add_cluster(request: Request, session: SessionDep, form: FormDep) -> Response:
     """Add a cluster from the form."""
-    form = await request.form()
     values: dict[str, str | None] = {
         "name": str(form.get("name") or "").strip(),
         "description": str(form.get("description") or ""),
@@ -303,17 +310,22 @@ def cluster_page(request: Request, session: SessionDep, cluster_id: int) -> HTML
 
 @router.post("/clusters/{cluster_id}/wake", response_class=HTMLResponse)
 async def wake_cluster(
-    request: Request, session: SessionDep, settings: SettingsDep, cluster_id: int
+    request: Request, db: DbDep, settings: SettingsDep, cluster_id: int, form: FormDep
 ) -> Response:
     """Wake the whole cluster, control-plane nodes first."""
-    form = await request.form()
+    actor = _actor(request)
     try:
         schedule = wake.make_schedule(settings, wait=form.get("wait") == "on")
-        prepared = wake.start_wake(
-            session, target_type="cluster", target_id=cluster_id, schedule=schedule, actor=_actor(request)
+        prepared = await db.run(
+            lambda session: wake.start_wake(
+                session, target_type="cluster", target_id=cluster_id, schedule=schedule, actor=actor
+            )
         )
     except (InputError, ConflictError) as exc:
-        return _cluster_page(request, session, cluster_id, 409, wake_error=str(exc))
+        error = str(exc)
+        return await db.run(
+            lambda session: _cluster_page(request, session, cluster_id, 409, wake_error=error)
+        )
     launch_wake(request.app, settings, prepared)
     return _see_other(f"/operations/{prepared.operation_id}")
 
@@ -372,9 +384,8 @@ def schedules_page(request: Request, session: SessionDep) -> HTMLResponse:
 
 
 @router.post("/schedules", response_class=HTMLResponse)
-async def add_schedule(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+def add_schedule(request: Request, session: SessionDep, settings: SettingsDep, form: FormDep) -> Response:
     """Add a schedule from the form; errors are shown next to their field and nothing is stored."""
-    form = await request.form()
     values = blank_to_none(form, ["name", "action", "target", "cron", "timezone", "notify_url"])
     values["wait"] = form.get("wait") == "on"
     kind, _, ident = str(values.get("target") or "").partition(":")
@@ -468,9 +479,8 @@ def rules_page(request: Request, session: SessionDep) -> HTMLResponse:
 
 
 @router.post("/rules", response_class=HTMLResponse)
-async def add_rule(request: Request, session: SessionDep) -> Response:
+def add_rule(request: Request, session: SessionDep, form: FormDep) -> Response:
     """Add a rule from the form, with the same checks as `ups create-rule`."""
-    form = await request.form()
     values = blank_to_none(
         form,
         ["name", "ups_id", "cluster_id", "power_event", "cluster_action", "battery_threshold", "action_delay",
@@ -493,31 +503,36 @@ async def add_rule(request: Request, session: SessionDep) -> Response:
 
 @router.get("/clusters/{cluster_id}/shutdown", response_class=HTMLResponse)
 async def shutdown_confirm(
-    request: Request, session: SessionDep, settings: SettingsDep, cluster_id: int, force: bool = False
+    request: Request, db: DbDep, settings: SettingsDep, cluster_id: int, force: bool = False
 ) -> HTMLResponse:
-    """The ordered plan, to confirm before anything is touched."""
-    plan = await shutdown.plan_shutdown(session, settings, cluster_id, force=force)
-    cluster = inventory.get_cluster(session, cluster_id)
-    return _render(request, "shutdown_confirm.html", cluster=cluster, plan=plan, force=force)
+    """The ordered plan, to confirm before anything is touched (operators: planning probes the nodes)."""
+    principal = request.state.principal
+    if not allows(principal.role, Role.OPERATOR):
+        raise WebForbidden(f"your role {principal.role.value} cannot shut clusters down")
+    inputs = await db.run(lambda session: shutdown.plan_inputs(session, settings, cluster_id))
+    plan = await shutdown.plan_for(inputs, settings, force=force)
+    return _render(request, "shutdown_confirm.html", cluster=inputs.cluster, plan=plan, force=force)
 
 
 @router.post("/clusters/{cluster_id}/shutdown")
 async def shutdown_cluster(
-    request: Request, session: SessionDep, settings: SettingsDep, cluster_id: int
+    request: Request, db: DbDep, settings: SettingsDep, cluster_id: int, form: FormDep
 ) -> Response:
     """Shut the cluster down in order (confirmed on the plan page); follow it on its operation page."""
-    form = await request.form()
-    plan = await shutdown.plan_shutdown(session, settings, cluster_id, force=form.get("force") == "on")
-    prepared = shutdown.start_shutdown(session, plan, _actor(request))
+    actor = _actor(request)
+    inputs = await db.run(lambda session: shutdown.plan_inputs(session, settings, cluster_id))
+    plan = await shutdown.plan_for(inputs, settings, force=form.get("force") == "on")
+    prepared = await db.run(lambda session: shutdown.start_shutdown(session, plan, actor))
     launch(request.app, shutdown.run_shutdown(request.app.state.session_factory, settings, prepared))
     return _see_other(f"/operations/{prepared.operation_id}")
 
 
 @router.post("/clusters/{cluster_id}/recover")
-async def recover_cluster(
-    request: Request, session: SessionDep, settings: SettingsDep, cluster_id: int
-) -> Response:
+async def recover_cluster(request: Request, db: DbDep, settings: SettingsDep, cluster_id: int) -> Response:
     """Start MicroK8s everywhere, wait until every node is Ready, uncordon what mko drained."""
-    prepared = shutdown.start_recovery(session, cluster_id, _actor(request), settings.recovery_timeout)
+    actor = _actor(request)
+    prepared = await db.run(
+        lambda session: shutdown.start_recovery(session, cluster_id, actor, settings.recovery_timeout)
+    )
     launch(request.app, shutdown.run_recovery(request.app.state.session_factory, settings, prepared))
     return _see_other(f"/operations/{prepared.operation_id}")

@@ -9,12 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mko import auth
 from mko.api.deps import SessionDep
+from mko.api.routing import MkoRoute
 from mko.api.security import PrincipalDep
 from mko.db.auth_models import Role
 from mko.validation import FreeText, InputModel
 
-router = APIRouter(prefix="/api", tags=["access"])
-me_router = APIRouter(prefix="/api", tags=["access"])
+router = APIRouter(prefix="/api", tags=["access"], route_class=MkoRoute)
+me_router = APIRouter(prefix="/api", tags=["access"], route_class=MkoRoute)
 
 
 class UserCreate(InputModel):

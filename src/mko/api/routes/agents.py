@@ -8,14 +8,15 @@ from fastapi import APIRouter, Request, Response, status
 
 from mko import agents
 from mko.api.deps import SessionDep, SettingsDep
+from mko.api.routing import MkoRoute
 from mko.api.security import PrincipalDep
 
 __all__ = ["agent_router", "router"]
 
-router = APIRouter(prefix="/api", tags=["agents"])
+router = APIRouter(prefix="/api", tags=["agents"], route_class=MkoRoute)
 #: Included with ``require(Role.AGENT)``: only agent (and admin) tokens get here, and agent tokens
 #: get nowhere else.
-agent_router = APIRouter(prefix="/api/agents", tags=["agents"])
+agent_router = APIRouter(prefix="/api/agents", tags=["agents"], route_class=MkoRoute)
 
 
 @router.get("/agents")

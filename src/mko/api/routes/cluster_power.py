@@ -9,10 +9,11 @@ from pydantic import Field
 
 from mko import shutdown
 from mko.api.background import launch
-from mko.api.deps import ActorDep, SessionDep, SettingsDep
+from mko.api.deps import ActorDep, DbDep, SettingsDep
+from mko.api.routing import MkoRoute
 from mko.validation import InputModel
 
-router = APIRouter(prefix="/api", tags=["cluster power"])
+router = APIRouter(prefix="/api", tags=["cluster power"], route_class=MkoRoute)
 
 
 class ShutdownBody(InputModel):
@@ -39,7 +40,7 @@ class RecoverBody(InputModel):
 async def shutdown_cluster(
     request: Request,
     response: Response,
-    session: SessionDep,
+    db: DbDep,
     settings: SettingsDep,
     actor: ActorDep,
     cluster_id: int,
@@ -47,10 +48,13 @@ async def shutdown_cluster(
 ) -> dict[str, Any]:
     """Shut the cluster down in order (202, runs in the background); ``dry_run`` returns the plan (200)."""
     body = body or ShutdownBody()
-    plan = await shutdown.plan_shutdown(session, settings, cluster_id, force=body.force, ups_id=body.ups_id)
+    inputs = await db.run(
+        lambda session: shutdown.plan_inputs(session, settings, cluster_id, ups_id=body.ups_id)
+    )
+    plan = await shutdown.plan_for(inputs, settings, force=body.force)
     if body.dry_run:
         return {"plan": plan.as_dict()}
-    prepared = shutdown.start_shutdown(session, plan, actor)
+    prepared = await db.run(lambda session: shutdown.start_shutdown(session, plan, actor))
     launch(request.app, shutdown.run_shutdown(request.app.state.session_factory, settings, prepared))
     url = f"/api/operations/{prepared.operation_id}"
     response.status_code = status.HTTP_202_ACCEPTED
@@ -67,7 +71,7 @@ async def shutdown_cluster(
 async def recover_cluster(
     request: Request,
     response: Response,
-    session: SessionDep,
+    db: DbDep,
     settings: SettingsDep,
     actor: ActorDep,
     cluster_id: int,
@@ -75,7 +79,7 @@ async def recover_cluster(
 ) -> dict[str, Any]:
     """Start MicroK8s on every node, wait until all are Ready, uncordon what mko drained (202)."""
     timeout = (body.timeout if body else None) or settings.recovery_timeout
-    prepared = shutdown.start_recovery(session, cluster_id, actor, timeout)
+    prepared = await db.run(lambda session: shutdown.start_recovery(session, cluster_id, actor, timeout))
     launch(request.app, shutdown.run_recovery(request.app.state.session_factory, settings, prepared))
     url = f"/api/operations/{prepared.operation_id}"
     response.status_code = status.HTTP_202_ACCEPTED

@@ -8,8 +8,9 @@ from fastapi import APIRouter
 
 from mko import ha
 from mko.api.deps import SessionDep, SettingsDep
+from mko.api.routing import MkoRoute
 
-router = APIRouter(tags=["high availability"])
+router = APIRouter(tags=["high availability"], route_class=MkoRoute)
 
 
 @router.get("/api/cluster-status")

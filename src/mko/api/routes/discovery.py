@@ -5,16 +5,17 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from mko import discovery
-from mko.api.deps import ActorDep, SessionDep, SettingsDep
+from mko.api.deps import ActorDep, DbDep, SettingsDep
+from mko.api.routing import MkoRoute
 from mko.discovery import DiscoverRequest, DiscoveryResult
 
-router = APIRouter(prefix="/api", tags=["discovery"])
+router = APIRouter(prefix="/api", tags=["discovery"], route_class=MkoRoute)
 
 
 @router.post("/discover")
 async def discover(
-    session: SessionDep, settings: SettingsDep, actor: ActorDep, body: DiscoverRequest
+    db: DbDep, settings: SettingsDep, actor: ActorDep, body: DiscoverRequest
 ) -> DiscoveryResult:
     """Scan a subnet (TCP probes to ``ports``, optional ICMP, the neighbour table for MACs); with
     ``add`` and ``cluster_id``, add the hosts not yet in the inventory as nodes (one operation)."""
-    return await discovery.discover_and_add(session, settings, body, actor)
+    return await discovery.discover_and_add(db.factory, settings, body, actor)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from mko import inventory, reachability
-from mko.api.deps import SessionDep, SettingsDep
-from mko.api.security import AdminDep
+from mko.api.deps import DbDep, SessionDep, SettingsDep
+from mko.api.live import LiveReads
+from mko.api.routing import MkoRoute
+from mko.api.security import AdminDep, PrincipalDep, require_operator_for
 from mko.reachability import Reachability
 from mko.schemas import ClusterCreate, ClusterPublic, ClusterUpdate, NodeCreate, NodePublic, NodeUpdate
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", route_class=MkoRoute)
 
 
 def _cluster_public(session: SessionDep, cluster_id: int) -> ClusterPublic:
@@ -74,10 +76,32 @@ def list_nodes(session: SessionDep, cluster_id: int | None = None) -> list[NodeP
 
 @router.get("/nodes/reachability", tags=["nodes"])
 async def nodes_reachability(
-    session: SessionDep, settings: SettingsDep, cluster_id: int | None = None
+    request: Request,
+    db: DbDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    cluster_id: int | None = None,
+    refresh: bool = Query(
+        default=False,
+        description="probe the nodes now (operator; at most once per live_read_interval per cluster)",
+    ),
 ) -> dict[int, Reachability]:
-    """Probe every node (or those of ``cluster_id``) now, concurrently, on its probe port."""
-    return await reachability.probe_nodes(inventory.list_nodes(session, cluster_id), settings.probe_timeout)
+    """Every node's (or ``cluster_id``'s nodes') last probe result with its age (``up`` null: never
+    probed); ``?refresh=true`` probes them now, concurrently, on their probe ports, and stores it."""
+    nodes = await db.run(lambda session: inventory.list_nodes(session, cluster_id))
+    if not refresh:
+        return reachability.stored_reachability(nodes)
+    await require_operator_for(request, principal, "probing nodes now")
+    live: LiveReads[dict[int, Reachability]] = request.app.state.live_reads
+    reading = await live.read(
+        ("reachability", cluster_id),
+        lambda: reachability.probe_and_record(db.factory, nodes, settings.probe_timeout),
+    )
+    age = round(reading.age, 1)
+    return {
+        node_id: result.model_copy(update={"age_seconds": age})
+        for node_id, result in reading.result().items()
+    }
 
 
 @router.post("/nodes", status_code=status.HTTP_201_CREATED, tags=["nodes"])

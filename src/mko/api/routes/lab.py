@@ -8,10 +8,11 @@ from fastapi import APIRouter, Request
 from pydantic import Field
 
 from mko.api.deps import SessionDep
+from mko.api.routing import MkoRoute
 from mko.lab.control import FLAP_MIN_PERIOD, LabControl, lab_status
 from mko.validation import InputModel
 
-router = APIRouter(prefix="/api/lab", tags=["lab"])
+router = APIRouter(prefix="/api/lab", tags=["lab"], route_class=MkoRoute)
 
 
 class BatteryChange(InputModel):

@@ -10,11 +10,12 @@ from pydantic import BaseModel, Field
 
 from mko import metrics, notify
 from mko.api.deps import SessionDep, SettingsDep
+from mko.api.routing import MkoRoute
 from mko.errors import ConflictError
 from mko.notify import RuleNotifications
 from mko.validation import FREE_TEXT, InputModel
 
-router = APIRouter(tags=["monitoring"])
+router = APIRouter(tags=["monitoring"], route_class=MkoRoute)
 
 
 @router.get("/metrics", response_class=Response)

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from mko import ansible_inventory, nic, ssh
-from mko.api.deps import ActorDep, SessionDep, SettingsDep
+from mko.api.deps import ActorDep, DbDep, SessionDep, SettingsDep
+from mko.api.live import LiveReads
+from mko.api.routing import MkoRoute
+from mko.api.security import PrincipalDep, require_operator_for
 from mko.db.models import OperationStatus
 from mko.validation import InputModel
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", route_class=MkoRoute)
 
 
 class CollectMacBody(InputModel):
@@ -47,12 +50,12 @@ class TrustBody(InputModel):
 
 @router.post("/nodes/wol/collect-mac", tags=["wake-on-lan"])
 async def collect_mac(
-    session: SessionDep, settings: SettingsDep, actor: ActorDep, body: CollectMacBody | None = None
+    db: DbDep, settings: SettingsDep, actor: ActorDep, body: CollectMacBody | None = None
 ) -> CollectMacResponse:
     """Read each node's interfaces over SSH (in parallel) and store the MAC, interface and prefix."""
     body = body or CollectMacBody()
     operation = await nic.collect_macs(
-        session, settings, body.node_ids, overwrite=body.overwrite, actor=actor
+        db.factory, settings, body.node_ids, overwrite=body.overwrite, actor=actor
     )
     return CollectMacResponse(
         operation_id=operation.id,
@@ -64,20 +67,37 @@ async def collect_mac(
 
 
 @router.get("/nodes/{node_id}/ssh/host-key", tags=["nodes"])
-async def host_key(session: SessionDep, settings: SettingsDep, node_id: int) -> dict[str, Any]:
-    """The host key the node presents now and whether it is trusted, unknown or changed (no login)."""
-    return await ssh.host_key_status(session, settings, node_id)
+async def host_key(
+    request: Request, db: DbDep, settings: SettingsDep, principal: PrincipalDep, node_id: int
+) -> dict[str, Any]:
+    """The host key the node presents now and whether it is trusted, unknown or changed (no login).
+
+    It connects to the node, so it needs the operator role; one scan per node at a time, at most once
+    per live_read_interval (``checked_at``, ``age_seconds``)."""
+    target = await db.run(lambda session: ssh.node_target(session, settings, node_id))
+    await require_operator_for(request, principal, "scanning a node's SSH host key")
+    live: LiveReads[ssh.HostKeyInfo] = request.app.state.live_reads
+    reading = await live.read(("host-key", node_id), lambda: ssh.scan_host_key(target, settings))
+    return reading.result().as_dict() | reading.stamp()
 
 
 @router.post("/nodes/{node_id}/ssh/trust", tags=["nodes"])
 async def trust(
-    session: SessionDep, settings: SettingsDep, actor: ActorDep, node_id: int, body: TrustBody | None = None
+    request: Request,
+    db: DbDep,
+    settings: SettingsDep,
+    actor: ActorDep,
+    node_id: int,
+    body: TrustBody | None = None,
 ) -> dict[str, Any]:
     """Record the node's host key in the orchestrator's known_hosts and return its fingerprint."""
     body = body or TrustBody()
-    return await ssh.trust_node(
-        session, settings, node_id, actor=actor, expected=body.fingerprint, replace=body.replace
+    result = await ssh.trust_node(
+        db.factory, settings, node_id, actor=actor, expected=body.fingerprint, replace=body.replace
     )
+    live: LiveReads[ssh.HostKeyInfo] = request.app.state.live_reads
+    live.forget(("host-key", node_id))  # its status changed: the next scan must not show the old one
+    return result
 
 
 @router.post("/ansible/inventory", tags=["ansible"])

@@ -6,9 +6,10 @@ from fastapi import APIRouter, Query
 
 from mko import operations
 from mko.api.deps import SessionDep
+from mko.api.routing import MkoRoute
 from mko.schemas import OperationPublic
 
-router = APIRouter(prefix="/api", tags=["operations"])
+router = APIRouter(prefix="/api", tags=["operations"], route_class=MkoRoute)
 
 
 @router.get("/operations")

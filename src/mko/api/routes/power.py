@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from mko import node_power
 from mko.api.background import launch, result_or_accepted
-from mko.api.deps import ActorDep, SessionDep, SettingsDep
-from mko.db.models import OperationStatus
+from mko.api.deps import ActorDep, DbDep, SettingsDep
+from mko.api.live import LiveReads
+from mko.api.routing import MkoRoute
+from mko.api.security import PrincipalDep, require_operator_for
+from mko.db.models import Operation, OperationStatus, utcnow
+from mko.power.base import OutcomeState, PowerState
 from mko.validation import InputModel
 
-router = APIRouter(prefix="/api", tags=["power"])
+VERIFIED_STATES = {OutcomeState.UP.value: PowerState.ON, OutcomeState.OFF.value: PowerState.OFF}
+
+router = APIRouter(prefix="/api", tags=["power"], route_class=MkoRoute)
 
 
 class PowerBody(InputModel):
@@ -38,17 +46,20 @@ class PowerResponse(BaseModel):
 async def power_action(
     request: Request,
     response: Response,
-    session: SessionDep,
+    db: DbDep,
     settings: SettingsDep,
     actor: ActorDep,
     node_id: int,
     body: PowerBody,
 ) -> PowerResponse:
     """Power a node on, off or soft-off through its driver (409 with the reason when it cannot)."""
-    prepared = node_power.start_power(
-        session, settings, node_id, body.action, actor=actor, wait=body.wait, timeout=body.timeout
+    prepared = await db.run(
+        lambda session: node_power.start_power(
+            session, settings, node_id, body.action, actor=actor, wait=body.wait, timeout=body.timeout
+        )
     )
     task = launch(request.app, node_power.run_power(request.app.state.session_factory, settings, prepared))
+    task.add_done_callback(_remember_state(request.app.state.live_reads, node_id))
     url = f"/api/operations/{prepared.operation_id}"
     operation = await result_or_accepted(task, settings.api_sync_wait, response, url)
     if operation is None:
@@ -68,6 +79,52 @@ async def power_action(
 
 
 @router.get("/nodes/{node_id}/power")
-async def power_status(session: SessionDep, settings: SettingsDep, node_id: int) -> dict[str, Any]:
-    """The node's power state as its driver reports it (magic-packet nodes: a TCP probe)."""
-    return await node_power.power_status(session, settings, node_id)
+async def power_status(
+    request: Request,
+    db: DbDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    node_id: int,
+    refresh: bool = Query(
+        default=False,
+        description="ask the node's driver now (operator; at most once per live_read_interval per node)",
+    ),
+) -> dict[str, Any]:
+    """The node's power state as last read, with ``checked_at`` and ``age_seconds`` (``unknown`` until
+    it was read); ``?refresh=true`` reads it now through its driver (magic-packet nodes: a TCP probe)."""
+    target = await db.run(lambda session: node_power.power_target(session, node_id))
+    live: LiveReads[PowerState] = request.app.state.live_reads
+    key = ("power", node_id)
+    if refresh:
+        await require_operator_for(request, principal, "reading a node's power state now")
+        fresh = await live.read(key, lambda: node_power.read_power(settings, target))
+        return node_power.describe_power(target, fresh.result(), **fresh.stamp())
+    last = live.last(key)
+    if last is not None:
+        error = None if last.error is None else str(last.error)
+        return node_power.describe_power(target, last.value, **last.stamp(), error=error)
+    if not target.driver.verify_by_query and target.probed_at is not None:
+        # A magic-packet node's driver reads its probe port: the background refresher's last probe.
+        state = PowerState.ON if target.probed_up else PowerState.OFF
+        return node_power.describe_power(target, state, checked_at=target.probed_at, age_seconds=_age(target))
+    return node_power.describe_power(target, None, checked_at=None, age_seconds=None)
+
+
+def _remember_state(live: LiveReads[PowerState], node_id: int) -> Callable[[asyncio.Task[Operation]], None]:
+    """A power action that verified the state it reached leaves it as the node's last known state."""
+
+    def done(task: asyncio.Task[Operation]) -> None:
+        if task.cancelled() or task.exception() is not None:
+            return
+        for outcome in task.result().result.get("nodes", []):
+            state = (
+                VERIFIED_STATES.get(outcome.get("state")) if outcome.get("verified_by") == "query" else None
+            )
+            if state is not None:
+                live.put(("power", node_id), state)
+
+    return done
+
+
+def _age(target: node_power.PowerTarget) -> float | None:
+    return None if target.probed_at is None else round((utcnow() - target.probed_at).total_seconds(), 1)

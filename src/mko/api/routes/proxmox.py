@@ -7,11 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Response, status
 
 from mko import proxmox_hosts
-from mko.api.deps import SessionDep, SettingsDep
+from mko.api.deps import DbDep, SessionDep, SettingsDep
+from mko.api.routing import MkoRoute
 from mko.api.security import AdminDep
 from mko.schemas import ProxmoxHostCreate, ProxmoxHostPublic, ProxmoxHostUpdate
 
-router = APIRouter(prefix="/api/proxmox-hosts", tags=["proxmox"])
+router = APIRouter(prefix="/api/proxmox-hosts", tags=["proxmox"], route_class=MkoRoute)
 
 
 def _public(session: SessionDep, host_id: int) -> ProxmoxHostPublic:
@@ -56,6 +57,7 @@ def delete_host(session: SessionDep, host_id: int) -> Response:
 
 
 @router.post("/{host_id}/test")
-async def test_host(session: SessionDep, settings: SettingsDep, host_id: int) -> dict[str, Any]:
+async def test_host(db: DbDep, settings: SettingsDep, host_id: int) -> dict[str, Any]:
     """Log in as mko would and read the version, nodes and guests (502 with Proxmox's reason if not)."""
-    return await proxmox_hosts.check_host(session, settings, host_id)
+    host = await db.run(lambda session: proxmox_hosts.host_login(session, settings, host_id))
+    return await proxmox_hosts.check_login(host)

@@ -6,9 +6,10 @@ from fastapi import APIRouter, Request, Response, status
 
 from mko import schedules
 from mko.api.deps import SessionDep, SettingsDep
+from mko.api.routing import MkoRoute
 from mko.schedules import ScheduleCreate, SchedulePublic
 
-router = APIRouter(prefix="/api", tags=["schedules"])
+router = APIRouter(prefix="/api", tags=["schedules"], route_class=MkoRoute)
 
 
 def _poke(request: Request) -> None:

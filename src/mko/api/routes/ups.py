@@ -7,16 +7,19 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.orm import Session
 
 from mko import outages, rules
-from mko.api.deps import SessionDep, SettingsDep
+from mko.api.deps import DbDep, SessionDep, SettingsDep
+from mko.api.live import LiveReads
+from mko.api.routing import MkoRoute
 from mko.db.models import PowerEvent
 from mko.secrets import SecretBox
 from mko.ups import service
 from mko.ups.monitor import UpsMonitor
 from mko.ups.schemas import OutagePublic, RuleCreate, RulePublic, UpsCreate, UpsEventPublic, UpsPublic
 
-router = APIRouter(prefix="/api/ups", tags=["ups"])
+router = APIRouter(prefix="/api/ups", tags=["ups"], route_class=MkoRoute)
 
 
 def _monitor(request: Request) -> UpsMonitor | None:
@@ -173,17 +176,25 @@ def set_power_cycle(request: Request, session: SessionDep, ups_id: int, body: Po
 
 
 @router.get("/{ups_id}/status")
-async def ups_status(
-    request: Request, session: SessionDep, settings: SettingsDep, ups_id: int
-) -> dict[str, Any]:
+async def ups_status(request: Request, db: DbDep, settings: SettingsDep, ups_id: int) -> dict[str, Any]:
     """Status in words, charge, runtime, load, input voltage, last update and reachability.
 
-    From the monitor's latest read when this server runs it; otherwise read from upsd now.
+    From the monitor's latest read when this server runs it; otherwise read from upsd, at most once per
+    live_read_interval per UPS however many pages ask (``checked_at``, ``age_seconds``).
     """
-    ups = service.get_ups(session, ups_id)
+
+    def load(session: Session) -> service.UpsTarget:
+        ups = service.get_ups(session, ups_id)
+        box = SecretBox.from_settings(settings) if ups.password_encrypted else None
+        return service.target_of(ups, box)
+
+    target = await db.run(load)
     monitor = _monitor(request)
     snapshot = monitor.snapshot(ups_id) if monitor is not None else None
     if snapshot is not None:
         return snapshot
-    box = SecretBox.from_settings(settings) if ups.password_encrypted else None
-    return await service.read_status(service.target_of(ups, box), settings.ups_timeout)
+    # NOTE: the one read a viewer's page may cause: NUT is a read-only protocol made for many clients,
+    # and the dashboards of a server without the monitor (a follower) have no other source.
+    live: LiveReads[dict[str, Any]] = request.app.state.live_reads
+    reading = await live.read(("ups", ups_id), lambda: service.read_status(target, settings.ups_timeout))
+    return reading.result() | reading.stamp()

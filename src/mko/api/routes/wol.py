@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, Field
+from sqlalchemy.orm import Session
 
 from mko import inventory, nic, wake
 from mko.api.background import launch_wake, result_or_accepted
-from mko.api.deps import ActorDep, SessionDep, SettingsDep
-from mko.api.security import AdminDep
+from mko.api.deps import ActorDep, DbDep, SessionDep, SettingsDep
+from mko.api.live import LiveReads
+from mko.api.routing import MkoRoute
+from mko.api.security import AdminDep, PrincipalDep, require_operator_for
 from mko.db.models import OperationStatus
 from mko.operations import finish_operation, start_operation
+from mko.power.base import NodeSnapshot
 from mko.schemas import NodePublic, WolConfigure
 from mko.settings import Settings
 from mko.validation import InputModel
 
-router = APIRouter(prefix="/api", tags=["wake-on-lan"])
+router = APIRouter(prefix="/api", tags=["wake-on-lan"], route_class=MkoRoute)
 
 
 class WakeBody(InputModel):
@@ -84,7 +88,7 @@ async def _answer(
 async def _wake(
     request: Request,
     response: Response,
-    session: SessionDep,
+    db: DbDep,
     settings: SettingsDep,
     actor: ActorDep,
     target_type: str,
@@ -96,14 +100,16 @@ async def _wake(
         settings, retries=body.retries, delay=body.delay, wait=body.wait, timeout=body.timeout
     )
     node_ids = body.node_ids if isinstance(body, NodesWakeBody) else ()
-    prepared = wake.start_wake(
-        session,
-        target_type=target_type,
-        target_id=target_id,
-        schedule=schedule,
-        actor=actor,
-        node_ids=node_ids,
-        coalesce_seconds=settings.wake_coalesce_seconds,
+    prepared = await db.run(
+        lambda session: wake.start_wake(
+            session,
+            target_type=target_type,
+            target_id=target_id,
+            schedule=schedule,
+            actor=actor,
+            node_ids=node_ids,
+            coalesce_seconds=settings.wake_coalesce_seconds,
+        )
     )
     return await _answer(request, response, settings, prepared)
 
@@ -112,49 +118,69 @@ async def _wake(
 async def wake_nodes(
     request: Request,
     response: Response,
-    session: SessionDep,
+    db: DbDep,
     settings: SettingsDep,
     actor: ActorDep,
     body: NodesWakeBody,
 ) -> WakeResponse:
     """Wake several nodes at once in one operation (nodes that cannot be woken are skipped and named)."""
-    return await _wake(request, response, session, settings, actor, "nodes", None, body)
+    return await _wake(request, response, db, settings, actor, "nodes", None, body)
 
 
 @router.post("/nodes/{node_id}/wol/wake")
 async def wake_node(
     request: Request,
     response: Response,
-    session: SessionDep,
+    db: DbDep,
     settings: SettingsDep,
     actor: ActorDep,
     node_id: int,
     body: WakeBody | None = None,
 ) -> WakeResponse:
     """Send magic packets to one node (409 when its WoL is disabled or it has no MAC)."""
-    return await _wake(request, response, session, settings, actor, "node", node_id, body)
+    return await _wake(request, response, db, settings, actor, "node", node_id, body)
 
 
 @router.post("/clusters/{cluster_id}/wol/wake")
 async def wake_cluster(
     request: Request,
     response: Response,
-    session: SessionDep,
+    db: DbDep,
     settings: SettingsDep,
     actor: ActorDep,
     cluster_id: int,
     body: WakeBody | None = None,
 ) -> WakeResponse:
     """Wake every node of a cluster at once, control-plane nodes' packets first."""
-    return await _wake(request, response, session, settings, actor, "cluster", cluster_id, body)
+    return await _wake(request, response, db, settings, actor, "cluster", cluster_id, body)
 
 
 @router.get("/nodes/{node_id}/wol/status")
 async def wol_status(
-    session: SessionDep, settings: SettingsDep, node_id: int, probe: bool = False
+    request: Request,
+    db: DbDep,
+    settings: SettingsDep,
+    principal: PrincipalDep,
+    node_id: int,
+    probe: bool = Query(
+        default=False,
+        description="also check reachability now (operator; at most once per live_read_interval per node)",
+    ),
 ) -> dict[str, Any]:
     """Configuration, the last wake and its outcome; ``?probe=true`` also checks reachability now."""
-    return await wake.wol_status(session, node_id, probe=probe, probe_timeout=settings.probe_timeout)
+
+    def load(session: Session) -> tuple[dict[str, Any], NodeSnapshot]:
+        return wake.wol_status_sync(session, node_id), NodeSnapshot.of(inventory.get_node(session, node_id))
+
+    status, target = await db.run(load)
+    if probe:
+        await require_operator_for(request, principal, "probing a node now")
+        live: LiveReads[dict[str, Any]] = request.app.state.live_reads
+        reading = await live.read(
+            ("probe", node_id), lambda: wake.probe_reachable(target, settings.probe_timeout)
+        )
+        status["reachable"] = reading.result() | reading.stamp()
+    return status
 
 
 def _record_change(
@@ -189,10 +215,10 @@ class WolSwitchResponse(NodePublic):
 
 
 async def _switch(
-    session: SessionDep, settings: SettingsDep, actor: ActorDep, node_id: int, enable: bool, flag_only: bool
+    db: DbDep, settings: SettingsDep, actor: ActorDep, node_id: int, enable: bool, flag_only: bool
 ) -> WolSwitchResponse:
     change = await nic.set_nic_wol(
-        session, settings, node_id, enable=enable, actor=actor, flag_only=flag_only
+        db.factory, settings, node_id, enable=enable, actor=actor, flag_only=flag_only
     )
     return WolSwitchResponse(
         **NodePublic.of(change.node).model_dump(),
@@ -205,7 +231,7 @@ async def _switch(
 
 @router.post("/nodes/{node_id}/wol/enable")
 async def wol_enable(
-    session: SessionDep,
+    db: DbDep,
     settings: SettingsDep,
     actor: ActorDep,
     node_id: int,
@@ -214,19 +240,19 @@ async def wol_enable(
     """Enable WoL: ``ethtool -s IFACE wol g`` on the node over SSH, made persistent and read back, then
     the flag. Fails (flag unchanged) when the node cannot be reached or its card cannot wake on a magic
     packet (409); ``{"flag_only": true}`` sets only the flag."""
-    return await _switch(session, settings, actor, node_id, True, (body or WolSwitchBody()).flag_only)
+    return await _switch(db, settings, actor, node_id, True, (body or WolSwitchBody()).flag_only)
 
 
 @router.post("/nodes/{node_id}/wol/disable")
 async def wol_disable(
-    session: SessionDep,
+    db: DbDep,
     settings: SettingsDep,
     actor: ActorDep,
     node_id: int,
     body: WolSwitchBody | None = None,
 ) -> WolSwitchResponse:
     """Disable WoL: ``ethtool -s IFACE wol d`` on the node (persistent), then the flag (wakes refused)."""
-    return await _switch(session, settings, actor, node_id, False, (body or WolSwitchBody()).flag_only)
+    return await _switch(db, settings, actor, node_id, False, (body or WolSwitchBody()).flag_only)
 
 
 @router.put("/nodes/{node_id}/wol/configure")

@@ -8,20 +8,26 @@ function setPill(el, text, cls) {
 
 async function fillReachability(table) {
   const url = "/api/nodes/reachability" + (table.dataset.clusterId ? "?cluster_id=" + table.dataset.clusterId : "");
-  try {
-    const response = await fetch(url, { headers: { Accept: "application/json" } });
-    if (!response.ok) return;
-    const data = await response.json();
-    for (const cell of table.querySelectorAll("[data-reach-node]")) {
-      const result = data[cell.dataset.reachNode];
-      if (!result) continue;
-      const pill = cell.querySelector(".pill") || cell;
-      if (result.up) setPill(pill, "up " + result.latency_ms + " ms", "up");
-      else setPill(pill, "down", "down");
-      pill.title = result.error || "port " + result.port;
+  for (;;) {
+    try {
+      const response = await fetch(url, { headers: { Accept: "application/json" } });
+      if (!response.ok) return;
+      const data = await response.json();
+      for (const cell of table.querySelectorAll("[data-reach-node]")) {
+        const result = data[cell.dataset.reachNode];
+        if (!result) continue;
+        const pill = cell.querySelector(".pill") || cell;
+        // What the server's background probes found (a page never makes mko probe); null: not yet.
+        if (result.up === null) setPill(pill, "not probed yet", "");
+        else if (result.up) setPill(pill, result.latency_ms === null ? "up" : "up " + result.latency_ms + " ms", "up");
+        else setPill(pill, "down", "down");
+        const age = result.age_seconds === null ? "" : ", " + Math.round(result.age_seconds) + " s ago";
+        pill.title = (result.error || "port " + result.port) + age;
+      }
+    } catch (error) {
+      return; /* the page still works without live reachability */
     }
-  } catch (error) {
-    /* the page still works without live reachability */
+    await new Promise((resolve) => setTimeout(resolve, 5000));
   }
 }
 
