@@ -39,6 +39,12 @@ class Settings(BaseSettings):
         le=1000,
         description="threads `mko serve` runs database work in; the connection pool keeps one per thread",
     )
+    max_request_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        le=1_073_741_824,
+        description="largest request body `mko serve` accepts (JSON and forms); larger ones get 413",
+    )
     log_dir: Path = Field(default=Path("logs"), description="directory of orchestrator.log")
     log_level: str = Field(default="INFO")
     log_max_bytes: int = Field(default=5_000_000, description="rotate orchestrator.log at this size")

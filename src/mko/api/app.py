@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI
+from starlette.types import ASGIApp
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from mko import __version__, ownership
@@ -17,6 +18,7 @@ from mko.api import leader, periodic
 from mko.api.errors import ERROR_RESPONSES, install_error_handlers
 from mko.api.health import DatabaseHealth
 from mko.api.health import router as health_router
+from mko.api.http import DeclaredSizeLimit, SecurityHeaders, install_http_handlers
 from mko.api.live import LiveReads
 from mko.api.routes import (
     access,
@@ -49,6 +51,14 @@ __all__ = ["create_app"]
 log = logging.getLogger("mko.api")
 
 
+class _App(FastAPI):
+    def build_middleware_stack(self) -> ASGIApp:
+        # Outermost: every response gets the security headers, the 413s and 500s FastAPI makes itself
+        # included; a body declared too large is refused before anything reads it.
+        limit = self.state.settings.max_request_bytes
+        return SecurityHeaders(DeclaredSizeLimit(super().build_middleware_stack(), limit))
+
+
 def create_app(settings: Settings | None = None, *, lab: LabControl | None = None) -> FastAPI:
     """Build the app for ``settings``; the database must already be migrated.
 
@@ -76,15 +86,19 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
         await asyncio.gather(*tasks, return_exceptions=True)
         app.state.database_health.close()
 
-    app = FastAPI(
+    app = _App(
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
+        # 413 beyond this, JSON and forms alike (FastAPI's own limit, counted as the body arrives).
+        max_body_size=settings.max_request_bytes,
+        docs_url=None,  # mko.api.http serves /docs without inline script
+        redoc_url=None,
         title="mko",
         version=__version__,
         summary="Power orchestration for MicroK8s clusters",
         description="UPS-driven graceful shutdown and verified Wake-on-LAN recovery.",
     )
-    app.router.route_class = MkoRoute  # the app's own routes too
+    app.router.route_class = MkoRoute  # the app's own routes too (/docs)
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = session_factory
@@ -96,13 +110,15 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
     app.state.live_reads = LiveReads[Any](settings.live_read_interval)
     periodic.install(app, settings, session_factory)
     install_error_handlers(app)
+    install_http_handlers(app)
 
     app.include_router(health_router)  # open: probes carry no credentials
     # Every /api route needs a token or a web session: reads need viewer, changes operator, and users
     # and tokens admin (tests/unit/test_auth.py walks the OpenAPI routes to hold every new one to this).
     by_method = [Depends(authorize_by_method)]
     admin_only = [Depends(require(Role.ADMIN))]
-    # Before the node routes: /api/nodes/wol/collect-mac must not be read as /api/nodes/{node_id}/….
+    # Ids are {…:int} in every path, so a fixed path (/api/nodes/wol/collect-mac, /api/ups/monitor) can
+    # never be taken for an id, whatever the order; the order only keeps the schema readable.
     for router in (
         nic.router,
         inventory.router,

@@ -26,6 +26,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorDetail, "description": "the caller's role does not allow this"},
     404: {"model": ErrorDetail, "description": "an id that does not exist"},
     409: {"model": ErrorDetail, "description": "a duplicate, or the current state forbids it"},
+    413: {"model": ErrorDetail, "description": "the request body is larger than MKO_MAX_REQUEST_BYTES"},
     502: {"model": ErrorDetail, "description": "a power action or a device failed"},
 }
 

@@ -172,13 +172,13 @@ def _node_page(
     )
 
 
-@router.get("/nodes/{node_id}", response_class=HTMLResponse)
+@router.get("/nodes/{node_id:int}", response_class=HTMLResponse)
 def node_page(request: Request, session: SessionDep, node_id: int, saved: bool = False) -> HTMLResponse:
     """One node: its Wake-on-LAN section (status, configure, send) and its operation history."""
     return _node_page(request, session, node_id, saved=saved)
 
 
-@router.post("/nodes/{node_id}/wol/configure", response_class=HTMLResponse)
+@router.post("/nodes/{node_id:int}/wol/configure", response_class=HTMLResponse)
 def configure_node(request: Request, session: SessionDep, node_id: int, form: FormDep) -> Response:
     """Save the WoL form: it shows every field, so every field is set (an emptied field is cleared)."""
     values = blank_to_none(form, WOL_FORM_FIELDS)
@@ -219,7 +219,7 @@ def configure_node(request: Request, session: SessionDep, node_id: int, form: Fo
     return _see_other(f"/nodes/{node_id}?saved=1")
 
 
-@router.post("/nodes/{node_id}/wol/wake", response_class=HTMLResponse)
+@router.post("/nodes/{node_id:int}/wol/wake", response_class=HTMLResponse)
 async def wake_node(
     request: Request, db: DbDep, settings: SettingsDep, node_id: int, form: FormDep
 ) -> Response:
@@ -302,13 +302,13 @@ def _cluster_page(
     )
 
 
-@router.get("/clusters/{cluster_id}", response_class=HTMLResponse)
+@router.get("/clusters/{cluster_id:int}", response_class=HTMLResponse)
 def cluster_page(request: Request, session: SessionDep, cluster_id: int) -> HTMLResponse:
     """One cluster: its nodes in power order and its operations."""
     return _cluster_page(request, session, cluster_id)
 
 
-@router.post("/clusters/{cluster_id}/wake", response_class=HTMLResponse)
+@router.post("/clusters/{cluster_id:int}/wake", response_class=HTMLResponse)
 async def wake_cluster(
     request: Request, db: DbDep, settings: SettingsDep, cluster_id: int, form: FormDep
 ) -> Response:
@@ -341,7 +341,7 @@ def operations_page(request: Request, session: SessionDep, kind: str | None = No
     )
 
 
-@router.get("/operations/{operation_id}", response_class=HTMLResponse)
+@router.get("/operations/{operation_id:int}", response_class=HTMLResponse)
 def operation_page(request: Request, session: SessionDep, operation_id: int) -> HTMLResponse:
     """One operation with its steps; follows a running one live."""
     return _render(
@@ -415,7 +415,7 @@ def add_schedule(request: Request, session: SessionDep, settings: SettingsDep, f
     return _see_other("/schedules")
 
 
-@router.post("/schedules/{schedule_id}/{change}", response_class=HTMLResponse)
+@router.post("/schedules/{schedule_id:int}/{change}", response_class=HTMLResponse)
 def change_schedule(request: Request, session: SessionDep, schedule_id: int, change: str) -> Response:
     """Pause, resume or remove a schedule."""
     if change == "pause":
@@ -501,7 +501,7 @@ def add_rule(request: Request, session: SessionDep, form: FormDep) -> Response:
 # ------------------------------------------------------------------ cluster shutdown and recovery
 
 
-@router.get("/clusters/{cluster_id}/shutdown", response_class=HTMLResponse)
+@router.get("/clusters/{cluster_id:int}/shutdown", response_class=HTMLResponse)
 async def shutdown_confirm(
     request: Request, db: DbDep, settings: SettingsDep, cluster_id: int, force: bool = False
 ) -> HTMLResponse:
@@ -514,7 +514,7 @@ async def shutdown_confirm(
     return _render(request, "shutdown_confirm.html", cluster=inputs.cluster, plan=plan, force=force)
 
 
-@router.post("/clusters/{cluster_id}/shutdown")
+@router.post("/clusters/{cluster_id:int}/shutdown")
 async def shutdown_cluster(
     request: Request, db: DbDep, settings: SettingsDep, cluster_id: int, form: FormDep
 ) -> Response:
@@ -527,7 +527,7 @@ async def shutdown_cluster(
     return _see_other(f"/operations/{prepared.operation_id}")
 
 
-@router.post("/clusters/{cluster_id}/recover")
+@router.post("/clusters/{cluster_id:int}/recover")
 async def recover_cluster(request: Request, db: DbDep, settings: SettingsDep, cluster_id: int) -> Response:
     """Start MicroK8s everywhere, wait until every node is Ready, uncordon what mko drained."""
     actor = _actor(request)

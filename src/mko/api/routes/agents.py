@@ -56,7 +56,7 @@ async def claim(
     return job
 
 
-@agent_router.post("/jobs/{job_id}/result")
+@agent_router.post("/jobs/{job_id:int}/result")
 def report(
     session: SessionDep, principal: PrincipalDep, job_id: int, body: agents.JobReport
 ) -> dict[str, Any]:

@@ -36,7 +36,7 @@ class RecoverBody(InputModel):
     )
 
 
-@router.post("/clusters/{cluster_id}/shutdown")
+@router.post("/clusters/{cluster_id:int}/shutdown")
 async def shutdown_cluster(
     request: Request,
     response: Response,
@@ -67,7 +67,7 @@ async def shutdown_cluster(
     }
 
 
-@router.post("/clusters/{cluster_id}/recover")
+@router.post("/clusters/{cluster_id:int}/recover")
 async def recover_cluster(
     request: Request,
     response: Response,

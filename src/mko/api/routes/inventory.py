@@ -40,13 +40,13 @@ def create_cluster(session: SessionDep, body: ClusterCreate) -> ClusterPublic:
     return _cluster_public(session, inventory.create_cluster(session, body).id)
 
 
-@router.get("/clusters/{cluster_id}", tags=["clusters"])
+@router.get("/clusters/{cluster_id:int}", tags=["clusters"])
 def get_cluster(session: SessionDep, cluster_id: int) -> ClusterPublic:
     """One cluster."""
     return _cluster_public(session, cluster_id)
 
 
-@router.patch("/clusters/{cluster_id}", tags=["clusters"])
+@router.patch("/clusters/{cluster_id:int}", tags=["clusters"])
 def update_cluster(
     session: SessionDep, admin: AdminDep, cluster_id: int, body: ClusterUpdate
 ) -> ClusterPublic:
@@ -55,14 +55,14 @@ def update_cluster(
     return _cluster_public(session, cluster_id)
 
 
-@router.delete("/clusters/{cluster_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["clusters"])
+@router.delete("/clusters/{cluster_id:int}", status_code=status.HTTP_204_NO_CONTENT, tags=["clusters"])
 def delete_cluster(session: SessionDep, cluster_id: int) -> Response:
     """Remove an empty cluster."""
     inventory.delete_cluster(session, cluster_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/clusters/{cluster_id}/nodes", tags=["clusters"])
+@router.get("/clusters/{cluster_id:int}/nodes", tags=["clusters"])
 def list_cluster_nodes(session: SessionDep, cluster_id: int) -> list[NodePublic]:
     """The nodes of one cluster."""
     return [NodePublic.of(node) for node in inventory.list_nodes(session, cluster_id)]
@@ -110,19 +110,19 @@ def create_node(session: SessionDep, body: NodeCreate) -> NodePublic:
     return NodePublic.of(inventory.create_node(session, body))
 
 
-@router.get("/nodes/{node_id}", tags=["nodes"])
+@router.get("/nodes/{node_id:int}", tags=["nodes"])
 def get_node(session: SessionDep, node_id: int) -> NodePublic:
     """One node."""
     return NodePublic.of(inventory.get_node(session, node_id))
 
 
-@router.patch("/nodes/{node_id}", tags=["nodes"])
+@router.patch("/nodes/{node_id:int}", tags=["nodes"])
 def update_node(session: SessionDep, admin: AdminDep, node_id: int, body: NodeUpdate) -> NodePublic:
     """Change the fields sent (moving a stored BMC or SecureOn password needs it again, or admin)."""
     return NodePublic.of(inventory.update_node(session, node_id, body, may_rebind_secrets=admin))
 
 
-@router.delete("/nodes/{node_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["nodes"])
+@router.delete("/nodes/{node_id:int}", status_code=status.HTTP_204_NO_CONTENT, tags=["nodes"])
 def delete_node(session: SessionDep, node_id: int) -> Response:
     """Remove a node (its operation history stays)."""
     inventory.delete_node(session, node_id)

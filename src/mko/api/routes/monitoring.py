@@ -49,13 +49,13 @@ class TestResult(BaseModel):
     failed: list[str]
 
 
-@router.get("/api/notifications/rules/{rule_id}", tags=["notifications"])
+@router.get("/api/notifications/rules/{rule_id:int}", tags=["notifications"])
 def rule_notifications(session: SessionDep, settings: SettingsDep, rule_id: int) -> RuleNotifications:
     """A power rule's notification flags and URLs (secrets hidden)."""
     return notify.rule_notifications(session, settings, rule_id)
 
 
-@router.put("/api/notifications/rules/{rule_id}", tags=["notifications"])
+@router.put("/api/notifications/rules/{rule_id:int}", tags=["notifications"])
 def configure_rule_notifications(
     session: SessionDep, settings: SettingsDep, rule_id: int, body: RuleNotificationsUpdate
 ) -> RuleNotifications:

@@ -1,7 +1,7 @@
 """MAC collection, SSH host-key trust and the Ansible inventory: ``POST /api/nodes/wol/collect-mac`` …
 
-This router is included before the node CRUD routes, so ``/api/nodes/wol/collect-mac`` can never be
-taken for a ``/api/nodes/{node_id}/…`` path.
+Node ids are ``{node_id:int}`` in every path, so ``/api/nodes/wol/collect-mac`` can never be taken for a
+``/api/nodes/{node_id}/…`` path.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ async def collect_mac(
     )
 
 
-@router.get("/nodes/{node_id}/ssh/host-key", tags=["nodes"])
+@router.get("/nodes/{node_id:int}/ssh/host-key", tags=["nodes"])
 async def host_key(
     request: Request, db: DbDep, settings: SettingsDep, principal: PrincipalDep, node_id: int
 ) -> dict[str, Any]:
@@ -81,7 +81,7 @@ async def host_key(
     return reading.result().as_dict() | reading.stamp()
 
 
-@router.post("/nodes/{node_id}/ssh/trust", tags=["nodes"])
+@router.post("/nodes/{node_id:int}/ssh/trust", tags=["nodes"])
 async def trust(
     request: Request,
     db: DbDep,

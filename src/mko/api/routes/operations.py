@@ -28,7 +28,7 @@ def list_operations(
     return [OperationPublic.model_validate(op) for op in found]
 
 
-@router.get("/operations/{operation_id}")
+@router.get("/operations/{operation_id:int}")
 def get_operation(session: SessionDep, operation_id: int) -> OperationPublic:
     """One operation with its steps (poll it to follow a running one)."""
     return OperationPublic.model_validate(operations.get_operation(session, operation_id))

@@ -42,7 +42,7 @@ class PowerResponse(BaseModel):
     operation_url: str
 
 
-@router.post("/nodes/{node_id}/power")
+@router.post("/nodes/{node_id:int}/power")
 async def power_action(
     request: Request,
     response: Response,
@@ -78,7 +78,7 @@ async def power_action(
     )
 
 
-@router.get("/nodes/{node_id}/power")
+@router.get("/nodes/{node_id:int}/power")
 async def power_status(
     request: Request,
     db: DbDep,

@@ -33,13 +33,13 @@ def create_host(session: SessionDep, settings: SettingsDep, body: ProxmoxHostCre
     return _public(session, proxmox_hosts.create_host(session, settings, body).id)
 
 
-@router.get("/{host_id}")
+@router.get("/{host_id:int}")
 def get_host(session: SessionDep, host_id: int) -> ProxmoxHostPublic:
     """One Proxmox host."""
     return _public(session, host_id)
 
 
-@router.patch("/{host_id}")
+@router.patch("/{host_id:int}")
 def update_host(
     session: SessionDep, settings: SettingsDep, admin: AdminDep, host_id: int, body: ProxmoxHostUpdate
 ) -> ProxmoxHostPublic:
@@ -49,14 +49,14 @@ def update_host(
     return _public(session, host_id)
 
 
-@router.delete("/{host_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{host_id:int}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_host(session: SessionDep, host_id: int) -> Response:
     """Remove a host no node uses (409 naming the nodes otherwise)."""
     proxmox_hosts.delete_host(session, host_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/{host_id}/test")
+@router.post("/{host_id:int}/test")
 async def test_host(db: DbDep, settings: SettingsDep, host_id: int) -> dict[str, Any]:
     """Log in as mko would and read the version, nodes and guests (502 with Proxmox's reason if not)."""
     host = await db.run(lambda session: proxmox_hosts.host_login(session, settings, host_id))

@@ -35,13 +35,13 @@ def create_schedule(
     return schedules.public(session, settings, schedule)
 
 
-@router.get("/schedules/{schedule_id}")
+@router.get("/schedules/{schedule_id:int}")
 def get_schedule(session: SessionDep, settings: SettingsDep, schedule_id: int) -> SchedulePublic:
     """One schedule."""
     return schedules.public(session, settings, schedules.get_schedule(session, schedule_id))
 
 
-@router.delete("/schedules/{schedule_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/schedules/{schedule_id:int}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_schedule(request: Request, session: SessionDep, schedule_id: int) -> Response:
     """Remove a schedule; its past runs stay in the operation log."""
     schedules.delete_schedule(session, schedule_id)
@@ -49,7 +49,7 @@ def delete_schedule(request: Request, session: SessionDep, schedule_id: int) -> 
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/schedules/{schedule_id}/pause")
+@router.post("/schedules/{schedule_id:int}/pause")
 def pause_schedule(
     request: Request, session: SessionDep, settings: SettingsDep, schedule_id: int
 ) -> SchedulePublic:
@@ -59,7 +59,7 @@ def pause_schedule(
     return schedules.public(session, settings, schedule)
 
 
-@router.post("/schedules/{schedule_id}/resume")
+@router.post("/schedules/{schedule_id:int}/resume")
 def resume_schedule(
     request: Request, session: SessionDep, settings: SettingsDep, schedule_id: int
 ) -> SchedulePublic:

@@ -34,7 +34,8 @@ def _changed(request: Request) -> None:
         monitor.request_reload()
 
 
-# Fixed paths first: /api/ups/events and /api/ups/rules must not be read as /api/ups/{ups_id}.
+# Fixed paths first, for the schema's order; {ups_id:int} is what keeps /api/ups/monitor, /events and
+# /rules from being read as an id (DELETE /api/ups/monitor is a 405 naming GET, not a 422).
 
 
 @router.get("/events")
@@ -77,7 +78,7 @@ def list_outages(
     return [OutagePublic.model_validate(outages.outage_doc(session, o)) for o in found]
 
 
-@router.get("/outages/{outage_id}", tags=["outages"])
+@router.get("/outages/{outage_id:int}", tags=["outages"])
 def get_outage(session: SessionDep, outage_id: int) -> OutagePublic:
     """One outage: the nodes up before, those mko powered off, the power cycle, the host, the restore."""
     return OutagePublic.model_validate(outages.outage_doc(session, outages.get_outage(session, outage_id)))
@@ -101,13 +102,13 @@ def create_rule(request: Request, session: SessionDep, body: RuleCreate) -> Rule
     return RulePublic.model_validate(rule)
 
 
-@router.get("/rules/{rule_id}", tags=["power rules"])
+@router.get("/rules/{rule_id:int}", tags=["power rules"])
 def get_rule(session: SessionDep, rule_id: int) -> RulePublic:
     """One rule."""
     return RulePublic.model_validate(rules.get_rule(session, rule_id))
 
 
-@router.delete("/rules/{rule_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["power rules"])
+@router.delete("/rules/{rule_id:int}", status_code=status.HTTP_204_NO_CONTENT, tags=["power rules"])
 def delete_rule(request: Request, session: SessionDep, rule_id: int) -> Response:
     """Remove a rule (a waiting execution of it will not fire)."""
     rules.delete_rule(session, rule_id)
@@ -115,7 +116,7 @@ def delete_rule(request: Request, session: SessionDep, rule_id: int) -> Response
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.post("/rules/{rule_id}/enable", tags=["power rules"])
+@router.post("/rules/{rule_id:int}/enable", tags=["power rules"])
 def enable_rule(request: Request, session: SessionDep, rule_id: int) -> RulePublic:
     """Enable a rule."""
     rule = rules.set_rule_enabled(session, rule_id, True)
@@ -123,7 +124,7 @@ def enable_rule(request: Request, session: SessionDep, rule_id: int) -> RulePubl
     return RulePublic.model_validate(rule)
 
 
-@router.post("/rules/{rule_id}/disable", tags=["power rules"])
+@router.post("/rules/{rule_id:int}/disable", tags=["power rules"])
 def disable_rule(request: Request, session: SessionDep, rule_id: int) -> RulePublic:
     """Disable a rule (a waiting execution of it will not fire)."""
     rule = rules.set_rule_enabled(session, rule_id, False)
@@ -145,13 +146,13 @@ def create_ups(request: Request, session: SessionDep, settings: SettingsDep, bod
     return UpsPublic.of(ups)
 
 
-@router.get("/{ups_id}")
+@router.get("/{ups_id:int}")
 def get_ups(session: SessionDep, ups_id: int) -> UpsPublic:
     """One UPS."""
     return UpsPublic.of(service.get_ups(session, ups_id))
 
 
-@router.delete("/{ups_id}", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{ups_id:int}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_ups(request: Request, session: SessionDep, ups_id: int, force: bool = False) -> Response:
     """Remove a UPS and its events; 409 while rules use it unless ``force=true`` (the rules go too)."""
     service.delete_ups(session, ups_id, force=force)
@@ -167,7 +168,7 @@ class PowerCycleBody(BaseModel):
     enabled: bool
 
 
-@router.put("/{ups_id}/power-cycle")
+@router.put("/{ups_id:int}/power-cycle")
 def set_power_cycle(request: Request, session: SessionDep, ups_id: int, body: PowerCycleBody) -> UpsPublic:
     """Turn the power cycle at the end of a shutdown on or off (on needs the UPS's upsd credentials)."""
     ups = service.set_power_cycle(session, ups_id, body.enabled)
@@ -175,7 +176,7 @@ def set_power_cycle(request: Request, session: SessionDep, ups_id: int, body: Po
     return UpsPublic.of(ups)
 
 
-@router.get("/{ups_id}/status")
+@router.get("/{ups_id:int}/status")
 async def ups_status(request: Request, db: DbDep, settings: SettingsDep, ups_id: int) -> dict[str, Any]:
     """Status in words, charge, runtime, load, input voltage, last update and reachability.
 

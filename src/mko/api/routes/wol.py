@@ -127,7 +127,7 @@ async def wake_nodes(
     return await _wake(request, response, db, settings, actor, "nodes", None, body)
 
 
-@router.post("/nodes/{node_id}/wol/wake")
+@router.post("/nodes/{node_id:int}/wol/wake")
 async def wake_node(
     request: Request,
     response: Response,
@@ -141,7 +141,7 @@ async def wake_node(
     return await _wake(request, response, db, settings, actor, "node", node_id, body)
 
 
-@router.post("/clusters/{cluster_id}/wol/wake")
+@router.post("/clusters/{cluster_id:int}/wol/wake")
 async def wake_cluster(
     request: Request,
     response: Response,
@@ -155,7 +155,7 @@ async def wake_cluster(
     return await _wake(request, response, db, settings, actor, "cluster", cluster_id, body)
 
 
-@router.get("/nodes/{node_id}/wol/status")
+@router.get("/nodes/{node_id:int}/wol/status")
 async def wol_status(
     request: Request,
     db: DbDep,
@@ -229,7 +229,7 @@ async def _switch(
     )
 
 
-@router.post("/nodes/{node_id}/wol/enable")
+@router.post("/nodes/{node_id:int}/wol/enable")
 async def wol_enable(
     db: DbDep,
     settings: SettingsDep,
@@ -243,7 +243,7 @@ async def wol_enable(
     return await _switch(db, settings, actor, node_id, True, (body or WolSwitchBody()).flag_only)
 
 
-@router.post("/nodes/{node_id}/wol/disable")
+@router.post("/nodes/{node_id:int}/wol/disable")
 async def wol_disable(
     db: DbDep,
     settings: SettingsDep,
@@ -255,7 +255,7 @@ async def wol_disable(
     return await _switch(db, settings, actor, node_id, False, (body or WolSwitchBody()).flag_only)
 
 
-@router.put("/nodes/{node_id}/wol/configure")
+@router.put("/nodes/{node_id:int}/wol/configure")
 def wol_configure(
     session: SessionDep, actor: ActorDep, admin: AdminDep, node_id: int, body: WolConfigure
 ) -> NodePublic:

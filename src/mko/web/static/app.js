@@ -170,6 +170,15 @@ document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-ups-status]").forEach(followUps);
   document.querySelectorAll("table[data-reachability]").forEach(fillReachability);
   document.querySelectorAll("[data-operation][data-running='true']").forEach(followOperation);
+  // Behaviour the templates ask for by attribute (no inline handlers: the CSP forbids them).
+  document.querySelectorAll("form[data-confirm]").forEach((form) => {
+    form.addEventListener("submit", (event) => {
+      if (!confirm(form.dataset.confirm)) event.preventDefault();
+    });
+  });
+  document.querySelectorAll("select[data-autosubmit]").forEach((select) => {
+    select.addEventListener("change", () => select.form.submit());
+  });
   document.querySelectorAll("input[data-select-all]").forEach((box) => {
     box.addEventListener("change", () => {
       document.querySelectorAll("input[name='node_id']").forEach((item) => { item.checked = box.checked; });
