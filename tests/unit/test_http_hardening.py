@@ -226,3 +226,37 @@ def test_the_schema_documents_every_answer_the_middleware_gives(client: TestClie
             assert "422" in statuses or not takes_input, (method, path)
     assert "/api/ups/{ups_id}" in schema["paths"]  # the :int converters do not leak into the schema
     assert json.dumps(schema).count(":int") == 0
+
+
+# ----------------------------------------------------------------------------- values of the documented type
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/nodes/wol/wake", {"node_ids": [1], "delay": True}, "delay"),
+        ("/api/nodes/wol/wake", {"node_ids": [1], "retries": "3"}, "retries"),
+        ("/api/nodes/wol/wake", {"node_ids": [1], "wait": 0}, "wait"),
+        ("/api/nodes", {"hostname": "n1", "ip_address": "10.0.0.1", "wol_enabled": 1.0}, "wol_enabled"),
+        ("/api/agents/claim", {"name": "pi", "wait": False}, "wait"),
+        ("/api/nodes/wol/wake", {"node_ids": [1], "timeout": 0}, "timeout"),
+        ("/api/nodes/wol/collect-mac", {"node_ids": []}, "node_ids"),
+    ],
+)
+def test_a_value_of_another_type_or_range_than_documented_is_refused(
+    client: TestClient, path: str, body: dict[str, object], field: str
+) -> None:
+    answer = client.post(path, json=body)
+    assert answer.status_code == 422, answer.text
+    assert field in [e["loc"][-1] for e in answer.json()["detail"]]
+    assert client.get("/api/operations").json() == []
+
+
+def test_enums_and_dates_are_still_read_from_their_json_strings(client: TestClient) -> None:
+    node = client.post(
+        "/api/nodes", json={"hostname": "n1", "ip_address": "10.0.0.1", "role": "control-plane"}
+    )
+    assert node.status_code == 201 and node.json()["role"] == "control-plane"
+    assert client.get("/api/ups/events", params={"since": "2026-01-31T12:00:00Z"}).status_code == 200
+    # A bare number is not a date (pydantic would have read it as seconds since 1970).
+    assert client.get("/api/ups/events", params={"since": "0.5"}).status_code == 422

@@ -9,7 +9,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.orm import Session
 
 from mko.api.http import strict_json
@@ -28,7 +30,8 @@ class MkoRoute(APIRoute):
       threads, and the pool ran dry.
     - A JSON body is parsed strictly (:func:`mko.api.http.strict_json`): NaN, Infinity, a lone
       surrogate or bytes that are not UTF-8 get the same 422 as any other malformed JSON, instead of
-      reaching the services (and the database, and the 422 answer itself) as Python lets them through.
+      reaching the services (and the database, and the 422 answer itself) as Python lets them through;
+      and its values must have the JSON types the schema documents (:func:`_check_json_types`).
     """
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
@@ -41,17 +44,32 @@ class MkoRoute(APIRoute):
         handler = super().get_route_handler()
         if self.body_field is None:
             return handler
+        typed: TypeAdapter[Any] = TypeAdapter(self.body_field.field_info.annotation or Any)
 
         async def strict(request: Request) -> Response:
             if _is_json(request):
                 body = await request.body()
                 if body:
+                    parsed = strict_json(body)
+                    _check_json_types(typed, body)
                     # NOTE: Starlette keeps a parsed body in Request._json; FastAPI's own parse then
                     # takes this strictly parsed one instead of parsing again.
-                    request._json = strict_json(body)
+                    request._json = parsed
             return await handler(request)
 
         return strict
+
+
+def _check_json_types(typed: TypeAdapter[Any], body: bytes) -> None:
+    """422 for a value of another JSON type than the schema's, which pydantic's lax mode would convert
+    (``false`` for a number, ``0`` for a boolean, ``"5"`` for an integer): pydantic's strict JSON mode,
+    where enums and dates are still read from their JSON strings."""
+    try:
+        typed.validate_json(body, strict=True)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [error | {"loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+        ) from None
 
 
 def _is_json(request: Request) -> bool:

@@ -25,7 +25,9 @@ router = APIRouter(prefix="/api", route_class=MkoRoute)
 class CollectMacBody(InputModel):
     """Which nodes to read (all when ``node_ids`` is absent or null)."""
 
-    node_ids: list[int] | None = Field(default=None, description="node ids, e.g. [1, 2, 3]; null = all")
+    node_ids: list[int] | None = Field(
+        default=None, min_length=1, description="node ids, e.g. [1, 2, 3]; null = all"
+    )
     overwrite: bool = Field(default=False, description="replace a stored MAC that differs from the node's")
 
 

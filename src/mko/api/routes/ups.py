@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 from sqlalchemy.orm import Session
 
 from mko import outages, rules
@@ -20,6 +21,13 @@ from mko.ups.monitor import UpsMonitor
 from mko.ups.schemas import OutagePublic, RuleCreate, RulePublic, UpsCreate, UpsEventPublic, UpsPublic
 
 router = APIRouter(prefix="/api/ups", tags=["ups"], route_class=MkoRoute)
+
+
+def _iso_only(value: object) -> object:
+    """A date and time as text: pydantic would also take a bare number as seconds since 1970."""
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)\s*", value):
+        raise ValueError("give an ISO 8601 date and time, e.g. 2026-01-31T12:00:00Z")
+    return value
 
 
 def _monitor(request: Request) -> UpsMonitor | None:
@@ -43,7 +51,11 @@ def list_events(
     session: SessionDep,
     ups_id: int | None = None,
     event: PowerEvent | None = None,
-    since: datetime | None = None,
+    since: Annotated[
+        datetime | None,
+        BeforeValidator(_iso_only),
+        Query(description="ISO 8601 date and time, e.g. 2026-01-31T12:00:00Z"),
+    ] = None,
     limit: int = Query(default=50, ge=1, le=10_000),
 ) -> list[UpsEventPublic]:
     """Stored power events, newest first; filter by UPS, kind or time."""

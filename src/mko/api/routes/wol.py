@@ -27,10 +27,12 @@ router = APIRouter(prefix="/api", tags=["wake-on-lan"], route_class=MkoRoute)
 class WakeBody(InputModel):
     """Optional wake options; defaults come from settings (3 packets, 1 s apart, no verification)."""
 
-    retries: int | None = Field(default=None, description="magic packets per node (1-100)")
-    delay: float | None = Field(default=None, description="seconds between re-sends (0-60)")
+    retries: int | None = Field(default=None, ge=1, le=100, description="magic packets per node (1-100)")
+    delay: float | None = Field(default=None, ge=0, le=60, description="seconds between re-sends (0-60)")
     wait: bool = Field(default=False, description="probe each node and keep re-sending until it answers")
-    timeout: float | None = Field(default=None, description="seconds to wait for nodes with wait=true")
+    timeout: float | None = Field(
+        default=None, gt=0, le=3600, description="seconds to wait for nodes with wait=true (at most 3600)"
+    )
 
 
 class WakeResponse(BaseModel):
