@@ -54,7 +54,8 @@ def test_schemathesis_finds_no_failure_in_any_phase_with_every_check(
             "--request-timeout", "30",
             "--no-color",
         ]  # fmt: skip
-        run = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False)
+        # In tmp_path: schemathesis keeps its replay cache (.schemathesis/) in the working directory.
+        run = subprocess.run(command, capture_output=True, text=True, timeout=900, check=False, cwd=tmp_path)
         server.check_alive()
     summary = run.stdout[run.stdout.rfind("SUMMARY") :] or run.stdout[-3000:]
     print(summary)
