@@ -5,16 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from mkoserve import ServeProcess
 
 from mko.lab import RunningLab, enter_netns
 from mko.settings import Settings
@@ -58,60 +55,15 @@ def isolated_netns() -> Iterator[str]:
     subprocess.run(["ip", "netns", "del", name], check=False)
 
 
-@dataclass
-class Server:
-    """A running `mko serve`."""
-
-    url: str
-    process: subprocess.Popen[bytes]
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], netns: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        assert process.poll() is None, "mko serve exited"
-        try:
-            with enter_netns(netns):
-                sock = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=0.5)
-            sock.close()
-            return
-        except OSError:
-            assert time.monotonic() < deadline, "mko serve did not start"
-            time.sleep(0.1)
-
-
 @pytest.fixture
-def lab_server(settings: Settings, session: object, e2e_lab: RunningLab) -> Iterator[Server]:
+def lab_server(
+    settings: Settings, session: object, e2e_lab: RunningLab, tmp_path: Path
+) -> Iterator[ServeProcess]:
     """`mko serve` inside the lab's orch namespace, on the test's database."""
-    port = 18080
-    env = os.environ | {
-        "MKO_DATABASE_URL": settings.database_url,
-        "MKO_LOG_DIR": str(settings.log_dir),
-        # The nodes are the lab's: the background probes the pages show reach only the lab's LAN.
-        "MKO_REACHABILITY_INTERVAL": "1",
-    }
-    command = [
-        "ip",
-        "netns",
-        "exec",
-        e2e_lab.lab.orch,
-        sys.executable,
-        "-m",
-        "mko",
-        "serve",
-        "--port",
-        str(port),
-    ]
-    process = subprocess.Popen(
-        command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    server = Server(f"http://127.0.0.1:{port}", process)
-    try:
-        _wait_ready(server.url, process, e2e_lab.lab.orch)
+    # The nodes are the lab's: the background probes the pages show reach only the lab's LAN.
+    env = {"MKO_REACHABILITY_INTERVAL": "1"}
+    with ServeProcess.start(e2e_lab.lab.orch, settings, tmp_path / "serve.log", env) as server:
         yield server
-    finally:
-        process.terminate()
-        process.wait(timeout=15)
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 from mko import agents, inventory, operations, outages, schedules, shutdown, wake
 from mko import rules as rules_service
@@ -132,28 +134,44 @@ def add_node(request: Request, session: SessionDep, form: FormDep) -> Response:
     return _see_other(f"/nodes/{node.id}")
 
 
+async def _start_wake(
+    request: Request,
+    db: DbDep,
+    settings: SettingsDep,
+    page: Callable[[Session, str], HTMLResponse],
+    *,
+    wait: bool = False,
+    **target: Any,
+) -> Response:
+    """Start a wake from a form and go to its operation page, or show ``page`` again with the reason
+    it cannot start (the database work in worker threads, like every async handler's)."""
+    actor = _actor(request)
+    try:
+        schedule = wake.make_schedule(settings, wait=wait)
+        prepared = await db.run(
+            lambda session: wake.start_wake(session, schedule=schedule, actor=actor, **target)
+        )
+    except (InputError, ConflictError) as exc:
+        error = str(exc)
+        return await db.run(lambda session: page(session, error))
+    if not prepared.coalesced:
+        launch_wake(request.app, settings, prepared)
+    return _see_other(f"/operations/{prepared.operation_id}")
+
+
 @router.post("/nodes/wake")
 async def wake_selected(request: Request, db: DbDep, settings: SettingsDep, form: FormDep) -> Response:
     """Wake the nodes ticked in the table, in one operation."""
     node_ids = [int(value) for value in form.getlist("node_id") if isinstance(value, str) and value.isdigit()]
-    actor = _actor(request)
-    try:
-        schedule = wake.make_schedule(settings)
-        prepared = await db.run(
-            lambda session: wake.start_wake(
-                session,
-                target_type="nodes",
-                target_id=None,
-                schedule=schedule,
-                actor=actor,
-                node_ids=node_ids,
-            )
-        )
-    except (InputError, ConflictError) as exc:
-        error = str(exc)
-        return await db.run(lambda session: _nodes_page(request, session, None, 409, errors={"wake": error}))
-    launch_wake(request.app, settings, prepared)
-    return _see_other(f"/operations/{prepared.operation_id}")
+    return await _start_wake(
+        request,
+        db,
+        settings,
+        lambda session, error: _nodes_page(request, session, None, 409, errors={"wake": error}),
+        target_type="nodes",
+        target_id=None,
+        node_ids=node_ids,
+    )
 
 
 def _node_page(
@@ -224,25 +242,16 @@ async def wake_node(
     request: Request, db: DbDep, settings: SettingsDep, node_id: int, form: FormDep
 ) -> Response:
     """Send wake packets to one node, optionally waiting until it is up; follow it on its operation page."""
-    actor = _actor(request)
-    try:
-        schedule = wake.make_schedule(settings, wait=form.get("wait") == "on")
-        prepared = await db.run(
-            lambda session: wake.start_wake(
-                session,
-                target_type="node",
-                target_id=node_id,
-                schedule=schedule,
-                actor=actor,
-                coalesce_seconds=settings.wake_coalesce_seconds,
-            )
-        )
-    except (InputError, ConflictError) as exc:
-        error = str(exc)
-        return await db.run(lambda session: _node_page(request, session, node_id, 409, wake_error=error))
-    if not prepared.coalesced:
-        launch_wake(request.app, settings, prepared)
-    return _see_other(f"/operations/{prepared.operation_id}")
+    return await _start_wake(
+        request,
+        db,
+        settings,
+        lambda session, error: _node_page(request, session, node_id, 409, wake_error=error),
+        wait=form.get("wait") == "on",
+        target_type="node",
+        target_id=node_id,
+        coalesce_seconds=settings.wake_coalesce_seconds,
+    )
 
 
 # ------------------------------------------------------------------ clusters
@@ -313,21 +322,15 @@ async def wake_cluster(
     request: Request, db: DbDep, settings: SettingsDep, cluster_id: int, form: FormDep
 ) -> Response:
     """Wake the whole cluster, control-plane nodes first."""
-    actor = _actor(request)
-    try:
-        schedule = wake.make_schedule(settings, wait=form.get("wait") == "on")
-        prepared = await db.run(
-            lambda session: wake.start_wake(
-                session, target_type="cluster", target_id=cluster_id, schedule=schedule, actor=actor
-            )
-        )
-    except (InputError, ConflictError) as exc:
-        error = str(exc)
-        return await db.run(
-            lambda session: _cluster_page(request, session, cluster_id, 409, wake_error=error)
-        )
-    launch_wake(request.app, settings, prepared)
-    return _see_other(f"/operations/{prepared.operation_id}")
+    return await _start_wake(
+        request,
+        db,
+        settings,
+        lambda session, error: _cluster_page(request, session, cluster_id, 409, wake_error=error),
+        wait=form.get("wait") == "on",
+        target_type="cluster",
+        target_id=cluster_id,
+    )
 
 
 # ------------------------------------------------------------------ operations
