@@ -90,8 +90,8 @@ async def caller_is_admin(principal: PrincipalDep) -> bool:
 AdminDep = Annotated[bool, Depends(caller_is_admin)]
 
 
-async def _deny(request: Request, principal: auth.Principal, required: Role) -> HTTPException:
-    detail = f"{request.method} {request.url.path} needs role {required.value}"
+async def _deny(request: Request, principal: auth.Principal, required: Role, why: str = "") -> HTTPException:
+    detail = f"{request.method} {request.url.path} needs role {required.value}{why}"
     client = client_address(request)
     await in_thread_session(
         _session_factory(request),
@@ -125,7 +125,8 @@ async def authorize_by_method(request: Request, principal: PrincipalDep) -> auth
 async def require_operator_for(request: Request, principal: auth.Principal, what: str) -> None:
     """403 unless the caller may operate: for reads that would make mko connect out (``what``)."""
     if not auth.allows(principal.role, Role.OPERATOR):
-        raise await _deny(request, principal, Role.OPERATOR)
+        why = f" ({what} makes mko connect out)"
+        raise await _deny(request, principal, Role.OPERATOR, why)
 
 
 authorize_by_method.required_role = "by-method"  # type: ignore[attr-defined]
