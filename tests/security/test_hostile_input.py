@@ -435,7 +435,7 @@ def _pages(session: Session) -> list[str]:
     }
     urls = []
     for route in web_router.routes:
-        path = getattr(route, "path", "")
+        path = getattr(route, "path_format", "")  # "/nodes/{node_id}", without the :int converter
         if "GET" not in getattr(route, "methods", set()):
             continue
         params = [p.strip("{}") for p in path.split("/") if p.startswith("{")]
