@@ -32,8 +32,13 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.lock
 	$(UV) pip install --quiet --compile-bytecode --python $(PY) -r requirements-dev.lock
 	@touch $@
 
+# mko itself is installed editable, so its bytecode is compiled here (only what changed since the last
+# time): otherwise the first `mko` after an install, and every one where PYTHONDONTWRITEBYTECODE is set,
+# compiles every module of mko before it can answer.
 install: $(VENV)/.installed
+	@$(PY) -m compileall -q src/mko
 install-dev: $(VENV)/.installed-dev
+	@$(PY) -m compileall -q src/mko
 
 run: install
 	$(VENV)/bin/mko db upgrade
