@@ -10,7 +10,7 @@ try:
 except ModuleNotFoundError:
     # Run with a Python that lacks mko's dependencies (e.g. the system one): use the project's venv,
     # created by `make run`, so the seed's `python cli.py …` works as written.
-    from mko.bootstrap import reexec_in_venv
+    from mko.platform.bootstrap import reexec_in_venv
 
     reexec_in_venv(__file__)
     raise

@@ -125,7 +125,7 @@ def _populate_in_child(env: dict[str, str], workdir: Path, port: int) -> int:
 def _populate(database_url: str, port: int) -> int:
     """Create the cluster of NODES nodes through mko's own service; return the cluster's id."""
     from mko import inventory
-    from mko.db import make_engine, make_session_factory
+    from mko.platform.db.session import make_engine, make_session_factory
     from mko.schemas import ClusterCreate, NodeCreate
 
     engine = make_engine(database_url)
@@ -216,7 +216,7 @@ def main() -> None:
     receiver = Receiver()
     with tempfile.TemporaryDirectory(prefix="mko-bench-cli-") as tmp:
         workdir = Path(tmp)
-        database_url = f"sqlite:///{workdir / 'mko.db'}"
+        database_url = f"sqlite:///{workdir / 'mko.platform.db'}"
         # Only this run's settings: no MKO_* of the caller; relative paths (logs, keys) land in workdir.
         env = {k: v for k, v in os.environ.items() if not k.startswith("MKO_")}
         env["MKO_DATABASE_URL"] = database_url

@@ -28,13 +28,15 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko import shutdown
-from mko.db import make_engine, make_session_factory
-from mko.db.migrate import upgrade
-from mko.db.models import Operation, OperationStatus
-from mko.lab import RunningLab, configure_microk8s, enter_netns
+from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
+from mko.lab.microk8s import configure_microk8s
+from mko.lab.netns import enter_netns
 from mko.operations import Actor
-from mko.settings import Settings
+from mko.platform.db.migrate import upgrade
+from mko.platform.db.models.operations import Operation, OperationStatus
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.settings import Settings
 
 NODES = 20
 CONTROL_PLANES = 3

@@ -21,13 +21,14 @@ import time
 from pathlib import Path
 
 from mko import nic
-from mko.db import make_engine, make_session_factory
-from mko.db.migrate import upgrade
-from mko.db.models import Node
-from mko.lab import RunningLab, enter_netns
+from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
+from mko.lab.netns import enter_netns
 from mko.operations import Actor
-from mko.settings import Settings
+from mko.platform.db.migrate import upgrade
+from mko.platform.db.models.inventory import Node
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.settings import Settings
 from mko.ssh import SshTarget, connect
 
 NODES = 30

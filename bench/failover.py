@@ -31,11 +31,11 @@ from cryptography.fernet import Fernet
 from sqlalchemy import text
 
 from mko import ha
-from mko.db import make_engine, make_session_factory
-from mko.db.migrate import upgrade
 from mko.lab.nut import NutServer
 from mko.lab.postgres import PostgresServer
-from mko.settings import Settings
+from mko.platform.db.migrate import upgrade
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.settings import Settings
 from mko.ups.schemas import UpsCreate
 from mko.ups.service import create_ups
 

@@ -47,9 +47,9 @@ def run(directory: Path, *args: str) -> tuple[float, str]:
 
 def status(directory: Path) -> dict[str, Any]:
     """What `mko lab status --json` prints, read in-process so polling is cheap and timestamps are fine."""
-    from mko.db import make_engine, make_session_factory
     from mko.lab.control import LabControl, LabPaths, lab_settings, lab_status
-    from mko.settings import Settings
+    from mko.platform.db.session import make_engine, make_session_factory
+    from mko.platform.settings import Settings
 
     paths = LabPaths.of(directory)
     engine = make_engine(lab_settings(paths, Settings()).database_url)

@@ -41,10 +41,10 @@ def lab(directory: Path, *args: str) -> str:
 
 def play(nodes: int, on_ups: bool) -> dict[str, float]:
     """One lab, one outage; return the scenario's milestones (seconds since mains failed)."""
-    from mko.db import make_engine, make_session_factory
     from mko.lab.control import LabControl, LabPaths, lab_settings
     from mko.lab.scenario import LongOutage
-    from mko.settings import Settings
+    from mko.platform.db.session import make_engine, make_session_factory
+    from mko.platform.settings import Settings
 
     with tempfile.TemporaryDirectory(prefix="mko-bench-outage-") as tmp:
         directory = Path(tmp) / "lab"

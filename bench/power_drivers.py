@@ -27,12 +27,12 @@ from power_peers import IpmiSim, free_port
 from pydantic import SecretStr
 
 from mko import inventory, node_power, proxmox_hosts, wake
-from mko.db import make_engine, make_session_factory
-from mko.db.migrate import upgrade
 from mko.operations import Actor
+from mko.platform.db.migrate import upgrade
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.settings import Settings
 from mko.power.proxmox import ProxmoxDriver
 from mko.schemas import ClusterCreate, NodeCreate, ProxmoxHostCreate, WolConfigure
-from mko.settings import Settings
 
 VMS = 100
 SEQUENTIAL_VMS = 20  # one at a time is slow; a smaller cluster shows the rate

@@ -28,9 +28,9 @@ from pathlib import Path
 
 from sqlalchemy import insert
 
-from mko.db import make_engine, make_session_factory
-from mko.db.migrate import upgrade
-from mko.db.models import Node
+from mko.platform.db.migrate import upgrade
+from mko.platform.db.models.inventory import Node
+from mko.platform.db.session import make_engine, make_session_factory
 from mko.reachability import Refresher, probe_nodes
 
 NODES = 1_000
@@ -119,7 +119,8 @@ def loopback() -> None:
 
 def lab() -> None:
     """3 live nodes and 997 silent addresses in a /22 of network namespaces."""
-    from mko.lab import RunningLab, enter_netns
+    from mko.lab.harness import RunningLab
+    from mko.lab.netns import enter_netns
 
     with RunningLab.start(f"mkb{os.getpid() % 10000}", 3, subnet="10.213.0.0/22") as running:
         for node in running.nodes:

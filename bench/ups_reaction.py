@@ -32,14 +32,17 @@ from pathlib import Path
 from sqlalchemy import select
 
 from mko import rules
-from mko.db import make_engine, make_session_factory
-from mko.db.migrate import upgrade
-from mko.db.models import ClusterAction, Operation, OperationStatus, PowerEvent
-from mko.lab import RunningLab, enter_netns
+from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
+from mko.lab.netns import enter_netns
 from mko.lab.nut import NutServer
+from mko.platform.db.migrate import upgrade
+from mko.platform.db.models.operations import Operation, OperationStatus
+from mko.platform.db.models.rules import ClusterAction
+from mko.platform.db.models.ups import PowerEvent
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.settings import Settings
 from mko.rules import RULE_OPERATION_KIND
-from mko.settings import Settings
 from mko.ups.monitor import UpsMonitor
 from mko.ups.schemas import RuleCreate, UpsCreate
 from mko.ups.service import create_ups
@@ -89,7 +92,7 @@ def main() -> int:
     logging.getLogger("mko").setLevel(logging.ERROR)  # events are logged as warnings; keep the figures clean
     workdir = Path(tempfile.mkdtemp(prefix="mko-bench-ups-"))
     settings = Settings(
-        database_url=f"sqlite:///{workdir / 'mko.db'}",
+        database_url=f"sqlite:///{workdir / 'mko.platform.db'}",
         log_dir=workdir / "logs",
         rule_wake_timeout=10.0,
     )

@@ -28,13 +28,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mko import agents, auth, inventory, wake
 from mko.auth import Principal
-from mko.db import Role, WakeJob, WakeJobStatus, make_engine, make_session_factory
-from mko.db.migrate import upgrade
-from mko.db.models import Operation, OperationStatus, utcnow
 from mko.lab.postgres import PostgresServer
 from mko.operations import Actor
+from mko.platform.db.migrate import upgrade
+from mko.platform.db.models.access import Role
+from mko.platform.db.models.agents import WakeJob, WakeJobStatus
+from mko.platform.db.models.base import utcnow
+from mko.platform.db.models.operations import Operation, OperationStatus
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.settings import Settings
 from mko.schemas import ClusterCreate, NodeCreate
-from mko.settings import Settings
 
 ROUNDS = 20
 NODES = 50

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from mko.db.models import NodeRole, WolMethod
+from mko.platform.db.models.inventory import NodeRole, WolMethod
 from mko.power.base import NodeSnapshot, PowerDriver, WakeSchedule, power_on
 from mko.power.magic import MagicPacketSender, WakeTarget
 from mko.power.wol import WolDriver

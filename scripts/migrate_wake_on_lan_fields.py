@@ -15,7 +15,7 @@ try:
     from mko.cli import app
 except ModuleNotFoundError:
     # Started with a Python that lacks mko's dependencies (e.g. the system one): use the project's venv.
-    from mko.bootstrap import reexec_in_venv
+    from mko.platform.bootstrap import reexec_in_venv
 
     reexec_in_venv(__file__)
     raise

@@ -5,7 +5,8 @@ from __future__ import annotations
 import secrets
 
 from mko import auth
-from mko.db import Role, make_engine, make_session_factory
+from mko.platform.db.models.access import Role
+from mko.platform.db.session import make_engine, make_session_factory
 
 __all__ = ["admin_headers"]
 

@@ -14,15 +14,16 @@ from typer.testing import CliRunner
 
 from dbtemplate import copy_migrated_database
 from mko import auth
-from mko.api import create_app
-from mko.db import Role, make_engine, make_session_factory
-from mko.settings import Settings, get_settings
+from mko.api.app import create_app
+from mko.platform.db.models.access import Role
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.settings import Settings, get_settings
 
 
 @pytest.fixture
 def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """Settings pointing at a database and log directory of this test only (also for the CLI)."""
-    monkeypatch.setenv("MKO_DATABASE_URL", f"sqlite:///{tmp_path / 'mko.db'}")
+    monkeypatch.setenv("MKO_DATABASE_URL", f"sqlite:///{tmp_path / 'mko.platform.db'}")
     monkeypatch.setenv("MKO_LOG_DIR", str(tmp_path / "logs"))
     monkeypatch.setenv("MKO_CONFIG", str(tmp_path / "absent.toml"))
     # SSH trust and Ansible files of this test only, never the repository's data/ or ansible/.

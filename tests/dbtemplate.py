@@ -9,15 +9,15 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from mko.db import make_engine
-from mko.db.migrate import upgrade
+from mko.platform.db.migrate import upgrade
+from mko.platform.db.session import make_engine
 
 __all__ = ["copy_migrated_database"]
 
 
 @cache
 def _template() -> Path:
-    path = Path(tempfile.mkdtemp(prefix="mko-test-template-")) / "mko.db"
+    path = Path(tempfile.mkdtemp(prefix="mko-test-template-")) / "mko.platform.db"
     engine = make_engine(f"sqlite:///{path}")
     upgrade(engine)
     engine.dispose()  # the last connection checkpoints the WAL into the file

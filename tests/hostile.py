@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from mko.logs import MESSAGE_MAX
+from mko.platform.logs import MESSAGE_MAX
 
 # One record per line: "<date> <time>,<ms> LEVEL logger: message", or an indented traceback line.
 LOG_RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.-]+: ")

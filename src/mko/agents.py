@@ -4,8 +4,8 @@ Magic packets do not cross routers. A node (or its cluster) with a ``site`` is w
 agents (``mko agent --site NAME``, see :mod:`mko.wake_agent`), small always-on machines on the node's
 LAN that talk to the orchestrator's API with a token of role ``agent``:
 
-* a wake (:func:`mko.wake.run_wake`) queues one :class:`~mko.db.agent_models.WakeJob` per site in its
-  operation, with everything the agent needs per node (the SecureOn password only by reference);
+* a wake (:func:`mko.wake.run_wake`) queues one :class:`~mko.platform.db.models.agents.WakeJob` per site
+  in its operation, with everything the agent needs per node (the SecureOn password only by reference);
 * a site without a live agent (no heartbeat for ``agent_offline_after`` seconds) fails those nodes at
   once with "no live agent for site X"; the rest of the wake goes on;
 * agents long-poll ``POST /api/agents/claim``; a job is handed to exactly one of them
@@ -37,17 +37,19 @@ from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko import validation
 from mko.auth import Principal
-from mko.db.agent_models import Agent, WakeJob, WakeJobStatus
-from mko.db.auth_models import ApiToken, Role
-from mko.db.models import Node, NodeRole, Operation, OperationStatus, WolMethod, utcnow
-from mko.db.session import in_thread_session
-from mko.errors import ConflictError, InputError, NotFoundError
+from mko.platform import validation
+from mko.platform.db.models.access import ApiToken, Role
+from mko.platform.db.models.agents import Agent, WakeJob, WakeJobStatus
+from mko.platform.db.models.base import utcnow
+from mko.platform.db.models.inventory import Node, NodeRole, WolMethod
+from mko.platform.db.models.operations import Operation, OperationStatus
+from mko.platform.db.session import in_thread_session
+from mko.platform.errors import ConflictError, InputError, NotFoundError
+from mko.platform.secrets import SecretBox
+from mko.platform.settings import Settings
+from mko.platform.validation import InputModel
 from mko.power.base import NodeOutcome, NodeSnapshot, OutcomeState, WakeSchedule
-from mko.secrets import SecretBox
-from mko.settings import Settings
-from mko.validation import InputModel
 
 __all__ = [
     "AGENT_METHODS",

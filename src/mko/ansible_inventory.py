@@ -33,14 +33,17 @@ from sqlalchemy import Engine, event, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from mko import inventory, validation
-from mko.db.models import Cluster, Node, NodeRole, Operation, OperationStatus, utcnow
-from mko.errors import ConflictError, InputError, MkoError
-from mko.files import locked_directory, write_atomic
+from mko import inventory
 from mko.nic import NodeNetwork, apply_network_facts, choose_interface, describe_row, parse_interfaces
 from mko.operations import Actor, finish_operation, record_step, start_operation
+from mko.platform import validation
+from mko.platform.db.models.base import utcnow
+from mko.platform.db.models.inventory import Cluster, Node, NodeRole
+from mko.platform.db.models.operations import Operation, OperationStatus
+from mko.platform.errors import ConflictError, InputError, MkoError
+from mko.platform.files import locked_directory, write_atomic
+from mko.platform.settings import Settings, get_settings
 from mko.schemas import WolConfigure
-from mko.settings import Settings, get_settings
 
 __all__ = [
     "InventorySummary",

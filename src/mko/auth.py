@@ -25,11 +25,11 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mko.db.auth_models import ApiToken, AuthEvent, Role, User, WebSession
-from mko.db.models import utcnow
-from mko.errors import ConflictError, InputError, NotFoundError
-from mko.settings import get_settings
-from mko.validation import check_text, printable
+from mko.platform.db.models.access import ApiToken, AuthEvent, Role, User, WebSession
+from mko.platform.db.models.base import utcnow
+from mko.platform.errors import ConflictError, InputError, NotFoundError
+from mko.platform.settings import get_settings
+from mko.platform.validation import check_text, printable
 
 __all__ = [
     "TOKEN_PREFIX",
@@ -290,7 +290,7 @@ def record_auth_event(session: Session, kind: str, principal: str, source: str, 
     """Log and keep a failed login or denied action (never with the secret that was tried).
 
     The name tried, the address and the path are the caller's: they are escaped and cut
-    (:func:`mko.validation.printable`) before they reach the log line or the table.
+    (:func:`mko.platform.validation.printable`) before they reach the log line or the table.
     """
     principal, source, detail = printable(principal, 100), printable(source, 100), printable(detail, 300)
     log.warning("auth %s: %s from %s: %s", kind, principal or "-", source or "-", detail)

@@ -36,15 +36,17 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko import inventory, validation
-from mko.db.models import Node, OperationStatus
-from mko.db.session import in_thread_session
-from mko.errors import ConflictError, InputError
+from mko import inventory
 from mko.operations import Actor, finish_operation, record_step, start_operation
+from mko.platform import validation
+from mko.platform.db.models.inventory import Node
+from mko.platform.db.models.operations import OperationStatus
+from mko.platform.db.session import in_thread_session
+from mko.platform.errors import ConflictError, InputError
+from mko.platform.settings import Settings
+from mko.platform.validation import InputModel
 from mko.probe import ProbeResult, probe_many
 from mko.schemas import NodeCreate
-from mko.settings import Settings
-from mko.validation import InputModel
 
 __all__ = [
     "DiscoverRequest",

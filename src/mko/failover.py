@@ -30,13 +30,15 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko import wake
-from mko.db.ha_models import Instance
-from mko.db.models import Node, Operation, OperationStatus, utcnow
 from mko.ha import live_instance_ids
 from mko.operations import finish_operation, record_step
 from mko.ownership import keep_alive, this_process
+from mko.platform.db.models.base import utcnow
+from mko.platform.db.models.ha import Instance
+from mko.platform.db.models.inventory import Node
+from mko.platform.db.models.operations import Operation, OperationStatus
+from mko.platform.settings import Settings
 from mko.power.base import NodeSnapshot, WakeSchedule
-from mko.settings import Settings
 
 if TYPE_CHECKING:
     from mko.rules import RuleEngine

@@ -33,9 +33,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko import __version__
-from mko.db.ha_models import Instance
-from mko.db.models import utcnow
-from mko.settings import Settings
+from mko.platform.db.models.base import utcnow
+from mko.platform.db.models.ha import Instance
+from mko.platform.settings import Settings
 
 __all__ = [
     "LEADER_KEY",

@@ -10,14 +10,14 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from mko import validation
-from mko.db.models import Cluster, Node, ProxmoxHost, WolMethod
-from mko.errors import ConflictError, InputError, NotFoundError
+from mko.platform import validation
+from mko.platform.db.models.inventory import Cluster, Node, ProxmoxHost, WolMethod
+from mko.platform.errors import ConflictError, InputError, NotFoundError
+from mko.platform.secrets import SecretBox, check_secret_destination
 from mko.power.base import LOCAL_SITE
 from mko.power.config import NODE_FIELD_CHECKS, check_driver_settings, validate_secret
 from mko.power.magic import LIMITED_BROADCAST, subnet_broadcast
 from mko.schemas import ClusterCreate, ClusterUpdate, NodeCreate, NodeUpdate, WolConfigure
-from mko.secrets import SecretBox, check_secret_destination
 
 __all__ = [
     "BUILT_METHODS",

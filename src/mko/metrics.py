@@ -51,7 +51,9 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from mko.db.models import Cluster, Node, Operation, OperationStatus, PowerRule
+from mko.platform.db.models.inventory import Cluster, Node
+from mko.platform.db.models.operations import Operation, OperationStatus
+from mko.platform.db.models.rules import PowerRule
 
 __all__ = [
     "CONTENT_TYPE",

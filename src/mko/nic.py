@@ -33,13 +33,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
-from mko import inventory, validation
-from mko.db.models import Node, Operation, OperationStatus, WolMethod, utcnow
-from mko.db.session import in_thread_session
-from mko.errors import ConflictError, InputError, MkoError, PowerError, UnsupportedActionError
+from mko import inventory
 from mko.operations import Actor, finish_operation, get_operation, record_step, start_operation
+from mko.platform import validation
+from mko.platform.db.models.base import utcnow
+from mko.platform.db.models.inventory import Node, WolMethod
+from mko.platform.db.models.operations import Operation, OperationStatus
+from mko.platform.db.session import in_thread_session
+from mko.platform.errors import ConflictError, InputError, MkoError, PowerError, UnsupportedActionError
+from mko.platform.settings import Settings
 from mko.schemas import WolConfigure
-from mko.settings import Settings
 from mko.ssh import SshError, SshSession, SshTarget, SshUnreachableError, connect
 
 __all__ = [

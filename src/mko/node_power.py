@@ -18,10 +18,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mko import inventory
 from mko.agents import AGENT_METHODS
-from mko.db.models import Operation, OperationStatus, OperationStep, utcnow
-from mko.db.session import in_thread_session
-from mko.errors import InputError, UnsupportedActionError
 from mko.operations import Actor, finish_operation, start_operation
+from mko.platform.db.models.base import utcnow
+from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
+from mko.platform.db.session import in_thread_session
+from mko.platform.errors import InputError, UnsupportedActionError
+from mko.platform.settings import Settings
 from mko.power import driver_class, driver_lookup
 from mko.power.base import (
     STATUS,
@@ -35,7 +37,6 @@ from mko.power.base import (
     power_off,
     power_on,
 )
-from mko.settings import Settings
 
 __all__ = [
     "ACTIONS",

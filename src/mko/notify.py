@@ -28,10 +28,13 @@ import apprise
 from pydantic import BaseModel
 from sqlalchemy.orm import Session, object_session
 
-from mko.db.models import Cluster, Operation, OperationStatus, PowerRule, Schedule
-from mko.errors import InputError, NotFoundError
-from mko.secrets import SecretBox
-from mko.settings import Settings
+from mko.platform.db.models.inventory import Cluster
+from mko.platform.db.models.operations import Operation, OperationStatus
+from mko.platform.db.models.rules import PowerRule
+from mko.platform.db.models.schedules import Schedule
+from mko.platform.errors import InputError, NotFoundError
+from mko.platform.secrets import SecretBox
+from mko.platform.settings import Settings
 
 __all__ = [
     "Delivery",

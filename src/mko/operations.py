@@ -11,10 +11,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from mko.db.models import Operation, OperationStatus, OperationStep, utcnow
-from mko.errors import NotFoundError
 from mko.ha import current_instance
 from mko.ownership import close_orphaned, keep_alive, stamp
+from mko.platform.db.models.base import utcnow
+from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
+from mko.platform.errors import NotFoundError
 
 __all__ = [
     "Actor",

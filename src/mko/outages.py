@@ -32,12 +32,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.db.models import Node, PowerEvent, utcnow
-from mko.db.outage_models import Outage, OutagePhase
-from mko.errors import NotFoundError
-from mko.files import write_atomic
+from mko.platform.db.models.base import utcnow
+from mko.platform.db.models.inventory import Node
+from mko.platform.db.models.outages import Outage, OutagePhase
+from mko.platform.db.models.ups import PowerEvent
+from mko.platform.errors import NotFoundError
+from mko.platform.files import write_atomic
+from mko.platform.settings import Settings, beside_database
 from mko.probe import probe_tcp
-from mko.settings import Settings, beside_database
 
 __all__ = [
     "MARKER_NAME",

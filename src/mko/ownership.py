@@ -48,9 +48,10 @@ from typing import Any
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
-from mko.db.agent_models import WakeJob, WakeJobStatus
-from mko.db.models import Operation, OperationStatus, OperationStep, utcnow
-from mko.settings import Settings
+from mko.platform.db.models.agents import WakeJob, WakeJobStatus
+from mko.platform.db.models.base import utcnow
+from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
+from mko.platform.settings import Settings
 
 __all__ = [
     "DEFAULT_HEARTBEAT_INTERVAL",

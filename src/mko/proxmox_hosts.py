@@ -1,7 +1,7 @@
 """Proxmox hosts: the PVE API endpoints that start and stop virtual nodes. Add, list, change, remove, test.
 
 A host authenticates with an API token (``token_id`` = ``user@realm!name`` plus its secret, the
-recommended way) or a user and password. The secret is stored encrypted (:mod:`mko.secrets`) and is
+recommended way) or a user and password. The secret is stored encrypted (:mod:`mko.platform.secrets`) and is
 never returned. TLS is verified by default: against the system CAs, a given CA file (e.g. Proxmox's
 own ``/etc/pve/pve-root-ca.pem``), or a pinned SHA-256 certificate fingerprint.
 """
@@ -16,9 +16,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mko import validation
-from mko.db.models import Node, ProxmoxHost
-from mko.errors import ConflictError, InputError, NotFoundError
+from mko.platform import validation
+from mko.platform.db.models.inventory import Node, ProxmoxHost
+from mko.platform.errors import ConflictError, InputError, NotFoundError
+from mko.platform.secrets import SecretBox, check_secret_destination
+from mko.platform.settings import Settings
 from mko.power.base import ProxmoxEndpoint
 from mko.power.config import (
     normalize_fingerprint,
@@ -29,8 +31,6 @@ from mko.power.config import (
     validate_token_id,
 )
 from mko.schemas import ProxmoxHostCreate, ProxmoxHostUpdate
-from mko.secrets import SecretBox, check_secret_destination
-from mko.settings import Settings
 
 __all__ = [
     "HostLogin",

@@ -17,8 +17,9 @@ from pydantic import BaseModel
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.db.models import Node, utcnow
-from mko.db.session import in_thread_session
+from mko.platform.db.models.base import utcnow
+from mko.platform.db.models.inventory import Node
+from mko.platform.db.session import in_thread_session
 from mko.probe import probe_many
 
 __all__ = [

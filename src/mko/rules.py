@@ -54,23 +54,16 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko import inventory, outages, ownership, shutdown, wake
-from mko.db.ha_models import UpsState
-from mko.db.models import (
-    UPS,
-    ClusterAction,
-    Operation,
-    OperationStatus,
-    OperationStep,
-    PowerEvent,
-    PowerRule,
-    UpsEvent,
-    utcnow,
-)
-from mko.db.outage_models import OutagePhase
-from mko.errors import InputError, MkoError, NotFoundError
 from mko.ha import current_instance
 from mko.operations import Actor
-from mko.settings import Settings
+from mko.platform.db.models.base import utcnow
+from mko.platform.db.models.ha import UpsState
+from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
+from mko.platform.db.models.outages import OutagePhase
+from mko.platform.db.models.rules import ClusterAction, PowerRule
+from mko.platform.db.models.ups import UPS, PowerEvent, UpsEvent
+from mko.platform.errors import InputError, MkoError, NotFoundError
+from mko.platform.settings import Settings
 from mko.ups.schemas import RuleCreate
 from mko.ups.status import UpsReading
 

@@ -38,19 +38,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko import inventory, notify, ownership, reachability, wake
-from mko.db.models import (
-    Node,
-    Operation,
-    OperationStatus,
-    OperationStep,
-    Schedule,
-    ScheduleAction,
-    utcnow,
-)
-from mko.errors import ConflictError, InputError, MkoError, NotFoundError
 from mko.operations import Actor, finish_operation, record_step, start_operation
-from mko.settings import Settings
-from mko.validation import FREE_TEXT, InputModel
+from mko.platform.db.models.base import utcnow
+from mko.platform.db.models.inventory import Node
+from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
+from mko.platform.db.models.schedules import Schedule, ScheduleAction
+from mko.platform.errors import ConflictError, InputError, MkoError, NotFoundError
+from mko.platform.settings import Settings
+from mko.platform.validation import FREE_TEXT, InputModel
 
 __all__ = [
     "RunContext",

@@ -1,6 +1,6 @@
 """Pydantic model families (Create / Update / Public) shared by the API, the CLI and the web UI.
 
-Type checks live here; semantic checks (MAC forms, addresses, host names) live in ``mko.validation``
+Type checks live here; semantic checks (MAC forms, addresses, host names) live in ``mko.platform.validation``
 and run in the service layer, so every adapter gets the same rules and the same messages.
 """
 
@@ -11,8 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from mko.db.models import NodeRole, OperationStatus, WolMethod
-from mko.validation import InputModel
+from mko.platform.db.models.inventory import NodeRole, WolMethod
+from mko.platform.db.models.operations import OperationStatus
+from mko.platform.validation import InputModel
 
 __all__ = [
     "ClusterCreate",

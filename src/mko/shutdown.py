@@ -47,27 +47,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko import inventory, outages, ownership, schedules, ssh
-from mko.db.models import (
-    UPS,
-    Cluster,
-    ClusterAction,
-    Node,
-    NodeRole,
-    Operation,
-    OperationStatus,
-    OperationStep,
-    PowerRule,
-    ScheduleAction,
-    utcnow,
-)
-from mko.db.outage_models import OutagePhase
-from mko.errors import ConflictError, FatalPowerError, InputError, PowerError
 from mko.operations import Actor, finish_operation, record_step, start_operation
+from mko.platform.db.models.base import utcnow
+from mko.platform.db.models.inventory import Cluster, Node, NodeRole
+from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
+from mko.platform.db.models.outages import OutagePhase
+from mko.platform.db.models.rules import ClusterAction, PowerRule
+from mko.platform.db.models.schedules import ScheduleAction
+from mko.platform.db.models.ups import UPS
+from mko.platform.errors import ConflictError, FatalPowerError, InputError, PowerError
+from mko.platform.secrets import SecretBox
+from mko.platform.settings import Settings
 from mko.power import driver_class, driver_lookup
 from mko.power.base import NodeSnapshot, OutcomeState, WakeSchedule, power_off
 from mko.probe import probe_tcp
-from mko.secrets import SecretBox
-from mko.settings import Settings
 from mko.ups.power_cycle import PowerCycle, power_cycle
 from mko.ups.service import target_of
 

@@ -16,7 +16,7 @@ unknown key fails with :class:`HostKeyUnknownError` until the operator runs ``mk
 Commands are argument lists joined with :func:`shlex.join` for the remote shell, so no value from the
 database or a request is ever parsed as shell syntax.
 
-Errors (all :class:`mko.errors.PowerError`, so the API answers 502 and the CLI exits 1)::
+Errors (all :class:`mko.platform.errors.PowerError`, so the API answers 502 and the CLI exits 1)::
 
     SshError
     ├── SshUnreachableError   refused, no route, connect/login timeout        (retryable)
@@ -45,12 +45,19 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko import inventory
-from mko.db.models import Operation, OperationStatus
-from mko.db.session import in_thread_session
-from mko.errors import ConflictError, FatalPowerError, InputError, MkoError, PowerError, RetryablePowerError
 from mko.operations import Actor, finish_operation, record_step, start_operation
-from mko.settings import Settings
-from mko.validation import check_text, quoted
+from mko.platform.db.models.operations import Operation, OperationStatus
+from mko.platform.db.session import in_thread_session
+from mko.platform.errors import (
+    ConflictError,
+    FatalPowerError,
+    InputError,
+    MkoError,
+    PowerError,
+    RetryablePowerError,
+)
+from mko.platform.settings import Settings
+from mko.platform.validation import check_text, quoted
 
 if TYPE_CHECKING:
     import asyncssh

@@ -18,11 +18,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko import agents, inventory, ownership
-from mko.db.models import Node, NodeRole, Operation, OperationStatus, OperationStep, WolMethod, utcnow
-from mko.db.session import in_thread_session
-from mko.errors import ConflictError, InputError
 from mko.nic import nic_status
 from mko.operations import Actor, finish_operation, last_step_for_node, start_operation
+from mko.platform.db.models.base import utcnow
+from mko.platform.db.models.inventory import Node, NodeRole, WolMethod
+from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
+from mko.platform.db.session import in_thread_session
+from mko.platform.errors import ConflictError, InputError
+from mko.platform.settings import Settings
 from mko.power import DRIVERS, driver_lookup
 from mko.power.base import (
     AttemptError,
@@ -35,7 +38,6 @@ from mko.power.base import (
 )
 from mko.power.wol import effective_broadcast
 from mko.probe import probe_tcp
-from mko.settings import Settings
 
 __all__ = [
     "PreparedWake",

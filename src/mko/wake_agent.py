@@ -21,7 +21,7 @@ import httpx
 
 from mko import __version__
 from mko.agents import snapshot_from_payload
-from mko.errors import MkoError
+from mko.platform.errors import MkoError
 from mko.power.base import PowerDriver, WakeSchedule, power_on
 from mko.power.wol import WolDriver
 

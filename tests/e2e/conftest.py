@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from mkoserve import ServeProcess
 
-from mko.lab import RunningLab, enter_netns
-from mko.settings import Settings
+from mko.lab.harness import RunningLab
+from mko.lab.netns import enter_netns
+from mko.platform.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"

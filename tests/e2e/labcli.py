@@ -137,8 +137,9 @@ class LabCli:
         from sqlalchemy import select
 
         from mko import outages
-        from mko.db import make_engine, make_session_factory
-        from mko.db.models import Operation, UpsEvent
+        from mko.platform.db.models.operations import Operation
+        from mko.platform.db.models.ups import UpsEvent
+        from mko.platform.db.session import make_engine, make_session_factory
 
         engine = make_engine(f"sqlite:///{self.directory / 'lab.db'}")
         try:
@@ -196,8 +197,8 @@ class LabCli:
 
     def live(self) -> dict[str, Any]:
         """What `mko lab status --json` prints, read in-process (a CLI start costs seconds on a busy box)."""
-        from mko.db import make_engine, make_session_factory
         from mko.lab.control import lab_status
+        from mko.platform.db.session import make_engine, make_session_factory
 
         engine = make_engine(f"sqlite:///{self.directory / 'lab.db'}")
         try:

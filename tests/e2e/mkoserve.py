@@ -12,8 +12,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from mko.lab import enter_netns
-from mko.settings import Settings
+from mko.lab.netns import enter_netns
+from mko.platform.settings import Settings
 
 __all__ = ["ServeProcess"]
 

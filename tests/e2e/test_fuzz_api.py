@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from mkoserve import ServeProcess
 
-from mko.settings import Settings
+from mko.platform.settings import Settings
 
 pytestmark = pytest.mark.e2e
 

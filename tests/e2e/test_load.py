@@ -28,8 +28,8 @@ import pytest
 from mkoserve import ServeProcess
 from sqlalchemy.engine import make_url
 
-from mko.lab import enter_netns
-from mko.settings import Settings
+from mko.lab.netns import enter_netns
+from mko.platform.settings import Settings
 
 pytestmark = pytest.mark.e2e
 

@@ -9,9 +9,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mko import auth
-from mko.db import Role
-from mko.db.models import Node
-from mko.lab import RunningLab
+from mko.lab.harness import RunningLab
+from mko.platform.db.models.access import Role
+from mko.platform.db.models.inventory import Node
 
 pytestmark = pytest.mark.e2e
 

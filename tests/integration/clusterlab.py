@@ -15,10 +15,12 @@ from typer.testing import CliRunner
 from upslab import wait_until
 
 from mko.cli import app
-from mko.db.models import Operation
-from mko.lab import Microk8sCluster, RunningLab, configure_microk8s, enter_netns
+from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
-from mko.settings import Settings
+from mko.lab.microk8s import Microk8sCluster, configure_microk8s
+from mko.lab.netns import enter_netns
+from mko.platform.db.models.operations import Operation
+from mko.platform.settings import Settings
 
 __all__ = [
     "DRAIN",

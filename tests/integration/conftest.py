@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from mko.lab import NodeSpec, RunningLab
-from mko.lab.netns import list_netns
+from mko.lab.harness import RunningLab
+from mko.lab.netns import NodeSpec, list_netns
 
 LabFactory = Callable[..., RunningLab]
 

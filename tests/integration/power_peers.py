@@ -36,7 +36,8 @@ from cryptography.x509.oid import NameOID
 from fakepve import FakePve, settle
 from fakepve.certs import make_cert
 
-from mko.lab import RunningNode, enter_netns
+from mko.lab.harness import RunningNode
+from mko.lab.netns import enter_netns
 
 LAUNCHER = Path(__file__).with_name("sushy_launcher.py")
 log = logging.getLogger(__name__)

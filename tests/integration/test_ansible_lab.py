@@ -26,11 +26,12 @@ from typer.testing import CliRunner
 from ansibleview import ansible_view, inert_hostvars
 from mko import inventory, nic
 from mko.cli import app
-from mko.db.models import Cluster, Node
-from mko.lab import NodeSpec, RunningLab
+from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
+from mko.lab.netns import NodeSpec
 from mko.operations import list_operations
-from mko.settings import Settings
+from mko.platform.db.models.inventory import Cluster, Node
+from mko.platform.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -103,7 +104,7 @@ def test_seed_playbooks_run_verbatim_and_their_results_land_in_the_database(
         "MKO_ANSIBLE_INVENTORY_PATH", str(repo_root / "ansible/inventory/dynamic_inventory.ini")
     )
     monkeypatch.setenv("MKO_ANSIBLE_FACTS_DIR", str(repo_root / "ansible/facts"))
-    from mko.settings import get_settings
+    from mko.platform.settings import get_settings
 
     get_settings.cache_clear()
     written = cli.invoke(app, ["ansible", "inventory", "--json"])
@@ -229,7 +230,7 @@ def test_jinja_in_every_field_and_in_facts_runs_nothing_during_the_seed_playbook
         "MKO_ANSIBLE_INVENTORY_PATH", str(repo_root / "ansible/inventory/dynamic_inventory.ini")
     )
     monkeypatch.setenv("MKO_ANSIBLE_FACTS_DIR", str(repo_root / "ansible/facts"))
-    from mko.settings import get_settings
+    from mko.platform.settings import get_settings
 
     get_settings.cache_clear()
     plant()

@@ -17,25 +17,19 @@ import pytest
 from sqlalchemy import Engine, select, text
 
 from mko import failover, ha, inventory, rules
-from mko.db import make_engine, make_session_factory
-from mko.db.ha_models import Instance
-from mko.db.migrate import upgrade
-from mko.db.models import (
-    ClusterAction,
-    Operation,
-    OperationStatus,
-    OperationStep,
-    PowerEvent,
-    PowerRule,
-    UpsEvent,
-    utcnow,
-)
 from mko.ha import LeaderElection, set_current_instance
 from mko.lab.postgres import PostgresServer
 from mko.ownership import this_process
+from mko.platform.db.migrate import upgrade
+from mko.platform.db.models.base import utcnow
+from mko.platform.db.models.ha import Instance
+from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
+from mko.platform.db.models.rules import ClusterAction, PowerRule
+from mko.platform.db.models.ups import PowerEvent, UpsEvent
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.settings import Settings
 from mko.rules import RULE_OPERATION_KIND, RuleEngine
 from mko.schemas import ClusterCreate
-from mko.settings import Settings
 from mko.ups.events import DetectedEvent
 from mko.ups.schemas import RuleCreate, UpsCreate
 from mko.ups.service import create_ups, record_events
@@ -358,7 +352,7 @@ def _upgrade_when_released(url: str, gate: Any, results: Any) -> None:
 def test_instances_started_together_on_a_new_database_migrate_it_once(postgres: PostgresServer) -> None:
     import multiprocessing
 
-    from mko.db.migrate import current_revision, head_revision
+    from mko.platform.db.migrate import current_revision, head_revision
 
     url = postgres.create_database(f"ha_{next(_databases)}")
     context = multiprocessing.get_context("fork")

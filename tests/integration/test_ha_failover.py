@@ -24,16 +24,18 @@ from sqlalchemy.orm import Session, sessionmaker
 from upslab import wait_until
 
 from mko import ha, rules
-from mko.db import make_engine, make_session_factory
-from mko.db.ha_models import UpsState
-from mko.db.migrate import upgrade
-from mko.db.models import ClusterAction, Operation, OperationStatus, PowerEvent, UpsEvent
-from mko.lab import RunningLab
+from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
 from mko.lab.nut import NutServer
 from mko.lab.postgres import PostgresServer
+from mko.platform.db.migrate import upgrade
+from mko.platform.db.models.ha import UpsState
+from mko.platform.db.models.operations import Operation, OperationStatus
+from mko.platform.db.models.rules import ClusterAction
+from mko.platform.db.models.ups import PowerEvent, UpsEvent
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.settings import Settings
 from mko.rules import RULE_OPERATION_KIND
-from mko.settings import Settings
 from mko.ups.schemas import RuleCreate, UpsCreate
 from mko.ups.service import create_ups
 

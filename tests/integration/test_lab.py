@@ -13,9 +13,9 @@ from collections.abc import Callable
 
 import pytest
 
-from mko.lab import BootOnWake, Lab, NodeSpec, RunningLab, cleanup_stale, enter_netns
-from mko.lab.netns import list_netns
-from mko.lab.recorder import find_magic, parse_frame
+from mko.lab.harness import RunningLab
+from mko.lab.netns import Lab, NodeSpec, cleanup_stale, enter_netns, list_netns
+from mko.lab.recorder import BootOnWake, find_magic, parse_frame
 
 LabFactory = Callable[..., RunningLab]
 

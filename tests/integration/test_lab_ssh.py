@@ -11,8 +11,8 @@ from typing import Any
 import asyncssh
 import pytest
 
-from mko.lab import NodeSpec, RunningLab, enter_netns
-from mko.lab.netns import LabError
+from mko.lab.harness import RunningLab
+from mko.lab.netns import LabError, NodeSpec, enter_netns
 from mko.power.magic import send_magic_packet
 
 

@@ -45,13 +45,15 @@ from typer.testing import CliRunner
 
 from mko import inventory
 from mko.cli import app
-from mko.db import Base, NodeRole, WolMethod, make_engine, make_session_factory
-from mko.db.backup import backup_sqlite
 from mko.db.legacy import upgrade_database
-from mko.db.migrate import current_revision, head_revision, upgrade
 from mko.lab.postgres import PostgresServer
+from mko.platform.db.backup import backup_sqlite
+from mko.platform.db.migrate import current_revision, head_revision, upgrade
+from mko.platform.db.models.base import Base
+from mko.platform.db.models.inventory import NodeRole, WolMethod
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.settings import Settings, get_settings
 from mko.schemas import NodeCreate
-from mko.settings import Settings, get_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = "scripts/migrate_wake_on_lan_fields.py"

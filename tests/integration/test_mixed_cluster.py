@@ -29,9 +29,10 @@ from power_peers import IpmiSim, PowerCoupling, PveServer, RedfishEmulator
 from sqlalchemy.orm import Session
 from upslab import wait_until
 
-from mko.db.models import OperationStatus
-from mko.lab import Microk8sCluster, RunningLab
-from mko.settings import Settings, get_settings
+from mko.lab.harness import RunningLab
+from mko.lab.microk8s import Microk8sCluster
+from mko.platform.db.models.operations import OperationStatus
+from mko.platform.settings import Settings, get_settings
 
 WORKERS = ("lab-n3", "lab-n4", "lab-n5")
 CONFIRMED_BY = {

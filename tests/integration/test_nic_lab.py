@@ -22,15 +22,16 @@ from typer.testing import CliRunner
 
 from authhelp import admin_headers
 from mko import inventory, nic
-from mko.api import create_app
+from mko.api.app import create_app
 from mko.cli import app
-from mko.db.models import Node
-from mko.lab import NodeSpec, RunningLab, enter_netns
+from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
+from mko.lab.netns import NodeSpec, enter_netns
 from mko.operations import Actor
+from mko.platform.db.models.inventory import Node
+from mko.platform.settings import Settings
 from mko.power.magic import send_magic_packet
 from mko.schemas import WolConfigure
-from mko.settings import Settings
 
 
 def _trust_all(settings: Settings, running: RunningLab) -> None:

@@ -26,11 +26,11 @@ from sqlalchemy.orm import Session
 from upslab import wait_until
 
 from mko import inventory
-from mko.db.models import Operation, OperationStatus
-from mko.lab import NodeSpec
 from mko.lab.inventory import register_lab
+from mko.lab.netns import NodeSpec
+from mko.platform.db.models.operations import Operation, OperationStatus
+from mko.platform.settings import Settings
 from mko.schemas import ClusterCreate, NodeCreate
-from mko.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 MKO = [sys.executable, "-m", "mko"]

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from mko import inventory
 from mko.cli import app
+from mko.platform.settings import Settings
 from mko.schemas import NodeCreate
-from mko.settings import Settings
 
 WRONG_TOKEN = "wrong-token-5e1d7c0a"
 WRONG_IPMI = "wrong-ipmi-pw-77"

@@ -17,13 +17,14 @@ from typer.testing import CliRunner
 
 from mko import inventory, wake
 from mko.cli import app
-from mko.db import make_engine, make_session_factory
-from mko.db.models import OperationStatus
-from mko.lab import RunningLab, enter_netns
+from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
+from mko.lab.netns import enter_netns
 from mko.operations import Actor
+from mko.platform.db.models.operations import OperationStatus
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.settings import Settings
 from mko.schemas import NodeCreate
-from mko.settings import Settings
 
 
 @pytest.fixture

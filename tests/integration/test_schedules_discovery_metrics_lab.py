@@ -18,17 +18,21 @@ from typer.testing import CliRunner
 
 from authhelp import admin_headers
 from mko import discovery, inventory, rules, schedules
-from mko.api import create_app
+from mko.api.app import create_app
 from mko.cli import app as cli_app
-from mko.db import make_engine, make_session_factory
-from mko.db.models import ClusterAction, Node, Operation, OperationStatus, PowerEvent, PowerRule
 from mko.discovery import DiscoverRequest
-from mko.lab import RunningLab, enter_netns
+from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
+from mko.lab.netns import enter_netns
 from mko.lab.nut import NutServer
+from mko.platform.db.models.inventory import Node
+from mko.platform.db.models.operations import Operation, OperationStatus
+from mko.platform.db.models.rules import ClusterAction, PowerRule
+from mko.platform.db.models.ups import PowerEvent
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.settings import Settings
 from mko.schedules import ScheduleCreate, Scheduler
 from mko.schemas import ClusterCreate, NodeCreate, NodeUpdate
-from mko.settings import Settings
 from mko.ups.schemas import RuleCreate, UpsCreate
 from mko.ups.service import create_ups
 

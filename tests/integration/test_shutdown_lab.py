@@ -28,12 +28,16 @@ from typer.testing import CliRunner
 from upslab import wait_until
 
 from mko import inventory, schedules
-from mko.api import create_app
-from mko.db import make_engine, make_session_factory
-from mko.db.models import Node, Operation, OperationStatus, ScheduleAction
-from mko.lab import RunningLab, configure_microk8s, enter_netns
+from mko.api.app import create_app
+from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
-from mko.settings import Settings, get_settings
+from mko.lab.microk8s import configure_microk8s
+from mko.lab.netns import enter_netns
+from mko.platform.db.models.inventory import Node
+from mko.platform.db.models.operations import Operation, OperationStatus
+from mko.platform.db.models.schedules import ScheduleAction
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.settings import Settings, get_settings
 
 
 @pytest.fixture

@@ -22,13 +22,16 @@ from upslab import MonitorThread, wait_until
 from dbtemplate import copy_migrated_database
 from mko import outages, rules
 from mko import shutdown as shutdown_service
-from mko.db import make_engine, make_session_factory
-from mko.db.models import ClusterAction, Operation, OperationStatus, PowerEvent
-from mko.lab import Microk8sCluster, RunningLab, configure_microk8s
+from mko.lab.harness import RunningLab
+from mko.lab.microk8s import Microk8sCluster, configure_microk8s
 from mko.lab.nut import NutServer
 from mko.lab.provision import provision_lab
+from mko.platform.db.models.operations import Operation, OperationStatus
+from mko.platform.db.models.rules import ClusterAction
+from mko.platform.db.models.ups import PowerEvent
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.settings import Settings
 from mko.rules import RULE_OPERATION_KIND
-from mko.settings import Settings
 from mko.ups.schemas import RuleCreate
 
 WORKERS, CONTROL_PLANES = ("lab-n3", "lab-n4"), ("lab-n1", "lab-n2")

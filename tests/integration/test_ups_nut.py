@@ -30,15 +30,18 @@ from upslab import MonitorThread, event_names, wait_until
 from authhelp import admin_headers
 from dbtemplate import copy_migrated_database
 from mko import inventory, rules
-from mko.api import create_app
+from mko.api.app import create_app
 from mko.cli import app as cli_app
-from mko.db.models import ClusterAction, OperationStatus, PowerEvent, PowerRule
-from mko.lab import RunningLab, enter_netns
+from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
+from mko.lab.netns import enter_netns
 from mko.lab.nut import NutServer
+from mko.platform.db.models.operations import OperationStatus
+from mko.platform.db.models.rules import ClusterAction, PowerRule
+from mko.platform.db.models.ups import PowerEvent
+from mko.platform.settings import Settings
 from mko.rules import RULE_OPERATION_KIND
 from mko.schemas import WolConfigure
-from mko.settings import Settings
 from mko.ups.schemas import RuleCreate, UpsCreate
 from mko.ups.service import create_ups
 

@@ -24,15 +24,19 @@ from sqlalchemy.orm import Session
 from authhelp import admin_headers
 from mko import agents, auth, inventory
 from mko.auth import Principal
-from mko.db import Role, WakeJob, WakeJobStatus, make_engine, make_session_factory
-from mko.db.migrate import upgrade
-from mko.db.models import Operation, OperationStatus, utcnow
-from mko.lab import NodeSpec, RunningLab, enter_netns
+from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
+from mko.lab.netns import NodeSpec, enter_netns
 from mko.lab.postgres import PostgresServer
 from mko.lab.sites import join_labs
+from mko.platform.db.migrate import upgrade
+from mko.platform.db.models.access import Role
+from mko.platform.db.models.agents import WakeJob, WakeJobStatus
+from mko.platform.db.models.base import utcnow
+from mko.platform.db.models.operations import Operation, OperationStatus
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.settings import Settings
 from mko.schemas import ClusterUpdate, NodeCreate
-from mko.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT = 18091

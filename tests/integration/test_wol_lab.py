@@ -14,15 +14,17 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from mko import inventory, wake
-from mko.api import create_app
-from mko.db import make_engine, make_session_factory
-from mko.db.models import Node, NodeRole, OperationStatus, WolMethod
-from mko.lab import NodeSpec, RunningLab, enter_netns
+from mko.api.app import create_app
+from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
+from mko.lab.netns import NodeSpec, enter_netns
 from mko.operations import Actor
+from mko.platform.db.models.inventory import Node, NodeRole, WolMethod
+from mko.platform.db.models.operations import OperationStatus
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.settings import Settings
 from mko.power.base import OutcomeState
 from mko.schemas import NodeUpdate, WolConfigure
-from mko.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,10 +17,11 @@ from typing import Any, Self, TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.db import make_engine, make_session_factory
-from mko.db.models import Operation, UpsEvent
-from mko.lab import enter_netns
-from mko.settings import Settings
+from mko.lab.netns import enter_netns
+from mko.platform.db.models.operations import Operation
+from mko.platform.db.models.ups import UpsEvent
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.settings import Settings
 from mko.ups.monitor import UpsMonitor
 
 T = TypeVar("T")

@@ -20,15 +20,16 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from mko import auth, inventory
-from mko.api import create_app
+from mko.api.app import create_app
 from mko.cli import app
-from mko.db import Role, WebSession, make_engine
-from mko.db.backup import backup_database
-from mko.db.migrate import alembic_config, current_revision, head_revision, upgrade
-from mko.db.models import Node
+from mko.platform.db.backup import backup_database
+from mko.platform.db.migrate import alembic_config, current_revision, head_revision, upgrade
+from mko.platform.db.models.access import Role, WebSession
+from mko.platform.db.models.inventory import Node
+from mko.platform.db.session import make_engine
+from mko.platform.secrets import SecretBox
+from mko.platform.settings import Settings
 from mko.schemas import NodeCreate
-from mko.secrets import SecretBox
-from mko.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 MKO = Path(sys.executable).parent / "mko"

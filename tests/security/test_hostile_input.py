@@ -28,10 +28,11 @@ from ansibleview import ansible_view, inert_hostvars
 from hostile import Payload, check_log, payloads
 from mko.ansible_inventory import write_inventory
 from mko.cli import app
-from mko.db.models import Cluster, Node, Operation
-from mko.logs import configure_logging
-from mko.settings import Settings
-from mko.web import router as web_router
+from mko.platform.db.models.inventory import Cluster, Node
+from mko.platform.db.models.operations import Operation
+from mko.platform.logs import configure_logging
+from mko.platform.settings import Settings
+from mko.web.pages import router as web_router
 
 # Fields whose text is a secret or a secret URL: template delimiters are allowed (never templated),
 # control characters are not. Every other string field refuses both.

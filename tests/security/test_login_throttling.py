@@ -18,11 +18,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mko import auth
-from mko.api import create_app
+from mko.api.app import create_app
 from mko.auth import LoginThrottle
-from mko.db import Role
-from mko.db.auth_models import AuthEvent
-from mko.settings import Settings
+from mko.platform.db.models.access import AuthEvent, Role
+from mko.platform.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

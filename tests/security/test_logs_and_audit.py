@@ -13,11 +13,11 @@ from sqlalchemy.orm import Session
 
 from hostile import FORGED_RECORD, check_log
 from mko import auth
-from mko.api import create_app
-from mko.db.auth_models import AuthEvent
-from mko.db.models import utcnow
-from mko.logs import configure_logging
-from mko.settings import Settings, get_settings
+from mko.api.app import create_app
+from mko.platform.db.models.access import AuthEvent
+from mko.platform.db.models.base import utcnow
+from mko.platform.logs import configure_logging
+from mko.platform.settings import Settings, get_settings
 
 FORGED = FORGED_RECORD
 

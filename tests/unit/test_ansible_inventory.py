@@ -21,9 +21,9 @@ from ansibleview import ansible_view, inert_hostvars
 from mko import inventory
 from mko.ansible_inventory import InventorySummary, database_id, flush_refresh, write_inventory
 from mko.cli import app
-from mko.db.models import NodeRole
+from mko.platform.db.models.inventory import NodeRole
+from mko.platform.settings import Settings
 from mko.schemas import ClusterCreate, NodeCreate
-from mko.settings import Settings
 
 
 def _seed(session: Session) -> None:
@@ -127,7 +127,7 @@ def test_a_burst_of_concurrent_changes_is_written_once_atomically_without_a_seco
         response = client.post("/api/nodes", json={"hostname": f"n{i}", "ip_address": f"10.9.0.{i + 1}"})
         return response.status_code
 
-    with patch("mko.files.os.replace", counting_replace), ThreadPoolExecutor(50) as pool:
+    with patch("mko.platform.files.os.replace", counting_replace), ThreadPoolExecutor(50) as pool:
         started = time.monotonic()
         statuses = list(pool.map(create, range(50)))
         answered = time.monotonic() - started

@@ -14,11 +14,11 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from mko import auth
-from mko.api import create_app
+from mko.api.app import create_app
 from mko.cli import app as cli_app
-from mko.db import AuthEvent, Role
-from mko.db.models import utcnow
-from mko.settings import Settings
+from mko.platform.db.models.access import AuthEvent, Role
+from mko.platform.db.models.base import utcnow
+from mko.platform.settings import Settings
 
 # The routes only an admin may use; everything else: viewer reads, operator changes.
 ADMIN_ONLY = re.compile(r"^/api/(users|tokens)")
@@ -176,7 +176,7 @@ def test_web_session_csrf_roles_and_expiry(settings: Settings, session: Session)
         assert browser.get("/api/nodes").status_code == 200
         assert browser.post("/api/clusters", json={"name": "x"}).status_code == 403
         # Expired session: back to the login form.
-        from mko.db import WebSession
+        from mko.platform.db.models.access import WebSession
 
         for row in session.scalars(select(WebSession)):
             row.expires_at = utcnow() - timedelta(seconds=1)

@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from mko.cli import app
-from mko.settings import Settings
+from mko.platform.settings import Settings
 
 
 def _ok(cli: CliRunner, *args: str) -> str:

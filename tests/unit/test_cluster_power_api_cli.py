@@ -18,9 +18,10 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from mko.cli import app
-from mko.db.models import Node, Operation, OperationStatus
 from mko.operations import Actor, start_operation
-from mko.settings import get_settings
+from mko.platform.db.models.inventory import Node
+from mko.platform.db.models.operations import Operation, OperationStatus
+from mko.platform.settings import get_settings
 
 
 def _closed_port() -> int:

@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from mko.api import create_app
+from mko.api.app import create_app
 from mko.cli import app as cli_app
-from mko.settings import Settings
+from mko.platform.settings import Settings
 
 
 def test_the_only_sqlite_instance_is_online_and_leads(client: TestClient) -> None:

@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from mko import auth
-from mko.api import create_app
-from mko.db import Role
-from mko.settings import Settings
+from mko.api.app import create_app
+from mko.platform.db.models.access import Role
+from mko.platform.settings import Settings
 
 LIMIT = 4096
 

@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 from mko.cli import app
-from mko.errors import ConflictError, InputError
 from mko.lab.control import LabControl, LabNotUpError, LabPaths, lab_settings
 from mko.lab.daemon import LabDaemon, LabSpec, charge_after
-from mko.settings import Settings
+from mko.platform.errors import ConflictError, InputError
+from mko.platform.settings import Settings
 
 
 def test_a_battery_drains_over_its_runtime_and_recharges_four_times_slower() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from mko.errors import FatalPowerError, InputError, RetryablePowerError
+from mko.platform.errors import FatalPowerError, InputError, RetryablePowerError
 from mko.power.magic import (
     ETH_P_WOL,
     MagicPacketSender,

@@ -8,8 +8,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from mko.db import Base, make_engine
-from mko.db.migrate import current_revision, head_revision, upgrade
+from mko.platform.db.migrate import current_revision, head_revision, upgrade
+from mko.platform.db.models.base import Base
+from mko.platform.db.session import make_engine
 
 WOL_FIELDS = {
     "wol_enabled",

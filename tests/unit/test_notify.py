@@ -20,11 +20,13 @@ from pydantic import SecretStr
 from sqlalchemy.orm import Session
 
 from mko import inventory, notify, schedules
-from mko.db import make_engine, make_session_factory
-from mko.db.models import UPS, ClusterAction, OperationStatus, PowerEvent, PowerRule, UpsEvent
+from mko.platform.db.models.operations import OperationStatus
+from mko.platform.db.models.rules import ClusterAction, PowerRule
+from mko.platform.db.models.ups import UPS, PowerEvent, UpsEvent
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.settings import Settings
 from mko.schedules import ScheduleCreate, Scheduler
 from mko.schemas import ClusterCreate
-from mko.settings import Settings
 from mko.ups.service import UpsTarget
 
 

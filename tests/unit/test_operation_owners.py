@@ -20,13 +20,14 @@ from typer.testing import CliRunner
 
 from mko import inventory, ownership, shutdown
 from mko.cli import app
-from mko.db.agent_models import WakeJob, WakeJobStatus
-from mko.db.models import Operation, OperationStatus, utcnow
-from mko.errors import ConflictError
 from mko.operations import Actor, finish_operation, record_step, start_operation
 from mko.ownership import ProcessIdentity, close_orphaned, owner_gone, process_start, this_process
+from mko.platform.db.models.agents import WakeJob, WakeJobStatus
+from mko.platform.db.models.base import utcnow
+from mko.platform.db.models.operations import Operation, OperationStatus
+from mko.platform.errors import ConflictError
+from mko.platform.settings import Settings
 from mko.schemas import ClusterCreate, NodeCreate
-from mko.settings import Settings
 from ownerhelp import exited_process, make_owned_by, reused_pid
 
 ELSEWHERE = ProcessIdentity("other-host", 4242, "123456@00000000-0000-0000-0000-000000000000/4026531836")
@@ -237,7 +238,7 @@ def test_lists_over_api_and_cli_close_orphans_and_name_owners(
 def test_a_server_start_closes_what_dead_processes_left_and_keeps_what_live_ones_run(
     settings: Settings, session: Session
 ) -> None:
-    from mko.api import create_app
+    from mko.api.app import create_app
 
     live_cli = subprocess.Popen(["sleep", "30"])
     try:

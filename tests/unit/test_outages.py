@@ -8,9 +8,9 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from mko import inventory, outages
-from mko.db.outage_models import OutagePhase
+from mko.platform.db.models.outages import OutagePhase
+from mko.platform.settings import Settings
 from mko.schemas import ClusterCreate
-from mko.settings import Settings
 from mko.ups.schemas import UpsCreate
 from mko.ups.service import create_ups
 

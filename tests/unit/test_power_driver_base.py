@@ -8,8 +8,8 @@ from typing import ClassVar
 
 import pytest
 
-from mko.db.models import NodeRole, WolMethod
-from mko.errors import FatalPowerError, RetryablePowerError
+from mko.platform.db.models.inventory import NodeRole, WolMethod
+from mko.platform.errors import FatalPowerError, RetryablePowerError
 from mko.power.base import (
     STATUS,
     AttemptError,

@@ -9,7 +9,7 @@ from typing import ClassVar
 
 import pytest
 
-from mko.db.models import NodeRole, WolMethod
+from mko.platform.db.models.inventory import NodeRole, WolMethod
 from mko.power.base import AttemptError, NodeSnapshot, OutcomeState, PowerDriver, WakeSchedule, power_on
 
 pytestmark = pytest.mark.anyio

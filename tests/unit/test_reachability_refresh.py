@@ -11,12 +11,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from mko import auth, inventory
-from mko.api import create_app
-from mko.db import Role, make_engine, make_session_factory
-from mko.db.models import Node
+from mko.api.app import create_app
+from mko.platform.db.models.access import Role
+from mko.platform.db.models.inventory import Node
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.settings import Settings
 from mko.reachability import Refresher
 from mko.schemas import NodeCreate
-from mko.settings import Settings
 
 
 def _node(session: Session, name: str, port: int) -> int:

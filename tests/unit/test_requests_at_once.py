@@ -21,12 +21,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from mko.api import create_app
+from mko.api.app import create_app
 from mko.api.deps import get_session
 from mko.api.routing import MkoRoute
-from mko.db import ApiToken
-from mko.db.session import BACKGROUND_CONNECTIONS, make_engine
-from mko.settings import Settings
+from mko.platform.db.models.access import ApiToken
+from mko.platform.db.session import BACKGROUND_CONNECTIONS, make_engine
+from mko.platform.settings import Settings
 
 pytestmark = pytest.mark.anyio
 

@@ -18,12 +18,13 @@ from typer.testing import CliRunner
 
 from mko import inventory, schedules
 from mko.cli import app as cli_app
-from mko.db import make_engine, make_session_factory
-from mko.db.models import Operation, OperationStatus, Schedule
 from mko.operations import Actor, finish_operation, start_operation
+from mko.platform.db.models.operations import Operation, OperationStatus
+from mko.platform.db.models.schedules import Schedule
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.settings import Settings
 from mko.schedules import ScheduleCreate, Scheduler
 from mko.schemas import ClusterCreate, NodeCreate
-from mko.settings import Settings
 
 BERLIN = ZoneInfo("Europe/Berlin")
 MONDAY_6AM = datetime(2026, 5, 4, 6, 0, tzinfo=BERLIN)  # 2026-05-04 is a Monday (CEST, UTC+2)

@@ -12,10 +12,10 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from mko import auth
-from mko.api import create_app
+from mko.api.app import create_app
 from mko.cli import app
-from mko.db import Role
-from mko.settings import Settings
+from mko.platform.db.models.access import Role
+from mko.platform.settings import Settings
 
 HOST = {"name": "pve", "host": "pve1.lan", "token_id": "mko@pve!power", "secret": "s3cr3t-token"}
 IPMI = {

@@ -11,10 +11,10 @@ from pydantic import SecretStr
 from sqlalchemy.orm import Session
 
 from mko import inventory
-from mko.errors import FatalPowerError, InputError
+from mko.platform.errors import FatalPowerError, InputError
+from mko.platform.secrets import SecretBox, key_file_path
+from mko.platform.settings import Settings
 from mko.schemas import ClusterCreate, NodeCreate, WolConfigure
-from mko.secrets import SecretBox, key_file_path
-from mko.settings import Settings
 
 
 def test_key_file_created_0600_beside_the_database_once(settings: Settings) -> None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mko.db.models import Node, NodeRole, WolMethod
+from mko.platform.db.models.inventory import Node, NodeRole, WolMethod
 from mko.shutdown import build_plan, ready_nodes
 
 

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import asyncssh
 import pytest
 
-from mko.errors import FatalPowerError, PowerError, RetryablePowerError
-from mko.settings import Settings
+from mko.platform.errors import FatalPowerError, PowerError, RetryablePowerError
+from mko.platform.settings import Settings
 from mko.ssh import (
     CommandResult,
     HostKeyChangedError,

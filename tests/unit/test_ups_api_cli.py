@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from dbtemplate import copy_migrated_database
 from mko.cli import app
-from mko.db.models import UPS, PowerEvent
-from mko.settings import Settings
+from mko.platform.db.models.ups import UPS, PowerEvent
+from mko.platform.settings import Settings
 from mko.ups.events import DetectedEvent
 from mko.ups.service import record_events
 

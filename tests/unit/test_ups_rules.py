@@ -18,13 +18,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dbtemplate import copy_migrated_database
 from mko import inventory, outages, rules
-from mko.db import make_engine, make_session_factory
-from mko.db.models import ClusterAction, Operation, OperationStatus, PowerEvent, PowerRule, UpsEvent
-from mko.db.outage_models import OutagePhase
-from mko.errors import InputError
+from mko.platform.db.models.operations import Operation, OperationStatus
+from mko.platform.db.models.outages import OutagePhase
+from mko.platform.db.models.rules import ClusterAction, PowerRule
+from mko.platform.db.models.ups import PowerEvent, UpsEvent
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.errors import InputError
+from mko.platform.settings import Settings
 from mko.rules import RULE_OPERATION_KIND, ActionContext, ActionResult, ClusterActionHandler, RuleEngine
 from mko.schemas import ClusterCreate
-from mko.settings import Settings
 from mko.ups.events import DetectedEvent
 from mko.ups.schemas import RuleCreate, UpsCreate
 from mko.ups.service import create_ups, record_events

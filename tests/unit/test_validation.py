@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from mko.errors import InputError
-from mko.validation import (
+from mko.platform.errors import InputError
+from mko.platform.validation import (
     FreeText,
     InputModel,
     check_text,

@@ -19,10 +19,12 @@ from typer.testing import CliRunner
 
 from mko import auth, wake
 from mko.cli import app as cli_app
-from mko.db import Agent, Role, WakeJob, WakeJobStatus, make_engine, make_session_factory
-from mko.db.models import utcnow
 from mko.operations import Actor
-from mko.settings import Settings
+from mko.platform.db.models.access import Role
+from mko.platform.db.models.agents import Agent, WakeJob, WakeJobStatus
+from mko.platform.db.models.base import utcnow
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.settings import Settings
 
 
 def _cluster(client: TestClient, name: str = "remote", **fields: Any) -> dict[str, Any]:

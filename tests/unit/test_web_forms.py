@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from mko import outages, shutdown
-from mko.settings import Settings
+from mko.platform.settings import Settings
 
 
 def _node(client: TestClient, **fields: object) -> dict[str, object]:

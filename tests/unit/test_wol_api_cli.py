@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from mko.cli import app
-from mko.settings import Settings
+from mko.platform.settings import Settings
 
 SEED_CONFIGURE = {
     "wol_enabled": True,
@@ -56,7 +56,7 @@ def test_seed_configure_body_verbatim_then_only_sent_fields_change(client: TestC
 
 
 def test_seed_virtual_node_form(client: TestClient, session: Any) -> None:
-    from mko.db.models import ProxmoxHost
+    from mko.platform.db.models.inventory import ProxmoxHost
 
     session.add(ProxmoxHost(name="pve", host="10.0.0.2"))
     session.commit()

@@ -39,8 +39,9 @@ from mko.api.routes import agents as agent_routes
 from mko.api.routing import MkoRoute
 from mko.api.security import authorize_by_method, require
 from mko.auth import LoginThrottle
-from mko.db import Role, make_engine, make_session_factory
-from mko.settings import Settings, get_settings
+from mko.platform.db.models.access import Role
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.settings import Settings, get_settings
 from mko.web.auth import web_authorize
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Sync routes and database work run on AnyIO's worker threads; the pool keeps one connection per
-        # thread (mko.db.session), so the two numbers are one setting.
+        # thread (mko.platform.db.session), so the two numbers are one setting.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         # Registers this instance; the leader (with SQLite: this one) runs the UPS monitor, the rule
         # engine and the scheduler (mko.api.leader, mko.ha).
@@ -146,9 +147,9 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
         app.include_router(lab_routes.router, dependencies=by_method)
     from fastapi.staticfiles import StaticFiles
 
-    from mko.web import STATIC_DIR
-    from mko.web import router as web_router
     from mko.web.auth import router as login_router
+    from mko.web.pages import STATIC_DIR
+    from mko.web.pages import router as web_router
 
     app.include_router(login_router)
     app.include_router(web_router, dependencies=[Depends(web_authorize)])
@@ -168,8 +169,8 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
 def _login_throttle(settings: Settings) -> LoginThrottle:
     """The login throttle, its device cookies signed with a key derived from the secrets key (so they
     survive restarts and are shared by every instance of a high-availability setup)."""
-    from mko.errors import MkoError
-    from mko.secrets import SecretBox
+    from mko.platform.errors import MkoError
+    from mko.platform.secrets import SecretBox
 
     try:
         key = SecretBox.from_settings(settings).derive("mko login device cookie")

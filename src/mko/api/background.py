@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 from fastapi import FastAPI, Response, status
 
 from mko import wake
-from mko.db.models import Operation
-from mko.settings import Settings
+from mko.platform.db.models.operations import Operation
+from mko.platform.settings import Settings
 
 __all__ = ["launch", "launch_wake", "result_or_accepted"]
 

@@ -15,9 +15,9 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.db.session import in_thread_session
 from mko.operations import Actor
-from mko.settings import Settings
+from mko.platform.db.session import in_thread_session
+from mko.platform.settings import Settings
 
 __all__ = ["ActorDep", "Db", "DbDep", "SessionDep", "SettingsDep"]
 

@@ -8,7 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from mko.errors import ConflictError, InputError, NotFoundError, PowerError, UnsupportedActionError
+from mko.platform.errors import ConflictError, InputError, NotFoundError, PowerError, UnsupportedActionError
 from mko.web.auth import LoginRequired, WebForbidden, login_redirect
 
 __all__ = ["ERROR_RESPONSES", "install_error_handlers"]

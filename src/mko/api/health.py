@@ -20,7 +20,7 @@ from sqlalchemy import Engine, text
 
 from mko import __version__
 from mko.api.routing import MkoRoute
-from mko.db.session import make_engine
+from mko.platform.db.session import make_engine
 
 __all__ = ["DatabaseHealth", "HealthReading", "router"]
 

@@ -19,7 +19,7 @@ from mko import failover, ownership
 from mko.api import periodic
 from mko.api.background import launch
 from mko.ha import LeaderElection, is_postgresql
-from mko.settings import Settings
+from mko.platform.settings import Settings
 from mko.ups.monitor import start_monitor
 
 __all__ = ["start", "stop"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from mko.db.models import utcnow
+from mko.platform.db.models.base import utcnow
 
 __all__ = ["LiveReads", "Reading"]
 

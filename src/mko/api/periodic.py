@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mko.api.background import launch
 from mko.metrics import MetricsCollector, make_registry
+from mko.platform.settings import Settings
 from mko.reachability import Refresher
 from mko.schedules import Scheduler
-from mko.settings import Settings
 
 __all__ = ["install", "start", "stop"]
 

@@ -9,8 +9,8 @@ from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko import auth
-from mko.db.auth_models import Role
-from mko.db.session import in_thread_session
+from mko.platform.db.models.access import Role
+from mko.platform.db.session import in_thread_session
 
 __all__ = [
     "SESSION_COOKIE",

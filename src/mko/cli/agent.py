@@ -15,9 +15,9 @@ import typer
 
 from mko import agents
 from mko.cli.app import emit, fail, open_session
-from mko.errors import InputError
-from mko.settings import get_settings
-from mko.validation import validate_interface, validate_site
+from mko.platform.errors import InputError
+from mko.platform.settings import get_settings
+from mko.platform.validation import validate_interface, validate_site
 
 agent_app = typer.Typer(
     help="Wake agents: run one on another LAN (`mko agent --site NAME --url URL --token-file F`), list them.",
@@ -79,7 +79,7 @@ def agent_main(
         interface=validate_interface(interface, "interface") if interface else None,
         ca_file=str(ca_file) if ca_file else None,
     )
-    from mko.logs import SafeFormatter
+    from mko.platform.logs import SafeFormatter
 
     console = logging.StreamHandler(sys.stderr)
     console.setFormatter(SafeFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -18,11 +18,11 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from mko import ownership
-from mko.db import make_engine, make_session_factory
-from mko.db.migrate import current_revision, head_revision, upgrade
-from mko.errors import MkoError, PowerError
-from mko.logs import configure_logging
-from mko.settings import get_settings
+from mko.platform.db.migrate import current_revision, head_revision, upgrade
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.errors import MkoError, PowerError
+from mko.platform.logs import configure_logging
+from mko.platform.settings import get_settings
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_POWER_FAILURE", "app", "console", "emit", "fail", "open_session"]
 

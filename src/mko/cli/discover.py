@@ -13,7 +13,7 @@ from mko import discovery
 from mko.cli.app import console, open_sessions
 from mko.discovery import DiscoverRequest, DiscoveryResult
 from mko.operations import Actor
-from mko.settings import get_settings
+from mko.platform.settings import get_settings
 
 
 def discover(

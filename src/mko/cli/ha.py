@@ -10,7 +10,7 @@ from rich.table import Table
 
 from mko import ha
 from mko.cli.app import console, open_session
-from mko.settings import get_settings
+from mko.platform.settings import get_settings
 
 
 def cluster_status_command(

@@ -8,7 +8,7 @@ import typer
 
 from mko import inventory
 from mko.cli.app import console, emit, open_session
-from mko.db.models import NodeRole, WolMethod
+from mko.platform.db.models.inventory import NodeRole, WolMethod
 from mko.schemas import ClusterCreate, ClusterPublic, ClusterUpdate, NodeCreate, NodePublic, NodeUpdate
 
 cluster_app = typer.Typer(help="Clusters: add, list, show, remove.", no_args_is_help=True)

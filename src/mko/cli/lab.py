@@ -17,10 +17,10 @@ from rich.table import Table
 from rich.text import Text
 
 from mko.cli.app import EXIT_POWER_FAILURE, console, fail
-from mko.errors import ConflictError
 from mko.lab.control import LAB_PORT, LabControl, LabNotUpError, LabPaths, lab_settings, lab_status, pid_alive
 from mko.lab.daemon import LabDaemon, LabSpec
-from mko.settings import get_settings
+from mko.platform.errors import ConflictError
+from mko.platform.settings import get_settings
 
 lab_app = typer.Typer(
     help="A virtual lab: MicroK8s nodes with sshd, a real upsd, and mko watching them. Needs root.",
@@ -234,7 +234,7 @@ def lab_status_command(
     directory: DirOption = None,
 ) -> None:
     """Show the nodes (power, MicroK8s, Ready, cordoned), the UPS and what mko is doing."""
-    from mko.db import make_engine, make_session_factory
+    from mko.platform.db.session import make_engine, make_session_factory
 
     paths = _paths(directory)
     control = LabControl(paths)
@@ -417,8 +417,8 @@ def lab_scenario_long_outage(
 ) -> None:
     """A cut that outlasts the battery: the cluster off in order, the UPS cuts its load, mko dies with it,
     mains returns, mko boots and brings every node back. Best with `mko lab up --orchestrator-on-ups`."""
-    from mko.db import make_engine, make_session_factory
     from mko.lab.scenario import LongOutage
+    from mko.platform.db.session import make_engine, make_session_factory
 
     paths = _paths(directory)
     control = LabControl(paths)
@@ -442,7 +442,7 @@ def lab_daemon(
     spec: Annotated[str, typer.Option("--spec", help="LabSpec as JSON")],
 ) -> None:
     """Run the lab daemon in the foreground (`mko lab up` starts it in the background)."""
-    from mko.logs import configure_logging
+    from mko.platform.logs import configure_logging
 
     paths = LabPaths.of(directory)
     lab_spec = LabSpec(**json.loads(spec))

@@ -10,8 +10,8 @@ import typer
 
 from mko.cli.app import EXIT_POWER_FAILURE, console, fail
 from mko.db.legacy import MigrationFailed, migrate_wol
-from mko.logs import configure_logging
-from mko.settings import get_settings
+from mko.platform.logs import configure_logging
+from mko.platform.settings import get_settings
 
 __all__ = ["database_url", "migrate_wol_command", "print_step", "print_upgrade_step"]
 

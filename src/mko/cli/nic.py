@@ -21,9 +21,9 @@ from rich.table import Table
 
 from mko import ansible_inventory, nic, ssh
 from mko.cli.app import EXIT_POWER_FAILURE, console, open_session, open_sessions
-from mko.db.models import Operation, OperationStatus
 from mko.operations import Actor
-from mko.settings import get_settings
+from mko.platform.db.models.operations import Operation, OperationStatus
+from mko.platform.settings import get_settings
 
 __all__ = ["ansible_app", "collect_mac", "node_host_key", "node_trust"]
 

@@ -9,7 +9,7 @@ import typer
 
 from mko import notify
 from mko.cli.app import EXIT_POWER_FAILURE, console, emit, fail, open_session
-from mko.settings import get_settings
+from mko.platform.settings import get_settings
 
 notify_app = typer.Typer(
     help="Notifications (apprise URLs): test them, set them on power rules.", no_args_is_help=True

@@ -12,10 +12,10 @@ from rich.table import Table
 
 from mko import node_power
 from mko.cli.app import EXIT_POWER_FAILURE, console, open_session
-from mko.db import make_engine, make_session_factory
-from mko.db.models import OperationStatus
 from mko.operations import Actor
-from mko.settings import get_settings
+from mko.platform.db.models.operations import OperationStatus
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.settings import get_settings
 
 POWER_CHOICES = ("on", "off", "soft", "status")
 

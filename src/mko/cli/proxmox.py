@@ -12,8 +12,8 @@ from rich.table import Table
 
 from mko import proxmox_hosts
 from mko.cli.app import console, emit, open_session
+from mko.platform.settings import get_settings
 from mko.schemas import ProxmoxHostCreate, ProxmoxHostPublic, ProxmoxHostUpdate
-from mko.settings import get_settings
 
 proxmox_app = typer.Typer(
     help="Proxmox VE hosts (API endpoints) that start virtual nodes: add, list, show, update, remove, test.",

@@ -8,9 +8,9 @@ import typer
 
 from mko import schedules
 from mko.cli.app import console, emit, open_session
-from mko.db.models import ScheduleAction
+from mko.platform.db.models.schedules import ScheduleAction
+from mko.platform.settings import get_settings
 from mko.schedules import ScheduleCreate
-from mko.settings import get_settings
 
 schedule_app = typer.Typer(
     help="Schedules: wake a node or cluster at cron times in a time zone (they run inside `mko serve`).",

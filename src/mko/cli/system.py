@@ -10,11 +10,11 @@ import typer
 
 from mko.cli.app import EXIT_POWER_FAILURE, console, fail
 from mko.cli.migrate import migrate_wol_command, print_upgrade_step
-from mko.db import make_engine, make_session_factory
 from mko.db.legacy import MigrationFailed, upgrade_database
-from mko.db.migrate import current_revision, head_revision
-from mko.logs import configure_logging
-from mko.settings import Settings, get_settings
+from mko.platform.db.migrate import current_revision, head_revision
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.logs import configure_logging
+from mko.platform.settings import Settings, get_settings
 
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 db_app.command("migrate-wol")(migrate_wol_command)
@@ -90,7 +90,7 @@ def serve(
     """Serve the REST API (/api, /docs) and the web UI (/)."""
     import uvicorn
 
-    from mko.api import create_app
+    from mko.api.app import create_app
 
     settings = get_settings()
     control = None

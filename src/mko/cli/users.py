@@ -11,7 +11,7 @@ from rich.table import Table
 
 from mko import auth
 from mko.cli.app import console, open_session
-from mko.db.auth_models import Role
+from mko.platform.db.models.access import Role
 
 user_app = typer.Typer(help="Users of the web UI and API: add, list, remove, passwd.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens: create (shown once), list, revoke.", no_args_is_help=True)

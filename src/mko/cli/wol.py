@@ -19,13 +19,14 @@ from rich.table import Table
 
 from mko import inventory, nic, wake
 from mko.cli.app import EXIT_POWER_FAILURE, console, emit, open_session, open_sessions
-from mko.db import make_engine, make_session_factory
-from mko.db.models import Operation, OperationStatus, WolMethod
 from mko.operations import Actor, finish_operation, start_operation
+from mko.platform.db.models.inventory import WolMethod
+from mko.platform.db.models.operations import Operation, OperationStatus
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.settings import get_settings
 from mko.power.base import NodeOutcome
 from mko.power.magic import LIMITED_BROADCAST, send_magic_packet
 from mko.schemas import NodePublic, WolConfigure
-from mko.settings import get_settings
 
 wol_app = typer.Typer(
     help="Wake-on-LAN: wake nodes and clusters, status, enable/disable, configure.", no_args_is_help=True

@@ -56,8 +56,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from mko import inventory, validation
-from mko.db.backup import (
+from mko import inventory
+from mko.platform import validation
+from mko.platform.db.backup import (
     BackupError,
     backup_database,
     backup_sqlite,
@@ -66,11 +67,12 @@ from mko.db.backup import (
     safe_url,
     sqlite_path,
 )
-from mko.db.migrate import alembic_config
-from mko.db.models import Base, NodeRole, UTCDateTime, WolMethod
-from mko.db.session import make_engine
-from mko.errors import InputError, MkoError
-from mko.files import private_sqlite
+from mko.platform.db.migrate import alembic_config
+from mko.platform.db.models.base import Base, UTCDateTime
+from mko.platform.db.models.inventory import NodeRole, WolMethod
+from mko.platform.db.session import make_engine
+from mko.platform.errors import InputError, MkoError
+from mko.platform.files import private_sqlite
 from mko.schemas import NodePublic
 
 __all__ = [

@@ -22,9 +22,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mko.db.models import Operation, OperationStatus
-from mko.errors import ConflictError, InputError, MkoError
-from mko.settings import Settings
+from mko.platform.db.models.operations import Operation, OperationStatus
+from mko.platform.errors import ConflictError, InputError, MkoError
+from mko.platform.settings import Settings
 
 __all__ = [
     "FLAP_MIN_PERIOD",

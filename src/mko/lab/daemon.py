@@ -31,14 +31,14 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mko.db.models import PowerEvent
-from mko.errors import ConflictError, InputError, MkoError
 from mko.lab.control import LAB_PORT, LabPaths, check_battery, check_flap, lab_settings, pid_alive
 from mko.lab.harness import RunningLab
 from mko.lab.microk8s import Microk8sCluster, configure_microk8s
 from mko.lab.netns import LabError
 from mko.lab.nut import NutServer, OutputTimers, end_process
-from mko.settings import Settings
+from mko.platform.db.models.ups import PowerEvent
+from mko.platform.errors import ConflictError, InputError, MkoError
+from mko.platform.settings import Settings
 
 __all__ = ["LabDaemon", "LabSpec", "charge_after"]
 
@@ -239,9 +239,9 @@ class LabDaemon:
 
     def _provision(self) -> str | None:
         from mko import auth
-        from mko.db import make_engine, make_session_factory
         from mko.db.legacy import upgrade_database
         from mko.lab.provision import provision_lab
+        from mko.platform.db.session import make_engine, make_session_factory
 
         assert self.running is not None and self.nut is not None
         upgrade_database(self.settings.database_url, backup=False)

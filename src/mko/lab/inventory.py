@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from mko import inventory
-from mko.db.models import Cluster, Node, NodeRole
 from mko.lab.harness import RunningLab
+from mko.platform.db.models.inventory import Cluster, Node, NodeRole
 from mko.schemas import ClusterCreate, NodeCreate
 
 __all__ = ["register_lab"]

@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
-from mko.errors import MkoError
 from mko.lab.macaddr import normalize_mac
+from mko.platform.errors import MkoError
 
 __all__ = [
     "DEFAULT_SUBNET",

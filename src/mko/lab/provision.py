@@ -12,12 +12,13 @@ from pydantic import SecretStr
 from sqlalchemy.orm import Session
 
 from mko import rules
-from mko.db.models import ClusterAction, PowerEvent
 from mko.lab.control import LAB_UPS
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
 from mko.lab.nut import NutServer
-from mko.settings import Settings
+from mko.platform.db.models.rules import ClusterAction
+from mko.platform.db.models.ups import PowerEvent
+from mko.platform.settings import Settings
 from mko.ups.schemas import RuleCreate, UpsCreate
 from mko.ups.service import create_ups
 

@@ -25,9 +25,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko import outages
-from mko.db.models import Operation, PowerEvent, UpsEvent, utcnow
-from mko.errors import ConflictError, MkoError
 from mko.lab.control import LabControl
+from mko.platform.db.models.base import utcnow
+from mko.platform.db.models.operations import Operation
+from mko.platform.db.models.ups import PowerEvent, UpsEvent
+from mko.platform.errors import ConflictError, MkoError
 
 __all__ = ["LongOutage", "ScenarioError"]
 

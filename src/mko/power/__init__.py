@@ -13,12 +13,12 @@ import importlib
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
-from mko.db.models import WolMethod
-from mko.errors import MkoError
+from mko.platform.db.models.inventory import WolMethod
+from mko.platform.errors import MkoError
 from mko.power.base import AttemptError, DriverLookup, NodeSnapshot, PowerDriver
 
 if TYPE_CHECKING:
-    from mko.settings import Settings
+    from mko.platform.settings import Settings
 
 __all__ = ["DRIVERS", "DriverFactory", "driver_class", "driver_lookup", "missing_driver_message"]
 

@@ -31,12 +31,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from sqlalchemy import select
 from sqlalchemy.orm import object_session
 
-from mko.db.models import Node, NodeRole, ProxmoxHost, WolMethod
-from mko.errors import FatalPowerError, PowerError, RetryablePowerError, UnsupportedActionError
+from mko.platform.db.models.inventory import Node, NodeRole, ProxmoxHost, WolMethod
+from mko.platform.errors import FatalPowerError, PowerError, RetryablePowerError, UnsupportedActionError
 from mko.probe import wait_until_up
 
 if TYPE_CHECKING:
-    from mko.settings import Settings
+    from mko.platform.settings import Settings
 
 __all__ = [
     "LOCAL_SITE",

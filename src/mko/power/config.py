@@ -1,6 +1,6 @@
 """Checks of the power-driver settings people type: BMC addresses, URLs, Proxmox users and tokens.
 
-Each returns the normalised value or raises InputError naming the field, like ``mko.validation``.
+Each returns the normalised value or raises InputError naming the field, like ``mko.platform.validation``.
 :func:`check_driver_settings` checks a node's settings as a whole for its power method, so a node is
 refused at configure time rather than failing at 3 a.m. when the power comes back.
 """
@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from mko.db.models import WolMethod
-from mko.errors import InputError
-from mko.validation import PATH_MAX, check_text, quoted, text_problem, validate_hostname
+from mko.platform.db.models.inventory import WolMethod
+from mko.platform.errors import InputError
+from mko.platform.validation import PATH_MAX, check_text, quoted, text_problem, validate_hostname
 
 __all__ = [
     "NODE_FIELD_CHECKS",

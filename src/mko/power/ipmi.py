@@ -19,13 +19,13 @@ from pyghmi.exceptions import IpmiException
 from pyghmi.ipmi.command import Command
 from pyghmi.ipmi.private import session as pyghmi_session
 
-from mko.db.models import WolMethod
-from mko.errors import FatalPowerError, RetryablePowerError
+from mko.platform.db.models.inventory import WolMethod
+from mko.platform.errors import FatalPowerError, RetryablePowerError
+from mko.platform.secrets import SecretBox
 from mko.power.base import STATUS, NodeSnapshot, PowerDriver, PowerState
-from mko.secrets import SecretBox
 
 if TYPE_CHECKING:
-    from mko.settings import Settings
+    from mko.platform.settings import Settings
 
 __all__ = ["DEFAULT_IPMI_PORT", "IpmiDriver", "IpmiSettings"]
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Literal, Self, get_args
 
-from mko.errors import FatalPowerError, InputError, PowerError, RetryablePowerError
-from mko.validation import normalize_mac, normalize_secureon, validate_interface, validate_port
+from mko.platform.errors import FatalPowerError, InputError, PowerError, RetryablePowerError
+from mko.platform.validation import normalize_mac, normalize_secureon, validate_interface, validate_port
 
 __all__ = [
     "BROADCAST_MAC",

@@ -25,13 +25,13 @@ from proxmoxer.core import AuthenticationError, ResourceException
 from pydantic import BaseModel, SecretStr
 from requests.adapters import HTTPAdapter
 
-from mko.db.models import WolMethod
-from mko.errors import FatalPowerError, PowerError, RetryablePowerError
+from mko.platform.db.models.inventory import WolMethod
+from mko.platform.errors import FatalPowerError, PowerError, RetryablePowerError
+from mko.platform.secrets import SecretBox
 from mko.power.base import STATUS, NodeSnapshot, PowerDriver, PowerState, ProxmoxEndpoint
-from mko.secrets import SecretBox
 
 if TYPE_CHECKING:
-    from mko.settings import Settings
+    from mko.platform.settings import Settings
 
 __all__ = ["ProxmoxDriver", "ProxmoxSettings", "check_endpoint", "connect"]
 

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import httpx
 from pydantic import BaseModel, SecretStr
 
-from mko.db.models import WolMethod
-from mko.errors import FatalPowerError, RetryablePowerError, UnsupportedActionError
+from mko.platform.db.models.inventory import WolMethod
+from mko.platform.errors import FatalPowerError, RetryablePowerError, UnsupportedActionError
+from mko.platform.secrets import SecretBox
 from mko.power.base import STATUS, NodeSnapshot, PowerDriver, PowerState
-from mko.secrets import SecretBox
 
 if TYPE_CHECKING:
-    from mko.settings import Settings
+    from mko.platform.settings import Settings
 
 __all__ = ["RedfishDriver", "RedfishSettings"]
 

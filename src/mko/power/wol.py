@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
-from mko.db.models import WolMethod
-from mko.errors import InputError, PowerError
+from mko.platform.db.models.inventory import WolMethod
+from mko.platform.errors import InputError, PowerError
 from mko.power.base import STATUS, AttemptError, NodeSnapshot, PowerDriver, PowerState
 from mko.power.magic import LIMITED_BROADCAST, MagicPacketSender, WakeTarget, subnet_broadcast
 from mko.probe import probe_tcp
 
 if TYPE_CHECKING:
-    from mko.secrets import SecretBox
-    from mko.settings import Settings
+    from mko.platform.secrets import SecretBox
+    from mko.platform.settings import Settings
 
 __all__ = ["WolDriver", "effective_broadcast", "wake_target"]
 
@@ -75,7 +75,7 @@ class WolDriver(PowerDriver):
     @classmethod
     def create(cls, settings: Settings) -> WolDriver:
         """A driver sending from the settings' default interface."""
-        from mko.secrets import SecretBox
+        from mko.platform.secrets import SecretBox
 
         return cls(
             settings.wol_default_interface, settings.probe_timeout, lambda: SecretBox.from_settings(settings)

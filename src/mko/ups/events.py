@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from mko.db.models import PowerEvent
+from mko.platform.db.models.ups import PowerEvent
 from mko.ups.status import PowerSource, UpsReading
 
 __all__ = [

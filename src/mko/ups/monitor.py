@@ -53,15 +53,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko import outages
-from mko.db.ha_models import UpsState
-from mko.db.models import UPS, PowerEvent, UpsEvent, utcnow
-from mko.db.outage_models import OutagePhase
-from mko.db.session import in_thread_session
-from mko.errors import ConflictError
 from mko.ha import current_instance
+from mko.platform.db.models.base import utcnow
+from mko.platform.db.models.ha import UpsState
+from mko.platform.db.models.outages import OutagePhase
+from mko.platform.db.models.ups import UPS, PowerEvent, UpsEvent
+from mko.platform.db.session import in_thread_session
+from mko.platform.errors import ConflictError
+from mko.platform.secrets import SecretBox
+from mko.platform.settings import Settings, beside_database
 from mko.rules import RuleEngine, low_battery_thresholds, runtime_needs
-from mko.secrets import SecretBox
-from mko.settings import Settings, beside_database
 from mko.ups.events import CommFailure, DetectedEvent, EventDetector, last_seen
 from mko.ups.nut import NutClient, NutConnectionError, NutError, NutResponseError
 from mko.ups.service import UpsTarget, list_ups, record_events, status_of, target_of

@@ -32,7 +32,7 @@ import logging
 from types import TracebackType
 from typing import Self
 
-from mko.errors import MkoError
+from mko.platform.errors import MkoError
 
 __all__ = [
     "COMM_LOSS_CODES",

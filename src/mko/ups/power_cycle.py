@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mko.db.models import utcnow
+from mko.platform.db.models.base import utcnow
 from mko.ups.nut import NutError, NutResponseError
 from mko.ups.service import UpsTarget
 from mko.ups.status import PowerSource, UpsReading, parse_number

@@ -7,8 +7,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from mko.db.models import ClusterAction, PowerEvent
-from mko.validation import InputModel
+from mko.platform.db.models.rules import ClusterAction
+from mko.platform.db.models.ups import PowerEvent
+from mko.platform.validation import InputModel
 
 __all__ = [
     "OutagePublic",

@@ -13,11 +13,13 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mko import validation
-from mko.db.models import UPS, PowerEvent, PowerRule, UpsEvent, utcnow
-from mko.errors import ConflictError, InputError, NotFoundError
-from mko.secrets import SecretBox
-from mko.settings import Settings
+from mko.platform import validation
+from mko.platform.db.models.base import utcnow
+from mko.platform.db.models.rules import PowerRule
+from mko.platform.db.models.ups import UPS, PowerEvent, UpsEvent
+from mko.platform.errors import ConflictError, InputError, NotFoundError
+from mko.platform.secrets import SecretBox
+from mko.platform.settings import Settings
 from mko.ups.events import DetectedEvent
 from mko.ups.nut import NutClient, NutError
 from mko.ups.schemas import UpsCreate

@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 from mko import auth
 from mko.api.routing import MkoRoute
 from mko.api.security import SAFE_METHODS, SESSION_COOKIE, client_address
-from mko.db.auth_models import Role
-from mko.db.session import in_thread_session
+from mko.platform.db.models.access import Role
+from mko.platform.db.session import in_thread_session
 
 __all__ = ["DEVICE_COOKIE", "LoginRequired", "WebForbidden", "router", "web_authorize"]
 

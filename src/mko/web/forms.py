@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
-from mko.errors import InputError
+from mko.platform.errors import InputError
 
 __all__ = ["FieldErrors", "FormDep", "blank_to_none", "field_errors"]
 

@@ -7,8 +7,8 @@ from fastapi.responses import HTMLResponse, Response
 
 from mko.api.deps import SessionDep
 from mko.api.routing import MkoRoute
-from mko.errors import InputError
 from mko.lab.control import lab_status
+from mko.platform.errors import InputError
 from mko.web.forms import FormDep
 from mko.web.pages import _render, _see_other
 

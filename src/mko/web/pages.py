@@ -18,10 +18,12 @@ from mko.api.background import launch, launch_wake
 from mko.api.deps import DbDep, SessionDep, SettingsDep
 from mko.api.routing import MkoRoute
 from mko.auth import allows
-from mko.db import Role
-from mko.db.models import ClusterAction, NodeRole, PowerEvent, WolMethod
-from mko.errors import ConflictError, InputError, NotFoundError
 from mko.operations import Actor
+from mko.platform.db.models.access import Role
+from mko.platform.db.models.inventory import NodeRole, WolMethod
+from mko.platform.db.models.rules import ClusterAction
+from mko.platform.db.models.ups import PowerEvent
+from mko.platform.errors import ConflictError, InputError, NotFoundError
 from mko.schemas import ClusterCreate, NodeCreate, WolConfigure
 from mko.ups import service as ups_service
 from mko.ups.schemas import RuleCreate

@@ -11,8 +11,8 @@ from mko import auth
 from mko.api.deps import SessionDep
 from mko.api.routing import MkoRoute
 from mko.api.security import PrincipalDep
-from mko.db.auth_models import Role
-from mko.validation import FreeText, InputModel
+from mko.platform.db.models.access import Role
+from mko.platform.validation import FreeText, InputModel
 
 router = APIRouter(prefix="/api", tags=["access"], route_class=MkoRoute)
 me_router = APIRouter(prefix="/api", tags=["access"], route_class=MkoRoute)

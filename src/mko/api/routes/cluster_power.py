@@ -11,7 +11,7 @@ from mko import shutdown
 from mko.api.background import launch
 from mko.api.deps import ActorDep, DbDep, SettingsDep
 from mko.api.routing import MkoRoute
-from mko.validation import InputModel
+from mko.platform.validation import InputModel
 
 router = APIRouter(prefix="/api", tags=["cluster power"], route_class=MkoRoute)
 

@@ -10,7 +10,7 @@ from pydantic import Field
 from mko.api.deps import SessionDep
 from mko.api.routing import MkoRoute
 from mko.lab.control import FLAP_MIN_PERIOD, LabControl, lab_status
-from mko.validation import InputModel
+from mko.platform.validation import InputModel
 
 router = APIRouter(prefix="/api/lab", tags=["lab"], route_class=MkoRoute)
 

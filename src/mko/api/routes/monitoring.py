@@ -11,9 +11,9 @@ from pydantic import BaseModel, Field
 from mko import metrics, notify
 from mko.api.deps import SessionDep, SettingsDep
 from mko.api.routing import MkoRoute
-from mko.errors import ConflictError
 from mko.notify import RuleNotifications
-from mko.validation import FREE_TEXT, InputModel
+from mko.platform.errors import ConflictError
+from mko.platform.validation import FREE_TEXT, InputModel
 
 router = APIRouter(tags=["monitoring"], route_class=MkoRoute)
 

@@ -16,8 +16,8 @@ from mko.api.deps import ActorDep, DbDep, SessionDep, SettingsDep
 from mko.api.live import LiveReads
 from mko.api.routing import MkoRoute
 from mko.api.security import PrincipalDep, require_operator_for
-from mko.db.models import OperationStatus
-from mko.validation import InputModel
+from mko.platform.db.models.operations import OperationStatus
+from mko.platform.validation import InputModel
 
 router = APIRouter(prefix="/api", route_class=MkoRoute)
 

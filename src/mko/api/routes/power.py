@@ -15,9 +15,10 @@ from mko.api.deps import ActorDep, DbDep, SettingsDep
 from mko.api.live import LiveReads
 from mko.api.routing import MkoRoute
 from mko.api.security import PrincipalDep, require_operator_for
-from mko.db.models import Operation, OperationStatus, utcnow
+from mko.platform.db.models.base import utcnow
+from mko.platform.db.models.operations import Operation, OperationStatus
+from mko.platform.validation import InputModel
 from mko.power.base import OutcomeState, PowerState
-from mko.validation import InputModel
 
 VERIFIED_STATES = {OutcomeState.UP.value: PowerState.ON, OutcomeState.OFF.value: PowerState.OFF}
 

@@ -14,8 +14,8 @@ from mko import outages, rules
 from mko.api.deps import DbDep, SessionDep, SettingsDep
 from mko.api.live import LiveReads
 from mko.api.routing import MkoRoute
-from mko.db.models import PowerEvent
-from mko.secrets import SecretBox
+from mko.platform.db.models.ups import PowerEvent
+from mko.platform.secrets import SecretBox
 from mko.ups import service
 from mko.ups.monitor import UpsMonitor
 from mko.ups.schemas import OutagePublic, RuleCreate, RulePublic, UpsCreate, UpsEventPublic, UpsPublic

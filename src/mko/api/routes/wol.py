@@ -14,12 +14,12 @@ from mko.api.deps import ActorDep, DbDep, SessionDep, SettingsDep
 from mko.api.live import LiveReads
 from mko.api.routing import MkoRoute
 from mko.api.security import AdminDep, PrincipalDep, require_operator_for
-from mko.db.models import OperationStatus
 from mko.operations import finish_operation, start_operation
+from mko.platform.db.models.operations import OperationStatus
+from mko.platform.settings import Settings
+from mko.platform.validation import InputModel
 from mko.power.base import NodeSnapshot
 from mko.schemas import NodePublic, WolConfigure
-from mko.settings import Settings
-from mko.validation import InputModel
 
 router = APIRouter(prefix="/api", tags=["wake-on-lan"], route_class=MkoRoute)
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import Boolean, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mko.db.models import Base, _enum, utcnow
+from mko.platform.db.models.base import Base, _enum, utcnow
 
 __all__ = ["ApiToken", "AuthEvent", "Role", "User", "WebSession"]
 

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.files import private_sqlite
+from mko.platform.files import private_sqlite
 
 __all__ = [
     "BACKGROUND_CONNECTIONS",

@@ -1,6 +1,6 @@
 """Logging to ``logs/orchestrator.log`` (rotating, mode 0600) and the console.
 
-Every record is one line: the message is passed through :func:`mko.validation.printable` (newlines,
+Every record is one line: the message is passed through :func:`mko.platform.validation.printable` (newlines,
 ANSI escapes and other control characters escaped, cut to ``MESSAGE_MAX`` characters), and the lines
 of a traceback are indented, so no value anyone typed can forge a record or colour a terminal, and a
 huge value cannot rotate the log away.
@@ -13,9 +13,9 @@ import logging.handlers
 import os
 from typing import Any
 
-from mko.files import PRIVATE_FILE, private_directory, tighten
-from mko.settings import Settings
-from mko.validation import printable
+from mko.platform.files import PRIVATE_FILE, private_directory, tighten
+from mko.platform.settings import Settings
+from mko.platform.validation import printable
 
 __all__ = ["MESSAGE_MAX", "SafeFormatter", "configure_logging"]
 

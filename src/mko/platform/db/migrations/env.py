@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from mko.db.models import Base
+from mko.platform.db.models.base import Base
 
 config = context.config
 connection = config.attributes.get("connection")

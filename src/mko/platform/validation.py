@@ -10,7 +10,7 @@ never ``$``, which accepts a trailing newline). Facts reported by nodes go throu
 
 Sinks still make values inert on their own (the Ansible inventory marks every value unsafe, SSH
 commands are argument lists joined with ``shlex.join``, HTML is autoescaped, log lines are escaped by
-``mko.logs``): these rules are the second wall, and the one that gives a person a clear error.
+``mko.platform.logs``): these rules are the second wall, and the one that gives a person a clear error.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationInfo, field_validator
 
-from mko.errors import InputError
+from mko.platform.errors import InputError
 
 __all__ = [
     "FREE_TEXT",

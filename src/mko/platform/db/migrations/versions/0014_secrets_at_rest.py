@@ -2,7 +2,7 @@
 
 Existing sessions keep working: each stored id is replaced by its SHA-256 hash, which is what mko now
 looks a cookie up by. Existing SecureOn passwords are encrypted in place with the key of stored secrets
-(``mko.secrets``; the key file is created beside the SQLite database if there is none yet).
+(``mko.platform.secrets``; the key file is created beside the SQLite database if there is none yet).
 
 Downgrading decrypts the SecureOn passwords again and ends every web session (a hash cannot be
 turned back into the cookie).
@@ -18,7 +18,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from alembic import op
 
-from mko.secrets import SecretBox
+from mko.platform.secrets import SecretBox
 
 revision = "0014"
 down_revision = "0013"
@@ -27,7 +27,7 @@ depends_on = None
 
 
 def _box() -> SecretBox:
-    from mko.settings import get_settings
+    from mko.platform.settings import get_settings
 
     url = op.get_bind().engine.url.render_as_string(hide_password=False)
     return SecretBox.from_settings(get_settings(), url)

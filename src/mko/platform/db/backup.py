@@ -17,8 +17,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
 
-from mko.errors import MkoError
-from mko.files import touch_private
+from mko.platform.errors import MkoError
+from mko.platform.files import touch_private
 
 __all__ = [
     "BackupError",

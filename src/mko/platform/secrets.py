@@ -21,9 +21,9 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy.orm import Session
 
-from mko.errors import FatalPowerError, InputError
-from mko.files import private_directory
-from mko.settings import Settings, beside_database, get_settings
+from mko.platform.errors import FatalPowerError, InputError
+from mko.platform.files import private_directory
+from mko.platform.settings import Settings, beside_database, get_settings
 
 __all__ = ["SecretBox", "check_secret_destination", "key_file_path"]
 

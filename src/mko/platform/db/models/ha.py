@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mko.db.models import Base, utcnow
+from mko.platform.db.models.base import Base, utcnow
 
 __all__ = ["Instance", "UpsState"]
 

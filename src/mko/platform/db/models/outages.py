@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mko.db.models import Base, _enum, utcnow
+from mko.platform.db.models.base import Base, _enum, utcnow
 
 __all__ = ["Outage", "OutagePhase"]
 

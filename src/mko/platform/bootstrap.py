@@ -12,7 +12,7 @@ from pathlib import Path
 
 __all__ = ["REPO_ROOT", "reexec_in_venv"]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def reexec_in_venv(script: str | Path) -> None:
