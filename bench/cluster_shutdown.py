@@ -32,7 +32,7 @@ from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
 from mko.lab.microk8s import configure_microk8s
 from mko.lab.netns import enter_netns
-from mko.operations import Actor
+from mko.operations.records import Actor
 from mko.platform.db.migrate import upgrade
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory

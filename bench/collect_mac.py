@@ -24,12 +24,12 @@ from mko import nic
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
 from mko.lab.netns import enter_netns
-from mko.operations import Actor
+from mko.operations.records import Actor
 from mko.platform.db.migrate import upgrade
 from mko.platform.db.models.inventory import Node
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
-from mko.ssh import SshTarget, connect
+from mko.ssh.client import SshTarget, connect
 
 NODES = 30
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 from sqlalchemy import text
 
-from mko import ha
+from mko.ha import LEADER_KEY, cluster_status
 from mko.lab.nut import NutServer
 from mko.lab.postgres import PostgresServer
 from mko.platform.db.migrate import upgrade
@@ -99,13 +99,13 @@ def main() -> None:  # noqa: PLR0915 - one linear script: set up, rounds, report
             def holder() -> str | None:
                 with engine.connect() as connection:
                     row = connection.execute(
-                        LEADER_SQL, {"hi": ha.LEADER_KEY >> 32, "lo": ha.LEADER_KEY & 0xFFFFFFFF}
+                        LEADER_SQL, {"hi": LEADER_KEY >> 32, "lo": LEADER_KEY & 0xFFFFFFFF}
                     ).first()
                 return str(row[0]).removeprefix("mko-ha ") if row is not None else None
 
             def online() -> int:
                 with factory() as session:
-                    return int(ha.cluster_status(session, settings)["online"])
+                    return int(cluster_status(session, settings)["online"])
 
             def wait(predicate: object, timeout: float, what: str) -> None:
                 deadline = time.monotonic() + timeout

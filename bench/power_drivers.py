@@ -27,7 +27,7 @@ from power_peers import IpmiSim, free_port
 from pydantic import SecretStr
 
 from mko import inventory, node_power, proxmox_hosts, wake
-from mko.operations import Actor
+from mko.operations.records import Actor
 from mko.platform.db.migrate import upgrade
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings

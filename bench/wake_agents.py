@@ -26,10 +26,11 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko import agents, auth, inventory, wake
-from mko.auth import Principal
+from mko import agents, inventory, wake
+from mko.access.principal import Principal
+from mko.access.tokens import create_token
 from mko.lab.postgres import PostgresServer
-from mko.operations import Actor
+from mko.operations.records import Actor
 from mko.platform.db.migrate import upgrade
 from mko.platform.db.models.access import Role
 from mko.platform.db.models.agents import WakeJob, WakeJobStatus
@@ -45,7 +46,7 @@ NODES = 50
 
 def _setup(factory: sessionmaker[Session]) -> tuple[Principal, int]:
     with factory() as session:
-        token, _ = auth.create_token(session, "bench-agent", Role.AGENT)
+        token, _ = create_token(session, "bench-agent", Role.AGENT)
         principal = Principal(name=token.name, role=Role.AGENT, kind="token")
         agents.heartbeat(session, principal, agents.AgentHeartbeat(name="pi-b", site="b"))
         operation = Operation(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 
-from mko import auth
+from mko.access.tokens import create_token
 from mko.platform.db.models.access import Role
 from mko.platform.db.session import make_engine, make_session_factory
 
@@ -16,7 +16,7 @@ def admin_headers(database_url: str) -> dict[str, str]:
     engine = make_engine(database_url)
     try:
         with make_session_factory(engine)() as session:
-            _, token = auth.create_token(session, f"test-{secrets.token_hex(4)}", Role.ADMIN)
+            _, token = create_token(session, f"test-{secrets.token_hex(4)}", Role.ADMIN)
     finally:
         engine.dispose()
     return {"Authorization": f"Bearer {token}"}

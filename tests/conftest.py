@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from dbtemplate import copy_migrated_database
-from mko import auth
+from mko.access.tokens import create_token
+from mko.access.users import create_user
 from mko.api.app import create_app
 from mko.platform.db.models.access import Role
 from mko.platform.db.session import make_engine, make_session_factory
@@ -54,7 +55,7 @@ def session(settings: Settings) -> Iterator[Session]:
 @pytest.fixture
 def admin_token(session: Session) -> str:
     """A bearer token with the admin role."""
-    _, plain = auth.create_token(session, "test-admin", Role.ADMIN)
+    _, plain = create_token(session, "test-admin", Role.ADMIN)
     return plain
 
 
@@ -88,7 +89,7 @@ class WebClient(TestClient):
 @pytest.fixture
 def web(settings: Settings, session: Session) -> Iterator[WebClient]:
     """The web UI signed in as an operator (``web-op``, password ``operator-pw``)."""
-    auth.create_user(session, "web-op", "operator-pw", Role.OPERATOR)
+    create_user(session, "web-op", "operator-pw", Role.OPERATOR)
     app = create_app(settings)
     with WebClient(app) as web_client:
         web_client.sign_in("web-op", "operator-pw")

@@ -10,7 +10,7 @@ from mko.platform.logs import MESSAGE_MAX
 
 # One record per line: "<date> <time>,<ms> LEVEL logger: message", or an indented traceback line.
 LOG_RECORD = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.-]+: ")
-FORGED_RECORD = "2024-01-01 00:00:00,000 WARNING mko.auth: admin logged in from 10.0.0.1"
+FORGED_RECORD = "2024-01-01 00:00:00,000 WARNING mko.access.users: admin logged in from 10.0.0.1"
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 
-from mko.ownership import ProcessIdentity, process_start, this_process
+from mko.operations.ownership import ProcessIdentity, process_start, this_process
 from mko.platform.db.models.operations import Operation
 
 __all__ = ["exited_process", "make_owned_by", "reused_pid"]

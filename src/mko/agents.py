@@ -37,7 +37,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.auth import Principal
+from mko.access.principal import Principal
 from mko.platform import validation
 from mko.platform.db.models.access import ApiToken, Role
 from mko.platform.db.models.agents import Agent, WakeJob, WakeJobStatus

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from mko import inventory
 from mko.nic import NodeNetwork, apply_network_facts, choose_interface, describe_row, parse_interfaces
-from mko.operations import Actor, finish_operation, record_step, start_operation
+from mko.operations.records import Actor, finish_operation, record_step, start_operation
 from mko.platform import validation
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.inventory import Cluster, Node, NodeRole

@@ -37,7 +37,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko import inventory
-from mko.operations import Actor, finish_operation, record_step, start_operation
+from mko.operations.records import Actor, finish_operation, record_step, start_operation
 from mko.platform import validation
 from mko.platform.db.models.inventory import Node
 from mko.platform.db.models.operations import OperationStatus

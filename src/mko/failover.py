@@ -16,7 +16,7 @@ only one instance ever does), then:
   "interrupted by failover on <instance>", and is never run again.
 
 Operations started by CLI commands carry no instance and are never touched here: like every operation
-they record their owning process (mko.ownership), and are closed as interrupted once it is gone.
+they record their owning process (mko.operations.ownership), and are closed as interrupted once it is gone.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mko import wake
 from mko.ha import live_instance_ids
-from mko.operations import finish_operation, record_step
-from mko.ownership import keep_alive, this_process
+from mko.operations.ownership import keep_alive, this_process
+from mko.operations.records import record_step
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.ha import Instance
 from mko.platform.db.models.inventory import Node
@@ -42,32 +42,20 @@ from mko.power.base import NodeSnapshot, WakeSchedule
 
 if TYPE_CHECKING:
     from mko.rules import RuleEngine
+from mko.operations.interrupted import OPEN, fail_interrupted, interrupted_reason
 
-__all__ = [
-    "RESUMABLE_KIND_PREFIX",
-    "claim",
-    "fail_interrupted",
-    "interrupted_reason",
-    "orphaned_operations",
-    "resume_wake",
-    "take_over",
-]
+__all__ = ["RESUMABLE_KIND_PREFIX", "claim", "orphaned_operations", "resume_wake", "take_over"]
 
 log = logging.getLogger("mko.failover")
 
+
 RESUMABLE_KIND_PREFIX = wake.WAKE_KIND_PREFIX
+
+
 LEADER_DUTY_ACTORS = ("rule:", "schedule:")
-OPEN = (OperationStatus.PENDING, OperationStatus.RUNNING)
+
 
 Spawn = Callable[[Coroutine[Any, Any, Any]], Any]
-
-
-def interrupted_reason(instance: str, *, repeatable: bool = False) -> str:
-    """The summary of an operation a failover ended."""
-    why = f"interrupted by failover on {instance}"
-    if repeatable:
-        return why
-    return f"{why}: not resumed (only wakes are repeated; a power-off never runs twice)"
 
 
 def orphaned_operations(
@@ -101,7 +89,7 @@ def orphaned_operations(
 def claim(session: Session, operation_id: int, owner: str, me: str) -> bool:
     """Take an operation over from ``owner``; False when someone else already did (or it ended).
 
-    This process becomes its owner (mko.ownership) and heartbeats it from now on.
+    This process becomes its owner (mko.operations.ownership) and heartbeats it from now on.
     """
     process = this_process()
     result = session.execute(
@@ -120,24 +108,6 @@ def claim(session: Session, operation_id: int, owner: str, me: str) -> bool:
     if claimed:
         keep_alive(session)
     return claimed
-
-
-def fail_interrupted(session: Session, operation: Operation, instance: str) -> None:
-    """Finish an operation that must not be repeated as failed, saying which instance it died on."""
-    reason = interrupted_reason(instance)
-    now = utcnow()
-    for step in operation.steps:
-        if step.status in OPEN:
-            step.status, step.finished_at = OperationStatus.FAILED, now
-            step.message = f"{step.message}; {reason}" if step.message else reason
-    finish_operation(
-        session,
-        operation,
-        status=OperationStatus.FAILED,
-        summary=reason,
-        result={**operation.result, "interrupted_by_failover": instance},
-    )
-    log.warning("operation %s (%s) %s", operation.id, operation.kind, reason)
 
 
 async def resume_wake(

@@ -33,61 +33,26 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko import __version__
+from mko.operations.identity import current_instance, instance_name, set_current_instance
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.ha import Instance
+from mko.platform.db.session import is_postgresql
 from mko.platform.settings import Settings
 
-__all__ = [
-    "LEADER_KEY",
-    "LIVENESS_CLASS",
-    "LeaderElection",
-    "cluster_status",
-    "current_instance",
-    "database_kind",
-    "instance_name",
-    "is_postgresql",
-    "live_instance_ids",
-    "set_current_instance",
-]
+__all__ = ["LEADER_KEY", "LIVENESS_CLASS", "LeaderElection", "cluster_status", "live_instance_ids"]
 
 log = logging.getLogger("mko.ha")
 
+
 # pg_try_advisory_lock(bigint): "mko" + "LEAD" in ASCII, so it is recognisable in pg_locks.
 LEADER_KEY = 0x6D6B6F_4C454144
+
+
 # pg_try_advisory_lock(int, int): (this class, instance id) is held by every live instance.
 LIVENESS_CLASS = 0x6D6B6F
 
+
 Hook = Callable[[], Awaitable[None]]
-
-_current: dict[str, str] = {}
-
-
-def current_instance() -> str | None:
-    """Name of the serve instance this process is (None in CLI processes); recorded on operations."""
-    return _current.get("name")
-
-
-def set_current_instance(name: str | None) -> None:
-    """Declare which instance this process is (LeaderElection.start does it)."""
-    if name is None:
-        _current.pop("name", None)
-    else:
-        _current["name"] = name
-
-
-def instance_name(settings: Settings) -> str:
-    """MKO_INSTANCE_NAME, else ``hostname:pid``."""
-    return settings.instance_name or f"{socket.gethostname()}:{os.getpid()}"
-
-
-def is_postgresql(url: str) -> bool:
-    """Whether the database URL names PostgreSQL (then several instances may share it)."""
-    return make_url(url).get_backend_name() == "postgresql"
-
-
-def database_kind(url: str) -> str:
-    """``postgresql`` or ``sqlite`` (or whatever backend the URL names)."""
-    return make_url(url).get_backend_name()
 
 
 def _connect_kwargs(settings: Settings, name: str) -> dict[str, Any]:

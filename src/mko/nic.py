@@ -34,7 +34,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from mko import inventory
-from mko.operations import Actor, finish_operation, get_operation, record_step, start_operation
+from mko.operations.records import Actor, finish_operation, get_operation, record_step, start_operation
 from mko.platform import validation
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.inventory import Node, WolMethod
@@ -43,7 +43,7 @@ from mko.platform.db.session import in_thread_session
 from mko.platform.errors import ConflictError, InputError, MkoError, PowerError, UnsupportedActionError
 from mko.platform.settings import Settings
 from mko.schemas import WolConfigure
-from mko.ssh import SshError, SshSession, SshTarget, SshUnreachableError, connect
+from mko.ssh.client import SshError, SshSession, SshTarget, SshUnreachableError, connect
 
 __all__ = [
     "ETHTOOL",

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mko import inventory
 from mko.agents import AGENT_METHODS
-from mko.operations import Actor, finish_operation, start_operation
+from mko.operations.records import Actor, finish_operation, start_operation
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
 from mko.platform.db.session import in_thread_session

@@ -29,7 +29,7 @@ Rule CRUD (create/list/get/delete/enable/disable) is the service behind ``mko up
   ``execution_count`` when the action starts, then ``success_count`` (the action fully succeeded: for
   a wake, every node answered) or ``failure_count`` (partial, failed, superseded or interrupted).
 * **Restart.** Executions waiting when mko stopped are closed as cancelled; those a killed process
-  left open are closed at the next start once that process is gone (mko.ownership): waiting ones as
+  left open are closed at the next start once that process is gone (mko.operations.ownership): waiting ones as
   cancelled, running ones as interrupted. The monitor takes a fresh baseline and old events are never
   replayed.
 
@@ -53,9 +53,10 @@ from typing import Any, ClassVar
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko import inventory, outages, ownership, shutdown, wake
-from mko.ha import current_instance
-from mko.operations import Actor
+from mko import inventory, outages, shutdown, wake
+from mko.operations import ownership
+from mko.operations.identity import current_instance
+from mko.operations.records import Actor
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.ha import UpsState
 from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
@@ -203,7 +204,7 @@ class ClusterActionHandler(ABC):
 
     async def resume(self, context: ActionContext) -> ActionResult:
         """Carry on after a failover (``context.resumed_from`` died mid-way); by default: refuse."""
-        from mko.failover import interrupted_reason
+        from mko.operations.interrupted import interrupted_reason
 
         return ActionResult(OperationStatus.FAILED, interrupted_reason(context.resumed_from or "?"))
 
@@ -216,7 +217,8 @@ class WakeClusterAction(ClusterActionHandler):
 
     async def resume(self, context: ActionContext) -> ActionResult:
         """After a failover: finish the wake the dead instance began (same operation), then recover."""
-        from mko import failover
+        from mko.failover import resume_wake
+        from mko.operations.interrupted import fail_interrupted
 
         linked = _linked(context)
         wake_id = linked.get("operation_id")
@@ -225,7 +227,7 @@ class WakeClusterAction(ClusterActionHandler):
         if woken is None:  # it died before the wake started: start it now
             return await self.run(context)
         if woken.status in (OperationStatus.PENDING, OperationStatus.RUNNING, OperationStatus.CANCELLED):
-            woken = await failover.resume_wake(
+            woken = await resume_wake(
                 context.session_factory,
                 context.settings,
                 woken.id,
@@ -241,7 +243,7 @@ class WakeClusterAction(ClusterActionHandler):
                     OperationStatus.RUNNING,
                 ):
                     # Its steps (microk8s start, Ready, uncordon) are safe to run again: a new recovery does.
-                    failover.fail_interrupted(session, recovery, context.resumed_from or "?")
+                    fail_interrupted(session, recovery, context.resumed_from or "?")
                 elif recovery is not None:
                     return self._combine(woken, recovery)
         return await self._recover(context, woken)
@@ -683,7 +685,7 @@ class RuleEngine:
         """Close the operations whose owner is gone (rule executions of a killed mko among them).
 
         A rule execution still waiting its delay is closed as cancelled, a running one as interrupted
-        (mko.ownership); one whose process still runs, e.g. another instance's, is left alone.
+        (mko.operations.ownership); one whose process still runs, e.g. another instance's, is left alone.
         """
         with self.session_factory() as session:
             closed = ownership.close_orphaned(session)
@@ -888,11 +890,11 @@ class RuleEngine:
 
     def _notify_triggered(self, session: Session, execution: Execution) -> None:
         try:
-            from mko import notify
+            from mko.notify.messages import rule_triggered
 
             rule = session.get(PowerRule, execution.rule_id)
             if rule is not None:
-                notify.rule_triggered(self.settings, rule, event=execution.event.value)
+                rule_triggered(self.settings, rule, event=execution.event.value)
         except Exception:
             log.exception("rule %s: could not notify its trigger", execution.rule_id)
 
@@ -900,12 +902,12 @@ class RuleEngine:
         self, execution: Execution, status: OperationStatus, summary: str, action_operation: int | None = None
     ) -> None:
         try:
-            from mko import notify
+            from mko.notify.messages import rule_finished
 
             with self.session_factory() as session:
                 rule = session.get(PowerRule, execution.rule_id)
                 if rule is not None:
-                    notify.rule_finished(
+                    rule_finished(
                         self.settings,
                         rule,
                         event=execution.event.value,
@@ -1187,7 +1189,7 @@ class RuleEngine:
             kind = PowerEvent(event["event"])
             occurred = datetime.fromisoformat(event["occurred_at"])
         except (KeyError, ValueError):
-            from mko.failover import fail_interrupted
+            from mko.operations.interrupted import fail_interrupted
 
             fail_interrupted(session, operation, previous)
             return

@@ -37,8 +37,11 @@ from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko import inventory, notify, ownership, reachability, wake
-from mko.operations import Actor, finish_operation, record_step, start_operation
+from mko import inventory, reachability, wake
+from mko.notify.delivery import decrypt_urls, encrypt_urls, masked, validate_urls
+from mko.notify.messages import schedule_failed
+from mko.operations import ownership
+from mko.operations.records import Actor, finish_operation, record_step, start_operation
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.inventory import Node
 from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
@@ -213,7 +216,7 @@ def public(
         target=_target_label(session, schedule),
         options=schedule.options,
         enabled=schedule.enabled,
-        notify_urls=[notify.masked(u) for u in notify.decrypt_urls(settings, schedule.notify_urls_encrypted)],
+        notify_urls=[masked(u) for u in decrypt_urls(settings, schedule.notify_urls_encrypted)],
         next_runs=upcoming,
         next_run_local=upcoming[0].astimezone(zone).strftime("%Y-%m-%d %H:%M %Z") if upcoming else None,
         last_run_at=schedule.last_run_at,
@@ -256,7 +259,7 @@ def create_schedule(
         )
         given = {"retries": data.retries, "delay": data.delay, "timeout": data.timeout}
         options = {"wait": data.wait} | {k: v for k, v in given.items() if v is not None}
-    urls = notify.validate_urls(data.notify_urls)
+    urls = validate_urls(data.notify_urls)
     schedule = Schedule(
         name=name,
         action=data.action,
@@ -266,7 +269,7 @@ def create_schedule(
         timezone=zone_name,
         options=options,
         enabled=data.enabled,
-        notify_urls_encrypted=notify.encrypt_urls(settings, urls),
+        notify_urls_encrypted=encrypt_urls(settings, urls),
         last_checked_at=now or utcnow(),
     )
     session.add(schedule)
@@ -327,7 +330,7 @@ def resume_schedule(session: Session, schedule_id: int, *, now: datetime | None 
 def running_conflict(session: Session, cluster_id: int | None, node_ids: Sequence[int]) -> Operation | None:
     """A running operation on this cluster or on one of these nodes (as target or by a running step).
 
-    Operations a dead process left open are closed first (mko.ownership): they block nothing.
+    Operations a dead process left open are closed first (mko.operations.ownership): they block nothing.
     """
     ownership.close_orphaned(session)
     conditions: list[ColumnElement[bool]] = []
@@ -609,7 +612,7 @@ class Scheduler:
         log.warning("schedule %s %r: %s", schedule.id, schedule.name, summary)
         schedule.last_operation_id, schedule.last_status = operation.id, operation.status
         session.commit()
-        notify.schedule_failed(self.context.settings, schedule, operation)
+        schedule_failed(self.context.settings, schedule, operation)
 
     def _parameters(
         self, session: Session, schedule: Schedule, run_at: datetime, now: datetime
@@ -671,7 +674,7 @@ class Scheduler:
             schedule.last_status = operation.status
             session.commit()
             log.warning("schedule %s %r: %s", schedule.id, schedule.name, refusal[1])
-            notify.schedule_failed(self.context.settings, schedule, operation)
+            schedule_failed(self.context.settings, schedule, operation)
             return None
         schedule.last_status = OperationStatus.RUNNING
         session.commit()
@@ -698,9 +701,7 @@ class Scheduler:
                 schedule.last_status = operation.status
                 session.commit()
                 if operation.status != OperationStatus.SUCCEEDED:
-                    notify.schedule_failed(
-                        self.context.settings, schedule, session.get_one(Operation, operation.id)
-                    )
+                    schedule_failed(self.context.settings, schedule, session.get_one(Operation, operation.id))
         return operation
 
     def _close(self, run: PreparedRun, status: OperationStatus, summary: str) -> Operation:

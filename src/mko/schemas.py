@@ -12,7 +12,6 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from mko.platform.db.models.inventory import NodeRole, WolMethod
-from mko.platform.db.models.operations import OperationStatus
 from mko.platform.validation import InputModel
 
 __all__ = [
@@ -22,8 +21,6 @@ __all__ = [
     "NodeCreate",
     "NodePublic",
     "NodeUpdate",
-    "OperationPublic",
-    "OperationStepPublic",
     "ProxmoxHostCreate",
     "ProxmoxHostPublic",
     "ProxmoxHostUpdate",
@@ -182,47 +179,6 @@ class NodePublic(BaseModel):
         public.bmc_password_set = node.bmc_password_encrypted is not None
         public.wake_site = node_site(node)
         return public
-
-
-class OperationStepPublic(BaseModel):
-    """One step of an operation."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    seq: int
-    node_id: int | None
-    name: str
-    status: OperationStatus
-    message: str
-    detail: dict[str, Any]
-    started_at: datetime | None
-    finished_at: datetime | None
-
-
-class OperationPublic(BaseModel):
-    """An operation with its steps."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    id: int
-    kind: str
-    target_type: str
-    target_id: int | None
-    actor: str
-    source: str
-    status: OperationStatus
-    summary: str
-    parameters: dict[str, Any]
-    result: dict[str, Any]
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    # The process carrying it out (mko.ownership), and the serve instance under high availability.
-    owner_host: str | None = None
-    owner_pid: int | None = None
-    heartbeat_at: datetime | None = None
-    instance: str | None = None
-    steps: list[OperationStepPublic] = []
 
 
 class ProxmoxHostCreate(InputModel):

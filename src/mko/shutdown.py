@@ -46,8 +46,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko import inventory, outages, ownership, schedules, ssh
-from mko.operations import Actor, finish_operation, record_step, start_operation
+from mko import inventory, outages, schedules
+from mko.operations import ownership
+from mko.operations.records import Actor, finish_operation, record_step, start_operation
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.inventory import Cluster, Node, NodeRole
 from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
@@ -61,6 +62,15 @@ from mko.platform.settings import Settings
 from mko.power import driver_class, driver_lookup
 from mko.power.base import NodeSnapshot, OutcomeState, WakeSchedule, power_off
 from mko.probe import probe_tcp
+from mko.ssh.client import (
+    CommandResult,
+    HostKeyChangedError,
+    HostKeyUnknownError,
+    SshError,
+    SshTarget,
+    connect,
+)
+from mko.ssh.host_keys import scan_host_key
 from mko.ups.power_cycle import PowerCycle, power_cycle
 from mko.ups.service import target_of
 
@@ -466,7 +476,7 @@ class _Outcome:
     status: OperationStatus
     message: str
     detail: dict[str, Any]
-    result: ssh.CommandResult | None = None
+    result: CommandResult | None = None
     error: PowerError | None = None
     connected: bool = False  # the node answered on SSH and accepted our login
 
@@ -484,7 +494,7 @@ def _progress(name: str, node_id: int | None, message: str) -> tuple[str, str]:
     return host, f"{action}: {message}"
 
 
-def _last_line(result: ssh.CommandResult) -> str:
+def _last_line(result: CommandResult) -> str:
     """The line that says how a command ended: the last of stdout, or of stderr when it failed."""
     first, second = (result.stdout, result.stderr) if result.ok else (result.stderr, result.stdout)
     text = first.strip() or second.strip() or f"exit {result.exit_status}"
@@ -561,9 +571,7 @@ class _Run(_StepLog):
 
     async def preflight(self) -> None:
         """Check every node's host key first: a node presenting an unknown or other key is refused."""
-        targets = [
-            ssh.SshTarget.of(self.prepared.nodes[h], self.settings) for h in self.prepared.plan.hostnames
-        ]
+        targets = [SshTarget.of(self.prepared.nodes[h], self.settings) for h in self.prepared.plan.hostnames]
         started = utcnow()
         # A quick TCP probe first: a node that is already off must not hold the whole shutdown for a
         # full SSH connect timeout (a sleeping host does not even answer ARP).
@@ -572,7 +580,7 @@ class _Run(_StepLog):
         )
         answering = [t for t, probe in zip(targets, probes, strict=True) if probe.ok]
         found = await asyncio.gather(
-            *(ssh.scan_host_key(t, self.settings) for t in answering), return_exceptions=True
+            *(scan_host_key(t, self.settings) for t in answering), return_exceptions=True
         )
         verified = []
         unreachable = [t.name for t, probe in zip(targets, probes, strict=True) if not probe.ok]
@@ -586,10 +594,10 @@ class _Run(_StepLog):
             if info.status == "trusted":
                 verified.append(target.name)
                 continue
-            error: ssh.SshError = (
-                ssh.HostKeyChangedError(target, info.recorded, info.fingerprint)
+            error: SshError = (
+                HostKeyChangedError(target, info.recorded, info.fingerprint)
                 if info.status == "changed"
-                else ssh.HostKeyUnknownError(target, info.fingerprint)
+                else HostKeyUnknownError(target, info.fingerprint)
             )
             self.refused[target.name] = str(error)
         message = f"{len(verified)} verified"
@@ -610,11 +618,11 @@ class _Run(_StepLog):
 
     async def _ssh(self, host: str, commands: Sequence[Sequence[str]], timeout: float) -> _Outcome:
         """Run commands on HOST in one connection; the later ones only when the one before asks for it."""
-        target = ssh.SshTarget.of(self.prepared.nodes[host], self.settings)
+        target = SshTarget.of(self.prepared.nodes[host], self.settings)
         begun = time.monotonic()
         connected = False
         try:
-            async with ssh.connect(target, self.settings) as connection:
+            async with connect(target, self.settings) as connection:
                 connected = True
                 result = await connection.run(commands[0], sudo=True, timeout=timeout)
                 detail = result.as_dict()
@@ -953,7 +961,7 @@ class _Run(_StepLog):
             return finish_operation(session, operation, status=status, summary=summary, result=result)
 
 
-def _wants_fallback(result: ssh.CommandResult) -> bool:
+def _wants_fallback(result: CommandResult) -> bool:
     """Whether the next command of a fallback list should run: worker notice, or no such command."""
     return result.exit_status == _COMMAND_NOT_FOUND or (result.ok and _WORKER_NOTICE in result.stdout)
 
@@ -1091,12 +1099,12 @@ class _Recovery(_StepLog):
     async def start_node(self, node: Node) -> None:
         """Wait for SSH, then ``microk8s start`` (``snap start microk8s --enable`` on --worker nodes)."""
         report = self.report[node.hostname]
-        target = ssh.SshTarget.of(node, self.settings)
+        target = SshTarget.of(node, self.settings)
         started = utcnow()
         last_error = "never answered on SSH"
         while self.loop.time() < self.deadline:
             try:
-                async with ssh.connect(target, self.settings) as connection:
+                async with connect(target, self.settings) as connection:
                     up_after = self.loop.time() - self.begin
                     report.ssh_after = round(up_after, 1)
                     limit = min(
@@ -1151,9 +1159,7 @@ class _Recovery(_StepLog):
         while True:
             for control in controls:
                 try:
-                    async with ssh.connect(
-                        ssh.SshTarget.of(control, self.settings), self.settings
-                    ) as connection:
+                    async with connect(SshTarget.of(control, self.settings), self.settings) as connection:
                         result = await connection.run(argv, sudo=True, timeout=30)
                     seen = ready_nodes(result.stdout) if result.ok else seen
                 except (PowerError, ValueError):
@@ -1177,7 +1183,7 @@ class _Recovery(_StepLog):
         if not nodes:
             return
         try:
-            async with ssh.connect(ssh.SshTarget.of(control, self.settings), self.settings) as connection:
+            async with connect(SshTarget.of(control, self.settings), self.settings) as connection:
                 for node in nodes:
                     started = utcnow()
                     argv = ["microk8s", "kubectl", "uncordon", kube_name(node)]
@@ -1281,7 +1287,7 @@ def _ready(report: _NodeReport) -> bool:
     return report.ready
 
 
-def shlex_name(result: ssh.CommandResult) -> str:
+def shlex_name(result: CommandResult) -> str:
     """``microk8s start`` or ``snap start microk8s --enable``: the command that did the work."""
     return " ".join(a for a in result.argv if a not in ("sudo", "-n", "--"))
 

@@ -17,9 +17,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko import agents, inventory, ownership
+from mko import agents, inventory
 from mko.nic import nic_status
-from mko.operations import Actor, finish_operation, last_step_for_node, start_operation
+from mko.operations import ownership
+from mko.operations.records import Actor, finish_operation, last_step_for_node, start_operation
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.inventory import Node, NodeRole, WolMethod
 from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep

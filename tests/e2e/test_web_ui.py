@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mko import auth
+from mko.access.users import create_user
 from mko.lab.harness import RunningLab
 from mko.platform.db.models.access import Role
 from mko.platform.db.models.inventory import Node
@@ -24,7 +24,7 @@ def test_add_configure_and_wake_a_node_then_a_cluster(
     target = e2e_lab.nodes[1]
 
     # Sign in (an anonymous visit lands on the login form), then a cluster and a node through the UI.
-    auth.create_user(session, "operator", "operator-pass", Role.OPERATOR)
+    create_user(session, "operator", "operator-pass", Role.OPERATOR)
     page.goto(f"{base}/clusters")
     page.wait_for_url(f"{base}/login?next=/clusters")
     page.fill("#username", "operator")

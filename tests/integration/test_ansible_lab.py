@@ -29,7 +29,7 @@ from mko.cli import app
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
 from mko.lab.netns import NodeSpec
-from mko.operations import list_operations
+from mko.operations.records import list_operations
 from mko.platform.db.models.inventory import Cluster, Node
 from mko.platform.settings import Settings
 

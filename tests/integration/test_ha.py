@@ -16,10 +16,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select, text
 
-from mko import failover, ha, inventory, rules
-from mko.ha import LeaderElection, set_current_instance
+from mko import inventory, rules
+from mko.failover import take_over
+from mko.ha import LeaderElection, cluster_status, live_instance_ids
 from mko.lab.postgres import PostgresServer
-from mko.ownership import this_process
+from mko.operations.identity import set_current_instance
+from mko.operations.interrupted import interrupted_reason
+from mko.operations.ownership import this_process
 from mko.platform.db.migrate import upgrade
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.ha import Instance
@@ -143,7 +146,7 @@ async def test_of_two_electors_exactly_one_leads_and_the_other_takes_over_when_i
         lead_duties, follow_duties = (da, db) if a.is_leader else (db, da)
         assert lead_duties.log == ["elected"] and follow_duties.log == []
         with make_session_factory(pg_engine)() as session:
-            status = ha.cluster_status(session, fast(pg_url))
+            status = cluster_status(session, fast(pg_url))
         assert status["database"] == "postgresql" and status["leader"] == leader.name
         assert {i["name"]: (i["online"], i["leader"]) for i in status["instances"]} == {
             leader.name: (True, True),
@@ -161,13 +164,13 @@ async def test_of_two_electors_exactly_one_leads_and_the_other_takes_over_when_i
         await asyncio.sleep(0.5)
         assert not leader.is_leader and follower.is_leader
         with make_session_factory(pg_engine)() as session:
-            status = ha.cluster_status(session, fast(pg_url))
+            status = cluster_status(session, fast(pg_url))
         assert status["leader"] == follower.name and status["online"] == 2
     finally:
         for election, _ in pair:
             await election.stop()
     with make_session_factory(pg_engine)() as session:
-        status = ha.cluster_status(session, fast(pg_url))
+        status = cluster_status(session, fast(pg_url))
     assert status["leader"] is None and status["online"] == 0
 
 
@@ -193,11 +196,11 @@ async def test_liveness_follows_the_postgresql_session(pg_url: str, pg_engine: E
         await wait_for(lambda: a._connection is not None and b._connection is not None, 5, "sessions")
         await wait_for(lambda: a.is_leader or b.is_leader, 5, "a leader")
         with make_session_factory(pg_engine)() as session:
-            assert ha.live_instance_ids(session) == {a.instance_id, b.instance_id}
+            assert live_instance_ids(session) == {a.instance_id, b.instance_id}
         await b.stop()
         with make_session_factory(pg_engine)() as session:
-            assert ha.live_instance_ids(session) == {a.instance_id}
-            status = ha.cluster_status(session, fast(pg_url))
+            assert live_instance_ids(session) == {a.instance_id}
+            status = cluster_status(session, fast(pg_url))
         offline = [i for i in status["instances"] if not i["online"]]
         assert [i["name"] for i in offline] == ["two"] and offline[0]["stopped_at"] is not None
     finally:
@@ -311,7 +314,7 @@ async def test_a_new_leader_fails_what_must_not_be_repeated_and_leaves_others_al
     engine = RuleEngine(factory, settings)
     set_current_instance("me")
     try:
-        taken = await failover.take_over(
+        taken = await take_over(
             factory, settings, "me", utcnow(), engine=engine, spawn=lambda work: work.close()
         )
         await engine.idle()
@@ -321,11 +324,12 @@ async def test_a_new_leader_fails_what_must_not_be_repeated_and_leaves_others_al
     assert sorted(taken) == sorted(ids[:2])
     with factory() as session:
         shutdown_after, rule_after, cli_after, alive_after = (session.get_one(Operation, i) for i in ids)
-        reason = failover.interrupted_reason("dead")
+        reason = interrupted_reason("dead")
         assert "a power-off never runs twice" in reason
         assert (shutdown_after.status, shutdown_after.summary) == (OperationStatus.FAILED, reason)
         assert shutdown_after.steps[0].status == OperationStatus.FAILED and shutdown_after.instance == "me"
-        # Whoever claims an operation owns it from then on (mko.ownership): its process, its heartbeat.
+        # Whoever claims an operation owns it from then on (mko.operations.ownership): its process, its
+        # heartbeat.
         me = this_process()
         assert (rule_after.owner_host, rule_after.owner_pid, rule_after.owner_start) == (
             me.host,

@@ -23,7 +23,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from upslab import wait_until
 
-from mko import ha, rules
+from mko import rules
+from mko.ha import cluster_status
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
 from mko.lab.nut import NutServer
@@ -125,7 +126,7 @@ class Servers:
 
 def status(factory: sessionmaker[Session], settings: Settings) -> dict[str, object]:
     with factory() as session:
-        return ha.cluster_status(session, settings)
+        return cluster_status(session, settings)
 
 
 def operations(factory: sessionmaker[Session], kind: str) -> list[Operation]:

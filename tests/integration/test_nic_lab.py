@@ -27,7 +27,7 @@ from mko.cli import app
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
 from mko.lab.netns import NodeSpec, enter_netns
-from mko.operations import Actor
+from mko.operations.records import Actor
 from mko.platform.db.models.inventory import Node
 from mko.platform.settings import Settings
 from mko.power.magic import send_magic_packet

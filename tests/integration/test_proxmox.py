@@ -20,7 +20,7 @@ from mko.cli import app
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
 from mko.lab.netns import enter_netns
-from mko.operations import Actor
+from mko.operations.records import Actor
 from mko.platform.db.models.operations import OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings

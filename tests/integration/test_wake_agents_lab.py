@@ -22,8 +22,9 @@ import pytest
 from sqlalchemy.orm import Session
 
 from authhelp import admin_headers
-from mko import agents, auth, inventory
-from mko.auth import Principal
+from mko import agents, inventory
+from mko.access.principal import Principal
+from mko.access.tokens import create_token
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
 from mko.lab.netns import NodeSpec, enter_netns
@@ -101,7 +102,7 @@ def two_sites(
             site="local",  # a node of the site-b cluster that sits on the orchestrator's own LAN
         ),
     )
-    _, token = auth.create_token(session, "agent-b", Role.AGENT)
+    _, token = create_token(session, "agent-b", Role.AGENT)
     token_file = tmp_path / "agent.token"
     token_file.write_text(token + "\n")
     token_file.chmod(0o600)
@@ -287,7 +288,7 @@ def _race(url: str, settings: Settings, jobs: int = 60, claimers: int = 2) -> li
             )
         session.commit()
         for index in range(claimers):
-            token, _ = auth.create_token(session, f"agent-{index}", Role.AGENT)
+            token, _ = create_token(session, f"agent-{index}", Role.AGENT)
             principal = Principal(name=token.name, role=Role.AGENT, kind="token")
             agents.heartbeat(session, principal, agents.AgentHeartbeat(name=f"pi-{index}", site="b"))
             principals.append(principal)

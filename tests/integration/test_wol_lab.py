@@ -18,7 +18,7 @@ from mko.api.app import create_app
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
 from mko.lab.netns import NodeSpec, enter_netns
-from mko.operations import Actor
+from mko.operations.records import Actor
 from mko.platform.db.models.inventory import Node, NodeRole, WolMethod
 from mko.platform.db.models.operations import OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory

@@ -19,7 +19,9 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from mko import auth, inventory
+from mko import inventory
+from mko.access.sessions import session_principal
+from mko.access.users import create_user
 from mko.api.app import create_app
 from mko.cli import app
 from mko.platform.db.backup import backup_database
@@ -41,7 +43,7 @@ def mode(path: Path) -> int:
 
 
 def test_web_session_ids_are_stored_hashed(settings: Settings, session: Session) -> None:
-    auth.create_user(session, "ann", "correct-horse", Role.OPERATOR)
+    create_user(session, "ann", "correct-horse", Role.OPERATOR)
     application = create_app(settings)
     with TestClient(application) as browser:
         signed_in = browser.post("/login", data={"username": "ann", "password": "correct-horse"})
@@ -92,7 +94,7 @@ def test_migration_hashes_sessions_and_encrypts_secureon_in_place(settings: Sett
     upgrade(engine)
     with Session(engine) as session:
         # The session survives the upgrade: its cookie is looked up by hash now.
-        principal = auth.session_principal(session, "old-cookie")
+        principal = session_principal(session, "old-cookie")
         assert principal is not None and principal.name == "ann"
         node = session.get_one(Node, 1)
         assert node.wol_secureon_encrypted and SECUREON not in node.wol_secureon_encrypted

@@ -17,9 +17,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mko import auth
+from mko.access.throttle import LoginThrottle
+from mko.access.users import create_user
 from mko.api.app import create_app
-from mko.auth import LoginThrottle
 from mko.platform.db.models.access import AuthEvent, Role
 from mko.platform.settings import Settings
 
@@ -106,8 +106,8 @@ def _login(browser: TestClient, username: str, password: str, **headers: str) ->
 
 @pytest.fixture
 def accounts(session: Session) -> Session:
-    auth.create_user(session, "admin2", "correct-horse", Role.ADMIN)
-    auth.create_user(session, "mallory", "mallory-pw", Role.VIEWER)
+    create_user(session, "admin2", "correct-horse", Role.ADMIN)
+    create_user(session, "mallory", "mallory-pw", Role.VIEWER)
     return session
 
 

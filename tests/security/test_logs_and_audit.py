@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from hostile import FORGED_RECORD, check_log
-from mko import auth
+from mko.access.audit import PRUNE_EVERY, record_auth_event
 from mko.api.app import create_app
 from mko.platform.db.models.access import AuthEvent
 from mko.platform.db.models.base import utcnow
@@ -86,9 +86,9 @@ def test_auth_events_are_pruned_by_age_and_count(
     session.add(old)
     session.commit()
     for i in range(398):
-        auth.record_auth_event(session, "login_failed", f"user{i}", "10.0.0.1", "wrong")
+        record_auth_event(session, "login_failed", f"user{i}", "10.0.0.1", "wrong")
     count = session.scalar(select(func.count()).select_from(AuthEvent))
-    assert count is not None and 150 <= count < 150 + auth.PRUNE_EVERY
+    assert count is not None and 150 <= count < 150 + PRUNE_EVERY
     assert session.scalar(select(func.count()).where(AuthEvent.principal == "old")) == 0
     newest = session.scalars(select(AuthEvent.principal).order_by(AuthEvent.id.desc()).limit(1)).one()
     assert newest == "user397"

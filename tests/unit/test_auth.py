@@ -13,7 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from mko import auth
+from mko.access.principal import allows
+from mko.access.tokens import create_token, list_tokens, revoke_token
+from mko.access.users import authenticate_password, create_user, ensure_first_admin
 from mko.api.app import create_app
 from mko.cli import app as cli_app
 from mko.platform.db.models.access import AuthEvent, Role
@@ -62,7 +64,7 @@ def _required(method: str, path: str) -> Role | None:
 @pytest.fixture
 def tokens(session: Session) -> dict[Role, str]:
     return {
-        role: auth.create_token(session, f"t-{role.value}", role)[1]
+        role: create_token(session, f"t-{role.value}", role)[1]
         for role in (Role.VIEWER, Role.OPERATOR, Role.AGENT)
     }
 
@@ -84,7 +86,7 @@ def test_role_matrix_for_every_route(client: TestClient, tokens: dict[Role, str]
         assert response.headers.get("www-authenticate") == "Bearer"
         for role, token in tokens.items():
             response = anonymous.request(method, path, headers={"Authorization": f"Bearer {token}"})
-            if auth.allows(role, required):
+            if allows(role, required):
                 assert response.status_code != 403, (role, method, path, response.text)
                 assert response.status_code != 401, (role, method, path)
             else:
@@ -117,18 +119,18 @@ def test_denied_and_bad_tokens_are_recorded(
 
 
 def test_token_revoke_and_expiry(client: TestClient, session: Session) -> None:
-    _, plain = auth.create_token(session, "short", Role.VIEWER, expires_in=timedelta(minutes=5))
+    _, plain = create_token(session, "short", Role.VIEWER, expires_in=timedelta(minutes=5))
     headers = {"Authorization": f"Bearer {plain}"}
     assert client.get("/api/me", headers=headers).json() == {
         "name": "short",
         "role": "viewer",
         "kind": "token",
     }
-    token = auth.revoke_token(session, "short")
+    token = revoke_token(session, "short")
     assert token.revoked_at is not None
     assert client.get("/api/me", headers=headers).status_code == 401
-    _, plain = auth.create_token(session, "old", Role.VIEWER, expires_in=timedelta(minutes=5))
-    row = next(t for t in auth.list_tokens(session) if t.name == "old")
+    _, plain = create_token(session, "old", Role.VIEWER, expires_in=timedelta(minutes=5))
+    row = next(t for t in list_tokens(session) if t.name == "old")
     row.expires_at = utcnow() - timedelta(seconds=1)
     session.commit()
     assert client.get("/api/me", headers={"Authorization": f"Bearer {plain}"}).status_code == 401
@@ -147,7 +149,7 @@ def test_tokens_and_users_over_the_api_never_show_secrets(client: TestClient) ->
 
 
 def test_web_session_csrf_roles_and_expiry(settings: Settings, session: Session) -> None:
-    auth.create_user(session, "viewer1", "viewer-pass", Role.VIEWER)
+    create_user(session, "viewer1", "viewer-pass", Role.VIEWER)
     app = create_app(settings)
     with TestClient(app) as browser:
         assert browser.get("/nodes", follow_redirects=False).headers["location"] == "/login?next=/nodes"
@@ -194,7 +196,7 @@ def test_csrf_missing_or_wrong_is_rejected(web: Any) -> None:
 
 
 def test_login_attempts_are_limited_per_client(settings: Settings, session: Session) -> None:
-    auth.create_user(session, "ann", "correct-horse", Role.VIEWER)
+    create_user(session, "ann", "correct-horse", Role.VIEWER)
     app = create_app(settings.model_copy(update={"login_attempts": 3}))
     with TestClient(app) as browser:
         for _ in range(3):
@@ -228,9 +230,9 @@ def test_cli_users_and_tokens(cli: CliRunner, settings: Settings) -> None:
 
 
 def test_first_admin_password_is_printed_once_and_never_logged(settings: Settings, session: Session) -> None:
-    generated = auth.ensure_first_admin(session, None)
+    generated = ensure_first_admin(session, None)
     assert generated and len(generated) >= 16
-    assert auth.ensure_first_admin(session, None) is None
-    assert auth.authenticate_password(session, "admin", generated) is not None
+    assert ensure_first_admin(session, None) is None
+    assert authenticate_password(session, "admin", generated) is not None
     log_text = Path(settings.log_file).read_text() if Path(settings.log_file).exists() else ""
     assert generated not in log_text

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from mko.cli import app
-from mko.operations import Actor, start_operation
+from mko.operations.records import Actor, start_operation
 from mko.platform.db.models.inventory import Node
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.settings import get_settings

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from mko import auth
+from mko.access.users import create_user
 from mko.api.app import create_app
 from mko.platform.db.models.access import Role
 from mko.platform.settings import Settings
@@ -164,7 +164,7 @@ def test_pages_have_no_inline_script_or_style(
         "/api/nodes", json={"hostname": "n1", "ip_address": "10.0.0.1", "cluster_id": cluster["id"]}
     )
     client.post("/api/schedules", json={"name": "s1", "cron": "0 6 * * *", "cluster_id": cluster["id"]})
-    auth.create_user(session, "op", "operator-pw", Role.OPERATOR)
+    create_user(session, "op", "operator-pw", Role.OPERATOR)
     app = create_app(settings)
     with TestClient(app) as web:
         assert web.post("/login", data={"username": "op", "password": "operator-pw"}).status_code == 200

@@ -19,7 +19,9 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy.orm import Session
 
-from mko import inventory, notify, schedules
+from mko import inventory, schedules
+from mko.notify.messages import rule_finished, rule_triggered, ups_event_hook
+from mko.notify.rule_settings import configure_rule
 from mko.platform.db.models.operations import OperationStatus
 from mko.platform.db.models.rules import ClusterAction, PowerRule
 from mko.platform.db.models.ups import UPS, PowerEvent, UpsEvent
@@ -100,10 +102,10 @@ def test_a_rule_notifies_trigger_and_failure_with_event_cluster_and_outcome(
     settings: Settings, session: Session, receiver: Receiver
 ) -> None:
     rule = _rule(session)
-    notify.configure_rule(
+    configure_rule(
         session, settings, rule.id, on_trigger=True, on_completion=False, urls=[receiver.url("rule")]
     )
-    triggered = notify.rule_triggered(settings, rule, event="power_restored")
+    triggered = rule_triggered(settings, rule, event="power_restored")
     assert triggered is not None and triggered.wait(10) and triggered.ok
     path, payload = receiver.next()
     assert path == "/rule"
@@ -115,7 +117,7 @@ def test_a_rule_notifies_trigger_and_failure_with_event_cluster_and_outcome(
         "outcome": "triggered",
     }
     assert "power_restored" in payload["title"] and "lab" in payload["title"]
-    failed = notify.rule_finished(
+    failed = rule_finished(
         settings, rule, event="power_restored", outcome="partial", summary="2/3 node(s) up", operation_id=7
     )
     assert failed is not None and failed.wait(10) and failed.ok
@@ -125,10 +127,7 @@ def test_a_rule_notifies_trigger_and_failure_with_event_cluster_and_outcome(
     assert (fields["event"], fields["cluster"], fields["outcome"]) == ("power_restored", "lab", "partial")
     assert (fields["summary"], fields["operation"]) == ("2/3 node(s) up", "#7")
     # notify_on_completion is off: a success sends nothing.
-    assert (
-        notify.rule_finished(settings, rule, event="power_restored", outcome=OperationStatus.SUCCEEDED)
-        is None
-    )
+    assert rule_finished(settings, rule, event="power_restored", outcome=OperationStatus.SUCCEEDED) is None
     assert receiver.received.empty()
 
 
@@ -143,9 +142,7 @@ def test_global_urls_get_every_notification_and_sending_never_blocks(
         update={"notify_urls": [SecretStr(receiver.url("global")), SecretStr(dead)]}
     )
     receiver.hold.clear()  # the receiver answers only when the test lets it
-    delivery = notify.rule_finished(
-        settings, rule, event="power_restored", outcome="failed", summary="no node up"
-    )
+    delivery = rule_finished(settings, rule, event="power_restored", outcome="failed", summary="no node up")
     assert delivery is not None and delivery.targets == 2
     assert not delivery.wait(0)  # the caller got control back while the receiver still holds the request
     receiver.hold.set()
@@ -197,7 +194,7 @@ def test_missed_schedule_and_ups_events_notify_the_global_urls(
     fields = _lines(payload)
     assert (fields["event"], fields["cluster"], fields["outcome"]) == ("schedule_missed", "lab", "cancelled")
     assert fields["summary"].startswith("missed 2 run(s)")
-    hook = notify.ups_event_hook(settings)
+    hook = ups_event_hook(settings)
     event = UpsEvent(
         ups_id=1,
         event=PowerEvent.POWER_LOSS,

@@ -18,10 +18,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from mko import inventory, ownership, shutdown
+from mko import inventory, shutdown
 from mko.cli import app
-from mko.operations import Actor, finish_operation, record_step, start_operation
-from mko.ownership import ProcessIdentity, close_orphaned, owner_gone, process_start, this_process
+from mko.operations import ownership
+from mko.operations.ownership import ProcessIdentity, close_orphaned, owner_gone, process_start, this_process
+from mko.operations.records import Actor, finish_operation, record_step, start_operation
 from mko.platform.db.models.agents import WakeJob, WakeJobStatus
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.operations import Operation, OperationStatus

@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from mko import auth, inventory
+from mko import inventory
+from mko.access.users import create_user
 from mko.api.app import create_app
 from mko.platform.db.models.access import Role
 from mko.platform.db.models.inventory import Node
@@ -74,7 +75,7 @@ def test_the_server_refreshes_in_the_background_at_its_interval(settings: Settin
                     checks.add(node.reachability_checked_at)
                 time.sleep(0.02)
             assert node.reachable is True
-            auth.create_user(session, "viewer", "viewer-pass", Role.VIEWER)
+            create_user(session, "viewer", "viewer-pass", Role.VIEWER)
             browser = TestClient(app)
             browser.post("/login", data={"username": "viewer", "password": "viewer-pass"})
             page = browser.get("/nodes")

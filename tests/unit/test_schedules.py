@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from mko import inventory, schedules
 from mko.cli import app as cli_app
-from mko.operations import Actor, finish_operation, start_operation
+from mko.operations.records import Actor, finish_operation, start_operation
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.models.schedules import Schedule
 from mko.platform.db.session import make_engine, make_session_factory

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from mko import auth
+from mko.access.tokens import create_token
 from mko.api.app import create_app
 from mko.cli import app
 from mko.platform.db.models.access import Role
@@ -46,7 +46,7 @@ SECUREON = {
 @pytest.fixture
 def operator(settings: Settings, session: Session) -> Iterator[TestClient]:
     """The API called with an operator token (may change nodes and hosts, not read secrets)."""
-    _, token = auth.create_token(session, "op", Role.OPERATOR)
+    _, token = create_token(session, "op", Role.OPERATOR)
     application = create_app(settings)
     with TestClient(application, headers={"Authorization": f"Bearer {token}"}) as client:
         yield client

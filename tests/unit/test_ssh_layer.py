@@ -13,17 +13,15 @@ import pytest
 
 from mko.platform.errors import FatalPowerError, PowerError, RetryablePowerError
 from mko.platform.settings import Settings
-from mko.ssh import (
+from mko.ssh.client import (
     CommandResult,
     HostKeyChangedError,
     HostKeyUnknownError,
-    KnownHosts,
     SshSession,
     SshTarget,
     SshUnreachableError,
-    fingerprint,
-    known_hosts_name,
 )
+from mko.ssh.known_hosts import KnownHosts, fingerprint, known_hosts_name
 
 TARGET = SshTarget(3, "worker-1", "10.0.0.5", 2222, "ubuntu", None)
 

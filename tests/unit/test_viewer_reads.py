@@ -18,7 +18,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from mko import auth
+from mko.access.tokens import create_token
+from mko.access.users import create_user
 from mko.api.app import create_app
 from mko.platform.db.models.access import Role
 from mko.platform.settings import Settings
@@ -74,7 +75,7 @@ def node_port() -> Iterator[CountingPort]:
 @pytest.fixture
 def roles(session: Session) -> dict[str, dict[str, str]]:
     return {
-        role.value: {"Authorization": f"Bearer {auth.create_token(session, f'r-{role.value}', role)[1]}"}
+        role.value: {"Authorization": f"Bearer {create_token(session, f'r-{role.value}', role)[1]}"}
         for role in (Role.VIEWER, Role.OPERATOR)
     }
 
@@ -127,7 +128,7 @@ def test_the_web_pages_of_a_viewer_connect_nowhere(
     settings: Settings, session: Session, client: TestClient, node_port: CountingPort
 ) -> None:
     node_id = _node(client, node_port.port)
-    auth.create_user(session, "web-viewer", "viewer-pw-1", Role.VIEWER)
+    create_user(session, "web-viewer", "viewer-pw-1", Role.VIEWER)
     app = create_app(settings)
     with TestClient(app) as web:
         signed_in = web.post("/login", data={"username": "web-viewer", "password": "viewer-pw-1"})

@@ -17,9 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from mko import auth, wake
+from mko import wake
+from mko.access.tokens import create_token
 from mko.cli import app as cli_app
-from mko.operations import Actor
+from mko.operations.records import Actor
 from mko.platform.db.models.access import Role
 from mko.platform.db.models.agents import Agent, WakeJob, WakeJobStatus
 from mko.platform.db.models.base import utcnow
@@ -49,7 +50,7 @@ def _node(client: TestClient, hostname: str, cluster_id: int, mac: str, **fields
 
 @pytest.fixture
 def agent_headers(session: Session) -> dict[str, str]:
-    _, token = auth.create_token(session, "agent-b", Role.AGENT)
+    _, token = create_token(session, "agent-b", Role.AGENT)
     return {"Authorization": f"Bearer {token}"}
 
 
@@ -97,7 +98,7 @@ def test_agents_register_show_online_and_offline(
     assert _heartbeat(client, agent_headers, site="Not A Site!").status_code == 422
     assert _heartbeat(client, agent_headers, site="local").status_code == 422
     # Another agent token cannot take the name over.
-    _, other = auth.create_token(session, "agent-other", Role.AGENT)
+    _, other = create_token(session, "agent-other", Role.AGENT)
     taken = _heartbeat(client, {"Authorization": f"Bearer {other}"})
     assert taken.status_code == 409 and "another token" in taken.text
     # A token serves the one site it registered for, under any agent name.
@@ -161,7 +162,7 @@ def test_job_is_claimed_once_reported_once_and_lands_in_the_steps(
     b2 = _node(client, "b2", cluster["id"], "02:99:00:00:00:32", probe_port=2222)
     assert _heartbeat(client, agent_headers).status_code == 200
     # An agent of another site sees nothing.
-    _, c_token = auth.create_token(session, "agent-c", Role.AGENT)
+    _, c_token = create_token(session, "agent-c", Role.AGENT)
     c_headers = {"Authorization": f"Bearer {c_token}"}
     assert _heartbeat(client, c_headers, name="pi-c", site="c").status_code == 200
     client.app.state.settings = client.app.state.settings.model_copy(update={"api_sync_wait": 0.0})  # type: ignore[attr-defined]

@@ -13,7 +13,8 @@ from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from mko import __version__, ownership
+from mko import __version__
+from mko.access.throttle import LoginThrottle
 from mko.api import leader, periodic
 from mko.api.errors import ERROR_RESPONSES, install_error_handlers
 from mko.api.health import DatabaseHealth
@@ -38,7 +39,7 @@ from mko.api.routes import (
 from mko.api.routes import agents as agent_routes
 from mko.api.routing import MkoRoute
 from mko.api.security import authorize_by_method, require
-from mko.auth import LoginThrottle
+from mko.operations import ownership
 from mko.platform.db.models.access import Role
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings, get_settings
@@ -138,7 +139,7 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
         app.include_router(router, dependencies=by_method)
     app.include_router(access.router, dependencies=admin_only)
     # Wake agents: people read the list (viewer); heartbeat/claim/report admit agent (and admin) tokens,
-    # and an agent token is refused everywhere else (mko.auth.allows keeps the agent role apart).
+    # and an agent token is refused everywhere else (mko.access.principal.allows keeps the agent role apart).
     app.include_router(agent_routes.router, dependencies=by_method)
     app.include_router(agent_routes.agent_router, dependencies=[Depends(require(Role.AGENT))])
     if lab is not None:

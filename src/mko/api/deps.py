@@ -15,7 +15,7 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.operations import Actor
+from mko.operations.records import Actor
 from mko.platform.db.session import in_thread_session
 from mko.platform.settings import Settings
 

@@ -15,10 +15,12 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko import failover, ownership
 from mko.api import periodic
 from mko.api.background import launch
-from mko.ha import LeaderElection, is_postgresql
+from mko.failover import take_over
+from mko.ha import LeaderElection
+from mko.operations import ownership
+from mko.platform.db.session import is_postgresql
 from mko.platform.settings import Settings
 from mko.ups.monitor import start_monitor
 
@@ -88,7 +90,7 @@ async def _take_over_loop(app: FastAPI) -> None:
         if since is not None:
             monitor = app.state.ups_monitor
             try:
-                await failover.take_over(
+                await take_over(
                     app.state.session_factory,
                     settings,
                     election.name,

@@ -8,7 +8,10 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko import auth
+from mko.access.audit import record_auth_event
+from mko.access.principal import Principal, allows
+from mko.access.sessions import session_principal
+from mko.access.tokens import authenticate_token
 from mko.platform.db.models.access import Role
 from mko.platform.db.session import in_thread_session
 
@@ -40,13 +43,13 @@ def _session_factory(request: Request) -> sessionmaker[Session]:
     return factory
 
 
-def current_principal(request: Request) -> auth.Principal:
+def current_principal(request: Request) -> Principal:
     """The caller from ``Authorization: Bearer …`` or the session cookie; 401 without valid credentials.
 
     Sync, so FastAPI runs it in a worker thread; its session is its own and closed before the route
     runs, so a request waiting for its route's thread holds no database connection.
     """
-    cached: auth.Principal | None = getattr(request.state, "principal", None)
+    cached: Principal | None = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
     with _session_factory(request)() as session:
@@ -55,21 +58,21 @@ def current_principal(request: Request) -> auth.Principal:
     return principal
 
 
-def _authenticate(request: Request, session: Session) -> auth.Principal:
+def _authenticate(request: Request, session: Session) -> Principal:
     header = request.headers.get("authorization", "")
     if header:
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() != "bearer" or not credentials.strip():
             raise _unauthenticated("use Authorization: Bearer <token>")
-        principal = auth.authenticate_token(session, credentials.strip())
+        principal = authenticate_token(session, credentials.strip())
         if principal is None:
-            auth.record_auth_event(session, "token_invalid", "", client_address(request), request.url.path)
+            record_auth_event(session, "token_invalid", "", client_address(request), request.url.path)
             raise _unauthenticated("invalid, expired or revoked token")
         return principal
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie is None:
         raise _unauthenticated("authentication required")
-    principal = auth.session_principal(session, cookie)
+    principal = session_principal(session, cookie)
     if principal is None:
         raise _unauthenticated("session expired: log in again")
     if request.method not in SAFE_METHODS and request.url.path.startswith("/api/"):
@@ -79,7 +82,7 @@ def _authenticate(request: Request, session: Session) -> auth.Principal:
     return principal
 
 
-PrincipalDep = Annotated[auth.Principal, Depends(current_principal)]
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
 async def caller_is_admin(principal: PrincipalDep) -> bool:
@@ -90,12 +93,12 @@ async def caller_is_admin(principal: PrincipalDep) -> bool:
 AdminDep = Annotated[bool, Depends(caller_is_admin)]
 
 
-async def _deny(request: Request, principal: auth.Principal, required: Role, why: str = "") -> HTTPException:
+async def _deny(request: Request, principal: Principal, required: Role, why: str = "") -> HTTPException:
     detail = f"{request.method} {request.url.path} needs role {required.value}{why}"
     client = client_address(request)
     await in_thread_session(
         _session_factory(request),
-        lambda session: auth.record_auth_event(session, "denied", principal.actor_name, client, detail),
+        lambda session: record_auth_event(session, "denied", principal.actor_name, client, detail),
     )
     return HTTPException(
         status.HTTP_403_FORBIDDEN, f"your role {principal.role.value} cannot do this: {detail}"
@@ -105,8 +108,8 @@ async def _deny(request: Request, principal: auth.Principal, required: Role, why
 def require(required: Role) -> Any:
     """A dependency admitting callers whose role includes ``required``."""
 
-    async def check(request: Request, principal: PrincipalDep) -> auth.Principal:
-        if not auth.allows(principal.role, required):
+    async def check(request: Request, principal: PrincipalDep) -> Principal:
+        if not allows(principal.role, required):
             raise await _deny(request, principal, required)
         return principal
 
@@ -114,17 +117,17 @@ def require(required: Role) -> Any:
     return check
 
 
-async def authorize_by_method(request: Request, principal: PrincipalDep) -> auth.Principal:
+async def authorize_by_method(request: Request, principal: PrincipalDep) -> Principal:
     """Reads need ``viewer``; anything that changes state needs ``operator``."""
     required = Role.VIEWER if request.method in SAFE_METHODS else Role.OPERATOR
-    if not auth.allows(principal.role, required):
+    if not allows(principal.role, required):
         raise await _deny(request, principal, required)
     return principal
 
 
-async def require_operator_for(request: Request, principal: auth.Principal, what: str) -> None:
+async def require_operator_for(request: Request, principal: Principal, what: str) -> None:
     """403 unless the caller may operate: for reads that would make mko connect out (``what``)."""
-    if not auth.allows(principal.role, Role.OPERATOR):
+    if not allows(principal.role, Role.OPERATOR):
         why = f" ({what} makes mko connect out)"
         raise await _deny(request, principal, Role.OPERATOR, why)
 

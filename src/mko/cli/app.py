@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from mko import ownership
+from mko.operations import ownership
 from mko.platform.db.migrate import current_revision, head_revision, upgrade
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.errors import MkoError, PowerError

@@ -13,7 +13,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from mko import shutdown
 from mko.cli.app import EXIT_POWER_FAILURE, console, open_session
 from mko.cli.inventory import cluster_app
-from mko.operations import Actor
+from mko.operations.records import Actor
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import get_settings

@@ -12,7 +12,7 @@ from rich.table import Table
 from mko import discovery
 from mko.cli.app import console, open_sessions
 from mko.discovery import DiscoverRequest, DiscoveryResult
-from mko.operations import Actor
+from mko.operations.records import Actor
 from mko.platform.settings import get_settings
 
 

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mko import ha
 from mko.cli.app import console, open_session
+from mko.ha import cluster_status
 from mko.platform.settings import get_settings
 
 
@@ -18,7 +18,7 @@ def cluster_status_command(
 ) -> None:
     """Show the database, every `mko serve` instance (online or offline) and which one is the leader."""
     with open_session() as session:
-        status = ha.cluster_status(session, get_settings())
+        status = cluster_status(session, get_settings())
     if as_json:
         typer.echo(json.dumps(status, indent=2, default=str))
         return

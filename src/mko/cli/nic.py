@@ -19,11 +19,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from mko import ansible_inventory, nic, ssh
+from mko import ansible_inventory, nic
 from mko.cli.app import EXIT_POWER_FAILURE, console, open_session, open_sessions
-from mko.operations import Actor
+from mko.operations.records import Actor
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.settings import get_settings
+from mko.ssh.host_keys import scan_host_key
+from mko.ssh.trust import node_target, trust_node
 
 __all__ = ["ansible_app", "collect_mac", "node_host_key", "node_trust"]
 
@@ -121,8 +123,8 @@ def node_host_key(node_id: int, as_json: JsonOpt = False) -> None:
     """Show the SSH host key a node presents and whether mko trusts it (no login)."""
     settings = get_settings()
     with open_session() as session:
-        target = ssh.node_target(session, settings, node_id)
-    info = asyncio.run(ssh.scan_host_key(target, settings)).as_dict()
+        target = node_target(session, settings, node_id)
+    info = asyncio.run(scan_host_key(target, settings)).as_dict()
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return
@@ -149,8 +151,8 @@ def node_trust(
         expected = fingerprint
         if expected is None:
             with sessions() as session:
-                target = ssh.node_target(session, settings, node_id)
-            info = asyncio.run(ssh.scan_host_key(target, settings)).as_dict()
+                target = node_target(session, settings, node_id)
+            info = asyncio.run(scan_host_key(target, settings)).as_dict()
             if not as_json:
                 console.print(
                     f"{info['hostname']} at {info['address']} presents [bold]{info['fingerprint']}[/bold]"
@@ -162,7 +164,7 @@ def node_trust(
                 typer.confirm("Compare it with `ssh-keygen -lf` on the node. Trust this key?", abort=True)
             expected = info["fingerprint"]
         result = asyncio.run(
-            ssh.trust_node(sessions, settings, node_id, actor=Actor.cli(), expected=expected, replace=replace)
+            trust_node(sessions, settings, node_id, actor=Actor.cli(), expected=expected, replace=replace)
         )
     if as_json:
         typer.echo(json.dumps(result, indent=2))

@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from mko import notify
 from mko.cli.app import EXIT_POWER_FAILURE, console, emit, fail, open_session
+from mko.notify import delivery as notify_delivery
+from mko.notify.rule_settings import configure_rule, rule_notifications
 from mko.platform.settings import get_settings
 
 notify_app = typer.Typer(
@@ -25,7 +26,7 @@ def send_test(
 ) -> None:
     """Send a test notification and wait for the result."""
     settings = get_settings()
-    delivery = notify.send_test(settings, url or [])
+    delivery = notify_delivery.send_test(settings, url or [])
     if delivery is None:
         raise fail("no notification URL: set MKO_NOTIFY_URLS (a JSON list) or give --url")
     if not delivery.wait(settings.notify_timeout + 5) or not delivery.ok:
@@ -59,9 +60,9 @@ def rule(
     urls = [] if clear_urls else url
     with open_session() as session:
         if on_trigger is None and on_completion is None and on_failure is None and urls is None:
-            shown = notify.rule_notifications(session, settings, rule_id)
+            shown = rule_notifications(session, settings, rule_id)
         else:
-            shown = notify.configure_rule(
+            shown = configure_rule(
                 session,
                 settings,
                 rule_id,

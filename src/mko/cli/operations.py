@@ -9,9 +9,10 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from mko import operations, ownership
 from mko.cli.app import console, open_session
-from mko.schemas import OperationPublic
+from mko.operations import ownership
+from mko.operations.records import get_operation, list_operations
+from mko.operations.schemas import OperationPublic
 
 operations_app = typer.Typer(
     help="Operations: every power action with its actor, owner process, steps and result.",
@@ -47,7 +48,7 @@ def list_(
         _report_orphans(ownership.close_orphaned(session))
         found = [
             OperationPublic.model_validate(op)
-            for op in operations.list_operations(
+            for op in list_operations(
                 session, limit=limit, kind=kind, target_type=target_type, target_id=target_id, actor=actor
             )
         ]
@@ -71,7 +72,7 @@ def show(operation_id: int, as_json: JsonOpt = False) -> None:
     """One operation with its steps (run it again to follow a running one)."""
     with open_session() as session:
         _report_orphans(ownership.close_orphaned(session))
-        operation = OperationPublic.model_validate(operations.get_operation(session, operation_id))
+        operation = OperationPublic.model_validate(get_operation(session, operation_id))
     if as_json:
         typer.echo(json.dumps(operation.model_dump(mode="json"), indent=2))
         return

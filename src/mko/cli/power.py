@@ -12,7 +12,7 @@ from rich.table import Table
 
 from mko import node_power
 from mko.cli.app import EXIT_POWER_FAILURE, console, open_session
-from mko.operations import Actor
+from mko.operations.records import Actor
 from mko.platform.db.models.operations import OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import get_settings

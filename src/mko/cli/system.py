@@ -58,13 +58,13 @@ def db_current() -> None:
 
 def _first_admin(settings: Settings) -> None:
     """On the first run create ``admin``; a generated password is printed once, never logged."""
-    from mko import auth
+    from mko.access.users import ensure_first_admin
 
     engine = make_engine(settings.database_url)
     try:
         with make_session_factory(engine)() as session:
             given = settings.admin_password.get_secret_value() if settings.admin_password else None
-            generated = auth.ensure_first_admin(session, given)
+            generated = ensure_first_admin(session, given)
     finally:
         engine.dispose()
     if generated:

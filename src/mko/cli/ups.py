@@ -14,10 +14,9 @@ from rich.table import Table
 
 from mko import outages, rules
 from mko.cli.app import console, emit, fail, open_session
-from mko.ha import is_postgresql
 from mko.platform.db.models.rules import ClusterAction
 from mko.platform.db.models.ups import PowerEvent
-from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.db.session import is_postgresql, make_engine, make_session_factory
 from mko.platform.logs import configure_logging
 from mko.platform.secrets import SecretBox
 from mko.platform.settings import get_settings

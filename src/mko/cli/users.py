@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mko import auth
+from mko.access.tokens import create_token, expires_in_days, is_expired, list_tokens, revoke_token
+from mko.access.users import create_user, list_users, remove_user, set_password
 from mko.cli.app import console, open_session
 from mko.platform.db.models.access import Role
 
@@ -39,7 +40,7 @@ def user_add(
 ) -> None:
     """Add a user."""
     with open_session() as session:
-        user = auth.create_user(session, username, _password(password), role)
+        user = create_user(session, username, _password(password), role)
     console.print(f"user {user.username} added ({user.role.value})")
 
 
@@ -49,7 +50,7 @@ def user_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     with open_session() as session:
         users = [
             {"id": u.id, "username": u.username, "role": u.role.value, "disabled": u.disabled}
-            for u in auth.list_users(session)
+            for u in list_users(session)
         ]
     if as_json:
         typer.echo(json.dumps(users, indent=2))
@@ -66,7 +67,7 @@ def user_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 def user_remove(username: str) -> None:
     """Remove a user, their tokens and sessions."""
     with open_session() as session:
-        auth.remove_user(session, username)
+        remove_user(session, username)
     console.print(f"user {username} removed")
 
 
@@ -74,7 +75,7 @@ def user_remove(username: str) -> None:
 def user_passwd(username: str, password: PasswordOpt = None) -> None:
     """Change a user's password (ends their web sessions)."""
     with open_session() as session:
-        auth.set_password(session, username, _password(password))
+        set_password(session, username, _password(password))
     console.print(f"password of {username} changed")
 
 
@@ -86,7 +87,7 @@ def token_create(
 ) -> None:
     """Create a token; it is printed once and never again."""
     with open_session() as session:
-        token, plain = auth.create_token(session, name, role, expires_in=auth.expires_in_days(expires_days))
+        token, plain = create_token(session, name, role, expires_in=expires_in_days(expires_days))
     console.print(f"token {token.name} ({token.role.value}) created; copy it now, it is not shown again:")
     typer.echo(plain)
 
@@ -102,10 +103,10 @@ def token_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
                 "role": t.role.value,
                 "expires_at": t.expires_at.isoformat() if t.expires_at else None,
                 "revoked": t.revoked_at is not None,
-                "expired": auth.is_expired(t.expires_at),
+                "expired": is_expired(t.expires_at),
                 "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
             }
-            for t in auth.list_tokens(session)
+            for t in list_tokens(session)
         ]
     if as_json:
         typer.echo(json.dumps(tokens, indent=2))
@@ -122,5 +123,5 @@ def token_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
 def token_revoke(name: str) -> None:
     """Revoke a token; it stops working at once."""
     with open_session() as session:
-        auth.revoke_token(session, name)
+        revoke_token(session, name)
     console.print(f"token {name} revoked")

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from mko import inventory, nic, wake
 from mko.cli.app import EXIT_POWER_FAILURE, console, emit, open_session, open_sessions
-from mko.operations import Actor, finish_operation, start_operation
+from mko.operations.records import Actor, finish_operation, start_operation
 from mko.platform.db.models.inventory import WolMethod
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory

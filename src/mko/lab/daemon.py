@@ -238,7 +238,7 @@ class LabDaemon:
             time.sleep(0.1)
 
     def _provision(self) -> str | None:
-        from mko import auth
+        from mko.access.users import ensure_first_admin
         from mko.db.legacy import upgrade_database
         from mko.lab.provision import provision_lab
         from mko.platform.db.session import make_engine, make_session_factory
@@ -260,7 +260,7 @@ class LabDaemon:
                     power_cycle=self.spec.orchestrator_on_ups,
                     shutdown_on=PowerEvent(self.spec.shutdown_on),
                 )
-                password = auth.ensure_first_admin(session, None)
+                password = ensure_first_admin(session, None)
         finally:
             engine.dispose()
         if password:

@@ -267,7 +267,8 @@ class Settings(BaseSettings):
         default=20.0, ge=0, le=120, description="longest an agent's claim waits for a job (long poll)"
     )
 
-    # Operation owners (mko.ownership): open operations of a process that is gone are closed as interrupted.
+    # Operation owners (mko.operations.ownership): open operations of a process that is gone are closed
+    # as interrupted.
     operation_heartbeat_interval: float = Field(
         default=10.0, gt=0, le=300, description="seconds between heartbeats of a process's open operations"
     )

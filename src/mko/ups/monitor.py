@@ -53,7 +53,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko import outages
-from mko.ha import current_instance
+from mko.operations.identity import current_instance
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.ha import UpsState
 from mko.platform.db.models.outages import OutagePhase
@@ -553,9 +553,9 @@ class UpsMonitor:
         """mko.notify's UPS-event notification, loaded on first use (apprise is slow to import)."""
         if self._notifier is None:
             try:
-                from mko import notify
+                from mko.notify.messages import ups_event_hook
 
-                self._notifier = notify.ups_event_hook(self.settings)
+                self._notifier = ups_event_hook(self.settings)
             except Exception:
                 log.exception("UPS event notifications are unavailable")
                 self._notifier = lambda _target, _event: None

@@ -12,7 +12,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from mko import auth
+from mko.access.audit import record_auth_event
+from mko.access.principal import Principal, allows
+from mko.access.sessions import create_session, delete_session, session_principal
+from mko.access.throttle import LoginThrottle
+from mko.access.users import authenticate_password
 from mko.api.routing import MkoRoute
 from mko.api.security import SAFE_METHODS, SESSION_COOKIE, client_address
 from mko.platform.db.models.access import Role
@@ -39,17 +43,17 @@ class WebForbidden(Exception):
     """Signed in, but the role or the CSRF token does not allow this."""
 
 
-async def web_authorize(request: Request) -> auth.Principal:
+async def web_authorize(request: Request) -> Principal:
     """Pages need a session (viewer); form posts need operator and the session's CSRF token."""
     cookie = request.cookies.get(SESSION_COOKIE)
-    principal = await _db(request, lambda s: auth.session_principal(s, cookie)) if cookie else None
+    principal = await _db(request, lambda s: session_principal(s, cookie)) if cookie else None
     if principal is None:
         raise LoginRequired(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
     request.state.principal = principal
     if request.method in SAFE_METHODS:
         return principal
     await _check_csrf(request, principal)
-    if not auth.allows(principal.role, Role.OPERATOR):
+    if not allows(principal.role, Role.OPERATOR):
         await _audit(request, "denied", principal.actor_name, f"POST {request.url.path} needs role operator")
         raise WebForbidden(f"your role {principal.role.value} cannot do this")
     return principal
@@ -62,10 +66,10 @@ async def _db(request: Request, work: Callable[[Session], T]) -> T:
 
 async def _audit(request: Request, kind: str, principal: str, detail: str) -> None:
     client = client_address(request)
-    await _db(request, lambda s: auth.record_auth_event(s, kind, principal, client, detail))
+    await _db(request, lambda s: record_auth_event(s, kind, principal, client, detail))
 
 
-async def _check_csrf(request: Request, principal: auth.Principal) -> None:
+async def _check_csrf(request: Request, principal: Principal) -> None:
     form = await request.form()
     sent = form.get("csrf_token")
     if (
@@ -107,7 +111,7 @@ async def login(request: Request) -> Response:
     username = str(form.get("username") or "")
     password = str(form.get("password") or "")
     next_path = _safe_next(str(form.get("next") or "/"))
-    throttle: auth.LoginThrottle = request.app.state.login_throttle
+    throttle: LoginThrottle = request.app.state.login_throttle
     client = client_address(request)
     device = throttle.device_of(request.cookies.get(DEVICE_COOKIE), username)
     wait = throttle.retry_after(username, client, device)
@@ -121,10 +125,10 @@ async def login(request: Request) -> Response:
 
     def sign_in(session: Session) -> tuple[str, str] | None:
         # argon2 takes tens of milliseconds of CPU by design: in the worker thread, off the event loop.
-        user = auth.authenticate_password(session, username, password)
+        user = authenticate_password(session, username, password)
         if user is None:
             return None
-        _, cookie = auth.create_session(session, user, lifetime)
+        _, cookie = create_session(session, user, lifetime)
         return user.username, cookie
 
     signed_in = await _db(request, sign_in)
@@ -161,10 +165,10 @@ async def login(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     """End the session (CSRF-checked like every form)."""
     cookie = request.cookies.get(SESSION_COOKIE)
-    principal = await _db(request, lambda s: auth.session_principal(s, cookie)) if cookie else None
+    principal = await _db(request, lambda s: session_principal(s, cookie)) if cookie else None
     if cookie and principal is not None:
         await _check_csrf(request, principal)
-        await _db(request, lambda s: auth.delete_session(s, cookie))
+        await _db(request, lambda s: delete_session(s, cookie))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response

@@ -12,13 +12,21 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from mko import agents, inventory, operations, outages, schedules, shutdown, wake
+from mko import agents, inventory, outages, schedules, shutdown, wake
 from mko import rules as rules_service
+from mko.access.principal import allows
 from mko.api.background import launch, launch_wake
 from mko.api.deps import DbDep, SessionDep, SettingsDep
 from mko.api.routing import MkoRoute
-from mko.auth import allows
-from mko.operations import Actor
+from mko.operations.records import (
+    Actor,
+    finish_operation,
+    get_operation,
+    last_step_for_node,
+    list_for_node,
+    list_operations,
+    start_operation,
+)
 from mko.platform.db.models.access import Role
 from mko.platform.db.models.inventory import NodeRole, WolMethod
 from mko.platform.db.models.rules import ClusterAction
@@ -86,7 +94,7 @@ def dashboard(request: Request, session: SessionDep) -> HTMLResponse:
         "dashboard.html",
         clusters=inventory.list_clusters(session),
         counts=inventory.node_counts(session),
-        operations=operations.list_operations(session, limit=10),
+        operations=list_operations(session, limit=10),
         upses=_ups_statuses(request, session),
         agents=agents.list_agents(session, request.app.state.settings),
     )
@@ -100,9 +108,7 @@ def _nodes_page(
 ) -> HTMLResponse:
     nodes = inventory.list_nodes(session, cluster_id)
     clusters = inventory.list_clusters(session)
-    last_wake = {
-        node.id: operations.last_step_for_node(session, node.id, wake.WAKE_KIND_PREFIX) for node in nodes
-    }
+    last_wake = {node.id: last_step_for_node(session, node.id, wake.WAKE_KIND_PREFIX) for node in nodes}
     return _render(
         request,
         "nodes.html",
@@ -187,7 +193,7 @@ def _node_page(
         status_code,
         node=node,
         wol=wake.wol_status_sync(session, node_id),
-        history=operations.list_for_node(session, node_id),
+        history=list_for_node(session, node_id),
         **context,
     )
 
@@ -225,7 +231,7 @@ def configure_node(request: Request, session: SessionDep, node_id: int, form: Fo
     changes = data.model_dump(mode="json", exclude_unset=True)
     if changes.get("wol_secureon"):
         changes["wol_secureon"] = "***"
-    operation = operations.start_operation(
+    operation = start_operation(
         session,
         kind="wol_configure",
         target_type="node",
@@ -233,9 +239,7 @@ def configure_node(request: Request, session: SessionDep, node_id: int, form: Fo
         actor=_actor(request),
         parameters=changes,
     )
-    operations.finish_operation(
-        session, operation, status=operation.status.SUCCEEDED, summary="saved from the web UI"
-    )
+    finish_operation(session, operation, status=operation.status.SUCCEEDED, summary="saved from the web UI")
     return _see_other(f"/nodes/{node_id}?saved=1")
 
 
@@ -308,7 +312,7 @@ def _cluster_page(
         status_code,
         cluster=cluster,
         nodes=nodes,
-        history=operations.list_operations(session, target_type="cluster", target_id=cluster_id, limit=20),
+        history=list_operations(session, target_type="cluster", target_id=cluster_id, limit=20),
         **context,
     )
 
@@ -341,17 +345,13 @@ async def wake_cluster(
 @router.get("/operations", response_class=HTMLResponse)
 def operations_page(request: Request, session: SessionDep, kind: str | None = None) -> HTMLResponse:
     """The operation log, newest first."""
-    return _render(
-        request, "operations.html", operations=operations.list_operations(session, limit=100, kind=kind)
-    )
+    return _render(request, "operations.html", operations=list_operations(session, limit=100, kind=kind))
 
 
 @router.get("/operations/{operation_id:int}", response_class=HTMLResponse)
 def operation_page(request: Request, session: SessionDep, operation_id: int) -> HTMLResponse:
     """One operation with its steps; follows a running one live."""
-    return _render(
-        request, "operation_detail.html", operation=operations.get_operation(session, operation_id)
-    )
+    return _render(request, "operation_detail.html", operation=get_operation(session, operation_id))
 
 
 # ------------------------------------------------------------------ schedules

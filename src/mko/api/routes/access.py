@@ -7,7 +7,9 @@ from datetime import datetime
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from mko import auth
+from mko.access import tokens as access_tokens
+from mko.access import users as access_users
+from mko.access.tokens import expires_in_days
 from mko.api.deps import SessionDep
 from mko.api.routing import MkoRoute
 from mko.api.security import PrincipalDep
@@ -81,33 +83,35 @@ def me(principal: PrincipalDep) -> Me:
 @router.get("/users")
 def list_users(session: SessionDep) -> list[UserPublic]:
     """All users."""
-    return [UserPublic.model_validate(u) for u in auth.list_users(session)]
+    return [UserPublic.model_validate(u) for u in access_users.list_users(session)]
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED)
 def create_user(session: SessionDep, body: UserCreate) -> UserPublic:
     """Add a user (argon2-hashed password)."""
-    return UserPublic.model_validate(auth.create_user(session, body.username, body.password, body.role))
+    return UserPublic.model_validate(
+        access_users.create_user(session, body.username, body.password, body.role)
+    )
 
 
 @router.delete("/users/{username}", status_code=status.HTTP_204_NO_CONTENT)
 def remove_user(session: SessionDep, username: str) -> Response:
     """Remove a user with their tokens and sessions."""
-    auth.remove_user(session, username)
+    access_users.remove_user(session, username)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/tokens")
 def list_tokens(session: SessionDep) -> list[TokenPublic]:
     """All tokens (never their secret)."""
-    return [TokenPublic.model_validate(t) for t in auth.list_tokens(session)]
+    return [TokenPublic.model_validate(t) for t in access_tokens.list_tokens(session)]
 
 
 @router.post("/tokens", status_code=status.HTTP_201_CREATED)
 def create_token(session: SessionDep, body: TokenCreate) -> TokenCreated:
     """Create a token; the response is the only time it is shown."""
-    token, plain = auth.create_token(
-        session, body.name, body.role, expires_in=auth.expires_in_days(body.expires_days)
+    token, plain = access_tokens.create_token(
+        session, body.name, body.role, expires_in=expires_in_days(body.expires_days)
     )
     return TokenCreated.model_validate({**TokenPublic.model_validate(token).model_dump(), "token": plain})
 
@@ -115,5 +119,5 @@ def create_token(session: SessionDep, body: TokenCreate) -> TokenCreated:
 @router.delete("/tokens/{name}", status_code=status.HTTP_204_NO_CONTENT)
 def revoke_token(session: SessionDep, name: str) -> Response:
     """Revoke a token; it stops working at once."""
-    auth.revoke_token(session, name)
+    access_tokens.revoke_token(session, name)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -8,10 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
-from mko import metrics, notify
+from mko import metrics
 from mko.api.deps import SessionDep, SettingsDep
 from mko.api.routing import MkoRoute
-from mko.notify import RuleNotifications
+from mko.notify import rule_settings as notify_rule_settings
+from mko.notify.delivery import send_test
+from mko.notify.rule_settings import RuleNotifications, configure_rule
 from mko.platform.errors import ConflictError
 from mko.platform.validation import FREE_TEXT, InputModel
 
@@ -52,7 +54,7 @@ class TestResult(BaseModel):
 @router.get("/api/notifications/rules/{rule_id:int}", tags=["notifications"])
 def rule_notifications(session: SessionDep, settings: SettingsDep, rule_id: int) -> RuleNotifications:
     """A power rule's notification flags and URLs (secrets hidden)."""
-    return notify.rule_notifications(session, settings, rule_id)
+    return notify_rule_settings.rule_notifications(session, settings, rule_id)
 
 
 @router.put("/api/notifications/rules/{rule_id:int}", tags=["notifications"])
@@ -60,7 +62,7 @@ def configure_rule_notifications(
     session: SessionDep, settings: SettingsDep, rule_id: int, body: RuleNotificationsUpdate
 ) -> RuleNotifications:
     """Change when a rule notifies and where to (besides the global URLs)."""
-    return notify.configure_rule(
+    return configure_rule(
         session,
         settings,
         rule_id,
@@ -74,7 +76,7 @@ def configure_rule_notifications(
 @router.post("/api/notifications/test", tags=["notifications"])
 async def send_test_notification(settings: SettingsDep, body: TestNotification | None = None) -> TestResult:
     """Send a test notification to the global URLs and the URLs given, and say whether it arrived."""
-    delivery = notify.send_test(settings, (body or TestNotification()).notify_urls)
+    delivery = send_test(settings, (body or TestNotification()).notify_urls)
     if delivery is None:
         raise ConflictError("no notification URL is configured (MKO_NOTIFY_URLS) and none was given")
     await asyncio.to_thread(delivery.wait, settings.notify_timeout + 5)

@@ -11,13 +11,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from mko import ansible_inventory, nic, ssh
+from mko import ansible_inventory, nic
 from mko.api.deps import ActorDep, DbDep, SessionDep, SettingsDep
 from mko.api.live import LiveReads
 from mko.api.routing import MkoRoute
 from mko.api.security import PrincipalDep, require_operator_for
 from mko.platform.db.models.operations import OperationStatus
 from mko.platform.validation import InputModel
+from mko.ssh.host_keys import HostKeyInfo, scan_host_key
+from mko.ssh.trust import node_target, trust_node
 
 router = APIRouter(prefix="/api", route_class=MkoRoute)
 
@@ -76,10 +78,10 @@ async def host_key(
 
     It connects to the node, so it needs the operator role; one scan per node at a time, at most once
     per live_read_interval (``checked_at``, ``age_seconds``)."""
-    target = await db.run(lambda session: ssh.node_target(session, settings, node_id))
+    target = await db.run(lambda session: node_target(session, settings, node_id))
     await require_operator_for(request, principal, "scanning a node's SSH host key")
-    live: LiveReads[ssh.HostKeyInfo] = request.app.state.live_reads
-    reading = await live.read(("host-key", node_id), lambda: ssh.scan_host_key(target, settings))
+    live: LiveReads[HostKeyInfo] = request.app.state.live_reads
+    reading = await live.read(("host-key", node_id), lambda: scan_host_key(target, settings))
     return reading.result().as_dict() | reading.stamp()
 
 
@@ -94,10 +96,10 @@ async def trust(
 ) -> dict[str, Any]:
     """Record the node's host key in the orchestrator's known_hosts and return its fingerprint."""
     body = body or TrustBody()
-    result = await ssh.trust_node(
+    result = await trust_node(
         db.factory, settings, node_id, actor=actor, expected=body.fingerprint, replace=body.replace
     )
-    live: LiveReads[ssh.HostKeyInfo] = request.app.state.live_reads
+    live: LiveReads[HostKeyInfo] = request.app.state.live_reads
     live.forget(("host-key", node_id))  # its status changed: the next scan must not show the old one
     return result
 

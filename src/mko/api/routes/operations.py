@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from mko import operations
 from mko.api.deps import SessionDep
 from mko.api.routing import MkoRoute
-from mko.schemas import OperationPublic
+from mko.operations import records as operations_records
+from mko.operations.schemas import OperationPublic
 
 router = APIRouter(prefix="/api", tags=["operations"], route_class=MkoRoute)
 
@@ -22,7 +22,7 @@ def list_operations(
     actor: str | None = None,
 ) -> list[OperationPublic]:
     """Newest first, with optional filters."""
-    found = operations.list_operations(
+    found = operations_records.list_operations(
         session, limit=limit, kind=kind, target_type=target_type, target_id=target_id, actor=actor
     )
     return [OperationPublic.model_validate(op) for op in found]
@@ -31,4 +31,4 @@ def list_operations(
 @router.get("/operations/{operation_id:int}")
 def get_operation(session: SessionDep, operation_id: int) -> OperationPublic:
     """One operation with its steps (poll it to follow a running one)."""
-    return OperationPublic.model_validate(operations.get_operation(session, operation_id))
+    return OperationPublic.model_validate(operations_records.get_operation(session, operation_id))

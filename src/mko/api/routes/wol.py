@@ -14,7 +14,7 @@ from mko.api.deps import ActorDep, DbDep, SessionDep, SettingsDep
 from mko.api.live import LiveReads
 from mko.api.routing import MkoRoute
 from mko.api.security import AdminDep, PrincipalDep, require_operator_for
-from mko.operations import finish_operation, start_operation
+from mko.operations.records import finish_operation, start_operation
 from mko.platform.db.models.operations import OperationStatus
 from mko.platform.settings import Settings
 from mko.platform.validation import InputModel

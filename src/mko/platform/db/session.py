@@ -26,7 +26,9 @@ __all__ = [
     "BUSY_TIMEOUT",
     "DEFAULT_WORKER_THREADS",
     "POOL_TIMEOUT",
+    "database_kind",
     "in_thread_session",
+    "is_postgresql",
     "make_engine",
     "make_session_factory",
 ]
@@ -97,3 +99,13 @@ async def in_thread_session(factory: sessionmaker[Session], work: Callable[[Sess
             return work(session)
 
     return await anyio.to_thread.run_sync(call)
+
+
+def is_postgresql(url: str) -> bool:
+    """Whether the database URL names PostgreSQL (then several instances may share it)."""
+    return make_url(url).get_backend_name() == "postgresql"
+
+
+def database_kind(url: str) -> str:
+    """``postgresql`` or ``sqlite`` (or whatever backend the URL names)."""
+    return make_url(url).get_backend_name()

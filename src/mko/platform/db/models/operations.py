@@ -52,7 +52,7 @@ class Operation(Base):
     finished_at: Mapped[datetime | None] = mapped_column()
     # The serve instance running it (mko.ha): a new leader resumes or fails those of dead instances.
     instance: Mapped[str | None] = mapped_column(String(200), index=True)
-    # The process running it (mko.ownership): closed as interrupted only once that process is gone.
+    # The process running it (mko.operations.ownership): closed as interrupted only once that process is gone.
     owner_host: Mapped[str | None] = mapped_column(String(253))
     owner_pid: Mapped[int | None] = mapped_column(Integer)
     owner_start: Mapped[str | None] = mapped_column(String(100))  # "<start ticks>@<boot id>/<pid ns>"

@@ -4,7 +4,7 @@ Revision ID: 0013
 Revises: 0011
 Create Date: 2026-12-07
 
-Operations open when this revision is applied keep empty owner columns: mko.ownership judges those
+Operations open when this revision is applied keep empty owner columns: mko.operations.ownership judges those
 by how long they have been silent (heartbeat, else start) instead of by their process.
 """
 

@@ -31,43 +31,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
-import os
-import re
 import shlex
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy.orm import Session, sessionmaker
-
-from mko import inventory
-from mko.operations import Actor, finish_operation, record_step, start_operation
-from mko.platform.db.models.operations import Operation, OperationStatus
-from mko.platform.db.session import in_thread_session
 from mko.platform.errors import (
-    ConflictError,
     FatalPowerError,
-    InputError,
-    MkoError,
     PowerError,
     RetryablePowerError,
 )
 from mko.platform.settings import Settings
-from mko.platform.validation import check_text, quoted
 
 if TYPE_CHECKING:
     import asyncssh
+from mko.ssh.known_hosts import KnownHosts, fingerprint
 
 __all__ = [
     "CommandResult",
     "HostKeyChangedError",
-    "HostKeyInfo",
     "HostKeyUnknownError",
-    "KnownHosts",
     "SshAuthError",
     "SshCommandError",
     "SshError",
@@ -76,21 +61,16 @@ __all__ = [
     "SshTimeoutError",
     "SshUnreachableError",
     "connect",
-    "fingerprint",
-    "known_hosts_name",
-    "node_target",
-    "scan_host_key",
-    "trust_node",
 ]
 
 log = logging.getLogger("mko.ssh")
+
+
 # asyncssh logs every connection and channel at INFO; mko logs what matters itself.
 logging.getLogger("asyncssh").setLevel(logging.WARNING)
 
+
 _OUTPUT_KEEP = 4000  # characters of stdout/stderr kept in operation steps
-
-
-# ----------------------------------------------------------------------------- errors
 
 
 class SshError(PowerError):
@@ -148,19 +128,6 @@ class SshCommandError(SshError, FatalPowerError):
         detail = (result.stderr.strip() or result.stdout.strip())[-300:]
         super().__init__(target, f"`{result.command}` exited {result.exit_status}: {detail}")
         self.result = result
-
-
-# ----------------------------------------------------------------------------- targets and results
-
-
-def known_hosts_name(host: str, port: int) -> str:
-    """Return how OpenSSH names host:port in known_hosts (``host`` for 22, else ``[host]:port``)."""
-    return host if port == 22 else f"[{host}]:{port}"
-
-
-def fingerprint(key: asyncssh.SSHKey) -> str:
-    """Return ``ssh-ed25519 SHA256:…``, as ``ssh-keygen -lf`` shows it."""
-    return f"{key.get_algorithm()} {key.get_fingerprint('sha256')}"
 
 
 class _NodeLike(Protocol):
@@ -229,78 +196,6 @@ class CommandResult:
             "stderr": self.stderr[-_OUTPUT_KEEP:],
             "duration": round(self.duration, 3),
         }
-
-
-# ----------------------------------------------------------------------------- known_hosts
-
-
-class KnownHosts:
-    """The orchestrator's known_hosts file: read for every connection, changed only by trust()."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def load(self) -> asyncssh.SSHKnownHosts:
-        """Return the parsed file (empty when it does not exist yet)."""
-        import asyncssh
-
-        try:
-            text = self.path.read_text()
-        except FileNotFoundError:
-            text = ""
-        return asyncssh.import_known_hosts(text)
-
-    def keys_for(self, host: str, port: int) -> list[asyncssh.SSHKey]:
-        """Return the keys recorded for host:port."""
-        import asyncssh
-
-        keys, *_ = asyncssh.match_known_hosts(self.load(), host, host, port)
-        # The same line matches both as host name and as address: keep each key once.
-        unique: dict[bytes, asyncssh.SSHKey] = {}
-        for key in keys:
-            unique.setdefault(key.public_data, key)
-        return list(unique.values())
-
-    def trust(self, host: str, port: int, key: asyncssh.SSHKey, *, replace: bool) -> None:
-        """Record KEY for host:port; with ``replace`` first forget every key recorded for it."""
-        name = known_hosts_name(host, port)
-        line = f"{name} {key.export_public_key('openssh').decode().strip()}\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        with open(lock_path, "a") as lock:
-            # Two trusts at once (CLI and API) must not lose each other's lines.
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                lines = self.path.read_text().splitlines(keepends=True)
-            except FileNotFoundError:
-                lines = []
-            if replace:
-                lines = [kept for entry in lines if (kept := _without_name(entry, name))]
-            lines = [entry if entry.endswith("\n") else entry + "\n" for entry in lines]
-            lines.append(line)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-            tmp.write_text("".join(lines))
-            tmp.chmod(0o644)
-            os.replace(tmp, self.path)
-
-
-def _without_name(entry: str, name: str) -> str:
-    """Return a known_hosts line with NAME removed from its host list ("" when nothing remains)."""
-    stripped = entry.strip()
-    if not stripped or stripped.startswith("#"):
-        return entry
-    fields = stripped.split()
-    marker = fields.pop(0) if fields[0].startswith("@") else None
-    names = fields[0].split(",")
-    if name not in names:
-        return entry
-    names.remove(name)
-    if not names:
-        return ""
-    return " ".join(([marker] if marker else []) + [",".join(names)] + fields[1:]) + "\n"
-
-
-# ----------------------------------------------------------------------------- connections
 
 
 def _client_factory() -> Any:
@@ -448,151 +343,3 @@ async def connect(target: SshTarget, settings: Settings) -> AsyncIterator[SshSes
         connection.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(connection.wait_closed(), 5)
-
-
-# ----------------------------------------------------------------------------- host keys
-
-
-@dataclass(frozen=True)
-class HostKeyInfo:
-    """The key a node presents and how it compares with what is recorded."""
-
-    target: SshTarget
-    key: asyncssh.SSHKey
-    recorded: list[str]
-
-    @property
-    def fingerprint(self) -> str:
-        """Return the presented key's fingerprint."""
-        return fingerprint(self.key)
-
-    @property
-    def status(self) -> str:
-        """Return "trusted", "unknown" or "changed"."""
-        if not self.recorded:
-            return "unknown"
-        return "trusted" if self.fingerprint in self.recorded else "changed"
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return the JSON form the API and CLI show."""
-        return {
-            "node_id": self.target.node_id,
-            "hostname": self.target.name,
-            "address": self.target.address,
-            "key_type": self.key.get_algorithm(),
-            "fingerprint": self.fingerprint,
-            "status": self.status,
-            "recorded": self.recorded,
-        }
-
-
-async def scan_host_key(target: SshTarget, settings: Settings) -> HostKeyInfo:
-    """Ask the node for its host key (no login) and compare it with known_hosts."""
-    import asyncssh
-
-    known = KnownHosts(settings.ssh_known_hosts)
-    recorded_keys = known.keys_for(target.host, target.port)
-    # Prefer the algorithm already recorded, so a host with several keys is compared like for like.
-    algs = sorted({k.get_algorithm() for k in recorded_keys}) or ()
-    try:
-        key = await asyncio.wait_for(
-            asyncssh.get_server_host_key(
-                target.host, target.port, config=None, server_host_key_algs=algs or ()
-            ),
-            settings.ssh_connect_timeout,
-        )
-        if key is None and algs:
-            key = await _presented_key(target, settings)
-    except asyncssh.KeyExchangeFailed:
-        key = await _presented_key(target, settings)
-    except TimeoutError:
-        raise SshUnreachableError(
-            target, f"no SSH answer from {target.address} within {settings.ssh_connect_timeout:g} s"
-        ) from None
-    except (OSError, asyncssh.Error) as exc:
-        raise SshUnreachableError(target, f"cannot connect to {target.address}: {_describe(exc)}") from None
-    if key is None:
-        raise SshUnreachableError(target, f"{target.address} presented no host key")
-    return HostKeyInfo(target, key, [fingerprint(k) for k in recorded_keys])
-
-
-# ----------------------------------------------------------------------------- trusting a node
-
-
-_FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}=?")
-
-
-def _sha256_part(text: str) -> str:
-    parts = text.strip().split()
-    return parts[-1] if parts else ""
-
-
-def node_target(session: Session, settings: Settings, node_id: int) -> SshTarget:
-    """Where and how mko reaches node NODE_ID over SSH (NotFoundError for an unknown id)."""
-    return SshTarget.of(inventory.get_node(session, node_id), settings)
-
-
-async def trust_node(
-    sessions: sessionmaker[Session],
-    settings: Settings,
-    node_id: int,
-    *,
-    actor: Actor,
-    expected: str | None = None,
-    replace: bool = False,
-) -> dict[str, Any]:
-    """Record the host key node NODE_ID presents in known_hosts, as an operation.
-
-    ``expected`` (``SHA256:…``, e.g. read on the node's console) must match the presented key; a key
-    that differs from the recorded one is only replaced with ``replace``. Nothing is written otherwise.
-    Database work runs in worker threads with short sessions of its own, never across the SSH wait.
-    """
-
-    def begin(session: Session) -> tuple[SshTarget, int]:
-        target = node_target(session, settings, node_id)
-        fingerprint_text = None if expected is None else _sha256_part(check_text(expected, "fingerprint"))
-        if expected is not None and not _FINGERPRINT.fullmatch(fingerprint_text or ""):
-            raise InputError(
-                "fingerprint", f"{quoted(expected)} is not a SHA256 fingerprint (SHA256:…, 43 characters)"
-            )
-        operation = start_operation(
-            session,
-            kind="ssh_trust",
-            target_type="node",
-            target_id=node_id,
-            actor=actor,
-            parameters={"address": target.address, "expected": expected, "replace": replace},
-            summary=f"trusting the host key of {target.label}",
-        )
-        return target, operation.id
-
-    def close(session: Session, status: OperationStatus, message: str, result: dict[str, Any]) -> None:
-        operation = session.get_one(Operation, operation_id)
-        record_step(session, operation, name="record host key" if result else "scan host key", status=status,
-                    node_id=node_id, message=message, detail=result)  # fmt: skip
-        finish_operation(session, operation, status=status, summary=message, result=result or None)
-
-    target, operation_id = await in_thread_session(sessions, begin)
-    try:
-        info = await scan_host_key(target, settings)
-        if expected is not None and _sha256_part(expected) != _sha256_part(info.fingerprint):
-            raise ConflictError(
-                f"{target.label} presents {info.fingerprint}, not the expected {expected}; nothing recorded"
-            )
-        if info.status == "changed" and not replace:
-            raise ConflictError(
-                f"{target.label}: a different host key is recorded ({', '.join(info.recorded)}); the node "
-                f"now presents {info.fingerprint}. If it was reinstalled, check the key and use --replace"
-            )
-    except MkoError as exc:
-        failure = str(exc)
-        await in_thread_session(sessions, lambda session: close(session, OperationStatus.FAILED, failure, {}))
-        raise
-    action = {"unknown": "recorded", "changed": "replaced", "trusted": "already trusted"}[info.status]
-    if info.status != "trusted":
-        KnownHosts(settings.ssh_known_hosts).trust(target.host, target.port, info.key, replace=replace)
-    result = info.as_dict() | {"action": action, "known_hosts": str(settings.ssh_known_hosts)}
-    log.warning("%s: host key %s %s by %s", target.label, info.fingerprint, action, actor.name)
-    done = f"{info.fingerprint} {action}"
-    await in_thread_session(sessions, lambda session: close(session, OperationStatus.SUCCEEDED, done, result))
-    return result | {"operation_id": operation_id}

@@ -11,8 +11,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from mko.ha import current_instance
-from mko.ownership import close_orphaned, keep_alive, stamp
+from mko.operations.identity import current_instance
+from mko.operations.ownership import close_orphaned, keep_alive, stamp
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
 from mko.platform.errors import NotFoundError

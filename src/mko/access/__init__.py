@@ -1,0 +1,2 @@
+"""Who may do what: users and their roles, API tokens, web sessions, login throttling and the audit
+of authentication events."""

@@ -1,0 +1,124 @@
+"""Users: create, list, remove, passwords (argon2) and the first administrator."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import VerificationError
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from mko.platform.db.models.access import Role, User, WebSession
+from mko.platform.errors import ConflictError, InputError, NotFoundError
+
+__all__ = [
+    "authenticate_password",
+    "create_user",
+    "ensure_first_admin",
+    "list_users",
+    "remove_user",
+    "set_password",
+]
+
+log = logging.getLogger("mko.auth")
+
+
+_hasher = PasswordHasher()
+
+
+MIN_PASSWORD = 8
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD:
+        raise InputError("password", f"must be at least {MIN_PASSWORD} characters")
+
+
+def _check_username(username: str) -> str:
+    name = username.strip()
+    if not name or len(name) > 64 or not all(c.isalnum() or c in "._-@" for c in name):
+        raise InputError("username", "use letters, digits and . _ - @ (at most 64)")
+    return name
+
+
+def create_user(session: Session, username: str, password: str, role: Role) -> User:
+    """Add a user with an argon2-hashed password."""
+    name = _check_username(username)
+    _check_password(password)
+    user = User(username=name, password_hash=_hasher.hash(password), role=role)
+    session.add(user)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise ConflictError(f"user {name!r} already exists") from None
+    log.info("user %s created with role %s", name, role.value)
+    return user
+
+
+def list_users(session: Session) -> list[User]:
+    """All users by id."""
+    return list(session.scalars(select(User).order_by(User.id)))
+
+
+def _user(session: Session, username: str) -> User:
+    user = session.scalars(select(User).where(User.username == username)).first()
+    if user is None:
+        raise NotFoundError("user", username)
+    return user
+
+
+def remove_user(session: Session, username: str) -> None:
+    """Delete a user with their tokens and sessions; the last admin cannot be removed."""
+    user = _user(session, username)
+    if user.role == Role.ADMIN:
+        admins = session.scalar(select(func.count()).select_from(User).where(User.role == Role.ADMIN))
+        if admins == 1:
+            raise ConflictError("cannot remove the last admin")
+    session.delete(user)
+    session.commit()
+    log.info("user %s removed", username)
+
+
+def set_password(session: Session, username: str, password: str) -> None:
+    """Change a password and end the user's web sessions."""
+    user = _user(session, username)
+    _check_password(password)
+    user.password_hash = _hasher.hash(password)
+    for web_session in session.scalars(select(WebSession).where(WebSession.user_id == user.id)):
+        session.delete(web_session)
+    session.commit()
+    log.info("password of %s changed", username)
+
+
+def ensure_first_admin(session: Session, password: str | None) -> str | None:
+    """Create ``admin`` when there are no users; returns a generated password (to print once) or None."""
+    if session.scalar(select(func.count()).select_from(User)):
+        return None
+    generated = None
+    if not password:
+        generated = password = secrets.token_urlsafe(15)
+    try:
+        create_user(session, "admin", password, Role.ADMIN)
+    except ConflictError:
+        # Another `mko serve` on the same PostgreSQL database created it at the same moment (mko.ha).
+        session.rollback()
+        return None
+    return generated
+
+
+def authenticate_password(session: Session, username: str, password: str) -> User | None:
+    """The user when the password is right and the account enabled."""
+    user = session.scalars(select(User).where(User.username == username)).first()
+    if user is None or user.disabled:
+        # Spend the same time as a real check so user names cannot be probed by timing.
+        _hasher.hash(password)
+        return None
+    try:
+        _hasher.verify(user.password_hash, password)
+    except VerificationError:
+        return None
+    return user
