@@ -31,7 +31,7 @@ from mko.operations.records import Actor
 from mko.platform.db.migrate import upgrade
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
-from mko.power.proxmox import ProxmoxDriver
+from mko.power.drivers.proxmox import ProxmoxDriver
 from mko.schemas import ClusterCreate, NodeCreate, ProxmoxHostCreate, WolConfigure
 
 VMS = 100

@@ -28,8 +28,8 @@ from typing import Any
 
 from mko.platform.db.models.inventory import NodeRole, WolMethod
 from mko.power.base import NodeSnapshot, PowerDriver, WakeSchedule, power_on
+from mko.power.drivers.wol import WolDriver
 from mko.power.magic import MagicPacketSender, WakeTarget
-from mko.power.wol import WolDriver
 
 LOOPBACK = "127.0.0.1"  # the only address this benchmark ever sends to
 NODES = 1_000

@@ -12,7 +12,7 @@ LAN that talk to the orchestrator's API with a token of role ``agent``:
   (``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL, a conditional ``UPDATE`` everywhere, which is
   what makes it atomic on SQLite);
 * the agent wakes and probes the nodes with the same schedule and driver the orchestrator uses
-  (:func:`mko.power.base.power_on`, :class:`mko.power.wol.WolDriver`) and reports per-node outcomes,
+  (:func:`mko.power.base.power_on`, :class:`mko.power.drivers.wol.WolDriver`) and reports per-node outcomes,
   which become the operation's steps as for local nodes.
 
 Only magic-packet methods (``ethernet``, ``ethernet-raw``) are routed to agents: Proxmox, IPMI and

@@ -45,7 +45,7 @@ from mko.platform.db.session import in_thread_session
 from mko.platform.errors import ConflictError, InputError
 from mko.platform.settings import Settings
 from mko.platform.validation import InputModel
-from mko.probe import ProbeResult, probe_many
+from mko.power.probe import ProbeResult, probe_many
 from mko.schemas import NodeCreate
 
 __all__ = [

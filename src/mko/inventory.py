@@ -15,7 +15,7 @@ from mko.platform.db.models.inventory import Cluster, Node, ProxmoxHost, WolMeth
 from mko.platform.errors import ConflictError, InputError, NotFoundError
 from mko.platform.secrets import SecretBox, check_secret_destination
 from mko.power.base import LOCAL_SITE
-from mko.power.config import NODE_FIELD_CHECKS, check_driver_settings, validate_secret
+from mko.power.fields import NODE_FIELD_CHECKS, check_driver_settings, validate_secret
 from mko.power.magic import LIMITED_BROADCAST, subnet_broadcast
 from mko.schemas import ClusterCreate, ClusterUpdate, NodeCreate, NodeUpdate, WolConfigure
 

@@ -24,7 +24,6 @@ from mko.platform.db.models.operations import Operation, OperationStatus, Operat
 from mko.platform.db.session import in_thread_session
 from mko.platform.errors import InputError, UnsupportedActionError
 from mko.platform.settings import Settings
-from mko.power import driver_class, driver_lookup
 from mko.power.base import (
     STATUS,
     NodeOutcome,
@@ -37,6 +36,7 @@ from mko.power.base import (
     power_off,
     power_on,
 )
+from mko.power.registry import driver_class, driver_lookup
 
 __all__ = [
     "ACTIONS",

@@ -39,7 +39,7 @@ from mko.platform.db.models.ups import PowerEvent
 from mko.platform.errors import NotFoundError
 from mko.platform.files import write_atomic
 from mko.platform.settings import Settings, beside_database
-from mko.probe import probe_tcp
+from mko.power.probe import probe_tcp
 
 __all__ = [
     "MARKER_NAME",

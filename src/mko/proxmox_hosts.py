@@ -22,7 +22,7 @@ from mko.platform.errors import ConflictError, InputError, NotFoundError
 from mko.platform.secrets import SecretBox, check_secret_destination
 from mko.platform.settings import Settings
 from mko.power.base import ProxmoxEndpoint
-from mko.power.config import (
+from mko.power.fields import (
     normalize_fingerprint,
     validate_ca_file,
     validate_host,
@@ -149,7 +149,7 @@ def host_login(session: Session, settings: Settings, host_id: int) -> HostLogin:
 
 async def check_login(login: HostLogin) -> dict[str, Any]:
     """Connect and log in as mko would: version, nodes and number of guests, or a PowerError."""
-    from mko.power.proxmox import check_endpoint
+    from mko.power.drivers.proxmox import check_endpoint
 
     result = await check_endpoint(login.endpoint, login.secret, login.timeout)
     return {"id": login.id, "name": login.name, **result}

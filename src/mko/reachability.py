@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.inventory import Node
 from mko.platform.db.session import in_thread_session
-from mko.probe import probe_many
+from mko.power.probe import probe_many
 
 __all__ = [
     "Reachability",

@@ -59,9 +59,9 @@ from mko.platform.db.models.ups import UPS
 from mko.platform.errors import ConflictError, FatalPowerError, InputError, PowerError
 from mko.platform.secrets import SecretBox
 from mko.platform.settings import Settings
-from mko.power import driver_class, driver_lookup
 from mko.power.base import NodeSnapshot, OutcomeState, WakeSchedule, power_off
-from mko.probe import probe_tcp
+from mko.power.probe import probe_tcp
+from mko.power.registry import driver_class, driver_lookup
 from mko.ssh.client import (
     CommandResult,
     HostKeyChangedError,

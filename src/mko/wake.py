@@ -27,7 +27,6 @@ from mko.platform.db.models.operations import Operation, OperationStatus, Operat
 from mko.platform.db.session import in_thread_session
 from mko.platform.errors import ConflictError, InputError
 from mko.platform.settings import Settings
-from mko.power import DRIVERS, driver_lookup
 from mko.power.base import (
     AttemptError,
     NodeOutcome,
@@ -37,8 +36,9 @@ from mko.power.base import (
     WakeSchedule,
     power_on,
 )
-from mko.power.wol import effective_broadcast
-from mko.probe import probe_tcp
+from mko.power.drivers.wol import effective_broadcast
+from mko.power.probe import probe_tcp
+from mko.power.registry import DRIVERS, driver_lookup
 
 __all__ = [
     "PreparedWake",

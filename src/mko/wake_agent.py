@@ -3,7 +3,7 @@
 It needs only the orchestrator's API and a token of role ``agent``. It registers with heartbeats,
 long-polls ``/api/agents/claim`` for its site's wake jobs, runs each one locally through the same
 schedule and Wake-on-LAN driver the orchestrator uses (:func:`mko.power.base.power_on`,
-:class:`mko.power.wol.WolDriver`: packets leave from this machine, probes start here) and reports the
+:class:`mko.power.drivers.wol.WolDriver`: packets leave from this machine, probes start here) and reports the
 per-node outcomes. See docs/wake-agents.md.
 """
 
@@ -23,7 +23,7 @@ from mko import __version__
 from mko.agents import snapshot_from_payload
 from mko.platform.errors import MkoError
 from mko.power.base import PowerDriver, WakeSchedule, power_on
-from mko.power.wol import WolDriver
+from mko.power.drivers.wol import WolDriver
 
 __all__ = ["AgentConfig", "AgentStopped", "WakeAgent"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mko.probe import ProbeResult, probe_many, probe_tcp, wait_until_up
+from mko.power.probe import ProbeResult, probe_many, probe_tcp, wait_until_up
 
 pytestmark = pytest.mark.anyio
 

@@ -33,7 +33,7 @@ from sqlalchemy.orm import object_session
 
 from mko.platform.db.models.inventory import Node, NodeRole, ProxmoxHost, WolMethod
 from mko.platform.errors import FatalPowerError, PowerError, RetryablePowerError, UnsupportedActionError
-from mko.probe import wait_until_up
+from mko.power.probe import wait_until_up
 
 if TYPE_CHECKING:
     from mko.platform.settings import Settings

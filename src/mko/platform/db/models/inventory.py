@@ -103,7 +103,7 @@ class Node(Base):
     wol_prefix_len: Mapped[int | None] = mapped_column(Integer)  # node subnet prefix, for its broadcast
     probe_port: Mapped[int | None] = mapped_column(Integer)  # TCP port that proves "up"; default ssh_port
     cordoned_by_mko: Mapped[bool] = mapped_column(Boolean, default=False)  # drained by a shutdown of ours
-    # Power drivers beyond magic packets (mko.power.proxmox / ipmi / redfish).
+    # Power drivers beyond magic packets (mko.power.drivers.proxmox / ipmi / redfish).
     proxmox_node: Mapped[str | None] = mapped_column(String(100))  # PVE node name; found when empty
     bmc_address: Mapped[str | None] = mapped_column(String(253))  # IPMI BMC host name or address
     bmc_port: Mapped[int | None] = mapped_column(Integer)  # IPMI UDP port; default 623

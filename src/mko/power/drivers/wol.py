@@ -9,7 +9,7 @@ from mko.platform.db.models.inventory import WolMethod
 from mko.platform.errors import InputError, PowerError
 from mko.power.base import STATUS, AttemptError, NodeSnapshot, PowerDriver, PowerState
 from mko.power.magic import LIMITED_BROADCAST, MagicPacketSender, WakeTarget, subnet_broadcast
-from mko.probe import probe_tcp
+from mko.power.probe import probe_tcp
 
 if TYPE_CHECKING:
     from mko.platform.secrets import SecretBox
