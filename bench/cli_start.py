@@ -124,16 +124,17 @@ def _populate_in_child(env: dict[str, str], workdir: Path, port: int) -> int:
 
 def _populate(database_url: str, port: int) -> int:
     """Create the cluster of NODES nodes through mko's own service; return the cluster's id."""
-    from mko import inventory
+    from mko.inventory.clusters import create_cluster
+    from mko.inventory.nodes import create_node
+    from mko.inventory.schemas import ClusterCreate, NodeCreate
     from mko.platform.db.session import make_engine, make_session_factory
-    from mko.schemas import ClusterCreate, NodeCreate
 
     engine = make_engine(database_url)
     try:
         with make_session_factory(engine)() as session:
-            cluster = inventory.create_cluster(session, ClusterCreate(name="bench"))
+            cluster = create_cluster(session, ClusterCreate(name="bench"))
             for n in range(NODES):
-                inventory.create_node(
+                create_node(
                     session,
                     NodeCreate(
                         hostname=f"node{n:04d}",

@@ -27,7 +27,9 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko import shutdown
+from mko.cluster.plan import plan_shutdown
+from mko.cluster.recovery import run_recovery, start_recovery
+from mko.cluster.shutdown import run_shutdown, start_shutdown
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
 from mko.lab.microk8s import configure_microk8s
@@ -75,18 +77,18 @@ async def _cycle(
 ) -> None:
     with factory() as session:
         started = time.perf_counter()
-        plan = await shutdown.plan_shutdown(session, settings, cluster, force=False)
+        plan = await plan_shutdown(session, settings, cluster, force=False)
         print(f"plan (dry run), {NODES} nodes: {(time.perf_counter() - started) * 1000:.0f} ms")
-        prepared = shutdown.start_shutdown(session, plan, ACTOR)
+        prepared = start_shutdown(session, plan, ACTOR)
     started = time.perf_counter()
-    done = await shutdown.run_shutdown(factory, settings, prepared)
+    done = await run_shutdown(factory, settings, prepared)
     assert done.status == OperationStatus.SUCCEEDED, done.summary
     _report_steps(factory, done.id, time.perf_counter() - started)
     running.power_on_all(timeout=60)
     with factory() as session:
-        recovery = shutdown.start_recovery(session, cluster, ACTOR, 120)
+        recovery = start_recovery(session, cluster, ACTOR, 120)
     started = time.perf_counter()
-    recovered = await shutdown.run_recovery(factory, settings, recovery)
+    recovered = await run_recovery(factory, settings, recovery)
     assert recovered.status == OperationStatus.SUCCEEDED, recovered.summary
     print(
         f"recovery after power-on (start, every node Ready incl. the 0.3 s simulated kubelet start,"

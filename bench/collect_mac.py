@@ -20,10 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from mko import nic
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
 from mko.lab.netns import enter_netns
+from mko.nic.collect import collect_macs
+from mko.nic.wol_switch import set_nic_wol
 from mko.operations.records import Actor
 from mko.platform.db.migrate import upgrade
 from mko.platform.db.models.inventory import Node
@@ -73,7 +74,7 @@ def main() -> None:
                 session.commit()
                 run_settings = settings.model_copy(update={"ssh_parallel": parallel})
                 started = time.perf_counter()
-                operation = asyncio.run(nic.collect_macs(session, run_settings, None, actor=Actor("bench")))
+                operation = asyncio.run(collect_macs(session, run_settings, None, actor=Actor("bench")))
                 elapsed = time.perf_counter() - started
                 print(
                     f"collect-mac, {NODES} nodes, {label} (ssh_parallel={parallel}): {elapsed:.2f} s, "
@@ -81,7 +82,7 @@ def main() -> None:
                 )
             started = time.perf_counter()
             change = asyncio.run(
-                nic.set_nic_wol(session, settings, nodes[0].id, enable=True, actor=Actor("bench"))
+                set_nic_wol(session, settings, nodes[0].id, enable=True, actor=Actor("bench"))
             )
             print(
                 f"wol enable on one node ({change.nic and change.nic['persistence']}): "

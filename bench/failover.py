@@ -30,7 +30,7 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 from sqlalchemy import text
 
-from mko.ha import LEADER_KEY, cluster_status
+from mko.ha.election import LEADER_KEY, cluster_status
 from mko.lab.nut import NutServer
 from mko.lab.postgres import PostgresServer
 from mko.platform.db.migrate import upgrade

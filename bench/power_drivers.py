@@ -26,13 +26,17 @@ from fakepve.certs import make_cert
 from power_peers import IpmiSim, free_port
 from pydantic import SecretStr
 
-from mko import inventory, node_power, proxmox_hosts, wake
+from mko.inventory import proxmox_hosts
+from mko.inventory.clusters import create_cluster
+from mko.inventory.nodes import configure_wol, create_node
+from mko.inventory.schemas import ClusterCreate, NodeCreate, ProxmoxHostCreate, WolConfigure
 from mko.operations.records import Actor
 from mko.platform.db.migrate import upgrade
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
 from mko.power.drivers.proxmox import ProxmoxDriver
-from mko.schemas import ClusterCreate, NodeCreate, ProxmoxHostCreate, WolConfigure
+from mko.wol.node_power import run_power, start_power
+from mko.wol.wake import make_schedule, run_wake, start_wake
 
 VMS = 100
 SEQUENTIAL_VMS = 20  # one at a time is slow; a smaller cluster shows the rate
@@ -77,7 +81,7 @@ def _proxmox(directory: Path) -> None:
                 ),
             )
             for batch, size in enumerate((VMS, SEQUENTIAL_VMS)):
-                cluster = inventory.create_cluster(session, ClusterCreate(name=f"vms{batch}"))
+                cluster = create_cluster(session, ClusterCreate(name=f"vms{batch}"))
                 clusters.append((cluster.id, size))
                 for index in range(size):
                     vmid = 1000 + batch * VMS + index
@@ -90,15 +94,15 @@ def _proxmox(directory: Path) -> None:
                         proxmox_host_id=host.id,
                         wol_enabled=True,
                     )
-                    inventory.create_node(session, node)
+                    create_node(session, node)
         default = ProxmoxDriver.parallel
         for (cluster_id, size), (label, parallel) in zip(
             clusters, ((f"{default} at once", default), ("one VM at a time", 1)), strict=True
         ):
             ProxmoxDriver.parallel = parallel
-            schedule = wake.make_schedule(settings, retries=1, delay=0)
+            schedule = make_schedule(settings, retries=1, delay=0)
             with factory() as session:
-                prepared = wake.start_wake(
+                prepared = start_wake(
                     session,
                     target_type="cluster",
                     target_id=cluster_id,
@@ -106,7 +110,7 @@ def _proxmox(directory: Path) -> None:
                     actor=Actor("bench"),
                 )
             started = time.perf_counter()
-            operation = asyncio.run(wake.run_wake(factory, settings, prepared))
+            operation = asyncio.run(run_wake(factory, settings, prepared))
             elapsed = time.perf_counter() - started
             print(
                 f"proxmox: cluster wake of {size} VMs, {label}: {elapsed:.2f} s"
@@ -127,8 +131,8 @@ def _ipmi(directory: Path) -> None:
         upgrade(engine)
         factory = make_session_factory(engine)
         with factory() as session:
-            node = inventory.create_node(session, NodeCreate(hostname="bmc1", ip_address="10.0.0.5"))
-            inventory.configure_wol(
+            node = create_node(session, NodeCreate(hostname="bmc1", ip_address="10.0.0.5"))
+            configure_wol(
                 session,
                 node.id,
                 WolConfigure(
@@ -142,9 +146,9 @@ def _ipmi(directory: Path) -> None:
             node_id = node.id
         for action in ("on", "off", "on"):
             with factory() as session:
-                prepared = node_power.start_power(session, settings, node_id, action, actor=Actor("bench"))
+                prepared = start_power(session, settings, node_id, action, actor=Actor("bench"))
             started = time.perf_counter()
-            operation = asyncio.run(node_power.run_power(factory, settings, prepared))
+            operation = asyncio.run(run_power(factory, settings, prepared))
             elapsed = time.perf_counter() - started
             print(
                 f"ipmi: power {action}, verified by reading the chassis back: {elapsed * 1000:.0f} ms"

@@ -31,7 +31,7 @@ from sqlalchemy import insert
 from mko.platform.db.migrate import upgrade
 from mko.platform.db.models.inventory import Node
 from mko.platform.db.session import make_engine, make_session_factory
-from mko.reachability import Refresher, probe_nodes
+from mko.wol.reachability import Refresher, probe_nodes
 
 NODES = 1_000
 PORT = 22_022

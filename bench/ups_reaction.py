@@ -31,20 +31,21 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from mko import rules
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
 from mko.lab.netns import enter_netns
 from mko.lab.nut import NutServer
+from mko.operations.kinds import RULE_OPERATION_KIND
 from mko.platform.db.migrate import upgrade
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.models.rules import ClusterAction
 from mko.platform.db.models.ups import PowerEvent
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
-from mko.rules import RULE_OPERATION_KIND
+from mko.rules.schemas import RuleCreate
+from mko.rules.service import create_rule
 from mko.ups.monitor import UpsMonitor
-from mko.ups.schemas import RuleCreate, UpsCreate
+from mko.ups.schemas import UpsCreate
 from mko.ups.service import create_ups
 
 TRANSITIONS = 12
@@ -104,7 +105,7 @@ def main() -> int:
     with running, NutServer.start(workdir / "nut", netns=running.lab.orch) as nut, factory() as session:
         cluster, _ = register_lab(session, running)
         ups = create_ups(session, settings, UpsCreate(name="bench", ups_name=nut.ups_name, port=nut.port))
-        rules.create_rule(
+        create_rule(
             session,
             RuleCreate(
                 ups_id=ups.id,

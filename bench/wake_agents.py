@@ -1,7 +1,7 @@
 """Benchmark: how fast a waiting wake agent gets its job, and how fast a site without agents fails.
 
 For SQLite and a throwaway PostgreSQL (mko.lab.postgres), an agent's claim long-polls through
-:func:`mko.agents.claim_wait` while a job is queued, ROUNDS times, measuring queue → claim:
+:func:`mko.agents.claims.claim_wait` while a job is queued, ROUNDS times, measuring queue → claim:
 
 * ``same process``: queued by this server (a wake from the API, the web UI or a rule): the in-process
   signal answers the claim;
@@ -26,9 +26,15 @@ from pathlib import Path
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko import agents, inventory, wake
 from mko.access.principal import Principal
 from mko.access.tokens import create_token
+from mko.agents.claims import claim_wait
+from mko.agents.doorbell import NOTIFY_CHANNEL, jobs_queued
+from mko.agents.registry import heartbeat
+from mko.agents.schemas import AgentHeartbeat, ClaimRequest
+from mko.inventory.clusters import create_cluster
+from mko.inventory.nodes import create_node
+from mko.inventory.schemas import ClusterCreate, NodeCreate
 from mko.lab.postgres import PostgresServer
 from mko.operations.records import Actor
 from mko.platform.db.migrate import upgrade
@@ -38,7 +44,7 @@ from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
-from mko.schemas import ClusterCreate, NodeCreate
+from mko.wol.wake import make_schedule, run_wake, start_wake
 
 ROUNDS = 20
 NODES = 50
@@ -48,7 +54,7 @@ def _setup(factory: sessionmaker[Session]) -> tuple[Principal, int]:
     with factory() as session:
         token, _ = create_token(session, "bench-agent", Role.AGENT)
         principal = Principal(name=token.name, role=Role.AGENT, kind="token")
-        agents.heartbeat(session, principal, agents.AgentHeartbeat(name="pi-b", site="b"))
+        heartbeat(session, principal, AgentHeartbeat(name="pi-b", site="b"))
         operation = Operation(
             kind="wol_wake_cluster",
             target_type="cluster",
@@ -78,20 +84,20 @@ def _insert_job(factory: sessionmaker[Session], operation_id: int, *, ring: bool
             )
         )
         if session.get_bind().dialect.name == "postgresql":
-            session.execute(text(f"NOTIFY {agents.NOTIFY_CHANNEL}"))
+            session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
         session.commit()
     if ring:
-        agents.jobs_queued.ring()
+        jobs_queued.ring()
 
 
 async def _latencies(
     server: sessionmaker[Session], other: sessionmaker[Session], settings: Settings, *, ring: bool
 ) -> list[float]:
     principal, operation_id = _setup(server) if ring else _ids(server)
-    request = agents.ClaimRequest(name="pi-b", wait=10)
+    request = ClaimRequest(name="pi-b", wait=10)
     results = []
     for _ in range(ROUNDS):
-        claim = asyncio.create_task(agents.claim_wait(server, settings, principal, request))
+        claim = asyncio.create_task(claim_wait(server, settings, principal, request))
         await asyncio.sleep(0.3)  # the claim is waiting (and PostgreSQL's listener is up)
         started = time.perf_counter()
         await asyncio.to_thread(_insert_job, other, operation_id, ring=ring)
@@ -109,9 +115,9 @@ def _ids(factory: sessionmaker[Session]) -> tuple[Principal, int]:
 
 def _fail_fast(factory: sessionmaker[Session], settings: Settings) -> float:
     with factory() as session:
-        cluster = inventory.create_cluster(session, ClusterCreate(name="far", site="c"))
+        cluster = create_cluster(session, ClusterCreate(name="far", site="c"))
         for index in range(NODES):
-            inventory.create_node(
+            create_node(
                 session,
                 NodeCreate(
                     hostname=f"far-{index}",
@@ -122,14 +128,14 @@ def _fail_fast(factory: sessionmaker[Session], settings: Settings) -> float:
                 ),
             )
         started = time.perf_counter()
-        prepared = wake.start_wake(
+        prepared = start_wake(
             session,
             target_type="cluster",
             target_id=cluster.id,
-            schedule=wake.make_schedule(settings, wait=True, timeout=600),
+            schedule=make_schedule(settings, wait=True, timeout=600),
             actor=Actor("bench"),
         )
-    operation = asyncio.run(wake.run_wake(factory, settings, prepared))
+    operation = asyncio.run(run_wake(factory, settings, prepared))
     assert operation.status == OperationStatus.FAILED
     return time.perf_counter() - started
 

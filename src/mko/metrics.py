@@ -27,7 +27,7 @@ ups_last_update_timestamp_seconds{ups}      gauge      time of the last good rea
 Wake and operation series are computed from the operation log, so wakes run by the CLI or by another
 process count as well as the server's own, and totals survive restarts. Each scrape reads only the
 operations finished since the previous scrape. Node states come from the background reachability
-refresher (``mko.reachability.Refresher``). UPS series come from the running UPS monitor's own view of
+refresher (``mko.wol.reachability.Refresher``). UPS series come from the running UPS monitor's own view of
 each UPS (``UpsMonitor.snapshot``): the same figures ``mko ups status`` shows, no extra reads of upsd.
 """
 

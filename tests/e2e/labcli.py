@@ -136,7 +136,7 @@ class LabCli:
         """Rows of the lab's database newer than id ``since``: operations (with steps), events, outages."""
         from sqlalchemy import select
 
-        from mko import outages
+        from mko.cluster import outages
         from mko.platform.db.models.operations import Operation
         from mko.platform.db.models.ups import UpsEvent
         from mko.platform.db.session import make_engine, make_session_factory

@@ -24,11 +24,12 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from ansibleview import ansible_view, inert_hostvars
-from mko import inventory, nic
 from mko.cli import app
+from mko.inventory.nodes import list_nodes
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
 from mko.lab.netns import NodeSpec
+from mko.nic.persistence import link_file, oneshot_unit
 from mko.operations.records import list_operations
 from mko.platform.db.models.inventory import Cluster, Node
 from mko.platform.settings import Settings
@@ -81,7 +82,7 @@ def _recap(output: str) -> dict[str, dict[str, int]]:
 
 def _nodes(session: Session) -> dict[str, Node]:
     session.expire_all()
-    return {n.hostname: n for n in inventory.list_nodes(session)}
+    return {n.hostname: n for n in list_nodes(session)}
 
 
 def test_seed_playbooks_run_verbatim_and_their_results_land_in_the_database(
@@ -140,9 +141,9 @@ def test_seed_playbooks_run_verbatim_and_their_results_land_in_the_database(
     n1, n2, n3 = (r.system for r in running.nodes)
     assert n1 is not None and n2 is not None and n3 is not None
     assert (n1.nic()["wake_on"], n2.nic()["wake_on"], n3.nic()["wake_on"]) == ("g", "g", "d")
-    assert (n1.etc_system / "mko-wol-veth0.service").read_text() == nic.oneshot_unit("veth0", True)
+    assert (n1.etc_system / "mko-wol-veth0.service").read_text() == oneshot_unit("veth0", True)
     assert "mko-wol-veth0.service" in n1.services()["enabled"]
-    assert (n2.etc_network / "50-mko-wol-veth0.link").read_text() == nic.link_file(running.nodes[1].mac, True)
+    assert (n2.etc_network / "50-mko-wol-veth0.link").read_text() == link_file(running.nodes[1].mac, True)
     stored = _nodes(session)
     assert [
         (

@@ -13,9 +13,9 @@ from power_peers import IpmiSim, RedfishEmulator
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from mko import inventory
 from mko.cli import app
-from mko.schemas import NodeCreate
+from mko.inventory.nodes import create_node
+from mko.inventory.schemas import NodeCreate
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def _cli(cli: CliRunner, *args: str, stdin: str | None = None) -> Any:
 
 
 def _node(session: Session, hostname: str = "bmc-node") -> int:
-    return inventory.create_node(session, NodeCreate(hostname=hostname, ip_address="10.0.0.50")).id
+    return create_node(session, NodeCreate(hostname=hostname, ip_address="10.0.0.50")).id
 
 
 def _configure_ipmi(cli: CliRunner, node_id: int, sim: IpmiSim, password: str) -> Any:

@@ -16,12 +16,14 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select, text
 
-from mko import inventory, rules
-from mko.failover import take_over
-from mko.ha import LeaderElection, cluster_status, live_instance_ids
+from mko.ha.election import LeaderElection, cluster_status, live_instance_ids
+from mko.ha.failover import take_over
+from mko.inventory.clusters import create_cluster
+from mko.inventory.schemas import ClusterCreate
 from mko.lab.postgres import PostgresServer
 from mko.operations.identity import set_current_instance
 from mko.operations.interrupted import interrupted_reason
+from mko.operations.kinds import RULE_OPERATION_KIND
 from mko.operations.ownership import this_process
 from mko.platform.db.migrate import upgrade
 from mko.platform.db.models.base import utcnow
@@ -31,10 +33,11 @@ from mko.platform.db.models.rules import ClusterAction, PowerRule
 from mko.platform.db.models.ups import PowerEvent, UpsEvent
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
-from mko.rules import RULE_OPERATION_KIND, RuleEngine
-from mko.schemas import ClusterCreate
+from mko.rules.engine import RuleEngine
+from mko.rules.schemas import RuleCreate
+from mko.rules.service import create_rule
 from mko.ups.events import DetectedEvent
-from mko.ups.schemas import RuleCreate, UpsCreate
+from mko.ups.schemas import UpsCreate
 from mko.ups.service import create_ups, record_events
 
 pytestmark = pytest.mark.anyio
@@ -212,8 +215,8 @@ async def test_an_event_is_claimed_by_one_instance_only(pg_url: str, pg_engine: 
     factory = make_session_factory(pg_engine)
     with factory() as session:
         ups = create_ups(session, settings, UpsCreate(name="u", ups_name="myups"))
-        cluster = inventory.create_cluster(session, ClusterCreate(name="c")).id
-        rules.create_rule(
+        cluster = create_cluster(session, ClusterCreate(name="c")).id
+        create_rule(
             session,
             RuleCreate(
                 ups_id=ups.id,
@@ -257,8 +260,8 @@ async def test_a_new_leader_fails_what_must_not_be_repeated_and_leaves_others_al
             ]
         )
         ups = create_ups(session, settings, UpsCreate(name="u", ups_name="myups"))
-        cluster = inventory.create_cluster(session, ClusterCreate(name="c")).id
-        rule = rules.create_rule(
+        cluster = create_cluster(session, ClusterCreate(name="c")).id
+        rule = create_rule(
             session,
             RuleCreate(
                 ups_id=ups.id,
@@ -343,7 +346,7 @@ async def test_a_new_leader_fails_what_must_not_be_repeated_and_leaves_others_al
 
 def _upgrade_when_released(url: str, gate: Any, results: Any) -> None:
     """One starting instance: wait for the others, then upgrade the database (a forked process)."""
-    from mko.db.legacy import upgrade_database
+    from mko.platform.db.upgrade import upgrade_database
 
     gate.wait()
     try:

@@ -23,12 +23,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from upslab import wait_until
 
-from mko import rules
-from mko.ha import cluster_status
+from mko.ha.election import cluster_status
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
 from mko.lab.nut import NutServer
 from mko.lab.postgres import PostgresServer
+from mko.operations.kinds import RULE_OPERATION_KIND
 from mko.platform.db.migrate import upgrade
 from mko.platform.db.models.ha import UpsState
 from mko.platform.db.models.operations import Operation, OperationStatus
@@ -36,8 +36,9 @@ from mko.platform.db.models.rules import ClusterAction
 from mko.platform.db.models.ups import PowerEvent, UpsEvent
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
-from mko.rules import RULE_OPERATION_KIND
-from mko.ups.schemas import RuleCreate, UpsCreate
+from mko.rules.schemas import RuleCreate
+from mko.rules.service import create_rule
+from mko.ups.schemas import UpsCreate
 from mko.ups.service import create_ups
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,7 +166,7 @@ def test_leader_killed_mid_wake_the_other_finishes_it_once_and_acts_once_on_a_po
                 name="lab-ups", ups_name=nut.ups_name, port=nut.port, username="admin", password="secret"
             ),
         )
-        wake_rule = rules.create_rule(
+        wake_rule = create_rule(
             session,
             RuleCreate(
                 ups_id=ups.id,
@@ -176,7 +177,7 @@ def test_leader_killed_mid_wake_the_other_finishes_it_once_and_acts_once_on_a_po
             ),
         ).id
         # Shut down after an hour on battery: the execution waits, which is all this test needs to see.
-        loss_rule = rules.create_rule(
+        loss_rule = create_rule(
             session,
             RuleCreate(
                 ups_id=ups.id,

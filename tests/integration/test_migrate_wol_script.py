@@ -43,17 +43,18 @@ from sqlalchemy import (
 from sqlalchemy.pool import NullPool
 from typer.testing import CliRunner
 
-from mko import inventory
 from mko.cli import app
-from mko.db.legacy import upgrade_database
+from mko.inventory.clusters import list_clusters
+from mko.inventory.nodes import create_node, list_nodes
+from mko.inventory.schemas import NodeCreate
 from mko.lab.postgres import PostgresServer
 from mko.platform.db.backup import backup_sqlite
 from mko.platform.db.migrate import current_revision, head_revision, upgrade
 from mko.platform.db.models.base import Base
 from mko.platform.db.models.inventory import NodeRole, WolMethod
 from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.db.upgrade import upgrade_database
 from mko.platform.settings import Settings, get_settings
-from mko.schemas import NodeCreate
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = "scripts/migrate_wake_on_lan_fields.py"
@@ -202,12 +203,12 @@ def check_imported(url: str, nodes: list[dict[str, Any]], *, orphan: bool = Fals
     try:
         assert current_revision(engine) == head_revision()
         with make_session_factory(engine)() as session:
-            clusters = {c.id: c for c in inventory.list_clusters(session)}
+            clusters = {c.id: c for c in list_clusters(session)}
             assert {i: (c.name, c.description) for i, c in clusters.items()} == {
                 1: ("production", "rack A"),
                 4: ("Lab — 2nd floor", ""),
             }
-            imported = {n.id: n for n in inventory.list_nodes(session)}
+            imported = {n.id: n for n in list_nodes(session)}
             assert sorted(imported) == sorted(n["id"] for n in nodes)
             for old in nodes:
                 node = imported[old["id"]]
@@ -241,7 +242,7 @@ def check_imported(url: str, nodes: list[dict[str, Any]], *, orphan: bool = Fals
                 assert node.wol_mac_address == NETWORK_INFO.get(old["id"], (None, None))[1], old["id"]
                 assert node.created_at.replace(tzinfo=None) == T0
             # Ids continue after the imported ones (PostgreSQL: the sequence was moved past them).
-            new = inventory.create_node(
+            new = create_node(
                 session, NodeCreate(hostname="after-import", ip_address="10.20.1.1", cluster_id=4)
             )
             assert new.id == max(imported) + 1

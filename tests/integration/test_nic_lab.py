@@ -21,17 +21,19 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from authhelp import admin_headers
-from mko import inventory, nic
 from mko.api.app import create_app
 from mko.cli import app
+from mko.inventory.nodes import configure_wol, get_node
+from mko.inventory.schemas import WolConfigure
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
 from mko.lab.netns import NodeSpec, enter_netns
+from mko.nic.persistence import link_file, oneshot_unit
+from mko.nic.wol_switch import set_nic_wol
 from mko.operations.records import Actor
 from mko.platform.db.models.inventory import Node
 from mko.platform.settings import Settings
 from mko.power.magic import send_magic_packet
-from mko.schemas import WolConfigure
 
 
 def _trust_all(settings: Settings, running: RunningLab) -> None:
@@ -61,7 +63,7 @@ def _cli(cli: CliRunner, running: RunningLab, *args: str, input: str | None = No
 
 def _node(session: Session, node_id: int) -> Node:
     session.expire_all()
-    return inventory.get_node(session, node_id)
+    return get_node(session, node_id)
 
 
 def _boot(running: RunningLab, *names: str) -> None:
@@ -117,7 +119,7 @@ def test_collect_mac_by_cli_and_api_fills_mac_interface_and_prefix(
     assert _node(session, ids[3]).wol_mac_address is None
 
     # A stored MAC that differs is reported, and replaced only with --overwrite.
-    inventory.configure_wol(session, ids[0], WolConfigure(wol_mac_address="02:00:00:00:aa:01"))
+    configure_wol(session, ids[0], WolConfigure(wol_mac_address="02:00:00:00:aa:01"))
     differs = _cli(cli, running, "wol", "collect-mac", "--node-ids", str(ids[0]), "--json")
     assert differs.exit_code == 0, differs.stderr
     [row] = json.loads(differs.stdout)["nodes"]
@@ -226,7 +228,7 @@ def test_enable_and_disable_configure_the_card_persistently_and_read_back(
     )
     _, nodes = register_lab(session, running)
     for node in nodes:
-        inventory.configure_wol(session, node.id, WolConfigure(wol_enabled=False))
+        configure_wol(session, node.id, WolConfigure(wol_enabled=False))
     running.power_on_all()
     _trust_all(settings, running)
     n1, n2, n3 = (r.system for r in running.nodes)
@@ -260,7 +262,7 @@ def test_enable_and_disable_configure_the_card_persistently_and_read_back(
         "interfaces_collected_at": None,
     }
     assert n1.nic()["wake_on"] == "g"
-    assert (n1.etc_system / "mko-wol-veth0.service").read_text() == nic.oneshot_unit("veth0", True)
+    assert (n1.etc_system / "mko-wol-veth0.service").read_text() == oneshot_unit("veth0", True)
     assert "mko-wol-veth0.service" in n1.services()["enabled"]
     assert ["-s", "veth0", "wol", "g"] in [c["argv"] for c in n1.calls("ethtool")]
 
@@ -268,7 +270,7 @@ def test_enable_and_disable_configure_the_card_persistently_and_read_back(
     assert enabled.exit_code == 0, enabled.stderr
     assert "systemd .link file /etc/systemd/network/50-mko-wol-veth0.link" in " ".join(enabled.stdout.split())
     link = n2.etc_network / "50-mko-wol-veth0.link"
-    assert link.read_text() == nic.link_file(running.nodes[1].mac, True)
+    assert link.read_text() == link_file(running.nodes[1].mac, True)
     assert n2.nic()["wake_on"] == "g"
 
     enabled = _cli(cli, running, "wol", "enable", str(nodes[2].id), "--json")
@@ -280,7 +282,7 @@ def test_enable_and_disable_configure_the_card_persistently_and_read_back(
     disabled = _cli(cli, running, "wol", "disable", str(nodes[1].id), "--json")
     assert disabled.exit_code == 0, disabled.stderr
     assert json.loads(disabled.stdout)["wol_enabled"] is False
-    assert link.read_text() == nic.link_file(running.nodes[1].mac, False)
+    assert link.read_text() == link_file(running.nodes[1].mac, False)
     assert n2.nic()["wake_on"] == "d" and _node(session, nodes[1].id).nic_wol_state == "d"
 
     # Persistence is real: after a power cycle each card comes back as configured, not as the driver
@@ -314,7 +316,7 @@ def test_card_without_magic_packet_and_unreachable_node_change_nothing(
     )
     _, nodes = register_lab(session, running)
     for node in nodes:
-        inventory.configure_wol(session, node.id, WolConfigure(wol_enabled=False))
+        configure_wol(session, node.id, WolConfigure(wol_enabled=False))
     _boot(running, "n1", "n2")  # n3 is off
     _trust_all(settings, running)
 
@@ -365,7 +367,7 @@ def test_commands_are_argument_lists_even_with_odd_names(
     (system.state / "nm.json").write_text(json.dumps(state))
     with enter_netns(running.lab.orch):
         sessions = sessionmaker(session.get_bind(), expire_on_commit=False)
-        change = asyncio.run(nic.set_nic_wol(sessions, settings, node.id, enable=True, actor=Actor("test")))
+        change = asyncio.run(set_nic_wol(sessions, settings, node.id, enable=True, actor=Actor("test")))
     assert change.nic is not None and change.nic["persistence"] == "NetworkManager"
     assert system.network_manager()["connections"][name]["802-3-ethernet.wake-on-lan"] == "magic"
     [modify] = [c["argv"] for c in system.calls("nmcli") if "modify" in c["argv"]]

@@ -25,12 +25,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from upslab import wait_until
 
-from mko import inventory
+from mko.inventory.clusters import create_cluster
+from mko.inventory.nodes import create_node
+from mko.inventory.schemas import ClusterCreate, NodeCreate
 from mko.lab.inventory import register_lab
 from mko.lab.netns import NodeSpec
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.settings import Settings
-from mko.schemas import ClusterCreate, NodeCreate
 
 ROOT = Path(__file__).resolve().parents[2]
 MKO = [sys.executable, "-m", "mko"]
@@ -90,11 +91,11 @@ def _operation(session: Session, kind: str) -> Operation | None:
 def test_a_cli_killed_mid_recovery_is_reported_interrupted_by_the_next_start(
     env: dict[str, str], session: Session
 ) -> None:
-    cluster = inventory.create_cluster(session, ClusterCreate(name="home"))
+    cluster = create_cluster(session, ClusterCreate(name="home"))
     # Nothing listens there: the recovery keeps waiting for SSH until it is killed.
     port = _free_port()
     node = NodeCreate(hostname="n1", ip_address="127.0.0.1", ssh_port=port, cluster_id=cluster.id)
-    inventory.create_node(session, node)
+    create_node(session, node)
     cli = subprocess.Popen(
         [*MKO, "cluster", "recover", str(cluster.id), "--timeout", "600"],
         env=env,

@@ -14,10 +14,10 @@ from power_peers import IpmiSim, PveServer, RedfishEmulator
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from mko import inventory
 from mko.cli import app
+from mko.inventory.nodes import create_node
+from mko.inventory.schemas import NodeCreate
 from mko.platform.settings import Settings
-from mko.schemas import NodeCreate
 
 WRONG_TOKEN = "wrong-token-5e1d7c0a"
 WRONG_IPMI = "wrong-ipmi-pw-77"
@@ -80,7 +80,7 @@ def test_no_secret_in_api_responses_cli_output_or_logs(
 
     ids = {}
     for name in ("vm", "vm-bad", "ipmi", "ipmi-bad", "redfish", "redfish-bad"):
-        ids[name] = inventory.create_node(session, NodeCreate(hostname=name, ip_address="10.0.0.5")).id
+        ids[name] = create_node(session, NodeCreate(hostname=name, ip_address="10.0.0.5")).id
     assert (
         cli_run(
             "wol",

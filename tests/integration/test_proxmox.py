@@ -15,8 +15,9 @@ from power_peers import PveServer
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from mko import inventory, wake
 from mko.cli import app
+from mko.inventory.nodes import create_node
+from mko.inventory.schemas import NodeCreate
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
 from mko.lab.netns import enter_netns
@@ -24,7 +25,7 @@ from mko.operations.records import Actor
 from mko.platform.db.models.operations import OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
-from mko.schemas import NodeCreate
+from mko.wol.wake import make_schedule, run_wake, start_wake
 
 
 @pytest.fixture
@@ -64,9 +65,7 @@ def _add_host(cli: CliRunner, pve: PveServer, secret: str = PveServer.TOKEN_SECR
 
 
 def _vm_node(session: Session, hostname: str, ip: str, cluster_id: int | None = None) -> int:
-    return inventory.create_node(
-        session, NodeCreate(hostname=hostname, ip_address=ip, cluster_id=cluster_id)
-    ).id
+    return create_node(session, NodeCreate(hostname=hostname, ip_address=ip, cluster_id=cluster_id)).id
 
 
 def test_seed_form_then_wake_node_starts_the_stopped_vm(
@@ -191,16 +190,16 @@ def test_mixed_cluster_woken_in_one_call(
             node_id = _vm_node(session, hostname, ip, cluster.id)
             configure = ["wol", "configure", str(node_id), "--virtual", "--proxmox-vm-id", str(vmid)]
             assert _cli(cli, *configure, "--proxmox-host-id", "1", "--enable").exit_code == 0
-        schedule = wake.make_schedule(settings, retries=2, delay=0.05)
+        schedule = make_schedule(settings, retries=2, delay=0.05)
         engine = make_engine(settings.database_url)
         try:
             factory = make_session_factory(engine)
             with factory() as fresh:
-                prepared = wake.start_wake(
+                prepared = start_wake(
                     fresh, target_type="cluster", target_id=cluster.id, schedule=schedule, actor=Actor("test")
                 )
             with enter_netns(lab.lab.orch):
-                operation = asyncio.run(wake.run_wake(factory, settings, prepared))
+                operation = asyncio.run(run_wake(factory, settings, prepared))
         finally:
             engine.dispose()
         assert operation.status == OperationStatus.SUCCEEDED, operation.summary

@@ -17,10 +17,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from authhelp import admin_headers
-from mko import discovery, inventory, rules, schedules
 from mko.api.app import create_app
 from mko.cli import app as cli_app
-from mko.discovery import DiscoverRequest
+from mko.inventory import discovery
+from mko.inventory.clusters import create_cluster
+from mko.inventory.discovery import DiscoverRequest
+from mko.inventory.nodes import create_node, delete_node, update_node
+from mko.inventory.schemas import ClusterCreate, NodeCreate, NodeUpdate
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
 from mko.lab.netns import enter_netns
@@ -31,9 +34,12 @@ from mko.platform.db.models.rules import ClusterAction, PowerRule
 from mko.platform.db.models.ups import PowerEvent
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
-from mko.schedules import ScheduleCreate, Scheduler
-from mko.schemas import ClusterCreate, NodeCreate, NodeUpdate
-from mko.ups.schemas import RuleCreate, UpsCreate
+from mko.rules.schemas import RuleCreate
+from mko.rules.service import create_rule
+from mko.schedules.scheduler import Scheduler
+from mko.schedules.schemas import ScheduleCreate
+from mko.schedules.service import create_schedule
+from mko.ups.schemas import UpsCreate
 from mko.ups.service import create_ups
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -68,7 +74,7 @@ def test_a_schedule_fires_at_its_instant_and_wakes_only_the_lab_nodes_that_are_d
         datetime(2026, 5, 4, 7, 29, 10, tzinfo=BERLIN),
         datetime(2026, 5, 4, 7, 30, tzinfo=BERLIN),
     )
-    schedule = schedules.create_schedule(
+    schedule = create_schedule(
         session,
         settings,
         ScheduleCreate(
@@ -123,8 +129,8 @@ def test_discovery_finds_exactly_the_lab_nodes_with_their_macs_and_marks_known_o
 ) -> None:
     cluster, nodes = register_lab(session, lab)
     # n1 is known by IP and MAC; n2 only by its MAC (its inventory address is stale); n3 is not known.
-    inventory.update_node(session, nodes[1].id, NodeUpdate(ip_address="10.99.0.12"))
-    inventory.delete_node(session, nodes[2].id)
+    update_node(session, nodes[1].id, NodeUpdate(ip_address="10.99.0.12"))
+    delete_node(session, nodes[2].id)
     lab.nodes[2].power.power_on()  # n3 is up: its port 2222 is open
     assert lab.nodes[2].power.wait_booted(5)
     with enter_netns(lab.lab.orch):
@@ -198,10 +204,8 @@ def test_metrics_after_a_rule_wake_driven_by_a_real_upsd(
     settings: Settings, session: Session, lab: RunningLab, tmp_path: Path
 ) -> None:
     cluster, _ = register_lab(session, lab)
-    other = inventory.create_cluster(session, ClusterCreate(name="other"))
-    inventory.create_node(
-        session, NodeCreate(hostname="spare", ip_address="10.213.0.99", cluster_id=other.id)
-    )
+    other = create_cluster(session, ClusterCreate(name="other"))
+    create_node(session, NodeCreate(hostname="spare", ip_address="10.213.0.99", cluster_id=other.id))
     nut = NutServer.start(tmp_path / "nut", netns=lab.lab.orch)
     try:
         ups = create_ups(
@@ -211,7 +215,7 @@ def test_metrics_after_a_rule_wake_driven_by_a_real_upsd(
                 name="lab-ups", ups_name=nut.ups_name, port=nut.port, username="admin", password="secret"
             ),
         )
-        rule = rules.create_rule(
+        rule = create_rule(
             session,
             RuleCreate(
                 ups_id=ups.id,

@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 from upslab import wait_until
 
-from mko import inventory, schedules
 from mko.api.app import create_app
+from mko.inventory.nodes import get_node
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
 from mko.lab.microk8s import configure_microk8s
@@ -38,6 +38,9 @@ from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.models.schedules import ScheduleAction
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings, get_settings
+from mko.schedules.scheduler import Scheduler
+from mko.schedules.schemas import ScheduleCreate
+from mko.schedules.service import create_schedule
 
 
 @pytest.fixture
@@ -267,17 +270,15 @@ def test_a_scheduled_shutdown_runs_the_ordered_shutdown_as_its_own_operation(
     fast: Settings, session: Session, lab_factory: Any
 ) -> None:
     running, _ = cluster_up(fast, session, lab_factory, 2)
-    created = schedules.create_schedule(
+    created = create_schedule(
         session,
         fast,
-        schedules.ScheduleCreate(
-            name="night", cron="0 23 * * *", cluster_id=1, action=ScheduleAction.SHUTDOWN
-        ),
+        ScheduleCreate(name="night", cron="0 23 * * *", cluster_id=1, action=ScheduleAction.SHUTDOWN),
         now=datetime(2026, 11, 27, 22, 59, 30, tzinfo=UTC),
     )
     factory = make_session_factory(make_engine(fast.database_url))
     at = datetime(2026, 11, 27, 23, 0, 5, tzinfo=UTC)
-    scheduler = schedules.Scheduler(factory, fast, clock=lambda: at, sleep=asyncio.sleep)
+    scheduler = Scheduler(factory, fast, clock=lambda: at, sleep=asyncio.sleep)
 
     async def tick() -> list[Operation]:
         return list(await asyncio.gather(*await scheduler.tick()))
@@ -296,7 +297,7 @@ def test_a_scheduled_shutdown_runs_the_ordered_shutdown_as_its_own_operation(
         ("lab-n2", "systemctl poweroff"),
         ("lab-n1", "systemctl poweroff"),
     ]
-    assert inventory.get_node(session, 2).cordoned_by_mko is True
+    assert get_node(session, 2).cordoned_by_mko is True
 
 
 def test_a_node_whose_ssh_never_answered_is_not_reported_powered_off(

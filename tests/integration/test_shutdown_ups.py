@@ -20,19 +20,20 @@ from sqlalchemy.orm import Session
 from upslab import MonitorThread, wait_until
 
 from dbtemplate import copy_migrated_database
-from mko import outages, rules
-from mko import shutdown as shutdown_service
+from mko.cluster import outages
+from mko.cluster.plan import last_duration
 from mko.lab.harness import RunningLab
 from mko.lab.microk8s import Microk8sCluster, configure_microk8s
 from mko.lab.nut import NutServer
 from mko.lab.provision import provision_lab
+from mko.operations.kinds import RULE_OPERATION_KIND
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.models.rules import ClusterAction
 from mko.platform.db.models.ups import PowerEvent
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
-from mko.rules import RULE_OPERATION_KIND
-from mko.ups.schemas import RuleCreate
+from mko.rules.schemas import RuleCreate
+from mko.rules.service import create_rule, runtime_need, set_rule_enabled
 
 WORKERS, CONTROL_PLANES = ("lab-n3", "lab-n4"), ("lab-n1", "lab-n2")
 
@@ -224,8 +225,8 @@ def test_runtime_low_shuts_down_when_the_battery_will_not_last_the_last_measured
 ) -> None:
     # Instead of "after N seconds on battery": when the runtime upsd reports drops below what this
     # cluster's shutdown takes (never measured yet: 300 s × 1.5 + 60 s = 510 s with the defaults).
-    rules.set_rule_enabled(session, rig.shutdown_rule, False)
-    made = rules.create_rule(
+    set_rule_enabled(session, rig.shutdown_rule, False)
+    made = create_rule(
         session,
         RuleCreate(
             ups_id=1,
@@ -243,10 +244,10 @@ def test_runtime_low_shuts_down_when_the_battery_will_not_last_the_last_measured
         shutdown = wait_until(lambda: _finished(mon, "cluster_shutdown"), 30, what="the shutdown")
         low = next(e for e in mon.events() if e.event.value == "runtime_low")
         with mon.factory() as fresh:
-            measured = shutdown_service.last_duration(fresh, 1)
+            measured = last_duration(fresh, 1)
     assert low.detail == {"clusters": [1], "needs": {"1": 510.0}, "runtime": 500.0}
     assert low.message == "battery runtime 500 s will not last the shutdown: cluster 1 needs 510 s"
     assert shutdown.status == OperationStatus.SUCCEEDED and shutdown.actor == f"rule:{made.id}"
     # The next cut is judged by this shutdown's own duration.
     assert measured is not None and 0 < measured < 30
-    assert rules.runtime_need(rig.settings, measured) == measured * 1.5 + 60
+    assert runtime_need(rig.settings, measured) == measured * 1.5 + 60

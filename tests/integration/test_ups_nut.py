@@ -29,20 +29,22 @@ from upslab import MonitorThread, event_names, wait_until
 
 from authhelp import admin_headers
 from dbtemplate import copy_migrated_database
-from mko import inventory, rules
 from mko.api.app import create_app
 from mko.cli import app as cli_app
+from mko.inventory.nodes import configure_wol
+from mko.inventory.schemas import WolConfigure
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
 from mko.lab.netns import enter_netns
 from mko.lab.nut import NutServer
+from mko.operations.kinds import RULE_OPERATION_KIND
 from mko.platform.db.models.operations import OperationStatus
 from mko.platform.db.models.rules import ClusterAction, PowerRule
 from mko.platform.db.models.ups import PowerEvent
 from mko.platform.settings import Settings
-from mko.rules import RULE_OPERATION_KIND
-from mko.schemas import WolConfigure
-from mko.ups.schemas import RuleCreate, UpsCreate
+from mko.rules.schemas import RuleCreate
+from mko.rules.service import create_rule, get_rule, list_rules
+from mko.ups.schemas import UpsCreate
 from mko.ups.service import create_ups
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,12 +147,12 @@ def _rule(session: Session, rig: Rig, event: PowerEvent, **fields: object) -> Po
         recover_after_wake=False,
         **fields,  # type: ignore[arg-type]
     )
-    return rules.create_rule(session, data)
+    return create_rule(session, data)
 
 
 def _rule_state(rig: Rig, mon: MonitorThread, rule_id: int) -> PowerRule:
     with mon.factory() as session:
-        return rules.get_rule(session, rule_id)
+        return get_rule(session, rule_id)
 
 
 def _settled(mon: MonitorThread) -> bool:
@@ -174,7 +176,7 @@ def test_seed_rule_created_verbatim_wakes_every_node_after_ol_ob_ol(rig: Rig, se
     assert (rig.ups_id, rig.cluster_id) == (1, 1)
     # The seed's rule recovers the cluster after the wake by default; this lab's nodes run no sshd, so
     # only the wake is exercised here (test_shutdown_ups.py runs the recovery too).
-    [created] = rules.list_rules(session)
+    [created] = list_rules(session)
     assert created.recover_after_wake is True
     assert (created.stable_for, created.min_charge) == (10, None)  # the documented restore defaults
     created.recover_after_wake = False
@@ -222,7 +224,7 @@ def test_seed_rule_created_verbatim_wakes_every_node_after_ol_ob_ol(rig: Rig, se
 
 def _rules(mon: MonitorThread) -> list[PowerRule]:
     with mon.factory() as session:
-        return rules.list_rules(session)
+        return list_rules(session)
 
 
 def test_power_loss_rule_with_delay_5_is_cancelled_when_mains_returns_in_time(
@@ -316,7 +318,7 @@ def test_flapping_ob_ol_every_2s_for_30s_gives_no_duplicate_or_overlapping_actio
 ) -> None:
     # One node never answers its probe, so each wake runs its whole 5 s timeout: longer than the 4 s
     # between two power_restored events. Overlaps would happen if the engine allowed them.
-    inventory.configure_wol(session, rig.node_ids[2], WolConfigure(probe_port=2299))
+    configure_wol(session, rig.node_ids[2], WolConfigure(probe_port=2299))
     rule = _rule(session, rig, PowerEvent.POWER_RESTORED)
     writes = int(FLAP_SECONDS / FLAP_PERIOD)
     with rig.monitor() as mon:

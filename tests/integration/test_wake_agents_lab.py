@@ -22,9 +22,14 @@ import pytest
 from sqlalchemy.orm import Session
 
 from authhelp import admin_headers
-from mko import agents, inventory
 from mko.access.principal import Principal
 from mko.access.tokens import create_token
+from mko.agents.claims import claim_job
+from mko.agents.registry import heartbeat
+from mko.agents.schemas import AgentHeartbeat
+from mko.inventory.clusters import update_cluster
+from mko.inventory.nodes import create_node
+from mko.inventory.schemas import ClusterUpdate, NodeCreate
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
 from mko.lab.netns import NodeSpec, enter_netns
@@ -37,7 +42,6 @@ from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
-from mko.schemas import ClusterUpdate, NodeCreate
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT = 18091
@@ -86,8 +90,8 @@ def two_sites(
     remote = lab_factory([NodeSpec(mac=mac) for mac in REMOTE_MACS], subnet="10.214.0.0/24")
     router = join_labs(home.lab, remote.lab)
     cluster, nodes = register_lab(session, remote, cluster_name="b")
-    inventory.update_cluster(session, cluster.id, ClusterUpdate(site="b"))
-    local = inventory.create_node(
+    update_cluster(session, cluster.id, ClusterUpdate(site="b"))
+    local = create_node(
         session,
         NodeCreate(
             hostname="b-home",
@@ -290,7 +294,7 @@ def _race(url: str, settings: Settings, jobs: int = 60, claimers: int = 2) -> li
         for index in range(claimers):
             token, _ = create_token(session, f"agent-{index}", Role.AGENT)
             principal = Principal(name=token.name, role=Role.AGENT, kind="token")
-            agents.heartbeat(session, principal, agents.AgentHeartbeat(name=f"pi-{index}", site="b"))
+            heartbeat(session, principal, AgentHeartbeat(name=f"pi-{index}", site="b"))
             principals.append(principal)
     claimed: list[list[int]] = [[] for _ in range(claimers)]
     barrier = threading.Barrier(claimers)
@@ -301,7 +305,7 @@ def _race(url: str, settings: Settings, jobs: int = 60, claimers: int = 2) -> li
             barrier.wait()
             while True:
                 with factory() as session:
-                    job = agents.claim_job(session, principals[index], f"pi-{index}")
+                    job = claim_job(session, principals[index], f"pi-{index}")
                 if job is None:
                     return
                 claimed[index].append(job["job_id"])

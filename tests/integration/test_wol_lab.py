@@ -13,8 +13,9 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from mko import inventory, wake
 from mko.api.app import create_app
+from mko.inventory.nodes import configure_wol, update_node
+from mko.inventory.schemas import NodeUpdate, WolConfigure
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
 from mko.lab.netns import NodeSpec, enter_netns
@@ -24,29 +25,29 @@ from mko.platform.db.models.operations import OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
 from mko.power.base import OutcomeState
-from mko.schemas import NodeUpdate, WolConfigure
+from mko.wol.wake import make_schedule, run_wake, start_wake
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _wake(settings: Settings, running: RunningLab, target_type: str, target_id: int, **options: Any) -> Any:
     """Run a wake through the service layer with the orchestrator's sockets in the orch namespace."""
-    schedule = wake.make_schedule(settings, **options)
+    schedule = make_schedule(settings, **options)
     engine = make_engine(settings.database_url)
     factory = make_session_factory(engine)
     try:
         with factory() as session:
-            prepared = wake.start_wake(
+            prepared = start_wake(
                 session, target_type=target_type, target_id=target_id, schedule=schedule, actor=Actor("test")
             )
         with enter_netns(running.lab.orch):
-            return asyncio.run(wake.run_wake(factory, settings, prepared))
+            return asyncio.run(run_wake(factory, settings, prepared))
     finally:
         engine.dispose()
 
 
 def _configure(session: Session, node: Node, **fields: Any) -> None:
-    inventory.configure_wol(session, node.id, WolConfigure(**fields))
+    configure_wol(session, node.id, WolConfigure(**fields))
 
 
 def test_udp_to_subnet_broadcast_carries_right_mac_port_and_count(
@@ -125,8 +126,8 @@ def test_cluster_wake_reaches_every_node_control_plane_first(
 ) -> None:
     _, nodes = register_lab(session, lab, control_planes=1)
     # Make the control plane the highest id so the order is not just the insertion order.
-    inventory.update_node(session, nodes[0].id, NodeUpdate(role=NodeRole.WORKER))
-    inventory.update_node(session, nodes[2].id, NodeUpdate(role=NodeRole.CONTROL_PLANE))
+    update_node(session, nodes[0].id, NodeUpdate(role=NodeRole.WORKER))
+    update_node(session, nodes[2].id, NodeUpdate(role=NodeRole.CONTROL_PLANE))
     operation = _wake(settings, lab, "cluster", nodes[0].cluster_id or 0, retries=3, delay=0.05)
     assert operation.status == OperationStatus.SUCCEEDED
     for node in lab.nodes:

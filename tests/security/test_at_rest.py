@@ -19,11 +19,12 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from mko import inventory
 from mko.access.sessions import session_principal
 from mko.access.users import create_user
 from mko.api.app import create_app
 from mko.cli import app
+from mko.inventory.nodes import create_node
+from mko.inventory.schemas import NodeCreate
 from mko.platform.db.backup import backup_database
 from mko.platform.db.migrate import alembic_config, current_revision, head_revision, upgrade
 from mko.platform.db.models.access import Role, WebSession
@@ -31,7 +32,6 @@ from mko.platform.db.models.inventory import Node
 from mko.platform.db.session import make_engine
 from mko.platform.secrets import SecretBox
 from mko.platform.settings import Settings
-from mko.schemas import NodeCreate
 
 ROOT = Path(__file__).resolve().parents[2]
 MKO = Path(sys.executable).parent / "mko"
@@ -197,7 +197,7 @@ def test_in_process_engine_creates_a_private_database(tmp_path: Path, umask_022:
     engine = make_engine(f"sqlite:///{database}")
     upgrade(engine)
     with Session(engine) as session:
-        inventory.create_node(session, NodeCreate(hostname="n", ip_address="10.0.0.2"))
+        create_node(session, NodeCreate(hostname="n", ip_address="10.0.0.2"))
     engine.dispose()
     assert mode(database) == 0o600
     assert mode(database.parent) == mode(database.parent.parent) == 0o700

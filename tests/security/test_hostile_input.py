@@ -26,8 +26,8 @@ from typer.testing import CliRunner
 
 from ansibleview import ansible_view, inert_hostvars
 from hostile import Payload, check_log, payloads
-from mko.ansible_inventory import write_inventory
 from mko.cli import app
+from mko.nic.ansible import write_inventory
 from mko.platform.db.models.inventory import Cluster, Node
 from mko.platform.db.models.operations import Operation
 from mko.platform.logs import configure_logging

@@ -18,18 +18,19 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from ansibleview import ansible_view, inert_hostvars
-from mko import inventory
-from mko.ansible_inventory import InventorySummary, database_id, flush_refresh, write_inventory
 from mko.cli import app
+from mko.inventory.clusters import create_cluster
+from mko.inventory.nodes import create_node, get_node
+from mko.inventory.schemas import ClusterCreate, NodeCreate
+from mko.nic.ansible import InventorySummary, database_id, flush_refresh, write_inventory
 from mko.platform.db.models.inventory import NodeRole
 from mko.platform.settings import Settings
-from mko.schemas import ClusterCreate, NodeCreate
 
 
 def _seed(session: Session) -> None:
-    home = inventory.create_cluster(session, ClusterCreate(name="Home Lab!"))
-    other = inventory.create_cluster(session, ClusterCreate(name="home-lab"))
-    inventory.create_node(
+    home = create_cluster(session, ClusterCreate(name="Home Lab!"))
+    other = create_cluster(session, ClusterCreate(name="home-lab"))
+    create_node(
         session,
         NodeCreate(
             hostname="cp-1",
@@ -42,11 +43,9 @@ def _seed(session: Session) -> None:
             wol_mac_address="3C-EC-EF-00-00-10",
         ),
     )
-    inventory.create_node(
-        session, NodeCreate(hostname="worker-1", ip_address="192.168.1.11", cluster_id=home.id)
-    )
-    inventory.create_node(session, NodeCreate(hostname="w-2", ip_address="192.168.2.12", cluster_id=other.id))
-    inventory.create_node(session, NodeCreate(hostname="spare", ip_address="192.168.1.99"))
+    create_node(session, NodeCreate(hostname="worker-1", ip_address="192.168.1.11", cluster_id=home.id))
+    create_node(session, NodeCreate(hostname="w-2", ip_address="192.168.2.12", cluster_id=other.id))
+    create_node(session, NodeCreate(hostname="spare", ip_address="192.168.1.99"))
 
 
 def test_inventory_has_groups_per_cluster_and_role_and_verifies_host_keys(
@@ -176,13 +175,13 @@ def test_import_facts_from_stdin_and_files_reports_each_entry(
     assert "node 99 not found" in body["facts"][2]["error"]
     assert json.loads(keep.read_text()) == facts
     session.expire_all()
-    worker = inventory.get_node(session, 2)
+    worker = get_node(session, 2)
     assert (worker.wol_mac_address, worker.nic_interface, worker.wol_prefix_len) == (
         "3c:ec:ef:00:00:11",
         "eno1",
         23,
     )
-    cp1 = inventory.get_node(session, 1)
+    cp1 = get_node(session, 1)
     assert (cp1.nic_wol_state, cp1.nic_wol_persistence, cp1.wol_enabled) == ("g", "systemd-networkd", True)
 
     again = cli.invoke(app, ["ansible", "import-facts", str(keep.parent)])
@@ -214,7 +213,7 @@ def test_a_commit_never_waits_for_a_second_connection_and_writers_never_share_a_
     try:
         with Session(engine) as tight:
             started = time.monotonic()
-            inventory.create_node(tight, NodeCreate(hostname="solo", ip_address="10.9.1.1"))
+            create_node(tight, NodeCreate(hostname="solo", ip_address="10.9.1.1"))
             assert time.monotonic() - started < 1.5  # a second Session here would wait 2 s and fail
             assert flush_refresh(10)
     finally:

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from mko import nic
-from mko.nic import NicError, choose_interface, parse_ethtool, parse_interfaces
+from mko.nic.ethtool import parse_ethtool
+from mko.nic.interfaces import Interface, NicError, choose_interface, parse_interfaces
+from mko.nic.persistence import link_file, oneshot_unit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +38,7 @@ def _addr(name: str, *cidrs: str) -> dict[str, Any]:
     return {"ifname": name, "addr_info": info}
 
 
-def _parse(links: list[dict[str, Any]], addrs: list[dict[str, Any]], dev: str | None) -> list[nic.Interface]:
+def _parse(links: list[dict[str, Any]], addrs: list[dict[str, Any]], dev: str | None) -> list[Interface]:
     routes = [{"dst": "default", "gateway": "192.168.1.1", "dev": dev}] if dev else []
     return parse_interfaces(json.dumps(links), json.dumps(addrs), json.dumps(routes))
 
@@ -204,9 +205,9 @@ def test_persistence_files_are_the_same_from_mko_and_from_the_playbook() -> None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     for enable in (True, False):
-        assert module.link_file("3c:ec:ef:00:11:22", enable) == nic.link_file("3c:ec:ef:00:11:22", enable)
-        assert module.oneshot_unit("eno1", enable) == nic.oneshot_unit("eno1", enable)
-    assert "WakeOnLan=magic" in nic.link_file("3c:ec:ef:00:11:22", True)
-    assert "WakeOnLan=off" in nic.link_file("3c:ec:ef:00:11:22", False)
-    assert "ExecStart=/usr/sbin/ethtool -s eno1 wol g\n" in nic.oneshot_unit("eno1", True)
-    assert "ExecStart=/usr/sbin/ethtool -s eno1 wol d\n" in nic.oneshot_unit("eno1", False)
+        assert module.link_file("3c:ec:ef:00:11:22", enable) == link_file("3c:ec:ef:00:11:22", enable)
+        assert module.oneshot_unit("eno1", enable) == oneshot_unit("eno1", enable)
+    assert "WakeOnLan=magic" in link_file("3c:ec:ef:00:11:22", True)
+    assert "WakeOnLan=off" in link_file("3c:ec:ef:00:11:22", False)
+    assert "ExecStart=/usr/sbin/ethtool -s eno1 wol g\n" in oneshot_unit("eno1", True)
+    assert "ExecStart=/usr/sbin/ethtool -s eno1 wol d\n" in oneshot_unit("eno1", False)

@@ -19,7 +19,8 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy.orm import Session
 
-from mko import inventory, schedules
+from mko.inventory.clusters import create_cluster
+from mko.inventory.schemas import ClusterCreate
 from mko.notify.messages import rule_finished, rule_triggered, ups_event_hook
 from mko.notify.rule_settings import configure_rule
 from mko.platform.db.models.operations import OperationStatus
@@ -27,8 +28,9 @@ from mko.platform.db.models.rules import ClusterAction, PowerRule
 from mko.platform.db.models.ups import UPS, PowerEvent, UpsEvent
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
-from mko.schedules import ScheduleCreate, Scheduler
-from mko.schemas import ClusterCreate
+from mko.schedules.scheduler import Scheduler
+from mko.schedules.schemas import ScheduleCreate
+from mko.schedules.service import create_schedule
 from mko.ups.service import UpsTarget
 
 
@@ -78,7 +80,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 def _rule(session: Session) -> PowerRule:
-    cluster = inventory.create_cluster(session, ClusterCreate(name="lab"))
+    cluster = create_cluster(session, ClusterCreate(name="lab"))
     ups = UPS(name="rack", ups_name="myups", host="127.0.0.1", port=3493, description="")
     session.add(ups)
     session.flush()
@@ -177,9 +179,9 @@ def test_missed_schedule_and_ups_events_notify_the_global_urls(
     settings: Settings, session: Session, receiver: Receiver
 ) -> None:
     settings = settings.model_copy(update={"notify_urls": [SecretStr(receiver.url("ops"))]})
-    cluster = inventory.create_cluster(session, ClusterCreate(name="lab"))
+    cluster = create_cluster(session, ClusterCreate(name="lab"))
     berlin = ZoneInfo("Europe/Berlin")
-    schedules.create_schedule(
+    create_schedule(
         session,
         settings,
         ScheduleCreate(name="morning", cron="30 7 * * *", timezone="Europe/Berlin", cluster_id=cluster.id),

@@ -18,8 +18,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from mko import inventory, shutdown
 from mko.cli import app
+from mko.cluster.recovery import start_recovery
+from mko.inventory.clusters import create_cluster
+from mko.inventory.nodes import create_node
+from mko.inventory.schemas import ClusterCreate, NodeCreate
 from mko.operations import ownership
 from mko.operations.ownership import ProcessIdentity, close_orphaned, owner_gone, process_start, this_process
 from mko.operations.records import Actor, finish_operation, record_step, start_operation
@@ -28,7 +31,6 @@ from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.errors import ConflictError
 from mko.platform.settings import Settings
-from mko.schemas import ClusterCreate, NodeCreate
 from ownerhelp import exited_process, make_owned_by, reused_pid
 
 ELSEWHERE = ProcessIdentity("other-host", 4242, "123456@00000000-0000-0000-0000-000000000000/4026531836")
@@ -197,14 +199,14 @@ def test_the_heartbeat_refreshes_open_operations_and_stops_with_them(
 
 
 def test_a_recovery_left_by_a_dead_cli_does_not_block_the_next(session: Session) -> None:
-    cluster = inventory.create_cluster(session, ClusterCreate(name="home"))
-    inventory.create_node(session, NodeCreate(hostname="n1", ip_address="127.0.0.2", cluster_id=cluster.id))
-    first = shutdown.start_recovery(session, cluster.id, Actor.cli(), 60)
+    cluster = create_cluster(session, ClusterCreate(name="home"))
+    create_node(session, NodeCreate(hostname="n1", ip_address="127.0.0.2", cluster_id=cluster.id))
+    first = start_recovery(session, cluster.id, Actor.cli(), 60)
     with pytest.raises(ConflictError, match=f"operation {first.operation_id} .* already running"):
-        shutdown.start_recovery(session, cluster.id, Actor.cli(), 60)  # its owner (this test) is alive
+        start_recovery(session, cluster.id, Actor.cli(), 60)  # its owner (this test) is alive
     make_owned_by(session.get_one(Operation, first.operation_id), exited_process())
     session.commit()
-    second = shutdown.start_recovery(session, cluster.id, Actor.cli(), 60)
+    second = start_recovery(session, cluster.id, Actor.cli(), 60)
     assert _reload(session, first.operation_id).summary.startswith("interrupted: owner pid ")
     assert _reload(session, second.operation_id).status == OperationStatus.RUNNING
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from mko import inventory, outages
+from mko.cluster import outages
+from mko.inventory.clusters import create_cluster
+from mko.inventory.schemas import ClusterCreate
 from mko.platform.db.models.outages import OutagePhase
 from mko.platform.settings import Settings
-from mko.schemas import ClusterCreate
 from mko.ups.schemas import UpsCreate
 from mko.ups.service import create_ups
 
@@ -30,7 +31,7 @@ def test_the_marker_is_private_read_once_and_named_in_words(settings: Settings, 
 def test_a_second_shutdown_carries_the_open_outage_on_with_what_was_up_before(
     settings: Settings, session: Session
 ) -> None:
-    cluster = inventory.create_cluster(session, ClusterCreate(name="home")).id
+    cluster = create_cluster(session, ClusterCreate(name="home")).id
     ups = create_ups(session, settings, UpsCreate(name="rack", ups_name="myups")).id
     first = outages.open_outage(
         session, ups_id=ups, cluster_id=cluster, event="power_loss", event_id=1, reason="rule 1",

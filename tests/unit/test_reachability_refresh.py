@@ -10,21 +10,19 @@ from datetime import UTC, datetime, timedelta
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from mko import inventory
 from mko.access.users import create_user
 from mko.api.app import create_app
+from mko.inventory.nodes import create_node
+from mko.inventory.schemas import NodeCreate
 from mko.platform.db.models.access import Role
 from mko.platform.db.models.inventory import Node
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
-from mko.reachability import Refresher
-from mko.schemas import NodeCreate
+from mko.wol.reachability import Refresher
 
 
 def _node(session: Session, name: str, port: int) -> int:
-    return inventory.create_node(
-        session, NodeCreate(hostname=name, ip_address="127.0.0.1", probe_port=port)
-    ).id
+    return create_node(session, NodeCreate(hostname=name, ip_address="127.0.0.1", probe_port=port)).id
 
 
 def test_refresh_stores_up_down_and_when_each_node_last_changed(settings: Settings, session: Session) -> None:

@@ -16,15 +16,19 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from mko import inventory, schedules
 from mko.cli import app as cli_app
+from mko.inventory.clusters import create_cluster
+from mko.inventory.nodes import create_node
+from mko.inventory.schemas import ClusterCreate, NodeCreate
 from mko.operations.records import Actor, finish_operation, start_operation
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.models.schedules import Schedule
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
-from mko.schedules import ScheduleCreate, Scheduler
-from mko.schemas import ClusterCreate, NodeCreate
+from mko.schedules.cron import runs_between
+from mko.schedules.scheduler import Scheduler
+from mko.schedules.schemas import ScheduleCreate
+from mko.schedules.service import create_schedule
 
 BERLIN = ZoneInfo("Europe/Berlin")
 MONDAY_6AM = datetime(2026, 5, 4, 6, 0, tzinfo=BERLIN)  # 2026-05-04 is a Monday (CEST, UTC+2)
@@ -57,8 +61,8 @@ def listener() -> Iterator[int]:
 
 
 def _cluster_with_node(session: Session, port: int) -> tuple[int, int]:
-    cluster = inventory.create_cluster(session, ClusterCreate(name="lab"))
-    node = inventory.create_node(
+    cluster = create_cluster(session, ClusterCreate(name="lab"))
+    node = create_node(
         session,
         NodeCreate(
             hostname="cp1",
@@ -142,19 +146,17 @@ def test_bad_schedules_are_refused_naming_the_field(client: TestClient, cli: Cli
 def test_cron_times_follow_the_time_zone_across_daylight_saving() -> None:
     daily = "30 2 * * *"
     # Clocks go back on 2026-10-25: 02:30 happens twice, the schedule runs once.
-    autumn = schedules.runs_between(daily, BERLIN, datetime(2026, 10, 24, 12, 0, tzinfo=BERLIN), limit=3)
+    autumn = runs_between(daily, BERLIN, datetime(2026, 10, 24, 12, 0, tzinfo=BERLIN), limit=3)
     assert [r.astimezone(BERLIN).strftime("%m-%d %H:%M %Z") for r in autumn] == [
         "10-25 02:30 CEST",
         "10-26 02:30 CET",
         "10-27 02:30 CET",
     ]
     # Clocks go forward on 2026-03-29: 02:30 does not exist, the run happens at 03:00.
-    spring = schedules.runs_between(daily, BERLIN, datetime(2026, 3, 28, 12, 0, tzinfo=BERLIN), limit=2)
+    spring = runs_between(daily, BERLIN, datetime(2026, 3, 28, 12, 0, tzinfo=BERLIN), limit=2)
     assert spring[0] == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
     assert spring[1] == datetime(2026, 3, 30, 0, 30, tzinfo=UTC)
-    weekdays = schedules.runs_between(
-        "30 7 * * 1-5", BERLIN, datetime(2026, 5, 8, 8, 0, tzinfo=BERLIN), limit=1
-    )
+    weekdays = runs_between("30 7 * * 1-5", BERLIN, datetime(2026, 5, 8, 8, 0, tzinfo=BERLIN), limit=1)
     assert weekdays == [datetime(2026, 5, 11, 5, 30, tzinfo=UTC)]  # Friday after 07:30 → Monday 07:30 CEST
 
 
@@ -204,7 +206,7 @@ def test_missed_runs_are_reported_once_and_not_replayed(
     settings: Settings, session: Session, listener: int
 ) -> None:
     cluster_id, _ = _cluster_with_node(session, listener)
-    schedule = schedules.create_schedule(
+    schedule = create_schedule(
         session,
         settings,
         ScheduleCreate(name="morning", cron="30 7 * * *", timezone="Europe/Berlin", cluster_id=cluster_id),
@@ -228,7 +230,7 @@ def test_a_late_run_within_grace_runs_and_skips_nodes_already_up(
     settings: Settings, session: Session, listener: int
 ) -> None:
     cluster_id, node_id = _cluster_with_node(session, listener)
-    schedule = schedules.create_schedule(
+    schedule = create_schedule(
         session,
         settings,
         ScheduleCreate(name="morning", cron="30 7 * * *", timezone="Europe/Berlin", cluster_id=cluster_id),
@@ -259,7 +261,7 @@ def test_a_run_never_starts_while_another_operation_runs_on_the_cluster(
     settings: Settings, session: Session, listener: int
 ) -> None:
     cluster_id, node_id = _cluster_with_node(session, listener)
-    schedules.create_schedule(
+    create_schedule(
         session,
         settings,
         ScheduleCreate(name="node wake", cron="30 7 * * *", timezone="Europe/Berlin", node_id=node_id),
@@ -292,7 +294,7 @@ def test_the_loop_sleeps_exactly_until_the_next_run(
 ) -> None:
     cluster_id, _ = _cluster_with_node(session, listener)
     start = datetime(2026, 5, 4, 7, 29, 10, tzinfo=BERLIN)
-    schedules.create_schedule(
+    create_schedule(
         session,
         settings,
         ScheduleCreate(name="morning", cron="30 7 * * *", timezone="Europe/Berlin", cluster_id=cluster_id),

@@ -10,11 +10,12 @@ from cryptography.fernet import Fernet
 from pydantic import SecretStr
 from sqlalchemy.orm import Session
 
-from mko import inventory
+from mko.inventory.clusters import create_cluster
+from mko.inventory.nodes import configure_wol, create_node
+from mko.inventory.schemas import ClusterCreate, NodeCreate, WolConfigure
 from mko.platform.errors import FatalPowerError, InputError
 from mko.platform.secrets import SecretBox, key_file_path
 from mko.platform.settings import Settings
-from mko.schemas import ClusterCreate, NodeCreate, WolConfigure
 
 
 def test_key_file_created_0600_beside_the_database_once(settings: Settings) -> None:
@@ -45,11 +46,9 @@ def test_key_given_by_settings_and_wrong_key_is_a_clear_error(tmp_path: Path) ->
 
 
 def test_bmc_password_is_stored_encrypted_and_write_only(settings: Settings, session: Session) -> None:
-    cluster = inventory.create_cluster(session, ClusterCreate(name="c"))
-    node = inventory.create_node(
-        session, NodeCreate(hostname="bmc-node", ip_address="10.0.0.9", cluster_id=cluster.id)
-    )
-    inventory.configure_wol(
+    cluster = create_cluster(session, ClusterCreate(name="c"))
+    node = create_node(session, NodeCreate(hostname="bmc-node", ip_address="10.0.0.9", cluster_id=cluster.id))
+    configure_wol(
         session,
         node.id,
         WolConfigure(
@@ -60,9 +59,9 @@ def test_bmc_password_is_stored_encrypted_and_write_only(settings: Settings, ses
     assert raw and "hunter2-ipmi" not in raw
     assert SecretBox.from_settings(settings).decrypt(raw) == "hunter2-ipmi"
     # Without a password IPMI is refused at configure time, naming the field.
-    other = inventory.create_node(session, NodeCreate(hostname="n2", ip_address="10.0.0.8"))
+    other = create_node(session, NodeCreate(hostname="n2", ip_address="10.0.0.8"))
     with pytest.raises(InputError) as refused:
-        inventory.configure_wol(
+        configure_wol(
             session, other.id, WolConfigure(wol_method="ipmi", bmc_address="10.0.0.98", bmc_username="a")
         )
     assert refused.value.field == "bmc_password"

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from mko.cluster.plan import build_plan
+from mko.cluster.recovery import ready_nodes
 from mko.platform.db.models.inventory import Node, NodeRole, WolMethod
-from mko.shutdown import build_plan, ready_nodes
 
 
 def _node(node_id: int, hostname: str, role: NodeRole, method: WolMethod = WolMethod.ETHERNET) -> Node:

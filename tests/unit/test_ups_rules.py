@@ -17,7 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dbtemplate import copy_migrated_database
-from mko import inventory, outages, rules
+from mko.cluster import outages
+from mko.inventory.clusters import create_cluster
+from mko.inventory.schemas import ClusterCreate
+from mko.operations.kinds import RULE_OPERATION_KIND
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.models.outages import OutagePhase
 from mko.platform.db.models.rules import ClusterAction, PowerRule
@@ -25,10 +28,12 @@ from mko.platform.db.models.ups import PowerEvent, UpsEvent
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.errors import InputError
 from mko.platform.settings import Settings
-from mko.rules import RULE_OPERATION_KIND, ActionContext, ActionResult, ClusterActionHandler, RuleEngine
-from mko.schemas import ClusterCreate
+from mko.rules.actions import ACTIONS, ActionContext, ActionResult, ClusterActionHandler
+from mko.rules.engine import RuleEngine
+from mko.rules.schemas import RuleCreate
+from mko.rules.service import DEFAULT_STABLE_FOR, create_rule, delete_rule, list_rules, set_rule_enabled
 from mko.ups.events import DetectedEvent
-from mko.ups.schemas import RuleCreate, UpsCreate
+from mko.ups.schemas import UpsCreate
 from mko.ups.service import create_ups, record_events
 from mko.ups.status import UpsReading
 from ownerhelp import exited_process, make_owned_by
@@ -84,8 +89,8 @@ class Ctx:
         self.charge: float | None = None  # what the UPS reports, for restore rules waiting for charge
         self.engine = RuleEngine(self.factory, settings, self.actions, readings=self.reading)
         self.ups = create_ups(session, settings, UpsCreate(name="u", ups_name="myups"))
-        self.c1 = inventory.create_cluster(session, ClusterCreate(name="c1")).id
-        self.c2 = inventory.create_cluster(session, ClusterCreate(name="c2")).id
+        self.c1 = create_cluster(session, ClusterCreate(name="c1")).id
+        self.c2 = create_cluster(session, ClusterCreate(name="c2")).id
 
     def reading(self, ups_id: int) -> UpsReading | None:
         variables = {"ups.status": "OL CHRG"}
@@ -98,7 +103,7 @@ class Ctx:
         if event == PowerEvent.POWER_RESTORED:
             kw.setdefault("stable_for", 0)  # the engine's other semantics, without the default 10 s
         data = RuleCreate(ups_id=self.ups.id, power_event=event, cluster_action=action, **kw)
-        return rules.create_rule(self.session, data, self.actions).id
+        return create_rule(self.session, data, self.actions).id
 
     async def event(self, event: PowerEvent, after: str = "OB", **detail: Any) -> UpsEvent:
         detected = DetectedEvent(event, datetime.now(UTC), "OL", after, 90.0, event.value, detail)
@@ -148,7 +153,7 @@ def test_create_rule_checks_every_field_and_stores_nothing_wrong(
     settings: Settings, fast_db: None, session: Session
 ) -> None:
     ups = create_ups(session, settings, UpsCreate(name="u", ups_name="myups"))
-    cluster = inventory.create_cluster(session, ClusterCreate(name="c")).id
+    cluster = create_cluster(session, ClusterCreate(name="c")).id
     base = {"ups_id": ups.id, "cluster_id": cluster, "power_event": "power_restored"}
     bad = [
         ({"ups_id": 99}, "ups_id", "UPS 99 does not exist"),
@@ -165,16 +170,16 @@ def test_create_rule_checks_every_field_and_stores_nothing_wrong(
     for change, field, message in bad:
         data = RuleCreate.model_validate(base | {"cluster_action": "wake_on_lan"} | change)
         with pytest.raises(InputError) as caught:
-            rules.create_rule(session, data)
+            create_rule(session, data)
         assert (caught.value.field, message in caught.value.message) == (field, True)
     # An action without a handler in the registry in use is refused: a rule must be able to act.
-    wake_only = {ClusterAction.WAKE_ON_LAN: rules.ACTIONS[ClusterAction.WAKE_ON_LAN]}
+    wake_only = {ClusterAction.WAKE_ON_LAN: ACTIONS[ClusterAction.WAKE_ON_LAN]}
     data = RuleCreate.model_validate(base | {"cluster_action": "graceful_shutdown"})
     with pytest.raises(InputError) as caught:
-        rules.create_rule(session, data, wake_only)
+        create_rule(session, data, wake_only)
     assert caught.value.field == "cluster_action" and "not available in this version" in caught.value.message
-    assert rules.list_rules(session) == []
-    rule = rules.create_rule(session, RuleCreate.model_validate(base | {"cluster_action": "wake_on_lan"}))
+    assert list_rules(session) == []
+    rule = create_rule(session, RuleCreate.model_validate(base | {"cluster_action": "wake_on_lan"}))
     assert (rule.name, rule.priority, rule.action_delay, rule.enabled, rule.recover_after_wake) == (
         "power_restored → wake_on_lan",
         100,
@@ -183,15 +188,15 @@ def test_create_rule_checks_every_field_and_stores_nothing_wrong(
         True,
     )
     # A restore waits for mains to hold 10 s by default, and for no particular charge.
-    assert (rule.stable_for, rule.min_charge) == (rules.DEFAULT_STABLE_FOR, None) == (10, None)
+    assert (rule.stable_for, rule.min_charge) == (DEFAULT_STABLE_FOR, None) == (10, None)
     for action in ("graceful_shutdown", "force_shutdown"):
         change = {"power_event": "power_loss", "cluster_action": action, "recover_after_wake": False}
-        made = rules.create_rule(session, RuleCreate.model_validate(base | change))
+        made = create_rule(session, RuleCreate.model_validate(base | change))
         assert (made.cluster_action.value, made.recover_after_wake) == (action, False)
-        rules.delete_rule(session, made.id)
-    assert rules.set_rule_enabled(session, rule.id, False).enabled is False
-    rules.delete_rule(session, rule.id)
-    assert rules.list_rules(session) == []
+        delete_rule(session, made.id)
+    assert set_rule_enabled(session, rule.id, False).enabled is False
+    delete_rule(session, rule.id)
+    assert list_rules(session) == []
 
 
 async def test_delayed_action_is_cancelled_by_the_opposite_event(ctx: Ctx) -> None:
@@ -332,8 +337,8 @@ async def test_a_rule_disabled_or_deleted_while_it_waits_does_not_fire(ctx: Ctx)
     disabled = ctx.rule(PowerEvent.POWER_LOSS, action_delay=1)
     deleted = ctx.rule(PowerEvent.POWER_LOSS, action_delay=1, cluster_id=ctx.c2)
     await ctx.event(PowerEvent.POWER_LOSS)
-    rules.set_rule_enabled(ctx.session, disabled, False)
-    rules.delete_rule(ctx.session, deleted)
+    set_rule_enabled(ctx.session, disabled, False)
+    delete_rule(ctx.session, deleted)
     await ctx.engine.idle()
     summaries = sorted(op.summary for op in ctx.operations())
     assert summaries == [

@@ -17,7 +17,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from mko import wake
 from mko.access.tokens import create_token
 from mko.cli import app as cli_app
 from mko.operations.records import Actor
@@ -26,6 +25,7 @@ from mko.platform.db.models.agents import Agent, WakeJob, WakeJobStatus
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
+from mko.wol.wake import make_schedule, run_wake, start_wake
 
 
 def _cluster(client: TestClient, name: str = "remote", **fields: Any) -> dict[str, Any]:
@@ -221,17 +221,17 @@ def test_agent_that_goes_silent_mid_job_fails_the_job(
     engine = make_engine(settings.database_url)
     factory = make_session_factory(engine)
     with factory() as own:
-        prepared = wake.start_wake(
+        prepared = start_wake(
             own,
             target_type="cluster",
             target_id=cluster["id"],
-            schedule=wake.make_schedule(fast, wait=True, timeout=60),
+            schedule=make_schedule(fast, wait=True, timeout=60),
             actor=Actor("test"),
         )
 
     async def scenario() -> Any:
         assert _heartbeat(client, agent_headers).status_code == 200  # alive when the job is queued
-        running = asyncio.create_task(wake.run_wake(factory, fast, prepared))
+        running = asyncio.create_task(run_wake(factory, fast, prepared))
         await asyncio.sleep(0.3)
         claim = client.post("/api/agents/claim", json={"name": "pi-b", "wait": 0}, headers=agent_headers)
         assert claim.status_code == 200

@@ -11,7 +11,8 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from mko import outages, shutdown
+from mko.cluster import outages
+from mko.cluster.plan import plan_shutdown
 from mko.platform.settings import Settings
 
 
@@ -203,7 +204,7 @@ def test_the_shutdown_page_shows_how_a_shutdown_for_a_ups_ends(
     on_ups = settings.model_copy(
         update={"host_ups": "rack", "host_shutdown_command": ["/sbin/shutdown", "-h", "+0"]}
     )
-    planned = asyncio.run(shutdown.plan_shutdown(session, on_ups, cluster["id"], force=False, ups_id=1))
+    planned = asyncio.run(plan_shutdown(session, on_ups, cluster["id"], force=False, ups_id=1))
     marker = outages.marker_path(on_ups)
     assert marker.name == "powerdown.flag" and marker.parent == Path(settings.log_dir).parent
     assert planned.lines()[-4:] == [

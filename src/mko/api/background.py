@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 
 from fastapi import FastAPI, Response, status
 
-from mko import wake
 from mko.platform.db.models.operations import Operation
 from mko.platform.settings import Settings
+from mko.wol.wake import PreparedWake, run_wake
 
 __all__ = ["launch", "launch_wake", "result_or_accepted"]
 
@@ -26,9 +26,9 @@ def launch(app: FastAPI, work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
     return task
 
 
-def launch_wake(app: FastAPI, settings: Settings, prepared: wake.PreparedWake) -> asyncio.Task[Operation]:
+def launch_wake(app: FastAPI, settings: Settings, prepared: PreparedWake) -> asyncio.Task[Operation]:
     """Start a prepared wake in the background with its own database session."""
-    return launch(app, wake.run_wake(app.state.session_factory, settings, prepared))
+    return launch(app, run_wake(app.state.session_factory, settings, prepared))
 
 
 async def result_or_accepted(

@@ -1,6 +1,6 @@
 """The leader duties of `mko serve`: the UPS monitor with its rule engine, the scheduler, failover.
 
-:func:`start` registers the instance and starts its :class:`mko.ha.LeaderElection`; the duties start
+:func:`start` registers the instance and starts its :class:`mko.ha.election.LeaderElection`; the duties start
 when this instance is elected (at once with SQLite) and stop as soon as it is not the leader any more.
 Followers serve the API and the web UI only.
 """
@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mko.api import periodic
 from mko.api.background import launch
-from mko.failover import take_over
-from mko.ha import LeaderElection
+from mko.ha.election import LeaderElection
+from mko.ha.failover import take_over
 from mko.operations import ownership
 from mko.platform.db.session import is_postgresql
 from mko.platform.settings import Settings
@@ -57,7 +57,7 @@ async def start(app: FastAPI) -> None:
         tasks.clear()
         monitor, app.state.ups_monitor = app.state.ups_monitor, None
         if monitor is not None:
-            # With PostgreSQL another instance carries the open rule executions on (mko.failover).
+            # With PostgreSQL another instance carries the open rule executions on (mko.ha.failover).
             await monitor.stop(handover=ha)
         await periodic.stop(app)
 

@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from mko.api.background import launch
 from mko.metrics import MetricsCollector, make_registry
 from mko.platform.settings import Settings
-from mko.reachability import Refresher
-from mko.schedules import Scheduler
+from mko.schedules.scheduler import Scheduler
+from mko.wol.reachability import Refresher
 
 __all__ = ["install", "start", "stop"]
 

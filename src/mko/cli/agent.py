@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from mko import agents
+from mko.agents.registry import list_agents
 from mko.cli.app import emit, fail, open_session
 from mko.platform.errors import InputError
 from mko.platform.settings import get_settings
@@ -62,7 +62,7 @@ def agent_main(
     """Run a wake agent in the foreground (what a systemd unit starts); `list` shows the agents."""
     if ctx.invoked_subcommand is not None:
         return
-    from mko.wake_agent import AgentConfig, AgentStopped, WakeAgent
+    from mko.agents.agent import AgentConfig, AgentStopped, WakeAgent
 
     if not site:
         raise InputError("site", "required: the site whose nodes this agent wakes (--site NAME)")
@@ -105,4 +105,4 @@ def agent_list(
 ) -> None:
     """Every wake agent: its site, online or offline, and its last heartbeat."""
     with open_session() as session:
-        emit(agents.list_agents(session, get_settings()), AGENT_COLUMNS, as_json=as_json, title="Wake agents")
+        emit(list_agents(session, get_settings()), AGENT_COLUMNS, as_json=as_json, title="Wake agents")

@@ -10,9 +10,12 @@ from typing import Annotated
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from mko import shutdown
 from mko.cli.app import EXIT_POWER_FAILURE, console, open_session
 from mko.cli.inventory import cluster_app
+from mko.cluster.plan import plan_shutdown
+from mko.cluster.recovery import run_recovery, start_recovery
+from mko.cluster.shutdown import run_shutdown, start_shutdown
+from mko.cluster.steps import StepHook
 from mko.operations.records import Actor
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory
@@ -21,7 +24,7 @@ from mko.platform.settings import get_settings
 __all__ = ["cluster_recover", "cluster_shutdown"]
 
 
-def _follow(title: str, run: Callable[[shutdown.StepHook], Operation], quiet: bool) -> Operation:
+def _follow(title: str, run: Callable[[StepHook], Operation], quiet: bool) -> Operation:
     """Run ``run(hook)`` under a spinner; each finished step is printed as it ends."""
     with Progress(
         SpinnerColumn(),
@@ -82,7 +85,7 @@ def cluster_shutdown(
     """Shut down in order: workers drained and stopped first, control planes last, one at a time."""
     settings = get_settings()
     with open_session() as session:
-        plan = asyncio.run(shutdown.plan_shutdown(session, settings, cluster_id, force=force, ups_id=ups_id))
+        plan = asyncio.run(plan_shutdown(session, settings, cluster_id, force=force, ups_id=ups_id))
         if dry_run:
             if as_json:
                 typer.echo(json.dumps(plan.as_dict(), indent=2))
@@ -95,13 +98,13 @@ def cluster_shutdown(
             for line in plan.lines():
                 typer.echo(line, err=as_json)
             typer.confirm(f"Power off {len(plan.hostnames)} node(s) now?", abort=True, err=as_json)
-        prepared = shutdown.start_shutdown(session, plan, Actor.cli())
+        prepared = start_shutdown(session, plan, Actor.cli())
     engine = make_engine(settings.database_url)
     try:
         factory = make_session_factory(engine)
         operation = _follow(
             "shutting down",
-            lambda hook: asyncio.run(shutdown.run_shutdown(factory, settings, prepared, on_step=hook)),
+            lambda hook: asyncio.run(run_shutdown(factory, settings, prepared, on_step=hook)),
             as_json,
         )
     finally:
@@ -121,15 +124,13 @@ def cluster_recover(
     """After power returns: microk8s start everywhere, wait until all nodes are Ready, uncordon."""
     settings = get_settings()
     with open_session() as session:
-        prepared = shutdown.start_recovery(
-            session, cluster_id, Actor.cli(), timeout or settings.recovery_timeout
-        )
+        prepared = start_recovery(session, cluster_id, Actor.cli(), timeout or settings.recovery_timeout)
     engine = make_engine(settings.database_url)
     try:
         factory = make_session_factory(engine)
         operation = _follow(
             "recovering",
-            lambda hook: asyncio.run(shutdown.run_recovery(factory, settings, prepared, hook)),
+            lambda hook: asyncio.run(run_recovery(factory, settings, prepared, hook)),
             as_json,
         )
     finally:

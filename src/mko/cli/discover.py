@@ -9,9 +9,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mko import discovery
 from mko.cli.app import console, open_sessions
-from mko.discovery import DiscoverRequest, DiscoveryResult
+from mko.inventory import discovery
+from mko.inventory.discovery import DiscoverRequest, DiscoveryResult
 from mko.operations.records import Actor
 from mko.platform.settings import get_settings
 

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from mko.cli.app import console, open_session
-from mko.ha import cluster_status
+from mko.ha.election import cluster_status
 from mko.platform.settings import get_settings
 
 

@@ -6,10 +6,25 @@ from typing import Annotated
 
 import typer
 
-from mko import inventory
 from mko.cli.app import console, emit, open_session
+from mko.inventory.clusters import (
+    create_cluster,
+    delete_cluster,
+    get_cluster,
+    list_clusters,
+    node_counts,
+    update_cluster,
+)
+from mko.inventory.nodes import create_node, delete_node, get_node, list_nodes, update_node
+from mko.inventory.schemas import (
+    ClusterCreate,
+    ClusterPublic,
+    ClusterUpdate,
+    NodeCreate,
+    NodePublic,
+    NodeUpdate,
+)
 from mko.platform.db.models.inventory import NodeRole, WolMethod
-from mko.schemas import ClusterCreate, ClusterPublic, ClusterUpdate, NodeCreate, NodePublic, NodeUpdate
 
 cluster_app = typer.Typer(help="Clusters: add, list, show, remove.", no_args_is_help=True)
 node_app = typer.Typer(help="Nodes: add, list, show, update, remove.", no_args_is_help=True)
@@ -42,7 +57,7 @@ def cluster_add(
     """Add a cluster."""
     with open_session() as session:
         data = ClusterCreate(name=name, description=description, site=site)
-        cluster = inventory.create_cluster(session, data)
+        cluster = create_cluster(session, data)
         emit(ClusterPublic.model_validate(cluster), CLUSTER_COLUMNS, as_json=as_json)
 
 
@@ -50,10 +65,10 @@ def cluster_add(
 def cluster_list(as_json: JsonOpt = False) -> None:
     """List clusters with their node counts."""
     with open_session() as session:
-        counts = inventory.node_counts(session)
+        counts = node_counts(session)
         rows = [
             ClusterPublic.model_validate(c).model_copy(update={"node_count": counts.get(c.id, 0)})
-            for c in inventory.list_clusters(session)
+            for c in list_clusters(session)
         ]
         emit(rows, CLUSTER_COLUMNS, as_json=as_json, title="Clusters")
 
@@ -62,8 +77,8 @@ def cluster_list(as_json: JsonOpt = False) -> None:
 def cluster_show(cluster_id: int, as_json: JsonOpt = False) -> None:
     """Show one cluster and its nodes."""
     with open_session() as session:
-        cluster = inventory.get_cluster(session, cluster_id)
-        nodes = [NodePublic.of(n) for n in inventory.list_nodes(session, cluster_id)]
+        cluster = get_cluster(session, cluster_id)
+        nodes = [NodePublic.of(n) for n in list_nodes(session, cluster_id)]
         public = ClusterPublic.model_validate(cluster).model_copy(update={"node_count": len(nodes)})
         emit(public, CLUSTER_COLUMNS, as_json=as_json)
         if not as_json and nodes:
@@ -82,7 +97,7 @@ def cluster_update(
     given = {"name": name, "description": description, "site": site}
     changes = {k: v for k, v in given.items() if v is not None}
     with open_session() as session:
-        cluster = inventory.update_cluster(session, cluster_id, ClusterUpdate(**changes))
+        cluster = update_cluster(session, cluster_id, ClusterUpdate(**changes))
         emit(ClusterPublic.model_validate(cluster), CLUSTER_COLUMNS, as_json=as_json)
 
 
@@ -90,7 +105,7 @@ def cluster_update(
 def cluster_remove(cluster_id: int) -> None:
     """Remove an empty cluster."""
     with open_session() as session:
-        inventory.delete_cluster(session, cluster_id)
+        delete_cluster(session, cluster_id)
     console.print(f"cluster {cluster_id} removed")
 
 
@@ -132,7 +147,7 @@ def node_add(
     if enable_wol:
         data.wol_enabled = True
     with open_session() as session:
-        emit(NodePublic.of(inventory.create_node(session, data)), NODE_COLUMNS, as_json=as_json)
+        emit(NodePublic.of(create_node(session, data)), NODE_COLUMNS, as_json=as_json)
 
 
 @node_app.command("list")
@@ -142,7 +157,7 @@ def node_list(
 ) -> None:
     """List nodes."""
     with open_session() as session:
-        nodes = [NodePublic.of(n) for n in inventory.list_nodes(session, cluster_id)]
+        nodes = [NodePublic.of(n) for n in list_nodes(session, cluster_id)]
         emit(nodes, NODE_COLUMNS, as_json=as_json, title="Nodes")
 
 
@@ -150,7 +165,7 @@ def node_list(
 def node_show(node_id: int, as_json: JsonOpt = False) -> None:
     """Show every field of a node."""
     with open_session() as session:
-        emit(NodePublic.of(inventory.get_node(session, node_id)), NODE_COLUMNS, as_json=as_json)
+        emit(NodePublic.of(get_node(session, node_id)), NODE_COLUMNS, as_json=as_json)
 
 
 @node_app.command("update")
@@ -181,12 +196,12 @@ def node_update(
     }
     data = NodeUpdate(**{k: v for k, v in given.items() if v is not None})
     with open_session() as session:
-        emit(NodePublic.of(inventory.update_node(session, node_id, data)), NODE_COLUMNS, as_json=as_json)
+        emit(NodePublic.of(update_node(session, node_id, data)), NODE_COLUMNS, as_json=as_json)
 
 
 @node_app.command("remove")
 def node_remove(node_id: int) -> None:
     """Remove a node (its operation history stays)."""
     with open_session() as session:
-        inventory.delete_node(session, node_id)
+        delete_node(session, node_id)
     console.print(f"node {node_id} removed")

@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from mko.cli.app import EXIT_POWER_FAILURE, console, fail
-from mko.db.legacy import MigrationFailed, migrate_wol
+from mko.inventory.seed_import import migrate_wol
+from mko.platform.db.upgrade import MigrationFailed
 from mko.platform.logs import configure_logging
 from mko.platform.settings import get_settings
 

@@ -19,13 +19,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from mko import ansible_inventory, nic
 from mko.cli.app import EXIT_POWER_FAILURE, console, open_session, open_sessions
+from mko.inventory.trust import node_target, trust_node
+from mko.nic.ansible import import_facts, write_inventory
+from mko.nic.collect import collect_macs, describe_row
 from mko.operations.records import Actor
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.settings import get_settings
 from mko.ssh.host_keys import scan_host_key
-from mko.ssh.trust import node_target, trust_node
 
 __all__ = ["ansible_app", "collect_mac", "node_host_key", "node_trust"]
 
@@ -99,10 +100,10 @@ def collect_mac(
         def hook(row: dict[str, Any]) -> None:
             progress.advance(task)
             if not as_json:
-                progress.console.print(f"  {row['hostname']}: {nic.describe_row(row)}")
+                progress.console.print(f"  {row['hostname']}: {describe_row(row)}")
 
         operation = asyncio.run(
-            nic.collect_macs(sessions, settings, ids, overwrite=overwrite, actor=Actor.cli(), on_result=hook)
+            collect_macs(sessions, settings, ids, overwrite=overwrite, actor=Actor.cli(), on_result=hook)
         )
     if as_json:
         typer.echo(
@@ -184,7 +185,7 @@ def inventory_command(
     """Write the Ansible inventory from the database (groups per cluster and role; kept current after)."""
     settings = get_settings()
     with open_session() as session:
-        summary = ansible_inventory.write_inventory(session, settings, output)
+        summary = write_inventory(session, settings, output)
     if as_json:
         typer.echo(json.dumps(summary.as_dict(), indent=2))
         return
@@ -219,7 +220,7 @@ def import_facts_command(
         except ValueError as exc:
             raise typer.BadParameter(f"standard input is not JSON: {exc}") from None
     with open_session() as session:
-        operation = ansible_inventory.import_facts(
+        operation = import_facts(
             session,
             settings,
             files,

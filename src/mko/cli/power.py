@@ -10,12 +10,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mko import node_power
 from mko.cli.app import EXIT_POWER_FAILURE, console, open_session
 from mko.operations.records import Actor
 from mko.platform.db.models.operations import OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import get_settings
+from mko.wol.node_power import power_status, run_power, start_power
 
 POWER_CHOICES = ("on", "off", "soft", "status")
 
@@ -38,14 +38,14 @@ def node_power_command(
     settings = get_settings()
     if action == "status":
         with open_session() as session:
-            result = asyncio.run(node_power.power_status(session, settings, node_id))
+            result = asyncio.run(power_status(session, settings, node_id))
         if as_json:
             typer.echo(json.dumps(result, indent=2))
         else:
             console.print(f"{result['hostname']}: {result['state']} (from {result['source']})")
         return
     with open_session() as session:
-        prepared = node_power.start_power(
+        prepared = start_power(
             session, settings, node_id, action, actor=Actor.cli(), wait=wait, timeout=timeout
         )
     engine = make_engine(settings.database_url)
@@ -54,7 +54,7 @@ def node_power_command(
             f"power {action} {prepared.node.hostname} (operation {prepared.operation_id})…"
         )
         with contextlib.nullcontext() if as_json else spinner:
-            operation = asyncio.run(node_power.run_power(make_session_factory(engine), settings, prepared))
+            operation = asyncio.run(run_power(make_session_factory(engine), settings, prepared))
     finally:
         engine.dispose()
     if as_json:

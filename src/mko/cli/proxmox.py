@@ -10,10 +10,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mko import proxmox_hosts
 from mko.cli.app import console, emit, open_session
+from mko.inventory import proxmox_hosts
+from mko.inventory.schemas import ProxmoxHostCreate, ProxmoxHostPublic, ProxmoxHostUpdate
 from mko.platform.settings import get_settings
-from mko.schemas import ProxmoxHostCreate, ProxmoxHostPublic, ProxmoxHostUpdate
 
 proxmox_app = typer.Typer(
     help="Proxmox VE hosts (API endpoints) that start virtual nodes: add, list, show, update, remove, test.",

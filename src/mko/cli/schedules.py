@@ -6,11 +6,19 @@ from typing import Annotated
 
 import typer
 
-from mko import schedules
 from mko.cli.app import console, emit, open_session
 from mko.platform.db.models.schedules import ScheduleAction
 from mko.platform.settings import get_settings
-from mko.schedules import ScheduleCreate
+from mko.schedules.schemas import ScheduleCreate
+from mko.schedules.service import (
+    create_schedule,
+    delete_schedule,
+    get_schedule,
+    list_schedules,
+    pause_schedule,
+    public,
+    resume_schedule,
+)
 
 schedule_app = typer.Typer(
     help="Schedules: wake a node or cluster at cron times in a time zone (they run inside `mko serve`).",
@@ -60,8 +68,8 @@ def add(
     )
     settings = get_settings()
     with open_session() as session:
-        schedule = schedules.create_schedule(session, settings, data)
-        shown = schedules.public(session, settings, schedule)
+        schedule = create_schedule(session, settings, data)
+        shown = public(session, settings, schedule)
     emit(shown, COLUMNS, as_json=as_json)
     if not as_json:
         console.print("[dim]schedules run inside `mko serve`; it picks this one up within seconds[/dim]")
@@ -72,7 +80,7 @@ def list_(as_json: JsonOpt = False) -> None:
     """Every schedule with its next run (in its own time zone) and its last outcome."""
     settings = get_settings()
     with open_session() as session:
-        shown = [schedules.public(session, settings, s) for s in schedules.list_schedules(session)]
+        shown = [public(session, settings, s) for s in list_schedules(session)]
     emit(shown, COLUMNS, as_json=as_json, title="schedules")
 
 
@@ -81,7 +89,7 @@ def show(schedule_id: int, as_json: JsonOpt = False) -> None:
     """One schedule, with its next three runs."""
     settings = get_settings()
     with open_session() as session:
-        shown = schedules.public(session, settings, schedules.get_schedule(session, schedule_id))
+        shown = public(session, settings, get_schedule(session, schedule_id))
     emit(shown, COLUMNS, as_json=as_json)
 
 
@@ -89,7 +97,7 @@ def show(schedule_id: int, as_json: JsonOpt = False) -> None:
 def remove(schedule_id: int) -> None:
     """Remove a schedule (its past runs stay in the operation log)."""
     with open_session() as session:
-        schedules.delete_schedule(session, schedule_id)
+        delete_schedule(session, schedule_id)
     console.print(f"schedule {schedule_id} removed")
 
 
@@ -98,7 +106,7 @@ def pause(schedule_id: int, as_json: JsonOpt = False) -> None:
     """Stop running a schedule until it is resumed."""
     settings = get_settings()
     with open_session() as session:
-        shown = schedules.public(session, settings, schedules.pause_schedule(session, schedule_id))
+        shown = public(session, settings, pause_schedule(session, schedule_id))
     emit(shown, COLUMNS, as_json=as_json)
 
 
@@ -107,5 +115,5 @@ def resume(schedule_id: int, as_json: JsonOpt = False) -> None:
     """Run a paused schedule again from now on (times passed while paused are not missed runs)."""
     settings = get_settings()
     with open_session() as session:
-        shown = schedules.public(session, settings, schedules.resume_schedule(session, schedule_id))
+        shown = public(session, settings, resume_schedule(session, schedule_id))
     emit(shown, COLUMNS, as_json=as_json)

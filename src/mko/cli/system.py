@@ -10,9 +10,9 @@ import typer
 
 from mko.cli.app import EXIT_POWER_FAILURE, console, fail
 from mko.cli.migrate import migrate_wol_command, print_upgrade_step
-from mko.db.legacy import MigrationFailed, upgrade_database
 from mko.platform.db.migrate import current_revision, head_revision
 from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.db.upgrade import MigrationFailed, upgrade_database
 from mko.platform.logs import configure_logging
 from mko.platform.settings import Settings, get_settings
 

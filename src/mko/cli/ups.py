@@ -12,24 +12,21 @@ import typer
 from pydantic import SecretStr
 from rich.table import Table
 
-from mko import outages, rules
 from mko.cli.app import console, emit, fail, open_session
+from mko.cluster import outages
+from mko.cluster.schemas import OutagePublic
 from mko.platform.db.models.rules import ClusterAction
 from mko.platform.db.models.ups import PowerEvent
 from mko.platform.db.session import is_postgresql, make_engine, make_session_factory
 from mko.platform.logs import configure_logging
 from mko.platform.secrets import SecretBox
 from mko.platform.settings import get_settings
+from mko.rules import service as rules_service
+from mko.rules.schemas import RuleCreate, RulePublic
+from mko.rules.service import set_rule_enabled
 from mko.ups import service
 from mko.ups.monitor import UpsMonitor
-from mko.ups.schemas import (
-    OutagePublic,
-    RuleCreate,
-    RulePublic,
-    UpsCreate,
-    UpsEventPublic,
-    UpsPublic,
-)
+from mko.ups.schemas import UpsCreate, UpsEventPublic, UpsPublic
 
 ups_app = typer.Typer(
     help="UPSes over NUT: add, list, show, remove, status, events, power rules, monitor.",
@@ -151,7 +148,7 @@ def ups_show(ups_id: int, as_json: JsonOpt = False) -> None:
     with open_session() as session:
         ups = service.get_ups(session, ups_id)
         emit(UpsPublic.of(ups), UPS_COLUMNS, as_json=as_json)
-        found = [RulePublic.model_validate(r) for r in rules.list_rules(session, ups_id=ups_id)]
+        found = [RulePublic.model_validate(r) for r in rules_service.list_rules(session, ups_id=ups_id)]
         if not as_json and found:
             emit(found, RULE_COLUMNS[:10], as_json=False, title="Rules")
 
@@ -332,7 +329,7 @@ def create_rule(
         stable_for=stable_for,
     )
     with open_session() as session:
-        rule = rules.create_rule(session, data)
+        rule = rules_service.create_rule(session, data)
         emit(RulePublic.model_validate(rule), RULE_COLUMNS, as_json=as_json)
 
 
@@ -346,7 +343,7 @@ def list_rules(
     with open_session() as session:
         found = [
             RulePublic.model_validate(r)
-            for r in rules.list_rules(session, ups_id=ups_id, cluster_id=cluster_id)
+            for r in rules_service.list_rules(session, ups_id=ups_id, cluster_id=cluster_id)
         ]
         emit(found, RULE_COLUMNS, as_json=as_json, title="Power rules")
 
@@ -355,13 +352,13 @@ def list_rules(
 def delete_rule(rule_id: int) -> None:
     """Delete a power rule."""
     with open_session() as session:
-        rules.delete_rule(session, rule_id)
+        rules_service.delete_rule(session, rule_id)
     console.print(f"rule {rule_id} deleted")
 
 
 def _set_enabled(rule_id: int, enabled: bool, as_json: bool) -> None:
     with open_session() as session:
-        rule = rules.set_rule_enabled(session, rule_id, enabled)
+        rule = set_rule_enabled(session, rule_id, enabled)
         emit(RulePublic.model_validate(rule), RULE_COLUMNS, as_json=as_json)
 
 

@@ -17,8 +17,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from mko import inventory, nic, wake
 from mko.cli.app import EXIT_POWER_FAILURE, console, emit, open_session, open_sessions
+from mko.inventory.nodes import configure_wol
+from mko.inventory.schemas import NodePublic, WolConfigure
+from mko.nic.wol_switch import set_nic_wol
 from mko.operations.records import Actor, finish_operation, start_operation
 from mko.platform.db.models.inventory import WolMethod
 from mko.platform.db.models.operations import Operation, OperationStatus
@@ -26,7 +28,8 @@ from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import get_settings
 from mko.power.base import NodeOutcome
 from mko.power.magic import LIMITED_BROADCAST, send_magic_packet
-from mko.schemas import NodePublic, WolConfigure
+from mko.wol.status import wol_status
+from mko.wol.wake import PreparedWake, make_schedule, run_wake, start_wake
 
 wol_app = typer.Typer(
     help="Wake-on-LAN: wake nodes and clusters, status, enable/disable, configure.", no_args_is_help=True
@@ -60,16 +63,16 @@ def _run_wake(
     as_json: bool,
 ) -> None:
     settings = get_settings()
-    schedule = wake.make_schedule(settings, retries=retries, delay=delay, wait=wait, timeout=timeout)
+    schedule = make_schedule(settings, retries=retries, delay=delay, wait=wait, timeout=timeout)
     with open_session() as session:
-        prepared = wake.start_wake(
+        prepared = start_wake(
             session, target_type=target_type, target_id=target_id, schedule=schedule, actor=Actor.cli()
         )
     engine = make_engine(settings.database_url)
     try:
         operation = _with_progress(
             prepared,
-            lambda hook: asyncio.run(wake.run_wake(make_session_factory(engine), settings, prepared, hook)),
+            lambda hook: asyncio.run(run_wake(make_session_factory(engine), settings, prepared, hook)),
             quiet=as_json,
         )
     finally:
@@ -93,7 +96,7 @@ def _run_wake(
         raise typer.Exit(EXIT_POWER_FAILURE)
 
 
-def _with_progress(prepared: wake.PreparedWake, run: Any, *, quiet: bool) -> Operation:
+def _with_progress(prepared: PreparedWake, run: Any, *, quiet: bool) -> Operation:
     """Run the wake under a Rich progress display: packets sent, then nodes settled."""
     total = len(prepared.nodes)
     waiting = prepared.schedule.wait
@@ -186,9 +189,7 @@ def status(
     """Get WoL status for a node."""
     settings = get_settings()
     with open_session() as session:
-        result = asyncio.run(
-            wake.wol_status(session, node_id, probe=probe, probe_timeout=settings.probe_timeout)
-        )
+        result = asyncio.run(wol_status(session, node_id, probe=probe, probe_timeout=settings.probe_timeout))
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
         return
@@ -202,7 +203,7 @@ def status(
 
 def _change(node_id: int, kind: str, data: WolConfigure, as_json: bool) -> None:
     with open_session() as session:
-        node = inventory.configure_wol(session, node_id, data)
+        node = configure_wol(session, node_id, data)
         changes = data.model_dump(mode="json", exclude_unset=True)
         if changes.get("wol_secureon"):
             changes["wol_secureon"] = "***"
@@ -226,9 +227,7 @@ def _switch(node_id: int, enable: bool, flag_only: bool, as_json: bool) -> None:
     settings = get_settings()
     with open_sessions() as sessions:
         change = asyncio.run(
-            nic.set_nic_wol(
-                sessions, settings, node_id, enable=enable, actor=Actor.cli(), flag_only=flag_only
-            )
+            set_nic_wol(sessions, settings, node_id, enable=enable, actor=Actor.cli(), flag_only=flag_only)
         )
         public = NodePublic.of(change.node)
     if as_json:

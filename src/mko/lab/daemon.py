@@ -239,9 +239,9 @@ class LabDaemon:
 
     def _provision(self) -> str | None:
         from mko.access.users import ensure_first_admin
-        from mko.db.legacy import upgrade_database
         from mko.lab.provision import provision_lab
         from mko.platform.db.session import make_engine, make_session_factory
+        from mko.platform.db.upgrade import upgrade_database
 
         assert self.running is not None and self.nut is not None
         upgrade_database(self.settings.database_url, backup=False)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from mko import inventory
+from mko.inventory.clusters import create_cluster
+from mko.inventory.nodes import create_node
+from mko.inventory.schemas import ClusterCreate, NodeCreate
 from mko.lab.harness import RunningLab
 from mko.platform.db.models.inventory import Cluster, Node, NodeRole
-from mko.schemas import ClusterCreate, NodeCreate
 
 __all__ = ["register_lab"]
 
@@ -26,7 +27,7 @@ def register_lab(
     ``macs=False`` registers them as a new inventory would be: no MAC, prefix or WoL yet (for
     collect-mac). A lab started with ssh=True gives every node its client key.
     """
-    cluster = inventory.create_cluster(session, ClusterCreate(name=cluster_name, description="virtual lab"))
+    cluster = create_cluster(session, ClusterCreate(name=cluster_name, description="virtual lab"))
     key = str(running.ssh.client_key) if running.ssh is not None else None
     nodes = []
     for index, node in enumerate(running.nodes):
@@ -43,5 +44,5 @@ def register_lab(
             wol_prefix_len=running.lab.prefix_len if macs else None,
             probe_port=probe_port,
         )
-        nodes.append(inventory.create_node(session, data))
+        nodes.append(create_node(session, data))
     return cluster, nodes

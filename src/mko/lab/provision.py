@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pydantic import SecretStr
 from sqlalchemy.orm import Session
 
-from mko import rules
 from mko.lab.control import LAB_UPS
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
@@ -19,7 +18,9 @@ from mko.lab.nut import NutServer
 from mko.platform.db.models.rules import ClusterAction
 from mko.platform.db.models.ups import PowerEvent
 from mko.platform.settings import Settings
-from mko.ups.schemas import RuleCreate, UpsCreate
+from mko.rules.schemas import RuleCreate
+from mko.rules.service import create_rule
+from mko.ups.schemas import UpsCreate
 from mko.ups.service import create_ups
 
 __all__ = ["LAB_CLUSTER", "LAB_UPS", "ProvisionedLab", "provision_lab"]
@@ -75,7 +76,7 @@ def provision_lab(
             power_cycle=power_cycle,
         ),
     )
-    shutdown_rule = rules.create_rule(
+    shutdown_rule = create_rule(
         session,
         RuleCreate(
             ups_id=ups.id,
@@ -85,7 +86,7 @@ def provision_lab(
             action_delay=shutdown_delay if shutdown_on == PowerEvent.POWER_LOSS else 0,
         ),
     )
-    wake_rule = rules.create_rule(
+    wake_rule = create_rule(
         session,
         RuleCreate(
             ups_id=ups.id,

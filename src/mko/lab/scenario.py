@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko import outages
+from mko.cluster import outages
 from mko.lab.control import LabControl
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.operations import Operation

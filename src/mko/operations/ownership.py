@@ -11,7 +11,7 @@ Every operation records its **owner**, the process carrying it out (a CLI comman
   boot id;
 * ``heartbeat_at``: refreshed every ``operation_heartbeat_interval`` seconds while the operation is open.
 
-``operations.instance`` still names the serve instance under high availability (mko.ha, mko.failover).
+``operations.instance`` still names the serve instance under high availability (mko.ha).
 
 An open (pending or running) operation is **orphaned** only when its owner is really gone:
 
@@ -24,7 +24,7 @@ An open (pending or running) operation is **orphaned** only when its owner is re
 :func:`close_orphaned` closes them: a rule execution still waiting its delay as cancelled, anything else
 as failed, "interrupted: owner pid 1234 on host X gone since …". Each close is a conditional UPDATE, so
 two processes cleaning at once, or an owner finishing at that moment, never clash. Under high
-availability (PostgreSQL) the operations of serve instances are left to mko.failover, which resumes a
+availability (PostgreSQL) the operations of serve instances are left to mko.ha.failover, which resumes a
 wake and never repeats a shutdown.
 
 The heartbeat is one UPDATE per process per interval, whatever the number of operations it runs, made
@@ -48,6 +48,7 @@ from typing import Any
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
+from mko.operations.kinds import RULE_OPERATION_KIND
 from mko.platform.db.models.agents import WakeJob, WakeJobStatus
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
@@ -77,7 +78,6 @@ OPEN = (OperationStatus.PENDING, OperationStatus.RUNNING)
 # host are checked by pid and start time, so their death is noticed at once whatever these are.
 DEFAULT_HEARTBEAT_INTERVAL = 10.0
 DEFAULT_OWNER_TIMEOUT = 60.0
-_RULE_KIND = "power_rule"  # mko.rules.RULE_OPERATION_KIND (rules imports this module, not the reverse)
 
 _timing = {"interval": DEFAULT_HEARTBEAT_INTERVAL, "timeout": DEFAULT_OWNER_TIMEOUT}
 
@@ -223,7 +223,7 @@ def close_orphaned(
 ) -> list[Orphan]:
     """Close every open operation whose owner is gone (see the module docstring); what was closed.
 
-    With PostgreSQL the operations of serve instances are skipped: mko.failover takes those over.
+    With PostgreSQL the operations of serve instances are skipped: mko.ha.failover takes those over.
     """
     now = now or utcnow()
     query = select(Operation).where(Operation.status.in_(OPEN)).order_by(Operation.id)
@@ -243,7 +243,7 @@ def close_orphaned(
 
 def _close(session: Session, operation: Operation, reason: str, now: datetime) -> Orphan | None:
     """Close one orphan in the session's transaction (the caller commits); None if it changed meanwhile."""
-    waiting = operation.kind == _RULE_KIND and operation.status == OperationStatus.PENDING
+    waiting = operation.kind == RULE_OPERATION_KIND and operation.status == OperationStatus.PENDING
     status = OperationStatus.CANCELLED if waiting else OperationStatus.FAILED
     summary = f"cancelled before the delay ended: {reason}" if waiting else f"interrupted: {reason}"
     owner = _owner_of(operation)

@@ -3,7 +3,7 @@
 One task per UPS keeps a persistent NUT connection and reads ``LIST VAR`` every
 ``ups_poll_interval`` seconds (1 s by default, on a fixed cadence). Each reading or failure goes to that
 UPS's :class:`~mko.ups.events.EventDetector`; the events it returns are stored (``ups_events``) and
-handed, in order, to the :class:`~mko.rules.RuleEngine`. Everything else (API status, web tiles) reads
+handed, in order, to the :class:`~mko.rules.engine.RuleEngine`. Everything else (API status, web tiles) reads
 the monitor's state instead of opening its own connections.
 
 A broken connection is retried at once on a fresh socket; after that, attempts back off exponentially
@@ -20,7 +20,7 @@ version, in the transaction that stores the events it caused), with one instance
 monitor that starts carries on from that state instead of taking a fresh baseline, so a power cut or a
 return of mains while mko was down is still an event ("mains returned while mko was down (last seen
 OB DISCHRG at …)"). At the first reading of each UPS it also compares the UPS with the open outages
-(mko.outages): mains on with a cluster down for this UPS gives one ``power_restored`` (the restore
+(mko.cluster.outages): mains on with a cluster down for this UPS gives one ``power_restored`` (the restore
 runs once); on battery with a shutdown left unfinished, the event that started it is repeated. Such
 start-up events concern only the clusters of the open outages: a plain restart on mains with nothing
 down sends no packet and starts no operation.
@@ -52,7 +52,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko import outages
+from mko.cluster import outages
 from mko.operations.identity import current_instance
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.ha import UpsState
@@ -62,7 +62,8 @@ from mko.platform.db.session import in_thread_session
 from mko.platform.errors import ConflictError
 from mko.platform.secrets import SecretBox
 from mko.platform.settings import Settings, beside_database
-from mko.rules import RuleEngine, low_battery_thresholds, runtime_needs
+from mko.rules.engine import RuleEngine
+from mko.rules.service import low_battery_thresholds, runtime_needs
 from mko.ups.events import CommFailure, DetectedEvent, EventDetector, last_seen
 from mko.ups.nut import NutClient, NutConnectionError, NutError, NutResponseError
 from mko.ups.service import UpsTarget, list_ups, record_events, status_of, target_of

@@ -12,12 +12,20 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from mko import agents, inventory, outages, schedules, shutdown, wake
-from mko import rules as rules_service
 from mko.access.principal import allows
+from mko.agents.registry import list_agents
 from mko.api.background import launch, launch_wake
 from mko.api.deps import DbDep, SessionDep, SettingsDep
 from mko.api.routing import MkoRoute
+from mko.cluster import outages
+from mko.cluster.plan import plan_for, plan_inputs
+from mko.cluster.recovery import run_recovery, start_recovery
+from mko.cluster.shutdown import run_shutdown, start_shutdown
+from mko.inventory.clusters import create_cluster, get_cluster, list_clusters, node_counts
+from mko.inventory.nodes import configure_wol, create_node, get_node, list_nodes
+from mko.inventory.power_settings import BUILT_METHODS
+from mko.inventory.schemas import ClusterCreate, NodeCreate, WolConfigure
+from mko.operations.kinds import WAKE_KIND_PREFIX
 from mko.operations.records import (
     Actor,
     finish_operation,
@@ -32,11 +40,23 @@ from mko.platform.db.models.inventory import NodeRole, WolMethod
 from mko.platform.db.models.rules import ClusterAction
 from mko.platform.db.models.ups import PowerEvent
 from mko.platform.errors import ConflictError, InputError, NotFoundError
-from mko.schemas import ClusterCreate, NodeCreate, WolConfigure
+from mko.rules.actions import ACTIONS
+from mko.rules.schemas import RuleCreate
+from mko.rules.service import create_rule, list_rules
+from mko.schedules.schemas import ScheduleCreate
+from mko.schedules.service import (
+    create_schedule,
+    delete_schedule,
+    list_schedules,
+    pause_schedule,
+    public,
+    resume_schedule,
+)
 from mko.ups import service as ups_service
-from mko.ups.schemas import RuleCreate
 from mko.web.auth import WebForbidden
 from mko.web.forms import FieldErrors, FormDep, blank_to_none, field_errors
+from mko.wol.status import wol_status_sync
+from mko.wol.wake import make_schedule, start_wake
 
 __all__ = ["STATIC_DIR", "router"]
 
@@ -75,7 +95,7 @@ def _render(request: Request, name: str, status_code: int = 200, **context: Any)
     context.setdefault("principal", principal)
     context.setdefault("can_operate", principal is not None and allows(principal.role, Role.OPERATOR))
     context.setdefault("roles", [r.value for r in NodeRole])
-    context.setdefault("methods", [m.value for m in WolMethod if m in inventory.BUILT_METHODS])
+    context.setdefault("methods", [m.value for m in WolMethod if m in BUILT_METHODS])
     return templates.TemplateResponse(request, name, context, status_code=status_code)
 
 
@@ -92,11 +112,11 @@ def dashboard(request: Request, session: SessionDep) -> HTMLResponse:
     return _render(
         request,
         "dashboard.html",
-        clusters=inventory.list_clusters(session),
-        counts=inventory.node_counts(session),
+        clusters=list_clusters(session),
+        counts=node_counts(session),
         operations=list_operations(session, limit=10),
         upses=_ups_statuses(request, session),
-        agents=agents.list_agents(session, request.app.state.settings),
+        agents=list_agents(session, request.app.state.settings),
     )
 
 
@@ -106,9 +126,9 @@ def dashboard(request: Request, session: SessionDep) -> HTMLResponse:
 def _nodes_page(
     request: Request, session: SessionDep, cluster_id: int | None, status_code: int = 200, **context: Any
 ) -> HTMLResponse:
-    nodes = inventory.list_nodes(session, cluster_id)
-    clusters = inventory.list_clusters(session)
-    last_wake = {node.id: last_step_for_node(session, node.id, wake.WAKE_KIND_PREFIX) for node in nodes}
+    nodes = list_nodes(session, cluster_id)
+    clusters = list_clusters(session)
+    last_wake = {node.id: last_step_for_node(session, node.id, WAKE_KIND_PREFIX) for node in nodes}
     return _render(
         request,
         "nodes.html",
@@ -134,7 +154,7 @@ def add_node(request: Request, session: SessionDep, form: FormDep) -> Response:
     values = blank_to_none(form, NODE_FORM_FIELDS)
     try:
         data = NodeCreate.model_validate({k: v for k, v in values.items() if v is not None})
-        node = inventory.create_node(session, data)
+        node = create_node(session, data)
     except (InputError, ValidationError) as exc:
         return _nodes_page(request, session, None, 422, form=values, errors=field_errors(exc))
     except ConflictError as exc:
@@ -155,10 +175,8 @@ async def _start_wake(
     it cannot start (the database work in worker threads, like every async handler's)."""
     actor = _actor(request)
     try:
-        schedule = wake.make_schedule(settings, wait=wait)
-        prepared = await db.run(
-            lambda session: wake.start_wake(session, schedule=schedule, actor=actor, **target)
-        )
+        schedule = make_schedule(settings, wait=wait)
+        prepared = await db.run(lambda session: start_wake(session, schedule=schedule, actor=actor, **target))
     except (InputError, ConflictError) as exc:
         error = str(exc)
         return await db.run(lambda session: page(session, error))
@@ -185,14 +203,14 @@ async def wake_selected(request: Request, db: DbDep, settings: SettingsDep, form
 def _node_page(
     request: Request, session: SessionDep, node_id: int, status_code: int = 200, **context: Any
 ) -> HTMLResponse:
-    node = inventory.get_node(session, node_id)
+    node = get_node(session, node_id)
     context.setdefault("form", None)
     return _render(
         request,
         "node_detail.html",
         status_code,
         node=node,
-        wol=wake.wol_status_sync(session, node_id),
+        wol=wol_status_sync(session, node_id),
         history=list_for_node(session, node_id),
         **context,
     )
@@ -225,7 +243,7 @@ def configure_node(request: Request, session: SessionDep, node_id: int, form: Fo
         data = WolConfigure.model_validate(values)
         principal = getattr(request.state, "principal", None)
         admin = principal is not None and principal.role == Role.ADMIN
-        inventory.configure_wol(session, node_id, data, may_rebind_secrets=admin)
+        configure_wol(session, node_id, data, may_rebind_secrets=admin)
     except (InputError, ValidationError) as exc:
         return _node_page(request, session, node_id, 422, form=values, errors=field_errors(exc))
     changes = data.model_dump(mode="json", exclude_unset=True)
@@ -270,8 +288,8 @@ def _clusters_page(
         request,
         "clusters.html",
         status_code,
-        clusters=inventory.list_clusters(session),
-        counts=inventory.node_counts(session),
+        clusters=list_clusters(session),
+        counts=node_counts(session),
         **context,
     )
 
@@ -292,7 +310,7 @@ def add_cluster(request: Request, session: SessionDep, form: FormDep) -> Respons
     }
     errors: FieldErrors
     try:
-        cluster = inventory.create_cluster(session, ClusterCreate.model_validate(values))
+        cluster = create_cluster(session, ClusterCreate.model_validate(values))
     except (InputError, ValidationError) as exc:
         errors = field_errors(exc)
         return _clusters_page(request, session, 422, form=values, errors=errors)
@@ -304,8 +322,8 @@ def add_cluster(request: Request, session: SessionDep, form: FormDep) -> Respons
 def _cluster_page(
     request: Request, session: SessionDep, cluster_id: int, status_code: int = 200, **context: Any
 ) -> HTMLResponse:
-    cluster = inventory.get_cluster(session, cluster_id)
-    nodes = inventory.list_nodes(session, cluster_id)
+    cluster = get_cluster(session, cluster_id)
+    nodes = list_nodes(session, cluster_id)
     return _render(
         request,
         "cluster_detail.html",
@@ -362,13 +380,13 @@ def _schedules_page(
 ) -> HTMLResponse:
     settings = request.app.state.settings
     targets = [("", "—")]
-    targets += [(f"cluster:{c.id}", f"cluster {c.name}") for c in inventory.list_clusters(session)]
-    targets += [(f"node:{n.id}", f"node {n.hostname}") for n in inventory.list_nodes(session)]
+    targets += [(f"cluster:{c.id}", f"cluster {c.name}") for c in list_clusters(session)]
+    targets += [(f"node:{n.id}", f"node {n.hostname}") for n in list_nodes(session)]
     return _render(
         request,
         "schedules.html",
         status_code,
-        schedules=[schedules.public(session, settings, s) for s in schedules.list_schedules(session)],
+        schedules=[public(session, settings, s) for s in list_schedules(session)],
         targets=targets,
         actions=[("wake", "wake"), ("shutdown", "graceful shutdown (cluster)")],
         default_timezone=settings.schedule_default_timezone,
@@ -395,7 +413,7 @@ def add_schedule(request: Request, session: SessionDep, settings: SettingsDep, f
     values["wait"] = form.get("wait") == "on"
     kind, _, ident = str(values.get("target") or "").partition(":")
     try:
-        data = schedules.ScheduleCreate(
+        data = ScheduleCreate(
             name=values["name"] or "",
             action=values["action"] or "wake",
             cron=values["cron"] or "",
@@ -405,7 +423,7 @@ def add_schedule(request: Request, session: SessionDep, settings: SettingsDep, f
             wait=values["wait"],
             notify_urls=[values["notify_url"]] if values["notify_url"] else [],
         )
-        schedules.create_schedule(session, settings, data)
+        create_schedule(session, settings, data)
     except (InputError, ValidationError) as exc:
         errors = field_errors(exc)
         for target_field in ("cluster_id", "node_id"):
@@ -424,11 +442,11 @@ def add_schedule(request: Request, session: SessionDep, settings: SettingsDep, f
 def change_schedule(request: Request, session: SessionDep, schedule_id: int, change: str) -> Response:
     """Pause, resume or remove a schedule."""
     if change == "pause":
-        schedules.pause_schedule(session, schedule_id)
+        pause_schedule(session, schedule_id)
     elif change == "resume":
-        schedules.resume_schedule(session, schedule_id)
+        resume_schedule(session, schedule_id)
     elif change == "remove":
-        schedules.delete_schedule(session, schedule_id)
+        delete_schedule(session, schedule_id)
     else:
         return _schedules_page(request, session, 404, errors={"form": f"unknown change {change!r}"})
     _poke_scheduler(request)
@@ -467,12 +485,12 @@ def _rules_page(
         request,
         "rules.html",
         status_code,
-        rules=rules_service.list_rules(session),
+        rules=list_rules(session),
         upses=ups_service.list_ups(session),
-        clusters=inventory.list_clusters(session),
+        clusters=list_clusters(session),
         events=[e.value for e in PowerEvent],
         actions=[a.value for a in ClusterAction],
-        available_actions={a.value for a in rules_service.ACTIONS},
+        available_actions={a.value for a in ACTIONS},
         **context,
     )
 
@@ -495,7 +513,7 @@ def add_rule(request: Request, session: SessionDep, form: FormDep) -> Response:
     values["recover_after_wake"] = form.get("recover_after_wake") == "on"
     try:
         data = RuleCreate.model_validate({k: v for k, v in values.items() if v is not None})
-        rules_service.create_rule(session, data)
+        create_rule(session, data)
     except (InputError, ValidationError) as exc:
         return _rules_page(request, session, 422, form=values, errors=field_errors(exc))
     except (ConflictError, NotFoundError) as exc:
@@ -514,8 +532,8 @@ async def shutdown_confirm(
     principal = request.state.principal
     if not allows(principal.role, Role.OPERATOR):
         raise WebForbidden(f"your role {principal.role.value} cannot shut clusters down")
-    inputs = await db.run(lambda session: shutdown.plan_inputs(session, settings, cluster_id))
-    plan = await shutdown.plan_for(inputs, settings, force=force)
+    inputs = await db.run(lambda session: plan_inputs(session, settings, cluster_id))
+    plan = await plan_for(inputs, settings, force=force)
     return _render(request, "shutdown_confirm.html", cluster=inputs.cluster, plan=plan, force=force)
 
 
@@ -525,10 +543,10 @@ async def shutdown_cluster(
 ) -> Response:
     """Shut the cluster down in order (confirmed on the plan page); follow it on its operation page."""
     actor = _actor(request)
-    inputs = await db.run(lambda session: shutdown.plan_inputs(session, settings, cluster_id))
-    plan = await shutdown.plan_for(inputs, settings, force=form.get("force") == "on")
-    prepared = await db.run(lambda session: shutdown.start_shutdown(session, plan, actor))
-    launch(request.app, shutdown.run_shutdown(request.app.state.session_factory, settings, prepared))
+    inputs = await db.run(lambda session: plan_inputs(session, settings, cluster_id))
+    plan = await plan_for(inputs, settings, force=form.get("force") == "on")
+    prepared = await db.run(lambda session: start_shutdown(session, plan, actor))
+    launch(request.app, run_shutdown(request.app.state.session_factory, settings, prepared))
     return _see_other(f"/operations/{prepared.operation_id}")
 
 
@@ -537,7 +555,7 @@ async def recover_cluster(request: Request, db: DbDep, settings: SettingsDep, cl
     """Start MicroK8s everywhere, wait until every node is Ready, uncordon what mko drained."""
     actor = _actor(request)
     prepared = await db.run(
-        lambda session: shutdown.start_recovery(session, cluster_id, actor, settings.recovery_timeout)
+        lambda session: start_recovery(session, cluster_id, actor, settings.recovery_timeout)
     )
-    launch(request.app, shutdown.run_recovery(request.app.state.session_factory, settings, prepared))
+    launch(request.app, run_recovery(request.app.state.session_factory, settings, prepared))
     return _see_other(f"/operations/{prepared.operation_id}")

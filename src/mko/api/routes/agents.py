@@ -6,7 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response, status
 
-from mko import agents
+from mko.agents import registry as agents_registry
+from mko.agents.claims import claim_wait, report_job
+from mko.agents.schemas import AgentHeartbeat, AgentPublic, ClaimRequest, JobReport
 from mko.api.deps import SessionDep, SettingsDep
 from mko.api.routing import MkoRoute
 from mko.api.security import PrincipalDep
@@ -20,17 +22,17 @@ agent_router = APIRouter(prefix="/api/agents", tags=["agents"], route_class=MkoR
 
 
 @router.get("/agents")
-def list_agents(session: SessionDep, settings: SettingsDep) -> list[agents.AgentPublic]:
+def list_agents(session: SessionDep, settings: SettingsDep) -> list[AgentPublic]:
     """Every wake agent: its site, online or offline, and its last heartbeat."""
-    return agents.list_agents(session, settings)
+    return agents_registry.list_agents(session, settings)
 
 
 @agent_router.post("/heartbeat")
 def heartbeat(
-    session: SessionDep, settings: SettingsDep, principal: PrincipalDep, body: agents.AgentHeartbeat
+    session: SessionDep, settings: SettingsDep, principal: PrincipalDep, body: AgentHeartbeat
 ) -> dict[str, Any]:
     """Register or refresh the calling agent; the answer tells it how often to come back."""
-    agent = agents.heartbeat(session, principal, body)
+    agent = agents_registry.heartbeat(session, principal, body)
     return {
         "name": agent.name,
         "site": agent.site,
@@ -44,11 +46,9 @@ def heartbeat(
     "/claim",
     responses={204: {"description": "no job arrived during the wait"}},
 )
-async def claim(
-    request: Request, settings: SettingsDep, principal: PrincipalDep, body: agents.ClaimRequest
-) -> Any:
+async def claim(request: Request, settings: SettingsDep, principal: PrincipalDep, body: ClaimRequest) -> Any:
     """Long poll: the next queued wake job of the agent's site (claimed by it alone), or 204."""
-    job = await agents.claim_wait(
+    job = await claim_wait(
         request.app.state.session_factory, settings, principal, body, gone=request.is_disconnected
     )
     if job is None:
@@ -57,9 +57,7 @@ async def claim(
 
 
 @agent_router.post("/jobs/{job_id:int}/result")
-def report(
-    session: SessionDep, principal: PrincipalDep, job_id: int, body: agents.JobReport
-) -> dict[str, Any]:
+def report(session: SessionDep, principal: PrincipalDep, job_id: int, body: JobReport) -> dict[str, Any]:
     """The claimed job's per-node outcomes; they become the steps of the wake's operation."""
-    job = agents.report_job(session, principal, job_id, body)
+    job = report_job(session, principal, job_id, body)
     return {"job_id": job.id, "status": job.status.value}

@@ -7,10 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Request, Response, status
 from pydantic import Field
 
-from mko import shutdown
 from mko.api.background import launch
 from mko.api.deps import ActorDep, DbDep, SettingsDep
 from mko.api.routing import MkoRoute
+from mko.cluster.plan import plan_for, plan_inputs
+from mko.cluster.recovery import run_recovery, start_recovery
+from mko.cluster.shutdown import run_shutdown, start_shutdown
 from mko.platform.validation import InputModel
 
 router = APIRouter(prefix="/api", tags=["cluster power"], route_class=MkoRoute)
@@ -48,14 +50,12 @@ async def shutdown_cluster(
 ) -> dict[str, Any]:
     """Shut the cluster down in order (202, runs in the background); ``dry_run`` returns the plan (200)."""
     body = body or ShutdownBody()
-    inputs = await db.run(
-        lambda session: shutdown.plan_inputs(session, settings, cluster_id, ups_id=body.ups_id)
-    )
-    plan = await shutdown.plan_for(inputs, settings, force=body.force)
+    inputs = await db.run(lambda session: plan_inputs(session, settings, cluster_id, ups_id=body.ups_id))
+    plan = await plan_for(inputs, settings, force=body.force)
     if body.dry_run:
         return {"plan": plan.as_dict()}
-    prepared = await db.run(lambda session: shutdown.start_shutdown(session, plan, actor))
-    launch(request.app, shutdown.run_shutdown(request.app.state.session_factory, settings, prepared))
+    prepared = await db.run(lambda session: start_shutdown(session, plan, actor))
+    launch(request.app, run_shutdown(request.app.state.session_factory, settings, prepared))
     url = f"/api/operations/{prepared.operation_id}"
     response.status_code = status.HTTP_202_ACCEPTED
     response.headers["Location"] = url
@@ -79,8 +79,8 @@ async def recover_cluster(
 ) -> dict[str, Any]:
     """Start MicroK8s on every node, wait until all are Ready, uncordon what mko drained (202)."""
     timeout = (body.timeout if body else None) or settings.recovery_timeout
-    prepared = await db.run(lambda session: shutdown.start_recovery(session, cluster_id, actor, timeout))
-    launch(request.app, shutdown.run_recovery(request.app.state.session_factory, settings, prepared))
+    prepared = await db.run(lambda session: start_recovery(session, cluster_id, actor, timeout))
+    launch(request.app, run_recovery(request.app.state.session_factory, settings, prepared))
     url = f"/api/operations/{prepared.operation_id}"
     response.status_code = status.HTTP_202_ACCEPTED
     response.headers["Location"] = url

@@ -6,9 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from mko import ha as mko_ha
 from mko.api.deps import SessionDep, SettingsDep
 from mko.api.routing import MkoRoute
+from mko.ha import election as ha_election
 
 router = APIRouter(tags=["high availability"], route_class=MkoRoute)
 
@@ -16,4 +16,4 @@ router = APIRouter(tags=["high availability"], route_class=MkoRoute)
 @router.get("/api/cluster-status")
 def cluster_status(session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     """Which instances share this database, which are online, and which one leads."""
-    return mko_ha.cluster_status(session, settings)
+    return ha_election.cluster_status(session, settings)

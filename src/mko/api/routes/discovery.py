@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from mko import discovery
 from mko.api.deps import ActorDep, DbDep, SettingsDep
 from mko.api.routing import MkoRoute
-from mko.discovery import DiscoverRequest, DiscoveryResult
+from mko.inventory import discovery
+from mko.inventory.discovery import DiscoverRequest, DiscoveryResult
 
 router = APIRouter(prefix="/api", tags=["discovery"], route_class=MkoRoute)
 

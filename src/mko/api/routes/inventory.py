@@ -4,30 +4,40 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from mko import inventory, reachability
 from mko.api.deps import DbDep, SessionDep, SettingsDep
 from mko.api.live import LiveReads
 from mko.api.routing import MkoRoute
 from mko.api.security import AdminDep, PrincipalDep, require_operator_for
-from mko.reachability import Reachability
-from mko.schemas import ClusterCreate, ClusterPublic, ClusterUpdate, NodeCreate, NodePublic, NodeUpdate
+from mko.inventory import clusters as inventory_clusters
+from mko.inventory import nodes as inventory_nodes
+from mko.inventory.clusters import node_counts
+from mko.inventory.schemas import (
+    ClusterCreate,
+    ClusterPublic,
+    ClusterUpdate,
+    NodeCreate,
+    NodePublic,
+    NodeUpdate,
+)
+from mko.wol import reachability
+from mko.wol.reachability import Reachability
 
 router = APIRouter(prefix="/api", route_class=MkoRoute)
 
 
 def _cluster_public(session: SessionDep, cluster_id: int) -> ClusterPublic:
-    cluster = inventory.get_cluster(session, cluster_id)
+    cluster = inventory_clusters.get_cluster(session, cluster_id)
     public = ClusterPublic.model_validate(cluster)
-    public.node_count = inventory.node_counts(session).get(cluster.id, 0)
+    public.node_count = node_counts(session).get(cluster.id, 0)
     return public
 
 
 @router.get("/clusters", tags=["clusters"])
 def list_clusters(session: SessionDep) -> list[ClusterPublic]:
     """All clusters with their node counts."""
-    counts = inventory.node_counts(session)
+    counts = node_counts(session)
     result = []
-    for cluster in inventory.list_clusters(session):
+    for cluster in inventory_clusters.list_clusters(session):
         public = ClusterPublic.model_validate(cluster)
         public.node_count = counts.get(cluster.id, 0)
         result.append(public)
@@ -37,7 +47,7 @@ def list_clusters(session: SessionDep) -> list[ClusterPublic]:
 @router.post("/clusters", status_code=status.HTTP_201_CREATED, tags=["clusters"])
 def create_cluster(session: SessionDep, body: ClusterCreate) -> ClusterPublic:
     """Add a cluster."""
-    return _cluster_public(session, inventory.create_cluster(session, body).id)
+    return _cluster_public(session, inventory_clusters.create_cluster(session, body).id)
 
 
 @router.get("/clusters/{cluster_id:int}", tags=["clusters"])
@@ -51,27 +61,27 @@ def update_cluster(
     session: SessionDep, admin: AdminDep, cluster_id: int, body: ClusterUpdate
 ) -> ClusterPublic:
     """Change the fields sent (a new site for nodes holding SecureOn passwords needs an admin)."""
-    inventory.update_cluster(session, cluster_id, body, may_rebind_secrets=admin)
+    inventory_clusters.update_cluster(session, cluster_id, body, may_rebind_secrets=admin)
     return _cluster_public(session, cluster_id)
 
 
 @router.delete("/clusters/{cluster_id:int}", status_code=status.HTTP_204_NO_CONTENT, tags=["clusters"])
 def delete_cluster(session: SessionDep, cluster_id: int) -> Response:
     """Remove an empty cluster."""
-    inventory.delete_cluster(session, cluster_id)
+    inventory_clusters.delete_cluster(session, cluster_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/clusters/{cluster_id:int}/nodes", tags=["clusters"])
 def list_cluster_nodes(session: SessionDep, cluster_id: int) -> list[NodePublic]:
     """The nodes of one cluster."""
-    return [NodePublic.of(node) for node in inventory.list_nodes(session, cluster_id)]
+    return [NodePublic.of(node) for node in inventory_nodes.list_nodes(session, cluster_id)]
 
 
 @router.get("/nodes", tags=["nodes"])
 def list_nodes(session: SessionDep, cluster_id: int | None = None) -> list[NodePublic]:
     """All nodes, or those of ``cluster_id``."""
-    return [NodePublic.of(node) for node in inventory.list_nodes(session, cluster_id)]
+    return [NodePublic.of(node) for node in inventory_nodes.list_nodes(session, cluster_id)]
 
 
 @router.get("/nodes/reachability", tags=["nodes"])
@@ -88,7 +98,7 @@ async def nodes_reachability(
 ) -> dict[int, Reachability]:
     """Every node's (or ``cluster_id``'s nodes') last probe result with its age (``up`` null: never
     probed); ``?refresh=true`` probes them now, concurrently, on their probe ports, and stores it."""
-    nodes = await db.run(lambda session: inventory.list_nodes(session, cluster_id))
+    nodes = await db.run(lambda session: inventory_nodes.list_nodes(session, cluster_id))
     if not refresh:
         return reachability.stored_reachability(nodes)
     await require_operator_for(request, principal, "probing nodes now")
@@ -107,23 +117,23 @@ async def nodes_reachability(
 @router.post("/nodes", status_code=status.HTTP_201_CREATED, tags=["nodes"])
 def create_node(session: SessionDep, body: NodeCreate) -> NodePublic:
     """Add a node."""
-    return NodePublic.of(inventory.create_node(session, body))
+    return NodePublic.of(inventory_nodes.create_node(session, body))
 
 
 @router.get("/nodes/{node_id:int}", tags=["nodes"])
 def get_node(session: SessionDep, node_id: int) -> NodePublic:
     """One node."""
-    return NodePublic.of(inventory.get_node(session, node_id))
+    return NodePublic.of(inventory_nodes.get_node(session, node_id))
 
 
 @router.patch("/nodes/{node_id:int}", tags=["nodes"])
 def update_node(session: SessionDep, admin: AdminDep, node_id: int, body: NodeUpdate) -> NodePublic:
     """Change the fields sent (moving a stored BMC or SecureOn password needs it again, or admin)."""
-    return NodePublic.of(inventory.update_node(session, node_id, body, may_rebind_secrets=admin))
+    return NodePublic.of(inventory_nodes.update_node(session, node_id, body, may_rebind_secrets=admin))
 
 
 @router.delete("/nodes/{node_id:int}", status_code=status.HTTP_204_NO_CONTENT, tags=["nodes"])
 def delete_node(session: SessionDep, node_id: int) -> Response:
     """Remove a node (its operation history stays)."""
-    inventory.delete_node(session, node_id)
+    inventory_nodes.delete_node(session, node_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -11,15 +11,16 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from mko import ansible_inventory, nic
 from mko.api.deps import ActorDep, DbDep, SessionDep, SettingsDep
 from mko.api.live import LiveReads
 from mko.api.routing import MkoRoute
 from mko.api.security import PrincipalDep, require_operator_for
+from mko.inventory.trust import node_target, trust_node
+from mko.nic.ansible import write_inventory
+from mko.nic.collect import collect_macs
 from mko.platform.db.models.operations import OperationStatus
 from mko.platform.validation import InputModel
 from mko.ssh.host_keys import HostKeyInfo, scan_host_key
-from mko.ssh.trust import node_target, trust_node
 
 router = APIRouter(prefix="/api", route_class=MkoRoute)
 
@@ -58,9 +59,7 @@ async def collect_mac(
 ) -> CollectMacResponse:
     """Read each node's interfaces over SSH (in parallel) and store the MAC, interface and prefix."""
     body = body or CollectMacBody()
-    operation = await nic.collect_macs(
-        db.factory, settings, body.node_ids, overwrite=body.overwrite, actor=actor
-    )
+    operation = await collect_macs(db.factory, settings, body.node_ids, overwrite=body.overwrite, actor=actor)
     return CollectMacResponse(
         operation_id=operation.id,
         status=operation.status,
@@ -107,4 +106,4 @@ async def trust(
 @router.post("/ansible/inventory", tags=["ansible"])
 def ansible_inventory_write(session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
     """Write the Ansible inventory file now (it is also rewritten whenever a node changes)."""
-    return ansible_inventory.write_inventory(session, settings).as_dict()
+    return write_inventory(session, settings).as_dict()

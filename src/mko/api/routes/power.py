@@ -9,7 +9,6 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from mko import node_power
 from mko.api.background import launch, result_or_accepted
 from mko.api.deps import ActorDep, DbDep, SettingsDep
 from mko.api.live import LiveReads
@@ -19,6 +18,7 @@ from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.validation import InputModel
 from mko.power.base import OutcomeState, PowerState
+from mko.wol.node_power import PowerTarget, describe_power, power_target, read_power, run_power, start_power
 
 VERIFIED_STATES = {OutcomeState.UP.value: PowerState.ON, OutcomeState.OFF.value: PowerState.OFF}
 
@@ -55,11 +55,11 @@ async def power_action(
 ) -> PowerResponse:
     """Power a node on, off or soft-off through its driver (409 with the reason when it cannot)."""
     prepared = await db.run(
-        lambda session: node_power.start_power(
+        lambda session: start_power(
             session, settings, node_id, body.action, actor=actor, wait=body.wait, timeout=body.timeout
         )
     )
-    task = launch(request.app, node_power.run_power(request.app.state.session_factory, settings, prepared))
+    task = launch(request.app, run_power(request.app.state.session_factory, settings, prepared))
     task.add_done_callback(_remember_state(request.app.state.live_reads, node_id))
     url = f"/api/operations/{prepared.operation_id}"
     operation = await result_or_accepted(task, settings.api_sync_wait, response, url)
@@ -93,22 +93,22 @@ async def power_status(
 ) -> dict[str, Any]:
     """The node's power state as last read, with ``checked_at`` and ``age_seconds`` (``unknown`` until
     it was read); ``?refresh=true`` reads it now through its driver (magic-packet nodes: a TCP probe)."""
-    target = await db.run(lambda session: node_power.power_target(session, node_id))
+    target = await db.run(lambda session: power_target(session, node_id))
     live: LiveReads[PowerState] = request.app.state.live_reads
     key = ("power", node_id)
     if refresh:
         await require_operator_for(request, principal, "reading a node's power state now")
-        fresh = await live.read(key, lambda: node_power.read_power(settings, target))
-        return node_power.describe_power(target, fresh.result(), **fresh.stamp())
+        fresh = await live.read(key, lambda: read_power(settings, target))
+        return describe_power(target, fresh.result(), **fresh.stamp())
     last = live.last(key)
     if last is not None:
         error = None if last.error is None else str(last.error)
-        return node_power.describe_power(target, last.value, **last.stamp(), error=error)
+        return describe_power(target, last.value, **last.stamp(), error=error)
     if not target.driver.verify_by_query and target.probed_at is not None:
         # A magic-packet node's driver reads its probe port: the background refresher's last probe.
         state = PowerState.ON if target.probed_up else PowerState.OFF
-        return node_power.describe_power(target, state, checked_at=target.probed_at, age_seconds=_age(target))
-    return node_power.describe_power(target, None, checked_at=None, age_seconds=None)
+        return describe_power(target, state, checked_at=target.probed_at, age_seconds=_age(target))
+    return describe_power(target, None, checked_at=None, age_seconds=None)
 
 
 def _remember_state(live: LiveReads[PowerState], node_id: int) -> Callable[[asyncio.Task[Operation]], None]:
@@ -127,5 +127,5 @@ def _remember_state(live: LiveReads[PowerState], node_id: int) -> Callable[[asyn
     return done
 
 
-def _age(target: node_power.PowerTarget) -> float | None:
+def _age(target: PowerTarget) -> float | None:
     return None if target.probed_at is None else round((utcnow() - target.probed_at).total_seconds(), 1)

@@ -6,11 +6,11 @@ from typing import Any
 
 from fastapi import APIRouter, Response, status
 
-from mko import proxmox_hosts
 from mko.api.deps import DbDep, SessionDep, SettingsDep
 from mko.api.routing import MkoRoute
 from mko.api.security import AdminDep
-from mko.schemas import ProxmoxHostCreate, ProxmoxHostPublic, ProxmoxHostUpdate
+from mko.inventory import proxmox_hosts
+from mko.inventory.schemas import ProxmoxHostCreate, ProxmoxHostPublic, ProxmoxHostUpdate
 
 router = APIRouter(prefix="/api/proxmox-hosts", tags=["proxmox"], route_class=MkoRoute)
 

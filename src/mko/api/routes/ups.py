@@ -10,15 +10,19 @@ from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 from sqlalchemy.orm import Session
 
-from mko import outages, rules
 from mko.api.deps import DbDep, SessionDep, SettingsDep
 from mko.api.live import LiveReads
 from mko.api.routing import MkoRoute
+from mko.cluster import outages
+from mko.cluster.schemas import OutagePublic
 from mko.platform.db.models.ups import PowerEvent
 from mko.platform.secrets import SecretBox
+from mko.rules import service as rules_service
+from mko.rules.schemas import RuleCreate, RulePublic
+from mko.rules.service import set_rule_enabled
 from mko.ups import service
 from mko.ups.monitor import UpsMonitor
-from mko.ups.schemas import OutagePublic, RuleCreate, RulePublic, UpsCreate, UpsEventPublic, UpsPublic
+from mko.ups.schemas import UpsCreate, UpsEventPublic, UpsPublic
 
 router = APIRouter(prefix="/api/ups", tags=["ups"], route_class=MkoRoute)
 
@@ -102,14 +106,15 @@ def list_rules(
 ) -> list[RulePublic]:
     """Power rules by UPS and priority, with their counters."""
     return [
-        RulePublic.model_validate(r) for r in rules.list_rules(session, ups_id=ups_id, cluster_id=cluster_id)
+        RulePublic.model_validate(r)
+        for r in rules_service.list_rules(session, ups_id=ups_id, cluster_id=cluster_id)
     ]
 
 
 @router.post("/rules", status_code=status.HTTP_201_CREATED, tags=["power rules"])
 def create_rule(request: Request, session: SessionDep, body: RuleCreate) -> RulePublic:
     """The seed's create-rule: wake_on_lan (with recovery unless recover_after_wake is false) or shutdown."""
-    rule = rules.create_rule(session, body)
+    rule = rules_service.create_rule(session, body)
     _changed(request)
     return RulePublic.model_validate(rule)
 
@@ -117,13 +122,13 @@ def create_rule(request: Request, session: SessionDep, body: RuleCreate) -> Rule
 @router.get("/rules/{rule_id:int}", tags=["power rules"])
 def get_rule(session: SessionDep, rule_id: int) -> RulePublic:
     """One rule."""
-    return RulePublic.model_validate(rules.get_rule(session, rule_id))
+    return RulePublic.model_validate(rules_service.get_rule(session, rule_id))
 
 
 @router.delete("/rules/{rule_id:int}", status_code=status.HTTP_204_NO_CONTENT, tags=["power rules"])
 def delete_rule(request: Request, session: SessionDep, rule_id: int) -> Response:
     """Remove a rule (a waiting execution of it will not fire)."""
-    rules.delete_rule(session, rule_id)
+    rules_service.delete_rule(session, rule_id)
     _changed(request)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -131,7 +136,7 @@ def delete_rule(request: Request, session: SessionDep, rule_id: int) -> Response
 @router.post("/rules/{rule_id:int}/enable", tags=["power rules"])
 def enable_rule(request: Request, session: SessionDep, rule_id: int) -> RulePublic:
     """Enable a rule."""
-    rule = rules.set_rule_enabled(session, rule_id, True)
+    rule = set_rule_enabled(session, rule_id, True)
     _changed(request)
     return RulePublic.model_validate(rule)
 
@@ -139,7 +144,7 @@ def enable_rule(request: Request, session: SessionDep, rule_id: int) -> RulePubl
 @router.post("/rules/{rule_id:int}/disable", tags=["power rules"])
 def disable_rule(request: Request, session: SessionDep, rule_id: int) -> RulePublic:
     """Disable a rule (a waiting execution of it will not fire)."""
-    rule = rules.set_rule_enabled(session, rule_id, False)
+    rule = set_rule_enabled(session, rule_id, False)
     _changed(request)
     return RulePublic.model_validate(rule)
 

@@ -8,18 +8,21 @@ from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from mko import inventory, nic, wake
 from mko.api.background import launch_wake, result_or_accepted
 from mko.api.deps import ActorDep, DbDep, SessionDep, SettingsDep
 from mko.api.live import LiveReads
 from mko.api.routing import MkoRoute
 from mko.api.security import AdminDep, PrincipalDep, require_operator_for
+from mko.inventory.nodes import configure_wol, get_node
+from mko.inventory.schemas import NodePublic, WolConfigure
+from mko.nic.wol_switch import set_nic_wol
 from mko.operations.records import finish_operation, start_operation
 from mko.platform.db.models.operations import OperationStatus
 from mko.platform.settings import Settings
 from mko.platform.validation import InputModel
 from mko.power.base import NodeSnapshot
-from mko.schemas import NodePublic, WolConfigure
+from mko.wol.status import probe_reachable, wol_status_sync
+from mko.wol.wake import PreparedWake, make_schedule, start_wake
 
 router = APIRouter(prefix="/api", tags=["wake-on-lan"], route_class=MkoRoute)
 
@@ -54,7 +57,7 @@ class NodesWakeBody(WakeBody):
 
 
 async def _answer(
-    request: Request, response: Response, settings: Settings, prepared: wake.PreparedWake
+    request: Request, response: Response, settings: Settings, prepared: PreparedWake
 ) -> WakeResponse:
     url = f"/api/operations/{prepared.operation_id}"
     if prepared.coalesced:
@@ -98,12 +101,12 @@ async def _wake(
     body: WakeBody | None,
 ) -> WakeResponse:
     body = body or WakeBody()
-    schedule = wake.make_schedule(
+    schedule = make_schedule(
         settings, retries=body.retries, delay=body.delay, wait=body.wait, timeout=body.timeout
     )
     node_ids = body.node_ids if isinstance(body, NodesWakeBody) else ()
     prepared = await db.run(
-        lambda session: wake.start_wake(
+        lambda session: start_wake(
             session,
             target_type=target_type,
             target_id=target_id,
@@ -172,15 +175,13 @@ async def wol_status(
     """Configuration, the last wake and its outcome; ``?probe=true`` also checks reachability now."""
 
     def load(session: Session) -> tuple[dict[str, Any], NodeSnapshot]:
-        return wake.wol_status_sync(session, node_id), NodeSnapshot.of(inventory.get_node(session, node_id))
+        return wol_status_sync(session, node_id), NodeSnapshot.of(get_node(session, node_id))
 
     status, target = await db.run(load)
     if probe:
         await require_operator_for(request, principal, "probing a node now")
         live: LiveReads[dict[str, Any]] = request.app.state.live_reads
-        reading = await live.read(
-            ("probe", node_id), lambda: wake.probe_reachable(target, settings.probe_timeout)
-        )
+        reading = await live.read(("probe", node_id), lambda: probe_reachable(target, settings.probe_timeout))
         status["reachable"] = reading.result() | reading.stamp()
     return status
 
@@ -219,9 +220,7 @@ class WolSwitchResponse(NodePublic):
 async def _switch(
     db: DbDep, settings: SettingsDep, actor: ActorDep, node_id: int, enable: bool, flag_only: bool
 ) -> WolSwitchResponse:
-    change = await nic.set_nic_wol(
-        db.factory, settings, node_id, enable=enable, actor=actor, flag_only=flag_only
-    )
+    change = await set_nic_wol(db.factory, settings, node_id, enable=enable, actor=actor, flag_only=flag_only)
     return WolSwitchResponse(
         **NodePublic.of(change.node).model_dump(),
         operation_id=change.operation.id,
@@ -262,6 +261,6 @@ def wol_configure(
     session: SessionDep, actor: ActorDep, admin: AdminDep, node_id: int, body: WolConfigure
 ) -> NodePublic:
     """Change the WoL fields sent; nothing else changes, and nothing at all when one field is wrong."""
-    node = inventory.configure_wol(session, node_id, body, may_rebind_secrets=admin)
+    node = configure_wol(session, node_id, body, may_rebind_secrets=admin)
     _record_change(session, actor, node_id, "wol_configure", body.model_dump(mode="json", exclude_unset=True))
     return NodePublic.of(node)

@@ -24,11 +24,11 @@ def alembic_config() -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the database to ``revision`` (default: the newest) without a backup.
 
-    Goes through the one safe upgrade path (``mko.db.legacy.upgrade_database``): one locked transaction,
-    SQLite foreign keys off while batch mode rebuilds tables (else a rebuild cascades deletes), checked
-    before the commit; the earlier orchestrator's database is refused, not mangled.
+    Goes through the one safe upgrade path (``mko.platform.db.upgrade.upgrade_database``): one locked
+    transaction, SQLite foreign keys off while batch mode rebuilds tables (else a rebuild cascades
+    deletes), checked before the commit; the earlier orchestrator's database is refused, not mangled.
     """
-    from mko.db.legacy import upgrade_database
+    from mko.platform.db.upgrade import upgrade_database
 
     upgrade_database(engine.url.render_as_string(hide_password=False), revision, backup=False)
 

@@ -121,7 +121,7 @@ class Node(Base):
     nic_wol_state: Mapped[str | None] = mapped_column(String(16))  # ethtool "Wake-on", e.g. g or d
     nic_wol_persistence: Mapped[str | None] = mapped_column(String(32))  # how the setting survives a reboot
     nic_checked_at: Mapped[datetime | None] = mapped_column()
-    # Background reachability (mko.reachability.Refresher): the last TCP probe of the probe port.
+    # Background reachability (mko.wol.reachability.Refresher): the last TCP probe of the probe port.
     reachable: Mapped[bool | None] = mapped_column(Boolean)  # None until first probed
     reachability_checked_at: Mapped[datetime | None] = mapped_column()
     reachability_changed_at: Mapped[datetime | None] = mapped_column()  # when it last went up or down

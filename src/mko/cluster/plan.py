@@ -1,0 +1,323 @@
+"""The shutdown plan: which node goes when and how (drain workers, stop MicroK8s,
+power off, control plane last), shown before anything runs."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mko.cluster import outages
+from mko.inventory.clusters import get_cluster
+from mko.inventory.nodes import list_nodes
+from mko.operations import ownership
+from mko.operations.kinds import RECOVER_KIND, SHUTDOWN_KINDS
+from mko.platform.db.models.inventory import Cluster, Node, NodeRole
+from mko.platform.db.models.operations import Operation, OperationStatus
+from mko.platform.db.models.rules import ClusterAction, PowerRule
+from mko.platform.db.models.ups import UPS
+from mko.platform.errors import ConflictError, InputError
+from mko.platform.settings import Settings
+from mko.power.probe import probe_tcp
+from mko.power.registry import driver_class
+
+__all__ = [
+    "PlanInputs",
+    "PlannedStep",
+    "ShutdownPlan",
+    "build_plan",
+    "last_duration",
+    "plan_for",
+    "plan_inputs",
+    "plan_shutdown",
+]
+
+
+SHUTDOWN_ACTIONS = (ClusterAction.GRACEFUL_SHUTDOWN, ClusterAction.FORCE_SHUTDOWN)
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """One action on one node, and where its command runs."""
+
+    node_id: int
+    hostname: str
+    action: str  # drain | stop | poweroff
+    runs_on: str  # hostname whose SSH runs the command, or "driver:<name>"
+
+    def describe(self) -> str:
+        """One line for the plan."""
+        what = {
+            "drain": "kubectl drain",
+            "stop": "microk8s stop",
+            "poweroff": "power off",
+        }[self.action]
+        if self.runs_on.startswith("driver:"):
+            where = f"soft-off by the {self.runs_on.removeprefix('driver:')} driver"
+        elif self.runs_on == self.hostname:
+            where = "over SSH" if self.action == "stop" else "systemctl poweroff over SSH"
+        else:
+            where = f"run on {self.runs_on}"
+        return f"{what:<14} {self.hostname} ({where})"
+
+
+@dataclass(frozen=True)
+class UpsFinale:
+    """How a shutdown for a UPS ends: its load power-cycled, then mko's own host (when it is on it)."""
+
+    ups_id: int
+    ups_name: str
+    power_cycle: bool
+    host_command: tuple[str, ...] = ()  # MKO_HOST_SHUTDOWN_COMMAND when MKO_HOST_UPS names this UPS
+    marker: str = ""
+
+    def lines(self, number: int, conditional: bool) -> list[str]:
+        """The plan's last sections."""
+        when = f" (for UPS {self.ups_name}: its rules, or --ups {self.ups_id})" if conditional else ""
+        out = []
+        if self.power_cycle:
+            out += [
+                f"{number}. then the UPS, once every node is confirmed off{when}:",
+                f"   power-cycle    {self.ups_name} (INSTCMD shutdown.return, or load.off.delay with the"
+                " UPS's delays; skipped if mains has returned)",
+            ]
+            number += 1
+        if self.host_command:
+            out += [
+                f"{number}. then mko's own host, the very last step{when}:",
+                f"   host shutdown  {shlex.join(self.host_command)} (after writing {self.marker})",
+            ]
+        return out
+
+
+@dataclass
+class ShutdownPlan:
+    """The ordered plan: parallel worker chains, then control planes one at a time."""
+
+    cluster_id: int
+    cluster_name: str
+    force: bool
+    drain_host: str | None
+    parallel: list[list[PlannedStep]] = field(default_factory=list)
+    serial: list[list[PlannedStep]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    # A shutdown for a UPS (an outage): its id, the nodes that answered when planned, and how it ends.
+    ups_id: int | None = None
+    nodes_up: list[int] = field(default_factory=list)
+    finales: list[UpsFinale] = field(default_factory=list)
+
+    @property
+    def hostnames(self) -> list[str]:
+        """Every node of the plan, in execution order."""
+        seen: dict[str, None] = {}
+        for chain in (*self.parallel, *self.serial):
+            for step in chain:
+                seen.setdefault(step.hostname, None)
+        return list(seen)
+
+    def lines(self) -> list[str]:
+        """The plan in words, in execution order (what --dry-run prints)."""
+        mode = "force shutdown (no drains)" if self.force else "graceful shutdown"
+        out = [
+            f"{mode} of cluster {self.cluster_id} ({self.cluster_name}); drain host: {self.drain_host or '—'}"
+        ]
+        out += [f"note: {note}" for note in self.notes]
+        number = 1
+        if self.parallel:
+            out.append(f"{number}. workers, in parallel:")
+            number += 1
+            for chain in self.parallel:
+                out.extend(f"   {step.describe()}" for step in chain)
+        for chain in self.serial:
+            last = chain is self.serial[-1] and chain[0].hostname == self.drain_host
+            role = "the drain host, last of all" if last else "control plane, alone"
+            out.append(f"{number}. then {role}:")
+            number += 1
+            out.extend(f"   {step.describe()}" for step in chain)
+        for finale in self.finales:
+            out += finale.lines(number, conditional=self.ups_id is None)
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form for the API and the operation's parameters."""
+        return {
+            "cluster_id": self.cluster_id,
+            "force": self.force,
+            "drain_host": self.drain_host,
+            "parallel": [[s.__dict__ for s in chain] for chain in self.parallel],
+            "serial": [[s.__dict__ for s in chain] for chain in self.serial],
+            "notes": self.notes,
+            "ups_id": self.ups_id,
+            "finales": [
+                {
+                    "ups_id": f.ups_id,
+                    "ups": f.ups_name,
+                    "power_cycle": f.power_cycle,
+                    "host": list(f.host_command),
+                }
+                for f in self.finales
+            ],
+            "lines": self.lines(),
+        }
+
+
+def _power_path(node: Node) -> str:
+    """``driver:<method>`` where the node's power driver can soft-off, else its own hostname (SSH)."""
+    cls = driver_class(node.wol_method)
+    if cls is not None and cls.supports("soft"):
+        return f"driver:{node.wol_method.value}"
+    return node.hostname
+
+
+async def _reachable_control_plane(nodes: Sequence[Node], timeout: float) -> Node | None:
+    """The first control plane (by id) whose SSH port answers."""
+    for node in sorted(nodes, key=lambda n: n.id):
+        if (await probe_tcp(node.ip_address, node.ssh_port, timeout)).ok:
+            return node
+    return None
+
+
+def build_plan(
+    cluster_id: int, cluster_name: str, nodes: Sequence[Node], drain_host: Node | None, *, force: bool
+) -> ShutdownPlan:
+    """Order the steps: workers in parallel, then control planes one by one, the drain host last."""
+    controls = sorted((n for n in nodes if n.role == NodeRole.CONTROL_PLANE), key=lambda n: n.id)
+    workers = sorted((n for n in nodes if n.role != NodeRole.CONTROL_PLANE), key=lambda n: n.id)
+    plan = ShutdownPlan(cluster_id, cluster_name, force, drain_host.hostname if drain_host else None)
+    drains = not force and drain_host is not None
+    if not controls:
+        plan.notes.append("the cluster has no control-plane node in the inventory: nothing can drain")
+    elif drain_host is None:
+        plan.notes.append("no control plane answers on SSH: nodes cannot be drained, only stopped")
+
+    def chain(node: Node, *, drain: bool) -> list[PlannedStep]:
+        steps = []
+        if drain and drain_host is not None:
+            steps.append(PlannedStep(node.id, node.hostname, "drain", drain_host.hostname))
+        steps.append(PlannedStep(node.id, node.hostname, "stop", node.hostname))
+        steps.append(PlannedStep(node.id, node.hostname, "poweroff", _power_path(node)))
+        return steps
+
+    plan.parallel = [chain(n, drain=drains) for n in workers]
+    plan.serial = [chain(n, drain=drains) for n in controls if drain_host is None or n.id != drain_host.id]
+    if drain_host is not None:
+        # Nothing is left to drain it onto, and it runs every other drain: it goes last, undrained.
+        plan.serial.append(chain(drain_host, drain=False))
+    return plan
+
+
+@dataclass
+class PlanInputs:
+    """What a shutdown plan is made of, read from the database (before any node is probed)."""
+
+    cluster: Cluster
+    nodes: list[Node]
+    ups_id: int | None
+    finales: list[UpsFinale]
+
+
+def plan_inputs(
+    session: Session, settings: Settings, cluster_id: int, ups_id: int | None = None
+) -> PlanInputs:
+    """The cluster, its nodes and how a shutdown for ``ups_id`` ends (ConflictError: no nodes)."""
+    cluster = get_cluster(session, cluster_id)
+    nodes = list_nodes(session, cluster_id)
+    if not nodes:
+        raise ConflictError(f"cluster {cluster_id} has no nodes")
+    if ups_id is not None and session.get(UPS, ups_id) is None:
+        raise InputError("ups_id", f"UPS {ups_id} does not exist")
+    return PlanInputs(cluster, nodes, ups_id, _finales(session, settings, cluster_id, ups_id))
+
+
+async def plan_for(inputs: PlanInputs, settings: Settings, *, force: bool) -> ShutdownPlan:
+    """Work out the order; the drain host is the first control plane whose SSH port answers.
+
+    With ``inputs.ups_id`` the shutdown is for this UPS (an outage): every node is probed, so the
+    outage knows which were up, and the plan ends with the UPS's power cycle and mko's own host where
+    configured. Without it the plan shows how a shutdown for each UPS whose rules act on the cluster
+    would end. No database work: an API route awaits this between worker-thread sessions.
+    """
+    nodes = inputs.nodes
+    controls = [n for n in nodes if n.role == NodeRole.CONTROL_PLANE]
+    drain_host = await _reachable_control_plane(controls, settings.probe_timeout)
+    plan = build_plan(inputs.cluster.id, inputs.cluster.name, nodes, drain_host, force=force)
+    plan.ups_id = inputs.ups_id
+    plan.finales = inputs.finales
+    if inputs.ups_id is not None:
+        plan.nodes_up = sorted(await outages.answering(nodes, settings))
+    return plan
+
+
+async def plan_shutdown(
+    session: Session, settings: Settings, cluster_id: int, *, force: bool, ups_id: int | None = None
+) -> ShutdownPlan:
+    """:func:`plan_for` the cluster ``cluster_id`` (``ups_id``: a shutdown for that UPS)."""
+    return await plan_for(plan_inputs(session, settings, cluster_id, ups_id), settings, force=force)
+
+
+def _finales(session: Session, settings: Settings, cluster_id: int, ups_id: int | None) -> list[UpsFinale]:
+    """How a shutdown for ``ups_id`` ends (or, without one, for each UPS with shutdown rules here)."""
+    if ups_id is not None:
+        ids = [ups_id]
+    else:
+        ids = sorted(
+            set(
+                session.scalars(
+                    select(PowerRule.ups_id).where(
+                        PowerRule.cluster_id == cluster_id,
+                        PowerRule.enabled.is_(True),
+                        PowerRule.cluster_action.in_(SHUTDOWN_ACTIONS),
+                    )
+                )
+            )
+        )
+    finales = []
+    for row in (session.get(UPS, i) for i in ids):
+        if row is None:
+            continue
+        host = settings.host_shutdown_command if settings.host_ups == row.name else []
+        if row.power_cycle or host:
+            marker = str(outages.marker_path(settings))
+            finales.append(UpsFinale(row.id, row.name, row.power_cycle, tuple(host), marker))
+    return finales
+
+
+def last_duration(session: Session, cluster_id: int) -> float | None:
+    """Seconds the cluster's last successful shutdown took (None: mko has not shut it down yet)."""
+    operation = session.scalars(
+        select(Operation)
+        .where(
+            Operation.target_type == "cluster",
+            Operation.target_id == cluster_id,
+            Operation.kind.in_(SHUTDOWN_KINDS),
+            Operation.status == OperationStatus.SUCCEEDED,
+            Operation.started_at.is_not(None),
+            Operation.finished_at.is_not(None),
+        )
+        .order_by(Operation.id.desc())
+        .limit(1)
+    ).first()
+    if operation is None or operation.started_at is None or operation.finished_at is None:
+        return None
+    return max(0.0, (operation.finished_at - operation.started_at).total_seconds())
+
+
+def _check_idle(session: Session, cluster_id: int) -> None:
+    """Refuse a second shutdown or recovery of a cluster while one runs (one a dead process left does not)."""
+    ownership.close_orphaned(session)
+    running = session.scalars(
+        select(Operation).where(
+            Operation.status == OperationStatus.RUNNING,
+            Operation.target_type == "cluster",
+            Operation.target_id == cluster_id,
+            Operation.kind.in_([*SHUTDOWN_KINDS, RECOVER_KIND]),
+        )
+    ).first()
+    if running is not None:
+        raise ConflictError(
+            f"operation {running.id} ({running.kind}) is already running on cluster {cluster_id}"
+        )

@@ -1,0 +1,333 @@
+"""The verified recovery: wake the nodes, start MicroK8s, wait until every node is
+Ready, uncordon."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from mko.cluster import outages
+from mko.cluster.microk8s import kube_name, shlex_name
+from mko.cluster.plan import _check_idle
+from mko.cluster.steps import _last_line, _StepLog, _wants_fallback
+from mko.inventory.clusters import get_cluster
+from mko.inventory.nodes import list_nodes
+from mko.operations.kinds import RECOVER_KIND
+from mko.operations.records import Actor, finish_operation, start_operation
+from mko.platform.db.models.base import utcnow
+from mko.platform.db.models.inventory import Node, NodeRole
+from mko.platform.db.models.operations import Operation, OperationStatus
+from mko.platform.errors import ConflictError, FatalPowerError, PowerError
+from mko.platform.settings import Settings
+from mko.ssh.client import (
+    SshTarget,
+    connect,
+)
+
+if TYPE_CHECKING:
+    from mko.cluster.steps import StepHook
+
+__all__ = ["PreparedRecovery", "ready_nodes", "run_recovery", "start_recovery"]
+
+log = logging.getLogger("mko.shutdown")
+
+
+@dataclass
+class PreparedRecovery:
+    """A recovery and its running operation."""
+
+    operation_id: int
+    cluster_id: int
+    nodes: list[Node]
+    timeout: float
+    # A person's recovery that succeeds closes the cluster's open outages; a restore closes its own.
+    closes_outages: bool = True
+
+
+def start_recovery(
+    session: Session,
+    cluster_id: int,
+    actor: Actor,
+    timeout: float,
+    *,
+    check_idle: bool = True,
+    node_ids: Sequence[int] | None = None,
+) -> PreparedRecovery:
+    """Record a recovery operation for every node of the cluster (ConflictError if one already runs).
+
+    ``node_ids``: recover only these (an outage's restore: the nodes that were up before it; a node an
+    operator had switched off is neither started nor waited for).
+    """
+    get_cluster(session, cluster_id)
+    nodes = list_nodes(session, cluster_id)
+    if node_ids is not None:
+        nodes = [n for n in nodes if n.id in set(node_ids)]
+    if not nodes:
+        raise ConflictError(f"cluster {cluster_id} has no nodes")
+    if check_idle:
+        _check_idle(session, cluster_id)
+    operation = start_operation(
+        session,
+        kind=RECOVER_KIND,
+        target_type="cluster",
+        target_id=cluster_id,
+        actor=actor,
+        parameters={"timeout": timeout, "nodes": [n.hostname for n in nodes]},
+        summary=f"recovering {len(nodes)} node(s)",
+    )
+    for node in nodes:
+        session.expunge(node)
+    return PreparedRecovery(operation.id, cluster_id, nodes, timeout)
+
+
+def ready_nodes(kubectl_json: str) -> dict[str, dict[str, bool]]:
+    """``{name: {"ready": …, "unschedulable": …}}`` from ``kubectl get nodes -o json``."""
+    document = json.loads(kubectl_json)
+    if not isinstance(document, dict):
+        raise ValueError("not a Kubernetes List")
+    found = {}
+    for item in document.get("items", []):
+        name = item.get("metadata", {}).get("name", "")
+        conditions = item.get("status", {}).get("conditions", [])
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        found[name] = {"ready": ready, "unschedulable": bool(item.get("spec", {}).get("unschedulable"))}
+    return found
+
+
+@dataclass
+class _NodeReport:
+    """How one node came back."""
+
+    hostname: str
+    ssh_after: float | None = None
+    started: bool = False
+    ready: bool = False
+    uncordoned: bool | None = None  # None: mko had not cordoned it
+    error: str | None = None
+
+
+class _Recovery(_StepLog):
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        settings: Settings,
+        prepared: PreparedRecovery,
+        on_step: StepHook | None,
+    ) -> None:
+        super().__init__(session_factory, prepared.operation_id, on_step)
+        self.settings = settings
+        self.prepared = prepared
+        self.report = {n.hostname: _NodeReport(n.hostname) for n in prepared.nodes}
+        self.problems: list[str] = []
+        self.loop = asyncio.get_running_loop()
+        self.begin = self.loop.time()
+        self.deadline = self.begin + prepared.timeout
+
+    async def start_node(self, node: Node) -> None:
+        """Wait for SSH, then ``microk8s start`` (``snap start microk8s --enable`` on --worker nodes)."""
+        report = self.report[node.hostname]
+        target = SshTarget.of(node, self.settings)
+        started = utcnow()
+        last_error = "never answered on SSH"
+        while self.loop.time() < self.deadline:
+            try:
+                async with connect(target, self.settings) as connection:
+                    up_after = self.loop.time() - self.begin
+                    report.ssh_after = round(up_after, 1)
+                    limit = min(
+                        max(1.0, self.deadline - self.loop.time()), self.settings.microk8s_start_timeout
+                    )
+                    result = await connection.run(["microk8s", "start"], sudo=True, timeout=limit)
+                    detail = result.as_dict()
+                    if _wants_fallback(result):
+                        notice = _last_line(result)
+                        result = await connection.run(
+                            ["snap", "start", "microk8s", "--enable"], sudo=True, timeout=limit
+                        )
+                        detail = result.as_dict() | {"instead_of": detail["command"], "notice": notice}
+            except FatalPowerError as exc:
+                last_error = str(exc)
+                break  # retrying cannot fix a host key or a refused login
+            except PowerError as exc:
+                last_error = str(exc)
+                await asyncio.sleep(min(self.settings.probe_interval, 0.5))
+                continue
+            if result.ok:
+                report.started = True
+                message = f"SSH up after {up_after:.1f}s; {shlex_name(result)} ran"
+                await self.record(
+                    f"start {node.hostname}", node.id, OperationStatus.SUCCEEDED, message, detail, started
+                )
+            else:
+                report.error = f"`{result.command}` exited {result.exit_status}: {_last_line(result)}"
+                self.problems.append(f"{node.hostname}: {report.error}")
+                await self.record(
+                    f"start {node.hostname}", node.id, OperationStatus.FAILED, report.error, detail, started
+                )
+            return
+        report.error = last_error
+        self.problems.append(f"{node.hostname}: {last_error}")
+        await self.record(f"start {node.hostname}", node.id, OperationStatus.FAILED, last_error, {}, started)
+
+    async def wait_ready(self) -> tuple[Node | None, dict[str, dict[str, bool]]]:
+        """Poll ``kubectl get nodes -o json`` on a started control plane until every node is Ready."""
+        names = {kube_name(n) for n in self.prepared.nodes}
+        controls = [
+            n
+            for n in self.prepared.nodes
+            if n.role == NodeRole.CONTROL_PLANE and self.report[n.hostname].started
+        ]
+        seen: dict[str, dict[str, bool]] = {}
+        if not controls:
+            self.problems.append("no control plane started: nobody can ask the API whether nodes are Ready")
+            return None, seen
+        argv = ["microk8s", "kubectl", "get", "nodes", "-o", "json"]
+        answered: Node | None = None
+        while True:
+            for control in controls:
+                try:
+                    async with connect(SshTarget.of(control, self.settings), self.settings) as connection:
+                        result = await connection.run(argv, sudo=True, timeout=30)
+                    seen = ready_nodes(result.stdout) if result.ok else seen
+                except (PowerError, ValueError):
+                    continue
+                if result.ok:
+                    answered = control
+                    break
+            if names and all(seen.get(name, {}).get("ready") for name in names):
+                return answered, seen
+            if self.loop.time() >= self.deadline:
+                return answered, seen
+            await asyncio.sleep(min(self.settings.probe_interval, 0.5))
+
+    async def uncordon(self, control: Node) -> None:
+        """Uncordon the nodes this orchestrator cordoned (and only those), through CONTROL."""
+        with self.session_factory() as session:
+            ours = [n.id for n in list_nodes(session, self.prepared.cluster_id) if n.cordoned_by_mko]
+        nodes = [n for n in self.prepared.nodes if n.id in ours]
+        if not nodes:
+            return
+        try:
+            async with connect(SshTarget.of(control, self.settings), self.settings) as connection:
+                for node in nodes:
+                    started = utcnow()
+                    argv = ["microk8s", "kubectl", "uncordon", kube_name(node)]
+                    result = await connection.run(argv, sudo=True, timeout=30)
+                    report = self.report[node.hostname]
+                    report.uncordoned = result.ok
+                    if result.ok:
+                        await self._forget_cordon(node.id)
+                        status = OperationStatus.SUCCEEDED
+                    else:
+                        self.problems.append(f"uncordon {node.hostname}: {_last_line(result)}")
+                        status = OperationStatus.FAILED
+                    await self.record(
+                        f"uncordon {node.hostname}",
+                        node.id,
+                        status,
+                        _last_line(result),
+                        result.as_dict(),
+                        started,
+                    )
+        except PowerError as exc:
+            self.problems.append(f"uncordon: {exc}")
+            await self.record("uncordon", None, OperationStatus.FAILED, str(exc), {})
+
+    async def _forget_cordon(self, node_id: int) -> None:
+        async with self.lock:
+            with self.session_factory() as session:
+                row = session.get(Node, node_id)
+                if row is not None:
+                    row.cordoned_by_mko = False
+                    session.commit()
+
+    async def run(self) -> Operation:
+        try:
+            return await self._run()
+        except Exception as exc:  # a bug must not leave the operation running forever
+            log.exception("recovery of cluster %s crashed", self.prepared.cluster_id)
+            self.problems.append(f"stopped by an internal error: {type(exc).__name__}: {exc}")
+            return self.close()
+
+    async def _run(self) -> Operation:
+        await asyncio.gather(*(self.start_node(node) for node in self.prepared.nodes))
+        started = utcnow()
+        control, seen = await self.wait_ready()
+        for node in self.prepared.nodes:
+            self.report[node.hostname].ready = bool(seen.get(kube_name(node), {}).get("ready"))
+        not_ready = [h for h, r in self.report.items() if not r.ready]
+        after = round(self.loop.time() - self.begin, 1)
+        if not_ready:
+            message = f"not Ready before the timeout: {', '.join(not_ready)}"
+            self.problems.append(message)
+            await self.record(
+                "all nodes Ready", None, OperationStatus.FAILED, message, {"nodes": seen}, started
+            )
+        else:
+            message = f"{len(self.report)} node(s) Ready after {after}s"
+            await self.record(
+                "all nodes Ready", None, OperationStatus.SUCCEEDED, message, {"nodes": seen}, started
+            )
+        if control is not None:
+            await self.uncordon(control)
+        return self.close()
+
+    def close(self, cancelled: bool = False) -> Operation:
+        total = len(self.report)
+        counts = [sum(1 for r in self.report.values() if test(r)) for test in (_started, _ready)]
+        uncordoned = sorted(h for h, r in self.report.items() if r.uncordoned)
+        summary = f"{counts[0]}/{total} started, {counts[1]}/{total} Ready, {len(uncordoned)} uncordoned"
+        if cancelled:
+            status = OperationStatus.CANCELLED
+            summary = f"cancelled: mko stopped while it ran; {summary}"
+        elif counts == [total, total] and not self.problems:
+            status = OperationStatus.SUCCEEDED
+        else:
+            status = OperationStatus.PARTIAL if counts[0] else OperationStatus.FAILED
+        if self.problems:
+            summary += "; " + "; ".join(self.problems)
+        result: dict[str, Any] = {
+            "nodes": {h: r.__dict__ for h, r in self.report.items()},
+            "started": sorted(h for h, r in self.report.items() if r.started),
+            "not_ready": sorted(h for h, r in self.report.items() if not r.ready),
+            "uncordoned": uncordoned,
+            "problems": self.problems,
+        }
+        with self.session_factory() as session:
+            operation = session.get_one(Operation, self.prepared.operation_id)
+            if status == OperationStatus.SUCCEEDED and self.prepared.closes_outages:
+                result["outages_closed"] = outages.close_for_cluster(
+                    session,
+                    self.prepared.cluster_id,
+                    f"closed: the cluster was recovered by {operation.actor} (operation {operation.id})",
+                )
+            return finish_operation(session, operation, status=status, summary=summary, result=result)
+
+
+def _started(report: _NodeReport) -> bool:
+    return report.started
+
+
+def _ready(report: _NodeReport) -> bool:
+    return report.ready
+
+
+async def run_recovery(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    prepared: PreparedRecovery,
+    on_step: StepHook | None = None,
+) -> Operation:
+    """Start MicroK8s everywhere, wait until every node is Ready, uncordon what mko cordoned."""
+    recovery = _Recovery(session_factory, settings, prepared, on_step)
+    try:
+        return await recovery.run()
+    except asyncio.CancelledError:
+        recovery.close(cancelled=True)
+        raise

@@ -1,0 +1,656 @@
+"""Graceful cluster shutdown in the order MicroK8s needs, and verified recovery after power returns.
+
+Shutdown (``graceful_shutdown``; ``force_shutdown`` skips the drains)::
+
+    0. host keys: every node's key is checked against known_hosts; a node presenting another key is
+       refused (nothing runs on it, nor is it drained), the others go on
+    1. workers, all at once, each: drain (run on the drain host) → microk8s stop → power off
+    2. control-plane nodes, one at a time: drain → microk8s stop → power off
+    3. the drain host last of all: microk8s stop → power off
+
+The drain host is the first control plane (by id) whose SSH port answers. Losing two of three dqlite
+voters loses quorum, so control planes go one at a time and last, and the node running the drains
+goes last so the API answers until the end. A failed drain is recorded and the shutdown goes on: the
+battery is running out. Every command has a timeout (settings ``drain_timeout``,
+``microk8s_stop_timeout``, ``poweroff_timeout``, ``ssh_connect_timeout``).
+
+Recovery: wait for SSH on every node → ``microk8s start`` on each (``microk8s stop`` disables the
+services across reboots) → wait until ``microk8s kubectl get nodes -o json`` shows *every* inventory
+node Ready by name (``microk8s status --wait-ready`` passes when any one node is Ready) → uncordon the
+nodes this orchestrator cordoned (they stay cordoned after a reboot). Reported per node.
+
+Power race: a running shutdown can be asked to stop (``abort``, e.g. by the rule engine when power
+returns). The step in progress always finishes — a ``microk8s stop`` or power-off is never cut off
+half-way, even when the task itself is cancelled — and nothing further starts; the operation ends
+``cancelled`` listing what was skipped, and the wake + recovery that follow bring back whatever was
+stopped. See docs/shutdown.md.
+
+A shutdown *for a UPS* (a rule's, or ``--ups``) is an outage (mko.cluster.outages): recorded before the first
+step with the nodes that answered, each confirmed power-off added as it happens. Once every node is
+confirmed off it ends like a NUT primary: ``4.`` the UPS power-cycles its load (mko.ups.power_cycle;
+never when mains has returned), ``5.`` mko's own host is shut down last (``MKO_HOST_UPS``,
+``MKO_HOST_SHUTDOWN_COMMAND``, after a marker file), so the next start knows why it was down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from mko.cluster import outages
+from mko.cluster.microk8s import kube_name
+from mko.cluster.plan import SHUTDOWN_ACTIONS, ShutdownPlan, _check_idle, plan_shutdown
+from mko.cluster.steps import _finish_even_if_cancelled, _last_line, _StepLog, _wants_fallback
+from mko.inventory.nodes import list_nodes
+from mko.operations.kinds import SHUTDOWN_KINDS
+from mko.operations.records import Actor, finish_operation, record_step, start_operation
+from mko.platform.db.models.base import utcnow
+from mko.platform.db.models.inventory import Node
+from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
+from mko.platform.db.models.outages import OutagePhase
+from mko.platform.db.models.rules import PowerRule
+from mko.platform.db.models.schedules import ScheduleAction
+from mko.platform.db.models.ups import UPS
+from mko.platform.errors import ConflictError, FatalPowerError, PowerError
+from mko.platform.secrets import SecretBox
+from mko.platform.settings import Settings
+from mko.power.base import NodeSnapshot, OutcomeState, WakeSchedule, power_off
+from mko.power.probe import probe_tcp
+from mko.power.registry import driver_lookup
+from mko.schedules.actions import PreparedRun, RunContext, register_action
+from mko.ssh.client import (
+    CommandResult,
+    HostKeyChangedError,
+    HostKeyUnknownError,
+    SshError,
+    SshTarget,
+    connect,
+)
+from mko.ssh.host_keys import scan_host_key
+from mko.ups.power_cycle import PowerCycle, power_cycle
+from mko.ups.service import target_of
+
+if TYPE_CHECKING:
+    from mko.cluster.plan import PlannedStep
+    from mko.cluster.steps import StepHook
+
+__all__ = ["PreparedShutdown", "run_shutdown", "start_shutdown"]
+
+log = logging.getLogger("mko.shutdown")
+
+
+@dataclass
+class PreparedShutdown:
+    """A planned shutdown and its running operation (and its outage, for a shutdown for a UPS).
+
+    ``nodes`` are detached rows (their columns serve SSH); ``power`` holds what the power drivers
+    need, snapshotted while the session was open: a run never goes back to the database for it.
+    """
+
+    operation_id: int
+    plan: ShutdownPlan
+    nodes: dict[str, Node]
+    power: dict[str, NodeSnapshot] = field(default_factory=dict)
+    outage_id: int | None = None
+
+
+def start_shutdown(
+    session: Session,
+    plan: ShutdownPlan,
+    actor: Actor,
+    *,
+    check_idle: bool = True,
+    event: str = "manual",
+    event_id: int | None = None,
+    reason: str = "",
+) -> PreparedShutdown:
+    """Record the shutdown operation with its plan (ConflictError if one already runs there).
+
+    A plan for a UPS also opens (or carries on) the cluster's outage, before anything is touched.
+    """
+    if check_idle:
+        _check_idle(session, plan.cluster_id)
+    outage_id = None
+    if plan.ups_id is not None:
+        outage = outages.open_outage(
+            session,
+            ups_id=plan.ups_id,
+            cluster_id=plan.cluster_id,
+            event=event,
+            event_id=event_id,
+            reason=reason or f"shut down by {actor.name} for UPS {plan.ups_id}",
+            nodes_up=plan.nodes_up,
+        )
+        outage_id = outage.id
+    kind = SHUTDOWN_KINDS[1] if plan.force else SHUTDOWN_KINDS[0]
+    parameters: dict[str, Any] = {"force": plan.force, "drain_host": plan.drain_host, "plan": plan.lines()}
+    if outage_id is not None:
+        parameters |= {"ups_id": plan.ups_id, "outage_id": outage_id}
+    operation = start_operation(
+        session,
+        kind=kind,
+        target_type="cluster",
+        target_id=plan.cluster_id,
+        actor=actor,
+        parameters=parameters,
+        summary=f"shutting down {len(plan.hostnames)} node(s)",
+    )
+    if outage_id is not None:
+        outage = outages.get_outage(session, outage_id)
+        outage.shutdown_operation_id = operation.id
+        session.commit()
+    nodes = {n.hostname: n for n in list_nodes(session, plan.cluster_id)}
+    power = {hostname: NodeSnapshot.of(node) for hostname, node in nodes.items()}
+    for node in nodes.values():
+        session.expunge(node)  # read from other sessions and tasks while this one is gone
+    return PreparedShutdown(operation.id, plan, nodes, power, outage_id)
+
+
+@dataclass
+class _Outcome:
+    """What one SSH command did, or why it could not run."""
+
+    status: OperationStatus
+    message: str
+    detail: dict[str, Any]
+    result: CommandResult | None = None
+    error: PowerError | None = None
+    connected: bool = False  # the node answered on SSH and accepted our login
+
+    @property
+    def fatal(self) -> bool:
+        """A host-key or login problem: retrying on that node cannot help."""
+        return isinstance(self.error, FatalPowerError)
+
+
+class _Run(_StepLog):
+    """Executes a plan, recording each step as it ends."""
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        settings: Settings,
+        prepared: PreparedShutdown,
+        abort: asyncio.Event,
+        on_step: StepHook | None,
+    ) -> None:
+        super().__init__(session_factory, prepared.operation_id, on_step)
+        self.settings = settings
+        self.prepared = prepared
+        self.abort = abort
+        self.failures: list[str] = []
+        self.powered_off: list[str] = []  # confirmed off (a driver's query, or SSH went silent)
+        self.unconfirmed: list[str] = []  # a power-off went out, or could not, and nothing confirmed it
+        self.refused: dict[str, str] = {}  # hostname -> why nothing runs there
+        self.skipped: list[str] = []  # steps not started because of the abort
+        self.stop_reason: str | None = None
+        self.endings: list[str] = []  # how a shutdown for a UPS ended: power cycle, host
+        self.host_command: tuple[str, ...] = ()  # run after the operation is closed
+
+    async def record_step(self, step: PlannedStep, outcome: _Outcome, started: Any) -> None:
+        detail = outcome.detail | {"runs_on": step.runs_on}
+        await self.record(
+            f"{step.action} {step.hostname}", step.node_id, outcome.status, outcome.message, detail, started
+        )
+
+    # -------------------------------------------------------------- host keys
+
+    async def preflight(self) -> None:
+        """Check every node's host key first: a node presenting an unknown or other key is refused."""
+        targets = [SshTarget.of(self.prepared.nodes[h], self.settings) for h in self.prepared.plan.hostnames]
+        started = utcnow()
+        # A quick TCP probe first: a node that is already off must not hold the whole shutdown for a
+        # full SSH connect timeout (a sleeping host does not even answer ARP).
+        probes = await asyncio.gather(
+            *(probe_tcp(t.host, t.port, self.settings.probe_timeout) for t in targets)
+        )
+        answering = [t for t, probe in zip(targets, probes, strict=True) if probe.ok]
+        found = await asyncio.gather(
+            *(scan_host_key(t, self.settings) for t in answering), return_exceptions=True
+        )
+        verified = []
+        unreachable = [t.name for t, probe in zip(targets, probes, strict=True) if not probe.ok]
+        for target, info in zip(answering, found, strict=True):
+            if isinstance(info, BaseException):
+                if not isinstance(info, Exception):
+                    raise info
+                log.warning("shutdown: host key of %s not read: %s", target.label, info)
+                unreachable.append(target.name)  # its own steps will find out what is wrong
+                continue
+            if info.status == "trusted":
+                verified.append(target.name)
+                continue
+            error: SshError = (
+                HostKeyChangedError(target, info.recorded, info.fingerprint)
+                if info.status == "changed"
+                else HostKeyUnknownError(target, info.fingerprint)
+            )
+            self.refused[target.name] = str(error)
+        message = f"{len(verified)} verified"
+        if self.refused:
+            message += f", {len(self.refused)} refused ({', '.join(self.refused)})"
+        if unreachable:
+            message += f", {len(unreachable)} not answering ({', '.join(unreachable)})"
+        status = OperationStatus.FAILED if self.refused else OperationStatus.SUCCEEDED
+        detail = {"verified": verified, "refused": self.refused, "unreachable": unreachable}
+        await self.record("host keys", None, status, message, detail, started)
+        for hostname, why in self.refused.items():
+            log.error("shutdown: %s refused: %s", hostname, why)
+            self.failures.append(f"{hostname}: host key refused, nothing run there")
+            node = self.prepared.nodes[hostname]
+            await self.record(f"refuse {hostname}", node.id, OperationStatus.FAILED, why, {}, started)
+
+    # -------------------------------------------------------------- steps
+
+    async def _ssh(self, host: str, commands: Sequence[Sequence[str]], timeout: float) -> _Outcome:
+        """Run commands on HOST in one connection; the later ones only when the one before asks for it."""
+        target = SshTarget.of(self.prepared.nodes[host], self.settings)
+        begun = time.monotonic()
+        connected = False
+        try:
+            async with connect(target, self.settings) as connection:
+                connected = True
+                result = await connection.run(commands[0], sudo=True, timeout=timeout)
+                detail = result.as_dict()
+                for fallback in commands[1:]:
+                    if not _wants_fallback(result):
+                        break
+                    notice = _last_line(result)
+                    result = await connection.run(fallback, sudo=True, timeout=timeout)
+                    detail = result.as_dict() | {"instead_of": detail["command"], "notice": notice}
+        except PowerError as exc:
+            duration = round(time.monotonic() - begun, 3)
+            return _Outcome(
+                OperationStatus.FAILED, str(exc), {"duration": duration}, error=exc, connected=connected
+            )
+        status = OperationStatus.SUCCEEDED if result.ok else OperationStatus.FAILED
+        message = _last_line(result)
+        if "instead_of" in detail:
+            message += f" (ran `{detail['command']}` instead of `{detail['instead_of']}`)"
+        return _Outcome(status, message, detail, result, connected=True)
+
+    async def do(self, step: PlannedStep) -> bool:
+        """Run one step; False when the node's chain cannot go on."""
+        started = utcnow()
+        settings = self.settings
+        if step.runs_on in self.refused:
+            outcome = _Outcome(
+                OperationStatus.FAILED, f"not run: the host key of {step.runs_on} is refused", {}
+            )
+            self.failures.append(f"{step.action} {step.hostname}: {outcome.message}")
+            await self.record_step(step, outcome, started)
+            return step.action == "drain"
+        if step.action == "drain":
+            name = kube_name(self.prepared.nodes[step.hostname])
+            argv = [
+                "microk8s", "kubectl", "drain", name, "--ignore-daemonsets",
+                "--delete-emptydir-data", f"--timeout={int(settings.drain_timeout)}s",
+            ]  # fmt: skip
+            outcome = await self._ssh(step.runs_on, [argv], settings.drain_timeout + 15)
+            if outcome.status != OperationStatus.SUCCEEDED:
+                self.failures.append(f"drain {step.hostname}: {outcome.message}")
+            if outcome.result is not None and f"node/{name} cordoned" in outcome.result.stdout.splitlines():
+                # Only a cordon of ours is undone by the recovery ("already cordoned" was someone else's).
+                await self._mark_cordoned(step.node_id)
+            await self.record_step(step, outcome, started)
+            return True  # power is running out: a failed drain does not stop the shutdown
+        if step.action == "stop":
+            outcome = await self._ssh(
+                step.hostname,
+                [["microk8s", "stop"], ["snap", "stop", "microk8s", "--disable"]],
+                settings.microk8s_stop_timeout,
+            )
+            if outcome.status != OperationStatus.SUCCEEDED:
+                self.failures.append(f"stop {step.hostname}: {outcome.message}")
+            await self.record_step(step, outcome, started)
+            return not outcome.fatal
+        return await self._power_off(step, started)
+
+    async def _mark_cordoned(self, node_id: int) -> None:
+        async with self.lock:
+            with self.session_factory() as session:
+                node = session.get(Node, node_id)
+                if node is not None:
+                    node.cordoned_by_mko = True
+                    session.commit()
+
+    async def _power_off(self, step: PlannedStep, started: Any) -> bool:
+        """Power a node off; "succeeded" only when confirmed, else the step says why it is not."""
+        begun = time.monotonic()
+        if step.runs_on.startswith("driver:"):
+            outcome = await self._driver_off(step)
+        else:
+            outcome = await self._ssh_off(step)
+        outcome.detail["duration"] = round(time.monotonic() - begun, 3)
+        ok = outcome.status == OperationStatus.SUCCEEDED
+        if ok:
+            self.powered_off.append(step.hostname)
+            if self.prepared.outage_id is not None:  # durable at once: a restart must know it
+                outages.mark_off(self.session_factory, self.prepared.outage_id, step.node_id)
+        else:
+            self.failures.append(f"poweroff {step.hostname}: {outcome.message}")
+            if not outcome.detail.get("confirmed", True):
+                self.unconfirmed.append(step.hostname)
+        await self.record_step(step, outcome, started)
+        return ok
+
+    async def _driver_off(self, step: PlannedStep) -> _Outcome:
+        """Soft-off through the node's power driver, confirmed by the driver's own power query."""
+        schedule = WakeSchedule(retries=1, delay=0, wait=True, timeout=self.settings.poweroff_timeout)
+        node = self.prepared.power[step.hostname]
+        [result] = await power_off([node], schedule, driver_lookup(self.settings), soft=True)
+        detail = result.as_dict()
+        if result.state == OutcomeState.OFF:
+            after = result.off_after or 0.0
+            message = f"powered off: the {node.method.value} driver reports it off after {after:.1f} s"
+            detail |= {"confirmed": True, "confirmed_by": f"{node.method.value} power query"}
+            return _Outcome(OperationStatus.SUCCEEDED, message, detail)
+        if result.state == OutcomeState.NOT_OFF:
+            waited = f"{self.settings.poweroff_timeout:g} s"
+            message = (
+                f"unconfirmed: the {node.method.value} driver still does not report it off after {waited}"
+            )
+            return _Outcome(OperationStatus.FAILED, message, detail | {"confirmed": False})
+        return _Outcome(OperationStatus.FAILED, result.describe(), detail)
+
+    async def _ssh_off(self, step: PlannedStep) -> _Outcome:
+        """``systemctl poweroff`` over SSH, confirmed only by SSH going from answering to silent."""
+        node = self.prepared.nodes[step.hostname]
+        outcome = await self._ssh(step.hostname, [["systemctl", "poweroff"], ["shutdown", "-h", "now"]], 30)
+        if outcome.fatal:
+            return outcome  # host key or login refused: nothing ran
+        if not outcome.connected:
+            # Never answering proves nothing: the node may be off already, or cut off from us.
+            outcome.message = (
+                f"unconfirmed: SSH did not answer, so mko cannot tell whether it is off ({outcome.message})"
+            )
+            outcome.detail["confirmed"] = False
+            return outcome
+        if outcome.result is not None and not outcome.result.ok:
+            return outcome  # the node refused the command (e.g. sudo wants a password): still on
+        # Accepted: it exited 0, or the connection dropped as the machine went down.
+        accepted = "accepted it" if outcome.result is not None else f"lost the connection ({outcome.message})"
+        command = outcome.detail.get("command", "systemctl poweroff")
+        silent_after = await self._wait_off(node)
+        if silent_after is None:
+            waited = f"{self.settings.poweroff_timeout:g} s"
+            outcome.message = f"unconfirmed: still answering on SSH {waited} after `{command}`"
+            outcome.status = OperationStatus.FAILED
+            outcome.detail["confirmed"] = False
+            return outcome
+        outcome.message = (
+            f"powered off: SSH answered, {accepted} (`{command}`),"
+            f" then stopped answering after {silent_after:.1f} s"
+        )
+        outcome.status = OperationStatus.SUCCEEDED
+        outcome.detail |= {"confirmed": True, "confirmed_by": "SSH stopped answering"}
+        return outcome
+
+    async def _wait_off(self, node: Node) -> float | None:
+        """Seconds until the node's SSH port stops answering, or None at the power-off timeout."""
+        loop = asyncio.get_running_loop()
+        begun = loop.time()
+        deadline = begun + self.settings.poweroff_timeout
+        while True:
+            if not (await probe_tcp(node.ip_address, node.ssh_port, self.settings.probe_timeout)).ok:
+                return loop.time() - begun
+            if loop.time() >= deadline:
+                return None
+            await asyncio.sleep(min(self.settings.probe_interval, 0.5))
+
+    # -------------------------------------------------------------- order
+
+    async def chain(self, steps: Sequence[PlannedStep]) -> None:
+        """Run one node's steps in order; when aborted, the step in progress finishes and no other starts."""
+        if steps and steps[0].hostname in self.refused:
+            return
+        for index, step in enumerate(steps):
+            if self.abort.is_set():
+                self.skipped.extend(f"{s.action} {s.hostname}" for s in steps[index:])
+                return
+            if not await self.do(step):
+                return
+
+    async def run(self) -> Operation:
+        plan = self.prepared.plan
+        try:
+            await self.preflight()
+            await asyncio.gather(*(self.chain(c) for c in plan.parallel))
+            for chain in plan.serial:
+                await self.chain(chain)
+            if plan.ups_id is not None and not self.skipped and not self.abort.is_set():
+                await self.end_for_ups(plan.ups_id)
+        except Exception as exc:  # a bug must not leave the operation running forever
+            log.exception("shutdown of cluster %s crashed", plan.cluster_id)
+            self.failures.append(f"stopped by an internal error: {type(exc).__name__}: {exc}")
+            return self.close()
+        if self.skipped:
+            reason = self.reason()
+            await self.record(
+                "stop early",
+                None,
+                OperationStatus.CANCELLED,
+                f"{reason}; not started: {', '.join(self.skipped)}",
+                {"skipped": self.skipped, "reason": reason},
+            )
+        operation = self.close()
+        if self.host_command:
+            await self.shutdown_host()  # the very last step: the operation and the outage are stored
+        return operation
+
+    # -------------------------------------------------------------- the end of a shutdown for a UPS
+
+    async def end_for_ups(self, ups_id: int) -> None:
+        """Every node is down: have the UPS power-cycle its load, then plan mko's own host, last."""
+        finale = next((f for f in self.prepared.plan.finales if f.ups_id == ups_id), None)
+        if finale is None:
+            return
+        started = utcnow()
+        still_up = await self._still_up(ups_id)
+        cycle: PowerCycle | None = None
+        if finale.power_cycle:
+            if still_up:
+                cycle = PowerCycle("skipped", f"{still_up}: the UPS keeps its load on; nothing sent")
+            else:
+                with self.session_factory() as session:
+                    row = session.get_one(UPS, ups_id)
+                    box = SecretBox.from_settings(self.settings) if row.password_encrypted else None
+                    target = target_of(row, box)
+                cycle = await power_cycle(target, self.settings.ups_timeout)
+            status = {"sent": OperationStatus.SUCCEEDED, "skipped": OperationStatus.CANCELLED}.get(
+                cycle.outcome, OperationStatus.FAILED
+            )
+            await self.record(
+                f"power-cycle {finale.ups_name}", None, status, cycle.message, cycle.as_dict(), started
+            )
+            self.endings.append(f"power cycle {cycle.outcome}: {cycle.message}")
+            self._update_outage(power_cycle=cycle.as_dict())
+        if not finale.host_command:
+            return
+        if still_up or (cycle is not None and not cycle.sent):
+            why = still_up or "the UPS will not power-cycle, so nothing would start this host again"
+            await self.record(
+                "host shutdown", None, OperationStatus.CANCELLED, f"not run: {why}", {}, utcnow()
+            )
+            self._update_outage(host_shutdown={"ran": False, "why": why})
+            return
+        marker = outages.write_marker(
+            self.settings,
+            {
+                "at": utcnow().isoformat(),
+                "ups_id": ups_id,
+                "ups": finale.ups_name,
+                "outage_id": self.prepared.outage_id,
+                "operation_id": self.prepared.operation_id,
+                "command": list(finale.host_command),
+                "power_cycle": cycle.as_dict() if cycle is not None else None,
+            },
+        )
+        message = f"marker {marker} written; running {shlex.join(finale.host_command)}"
+        detail = {"command": list(finale.host_command), "marker": str(marker)}
+        await self.record("host shutdown", None, OperationStatus.SUCCEEDED, message, detail, utcnow())
+        self._update_outage(host_shutdown=detail | {"ran": True, "at": utcnow().isoformat()})
+        self.host_command = finale.host_command
+        self.endings.append(f"host shutdown: {shlex.join(finale.host_command)}")
+
+    async def _still_up(self, ups_id: int) -> str | None:
+        """Which node of a cluster this UPS feeds (by its shutdown rules) still answers; None when none."""
+        with self.session_factory() as session:
+            clusters = {self.prepared.plan.cluster_id} | set(
+                session.scalars(
+                    select(PowerRule.cluster_id).where(
+                        PowerRule.ups_id == ups_id,
+                        PowerRule.enabled.is_(True),
+                        PowerRule.cluster_action.in_(SHUTDOWN_ACTIONS),
+                    )
+                )
+            )
+            nodes = [n for c in sorted(clusters) for n in list_nodes(session, c)]
+            for node in nodes:
+                session.expunge(node)
+        up = await outages.answering(nodes, self.settings)
+        if not up:
+            return None
+        return f"{', '.join(n.hostname for n in nodes if n.id in up)} still answer(s)"
+
+    def _update_outage(self, **fields: Any) -> None:
+        if self.prepared.outage_id is None:
+            return
+        with self.session_factory() as session:
+            outage = outages.get_outage(session, self.prepared.outage_id)
+            for name, value in fields.items():
+                setattr(outage, name, value)
+            outage.updated_at = utcnow()
+            session.commit()
+
+    async def shutdown_host(self) -> None:
+        """Run MKO_HOST_SHUTDOWN_COMMAND (an argument vector, never a shell); record how it returned."""
+        argv = list(self.host_command)
+        log.warning("shutting this host down for power: %s", shlex.join(argv))
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            async with asyncio.timeout(60):
+                output, _ = await process.communicate()
+            result = f"exited {process.returncode}: {output.decode(errors='replace').strip()[-300:]}"
+        except (OSError, TimeoutError) as exc:
+            result = f"could not run it: {exc}"
+        log.warning("host shutdown command %s", result)
+        with self.session_factory() as session:
+            operation = session.get_one(Operation, self.prepared.operation_id)
+            for step in operation.steps:
+                if step.name == "host shutdown":
+                    step.detail = {**step.detail, "result": result}
+            session.commit()
+
+    def reason(self) -> str:
+        """Why the shutdown was asked to stop."""
+        return self.stop_reason or str(getattr(self.abort, "reason", "") or "asked to stop")
+
+    def close(self) -> Operation:
+        total = len(self.prepared.plan.hostnames)
+        summary = f"{len(self.powered_off)}/{total} node(s) powered off"
+        if self.skipped:
+            status = OperationStatus.CANCELLED
+            summary += f"; stopped at a safe point: {self.reason()}"
+        elif len(self.powered_off) == total and not self.failures:
+            status = OperationStatus.SUCCEEDED
+        elif self.powered_off:
+            status = OperationStatus.PARTIAL
+        else:
+            status = OperationStatus.FAILED
+        if self.failures:
+            summary += "; " + "; ".join(self.failures)
+        if self.endings:
+            summary += "; " + "; ".join(self.endings)
+        with self.session_factory() as session:
+            operation = session.get_one(Operation, self.prepared.operation_id)
+            result = {
+                "powered_off": self.powered_off,
+                "unconfirmed": self.unconfirmed,
+                "failures": self.failures,
+                "refused": sorted(self.refused),
+                "skipped": self.skipped,
+                "aborted": bool(self.skipped),
+            }
+            if self.prepared.outage_id is not None:
+                result["outage_id"] = self.prepared.outage_id
+                outage = outages.get_outage(session, self.prepared.outage_id)
+                # Stopped early (mains back, or mko stopping): still shutting down, for the restore
+                # or the next start to take on; otherwise the cluster is down for power.
+                if not self.skipped and outage.phase == OutagePhase.SHUTTING_DOWN:
+                    outages.set_phase(session, outage, OutagePhase.DOWN, f"down for power: {summary}")
+            return finish_operation(session, operation, status=status, summary=summary, result=result)
+
+
+async def run_shutdown(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    prepared: PreparedShutdown,
+    *,
+    abort: asyncio.Event | None = None,
+    on_step: StepHook | None = None,
+) -> Operation:
+    """Carry out a shutdown plan; ``abort`` (its ``reason`` attribute, if any, says why) stops it safely."""
+    stop = abort or asyncio.Event()
+    runner = _Run(session_factory, settings, prepared, stop, on_step)
+
+    def cancelled() -> None:
+        if not stop.is_set():
+            runner.stop_reason = "mko stopped while it ran"
+            stop.set()
+
+    return await _finish_even_if_cancelled(asyncio.ensure_future(runner.run()), cancelled)
+
+
+async def _scheduled_shutdown(context: RunContext, run: PreparedRun) -> Operation:
+    """A schedule's shutdown: plan now, run it as its own operation, link it from the schedule's."""
+    factory, settings = context.session_factory, context.settings
+    with factory() as session:
+        operation = session.get_one(Operation, run.operation_id)
+        cluster_id = operation.target_id or 0
+        try:
+            plan = await plan_shutdown(session, settings, cluster_id, force=bool(run.options.get("force")))
+            prepared = start_shutdown(session, plan, run.actor)
+        except ConflictError as exc:
+            record_step(
+                session, operation, name="shutdown", status=OperationStatus.CANCELLED, message=str(exc)
+            )
+            return finish_operation(
+                session, operation, status=OperationStatus.CANCELLED, summary=f"not started: {exc}"
+            )
+        step_id = record_step(
+            session,
+            operation,
+            name="shutdown",
+            status=OperationStatus.RUNNING,
+            message=f"shutting down in operation #{prepared.operation_id}",
+            detail={"operation_id": prepared.operation_id},
+        ).id
+    done = await run_shutdown(factory, settings, prepared)
+    with factory() as session:
+        operation = session.get_one(Operation, run.operation_id)
+        step = session.get_one(OperationStep, step_id)
+        step.status, step.message, step.finished_at = done.status, f"#{done.id}: {done.summary}", utcnow()
+        return finish_operation(
+            session,
+            operation,
+            status=done.status,
+            summary=f"shutdown #{done.id}: {done.summary}",
+            result={"shutdown_operation_id": done.id},
+        )
+
+
+register_action(ScheduleAction.SHUTDOWN, _scheduled_shutdown)

@@ -1,0 +1,2 @@
+"""High availability on PostgreSQL: which ``mko serve`` instance leads, and failover of what dead
+instances left running."""

@@ -1,0 +1,21 @@
+"""Every operation kind name in one place (``operations.kind``): what the failover, the owners' reaper
+and the metrics read to tell a wake from a rule, a shutdown or a recovery."""
+
+from __future__ import annotations
+
+__all__ = ["POWER_KIND_PREFIX", "RULE_OPERATION_KIND", "SHUTDOWN_KINDS"]
+
+
+WAKE_KIND_PREFIX = "wol_wake"
+
+
+POWER_KIND_PREFIX = "power"
+
+
+RULE_OPERATION_KIND = "power_rule"
+
+
+SHUTDOWN_KINDS = ("cluster_shutdown", "cluster_force_shutdown")
+
+
+RECOVER_KIND = "cluster_recover"

@@ -1,0 +1,148 @@
+"""What a schedule runs (a wake; a shutdown, registered by mko.cluster.shutdown) and
+the context each run gets."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from mko.operations.records import Actor, finish_operation, record_step
+from mko.platform.db.models.base import utcnow
+from mko.platform.db.models.inventory import Node
+from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
+from mko.platform.db.models.schedules import ScheduleAction
+from mko.platform.errors import MkoError
+from mko.platform.settings import Settings
+from mko.wol import reachability
+from mko.wol.wake import make_schedule, run_wake, start_wake
+
+__all__ = ["RunContext", "register_action"]
+
+
+_UNAVAILABLE = {
+    ScheduleAction.SHUTDOWN: (
+        "graceful shutdown is not available in this version; schedules can wake nodes and clusters"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run that passed its checks: its operation is recorded and running."""
+
+    schedule_id: int
+    operation_id: int
+    action: ScheduleAction
+    node_ids: tuple[int, ...]
+    options: dict[str, Any]
+    actor: Actor
+
+
+@dataclass
+class RunContext:
+    """What an action runner needs: a session factory and the settings."""
+
+    session_factory: sessionmaker[Session]
+    settings: Settings
+
+
+ActionRunner = Callable[[RunContext, PreparedRun], Awaitable[Operation]]
+
+
+_RUNNERS: dict[ScheduleAction, ActionRunner] = {}
+
+
+def register_action(action: ScheduleAction, runner: ActionRunner) -> None:
+    """Make ``action`` schedulable (graceful shutdown registers itself here when it exists)."""
+    _RUNNERS[action] = runner
+    _UNAVAILABLE.pop(action, None)
+
+
+async def _run_wake(context: RunContext, run: PreparedRun) -> Operation:
+    """Probe the targets, then wake only the nodes that do not answer."""
+    factory, settings = context.session_factory, context.settings
+    with factory() as session:
+        nodes = [n for n in (session.get(Node, i) for i in run.node_ids) if n is not None]
+        reach = await reachability.probe_nodes(nodes, settings.probe_timeout)
+        operation = session.get_one(Operation, run.operation_id)
+        up = [n for n in nodes if reach[n.id].up]
+        down = [n for n in nodes if not reach[n.id].up]
+        record_step(
+            session,
+            operation,
+            name="probe",
+            status=OperationStatus.SUCCEEDED,
+            message=f"{len(up)} of {len(nodes)} node(s) already up",
+            detail={"up": [n.id for n in up], "down": [n.id for n in down]},
+        )
+        for node in up:
+            record_step(
+                session,
+                operation,
+                name=f"skip {node.hostname}",
+                node_id=node.id,
+                status=OperationStatus.SUCCEEDED,
+                message=f"already up (port {reach[node.id].port} answered); not woken",
+            )
+        if not down:
+            return finish_operation(
+                session,
+                operation,
+                status=OperationStatus.SUCCEEDED,
+                summary=f"all {len(nodes)} node(s) already up; nothing sent",
+                result={"already_up": [n.id for n in up], "woken": []},
+            )
+        options = run.options
+        try:
+            schedule = make_schedule(
+                settings,
+                retries=options.get("retries"),
+                delay=options.get("delay"),
+                wait=bool(options.get("wait", False)),
+                timeout=options.get("timeout"),
+            )
+            prepared = start_wake(
+                session,
+                target_type="nodes",
+                target_id=None,
+                schedule=schedule,
+                actor=run.actor,
+                node_ids=[n.id for n in down],
+            )
+        except MkoError as exc:
+            record_step(session, operation, name="wake", status=OperationStatus.FAILED, message=str(exc))
+            return finish_operation(
+                session, operation, status=OperationStatus.FAILED, summary=f"wake refused: {exc}"
+            )
+        step = record_step(
+            session,
+            operation,
+            name="wake",
+            status=OperationStatus.RUNNING,
+            message=f"waking {len(prepared.nodes)} node(s) in operation #{prepared.operation_id}",
+            detail={"operation_id": prepared.operation_id},
+        )
+        step_id = step.id
+    woken = await run_wake(factory, settings, prepared)
+    with factory() as session:
+        operation = session.get_one(Operation, run.operation_id)
+        step = session.get_one(OperationStep, step_id)
+        step.status, step.message, step.finished_at = woken.status, f"#{woken.id}: {woken.summary}", utcnow()
+        prefix = f"{len(up)} already up; " if up else ""
+        return finish_operation(
+            session,
+            operation,
+            status=woken.status,
+            summary=f"{prefix}woke {len(down)}: {woken.summary}",
+            result={
+                "already_up": [n.id for n in up],
+                "woken": [n.id for n in down],
+                "wake_operation_id": woken.id,
+            },
+        )
+
+
+register_action(ScheduleAction.WAKE, _run_wake)

@@ -1,0 +1,405 @@
+"""Waking nodes and clusters: checks, the operation record, and the run over the power drivers.
+
+A wake is split in two so adapters can choose how to wait for it: :func:`start_wake` checks the
+request and records the operation (fast, in the caller's session); :func:`run_wake` does the work
+(async, its own session) and may run in the foreground (CLI) or as a background task (API).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from mko.agents.jobs import wake_remote
+from mko.agents.routing import routed_to_agent, split_by_site
+from mko.inventory.clusters import get_cluster
+from mko.inventory.nodes import get_node, list_nodes
+from mko.operations import ownership
+from mko.operations.kinds import WAKE_KIND_PREFIX
+from mko.operations.records import Actor, finish_operation, record_step, start_operation
+from mko.platform.db.models.base import utcnow
+from mko.platform.db.models.inventory import Node, NodeRole, WolMethod
+from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
+from mko.platform.db.session import in_thread_session
+from mko.platform.errors import ConflictError, InputError
+from mko.platform.settings import Settings
+from mko.power.base import (
+    AttemptError,
+    NodeOutcome,
+    NodeSnapshot,
+    OutcomeState,
+    PowerDriver,
+    WakeSchedule,
+    power_on,
+)
+from mko.power.registry import driver_lookup
+
+if TYPE_CHECKING:
+    pass
+from mko.operations.interrupted import interrupted_reason
+
+__all__ = ["PreparedWake", "make_schedule", "resume_wake", "run_wake", "start_wake"]
+
+log = logging.getLogger("mko.wake")
+
+
+def make_schedule(
+    settings: Settings,
+    *,
+    retries: int | None = None,
+    delay: float | None = None,
+    wait: bool = False,
+    timeout: float | None = None,
+) -> WakeSchedule:
+    """A schedule from request options and settings defaults; out-of-range values name their field."""
+    retries = settings.wol_default_retries if retries is None else retries
+    delay = settings.wol_default_delay if delay is None else delay
+    timeout = settings.wol_default_timeout if timeout is None else timeout
+    if not 1 <= retries <= 100:
+        raise InputError("retries", f"{retries} is out of range (1-100)")
+    if not 0 <= delay <= 60:
+        raise InputError("delay", f"{delay} is out of range (0-60 seconds)")
+    if not 0 < timeout <= 3600:
+        raise InputError("timeout", f"{timeout} is out of range (0-3600 seconds)")
+    return WakeSchedule(
+        retries=retries,
+        delay=delay,
+        wait=wait,
+        timeout=timeout,
+        probe_interval=settings.probe_interval,
+        probe_timeout=settings.probe_timeout,
+    )
+
+
+@dataclass
+class PreparedWake:
+    """A checked wake request and its running operation."""
+
+    operation_id: int
+    nodes: list[NodeSnapshot]
+    schedule: WakeSchedule
+    skipped: dict[int, str] = field(default_factory=dict)
+    coalesced: bool = False  # joined a wake of the same node that is still running: nothing new to run
+    left: dict[int, str] = field(default_factory=dict)  # nodes not to wake, on purpose (a restore's)
+
+
+def _running_wake_of(session: Session, node_id: int, within: float) -> Operation | None:
+    """A wake of ``node_id`` started less than ``within`` seconds ago and still running."""
+    if within <= 0:
+        return None
+    ownership.close_orphaned(session)  # never join a wake whose process is gone
+    since = utcnow() - timedelta(seconds=within)
+    query = (
+        select(Operation)
+        .join(OperationStep)
+        .where(
+            Operation.kind.startswith(WAKE_KIND_PREFIX),
+            Operation.status == OperationStatus.RUNNING,
+            Operation.started_at >= since,
+            OperationStep.node_id == node_id,
+            OperationStep.status == OperationStatus.RUNNING,
+        )
+        .order_by(Operation.id.desc())
+        .limit(1)
+    )
+    return session.scalars(query).first()
+
+
+def _not_wakeable_reason(node: Node) -> str | None:
+    """Why a node cannot be woken as configured, or None."""
+    if not node.wol_enabled:
+        return (
+            f"Wake-on-LAN is disabled for node {node.id} ({node.hostname}); enable it: `wol enable {node.id}`"
+        )
+    if node.wol_method in (WolMethod.ETHERNET, WolMethod.ETHERNET_RAW) and not node.wol_mac_address:
+        return f"node {node.id} ({node.hostname}) has no MAC address; set it with `wol configure`"
+    return None
+
+
+def start_wake(
+    session: Session,
+    *,
+    target_type: str,
+    target_id: int | None,
+    schedule: WakeSchedule,
+    actor: Actor,
+    node_ids: Sequence[int] = (),
+    coalesce_seconds: float = 0.0,
+    leave: Mapping[int, str] | None = None,
+) -> PreparedWake:
+    """Check a wake of a node, a cluster, or several nodes (``target_type="nodes"`` with ``node_ids``)
+    and record its operation; ConflictError when nothing can be woken.
+
+    ``leave`` (a cluster wake): nodes left alone on purpose, each with why ("answering: left as it
+    is"); they get a step saying so and count neither as woken nor as skipped.
+    """
+    leave = dict(leave or {})
+    left_alone: list[Node] = []
+    if target_type == "node" and target_id is not None:
+        node = get_node(session, target_id)
+        reason = _not_wakeable_reason(node)
+        if reason:
+            raise ConflictError(reason)
+        # A burst of wakes of one node (double clicks, retrying scripts, a spoofing flood) joins the
+        # wake already under way instead of multiplying packets and operations.
+        running = _running_wake_of(session, node.id, coalesce_seconds)
+        if running is not None:
+            log.info("wake of node %s by %s joined running operation %s", node.id, actor.name, running.id)
+            return PreparedWake(running.id, [NodeSnapshot.of(node)], schedule, coalesced=True)
+        nodes, skipped = [node], {}
+    elif target_type == "nodes":
+        if not node_ids:
+            raise InputError("node_ids", "name at least one node")
+        members = [get_node(session, node_id) for node_id in dict.fromkeys(node_ids)]
+        skipped = {n.id: r for n in members if (r := _not_wakeable_reason(n))}
+        nodes = [n for n in members if n.id not in skipped]
+        if not nodes:
+            raise ConflictError("none of these nodes can be woken: " + "; ".join(skipped.values()))
+    elif target_type == "cluster" and target_id is not None:
+        get_cluster(session, target_id)
+        members = list_nodes(session, target_id)
+        if not members:
+            raise ConflictError(f"cluster {target_id} has no nodes")
+        left_alone = [n for n in members if n.id in leave]
+        members = [n for n in members if n.id not in leave]
+        skipped = {n.id: r for n in members if (r := _not_wakeable_reason(n))}
+        nodes = [n for n in members if n.id not in skipped]
+        if not nodes:
+            raise ConflictError(
+                f"no node of cluster {target_id} can be woken: " + "; ".join(skipped.values())
+            )
+    else:
+        raise InputError("target_type", f"cannot wake a {target_type!r}")
+    snapshots = [NodeSnapshot.of(n) for n in nodes]
+    operation = start_operation(
+        session,
+        kind=f"{WAKE_KIND_PREFIX}_{target_type}",
+        target_type=target_type,
+        target_id=target_id,
+        actor=actor,
+        parameters=schedule.as_dict() | ({"node_ids": list(dict.fromkeys(node_ids))} if node_ids else {}),
+        summary=f"waking {len(snapshots)} node(s)",
+    )
+    now = utcnow()
+    # Nodes of another site are woken by that site's agent (mko.agents); their steps say so.
+    via = {n.node_id: f" via site {n.site}" for n in snapshots if routed_to_agent(n)}
+    for seq, node in enumerate(sorted(nodes, key=lambda n: n.id), start=1):
+        operation.steps.append(
+            OperationStep(
+                seq=seq,
+                node_id=node.id,
+                name=f"wake {node.hostname}{via.get(node.id, '')}",
+                status=OperationStatus.RUNNING,
+                message="",
+                detail={},
+                started_at=now,
+            )
+        )
+    _closed_steps(
+        operation, [(i, "wake skipped", why) for i, why in sorted(skipped.items())], OperationStatus.CANCELLED
+    )
+    _closed_steps(
+        operation, [(n.id, f"leave {n.hostname}", leave[n.id]) for n in left_alone], OperationStatus.SUCCEEDED
+    )
+    session.commit()
+    left = {n.id: leave[n.id] for n in left_alone}
+    return PreparedWake(operation.id, snapshots, schedule, skipped, left=left)
+
+
+def _closed_steps(
+    operation: Operation, entries: Sequence[tuple[int, str, str]], status: OperationStatus
+) -> None:
+    """Append finished steps (node id, name, message) to a wake's operation."""
+    now = utcnow()
+    for node_id, name, message in entries:
+        operation.steps.append(
+            OperationStep(
+                seq=len(operation.steps) + 1,
+                node_id=node_id,
+                name=name,
+                status=status,
+                message=message,
+                detail={},
+                started_at=now,
+                finished_at=now,
+            )
+        )
+
+
+def _driver_lookup(settings: Settings) -> Callable[[NodeSnapshot], PowerDriver | AttemptError]:
+    # Each node gets whichever driver its method names: packets, Proxmox, IPMI or Redfish.
+    return driver_lookup(settings)
+
+
+_STEP_STATUS = {
+    OutcomeState.UP: OperationStatus.SUCCEEDED,
+    OutcomeState.SENT: OperationStatus.SUCCEEDED,
+    OutcomeState.NOT_UP: OperationStatus.FAILED,
+    OutcomeState.FAILED: OperationStatus.FAILED,
+}
+
+
+async def run_wake(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    prepared: PreparedWake,
+    on_event: Callable[[str, NodeOutcome], None] | None = None,
+) -> Operation:
+    """Carry out a prepared wake and close its operation with one result per node.
+
+    Nodes of another site go to that site's agents as wake jobs (:func:`mko.agents.jobs.wake_remote`) while
+    the local ones are woken here; both halves run at once and end in the same operation.
+    """
+    local, remote = split_by_site(prepared.nodes)
+    try:
+        outcomes, parts = await asyncio.gather(
+            power_on(local, prepared.schedule, _driver_lookup(settings), on_event) if local else _none(),
+            wake_remote(session_factory, settings, prepared.operation_id, remote, prepared.schedule, on_event)
+            if remote
+            else _none(),
+        )
+    except asyncio.CancelledError:
+        # Here, not in a worker thread: the task is being cancelled (the server stops) and must record
+        # that before it ends; the loop has nothing else left to serve.
+        with session_factory() as session:
+            _close(session, prepared, [], cancelled=True)
+        raise
+    notes: dict[int, dict[str, Any]] = {}
+    for part in parts:
+        outcomes.extend(part.outcomes.values())
+        notes |= part.notes()
+    order = {n.node_id: (n.role != NodeRole.CONTROL_PLANE, n.node_id) for n in prepared.nodes}
+    outcomes.sort(key=lambda o: order.get(o.node_id, (True, o.node_id)))
+    # In a worker thread: a server runs wakes on its event loop, beside requests.
+    return await in_thread_session(
+        session_factory, lambda session: _close(session, prepared, outcomes, cancelled=False, notes=notes)
+    )
+
+
+async def _none() -> list[Any]:
+    return []
+
+
+def _close(
+    session: Session,
+    prepared: PreparedWake,
+    outcomes: list[NodeOutcome],
+    *,
+    cancelled: bool,
+    notes: Mapping[int, dict[str, Any]] | None = None,
+) -> Operation:
+    operation = session.get_one(Operation, prepared.operation_id)
+    by_node = {o.node_id: o for o in outcomes}
+    notes = notes or {}
+    now = utcnow()
+    for step in operation.steps:
+        outcome = by_node.get(step.node_id or -1)
+        if step.status != OperationStatus.RUNNING:
+            continue
+        if outcome is None:
+            step.status, step.message = OperationStatus.CANCELLED, "cancelled before it finished"
+        else:
+            note = notes.get(outcome.node_id)
+            step.status, step.message, step.detail = (
+                _STEP_STATUS[outcome.state],
+                outcome.describe() + _via(note),
+                outcome.as_dict() | (note or {}),
+            )
+        step.finished_at = now
+    result: dict[str, Any] = {
+        "nodes": [o.as_dict() | notes.get(o.node_id, {}) for o in outcomes],
+        "skipped": [{"node_id": k, "reason": v} for k, v in sorted(prepared.skipped.items())],
+        "left": [{"node_id": k, "reason": v} for k, v in sorted(prepared.left.items())],
+        "verified": prepared.schedule.wait,
+    }
+    if cancelled:
+        return finish_operation(
+            session, operation, status=OperationStatus.CANCELLED, summary="cancelled", result=result
+        )
+    good_state = OutcomeState.UP if prepared.schedule.wait else OutcomeState.SENT
+    good = [o for o in outcomes if o.state == good_state]
+    verb = "up" if prepared.schedule.wait else "sent (not verified)"
+    summary = f"{len(good)}/{len(outcomes)} node(s) {verb}"
+    bad = [f"{o.hostname}: {o.describe()}" for o in outcomes if o.state != good_state]
+    if prepared.skipped:
+        summary += f", {len(prepared.skipped)} skipped"
+    if prepared.left:
+        summary += f", {len(prepared.left)} left as they were"
+    if bad:
+        summary += "; " + "; ".join(bad)
+    if len(good) == len(outcomes) and not prepared.skipped:
+        status = OperationStatus.SUCCEEDED
+    elif good:
+        status = OperationStatus.PARTIAL
+    else:
+        status = OperationStatus.FAILED
+    return finish_operation(session, operation, status=status, summary=summary, result=result)
+
+
+def _via(note: Mapping[str, Any] | None) -> str:
+    """`` (site b, agent pi-b)`` for a node an agent handled."""
+    if not note:
+        return ""
+    agent = f", agent {note['agent']}" if note.get("agent") else ""
+    return f" (site {note['site']}{agent})"
+
+
+async def resume_wake(
+    session_factory: sessionmaker[Session], settings: Settings, operation_id: int, previous: str, me: str
+) -> Operation:
+    """Re-run a wake interrupted on ``previous`` to completion under the same operation."""
+    with session_factory() as session:
+        operation = session.get_one(Operation, operation_id)
+        nodes: list[NodeSnapshot] = []
+        skipped: dict[int, str] = {}
+        now = utcnow()
+        for step in operation.steps:
+            if step.node_id is None:
+                continue
+            if step.name == "wake skipped":
+                skipped[step.node_id] = step.message
+                continue
+            node = session.get(Node, step.node_id)
+            if node is None:
+                step.status, step.message, step.finished_at = OperationStatus.FAILED, "node deleted", now
+                continue
+            # Every node again, also those already up: a packet to a running machine does nothing, and
+            # the probe then proves it is up in this operation's result.
+            nodes.append(NodeSnapshot.of(node))
+            step.status, step.message, step.finished_at = OperationStatus.RUNNING, "", None
+        params = operation.parameters
+        schedule = WakeSchedule(
+            retries=int(params.get("retries", settings.wol_default_retries)),
+            delay=float(params.get("delay", settings.wol_default_delay)),
+            wait=bool(params.get("wait", False)),
+            timeout=float(params.get("timeout", settings.wol_default_timeout)),
+            probe_interval=settings.probe_interval,
+            probe_timeout=settings.probe_timeout,
+        )
+        operation.status, operation.finished_at = OperationStatus.RUNNING, None
+        resumed = {"from": previous, "by": me, "at": now.isoformat()}
+        session.commit()
+        record_step(
+            session,
+            operation,
+            name="resumed after failover",
+            status=OperationStatus.SUCCEEDED,
+            message=f"{interrupted_reason(previous, repeatable=True)}; resumed by {me}:"
+            " packets and probes again",
+        )
+    log.warning("wake operation %s: resumed by %s after %s stopped", operation_id, me, previous)
+    woken = await run_wake(session_factory, settings, PreparedWake(operation_id, nodes, schedule, skipped))
+    with session_factory() as session:
+        operation = session.get_one(Operation, operation_id)
+        operation.result = {**operation.result, "resumed": resumed}
+        if not operation.summary.startswith("resumed"):
+            operation.summary = f"resumed after failover on {previous}: {woken.summary}"
+        session.commit()
+        return operation
