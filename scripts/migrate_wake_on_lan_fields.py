@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 try:
-    from mko.cli import app
+    from mko.cli.root import app
 except ModuleNotFoundError:
     # Started with a Python that lacks mko's dependencies (e.g. the system one): use the project's venv.
     from mko.platform.bootstrap import reexec_in_venv

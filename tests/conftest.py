@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from dbtemplate import copy_migrated_database
 from mko.access.tokens import create_token
 from mko.access.users import create_user
-from mko.api.app import create_app
+from mko.app import create_app
 from mko.platform.db.models.access import Role
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings, get_settings

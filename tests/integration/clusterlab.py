@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 from upslab import wait_until
 
-from mko.cli import app
+from mko.cli.root import app
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
 from mko.lab.microk8s import Microk8sCluster, configure_microk8s

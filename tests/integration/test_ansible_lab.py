@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from ansibleview import ansible_view, inert_hostvars
-from mko.cli import app
+from mko.cli.root import app
 from mko.inventory.nodes import list_nodes
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab

@@ -43,7 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.pool import NullPool
 from typer.testing import CliRunner
 
-from mko.cli import app
+from mko.cli.root import app
 from mko.inventory.clusters import list_clusters
 from mko.inventory.nodes import create_node, list_nodes
 from mko.inventory.schemas import NodeCreate

@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from authhelp import admin_headers
-from mko.api.app import create_app
-from mko.cli import app
+from mko.app import create_app
+from mko.cli.root import app
 from mko.inventory.nodes import configure_wol, get_node
 from mko.inventory.schemas import WolConfigure
 from mko.lab.harness import RunningLab

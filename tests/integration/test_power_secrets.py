@@ -14,7 +14,7 @@ from power_peers import IpmiSim, PveServer, RedfishEmulator
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from mko.cli import app
+from mko.cli.root import app
 from mko.inventory.nodes import create_node
 from mko.inventory.schemas import NodeCreate
 from mko.platform.settings import Settings

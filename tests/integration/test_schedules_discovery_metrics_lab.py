@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from authhelp import admin_headers
-from mko.api.app import create_app
-from mko.cli import app as cli_app
+from mko.app import create_app
+from mko.cli.root import app as cli_app
 from mko.inventory import discovery
 from mko.inventory.clusters import create_cluster
 from mko.inventory.discovery import DiscoverRequest

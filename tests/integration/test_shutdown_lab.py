@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 from upslab import wait_until
 
-from mko.api.app import create_app
+from mko.app import create_app
 from mko.inventory.nodes import get_node
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab

@@ -29,8 +29,8 @@ from upslab import MonitorThread, event_names, wait_until
 
 from authhelp import admin_headers
 from dbtemplate import copy_migrated_database
-from mko.api.app import create_app
-from mko.cli import app as cli_app
+from mko.app import create_app
+from mko.cli.root import app as cli_app
 from mko.inventory.nodes import configure_wol
 from mko.inventory.schemas import WolConfigure
 from mko.lab.harness import RunningLab

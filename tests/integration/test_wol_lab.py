@@ -13,7 +13,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from mko.api.app import create_app
+from mko.app import create_app
 from mko.inventory.nodes import configure_wol, update_node
 from mko.inventory.schemas import NodeUpdate, WolConfigure
 from mko.lab.harness import RunningLab

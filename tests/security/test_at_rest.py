@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 
 from mko.access.sessions import session_principal
 from mko.access.users import create_user
-from mko.api.app import create_app
-from mko.cli import app
+from mko.app import create_app
+from mko.cli.root import app
 from mko.inventory.nodes import create_node
 from mko.inventory.schemas import NodeCreate
 from mko.platform.db.backup import backup_database

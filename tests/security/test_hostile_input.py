@@ -26,13 +26,13 @@ from typer.testing import CliRunner
 
 from ansibleview import ansible_view, inert_hostvars
 from hostile import Payload, check_log, payloads
-from mko.cli import app
+from mko.cli.root import app
 from mko.nic.ansible import write_inventory
 from mko.platform.db.models.inventory import Cluster, Node
 from mko.platform.db.models.operations import Operation
 from mko.platform.logs import configure_logging
 from mko.platform.settings import Settings
-from mko.web.pages import router as web_router
+from mko.web.site import page_routers
 
 # Fields whose text is a secret or a secret URL: template delimiters are allowed (never templated),
 # control characters are not. Every other string field refuses both.
@@ -435,7 +435,7 @@ def _pages(session: Session) -> list[str]:
         "operation_id": list(session.scalars(select(Operation.id).order_by(Operation.id.desc()).limit(30))),
     }
     urls = []
-    for route in web_router.routes:
+    for route in [route for router in page_routers() for route in router.routes]:
         path = getattr(route, "path_format", "")  # "/nodes/{node_id}", without the :int converter
         if "GET" not in getattr(route, "methods", set()):
             continue

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from mko.access.throttle import LoginThrottle
 from mko.access.users import create_user
-from mko.api.app import create_app
+from mko.app import create_app
 from mko.platform.db.models.access import AuthEvent, Role
 from mko.platform.settings import Settings
 

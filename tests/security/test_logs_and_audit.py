@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from hostile import FORGED_RECORD, check_log
 from mko.access.audit import PRUNE_EVERY, record_auth_event
-from mko.api.app import create_app
+from mko.app import create_app
 from mko.platform.db.models.access import AuthEvent
 from mko.platform.db.models.base import utcnow
 from mko.platform.logs import configure_logging

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from ansibleview import ansible_view, inert_hostvars
-from mko.cli import app
+from mko.cli.root import app
 from mko.inventory.clusters import create_cluster
 from mko.inventory.nodes import create_node, get_node
 from mko.inventory.schemas import ClusterCreate, NodeCreate

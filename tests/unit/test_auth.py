@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from mko.access.principal import allows
 from mko.access.tokens import create_token, list_tokens, revoke_token
 from mko.access.users import authenticate_password, create_user, ensure_first_admin
-from mko.api.app import create_app
-from mko.cli import app as cli_app
+from mko.app import create_app
+from mko.cli.root import app as cli_app
 from mko.platform.db.models.access import AuthEvent, Role
 from mko.platform.db.models.base import utcnow
 from mko.platform.settings import Settings

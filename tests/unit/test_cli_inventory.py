@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from mko.cli import app
+from mko.cli.root import app
 from mko.platform.settings import Settings
 
 

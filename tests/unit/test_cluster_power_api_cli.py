@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from mko.cli import app
+from mko.cli.root import app
 from mko.operations.records import Actor, start_operation
 from mko.platform.db.models.inventory import Node
 from mko.platform.db.models.operations import Operation, OperationStatus

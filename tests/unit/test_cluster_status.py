@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from mko.api.app import create_app
-from mko.cli import app as cli_app
+from mko.app import create_app
+from mko.cli.root import app as cli_app
 from mko.platform.settings import Settings
 
 

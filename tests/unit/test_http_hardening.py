@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from mko.access.users import create_user
-from mko.api.app import create_app
+from mko.app import create_app
 from mko.platform.db.models.access import Role
 from mko.platform.settings import Settings
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mko.cli import app
+from mko.cli.root import app
 from mko.lab.control import LabControl, LabNotUpError, LabPaths, lab_settings
 from mko.lab.daemon import LabDaemon, LabSpec, charge_after
 from mko.platform.errors import ConflictError, InputError

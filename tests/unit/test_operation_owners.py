@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from mko.cli import app
+from mko.cli.root import app
 from mko.cluster.recovery import start_recovery
 from mko.inventory.clusters import create_cluster
 from mko.inventory.nodes import create_node
@@ -241,7 +241,7 @@ def test_lists_over_api_and_cli_close_orphans_and_name_owners(
 def test_a_server_start_closes_what_dead_processes_left_and_keeps_what_live_ones_run(
     settings: Settings, session: Session
 ) -> None:
-    from mko.api.app import create_app
+    from mko.app import create_app
 
     live_cli = subprocess.Popen(["sleep", "30"])
     try:

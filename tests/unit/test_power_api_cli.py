@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from mko.cli import app
+from mko.cli.root import app
 
 HOST = {"name": "pve", "host": "pve1.lan", "token_id": "mko@pve!power", "secret": "s3cr3t-token"}
 

@@ -21,9 +21,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from mko.api.app import create_app
-from mko.api.deps import get_session
-from mko.api.routing import MkoRoute
+from mko.app import create_app
+from mko.http.deps import get_session
+from mko.http.routing import MkoRoute
 from mko.platform.db.models.access import ApiToken
 from mko.platform.db.session import BACKGROUND_CONNECTIONS, make_engine
 from mko.platform.settings import Settings

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from mko.cli import app as cli_app
+from mko.cli.root import app as cli_app
 from mko.inventory.clusters import create_cluster
 from mko.inventory.nodes import create_node
 from mko.inventory.schemas import ClusterCreate, NodeCreate

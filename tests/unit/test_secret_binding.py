@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from mko.access.tokens import create_token
-from mko.api.app import create_app
-from mko.cli import app
+from mko.app import create_app
+from mko.cli.root import app
 from mko.platform.db.models.access import Role
 from mko.platform.settings import Settings
 

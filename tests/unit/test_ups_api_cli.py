@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from dbtemplate import copy_migrated_database
-from mko.cli import app
+from mko.cli.root import app
 from mko.platform.db.models.ups import UPS, PowerEvent
 from mko.platform.settings import Settings
 from mko.ups.events import DetectedEvent

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from mko.access.tokens import create_token
 from mko.access.users import create_user
-from mko.api.app import create_app
+from mko.app import create_app
 from mko.platform.db.models.access import Role
 from mko.platform.settings import Settings
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from mko.access.tokens import create_token
-from mko.cli import app as cli_app
+from mko.cli.root import app as cli_app
 from mko.operations.records import Actor
 from mko.platform.db.models.access import Role
 from mko.platform.db.models.agents import Agent, WakeJob, WakeJobStatus

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from mko.cli import app
+from mko.cli.root import app
 from mko.platform.settings import Settings
 
 SEED_CONFIGURE = {

@@ -24,8 +24,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("mko.auth")
-
-
 _hasher = PasswordHasher()
 
 

@@ -59,14 +59,10 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 #: Rung when a job is queued (claims answer at once) and when one is reported (wakes finish at once).
 jobs_queued = Doorbell()
-
-
 jobs_reported = Doorbell()
 
 
 _listeners: dict[int, threading.Thread] = {}
-
-
 _listeners_lock = threading.Lock()
 
 

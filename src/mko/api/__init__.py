@@ -1,5 +1,1 @@
-"""The REST API (FastAPI) and the web UI, served by ``mko serve``."""
-
-from mko.api.app import create_app
-
-__all__ = ["create_app"]
+"""The REST API under ``/api``: one router per domain in :mod:`mko.api.routes`."""

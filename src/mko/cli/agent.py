@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from mko.agents.registry import list_agents
-from mko.cli.app import emit, fail, open_session
+from mko.cli.common import emit, fail, open_session
 from mko.platform.errors import InputError
 from mko.platform.settings import get_settings
 from mko.platform.validation import validate_interface, validate_site

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mko.cli.app import console, open_sessions
+from mko.cli.common import console, open_sessions
 from mko.inventory import discovery
 from mko.inventory.discovery import DiscoverRequest, DiscoveryResult
 from mko.operations.records import Actor

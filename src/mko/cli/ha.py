@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mko.cli.app import console, open_session
+from mko.cli.common import console, open_session
 from mko.ha.election import cluster_status
 from mko.platform.settings import get_settings
 

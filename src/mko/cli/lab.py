@@ -16,7 +16,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from mko.cli.app import EXIT_POWER_FAILURE, console, fail
+from mko.cli.common import EXIT_POWER_FAILURE, console, fail
 from mko.lab.control import LAB_PORT, LabControl, LabNotUpError, LabPaths, lab_settings, lab_status, pid_alive
 from mko.lab.daemon import LabDaemon, LabSpec
 from mko.platform.errors import ConflictError

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mko.cli.app import EXIT_POWER_FAILURE, console, emit, fail, open_session
+from mko.cli.common import EXIT_POWER_FAILURE, console, emit, fail, open_session
 from mko.notify import delivery as notify_delivery
 from mko.notify.rule_settings import configure_rule, rule_notifications
 from mko.platform.settings import get_settings

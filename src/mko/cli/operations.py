@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from mko.cli.app import console, open_session
+from mko.cli.common import console, open_session
 from mko.operations import ownership
 from mko.operations.records import get_operation, list_operations
 from mko.operations.schemas import OperationPublic

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from mko.cli.app import console, emit, open_session
+from mko.cli.common import console, emit, open_session
 from mko.inventory import proxmox_hosts
 from mko.inventory.schemas import ProxmoxHostCreate, ProxmoxHostPublic, ProxmoxHostUpdate
 from mko.platform.settings import get_settings

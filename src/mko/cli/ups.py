@@ -12,7 +12,7 @@ import typer
 from pydantic import SecretStr
 from rich.table import Table
 
-from mko.cli.app import console, emit, fail, open_session
+from mko.cli.common import console, emit, fail, open_session
 from mko.cluster import outages
 from mko.cluster.schemas import OutagePublic
 from mko.platform.db.models.rules import ClusterAction

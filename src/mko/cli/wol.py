@@ -17,9 +17,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from mko.cli.app import EXIT_POWER_FAILURE, console, emit, open_session, open_sessions
+from mko.cli.common import EXIT_POWER_FAILURE, JsonOpt, console, emit, open_session, open_sessions
 from mko.inventory.nodes import configure_wol
 from mko.inventory.schemas import NodePublic, WolConfigure
+from mko.nic.collect import collect_macs, describe_row
 from mko.nic.wol_switch import set_nic_wol
 from mko.operations.records import Actor, finish_operation, start_operation
 from mko.platform.db.models.inventory import WolMethod
@@ -35,7 +36,6 @@ wol_app = typer.Typer(
     help="Wake-on-LAN: wake nodes and clusters, status, enable/disable, configure.", no_args_is_help=True
 )
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
 RetriesOpt = Annotated[int | None, typer.Option("--retries", help="magic packets per node [default: 3]")]
 DelayOpt = Annotated[float | None, typer.Option("--delay", help="seconds between packets [default: 1.0]")]
 WaitOpt = Annotated[bool, typer.Option("--wait/--no-wait", help="probe nodes and re-send until they answer")]
@@ -372,3 +372,88 @@ def send(
         else f"to {broadcast}:{port}" + (f" via {interface}" if interface else "")
     )
     console.print(f"sent {count} magic packet(s) for {mac} {where}")
+
+
+def _node_ids(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        ids = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"--node-ids: {text!r} is not a comma-separated list of ids") from None
+    if not ids:
+        raise typer.BadParameter("--node-ids: give at least one id, e.g. 1,2,3")
+    return ids
+
+
+def _print_collect(operation: Operation) -> None:
+    table = Table(title=f"operation {operation.id}: {operation.status.value}")
+    for column in ("node", "hostname", "state", "interface", "mac", "prefix", "detail"):
+        table.add_column(column)
+    for row in operation.result.get("nodes", []):
+        detail = row["error"] or row["reason"] or ""
+        prefix = "—" if row["prefix_len"] is None else f"/{row['prefix_len']}"
+        table.add_row(
+            str(row["node_id"]),
+            row["hostname"],
+            row["state"],
+            row["interface"] or "—",
+            row["mac"] or "—",
+            prefix,
+            detail,
+        )
+    console.print(table)
+    console.print(operation.summary)
+
+
+def collect_mac(
+    node_ids: Annotated[
+        str | None, typer.Option("--node-ids", help="comma-separated node ids, e.g. 1,2,3 [default: all]")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="replace a stored MAC that differs from the node's")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Collect MAC addresses from nodes over SSH (ip -j link/addr/route), all at once."""
+    ids = _node_ids(node_ids)
+    settings = get_settings()
+    with (
+        open_sessions() as sessions,
+        Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=as_json,
+        ) as progress,
+    ):
+        task = progress.add_task("reading interfaces over SSH", total=len(ids) if ids else None)
+
+        def hook(row: dict[str, Any]) -> None:
+            progress.advance(task)
+            if not as_json:
+                progress.console.print(f"  {row['hostname']}: {describe_row(row)}")
+
+        operation = asyncio.run(
+            collect_macs(sessions, settings, ids, overwrite=overwrite, actor=Actor.cli(), on_result=hook)
+        )
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {"operation_id": operation.id, "status": operation.status.value, "summary": operation.summary}
+                | operation.result,
+                indent=2,
+                default=str,
+            )
+        )
+    else:
+        _print_collect(operation)
+    if operation.status != OperationStatus.SUCCEEDED:
+        raise typer.Exit(EXIT_POWER_FAILURE)
+
+
+wol_app.command("collect-mac")(collect_mac)

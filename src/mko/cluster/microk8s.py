@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from mko.platform.db.models.inventory import Node
-from mko.ssh.client import (
-    CommandResult,
-)
+from mko.ssh.client import CommandResult
 
 __all__ = ["kube_name"]
 
@@ -13,8 +11,6 @@ __all__ = ["kube_name"]
 # NOTE: on a node joined with `microk8s join --worker`, `microk8s stop` and `microk8s start` only print
 # this notice and exit 0 (the wrappers check var/lock/clustered.lock); `snap stop|start microk8s` works.
 _WORKER_NOTICE = "acting as a node in a cluster"
-
-
 _COMMAND_NOT_FOUND = 127
 
 

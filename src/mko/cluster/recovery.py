@@ -25,10 +25,7 @@ from mko.platform.db.models.inventory import Node, NodeRole
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.errors import ConflictError, FatalPowerError, PowerError
 from mko.platform.settings import Settings
-from mko.ssh.client import (
-    SshTarget,
-    connect,
-)
+from mko.ssh.client import SshTarget, connect
 
 if TYPE_CHECKING:
     from mko.cluster.steps import StepHook

@@ -12,9 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mko.cluster.microk8s import _COMMAND_NOT_FOUND, _WORKER_NOTICE
 from mko.operations.records import record_step
 from mko.platform.db.models.operations import Operation, OperationStatus
-from mko.ssh.client import (
-    CommandResult,
-)
+from mko.ssh.client import CommandResult
 
 __all__ = ["StepHook"]
 

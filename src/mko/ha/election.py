@@ -43,14 +43,10 @@ __all__ = ["LEADER_KEY", "LIVENESS_CLASS", "LeaderElection", "cluster_status", "
 
 log = logging.getLogger("mko.ha")
 
-
 # pg_try_advisory_lock(bigint): "mko" + "LEAD" in ASCII, so it is recognisable in pg_locks.
 LEADER_KEY = 0x6D6B6F_4C454144
-
-
 # pg_try_advisory_lock(int, int): (this class, instance id) is held by every live instance.
 LIVENESS_CLASS = 0x6D6B6F
-
 
 Hook = Callable[[], Awaitable[None]]
 

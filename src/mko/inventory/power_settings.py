@@ -26,8 +26,6 @@ __all__ = ["BUILT_METHODS"]
 BUILT_METHODS = frozenset(
     {WolMethod.ETHERNET, WolMethod.ETHERNET_RAW, WolMethod.PROXMOX, WolMethod.IPMI, WolMethod.REDFISH}
 )
-
-
 MAGIC_PACKET_METHODS = frozenset({WolMethod.ETHERNET, WolMethod.ETHERNET_RAW})
 
 
@@ -67,8 +65,6 @@ _BMC_DESTINATION = {
     WolMethod.IPMI: ("wol_method", "bmc_address", "bmc_port"),
     WolMethod.REDFISH: ("wol_method", "redfish_url", "bmc_verify_tls", "bmc_ca_file"),
 }
-
-
 _SECUREON_FIELDS = (
     "wol_method", "site", "cluster_id", "wol_broadcast_address", "wol_prefix_len", "ip_address",
 )  # fmt: skip

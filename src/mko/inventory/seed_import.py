@@ -30,18 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from alembic.runtime.migration import MigrationContext
 from pydantic import ValidationError
-from sqlalchemy import (
-    Column,
-    Connection,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    insert,
-    inspect,
-    text,
-)
+from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, Text, insert, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -111,14 +100,8 @@ WOL_FIELDS = (
 
 # Where the earlier orchestrator kept a node's MAC address: a column, or JSON network info.
 MAC_COLUMNS = ("wol_mac_address", "mac_address", "mac")
-
-
 NETWORK_INFO_COLUMNS = ("network_info", "network", "nic_info")
-
-
 _MAC_KEYS = ("mac", "mac_address", "macaddress", "hwaddr", "hw_address", "ether")
-
-
 _IP_KEYS = ("ip", "ip_address", "ipv4", "address", "addresses")
 
 
@@ -396,8 +379,6 @@ def _mac_in(info: dict[str, Any], ip: str | None, column: str) -> tuple[str | No
 # The shape of clusters and nodes at revision 0001, to insert the imported rows before 0002 adds the
 # WoL fields (the models describe the newest revision and would add WoL defaults to the INSERT).
 _V1 = MetaData()
-
-
 _V1_CLUSTERS = Table(
     "clusters",
     _V1,
@@ -406,8 +387,6 @@ _V1_CLUSTERS = Table(
     Column("description", Text),
     Column("created_at", UTCDateTime()),
 )
-
-
 _V1_NODES = Table(
     "nodes",
     _V1,

@@ -11,11 +11,7 @@ from mko.inventory.nodes import get_node
 from mko.operations.records import Actor, finish_operation, record_step, start_operation
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.session import in_thread_session
-from mko.platform.errors import (
-    ConflictError,
-    InputError,
-    MkoError,
-)
+from mko.platform.errors import ConflictError, InputError, MkoError
 from mko.platform.settings import Settings
 from mko.platform.validation import check_text, quoted
 

@@ -26,26 +26,16 @@ VIRTUAL_KINDS = frozenset(
         "nlmon", "ifb", "openvswitch", "vti", "xfrm", "bareudp", "netkit",
     }
 )  # fmt: skip
-
-
 # Names container runtimes, CNIs and VPNs give their interfaces.
 VIRTUAL_PREFIXES = (
     "veth", "cni", "flannel", "cali", "docker", "br-", "virbr", "vnet", "tap", "tun", "vxlan", "kube-",
     "cilium", "weave", "lxc", "lxd", "wg", "tailscale", "zt", "genev", "dummy", "tunl", "nodelocaldns",
     "podman", "vmnet", "vboxnet",
 )  # fmt: skip
-
-
 _AGGREGATE_KINDS = frozenset({"bridge", "bond", "team"})
-
-
 _STACKED_KINDS = frozenset({"vlan", "macvlan", "macvtap", "ipvlan"})
-
-
 # ip's link types and kinds (ether, loopback, veth, bridge...) and operstates (UP, LOWER_UP...).
 _WORD = re.compile(r"[A-Za-z0-9_.-]{1,32}")
-
-
 _HARDWARE_ADDRESS = re.compile(r"[0-9A-Fa-f:.-]{1,64}")
 
 

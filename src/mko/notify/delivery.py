@@ -42,11 +42,8 @@ __all__ = [
 
 log = logging.getLogger("mko.notify")
 
-
 # Notifications are rare; this only stops a storm (a flapping UPS) from opening hundreds of sockets.
 _SENDERS = threading.BoundedSemaphore(8)
-
-
 _TYPES = {
     "info": apprise.NotifyType.INFO,
     "success": apprise.NotifyType.SUCCESS,

@@ -9,7 +9,7 @@
         │   └── UnsupportedActionError  the node's driver cannot do this at all
         └── RetryablePowerError   connection refused, timeout, transient: retried by the driver base
 
-Adapters translate these at the boundary: ``mko.api.errors`` to HTTP, ``mko.cli`` to exit codes.
+Adapters translate these at the boundary: ``mko.http.errors`` to HTTP, ``mko.cli`` to exit codes.
 """
 
 from __future__ import annotations

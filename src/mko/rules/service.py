@@ -34,11 +34,7 @@ log = logging.getLogger("mko.rules")
 
 
 MAX_DELAY = 86_400
-
-
 MAX_PRIORITY = 10_000
-
-
 # A power_restored rule acts once mains has held this long (unless created with another stable_for):
 # mains that flickers back for a few seconds after a long cut must not wake a cluster into the next one.
 DEFAULT_STABLE_FOR = 10

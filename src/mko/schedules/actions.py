@@ -50,8 +50,6 @@ class RunContext:
 
 
 ActionRunner = Callable[[RunContext, PreparedRun], Awaitable[Operation]]
-
-
 _RUNNERS: dict[ScheduleAction, ActionRunner] = {}
 
 

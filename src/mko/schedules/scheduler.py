@@ -56,11 +56,7 @@ MISSED_CAP = 1000  # runs listed one by one in a missed-run report; more are cou
 
 
 Clock = Callable[[], datetime]
-
-
 Sleep = Callable[[float], Awaitable[None]]
-
-
 Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
 
 

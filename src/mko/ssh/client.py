@@ -38,11 +38,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mko.platform.errors import (
-    FatalPowerError,
-    PowerError,
-    RetryablePowerError,
-)
+from mko.platform.errors import FatalPowerError, PowerError, RetryablePowerError
 from mko.platform.settings import Settings
 
 if TYPE_CHECKING:
@@ -64,11 +60,8 @@ __all__ = [
 ]
 
 log = logging.getLogger("mko.ssh")
-
-
 # asyncssh logs every connection and channel at INFO; mko logs what matters itself.
 logging.getLogger("asyncssh").setLevel(logging.WARNING)
-
 
 _OUTPUT_KEEP = 4000  # characters of stdout/stderr kept in operation steps
 

@@ -1,5 +1,2 @@
-"""Server-rendered web pages over the same services as the API."""
-
-from mko.web.pages import STATIC_DIR, router
-
-__all__ = ["STATIC_DIR", "router"]
+"""The server-rendered web UI over the same services as the API: one page module per topic in
+:mod:`mko.web.pages`, the login pages, forms, Jinja templates and static files."""

@@ -13,9 +13,7 @@ from mko.operations import ownership
 from mko.operations.kinds import WAKE_KIND_PREFIX
 from mko.operations.records import last_step_for_node
 from mko.platform.db.models.inventory import WolMethod
-from mko.power.base import (
-    NodeSnapshot,
-)
+from mko.power.base import NodeSnapshot
 from mko.power.drivers.wol import effective_broadcast
 from mko.power.probe import probe_tcp
 from mko.power.registry import DRIVERS

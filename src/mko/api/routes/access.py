@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from mko.access import tokens as access_tokens
 from mko.access import users as access_users
 from mko.access.tokens import expires_in_days
-from mko.api.deps import SessionDep
-from mko.api.routing import MkoRoute
-from mko.api.security import PrincipalDep
+from mko.http.deps import SessionDep
+from mko.http.routing import MkoRoute
+from mko.http.security import PrincipalDep
 from mko.platform.db.models.access import Role
 from mko.platform.validation import FreeText, InputModel
 

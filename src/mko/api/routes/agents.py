@@ -9,9 +9,9 @@ from fastapi import APIRouter, Request, Response, status
 from mko.agents import registry as agents_registry
 from mko.agents.claims import claim_wait, report_job
 from mko.agents.schemas import AgentHeartbeat, AgentPublic, ClaimRequest, JobReport
-from mko.api.deps import SessionDep, SettingsDep
-from mko.api.routing import MkoRoute
-from mko.api.security import PrincipalDep
+from mko.http.deps import SessionDep, SettingsDep
+from mko.http.routing import MkoRoute
+from mko.http.security import PrincipalDep
 
 __all__ = ["agent_router", "router"]
 

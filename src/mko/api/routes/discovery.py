@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from mko.api.deps import ActorDep, DbDep, SettingsDep
-from mko.api.routing import MkoRoute
+from mko.http.deps import ActorDep, DbDep, SettingsDep
+from mko.http.routing import MkoRoute
 from mko.inventory import discovery
 from mko.inventory.discovery import DiscoverRequest, DiscoveryResult
 

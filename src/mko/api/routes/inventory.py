@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from mko.api.deps import DbDep, SessionDep, SettingsDep
-from mko.api.live import LiveReads
-from mko.api.routing import MkoRoute
-from mko.api.security import AdminDep, PrincipalDep, require_operator_for
+from mko.http.deps import DbDep, SessionDep, SettingsDep
+from mko.http.live import LiveReads
+from mko.http.routing import MkoRoute
+from mko.http.security import AdminDep, PrincipalDep, require_operator_for
 from mko.inventory import clusters as inventory_clusters
 from mko.inventory import nodes as inventory_nodes
 from mko.inventory.clusters import node_counts

@@ -7,8 +7,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import Field
 
-from mko.api.deps import SessionDep
-from mko.api.routing import MkoRoute
+from mko.http.deps import SessionDep
+from mko.http.routing import MkoRoute
 from mko.lab.control import FLAP_MIN_PERIOD, LabControl, lab_status
 from mko.platform.validation import InputModel
 

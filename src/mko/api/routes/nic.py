@@ -11,10 +11,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from mko.api.deps import ActorDep, DbDep, SessionDep, SettingsDep
-from mko.api.live import LiveReads
-from mko.api.routing import MkoRoute
-from mko.api.security import PrincipalDep, require_operator_for
+from mko.http.deps import ActorDep, DbDep, SessionDep, SettingsDep
+from mko.http.live import LiveReads
+from mko.http.routing import MkoRoute
+from mko.http.security import PrincipalDep, require_operator_for
 from mko.inventory.trust import node_target, trust_node
 from mko.nic.ansible import write_inventory
 from mko.nic.collect import collect_macs

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
-from mko.api.deps import SessionDep
-from mko.api.routing import MkoRoute
+from mko.http.deps import SessionDep
+from mko.http.routing import MkoRoute
 from mko.operations import records as operations_records
 from mko.operations.schemas import OperationPublic
 

@@ -9,11 +9,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from mko.api.background import launch, result_or_accepted
-from mko.api.deps import ActorDep, DbDep, SettingsDep
-from mko.api.live import LiveReads
-from mko.api.routing import MkoRoute
-from mko.api.security import PrincipalDep, require_operator_for
+from mko.http.background import launch, result_or_accepted
+from mko.http.deps import ActorDep, DbDep, SettingsDep
+from mko.http.live import LiveReads
+from mko.http.routing import MkoRoute
+from mko.http.security import PrincipalDep, require_operator_for
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.validation import InputModel

@@ -6,9 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Response, status
 
-from mko.api.deps import DbDep, SessionDep, SettingsDep
-from mko.api.routing import MkoRoute
-from mko.api.security import AdminDep
+from mko.http.deps import DbDep, SessionDep, SettingsDep
+from mko.http.routing import MkoRoute
+from mko.http.security import AdminDep
 from mko.inventory import proxmox_hosts
 from mko.inventory.schemas import ProxmoxHostCreate, ProxmoxHostPublic, ProxmoxHostUpdate
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
 
-from mko.api.deps import SessionDep, SettingsDep
-from mko.api.routing import MkoRoute
+from mko.http.deps import SessionDep, SettingsDep
+from mko.http.routing import MkoRoute
 from mko.schedules import service as schedules_service
 from mko.schedules.schemas import ScheduleCreate, SchedulePublic
 from mko.schedules.service import public

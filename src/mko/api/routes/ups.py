@@ -10,11 +10,11 @@ from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 from sqlalchemy.orm import Session
 
-from mko.api.deps import DbDep, SessionDep, SettingsDep
-from mko.api.live import LiveReads
-from mko.api.routing import MkoRoute
 from mko.cluster import outages
 from mko.cluster.schemas import OutagePublic
+from mko.http.deps import DbDep, SessionDep, SettingsDep
+from mko.http.live import LiveReads
+from mko.http.routing import MkoRoute
 from mko.platform.db.models.ups import PowerEvent
 from mko.platform.secrets import SecretBox
 from mko.rules import service as rules_service

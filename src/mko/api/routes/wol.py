@@ -8,11 +8,11 @@ from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from mko.api.background import launch_wake, result_or_accepted
-from mko.api.deps import ActorDep, DbDep, SessionDep, SettingsDep
-from mko.api.live import LiveReads
-from mko.api.routing import MkoRoute
-from mko.api.security import AdminDep, PrincipalDep, require_operator_for
+from mko.http.background import launch_wake, result_or_accepted
+from mko.http.deps import ActorDep, DbDep, SessionDep, SettingsDep
+from mko.http.live import LiveReads
+from mko.http.routing import MkoRoute
+from mko.http.security import AdminDep, PrincipalDep, require_operator_for
 from mko.inventory.nodes import configure_wol, get_node
 from mko.inventory.schemas import NodePublic, WolConfigure
 from mko.nic.wol_switch import set_nic_wol

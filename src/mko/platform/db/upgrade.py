@@ -20,14 +20,7 @@ from urllib.parse import quote
 from alembic import command
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import (
-    Connection,
-    Engine,
-    create_engine,
-    event,
-    inspect,
-    text,
-)
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
@@ -59,8 +52,6 @@ log = logging.getLogger("mko.db.legacy")
 
 
 PRE_WOL_REVISION = "0001"
-
-
 WOL_REVISION = "0002"
 
 
@@ -68,14 +59,8 @@ WOL_REVISION = "0002"
 LEGACY_NODE_COLUMNS = frozenset(
     {"id", "hostname", "ip_address", "ssh_user", "ssh_port", "ssh_key_path", "is_control_plane", "cluster_id"}
 )
-
-
 LEGACY_CLUSTER_COLUMNS = frozenset({"id", "name"})
-
-
 LEGACY_PREFIX = "legacy_"  # SQLite: the earlier tables are renamed legacy_<name>
-
-
 LEGACY_SCHEMA = "legacy"  # PostgreSQL: the earlier tables move to this schema
 
 

@@ -7,12 +7,7 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    DateTime,
-    Dialect,
-    Enum,
-)
+from sqlalchemy import JSON, DateTime, Dialect, Enum
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 

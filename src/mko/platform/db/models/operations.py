@@ -6,12 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import (
-    ForeignKey,
-    Integer,
-    String,
-    Text,
-)
+from sqlalchemy import ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mko.platform.db.models.base import Base, _enum, utcnow

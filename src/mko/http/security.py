@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import secrets
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,10 +19,13 @@ from mko.platform.db.session import in_thread_session
 __all__ = [
     "SESSION_COOKIE",
     "AdminDep",
+    "LoginRequired",
     "PrincipalDep",
+    "WebForbidden",
     "authorize_by_method",
     "current_principal",
     "require",
+    "web_authorize",
 ]
 
 SESSION_COOKIE = "mko_session"
@@ -133,3 +137,56 @@ async def require_operator_for(request: Request, principal: Principal, what: str
 
 
 authorize_by_method.required_role = "by-method"  # type: ignore[attr-defined]
+
+
+T = TypeVar("T")
+
+
+class LoginRequired(Exception):
+    """No (live) session: the page redirects to the login form."""
+
+    def __init__(self, next_path: str) -> None:
+        super().__init__(next_path)
+        self.next_path = next_path
+
+
+class WebForbidden(Exception):
+    """Signed in, but the role or the CSRF token does not allow this."""
+
+
+async def web_authorize(request: Request) -> Principal:
+    """Pages need a session (viewer); form posts need operator and the session's CSRF token."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    principal = await _db(request, lambda s: session_principal(s, cookie)) if cookie else None
+    if principal is None:
+        raise LoginRequired(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+    request.state.principal = principal
+    if request.method in SAFE_METHODS:
+        return principal
+    await _check_csrf(request, principal)
+    if not allows(principal.role, Role.OPERATOR):
+        await _audit(request, "denied", principal.actor_name, f"POST {request.url.path} needs role operator")
+        raise WebForbidden(f"your role {principal.role.value} cannot do this")
+    return principal
+
+
+async def _db(request: Request, work: Callable[[Session], T]) -> T:
+    """Database work of these async handlers, in a worker thread with a session of its own."""
+    return await in_thread_session(request.app.state.session_factory, work)
+
+
+async def _audit(request: Request, kind: str, principal: str, detail: str) -> None:
+    client = client_address(request)
+    await _db(request, lambda s: record_auth_event(s, kind, principal, client, detail))
+
+
+async def _check_csrf(request: Request, principal: Principal) -> None:
+    form = await request.form()
+    sent = form.get("csrf_token")
+    if (
+        not isinstance(sent, str)
+        or not principal.csrf_token
+        or not secrets.compare_digest(sent, principal.csrf_token)
+    ):
+        await _audit(request, "csrf_rejected", principal.actor_name, request.url.path)
+        raise WebForbidden("the form was not sent from this session (CSRF check failed): reload the page")

@@ -7,12 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Request, Response, status
 from pydantic import Field
 
-from mko.api.background import launch
-from mko.api.deps import ActorDep, DbDep, SettingsDep
-from mko.api.routing import MkoRoute
 from mko.cluster.plan import plan_for, plan_inputs
 from mko.cluster.recovery import run_recovery, start_recovery
 from mko.cluster.shutdown import run_shutdown, start_shutdown
+from mko.http.background import launch
+from mko.http.deps import ActorDep, DbDep, SettingsDep
+from mko.http.routing import MkoRoute
 from mko.platform.validation import InputModel
 
 router = APIRouter(prefix="/api", tags=["cluster power"], route_class=MkoRoute)

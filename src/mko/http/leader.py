@@ -15,10 +15,10 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.api import periodic
-from mko.api.background import launch
 from mko.ha.election import LeaderElection
 from mko.ha.failover import take_over
+from mko.http import periodic
+from mko.http.background import launch
 from mko.operations import ownership
 from mko.platform.db.session import is_postgresql
 from mko.platform.settings import Settings

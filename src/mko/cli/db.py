@@ -1,4 +1,5 @@
-"""`mko db migrate-wol` (also the seed's `python scripts/migrate_wake_on_lan_fields.py`)."""
+"""`mko db …`: the schema upgrade, the current revision, and `mko db migrate-wol` (also the seed's
+`python scripts/migrate_wake_on_lan_fields.py`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import Annotated
 
 import typer
 
-from mko.cli.app import EXIT_POWER_FAILURE, console, fail
+from mko.cli.common import EXIT_POWER_FAILURE, console, fail
 from mko.inventory.seed_import import migrate_wol
-from mko.platform.db.upgrade import MigrationFailed
+from mko.platform.db.migrate import current_revision, head_revision
+from mko.platform.db.session import make_engine
+from mko.platform.db.upgrade import MigrationFailed, upgrade_database
 from mko.platform.logs import configure_logging
 from mko.platform.settings import get_settings
 
@@ -98,3 +101,43 @@ def migrate_wol_command(
             highlight=False,
         )
     console.print(report.message, highlight=False)
+
+
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+db_app.command("migrate-wol")(migrate_wol_command)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="target revision")] = "head",
+    no_backup: Annotated[
+        bool, typer.Option("--no-backup", help="do not back up an existing database before changing it")
+    ] = False,
+) -> None:
+    """Migrate the database to the newest schema (creates it if missing; backs up an existing one first)."""
+    settings = get_settings()
+    configure_logging(settings, console=False)
+    try:
+        before, after, _backup = upgrade_database(
+            settings.database_url,
+            revision,
+            backup=not no_backup,
+            backup_dir=settings.backup_dir,
+            progress=print_upgrade_step,
+        )
+    except MigrationFailed as exc:
+        raise fail(str(exc), EXIT_POWER_FAILURE) from None
+    if before == after:
+        console.print(f"database already at revision {after}")
+    else:
+        console.print(f"database upgraded from {before or 'empty'} to {after}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's revision and the newest one this mko knows."""
+    engine = make_engine(get_settings().database_url)
+    try:
+        console.print(f"current: {current_revision(engine) or 'empty'}  head: {head_revision()}")
+    finally:
+        engine.dispose()

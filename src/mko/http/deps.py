@@ -2,7 +2,7 @@
 
 Database work never runs on the event loop. Sync routes (``def``) get :data:`SessionDep`: FastAPI runs
 them in a worker thread, and the session is closed in that thread as the route returns
-(:class:`mko.api.routing.MkoRoute`). Async routes (``async def``,
+(:class:`mko.http.routing.MkoRoute`). Async routes (``async def``,
 for work that awaits the network) get :data:`DbDep` instead and run each piece of database work in a
 worker thread with a session of its own, so no session or connection is held while they await.
 """

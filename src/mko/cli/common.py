@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import click
 import typer
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session, sessionmaker
-from typer.core import TyperGroup
-from typer.exceptions import TyperException
 
 from mko.operations import ownership
 from mko.platform.db.migrate import current_revision, head_revision, upgrade
 from mko.platform.db.session import make_engine, make_session_factory
-from mko.platform.errors import MkoError, PowerError
 from mko.platform.logs import configure_logging
 from mko.platform.settings import get_settings
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_POWER_FAILURE", "app", "console", "emit", "fail", "open_session"]
+__all__ = ["EXIT_BAD_INPUT", "EXIT_POWER_FAILURE", "console", "emit", "fail", "open_session"]
+
 
 EXIT_BAD_INPUT = 2
 EXIT_POWER_FAILURE = 1
@@ -33,50 +30,6 @@ console = Console()
 
 def _one_line(message: str) -> str:
     return " ".join(str(message).split())
-
-
-class MkoGroup(TyperGroup):
-    """Root group that turns every error a person can cause into one stderr line and exit code 2."""
-
-    def main(self, *args: Any, **kwargs: Any) -> Any:
-        """Run without click's standalone handling so errors are reported our way."""
-        kwargs["standalone_mode"] = False
-        try:
-            result = super().main(*args, **kwargs)
-        except typer.Abort:
-            click.echo("aborted", err=True)
-            sys.exit(1)
-        except typer.Exit as exc:
-            sys.exit(exc.exit_code)
-        except TyperException as exc:  # usage errors: bad option value, missing argument, unknown option
-            message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-            click.echo(f"error: {_one_line(message)}", err=True)
-            sys.exit(getattr(exc, "exit_code", EXIT_BAD_INPUT))
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(part) for part in first["loc"])
-            click.echo(f"error: {field}: {first['msg']}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
-        except PowerError as exc:  # the request was fine; the power action failed
-            click.echo(f"error: {_one_line(str(exc))}", err=True)
-            sys.exit(EXIT_POWER_FAILURE)
-        except MkoError as exc:
-            click.echo(f"error: {_one_line(str(exc))}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
-        if isinstance(result, int):  # typer.Exit(code) comes back as its code without standalone mode
-            sys.exit(result)
-        return result
-
-
-app = typer.Typer(
-    cls=MkoGroup,
-    name="mko",
-    help="Power orchestration for MicroK8s clusters: UPS-driven shutdown and verified Wake-on-LAN.",
-    no_args_is_help=True,
-    rich_markup_mode=None,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
@@ -143,3 +96,12 @@ def _cell(value: Any) -> str:
     if isinstance(value, dict | list):
         return json.dumps(value)
     return str(value)
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
+
+
+SiteOpt = Annotated[
+    str | None,
+    typer.Option(help="wake-agent site whose agents wake it (see docs/wake-agents.md); '' clears it"),
+]

@@ -1,16 +1,15 @@
-"""Prometheus metrics and notification settings."""
+"""Notification settings of power rules, and test notifications."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from mko import metrics
-from mko.api.deps import SessionDep, SettingsDep
-from mko.api.routing import MkoRoute
+from mko.http.deps import SessionDep, SettingsDep
+from mko.http.routing import MkoRoute
 from mko.notify import rule_settings as notify_rule_settings
 from mko.notify.delivery import send_test
 from mko.notify.rule_settings import RuleNotifications, configure_rule
@@ -18,12 +17,6 @@ from mko.platform.errors import ConflictError
 from mko.platform.validation import FREE_TEXT, InputModel
 
 router = APIRouter(tags=["monitoring"], route_class=MkoRoute)
-
-
-@router.get("/metrics", response_class=Response)
-def prometheus_metrics(request: Request) -> Response:
-    """Every mko series in the Prometheus text format (see docs/schedules-discovery-monitoring.md)."""
-    return Response(metrics.render(request.app.state.metrics_registry), media_type=metrics.CONTENT_TYPE)
 
 
 class RuleNotificationsUpdate(InputModel):

@@ -5,12 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from mko.api.deps import SessionDep
-from mko.api.routing import MkoRoute
+from mko.http.deps import SessionDep
+from mko.http.routing import MkoRoute
 from mko.lab.control import lab_status
 from mko.platform.errors import InputError
 from mko.web.forms import FormDep
-from mko.web.pages import _render, _see_other
+from mko.web.pages.render import _render, _see_other
 
 router = APIRouter(include_in_schema=False, route_class=MkoRoute)
 

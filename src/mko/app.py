@@ -15,20 +15,15 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from mko import __version__
 from mko.access.throttle import LoginThrottle
-from mko.api import leader, periodic
-from mko.api.errors import ERROR_RESPONSES, install_error_handlers
-from mko.api.health import DatabaseHealth
-from mko.api.health import router as health_router
-from mko.api.http import DeclaredSizeLimit, SecurityHeaders, install_http_handlers
-from mko.api.live import LiveReads
 from mko.api.routes import (
     access,
-    cluster_power,
-    cluster_status,
+    cluster,
     discovery,
+    ha,
     inventory,
-    monitoring,
+    metrics,
     nic,
+    notify,
     operations,
     power,
     proxmox,
@@ -37,13 +32,18 @@ from mko.api.routes import (
     wol,
 )
 from mko.api.routes import agents as agent_routes
-from mko.api.routing import MkoRoute
-from mko.api.security import authorize_by_method, require
+from mko.api.routes.health import DatabaseHealth
+from mko.api.routes.health import router as health_router
+from mko.http import leader, periodic
+from mko.http.errors import ERROR_RESPONSES, install_error_handlers
+from mko.http.hardening import DeclaredSizeLimit, SecurityHeaders, install_http_handlers
+from mko.http.live import LiveReads
+from mko.http.routing import MkoRoute
+from mko.http.security import authorize_by_method, require, web_authorize
 from mko.operations import ownership
 from mko.platform.db.models.access import Role
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings, get_settings
-from mko.web.auth import web_authorize
 
 if TYPE_CHECKING:
     from mko.lab.control import LabControl
@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
         # thread (mko.platform.db.session), so the two numbers are one setting.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         # Registers this instance; the leader (with SQLite: this one) runs the UPS monitor, the rule
-        # engine and the scheduler (mko.api.leader, mko.ha).
+        # engine and the scheduler (mko.http.leader, mko.ha).
         await leader.start(app)
         yield
         await leader.stop(app)
@@ -93,7 +93,7 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
         responses=ERROR_RESPONSES,
         # 413 beyond this, JSON and forms alike (FastAPI's own limit, counted as the body arrives).
         max_body_size=settings.max_request_bytes,
-        docs_url=None,  # mko.api.http serves /docs without inline script
+        docs_url=None,  # mko.http.hardening serves /docs without inline script
         redoc_url=None,
         title="mko",
         version=__version__,
@@ -131,9 +131,10 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
         ups.router,
         schedules.router,
         discovery.router,
-        monitoring.router,
-        cluster_power.router,
-        cluster_status.router,
+        metrics.router,
+        notify.router,
+        cluster.router,
+        ha.router,
         access.me_router,
     ):
         app.include_router(router, dependencies=by_method)
@@ -146,25 +147,29 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
         from mko.api.routes import lab as lab_routes
 
         app.include_router(lab_routes.router, dependencies=by_method)
-    from fastapi.staticfiles import StaticFiles
-
-    from mko.web.auth import router as login_router
-    from mko.web.pages import STATIC_DIR
-    from mko.web.pages import router as web_router
-
-    app.include_router(login_router)
-    app.include_router(web_router, dependencies=[Depends(web_authorize)])
-    if lab is not None:
-        from mko.web.lab import router as web_lab_router
-
-        app.include_router(web_lab_router, dependencies=[Depends(web_authorize)])
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _mount_web(app, lab)
     if settings.trusted_proxies:
         # Outermost, so the audit, the login throttle and operations all see the real client. Only
         # these proxies' X-Forwarded-For is believed; `mko serve` turns uvicorn's own handling off
         # (it trusts loopback by default), so this setting alone decides.
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.trusted_proxies))
     return app
+
+
+def _mount_web(app: FastAPI, lab: LabControl | None) -> None:
+    """The web UI: the login pages, every page behind a web session, the static files."""
+    from fastapi.staticfiles import StaticFiles
+
+    from mko.web import errors as web_errors
+    from mko.web import login
+    from mko.web.pages.render import STATIC_DIR
+    from mko.web.site import page_routers
+
+    web_errors.install_error_pages(app)
+    app.include_router(login.router)
+    for router in page_routers(lab=lab is not None):
+        app.include_router(router, dependencies=[Depends(web_authorize)])
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
 
 def _login_throttle(settings: Settings) -> LoginThrottle:

@@ -1,7 +1,7 @@
 """HTTP hardening of every response: security headers, strict JSON, 422s that always render, ``Allow``.
 
 The body size limit itself is FastAPI's (``max_body_size``, set from ``MKO_MAX_REQUEST_BYTES``); the
-route class that parses JSON strictly is :class:`mko.api.routing.MkoRoute`. docs/security.md explains
+route class that parses JSON strictly is :class:`mko.http.routing.MkoRoute`. docs/security.md explains
 each choice.
 """
 

@@ -2,83 +2,26 @@
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Callable
 from datetime import timedelta
-from typing import TypeVar
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from mko.access.audit import record_auth_event
-from mko.access.principal import Principal, allows
 from mko.access.sessions import create_session, delete_session, session_principal
 from mko.access.throttle import LoginThrottle
 from mko.access.users import authenticate_password
-from mko.api.routing import MkoRoute
-from mko.api.security import SAFE_METHODS, SESSION_COOKIE, client_address
-from mko.platform.db.models.access import Role
-from mko.platform.db.session import in_thread_session
+from mko.http.routing import MkoRoute
+from mko.http.security import SESSION_COOKIE, LoginRequired, _audit, _check_csrf, _db, client_address
 
-__all__ = ["DEVICE_COOKIE", "LoginRequired", "WebForbidden", "router", "web_authorize"]
+__all__ = ["DEVICE_COOKIE", "router"]
+
 
 DEVICE_COOKIE = "mko_device"
 DEVICE_COOKIE_DAYS = 365
 
 router = APIRouter(include_in_schema=False, route_class=MkoRoute)
-T = TypeVar("T")
-
-
-class LoginRequired(Exception):
-    """No (live) session: the page redirects to the login form."""
-
-    def __init__(self, next_path: str) -> None:
-        super().__init__(next_path)
-        self.next_path = next_path
-
-
-class WebForbidden(Exception):
-    """Signed in, but the role or the CSRF token does not allow this."""
-
-
-async def web_authorize(request: Request) -> Principal:
-    """Pages need a session (viewer); form posts need operator and the session's CSRF token."""
-    cookie = request.cookies.get(SESSION_COOKIE)
-    principal = await _db(request, lambda s: session_principal(s, cookie)) if cookie else None
-    if principal is None:
-        raise LoginRequired(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
-    request.state.principal = principal
-    if request.method in SAFE_METHODS:
-        return principal
-    await _check_csrf(request, principal)
-    if not allows(principal.role, Role.OPERATOR):
-        await _audit(request, "denied", principal.actor_name, f"POST {request.url.path} needs role operator")
-        raise WebForbidden(f"your role {principal.role.value} cannot do this")
-    return principal
-
-
-async def _db(request: Request, work: Callable[[Session], T]) -> T:
-    """Database work of these async handlers, in a worker thread with a session of its own."""
-    return await in_thread_session(request.app.state.session_factory, work)
-
-
-async def _audit(request: Request, kind: str, principal: str, detail: str) -> None:
-    client = client_address(request)
-    await _db(request, lambda s: record_auth_event(s, kind, principal, client, detail))
-
-
-async def _check_csrf(request: Request, principal: Principal) -> None:
-    form = await request.form()
-    sent = form.get("csrf_token")
-    if (
-        not isinstance(sent, str)
-        or not principal.csrf_token
-        or not secrets.compare_digest(sent, principal.csrf_token)
-    ):
-        await _audit(request, "csrf_rejected", principal.actor_name, request.url.path)
-        raise WebForbidden("the form was not sent from this session (CSRF check failed): reload the page")
 
 
 def _safe_next(value: str | None) -> str:
@@ -91,7 +34,7 @@ def _safe_next(value: str | None) -> str:
 def _login_page(
     request: Request, status_code: int = 200, error: str = "", next_path: str = "/"
 ) -> HTMLResponse:
-    from mko.web.pages import templates
+    from mko.web.pages.render import templates
 
     return templates.TemplateResponse(
         request, "login.html", {"error": error, "next": next_path, "principal": None}, status_code=status_code

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from sqlalchemy import Engine, text
 
 from mko import __version__
-from mko.api.routing import MkoRoute
+from mko.http.routing import MkoRoute
 from mko.platform.db.session import make_engine
 
 __all__ = ["DatabaseHealth", "HealthReading", "router"]

@@ -15,8 +15,8 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.api.background import launch
-from mko.metrics import MetricsCollector, make_registry
+from mko.http.background import launch
+from mko.http.metrics import MetricsCollector, make_registry
 from mko.platform.settings import Settings
 from mko.schedules.scheduler import Scheduler
 from mko.wol.reachability import Refresher

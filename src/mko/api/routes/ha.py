@@ -6,9 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from mko.api.deps import SessionDep, SettingsDep
-from mko.api.routing import MkoRoute
 from mko.ha import election as ha_election
+from mko.http.deps import SessionDep, SettingsDep
+from mko.http.routing import MkoRoute
 
 router = APIRouter(tags=["high availability"], route_class=MkoRoute)
 

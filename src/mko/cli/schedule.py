@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from mko.cli.app import console, emit, open_session
+from mko.cli.common import console, emit, open_session
 from mko.platform.db.models.schedules import ScheduleAction
 from mko.platform.settings import get_settings
 from mko.schedules.schemas import ScheduleCreate

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from mko.platform.errors import ConflictError, InputError, NotFoundError, PowerError, UnsupportedActionError
-from mko.web.auth import LoginRequired, WebForbidden, login_redirect
 
 __all__ = ["ERROR_RESPONSES", "install_error_handlers"]
 
@@ -56,17 +55,6 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UnsupportedActionError)
     async def _unsupported(_: Request, exc: UnsupportedActionError) -> JSONResponse:
         return JSONResponse(status_code=409, content={"detail": str(exc)})
-
-    @app.exception_handler(LoginRequired)
-    async def _login(_: Request, exc: LoginRequired) -> Response:
-        return login_redirect(exc)
-
-    @app.exception_handler(WebForbidden)
-    async def _forbidden(request: Request, exc: WebForbidden) -> Response:
-        from mko.web.pages import templates
-
-        context = {"message": str(exc), "principal": getattr(request.state, "principal", None)}
-        return templates.TemplateResponse(request, "forbidden.html", context, status_code=403)
 
     @app.exception_handler(PowerError)
     async def _power(_: Request, exc: PowerError) -> JSONResponse:

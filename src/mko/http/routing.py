@@ -14,7 +14,7 @@ from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.orm import Session
 
-from mko.api.http import strict_json
+from mko.http.hardening import strict_json
 
 __all__ = ["MkoRoute"]
 
@@ -28,7 +28,7 @@ class MkoRoute(APIRoute):
       dependency's session only once the route has handed its thread back and the event loop gets
       round to it; under a burst that lag let more sessions hold connections than there are worker
       threads, and the pool ran dry.
-    - A JSON body is parsed strictly (:func:`mko.api.http.strict_json`): NaN, Infinity, a lone
+    - A JSON body is parsed strictly (:func:`mko.http.hardening.strict_json`): NaN, Infinity, a lone
       surrogate or bytes that are not UTF-8 get the same 422 as any other malformed JSON, instead of
       reaching the services (and the database, and the 422 answer itself) as Python lets them through;
       and its values must have the JSON types the schema documents (:func:`_check_json_types`).

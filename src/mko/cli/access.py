@@ -11,7 +11,7 @@ from rich.table import Table
 
 from mko.access.tokens import create_token, expires_in_days, is_expired, list_tokens, revoke_token
 from mko.access.users import create_user, list_users, remove_user, set_password
-from mko.cli.app import console, open_session
+from mko.cli.common import console, open_session
 from mko.platform.db.models.access import Role
 
 user_app = typer.Typer(help="Users of the web UI and API: add, list, remove, passwd.", no_args_is_help=True)

@@ -1,4 +1,4 @@
-"""`mko db …` and `mko serve`."""
+"""`mko serve`: the API and the web UI (and the lab's, with --lab)."""
 
 from __future__ import annotations
 
@@ -8,52 +8,12 @@ from typing import Annotated, Any
 
 import typer
 
-from mko.cli.app import EXIT_POWER_FAILURE, console, fail
-from mko.cli.migrate import migrate_wol_command, print_upgrade_step
-from mko.platform.db.migrate import current_revision, head_revision
+from mko.cli.common import EXIT_POWER_FAILURE, fail
+from mko.cli.db import print_upgrade_step
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.db.upgrade import MigrationFailed, upgrade_database
 from mko.platform.logs import configure_logging
 from mko.platform.settings import Settings, get_settings
-
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-db_app.command("migrate-wol")(migrate_wol_command)
-
-
-@db_app.command("upgrade")
-def db_upgrade(
-    revision: Annotated[str, typer.Argument(help="target revision")] = "head",
-    no_backup: Annotated[
-        bool, typer.Option("--no-backup", help="do not back up an existing database before changing it")
-    ] = False,
-) -> None:
-    """Migrate the database to the newest schema (creates it if missing; backs up an existing one first)."""
-    settings = get_settings()
-    configure_logging(settings, console=False)
-    try:
-        before, after, _backup = upgrade_database(
-            settings.database_url,
-            revision,
-            backup=not no_backup,
-            backup_dir=settings.backup_dir,
-            progress=print_upgrade_step,
-        )
-    except MigrationFailed as exc:
-        raise fail(str(exc), EXIT_POWER_FAILURE) from None
-    if before == after:
-        console.print(f"database already at revision {after}")
-    else:
-        console.print(f"database upgraded from {before or 'empty'} to {after}")
-
-
-@db_app.command("current")
-def db_current() -> None:
-    """Print the database's revision and the newest one this mko knows."""
-    engine = make_engine(get_settings().database_url)
-    try:
-        console.print(f"current: {current_revision(engine) or 'empty'}  head: {head_revision()}")
-    finally:
-        engine.dispose()
 
 
 def _first_admin(settings: Settings) -> None:
@@ -90,7 +50,7 @@ def serve(
     """Serve the REST API (/api, /docs) and the web UI (/)."""
     import uvicorn
 
-    from mko.api.app import create_app
+    from mko.app import create_app
 
     settings = get_settings()
     control = None
@@ -116,7 +76,7 @@ def serve(
     app = create_app(settings, lab=control)
     if control is None:
         # proxy_headers off: uvicorn would believe X-Forwarded-For from loopback; the app applies
-        # MKO_TRUSTED_PROXIES itself (mko.api.app), so the setting alone decides whom to believe.
+        # MKO_TRUSTED_PROXIES itself (mko.app), so the setting alone decides whom to believe.
         uvicorn.run(app, host=host, port=port, log_config=None, proxy_headers=False)
         return
     _serve_lab(app, control, host, port)

@@ -1,4 +1,4 @@
-"""`mko cluster shutdown` and `mko cluster recover`, with live progress."""
+"""`mko cluster …`: clusters, and their shutdown and recovery with live progress."""
 
 from __future__ import annotations
 
@@ -10,18 +10,96 @@ from typing import Annotated
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from mko.cli.app import EXIT_POWER_FAILURE, console, open_session
-from mko.cli.inventory import cluster_app
+from mko.cli.common import EXIT_POWER_FAILURE, JsonOpt, SiteOpt, console, emit, open_session
+from mko.cli.node import NODE_COLUMNS
 from mko.cluster.plan import plan_shutdown
 from mko.cluster.recovery import run_recovery, start_recovery
 from mko.cluster.shutdown import run_shutdown, start_shutdown
 from mko.cluster.steps import StepHook
+from mko.inventory.clusters import (
+    create_cluster,
+    delete_cluster,
+    get_cluster,
+    list_clusters,
+    node_counts,
+    update_cluster,
+)
+from mko.inventory.nodes import list_nodes
+from mko.inventory.schemas import ClusterCreate, ClusterPublic, ClusterUpdate, NodePublic
 from mko.operations.records import Actor
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import get_settings
 
-__all__ = ["cluster_recover", "cluster_shutdown"]
+__all__ = ["cluster_app"]
+
+
+cluster_app = typer.Typer(help="Clusters: add, list, show, remove.", no_args_is_help=True)
+
+
+CLUSTER_COLUMNS = ("id", "name", "node_count", "site", "description")
+
+
+@cluster_app.command("add")
+def cluster_add(
+    name: str,
+    description: Annotated[str, typer.Option(help="free text")] = "",
+    site: SiteOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a cluster."""
+    with open_session() as session:
+        data = ClusterCreate(name=name, description=description, site=site)
+        cluster = create_cluster(session, data)
+        emit(ClusterPublic.model_validate(cluster), CLUSTER_COLUMNS, as_json=as_json)
+
+
+@cluster_app.command("list")
+def cluster_list(as_json: JsonOpt = False) -> None:
+    """List clusters with their node counts."""
+    with open_session() as session:
+        counts = node_counts(session)
+        rows = [
+            ClusterPublic.model_validate(c).model_copy(update={"node_count": counts.get(c.id, 0)})
+            for c in list_clusters(session)
+        ]
+        emit(rows, CLUSTER_COLUMNS, as_json=as_json, title="Clusters")
+
+
+@cluster_app.command("show")
+def cluster_show(cluster_id: int, as_json: JsonOpt = False) -> None:
+    """Show one cluster and its nodes."""
+    with open_session() as session:
+        cluster = get_cluster(session, cluster_id)
+        nodes = [NodePublic.of(n) for n in list_nodes(session, cluster_id)]
+        public = ClusterPublic.model_validate(cluster).model_copy(update={"node_count": len(nodes)})
+        emit(public, CLUSTER_COLUMNS, as_json=as_json)
+        if not as_json and nodes:
+            emit(nodes, NODE_COLUMNS, as_json=False, title="Nodes")
+
+
+@cluster_app.command("update")
+def cluster_update(
+    cluster_id: int,
+    name: Annotated[str | None, typer.Option(help="new name")] = None,
+    description: Annotated[str | None, typer.Option(help="new description")] = None,
+    site: SiteOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rename a cluster or change its description or site."""
+    given = {"name": name, "description": description, "site": site}
+    changes = {k: v for k, v in given.items() if v is not None}
+    with open_session() as session:
+        cluster = update_cluster(session, cluster_id, ClusterUpdate(**changes))
+        emit(ClusterPublic.model_validate(cluster), CLUSTER_COLUMNS, as_json=as_json)
+
+
+@cluster_app.command("remove")
+def cluster_remove(cluster_id: int) -> None:
+    """Remove an empty cluster."""
+    with open_session() as session:
+        delete_cluster(session, cluster_id)
+    console.print(f"cluster {cluster_id} removed")
 
 
 def _follow(title: str, run: Callable[[StepHook], Operation], quiet: bool) -> Operation:

@@ -1,0 +1,258 @@
+"""`mko node …`: nodes, their power (`mko node power <id> on|off|soft|status`, whichever driver a
+node has) and their SSH host keys."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mko.cli.common import EXIT_POWER_FAILURE, JsonOpt, SiteOpt, console, emit, open_session, open_sessions
+from mko.inventory.nodes import create_node, delete_node, get_node, list_nodes, update_node
+from mko.inventory.schemas import NodeCreate, NodePublic, NodeUpdate
+from mko.inventory.trust import node_target, trust_node
+from mko.operations.records import Actor
+from mko.platform.db.models.inventory import NodeRole, WolMethod
+from mko.platform.db.models.operations import OperationStatus
+from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.settings import get_settings
+from mko.ssh.host_keys import scan_host_key
+from mko.wol.node_power import power_status, run_power, start_power
+
+node_app = typer.Typer(help="Nodes: add, list, show, update, remove.", no_args_is_help=True)
+
+
+NODE_COLUMNS = (
+    "id",
+    "hostname",
+    "ip_address",
+    "cluster_id",
+    "role",
+    "wol_method",
+    "wol_mac_address",
+    "wol_enabled",
+)
+
+
+@node_app.command("add")
+def node_add(
+    hostname: str,
+    ip_address: str,
+    cluster_id: Annotated[
+        int | None, typer.Option("--cluster-id", "-c", help="cluster the node belongs to")
+    ] = None,
+    role: Annotated[NodeRole, typer.Option(help="control-plane or worker")] = NodeRole.WORKER,
+    ssh_user: Annotated[str, typer.Option(help="SSH user")] = "ubuntu",
+    ssh_port: Annotated[int, typer.Option(help="SSH port")] = 22,
+    ssh_key: Annotated[str | None, typer.Option("--ssh-key", help="path of the SSH private key")] = None,
+    mac_address: Annotated[
+        str | None, typer.Option("--mac-address", "--mac", help="MAC for Wake-on-LAN")
+    ] = None,
+    method: Annotated[WolMethod | None, typer.Option(help="power-on method")] = None,
+    enable_wol: Annotated[bool, typer.Option("--enable-wol", help="enable Wake-on-LAN now")] = False,
+    description: Annotated[str, typer.Option(help="free text")] = "",
+    site: SiteOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a node."""
+    given = {
+        "hostname": hostname,
+        "ip_address": ip_address,
+        "cluster_id": cluster_id,
+        "role": role,
+        "ssh_user": ssh_user,
+        "ssh_port": ssh_port,
+        "ssh_key_path": ssh_key,
+        "wol_mac_address": mac_address,
+        "wol_method": method,
+        "description": description,
+        "site": site,
+    }
+    data = NodeCreate(**{k: v for k, v in given.items() if v is not None})
+    if enable_wol:
+        data.wol_enabled = True
+    with open_session() as session:
+        emit(NodePublic.of(create_node(session, data)), NODE_COLUMNS, as_json=as_json)
+
+
+@node_app.command("list")
+def node_list(
+    cluster_id: Annotated[int | None, typer.Option("--cluster-id", "-c", help="only this cluster")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List nodes."""
+    with open_session() as session:
+        nodes = [NodePublic.of(n) for n in list_nodes(session, cluster_id)]
+        emit(nodes, NODE_COLUMNS, as_json=as_json, title="Nodes")
+
+
+@node_app.command("show")
+def node_show(node_id: int, as_json: JsonOpt = False) -> None:
+    """Show every field of a node."""
+    with open_session() as session:
+        emit(NodePublic.of(get_node(session, node_id)), NODE_COLUMNS, as_json=as_json)
+
+
+@node_app.command("update")
+def node_update(
+    node_id: int,
+    hostname: Annotated[str | None, typer.Option(help="new host name")] = None,
+    ip_address: Annotated[str | None, typer.Option("--ip-address", "--ip", help="new IPv4 address")] = None,
+    cluster_id: Annotated[int | None, typer.Option("--cluster-id", "-c", help="move to this cluster")] = None,
+    role: Annotated[NodeRole | None, typer.Option(help="control-plane or worker")] = None,
+    ssh_user: Annotated[str | None, typer.Option(help="SSH user")] = None,
+    ssh_port: Annotated[int | None, typer.Option(help="SSH port")] = None,
+    ssh_key: Annotated[str | None, typer.Option("--ssh-key", help="path of the SSH private key")] = None,
+    description: Annotated[str | None, typer.Option(help="free text")] = None,
+    site: SiteOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a node; only the options given change anything (WoL fields: `mko wol configure`)."""
+    given = {
+        "hostname": hostname,
+        "ip_address": ip_address,
+        "cluster_id": cluster_id,
+        "role": role,
+        "ssh_user": ssh_user,
+        "ssh_port": ssh_port,
+        "ssh_key_path": ssh_key,
+        "description": description,
+        "site": site,
+    }
+    data = NodeUpdate(**{k: v for k, v in given.items() if v is not None})
+    with open_session() as session:
+        emit(NodePublic.of(update_node(session, node_id, data)), NODE_COLUMNS, as_json=as_json)
+
+
+@node_app.command("remove")
+def node_remove(node_id: int) -> None:
+    """Remove a node (its operation history stays)."""
+    with open_session() as session:
+        delete_node(session, node_id)
+    console.print(f"node {node_id} removed")
+
+
+POWER_CHOICES = ("on", "off", "soft", "status")
+
+
+def node_power_command(
+    node_id: Annotated[int, typer.Argument(help="node id")],
+    action: Annotated[str, typer.Argument(help="on | off (hard) | soft (ACPI/graceful) | status")],
+    wait: Annotated[
+        bool | None,
+        typer.Option("--wait/--no-wait", help="verify the state was reached [default: when the driver can]"),
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="seconds to wait for the state [default: 120]")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
+) -> None:
+    """Power a node on, off or soft-off, or show its power state (Proxmox, IPMI, Redfish, WoL)."""
+    if action not in POWER_CHOICES:
+        raise typer.BadParameter(f"{action!r} is not one of {', '.join(POWER_CHOICES)}", param_hint="ACTION")
+    settings = get_settings()
+    if action == "status":
+        with open_session() as session:
+            result = asyncio.run(power_status(session, settings, node_id))
+        if as_json:
+            typer.echo(json.dumps(result, indent=2))
+        else:
+            console.print(f"{result['hostname']}: {result['state']} (from {result['source']})")
+        return
+    with open_session() as session:
+        prepared = start_power(
+            session, settings, node_id, action, actor=Actor.cli(), wait=wait, timeout=timeout
+        )
+    engine = make_engine(settings.database_url)
+    try:
+        spinner = console.status(
+            f"power {action} {prepared.node.hostname} (operation {prepared.operation_id})…"
+        )
+        with contextlib.nullcontext() if as_json else spinner:
+            operation = asyncio.run(run_power(make_session_factory(engine), settings, prepared))
+    finally:
+        engine.dispose()
+    if as_json:
+        payload = {
+            "operation_id": operation.id,
+            "status": operation.status.value,
+            "summary": operation.summary,
+            **operation.result,
+        }
+        typer.echo(json.dumps(payload, indent=2, default=str))
+    else:
+        table = Table(title=f"operation {operation.id}: {operation.status.value}")
+        for column in ("node", "hostname", "method", "state", "error"):
+            table.add_column(column)
+        for node in operation.result.get("nodes", []):
+            table.add_row(
+                str(node["node_id"]), node["hostname"], node["method"], node["state"], node["error"] or ""
+            )
+        console.print(table)
+        console.print(operation.summary)
+    if operation.status != OperationStatus.SUCCEEDED:
+        raise typer.Exit(EXIT_POWER_FAILURE)
+
+
+def node_host_key(node_id: int, as_json: JsonOpt = False) -> None:
+    """Show the SSH host key a node presents and whether mko trusts it (no login)."""
+    settings = get_settings()
+    with open_session() as session:
+        target = node_target(session, settings, node_id)
+    info = asyncio.run(scan_host_key(target, settings)).as_dict()
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    console.print(f"{info['hostname']} at {info['address']} presents {info['fingerprint']}: {info['status']}")
+    for recorded in info["recorded"]:
+        console.print(f"  recorded: {recorded}")
+
+
+def node_trust(
+    node_id: int,
+    fingerprint: Annotated[
+        str | None,
+        typer.Option("--fingerprint", help="SHA256:… read on the node's console; must match, no prompt"),
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="trust the presented key without asking")] = False,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="replace a different key recorded earlier")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record a node's SSH host key in mko's known_hosts, after showing its fingerprint."""
+    settings = get_settings()
+    with open_sessions() as sessions:
+        expected = fingerprint
+        if expected is None:
+            with sessions() as session:
+                target = node_target(session, settings, node_id)
+            info = asyncio.run(scan_host_key(target, settings)).as_dict()
+            if not as_json:
+                console.print(
+                    f"{info['hostname']} at {info['address']} presents [bold]{info['fingerprint']}[/bold]"
+                    f" ({info['status']})"
+                )
+                for recorded in info["recorded"]:
+                    console.print(f"  recorded so far: {recorded}")
+            if info["status"] != "trusted" and not yes:
+                typer.confirm("Compare it with `ssh-keygen -lf` on the node. Trust this key?", abort=True)
+            expected = info["fingerprint"]
+        result = asyncio.run(
+            trust_node(sessions, settings, node_id, actor=Actor.cli(), expected=expected, replace=replace)
+        )
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        console.print(
+            f"{result['hostname']}: {result['fingerprint']} {result['action']} in {result['known_hosts']}"
+        )
+
+
+node_app.command("trust")(node_trust)
+node_app.command("host-key")(node_host_key)
+node_app.command("power")(node_power_command)

@@ -1,0 +1,99 @@
+"""Cluster pages: the list, a cluster, adding one, waking it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
+
+from mko.http.deps import DbDep, SessionDep, SettingsDep
+from mko.http.routing import MkoRoute
+from mko.inventory.clusters import create_cluster, get_cluster, list_clusters, node_counts
+from mko.inventory.nodes import list_nodes
+from mko.inventory.schemas import ClusterCreate
+from mko.operations.records import list_operations
+from mko.platform.errors import ConflictError, InputError
+from mko.web.forms import FieldErrors, FormDep, field_errors
+from mko.web.pages.render import _render, _see_other, _start_wake
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False, route_class=MkoRoute)
+
+
+def _clusters_page(
+    request: Request, session: SessionDep, status_code: int = 200, **context: Any
+) -> HTMLResponse:
+    return _render(
+        request,
+        "clusters.html",
+        status_code,
+        clusters=list_clusters(session),
+        counts=node_counts(session),
+        **context,
+    )
+
+
+@router.get("/clusters", response_class=HTMLResponse)
+def clusters_page(request: Request, session: SessionDep) -> HTMLResponse:
+    """All clusters."""
+    return _clusters_page(request, session)
+
+
+@router.post("/clusters", response_class=HTMLResponse)
+def add_cluster(request: Request, session: SessionDep, form: FormDep) -> Response:
+    """Add a cluster from the form."""
+    values: dict[str, str | None] = {
+        "name": str(form.get("name") or "").strip(),
+        "description": str(form.get("description") or ""),
+        "site": str(form.get("site") or "").strip() or None,
+    }
+    errors: FieldErrors
+    try:
+        cluster = create_cluster(session, ClusterCreate.model_validate(values))
+    except (InputError, ValidationError) as exc:
+        errors = field_errors(exc)
+        return _clusters_page(request, session, 422, form=values, errors=errors)
+    except ConflictError as exc:
+        return _clusters_page(request, session, 409, form=values, errors={"name": str(exc)})
+    return _see_other(f"/clusters/{cluster.id}")
+
+
+def _cluster_page(
+    request: Request, session: SessionDep, cluster_id: int, status_code: int = 200, **context: Any
+) -> HTMLResponse:
+    cluster = get_cluster(session, cluster_id)
+    nodes = list_nodes(session, cluster_id)
+    return _render(
+        request,
+        "cluster_detail.html",
+        status_code,
+        cluster=cluster,
+        nodes=nodes,
+        history=list_operations(session, target_type="cluster", target_id=cluster_id, limit=20),
+        **context,
+    )
+
+
+@router.get("/clusters/{cluster_id:int}", response_class=HTMLResponse)
+def cluster_page(request: Request, session: SessionDep, cluster_id: int) -> HTMLResponse:
+    """One cluster: its nodes in power order and its operations."""
+    return _cluster_page(request, session, cluster_id)
+
+
+@router.post("/clusters/{cluster_id:int}/wake", response_class=HTMLResponse)
+async def wake_cluster(
+    request: Request, db: DbDep, settings: SettingsDep, cluster_id: int, form: FormDep
+) -> Response:
+    """Wake the whole cluster, control-plane nodes first."""
+    return await _start_wake(
+        request,
+        db,
+        settings,
+        lambda session, error: _cluster_page(request, session, cluster_id, 409, wake_error=error),
+        wait=form.get("wait") == "on",
+        target_type="cluster",
+        target_id=cluster_id,
+    )

@@ -1,0 +1,173 @@
+"""Node pages: the list, a node, adding one, its WoL settings, waking."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
+
+from mko.http.deps import DbDep, SessionDep, SettingsDep
+from mko.http.routing import MkoRoute
+from mko.inventory.clusters import list_clusters
+from mko.inventory.nodes import configure_wol, create_node, get_node, list_nodes
+from mko.inventory.schemas import NodeCreate, WolConfigure
+from mko.operations.kinds import WAKE_KIND_PREFIX
+from mko.operations.records import finish_operation, last_step_for_node, list_for_node, start_operation
+from mko.platform.db.models.access import Role
+from mko.platform.db.models.inventory import WolMethod
+from mko.platform.errors import ConflictError, InputError
+from mko.web.forms import FormDep, blank_to_none, field_errors
+from mko.web.pages.render import _actor, _render, _see_other, _start_wake
+from mko.wol.status import wol_status_sync
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False, route_class=MkoRoute)
+
+NODE_FORM_FIELDS = ["hostname", "ip_address", "cluster_id", "role", "ssh_user", "ssh_port", "wol_mac_address"]
+WOL_FORM_FIELDS = [
+    "wol_mac_address",
+    "wol_method",
+    "wol_port",
+    "wol_broadcast_address",
+    "proxmox_vm_id",
+    "proxmox_host_id",
+    "wol_interface",
+    "wol_prefix_len",
+    "probe_port",
+    "site",
+]
+
+
+def _nodes_page(
+    request: Request, session: SessionDep, cluster_id: int | None, status_code: int = 200, **context: Any
+) -> HTMLResponse:
+    nodes = list_nodes(session, cluster_id)
+    clusters = list_clusters(session)
+    last_wake = {node.id: last_step_for_node(session, node.id, WAKE_KIND_PREFIX) for node in nodes}
+    return _render(
+        request,
+        "nodes.html",
+        status_code,
+        nodes=nodes,
+        clusters=clusters,
+        cluster_options=[("", "—")] + [(c.id, c.name) for c in clusters],
+        cluster_id=cluster_id,
+        last_wake=last_wake,
+        **context,
+    )
+
+
+@router.get("/nodes", response_class=HTMLResponse)
+def nodes_page(request: Request, session: SessionDep, cluster_id: int | None = None) -> HTMLResponse:
+    """All nodes with reachability, filterable by cluster; wake one or several."""
+    return _nodes_page(request, session, cluster_id)
+
+
+@router.post("/nodes", response_class=HTMLResponse)
+def add_node(request: Request, session: SessionDep, form: FormDep) -> Response:
+    """Add a node from the form; errors are shown next to their field and nothing is stored."""
+    values = blank_to_none(form, NODE_FORM_FIELDS)
+    try:
+        data = NodeCreate.model_validate({k: v for k, v in values.items() if v is not None})
+        node = create_node(session, data)
+    except (InputError, ValidationError) as exc:
+        return _nodes_page(request, session, None, 422, form=values, errors=field_errors(exc))
+    except ConflictError as exc:
+        return _nodes_page(request, session, None, 409, form=values, errors={"form": str(exc)})
+    return _see_other(f"/nodes/{node.id}")
+
+
+@router.post("/nodes/wake")
+async def wake_selected(request: Request, db: DbDep, settings: SettingsDep, form: FormDep) -> Response:
+    """Wake the nodes ticked in the table, in one operation."""
+    node_ids = [int(value) for value in form.getlist("node_id") if isinstance(value, str) and value.isdigit()]
+    return await _start_wake(
+        request,
+        db,
+        settings,
+        lambda session, error: _nodes_page(request, session, None, 409, errors={"wake": error}),
+        target_type="nodes",
+        target_id=None,
+        node_ids=node_ids,
+    )
+
+
+def _node_page(
+    request: Request, session: SessionDep, node_id: int, status_code: int = 200, **context: Any
+) -> HTMLResponse:
+    node = get_node(session, node_id)
+    context.setdefault("form", None)
+    return _render(
+        request,
+        "node_detail.html",
+        status_code,
+        node=node,
+        wol=wol_status_sync(session, node_id),
+        history=list_for_node(session, node_id),
+        **context,
+    )
+
+
+@router.get("/nodes/{node_id:int}", response_class=HTMLResponse)
+def node_page(request: Request, session: SessionDep, node_id: int, saved: bool = False) -> HTMLResponse:
+    """One node: its Wake-on-LAN section (status, configure, send) and its operation history."""
+    return _node_page(request, session, node_id, saved=saved)
+
+
+@router.post("/nodes/{node_id:int}/wol/configure", response_class=HTMLResponse)
+def configure_node(request: Request, session: SessionDep, node_id: int, form: FormDep) -> Response:
+    """Save the WoL form: it shows every field, so every field is set (an emptied field is cleared)."""
+    values = blank_to_none(form, WOL_FORM_FIELDS)
+    values["wol_enabled"] = form.get("wol_enabled") == "on"
+    values["is_virtual_node"] = form.get("kind") == "virtual"
+    if values["wol_method"] is None:
+        values["wol_method"] = (
+            WolMethod.PROXMOX.value if values["is_virtual_node"] else WolMethod.ETHERNET.value
+        )
+    if values["wol_port"] is None:
+        values["wol_port"] = 9
+    secureon = str(form.get("wol_secureon") or "").strip()
+    if secureon:  # write-only: an empty field keeps the stored password
+        values["wol_secureon"] = secureon
+    if form.get("clear_secureon") == "on":
+        values["wol_secureon"] = None
+    try:
+        data = WolConfigure.model_validate(values)
+        principal = getattr(request.state, "principal", None)
+        admin = principal is not None and principal.role == Role.ADMIN
+        configure_wol(session, node_id, data, may_rebind_secrets=admin)
+    except (InputError, ValidationError) as exc:
+        return _node_page(request, session, node_id, 422, form=values, errors=field_errors(exc))
+    changes = data.model_dump(mode="json", exclude_unset=True)
+    if changes.get("wol_secureon"):
+        changes["wol_secureon"] = "***"
+    operation = start_operation(
+        session,
+        kind="wol_configure",
+        target_type="node",
+        target_id=node_id,
+        actor=_actor(request),
+        parameters=changes,
+    )
+    finish_operation(session, operation, status=operation.status.SUCCEEDED, summary="saved from the web UI")
+    return _see_other(f"/nodes/{node_id}?saved=1")
+
+
+@router.post("/nodes/{node_id:int}/wol/wake", response_class=HTMLResponse)
+async def wake_node(
+    request: Request, db: DbDep, settings: SettingsDep, node_id: int, form: FormDep
+) -> Response:
+    """Send wake packets to one node, optionally waiting until it is up; follow it on its operation page."""
+    return await _start_wake(
+        request,
+        db,
+        settings,
+        lambda session, error: _node_page(request, session, node_id, 409, wake_error=error),
+        wait=form.get("wait") == "on",
+        target_type="node",
+        target_id=node_id,
+        coalesce_seconds=settings.wake_coalesce_seconds,
+    )

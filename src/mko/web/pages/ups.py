@@ -1,0 +1,40 @@
+"""The UPS page: every UPS with its last known status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from mko.cluster import outages
+from mko.http.deps import SessionDep
+from mko.http.routing import MkoRoute
+from mko.ups import service as ups_service
+from mko.web.pages.render import _render
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False, route_class=MkoRoute)
+
+
+def _ups_statuses(request: Request, session: SessionDep) -> list[dict[str, Any]]:
+    """What the server's UPS monitor last read of each UPS (None where it has not read it)."""
+    monitor = getattr(request.app.state, "ups_monitor", None)
+    rows = []
+    for ups in ups_service.list_ups(session):
+        snapshot = monitor.snapshot(ups.id) if monitor is not None else None
+        rows.append({"ups": ups, "status": snapshot})
+    return rows
+
+
+@router.get("/ups", response_class=HTMLResponse)
+def ups_page(request: Request, session: SessionDep) -> HTMLResponse:
+    """Every UPS with its live status, and the event history."""
+    return _render(
+        request,
+        "ups.html",
+        upses=_ups_statuses(request, session),
+        events=ups_service.list_events(session, limit=50),
+        outages=[outages.outage_doc(session, o) for o in outages.list_outages(session, limit=20)],
+    )
