@@ -116,7 +116,8 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
 
     app.include_router(health_router)  # open: probes carry no credentials
     # Every /api route needs a token or a web session: reads need viewer, changes operator, and users
-    # and tokens admin (tests/unit/test_auth.py walks the OpenAPI routes to hold every new one to this).
+    # and tokens admin (tests/unit/access/test_auth.py walks the OpenAPI routes to hold every new one to
+    # this).
     by_method = [Depends(authorize_by_method)]
     admin_only = [Depends(require(Role.ADMIN))]
     # Ids are {…:int} in every path, so a fixed path (/api/nodes/wol/collect-mac, /api/ups/monitor) can

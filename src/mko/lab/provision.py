@@ -1,7 +1,7 @@
 """Give a running lab its orchestrator side: cluster, nodes, trusted host keys, the UPS and the seed rules.
 
 One implementation for ``mko lab up`` and the integration tests of the power cycle
-(tests/integration/test_shutdown_ups.py): what a person rehearses is what the tests check.
+(tests/integration/cluster/test_shutdown_ups.py): what a person rehearses is what the tests check.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from mko.nic.ethtool import parse_ethtool
 from mko.nic.interfaces import Interface, NicError, choose_interface, parse_interfaces
 from mko.nic.persistence import link_file, oneshot_unit
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _link(name: str, mac: str | None, kind: str | None = None, **extra: Any) -> dict[str, Any]:

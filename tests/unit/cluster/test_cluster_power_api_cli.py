@@ -1,8 +1,8 @@
 """Cluster shutdown / recovery adapters without a lab: refusals, dry runs, conflicts, input checks.
 
-The shutdown itself runs against real sshd in tests/integration/test_shutdown_lab.py; here the nodes sit
-on loopback addresses where nothing listens, so a plan is made (no control plane answers) and nothing
-can be touched.
+The shutdown itself runs against real sshd in tests/integration/cluster/test_shutdown_lab.py; here the
+nodes sit on loopback addresses where nothing listens, so a plan is made (no control plane answers)
+and nothing can be touched.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Wake agents without packets: sites in the inventory, agent registration, jobs claimed and reported.
 
-Real packets sent by a real `mko agent` in a second lab subnet: tests/integration/test_wake_agents_lab.py.
+Real packets sent by a real `mko agent` in a second lab subnet:
+tests/integration/agents/test_wake_agents_lab.py.
 """
 
 from __future__ import annotations

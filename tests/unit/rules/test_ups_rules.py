@@ -2,7 +2,7 @@
 
 The engine is exercised through its generic action interface with small timed actions, so each rule of
 the semantics is observable in isolation; the wake_on_lan action itself fires against a real upsd and
-real lab network cards in tests/integration/test_ups_nut.py.
+real lab network cards in tests/integration/ups/test_ups_nut.py.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from mko.platform.settings import Settings
 from mko.power.base import OutcomeState
 from mko.wol.wake import make_schedule, run_wake, start_wake
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _wake(settings: Settings, running: RunningLab, target_type: str, target_id: int, **options: Any) -> Any:

@@ -43,7 +43,7 @@ from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 PORT = 18091
 SERVE_ARGS = ("--host", "0.0.0.0", "--port", str(PORT))  # listens inside the lab namespace only
 REMOTE_MACS = ("02:14:00:00:00:11", "02:14:00:00:00:12")

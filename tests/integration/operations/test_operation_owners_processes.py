@@ -33,7 +33,7 @@ from mko.lab.netns import NodeSpec
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 MKO = [sys.executable, "-m", "mko"]
 
 

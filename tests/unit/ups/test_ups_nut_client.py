@@ -1,6 +1,6 @@
 """The NUT client's wire handling: quoting, escapes, ERR codes, timeouts and reconnection.
 
-The happy path runs against the real upsd in tests/integration/test_ups_nut.py. Failure modes a
+The happy path runs against the real upsd in tests/integration/ups/test_ups_nut.py. Failure modes a
 healthy upsd never shows (silence, garbage, a dropped connection mid-command) are produced here by a
 small TCP server on loopback that speaks the same line protocol.
 """

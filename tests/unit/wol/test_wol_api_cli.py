@@ -106,7 +106,7 @@ def _closed_port() -> int:
 
 def test_enable_disable_and_refusals(client: TestClient) -> None:
     # Nothing listens on the node's SSH port: enabling must fail and change nothing (the NIC side is
-    # tested against real sshd in tests/integration/test_nic_lab.py).
+    # tested against real sshd in tests/integration/nic/test_nic_lab.py).
     node = _node(client, ssh_port=_closed_port())
     flag_only = {"flag_only": True}
     refused = client.post(f"/api/nodes/{node['id']}/wol/enable", json=flag_only)

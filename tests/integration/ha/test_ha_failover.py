@@ -41,7 +41,7 @@ from mko.rules.service import create_rule
 from mko.ups.schemas import UpsCreate
 from mko.ups.service import create_ups
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 _ports = itertools.count(18611)
 
 

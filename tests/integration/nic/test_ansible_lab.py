@@ -34,7 +34,7 @@ from mko.operations.records import list_operations
 from mko.platform.db.models.inventory import Cluster, Node
 from mko.platform.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 VENV_BIN = Path(sys.executable).parent
 COLLECT = (
     "ansible-playbook -i ansible/inventory/dynamic_inventory.ini ansible/playbooks/collect_network_info.yml"

@@ -117,7 +117,7 @@ def test_wake_button_refused_when_disabled_and_redirects_when_allowed(client: Te
     )
     refused = web.form(f"/nodes/{node['id']}/wol/wake", data={})
     assert refused.status_code == 409 and "disabled" in refused.text
-    # Only mko's flag: enabling the card itself needs SSH to the node (tests/integration/test_nic_lab.py).
+    # Only mko's flag: enabling the card itself needs SSH to the node (tests/integration/nic/test_nic_lab.py).
     client.post(f"/api/nodes/{node['id']}/wol/enable", json={"flag_only": True})
     started = web.form(f"/nodes/{node['id']}/wol/wake", data={}, follow_redirects=False)
     assert started.status_code == 303

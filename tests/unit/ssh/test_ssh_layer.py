@@ -1,6 +1,6 @@
 """The SSH layer's pieces that need no server: known_hosts edits, quoting, targets, the error tree.
 
-Connections, host-key checks and commands against real sshd are in tests/integration/test_nic_lab.py.
+Connections, host-key checks and commands against real sshd are in tests/integration/nic/test_nic_lab.py.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ from mko.rules.service import create_rule, get_rule, list_rules
 from mko.ups.schemas import UpsCreate
 from mko.ups.service import create_ups
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SEED_CREATE_RULE = [
     "ups",
     "create-rule",
@@ -136,7 +136,7 @@ def rig(ups_lab: tuple[RunningLab, NutServer], settings: Settings, fast_db: None
 
 def _rule(session: Session, rig: Rig, event: PowerEvent, **fields: object) -> PowerRule:
     # This lab's nodes run no sshd, so the wake is not followed by the cluster recovery here
-    # (tests/integration/test_shutdown_ups.py runs the whole cycle with it).
+    # (tests/integration/cluster/test_shutdown_ups.py runs the whole cycle with it).
     if event == PowerEvent.POWER_RESTORED:
         fields.setdefault("stable_for", 0)
     data = RuleCreate(

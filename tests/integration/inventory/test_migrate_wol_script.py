@@ -56,7 +56,7 @@ from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.db.upgrade import upgrade_database
 from mko.platform.settings import Settings, get_settings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = "scripts/migrate_wake_on_lan_fields.py"
 # A Python outside the venv (the one it was made from): the seed's `python scripts/…` must work with it.
 OUTSIDE_PYTHON = str(Path(sys.base_prefix) / "bin" / "python3")

@@ -119,7 +119,7 @@ def test_bad_schedules_are_refused_naming_the_field(client: TestClient, cli: Cli
     )
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and "shutdown acts on a whole cluster" in result.stderr
-    # A cluster's scheduled shutdown is accepted (tests/integration/test_shutdown_lab.py runs one).
+    # A cluster's scheduled shutdown is accepted (tests/integration/cluster/test_shutdown_lab.py runs one).
     result = cli.invoke(
         cli_app,
         [
