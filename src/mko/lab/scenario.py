@@ -109,6 +109,11 @@ class LongOutage:
                 self._note(f"{node['hostname']} off", f"{node['hostname']} ({role}) powered off")
             if node["power"] == "on" and "mains returned" in self.milestones:
                 self._note(f"{node['hostname']} on", f"{node['hostname']} booted")
+        orchestrator = status.get("orchestrator") or {}
+        # A host that halted itself did so before the UPS cut its load: when one poll sees both, the
+        # halt is told first. A host that lost power went down with the output, so after it.
+        if not orchestrator.get("running") and orchestrator.get("host") == "halted":
+            self._mko_down_or_booted(status, orchestrator)
         output = str(status["ups"].get("output", "on"))
         if ", off in" in output:
             self._note("power cycle", f"the UPS accepted the power cycle: output {output}")
@@ -116,15 +121,8 @@ class LongOutage:
             self._note("output off", f"the UPS cut its load: output {output}")
         if "output off" in self.milestones and output == "on":
             self._note("output on", "the UPS output is back on")
-        orchestrator = status.get("orchestrator") or {}
-        if not orchestrator.get("running"):
-            how = {
-                "halted": "mko's host is down: it shut itself down (its last step, marker written)",
-                "lost power": "mko's host lost power with the UPS output (SIGKILL)",
-            }.get(str(orchestrator.get("host")), f"mko is down ({orchestrator.get('host')})")
-            self._note("mko down", how)
-        elif "mko down" in self.milestones and status.get("server"):
-            self._note("mko booted", "mko's host boots with the output: `mko serve --lab` runs again")
+        if orchestrator.get("running") or orchestrator.get("host") != "halted":
+            self._mko_down_or_booted(status, orchestrator)
         with self.session_factory() as session:
             low = select(UpsEvent).where(
                 UpsEvent.event.in_((PowerEvent.RUNTIME_LOW, PowerEvent.LOW_BATTERY)),
@@ -138,6 +136,16 @@ class LongOutage:
             for outage in outages.list_outages(session, limit=1):
                 if outage.closed_at is None and outage.phase.value == "restoring":
                     self._note("restoring", f"outage {outage.id}: {outage.summary}")
+
+    def _mko_down_or_booted(self, status: dict[str, Any], orchestrator: dict[str, Any]) -> None:
+        if not orchestrator.get("running"):
+            how = {
+                "halted": "mko's host is down: it shut itself down (its last step, marker written)",
+                "lost power": "mko's host lost power with the UPS output (SIGKILL)",
+            }.get(str(orchestrator.get("host")), f"mko is down ({orchestrator.get('host')})")
+            self._note("mko down", how)
+        elif "mko down" in self.milestones and status.get("server"):
+            self._note("mko booted", "mko's host boots with the output: `mko serve --lab` runs again")
 
     def _operation(self, op: Operation) -> None:
         if op.kind in ("cluster_shutdown", "cluster_force_shutdown"):
