@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from mko.cli.common import EXIT_POWER_FAILURE, JsonOpt, SiteOpt, console, emit, open_session
 from mko.cli.node import NODE_COLUMNS
+from mko.cluster.backups import backup_dir, list_backups
+from mko.cluster.options import K8sOptions, get_options, update_options
 from mko.cluster.plan import plan_shutdown
 from mko.cluster.recovery import run_recovery, start_recovery
 from mko.cluster.shutdown import run_shutdown, start_shutdown
@@ -94,6 +96,90 @@ def cluster_update(
         emit(ClusterPublic.model_validate(cluster), CLUSTER_COLUMNS, as_json=as_json)
 
 
+@cluster_app.command("settings")
+def cluster_settings(
+    cluster_id: int,
+    backup: Annotated[
+        bool | None, typer.Option("--backup/--no-backup", help="back up the datastore before a shutdown")
+    ] = None,
+    backup_keep: Annotated[int | None, typer.Option(help="backups kept on mko's host")] = None,
+    backup_timeout: Annotated[
+        float | None, typer.Option(help="seconds `microk8s dbctl backup` may take")
+    ] = None,
+    backup_required: Annotated[
+        bool | None,
+        typer.Option("--backup-required/--backup-optional", help="a failed backup stops the shutdown"),
+    ] = None,
+    drain_grace: Annotated[
+        float | None, typer.Option(help="seconds a drain waits on evictions (kubectl drain --timeout)")
+    ] = None,
+    eviction_fallback: Annotated[
+        bool | None,
+        typer.Option(
+            "--eviction-fallback/--no-eviction-fallback",
+            help="a whole-cluster power-off deletes pods a PodDisruptionBudget protects after the grace",
+        ),
+    ] = None,
+    quiesce: Annotated[
+        bool | None,
+        typer.Option("--quiesce/--no-quiesce", help="scale workloads with PersistentVolumes to zero first"),
+    ] = None,
+    storage_class: Annotated[
+        list[str] | None,
+        typer.Option("--storage-class", help="only workloads using this StorageClass (repeat; '' clears)"),
+    ] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option("--label", help="only workloads with this label, key=value or key (repeat; '' clears)"),
+    ] = None,
+    detach_timeout: Annotated[
+        float | None, typer.Option(help="seconds to wait for Longhorn volumes to detach")
+    ] = None,
+    reset: Annotated[
+        list[str] | None, typer.Option("--reset", help="put this setting back to its default (repeat)")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show or change the cluster's Kubernetes-aware shutdown settings (see docs/shutdown.md)."""
+    given: dict[str, Any] = {
+        "backup": backup,
+        "backup_keep": backup_keep,
+        "backup_timeout": backup_timeout,
+        "backup_required": backup_required,
+        "drain_grace": drain_grace,
+        "eviction_fallback": eviction_fallback,
+        "quiesce": quiesce,
+        "quiesce_storage_classes": [v for v in storage_class if v] if storage_class is not None else None,
+        "quiesce_labels": [v for v in label if v] if label is not None else None,
+        "detach_timeout": detach_timeout,
+    }
+    changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    changes |= dict.fromkeys(reset or [])
+    with open_session() as session:
+        options = (
+            update_options(session, cluster_id, changes) if changes else get_options(session, cluster_id)
+        )
+        emit(options, list(K8sOptions.model_fields), as_json=as_json)
+
+
+@cluster_app.command("backups")
+def cluster_backups(cluster_id: int, as_json: JsonOpt = False) -> None:
+    """List the datastore backups taken before the cluster's shutdowns, newest first."""
+    settings = get_settings()
+    with open_session() as session:
+        get_cluster(session, cluster_id)
+    found = list_backups(settings, cluster_id)
+    if not found and not as_json:
+        console.print(f"no backups of cluster {cluster_id} in {backup_dir(settings, cluster_id)}")
+        return
+    emit(
+        found,
+        ("name", "taken_at", "node", "keys", "size", "operation_id", "path"),
+        as_json=as_json,
+        title=f"Datastore backups of cluster {cluster_id}",
+    )
+
+
 @cluster_app.command("remove")
 def cluster_remove(cluster_id: int) -> None:
     """Remove an empty cluster."""
@@ -169,7 +255,7 @@ def cluster_shutdown(
                 typer.echo(json.dumps(plan.as_dict(), indent=2))
             else:
                 for line in plan.lines():
-                    console.print(line, highlight=False, markup=False)
+                    console.print(line, highlight=False, markup=False, soft_wrap=True)
                 console.print("dry run: nothing was done", highlight=False)
             return
         if not yes:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from mko.platform.db.models.inventory import Node
-from mko.ssh.client import CommandResult
+import logging
+from collections.abc import Sequence
 
-__all__ = ["kube_name"]
+from mko.platform.db.models.inventory import Node
+from mko.platform.errors import PowerError
+from mko.ssh.client import CommandResult, SshSession
+
+__all__ = ["drain_argv", "kube_name", "kubectl_json"]
+
+log = logging.getLogger("mko.shutdown")
 
 
 # NOTE: on a node joined with `microk8s join --worker`, `microk8s stop` and `microk8s start` only print
@@ -22,3 +28,31 @@ def kube_name(node: Node) -> str:
 def shlex_name(result: CommandResult) -> str:
     """``microk8s start`` or ``snap start microk8s --enable``: the command that did the work."""
     return " ".join(a for a in result.argv if a not in ("sudo", "-n", "--"))
+
+
+def drain_argv(name: str, timeout: float, *, disable_eviction: bool = False) -> list[str]:
+    """``microk8s kubectl drain NAME …``: evictions (which PodDisruptionBudgets may refuse) unless
+    ``disable_eviction`` (pods deleted, budgets bypassed)."""
+    argv = ["microk8s", "kubectl", "drain", name, "--ignore-daemonsets", "--delete-emptydir-data"]
+    if disable_eviction:
+        argv.append("--disable-eviction")
+    return [*argv, f"--timeout={int(timeout)}s"]
+
+
+async def kubectl_json(ssh: SshSession, args: Sequence[str], timeout: float = 60) -> str | None:
+    """``microk8s kubectl ARGS -o json``'s output, or None (logged) when kubectl failed."""
+    try:
+        result = await ssh.run(["microk8s", "kubectl", *args, "-o", "json"], sudo=True, timeout=timeout)
+    except PowerError as exc:
+        log.warning("%s: kubectl %s: %s", ssh.target.label, " ".join(args), exc)
+        return None
+    if not result.ok:
+        log.warning(
+            "%s: `%s` exited %s: %s",
+            ssh.target.label,
+            result.command,
+            result.exit_status,
+            (result.stderr.strip().splitlines() or [""])[-1],
+        )
+        return None
+    return result.stdout

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mko.cluster import outages
+from mko.cluster.options import K8sOptions, get_options
 from mko.inventory.clusters import get_cluster
 from mko.inventory.nodes import list_nodes
 from mko.operations import ownership
@@ -109,6 +110,36 @@ class ShutdownPlan:
     ups_id: int | None = None
     nodes_up: list[int] = field(default_factory=list)
     finales: list[UpsFinale] = field(default_factory=list)
+    options: K8sOptions = field(default_factory=K8sOptions)
+
+    @property
+    def prepares(self) -> bool:
+        """Whether the drain host backs up the datastore and quiesces storage before anything stops."""
+        return (
+            not self.force and self.drain_host is not None and (self.options.backup or self.options.quiesce)
+        )
+
+    def _preparation(self, number: int) -> list[str]:
+        options = self.options
+        out = [f"{number}. first, through the drain host {self.drain_host}:"]
+        if options.backup:
+            then = "stops the shutdown" if options.backup_required else "is reported, the shutdown goes on"
+            out.append(
+                f"   datastore backup  microk8s dbctl backup on {self.drain_host}, kept on mko's host"
+                f" (last {options.backup_keep}; a failed backup {then})"
+            )
+        if options.quiesce:
+            which = "Deployments and StatefulSets mounting PersistentVolumes"
+            if options.quiesce_storage_classes:
+                which += f" of StorageClass {', '.join(options.quiesce_storage_classes)}"
+            if options.quiesce_labels:
+                which += f" labelled {', '.join(options.quiesce_labels)}"
+            out.append(f"   storage quiesce   scale to zero the {which} (replicas stored for the recovery)")
+            out.append(
+                f"   longhorn          wait up to {options.detach_timeout:g} s for Longhorn volumes to"
+                " detach (when Longhorn is installed)"
+            )
+        return out
 
     @property
     def hostnames(self) -> list[str]:
@@ -127,6 +158,9 @@ class ShutdownPlan:
         ]
         out += [f"note: {note}" for note in self.notes]
         number = 1
+        if self.prepares:
+            out += self._preparation(number)
+            number += 1
         if self.parallel:
             out.append(f"{number}. workers, in parallel:")
             number += 1
@@ -161,6 +195,7 @@ class ShutdownPlan:
                 }
                 for f in self.finales
             ],
+            "options": self.options.model_dump(),
             "lines": self.lines(),
         }
 
@@ -218,6 +253,7 @@ class PlanInputs:
     nodes: list[Node]
     ups_id: int | None
     finales: list[UpsFinale]
+    options: K8sOptions = field(default_factory=K8sOptions)
 
 
 def plan_inputs(
@@ -230,7 +266,8 @@ def plan_inputs(
         raise ConflictError(f"cluster {cluster_id} has no nodes")
     if ups_id is not None and session.get(UPS, ups_id) is None:
         raise InputError("ups_id", f"UPS {ups_id} does not exist")
-    return PlanInputs(cluster, nodes, ups_id, _finales(session, settings, cluster_id, ups_id))
+    finales = _finales(session, settings, cluster_id, ups_id)
+    return PlanInputs(cluster, nodes, ups_id, finales, get_options(session, cluster_id))
 
 
 async def plan_for(inputs: PlanInputs, settings: Settings, *, force: bool) -> ShutdownPlan:
@@ -247,6 +284,19 @@ async def plan_for(inputs: PlanInputs, settings: Settings, *, force: bool) -> Sh
     plan = build_plan(inputs.cluster.id, inputs.cluster.name, nodes, drain_host, force=force)
     plan.ups_id = inputs.ups_id
     plan.finales = inputs.finales
+    plan.options = inputs.options
+    if not force and drain_host is not None:
+        grace = inputs.options.drain_grace or settings.drain_timeout
+        if inputs.options.eviction_fallback:
+            plan.notes.append(
+                f"a drain a PodDisruptionBudget still blocks after {grace:g} s deletes the pods it protects"
+                " (kubectl drain --disable-eviction)"
+            )
+        else:
+            plan.notes.append(
+                f"a drain a PodDisruptionBudget still blocks after {grace:g} s is given up (eviction_fallback"
+                " is off): its pods go down with the node"
+            )
     if inputs.ups_id is not None:
         plan.nodes_up = sorted(await outages.answering(nodes, settings))
     return plan

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.cluster import outages
+from mko.cluster import backups, outages, quiesce
+from mko.cluster.diagnosis import ControlPlaneView, diagnose, parse_status
 from mko.cluster.microk8s import kube_name, shlex_name
 from mko.cluster.plan import _check_idle
 from mko.cluster.steps import _last_line, _StepLog, _wants_fallback
@@ -23,9 +24,10 @@ from mko.operations.records import Actor, finish_operation, start_operation
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.inventory import Node, NodeRole
 from mko.platform.db.models.operations import Operation, OperationStatus
+from mko.platform.db.models.outages import ScaledWorkload
 from mko.platform.errors import ConflictError, FatalPowerError, PowerError
 from mko.platform.settings import Settings
-from mko.ssh.client import SshTarget, connect
+from mko.ssh.client import SshSession, SshTarget, connect
 
 if TYPE_CHECKING:
     from mko.cluster.steps import StepHook
@@ -125,6 +127,9 @@ class _Recovery(_StepLog):
         self.loop = asyncio.get_running_loop()
         self.begin = self.loop.time()
         self.deadline = self.begin + prepared.timeout
+        self.api_errors: dict[str, str | None] = {}  # control plane -> kubectl's last error (None: answered)
+        self.diagnosis: dict[str, Any] | None = None
+        self.restored: list[str] = []
 
     async def start_node(self, node: Node) -> None:
         """Wait for SSH, then ``microk8s start`` (``snap start microk8s --enable`` on --worker nodes)."""
@@ -192,8 +197,10 @@ class _Recovery(_StepLog):
                     async with connect(SshTarget.of(control, self.settings), self.settings) as connection:
                         result = await connection.run(argv, sudo=True, timeout=30)
                     seen = ready_nodes(result.stdout) if result.ok else seen
-                except (PowerError, ValueError):
+                except (PowerError, ValueError) as exc:
+                    self.api_errors[control.hostname] = str(exc)
                     continue
+                self.api_errors[control.hostname] = None if result.ok else _last_line(result)
                 if result.ok:
                     answered = control
                     break
@@ -271,9 +278,131 @@ class _Recovery(_StepLog):
             await self.record(
                 "all nodes Ready", None, OperationStatus.SUCCEEDED, message, {"nodes": seen}, started
             )
+        if not_ready:
+            await self.diagnose(not_ready)
+        elif control is not None:
+            await self.check_datastore(control)
         if control is not None:
             await self.uncordon(control)
+            if not not_ready:
+                await self.restore_workloads(control)
         return self.close()
+
+    # -------------------------------------------------------------- datastore and diagnosis
+
+    async def check_datastore(self, control: Node) -> None:
+        """``microk8s status`` on the control plane that answered: running, HA, the dqlite voters."""
+        started = utcnow()
+        try:
+            async with connect(SshTarget.of(control, self.settings), self.settings) as connection:
+                result = await connection.run(["microk8s", "status"], sudo=True, timeout=60)
+        except PowerError as exc:
+            self.problems.append(f"datastore: {exc}")
+            await self.record("datastore", control.id, OperationStatus.FAILED, str(exc), {}, started)
+            return
+        status = parse_status(result.stdout)
+        detail = result.as_dict() | {"status": status}
+        if not status["running"]:
+            message = f"{control.hostname}: {status['first_line'] or _last_line(result)}"
+            self.problems.append(f"datastore: {message}")
+            await self.record("datastore", control.id, OperationStatus.FAILED, message, detail, started)
+            return
+        voters = status.get("voters", [])
+        ha = "yes" if status.get("high_availability") else "no"
+        message = (
+            f"microk8s is running on {control.hostname}; high-availability: {ha};"
+            f" {len(voters)} datastore voter(s): {' '.join(voters) or 'none'}"
+        )
+        await self.record("datastore", control.id, OperationStatus.SUCCEEDED, message, detail, started)
+
+    async def diagnose(self, not_ready: list[str]) -> None:
+        """Say why nodes are not Ready: lost dqlite quorum, a kubelite crash loop, or nodes NotReady."""
+        started = utcnow()
+        controls = sorted(
+            (n for n in self.prepared.nodes if n.role == NodeRole.CONTROL_PLANE), key=lambda n: n.id
+        )
+        views = await asyncio.gather(*(self._view(n) for n in controls))
+        backup = backups.latest_backup(self.settings, self.prepared.cluster_id)
+        found = diagnose(
+            list(views),
+            [n.hostname for n in controls[:3]],  # MicroK8s makes the first three control planes voters
+            not_ready,
+            backup.model_dump() if backup is not None else None,
+        )
+        self.diagnosis = {"kind": found.kind, "message": found.message}
+        self.problems.append(f"diagnosis: {found.message}")
+        detail = found.detail | {"kind": found.kind}
+        await self.record("diagnosis", None, OperationStatus.FAILED, found.message, detail, started)
+
+    async def _view(self, node: Node) -> ControlPlaneView:
+        view = ControlPlaneView(
+            node.hostname, self.report[node.hostname].started, self.api_errors.get(node.hostname, "no answer")
+        )
+        if not view.started:
+            return view
+        unit = "snap.microk8s.daemon-kubelite.service"
+        try:
+            async with connect(SshTarget.of(node, self.settings), self.settings) as connection:
+                status = await connection.run(["microk8s", "status"], sudo=True, timeout=60)
+                view.status = parse_status(status.stdout)["first_line"]
+                show = await connection.run(
+                    ["systemctl", "show", unit, "-p", "NRestarts,ActiveState,SubState,Result"],
+                    sudo=True,
+                    timeout=30,
+                )
+                if show.ok:
+                    view.kubelite = dict(
+                        line.split("=", 1) for line in show.stdout.splitlines() if "=" in line
+                    )
+        except PowerError as exc:
+            view.status = view.status or str(exc)
+        return view
+
+    # -------------------------------------------------------------- storage given back
+
+    async def restore_workloads(self, control: Node) -> None:
+        """Give the workloads a shutdown scaled to zero their replicas back (``--current-replicas=0``)."""
+        with self.session_factory() as session:
+            rows = [
+                (r.id, r.namespace, r.kind, r.name, r.replicas)
+                for r in quiesce.pending_restores(session, self.prepared.cluster_id)
+            ]
+        if not rows:
+            return
+        started = utcnow()
+        done: list[str] = []
+        left: list[str] = []
+        failed: list[str] = []
+        try:
+            async with connect(SshTarget.of(control, self.settings), self.settings) as connection:
+                for row_id, namespace, kind, name, replicas in rows:
+                    ref = f"{namespace}/{kind}/{name}"
+                    outcome = await _scale_back(connection, kind, namespace, name, replicas)
+                    if outcome == "failed":
+                        failed.append(ref)
+                        continue
+                    (done if outcome == "scaled" else left).append(f"{ref} ({replicas})")
+                    await self._forget_scaled(row_id)
+        except PowerError as exc:
+            failed.append(str(exc))
+        self.restored = done
+        message = f"restored {len(done)} workload(s): {', '.join(done) or 'none'}"
+        if left:
+            message += f"; changed by someone meanwhile, left as they are: {', '.join(left)}"
+        if failed:
+            message += f"; not restored (kept for the next recovery): {', '.join(failed)}"
+            self.problems.append(f"restore workloads: {', '.join(failed)}")
+        status = OperationStatus.FAILED if failed else OperationStatus.SUCCEEDED
+        detail = {"restored": done, "left": left, "failed": failed}
+        await self.record("restore workloads", None, status, message, detail, started)
+
+    async def _forget_scaled(self, row_id: int) -> None:
+        async with self.lock:
+            with self.session_factory() as session:
+                row = session.get(ScaledWorkload, row_id)
+                if row is not None:
+                    session.delete(row)
+                    session.commit()
 
     def close(self, cancelled: bool = False) -> Operation:
         total = len(self.report)
@@ -295,6 +424,8 @@ class _Recovery(_StepLog):
             "not_ready": sorted(h for h, r in self.report.items() if not r.ready),
             "uncordoned": uncordoned,
             "problems": self.problems,
+            "restored": self.restored,
+            "diagnosis": self.diagnosis,
         }
         with self.session_factory() as session:
             operation = session.get_one(Operation, self.prepared.operation_id)
@@ -305,6 +436,20 @@ class _Recovery(_StepLog):
                     f"closed: the cluster was recovered by {operation.actor} (operation {operation.id})",
                 )
             return finish_operation(session, operation, status=status, summary=summary, result=result)
+
+
+async def _scale_back(connection: SshSession, kind: str, namespace: str, name: str, replicas: int) -> str:
+    """``scaled``; ``changed`` (not at zero any more: someone scaled it); ``failed`` (try again later)."""
+    argv = quiesce.scale_argv(kind, namespace, name, replicas, current=0)
+    try:
+        result = await connection.run(argv, sudo=True, timeout=60)
+    except PowerError:
+        return "failed"
+    if result.ok:
+        return "scaled"
+    if "Expected replicas to be" in result.stderr or "not found" in result.stderr:
+        return "changed"
+    return "failed"
 
 
 def _started(report: _NodeReport) -> bool:

@@ -45,8 +45,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.cluster import outages
-from mko.cluster.microk8s import kube_name
+from mko.cluster import backups, outages, quiesce
+from mko.cluster.drains import BlockingBudget, blocking_budgets, parse_drain
+from mko.cluster.microk8s import drain_argv, kube_name, kubectl_json
 from mko.cluster.plan import SHUTDOWN_ACTIONS, ShutdownPlan, _check_idle, plan_shutdown
 from mko.cluster.steps import _finish_even_if_cancelled, _last_line, _StepLog, _wants_fallback
 from mko.inventory.nodes import list_nodes
@@ -71,6 +72,7 @@ from mko.ssh.client import (
     HostKeyChangedError,
     HostKeyUnknownError,
     SshError,
+    SshSession,
     SshTarget,
     connect,
 )
@@ -85,6 +87,12 @@ if TYPE_CHECKING:
 __all__ = ["PreparedShutdown", "run_shutdown", "start_shutdown"]
 
 log = logging.getLogger("mko.shutdown")
+
+_MAX_PODS_LOOKED_UP = 20  # a drain refused for more pods names the budgets of the first ones
+
+
+def _last_line_of(outcome: _Outcome) -> str:
+    return _last_line(outcome.result) if outcome.result is not None else outcome.message
 
 
 @dataclass
@@ -193,6 +201,8 @@ class _Run(_StepLog):
         self.skipped: list[str] = []  # steps not started because of the abort
         self.stop_reason: str | None = None
         self.endings: list[str] = []  # how a shutdown for a UPS ended: power cycle, host
+        self.notes: list[str] = []  # what went another way than planned but was dealt with
+        self.backup: backups.Backup | None = None
         self.host_command: tuple[str, ...] = ()  # run after the operation is closed
 
     async def record_step(self, step: PlannedStep, outcome: _Outcome, started: Any) -> None:
@@ -289,18 +299,7 @@ class _Run(_StepLog):
             await self.record_step(step, outcome, started)
             return step.action == "drain"
         if step.action == "drain":
-            name = kube_name(self.prepared.nodes[step.hostname])
-            argv = [
-                "microk8s", "kubectl", "drain", name, "--ignore-daemonsets",
-                "--delete-emptydir-data", f"--timeout={int(settings.drain_timeout)}s",
-            ]  # fmt: skip
-            outcome = await self._ssh(step.runs_on, [argv], settings.drain_timeout + 15)
-            if outcome.status != OperationStatus.SUCCEEDED:
-                self.failures.append(f"drain {step.hostname}: {outcome.message}")
-            if outcome.result is not None and f"node/{name} cordoned" in outcome.result.stdout.splitlines():
-                # Only a cordon of ours is undone by the recovery ("already cordoned" was someone else's).
-                await self._mark_cordoned(step.node_id)
-            await self.record_step(step, outcome, started)
+            await self._drain(step, started)
             return True  # power is running out: a failed drain does not stop the shutdown
         if step.action == "stop":
             outcome = await self._ssh(
@@ -313,6 +312,221 @@ class _Run(_StepLog):
             await self.record_step(step, outcome, started)
             return not outcome.fatal
         return await self._power_off(step, started)
+
+    # -------------------------------------------------------------- drains past a PodDisruptionBudget
+
+    async def _drain(self, step: PlannedStep, started: Any) -> None:
+        """Drain; when a PodDisruptionBudget blocks it past the grace, name the budget and the pods, and
+        (a whole-cluster power-off, ``eviction_fallback``) delete them with ``--disable-eviction``."""
+        name = kube_name(self.prepared.nodes[step.hostname])
+        options = self.prepared.plan.options
+        grace = options.drain_grace or self.settings.drain_timeout
+        outcome = await self._ssh(step.runs_on, [drain_argv(name, grace)], grace + 15)
+        if outcome.result is not None and f"node/{name} cordoned" in outcome.result.stdout.splitlines():
+            # Only a cordon of ours is undone by the recovery ("already cordoned" was someone else's).
+            await self._mark_cordoned(step.node_id)
+        blocked = parse_drain(outcome.result.stderr).by_budget if outcome.result is not None else []
+        if outcome.status == OperationStatus.SUCCEEDED or not blocked:
+            if outcome.status != OperationStatus.SUCCEEDED:
+                self.failures.append(f"drain {step.hostname}: {outcome.message}")
+            await self.record_step(step, outcome, started)
+            return
+        budgets = await self._budgets(step.runs_on, blocked)
+        named = "; ".join(b.describe() for b in budgets) or (
+            f"none matches {', '.join(blocked)} any more (or the budgets could not be read)"
+        )
+        outcome.message = f"eviction refused for {grace:g} s by a PodDisruptionBudget: {named}"
+        outcome.detail |= {"blocked_pods": blocked, "budgets": [b.__dict__ for b in budgets]}
+        await self.record_step(step, outcome, started)
+        await self._fallback(step, name, blocked, budgets)
+
+    async def _fallback(
+        self, step: PlannedStep, name: str, blocked: list[str], budgets: list[BlockingBudget]
+    ) -> None:
+        """Delete the protected pods (``kubectl drain --disable-eviction``), or record why not."""
+        started = utcnow()
+        label = f"fallback {step.hostname}"
+        pods = ", ".join(blocked)
+        if not self.prepared.plan.options.eviction_fallback:
+            why = f"not taken: eviction_fallback is off for this cluster; {pods} go down with the node"
+            self.failures.append(f"drain {step.hostname}: blocked by a PodDisruptionBudget ({pods})")
+            await self.record(label, step.node_id, OperationStatus.CANCELLED, why, {}, started)
+            return
+        timeout = self.settings.drain_timeout
+        argv = drain_argv(name, timeout, disable_eviction=True)
+        outcome = await self._ssh(step.runs_on, [argv], timeout + 15)
+        owners = ", ".join(f"{b.namespace}/{b.name}" for b in budgets) or "a PodDisruptionBudget"
+        if outcome.status == OperationStatus.SUCCEEDED:
+            outcome.message = (
+                f"whole-cluster power-off: deleted {pods} without eviction"
+                f" (kubectl drain --disable-eviction), bypassing {owners}; {_last_line_of(outcome)}"
+            )
+            self.notes.append(f"{step.hostname}: {pods} deleted past {owners}")
+        else:
+            self.failures.append(f"drain {step.hostname} --disable-eviction: {outcome.message}")
+        outcome.detail |= {"bypassed": [f"{b.namespace}/{b.name}" for b in budgets], "pods": blocked}
+        await self.record(label, step.node_id, outcome.status, outcome.message, outcome.detail, started)
+
+    async def _budgets(self, host: str, pods: list[str]) -> list[BlockingBudget]:
+        """The PodDisruptionBudgets protecting PODS (``ns/name``), read through HOST; [] when unreadable."""
+        try:
+            async with connect(SshTarget.of(self.prepared.nodes[host], self.settings), self.settings) as ssh:
+                found = []
+                for pod in pods[:_MAX_PODS_LOOKED_UP]:
+                    namespace, _, pod_name = pod.partition("/")
+                    text = await kubectl_json(ssh, ["get", "pod", "-n", namespace, pod_name])
+                    if text is not None:
+                        found.append(text)
+                pdbs = await kubectl_json(ssh, ["get", "pdb", "-A"])
+        except PowerError as exc:
+            log.warning("shutdown: PodDisruptionBudgets not read through %s: %s", host, exc)
+            return []
+        if pdbs is None:
+            return []
+        try:
+            return blocking_budgets(found, pdbs)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("shutdown: PodDisruptionBudgets not understood: %s", exc)
+            return []
+
+    # -------------------------------------------------------------- backup and storage quiesce
+
+    async def prepare(self) -> bool:
+        """Through the drain host, before anything stops: back up the datastore, quiesce storage.
+
+        False when the backup failed and the cluster requires one: nothing has been stopped then.
+        """
+        plan = self.prepared.plan
+        host = plan.drain_host
+        if host is None or host in self.refused:
+            return True
+        started = utcnow()
+        node = self.prepared.nodes[host]
+        try:
+            async with connect(SshTarget.of(node, self.settings), self.settings) as ssh:
+                if plan.options.backup and not await self._backup(ssh, node):
+                    return False
+                if plan.options.quiesce and not self.abort.is_set():
+                    await self._quiesce(ssh)
+                    await self._wait_detached(ssh)
+        except PowerError as exc:
+            message = f"the drain host {host} did not answer: {exc}"
+            await self.record("prepare", node.id, OperationStatus.FAILED, message, {}, started)
+            if plan.options.backup and plan.options.backup_required and self.backup is None:
+                self.stop_reason = f"no datastore backup ({message}) and this cluster requires one"
+                return False
+            self.failures.append(f"prepare: {message}")
+        return True
+
+    async def _backup(self, ssh: SshSession, node: Node) -> bool:
+        started = utcnow()
+        options = self.prepared.plan.options
+        outcome = await backups.take_backup(
+            ssh,
+            self.settings,
+            self.prepared.plan.cluster_id,
+            node=node.hostname,
+            operation_id=self.prepared.operation_id,
+            timeout=options.backup_timeout,
+            keep=options.backup_keep,
+        )
+        detail = dict(outcome.detail or {}) | {"state": outcome.state}
+        if outcome.backup is not None:
+            self.backup = outcome.backup
+            detail["backup"] = outcome.backup.model_dump()
+            await self.record(
+                f"backup {node.hostname}",
+                node.id,
+                OperationStatus.SUCCEEDED,
+                outcome.message,
+                detail,
+                started,
+            )
+            return True
+        if options.backup_required:
+            self.stop_reason = (
+                f"the datastore backup failed ({outcome.message}) and this cluster requires one"
+            )
+            message = f"{outcome.message}; backup_required is set: the shutdown stops, nothing was stopped"
+        else:
+            message = f"{outcome.message}; the shutdown goes on without a backup (backup_required is off)"
+            self.failures.append(f"backup: {outcome.message}")
+        await self.record(
+            f"backup {node.hostname}", node.id, OperationStatus.FAILED, message, detail, started
+        )
+        return not options.backup_required
+
+    async def _quiesce(self, ssh: SshSession) -> None:
+        """Scale the workloads that mount PersistentVolumes to zero, storing their replicas first."""
+        started = utcnow()
+        options = self.prepared.plan.options
+        selector = ["-l", ",".join(options.quiesce_labels)] if options.quiesce_labels else []
+        claims = await kubectl_json(ssh, ["get", "pvc", "-A"])
+        listed = await kubectl_json(ssh, ["get", "deploy,sts", "-A", *selector])
+        if claims is None or listed is None:
+            message = "workloads not listed: the API did not answer (see the operation's log)"
+            self.failures.append(f"quiesce: {message}")
+            await self.record("quiesce", None, OperationStatus.FAILED, message, {}, started)
+            return
+        workloads = quiesce.pv_workloads(listed, claims, options)
+        scaled, failed, kept = [], [], []
+        for workload in workloads:
+            with self.session_factory() as session:
+                fresh = quiesce.record_scaled(
+                    session, self.prepared.plan.cluster_id, workload, self.prepared.operation_id
+                )
+            if workload.replicas == 0:
+                if not fresh:
+                    kept.append(workload.ref)  # an earlier shutdown scaled it: its count is kept
+                continue
+            argv = quiesce.scale_argv(workload.kind, workload.namespace, workload.name, 0)
+            try:
+                result = await ssh.run(argv, sudo=True, timeout=60)
+            except PowerError as exc:
+                failed.append(f"{workload.ref}: {exc}")
+                continue
+            if result.ok:
+                scaled.append(f"{workload.ref} ({workload.replicas})")
+            else:
+                failed.append(f"{workload.ref}: {_last_line(result)}")
+        message = f"scaled {len(scaled)} workload(s) mounting PersistentVolumes to zero"
+        message += f": {', '.join(scaled)}" if scaled else ""
+        if not workloads:
+            message = "no Deployment or StatefulSet mounts a PersistentVolume: nothing to scale"
+        if kept:
+            message += f"; still at zero from an earlier shutdown: {', '.join(kept)}"
+        if failed:
+            message += f"; not scaled: {'; '.join(failed)}"
+            self.failures.append(f"quiesce: {'; '.join(failed)}")
+        status = OperationStatus.FAILED if failed else OperationStatus.SUCCEEDED
+        detail = {"scaled": scaled, "failed": failed, "kept": kept, "workloads": [w.ref for w in workloads]}
+        await self.record("quiesce", None, status, message, detail, started)
+
+    async def _wait_detached(self, ssh: SshSession) -> None:
+        """When Longhorn is installed, wait until its volumes are detached; report those that stay."""
+        argv = ["microk8s", "kubectl", "get", "crd", "volumes.longhorn.io"]
+        if not (await ssh.run(argv, sudo=True, timeout=30)).ok:
+            return  # not installed (NotFound): nothing to wait for
+        started = utcnow()
+        loop = asyncio.get_running_loop()
+        begun = loop.time()
+        deadline = begun + self.prepared.plan.options.detach_timeout
+        attached: list[str] = []
+        while True:
+            text = await kubectl_json(ssh, ["-n", "longhorn-system", "get", "volumes.longhorn.io"])
+            attached = quiesce.attached_volumes(text) if text is not None else ["(volumes not listed)"]
+            if not attached or loop.time() >= deadline or self.abort.is_set():
+                break
+            await asyncio.sleep(min(self.settings.probe_interval, 1.0))
+        waited = loop.time() - begun
+        if attached:
+            message = f"still attached after {waited:.1f} s: {'; '.join(attached)}"
+            self.failures.append(f"longhorn: {message}")
+            status = OperationStatus.FAILED
+        else:
+            message = f"every Longhorn volume detached after {waited:.1f} s"
+            status = OperationStatus.SUCCEEDED
+        await self.record("longhorn volumes", None, status, message, {"attached": attached}, started)
 
     async def _mark_cordoned(self, node_id: int) -> None:
         async with self.lock:
@@ -423,6 +637,11 @@ class _Run(_StepLog):
         plan = self.prepared.plan
         try:
             await self.preflight()
+            if plan.prepares and not await self.prepare():
+                # Backup required and none taken: stop here, before anything was stopped.
+                self.skipped = [f"{s.action} {s.hostname}" for c in (*plan.parallel, *plan.serial) for s in c]
+                await self.record("stop early", None, OperationStatus.FAILED, self.reason(), {})
+                return self.close()
             await asyncio.gather(*(self.chain(c) for c in plan.parallel))
             for chain in plan.serial:
                 await self.chain(chain)
@@ -573,6 +792,8 @@ class _Run(_StepLog):
             status = OperationStatus.FAILED
         if self.failures:
             summary += "; " + "; ".join(self.failures)
+        if self.notes:
+            summary += "; " + "; ".join(self.notes)
         if self.endings:
             summary += "; " + "; ".join(self.endings)
         with self.session_factory() as session:
@@ -584,6 +805,8 @@ class _Run(_StepLog):
                 "refused": sorted(self.refused),
                 "skipped": self.skipped,
                 "aborted": bool(self.skipped),
+                "notes": self.notes,
+                "backup": self.backup.model_dump() if self.backup is not None else None,
             }
             if self.prepared.outage_id is not None:
                 result["outage_id"] = self.prepared.outage_id

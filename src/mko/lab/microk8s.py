@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = ["Microk8sCluster", "configure_microk8s"]
 
 STATE_DIR = "microk8s"
+_MODEL_KEYS = {"workloads", "pdbs", "longhorn", "backup", "quorum_lost", "crashloop", "retry_delay"}
 
 # ----------------------------------------------------------------------------- shared by every stand-in
 
@@ -63,7 +64,7 @@ CLUSTERED = "This MicroK8s deployment is acting as a node in a cluster."
 API_DOWN = ("The connection to the server 127.0.0.1:16443 was refused - did you specify the right host"
             " or port?")
 NO_QUORUM = ("Error from server (Timeout): the server was unable to return a response in the time"
-             " allotted, but may still be processing the request")
+             " allotted, but may still be processing the request (%s)")
 
 
 def _default_node():
@@ -127,6 +128,14 @@ def known_nodes(state):
 
 def worker_only(state):
     return HOST in config(state).get("worker_only", [])
+
+
+def quorum(state):
+    # dqlite answers while a majority of its voters (the first three control planes) runs.
+    if config(state).get("quorum_lost"):
+        return False
+    voters = list(config(state).get("control_planes", []))[:3]
+    return not voters or sum(1 for v in voters if node_of(state, v)["running"]) > len(voters) // 2
 """
 
 # ----------------------------------------------------------------------------- microk8s
@@ -142,32 +151,397 @@ def iso(t):
     return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def api_error(state, now):
+def api_error(state, now, what="get nodes"):
     # What kubectl on this node says when the API cannot answer (None when it can).
     me = node_of(state, HOST)
     if not me["running"]:
         if not me["enabled"]:  # `microk8s stop` left its stopped.lock
             return "microk8s is not running, try microk8s start"
         return API_DOWN
+    if HOST in config(state).get("crashloop", []):
+        # kubelite restarts over and over: nothing listens on 16443 (kubectl 1.29 klog lines first).
+        line = ("E1207 03:47:58.685890   25204 memcache.go:265] couldn't get current server API group list:"
+                " Get \"https://127.0.0.1:16443/api?timeout=32s\": dial tcp 127.0.0.1:16443: connect:"
+                " connection refused")
+        return "\n".join([line] * 5 + [API_DOWN])
     if not is_ready(state, HOST, now):
         return API_DOWN
-    voters = list(config(state).get("control_planes", []))[:3]
-    if voters and sum(1 for v in voters if node_of(state, v)["running"]) <= len(voters) // 2:
-        return NO_QUORUM
+    if not quorum(state):
+        return NO_QUORUM % what
     return None
 
 
-def suffix(name, salt):
-    return hashlib.sha256((name + salt).encode()).hexdigest()[:5]
+def suffix(name, salt, size=5):
+    return hashlib.sha256((name + salt).encode()).hexdigest()[:size]
 
 
-def pods_of(state, name):
-    # (namespace/pod, daemonset?) on a node: calico on every node, a workload elsewhere.
-    control = name in config(state).get("control_planes", [])
-    pods = [("kube-system/calico-node-" + suffix(name, "calico"), True)]
-    workload = "kube-system/coredns-7745f9f87f-" if control else "default/web-6d8f7c9b5d-"
-    pods.append((workload + suffix(name, "web"), False))
+def go_duration(seconds):
+    # Go's time.Duration.String(): 120s -> 2m0s, 1.5s -> 1.5s, 0.3s -> 300ms.
+    if seconds < 1:
+        return "%dms" % round(seconds * 1000) if seconds else "0s"
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = ("%g" % round(secs, 9)) + "s"
+    if hours:
+        return "%dh%dm%s" % (hours, minutes, text)
+    if minutes:
+        return "%dm%s" % (minutes, text)
+    return text
+
+
+def parse_duration(text):
+    # Go's time.ParseDuration for what kubectl's --timeout takes: 120s, 2m, 1m30s, 1.5s, 300ms, 0s.
+    import re
+    parts = re.findall(r"([0-9.]+)(ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        fail('Error: invalid argument "%s" for "--timeout" flag: time: invalid duration "%s"\n'
+             "See 'kubectl drain --help' for usage." % (text, text), 1)
+    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    return sum(float(n) * scale[u] for n, u in parts)
+
+
+def workload_key(w):
+    return "%s/%s/%s" % (w["ns"], w["kind"], w["name"])
+
+
+def replicas_of(state, w):
+    return int(state.setdefault("scale", {}).get(workload_key(w), w.get("replicas", 1)))
+
+
+def schedulable(state, now):
+    cfg = config(state)
+    names = [n for n in known_nodes(state) if is_ready(state, n, now) and not node_of(state, n)["cordoned"]]
+    workers = [n for n in names if n in cfg.get("workers", [])]
+    return workers or names
+
+
+def pod_name(w, index):
+    if w["kind"] == "StatefulSet":
+        return "%s-%d" % (w["name"], index)
+    return "%s-%s-%s" % (w["name"], suffix(w["name"], "rs", 10), suffix(w["name"] + str(index), "pod"))
+
+
+def all_pods(state, now):
+    # Every pod: {ns, name, labels, node, owner kind, workload, claims}. DaemonSet calico on every running
+    # node; one synthesized `web`/`coredns` pod per node; the configured workloads' replicas, placed on
+    # schedulable nodes (workers first) unless a failed eviction pinned them to their node.
+    pods = []
+    cfg = config(state)
+    pinned = state.setdefault("pinned", {})
+    for name in known_nodes(state):
+        node = node_of(state, name)
+        if not node["powered"] or not node["running"]:
+            continue
+        pods.append({"ns": "kube-system", "name": "calico-node-" + suffix(name, "calico"),
+                     "labels": {"k8s-app": "calico-node"}, "node": name, "owner": "DaemonSet",
+                     "workload": "calico-node", "claims": []})
+        if name in state.setdefault("drained", []):
+            continue
+        control = name in cfg.get("control_planes", [])
+        if control:
+            pod = {"ns": "kube-system", "name": "coredns-7745f9f87f-" + suffix(name, "web"),
+                   "labels": {"k8s-app": "kube-dns"}, "workload": "coredns"}
+        else:
+            pod = {"ns": "default", "name": "web-6d8f7c9b5d-" + suffix(name, "web"), "labels": {"app": "web"},
+                   "workload": "web"}
+            if name in cfg.get("fail_drain", []):
+                pod["labels"] = {"app": "web", "mko.lab/pdb": "blocked"}
+        pod.update(node=name, owner="ReplicaSet", claims=[])
+        pods.append(pod)
+    places = schedulable(state, now)
+    for w in cfg.get("workloads", []):
+        for index in range(replicas_of(state, w)):
+            name = pod_name(w, index)
+            node = pinned.get("%s/%s" % (w["ns"], name))
+            if node is None:
+                if not places:
+                    continue
+                node = places[(index + len(w["name"])) % len(places)]
+            claims = [c["name"] for c in w.get("volumes", [])]
+            claims += ["%s-%s-%d" % (c["name"], w["name"], index) for c in w.get("claim_templates", [])]
+            pods.append({"ns": w["ns"], "name": name, "labels": dict(w.get("labels", {})), "node": node,
+                         "owner": "ReplicaSet" if w["kind"] == "Deployment" else "StatefulSet",
+                         "workload": w["name"], "claims": claims})
     return pods
+
+
+def pdbs(state, now):
+    # PodDisruptionBudgets (policy/v1) with disruptionsAllowed worked out from the healthy pods they match.
+    cfg = config(state)
+    found = [dict(p) for p in cfg.get("pdbs", [])]
+    if cfg.get("fail_drain"):
+        found.append({"ns": "default", "name": "web-pdb", "selector": {"mko.lab/pdb": "blocked"},
+                      "minAvailable": len(cfg["fail_drain"])})
+    pods = all_pods(state, now)
+    for pdb in found:
+        matched = [p for p in pods if p["ns"] == pdb["ns"]
+                   and all(p["labels"].get(k) == v for k, v in pdb["selector"].items())]
+        healthy = sum(1 for p in matched if is_ready(state, p["node"], now))
+        if "minAvailable" in pdb:
+            desired = int(pdb["minAvailable"])
+        else:
+            desired = max(0, len(matched) - int(pdb.get("maxUnavailable", 1)))
+        pdb.update(healthy=healthy, expected=len(matched), desired=desired,
+                   allowed=max(0, healthy - desired))
+    return found
+
+
+def blocking_pdb(state, now, pod):
+    for pdb in pdbs(state, now):
+        if pdb["ns"] == pod["ns"] and all(pod["labels"].get(k) == v for k, v in pdb["selector"].items()):
+            if pdb["allowed"] <= 0:
+                return pdb
+    return None
+
+
+def pvcs(state):
+    found = []
+    for w in config(state).get("workloads", []):
+        for claim in w.get("volumes", []):
+            found.append((w["ns"], claim["name"], claim.get("storageClass", "microk8s-hostpath")))
+        for claim in w.get("claim_templates", []):
+            for index in range(int(w.get("replicas", 1))):
+                found.append((w["ns"], "%s-%s-%d" % (claim["name"], w["name"], index),
+                              claim.get("storageClass", "microk8s-hostpath")))
+    return found
+
+
+def volume_states(state, now):
+    # Longhorn volumes: attached while a pod using their claim runs; then detaching for `detach_delay`
+    # seconds (per volume: `detach_delay` in its entry), or forever when `stuck`.
+    longhorn = config(state).get("longhorn") or {}
+    pods = all_pods(state, now)
+    gone_at = state.setdefault("claims_gone", {})
+    out = []
+    for volume in longhorn.get("volumes", []):
+        ns, claim = volume["pvc"].split("/", 1)
+        users = [p for p in pods if p["ns"] == ns and claim in p["claims"]]
+        node = users[0]["node"] if users else volume.get("node", "")
+        if users:
+            gone_at.pop(volume["pvc"], None)
+            current = "attached"
+        else:
+            since = gone_at.setdefault(volume["pvc"], now)
+            wait = float(volume.get("detach_delay", longhorn.get("detach_delay", 0)))
+            current = "detaching" if volume.get("stuck") or now < since + wait else "detached"
+        out.append(dict(volume, state=current, current=node if current != "detached" else ""))
+    return out
+
+
+def iso_obj(kind, ns, name, extra):
+    meta = {"name": name, "uid": "%s-%s" % (suffix(name, "uid", 8), suffix(name, "u2", 4)),
+            "resourceVersion": "1", "creationTimestamp": "2026-11-25T09:14:21Z"}
+    if ns is not None:
+        meta["namespace"] = ns
+    item = {"apiVersion": "v1", "kind": kind, "metadata": meta}
+    for key, value in extra.items():
+        if key == "metadata":
+            meta.update(value)
+        else:
+            item[key] = value
+    return item
+
+
+def pod_item(state, pod):
+    owner = pod["workload"] if pod["owner"] != "ReplicaSet" else pod["name"].rsplit("-", 1)[0]
+    volumes = [{"name": c, "persistentVolumeClaim": {"claimName": c}} for c in pod["claims"]]
+    return iso_obj("Pod", pod["ns"], pod["name"], {
+        "metadata": {"labels": pod["labels"], "ownerReferences": [
+            {"apiVersion": "apps/v1", "kind": pod["owner"], "name": owner, "controller": True,
+             "blockOwnerDeletion": True, "uid": suffix(owner, "owner", 8)}]},
+        "spec": {"nodeName": pod["node"], "volumes": volumes,
+                 "containers": [{"name": pod["workload"], "image": "registry.k8s.io/pause:3.9"}]},
+        "status": {"phase": "Running"}})
+
+
+def workload_item(state, w):
+    replicas = replicas_of(state, w)
+    spec = {"replicas": replicas, "selector": {"matchLabels": dict(w.get("labels", {}))},
+            "template": {"metadata": {"labels": dict(w.get("labels", {}))}, "spec": {
+                "containers": [{"name": w["name"], "image": "registry.k8s.io/pause:3.9"}],
+                "volumes": [{"name": c["name"], "persistentVolumeClaim": {"claimName": c["name"]}}
+                            for c in w.get("volumes", [])]}}}
+    if w["kind"] == "StatefulSet":
+        spec["serviceName"] = w["name"]
+        spec["volumeClaimTemplates"] = [
+            {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": c["name"]},
+             "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": c.get("storageClass",
+                      "microk8s-hostpath"), "resources": {"requests": {"storage": "1Gi"}}}}
+            for c in w.get("claim_templates", [])]
+    annotations = state.setdefault("annotations", {}).get(workload_key(w), {})
+    item = iso_obj(w["kind"], w["ns"], w["name"], {
+        "metadata": {"labels": dict(w.get("labels", {})), "annotations": annotations, "generation": 1},
+        "spec": spec, "status": {"replicas": replicas, "readyReplicas": replicas,
+                                 "availableReplicas": replicas, "observedGeneration": 1}})
+    item["apiVersion"] = "apps/v1"
+    return item
+
+
+def pdb_item(pdb):
+    spec = {"selector": {"matchLabels": pdb["selector"]}}
+    if "minAvailable" in pdb:
+        spec["minAvailable"] = pdb["minAvailable"]
+    else:
+        spec["maxUnavailable"] = pdb.get("maxUnavailable", 1)
+    allowed = pdb["allowed"]
+    item = iso_obj("PodDisruptionBudget", pdb["ns"], pdb["name"], {"spec": spec, "status": {
+        "currentHealthy": pdb["healthy"], "desiredHealthy": pdb["desired"], "disruptionsAllowed": allowed,
+        "expectedPods": pdb["expected"], "observedGeneration": 1,
+        "conditions": [{"type": "DisruptionAllowed", "status": "True" if allowed else "False",
+                        "reason": "SufficientPods" if allowed else "InsufficientPods", "message": "",
+                        "observedGeneration": 1, "lastTransitionTime": "2026-11-25T09:14:21Z"}]}})
+    item["apiVersion"] = "policy/v1"
+    return item
+
+
+def volume_item(volume):
+    ns, claim = volume["pvc"].split("/", 1)
+    item = iso_obj("Volume", "longhorn-system", volume["name"], {
+        "spec": {"nodeID": volume["current"], "numberOfReplicas": 3, "dataEngine": "v1",
+                 "size": "1073741824"},
+        "status": {"state": volume["state"], "currentNodeID": volume["current"],
+                   "robustness": "healthy" if volume["state"] == "attached" else "unknown",
+                   "kubernetesStatus": {"namespace": ns, "pvcName": claim, "pvName": volume["name"],
+                                        "workloadsStatus": []}}})
+    item["apiVersion"] = "longhorn.io/v1beta2"
+    return item
+
+
+def as_list(items):
+    return {"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""}, "items": items}
+
+
+def get_objects(rest):
+    # kubectl get for what mko reads as JSON: pods, pod, pdb, deploy,sts, pvc, crd, Longhorn volumes.
+    output = namespace = field = selector = None
+    all_ns = False
+    words = []
+    while rest:
+        item = rest.pop(0)
+        if item in ("-o", "--output"):
+            output = rest.pop(0) if rest else None
+        elif item in ("-n", "--namespace"):
+            namespace = rest.pop(0) if rest else None
+        elif item in ("-A", "--all-namespaces"):
+            all_ns = True
+        elif item == "--field-selector":
+            field = rest.pop(0) if rest else None
+        elif item in ("-l", "--selector"):
+            selector = rest.pop(0) if rest else None
+        elif item.startswith("-"):
+            fail("error: unknown flag: %s\nSee 'kubectl get --help' for usage." % item.split("=")[0], 1)
+        else:
+            words.append(item)
+    if not words:
+        fail("You must specify the type of resource to get. Use \"kubectl api-resources\" for a complete "
+             "list of supported resources.\n\nerror: Required resource not specified.", 1)
+    kind, names = words[0], words[1:]
+    now = time.time()
+    with Cluster() as state:
+        error = api_error(state, now, "get " + kind.split(".")[0])
+        cfg = config(state)
+        pods = all_pods(state, now)
+        budgets = pdbs(state, now)
+        volumes = volume_states(state, now)
+        workloads = [workload_item(state, w) for w in cfg.get("workloads", [])]
+        claims = pvcs(state)
+        longhorn = bool(cfg.get("longhorn"))
+    if error:
+        fail(error, 1)
+    wanted = [p for p in selector.split(",") if p] if selector else []
+
+    def labelled(labels):
+        for term in wanted:
+            key, eq, value = term.partition("=")
+            if key not in labels or (eq and labels[key] != value):
+                return False
+        return True
+
+    def in_ns(ns):
+        return all_ns or ns == (namespace or "default")
+
+    if kind in ("pods", "pod", "po"):
+        chosen = [p for p in pods if in_ns(p["ns"]) and labelled(p["labels"])]
+        if field:
+            key, _, value = field.partition("=")
+            if key != "spec.nodeName":
+                fail('Error from server (BadRequest): Unable to find "/v1, Resource=pods" that match label '
+                     'selector "", field selector "%s": field label not supported: %s' % (field, key), 1)
+            chosen = [p for p in chosen if p["node"] == value]
+        if names:
+            found = [p for p in chosen if p["name"] in names]
+            if len(found) < len(names):
+                missing = [n for n in names if n not in {p["name"] for p in found}]
+                fail('Error from server (NotFound): pods "%s" not found' % missing[0], 1)
+            if len(names) == 1:
+                print(json.dumps(pod_item(state, found[0]), indent=4))
+                return
+            chosen = found
+        items = [pod_item(state, p) for p in chosen]
+    elif kind in ("pdb", "poddisruptionbudgets", "poddisruptionbudget"):
+        items = [pdb_item(p) for p in budgets if in_ns(p["ns"])]
+    elif kind in ("deploy,sts", "deployments,statefulsets", "sts,deploy"):
+        items = [w for w in workloads
+                 if in_ns(w["metadata"]["namespace"]) and labelled(w["metadata"]["labels"])]
+    elif kind in ("pvc", "persistentvolumeclaims"):
+        items = [iso_obj("PersistentVolumeClaim", ns, name, {
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": sc, "volumeName": "pvc-" +
+                     suffix(ns + name, "pv", 8), "resources": {"requests": {"storage": "1Gi"}}},
+            "status": {"phase": "Bound"}}) for ns, name, sc in claims if in_ns(ns)]
+    elif kind in ("crd", "customresourcedefinitions") and names == ["volumes.longhorn.io"]:
+        if not longhorn:
+            fail('Error from server (NotFound): customresourcedefinitions.apiextensions.k8s.io '
+                 '"volumes.longhorn.io" not found', 1)
+        print("NAME                  CREATED AT\nvolumes.longhorn.io   2024-05-02T09:14:21Z")
+        return
+    elif kind in ("volumes.longhorn.io", "volumes", "lhv"):
+        if not longhorn:
+            fail('error: the server doesn\'t have a resource type "%s"' % kind.split(".")[0], 1)
+        items = [volume_item(v) for v in volumes if in_ns("longhorn-system")]
+    else:
+        fail("mko lab microk8s stand-in: unsupported kubectl get: %s" % " ".join(words), 64)
+    if output != "json":
+        fail("mko lab microk8s stand-in: kubectl get %s is only simulated with -o json" % kind, 64)
+    print(json.dumps(as_list(items), indent=4))
+
+
+def scale(rest):
+    # kubectl scale {deployment|statefulset}/NAME --replicas=N [--current-replicas=M] -n NS
+    namespace, replicas, current, target = "default", None, None, None
+    while rest:
+        item = rest.pop(0)
+        if item in ("-n", "--namespace"):
+            namespace = rest.pop(0)
+        elif item.startswith("--replicas="):
+            replicas = int(item.split("=", 1)[1])
+        elif item.startswith("--current-replicas="):
+            current = int(item.split("=", 1)[1])
+        elif item.startswith("-"):
+            fail("error: unknown flag: %s\nSee 'kubectl scale --help' for usage." % item.split("=")[0], 1)
+        else:
+            target = item
+    if replicas is None:
+        fail("error: required flag(s) \"replicas\" not set", 1)
+    resource, _, name = (target or "").partition("/")
+    kinds = {"deployment": "Deployment", "deploy": "Deployment", "statefulset": "StatefulSet",
+             "sts": "StatefulSet"}
+    if resource not in kinds or not name:
+        fail("error: the server doesn't have a resource type \"%s\"" % resource, 1)
+    now = time.time()
+    with Cluster() as state:
+        error = api_error(state, now, "patch " + resource + "s")
+        w = [w for w in config(state).get("workloads", []) if w["ns"] == namespace and w["name"] == name
+             and w["kind"] == kinds[resource]]
+        was = replicas_of(state, w[0]) if w else None
+        if not error and w and (current is None or current == was):
+            state["scale"][workload_key(w[0])] = replicas
+    if error:
+        fail(error, 1)
+    if not w:
+        fail('Error from server (NotFound): %ss.apps "%s" not found' % (resource, name), 1)
+    if current is not None and current != was:
+        fail("error: Expected replicas to be %d, was %d" % (current, was), 1)
+    print("%s.apps/%s scaled" % (kinds[resource].lower(), name))
 
 
 def node_item(state, name, now):
@@ -291,6 +665,8 @@ def cordon(rest, on):
             node = node_of(state, name)
             was = node["cordoned"]
             node["cordoned"], node["cordoned_at"] = on, now
+            if not on and name in state.setdefault("drained", []):
+                state["drained"].remove(name)  # schedulable again: its pods may come back
     if error:
         fail(error, 1)
     if name not in known_nodes(state):
@@ -300,58 +676,97 @@ def cordon(rest, on):
 
 
 def drain(rest):
+    # kubectl 1.29 drain.go: cordon, then evict (or, with --disable-eviction, delete) every pod that is
+    # not DaemonSet-managed; an eviction a PodDisruptionBudget refuses (429) is retried every 5 s
+    # (`retry_delay` in the lab) until --timeout ("0s": for ever), then the error tail below, exit 1.
     flags = [a for a in rest if a.startswith("-")]
     names = [a for a in rest if not a.startswith("-")]
     if len(names) != 1:
-        fail("error: USAGE: drain NODE [flags]", 1)
+        fail("error: USAGE: drain NODE [flags]\nSee 'kubectl drain -h' for help and examples", 1)
     name = names[0]
-    timeout = "0s"
+    timeout_text = "0s"
     for flag in flags:
         key = flag.split("=", 1)[0]
         if key not in ("--ignore-daemonsets", "--delete-emptydir-data", "--timeout", "--force",
                        "--grace-period", "--disable-eviction"):
-            fail("error: unknown flag: %s" % key, 1)
+            fail("Error: unknown flag: %s\nSee 'kubectl drain --help' for usage." % key, 1)
         if key == "--timeout":
-            timeout = flag.split("=", 1)[1] if "=" in flag else "0s"
+            timeout_text = flag.split("=", 1)[1] if "=" in flag else "0s"
+    timeout = parse_duration(timeout_text)
+    evict = "--disable-eviction" not in flags
     now = time.time()
     with Cluster() as state:
-        error = api_error(state, now)
+        error = api_error(state, now, "get nodes")
         known = name in known_nodes(state)
         if not error and known:
+            pods = [p for p in all_pods(state, now) if p["node"] == name]
+            blocked = {p["name"] for p in pods if p["owner"] != "DaemonSet" and evict
+                       and blocking_pdb(state, now, p)}
             node = node_of(state, name)
             was = node["cordoned"]
             node["cordoned"], node["cordoned_at"] = True, now
-            pods = pods_of(state, name)
-            failing = name in config(state).get("fail_drain", [])
             pause = delay(state, "drain", name)
+            retry = float(config(state).get("retry_delay", 5.0))
     if error:
         fail(error, 1)
     if not known:
         fail('Error from server (NotFound): nodes "%s" not found' % name, 1)
     print("node/%s %scordoned" % (name, "already " if was else ""))
-    daemons = [p for p, daemon in pods if daemon]
+    sys.stdout.flush()
+    daemons = ["%s/%s" % (p["ns"], p["name"]) for p in pods if p["owner"] == "DaemonSet"]
     if "--ignore-daemonsets" not in flags:
         fail("error: unable to drain node \"%s\" due to error: cannot delete DaemonSet-managed Pods (use "
              "--ignore-daemonsets to ignore): %s, continuing command...\nThere are pending nodes to be "
              "drained:\n %s\ncannot delete DaemonSet-managed Pods (use --ignore-daemonsets to ignore): %s"
              % (name, ", ".join(daemons), name, ", ".join(daemons)), 1)
-    print("Warning: ignoring DaemonSet-managed Pods: " + ", ".join(daemons))
-    workloads = [p for p, daemon in pods if not daemon]
-    for pod in workloads:
-        print("evicting pod " + pod)
+    sys.stderr.write("Warning: ignoring DaemonSet-managed Pods: " + ", ".join(daemons) + "\n")
+    sys.stderr.flush()
+    workloads = [p for p in pods if p["owner"] != "DaemonSet"]
+    if evict:
+        for pod in workloads:
+            print("evicting pod %s/%s" % (pod["ns"], pod["name"]))
     sys.stdout.flush()
     time.sleep(pause)
-    if failing:
-        namespace, pod = workloads[0].split("/")
-        sys.stderr.write(
-            "error when evicting pods/\"%s\" -n \"%s\" (will retry after 5s): Cannot evict pod as it would "
-            "violate the pod's disruption budget.\n" % (pod, namespace))
-        fail("There are pending nodes to be drained:\n %s\nerror: unable to drain node \"%s\" due to error: "
-             "[error when evicting pods/\"%s\" -n \"%s\": global timeout reached: %s], continuing command..."
-             % (name, name, pod, namespace, timeout), 1)
-    for pod in workloads:
-        print("pod/%s evicted" % pod.split("/")[1])
-    print("node/%s drained" % name)
+    free = [p for p in workloads if p["name"] not in blocked]
+    stuck = [p for p in workloads if p["name"] in blocked]
+    with Cluster() as state:
+        for pod in free:
+            state.setdefault("pinned", {}).pop("%s/%s" % (pod["ns"], pod["name"]), None)
+        if not stuck and name not in state.setdefault("drained", []):
+            state["drained"].append(name)
+    for pod in free:
+        print("pod/%s %s" % (pod["name"], "evicted" if evict else "deleted"))
+    sys.stdout.flush()
+    if not stuck:
+        print("node/%s drained" % name)
+        return
+    deadline = time.time() + timeout if timeout else None
+    while True:
+        for pod in stuck:
+            sys.stderr.write("error when evicting pods/\"%s\" -n \"%s\" (will retry after 5s): Cannot "
+                             "evict pod as it would violate the pod's disruption budget.\n"
+                             % (pod["name"], pod["ns"]))
+        sys.stderr.flush()
+        if deadline is not None and time.time() + retry > deadline:
+            time.sleep(max(0.0, deadline - time.time()))
+            break
+        time.sleep(retry)
+        for pod in stuck:
+            print("evicting pod %s/%s" % (pod["ns"], pod["name"]))
+        sys.stdout.flush()
+    with Cluster() as state:
+        for pod in stuck:
+            state.setdefault("pinned", {})["%s/%s" % (pod["ns"], pod["name"])] = name
+    errors = ["error when evicting pods/\"%s\" -n \"%s\": global timeout reached: %s"
+              % (p["name"], p["ns"], go_duration(timeout)) for p in stuck]
+    joined = errors[0] if len(errors) == 1 else "[" + ", ".join(errors) + "]"
+    lines = ["There are pending pods in node \"%s\" when an error occurred: %s" % (name, joined)]
+    lines += ["pod/" + p["name"] for p in stuck]
+    lines.append("error: unable to drain node \"%s\" due to error: %s, continuing command..."
+                 % (name, joined))
+    lines += ["There are pending nodes to be drained:", " " + name]
+    lines += errors
+    fail("\n".join(lines), 1)
 
 
 def kubectl(rest):
@@ -367,6 +782,10 @@ def kubectl(rest):
         drain(rest[1:])
     elif rest[:1] in (["cordon"], ["uncordon"]):
         cordon(rest[1:], rest[0] == "cordon")
+    elif rest[:1] == ["get"]:
+        get_objects(rest[1:])
+    elif rest[:1] == ["scale"]:
+        scale(rest[1:])
     else:
         fail("mko lab microk8s stand-in: unsupported kubectl arguments: %s" % " ".join(rest), 64)
 
@@ -403,29 +822,49 @@ def stop():
 
 
 def status(rest):
-    wait = "--wait-ready" in rest
-    timeout = None
-    if "--timeout" in rest:
-        timeout = float(rest[rest.index("--timeout") + 1])
+    # MicroK8s 1.29 status.py: the answer is on stdout and the exit code is 0 even when MicroK8s is not
+    # running or --wait-ready timed out (canonical/microk8s #3974, #3927): read the first line.
+    wait = timeout = None
+    items = list(rest)
+    while items:
+        item = items.pop(0)
+        if item in ("-w", "--wait-ready"):
+            wait = True
+        elif item in ("-t", "--timeout"):
+            timeout = float(items.pop(0)) if items else 0
+        elif item.startswith("--timeout="):
+            timeout = float(item.split("=", 1)[1])
+        elif item in ("--format",):
+            if (items.pop(0) if items else "") != "pretty":
+                fail("mko lab microk8s stand-in: only --format pretty is simulated", 64)
+        elif item.startswith("-"):
+            fail("Usage: microk8s status [OPTIONS]\nTry 'microk8s status -h' for help.\n\n"
+                 "Error: No such option: %s" % item, 2)
     with Cluster() as state:
         if worker_only(state):
             print(CLUSTERED + " Please use the microk8s status on the master.")
             return
+        if not node_of(state, HOST)["enabled"] and not node_of(state, HOST)["running"]:
+            print("microk8s is not running, try microk8s start")
+            return
     # NOTE: the real --wait-ready waits forever without --timeout; the stand-in gives up after 60 s.
-    deadline = time.time() + (timeout if timeout is not None else (60 if wait else 0))
+    deadline = time.time() + (timeout if timeout else (60 if wait else 0))
     while True:
         now = time.time()
         with Cluster() as state:
-            ready = is_ready(state, HOST, now)
+            ready = is_ready(state, HOST, now) and quorum(state) and HOST not in config(state).get(
+                "crashloop", [])
             voters = list(config(state).get("control_planes", []))[:3]
+            up = [v for v in voters if node_of(state, v)["running"]]
         if ready or not wait or now >= deadline:
             break
         time.sleep(0.05)
     if not ready:
-        fail("microk8s is not running. Use microk8s inspect for a deeper inspection.", 1)
-    masters = " ".join("%s:19001" % socket.gethostbyname(v) for v in voters) or "127.0.0.1:19001"
+        print("microk8s is not running. Use microk8s inspect for a deeper inspection.")
+        return
+    masters = " ".join("%s:19001" % socket.gethostbyname(v) for v in up) or "127.0.0.1:19001"
     print("microk8s is running")
-    print("high-availability: %s" % ("yes" if len(voters) >= 3 else "no"))
+    print("high-availability: %s" % ("yes" if len(up) >= 3 else "no"))
     print("  datastore master nodes: %s" % masters)
     print("  datastore standby nodes: none")
     print("addons:\n  enabled:\n    dns                  # (core) CoreDNS\n"
@@ -436,6 +875,76 @@ def status(rest):
           "    hostpath-storage     # (core) Storage class; allocates storage from host directory")
 
 
+def dbctl(rest):
+    # MicroK8s 1.29 dbctl.py (k8s-dqlite migrator era): `dbctl [--debug] backup [-o FILE]`. Needs the
+    # datastore running here (kine.sock): else exit 10. Writes FILE.tar.gz holding FILE/N.key + N.data.
+    # Lab failure modes (config "backup"): fail (migrator error, exit 1), empty (canonical/microk8s #4308:
+    # exit 0, an archive with no keys), delay (seconds it takes; a hang is a long delay).
+    import tarfile, io
+    items = [a for a in rest if a != "--debug"]
+    if not items:
+        print("usage: dbctl [-h] [--debug] {restore,backup} ...")
+        return
+    if items[0] != "backup":
+        fail("mko lab microk8s stand-in: only `dbctl backup` is simulated", 64)
+    out = None
+    if items[1:2] == ["-o"] and len(items) == 3:
+        out = items[2]
+    elif len(items) != 1:
+        fail("usage: dbctl [-h] [--debug] {restore,backup} ...\ndbctl: error: unrecognized arguments: %s"
+             % " ".join(items[1:]), 2)
+    with Cluster() as state:
+        me = node_of(state, HOST)
+        cfg = config(state)
+        if worker_only(state):
+            print(CLUSTERED)
+            sys.exit(1)
+        dqlite = HOST in cfg.get("control_planes", [])
+        if not (me["running"] and dqlite):
+            print("Please ensure the kubernetes apiserver is running and HA is enabled.")
+            sys.exit(10)
+        mode = dict(cfg.get("backup") or {})
+        keys = ["/registry/minions/" + n for n in known_nodes(state)]
+        keys += ["/registry/%s/%s/%s" % (w["kind"].lower() + "s", w["ns"], w["name"])
+                 for w in cfg.get("workloads", [])]
+        keys += ["/registry/namespaces/default", "/registry/namespaces/kube-system",
+                 "/registry/services/specs/default/kubernetes"]
+        healthy = quorum(state)
+    name = out or "backup-" + datetime.now().strftime("%Y-%m-%d-%H-%M-%S")
+    if name.endswith(".tar.gz"):
+        name = name[:-len(".tar.gz")]
+    print("Backing up the datastore")
+    sys.stdout.flush()
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    endpoint = "unix:///var/snap/microk8s/current/var/kubernetes/backend/kine.sock:12379"
+    base = os.path.basename(name)
+    sys.stderr.write('time="%s" level=info msg="Starting migrator" dir=/tmp/tmpab12cd/%s endpoint="%s" '
+                     "mode=backup-dqlite\n" % (stamp, base, endpoint))
+    time.sleep(float(mode.get("delay", 0)))
+    if mode.get("fail") or not healthy:
+        sys.stderr.write('time="%s" level=fatal msg="Failed to backup dqlite" error="context deadline '
+                         'exceeded"\n' % stamp)
+        print("Backup process failed. 1")
+        sys.exit(1)
+    if mode.get("empty"):
+        keys = []
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        info = tarfile.TarInfo(base)
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        archive.addfile(info)
+        for index, key in enumerate(keys):
+            sys.stderr.write('time="%s" level=info msg="Writing key" index=%d key=%s len=%d\n'
+                             % (stamp, index, key, 64))
+            for part, data in (("key", key.encode()), ("data", json.dumps({"key": key}).encode())):
+                info = tarfile.TarInfo("%s/%d.%s" % (base, index, part))
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+    with open(name + ".tar.gz", "wb") as handle:
+        handle.write(buffer.getvalue())
+    print("The backup is: %s.tar.gz" % name)
+
+
 if args[:1] == ["kubectl"]:
     kubectl(args[1:])
 elif args == ["start"]:
@@ -444,6 +953,8 @@ elif args == ["stop"]:
     stop()
 elif args[:1] == ["status"]:
     status(args[1:])
+elif args[:1] == ["dbctl"]:
+    dbctl(args[1:])
 else:
     fail("mko lab microk8s stand-in: unsupported arguments: %s" % " ".join(args), 64)
 """
@@ -536,8 +1047,16 @@ class Microk8sCluster:
         ready_delay: float = 0.3,
         delays: dict[str, float | dict[str, float]] | None = None,
         fail_drain: Sequence[str] = (),
+        **model: Any,
     ) -> None:
-        """Say which nodes are control planes and workers (joined ``--worker`` unless told otherwise)."""
+        """Say which nodes are control planes and workers (joined ``--worker`` unless told otherwise).
+
+        ``model``: more of the simulated cluster (see the module docstring): ``workloads``, ``pdbs``,
+        ``longhorn``, ``backup``, ``quorum_lost``, ``crashloop``, ``retry_delay``.
+        """
+        unknown = set(model) - _MODEL_KEYS
+        if unknown:
+            raise ValueError(f"unknown simulation settings: {sorted(unknown)}")
         with self._locked() as state:
             state["config"] = {
                 "control_planes": list(control_planes),
@@ -547,6 +1066,7 @@ class Microk8sCluster:
                 "delays": dict(delays or {}),
                 "fail_drain": list(fail_drain),
                 "created": time.time() - 12 * 86400,
+                **model,
             }
 
     def update(self, **config: Any) -> None:
@@ -564,6 +1084,17 @@ class Microk8sCluster:
                 ready = bool(node["powered"] and node["running"] and ready_at is not None and now >= ready_at)
                 found[name] = dict(node) | {"ready": ready}
             return found
+
+    def replicas(self) -> dict[str, int]:
+        """``{"ns/Kind/name": replicas}`` of the configured workloads, as ``kubectl scale`` left them."""
+        with self._locked() as state:
+            scaled = state.get("scale", {})
+            return {
+                f"{w['ns']}/{w['kind']}/{w['name']}": int(
+                    scaled.get(f"{w['ns']}/{w['kind']}/{w['name']}", w.get("replicas", 1))
+                )
+                for w in state.get("config", {}).get("workloads", [])
+            }
 
     def set_node(self, hostname: str, **values: Any) -> None:
         """Change one node's state (e.g. ``cordoned=True`` as an operator's own cordon would)."""

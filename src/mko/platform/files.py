@@ -15,10 +15,12 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 __all__ = [
     "PRIVATE_DIR",
     "PRIVATE_FILE",
+    "atomic_file",
     "locked_directory",
     "private_directory",
     "private_sqlite",
@@ -101,14 +103,22 @@ def write_atomic(path: Path, data: bytes, mode: int = PRIVATE_FILE) -> None:
     Readers see the old or the new content, never a mix, and concurrent writers never share a
     temporary file.
     """
+    with atomic_file(path, mode) as handle:
+        handle.write(data)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: int = PRIVATE_FILE) -> Iterator[BinaryIO]:
+    """Write ``path`` through a handle, as :func:`write_atomic` does: it appears whole (fsync'd, renamed,
+    its directory fsync'd) when the block ends, and not at all when the block raises."""
     private_directory(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            os.fchmod(handle.fileno(), mode)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
-            os.fchmod(handle.fileno(), mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -214,6 +214,11 @@ class Settings(BaseSettings):
         default=300.0, gt=0, le=3600, description="`microk8s start` per node"
     )
     poweroff_timeout: float = Field(default=180.0, gt=0, le=3600, description="until a node stops answering")
+    dqlite_backup_dir: Path | None = Field(
+        default=None,
+        description="where datastore backups taken before a cluster shutdown go (one 0700 directory per"
+        " cluster); default: dqlite-backups beside the SQLite database (data/dqlite-backups otherwise)",
+    )
     recovery_timeout: float = Field(
         default=900.0, gt=0, le=7200, description="recovery: until every node is started, Ready, uncordoned"
     )

@@ -34,7 +34,7 @@ import contextlib
 import logging
 import shlex
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -260,6 +260,53 @@ class SshSession:
         self.history.append(result)
         if check and not result.ok:
             raise SshCommandError(self.target, result)
+        return result
+
+    async def copy_out(
+        self,
+        argv: Sequence[str],
+        write: Callable[[bytes], object],
+        *,
+        sudo: bool = False,
+        timeout: float | None = None,
+    ) -> CommandResult:
+        """Run a command and hand its stdout, as bytes, to WRITE (e.g. ``cat FILE`` of a binary file).
+
+        The result's ``stdout`` says how many bytes were written; stderr is kept as text.
+        """
+        full = self._argv(argv, sudo)
+        command = shlex.join(full)
+        limit = timeout if timeout is not None else self.settings.ssh_command_timeout
+        started = time.monotonic()
+        import asyncssh
+
+        written = 0
+
+        async def pump() -> tuple[int | None, str]:
+            nonlocal written
+            async with self.connection.create_process(command, encoding=None) as process:
+                process.stdin.write_eof()
+                errors = asyncio.ensure_future(process.stderr.read())
+                while chunk := await process.stdout.read(65536):
+                    await asyncio.to_thread(write, chunk)
+                    written += len(chunk)
+                await process.wait()
+                return process.exit_status, (await errors).decode(errors="replace")
+
+        try:
+            status, stderr = await asyncio.wait_for(pump(), limit)
+        except TimeoutError:
+            raise SshTimeoutError(self.target, f"`{command}` did not finish within {limit:g} s") from None
+        except (asyncssh.Error, OSError) as exc:
+            raise SshUnreachableError(self.target, f"`{command}` failed: {_describe(exc)}") from None
+        result = CommandResult(
+            argv=full,
+            exit_status=255 if status is None else status,
+            stdout=f"{written} bytes",
+            stderr=stderr,
+            duration=time.monotonic() - started,
+        )
+        self.history.append(result)
         return result
 
 

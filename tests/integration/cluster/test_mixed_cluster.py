@@ -131,7 +131,16 @@ def test_a_mixed_cluster_shuts_down_in_order_and_every_node_comes_back_by_its_ow
         dry = _ok(orch_process(running, "cluster", "shutdown", "1", "--dry-run"))
         assert dry.stdout.splitlines() == [
             "graceful shutdown of cluster 1 (lab); drain host: lab-n1",
-            "1. workers, in parallel:",
+            "note: a drain a PodDisruptionBudget still blocks after 120 s deletes the pods it protects"
+            " (kubectl drain --disable-eviction)",
+            "1. first, through the drain host lab-n1:",
+            "   datastore backup  microk8s dbctl backup on lab-n1, kept on mko's host (last 5; a failed"
+            " backup is reported, the shutdown goes on)",
+            "   storage quiesce   scale to zero the Deployments and StatefulSets mounting PersistentVolumes"
+            " (replicas stored for the recovery)",
+            "   longhorn          wait up to 300 s for Longhorn volumes to detach (when Longhorn is"
+            " installed)",
+            "2. workers, in parallel:",
             "   kubectl drain  lab-n3 (run on lab-n1)",
             "   microk8s stop  lab-n3 (over SSH)",
             "   power off      lab-n3 (systemctl poweroff over SSH)",
@@ -141,11 +150,11 @@ def test_a_mixed_cluster_shuts_down_in_order_and_every_node_comes_back_by_its_ow
             "   kubectl drain  lab-n5 (run on lab-n1)",
             "   microk8s stop  lab-n5 (over SSH)",
             "   power off      lab-n5 (soft-off by the redfish driver)",
-            "2. then control plane, alone:",
+            "3. then control plane, alone:",
             "   kubectl drain  lab-n2 (run on lab-n1)",
             "   microk8s stop  lab-n2 (over SSH)",
             "   power off      lab-n2 (soft-off by the proxmox driver)",
-            "3. then the drain host, last of all:",
+            "4. then the drain host, last of all:",
             "   microk8s stop  lab-n1 (over SSH)",
             "   power off      lab-n1 (systemctl poweroff over SSH)",
             "dry run: nothing was done",

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from mko.cluster.options import K8sOptions
 from mko.cluster.plan import build_plan
 from mko.cluster.recovery import ready_nodes
 from mko.platform.db.models.inventory import Node, NodeRole, WolMethod
@@ -46,22 +47,28 @@ def test_workers_first_in_parallel_then_control_planes_alone_and_the_drain_host_
     assert plan.hostnames == ["w-a", "w-b", "cp-1", "cp-3", "cp-2"]
     assert plan.lines() == [
         "graceful shutdown of cluster 9 (prod); drain host: cp-2",
-        "1. workers, in parallel:",
+        "1. first, through the drain host cp-2:",
+        "   datastore backup  microk8s dbctl backup on cp-2, kept on mko's host (last 5; a failed backup"
+        " is reported, the shutdown goes on)",
+        "   storage quiesce   scale to zero the Deployments and StatefulSets mounting PersistentVolumes"
+        " (replicas stored for the recovery)",
+        "   longhorn          wait up to 300 s for Longhorn volumes to detach (when Longhorn is installed)",
+        "2. workers, in parallel:",
         "   kubectl drain  w-a (run on cp-2)",
         "   microk8s stop  w-a (over SSH)",
         "   power off      w-a (soft-off by the proxmox driver)",
         "   kubectl drain  w-b (run on cp-2)",
         "   microk8s stop  w-b (over SSH)",
         "   power off      w-b (systemctl poweroff over SSH)",
-        "2. then control plane, alone:",
+        "3. then control plane, alone:",
         "   kubectl drain  cp-1 (run on cp-2)",
         "   microk8s stop  cp-1 (over SSH)",
         "   power off      cp-1 (systemctl poweroff over SSH)",
-        "3. then control plane, alone:",
+        "4. then control plane, alone:",
         "   kubectl drain  cp-3 (run on cp-2)",
         "   microk8s stop  cp-3 (over SSH)",
         "   power off      cp-3 (systemctl poweroff over SSH)",
-        "4. then the drain host, last of all:",
+        "5. then the drain host, last of all:",
         "   microk8s stop  cp-2 (over SSH)",
         "   power off      cp-2 (systemctl poweroff over SSH)",
     ]
@@ -71,6 +78,29 @@ def test_workers_first_in_parallel_then_control_planes_alone_and_the_drain_host_
         "action": "stop",
         "runs_on": "cp-2",
     }
+
+
+def test_the_plan_shows_the_cluster_options_and_force_skips_the_preparation() -> None:
+    plan = build_plan(9, "prod", NODES, NODES[1], force=False)
+    plan.options = K8sOptions(
+        backup_required=True,
+        backup_keep=3,
+        quiesce_storage_classes=["longhorn"],
+        quiesce_labels=["app.kubernetes.io/part-of=db"],
+        detach_timeout=60,
+    )
+    assert plan.lines()[1:5] == [
+        "1. first, through the drain host cp-2:",
+        "   datastore backup  microk8s dbctl backup on cp-2, kept on mko's host (last 3; a failed backup"
+        " stops the shutdown)",
+        "   storage quiesce   scale to zero the Deployments and StatefulSets mounting PersistentVolumes of"
+        " StorageClass longhorn labelled app.kubernetes.io/part-of=db (replicas stored for the recovery)",
+        "   longhorn          wait up to 60 s for Longhorn volumes to detach (when Longhorn is installed)",
+    ]
+    plan.options = K8sOptions(backup=False, quiesce=False)
+    assert plan.lines()[1] == "1. workers, in parallel:"
+    forced = build_plan(9, "prod", NODES, NODES[1], force=True)
+    assert not forced.prepares and forced.lines()[1] == "1. workers, in parallel:"
 
 
 def test_force_and_unreachable_control_planes_plan_no_drains() -> None:

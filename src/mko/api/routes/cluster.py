@@ -7,12 +7,15 @@ from typing import Any
 from fastapi import APIRouter, Request, Response, status
 from pydantic import Field
 
+from mko.cluster.backups import Backup, list_backups
+from mko.cluster.options import K8sOptions, K8sOptionsUpdate, get_options, update_options
 from mko.cluster.plan import plan_for, plan_inputs
 from mko.cluster.recovery import run_recovery, start_recovery
 from mko.cluster.shutdown import run_shutdown, start_shutdown
 from mko.http.background import launch
-from mko.http.deps import ActorDep, DbDep, SettingsDep
+from mko.http.deps import ActorDep, DbDep, SessionDep, SettingsDep
 from mko.http.routing import MkoRoute
+from mko.inventory.clusters import get_cluster
 from mko.platform.validation import InputModel
 
 router = APIRouter(prefix="/api", tags=["cluster power"], route_class=MkoRoute)
@@ -85,3 +88,26 @@ async def recover_cluster(
     response.status_code = status.HTTP_202_ACCEPTED
     response.headers["Location"] = url
     return {"operation_id": prepared.operation_id, "operation_url": url}
+
+
+@router.get("/clusters/{cluster_id:int}/settings", tags=["clusters"])
+def get_cluster_settings(session: SessionDep, cluster_id: int) -> K8sOptions:
+    """The cluster's Kubernetes-aware shutdown settings (backup, drains, quiesce), defaults filled in."""
+    return get_options(session, cluster_id)
+
+
+@router.patch("/clusters/{cluster_id:int}/settings", tags=["clusters"])
+def change_cluster_settings(
+    session: SessionDep,
+    cluster_id: int,
+    body: K8sOptionsUpdate,
+) -> K8sOptions:
+    """Change the settings sent (null: back to the default); the others stay as they are."""
+    return update_options(session, cluster_id, body.model_dump(exclude_unset=True))
+
+
+@router.get("/clusters/{cluster_id:int}/backups", tags=["clusters"])
+def cluster_backups(session: SessionDep, settings: SettingsDep, cluster_id: int) -> list[Backup]:
+    """Datastore backups taken before this cluster's shutdowns, newest first, kept on mko's host."""
+    get_cluster(session, cluster_id)
+    return list_backups(settings, cluster_id)

@@ -43,6 +43,8 @@ class Cluster(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Wake agents (mko.agents): the broadcast domain of the cluster's nodes; None = the orchestrator's own.
     site: Mapped[str | None] = mapped_column(String(64))
+    # Kubernetes-aware shutdown and recovery (mko.cluster.options.K8sOptions): only the fields set here.
+    k8s: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     nodes: Mapped[list[Node]] = relationship(back_populates="cluster", order_by="Node.id")
 

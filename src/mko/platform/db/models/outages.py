@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from mko.platform.db.models.base import Base, _enum, utcnow
 
-__all__ = ["Outage", "OutagePhase"]
+__all__ = ["Outage", "OutagePhase", "ScaledWorkload"]
 
 
 class OutagePhase(enum.StrEnum):
@@ -50,3 +50,22 @@ class Outage(Base):
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(index=True)  # None while open
+
+
+class ScaledWorkload(Base):
+    """A Deployment or StatefulSet a shutdown scaled to zero, and the replicas the recovery gives back.
+
+    Written (and committed) before ``kubectl scale`` runs: mko may lose power half-way through a
+    shutdown, and the next recovery must still know what to restore. Deleted once restored.
+    """
+
+    __tablename__ = "scaled_workloads"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("clusters.id", ondelete="CASCADE"), index=True)
+    namespace: Mapped[str] = mapped_column(String(253))
+    kind: Mapped[str] = mapped_column(String(32))  # Deployment | StatefulSet
+    name: Mapped[str] = mapped_column(String(253))
+    replicas: Mapped[int] = mapped_column(Integer)
+    operation_id: Mapped[int | None] = mapped_column(Integer)  # the shutdown that scaled it
+    scaled_at: Mapped[datetime] = mapped_column(default=utcnow)
