@@ -513,7 +513,7 @@ class _Run(_StepLog):
         deadline = begun + self.prepared.plan.options.detach_timeout
         attached: list[str] = []
         while True:
-            text = await kubectl_json(ssh, ["-n", "longhorn-system", "get", "volumes.longhorn.io"])
+            text = await kubectl_json(ssh, ["get", "volumes.longhorn.io", "-n", "longhorn-system"])
             attached = quiesce.attached_volumes(text) if text is not None else ["(volumes not listed)"]
             if not attached or loop.time() >= deadline or self.abort.is_set():
                 break

@@ -316,7 +316,10 @@ def volume_states(state, now):
     for volume in longhorn.get("volumes", []):
         ns, claim = volume["pvc"].split("/", 1)
         users = [p for p in pods if p["ns"] == ns and claim in p["claims"]]
-        node = users[0]["node"] if users else volume.get("node", "")
+        last = state.setdefault("attached_to", {})
+        if users:
+            last[volume["pvc"]] = users[0]["node"]
+        node = last.get(volume["pvc"], volume.get("node", ""))
         if users:
             gone_at.pop(volume["pvc"], None)
             current = "attached"

@@ -8,6 +8,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
+from mko.cluster.backups import list_backups
+from mko.cluster.options import K8sOptions, get_options, update_options
 from mko.http.deps import DbDep, SessionDep, SettingsDep
 from mko.http.routing import MkoRoute
 from mko.inventory.clusters import create_cluster, get_cluster, list_clusters, node_counts
@@ -73,6 +75,7 @@ def _cluster_page(
         cluster=cluster,
         nodes=nodes,
         history=list_operations(session, target_type="cluster", target_id=cluster_id, limit=20),
+        k8s=context.pop("k8s", None) or get_options(session, cluster_id),
         **context,
     )
 
@@ -96,4 +99,37 @@ async def wake_cluster(
         wait=form.get("wait") == "on",
         target_type="cluster",
         target_id=cluster_id,
+    )
+
+
+def _split(value: Any) -> list[str]:
+    return [item.strip() for item in str(value or "").split(",") if item.strip()]
+
+
+@router.post("/clusters/{cluster_id:int}/settings", response_class=HTMLResponse)
+def change_settings(request: Request, session: SessionDep, cluster_id: int, form: FormDep) -> Response:
+    """Change the cluster's Kubernetes-aware shutdown settings from its page's form."""
+    checks = ("backup", "backup_required", "eviction_fallback", "quiesce")
+    changes: dict[str, Any] = {name: form.get(name) == "on" for name in checks}
+    for name in ("backup_keep", "backup_timeout", "drain_grace", "detach_timeout"):
+        changes[name] = str(form.get(name) or "").strip() or None
+    changes["quiesce_storage_classes"] = _split(form.get("quiesce_storage_classes"))
+    changes["quiesce_labels"] = _split(form.get("quiesce_labels"))
+    try:
+        update_options(session, cluster_id, changes)
+    except InputError as exc:
+        session.rollback()
+        shown = K8sOptions.model_construct(**(get_options(session, cluster_id).model_dump() | changes))
+        return _cluster_page(request, session, cluster_id, 422, k8s=shown, settings_errors=field_errors(exc))
+    return _see_other(f"/clusters/{cluster_id}#settings")
+
+
+@router.get("/clusters/{cluster_id:int}/backups", response_class=HTMLResponse)
+def backups_page(
+    request: Request, session: SessionDep, settings: SettingsDep, cluster_id: int
+) -> HTMLResponse:
+    """The datastore backups taken before the cluster's shutdowns, newest first."""
+    cluster = get_cluster(session, cluster_id)
+    return _render(
+        request, "cluster_backups.html", cluster=cluster, backups=list_backups(settings, cluster_id)
     )

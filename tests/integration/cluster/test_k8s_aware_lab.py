@@ -1,0 +1,245 @@
+"""Kubernetes-aware shutdown and recovery against real sshd in lab namespaces (issue 21).
+
+The nodes run the lab's ``microk8s`` stand-in (mko.lab.microk8s: its output and exit codes copy MicroK8s
+1.29's ``dbctl``/``status`` and kubectl 1.29's ``drain``/``get``/``scale``): workloads with
+PersistentVolumeClaims, Longhorn volumes that detach some time after their last pod went, a datastore
+backup written as a real tar.gz archive, and a quorum that a power loss can leave lost.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from clusterlab import cluster_up, one_operation, orch_cli, stand_in_calls
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from typer.testing import CliRunner
+
+from mko.platform.db.models.operations import OperationStatus
+from mko.platform.db.models.outages import ScaledWorkload
+from mko.platform.settings import Settings
+
+WORKLOADS = [
+    # A StatefulSet whose claims Longhorn serves, a Deployment on hostpath storage, one with no volume.
+    {
+        "ns": "shop",
+        "kind": "StatefulSet",
+        "name": "db",
+        "replicas": 2,
+        "labels": {"app": "db"},
+        "claim_templates": [{"name": "data", "storageClass": "longhorn"}],
+    },
+    {
+        "ns": "shop",
+        "kind": "Deployment",
+        "name": "web",
+        "replicas": 3,
+        "labels": {"app": "web"},
+        "volumes": [{"name": "uploads", "storageClass": "microk8s-hostpath"}],
+    },
+    {"ns": "shop", "kind": "Deployment", "name": "cache", "replicas": 2, "labels": {"app": "cache"}},
+]
+LONGHORN = {
+    "detach_delay": 1.0,
+    "volumes": [
+        {"name": "pvc-5f1c0a7e", "pvc": "shop/data-db-0"},
+        {"name": "pvc-9b24d3c1", "pvc": "shop/data-db-1"},
+    ],
+}
+
+
+def _ok(result: Any) -> Any:
+    assert result.exit_code == 0, result.stdout + result.stderr
+    return result
+
+
+def test_longhorn_workloads_are_scaled_down_detached_backed_up_and_restored(
+    settings: Settings, session: Session, cli: CliRunner, lab_factory: Any, client: TestClient, web: Any
+) -> None:
+    running, cluster = cluster_up(
+        settings, session, lab_factory, 3, workloads=WORKLOADS, longhorn=LONGHORN, retry_delay=0.2
+    )
+    _ok(
+        orch_cli(
+            cli, running, "cluster", "settings", "1", "--storage-class", "longhorn", "--backup-keep", "2"
+        )
+    )
+
+    result = _ok(orch_cli(cli, running, "cluster", "shutdown", "1", "--yes", "--json"))
+    body = json.loads(result.stdout)
+    assert body["status"] == "succeeded", body["summary"]
+    operation = one_operation(session, "cluster_shutdown")
+    steps = {step.name: step for step in operation.steps}
+    # Only the StatefulSet on Longhorn storage was scaled (the filter), its replicas stored first.
+    assert steps["quiesce"].message == (
+        "scaled 1 workload(s) mounting PersistentVolumes to zero: shop/StatefulSet/db (2)"
+    )
+    assert cluster.replicas() == {
+        "shop/StatefulSet/db": 0,
+        "shop/Deployment/web": 3,
+        "shop/Deployment/cache": 2,
+    }
+    [row] = session.scalars(select(ScaledWorkload)).all()
+    assert (row.namespace, row.kind, row.name, row.replicas, row.operation_id) == (
+        "shop",
+        "StatefulSet",
+        "db",
+        2,
+        operation.id,
+    )
+    # The power-off waited until Longhorn had detached both volumes (they take 1 s after their pods).
+    detached = steps["longhorn volumes"]
+    assert detached.status == OperationStatus.SUCCEEDED and detached.detail["attached"] == []
+    waited = float(detached.message.removeprefix("every Longhorn volume detached after ").removesuffix(" s"))
+    assert waited >= 1.0
+    calls = stand_in_calls(running)
+    polls = [i for i, c in enumerate(calls) if c[1].startswith("microk8s kubectl get volumes.longhorn.io")]
+    first_drain = next(i for i, c in enumerate(calls) if " drain " in c[1])
+    scaled = calls.index(("lab-n1", "microk8s kubectl scale statefulset/db --replicas=0 -n shop"))
+    assert calls[scaled - 1] == ("lab-n1", "microk8s kubectl get deploy,sts -A -o json")
+    assert scaled < min(polls) and len(polls) >= 2 and max(polls) < first_drain
+
+    # The backup: listed by the CLI and the API, stored privately, holding the datastore's keys.
+    listed = json.loads(_ok(orch_cli(cli, running, "cluster", "backups", "1", "--json")).stdout)
+    assert [b["name"] for b in listed] == [body["backup"]["name"]]
+    [backup] = listed
+    assert backup["operation_id"] == operation.id and backup["node"] == "lab-n1"
+    path = Path(backup["path"])
+    assert path.parent == settings_dir(settings) / "cluster-1"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    with tarfile.open(path) as archive:
+        keys = [m.name for m in archive.getmembers() if m.name.endswith(".key")]
+    assert len(keys) == backup["keys"] >= 5
+    assert steps["backup lab-n1"].detail["backup"]["sha256"] == backup["sha256"]
+    assert client.get("/api/clusters/1/backups").json() == listed
+    page = web.get(f"/operations/{operation.id}")
+    assert page.status_code == 200
+    assert f'<a href="/clusters/1/backups">{backup["name"]}</a>' in page.text
+    listing = web.get("/clusters/1/backups")
+    assert listing.status_code == 200 and f"<code>{backup['path']}</code>" in listing.text
+
+    # Power is back: the recovery gives the StatefulSet its 2 replicas once every node is Ready.
+    running.power_on_all()
+    before = len(stand_in_calls(running))
+    recovered = json.loads(
+        _ok(orch_cli(cli, running, "cluster", "recover", "1", "--timeout", "30", "--json")).stdout
+    )
+    assert recovered["status"] == "succeeded", recovered["summary"]
+    assert recovered["restored"] == ["shop/StatefulSet/db (2)"]
+    assert cluster.replicas()["shop/StatefulSet/db"] == 2
+    after = stand_in_calls(running)[before:]
+    restore = after.index(
+        ("lab-n1", "microk8s kubectl scale statefulset/db --replicas=2 --current-replicas=0 -n shop")
+    )
+    assert max(i for i, c in enumerate(after) if "uncordon" in c[1]) < restore
+    session.expire_all()
+    assert session.scalars(select(ScaledWorkload)).all() == []
+    recovery = {s.name: s for s in one_operation(session, "cluster_recover").steps}
+    assert recovery["datastore"].message == (
+        "microk8s is running on lab-n1; high-availability: no; 1 datastore voter(s): 10.213.0.11:19001"
+    )
+
+
+def settings_dir(settings: Settings) -> Path:
+    """Where backups go by default: dqlite-backups beside the SQLite database."""
+    return Path(settings.database_url.removeprefix("sqlite:///")).parent / "dqlite-backups"
+
+
+def test_a_volume_that_stays_attached_is_reported_and_a_required_backup_stops_the_shutdown(
+    settings: Settings, session: Session, cli: CliRunner, lab_factory: Any
+) -> None:
+    longhorn = {"volumes": [{"name": "pvc-5f1c0a7e", "pvc": "shop/data-db-0", "stuck": True}]}
+    running, cluster = cluster_up(
+        settings, session, lab_factory, 2, workloads=WORKLOADS[:1], longhorn=longhorn, backup={"empty": True}
+    )
+    _ok(orch_cli(cli, running, "cluster", "settings", "1", "--backup-required", "--detach-timeout", "1"))
+
+    # An empty archive (canonical/microk8s #4308) is no backup: with backup_required nothing is stopped.
+    stopped = orch_cli(cli, running, "cluster", "shutdown", "1", "--yes", "--json")
+    assert stopped.exit_code == 1
+    body = json.loads(stopped.stdout)
+    assert body["status"] == "cancelled" and body["powered_off"] == []
+    assert [c[1].split(" -o ")[0] for c in stand_in_calls(running)] == ["microk8s dbctl backup"]
+    steps = {s.name: s for s in one_operation(session, "cluster_shutdown").steps}
+    assert steps["backup lab-n1"].message.startswith(
+        "`microk8s dbctl backup` exited 0 but its archive ("
+    ) and steps["backup lab-n1"].message.endswith(
+        "holds no datastore keys (canonical/microk8s #4308); backup_required is set: the shutdown stops,"
+        " nothing was stopped"
+    )
+    assert steps["backup lab-n1"].detail["state"] == "empty"
+    assert all(node.power.is_on for node in running.nodes)
+    assert json.loads(_ok(orch_cli(cli, running, "cluster", "backups", "1", "--json")).stdout) == []
+
+    # Optional backup: reported, the shutdown goes on; the stuck volume is named, then power goes.
+    _ok(orch_cli(cli, running, "cluster", "settings", "1", "--backup-optional"))
+    cluster.update(backup={"fail": True})
+    session.expire_all()
+    done = orch_cli(cli, running, "cluster", "shutdown", "1", "--yes", "--json")
+    report = json.loads(done.stdout)
+    assert report["status"] == "partial" and sorted(report["powered_off"]) == ["lab-n1", "lab-n2"]
+    assert report["failures"][0] == "backup: `microk8s dbctl backup` exited 1: Backup process failed. 1"
+    longhorn_failure = [f for f in report["failures"] if f.startswith("longhorn: ")]
+    assert len(longhorn_failure) == 1
+    assert longhorn_failure[0].startswith("longhorn: still attached after ")
+    assert longhorn_failure[0].endswith(": pvc-5f1c0a7e (pvc shop/data-db-0) on lab-n2, state=detaching")
+
+
+def test_a_recovery_without_dqlite_quorum_is_diagnosed_and_points_to_the_latest_backup(
+    settings: Settings, session: Session, cli: CliRunner, lab_factory: Any
+) -> None:
+    running, cluster = cluster_up(settings, session, lab_factory, 3, control_planes=3)
+    _ok(orch_cli(cli, running, "cluster", "shutdown", "1", "--yes", "--json"))
+    [backup] = json.loads(_ok(orch_cli(cli, running, "cluster", "backups", "1", "--json")).stdout)
+
+    # Power returns, but the voters' cluster.yaml went stale with the power loss: no dqlite leader.
+    cluster.update(quorum_lost=True)
+    running.power_on_all()
+    result = orch_cli(cli, running, "cluster", "recover", "1", "--timeout", "3", "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["diagnosis"]["kind"] == "quorum_lost"
+    steps = {s.name: s for s in one_operation(session, "cluster_recover").steps}
+    diagnosis = steps["diagnosis"]
+    assert diagnosis.status == OperationStatus.FAILED
+    assert diagnosis.message.startswith(
+        "lost dqlite quorum: the API on lab-n1, lab-n2, lab-n3 cannot read its datastore (no dqlite leader);"
+        " 3 of 3 voter(s) started (lab-n1, lab-n2, lab-n3)."
+    )
+    assert "https://microk8s.io/docs/restore-quorum" in diagnosis.message
+    assert diagnosis.message.endswith(
+        f"restore procedure: docs/shutdown.md, “Restoring the datastore”; latest backup: {backup['path']}"
+        f" (taken {backup['taken_at']} on lab-n1, {backup['keys']} keys)"
+    )
+    views = {v["hostname"]: v for v in diagnosis.detail["control_planes"]}
+    assert views["lab-n2"]["api_error"] == (
+        "Error from server (Timeout): the server was unable to return a response in the time allotted, but"
+        " may still be processing the request (get nodes)"
+    )
+    assert (
+        views["lab-n2"]["status"] == "microk8s is not running. Use microk8s inspect for a deeper inspection."
+    )
+    assert "diagnosis: lost dqlite quorum" in report["summary"]
+
+
+def test_a_kubelite_crash_loop_is_diagnosed(
+    settings: Settings, session: Session, cli: CliRunner, lab_factory: Any
+) -> None:
+    running, _ = cluster_up(settings, session, lab_factory, 2, crashloop=["lab-n1"])
+    result = orch_cli(cli, running, "cluster", "recover", "1", "--timeout", "2", "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["diagnosis"]["kind"] == "kubelite_crashloop"
+    assert report["diagnosis"]["message"].startswith(
+        "the API refused connections on lab-n1 for the whole recovery although `microk8s start` ran:"
+        " kubelite is not serving (a crash loop)"
+    )
+    assert (
+        "restore procedure: docs/shutdown.md, “Restoring the datastore” (mko holds no backup"
+        in (report["diagnosis"]["message"])
+    )
