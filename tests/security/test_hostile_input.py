@@ -89,6 +89,10 @@ def _node_fields(world: World) -> dict[str, Any]:
 EXAMPLES: dict[tuple[str, str], Example] = {
     ("POST", "/api/clusters"): lambda w: ({"name": unique("c"), "description": "d", "site": "branch"}, {201}),
     ("PATCH", "/api/clusters/{cluster_id}"): lambda w: ({"name": unique("c"), "description": "d"}, {200}),
+    ("PATCH", "/api/clusters/{cluster_id}/settings"): lambda w: (
+        {"quiesce_storage_classes": ["longhorn"], "quiesce_labels": ["app.kubernetes.io/name=db"]},
+        {200},
+    ),
     ("POST", "/api/nodes"): lambda w: (
         _node_fields(w) | {"wol_secureon": "01:02:03:04:05:06", "bmc_password": "pw"},
         {201},
