@@ -21,13 +21,44 @@ What the stand-ins do, as MicroK8s does it (node names are the nodes' hostnames)
   --timeout=…``, ``cordon`` and ``uncordon`` need the API: the local services running and Ready, and a
   majority of the dqlite voters (the first three control planes) running; otherwise they fail as
   kubectl does. A node powered off or stopped is ``Ready: Unknown``; a drain cordons first.
-* ``microk8s status [--wait-ready] [--timeout N]`` reports the local node.
+* ``microk8s status [-w|--wait-ready] [-t|--timeout N]`` reports the local node on stdout and exits 0
+  even when MicroK8s is not running (canonical/microk8s #3974): ``microk8s is running`` with the HA
+  lines, ``microk8s is not running. Use microk8s inspect for a deeper inspection.`` (also when quorum
+  is lost), or ``microk8s is not running, try microk8s start`` after ``microk8s stop``.
+* ``microk8s dbctl [--debug] backup [-o FILE]`` writes ``FILE.tar.gz`` (one directory of ``N.key`` /
+  ``N.data`` pairs, one per datastore key: the nodes, the workloads, a few fixed keys) and prints
+  ``The backup is: FILE.tar.gz``; exit 10 and "Please ensure the kubernetes apiserver is running and HA
+  is enabled." where the datastore does not run (stopped, or not a control plane).
+* ``kubectl get pods|pod|pdb|deploy,sts|pvc -o json``, ``get crd volumes.longhorn.io``, ``get
+  volumes.longhorn.io -n longhorn-system -o json`` and ``scale KIND/NAME --replicas=N
+  [--current-replicas=M] -n NS`` serve the workload model below.
 * ``shutdown -h now`` (and ``-r``) asks the lab to power the node off (or reboot it).
 
 Tests shape the cluster with :meth:`Microk8sCluster.configure` / :meth:`~Microk8sCluster.update`:
 ``delays`` (seconds a ``drain`` of a node, a ``stop`` or a ``start`` takes: one number, or
-``{hostname: seconds}``), ``fail_drain`` (nodes whose eviction times out as a PodDisruptionBudget would
-make it), ``ready_delay`` (from start to Ready).
+``{hostname: seconds}``), ``fail_drain`` (nodes whose ``web`` pod a PodDisruptionBudget ``default/web-pdb``
+protects), ``ready_delay`` (from start to Ready), and the model:
+
+* ``workloads``: ``[{"ns", "kind": "Deployment"|"StatefulSet", "name", "replicas", "labels",
+  "volumes": [{"name", "storageClass"}], "claim_templates": [{"name", "storageClass"}]}]``; their pods
+  are spread over the Ready, uncordoned workers (``db-0``, ``web-<hash>-<hash>``);
+* ``pdbs``: ``[{"ns", "name", "selector": {labels}, "minAvailable"|"maxUnavailable"}]``, whose
+  ``disruptionsAllowed`` is worked out from the healthy pods they match; a drain's eviction of a pod a
+  budget with none allowed protects is refused and retried every ``retry_delay`` seconds (kubectl
+  prints 5 s) until ``--timeout``; ``--disable-eviction`` deletes instead;
+* ``longhorn``: ``{"detach_delay": s, "volumes": [{"name", "pvc": "ns/claim", "stuck"?}]}``: a volume is
+  ``attached`` while a pod uses its claim, then ``detaching`` for ``detach_delay`` s (for ever when
+  ``stuck``), then ``detached``;
+* ``backup``: ``{"fail": true}`` (exit 1, ``Backup process failed. 1``), ``{"empty": true}`` (exit 0, an
+  archive with no keys: canonical/microk8s #4308), ``{"delay": s}``;
+* ``quorum_lost``: kubectl fails as with no dqlite leader even with the voters running (a stale
+  cluster.yaml after a power loss, #3114); ``crashloop``: nodes whose kubelite never serves the API.
+
+Versions modelled: MicroK8s 1.29 snap (``status.py``, ``dbctl.py`` of the k8s-dqlite migrator era,
+the stop/start wrappers), kubectl 1.29 (``drain.go``: the eviction retry loop, the "global timeout
+reached" tail with Go durations such as ``2m0s``, ``Warning:`` lines on stderr; verified byte for byte
+against kubectl 1.32.4, whose drain code is the same), policy/v1 PodDisruptionBudgets, Longhorn 1.6
+``volumes.longhorn.io`` (v1beta2).
 
 Every call lands in the calling node's ``calls.log`` (the stand-in prologue), so tests can merge the
 logs of all nodes by time and assert the exact order of commands across the cluster.
