@@ -10,7 +10,12 @@ control planes, the rest workers joined ``--worker``. From the orch namespace it
   of step (a drain or a stop is one SSH session; a power-off waits until the node's SSH port closes,
   which includes the lab's own power-off simulation, done one node at a time);
 * the recovery after every node was powered on: SSH up, ``microk8s start`` everywhere, every node
-  Ready, uncordon.
+  Ready, uncordon;
+* then the same cycle with the Kubernetes-aware steps (issue 21) on, against the cycle with them off:
+  the datastore backup (``dbctl backup`` + copy to mko's host), the storage quiesce of WORKLOADS
+  StatefulSets with Longhorn claims (scale to zero, wait for their volumes to detach, restore after the
+  recovery), and one worker whose drain a PodDisruptionBudget blocks (grace 1 s, then
+  ``--disable-eviction``): what each step adds, and the whole difference.
 
 The simulated commands take no time, so the figures are mko's own overhead plus the lab's. Needs root
 and openssh-server. Reports figures; never fails on time. Run with ``python bench/cluster_shutdown.py``.
@@ -27,12 +32,13 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from mko.cluster.options import update_options
 from mko.cluster.plan import plan_shutdown
 from mko.cluster.recovery import run_recovery, start_recovery
 from mko.cluster.shutdown import run_shutdown, start_shutdown
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
-from mko.lab.microk8s import configure_microk8s
+from mko.lab.microk8s import Microk8sCluster, configure_microk8s
 from mko.lab.netns import enter_netns
 from mko.operations.records import Actor
 from mko.platform.db.migrate import upgrade
@@ -42,7 +48,9 @@ from mko.platform.settings import Settings
 
 NODES = 20
 CONTROL_PLANES = 3
+WORKLOADS = 10
 ACTOR = Actor("bench")
+K8S_STEPS = ("backup", "quiesce", "longhorn volumes", "fallback", "datastore", "restore workloads")
 
 
 def _report_steps(factory: sessionmaker[Session], operation_id: int, total: float) -> None:
@@ -72,9 +80,25 @@ def _report_steps(factory: sessionmaker[Session], operation_id: int, total: floa
     print(f"  mean step: {means}")
 
 
+def _k8s_steps(factory: sessionmaker[Session], *operation_ids: int) -> dict[str, float]:
+    """Seconds of the Kubernetes-aware steps (the drain a budget blocked counted with its fallback)."""
+    found: dict[str, float] = {}
+    with factory() as session:
+        for operation_id in operation_ids:
+            for step in session.get_one(Operation, operation_id).steps:
+                kind = next((k for k in K8S_STEPS if step.name.startswith(k)), None)
+                if step.name.startswith("drain ") and step.detail.get("blocked_pods"):
+                    kind = "fallback"
+                if kind is None or step.started_at is None or step.finished_at is None:
+                    continue
+                seconds = (step.finished_at - step.started_at).total_seconds()
+                found[kind] = found.get(kind, 0.0) + seconds
+    return found
+
+
 async def _cycle(
     running: RunningLab, factory: sessionmaker[Session], settings: Settings, cluster: int
-) -> None:
+) -> tuple[float, float, list[int]]:
     with factory() as session:
         started = time.perf_counter()
         plan = await plan_shutdown(session, settings, cluster, force=False)
@@ -83,17 +107,49 @@ async def _cycle(
     started = time.perf_counter()
     done = await run_shutdown(factory, settings, prepared)
     assert done.status == OperationStatus.SUCCEEDED, done.summary
-    _report_steps(factory, done.id, time.perf_counter() - started)
+    shutdown_seconds = time.perf_counter() - started
+    _report_steps(factory, done.id, shutdown_seconds)
     running.power_on_all(timeout=60)
     with factory() as session:
         recovery = start_recovery(session, cluster, ACTOR, 120)
     started = time.perf_counter()
     recovered = await run_recovery(factory, settings, recovery)
     assert recovered.status == OperationStatus.SUCCEEDED, recovered.summary
+    recovery_seconds = time.perf_counter() - started
     print(
         f"recovery after power-on (start, every node Ready incl. the 0.3 s simulated kubelet start,"
-        f" uncordon): {time.perf_counter() - started:.2f} s — {recovered.summary}"
+        f" uncordon): {recovery_seconds:.2f} s — {recovered.summary}"
     )
+    return shutdown_seconds, recovery_seconds, [done.id, recovered.id]
+
+
+def _kubernetes_aware(simulated: Microk8sCluster, factory: sessionmaker[Session], cluster: int) -> None:
+    """Turn the issue-21 steps on: workloads with Longhorn claims, one budget-blocked worker."""
+    names = [f"lab-n{i}" for i in range(1, NODES + 1)]
+    workloads = [
+        {
+            "ns": "bench",
+            "kind": "StatefulSet",
+            "name": f"db{i}",
+            "replicas": 1,
+            "labels": {"app": f"db{i}"},
+            "claim_templates": [{"name": "data", "storageClass": "longhorn"}],
+        }
+        for i in range(WORKLOADS)
+    ]
+    volumes = [{"name": f"pvc-db{i}", "pvc": f"bench/data-db{i}-0"} for i in range(WORKLOADS)]
+    simulated.configure(
+        names[:CONTROL_PLANES],
+        names[CONTROL_PLANES:],
+        fail_drain=[names[-1]],
+        workloads=workloads,
+        longhorn={"volumes": volumes, "detach_delay": 0},
+        retry_delay=0.2,
+    )
+    for name in names:  # the nodes were up: configure() only reset the simulation's settings
+        simulated.set_node(name, cordoned=False)
+    with factory() as session:
+        update_options(session, cluster, {"backup": True, "quiesce": True, "drain_grace": 1})
 
 
 def main() -> None:
@@ -117,8 +173,22 @@ def main() -> None:
         with factory() as session:
             cluster, _ = register_lab(session, running, control_planes=CONTROL_PLANES)
         time.sleep(0.5)  # every node Ready
+        with factory() as session:
+            update_options(session, cluster.id, {"backup": False, "quiesce": False})
         with enter_netns(running.lab.orch):
-            asyncio.run(_cycle(running, factory, settings, cluster.id))
+            print("-- without the Kubernetes-aware steps")
+            plain = asyncio.run(_cycle(running, factory, settings, cluster.id))
+            _kubernetes_aware(simulated, factory, cluster.id)
+            print(f"-- with them: backup, {WORKLOADS} Longhorn StatefulSets quiesced, one PDB-blocked drain")
+            aware = asyncio.run(_cycle(running, factory, settings, cluster.id))
+        steps = _k8s_steps(factory, *aware[2])
+        print(
+            f"Kubernetes-aware steps, {NODES} nodes: shutdown +{aware[0] - plain[0]:.2f} s"
+            f" ({plain[0]:.2f} → {aware[0]:.2f} s), recovery +{aware[1] - plain[1]:.2f} s"
+            f" ({plain[1]:.2f} → {aware[1]:.2f} s)"
+        )
+        print("  " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in steps.items()))
+        print("  (fallback: the 1 s drain grace, the budget lookup and the --disable-eviction drain)")
         assert all(n["ready"] and not n["cordoned"] for n in simulated.nodes().values())
         engine.dispose()
 

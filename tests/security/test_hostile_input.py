@@ -89,6 +89,7 @@ def _node_fields(world: World) -> dict[str, Any]:
 EXAMPLES: dict[tuple[str, str], Example] = {
     ("POST", "/api/clusters"): lambda w: ({"name": unique("c"), "description": "d", "site": "branch"}, {201}),
     ("PATCH", "/api/clusters/{cluster_id}"): lambda w: ({"name": unique("c"), "description": "d"}, {200}),
+    ("POST", "/api/nodes/{node_id}/drain"): lambda w: (None, {202, 409}),
     ("PATCH", "/api/clusters/{cluster_id}/settings"): lambda w: (
         {"quiesce_storage_classes": ["longhorn"], "quiesce_labels": ["app.kubernetes.io/name=db"]},
         {200},

@@ -14,7 +14,7 @@ from mko.cli.common import EXIT_POWER_FAILURE, JsonOpt, SiteOpt, console, emit, 
 from mko.cli.node import NODE_COLUMNS
 from mko.cluster.backups import backup_dir, list_backups
 from mko.cluster.options import K8sOptions, get_options, update_options
-from mko.cluster.plan import plan_shutdown
+from mko.cluster.plan import node_drain_inputs, plan_node_drain, plan_shutdown
 from mko.cluster.recovery import run_recovery, start_recovery
 from mko.cluster.shutdown import run_shutdown, start_shutdown
 from mko.cluster.steps import StepHook
@@ -268,6 +268,34 @@ def cluster_shutdown(
         factory = make_session_factory(engine)
         operation = _follow(
             "shutting down",
+            lambda hook: asyncio.run(run_shutdown(factory, settings, prepared, on_step=hook)),
+            as_json,
+        )
+    finally:
+        engine.dispose()
+    _report(operation, as_json)
+
+
+@cluster_app.command("drain")
+def cluster_drain(
+    node_id: Annotated[int, typer.Argument(help="the node to drain (its id)")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="do not ask for confirmation")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
+) -> None:
+    """Drain one node for maintenance: cordon, evict its pods; a PodDisruptionBudget is never bypassed."""
+    settings = get_settings()
+    with open_session() as session:
+        plan = asyncio.run(plan_node_drain(*node_drain_inputs(session, settings, node_id), settings))
+        if not yes:
+            for line in plan.lines():
+                typer.echo(line, err=as_json)
+            typer.confirm(f"Drain {plan.hostnames[0]} now?", abort=True, err=as_json)
+        prepared = start_shutdown(session, plan, Actor.cli())
+    engine = make_engine(settings.database_url)
+    try:
+        factory = make_session_factory(engine)
+        operation = _follow(
+            "draining",
             lambda hook: asyncio.run(run_shutdown(factory, settings, prepared, on_step=hook)),
             as_json,
         )

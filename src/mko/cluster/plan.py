@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from mko.cluster import outages
 from mko.cluster.options import K8sOptions, get_options
 from mko.inventory.clusters import get_cluster
-from mko.inventory.nodes import list_nodes
+from mko.inventory.nodes import get_node, list_nodes
 from mko.operations import ownership
 from mko.operations.kinds import RECOVER_KIND, SHUTDOWN_KINDS
 from mko.platform.db.models.inventory import Cluster, Node, NodeRole
@@ -32,8 +32,10 @@ __all__ = [
     "ShutdownPlan",
     "build_plan",
     "last_duration",
+    "node_drain_inputs",
     "plan_for",
     "plan_inputs",
+    "plan_node_drain",
     "plan_shutdown",
 ]
 
@@ -111,6 +113,8 @@ class ShutdownPlan:
     nodes_up: list[int] = field(default_factory=list)
     finales: list[UpsFinale] = field(default_factory=list)
     options: K8sOptions = field(default_factory=K8sOptions)
+    # False: one node's maintenance (a drain only); a PodDisruptionBudget is never bypassed then.
+    whole_cluster: bool = True
 
     @property
     def prepares(self) -> bool:
@@ -153,6 +157,8 @@ class ShutdownPlan:
     def lines(self) -> list[str]:
         """The plan in words, in execution order (what --dry-run prints)."""
         mode = "force shutdown (no drains)" if self.force else "graceful shutdown"
+        if not self.whole_cluster:
+            mode = "maintenance drain (a PodDisruptionBudget is never bypassed)"
         out = [
             f"{mode} of cluster {self.cluster_id} ({self.cluster_name}); drain host: {self.drain_host or '—'}"
         ]
@@ -162,7 +168,7 @@ class ShutdownPlan:
             out += self._preparation(number)
             number += 1
         if self.parallel:
-            out.append(f"{number}. workers, in parallel:")
+            out.append(f"{number}. workers, in parallel:" if self.whole_cluster else f"{number}. the node:")
             number += 1
             for chain in self.parallel:
                 out.extend(f"   {step.describe()}" for step in chain)
@@ -242,6 +248,36 @@ def build_plan(
     if drain_host is not None:
         # Nothing is left to drain it onto, and it runs every other drain: it goes last, undrained.
         plan.serial.append(chain(drain_host, drain=False))
+    return plan
+
+
+def node_drain_inputs(session: Session, settings: Settings, node_id: int) -> tuple[PlanInputs, Node]:
+    """What one node's maintenance drain is planned from (ConflictError: the node is in no cluster)."""
+    node = get_node(session, node_id)
+    if node.cluster_id is None:
+        raise ConflictError(f"node {node_id} belongs to no cluster: there is nothing to drain it from")
+    return plan_inputs(session, settings, node.cluster_id), node
+
+
+async def plan_node_drain(inputs: PlanInputs, node: Node, settings: Settings) -> ShutdownPlan:
+    """One node's maintenance: drain it through another control plane that answers (itself when it is the
+    only one); ConflictError when none answers. No database work (see :func:`plan_for`)."""
+    controls = [n for n in inputs.nodes if n.role == NodeRole.CONTROL_PLANE]
+    others = [n for n in controls if n.id != node.id]
+    drain_host = await _reachable_control_plane(others, settings.probe_timeout) or (
+        await _reachable_control_plane([n for n in controls if n.id == node.id], settings.probe_timeout)
+    )
+    if drain_host is None:
+        raise ConflictError(
+            f"no control plane of cluster {inputs.cluster.id} answers on SSH: nothing can drain"
+        )
+    plan = ShutdownPlan(
+        inputs.cluster.id, inputs.cluster.name, False, drain_host.hostname, whole_cluster=False
+    )
+    plan.parallel = [[PlannedStep(node.id, node.hostname, "drain", drain_host.hostname)]]
+    plan.options = inputs.options.model_copy(update={"backup": False, "quiesce": False})
+    grace = plan.options.drain_grace or settings.drain_timeout
+    plan.notes.append(f"evictions a PodDisruptionBudget refuses are retried for {grace:g} s, then given up")
     return plan
 
 

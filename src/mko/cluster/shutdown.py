@@ -51,7 +51,7 @@ from mko.cluster.microk8s import drain_argv, kube_name, kubectl_json
 from mko.cluster.plan import SHUTDOWN_ACTIONS, ShutdownPlan, _check_idle, plan_shutdown
 from mko.cluster.steps import _finish_even_if_cancelled, _last_line, _StepLog, _wants_fallback
 from mko.inventory.nodes import list_nodes
-from mko.operations.kinds import SHUTDOWN_KINDS
+from mko.operations.kinds import NODE_DRAIN_KIND, SHUTDOWN_KINDS
 from mko.operations.records import Actor, finish_operation, record_step, start_operation
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.inventory import Node
@@ -142,14 +142,19 @@ def start_shutdown(
     parameters: dict[str, Any] = {"force": plan.force, "drain_host": plan.drain_host, "plan": plan.lines()}
     if outage_id is not None:
         parameters |= {"ups_id": plan.ups_id, "outage_id": outage_id}
+    target: tuple[str, int] = ("cluster", plan.cluster_id)
+    summary = f"shutting down {len(plan.hostnames)} node(s)"
+    if not plan.whole_cluster:
+        kind, summary = NODE_DRAIN_KIND, f"draining {plan.hostnames[0]}"
+        target = ("node", plan.parallel[0][0].node_id)
     operation = start_operation(
         session,
         kind=kind,
-        target_type="cluster",
-        target_id=plan.cluster_id,
+        target_type=target[0],
+        target_id=target[1],
         actor=actor,
         parameters=parameters,
-        summary=f"shutting down {len(plan.hostnames)} node(s)",
+        summary=summary,
     )
     if outage_id is not None:
         outage = outages.get_outage(session, outage_id)
@@ -347,6 +352,15 @@ class _Run(_StepLog):
         started = utcnow()
         label = f"fallback {step.hostname}"
         pods = ", ".join(blocked)
+        if not self.prepared.plan.whole_cluster:
+            why = (
+                "not taken: a single node's maintenance never bypasses a PodDisruptionBudget;"
+                f" {step.hostname} stays cordoned with {pods} on it (raise the budget's workload replicas,"
+                " or move them)"
+            )
+            self.failures.append(f"drain {step.hostname}: blocked by a PodDisruptionBudget ({pods})")
+            await self.record(label, step.node_id, OperationStatus.CANCELLED, why, {}, started)
+            return
         if not self.prepared.plan.options.eviction_fallback:
             why = f"not taken: eviction_fallback is off for this cluster; {pods} go down with the node"
             self.failures.append(f"drain {step.hostname}: blocked by a PodDisruptionBudget ({pods})")
@@ -781,9 +795,14 @@ class _Run(_StepLog):
     def close(self) -> Operation:
         total = len(self.prepared.plan.hostnames)
         summary = f"{len(self.powered_off)}/{total} node(s) powered off"
+        if not self.prepared.plan.whole_cluster:
+            host = self.prepared.plan.hostnames[0]
+            summary = f"{host} drained" if not self.failures else f"{host} not drained"
         if self.skipped:
             status = OperationStatus.CANCELLED
             summary += f"; stopped at a safe point: {self.reason()}"
+        elif not self.prepared.plan.whole_cluster:
+            status = OperationStatus.FAILED if self.failures else OperationStatus.SUCCEEDED
         elif len(self.powered_off) == total and not self.failures:
             status = OperationStatus.SUCCEEDED
         elif self.powered_off:

@@ -19,3 +19,6 @@ SHUTDOWN_KINDS = ("cluster_shutdown", "cluster_force_shutdown")
 
 
 RECOVER_KIND = "cluster_recover"
+
+
+NODE_DRAIN_KIND = "node_drain"  # a single node's maintenance: drained, never past a PodDisruptionBudget

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from mko.platform.db.models.operations import OperationStatus
+from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.models.outages import ScaledWorkload
 from mko.platform.settings import Settings
 
@@ -243,3 +243,37 @@ def test_a_kubelite_crash_loop_is_diagnosed(
         "restore procedure: docs/shutdown.md, “Restoring the datastore” (mko holds no backup"
         in (report["diagnosis"]["message"])
     )
+
+
+def test_a_single_node_maintenance_drain_never_bypasses_a_disruption_budget(
+    settings: Settings, session: Session, cli: CliRunner, lab_factory: Any
+) -> None:
+    running, cluster = cluster_up(settings, session, lab_factory, 3, fail_drain=["lab-n3"], retry_delay=0.2)
+    _ok(orch_cli(cli, running, "cluster", "settings", "1", "--drain-grace", "1"))
+
+    free = json.loads(_ok(orch_cli(cli, running, "cluster", "drain", "2", "--yes", "--json")).stdout)
+    assert (free["status"], free["summary"]) == ("succeeded", "lab-n2 drained")
+
+    result = orch_cli(cli, running, "cluster", "drain", "3", "--yes", "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert (report["status"], report["summary"].split(";")[0]) == ("failed", "lab-n3 not drained")
+    drains = [c for c in stand_in_calls(running) if " drain " in c[1]]
+    assert drains == [
+        ("lab-n1", "microk8s kubectl drain lab-n2 --ignore-daemonsets --delete-emptydir-data --timeout=1s"),
+        ("lab-n1", "microk8s kubectl drain lab-n3 --ignore-daemonsets --delete-emptydir-data --timeout=1s"),
+    ]  # no --disable-eviction, no backup, no quiesce, nothing stopped
+    assert not any("dbctl" in c[1] or " stop" in c[1] or "poweroff" in c[1] for c in stand_in_calls(running))
+    session.expire_all()
+    operations = session.scalars(select(Operation).where(Operation.kind == "node_drain")).all()
+    assert [(o.target_type, o.target_id) for o in operations] == [("node", 2), ("node", 3)]
+    steps = {s.name: s for s in operations[1].steps}
+    assert steps["drain lab-n3"].message.startswith(
+        "eviction refused for 1 s by a PodDisruptionBudget: default/web-pdb (minAvailable=1, healthy 1/1,"
+    )
+    fallback = steps["fallback lab-n3"]
+    assert fallback.status == OperationStatus.CANCELLED
+    assert fallback.message.startswith(
+        "not taken: a single node's maintenance never bypasses a PodDisruptionBudget; lab-n3 stays cordoned"
+    )
+    assert cluster.nodes()["lab-n3"]["cordoned"] and all(n.power.is_on for n in running.nodes)

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from mko.cluster.backups import Backup, list_backups
 from mko.cluster.options import K8sOptions, K8sOptionsUpdate, get_options, update_options
-from mko.cluster.plan import plan_for, plan_inputs
+from mko.cluster.plan import node_drain_inputs, plan_for, plan_inputs, plan_node_drain
 from mko.cluster.recovery import run_recovery, start_recovery
 from mko.cluster.shutdown import run_shutdown, start_shutdown
 from mko.http.background import launch
@@ -68,6 +68,21 @@ async def shutdown_cluster(
         "plan": plan.as_dict(),
         "outage_id": prepared.outage_id,
     }
+
+
+@router.post("/nodes/{node_id:int}/drain")
+async def drain_node(
+    request: Request, response: Response, db: DbDep, settings: SettingsDep, actor: ActorDep, node_id: int
+) -> dict[str, Any]:
+    """Drain one node for maintenance (202): a PodDisruptionBudget is never bypassed."""
+    inputs, node = await db.run(lambda session: node_drain_inputs(session, settings, node_id))
+    plan = await plan_node_drain(inputs, node, settings)
+    prepared = await db.run(lambda session: start_shutdown(session, plan, actor))
+    launch(request.app, run_shutdown(request.app.state.session_factory, settings, prepared))
+    url = f"/api/operations/{prepared.operation_id}"
+    response.status_code = status.HTTP_202_ACCEPTED
+    response.headers["Location"] = url
+    return {"operation_id": prepared.operation_id, "operation_url": url, "plan": plan.as_dict()}
 
 
 @router.post("/clusters/{cluster_id:int}/recover")
