@@ -9,14 +9,15 @@ from typing import Annotated, Any
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from sqlalchemy.orm import Session
 
 from mko.cli.common import EXIT_POWER_FAILURE, JsonOpt, SiteOpt, console, emit, open_session
 from mko.cli.node import NODE_COLUMNS
 from mko.cluster.backups import backup_dir, list_backups
 from mko.cluster.options import K8sOptions, get_options, update_options
-from mko.cluster.plan import node_drain_inputs, plan_node_drain, plan_shutdown
+from mko.cluster.plan import ShutdownPlan, node_drain_inputs, plan_node_drain, plan_shutdown
 from mko.cluster.recovery import run_recovery, start_recovery
-from mko.cluster.shutdown import run_shutdown, start_shutdown
+from mko.cluster.shutdown import PreparedShutdown, run_shutdown, start_shutdown
 from mko.cluster.steps import StepHook
 from mko.inventory.clusters import (
     create_cluster,
@@ -31,7 +32,7 @@ from mko.inventory.schemas import ClusterCreate, ClusterPublic, ClusterUpdate, N
 from mko.operations.records import Actor
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory
-from mko.platform.settings import get_settings
+from mko.platform.settings import Settings, get_settings
 
 __all__ = ["cluster_app"]
 
@@ -258,16 +259,30 @@ def cluster_shutdown(
                     console.print(line, highlight=False, markup=False, soft_wrap=True)
                 console.print("dry run: nothing was done", highlight=False)
             return
-        if not yes:
-            for line in plan.lines():
-                typer.echo(line, err=as_json)
-            typer.confirm(f"Power off {len(plan.hostnames)} node(s) now?", abort=True, err=as_json)
-        prepared = start_shutdown(session, plan, Actor.cli())
+        prepared = _confirm_start(
+            session, plan, f"Power off {len(plan.hostnames)} node(s) now?", yes, as_json
+        )
+    _run_prepared(settings, prepared, "shutting down", as_json)
+
+
+def _confirm_start(
+    session: Session, plan: ShutdownPlan, question: str, yes: bool, as_json: bool
+) -> PreparedShutdown:
+    """Show the plan and ask (unless --yes), then record its operation."""
+    if not yes:
+        for line in plan.lines():
+            typer.echo(line, err=as_json)
+        typer.confirm(question, abort=True, err=as_json)
+    return start_shutdown(session, plan, Actor.cli())
+
+
+def _run_prepared(settings: Settings, prepared: PreparedShutdown, title: str, as_json: bool) -> None:
+    """Run a recorded shutdown (or drain) with live progress, then report it."""
     engine = make_engine(settings.database_url)
     try:
         factory = make_session_factory(engine)
         operation = _follow(
-            "shutting down",
+            title,
             lambda hook: asyncio.run(run_shutdown(factory, settings, prepared, on_step=hook)),
             as_json,
         )
@@ -286,22 +301,8 @@ def cluster_drain(
     settings = get_settings()
     with open_session() as session:
         plan = asyncio.run(plan_node_drain(*node_drain_inputs(session, settings, node_id), settings))
-        if not yes:
-            for line in plan.lines():
-                typer.echo(line, err=as_json)
-            typer.confirm(f"Drain {plan.hostnames[0]} now?", abort=True, err=as_json)
-        prepared = start_shutdown(session, plan, Actor.cli())
-    engine = make_engine(settings.database_url)
-    try:
-        factory = make_session_factory(engine)
-        operation = _follow(
-            "draining",
-            lambda hook: asyncio.run(run_shutdown(factory, settings, prepared, on_step=hook)),
-            as_json,
-        )
-    finally:
-        engine.dispose()
-    _report(operation, as_json)
+        prepared = _confirm_start(session, plan, f"Drain {plan.hostnames[0]} now?", yes, as_json)
+    _run_prepared(settings, prepared, "draining", as_json)
 
 
 @cluster_app.command("recover")
