@@ -9,7 +9,10 @@ backup written as a real tar.gz archive, and a quorum that a power loss can leav
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
+from upslab import wait_until
 
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.models.outages import ScaledWorkload
@@ -277,3 +281,48 @@ def test_a_single_node_maintenance_drain_never_bypasses_a_disruption_budget(
         "not taken: a single node's maintenance never bypasses a PodDisruptionBudget; lab-n3 stays cordoned"
     )
     assert cluster.nodes()["lab-n3"]["cordoned"] and all(n.power.is_on for n in running.nodes)
+
+
+def test_replicas_survive_mko_killed_mid_shutdown_and_the_next_recovery_restores_them(
+    settings: Settings, session: Session, cli: CliRunner, lab_factory: Any
+) -> None:
+    longhorn = dict(LONGHORN, detach_delay=30.0)  # the shutdown sits in the Longhorn wait when killed
+    running, cluster = cluster_up(settings, session, lab_factory, 2, workloads=WORKLOADS, longhorn=longhorn)
+    command = ["ip", "netns", "exec", running.lab.orch, sys.executable, "-m", "mko"]
+    shutdown = subprocess.Popen(
+        [*command, "cluster", "shutdown", "1", "--yes", "--json"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ),
+    )
+    try:
+        # Both workloads scaled (db is the last of the two): mko is now waiting on Longhorn.
+        wait_until(lambda: cluster.replicas()["shop/StatefulSet/db"] == 0, 60, what="the quiesce")
+    finally:
+        shutdown.kill()  # SIGKILL: no cleanup, as a power cut of mko's host
+        shutdown.wait()
+    assert cluster.replicas() == {
+        "shop/StatefulSet/db": 0,
+        "shop/Deployment/web": 0,
+        "shop/Deployment/cache": 2,
+    }
+    session.expire_all()
+    stored = {(r.kind, r.name): r.replicas for r in session.scalars(select(ScaledWorkload))}
+    assert stored == {("StatefulSet", "db"): 2, ("Deployment", "web"): 3}
+    assert all(node.power.is_on for node in running.nodes)  # killed before anything was stopped
+
+    # The next start of mko: the recovery knows what to give back, from the database alone.
+    recovered = json.loads(
+        _ok(orch_cli(cli, running, "cluster", "recover", "1", "--timeout", "30", "--json")).stdout
+    )
+    assert recovered["status"] == "succeeded", recovered["summary"]
+    assert sorted(recovered["restored"]) == ["shop/Deployment/web (3)", "shop/StatefulSet/db (2)"]
+    assert cluster.replicas() == {
+        "shop/StatefulSet/db": 2,
+        "shop/Deployment/web": 3,
+        "shop/Deployment/cache": 2,
+    }
+    session.expire_all()
+    assert session.scalars(select(ScaledWorkload)).all() == []
+    [killed] = session.scalars(select(Operation).where(Operation.kind == "cluster_shutdown")).all()
+    assert killed.status == OperationStatus.FAILED and killed.summary.startswith("interrupted: owner pid ")
