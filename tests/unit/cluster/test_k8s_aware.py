@@ -277,3 +277,16 @@ def test_settings_change_over_the_api_and_the_web_form(client: TestClient, web: 
     bad = web.form("/clusters/1/settings", data=form | {"quiesce_storage_classes": "<script>"})
     assert bad.status_code == 422 and "&lt;script&gt;" in bad.text and "<script>" not in bad.text
     assert web.get("/clusters/1").status_code == 200 and web.get("/clusters/1/backups").status_code == 200
+
+
+def test_a_maintenance_drain_needs_a_control_plane_that_answers(client: TestClient, web: Any) -> None:
+    client.post("/api/clusters", json={"name": "home"})
+    node = {"hostname": "cp1", "ip_address": "127.0.0.1", "cluster_id": 1, "role": "control-plane"}
+    created = client.post("/api/nodes", json=node | {"ssh_port": 9})  # discard: nothing listens
+    assert created.status_code == 201, created.text
+    refused = client.post("/api/nodes/1/drain")
+    assert refused.status_code == 409
+    assert "no control plane of cluster 1 answers on SSH: nothing can drain" in refused.text
+    assert web.form("/nodes/1/drain").status_code == 409
+    assert 'action="/nodes/1/drain"' in web.get("/nodes/1").text
+    assert client.post("/api/nodes/99/drain").status_code == 404

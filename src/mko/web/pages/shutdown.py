@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from mko.access.principal import allows
-from mko.cluster.plan import plan_for, plan_inputs
+from mko.cluster.plan import node_drain_inputs, plan_for, plan_inputs, plan_node_drain
 from mko.cluster.recovery import run_recovery, start_recovery
 from mko.cluster.shutdown import run_shutdown, start_shutdown
 from mko.http.background import launch
@@ -43,6 +43,17 @@ async def shutdown_cluster(
     actor = _actor(request)
     inputs = await db.run(lambda session: plan_inputs(session, settings, cluster_id))
     plan = await plan_for(inputs, settings, force=form.get("force") == "on")
+    prepared = await db.run(lambda session: start_shutdown(session, plan, actor))
+    launch(request.app, run_shutdown(request.app.state.session_factory, settings, prepared))
+    return _see_other(f"/operations/{prepared.operation_id}")
+
+
+@router.post("/nodes/{node_id:int}/drain")
+async def drain_node(request: Request, db: DbDep, settings: SettingsDep, node_id: int) -> Response:
+    """One node's maintenance drain; follow it on its operation page."""
+    actor = _actor(request)
+    inputs, node = await db.run(lambda session: node_drain_inputs(session, settings, node_id))
+    plan = await plan_node_drain(inputs, node, settings)
     prepared = await db.run(lambda session: start_shutdown(session, plan, actor))
     launch(request.app, run_shutdown(request.app.state.session_factory, settings, prepared))
     return _see_other(f"/operations/{prepared.operation_id}")
