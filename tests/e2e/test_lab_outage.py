@@ -26,7 +26,9 @@ from labcli import LabCli, free_port
 
 pytestmark = pytest.mark.e2e
 
-OFFDELAY, ONDELAY = 3, 1  # the lab UPS's shutdown and start delays
+# The lab UPS's shutdown and start delays. The shutdown delay leaves mko's host room to halt itself
+# before its load is cut, even when a busy machine takes seconds to start the halting process.
+OFFDELAY, ONDELAY = 8, 1
 WORKERS = ("lab-n2", "lab-n3")
 CHARGE_WAIT = re.compile(r"waiting: charge (3\d|4\d) % of 60 %")  # set to 30 %; it charges on mains
 
