@@ -6,20 +6,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from mko.cli.common import EXIT_POWER_FAILURE, JsonOpt, SiteOpt, console, emit, open_session, open_sessions
+from mko.cli.power_options import power_options
 from mko.inventory.nodes import create_node, delete_node, get_node, list_nodes, update_node
 from mko.inventory.schemas import NodeCreate, NodePublic, NodeUpdate
 from mko.inventory.trust import node_target, trust_node
 from mko.operations.records import Actor
-from mko.platform.db.models.inventory import NodeRole, WolMethod
+from mko.platform.db.models.inventory import NodeRole
 from mko.platform.db.models.operations import OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import get_settings
+from mko.power.registry import PowerMethod
 from mko.ssh.host_keys import scan_host_key
 from mko.wol.node_power import power_status, run_power, start_power
 
@@ -39,6 +41,7 @@ NODE_COLUMNS = (
 
 
 @node_app.command("add")
+@power_options
 def node_add(
     hostname: str,
     ip_address: str,
@@ -52,13 +55,14 @@ def node_add(
     mac_address: Annotated[
         str | None, typer.Option("--mac-address", "--mac", help="MAC for Wake-on-LAN")
     ] = None,
-    method: Annotated[WolMethod | None, typer.Option(help="power-on method")] = None,
+    method: Annotated[PowerMethod | None, typer.Option(help="power-on method")] = None,
     enable_wol: Annotated[bool, typer.Option("--enable-wol", help="enable Wake-on-LAN now")] = False,
     description: Annotated[str, typer.Option(help="free text")] = "",
     site: SiteOpt = None,
     as_json: JsonOpt = False,
+    power: dict[str, Any] | None = None,
 ) -> None:
-    """Add a node."""
+    """Add a node (with any power method's settings, listed under "Power method settings")."""
     given = {
         "hostname": hostname,
         "ip_address": ip_address,
@@ -71,6 +75,7 @@ def node_add(
         "wol_method": method,
         "description": description,
         "site": site,
+        **(power or {}),
     }
     data = NodeCreate(**{k: v for k, v in given.items() if v is not None})
     if enable_wol:
@@ -98,6 +103,7 @@ def node_show(node_id: int, as_json: JsonOpt = False) -> None:
 
 
 @node_app.command("update")
+@power_options
 def node_update(
     node_id: int,
     hostname: Annotated[str | None, typer.Option(help="new host name")] = None,
@@ -110,8 +116,9 @@ def node_update(
     description: Annotated[str | None, typer.Option(help="free text")] = None,
     site: SiteOpt = None,
     as_json: JsonOpt = False,
+    power: dict[str, Any] | None = None,
 ) -> None:
-    """Change a node; only the options given change anything (WoL fields: `mko wol configure`)."""
+    """Change a node; only the options given change anything (the seed's WoL fields: `mko wol configure`)."""
     given = {
         "hostname": hostname,
         "ip_address": ip_address,
@@ -122,6 +129,7 @@ def node_update(
         "ssh_key_path": ssh_key,
         "description": description,
         "site": site,
+        **(power or {}),
     }
     data = NodeUpdate(**{k: v for k, v in given.items() if v is not None})
     with open_session() as session:
@@ -136,12 +144,14 @@ def node_remove(node_id: int) -> None:
     console.print(f"node {node_id} removed")
 
 
-POWER_CHOICES = ("on", "off", "soft", "status")
+POWER_CHOICES = ("on", "off", "soft", "cycle", "status")
 
 
 def node_power_command(
     node_id: Annotated[int, typer.Argument(help="node id")],
-    action: Annotated[str, typer.Argument(help="on | off (hard) | soft (ACPI/graceful) | status")],
+    action: Annotated[
+        str, typer.Argument(help="on | off (hard) | soft (ACPI/graceful) | cycle (off then on) | status")
+    ],
     wait: Annotated[
         bool | None,
         typer.Option("--wait/--no-wait", help="verify the state was reached [default: when the driver can]"),
@@ -151,7 +161,7 @@ def node_power_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
 ) -> None:
-    """Power a node on, off or soft-off, or show its power state (Proxmox, IPMI, Redfish, WoL)."""
+    """Power a node on, off, soft-off or cycle, or show its power state, with whichever driver it has."""
     if action not in POWER_CHOICES:
         raise typer.BadParameter(f"{action!r} is not one of {', '.join(POWER_CHOICES)}", param_hint="ACTION")
     settings = get_settings()

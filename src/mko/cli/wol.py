@@ -18,17 +18,18 @@ from rich.progress import (
 from rich.table import Table
 
 from mko.cli.common import EXIT_POWER_FAILURE, JsonOpt, console, emit, open_session, open_sessions
+from mko.cli.power_options import power_options
 from mko.inventory.nodes import configure_wol
 from mko.inventory.schemas import NodePublic, WolConfigure
 from mko.nic.collect import collect_macs, describe_row
 from mko.nic.wol_switch import set_nic_wol
 from mko.operations.records import Actor, finish_operation, start_operation
-from mko.platform.db.models.inventory import WolMethod
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import get_settings
 from mko.power.base import NodeOutcome
 from mko.power.magic import LIMITED_BROADCAST, send_magic_packet
+from mko.power.registry import PowerMethod
 from mko.wol.status import wol_status
 from mko.wol.wake import PreparedWake, make_schedule, run_wake, start_wake
 
@@ -262,10 +263,14 @@ def disable(node_id: int, flag_only: FlagOnlyOpt = False, as_json: JsonOpt = Fal
 
 
 @wol_app.command("configure")
+@power_options
 def configure(
     node_id: int,
     mac_address: Annotated[str | None, typer.Option("--mac-address", help="e.g. aa:bb:cc:dd:ee:ff")] = None,
-    method: Annotated[WolMethod | None, typer.Option("--method", help="how the node is powered on")] = None,
+    method: Annotated[
+        PowerMethod | None,
+        typer.Option("--method", help="how the node is powered on"),
+    ] = None,
     port: Annotated[int | None, typer.Option("--port", help="UDP port of the magic packet (9, or 7)")] = None,
     broadcast: Annotated[str | None, typer.Option("--broadcast", help="broadcast address to send to")] = None,
     enable: Annotated[bool | None, typer.Option("--enable/--disable", help="allow waking this node")] = None,
@@ -276,45 +281,15 @@ def configure(
     proxmox_host_id: Annotated[
         int | None, typer.Option("--proxmox-host-id", help="mko's Proxmox host id")
     ] = None,
-    interface: Annotated[
-        str | None, typer.Option("--interface", help="orchestrator interface to send from")
-    ] = None,
-    secureon: Annotated[
-        str | None, typer.Option("--secureon", help="SecureOn password (6 or 4 bytes)")
-    ] = None,
-    prefix_len: Annotated[
-        int | None, typer.Option("--prefix-len", help="node subnet prefix, e.g. 24")
-    ] = None,
     probe_port: Annotated[
         int | None, typer.Option("--probe-port", help="TCP port that proves the node is up")
     ] = None,
-    proxmox_node: Annotated[
-        str | None, typer.Option("--proxmox-node", help="Proxmox node of the VM (found when omitted)")
-    ] = None,
-    bmc_address: Annotated[str | None, typer.Option("--bmc-address", help="IPMI: BMC address")] = None,
-    bmc_port: Annotated[int | None, typer.Option("--bmc-port", help="IPMI: BMC UDP port (623)")] = None,
-    bmc_username: Annotated[str | None, typer.Option("--bmc-username", help="IPMI/Redfish user")] = None,
-    bmc_password: Annotated[
-        str | None,
-        typer.Option("--bmc-password", help="IPMI/Redfish password; '-' reads stdin, '?' prompts"),
-    ] = None,
-    redfish_url: Annotated[
-        str | None, typer.Option("--redfish-url", help="Redfish: BMC URL, e.g. https://10.0.0.5")
-    ] = None,
-    redfish_system_id: Annotated[
-        str | None, typer.Option("--redfish-system-id", help="Redfish: system id (default: the only one)")
-    ] = None,
-    bmc_verify_tls: Annotated[
-        bool | None, typer.Option("--bmc-verify-tls/--no-bmc-verify-tls", help="Redfish: verify TLS")
-    ] = None,
-    bmc_ca_file: Annotated[
-        str | None, typer.Option("--bmc-ca-file", help="Redfish: CA file of the BMC's certificate")
-    ] = None,
     as_json: JsonOpt = False,
+    power: dict[str, Any] | None = None,
 ) -> None:
-    """Configure WoL settings for a node; only the options given change anything."""
-    from mko.cli.proxmox import read_secret
+    """Configure WoL settings for a node; only the options given change anything.
 
+    Every power method's own settings have options too (listed under "Power method settings")."""
     given: dict[str, Any] = {
         "wol_mac_address": mac_address,
         "wol_method": method,
@@ -324,19 +299,8 @@ def configure(
         "is_virtual_node": None if physical is None else not physical,
         "proxmox_vm_id": proxmox_vm_id,
         "proxmox_host_id": proxmox_host_id,
-        "wol_interface": interface,
-        "wol_secureon": secureon,
-        "wol_prefix_len": prefix_len,
         "probe_port": probe_port,
-        "proxmox_node": proxmox_node,
-        "bmc_address": bmc_address,
-        "bmc_port": bmc_port,
-        "bmc_username": bmc_username,
-        "bmc_password": read_secret(bmc_password, "BMC password"),
-        "redfish_url": redfish_url,
-        "redfish_system_id": redfish_system_id,
-        "bmc_verify_tls": bmc_verify_tls,
-        "bmc_ca_file": bmc_ca_file,
+        **(power or {}),
     }
     data = WolConfigure(**{k: v for k, v in given.items() if v is not None})
     if not data.model_fields_set:

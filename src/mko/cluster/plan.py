@@ -24,7 +24,7 @@ from mko.platform.db.models.ups import UPS
 from mko.platform.errors import ConflictError, InputError
 from mko.platform.settings import Settings
 from mko.power.probe import probe_tcp
-from mko.power.registry import driver_class
+from mko.power.registry import DRIVERS
 
 __all__ = [
     "PlanInputs",
@@ -208,9 +208,9 @@ class ShutdownPlan:
 
 def _power_path(node: Node) -> str:
     """``driver:<method>`` where the node's power driver can soft-off, else its own hostname (SSH)."""
-    cls = driver_class(node.wol_method)
+    cls = DRIVERS.get(node.wol_method)
     if cls is not None and cls.supports("soft"):
-        return f"driver:{node.wol_method.value}"
+        return f"driver:{node.wol_method}"
     return node.hostname
 
 

@@ -51,6 +51,7 @@ from mko.cluster.microk8s import drain_argv, kube_name, kubectl_json
 from mko.cluster.plan import SHUTDOWN_ACTIONS, ShutdownPlan, _check_idle, plan_shutdown
 from mko.cluster.steps import _finish_even_if_cancelled, _last_line, _StepLog, _wants_fallback
 from mko.inventory.nodes import list_nodes
+from mko.inventory.snapshots import snapshots
 from mko.operations.kinds import NODE_DRAIN_KIND, SHUTDOWN_KINDS
 from mko.operations.records import Actor, finish_operation, record_step, start_operation
 from mko.platform.db.models.base import utcnow
@@ -65,7 +66,7 @@ from mko.platform.secrets import SecretBox
 from mko.platform.settings import Settings
 from mko.power.base import NodeSnapshot, OutcomeState, WakeSchedule, power_off
 from mko.power.probe import probe_tcp
-from mko.power.registry import driver_lookup
+from mko.power.registry import DRIVERS
 from mko.schedules.actions import PreparedRun, RunContext, register_action
 from mko.ssh.client import (
     CommandResult,
@@ -161,7 +162,7 @@ def start_shutdown(
         outage.shutdown_operation_id = operation.id
         session.commit()
     nodes = {n.hostname: n for n in list_nodes(session, plan.cluster_id)}
-    power = {hostname: NodeSnapshot.of(node) for hostname, node in nodes.items()}
+    power = dict(zip(nodes, snapshots(session, list(nodes.values())), strict=True))
     for node in nodes.values():
         session.expunge(node)  # read from other sessions and tasks while this one is gone
     return PreparedShutdown(operation.id, plan, nodes, power, outage_id)
@@ -574,18 +575,16 @@ class _Run(_StepLog):
         """Soft-off through the node's power driver, confirmed by the driver's own power query."""
         schedule = WakeSchedule(retries=1, delay=0, wait=True, timeout=self.settings.poweroff_timeout)
         node = self.prepared.power[step.hostname]
-        [result] = await power_off([node], schedule, driver_lookup(self.settings), soft=True)
+        [result] = await power_off([node], schedule, DRIVERS.lookup(self.settings), soft=True)
         detail = result.as_dict()
         if result.state == OutcomeState.OFF:
             after = result.off_after or 0.0
-            message = f"powered off: the {node.method.value} driver reports it off after {after:.1f} s"
-            detail |= {"confirmed": True, "confirmed_by": f"{node.method.value} power query"}
+            message = f"powered off: the {node.method} driver reports it off after {after:.1f} s"
+            detail |= {"confirmed": True, "confirmed_by": f"{node.method} power query"}
             return _Outcome(OperationStatus.SUCCEEDED, message, detail)
         if result.state == OutcomeState.NOT_OFF:
             waited = f"{self.settings.poweroff_timeout:g} s"
-            message = (
-                f"unconfirmed: the {node.method.value} driver still does not report it off after {waited}"
-            )
+            message = f"unconfirmed: the {node.method} driver still does not report it off after {waited}"
             return _Outcome(OperationStatus.FAILED, message, detail | {"confirmed": False})
         return _Outcome(OperationStatus.FAILED, result.describe(), detail)
 

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mko.inventory.power_settings import _refuse_moving_secureon
+from mko.inventory.power_settings import refuse_moving_secureon
 from mko.inventory.schemas import ClusterCreate, ClusterUpdate
 from mko.platform import validation
 from mko.platform.db.models.inventory import Cluster, Node
@@ -93,7 +93,7 @@ def update_cluster(
     if "site" in changes:
         site = _cluster_site(changes["site"])
         if site != cluster.site and not may_rebind_secrets:
-            _refuse_moving_secureon(session, cluster, site)
+            refuse_moving_secureon(session, cluster, site)
         cluster.site = site
     _commit(session, f"a cluster named {cluster.name!r} already exists")
     return cluster

@@ -9,14 +9,27 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from mko.inventory.clusters import DESCRIPTION_MAX, _commit, get_cluster
-from mko.inventory.power_settings import _check_power_method, _check_secret_destinations, _encrypt_secrets
+from mko.inventory.power_settings import (
+    check_param_fields,
+    check_power_settings,
+    check_secret_destinations,
+    encrypt_secrets,
+)
 from mko.inventory.schemas import NodeCreate, NodeUpdate, WolConfigure
+from mko.inventory.snapshots import param_values, stored_params
 from mko.platform import validation
-from mko.platform.db.models.inventory import Cluster, Node, ProxmoxHost, WolMethod
+from mko.platform.db.models.inventory import DEFAULT_POWER_METHOD, Cluster, Node, ProxmoxHost
 from mko.platform.errors import InputError, NotFoundError
-from mko.power.fields import NODE_FIELD_CHECKS
 
-__all__ = ["configure_wol", "create_node", "delete_node", "get_node", "list_nodes", "update_node"]
+__all__ = [
+    "configure_wol",
+    "create_node",
+    "delete_node",
+    "get_node",
+    "list_nodes",
+    "node_values",
+    "update_node",
+]
 
 
 _FIELD_CHECKS: dict[str, Callable[[Any, str], Any]] = {
@@ -26,14 +39,8 @@ _FIELD_CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "ssh_port": validation.validate_port,
     "ssh_key_path": validation.validate_ssh_key_path,
     "description": lambda value, field: validation.check_text(value, field, max_length=DESCRIPTION_MAX),
-    "wol_mac_address": validation.normalize_mac,
-    "wol_port": validation.validate_port,
-    "wol_broadcast_address": validation.validate_broadcast,
-    "wol_interface": validation.validate_interface,
     "probe_port": validation.validate_port,
-    "bmc_port": validation.validate_port,
     "site": validation.validate_site,
-    **NODE_FIELD_CHECKS,
 }
 
 
@@ -47,7 +54,7 @@ def get_node(session: Session, node_id: int) -> Node:
 
 def list_nodes(session: Session, cluster_id: int | None = None) -> list[Node]:
     """Nodes by id, optionally of one cluster (which must exist), with what power snapshots read."""
-    # NodeSnapshot.of reads the node's Proxmox host and cluster: loaded here, not one query per node.
+    # Snapshots read the node's Proxmox host and cluster: loaded here, not one query per node.
     query = (
         select(Node).options(selectinload(Node.proxmox_host), selectinload(Node.cluster)).order_by(Node.id)
     )
@@ -59,9 +66,10 @@ def list_nodes(session: Session, cluster_id: int | None = None) -> list[Node]:
 
 def create_node(session: Session, data: NodeCreate) -> Node:
     """Add a node after checking every field and the WoL combination."""
-    given = _encrypt_secrets(session, data.model_dump(exclude_unset=True))
+    given = encrypt_secrets(session, data.model_dump(exclude_unset=True))
     values = _checked(session, _defaults() | given, explicit=set(given))
-    node = Node(**values)
+    node = Node()
+    _write(node, values, set(values))
     session.add(node)
     _commit(session, lambda: _duplicate_message(session, values, None))
     return node
@@ -81,15 +89,13 @@ def update_node(
     """
     node = get_node(session, node_id)
     given = data.model_dump(exclude_unset=True)
-    changes = _encrypt_secrets(session, dict(given))
-    current = {column: getattr(node, column) for column in _node_columns()}
+    changes = encrypt_secrets(session, dict(given))
+    current = node_values(node)
     merged = _checked(session, current | changes, explicit=set(changes))
-    _check_secret_destinations(
+    check_secret_destinations(
         session, f"node {node_id} ({node.hostname})", current, merged, given, may_rebind_secrets
     )
-    for column, value in merged.items():
-        if column in changes or value != current[column]:
-            setattr(node, column, value)
+    _write(node, merged, {k for k, v in merged.items() if k in changes or v != current.get(k)})
     _commit(session, lambda: _duplicate_message(session, merged, node_id))
     return node
 
@@ -109,7 +115,22 @@ def delete_node(session: Session, node_id: int) -> None:
 
 
 def _node_columns() -> list[str]:
-    return [c.key for c in Node.__table__.columns if c.key not in ("id", "created_at")]
+    return [c.key for c in Node.__table__.columns if c.key not in ("id", "created_at", "power_params")]
+
+
+def node_values(node: Node) -> dict[str, Any]:
+    """A node's settings by flat name: its columns and every driver setting (``power_params``)."""
+    return {column: getattr(node, column) for column in _node_columns()} | param_values(node)
+
+
+def _write(node: Node, values: Mapping[str, Any], changed: set[str]) -> None:
+    """Set the changed columns, and ``power_params`` when a driver setting changed."""
+    columns = set(_node_columns())
+    for name in changed & columns:
+        setattr(node, name, values[name])
+    params = stored_params(values)
+    if params != (node.power_params or {}):
+        node.power_params = params  # a new dict: the JSON column notices only assignment
 
 
 def _defaults() -> dict[str, Any]:
@@ -117,7 +138,7 @@ def _defaults() -> dict[str, Any]:
         "ssh_user": "ubuntu",
         "ssh_port": 22,
         "wol_enabled": False,
-        "wol_method": WolMethod.ETHERNET,
+        "wol_method": DEFAULT_POWER_METHOD,
         "wol_port": 9,
         "is_virtual_node": False,
         "description": "",
@@ -131,6 +152,7 @@ def _checked(session: Session, values: Mapping[str, Any], explicit: set[str]) ->
         value = result.get(field)
         if value is not None and field in explicit:
             result[field] = check(value, field)
+    check_param_fields(result, explicit)
     for column in Node.__table__.columns:
         if not column.nullable and column.key in result and result[column.key] is None:
             raise InputError(column.key, "must not be empty")
@@ -144,7 +166,7 @@ def _checked(session: Session, values: Mapping[str, Any], explicit: set[str]) ->
         and session.get(ProxmoxHost, result["proxmox_host_id"]) is None
     ):
         raise InputError("proxmox_host_id", f"Proxmox host {result['proxmox_host_id']} does not exist")
-    _check_power_method(result, explicit)
+    check_power_settings(result, explicit)
     return result
 
 

@@ -24,24 +24,24 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from sqlalchemy import select
-from sqlalchemy.orm import object_session
-
-from mko.platform.db.models.inventory import Node, NodeRole, ProxmoxHost, WolMethod
+from mko.platform.db.models.inventory import NodeRole
 from mko.platform.errors import FatalPowerError, PowerError, RetryablePowerError, UnsupportedActionError
+from mko.power.params import DriverParams, EncryptedSecret, RevealedSecret
 from mko.power.probe import wait_until_up
 
 if TYPE_CHECKING:
+    from mko.platform.secrets import SecretBox
     from mko.platform.settings import Settings
 
 __all__ = [
     "LOCAL_SITE",
     "STATUS",
     "AttemptError",
+    "Capability",
     "NodeOutcome",
     "NodeSnapshot",
     "OutcomeState",
@@ -51,15 +51,28 @@ __all__ = [
     "ProxmoxEndpoint",
     "WakeSchedule",
     "attempt_error",
-    "node_site",
+    "power_cycle",
     "power_off",
     "power_on",
 ]
 
 log = logging.getLogger("mko.power")
 
-#: The name of the "ask the power state" capability in ``PowerDriver.actions``.
+#: The name of the "ask the power state" action (``mko node power ID status``).
 STATUS = "status"
+
+
+class Capability(enum.StrEnum):
+    """What a driver can do; a driver declares the set, and the base and the services read it."""
+
+    ON = "on"
+    OFF = "off"  # hard: pull the plug
+    SOFT_OFF = "soft-off"  # graceful (ACPI, GracefulShutdown, Proxmox shutdown)
+    CYCLE = "cycle"  # off then on in one command (a PDU outlet's reboot)
+    QUERY = "query"  # the driver can read the power state
+    # An unacknowledged wake signal (magic packet): may be relayed by a wake agent of the node's site,
+    # needs the node's NIC armed, and "up" is known only by probing the node.
+    WAKE_ONLY = "wake-only"
 
 
 class PowerState(enum.StrEnum):
@@ -76,11 +89,22 @@ class PowerAction(enum.StrEnum):
     ON = "on"
     OFF = "off"  # hard: pull the plug (Proxmox stop, IPMI off, Redfish ForceOff)
     SOFT = "soft"  # graceful: ACPI shutdown (Proxmox shutdown then stop, IPMI soft, GracefulShutdown)
+    CYCLE = "cycle"  # off, then on again (PDU outlet reboot)
 
     @property
     def target(self) -> PowerState:
         """The state this action ends in."""
-        return PowerState.ON if self == PowerAction.ON else PowerState.OFF
+        return PowerState.ON if self in (PowerAction.ON, PowerAction.CYCLE) else PowerState.OFF
+
+
+#: The capability each action (and "status") needs.
+_NEEDS = {
+    PowerAction.ON.value: Capability.ON,
+    PowerAction.OFF.value: Capability.OFF,
+    PowerAction.SOFT.value: Capability.SOFT_OFF,
+    PowerAction.CYCLE.value: Capability.CYCLE,
+    STATUS: Capability.QUERY,
+}
 
 
 @dataclass(frozen=True)
@@ -98,106 +122,29 @@ class ProxmoxEndpoint:
     ca_file: str | None = None
     fingerprint: str | None = None
 
-    @classmethod
-    def of(cls, row: ProxmoxHost) -> ProxmoxEndpoint:
-        """Snapshot a ProxmoxHost row."""
-        return cls(
-            host_id=row.id,
-            name=row.name,
-            host=row.host,
-            port=row.port,
-            token_id=row.token_id,
-            username=row.username,
-            secret_encrypted=row.secret_encrypted,
-            verify_tls=row.verify_tls,
-            ca_file=row.ca_file,
-            fingerprint=row.fingerprint,
-        )
-
 
 #: A node's site that means "the orchestrator's own LAN" even when its cluster is at another site.
 LOCAL_SITE = "local"
 
 
-def node_site(node: Node) -> str | None:
-    """Where the node's magic packets must start: its own site, else its cluster's; None for ours."""
-    site = node.site or (node.cluster.site if node.cluster is not None else None)
-    return None if site in (None, LOCAL_SITE) else site
-
-
 @dataclass(frozen=True)
 class NodeSnapshot:
-    """The fields of a node a power action needs, detached from the database session."""
+    """What a power action needs of a node, built by the inventory (drivers never see a row).
+
+    ``params`` is the node's driver settings model, validated, secrets still encrypted; ``refs`` holds
+    what the service resolved for it (``"proxmox_host"``: a :class:`ProxmoxEndpoint`).
+    """
 
     node_id: int
     hostname: str
     ip_address: str
     role: NodeRole
-    method: WolMethod
+    method: str
     probe_port: int
-    mac: str | None = None
-    wol_port: int = 9
-    broadcast: str | None = None
-    prefix_len: int | None = None
-    interface: str | None = None
-    secureon: str | None = field(default=None, repr=False)  # plain: only where a wake agent received it
-    secureon_encrypted: str | None = field(default=None, repr=False)  # as stored; decrypted when sent
-    proxmox_vm_id: int | None = None
-    proxmox_host_id: int | None = None
-    proxmox_node: str | None = None
-    proxmox: ProxmoxEndpoint | None = None
-    bmc_address: str | None = None
-    bmc_port: int | None = None
-    bmc_username: str | None = None
-    bmc_password_encrypted: str | None = field(default=None, repr=False)
-    redfish_url: str | None = None
-    redfish_system_id: str | None = None
-    bmc_verify_tls: bool = True
-    bmc_ca_file: str | None = None
     # The wake-agent site whose agents send this node's magic packets; None: the orchestrator itself.
     site: str | None = None
-
-    @classmethod
-    def of(cls, node: Node) -> NodeSnapshot:
-        """Snapshot a Node row (with its Proxmox host: the node's own, else the only one there is)."""
-        host = node.proxmox_host
-        if host is None and node.wol_method == WolMethod.PROXMOX and node.proxmox_host_id is None:
-            session = object_session(node)
-            if session is not None:
-                hosts = session.scalars(select(ProxmoxHost).limit(2)).all()
-                host = hosts[0] if len(hosts) == 1 else None
-        return cls(
-            node_id=node.id,
-            hostname=node.hostname,
-            ip_address=node.ip_address,
-            role=node.role,
-            method=node.wol_method,
-            probe_port=node.probe_port or node.ssh_port,
-            mac=node.wol_mac_address,
-            wol_port=node.wol_port,
-            broadcast=node.wol_broadcast_address,
-            prefix_len=node.wol_prefix_len,
-            interface=node.wol_interface,
-            secureon_encrypted=node.wol_secureon_encrypted,
-            proxmox_vm_id=node.proxmox_vm_id,
-            proxmox_host_id=node.proxmox_host_id,
-            proxmox_node=node.proxmox_node,
-            proxmox=None if host is None else ProxmoxEndpoint.of(host),
-            bmc_address=node.bmc_address,
-            bmc_port=node.bmc_port,
-            bmc_username=node.bmc_username,
-            bmc_password_encrypted=node.bmc_password_encrypted,
-            redfish_url=node.redfish_url,
-            redfish_system_id=node.redfish_system_id,
-            bmc_verify_tls=node.bmc_verify_tls,
-            bmc_ca_file=node.bmc_ca_file,
-            site=node_site(node),
-        )
-
-    @property
-    def has_secureon(self) -> bool:
-        """Whether its magic packets carry a SecureOn password."""
-        return self.secureon is not None or self.secureon_encrypted is not None
+    params: DriverParams = field(default_factory=DriverParams)
+    refs: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -303,14 +250,19 @@ def _rounded(value: float | None) -> float | None:
 class PowerDriver:
     """A way of powering nodes on and, for some drivers, off and asking their state.
 
-    Subclasses set ``methods`` and ``actions`` and implement the primitives they support: ``_on``,
-    ``_off`` and ``query`` for one node, raising FatalPowerError or RetryablePowerError; or override
-    ``send_on`` to handle a whole batch at once.
+    A driver module declares ``name`` (the stored ``power_method``), ``Params`` (its settings model,
+    :mod:`mko.power.params`) and ``capabilities``, and implements the primitives those need: ``_on``,
+    ``_off``, ``_cycle`` and ``query`` for one node, raising FatalPowerError or RetryablePowerError; or
+    it overrides ``send_on`` to handle a whole batch at once.
     """
 
-    methods: ClassVar[tuple[WolMethod, ...]] = ()
-    #: Of "on", "off", "soft" and "status".
-    actions: ClassVar[frozenset[str]] = frozenset({"on"})
+    #: The registry key and the stored power method.
+    name: ClassVar[str] = ""
+    #: The node's settings for this driver.
+    Params: ClassVar[type[DriverParams]] = DriverParams
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.ON})
+    #: Which nodes it can power: a Proxmox VM is "virtual"; magic packets and BMCs are "physical".
+    node_kind: ClassVar[Literal["physical", "virtual", "any"]] = "any"
     #: A successful call means the request was accepted: the schedule does not repeat it.
     confirms_delivery: ClassVar[bool] = False
     #: With ``wait``, verify with ``query`` (the state the driver reports) instead of a TCP probe.
@@ -319,6 +271,8 @@ class PowerDriver:
     parallel: ClassVar[int] = 32
     #: Human name in messages.
     label: ClassVar[str] = "power"
+    #: Decrypts stored secrets; set by the registry's lookup for each run.
+    secrets: Callable[[], SecretBox] | None = None
 
     @classmethod
     def create(cls, settings: Settings) -> PowerDriver:
@@ -327,17 +281,43 @@ class PowerDriver:
 
     @classmethod
     def supports(cls, action: str) -> bool:
-        """Whether this driver can do ``action`` (on, off, soft, status) at all."""
-        return action in cls.actions
+        """Whether this driver can do ``action`` (on, off, soft, cycle, status) at all."""
+        need = _NEEDS.get(action)
+        return need is not None and need in cls.capabilities
+
+    @classmethod
+    def can(cls) -> list[str]:
+        """The actions it offers, for messages and help."""
+        return [action for action, need in _NEEDS.items() if need in cls.capabilities]
 
     @classmethod
     def unsupported(cls, node: NodeSnapshot, action: str) -> UnsupportedActionError:
         """The refusal for an action this driver cannot do, with the reason."""
-        can = ", ".join(sorted(cls.actions)) or "nothing"
+        can = ", ".join(cls.can()) or "nothing"
         return UnsupportedActionError(
-            f"{node.label} is powered by {cls.label} ({node.method.value}), which cannot do {action!r}"
+            f"{node.label} is powered by {cls.label} ({node.method}), which cannot do {action!r}"
             f" (it can: {can})"
         )
+
+    def device_key(self, node: NodeSnapshot) -> str | None:
+        """The device several nodes share (a PDU), for per-device limits; None: the node's own."""
+        return None
+
+    def reveal(self, value: str) -> str:
+        """A stored secret in the clear, at the moment of use."""
+        if isinstance(value, RevealedSecret):
+            return str(value)
+        if not isinstance(value, EncryptedSecret):
+            raise FatalPowerError("a stored secret is not encrypted; set it again")
+        if self.secrets is None:
+            raise FatalPowerError(f"the {self.label} driver has no key to read stored secrets")
+        return self.secrets().decrypt(str(value))
+
+    def params(self, node: NodeSnapshot) -> Any:
+        """The node's settings as this driver's model (the snapshot holds them validated)."""
+        if isinstance(node.params, self.Params):
+            return node.params
+        return self.Params.model_validate(node.params.model_dump())
 
     async def send_on(self, nodes: Sequence[NodeSnapshot]) -> dict[int, AttemptError | None]:
         """One power-on attempt for each node, all at once; None for a node means the attempt went out."""
@@ -360,6 +340,13 @@ class PowerDriver:
 
     async def _off(self, node: NodeSnapshot, *, soft: bool) -> None:
         raise self.unsupported(node, (PowerAction.SOFT if soft else PowerAction.OFF).value)
+
+    async def _cycle(self, node: NodeSnapshot) -> None:
+        raise self.unsupported(node, PowerAction.CYCLE.value)
+
+    async def send_cycle(self, nodes: Sequence[NodeSnapshot]) -> dict[int, AttemptError | None]:
+        """One off-then-on command for each node, all at once."""
+        return await self._each(nodes, self._cycle)
 
     async def _each(
         self, nodes: Sequence[NodeSnapshot], call: Callable[[NodeSnapshot], Awaitable[None]]
@@ -420,6 +407,16 @@ async def power_off(
     return await _PowerRun(nodes, schedule, driver_for, on_event, action).run()
 
 
+async def power_cycle(
+    nodes: Sequence[NodeSnapshot],
+    schedule: WakeSchedule,
+    driver_for: DriverLookup,
+    on_event: EventHook | None = None,
+) -> list[NodeOutcome]:
+    """Power nodes off and on again in one command each (a PDU outlet's reboot); verified as "on"."""
+    return await _PowerRun(nodes, schedule, driver_for, on_event, PowerAction.CYCLE).run()
+
+
 class _PowerRun:
     """The state of one run: outcomes per node, drivers and their groups, verification watchers."""
 
@@ -438,8 +435,7 @@ class _PowerRun:
         self.missed = OutcomeState.NOT_UP if self.target == PowerState.ON else OutcomeState.NOT_OFF
         ordered = _order(nodes)
         self.outcomes = {
-            n.node_id: NodeOutcome(n.node_id, n.hostname, n.method.value, action=action.value)
-            for n in ordered
+            n.node_id: NodeOutcome(n.node_id, n.hostname, n.method, action=action.value) for n in ordered
         }
         self.notify: EventHook = on_event or (lambda _kind, _outcome: None)
         self.drivers: dict[int, PowerDriver] = {}
@@ -531,6 +527,8 @@ class _PowerRun:
         """One attempt per pending node of one driver, as one batch."""
         if self.action == PowerAction.ON:
             errors = await driver.send_on(pending)
+        elif self.action == PowerAction.CYCLE:
+            errors = await driver.send_cycle(pending)
         else:
             errors = await driver.send_off(pending, soft=self.action == PowerAction.SOFT)
         for node_id, error in errors.items():

@@ -21,11 +21,12 @@ from mko.agents.jobs import wake_remote
 from mko.agents.routing import routed_to_agent, split_by_site
 from mko.inventory.clusters import get_cluster
 from mko.inventory.nodes import get_node, list_nodes
+from mko.inventory.snapshots import params_of, snapshot, snapshots
 from mko.operations import ownership
 from mko.operations.kinds import WAKE_KIND_PREFIX
 from mko.operations.records import Actor, finish_operation, record_step, start_operation
 from mko.platform.db.models.base import utcnow
-from mko.platform.db.models.inventory import Node, NodeRole, WolMethod
+from mko.platform.db.models.inventory import Node, NodeRole
 from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
 from mko.platform.db.session import in_thread_session
 from mko.platform.errors import ConflictError, InputError
@@ -39,7 +40,7 @@ from mko.power.base import (
     WakeSchedule,
     power_on,
 )
-from mko.power.registry import driver_lookup
+from mko.power.registry import DRIVERS
 
 if TYPE_CHECKING:
     pass
@@ -118,8 +119,12 @@ def _not_wakeable_reason(node: Node) -> str | None:
         return (
             f"Wake-on-LAN is disabled for node {node.id} ({node.hostname}); enable it: `wol enable {node.id}`"
         )
-    if node.wol_method in (WolMethod.ETHERNET, WolMethod.ETHERNET_RAW) and not node.wol_mac_address:
-        return f"node {node.id} ({node.hostname}) has no MAC address; set it with `wol configure`"
+    if node.wol_method not in DRIVERS:
+        return f"node {node.id} ({node.hostname}): no power driver for method {node.wol_method!r}"
+    params = params_of(node)
+    for missing in params.missing(enabled=True):
+        what = type(params).fields_meta()[missing].help.split(": ", 1)[-1]
+        return f"node {node.id} ({node.hostname}) has no {what} ({missing}); set it with `wol configure`"
     return None
 
 
@@ -152,7 +157,7 @@ def start_wake(
         running = _running_wake_of(session, node.id, coalesce_seconds)
         if running is not None:
             log.info("wake of node %s by %s joined running operation %s", node.id, actor.name, running.id)
-            return PreparedWake(running.id, [NodeSnapshot.of(node)], schedule, coalesced=True)
+            return PreparedWake(running.id, [snapshot(node)], schedule, coalesced=True)
         nodes, skipped = [node], {}
     elif target_type == "nodes":
         if not node_ids:
@@ -177,7 +182,7 @@ def start_wake(
             )
     else:
         raise InputError("target_type", f"cannot wake a {target_type!r}")
-    snapshots = [NodeSnapshot.of(n) for n in nodes]
+    built = snapshots(session, nodes)
     operation = start_operation(
         session,
         kind=f"{WAKE_KIND_PREFIX}_{target_type}",
@@ -185,11 +190,11 @@ def start_wake(
         target_id=target_id,
         actor=actor,
         parameters=schedule.as_dict() | ({"node_ids": list(dict.fromkeys(node_ids))} if node_ids else {}),
-        summary=f"waking {len(snapshots)} node(s)",
+        summary=f"waking {len(built)} node(s)",
     )
     now = utcnow()
     # Nodes of another site are woken by that site's agent (mko.agents); their steps say so.
-    via = {n.node_id: f" via site {n.site}" for n in snapshots if routed_to_agent(n)}
+    via = {n.node_id: f" via site {n.site}" for n in built if routed_to_agent(n)}
     for seq, node in enumerate(sorted(nodes, key=lambda n: n.id), start=1):
         operation.steps.append(
             OperationStep(
@@ -210,7 +215,7 @@ def start_wake(
     )
     session.commit()
     left = {n.id: leave[n.id] for n in left_alone}
-    return PreparedWake(operation.id, snapshots, schedule, skipped, left=left)
+    return PreparedWake(operation.id, built, schedule, skipped, left=left)
 
 
 def _closed_steps(
@@ -235,7 +240,7 @@ def _closed_steps(
 
 def _driver_lookup(settings: Settings) -> Callable[[NodeSnapshot], PowerDriver | AttemptError]:
     # Each node gets whichever driver its method names: packets, Proxmox, IPMI or Redfish.
-    return driver_lookup(settings)
+    return DRIVERS.lookup(settings)
 
 
 _STEP_STATUS = {
@@ -372,7 +377,7 @@ async def resume_wake(
                 continue
             # Every node again, also those already up: a packet to a running machine does nothing, and
             # the probe then proves it is up in this operation's result.
-            nodes.append(NodeSnapshot.of(node))
+            nodes.append(snapshot(node))
             step.status, step.message, step.finished_at = OperationStatus.RUNNING, "", None
         params = operation.parameters
         schedule = WakeSchedule(

@@ -43,6 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.pool import NullPool
 from typer.testing import CliRunner
 
+from foldcheck import check_power_params_fold
 from mko.cli.root import app
 from mko.inventory.clusters import list_clusters
 from mko.inventory.nodes import create_node, list_nodes
@@ -51,7 +52,7 @@ from mko.lab.postgres import PostgresServer
 from mko.platform.db.backup import backup_sqlite
 from mko.platform.db.migrate import current_revision, head_revision, upgrade
 from mko.platform.db.models.base import Base
-from mko.platform.db.models.inventory import NodeRole, WolMethod
+from mko.platform.db.models.inventory import NodeRole
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.db.upgrade import upgrade_database
 from mko.platform.settings import Settings, get_settings
@@ -234,7 +235,7 @@ def check_imported(url: str, nodes: list[dict[str, Any]], *, orphan: bool = Fals
                 ), old["id"]
                 assert (node.wol_enabled, node.wol_method, node.wol_port, node.is_virtual_node) == (
                     False,
-                    WolMethod.ETHERNET,
+                    "ethernet",
                     9,
                     False,
                 )
@@ -507,6 +508,10 @@ def test_full_schema_migrates_on_postgresql(postgres: PostgresServer) -> None:
         assert diff == []
     finally:
         engine.dispose()
+
+
+def test_power_params_fold_round_trips_on_postgresql(postgres: PostgresServer) -> None:
+    check_power_params_fold(postgres.create_database("power_params_fold"))
 
 
 def test_postgresql_import_backup_and_restore(

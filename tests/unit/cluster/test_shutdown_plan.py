@@ -9,10 +9,10 @@ import pytest
 from mko.cluster.options import K8sOptions
 from mko.cluster.plan import build_plan
 from mko.cluster.recovery import ready_nodes
-from mko.platform.db.models.inventory import Node, NodeRole, WolMethod
+from mko.platform.db.models.inventory import Node, NodeRole
 
 
-def _node(node_id: int, hostname: str, role: NodeRole, method: WolMethod = WolMethod.ETHERNET) -> Node:
+def _node(node_id: int, hostname: str, role: NodeRole, method: str = "ethernet") -> Node:
     return Node(id=node_id, hostname=hostname, role=role, wol_method=method)
 
 
@@ -23,7 +23,7 @@ NODES = [
     _node(2, "cp-2", CP),
     _node(7, "cp-3", CP),
     _node(1, "cp-1", CP),
-    _node(4, "w-a", W, WolMethod.PROXMOX),
+    _node(4, "w-a", W, "proxmox"),
 ]
 
 

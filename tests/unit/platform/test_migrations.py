@@ -8,6 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
+from foldcheck import check_power_params_fold
 from mko.platform.db.migrate import current_revision, head_revision, upgrade
 from mko.platform.db.models.base import Base
 from mko.platform.db.session import make_engine
@@ -59,3 +60,7 @@ def test_wol_fields_arrive_in_their_own_revision_with_seed_defaults(tmp_path: Pa
         ).one()
     engine.dispose()
     assert tuple(row) == (0, "ethernet", 9, 0, None)
+
+
+def test_0016_folds_every_power_column_without_loss(tmp_path: Path) -> None:
+    check_power_params_fold(f"sqlite:///{tmp_path / 'x.db'}")

@@ -14,7 +14,9 @@ from mko.http.live import LiveReads
 from mko.http.routing import MkoRoute
 from mko.http.security import AdminDep, PrincipalDep, require_operator_for
 from mko.inventory.nodes import configure_wol, get_node
+from mko.inventory.power_settings import secret_fields
 from mko.inventory.schemas import NodePublic, WolConfigure
+from mko.inventory.snapshots import snapshot
 from mko.nic.wol_switch import set_nic_wol
 from mko.operations.records import finish_operation, start_operation
 from mko.platform.db.models.operations import OperationStatus
@@ -175,7 +177,7 @@ async def wol_status(
     """Configuration, the last wake and its outcome; ``?probe=true`` also checks reachability now."""
 
     def load(session: Session) -> tuple[dict[str, Any], NodeSnapshot]:
-        return wol_status_sync(session, node_id), NodeSnapshot.of(get_node(session, node_id))
+        return wol_status_sync(session, node_id), snapshot(get_node(session, node_id))
 
     status, target = await db.run(load)
     if probe:
@@ -189,8 +191,9 @@ async def wol_status(
 def _record_change(
     session: SessionDep, actor: ActorDep, node_id: int, kind: str, changes: dict[str, Any]
 ) -> None:
-    if "wol_secureon" in changes:
-        changes["wol_secureon"] = "***" if changes["wol_secureon"] else None
+    for secret in secret_fields():
+        if secret in changes:
+            changes[secret] = "***" if changes[secret] else None
     operation = start_operation(
         session, kind=kind, target_type="node", target_id=node_id, actor=actor, parameters=changes
     )

@@ -12,13 +12,15 @@ from mko.http.deps import DbDep, SessionDep, SettingsDep
 from mko.http.routing import MkoRoute
 from mko.inventory.clusters import list_clusters
 from mko.inventory.nodes import configure_wol, create_node, get_node, list_nodes
+from mko.inventory.power_settings import secret_fields
 from mko.inventory.schemas import NodeCreate, WolConfigure
+from mko.inventory.snapshots import param_values
 from mko.operations.kinds import WAKE_KIND_PREFIX
 from mko.operations.records import finish_operation, last_step_for_node, list_for_node, start_operation
 from mko.platform.db.models.access import Role
-from mko.platform.db.models.inventory import WolMethod
+from mko.platform.db.models.inventory import DEFAULT_POWER_METHOD
 from mko.platform.errors import ConflictError, InputError
-from mko.web.forms import FormDep, blank_to_none, field_errors
+from mko.web.forms import FormDep, blank_to_none, driver_fields, field_errors, params_from_form
 from mko.web.pages.render import _actor, _render, _see_other, _start_wake
 from mko.wol.status import wol_status_sync
 
@@ -34,8 +36,6 @@ WOL_FORM_FIELDS = [
     "wol_broadcast_address",
     "proxmox_vm_id",
     "proxmox_host_id",
-    "wol_interface",
-    "wol_prefix_len",
     "probe_port",
     "site",
 ]
@@ -100,11 +100,14 @@ def _node_page(
 ) -> HTMLResponse:
     node = get_node(session, node_id)
     context.setdefault("form", None)
+    stored = param_values(node)
+    shown = stored | (context["form"] or {})
     return _render(
         request,
         "node_detail.html",
         status_code,
         node=node,
+        power_fields=driver_fields(shown, {name: value is not None for name, value in stored.items()}),
         wol=wol_status_sync(session, node_id),
         history=list_for_node(session, node_id),
         **context,
@@ -124,16 +127,10 @@ def configure_node(request: Request, session: SessionDep, node_id: int, form: Fo
     values["wol_enabled"] = form.get("wol_enabled") == "on"
     values["is_virtual_node"] = form.get("kind") == "virtual"
     if values["wol_method"] is None:
-        values["wol_method"] = (
-            WolMethod.PROXMOX.value if values["is_virtual_node"] else WolMethod.ETHERNET.value
-        )
+        values["wol_method"] = "proxmox" if values["is_virtual_node"] else DEFAULT_POWER_METHOD
     if values["wol_port"] is None:
         values["wol_port"] = 9
-    secureon = str(form.get("wol_secureon") or "").strip()
-    if secureon:  # write-only: an empty field keeps the stored password
-        values["wol_secureon"] = secureon
-    if form.get("clear_secureon") == "on":
-        values["wol_secureon"] = None
+    values |= params_from_form(form)  # every method's own settings, from the drivers' models
     try:
         data = WolConfigure.model_validate(values)
         principal = getattr(request.state, "principal", None)
@@ -142,8 +139,9 @@ def configure_node(request: Request, session: SessionDep, node_id: int, form: Fo
     except (InputError, ValidationError) as exc:
         return _node_page(request, session, node_id, 422, form=values, errors=field_errors(exc))
     changes = data.model_dump(mode="json", exclude_unset=True)
-    if changes.get("wol_secureon"):
-        changes["wol_secureon"] = "***"
+    for secret in secret_fields():
+        if changes.get(secret):
+            changes[secret] = "***"
     operation = start_operation(
         session,
         kind="wol_configure",
