@@ -120,6 +120,8 @@ DRIVERS: Final = Registry(
     ("proxmox", "mko.power.drivers.proxmox:ProxmoxDriver"),
     ("ipmi", "mko.power.drivers.ipmi:IpmiDriver"),
     ("redfish", "mko.power.drivers.redfish:RedfishDriver"),
+    ("shelly", "mko.power.drivers.shelly:ShellyDriver"),
+    ("tasmota", "mko.power.drivers.tasmota:TasmotaDriver"),
 )
 
 #: The methods as an enum, for OpenAPI schemas and CLI choices (the seed's ``"wol_method": "ethernet"``).

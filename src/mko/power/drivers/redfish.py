@@ -17,6 +17,7 @@ from pydantic import BaseModel, SecretStr
 from mko.platform.errors import FatalPowerError, RetryablePowerError, UnsupportedActionError
 from mko.power.base import Capability, NodeSnapshot, PowerDriver, PowerState
 from mko.power.fields import BmcLogin, validate_ca_file, validate_name, validate_redfish_url
+from mko.power.http import is_certificate_error
 from mko.power.params import DriverParams, param
 
 if TYPE_CHECKING:
@@ -139,7 +140,7 @@ class RedfishDriver(PowerDriver):
         except httpx.TimeoutException:
             raise RetryablePowerError(f"{where} did not answer in time") from None
         except httpx.TransportError as exc:
-            if _is_certificate_error(exc):
+            if is_certificate_error(exc):
                 raise FatalPowerError(
                     f"{where}: TLS certificate verification failed; give the BMC's CA file (--bmc-ca-file)"
                 ) from None
@@ -206,12 +207,3 @@ class RedfishDriver(PowerDriver):
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
-
-
-def _is_certificate_error(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
