@@ -122,6 +122,7 @@ DRIVERS: Final = Registry(
     ("redfish", "mko.power.drivers.redfish:RedfishDriver"),
     ("shelly", "mko.power.drivers.shelly:ShellyDriver"),
     ("tasmota", "mko.power.drivers.tasmota:TasmotaDriver"),
+    ("webhook", "mko.power.drivers.webhook:WebhookDriver"),
 )
 
 #: The methods as an enum, for OpenAPI schemas and CLI choices (the seed's ``"wol_method": "ethernet"``).
