@@ -121,6 +121,7 @@ DRIVERS: Final = Registry(
     ("ipmi", "mko.power.drivers.ipmi:IpmiDriver"),
     ("redfish", "mko.power.drivers.redfish:RedfishDriver"),
     ("shelly", "mko.power.drivers.shelly:ShellyDriver"),
+    ("snmp_pdu", "mko.power.drivers.snmp_pdu:SnmpPduDriver"),
     ("tasmota", "mko.power.drivers.tasmota:TasmotaDriver"),
     ("webhook", "mko.power.drivers.webhook:WebhookDriver"),
 )
