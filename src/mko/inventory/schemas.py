@@ -95,6 +95,10 @@ def _driver_fields(*, public: bool) -> dict[str, Any]:
         annotation = info.annotation
         if public:
             fields[name] = (annotation, Field(default=info.default, description=meta.help))
+        elif "list[" in str(annotation):
+            # An argument vector may also come as one line of words (CLI, web form); the driver's check
+            # splits it.
+            fields[name] = (Optional[annotation | str], Field(default=None, description=meta.help))  # noqa: UP045
         else:
             fields[name] = (Optional[annotation], Field(default=None, description=meta.help))  # noqa: UP045
     return fields

@@ -120,6 +120,7 @@ DRIVERS: Final = Registry(
     ("proxmox", "mko.power.drivers.proxmox:ProxmoxDriver"),
     ("ipmi", "mko.power.drivers.ipmi:IpmiDriver"),
     ("redfish", "mko.power.drivers.redfish:RedfishDriver"),
+    ("command", "mko.power.drivers.command:CommandDriver"),
     ("shelly", "mko.power.drivers.shelly:ShellyDriver"),
     ("snmp_pdu", "mko.power.drivers.snmp_pdu:SnmpPduDriver"),
     ("tasmota", "mko.power.drivers.tasmota:TasmotaDriver"),

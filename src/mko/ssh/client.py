@@ -83,6 +83,15 @@ class SshTimeoutError(SshError, RetryablePowerError):
     """A command did not finish within its timeout."""
 
 
+def _trust_hint(target: SshTarget) -> str:
+    """How to trust this host: `mko node trust` for a node, else adding the key to mko's known_hosts."""
+    if target.node_id is not None:
+        return f"run `mko node trust {target.node_id}`"
+    return (
+        f"add its key to mko's known_hosts (MKO_SSH_KNOWN_HOSTS): ssh-keyscan -p {target.port} {target.host}"
+    )
+
+
 class HostKeyUnknownError(SshError, FatalPowerError):
     """No host key is recorded for the node; the operator must trust it first."""
 
@@ -91,7 +100,7 @@ class HostKeyUnknownError(SshError, FatalPowerError):
         super().__init__(
             target,
             f"host key of {target.address} is not trusted yet{shown}; check the fingerprint on the node "
-            f"(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) and run `mko node trust {target.node_id}`",
+            f"(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) and {_trust_hint(target)}",
         )
         self.presented = presented
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -58,6 +59,11 @@ def _input_type(annotation: Any, secret: bool) -> str:
     return "text"
 
 
+def _shown(value: Any) -> Any:
+    """A list setting (an argument vector) as one line of words, as it is typed."""
+    return shlex.join(value) if isinstance(value, list) else value
+
+
 def driver_fields(values: Mapping[str, Any], secrets_set: Mapping[str, bool]) -> list[dict[str, Any]]:
     """Every driver setting the seed's fields do not cover, as form fields (generated from the drivers'
     models): name, label, input type, current value, whether a secret is set, and the methods using it
@@ -77,7 +83,7 @@ def driver_fields(values: Mapping[str, Any], secrets_set: Mapping[str, bool]) ->
                 "name": name,
                 "label": meta.help,
                 "type": _input_type(info.annotation, meta.secret),
-                "value": None if meta.secret else values.get(name, info.default),
+                "value": None if meta.secret else _shown(values.get(name, info.default)),
                 "is_set": bool(secrets_set.get(name)),
                 "secret": meta.secret,
                 "methods": " ".join(methods.get(name, [])),
