@@ -40,6 +40,27 @@ NODE_COLUMNS = (
 )
 
 
+DependsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--depends-on",
+        help="ids of the nodes it needs up first, e.g. 3,4 ('' for none); shutdown: the reverse",
+    ),
+]
+
+
+def _ids(text: str | None) -> list[int] | None:
+    """``3,4`` → [3, 4]; '' → [] (no dependencies); None → not given."""
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not a list of node ids such as 3,4", param_hint="--depends-on"
+        ) from None
+
+
 @node_app.command("add")
 @power_options
 def node_add(
@@ -59,6 +80,7 @@ def node_add(
     enable_wol: Annotated[bool, typer.Option("--enable-wol", help="enable Wake-on-LAN now")] = False,
     description: Annotated[str, typer.Option(help="free text")] = "",
     site: SiteOpt = None,
+    depends_on: DependsOpt = None,
     as_json: JsonOpt = False,
     power: dict[str, Any] | None = None,
 ) -> None:
@@ -75,6 +97,7 @@ def node_add(
         "wol_method": method,
         "description": description,
         "site": site,
+        "depends_on": _ids(depends_on),
         **(power or {}),
     }
     data = NodeCreate(**{k: v for k, v in given.items() if v is not None})
@@ -115,6 +138,7 @@ def node_update(
     ssh_key: Annotated[str | None, typer.Option("--ssh-key", help="path of the SSH private key")] = None,
     description: Annotated[str | None, typer.Option(help="free text")] = None,
     site: SiteOpt = None,
+    depends_on: DependsOpt = None,
     as_json: JsonOpt = False,
     power: dict[str, Any] | None = None,
 ) -> None:
@@ -129,6 +153,7 @@ def node_update(
         "ssh_key_path": ssh_key,
         "description": description,
         "site": site,
+        "depends_on": _ids(depends_on),
         **(power or {}),
     }
     data = NodeUpdate(**{k: v for k, v in given.items() if v is not None})

@@ -31,7 +31,7 @@ from mko.power.base import NodeOutcome
 from mko.power.magic import LIMITED_BROADCAST, send_magic_packet
 from mko.power.registry import PowerMethod
 from mko.wol.status import wol_status
-from mko.wol.wake import PreparedWake, make_schedule, run_wake, start_wake
+from mko.wol.wake import PreparedWake, make_schedule, plan_cluster_wake, run_wake, start_wake
 
 wol_app = typer.Typer(
     help="Wake-on-LAN: wake nodes and clusters, status, enable/disable, configure.", no_args_is_help=True
@@ -62,9 +62,18 @@ def _run_wake(
     wait: bool,
     timeout: float | None,
     as_json: bool,
+    stagger: float | None = None,
+    dry_run: bool = False,
 ) -> None:
     settings = get_settings()
-    schedule = make_schedule(settings, retries=retries, delay=delay, wait=wait, timeout=timeout)
+    schedule = make_schedule(
+        settings, retries=retries, delay=delay, wait=wait, timeout=timeout, stagger=stagger
+    )
+    if dry_run:
+        with open_session() as session:
+            plan = plan_cluster_wake(session, target_id, schedule)
+        _print_plan(plan, as_json)
+        return
     with open_session() as session:
         prepared = start_wake(
             session, target_type=target_type, target_id=target_id, schedule=schedule, actor=Actor.cli()
@@ -175,10 +184,43 @@ def wake_cluster(
     delay: DelayOpt = None,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = None,
+    stagger: Annotated[
+        float | None,
+        typer.Option("--stagger", help="seconds between two nodes' power-ons [default: the cluster's]"),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print the order as levels; power nothing")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Wake all nodes in a cluster at once, control-plane nodes' packets first."""
-    _run_wake("cluster", cluster_id, retries, delay, wait, timeout, as_json)
+    """Wake all nodes in a cluster: control-plane nodes first, nodes that depend on others (depends_on)
+    after them, level by level, each level's power-ons spread by --stagger."""
+    _run_wake("cluster", cluster_id, retries, delay, wait, timeout, as_json, stagger, dry_run)
+
+
+def _print_plan(plan: dict[str, Any], as_json: bool) -> None:
+    """The dry run's levels: what would be powered on, by which method, in which order."""
+    if as_json:
+        typer.echo(json.dumps(plan, indent=2))
+        return
+    table = Table(
+        title=f"wake plan of cluster {plan['cluster_id']} (stagger {plan['stagger']:g} s, nothing sent)"
+    )
+    for column in ("level", "node", "hostname", "method", "after", "depends on"):
+        table.add_column(column)
+    for level in plan["levels"]:
+        for node in level["nodes"]:
+            table.add_row(
+                str(level["level"]),
+                str(node["node_id"]),
+                node["hostname"],
+                node["method"],
+                f"+{node['starts_after']:g} s",
+                ", ".join(map(str, node["depends_on"])) or "—",
+            )
+    console.print(table)
+    for skipped in plan["skipped"]:
+        console.print(f"  skipped node {skipped['node_id']}: {skipped['reason']}")
 
 
 @wol_app.command("status")

@@ -32,7 +32,7 @@ def create_cluster(session: Session, data: ClusterCreate) -> Cluster:
     name = _cluster_name(data.name)
     site = _cluster_site(data.site)
     description = validation.check_text(data.description, "description", max_length=DESCRIPTION_MAX)
-    cluster = Cluster(name=name, description=description, site=site)
+    cluster = Cluster(name=name, description=description, site=site, power_stagger=data.power_stagger)
     session.add(cluster)
     _commit(session, f"a cluster named {name!r} already exists")
     return cluster
@@ -95,6 +95,8 @@ def update_cluster(
         if site != cluster.site and not may_rebind_secrets:
             refuse_moving_secureon(session, cluster, site)
         cluster.site = site
+    if "power_stagger" in changes:
+        cluster.power_stagger = changes["power_stagger"] or None
     _commit(session, f"a cluster named {cluster.name!r} already exists")
     return cluster
 

@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from mko.inventory.clusters import DESCRIPTION_MAX, _commit, get_cluster
+from mko.inventory.dependencies import set_dependencies
 from mko.inventory.power_settings import (
     check_param_fields,
     check_power_settings,
@@ -56,7 +57,9 @@ def list_nodes(session: Session, cluster_id: int | None = None) -> list[Node]:
     """Nodes by id, optionally of one cluster (which must exist), with what power snapshots read."""
     # Snapshots read the node's Proxmox host and cluster: loaded here, not one query per node.
     query = (
-        select(Node).options(selectinload(Node.proxmox_host), selectinload(Node.cluster)).order_by(Node.id)
+        select(Node)
+        .options(selectinload(Node.proxmox_host), selectinload(Node.cluster), selectinload(Node.dependencies))
+        .order_by(Node.id)
     )
     if cluster_id is not None:
         get_cluster(session, cluster_id)
@@ -67,10 +70,14 @@ def list_nodes(session: Session, cluster_id: int | None = None) -> list[Node]:
 def create_node(session: Session, data: NodeCreate) -> Node:
     """Add a node after checking every field and the WoL combination."""
     given = encrypt_secrets(session, data.model_dump(exclude_unset=True))
+    depends_on = given.pop("depends_on", None)
     values = _checked(session, _defaults() | given, explicit=set(given))
     node = Node()
     _write(node, values, set(values))
     session.add(node)
+    if depends_on:
+        session.flush()  # the node's id, for its dependencies
+        set_dependencies(session, node, depends_on)
     _commit(session, lambda: _duplicate_message(session, values, None))
     return node
 
@@ -89,6 +96,7 @@ def update_node(
     """
     node = get_node(session, node_id)
     given = data.model_dump(exclude_unset=True)
+    depends_on = given.pop("depends_on", None)
     changes = encrypt_secrets(session, dict(given))
     current = node_values(node)
     merged = _checked(session, current | changes, explicit=set(changes))
@@ -96,6 +104,8 @@ def update_node(
         session, f"node {node_id} ({node.hostname})", current, merged, given, may_rebind_secrets
     )
     _write(node, merged, {k for k, v in merged.items() if k in changes or v != current.get(k)})
+    if depends_on is not None:
+        set_dependencies(session, node, depends_on)
     _commit(session, lambda: _duplicate_message(session, merged, node_id))
     return node
 

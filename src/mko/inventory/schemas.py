@@ -30,6 +30,7 @@ __all__ = [
 
 
 SITE_HELP = "wake-agent site of the nodes (letters, digits, . _ -)"
+STAGGER_HELP = "seconds between two nodes' power-ons in a wake of the cluster (inrush current)"
 
 
 class ClusterCreate(InputModel):
@@ -38,6 +39,7 @@ class ClusterCreate(InputModel):
     name: str = Field(min_length=1, max_length=100)
     description: str = Field(default="", max_length=1000)
     site: str | None = Field(default=None, description=SITE_HELP)
+    power_stagger: float | None = Field(default=None, ge=0, le=600, description=STAGGER_HELP)
 
 
 class ClusterUpdate(InputModel):
@@ -46,6 +48,7 @@ class ClusterUpdate(InputModel):
     name: str | None = Field(default=None, min_length=1, max_length=100)
     description: str | None = Field(default=None, max_length=1000)
     site: str | None = Field(default=None, description=SITE_HELP + "; null: the orchestrator's LAN")
+    power_stagger: float | None = Field(default=None, ge=0, le=600, description=STAGGER_HELP + "; null: none")
 
 
 class ClusterPublic(BaseModel):
@@ -59,6 +62,7 @@ class ClusterPublic(BaseModel):
     created_at: datetime
     node_count: int = 0
     site: str | None = None
+    power_stagger: float | None = None
 
 
 class _SeedWolFields(InputModel):
@@ -123,8 +127,13 @@ else:
     )
 
 
+DEPENDS_HELP = "ids of the nodes this node needs up before it is powered on (a NAS, its Proxmox host)"
+
+
 class NodeCreate(WolConfigure):
     """A new node; WoL fields are optional here and may be set later with ``wol configure``."""
+
+    depends_on: list[int] | None = Field(default=None, description=DEPENDS_HELP)
 
     hostname: str
     ip_address: str
@@ -140,6 +149,8 @@ class NodeCreate(WolConfigure):
 
 class NodeUpdate(WolConfigure):
     """Fields of a node to change; fields not sent stay as they are."""
+
+    depends_on: list[int] | None = Field(default=None, description=DEPENDS_HELP + "; [] clears")
 
     hostname: str | None = None
     ip_address: str | None = None
@@ -178,6 +189,7 @@ class _NodePublicBase(BaseModel):
     proxmox_vm_id: int | None
     proxmox_host_id: int | None
     probe_port: int | None
+    depends_on: list[int] = Field(default_factory=list, description=DEPENDS_HELP)
     # Read from the node itself over SSH (collect-mac, wol enable/disable, Ansible facts); None until then.
     nic_interface: str | None = None
     nic_wol_supported: str | None = Field(default=None, description='ethtool "Supports Wake-on", e.g. pumbg')
@@ -206,6 +218,7 @@ class _NodePublicBase(BaseModel):
             elif f"{name}_set" in cls.model_fields:
                 data[f"{name}_set"] = value is not None
         data["power_method"] = node.wol_method
+        data["depends_on"] = sorted(d.depends_on_id for d in node.dependencies)
         data["wake_site"] = node_site(node)
         return cls.model_validate(data)
 

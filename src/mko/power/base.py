@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -54,6 +55,7 @@ __all__ = [
     "power_cycle",
     "power_off",
     "power_on",
+    "power_on_levels",
 ]
 
 log = logging.getLogger("mko.power")
@@ -175,10 +177,20 @@ class WakeSchedule:
     timeout: float = 300.0
     probe_interval: float = 1.0
     probe_timeout: float = 1.0
+    # Spreading power-ons (inrush current): seconds between two nodes' first attempts, and at least this
+    # many between two on the same device (a PDU, a plug: PowerDriver.device_key).
+    stagger: float = 0.0
+    device_gap: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """For an operation's parameters."""
-        return {"retries": self.retries, "delay": self.delay, "wait": self.wait, "timeout": self.timeout}
+        spread = {"stagger": self.stagger} if self.stagger else {}
+        return {
+            "retries": self.retries,
+            "delay": self.delay,
+            "wait": self.wait,
+            "timeout": self.timeout,
+        } | spread
 
 
 class OutcomeState(enum.StrEnum):
@@ -450,9 +462,27 @@ class _PowerRun:
                 self.drivers[node.node_id] = found
                 groups.setdefault(id(found), (found, []))[1].append(node)
         self.groups = list(groups.values())
+        self.offsets = self._offsets(ordered)
         self.watchers: dict[int, asyncio.Task[None]] = {}
         self.changed = asyncio.Event()
         self.started = 0.0
+
+    def _offsets(self, ordered: Sequence[NodeSnapshot]) -> dict[int, float]:
+        """When each node's first attempt may go out: ``stagger`` apart in order, and ``device_gap``
+        apart on one device."""
+        offsets: dict[int, float] = {}
+        if not (self.schedule.stagger or self.schedule.device_gap) or self.action == PowerAction.OFF:
+            return offsets
+        last_on_device: dict[str, float] = {}
+        for index, node in enumerate(n for n in ordered if n.node_id in self.drivers):
+            offset = index * self.schedule.stagger
+            device = self.drivers[node.node_id].device_key(node)
+            if device is not None and device in last_on_device:
+                offset = max(offset, last_on_device[device] + self.schedule.device_gap)
+            if device is not None:
+                last_on_device[device] = offset
+            offsets[node.node_id] = offset
+        return offsets
 
     def _finished(self, node: NodeSnapshot) -> bool:
         return self.outcomes[node.node_id].state in (self.reached, OutcomeState.FAILED)
@@ -472,7 +502,13 @@ class _PowerRun:
         loop = asyncio.get_running_loop()
         self.started = loop.time()
         try:
-            await asyncio.gather(*(self._rounds(loop, driver, nodes) for driver, nodes in self.groups))
+            await asyncio.gather(
+                *(
+                    self._rounds(loop, driver, batch, start)
+                    for driver, nodes in self.groups
+                    for start, batch in _by_offset(nodes, self.offsets).items()
+                )
+            )
             # Nodes still booting get the rest of the timeout; nodes that failed need no more probing.
             for node_id, task in self.watchers.items():
                 if self.outcomes[node_id].state == OutcomeState.FAILED:
@@ -495,10 +531,17 @@ class _PowerRun:
         return list(self.outcomes.values())
 
     async def _rounds(
-        self, loop: asyncio.AbstractEventLoop, driver: PowerDriver, nodes: list[NodeSnapshot]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        driver: PowerDriver,
+        nodes: list[NodeSnapshot],
+        start: float = 0.0,
     ) -> None:
         schedule = self.schedule
-        deadline = self.started + schedule.timeout
+        if start:
+            await asyncio.sleep(max(0.0, self.started + start - loop.time()))
+        started = self.started + start  # a staggered node's schedule starts at its own turn
+        deadline = started + schedule.timeout
         round_number = 0
         while pending := [n for n in nodes if self._needs_attempt(n)]:
             await self._send(driver, pending, loop.time() - self.started)
@@ -509,7 +552,7 @@ class _PowerRun:
             round_number += 1
             if not schedule.wait and round_number >= schedule.retries:
                 return
-            next_round = self.started + _round_time(round_number, schedule)
+            next_round = started + _round_time(round_number, schedule)
             if schedule.wait and next_round >= deadline:
                 return
             # Sleep until the next round, waking early only to stop when every node has settled.
@@ -597,6 +640,59 @@ class _PowerRun:
                 return None
             await asyncio.sleep(min(pause, deadline - now))
             pause = min(pause * 2, self.schedule.probe_interval)
+
+
+def _by_offset(nodes: Sequence[NodeSnapshot], offsets: dict[int, float]) -> dict[float, list[NodeSnapshot]]:
+    """Nodes grouped by when their first attempt may go out (all at 0 without staggering)."""
+    batches: dict[float, list[NodeSnapshot]] = {}
+    for node in nodes:
+        batches.setdefault(offsets.get(node.node_id, 0.0), []).append(node)
+    return batches
+
+
+async def power_on_levels(
+    levels: Sequence[Sequence[NodeSnapshot]],
+    schedule: WakeSchedule,
+    lookup_for_run: Callable[[], DriverLookup],
+    on_event: EventHook | None = None,
+    depends: dict[int, set[int]] | None = None,
+) -> list[NodeOutcome]:
+    """Power on level after level (the order of dependencies): a level starts when every node of the
+    one before is verified up or has failed, so each level but the last is verified even without
+    ``wait``. A node whose dependency did not come up is not powered, and says why."""
+    depends = depends or {}
+    outcomes: list[NodeOutcome] = []
+    not_up: dict[int, str] = {}
+    for index, level in enumerate(levels):
+        last = index == len(levels) - 1
+        ready: list[NodeSnapshot] = []
+        for node in level:
+            blocked = sorted(d for d in depends.get(node.node_id, ()) if d in not_up)
+            if blocked:
+                names = ", ".join(not_up[d] for d in blocked)
+                outcome = NodeOutcome(node.node_id, node.hostname, node.method)
+                _fail(
+                    outcome,
+                    f"not powered on: it depends on {names}, which did not come up",
+                    on_event or _quiet,
+                )
+                outcomes.append(outcome)
+                not_up[node.node_id] = node.label
+            else:
+                ready.append(node)
+        if not ready:
+            continue
+        run_schedule = schedule if last or schedule.wait else dataclasses.replace(schedule, wait=True)
+        done = await power_on(ready, run_schedule, lookup_for_run(), on_event)
+        for outcome in done:
+            if outcome.state not in (OutcomeState.UP, OutcomeState.SENT):
+                not_up[outcome.node_id] = f"node {outcome.node_id} ({outcome.hostname})"
+        outcomes.extend(done)
+    return outcomes
+
+
+def _quiet(_kind: str, _outcome: NodeOutcome) -> None:
+    return None
 
 
 def _fail(outcome: NodeOutcome, message: str, notify: EventHook) -> None:

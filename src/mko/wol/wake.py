@@ -8,6 +8,7 @@ request and records the operation (fast, in the caller's session); :func:`run_wa
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mko.agents.jobs import wake_remote
 from mko.agents.routing import routed_to_agent, split_by_site
 from mko.inventory.clusters import get_cluster
+from mko.inventory.dependencies import dependencies_of
 from mko.inventory.nodes import get_node, list_nodes
 from mko.inventory.snapshots import params_of, snapshot, snapshots
 from mko.operations import ownership
@@ -39,14 +41,16 @@ from mko.power.base import (
     PowerDriver,
     WakeSchedule,
     power_on,
+    power_on_levels,
 )
 from mko.power.registry import DRIVERS
+from mko.wol.plan import describe_levels, levels
 
 if TYPE_CHECKING:
     pass
 from mko.operations.interrupted import interrupted_reason
 
-__all__ = ["PreparedWake", "make_schedule", "resume_wake", "run_wake", "start_wake"]
+__all__ = ["PreparedWake", "make_schedule", "plan_cluster_wake", "resume_wake", "run_wake", "start_wake"]
 
 log = logging.getLogger("mko.wake")
 
@@ -58,8 +62,11 @@ def make_schedule(
     delay: float | None = None,
     wait: bool = False,
     timeout: float | None = None,
+    stagger: float | None = None,
 ) -> WakeSchedule:
-    """A schedule from request options and settings defaults; out-of-range values name their field."""
+    """A schedule from request options and settings defaults; out-of-range values name their field.
+
+    ``stagger`` None: the cluster's own (``power_stagger``), applied by :func:`start_wake`."""
     retries = settings.wol_default_retries if retries is None else retries
     delay = settings.wol_default_delay if delay is None else delay
     timeout = settings.wol_default_timeout if timeout is None else timeout
@@ -69,6 +76,8 @@ def make_schedule(
         raise InputError("delay", f"{delay} is out of range (0-60 seconds)")
     if not 0 < timeout <= 3600:
         raise InputError("timeout", f"{timeout} is out of range (0-3600 seconds)")
+    if stagger is not None and not 0 <= stagger <= 600:
+        raise InputError("stagger", f"{stagger} is out of range (0-600 seconds)")
     return WakeSchedule(
         retries=retries,
         delay=delay,
@@ -76,6 +85,8 @@ def make_schedule(
         timeout=timeout,
         probe_interval=settings.probe_interval,
         probe_timeout=settings.probe_timeout,
+        stagger=stagger or 0.0,
+        device_gap=settings.power_device_gap,
     )
 
 
@@ -89,6 +100,7 @@ class PreparedWake:
     skipped: dict[int, str] = field(default_factory=dict)
     coalesced: bool = False  # joined a wake of the same node that is still running: nothing new to run
     left: dict[int, str] = field(default_factory=dict)  # nodes not to wake, on purpose (a restore's)
+    depends: dict[int, set[int]] = field(default_factory=dict)  # node → what it waits for (depends_on)
 
 
 def _running_wake_of(session: Session, node_id: int, within: float) -> Operation | None:
@@ -183,6 +195,10 @@ def start_wake(
     else:
         raise InputError("target_type", f"cannot wake a {target_type!r}")
     built = snapshots(session, nodes)
+    depends = dependencies_of(session, [n.id for n in nodes])
+    levels(built, depends)  # a cycle is refused here, before anything is recorded
+    if target_type == "cluster" and target_id is not None:
+        schedule = _with_cluster_stagger(session, target_id, schedule)
     operation = start_operation(
         session,
         kind=f"{WAKE_KIND_PREFIX}_{target_type}",
@@ -215,7 +231,33 @@ def start_wake(
     )
     session.commit()
     left = {n.id: leave[n.id] for n in left_alone}
-    return PreparedWake(operation.id, built, schedule, skipped, left=left)
+    return PreparedWake(operation.id, built, schedule, skipped, left=left, depends=depends)
+
+
+def plan_cluster_wake(session: Session, cluster_id: int, schedule: WakeSchedule) -> dict[str, Any]:
+    """What a wake of the cluster would do, without doing it (``--dry-run``): the dependency levels
+    with each node's method and start offset, and the nodes that would be skipped."""
+    get_cluster(session, cluster_id)
+    members = list_nodes(session, cluster_id)
+    skipped = {n.id: r for n in members if (r := _not_wakeable_reason(n))}
+    nodes = [n for n in members if n.id not in skipped]
+    built = snapshots(session, nodes)
+    depends = dependencies_of(session, [n.id for n in nodes])
+    schedule = _with_cluster_stagger(session, cluster_id, schedule)
+    planned = levels(built, depends)
+    return {
+        "cluster_id": cluster_id,
+        "stagger": schedule.stagger,
+        "device_gap": schedule.device_gap,
+        "levels": describe_levels(planned, depends, schedule.stagger),
+        "skipped": [{"node_id": k, "reason": v} for k, v in sorted(skipped.items())],
+    }
+
+
+def _with_cluster_stagger(session: Session, cluster_id: int, schedule: WakeSchedule) -> WakeSchedule:
+    """The cluster's own stagger (``power_stagger``) where the request named none."""
+    stagger = get_cluster(session, cluster_id).power_stagger
+    return dataclasses.replace(schedule, stagger=stagger) if stagger and not schedule.stagger else schedule
 
 
 def _closed_steps(
@@ -265,7 +307,7 @@ async def run_wake(
     local, remote = split_by_site(prepared.nodes)
     try:
         outcomes, parts = await asyncio.gather(
-            power_on(local, prepared.schedule, _driver_lookup(settings), on_event) if local else _none(),
+            _wake_local(local, prepared, settings, on_event) if local else _none(),
             wake_remote(session_factory, settings, prepared.operation_id, remote, prepared.schedule, on_event)
             if remote
             else _none(),
@@ -285,6 +327,21 @@ async def run_wake(
     # In a worker thread: a server runs wakes on its event loop, beside requests.
     return await in_thread_session(
         session_factory, lambda session: _close(session, prepared, outcomes, cancelled=False, notes=notes)
+    )
+
+
+async def _wake_local(
+    nodes: list[NodeSnapshot],
+    prepared: PreparedWake,
+    settings: Settings,
+    on_event: Callable[[str, NodeOutcome], None] | None,
+) -> list[NodeOutcome]:
+    """This orchestrator's nodes: all at once, or level after level when some depend on others."""
+    planned = levels(nodes, prepared.depends)
+    if len(planned) == 1:
+        return await power_on(nodes, prepared.schedule, _driver_lookup(settings), on_event)
+    return await power_on_levels(
+        planned, prepared.schedule, lambda: _driver_lookup(settings), on_event, prepared.depends
     )
 
 

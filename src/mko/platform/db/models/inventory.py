@@ -7,12 +7,12 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship, synonym
 
 from mko.platform.db.models.base import Base, _enum, utcnow
 
-__all__ = ["DEFAULT_POWER_METHOD", "Cluster", "Node", "NodeRole", "ProxmoxHost"]
+__all__ = ["DEFAULT_POWER_METHOD", "Cluster", "Node", "NodeDependency", "NodeRole", "ProxmoxHost"]
 
 
 class NodeRole(enum.StrEnum):
@@ -39,6 +39,8 @@ class Cluster(Base):
     site: Mapped[str | None] = mapped_column(String(64))
     # Kubernetes-aware shutdown and recovery (mko.cluster.options.K8sOptions): only the fields set here.
     k8s: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Seconds between two nodes' power-ons in a wake of this cluster (inrush current); None: no stagger.
+    power_stagger: Mapped[float | None] = mapped_column(Float)
 
     nodes: Mapped[list[Node]] = relationship(back_populates="cluster", order_by="Node.id")
 
@@ -109,4 +111,23 @@ class Node(Base):
 
     cluster: Mapped[Cluster | None] = relationship(back_populates="nodes")
     proxmox_host: Mapped[ProxmoxHost | None] = relationship()
+    # What this node waits for when powered on (and goes down before); see NodeDependency.
+    dependencies: Mapped[list[NodeDependency]] = relationship(
+        foreign_keys="NodeDependency.node_id",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        lazy="selectin",
+    )
     power_method = synonym("wol_method")
+
+
+class NodeDependency(Base):
+    """``node_id`` may be powered on only after ``depends_on_id`` is up (a NAS before the workers that
+    mount it); shutdowns go the other way."""
+
+    __tablename__ = "node_dependencies"
+
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True)
+    depends_on_id: Mapped[int] = mapped_column(
+        ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
