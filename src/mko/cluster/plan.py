@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from mko.cluster import outages
 from mko.cluster.options import K8sOptions, get_options
 from mko.inventory.clusters import get_cluster
+from mko.inventory.dependencies import depths
 from mko.inventory.nodes import get_node, list_nodes
 from mko.operations import ownership
 from mko.operations.kinds import RECOVER_KIND, SHUTDOWN_KINDS
@@ -107,6 +108,8 @@ class ShutdownPlan:
     drain_host: str | None
     parallel: list[list[PlannedStep]] = field(default_factory=list)
     serial: list[list[PlannedStep]] = field(default_factory=list)
+    # Workers other nodes depend on (depends_on): in `serial`, after their dependents.
+    providers: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
     # A shutdown for a UPS (an outage): its id, the nodes that answered when planned, and how it ends.
     ups_id: int | None = None
@@ -175,6 +178,8 @@ class ShutdownPlan:
         for chain in self.serial:
             last = chain is self.serial[-1] and chain[0].hostname == self.drain_host
             role = "the drain host, last of all" if last else "control plane, alone"
+            if chain[0].hostname in self.providers:
+                role = "a worker other nodes depend on, alone"
             out.append(f"{number}. then {role}:")
             number += 1
             out.extend(f"   {step.describe()}" for step in chain)
@@ -225,9 +230,16 @@ async def _reachable_control_plane(nodes: Sequence[Node], timeout: float) -> Nod
 def build_plan(
     cluster_id: int, cluster_name: str, nodes: Sequence[Node], drain_host: Node | None, *, force: bool
 ) -> ShutdownPlan:
-    """Order the steps: workers in parallel, then control planes one by one, the drain host last."""
+    """Order the steps: workers in parallel, then the workers others depend on (depends_on) one by one,
+    the most depended-on last, then control planes one by one, the drain host last: a wake's order,
+    reversed."""
     controls = sorted((n for n in nodes if n.role == NodeRole.CONTROL_PLANE), key=lambda n: n.id)
     workers = sorted((n for n in nodes if n.role != NodeRole.CONTROL_PLANE), key=lambda n: n.id)
+    edges = {n.id: {d.depends_on_id for d in n.dependencies} for n in nodes}
+    needed = {d for n in workers for d in edges[n.id]} & {n.id for n in workers}
+    level = depths((n.id for n in workers), edges)
+    providers = sorted((n for n in workers if n.id in needed), key=lambda n: (-level[n.id], n.id))
+    workers = [n for n in workers if n.id not in needed]
     plan = ShutdownPlan(cluster_id, cluster_name, force, drain_host.hostname if drain_host else None)
     drains = not force and drain_host is not None
     if not controls:
@@ -244,7 +256,9 @@ def build_plan(
         return steps
 
     plan.parallel = [chain(n, drain=drains) for n in workers]
-    plan.serial = [chain(n, drain=drains) for n in controls if drain_host is None or n.id != drain_host.id]
+    plan.serial = [chain(n, drain=drains) for n in providers]
+    plan.providers = {n.hostname for n in providers}
+    plan.serial += [chain(n, drain=drains) for n in controls if drain_host is None or n.id != drain_host.id]
     if drain_host is not None:
         # Nothing is left to drain it onto, and it runs every other drain: it goes last, undrained.
         plan.serial.append(chain(drain_host, drain=False))

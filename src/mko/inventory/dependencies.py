@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from mko.platform.db.models.inventory import Node, NodeDependency
 from mko.platform.errors import InputError
 
-__all__ = ["dependencies_of", "find_cycle", "set_dependencies"]
+__all__ = ["dependencies_of", "depths", "find_cycle", "set_dependencies"]
 
 
 def dependencies_of(session: Session, node_ids: Iterable[int] | None = None) -> dict[int, set[int]]:
@@ -68,3 +68,20 @@ def find_cycle(edges: Mapping[int, set[int]]) -> list[int] | None:
         if start not in state and (cycle := visit(start)):
             return cycle
     return None
+
+
+def depths(members: Iterable[int], edges: Mapping[int, set[int]]) -> dict[int, int]:
+    """Each member's dependency level among the members: 0 depends on none of them, k on levels < k
+    (edges are acyclic: :func:`set_dependencies` refuses cycles)."""
+    inside = set(members)
+    level: dict[int, int] = {}
+
+    def of(node: int, seen: frozenset[int] = frozenset()) -> int:
+        if node not in level:
+            needed = [d for d in edges.get(node, ()) if d in inside and d not in seen and d != node]
+            level[node] = 1 + max((of(d, seen | {node}) for d in needed), default=-1)
+        return level[node]
+
+    for node in inside:
+        of(node)
+    return level

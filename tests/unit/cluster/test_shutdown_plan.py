@@ -152,3 +152,23 @@ def test_ready_nodes_reads_the_real_kubectl_shape() -> None:
         ready_nodes("[]")
     with pytest.raises(json.JSONDecodeError):
         ready_nodes("This MicroK8s deployment is acting as a node in a cluster.")
+
+
+def test_nodes_others_depend_on_go_down_after_them_in_reverse_dependency_order() -> None:
+    from mko.platform.db.models.inventory import NodeDependency
+
+    nas, cache, w1, w2, cp = (
+        _node(3, "nas", W),
+        _node(6, "cache", W),
+        _node(8, "w1", W),
+        _node(9, "w2", W),
+        _node(1, "cp", CP),
+    )
+    cache.dependencies = [NodeDependency(node_id=6, depends_on_id=3)]  # the cache mounts the NAS
+    w1.dependencies = [NodeDependency(node_id=8, depends_on_id=6)]  # the workers need the cache
+    w2.dependencies = [NodeDependency(node_id=9, depends_on_id=3)]
+    plan = build_plan(9, "prod", [nas, cache, w1, w2, cp], cp, force=False)
+    assert [chain[0].hostname for chain in plan.parallel] == ["w1", "w2"]
+    # Then, one by one: the cache (it needs the NAS), the NAS last of the workers, the control plane.
+    assert [chain[0].hostname for chain in plan.serial] == ["cache", "nas", "cp"]
+    assert "2. then a worker other nodes depend on, alone:" in plan.lines()
