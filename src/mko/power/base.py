@@ -663,6 +663,8 @@ async def power_on_levels(
     depends = depends or {}
     outcomes: list[NodeOutcome] = []
     not_up: dict[int, str] = {}
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     for index, level in enumerate(levels):
         last = index == len(levels) - 1
         ready: list[NodeSnapshot] = []
@@ -683,8 +685,13 @@ async def power_on_levels(
         if not ready:
             continue
         run_schedule = schedule if last or schedule.wait else dataclasses.replace(schedule, wait=True)
+        level_start = loop.time() - started
         done = await power_on(ready, run_schedule, lookup_for_run(), on_event)
         for outcome in done:
+            # Times count from the start of the whole wake, not of this level.
+            for name in ("first_sent_after", "up_after", "off_after"):
+                if getattr(outcome, name) is not None:
+                    setattr(outcome, name, getattr(outcome, name) + level_start)
             if outcome.state not in (OutcomeState.UP, OutcomeState.SENT):
                 not_up[outcome.node_id] = f"node {outcome.node_id} ({outcome.hostname})"
         outcomes.extend(done)

@@ -385,11 +385,14 @@ def _close(
         return finish_operation(
             session, operation, status=OperationStatus.CANCELLED, summary="cancelled", result=result
         )
-    good_state = OutcomeState.UP if prepared.schedule.wait else OutcomeState.SENT
-    good = [o for o in outcomes if o.state == good_state]
+    # Without wait "sent" is success; "up" always is (a dependency level is verified before the next).
+    good_states = {OutcomeState.UP} if prepared.schedule.wait else {OutcomeState.SENT, OutcomeState.UP}
+    good = [o for o in outcomes if o.state in good_states]
     verb = "up" if prepared.schedule.wait else "sent (not verified)"
+    if not prepared.schedule.wait and any(o.state == OutcomeState.UP for o in outcomes):
+        verb = "sent or up"
     summary = f"{len(good)}/{len(outcomes)} node(s) {verb}"
-    bad = [f"{o.hostname}: {o.describe()}" for o in outcomes if o.state != good_state]
+    bad = [f"{o.hostname}: {o.describe()}" for o in outcomes if o.state not in good_states]
     if prepared.skipped:
         summary += f", {len(prepared.skipped)} skipped"
     if prepared.left:
