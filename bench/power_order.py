@@ -67,7 +67,8 @@ async def run() -> None:
     print(f"plan: {NODES} nodes in {len(planned)} levels, stagger {STAGGER:g} s, boot {BOOT:g} s")
     for level in describe_levels(planned, edges, STAGGER):
         first, last = level["nodes"][0], level["nodes"][-1]
-        spread = f"{first['hostname']} +{first['starts_after']:g} s … {last['hostname']} +{last['starts_after']:g} s"
+        begin = f"{first['hostname']} +{first['starts_after']:g} s"
+        spread = f"{begin} … {last['hostname']} +{last['starts_after']:g} s"
         print(f"  level {level['level']}: {len(level['nodes'])} nodes ({spread})")
     driver = Booting()
     schedule = WakeSchedule(retries=1, delay=0.0, wait=True, timeout=60, probe_interval=0.01, stagger=STAGGER)
