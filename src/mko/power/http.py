@@ -12,8 +12,9 @@ from typing import Any
 import httpx
 
 from mko.platform.errors import FatalPowerError, RetryablePowerError
+from mko.power.base import PowerDriver
 
-__all__ = ["is_certificate_error", "request", "tls_verify"]
+__all__ = ["HttpDeviceDriver", "is_certificate_error", "request", "tls_verify"]
 
 _RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
 
@@ -58,3 +59,19 @@ async def request(
     if response.status_code in _RETRYABLE:
         raise RetryablePowerError(f"{where}: HTTP {response.status_code} {text}")
     raise FatalPowerError(f"{where}: HTTP {response.status_code} {text}")
+
+
+class HttpDeviceDriver(PowerDriver):
+    """Base of the drivers of small HTTP devices (plugs, relays): one client per run, JSON accepted."""
+
+    def __init__(self, timeout: float = 10.0) -> None:
+        self._client = httpx.AsyncClient(timeout=timeout, headers={"Accept": "application/json"})
+
+    @classmethod
+    def create(cls, settings: Any) -> PowerDriver:
+        """A driver with the settings' API timeout."""
+        return cls(settings.power_api_timeout)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self._client.aclose()

@@ -19,9 +19,9 @@ import httpx
 
 from mko.platform.errors import FatalPowerError, InputError, RetryablePowerError
 from mko.platform.validation import validate_port
-from mko.power.base import Capability, NodeSnapshot, PowerDriver, PowerState
+from mko.power.base import Capability, NodeSnapshot, PowerState
 from mko.power.fields import validate_bmc_user, validate_host, validate_secret
-from mko.power.http import request
+from mko.power.http import HttpDeviceDriver, request
 from mko.power.params import DriverParams, StoredSecret, param, secret
 
 __all__ = ["ShellyDriver", "ShellyParams"]
@@ -66,7 +66,7 @@ class ShellyParams(DriverParams):
     required: ClassVar[tuple[str, ...]] = ("shelly_host",)
 
 
-class ShellyDriver(PowerDriver):
+class ShellyDriver(HttpDeviceDriver):
     """Switches a Shelly relay and reads it back (Gen1 REST or Gen2+ RPC)."""
 
     name: ClassVar[str] = "shelly"
@@ -80,13 +80,8 @@ class ShellyDriver(PowerDriver):
     verify_by_query: ClassVar[bool] = True
 
     def __init__(self, timeout: float = 10.0) -> None:
-        self._client = httpx.AsyncClient(timeout=timeout, headers={"Accept": "application/json"})
+        super().__init__(timeout)
         self._generations: dict[str, int] = {}
-
-    @classmethod
-    def create(cls, settings: Any) -> ShellyDriver:
-        """A driver with the settings' API timeout."""
-        return cls(settings.power_api_timeout)
 
     def device_key(self, node: NodeSnapshot) -> str | None:
         """The device: its channels share one small web server."""
@@ -170,10 +165,6 @@ class ShellyDriver(PowerDriver):
     async def query(self, node: NodeSnapshot) -> PowerState:
         """The channel's output as the device reports it."""
         return PowerState.ON if await self._call(node, on=None) else PowerState.OFF
-
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self._client.aclose()
 
 
 def _json(response: httpx.Response, where: str) -> dict[str, Any]:

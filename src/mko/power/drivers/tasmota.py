@@ -13,15 +13,15 @@ Example: a Sonoff S31 running Tasmota 13 at 192.168.1.50, relay 1::
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import httpx
 
 from mko.platform.errors import FatalPowerError, RetryablePowerError
 from mko.platform.validation import validate_port
-from mko.power.base import Capability, NodeSnapshot, PowerDriver, PowerState
+from mko.power.base import Capability, NodeSnapshot, PowerState
 from mko.power.fields import validate_host, validate_secret
-from mko.power.http import request
+from mko.power.http import HttpDeviceDriver, request
 from mko.power.params import DriverParams, StoredSecret, param, secret
 
 __all__ = ["TasmotaDriver", "TasmotaParams"]
@@ -48,7 +48,7 @@ class TasmotaParams(DriverParams):
     required: ClassVar[tuple[str, ...]] = ("tasmota_host",)
 
 
-class TasmotaDriver(PowerDriver):
+class TasmotaDriver(HttpDeviceDriver):
     """Switches a Tasmota relay and reads it back."""
 
     name: ClassVar[str] = "tasmota"
@@ -60,14 +60,6 @@ class TasmotaDriver(PowerDriver):
     node_kind: ClassVar[Literal["physical", "virtual", "any"]] = "physical"
     confirms_delivery: ClassVar[bool] = True
     verify_by_query: ClassVar[bool] = True
-
-    def __init__(self, timeout: float = 10.0) -> None:
-        self._client = httpx.AsyncClient(timeout=timeout, headers={"Accept": "application/json"})
-
-    @classmethod
-    def create(cls, settings: Any) -> TasmotaDriver:
-        """A driver with the settings' API timeout."""
-        return cls(settings.power_api_timeout)
 
     def device_key(self, node: NodeSnapshot) -> str | None:
         """The plug: its relays share one small web server."""
@@ -113,10 +105,6 @@ class TasmotaDriver(PowerDriver):
     async def query(self, node: NodeSnapshot) -> PowerState:
         """The relay's state as the plug reports it."""
         return PowerState.ON if await self._command(node, None) else PowerState.OFF
-
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self._client.aclose()
 
 
 def _bracketed(host: str) -> str:
