@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from alembic import command
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 
 from mko.platform.db.migrate import alembic_config, current_revision, head_revision, upgrade
 from mko.platform.db.session import make_engine
@@ -76,6 +76,13 @@ def _old_rows(connection: Connection) -> list[tuple[object, ...]]:
 def check_power_params_fold(url: str) -> None:
     """Revision 0016 on an empty database at ``url``: fold, check, unfold, compare, fold again."""
     engine = make_engine(url)
+    try:
+        _fold_round_trip(engine)
+    finally:
+        engine.dispose()
+
+
+def _fold_round_trip(engine: Engine) -> None:
     upgrade(engine, "0015")
     with engine.begin() as connection:
         for index, (hostname, method, extra) in enumerate(FOLDED_ROWS):
@@ -87,12 +94,12 @@ def check_power_params_fold(url: str) -> None:
                 "role": "worker",
                 "description": "",
                 "created_at": "2026-01-01",
-                "wol_enabled": 0,
+                "wol_enabled": False,
                 "wol_method": method,
                 "wol_port": 9,
-                "is_virtual_node": int(method == "proxmox"),
-                "cordoned_by_mko": 0,
-                "bmc_verify_tls": 1,
+                "is_virtual_node": method == "proxmox",
+                "cordoned_by_mko": False,
+                "bmc_verify_tls": True,
             } | extra
             names = ", ".join(columns)
             marks = ", ".join(f":{c}" for c in columns)
@@ -126,4 +133,3 @@ def check_power_params_fold(url: str) -> None:
         assert _old_rows(connection) == before
     upgrade(engine)
     assert current_revision(engine) == head_revision()
-    engine.dispose()

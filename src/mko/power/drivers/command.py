@@ -46,11 +46,11 @@ def parse_argv(value: Any, field: str) -> list[str]:
     (quotes group words; nothing is expanded or run)."""
     if isinstance(value, str):
         try:
-            words = shlex.split(check_text(value, field, max_length=4000, template_ok=True))
+            words = shlex.split(check_text(value, field, max_length=4000))
         except ValueError as exc:
             raise InputError(field, f"cannot split into arguments: {exc}") from None
     elif isinstance(value, list | tuple) and all(isinstance(word, str) for word in value):
-        words = [check_text(word, field, max_length=2000, template_ok=True) for word in value]
+        words = [check_text(word, field, max_length=2000) for word in value]
     else:
         raise InputError(field, "expected a list of strings (or one line of words)")
     if not words or not words[0]:
@@ -61,7 +61,7 @@ def parse_argv(value: Any, field: str) -> list[str]:
 
 
 def _regex(value: str, field: str) -> str:
-    text = check_text(value, field, max_length=200, template_ok=True)
+    text = check_text(value, field, max_length=200)
     try:
         re.compile(text)
     except re.error as exc:

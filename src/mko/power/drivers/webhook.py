@@ -69,7 +69,7 @@ def _method(value: str, field: str) -> str:
 
 
 def _regex(value: str, field: str) -> str:
-    text = check_text(value, field, max_length=200, template_ok=True)
+    text = check_text(value, field, max_length=200)
     try:
         re.compile(text)
     except re.error as exc:
@@ -99,7 +99,14 @@ def _headers(value: str, field: str) -> str:
 
 
 def _body(value: str, field: str) -> str:
-    return check_text(value, field, max_length=10_000, template_ok=True)
+    return check_text(value, field, max_length=10_000)
+
+
+def _content_type(value: str, field: str) -> str:
+    text = check_text(value, field, max_length=200).strip()
+    if not re.fullmatch(r"[\w.+-]+/[\w.+-]+(\s*;\s*[\w.+-]+=[\w.+\"-]+)*", text):
+        raise InputError(field, f"{quoted(value)} is not a media type such as application/json")
+    return text
 
 
 class WebhookParams(DriverParams):
@@ -117,7 +124,7 @@ class WebhookParams(DriverParams):
         help="webhook: extra headers, 'Name: value; Name2: value2'", check=_headers
     )
     webhook_body: str | None = param(help="webhook: body of the on/off requests", check=_body)
-    webhook_content_type: str | None = param(help="webhook: Content-Type of the body")
+    webhook_content_type: str | None = param(help="webhook: Content-Type of the body", check=_content_type)
     webhook_on_regex: str | None = param(
         help=f"webhook: regex of a status body meaning on ({ON_REGEX})", check=_regex
     )
