@@ -15,7 +15,7 @@ __all__ = ["check_power_params_fold"]
 
 
 FOLDED_ROWS = [
-    # (hostname, method, extra columns as of 0015)
+    # (hostname, method, extra columns as of 0017)
     (
         "pkt",
         "ethernet",
@@ -83,7 +83,7 @@ def check_power_params_fold(url: str) -> None:
 
 
 def _fold_round_trip(engine: Engine) -> None:
-    upgrade(engine, "0015")
+    upgrade(engine, "0017")
     with engine.begin() as connection:
         for index, (hostname, method, extra) in enumerate(FOLDED_ROWS):
             columns = {
@@ -128,7 +128,7 @@ def _fold_round_trip(engine: Engine) -> None:
     with engine.begin() as connection:
         config = alembic_config()
         config.attributes["connection"] = connection
-        command.downgrade(config, "0015")
+        command.downgrade(config, "0017")
     with engine.connect() as connection:
         assert _old_rows(connection) == before
     upgrade(engine)

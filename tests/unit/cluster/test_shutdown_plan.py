@@ -171,4 +171,4 @@ def test_nodes_others_depend_on_go_down_after_them_in_reverse_dependency_order()
     assert [chain[0].hostname for chain in plan.parallel] == ["w1", "w2"]
     # Then, one by one: the cache (it needs the NAS), the NAS last of the workers, the control plane.
     assert [chain[0].hostname for chain in plan.serial] == ["cache", "nas", "cp"]
-    assert "2. then a worker other nodes depend on, alone:" in plan.lines()
+    assert any(line.endswith(". then a worker other nodes depend on, alone:") for line in plan.lines())
