@@ -49,15 +49,25 @@ DependsOpt = Annotated[
 ]
 
 
-def _ids(text: str | None) -> list[int] | None:
-    """``3,4`` → [3, 4]; '' → [] (no dependencies); None → not given."""
+FedByOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--fed-by",
+        help="ids of the UPSes feeding its power supplies, e.g. 1,2 ('' for none); on battery only when"
+        " all are",
+    ),
+]
+
+
+def _ids(text: str | None, option: str = "--depends-on", what: str = "node") -> list[int] | None:
+    """``3,4`` → [3, 4]; '' → [] (none); None → not given."""
     if text is None:
         return None
     try:
         return [int(part) for part in text.replace(" ", "").split(",") if part]
     except ValueError:
         raise typer.BadParameter(
-            f"{text!r} is not a list of node ids such as 3,4", param_hint="--depends-on"
+            f"{text!r} is not a list of {what} ids such as 3,4", param_hint=option
         ) from None
 
 
@@ -81,6 +91,7 @@ def node_add(
     description: Annotated[str, typer.Option(help="free text")] = "",
     site: SiteOpt = None,
     depends_on: DependsOpt = None,
+    fed_by: FedByOpt = None,
     as_json: JsonOpt = False,
     power: dict[str, Any] | None = None,
 ) -> None:
@@ -98,6 +109,7 @@ def node_add(
         "description": description,
         "site": site,
         "depends_on": _ids(depends_on),
+        "fed_by": _ids(fed_by, "--fed-by", "UPS"),
         **(power or {}),
     }
     data = NodeCreate(**{k: v for k, v in given.items() if v is not None})
@@ -139,6 +151,7 @@ def node_update(
     description: Annotated[str | None, typer.Option(help="free text")] = None,
     site: SiteOpt = None,
     depends_on: DependsOpt = None,
+    fed_by: FedByOpt = None,
     as_json: JsonOpt = False,
     power: dict[str, Any] | None = None,
 ) -> None:
@@ -154,6 +167,7 @@ def node_update(
         "description": description,
         "site": site,
         "depends_on": _ids(depends_on),
+        "fed_by": _ids(fed_by, "--fed-by", "UPS"),
         **(power or {}),
     }
     data = NodeUpdate(**{k: v for k, v in given.items() if v is not None})

@@ -15,7 +15,8 @@ from rich.table import Table
 from mko.cli.common import console, emit, fail, open_session
 from mko.cluster import outages
 from mko.cluster.schemas import OutagePublic
-from mko.platform.db.models.rules import ClusterAction
+from mko.inventory.feeds import ups_feeds
+from mko.platform.db.models.rules import ClusterAction, RuleTarget
 from mko.platform.db.models.ups import PowerEvent
 from mko.platform.db.session import is_postgresql, make_engine, make_session_factory
 from mko.platform.logs import configure_logging
@@ -34,7 +35,7 @@ ups_app = typer.Typer(
 )
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for scripts")]
-UPS_COLUMNS = ("id", "name", "device", "username", "password_set", "power_cycle", "description")
+UPS_COLUMNS = ("id", "name", "device", "username", "password_set", "power_cycle", "feeds", "description")
 OUTAGE_COLUMNS = (
     "id",
     "cluster_id",
@@ -63,6 +64,7 @@ RULE_COLUMNS = (
     "success_count",
     "failure_count",
     "last_triggered_at",
+    "target",
 )
 
 
@@ -137,9 +139,9 @@ def ups_outages(
 def ups_list(as_json: JsonOpt = False) -> None:
     """List UPSes."""
     with open_session() as session:
-        emit(
-            [UpsPublic.of(u) for u in service.list_ups(session)], UPS_COLUMNS, as_json=as_json, title="UPSes"
-        )
+        fed = ups_feeds(session)
+        found = [UpsPublic.of(u, fed.get(u.id, ())) for u in service.list_ups(session)]
+        emit(found, UPS_COLUMNS, as_json=as_json, title="UPSes")
 
 
 @ups_app.command("show")
@@ -147,7 +149,7 @@ def ups_show(ups_id: int, as_json: JsonOpt = False) -> None:
     """Show one UPS and its rules."""
     with open_session() as session:
         ups = service.get_ups(session, ups_id)
-        emit(UpsPublic.of(ups), UPS_COLUMNS, as_json=as_json)
+        emit(UpsPublic.of(ups, ups_feeds(session, [ups_id]).get(ups_id, ())), UPS_COLUMNS, as_json=as_json)
         found = [RulePublic.model_validate(r) for r in rules_service.list_rules(session, ups_id=ups_id)]
         if not as_json and found:
             emit(found, RULE_COLUMNS[:10], as_json=False, title="Rules")
@@ -311,6 +313,14 @@ def create_rule(
             metavar="SECONDS",
         ),
     ] = None,
+    fed_only: Annotated[
+        bool,
+        typer.Option(
+            "--fed-only",
+            help="act only on the cluster's nodes this UPS feeds (mko node update ID --fed-by); a shutdown"
+            " leaves those another UPS still carries",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a power rule: when POWER_EVENT happens on the UPS, do CLUSTER_ACTION to the cluster."""
@@ -327,6 +337,7 @@ def create_rule(
         recover_after_wake=recover,
         min_charge=min_charge,
         stable_for=stable_for,
+        target=RuleTarget.FED_NODES if fed_only else RuleTarget.CLUSTER,
     )
     with open_session() as session:
         rule = rules_service.create_rule(session, data)

@@ -259,7 +259,7 @@ def build_plan(
     plan.serial = [chain(n, drain=drains) for n in providers]
     plan.providers = {n.hostname for n in providers}
     plan.serial += [chain(n, drain=drains) for n in controls if drain_host is None or n.id != drain_host.id]
-    if drain_host is not None:
+    if drain_host is not None and drain_host in nodes:
         # Nothing is left to drain it onto, and it runs every other drain: it goes last, undrained.
         plan.serial.append(chain(drain_host, drain=False))
     return plan
@@ -304,12 +304,21 @@ class PlanInputs:
     ups_id: int | None
     finales: list[UpsFinale]
     options: K8sOptions = field(default_factory=K8sOptions)
+    # A shutdown of part of the cluster (the nodes a UPS left without mains): the nodes that stay up.
+    staying: list[Node] = field(default_factory=list)
 
 
 def plan_inputs(
-    session: Session, settings: Settings, cluster_id: int, ups_id: int | None = None
+    session: Session,
+    settings: Settings,
+    cluster_id: int,
+    ups_id: int | None = None,
+    node_ids: Sequence[int] | None = None,
 ) -> PlanInputs:
-    """The cluster, its nodes and how a shutdown for ``ups_id`` ends (ConflictError: no nodes)."""
+    """The cluster, its nodes and how a shutdown for ``ups_id`` ends (ConflictError: no nodes).
+
+    ``node_ids``: only these nodes of the cluster go down (those a UPS left without mains); the others
+    stay up, and one of their control planes drains them."""
     cluster = get_cluster(session, cluster_id)
     nodes = list_nodes(session, cluster_id)
     if not nodes:
@@ -317,7 +326,14 @@ def plan_inputs(
     if ups_id is not None and session.get(UPS, ups_id) is None:
         raise InputError("ups_id", f"UPS {ups_id} does not exist")
     finales = _finales(session, settings, cluster_id, ups_id)
-    return PlanInputs(cluster, nodes, ups_id, finales, get_options(session, cluster_id))
+    options = get_options(session, cluster_id)
+    staying: list[Node] = []
+    if node_ids is not None and set(node_ids) != {n.id for n in nodes}:
+        staying = [n for n in nodes if n.id not in set(node_ids)]
+        nodes = [n for n in nodes if n.id in set(node_ids)]
+        # The cluster keeps running: its datastore and volumes stay in use, nothing to back up or quiesce.
+        options = options.model_copy(update={"backup": False, "quiesce": False})
+    return PlanInputs(cluster, nodes, ups_id, finales, options, staying)
 
 
 async def plan_for(inputs: PlanInputs, settings: Settings, *, force: bool) -> ShutdownPlan:
@@ -330,8 +346,15 @@ async def plan_for(inputs: PlanInputs, settings: Settings, *, force: bool) -> Sh
     """
     nodes = inputs.nodes
     controls = [n for n in nodes if n.role == NodeRole.CONTROL_PLANE]
-    drain_host = await _reachable_control_plane(controls, settings.probe_timeout)
+    # Part of the cluster: a control plane that stays up drains the nodes that go.
+    staying = [n for n in inputs.staying if n.role == NodeRole.CONTROL_PLANE]
+    drain_host = await _reachable_control_plane(staying, settings.probe_timeout) or (
+        await _reachable_control_plane(controls, settings.probe_timeout)
+    )
     plan = build_plan(inputs.cluster.id, inputs.cluster.name, nodes, drain_host, force=force)
+    if inputs.staying:
+        kept = ", ".join(n.hostname for n in inputs.staying)
+        plan.notes.append(f"only the nodes that lost mains go down; staying up: {kept}")
     plan.ups_id = inputs.ups_id
     plan.finales = inputs.finales
     plan.options = inputs.options
@@ -353,10 +376,18 @@ async def plan_for(inputs: PlanInputs, settings: Settings, *, force: bool) -> Sh
 
 
 async def plan_shutdown(
-    session: Session, settings: Settings, cluster_id: int, *, force: bool, ups_id: int | None = None
+    session: Session,
+    settings: Settings,
+    cluster_id: int,
+    *,
+    force: bool,
+    ups_id: int | None = None,
+    node_ids: Sequence[int] | None = None,
 ) -> ShutdownPlan:
-    """:func:`plan_for` the cluster ``cluster_id`` (``ups_id``: a shutdown for that UPS)."""
-    return await plan_for(plan_inputs(session, settings, cluster_id, ups_id), settings, force=force)
+    """:func:`plan_for` the cluster ``cluster_id`` (``ups_id``: a shutdown for that UPS; ``node_ids``:
+    only these of its nodes)."""
+    inputs = plan_inputs(session, settings, cluster_id, ups_id, node_ids)
+    return await plan_for(inputs, settings, force=force)
 
 
 def _finales(session: Session, settings: Settings, cluster_id: int, ups_id: int | None) -> list[UpsFinale]:

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from mko.inventory.clusters import DESCRIPTION_MAX, _commit, get_cluster
 from mko.inventory.dependencies import set_dependencies
+from mko.inventory.feeds import set_feeds
 from mko.inventory.power_settings import (
     check_param_fields,
     check_power_settings,
@@ -71,6 +72,7 @@ def create_node(session: Session, data: NodeCreate) -> Node:
     """Add a node after checking every field and the WoL combination."""
     given = encrypt_secrets(session, data.model_dump(exclude_unset=True))
     depends_on = given.pop("depends_on", None)
+    fed_by = given.pop("fed_by", None)
     values = _checked(session, _defaults() | given, explicit=set(given))
     node = Node()
     _write(node, values, set(values))
@@ -78,6 +80,8 @@ def create_node(session: Session, data: NodeCreate) -> Node:
     if depends_on:
         session.flush()  # the node's id, for its dependencies
         set_dependencies(session, node, depends_on)
+    if fed_by:
+        set_feeds(session, node, fed_by)
     _commit(session, lambda: _duplicate_message(session, values, None))
     return node
 
@@ -97,6 +101,7 @@ def update_node(
     node = get_node(session, node_id)
     given = data.model_dump(exclude_unset=True)
     depends_on = given.pop("depends_on", None)
+    fed_by = given.pop("fed_by", None)
     changes = encrypt_secrets(session, dict(given))
     current = node_values(node)
     merged = _checked(session, current | changes, explicit=set(changes))
@@ -106,6 +111,8 @@ def update_node(
     _write(node, merged, {k for k, v in merged.items() if k in changes or v != current.get(k)})
     if depends_on is not None:
         set_dependencies(session, node, depends_on)
+    if fed_by is not None:
+        set_feeds(session, node, fed_by)
     _commit(session, lambda: _duplicate_message(session, merged, node_id))
     return node
 

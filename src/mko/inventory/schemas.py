@@ -128,12 +128,16 @@ else:
 
 
 DEPENDS_HELP = "ids of the nodes this node needs up before it is powered on (a NAS, its Proxmox host)"
+FED_BY_HELP = (
+    "ids of the UPSes feeding the node's power supplies; with several it is on battery only when all are"
+)
 
 
 class NodeCreate(WolConfigure):
     """A new node; WoL fields are optional here and may be set later with ``wol configure``."""
 
     depends_on: list[int] | None = Field(default=None, description=DEPENDS_HELP)
+    fed_by: list[int] | None = Field(default=None, description=FED_BY_HELP)
 
     hostname: str
     ip_address: str
@@ -151,6 +155,7 @@ class NodeUpdate(WolConfigure):
     """Fields of a node to change; fields not sent stay as they are."""
 
     depends_on: list[int] | None = Field(default=None, description=DEPENDS_HELP + "; [] clears")
+    fed_by: list[int] | None = Field(default=None, description=FED_BY_HELP + "; [] clears")
 
     hostname: str | None = None
     ip_address: str | None = None
@@ -190,6 +195,7 @@ class _NodePublicBase(BaseModel):
     proxmox_host_id: int | None
     probe_port: int | None
     depends_on: list[int] = Field(default_factory=list, description=DEPENDS_HELP)
+    fed_by: list[int] = Field(default_factory=list, description=FED_BY_HELP)
     # Read from the node itself over SSH (collect-mac, wol enable/disable, Ansible facts); None until then.
     nic_interface: str | None = None
     nic_wol_supported: str | None = Field(default=None, description='ethtool "Supports Wake-on", e.g. pumbg')
@@ -219,6 +225,7 @@ class _NodePublicBase(BaseModel):
                 data[f"{name}_set"] = value is not None
         data["power_method"] = node.wol_method
         data["depends_on"] = sorted(d.depends_on_id for d in node.dependencies)
+        data["fed_by"] = sorted(f.ups_id for f in node.feeds)
         data["wake_site"] = node_site(node)
         return cls.model_validate(data)
 

@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko.cluster import outages
 from mko.cluster.plan import plan_shutdown
 from mko.cluster.recovery import run_recovery, start_recovery
 from mko.cluster.shutdown import run_shutdown, start_shutdown
+from mko.inventory.feeds import FeedCheck, check_feeds, feeds_of
 from mko.inventory.nodes import list_nodes
 from mko.operations.records import Actor
+from mko.platform.db.models.inventory import Node
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.models.outages import OutagePhase
 from mko.platform.db.models.rules import ClusterAction, PowerRule
-from mko.platform.db.models.ups import PowerEvent
+from mko.platform.db.models.ups import UPS, PowerEvent
 from mko.platform.settings import Settings
 from mko.wol.wake import make_schedule, run_wake, start_wake
 
@@ -68,6 +72,25 @@ class ActionContext:
     resumed_from: str | None = None  # the instance this execution was taken over from (mko.ha.failover)
     instance: str = ""  # the instance acting now
     why: str = ""  # the triggering event's message, for the records (e.g. "mains returned while …")
+    # Only the cluster's nodes the UPS feeds (RuleTarget.FED_NODES), and whether a UPS is on mains now.
+    fed_only: bool = False
+    on_mains: Callable[[int], bool] = field(default=lambda _ups_id: False)
+
+
+def feed_check(context: ActionContext) -> tuple[FeedCheck, list[Node]]:
+    """Which of the cluster's nodes this UPS's event concerns, and which another UPS still carries
+    (mko.inventory.feeds), with the cluster's nodes (detached)."""
+    with context.session_factory() as session:
+        nodes = list_nodes(session, context.cluster_id)
+        feeds = feeds_of(session, [n.id for n in nodes])
+        names = {u.id: u.name for u in session.scalars(select(UPS))}
+        for node in nodes:
+            session.expunge(node)
+    check = check_feeds(
+        [n.id for n in nodes], feeds, context.ups_id, context.on_mains, fed_only=context.fed_only
+    )
+    check.ups_names = names
+    return check, nodes
 
 
 def link_operation(context: ActionContext, key: str, operation_id: int) -> None:
@@ -184,9 +207,16 @@ class WakeClusterAction(ClusterActionHandler):
             outage_id = found[-1].id if found else None
         if outage_id is not None:
             return await self._restore(context, outage_id)
-        woken = await self._wake(context, None)
+        leave, node_ids = None, None
+        if context.fed_only:
+            check, nodes = feed_check(context)
+            leave = {n: f"not fed by UPS {context.ups_name}: left as it is" for n in check.not_fed}
+            node_ids = sorted({n.id for n in nodes} - set(leave))
+            if not node_ids:
+                return ActionResult(OperationStatus.SUCCEEDED, f"UPS {context.ups_name} feeds no node here")
+        woken = await self._wake(context, leave)
         assert woken is not None
-        return await self._recover(context, woken)
+        return await self._recover(context, woken, node_ids=node_ids)
 
     async def _wake(self, context: ActionContext, leave: dict[int, str] | None) -> Operation | None:
         settings, factory = context.settings, context.session_factory
@@ -212,6 +242,8 @@ class WakeClusterAction(ClusterActionHandler):
             for node in nodes:
                 session.expunge(node)
             up_before = set(outage.nodes_up)
+            # A fed-nodes outage holds only the nodes it shut down; the others were never its business.
+            outside = "not shut down for this UPS: left as it is" if context.fed_only else None
             outages.set_phase(
                 session,
                 outage,
@@ -223,7 +255,9 @@ class WakeClusterAction(ClusterActionHandler):
         link_operation(context, "outage_id", outage_id)
         try:
             answering = await outages.answering(nodes, settings)
-            leave = {n.id: "was off before the outage: left off" for n in nodes if n.id not in up_before}
+            leave = {
+                n.id: outside or "was off before the outage: left off" for n in nodes if n.id not in up_before
+            }
             leave |= {n.id: "answering: left as it is" for n in nodes if n.id in up_before & answering}
             woken = None
             if len(leave) < len(nodes):
@@ -308,14 +342,33 @@ class ShutdownClusterAction(ClusterActionHandler):
     force: ClassVar[bool] = False
 
     async def run(self, context: ActionContext) -> ActionResult:
-        """Plan now (the drain host must answer now), then run; ``context.stop`` ends it safely."""
+        """Plan now (the drain host must answer now), then run; ``context.stop`` ends it safely.
+
+        Nodes another UPS still carries (their feeds) are not this UPS's loss: a cluster rule does
+        nothing while every node is carried, and a fed-nodes rule shuts down only the nodes left
+        without mains (mko.inventory.feeds)."""
         settings, factory = context.settings, context.session_factory
+        check, nodes = feed_check(context)
+        carried = check.describe({n.id: n.hostname for n in nodes})
+        if not check.losing:
+            why = "every node is still on mains" if not check.carried else carried
+            if context.fed_only and not check.carried:
+                why = f"UPS {context.ups_name} feeds no node of this cluster"
+            return ActionResult(OperationStatus.SUCCEEDED, f"nothing to shut down: {why}")
+        node_ids = check.losing if context.fed_only else None
         with factory() as session:
             # For this UPS: an outage (the nodes up now are the ones its restore wakes), and the end a
             # NUT primary gives it (the UPS's power cycle, mko's own host) where configured.
             plan = await plan_shutdown(
-                session, settings, context.cluster_id, force=self.force, ups_id=context.ups_id
+                session,
+                settings,
+                context.cluster_id,
+                force=self.force,
+                ups_id=context.ups_id,
+                node_ids=node_ids,
             )
+            if carried:
+                plan.notes.append(carried)
             # No refusal for a shutdown already recorded as running: power is running out, and a stale
             # record (a killed CLI) must never keep the cluster up.
             prepared = start_shutdown(

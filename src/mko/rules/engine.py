@@ -62,14 +62,14 @@ from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.ha import UpsState
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.models.outages import OutagePhase
-from mko.platform.db.models.rules import ClusterAction, PowerRule
+from mko.platform.db.models.rules import ClusterAction, PowerRule, RuleTarget
 from mko.platform.db.models.ups import PowerEvent, UpsEvent
 from mko.platform.errors import MkoError
 from mko.platform.settings import Settings
 from mko.rules.actions import ACTIONS, ActionContext, ActionResult, StopSignal
 from mko.rules.records import _finish, _step
 from mko.rules.service import _missing_action_message
-from mko.ups.status import UpsReading
+from mko.ups.status import PowerSource, UpsReading
 
 if TYPE_CHECKING:
     from mko.rules.actions import ClusterActionHandler
@@ -127,6 +127,13 @@ class Execution:
     waiting_for: str = ""  # "waiting: charge 34 % of 50 %"
     why: str = ""  # the event's message
     hurry: asyncio.Event = field(default_factory=asyncio.Event)  # set by FSD: the delay ends now
+    fed_only: bool = False  # only the cluster's nodes this UPS feeds (RuleTarget.FED_NODES)
+
+    @property
+    def slot(self) -> tuple[int, int | None]:
+        """What it claims while it runs: its cluster, or for a fed-nodes rule the nodes its UPS feeds
+        there (two UPSes' fed-nodes shutdowns of one cluster do not skip each other)."""
+        return (self.cluster_id, self.ups_id if self.fed_only else None)
 
     @classmethod
     def of(
@@ -158,6 +165,7 @@ class Execution:
             stable_for=rule.stable_for,
             mains_since=now,
             why=f"FSD: {event.message}" if forced else event.message,
+            fed_only=rule.target == RuleTarget.FED_NODES,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -191,7 +199,7 @@ class RuleEngine:
         # The latest reading of a UPS (the monitor's; else the state it persisted), for restore waits.
         self.readings = readings or self._persisted_reading
         self._active: dict[int, Execution] = {}  # by rule id: waiting or running
-        self._slots: dict[int, Execution] = {}  # by cluster id: the action running there
+        self._slots: dict[tuple[int, int | None], Execution] = {}  # by Execution.slot: the action running
         self._batches: set[asyncio.Task[None]] = set()
         self._closed = False
         # Leadership lost (mko.ha): executions end without recording, for the next leader to carry on.
@@ -481,8 +489,8 @@ class RuleEngine:
         try:
             await self._act(execution)
         finally:
-            if self._slots.get(execution.cluster_id) is execution:
-                del self._slots[execution.cluster_id]
+            if self._slots.get(execution.slot) is execution:
+                del self._slots[execution.slot]
             self._release(execution)
             execution.state = DONE
             execution.done.set()
@@ -538,6 +546,11 @@ class RuleEngine:
             step.finished_at = None if status == OperationStatus.RUNNING else utcnow()
             session.commit()
 
+    def _on_mains(self, ups_id: int) -> bool:
+        """Whether a UPS's last reading says on line (a UPS never read counts as not carrying)."""
+        reading = self.readings(ups_id)
+        return reading is not None and reading.source == PowerSource.MAINS
+
     def _persisted_reading(self, ups_id: int) -> UpsReading | None:
         """The UPS as the monitor last persisted it (ups_state), when no live reading is at hand."""
         with self.session_factory() as session:
@@ -557,7 +570,7 @@ class RuleEngine:
     async def _take_slot(self, execution: Execution) -> bool:
         """Claim the cluster: skip when the same action runs there, supersede another action."""
         execution.state = RUNNING
-        while (holder := self._slots.get(execution.cluster_id)) is not None:
+        while (holder := self._slots.get(execution.slot)) is not None:
             if holder.action == execution.action:
                 execution.state = DONE
                 self._release(execution)
@@ -588,7 +601,7 @@ class RuleEngine:
                 holder.task.cancel()
             # A shutdown finishes the step it is in (never a half-stopped control plane), then ends.
             await holder.done.wait()
-        self._slots[execution.cluster_id] = execution
+        self._slots[execution.slot] = execution
         return True
 
     async def _act(self, execution: Execution) -> None:
@@ -667,6 +680,8 @@ class RuleEngine:
             resumed_from=resumed_from,
             instance=current_instance() or "",
             why=execution.why,
+            fed_only=execution.fed_only,
+            on_mains=self._on_mains,
         )
         try:
             result = await (handler.run(context) if resumed_from is None else handler.resume(context))
@@ -730,6 +745,7 @@ class RuleEngine:
             operation_id=operation.id,
             due=loop.time() + (0.0 if running else left),
             resumed_from=previous if running else None,
+            fed_only=params.get("target") == RuleTarget.FED_NODES,
         )
         operation.result = {**operation.result, "taken_over": {"from": previous, "by": current_instance()}}
         session.commit()
@@ -785,6 +801,7 @@ class RuleEngine:
                 "battery_threshold": rule.battery_threshold,
                 "min_charge": rule.min_charge,
                 "stable_for": rule.stable_for,
+                "target": rule.target,
             },
             result={"event": _event_dict(event)},
         )

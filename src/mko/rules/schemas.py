@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mko.platform.db.models.rules import ClusterAction
+from mko.platform.db.models.rules import ClusterAction, RuleTarget
 from mko.platform.db.models.ups import PowerEvent
 from mko.platform.validation import InputModel
 
@@ -44,6 +44,12 @@ class RuleCreate(InputModel):
         description="power_restored only: act once mains has held this many seconds (0-86400); a new power"
         " loss cancels the wait; default 10 for power_restored rules",
     )
+    target: RuleTarget = Field(
+        default=RuleTarget.CLUSTER,
+        description="cluster: the whole cluster (unless another UPS still carries every node of it);"
+        " fed_nodes: only the cluster's nodes this UPS feeds (node fed_by) and, for a shutdown, of those"
+        " only the ones with no other feed on mains",
+    )
 
 
 class RulePublic(BaseModel):
@@ -64,6 +70,7 @@ class RulePublic(BaseModel):
     recover_after_wake: bool
     min_charge: int | None
     stable_for: int
+    target: RuleTarget = RuleTarget.CLUSTER
     execution_count: int
     success_count: int
     failure_count: int

@@ -86,6 +86,7 @@ def create_rule(
         recover_after_wake=data.recover_after_wake,
         min_charge=data.min_charge,
         stable_for=stable_for,
+        target=data.target.value,
         execution_count=0,
         success_count=0,
         failure_count=0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -46,11 +47,15 @@ class UpsPublic(BaseModel):
     power_cycle: bool
     created_at: datetime
     device: str = ""
+    feeds: list[str] = Field(default_factory=list, description="host names of the nodes it feeds")
+    fed_node_ids: list[int] = Field(default_factory=list, description="ids of the nodes it feeds")
 
     @classmethod
-    def of(cls, ups: Any) -> UpsPublic:
-        """Build from a UPS row."""
+    def of(cls, ups: Any, feeds: Sequence[tuple[int, str]] = ()) -> UpsPublic:
+        """Build from a UPS row and the (id, hostname) of the nodes it feeds."""
         public = cls.model_validate(ups)
+        public.fed_node_ids = [node_id for node_id, _ in feeds]
+        public.feeds = [hostname for _, hostname in feeds]
         public.password_set = ups.password_encrypted is not None
         host = f"[{ups.host}]" if ":" in ups.host else ups.host
         public.device = f"{ups.ups_name}@{host}:{ups.port}"

@@ -15,6 +15,7 @@ from mko.cluster.schemas import OutagePublic
 from mko.http.deps import DbDep, SessionDep, SettingsDep
 from mko.http.live import LiveReads
 from mko.http.routing import MkoRoute
+from mko.inventory.feeds import ups_feeds
 from mko.platform.db.models.ups import PowerEvent
 from mko.platform.secrets import SecretBox
 from mko.rules import service as rules_service
@@ -152,7 +153,8 @@ def disable_rule(request: Request, session: SessionDep, rule_id: int) -> RulePub
 @router.get("")
 def list_ups(session: SessionDep) -> list[UpsPublic]:
     """All UPSes."""
-    return [UpsPublic.of(u) for u in service.list_ups(session)]
+    fed = ups_feeds(session)
+    return [UpsPublic.of(u, fed.get(u.id, ())) for u in service.list_ups(session)]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -166,7 +168,7 @@ def create_ups(request: Request, session: SessionDep, settings: SettingsDep, bod
 @router.get("/{ups_id:int}")
 def get_ups(session: SessionDep, ups_id: int) -> UpsPublic:
     """One UPS."""
-    return UpsPublic.of(service.get_ups(session, ups_id))
+    return UpsPublic.of(service.get_ups(session, ups_id), ups_feeds(session, [ups_id]).get(ups_id, ()))
 
 
 @router.delete("/{ups_id:int}", status_code=status.HTTP_204_NO_CONTENT)

@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse
 from mko.cluster import outages
 from mko.http.deps import SessionDep
 from mko.http.routing import MkoRoute
+from mko.inventory.feeds import ups_feeds
 from mko.ups import service as ups_service
 from mko.web.pages.render import _render
 
@@ -22,9 +23,10 @@ def _ups_statuses(request: Request, session: SessionDep) -> list[dict[str, Any]]
     """What the server's UPS monitor last read of each UPS (None where it has not read it)."""
     monitor = getattr(request.app.state, "ups_monitor", None)
     rows = []
+    fed = ups_feeds(session)
     for ups in ups_service.list_ups(session):
         snapshot = monitor.snapshot(ups.id) if monitor is not None else None
-        rows.append({"ups": ups, "status": snapshot})
+        rows.append({"ups": ups, "status": snapshot, "feeds": fed.get(ups.id, [])})
     return rows
 
 

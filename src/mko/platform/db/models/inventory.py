@@ -12,7 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship, synonym
 
 from mko.platform.db.models.base import Base, _enum, utcnow
 
-__all__ = ["DEFAULT_POWER_METHOD", "Cluster", "Node", "NodeDependency", "NodeRole", "ProxmoxHost"]
+__all__ = ["DEFAULT_POWER_METHOD", "Cluster", "Node", "NodeDependency", "NodeFeed", "NodeRole", "ProxmoxHost"]
 
 
 class NodeRole(enum.StrEnum):
@@ -118,6 +118,10 @@ class Node(Base):
         passive_deletes=True,
         lazy="selectin",
     )
+    # The UPSes whose outputs feed the node's power supplies; see NodeFeed.
+    feeds: Mapped[list[NodeFeed]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, lazy="selectin"
+    )
     power_method = synonym("wol_method")
 
 
@@ -130,4 +134,17 @@ class NodeDependency(Base):
     node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True)
     depends_on_id: Mapped[int] = mapped_column(
         ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
+class NodeFeed(Base):
+    """UPS ``ups_id`` feeds one of the node's power supplies. A node with several feeds is on battery
+    only when every one of them is (NUT's MINSUPPLIES with one supply per UPS); a node with none follows
+    the UPS of the rule that acts on its cluster."""
+
+    __tablename__ = "node_feeds"
+
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True)
+    ups_id: Mapped[int] = mapped_column(
+        ForeignKey("ups.id", ondelete="CASCADE"), primary_key=True, index=True
     )

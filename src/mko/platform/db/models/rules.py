@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from mko.platform.db.models.base import Base, _enum, utcnow
 from mko.platform.db.models.ups import PowerEvent
 
-__all__ = ["ClusterAction", "PowerRule"]
+__all__ = ["ClusterAction", "PowerRule", "RuleTarget"]
 
 
 class ClusterAction(enum.StrEnum):
@@ -20,6 +20,13 @@ class ClusterAction(enum.StrEnum):
     WAKE_ON_LAN = "wake_on_lan"
     GRACEFUL_SHUTDOWN = "graceful_shutdown"
     FORCE_SHUTDOWN = "force_shutdown"
+
+
+class RuleTarget(enum.StrEnum):
+    """Which nodes of its cluster a rule acts on."""
+
+    CLUSTER = "cluster"  # the whole cluster (the seed's rules)
+    FED_NODES = "fed_nodes"  # only the nodes its UPS feeds (node_feeds), and of those, the ones it concerns
 
 
 class PowerRule(Base):
@@ -53,3 +60,7 @@ class PowerRule(Base):
     # this many seconds; a new power loss cancels the wait.
     min_charge: Mapped[int | None] = mapped_column(Integer)
     stable_for: Mapped[int] = mapped_column(Integer, default=0)
+    # The whole cluster, or only the nodes of it that the rule's UPS feeds.
+    target: Mapped[str] = mapped_column(
+        String(16), default=RuleTarget.CLUSTER.value, server_default=RuleTarget.CLUSTER.value
+    )
