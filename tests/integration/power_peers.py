@@ -84,16 +84,68 @@ def self_signed(directory: Path, name: str = "bmc") -> tuple[Path, Path]:
     return cert_file, key_file
 
 
+class HostPve(FakePve):  # type: ignore[misc]
+    """fakepve whose ``POST /nodes/{node}/status command=shutdown`` really shuts the host down, as
+    pve-manager does (``sleep 2; poweroff``): every guest stops, then the API stops listening, until
+    :meth:`power_on` boots it again on the same port. The request itself is checked by fakepve first
+    (the command enum, Sys.PowerMgmt)."""
+
+    shutdown_delay = 0.2  # real seconds between the answer and the API going away
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.powered = True
+        self.power_log: list[tuple[str, str]] = []  # (command, node), in order
+        self.on_power_off: Callable[[], None] | None = None  # the chassis loses power (the BMC sees it)
+        self._pem: tuple[str, str] | None = None
+
+    async def synthesise(self, match: Any, method: str, info: Any, user: Any, values: dict[str, Any]) -> Any:
+        if method == "POST" and match.template == "/nodes/{node}/status":
+            node, command = values["node"], values["command"]
+            self.power_log.append((command, node))
+            for vm in self.vms:  # pve-guests.service stops every guest first
+                if vm.node == node:
+                    vm.status = "stopped"
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.shutdown_delay, lambda: loop.create_task(self._power_off()))
+            return None  # PVE answers {"data": null}
+        return await super().synthesise(match, method, info, user, values)
+
+    async def _power_off(self) -> None:
+        self.powered = False
+        await self.stop()  # connections are refused now, as by a host that is off
+        if self.on_power_off is not None:
+            self.on_power_off()
+
+    async def start(self, certfile: str, keyfile: str) -> None:
+        self._pem = (certfile, keyfile)
+        await super().start(certfile, keyfile)
+        self.powered = True
+
+    async def power_on(self) -> None:
+        """The host booted: pveproxy listens again."""
+        assert self._pem is not None
+        if not self.powered:
+            await self.start(*self._pem)
+
+    async def cut_power(self) -> None:
+        """The host lost power without shutting down (a hard off)."""
+        if self.powered:
+            self.powered = False
+            await self.stop()
+
+
 class PveServer:
     """A started fakepve on 127.0.0.1 (of ``netns`` when given), accepting one API token."""
 
     TOKEN_ID = "mko@pve!power"
     TOKEN_SECRET = "3f1b2c9e-7d41-4b8e-a0c2-5e6f7a8b9c0d"
+    fake: type[FakePve] = FakePve
 
     def __init__(self, directory: Path, netns: str | None = None) -> None:
         self.cafile, keyfile, der = make_cert(str(directory), hosts=("127.0.0.1",))
         self.fingerprint = der  # DER bytes; tests hash them to pin
-        self.pve = FakePve(host="127.0.0.1", port=0)
+        self.pve = self.fake(host="127.0.0.1", port=0)
         self.pve.time_scale = 0  # tasks finish at once; the client still follows their UPIDs
         self.pve.apitokens[self.TOKEN_ID] = self.TOKEN_SECRET
         self.loop = asyncio.new_event_loop()
@@ -151,6 +203,52 @@ case "$1" in
     done;;
 esac
 """
+
+
+class HostPveServer(PveServer):
+    """A Proxmox VE host whose power is a BMC (an :class:`IpmiSim`): when the chassis is switched on,
+    the host boots (its API answers ``boot_delay`` seconds later); when PVE shuts it down, or the
+    chassis is switched off, its API goes away and the chassis reads off."""
+
+    fake = HostPve
+
+    def __init__(self, directory: Path, bmc: IpmiSim, *, boot_delay: float = 0.5) -> None:
+        super().__init__(directory)
+        self.bmc = bmc
+        self.boot_delay = boot_delay
+        self.boots = 0
+        self.pve.on_power_off = lambda: bmc.state.write_text("0\n")
+        self._run(self.pve.cut_power())
+        if bmc.power == "1":
+            self._run(self.pve.power_on())
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._follow_the_chassis, name="pve-host-power", daemon=True)
+        self._thread.start()
+
+    def _run(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(30)
+
+    @property
+    def powered(self) -> bool:
+        """Whether the host is up (its API listens)."""
+        return bool(self.pve.powered)
+
+    def _follow_the_chassis(self) -> None:
+        while not self._stop.wait(0.05):
+            chassis_on = self.bmc.power == "1"
+            if chassis_on and not self.pve.powered:
+                time.sleep(self.boot_delay)  # BIOS, kernel, pveproxy
+                self._run(self.pve.power_on())
+                self.boots += 1
+            elif not chassis_on and self.pve.powered:
+                self._run(self.pve.cut_power())
+
+    def stop(self) -> None:
+        """Stop following the chassis, then the fake."""
+        self._stop.set()
+        self._thread.join(10)
+        self._run(self.pve.power_on())  # PveServer.stop settles and stops a listening fake
+        super().stop()
 
 
 class IpmiSim:

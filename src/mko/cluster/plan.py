@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from mko.cluster import outages
 from mko.cluster.options import K8sOptions, get_options
 from mko.inventory.clusters import get_cluster
-from mko.inventory.dependencies import depths
+from mko.inventory.dependencies import depths, implicit_edges
 from mko.inventory.nodes import get_node, list_nodes
 from mko.operations import ownership
 from mko.operations.kinds import RECOVER_KIND, SHUTDOWN_KINDS
@@ -236,6 +236,9 @@ def build_plan(
     controls = sorted((n for n in nodes if n.role == NodeRole.CONTROL_PLANE), key=lambda n: n.id)
     workers = sorted((n for n in nodes if n.role != NodeRole.CONTROL_PLANE), key=lambda n: n.id)
     edges = {n.id: {d.depends_on_id for d in n.dependencies} for n in nodes}
+    implied = implicit_edges((n.id, n.wol_method, n.proxmox_host_id, n.power_params) for n in nodes)
+    for node_id, hosts in implied.items():  # a VM goes down before its Proxmox host
+        edges[node_id] |= hosts
     needed = {d for n in workers for d in edges[n.id]} & {n.id for n in workers}
     level = depths((n.id for n in workers), edges)
     providers = sorted((n for n in workers if n.id in needed), key=lambda n: (-level[n.id], n.id))

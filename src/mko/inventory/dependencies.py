@@ -4,6 +4,7 @@ check in one place (the nodes exist, no node depends on itself, no cycle anywher
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -11,17 +12,53 @@ from sqlalchemy.orm import Session
 from mko.platform.db.models.inventory import Node, NodeDependency
 from mko.platform.errors import InputError
 
-__all__ = ["dependencies_of", "depths", "find_cycle", "set_dependencies"]
+__all__ = ["dependencies_of", "depths", "find_cycle", "implicit_edges", "set_dependencies"]
+
+#: (node id, power method, Proxmox endpoint id, power_params) of a node: what implicit edges are made of.
+ProxmoxRow = tuple[int, str, int | None, Mapping[str, Any] | None]
 
 
 def dependencies_of(session: Session, node_ids: Iterable[int] | None = None) -> dict[int, set[int]]:
-    """node id → the ids it depends on, for these nodes (all when None), in one query."""
+    """node id → the ids it depends on (depends_on, and a VM's Proxmox host node), for these nodes (all
+    when None)."""
+    wanted = None if node_ids is None else set(node_ids)
     query = select(NodeDependency.node_id, NodeDependency.depends_on_id)
-    if node_ids is not None:
-        query = query.where(NodeDependency.node_id.in_(list(node_ids)))
+    if wanted is not None:
+        query = query.where(NodeDependency.node_id.in_(list(wanted)))
     edges: dict[int, set[int]] = {}
     for node_id, needed in session.execute(query):
         edges.setdefault(node_id, set()).add(needed)
+    rows = session.execute(
+        select(Node.id, Node.wol_method, Node.proxmox_host_id, Node.power_params).where(
+            Node.proxmox_host_id.is_not(None)
+        )
+    )
+    for node_id, hosts in implicit_edges(tuple(row) for row in rows).items():
+        if wanted is None or node_id in wanted:
+            edges.setdefault(node_id, set()).update(hosts)
+    return edges
+
+
+def implicit_edges(rows: Iterable[ProxmoxRow]) -> dict[int, set[int]]:
+    """A VM depends on the node that is its Proxmox host (method ``proxmox_host`` on the same API
+    endpoint, and the same PVE node when both name one; every host of the endpoint when the VM's node is
+    not named)."""
+    hosts: dict[int, list[tuple[int, object]]] = {}
+    vms: list[tuple[int, int, object]] = []
+    for node_id, method, endpoint, params in rows:
+        if endpoint is None:
+            continue
+        if method == "proxmox_host":
+            hosts.setdefault(endpoint, []).append((node_id, (params or {}).get("proxmox_host_node")))
+        elif method == "proxmox":
+            vms.append((node_id, endpoint, (params or {}).get("proxmox_node")))
+    edges: dict[int, set[int]] = {}
+    for node_id, endpoint, pve_node in vms:
+        candidates = hosts.get(endpoint, [])
+        named = [host for host, name in candidates if pve_node and name == pve_node]
+        chosen = named or [host for host, _ in candidates]
+        if chosen:
+            edges[node_id] = set(chosen)
     return edges
 
 

@@ -118,6 +118,7 @@ DRIVERS: Final = Registry(
     ("ethernet", "mko.power.drivers.wol:WolDriver"),
     ("ethernet-raw", "mko.power.drivers.wol:RawWolDriver"),
     ("proxmox", "mko.power.drivers.proxmox:ProxmoxDriver"),
+    ("proxmox_host", "mko.power.drivers.proxmox_host:ProxmoxHostDriver"),
     ("ipmi", "mko.power.drivers.ipmi:IpmiDriver"),
     ("redfish", "mko.power.drivers.redfish:RedfishDriver"),
     ("command", "mko.power.drivers.command:CommandDriver"),

@@ -54,7 +54,9 @@ class ProxmoxParams(DriverParams):
         help="Proxmox VM (or container) id", option="--proxmox-vm-id", check=_vm_id
     )
     proxmox_host_id: int | None = column(
-        help="Proxmox host (mko proxmox list) the VM runs on", option="--proxmox-host-id", ref="proxmox_host"
+        help="Proxmox API endpoint (mko proxmox list): the VM's, or a proxmox_host node's own",
+        option="--proxmox-host-id",
+        ref="proxmox_host",
     )
     proxmox_node: str | None = param(help="Proxmox node of the VM; found if omitted", check=validate_name)
 

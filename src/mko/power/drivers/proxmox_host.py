@@ -1,0 +1,258 @@
+"""Proxmox VE hosts: the hypervisor itself as a node, powered on by its own method, shut down by its API.
+
+A host goes **down** through the API (``POST /nodes/{node}/status command=shutdown``, what the web UI's
+Shutdown button does; PVE stops any guest still running, then powers off), after every VM mko knows on
+it: a VM implicitly depends on its host (``mko.inventory.dependencies``), so cluster shutdowns take the
+VMs first. It comes **up** by the method its hardware has, one of ``ethernet``, ``ethernet-raw``,
+``ipmi``, ``redfish`` or ``snmp_pdu``, whose settings the node keeps under their usual names
+(``wol_mac_address``, ``bmc_address``, ``snmp_outlet``…), and counts as on only once its API answers
+(``GET /nodes/{node}/status``): a BMC that says "on" while PVE still boots is not a host its VMs can
+start on. So a wake starts the host's VMs only after the host's API is back.
+
+Hard ``off`` is the power method's own (IPMI chassis off, PDU outlet off) where it has one. The state:
+on when the API answers; otherwise what the power method reads (off, or unknown while it says on).
+
+Example: a host woken by Wake-on-LAN::
+
+    mko node add pve1 10.0.0.5 --method proxmox_host --proxmox-host-id 1 --proxmox-host-node pve1 \\
+      --proxmox-host-power-method ethernet --mac 58:47:ca:00:00:01
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from mko.platform.errors import FatalPowerError, InputError, PowerError, RetryablePowerError
+from mko.platform.validation import check_text
+from mko.power.base import (
+    AttemptError,
+    Capability,
+    NodeSnapshot,
+    PowerDriver,
+    PowerState,
+    ProxmoxEndpoint,
+)
+from mko.power.drivers.ipmi import IpmiParams
+from mko.power.drivers.proxmox import _call, connect
+from mko.power.drivers.redfish import RedfishParams
+from mko.power.drivers.snmp_pdu import SnmpPduParams
+from mko.power.drivers.wol import WolParams
+from mko.power.fields import validate_name
+from mko.power.params import DriverParams, EncryptedSecret, column, param
+
+if TYPE_CHECKING:
+    from mko.platform.settings import Settings
+
+__all__ = ["POWER_METHODS", "ProxmoxHostDriver", "ProxmoxHostParams"]
+
+log = logging.getLogger("mko.power.proxmox_host")
+
+#: What can switch a hypervisor on: its NIC, its BMC, or the PDU outlet it hangs on.
+POWER_METHODS = ("ethernet", "ethernet-raw", "ipmi", "redfish", "snmp_pdu")
+
+
+def _power_method(value: str, field: str) -> str:
+    text = check_text(value, field, max_length=20).strip().lower()
+    if text not in POWER_METHODS:
+        raise InputError(field, f"{value!r} is not one of {', '.join(POWER_METHODS)}")
+    return text
+
+
+class ProxmoxHostParams(WolParams, IpmiParams, RedfishParams, SnmpPduParams):
+    """The host's API endpoint and PVE node name, and the settings of the method that powers it on."""
+
+    # Declared as the VMs' own (one meaning per name): here, the API endpoint of this very host.
+    proxmox_host_id: int | None = column(
+        help="Proxmox API endpoint (mko proxmox list): the VM's, or a proxmox_host node's own",
+        option="--proxmox-host-id",
+        ref="proxmox_host",
+    )
+    proxmox_host_node: str | None = param(
+        help="Proxmox host: its node name in PVE (e.g. pve1)", check=validate_name
+    )
+    proxmox_host_power_method: str | None = param(
+        help="Proxmox host: how it is powered on: " + ", ".join(POWER_METHODS), check=_power_method
+    )
+
+    required: ClassVar[tuple[str, ...]] = ("proxmox_host_node", "proxmox_host_power_method")
+    # The seed's column, set with `wol configure ID --proxmox-host-id N` like a VM's.
+    required_when_enabled: ClassVar[tuple[str, ...]] = ("proxmox_host_id",)
+
+
+class ProxmoxHostDriver(PowerDriver):
+    """Powers a Proxmox VE host on by its own method and shuts it down through its API."""
+
+    name: ClassVar[str] = "proxmox_host"
+    label: ClassVar[str] = "Proxmox VE host"
+    Params: ClassVar[type[DriverParams]] = ProxmoxHostParams
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.ON, Capability.OFF, Capability.SOFT_OFF, Capability.QUERY}
+    )
+    node_kind: ClassVar[Literal["physical", "virtual", "any"]] = "physical"
+    # Each round asks again whatever the power method is (a magic packet is never acknowledged); the
+    # methods themselves skip a switch that is already on.
+    confirms_delivery: ClassVar[bool] = False
+    verify_by_query: ClassVar[bool] = True
+
+    def __init__(self, settings: Settings | None = None, timeout: float = 10.0) -> None:
+        self._settings = settings
+        self._timeout = timeout
+        self._apis: dict[int, Any] = {}
+        self._inner: dict[str, PowerDriver] = {}
+
+    @classmethod
+    def create(cls, settings: Settings) -> ProxmoxHostDriver:
+        """A driver with the settings the power methods need and the API timeout."""
+        return cls(settings, settings.power_api_timeout)
+
+    # ------------------------------------------------------------------ the power method
+
+    def _method(self, node: NodeSnapshot) -> tuple[PowerDriver, NodeSnapshot]:
+        """The driver of the host's power method and the host as that driver sees it."""
+        from mko.power.registry import DRIVERS  # the registry imports the drivers: not at import time
+
+        params: ProxmoxHostParams = self.params(node)
+        method = params.proxmox_host_power_method
+        if method is None:
+            raise FatalPowerError(f"{node.label} has no power method: set --proxmox-host-power-method")
+        if method not in self._inner:
+            cls = DRIVERS.driver(method)
+            inner = cls.create(self._settings) if self._settings is not None else cls()
+            inner.secrets = self.secrets
+            self._inner[method] = inner
+        inner = self._inner[method]
+        own = inner.Params.model_validate(params.model_dump())
+        return inner, dataclasses.replace(node, method=method, params=own)
+
+    def device_key(self, node: NodeSnapshot) -> str | None:
+        """The PDU of an outlet-powered host, so a wake keeps its outlets apart."""
+        try:
+            inner, as_inner = self._method(node)
+        except PowerError:
+            return None
+        return inner.device_key(as_inner)
+
+    async def _by_method(self, node: NodeSnapshot, action: str) -> None:
+        inner, as_inner = self._method(node)
+        if not inner.supports(action):
+            raise FatalPowerError(
+                str(inner.unsupported(as_inner, action)).replace(as_inner.method, node.method)
+            )
+        if action == "on":
+            result = await inner.send_on([as_inner])
+        else:
+            result = await inner.send_off([as_inner], soft=False)
+        error: AttemptError | None = result[node.node_id]
+        if error is not None:
+            raise (RetryablePowerError if error.retryable else FatalPowerError)(error.message)
+
+    # ------------------------------------------------------------------ the API
+
+    def _endpoint(self, node: NodeSnapshot) -> ProxmoxEndpoint:
+        endpoint = node.refs.get("proxmox_host")
+        if not isinstance(endpoint, ProxmoxEndpoint):
+            raise FatalPowerError(
+                f"{node.label} is a Proxmox host but names no Proxmox API endpoint: add it (`mko proxmox"
+                f" add`) and set it with `mko node update {node.node_id} --proxmox-host-id <id>`"
+            )
+        if not endpoint.secret_encrypted:
+            raise FatalPowerError(f"Proxmox host {endpoint.name} has no secret stored")
+        return endpoint
+
+    def _pve_node(self, node: NodeSnapshot) -> str:
+        pve_node: str | None = self.params(node).proxmox_host_node
+        if not pve_node:
+            raise FatalPowerError(f"{node.label} has no PVE node name: set --proxmox-host-node")
+        return pve_node
+
+    async def _api(self, node: NodeSnapshot) -> tuple[ProxmoxEndpoint, Any]:
+        endpoint = self._endpoint(node)
+        if endpoint.host_id not in self._apis:
+            secret = self.reveal(EncryptedSecret(endpoint.secret_encrypted or ""))
+            self._apis[endpoint.host_id] = await _call(
+                endpoint, lambda: connect(endpoint, secret, self._timeout, pool_size=2)
+            )
+        return endpoint, self._apis[endpoint.host_id]
+
+    def _forget(self, endpoint: ProxmoxEndpoint) -> None:
+        """Drop a session whose host went away: its pooled connections died with it."""
+        api = self._apis.pop(endpoint.host_id, None)
+        if api is not None:
+            with contextlib.suppress(Exception):
+                api._store["session"].close()
+
+    async def _api_answers(self, node: NodeSnapshot) -> bool:
+        """Whether the host's API serves its node status now (FatalPowerError: it refuses mko)."""
+        endpoint, api = await self._api(node)
+        pve_node = self._pve_node(node)
+        try:
+            await _call(endpoint, api.nodes(pve_node).status.get)
+        except RetryablePowerError as exc:
+            log.info("%s: API not answering: %s", node.label, exc)
+            self._forget(endpoint)
+            return False
+        return True
+
+    # ------------------------------------------------------------------ primitives
+
+    async def _on(self, node: NodeSnapshot) -> None:
+        if await self._api_answers(node):
+            return
+        await self._by_method(node, "on")
+        log.info(
+            "%s: powered on by %s; waiting for its API",
+            node.label,
+            self.params(node).proxmox_host_power_method,
+        )
+
+    async def _off(self, node: NodeSnapshot, *, soft: bool) -> None:
+        if not soft:
+            await self._by_method(node, "off")
+            return
+        if not await self._api_answers(node):
+            return  # nothing answers: already down (the query says whether it is off)
+        endpoint, api = await self._api(node)
+        pve_node = self._pve_node(node)
+        running = await _call(endpoint, lambda: _running_guests(api, pve_node))
+        if running:
+            log.info("%s: PVE stops its running guests first: %s", node.label, ", ".join(running))
+        await _call(endpoint, lambda: api.nodes(pve_node).status.post(command="shutdown"))
+        self._forget(endpoint)
+        log.info("%s: asked Proxmox host %s to shut down", node.label, pve_node)
+
+    async def query(self, node: NodeSnapshot) -> PowerState:
+        """On when its API answers; otherwise the power method's reading (on means still booting or
+        stopping: unknown)."""
+        if await self._api_answers(node):
+            return PowerState.ON
+        inner, as_inner = self._method(node)
+        if not inner.supports("status"):
+            return PowerState.UNKNOWN
+        try:
+            state = await inner.query(as_inner)
+        except RetryablePowerError:
+            return PowerState.UNKNOWN
+        return PowerState.OFF if state == PowerState.OFF else PowerState.UNKNOWN
+
+    async def aclose(self) -> None:
+        """Close the API sessions and the power methods' resources."""
+        for endpoint_id in list(self._apis):
+            api = self._apis.pop(endpoint_id)
+            with contextlib.suppress(Exception):
+                api._store["session"].close()
+        for inner in self._inner.values():
+            await inner.aclose()
+        self._inner.clear()
+
+
+def _running_guests(api: Any, pve_node: str) -> list[str]:
+    """The VMs and containers running on the node, as ``qemu/101``."""
+    running = []
+    for kind in ("qemu", "lxc"):
+        for guest in getattr(api.nodes(pve_node), kind).get():
+            if guest.get("status") == "running":
+                running.append(f"{kind}/{guest.get('vmid')}")
+    return running
