@@ -121,6 +121,7 @@ class HostPve(FakePve):  # type: ignore[misc]
         self._pem = (certfile, keyfile)
         await super().start(certfile, keyfile)
         self.powered = True
+        self.requests.append(("BOOT", "", None))  # where the boot falls among the requests answered
 
     async def power_on(self) -> None:
         """The host booted: pveproxy listens again."""
@@ -206,20 +207,29 @@ esac
 
 
 class HostPveServer(PveServer):
-    """A Proxmox VE host whose power is a BMC (an :class:`IpmiSim`): when the chassis is switched on,
-    the host boots (its API answers ``boot_delay`` seconds later); when PVE shuts it down, or the
-    chassis is switched off, its API goes away and the chassis reads off."""
+    """A Proxmox VE host on its machine: when the machine gets power (``chassis_on`` turns true: its BMC
+    switched it on, or a magic packet booted its lab node) the host boots, and its API answers
+    ``boot_delay`` seconds later; when PVE shuts it down, ``power_off`` takes the machine's power away,
+    and when the machine loses power otherwise, the API goes away with it."""
 
     fake = HostPve
 
-    def __init__(self, directory: Path, bmc: IpmiSim, *, boot_delay: float = 0.5) -> None:
-        super().__init__(directory)
-        self.bmc = bmc
+    def __init__(
+        self,
+        directory: Path,
+        chassis_on: Callable[[], bool],
+        power_off: Callable[[], None],
+        *,
+        netns: str | None = None,
+        boot_delay: float = 0.5,
+    ) -> None:
+        super().__init__(directory, netns=netns)
+        self.chassis_on = chassis_on
         self.boot_delay = boot_delay
         self.boots = 0
-        self.pve.on_power_off = lambda: bmc.state.write_text("0\n")
+        self.pve.on_power_off = power_off
         self._run(self.pve.cut_power())
-        if bmc.power == "1":
+        if chassis_on():
             self._run(self.pve.power_on())
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._follow_the_chassis, name="pve-host-power", daemon=True)
@@ -235,7 +245,7 @@ class HostPveServer(PveServer):
 
     def _follow_the_chassis(self) -> None:
         while not self._stop.wait(0.05):
-            chassis_on = self.bmc.power == "1"
+            chassis_on = self.chassis_on()
             if chassis_on and not self.pve.powered:
                 time.sleep(self.boot_delay)  # BIOS, kernel, pveproxy
                 self._run(self.pve.power_on())
@@ -459,6 +469,7 @@ class PowerCoupling:
         self.netns = netns
         self.interval = interval
         self.changes: list[tuple[str, str]] = []  # (hostname, "on" | "off"), in order
+        self.times: list[float] = []  # time.monotonic() of each change
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="power-coupling", daemon=True)
 
@@ -484,6 +495,7 @@ class PowerCoupling:
                         continue
                     last[node.hostname] = now
                     self.changes.append((node.hostname, "on" if now else "off"))
+                    self.times.append(time.monotonic())
                     if now:
                         node.power.power_on()
                     else:

@@ -9,6 +9,7 @@ context of the same name; the v3 user ``mko`` has SHA authentication and AES pri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -17,6 +18,8 @@ import time
 from pathlib import Path
 
 import snmpsim
+
+from mko.lab.netns import enter_netns
 
 __all__ = ["SnmpSim"]
 
@@ -35,14 +38,21 @@ class SnmpSim:
 
     USER, AUTH_KEY, PRIV_KEY = "mko", "authpass123", "privpass123"
 
-    def __init__(self, workdir: Path, reboot_seconds: float = 1.0) -> None:
-        self.port = _free_udp_port()
+    def __init__(
+        self, workdir: Path, reboot_seconds: float = 1.0, *, netns: str | None = None, initial: str = "on"
+    ) -> None:
+        self.netns = netns
+        with enter_netns(netns) if netns else contextlib.nullcontext():
+            self.port = _free_udp_port()
         stock = Path(snmpsim.__file__).parent / "variation"
+        self.set_log = workdir / "sets.log"
+        inside = ["ip", "netns", "exec", netns] if netns else []  # ip execs the program: same pid
         argv = [
+            *inside,
             str(Path(sys.executable).with_name("snmpsim-command-responder")),
             f"--variation-modules-dir={HERE / 'variation'}",
             f"--variation-modules-dir={stock}",
-            f"--variation-module-options=pdu:reboot={reboot_seconds},initial=on",
+            f"--variation-module-options=pdu:reboot={reboot_seconds},initial={initial},log={self.set_log}",
             f"--cache-dir={workdir / 'cache'}",
             f"--logging-method=file:{workdir / 'snmpsim.log'}",
             "--log-level=error",
@@ -71,30 +81,51 @@ class SnmpSim:
             if self.process.poll() is not None:
                 assert self.process.stderr is not None
                 raise RuntimeError("snmpsim ended: " + self.process.stderr.read().decode()[-2000:])
-            if self._answers():
-                return
+            with enter_netns(self.netns) if self.netns else contextlib.nullcontext():
+                if self._answers():
+                    return
             time.sleep(0.2)
         raise TimeoutError("snmpsim did not answer within 60 s")
 
     def _answers(self) -> bool:
+        return self._get("1.3.6.1.2.1.1.2.0") is not None
+
+    def _get(self, oid: str) -> object | None:
+        """One v2c GET on the APC table (from the caller's namespace); None when nothing answers."""
         from pysnmp.hlapi.v3arch import asyncio as hl
 
-        async def get() -> bool:
+        async def get() -> object | None:
             engine = hl.SnmpEngine()
             try:
                 target = await hl.UdpTransportTarget.create(("127.0.0.1", self.port), timeout=0.3, retries=0)
-                indication, _status, _index, _binds = await hl.get_cmd(
+                indication, status, _index, binds = await hl.get_cmd(
                     engine,
                     hl.CommunityData("apc", mpModel=1),  # noqa: S508 - the simulator speaks v2c
                     target,
                     hl.ContextData(),
-                    hl.ObjectType(hl.ObjectIdentity("1.3.6.1.2.1.1.2.0")),
+                    hl.ObjectType(hl.ObjectIdentity(oid)),
                 )
-                return not indication
+                return None if indication or status else binds[0][1]
             finally:
                 engine.close_dispatcher()
 
         return asyncio.run(get())
+
+    def sets(self) -> list[tuple[float, str, int]]:
+        """Every SET the agent applied: (time.monotonic(), OID, value), oldest first."""
+        if not self.set_log.exists():
+            return []
+        entries = []
+        for line in self.set_log.read_text().splitlines():
+            at, oid, value = line.split()
+            entries.append((float(at), oid, int(value)))
+        return entries
+
+    def apc_outlet_on(self, outlet: int) -> bool | None:
+        """What the APC PDU says of an outlet (its command OID reads 1 on, 2 off); None: no answer."""
+        with enter_netns(self.netns) if self.netns else contextlib.nullcontext():
+            value = self._get(f"1.3.6.1.4.1.318.1.1.12.3.3.1.1.4.{outlet}")
+        return None if value is None else {1: True, 2: False}.get(int(value))  # type: ignore[call-overload]
 
     def stop(self) -> None:
         """End the agent (only the process this object started)."""

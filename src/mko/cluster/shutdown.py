@@ -616,10 +616,23 @@ class _Run(_StepLog):
         outcome.message = (
             f"powered off: SSH answered, {accepted} (`{command}`),"
             f" then stopped answering after {silent_after:.1f} s"
-        )
+        ) + await self._cut_supply(step)
         outcome.status = OperationStatus.SUCCEEDED
         outcome.detail |= {"confirmed": True, "confirmed_by": "SSH stopped answering"}
         return outcome
+
+    async def _cut_supply(self, step: PlannedStep) -> str:
+        """Once the OS halted, switch off the outlet or plug that feeds it (a driver whose only off is
+        the hard one): a PDU outlet left on would make the next wake's "on" a no-op on a halted machine."""
+        node = self.prepared.power.get(step.hostname)
+        driver = DRIVERS.get(node.method) if node is not None else None
+        if node is None or driver is None or not driver.supports("off") or driver.supports("soft"):
+            return ""
+        schedule = WakeSchedule(retries=2, delay=0.5, wait=True, timeout=self.settings.poweroff_timeout)
+        [result] = await power_off([node], schedule, DRIVERS.lookup(self.settings))
+        if result.state == OutcomeState.OFF:
+            return f"; then the {node.method} driver switched its power off"
+        return f"; the {node.method} driver could not switch its power off: {result.describe()}"
 
     async def _wait_off(self, node: Node) -> float | None:
         """Seconds until the node's SSH port stops answering, or None at the power-off timeout."""

@@ -17,14 +17,16 @@ from mko.cli.root import app
 
 
 @pytest.fixture
-def host(tmp_path: Path) -> Iterator[HostPveServer]:
+def machine(tmp_path: Path) -> Iterator[tuple[HostPveServer, IpmiSim]]:
     """A PVE host (off: its chassis off, its API silent) with VMs 101 and 102 on node pve1."""
     (tmp_path / "ipmi").mkdir()
     bmc = IpmiSim(tmp_path / "ipmi", power="0")
-    server = HostPveServer(tmp_path, bmc, boot_delay=0.5)
+    server = HostPveServer(
+        tmp_path, lambda: bmc.power == "1", lambda: bmc.state.write_text("0\n"), boot_delay=0.5
+    )
     server.pve.add_vm(101, "k8s-vm1", status="stopped")
     server.pve.add_vm(102, "k8s-vm2", status="stopped")
-    yield server
+    yield server, bmc
     server.stop()
     bmc.stop()
 
@@ -35,7 +37,7 @@ def _cli(cli: CliRunner, *args: str, stdin: str | None = None) -> Any:
     return result
 
 
-def _inventory(cli: CliRunner, host: HostPveServer) -> tuple[int, list[int]]:
+def _inventory(cli: CliRunner, host: HostPveServer, bmc: IpmiSim) -> tuple[int, list[int]]:
     _cli(cli, "cluster", "add", "rack")
     _cli(
         cli, "proxmox", "add", "pve", "--host", "127.0.0.1", "--port", str(host.port),
@@ -45,7 +47,7 @@ def _inventory(cli: CliRunner, host: HostPveServer) -> tuple[int, list[int]]:
     added = _cli(
         cli, "node", "add", "pve1", "127.0.0.1", "-c", "1", "--method", "proxmox_host",
         "--proxmox-host-node", "pve1", "--proxmox-host-power-method", "ipmi",
-        "--bmc-address", "127.0.0.1", "--bmc-port", str(host.bmc.port), "--bmc-username", IpmiSim.USER,
+        "--bmc-address", "127.0.0.1", "--bmc-port", str(bmc.port), "--bmc-username", IpmiSim.USER,
         "--bmc-password", "-", "--json", stdin=IpmiSim.PASSWORD + "\n",
     )  # fmt: skip
     host_id = json.loads(added.stdout)["id"]
@@ -63,9 +65,10 @@ def _inventory(cli: CliRunner, host: HostPveServer) -> tuple[int, list[int]]:
 
 
 def test_the_host_comes_up_by_its_bmc_before_its_vms_and_goes_down_through_its_api(
-    session: Session, cli: CliRunner, host: HostPveServer
+    session: Session, cli: CliRunner, machine: tuple[HostPveServer, IpmiSim]
 ) -> None:
-    host_id, vms = _inventory(cli, host)
+    host, bmc = machine
+    host_id, vms = _inventory(cli, host, bmc)
     status = json.loads(_cli(cli, "node", "power", str(host_id), "status", "--json").stdout)
     assert status["state"] == "off"  # the API is silent and the BMC says the chassis is off
     # The VMs depend on their host without being told: the plan puts it a level before them.
@@ -80,7 +83,7 @@ def test_the_host_comes_up_by_its_bmc_before_its_vms_and_goes_down_through_its_a
     assert by_id[host_id]["verified_by"] == "query"
     # The chassis was switched on through IPMI; the host counted as up only once its API answered, and
     # only then were its VMs started.
-    assert "set power 1" in host.bmc.requests and host.boots == 1
+    assert "set power 1" in bmc.requests and host.boots == 1
     for vm in vms:
         assert by_id[vm]["state"] == "up" and by_id[vm]["first_sent_after"] > by_id[host_id]["up_after"]
     assert host.status(101) == host.status(102) == "running"
@@ -91,7 +94,7 @@ def test_the_host_comes_up_by_its_bmc_before_its_vms_and_goes_down_through_its_a
     [outcome] = soft["nodes"]
     assert (outcome["state"], outcome["verified_by"]) == ("off", "query"), soft
     assert host.pve.power_log == [("shutdown", "pve1")] and not host.powered
-    assert host.bmc.power == "0" and host.status(101) == "stopped"
+    assert bmc.power == "0" and host.status(101) == "stopped"
     assert ("POST", "/api2/json/nodes/pve1/status") in host.calls()
     # A cluster shutdown takes the VMs before their host (the wake's order, reversed).
     lines = _cli(cli, "cluster", "shutdown", "1", "--dry-run", "--force").stdout

@@ -63,6 +63,7 @@ def init(**context: Any) -> None:
     options = dict(x.split("=", 1) for x in (context["options"] or "").split(",") if "=" in x)
     moduleContext["reboot"] = float(options.get("reboot", "2"))
     moduleContext["initial"] = options.get("initial", "on") == "on"
+    moduleContext["log"] = options.get("log")  # a file that gets "<monotonic time> <oid> <value>" per SET
 
 
 def _outlet(n: int) -> list[Any]:
@@ -94,6 +95,9 @@ def variate(oid: Any, tag: Any, value: Any, **context: Any) -> tuple[Any, Any, A
         elif action == CYCLE:
             outlet[:] = [False, time.monotonic() + moduleContext["reboot"]]
         agentContext.setdefault("log", []).append((str(oid), int(new)))
+        if moduleContext.get("log"):
+            with open(moduleContext["log"], "a") as log:
+                log.write(f"{time.monotonic()} {oid} {int(new)}\n")
         return oid, tag, new
     return oid, tag, rfc1902.Integer32(read(outlet[0]))
 
