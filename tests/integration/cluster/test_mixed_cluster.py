@@ -32,7 +32,7 @@ from upslab import wait_until
 from mko.lab.harness import RunningLab
 from mko.lab.microk8s import Microk8sCluster
 from mko.platform.db.models.operations import OperationStatus
-from mko.platform.settings import Settings, get_settings
+from mko.platform.settings import Settings
 
 WORKERS = ("lab-n3", "lab-n4", "lab-n5")
 CONFIRMED_BY = {
@@ -42,14 +42,6 @@ CONFIRMED_BY = {
     "lab-n4": "ipmi power query",
     "lab-n5": "redfish power query",
 }
-
-
-@pytest.fixture
-def fast(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The test's settings, polling every 0.1 s (the CLI reads the same values from the environment)."""
-    monkeypatch.setenv("MKO_PROBE_INTERVAL", "0.1")
-    get_settings.cache_clear()
-    return get_settings()
 
 
 class Peers:

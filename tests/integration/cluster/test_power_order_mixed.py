@@ -35,19 +35,11 @@ from mko.inventory.nodes import update_node
 from mko.inventory.schemas import NodeUpdate
 from mko.lab.harness import RunningLab
 from mko.lab.microk8s import Microk8sCluster
-from mko.platform.settings import Settings, get_settings
+from mko.platform.settings import Settings
 
 STAGGER = 0.5
 NAS_OUTLET = 2
 LEVELS = [["lab-n1", "lab-n2"], ["lab-n3", "lab-n4", "lab-n5"], ["lab-n6", "lab-n7"]]
-
-
-@pytest.fixture
-def fast(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The test's settings, polling every 0.1 s (the CLI reads the same values from the environment)."""
-    monkeypatch.setenv("MKO_PROBE_INTERVAL", "0.1")
-    get_settings.cache_clear()
-    return get_settings()
 
 
 class Rack:

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncssh
-import pytest
 from clusterlab import cluster_up, one_operation, orch_cli, power_up, stand_in_calls
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -37,18 +36,10 @@ from mko.platform.db.models.inventory import Node
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.models.schedules import ScheduleAction
 from mko.platform.db.session import make_engine, make_session_factory
-from mko.platform.settings import Settings, get_settings
+from mko.platform.settings import Settings
 from mko.schedules.scheduler import Scheduler
 from mko.schedules.schemas import ScheduleCreate
 from mko.schedules.service import create_schedule
-
-
-@pytest.fixture
-def fast(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """The test's settings, polling every 0.1 s (the CLI reads the same values from the environment)."""
-    monkeypatch.setenv("MKO_PROBE_INTERVAL", "0.1")
-    get_settings.cache_clear()
-    return get_settings()
 
 
 def _subject(call: tuple[str, str]) -> str:
