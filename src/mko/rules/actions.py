@@ -350,12 +350,14 @@ class ShutdownClusterAction(ClusterActionHandler):
         settings, factory = context.settings, context.session_factory
         check, nodes = feed_check(context)
         carried = check.describe({n.id: n.hostname for n in nodes})
-        if not check.losing:
+        if nodes and not check.losing:  # (a cluster without nodes: the plan says so)
             why = "every node is still on mains" if not check.carried else carried
             if context.fed_only and not check.carried:
                 why = f"UPS {context.ups_name} feeds no node of this cluster"
             return ActionResult(OperationStatus.SUCCEEDED, f"nothing to shut down: {why}")
         node_ids = check.losing if context.fed_only else None
+        if carried and not context.fed_only:
+            carried += ": shut down with the cluster all the same (a cluster rule; --fed-only leaves them up)"
         with factory() as session:
             # For this UPS: an outage (the nodes up now are the ones its restore wakes), and the end a
             # NUT primary gives it (the UPS's power cycle, mko's own host) where configured.
