@@ -189,4 +189,5 @@ def test_a_nas_a_proxmox_host_its_vms_and_workers_go_down_in_reverse_order_and_c
     assert outcome["lab-n6"]["first_sent_after"] >= outcome["lab-n3"]["up_after"]
     assert outcome["lab-n7"]["first_sent_after"] >= outcome["lab-n6"]["first_sent_after"] + STAGGER
     assert rack.pve.status(101) == rack.pve.status(102) == "running"
-    assert all(n.power.is_on for n in running.nodes)
+    # The VMs' machines follow their guests (the coupling polls): every machine is on.
+    wait_until(lambda: all(n.power.is_on for n in running.nodes), 10, what="every machine on")
