@@ -11,7 +11,7 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from sqlalchemy.orm import Session
 
-from mko.cli.common import EXIT_POWER_FAILURE, JsonOpt, SiteOpt, console, emit, open_session
+from mko.cli.common import EXIT_POWER_FAILURE, JsonOpt, SiteOpt, TimeLeftColumn, console, emit, open_session
 from mko.cli.node import NODE_COLUMNS
 from mko.cluster.backups import backup_dir, list_backups
 from mko.cluster.options import K8sOptions, get_options, update_options
@@ -189,12 +189,15 @@ def cluster_remove(cluster_id: int) -> None:
     console.print(f"cluster {cluster_id} removed")
 
 
-def _follow(title: str, run: Callable[[StepHook], Operation], quiet: bool) -> Operation:
-    """Run ``run(hook)`` under a spinner; each finished step is printed as it ends."""
+def _follow(
+    title: str, run: Callable[[StepHook], Operation], quiet: bool, timeout: float | None = None
+) -> Operation:
+    """Run ``run(hook)`` under a spinner with the time taken (and left); each step is printed as it ends."""
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         TimeElapsedColumn(),
+        TimeLeftColumn(timeout),
         console=console,
         transient=True,
         disable=quiet,
@@ -262,7 +265,7 @@ def cluster_shutdown(
         prepared = _confirm_start(
             session, plan, f"Power off {len(plan.hostnames)} node(s) now?", yes, as_json
         )
-    _run_prepared(settings, prepared, "shutting down", as_json)
+    _run_prepared(settings, prepared, f"shutting down {len(plan.hostnames)} node(s)", as_json)
 
 
 def _confirm_start(
@@ -322,9 +325,10 @@ def cluster_recover(
     try:
         factory = make_session_factory(engine)
         operation = _follow(
-            "recovering",
+            f"recovering {len(prepared.nodes)} node(s)",
             lambda hook: asyncio.run(run_recovery(factory, settings, prepared, hook)),
             as_json,
+            prepared.timeout,
         )
     finally:
         engine.dispose()

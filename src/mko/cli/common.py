@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -11,7 +12,9 @@ import click
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.progress import ProgressColumn, Task
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko.operations import ownership
@@ -20,12 +23,38 @@ from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.logs import configure_logging
 from mko.platform.settings import get_settings
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_POWER_FAILURE", "console", "emit", "fail", "open_session"]
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_POWER_FAILURE",
+    "TimeLeftColumn",
+    "console",
+    "emit",
+    "fail",
+    "open_session",
+]
 
 
 EXIT_BAD_INPUT = 2
 EXIT_POWER_FAILURE = 1
-console = Console()
+# Off a terminal (a pipe, a file, a script) Rich would cut every table at 80 columns: there a line is as
+# long as its content. On a terminal tables fit its width, and a cell too narrow folds (emit) instead of
+# cutting an id or a MAC short.
+console = Console() if sys.stdout.isatty() else Console(width=1000)
+
+
+class TimeLeftColumn(ProgressColumn):
+    """Seconds left until a long wait gives up (its ``--timeout``), counted down as it runs."""
+
+    def __init__(self, timeout: float | None) -> None:
+        super().__init__()
+        self.timeout = timeout
+
+    def render(self, task: Task) -> Text:
+        """Return "N s left" (nothing once the task is done, or without a timeout)."""
+        if self.timeout is None or task.finished:
+            return Text("")
+        left = max(0.0, self.timeout - (task.elapsed or 0.0))
+        return Text(f"{left:.0f} s left", style="progress.remaining")
 
 
 def _one_line(message: str) -> str:
@@ -42,6 +71,10 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
 def open_sessions() -> Iterator[sessionmaker[Session]]:
     """Sessions on the configured database; a brand-new database is created on first use."""
     settings = get_settings()
+    if settings.netns:  # the lab's LAN (`mko lab env`): packets, SSH and NUT reads stay inside it
+        from mko.lab.netns import join_netns
+
+        join_netns(settings.netns)
     configure_logging(settings, console=False)
     ownership.configure(settings)
     engine = make_engine(settings.database_url)
@@ -83,7 +116,7 @@ def emit(
         return
     table = Table(title=title or None)
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for item in items:
         row = item.model_dump(mode="json")
         table.add_row(*(_cell(row.get(column)) for column in columns))

@@ -17,7 +17,15 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from mko.cli.common import EXIT_POWER_FAILURE, JsonOpt, console, emit, open_session, open_sessions
+from mko.cli.common import (
+    EXIT_POWER_FAILURE,
+    JsonOpt,
+    TimeLeftColumn,
+    console,
+    emit,
+    open_session,
+    open_sessions,
+)
 from mko.inventory.nodes import configure_wol
 from mko.inventory.schemas import NodePublic, WolConfigure
 from mko.nic.collect import collect_macs, describe_row
@@ -97,7 +105,11 @@ def _run_wake(
 
 
 def _with_progress(prepared: PreparedWake, run: Any, *, quiet: bool) -> Operation:
-    """Run the wake under a Rich progress display: packets sent, then nodes settled."""
+    """Run the wake under a Rich progress display: packets sent, then nodes settled.
+
+    Each node gets a line as its state changes (packet sent, up, failed); with --wait the bar counts the
+    nodes that answered and the time left of --timeout counts down.
+    """
     total = len(prepared.nodes)
     waiting = prepared.schedule.wait
     with Progress(
@@ -106,6 +118,7 @@ def _with_progress(prepared: PreparedWake, run: Any, *, quiet: bool) -> Operatio
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TimeLeftColumn(prepared.schedule.timeout if waiting else None),
         console=console,
         transient=True,
         disable=quiet,
@@ -113,6 +126,7 @@ def _with_progress(prepared: PreparedWake, run: Any, *, quiet: bool) -> Operatio
         label = "nodes up" if waiting else "nodes sent"
         task = progress.add_task(f"waking {total} node(s): {label}", total=total)
         settled: set[int] = set()
+        sent: set[int] = set()
         packets = 0
 
         def hook(kind: str, outcome: NodeOutcome) -> None:
@@ -122,6 +136,11 @@ def _with_progress(prepared: PreparedWake, run: Any, *, quiet: bool) -> Operatio
                 progress.update(
                     task, description=f"waking {total} node(s), {packets} packet(s) sent: {label}"
                 )
+                if waiting and outcome.node_id not in sent and not quiet:
+                    sent.add(outcome.node_id)
+                    progress.console.print(
+                        f"  {outcome.hostname}: sent, waiting for it to answer", highlight=False
+                    )
             done = kind in ("up", "failed", "not_up") or (kind == "sent" and not waiting)
             if done and outcome.node_id not in settled:
                 settled.add(outcome.node_id)

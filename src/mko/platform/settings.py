@@ -254,6 +254,11 @@ class Settings(BaseSettings):
     lab_dir: Path = Field(
         default=Path("data/lab"), description="directory of the virtual lab of `mko lab up` (own database)"
     )
+    netns: str | None = Field(
+        default=None,
+        description='network namespace the CLI works in (the lab\'s, set by `eval "$(mko lab env)"`): its'
+        " magic packets, SSH and UPS reads stay inside it; needs root",
+    )
     wake_coalesce_seconds: float = Field(
         default=10.0, ge=0, le=3600, description="a wake of a node this soon after the last joins that one"
     )

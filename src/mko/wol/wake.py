@@ -116,10 +116,14 @@ def _not_wakeable_reason(node: Node) -> str | None:
     """Why a node cannot be woken as configured, or None."""
     if not node.wol_enabled:
         return (
-            f"Wake-on-LAN is disabled for node {node.id} ({node.hostname}); enable it: `wol enable {node.id}`"
+            f"Wake-on-LAN is disabled for node {node.id} ({node.hostname}) in mko: `mko wol configure"
+            f" {node.id} --enable` (`mko wol enable {node.id}` also arms its network card over SSH)"
         )
     if node.wol_method in (WolMethod.ETHERNET, WolMethod.ETHERNET_RAW) and not node.wol_mac_address:
-        return f"node {node.id} ({node.hostname}) has no MAC address; set it with `wol configure`"
+        return (
+            f"node {node.id} ({node.hostname}) has no MAC address: `mko wol configure {node.id} --mac-address"
+            f" AA:BB:CC:DD:EE:FF`, or read it over SSH with `mko wol collect-mac --node-ids {node.id}`"
+        )
     return None
 
 
