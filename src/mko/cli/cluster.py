@@ -94,7 +94,9 @@ def cluster_update(
     changes = {k: v for k, v in given.items() if v is not None}
     with open_session() as session:
         cluster = update_cluster(session, cluster_id, ClusterUpdate(**changes))
-        emit(ClusterPublic.model_validate(cluster), CLUSTER_COLUMNS, as_json=as_json)
+        count = node_counts(session).get(cluster.id, 0)
+        public = ClusterPublic.model_validate(cluster).model_copy(update={"node_count": count})
+        emit(public, CLUSTER_COLUMNS, as_json=as_json)
 
 
 @cluster_app.command("settings")

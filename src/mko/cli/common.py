@@ -98,9 +98,14 @@ def open_session() -> Iterator[Session]:
 
 
 def emit(
-    data: BaseModel | Sequence[BaseModel], columns: Sequence[str], *, as_json: bool, title: str = ""
+    data: BaseModel | Sequence[BaseModel],
+    columns: Sequence[str],
+    *,
+    as_json: bool,
+    title: str = "",
+    brief: bool = False,
 ) -> None:
-    """Print models as a Rich table, or as JSON for scripts."""
+    """Print models as a Rich table, or as JSON for scripts; ``brief``: one model by ``columns`` only."""
     items = [data] if isinstance(data, BaseModel) else list(data)
     if as_json:
         payload: Any = [item.model_dump(mode="json") for item in items]
@@ -111,7 +116,8 @@ def emit(
     if isinstance(data, BaseModel):
         table = Table(title=title or None, show_header=False, box=None)
         for key, value in data.model_dump(mode="json").items():
-            table.add_row(f"[bold]{key}[/bold]", _cell(value))
+            if not brief or key in columns:
+                table.add_row(f"[bold]{key}[/bold]", _cell(value))
         console.print(table)
         return
     table = Table(title=title or None)

@@ -76,7 +76,10 @@ def node_add(
     if enable_wol:
         data.wol_enabled = True
     with open_session() as session:
-        emit(NodePublic.of(create_node(session, data)), NODE_COLUMNS, as_json=as_json)
+        node = NodePublic.of(create_node(session, data))
+        emit(node, NODE_COLUMNS, as_json=as_json, brief=True)
+    if not as_json:
+        console.print(f"every field: `mko node show {node.id}`", highlight=False, markup=False)
 
 
 @node_app.command("list")

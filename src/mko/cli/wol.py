@@ -26,11 +26,11 @@ from mko.cli.common import (
     open_session,
     open_sessions,
 )
-from mko.inventory.nodes import configure_wol
+from mko.inventory.nodes import configure_wol_recorded
 from mko.inventory.schemas import NodePublic, WolConfigure
 from mko.nic.collect import collect_macs, describe_row
 from mko.nic.wol_switch import set_nic_wol
-from mko.operations.records import Actor, finish_operation, start_operation
+from mko.operations.records import Actor
 from mko.platform.db.models.inventory import WolMethod
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory
@@ -220,19 +220,13 @@ def status(
     console.print(table)
 
 
-def _change(node_id: int, kind: str, data: WolConfigure, as_json: bool) -> None:
+def _configure(node_id: int, data: WolConfigure, as_json: bool) -> None:
     with open_session() as session:
-        node = configure_wol(session, node_id, data)
-        changes = data.model_dump(mode="json", exclude_unset=True)
-        if changes.get("wol_secureon"):
-            changes["wol_secureon"] = "***"
-        operation = start_operation(
-            session, kind=kind, target_type="node", target_id=node_id, actor=Actor.cli(), parameters=changes
-        )
-        finish_operation(
-            session, operation, status=OperationStatus.SUCCEEDED, summary=f"changed {', '.join(changes)}"
-        )
-        emit(NodePublic.of(node), NODE_COLUMNS, as_json=as_json)
+        node, operation = configure_wol_recorded(session, node_id, data, Actor.cli())
+        emit(NodePublic.of(node), NODE_COLUMNS, as_json=as_json, brief=True)
+    if not as_json:
+        said = "nothing changed" if operation is None else f"operation {operation.id}: {operation.summary}"
+        console.print(said, highlight=False, markup=False)
 
 
 SWITCH_COLUMNS = ("id", "hostname", "wol_enabled", "wol_mac_address", "nic_interface", "nic_wol_state")
@@ -360,7 +354,7 @@ def configure(
     data = WolConfigure(**{k: v for k, v in given.items() if v is not None})
     if not data.model_fields_set:
         raise typer.BadParameter("give at least one option to change (see --help)")
-    _change(node_id, "wol_configure", data, as_json)
+    _configure(node_id, data, as_json)
 
 
 @wol_app.command("send")

@@ -11,8 +11,10 @@ from sqlalchemy.orm import Session, selectinload
 from mko.inventory.clusters import DESCRIPTION_MAX, _commit, get_cluster
 from mko.inventory.power_settings import _check_power_method, _check_secret_destinations, _encrypt_secrets
 from mko.inventory.schemas import NodeCreate, NodeUpdate, WolConfigure
+from mko.operations.records import Actor, finish_operation, start_operation
 from mko.platform import validation
 from mko.platform.db.models.inventory import Cluster, Node, ProxmoxHost, WolMethod
+from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.errors import InputError, NotFoundError
 from mko.power.fields import NODE_FIELD_CHECKS
 
@@ -101,6 +103,38 @@ def configure_wol(
     return update_node(session, node_id, data, may_rebind_secrets=may_rebind_secrets)
 
 
+def configure_wol_recorded(
+    session: Session, node_id: int, data: WolConfigure, actor: Actor, *, may_rebind_secrets: bool = False
+) -> tuple[Node, Operation | None]:
+    """``wol configure`` as a person asks for it (CLI, API, web): the change, recorded as an operation.
+
+    A configure that changes nothing (every value sent is the one stored) records nothing: the history
+    shows what changed, and when, not every time someone pressed Save.
+    """
+    columns = _node_columns()
+    node = get_node(session, node_id)
+    before = {column: getattr(node, column) for column in columns}
+    node = configure_wol(session, node_id, data, may_rebind_secrets=may_rebind_secrets)
+    changed = [column for column in columns if getattr(node, column) != before[column]]
+    if not changed:
+        return node, None
+    parameters = data.model_dump(mode="json", exclude_unset=True)
+    if "wol_secureon" in parameters:
+        parameters["wol_secureon"] = "***" if parameters["wol_secureon"] else None
+    operation = start_operation(
+        session,
+        kind="wol_configure",
+        target_type="node",
+        target_id=node_id,
+        actor=actor,
+        parameters=parameters,
+    )
+    finish_operation(
+        session, operation, status=OperationStatus.SUCCEEDED, summary=f"changed {', '.join(changed)}"
+    )
+    return node, operation
+
+
 def delete_node(session: Session, node_id: int) -> None:
     """Remove a node; its operation history stays."""
     node = get_node(session, node_id)
@@ -138,12 +172,20 @@ def _checked(session: Session, values: Mapping[str, Any], explicit: set[str]) ->
         if result.get(required) is None:
             raise InputError(required, "is required")
     if result.get("cluster_id") is not None and session.get(Cluster, result["cluster_id"]) is None:
-        raise InputError("cluster_id", f"cluster {result['cluster_id']} does not exist")
+        raise InputError(
+            "cluster_id",
+            f"cluster {result['cluster_id']} does not exist: add one with `mko cluster add NAME`"
+            " (ids: `mko cluster list`)",
+        )
     if (
         result.get("proxmox_host_id") is not None
         and session.get(ProxmoxHost, result["proxmox_host_id"]) is None
     ):
-        raise InputError("proxmox_host_id", f"Proxmox host {result['proxmox_host_id']} does not exist")
+        raise InputError(
+            "proxmox_host_id",
+            f"Proxmox host {result['proxmox_host_id']} does not exist: add one with `mko proxmox add NAME"
+            " --host ADDRESS --token-id USER@REALM!TOKEN --secret -` (ids: `mko proxmox list`)",
+        )
     _check_power_method(result, explicit)
     return result
 

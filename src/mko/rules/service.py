@@ -53,13 +53,21 @@ def create_rule(
     """Add a rule after checking every field; nothing is stored when one is wrong."""
     available = ACTIONS if actions is None else actions
     if session.get(UPS, data.ups_id) is None:
-        raise InputError("ups_id", f"UPS {data.ups_id} does not exist")
+        raise InputError(
+            "ups_id",
+            f"UPS {data.ups_id} does not exist: add one with `mko ups add NAME UPSNAME@NUT-HOST`"
+            " (ids: `mko ups list`)",
+        )
     if data.cluster_action not in available:
         raise InputError("cluster_action", _missing_action_message(data.cluster_action))
     try:
         get_cluster(session, data.cluster_id)
     except NotFoundError:
-        raise InputError("cluster_id", f"cluster {data.cluster_id} does not exist") from None
+        raise InputError(
+            "cluster_id",
+            f"cluster {data.cluster_id} does not exist: add one with `mko cluster add NAME`"
+            " (ids: `mko cluster list`)",
+        ) from None
     if data.battery_threshold is not None:
         if data.power_event != PowerEvent.LOW_BATTERY:
             raise InputError(

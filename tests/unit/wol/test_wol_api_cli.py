@@ -53,6 +53,11 @@ def test_seed_configure_body_verbatim_then_only_sent_fields_change(client: TestC
     )
     operations = client.get("/api/operations", params={"kind": "wol_configure"}).json()
     assert [op["parameters"] for op in operations] == [{"wol_port": 7}, SEED_CONFIGURE]
+    assert operations[0]["summary"] == "changed wol_port"
+    # The same values again change nothing, so nothing is recorded.
+    again = client.put(f"/api/nodes/{node['id']}/wol/configure", json={**SEED_CONFIGURE, "wol_port": 7})
+    assert again.status_code == 200, again.text
+    assert len(client.get("/api/operations", params={"kind": "wol_configure"}).json()) == 2
 
 
 def test_seed_virtual_node_form(client: TestClient, session: Any) -> None:
@@ -209,6 +214,8 @@ def test_cli_configure_status_enable_disable(cli: CliRunner, settings: Settings)
     assert json.loads(run("wol", "enable", "1", "--flag-only", "--json").stdout)["wol_enabled"] is True
     only_port = json.loads(run("wol", "configure", "1", "--port", "7", "--json").stdout)
     assert only_port["wol_port"] == 7 and only_port["wol_mac_address"] == "aa:bb:cc:dd:ee:ff"
+    same = run("wol", "configure", "1", "--port", "7")
+    assert same.exit_code == 0 and "nothing changed" in same.stdout and "wol_port" in same.stdout
     for args, field in [
         (("wol", "configure", "1", "--mac-address", "nope"), "wol_mac_address"),
         (("wol", "configure", "1", "--port", "0"), "wol_port"),

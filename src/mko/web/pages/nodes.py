@@ -11,10 +11,10 @@ from pydantic import ValidationError
 from mko.http.deps import DbDep, SessionDep, SettingsDep
 from mko.http.routing import MkoRoute
 from mko.inventory.clusters import list_clusters
-from mko.inventory.nodes import configure_wol, create_node, get_node, list_nodes
+from mko.inventory.nodes import configure_wol_recorded, create_node, get_node, list_nodes
 from mko.inventory.schemas import NodeCreate, WolConfigure
 from mko.operations.kinds import WAKE_KIND_PREFIX
-from mko.operations.records import finish_operation, last_step_for_node, list_for_node, start_operation
+from mko.operations.records import last_step_for_node, list_for_node
 from mko.platform.db.models.access import Role
 from mko.platform.db.models.inventory import WolMethod
 from mko.platform.errors import ConflictError, InputError
@@ -112,9 +112,11 @@ def _node_page(
 
 
 @router.get("/nodes/{node_id:int}", response_class=HTMLResponse)
-def node_page(request: Request, session: SessionDep, node_id: int, saved: bool = False) -> HTMLResponse:
+def node_page(
+    request: Request, session: SessionDep, node_id: int, saved: bool = False, unchanged: bool = False
+) -> HTMLResponse:
     """One node: its Wake-on-LAN section (status, configure, send) and its operation history."""
-    return _node_page(request, session, node_id, saved=saved)
+    return _node_page(request, session, node_id, saved=saved, unchanged=unchanged)
 
 
 @router.post("/nodes/{node_id:int}/wol/configure", response_class=HTMLResponse)
@@ -138,22 +140,12 @@ def configure_node(request: Request, session: SessionDep, node_id: int, form: Fo
         data = WolConfigure.model_validate(values)
         principal = getattr(request.state, "principal", None)
         admin = principal is not None and principal.role == Role.ADMIN
-        configure_wol(session, node_id, data, may_rebind_secrets=admin)
+        _, operation = configure_wol_recorded(
+            session, node_id, data, _actor(request), may_rebind_secrets=admin
+        )
     except (InputError, ValidationError) as exc:
         return _node_page(request, session, node_id, 422, form=values, errors=field_errors(exc))
-    changes = data.model_dump(mode="json", exclude_unset=True)
-    if changes.get("wol_secureon"):
-        changes["wol_secureon"] = "***"
-    operation = start_operation(
-        session,
-        kind="wol_configure",
-        target_type="node",
-        target_id=node_id,
-        actor=_actor(request),
-        parameters=changes,
-    )
-    finish_operation(session, operation, status=operation.status.SUCCEEDED, summary="saved from the web UI")
-    return _see_other(f"/nodes/{node_id}?saved=1")
+    return _see_other(f"/nodes/{node_id}?{'unchanged' if operation is None else 'saved'}=1")
 
 
 @router.post("/nodes/{node_id:int}/wol/wake", response_class=HTMLResponse)
