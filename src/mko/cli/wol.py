@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from contextlib import nullcontext
 from typing import Annotated, Any
 
 import typer
@@ -30,7 +32,7 @@ from mko.inventory.nodes import configure_wol_recorded
 from mko.inventory.schemas import NodePublic, WolConfigure
 from mko.nic.collect import collect_macs, describe_row
 from mko.nic.wol_switch import set_nic_wol
-from mko.operations.records import Actor
+from mko.operations.records import Actor, get_operation
 from mko.platform.db.models.inventory import WolMethod
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory
@@ -74,15 +76,24 @@ def _run_wake(
     schedule = make_schedule(settings, retries=retries, delay=delay, wait=wait, timeout=timeout)
     with open_session() as session:
         prepared = start_wake(
-            session, target_type=target_type, target_id=target_id, schedule=schedule, actor=Actor.cli()
+            session,
+            target_type=target_type,
+            target_id=target_id,
+            schedule=schedule,
+            actor=Actor.cli(),
+            coalesce_seconds=settings.wake_coalesce_seconds,
         )
     engine = make_engine(settings.database_url)
     try:
-        operation = _with_progress(
-            prepared,
-            lambda hook: asyncio.run(run_wake(make_session_factory(engine), settings, prepared, hook)),
-            quiet=as_json,
-        )
+        factory = make_session_factory(engine)
+        if prepared.coalesced:  # someone else's wake of the same target is under way: follow that one
+            operation = _follow_joined(factory, prepared.operation_id, quiet=as_json)
+        else:
+            operation = _with_progress(
+                prepared,
+                lambda hook: asyncio.run(run_wake(factory, settings, prepared, hook)),
+                quiet=as_json,
+            )
     finally:
         engine.dispose()
     if as_json:
@@ -150,6 +161,22 @@ def _with_progress(prepared: PreparedWake, run: Any, *, quiet: bool) -> Operatio
 
         result: Operation = run(hook)
     return result
+
+
+def _follow_joined(factory: Any, operation_id: int, *, quiet: bool) -> Operation:
+    """Wait for the running wake this one joined, under a spinner, and return it finished."""
+    if not quiet:
+        console.print(
+            f"a wake of the same target is under way (operation {operation_id}): joined it", highlight=False
+        )
+    with console.status(f"following operation {operation_id}…") if not quiet else nullcontext():
+        while True:
+            with factory() as session:
+                operation: Operation = get_operation(session, operation_id)
+                if operation.status not in (OperationStatus.PENDING, OperationStatus.RUNNING):
+                    session.expunge(operation)
+                    return operation
+            time.sleep(0.5)
 
 
 def _print_result(operation: Operation) -> None:

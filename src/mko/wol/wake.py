@@ -112,6 +112,25 @@ def _running_wake_of(session: Session, node_id: int, within: float) -> Operation
     return session.scalars(query).first()
 
 
+def _running_cluster_wake(session: Session, cluster_id: int, within: float) -> Operation | None:
+    """A wake of cluster ``cluster_id`` started less than ``within`` seconds ago and still running."""
+    if within <= 0:
+        return None
+    ownership.close_orphaned(session)  # never join a wake whose process is gone
+    query = (
+        select(Operation)
+        .where(
+            Operation.kind == f"{WAKE_KIND_PREFIX}_cluster",
+            Operation.target_id == cluster_id,
+            Operation.status == OperationStatus.RUNNING,
+            Operation.started_at >= utcnow() - timedelta(seconds=within),
+        )
+        .order_by(Operation.id.desc())
+        .limit(1)
+    )
+    return session.scalars(query).first()
+
+
 def _not_wakeable_reason(node: Node) -> str | None:
     """Why a node cannot be woken as configured, or None."""
     if not node.wol_enabled:
@@ -168,6 +187,13 @@ def start_wake(
             raise ConflictError("none of these nodes can be woken: " + "; ".join(skipped.values()))
     elif target_type == "cluster" and target_id is not None:
         get_cluster(session, target_id)
+        # Two people (or a person and a retrying script) waking one cluster at once: the second joins.
+        running = _running_cluster_wake(session, target_id, coalesce_seconds) if not leave else None
+        if running is not None:
+            log.info(
+                "wake of cluster %s by %s joined running operation %s", target_id, actor.name, running.id
+            )
+            return PreparedWake(running.id, [], schedule, coalesced=True)
         members = list_nodes(session, target_id)
         if not members:
             raise ConflictError(f"cluster {target_id} has no nodes")

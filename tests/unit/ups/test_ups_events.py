@@ -37,6 +37,7 @@ class Feed:
         self.at += timedelta(seconds=1)
         found = self.detector.failed(CommFailure(self.at, error))
         self.events += [(e.event.value, e.detail) for e in found]
+        self.messages += [e.message for e in found]
         return [e.event.value for e in found]
 
     @property
@@ -105,12 +106,22 @@ def test_readings_without_ol_or_ob_keep_the_last_known_source() -> None:
     assert feed.read("OL") == ["power_restored"]
 
 
-def test_failures_before_any_reading_are_silent() -> None:
+def test_failures_before_any_reading_are_silent_for_a_minute() -> None:
     feed = Feed(EventDetector(comm_lost_after=1))
     assert feed.fail() == [] and feed.fail() == []
     assert feed.detector.comm == CommState.UNKNOWN
     assert feed.read("OL") == []  # the baseline, no comm_restored for a loss never declared
     assert feed.fail() == ["comm_lost"]
+
+
+def test_a_ups_never_read_is_comm_lost_after_a_minute_once_then_restored() -> None:
+    feed = Feed(EventDetector(never_read_after=60))
+    assert [name for _ in range(60) for name in feed.fail("connection refused")] == []  # t = 1 … 60 s
+    assert feed.fail("connection refused") == ["comm_lost"]  # 60 s after the first failure (t = 1 s)
+    assert "not one reading in 60 s since mko started: connection refused" in feed.messages[-1]
+    assert [name for _ in range(100) for name in feed.fail()] == []  # said once
+    assert feed.read("OL") == ["comm_restored"]
+    assert feed.read("OB") == ["power_loss"]  # the first reading was the baseline: edges work as ever
 
 
 def test_low_battery_fires_once_per_threshold_crossing_with_hysteresis() -> None:

@@ -277,3 +277,29 @@ def test_a_burst_of_wakes_of_one_node_joins_the_running_one(
     assert again.json()["operation_id"] == first.json()["operation_id"]
     wakes = client.get("/api/operations", params={"kind": "wol_wake_node"}).json()
     assert len(wakes) == 1  # one operation, one stream of packets
+
+
+def test_overlapping_cluster_wakes_join_from_the_api_and_the_cli(
+    client: TestClient, cli: CliRunner, receiver: socket.socket
+) -> None:
+    cluster = client.post("/api/clusters", json={"name": "home"}).json()
+    _node(
+        client,
+        cluster_id=cluster["id"],
+        wol_enabled=True,
+        wol_mac_address="02:00:00:00:00:0a",
+        wol_port=receiver.getsockname()[1],
+        wol_broadcast_address="127.255.255.255",
+        probe_port=1,  # never answers: the wake keeps running until its timeout
+    )
+    client.app.state.settings = client.app.state.settings.model_copy(update={"api_sync_wait": 0.0})  # type: ignore[attr-defined]
+    url = f"/api/clusters/{cluster['id']}/wol/wake"
+    first = client.post(url, json={"wait": True, "timeout": 3})
+    assert first.status_code == 202 and first.json()["coalesced"] is False
+    again = client.post(url, json={"wait": True, "timeout": 3})
+    assert again.json()["coalesced"] is True and again.json()["operation_id"] == first.json()["operation_id"]
+    # A person at the CLI joins the same wake and is told its result when it ends.
+    joined = cli.invoke(app, ["wol", "wake-cluster", str(cluster["id"]), "--wait", "--timeout", "3"])
+    assert f"under way (operation {first.json()['operation_id']}): joined it" in joined.stdout
+    assert joined.exit_code == 1 and "not_up" in joined.stdout
+    assert len(client.get("/api/operations", params={"kind": "wol_wake_cluster"}).json()) == 1

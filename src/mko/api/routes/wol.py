@@ -65,7 +65,7 @@ async def _answer(
         return WakeResponse(
             operation_id=prepared.operation_id,
             status=OperationStatus.RUNNING,
-            summary=f"joined the wake already running for this node; follow {url}",
+            summary=f"joined the wake already under way; follow {url}",
             operation_url=url,
             coalesced=True,
         )

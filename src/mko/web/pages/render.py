@@ -65,6 +65,7 @@ async def _start_wake(
     """Start a wake from a form and go to its operation page, or show ``page`` again with the reason
     it cannot start (the database work in worker threads, like every async handler's)."""
     actor = _actor(request)
+    target.setdefault("coalesce_seconds", settings.wake_coalesce_seconds)  # a double click joins
     try:
         schedule = make_schedule(settings, wait=wait)
         prepared = await db.run(lambda session: start_wake(session, schedule=schedule, actor=actor, **target))
