@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from mko.operations.identity import current_instance
@@ -176,6 +176,22 @@ def last_step_for_node(session: Session, node_id: int, kind_prefix: str) -> Oper
         .limit(1)
     )
     return session.scalars(query).first()
+
+
+def last_steps_for_nodes(
+    session: Session, node_ids: Sequence[int], kind_prefix: str
+) -> dict[int, OperationStep]:
+    """:func:`last_step_for_node` for many nodes in one query (the dashboard's "last wake" per card)."""
+    if not node_ids:
+        return {}
+    newest = (
+        select(func.max(OperationStep.id))
+        .join(Operation)
+        .where(OperationStep.node_id.in_(node_ids), Operation.kind.startswith(kind_prefix))
+        .group_by(OperationStep.node_id)
+    )
+    steps = session.scalars(select(OperationStep).where(OperationStep.id.in_(newest)))
+    return {step.node_id: step for step in steps if step.node_id is not None}
 
 
 def list_for_node(session: Session, node_id: int, limit: int = 20) -> Sequence[Operation]:

@@ -12,6 +12,7 @@ from mko.http.deps import DbDep, SessionDep, SettingsDep
 from mko.http.routing import MkoRoute
 from mko.inventory.clusters import list_clusters
 from mko.inventory.nodes import configure_wol_recorded, create_node, get_node, list_nodes
+from mko.inventory.proxmox_hosts import list_hosts
 from mko.inventory.schemas import NodeCreate, WolConfigure
 from mko.operations.kinds import WAKE_KIND_PREFIX
 from mko.operations.records import last_step_for_node, list_for_node
@@ -107,6 +108,7 @@ def _node_page(
         node=node,
         wol=wol_status_sync(session, node_id),
         history=list_for_node(session, node_id),
+        proxmox_host_options=[(h.id, f"{h.name} ({h.host})") for h in list_hosts(session)],
         **context,
     )
 
