@@ -21,6 +21,15 @@ __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False, route_class=MkoRoute)
 
+# The badge of each power method on a node's card.
+METHOD_LABELS = {
+    "ethernet": "WoL",
+    "ethernet-raw": "WoL raw",
+    "proxmox": "Proxmox",
+    "ipmi": "IPMI",
+    "redfish": "Redfish",
+}
+
 
 @router.get("/", response_class=HTMLResponse)
 def dashboard(request: Request, session: SessionDep) -> HTMLResponse:
@@ -42,4 +51,5 @@ def dashboard(request: Request, session: SessionDep) -> HTMLResponse:
         operations=list_operations(session, limit=10),
         upses=_ups_statuses(request, session),
         agents=list_agents(session, request.app.state.settings),
+        method_labels=METHOD_LABELS,
     )

@@ -33,7 +33,7 @@ templates = Jinja2Templates(directory=HERE / "templates")
 # What a failed connection or a NUT error means, in words a person acts on; the raw text stays available
 # under "details" on the page. First match wins.
 _HUMAN_ERRORS = (
-    (("Errno 111", "Connection refused"), "nothing answers on that port (connection refused)"),
+    (("Errno 111", "Connection refused", "Connect call failed"), "nothing answers on that port"),
     (("Errno 113", "No route to host"), "there is no route to that host"),
     (("Errno 101", "Network is unreachable"), "this machine has no route to that network"),
     (("Name or service not known", "Errno -2", "Errno -3", "Temporary failure in name resolution"),
