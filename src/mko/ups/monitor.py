@@ -41,8 +41,9 @@ import contextlib
 import fcntl
 import logging
 import os
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,8 @@ from mko.ups.status import PowerSource, UpsReading
 __all__ = ["MonitorLockedError", "UpsMonitor", "lock_file_path", "start_monitor"]
 
 log = logging.getLogger("mko.ups.monitor")
+
+CHARGE_SAMPLE_SECONDS = 30.0  # the charge sparkline: 120 samples an hour
 
 LOCK_FILE_NAME = "ups-monitor.lock"
 EventHook = Callable[[UpsTarget, UpsEvent], None]
@@ -131,6 +134,19 @@ class _Watch:
     persisted: dict[str, Any] | None = None  # what that row holds, minus the time stamp
     resumed: UpsReading | None = None  # the persisted reading this watch carried on from
     checked: bool = False  # the first reading was compared with the open outages
+    # The battery charge over the last hour, one sample every CHARGE_SAMPLE_SECONDS (the dashboard's
+    # sparkline); kept in memory only: a restarted mko starts a new line.
+    charges: deque[tuple[datetime, float]] = field(default_factory=deque)
+
+    def sample_charge(self, reading: UpsReading) -> None:
+        """Keep ``reading``'s charge when the last sample is old enough; forget samples over an hour."""
+        if reading.charge is None:
+            return
+        if self.charges and (reading.at - self.charges[-1][0]).total_seconds() < CHARGE_SAMPLE_SECONDS:
+            return
+        self.charges.append((reading.at, reading.charge))
+        while (reading.at - self.charges[0][0]).total_seconds() > 3600:
+            self.charges.popleft()
 
 
 class UpsMonitor:
@@ -235,6 +251,11 @@ class UpsMonitor:
         watch = self._watches.get(ups_id)
         return watch.detector.last_reading if watch is not None else None
 
+    def charge_history(self, ups_id: int) -> list[tuple[datetime, float]]:
+        """The battery charge of the last hour, oldest first (empty when not watched)."""
+        watch = self._watches.get(ups_id)
+        return list(watch.charges) if watch is not None else []
+
     def snapshot(self, ups_id: int) -> dict[str, Any] | None:
         """The monitor's view of one UPS (None when it is not watched or not read yet)."""
         watch = self._watches.get(ups_id)
@@ -326,6 +347,7 @@ class UpsMonitor:
                 watch.last_attempt = utcnow()
                 watch.reads += 1
                 if reading is not None:
+                    watch.sample_charge(reading)
                     detected = watch.detector.observe(reading)
                     if not watch.checked and watch.detector.last_reading is reading:
                         watch.checked = True

@@ -225,3 +225,22 @@ def test_carrying_on_from_a_persisted_state_reports_what_happened_while_mko_was_
     assert feed.events[0][1]["last_seen"] == {"status": "OB DISCHRG", "at": "2026-11-27T12:00:02+00:00"}
     assert feed.read("OB DISCHRG") == ["power_loss"]
     assert feed.messages[-1] == "on battery: mains power lost"  # only the first reading was "while down"
+
+
+def test_the_charge_sparkline_keeps_one_sample_per_30_s_for_an_hour() -> None:
+    from typing import Any, cast
+
+    from mko.ups.monitor import _Watch
+    from mko.web.pages.ups import sparkline_points
+
+    watch = _Watch(target=cast(Any, None), detector=EventDetector(), client=cast(Any, None))
+    for second in range(0, 2 * 3600, 5):  # two hours of readings, one every 5 s, draining 100 → 0
+        charge = 100 - second / 72
+        variables = {"ups.status": "OB", "battery.charge": f"{charge:g}"}
+        watch.sample_charge(UpsReading.from_variables(variables, T0 + timedelta(seconds=second)))
+    history = list(watch.charges)
+    assert len(history) == 121  # the last hour, ends included, every 30 s
+    assert (history[-1][0] - history[0][0]).total_seconds() == 3600
+    points = sparkline_points(history).split()
+    assert points[0] == "0.0,14.9" and points[-1] == "100.0,29.9"  # 50 % an hour ago (mid-height), ~0 % now
+    assert sparkline_points(history[:1]) == ""
