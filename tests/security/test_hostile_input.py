@@ -161,6 +161,17 @@ EXAMPLES: dict[tuple[str, str], Example] = {
         },
         {201},
     ),
+    ("PUT", "/api/ups/rules/{rule_id}"): lambda w: (
+        {
+            "ups_id": w.ups,
+            "cluster_id": w.cluster,
+            "power_event": "power_loss",
+            "cluster_action": "graceful_shutdown",
+            "name": unique("rule"),
+            "enabled": False,
+        },
+        {200},
+    ),
     ("POST", "/api/schedules"): lambda w: (
         {
             "name": unique("s"),
