@@ -1,6 +1,6 @@
 """Network namespaces as a virtual LAN: an orchestrator and some nodes on one bridge, all off the host.
 
-Layout of a lab with prefix ``P`` (see /work/shared/TESTING.md, "A virtual LAN")::
+Layout of a lab with prefix ``P`` (see docs/lab.md, "A virtual LAN")::
 
     P-lan    bridge br0; one port v-orch, v-n1, v-n2, … per host (the "switch", in its own namespace
              so nothing touches the host's interfaces)
