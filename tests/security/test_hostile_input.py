@@ -24,8 +24,6 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from ansibleview import ansible_view, inert_hostvars
-from hostile import Payload, check_log, payloads
 from mko.cli.root import app
 from mko.nic.ansible import write_inventory
 from mko.platform.db.models.inventory import Cluster, Node
@@ -33,6 +31,8 @@ from mko.platform.db.models.operations import Operation
 from mko.platform.logs import configure_logging
 from mko.platform.settings import Settings
 from mko.web.site import page_routers
+from support.ansibleview import ansible_view, inert_hostvars
+from support.hostile import Payload, check_log, payloads
 
 # Fields whose text is a secret or a secret URL: template delimiters are allowed (never templated),
 # control characters are not. Every other string field refuses both.

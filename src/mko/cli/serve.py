@@ -24,7 +24,7 @@ def _first_admin(settings: Settings) -> None:
     try:
         with make_session_factory(engine)() as session:
             given = settings.admin_password.get_secret_value() if settings.admin_password else None
-            generated = ensure_first_admin(session, given)
+            generated = ensure_first_admin(session, settings, given)
     finally:
         engine.dispose()
     if generated:

@@ -260,7 +260,7 @@ class LabDaemon:
                     power_cycle=self.spec.orchestrator_on_ups,
                     shutdown_on=PowerEvent(self.spec.shutdown_on),
                 )
-                password = ensure_first_admin(session, None)
+                password = ensure_first_admin(session, self.settings, None)
         finally:
             engine.dispose()
         if password:

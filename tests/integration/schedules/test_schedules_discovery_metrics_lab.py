@@ -16,7 +16,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
-from authhelp import admin_headers
 from mko.app import create_app
 from mko.cli.root import app as cli_app
 from mko.inventory import discovery
@@ -41,6 +40,7 @@ from mko.schedules.schemas import ScheduleCreate
 from mko.schedules.service import create_schedule
 from mko.ups.schemas import UpsCreate
 from mko.ups.service import create_ups
+from support.auth import admin_headers
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

@@ -19,6 +19,9 @@ from mko.ups.nut import NutClient, NutResponseError
 from mko.ups.power_cycle import power_cycle
 from mko.ups.service import UpsTarget
 
+# Its tests share the module's upsd: one xdist worker runs them one after the other.
+pytestmark = pytest.mark.xdist_group("nut_output")
+
 
 @pytest.fixture(scope="module")
 def nut(netns_privileges: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NutServer]:

@@ -170,7 +170,7 @@ def test_pages_have_no_inline_script_or_style(
         "/api/nodes", json={"hostname": "n1", "ip_address": "10.0.0.1", "cluster_id": cluster["id"]}
     )
     client.post("/api/schedules", json={"name": "s1", "cron": "0 6 * * *", "cluster_id": cluster["id"]})
-    create_user(session, "op", "operator-pw", Role.OPERATOR)
+    create_user(session, settings, "op", "operator-pw", Role.OPERATOR)
     app = create_app(settings)
     with TestClient(app) as web:
         assert web.post("/login", data={"username": "op", "password": "operator-pw"}).status_code == 200
