@@ -93,7 +93,7 @@ pytest: install-dev test-system-deps
 
 # ruff first (a second), then mypy beside pytest: mypy's CPU fits in the waits of the lab tests.
 test: lint
-	@$(MAKE) --no-print-directory --output-sync=line -j2 typecheck pytest
+	@$(MAKE) --no-print-directory -j2 typecheck pytest
 
 # Refresh tests/support/durations.json, which orders the tests longest first (commit the result).
 test-durations:

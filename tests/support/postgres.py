@@ -10,6 +10,7 @@ Both fail, never skip, when PostgreSQL is not installed (``make test-system-deps
 
 from __future__ import annotations
 
+import gc
 import itertools
 from collections.abc import Iterator
 
@@ -41,6 +42,9 @@ def _migrated_template(postgres: PostgresServer) -> str:
 
 
 @pytest.fixture
-def pg_url(postgres: PostgresServer, _migrated_template: str) -> str:
+def pg_url(postgres: PostgresServer, _migrated_template: str) -> Iterator[str]:
     """A new database at head."""
-    return postgres.create_database(f"test_{next(_databases)}", template=_migrated_template)
+    yield postgres.create_database(f"test_{next(_databases)}", template=_migrated_template)
+    # A connection the test left open is reported now, against this test, rather than whenever the
+    # garbage collector happens to meet it during some later test of this worker.
+    gc.collect()
