@@ -13,7 +13,8 @@
   first (tests not listed there count as the median), so that pytest-xdist's workers start the
   minute-long lab tests at once instead of finding them last. Tests of one ``xdist_group`` stay
   together, in file order, and count as their sum: the group runs on one worker, one test after the
-  other, sharing its module's fixtures. ``make test-durations`` refreshes the file.
+  other, sharing its module's fixtures. ``make test-durations`` refreshes the file. The worker tags a
+  grouped test's id with ``@group`` itself (pytest-xdist 3.8's own tag is lost on pytest 9.2).
 * Tests marked ``serial`` measure latency: the Makefile runs them in a second pytest run of their own,
   after the parallel one (``-m "not serial"``), so no other test of the suite competes with them.
 """
@@ -87,7 +88,27 @@ def _group(item: pytest.Item) -> str:
     return str(marker.args[0] if marker.args else marker.kwargs.get("name", "default"))
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def _tag_group(item: pytest.Item, group: str) -> None:
+    """Add ``@group`` to a grouped test's id, which is how ``--dist loadgroup`` knows the group.
+
+    pytest-xdist 3.8 does it by setting ``item._nodeid``, which pytest 9.2 no longer reads (the id is
+    ``item._id`` now): without this, the scheduler spreads a group's tests over every worker, and a
+    test that relies on its module's shared peer (one upsd, one Chromium at a time) meets a fresh one.
+    """
+    tagged = f"{item.nodeid}@{group}"
+    if hasattr(item, "_id"):
+        item._id = type(item._id).parse(tagged)
+    else:
+        item._nodeid = tagged  # type: ignore[attr-defined]
+    assert item.nodeid == tagged
+
+
+def _untagged(nodeid: str) -> str:
+    """The test's id without the ``@group`` an xdist worker adds (xdist's own rule for spotting it)."""
+    return nodeid[: nodeid.rfind("@")] if nodeid.rfind("@") > nodeid.rfind("]") else nodeid
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.is_relative_to(_INTEGRATION):
             item.add_marker(pytest.mark.integration)
@@ -100,13 +121,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # sorted() is stable: equal durations keep the collection order, identical on every xdist worker.
     ordered = sorted(groups, key=lambda name: -total[name])
     items[:] = [item for name in ordered for item in groups[name]]
+    if hasattr(config, "workerinput") and config.getvalue("loadgroup"):
+        for item in items:
+            group = _group(item)
+            if group != item.nodeid and not item.nodeid.endswith(f"@{group}"):
+                _tag_group(item, group)
 
 
 _measured: defaultdict[str, float] = defaultdict(float)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    _measured[report.nodeid] += report.duration
+    _measured[_untagged(report.nodeid)] += report.duration
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
