@@ -123,6 +123,8 @@ def test_mkos_power_cycle_never_fires_on_mains_checks_the_list_and_records_upsd_
     nut: NutServer,
 ) -> None:
     target = UpsTarget(1, "rack", nut.ups_name, nut.host, nut.port, nut.username, nut.password)
+    nut.set(status="OL CHRG")  # on mains, as another test of the module may or may not have left it
+    nut.wait_for_status("OL CHRG")
     upsd_log = nut.directory / "upsd.log"
     before = upsd_log.read_text().count("Instant command")
     skipped = asyncio.run(power_cycle(target, 3))
