@@ -26,7 +26,8 @@ from mko.rules.service import create_rule
 from mko.ups.schemas import UpsCreate
 from mko.ups.service import create_ups
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
+# One Chromium at a time (see test_web_ui.py).
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420), pytest.mark.xdist_group("chromium")]
 
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 844}
@@ -58,7 +59,7 @@ def _inventory(session: Session, settings: Settings, lab: RunningLab) -> None:
         name="Wake cluster after power restoration",
     )
     create_rule(session, rule)
-    create_user(session, "operator", "operator-pass", Role.OPERATOR)
+    create_user(session, settings, "operator", "operator-pass", Role.OPERATOR)
 
 
 def _fits(page: Any) -> bool:
@@ -74,13 +75,13 @@ def _on_screen(page: Any, selector: str) -> bool:
 def test_every_page_at_desktop_and_phone_width_light_and_dark(
     lab_server: Any,
     browser_page: Any,
-    e2e_lab: RunningLab,
+    lab: RunningLab,
     session: Session,
     settings: Settings,
     screenshot: Any,
 ) -> None:
     base = lab_server.url
-    _inventory(session, settings, e2e_lab)
+    _inventory(session, settings, lab)
     page = browser_page
 
     # Signed out: the login page and nothing of the menu.
