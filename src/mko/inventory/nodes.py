@@ -6,10 +6,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
-from mko.inventory.clusters import DESCRIPTION_MAX, _commit, get_cluster
+from mko.inventory.clusters import DESCRIPTION_MAX, _commit
 from mko.inventory.power_settings import _check_power_method, _check_secret_destinations, _encrypt_secrets
+from mko.inventory.read import NodeFilters, select_nodes
 from mko.inventory.schemas import NodeCreate, NodeUpdate, WolConfigure
 from mko.operations.records import Actor, finish_operation, start_operation
 from mko.platform import validation
@@ -49,14 +50,7 @@ def get_node(session: Session, node_id: int) -> Node:
 
 def list_nodes(session: Session, cluster_id: int | None = None) -> list[Node]:
     """Nodes by id, optionally of one cluster (which must exist), with what power snapshots read."""
-    # NodeSnapshot.of reads the node's Proxmox host and cluster: loaded here, not one query per node.
-    query = (
-        select(Node).options(selectinload(Node.proxmox_host), selectinload(Node.cluster)).order_by(Node.id)
-    )
-    if cluster_id is not None:
-        get_cluster(session, cluster_id)
-        query = query.where(Node.cluster_id == cluster_id)
-    return list(session.scalars(query))
+    return select_nodes(session, NodeFilters(cluster_id=cluster_id))
 
 
 def create_node(session: Session, data: NodeCreate) -> Node:

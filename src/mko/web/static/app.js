@@ -7,7 +7,10 @@ function setPill(el, text, cls) {
 }
 
 async function fillReachability(table) {
-  const url = "/api/nodes/reachability" + (table.dataset.clusterId ? "?cluster_id=" + table.dataset.clusterId : "");
+  // Only the rows of this page: the server reads them from the refresher's cache, whatever the inventory size.
+  const ids = Array.from(table.querySelectorAll("[data-reach-node]"), (cell) => "node_id=" + cell.dataset.reachNode);
+  if (ids.length === 0) return;
+  const url = "/api/nodes/reachability?" + ids.join("&");
   for (;;) {
     try {
       const response = await fetch(url, { headers: { Accept: "application/json" } });
