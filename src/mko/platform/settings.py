@@ -89,8 +89,8 @@ class Settings(BaseSettings):
     )
     ups_monitor_lock_file: Path | None = Field(
         default=None,
-        description="lock that keeps a second monitor from running rules twice; default: ups-monitor.lock"
-        " beside the SQLite database (data/ups-monitor.lock for other databases)",
+        description="lock that keeps a second monitor from running rules twice; default: named for the"
+        " database, <file>.ups-monitor.lock beside SQLite (data/ups-monitor-<digest>.lock for others)",
     )
     rule_wake_timeout: float = Field(
         default=600.0, gt=0, le=3600, description="seconds a rule's wake waits for every node to answer"

@@ -12,7 +12,8 @@ answers from a reachable upsd, so they are polled at the normal cadence (and cou
 
 The UPS list and the low-battery thresholds of the rules are re-read every ``ups_reload_interval``
 seconds (and at once when the API changes them), so ``mko ups add`` in another process is picked up.
-Only one monitor may run rules for a database on a host: a lock file (``ups-monitor.lock``) keeps a
+Only one monitor may run rules for a database on a host: a lock file named for the database
+(``<database file>.ups-monitor.lock``) keeps a
 second ``mko ups monitor`` (or ``mko serve``) from executing every rule twice.
 
 The detector's state is **persisted** per UPS (``ups_state``, written with a compare-and-set on its
@@ -39,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 from collections import deque
@@ -50,6 +52,7 @@ from typing import Any
 
 import anyio.to_thread
 from sqlalchemy import select, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -62,7 +65,7 @@ from mko.platform.db.models.ups import UPS, PowerEvent, UpsEvent
 from mko.platform.db.session import in_thread_session
 from mko.platform.errors import ConflictError
 from mko.platform.secrets import SecretBox
-from mko.platform.settings import Settings, beside_database
+from mko.platform.settings import Settings
 from mko.rules.engine import RuleEngine
 from mko.rules.service import low_battery_thresholds, runtime_needs
 from mko.ups.events import CommFailure, DetectedEvent, EventDetector, last_seen
@@ -85,10 +88,21 @@ class MonitorLockedError(ConflictError):
 
 
 def lock_file_path(settings: Settings) -> Path:
-    """The configured lock file, else beside the SQLite database, else data/ups-monitor.lock."""
+    """The configured lock file, else one named for the database: ``<file>.ups-monitor.lock`` beside a
+    SQLite database, ``data/ups-monitor-<digest of the URL without password>.lock`` for another.
+
+    Named for the database, not its directory: two databases in one directory get a monitor each, and
+    two spellings of one SQLite path (relative, absolute) share one lock.
+    """
     if settings.ups_monitor_lock_file is not None:
         return settings.ups_monitor_lock_file
-    return beside_database(settings.database_url, LOCK_FILE_NAME)
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        database = Path(str(url.database)).resolve()
+        return database.with_name(f"{database.name}.{LOCK_FILE_NAME}")
+    identity = url.set(password=None, drivername=url.get_backend_name()).render_as_string()
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return Path("data") / f"{Path(LOCK_FILE_NAME).stem}-{digest}.lock"
 
 
 class _Lock:
