@@ -11,8 +11,9 @@ import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from sqlalchemy.orm import Session
 
-from mko.cli.common import EXIT_POWER_FAILURE, JsonOpt, SiteOpt, TimeLeftColumn, console, emit, open_session
+from mko.cli.common import EXIT_POWER_FAILURE, JsonOpt, SiteOpt, console, emit, open_session
 from mko.cli.node import NODE_COLUMNS
+from mko.cli.progress import TimeLeftColumn
 from mko.cluster.backups import backup_dir, list_backups
 from mko.cluster.options import K8sOptions, get_options, update_options
 from mko.cluster.plan import ShutdownPlan, node_drain_inputs, plan_node_drain, plan_shutdown

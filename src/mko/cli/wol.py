@@ -22,12 +22,12 @@ from rich.table import Table
 from mko.cli.common import (
     EXIT_POWER_FAILURE,
     JsonOpt,
-    TimeLeftColumn,
     console,
     emit,
     open_session,
     open_sessions,
 )
+from mko.cli.progress import TimeLeftColumn
 from mko.inventory.nodes import configure_wol_recorded
 from mko.inventory.schemas import NodePublic, WolConfigure
 from mko.nic.collect import collect_macs, describe_row

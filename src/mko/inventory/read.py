@@ -18,8 +18,17 @@ from sqlalchemy.orm import Session, selectinload
 from mko.platform.db.models.inventory import Cluster, Node, NodeRole
 from mko.platform.errors import NotFoundError
 from mko.platform.paging import Page
+from mko.platform.validation import printable
 
-__all__ = ["NodeFilters", "NodeState", "check_cluster", "count_nodes", "page_of_nodes", "select_nodes"]
+__all__ = [
+    "NodeFilters",
+    "NodeState",
+    "check_cluster",
+    "count_nodes",
+    "node_table",
+    "page_of_nodes",
+    "select_nodes",
+]
 
 SEARCH_MAX = 253  # a host name's longest
 
@@ -104,7 +113,30 @@ def count_nodes(session: Session, filters: NodeFilters) -> int:
 def page_of_nodes(session: Session, filters: NodeFilters, page: Page) -> tuple[Sequence[Node], int]:
     """One page of the filtered nodes and how many match in all."""
     nodes = select_nodes(session, filters, page)
-    total = page.offset + len(nodes)
-    if page.limit is not None and (len(nodes) == page.limit or (page.offset and not nodes)):
-        total = count_nodes(session, filters)  # more may follow, or the offset overshot: count them
-    return nodes, total
+    return nodes, _total(session, filters, page, len(nodes))
+
+
+def node_table(
+    session: Session, filters: NodeFilters, page: Page, columns: Sequence[str]
+) -> tuple[list[tuple[str, ...]], int]:
+    """One page of the filtered nodes as text cells of ``columns`` (Node attributes; None as "—"),
+    read with one core query (no ORM objects), and how many match in all: the CLI's table."""
+    check_cluster(session, filters)
+    query = select(*(getattr(Node, column) for column in columns)).where(*filters.clauses()).order_by(Node.id)
+    rows = [
+        tuple(_text(value) for value in row)
+        for row in session.execute(query.offset(page.offset).limit(page.limit))
+    ]
+    return rows, _total(session, filters, page, len(rows))
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return "—"
+    return printable(value.value if isinstance(value, enum.Enum) else value, limit=4000, backslashes=False)
+
+
+def _total(session: Session, filters: NodeFilters, page: Page, shown: int) -> int:
+    if page.limit is not None and (shown == page.limit or (page.offset and not shown)):
+        return count_nodes(session, filters)  # more may follow, or the offset overshot: count them
+    return page.offset + shown

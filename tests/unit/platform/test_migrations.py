@@ -10,6 +10,7 @@ from sqlalchemy import inspect
 
 from mko.platform.db.migrate import current_revision, head_revision, upgrade
 from mko.platform.db.models.base import Base
+from mko.platform.db.revision import HEAD, database_revision
 from mko.platform.db.session import make_engine
 
 WOL_FIELDS = {
@@ -27,8 +28,11 @@ WOL_FIELDS = {
 def test_empty_database_upgrades_to_head_and_matches_models(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
     assert current_revision(engine) is None
+    assert database_revision(engine) is None
     upgrade(engine)
     assert current_revision(engine) == head_revision()
+    # The CLI's Alembic-free check agrees: a new migration must change revision.HEAD too.
+    assert database_revision(engine) == HEAD == head_revision()
     with engine.connect() as connection:
         diff = compare_metadata(
             MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata
