@@ -11,10 +11,10 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko.agents.jobs import wake_remote
@@ -220,47 +220,38 @@ def start_wake(
     now = utcnow()
     # Nodes of another site are woken by that site's agent (mko.agents); their steps say so.
     via = {n.node_id: f" via site {n.site}" for n in snapshots if routed_to_agent(n)}
-    for seq, node in enumerate(sorted(nodes, key=lambda n: n.id), start=1):
-        operation.steps.append(
-            OperationStep(
-                seq=seq,
-                node_id=node.id,
-                name=f"wake {node.hostname}{via.get(node.id, '')}",
-                status=OperationStatus.RUNNING,
-                message="",
-                detail={},
-                started_at=now,
-            )
-        )
-    _closed_steps(
-        operation, [(i, "wake skipped", why) for i, why in sorted(skipped.items())], OperationStatus.CANCELLED
-    )
-    _closed_steps(
-        operation, [(n.id, f"leave {n.hostname}", leave[n.id]) for n in left_alone], OperationStatus.SUCCEEDED
-    )
+    steps: list[dict[str, Any]] = [
+        _step(operation, node.id, f"wake {node.hostname}{via.get(node.id, '')}", "", now, finished=False)
+        for node in sorted(nodes, key=lambda n: n.id)
+    ]
+    steps += [_step(operation, i, "wake skipped", why, now) for i, why in sorted(skipped.items())]
+    steps += [_step(operation, n.id, f"leave {n.hostname}", leave[n.id], now) for n in left_alone]
+    for seq, step in enumerate(steps, start=1):
+        step["seq"] = seq
+    # One multi-row INSERT (not one ORM object per node): 1,000 steps in milliseconds, before the send.
+    session.execute(insert(OperationStep), steps)
     session.commit()
     left = {n.id: leave[n.id] for n in left_alone}
     return PreparedWake(operation.id, snapshots, schedule, skipped, left=left)
 
 
-def _closed_steps(
-    operation: Operation, entries: Sequence[tuple[int, str, str]], status: OperationStatus
-) -> None:
-    """Append finished steps (node id, name, message) to a wake's operation."""
-    now = utcnow()
-    for node_id, name, message in entries:
-        operation.steps.append(
-            OperationStep(
-                seq=len(operation.steps) + 1,
-                node_id=node_id,
-                name=name,
-                status=status,
-                message=message,
-                detail={},
-                started_at=now,
-                finished_at=now,
-            )
-        )
+def _step(
+    operation: Operation, node_id: int, name: str, message: str, now: datetime, *, finished: bool = True
+) -> dict[str, Any]:
+    """One step row of a wake: running, or (``finished``) a skipped node's or a node left alone."""
+    status = OperationStatus.RUNNING
+    if finished:
+        status = OperationStatus.CANCELLED if name == "wake skipped" else OperationStatus.SUCCEEDED
+    return {
+        "operation_id": operation.id,
+        "node_id": node_id,
+        "name": name,
+        "status": status,
+        "message": message,
+        "detail": {},
+        "started_at": now,
+        "finished_at": now if finished else None,
+    }
 
 
 def _driver_lookup(settings: Settings) -> Callable[[NodeSnapshot], PowerDriver | AttemptError]:
@@ -329,20 +320,36 @@ def _close(
     by_node = {o.node_id: o for o in outcomes}
     notes = notes or {}
     now = utcnow()
-    for step in operation.steps:
-        outcome = by_node.get(step.node_id or -1)
-        if step.status != OperationStatus.RUNNING:
-            continue
+    running = session.execute(
+        select(OperationStep.id, OperationStep.node_id).where(
+            OperationStep.operation_id == operation.id, OperationStep.status == OperationStatus.RUNNING
+        )
+    )
+    closed: list[dict[str, Any]] = []
+    for step_id, node_id in running:
+        outcome = by_node.get(node_id or -1)
         if outcome is None:
-            step.status, step.message = OperationStatus.CANCELLED, "cancelled before it finished"
-        else:
-            note = notes.get(outcome.node_id)
-            step.status, step.message, step.detail = (
-                _STEP_STATUS[outcome.state],
-                outcome.describe() + _via(note),
-                outcome.as_dict() | (note or {}),
+            closed.append(
+                {
+                    "id": step_id,
+                    "status": OperationStatus.CANCELLED,
+                    "message": "cancelled before it finished",
+                    "finished_at": now,
+                }
             )
-        step.finished_at = now
+            continue
+        note = notes.get(outcome.node_id)
+        closed.append(
+            {
+                "id": step_id,
+                "status": _STEP_STATUS[outcome.state],
+                "message": outcome.describe() + _via(note),
+                "detail": outcome.as_dict() | (note or {}),
+                "finished_at": now,
+            }
+        )
+    if closed:  # one executemany per shape of row, in the transaction finish_operation commits
+        session.execute(update(OperationStep), closed)
     result: dict[str, Any] = {
         "nodes": [o.as_dict() | notes.get(o.node_id, {}) for o in outcomes],
         "skipped": [{"node_id": k, "reason": v} for k, v in sorted(prepared.skipped.items())],

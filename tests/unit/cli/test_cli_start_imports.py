@@ -7,6 +7,7 @@ module names from stderr and asserts that the heavy ones a command does not need
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,21 @@ NOT_FOR_HELP = (
     "mko.inventory",
     "mko.wol",
     "mko.platform.db",
+)
+NOT_FOR_WAKE = (
+    "alembic",
+    "apprise",
+    "rich",
+    "pygments",
+    "asyncssh",
+    "fastapi",
+    "croniter",
+    "proxmoxer",
+    "pyghmi",
+    "psycopg",
+    "httpx",
+    "mko.ssh",
+    "mko.nic",
 )
 NOT_FOR_NODE_LIST = (
     "alembic",
@@ -91,3 +107,27 @@ def test_node_list_imports_only_the_read_path(settings: object, session: Session
     imported = _imported(["node", "list"], env)
     assert _offenders(imported, NOT_FOR_NODE_LIST) == []
     assert "mko.inventory.read" in imported
+
+
+def test_wake_node_imports_no_ssh_rich_or_alembic(settings: object, session: Session) -> None:
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("0.0.0.0", 0))
+    receiver.settimeout(30)
+    try:
+        session.add(
+            Node(
+                hostname="n1",
+                ip_address="127.0.0.1",
+                wol_enabled=True,
+                wol_mac_address="02:00:00:00:00:01",
+                wol_broadcast_address="127.255.255.255",
+                wol_port=receiver.getsockname()[1],
+            )
+        )
+        session.commit()
+        imported = _imported(["wol", "wake-node", "1", "--retries", "1"], dict(os.environ))
+        assert receiver.recv(200)[6:12] == bytes.fromhex("020000000001")  # the packet went out
+    finally:
+        receiver.close()
+    assert _offenders(imported, NOT_FOR_WAKE) == []
+    assert "mko.wol.wake" in imported

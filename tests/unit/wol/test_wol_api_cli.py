@@ -303,3 +303,25 @@ def test_overlapping_cluster_wakes_join_from_the_api_and_the_cli(
     assert f"under way (operation {first.json()['operation_id']}): joined it" in joined.stdout
     assert joined.exit_code == 1 and "not_up" in joined.stdout
     assert len(client.get("/api/operations", params={"kind": "wol_wake_cluster"}).json()) == 1
+
+
+def test_cli_cluster_wake_prints_counts_and_only_the_nodes_needing_attention(
+    client: TestClient, cli: CliRunner, receiver: socket.socket
+) -> None:
+    port = receiver.getsockname()[1]
+    cluster = client.post("/api/clusters", json={"name": "rack"}).json()
+    common = {"cluster_id": cluster["id"], "wol_port": port, "wol_broadcast_address": "127.255.255.255"}
+    for i in range(1, 4):
+        _node(client, f"up{i}", wol_enabled=True, wol_mac_address=f"02:00:00:00:01:0{i}", **common)
+    _node(client, "off1", wol_mac_address="02:00:00:00:01:09", **common)
+    args = ["wol", "wake-cluster", str(cluster["id"]), "--retries", "1", "--delay", "0"]
+    summary = cli.invoke(app, args)
+    assert summary.exit_code == 1  # partial: one node was skipped
+    lines = summary.stdout.splitlines()
+    assert lines[0].endswith(": partial: 4 node(s): 3 sent, 1 skipped"), lines
+    assert not any(line.split()[1:2] == ["up1"] for line in lines)  # a node that went well is not listed
+    assert any("skipped" in line and "disabled" in line for line in lines)
+    every = cli.invoke(app, [*args, "--verbose"])
+    assert {f"up{i}" for i in range(1, 4)} <= set(every.stdout.split())
+    as_json = json.loads(cli.invoke(app, [*args, "--json"]).stdout)
+    assert len(as_json["nodes"]) == 3 and len(as_json["skipped"]) == 1
