@@ -12,9 +12,9 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko.agents.jobs import wake_remote
@@ -228,8 +228,8 @@ def start_wake(
     steps += [_step(operation, n.id, f"leave {n.hostname}", leave[n.id], now) for n in left_alone]
     for seq, step in enumerate(steps, start=1):
         step["seq"] = seq
-    # One multi-row INSERT (not one ORM object per node): 1,000 steps in milliseconds, before the send.
-    session.execute(insert(OperationStep), steps)
+    # One multi-row INSERT on the table (not one ORM object per node), before the send.
+    session.execute(insert(cast("Table", OperationStep.__table__)), steps)
     session.commit()
     left = {n.id: leave[n.id] for n in left_alone}
     return PreparedWake(operation.id, snapshots, schedule, skipped, left=left)

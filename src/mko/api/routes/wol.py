@@ -6,7 +6,6 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, Field
-from sqlalchemy.orm import Session
 
 from mko.http.background import launch_wake, result_or_accepted
 from mko.http.deps import ActorDep, DbDep, SessionDep, SettingsDep
@@ -173,12 +172,10 @@ async def wol_status(
 ) -> dict[str, Any]:
     """Configuration, the last wake and its outcome; ``?probe=true`` also checks reachability now."""
 
-    def load(session: Session) -> tuple[dict[str, Any], NodeSnapshot]:
-        return wol_status_sync(session, node_id), NodeSnapshot.of(get_node(session, node_id))
-
-    status, target = await db.run(load)
+    status = await db.run(lambda session: wol_status_sync(session, node_id))
     if probe:
         await require_operator_for(request, principal, "probing a node now")
+        target = await db.run(lambda session: NodeSnapshot.of(get_node(session, node_id)))
         live: LiveReads[dict[str, Any]] = request.app.state.live_reads
         reading = await live.read(("probe", node_id), lambda: probe_reachable(target, settings.probe_timeout))
         status["reachable"] = reading.result() | reading.stamp()
