@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko.agents.jobs import wake_remote
@@ -319,39 +319,38 @@ def _close(
     operation = session.get_one(Operation, prepared.operation_id)
     by_node = {o.node_id: o for o in outcomes}
     notes = notes or {}
+    described = {o.node_id: o.as_dict() | notes.get(o.node_id, {}) for o in outcomes}
     now = utcnow()
     running = session.execute(
         select(OperationStep.id, OperationStep.node_id).where(
             OperationStep.operation_id == operation.id, OperationStep.status == OperationStatus.RUNNING
         )
     )
-    closed: list[dict[str, Any]] = []
+    finished: list[dict[str, Any]] = []
+    cancelled_steps: list[dict[str, Any]] = []
     for step_id, node_id in running:
         outcome = by_node.get(node_id or -1)
         if outcome is None:
-            closed.append(
-                {
-                    "id": step_id,
-                    "status": OperationStatus.CANCELLED,
-                    "message": "cancelled before it finished",
-                    "finished_at": now,
-                }
-            )
+            cancelled_steps.append({"step_id": step_id})
             continue
-        note = notes.get(outcome.node_id)
-        closed.append(
+        finished.append(
             {
-                "id": step_id,
+                "step_id": step_id,
                 "status": _STEP_STATUS[outcome.state],
-                "message": outcome.describe() + _via(note),
-                "detail": outcome.as_dict() | (note or {}),
-                "finished_at": now,
+                "message": outcome.describe() + _via(notes.get(outcome.node_id)),
+                "detail": described[outcome.node_id],
             }
         )
-    if closed:  # one executemany per shape of row, in the transaction finish_operation commits
-        session.execute(update(OperationStep), closed)
+    # One executemany UPDATE each, in the transaction finish_operation commits: no ORM object per step.
+    table = cast("Table", OperationStep.__table__)
+    by_id = update(table).where(table.c.id == bindparam("step_id"))
+    if finished:
+        session.execute(by_id.values(finished_at=now), finished)
+    if cancelled_steps:
+        cancelled_step = {"status": OperationStatus.CANCELLED, "message": "cancelled before it finished"}
+        session.execute(by_id.values(finished_at=now, **cancelled_step), cancelled_steps)
     result: dict[str, Any] = {
-        "nodes": [o.as_dict() | notes.get(o.node_id, {}) for o in outcomes],
+        "nodes": [described[o.node_id] for o in outcomes],
         "skipped": [{"node_id": k, "reason": v} for k, v in sorted(prepared.skipped.items())],
         "left": [{"node_id": k, "reason": v} for k, v in sorted(prepared.left.items())],
         "verified": prepared.schedule.wait,
