@@ -192,3 +192,20 @@ def test_reachability_serves_the_cache_for_the_rows_asked(client: TestClient, se
     assert sorted(data) == ["1", "2", "3"]
     assert data["1"]["up"] is None  # reachable set, but never checked: not probed yet
     assert len(client.get("/api/nodes/reachability").json()) == 9
+
+
+def test_operation_lists_load_no_steps_or_results(session: Session, web: Any) -> None:
+    _inventory(session, 5)
+    _wake(session, [1, 2, 3, 4, 5], OperationStatus.SUCCEEDED)
+    session.expunge_all()
+    from sqlalchemy import inspect
+
+    from mko.operations.records import list_operations
+
+    [brief] = list_operations(session, details=False)
+    assert {"steps", "result", "parameters"} <= inspect(brief).unloaded
+    session.expunge_all()
+    [full] = list_operations(session)
+    assert "steps" not in inspect(full).unloaded and len(full.steps) == 5
+    for page in ("/", "/operations"):  # the pages that list operations render from the brief form
+        assert web.get(page).status_code == 200

@@ -48,7 +48,7 @@ def dashboard(request: Request, session: SessionDep) -> HTMLResponse:
         groups=groups,
         node_total=len(nodes),
         last_wake=last_steps_for_nodes(session, [n.id for n in nodes], WAKE_KIND_PREFIX),
-        operations=list_operations(session, limit=10),
+        operations=list_operations(session, limit=10, details=False),
         upses=_ups_statuses(request, session),
         agents=list_agents(session, request.app.state.settings),
         method_labels=METHOD_LABELS,
