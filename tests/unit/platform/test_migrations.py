@@ -7,9 +7,11 @@ from pathlib import Path
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
+from sqlalchemy.orm import Session
 
 from mko.platform.db.migrate import current_revision, head_revision, upgrade
 from mko.platform.db.models.base import Base
+from mko.platform.db.models.inventory import Node
 from mko.platform.db.revision import HEAD, database_revision
 from mko.platform.db.session import make_engine
 
@@ -63,3 +65,18 @@ def test_wol_fields_arrive_in_their_own_revision_with_seed_defaults(tmp_path: Pa
         ).one()
     engine.dispose()
     assert tuple(row) == (0, "ethernet", 9, 0, None)
+
+
+def test_revision_0018_indexes_an_existing_database_and_keeps_its_rows(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    upgrade(engine, "0015")
+    with Session(engine) as session:  # 0018 adds indexes only: today's model fits a 0015 table
+        session.add(Node(hostname="old1", ip_address="10.0.0.1"))
+        session.commit()
+    upgrade(engine)
+    tables = ("nodes", "operation_steps")
+    indexes = {ix["name"] for table in tables for ix in inspect(engine).get_indexes(table)}
+    assert {"ix_nodes_role", "ix_nodes_reachable", "ix_operation_steps_node_id"} <= indexes
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT hostname FROM nodes").scalars().all() == ["old1"]
+    engine.dispose()
