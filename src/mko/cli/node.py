@@ -22,7 +22,7 @@ from mko.cli.common import (
 )
 from mko.inventory.read import SEARCH_MAX, NodeFilters, NodeState
 from mko.platform.db.models.inventory import NodeRole, WolMethod
-from mko.platform.paging import MAX_LIMIT, Page
+from mko.platform.paging import MAX_LIMIT, MAX_OFFSET, Page
 from mko.platform.settings import get_settings
 
 # Services are imported inside the commands that use them: `mko node list` loads no SSH, power or
@@ -101,7 +101,7 @@ def node_list(
         str | None, typer.Option(help="part of the host name (any case) or IP address", max=SEARCH_MAX)
     ] = None,
     limit: Annotated[int, typer.Option(help="nodes per page", min=1, max=MAX_LIMIT)] = 1000,
-    offset: Annotated[int, typer.Option(help="nodes to skip", min=0)] = 0,
+    offset: Annotated[int, typer.Option(help="nodes to skip", min=0, max=MAX_OFFSET)] = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """List nodes (1,000 a page; --offset for the next page), optionally filtered."""

@@ -8,7 +8,7 @@ from fastapi import Depends, Query, Response
 
 from mko.inventory.read import SEARCH_MAX, NodeFilters, NodeState
 from mko.platform.db.models.inventory import NodeRole
-from mko.platform.paging import MAX_LIMIT, Page
+from mko.platform.paging import MAX_LIMIT, MAX_OFFSET, Page
 
 __all__ = ["TOTAL_HEADER", "NodeFiltersDep", "PageDep", "node_filters", "page_params", "set_total"]
 
@@ -19,7 +19,7 @@ def page_params(
     limit: Annotated[
         int | None, Query(ge=1, le=MAX_LIMIT, description="rows per page (default: all)")
     ] = None,
-    offset: Annotated[int, Query(ge=0, description="rows to skip")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="rows to skip")] = 0,
 ) -> Page:
     """``?limit=&offset=`` as a Page (out-of-range values are a 422 naming the parameter)."""
     return Page(limit=limit, offset=offset)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["MAX_LIMIT", "Page"]
+__all__ = ["MAX_LIMIT", "MAX_OFFSET", "Page"]
 
 # The most rows one request may ask for: 10,000 nodes fit in one page, a runaway client does not.
 MAX_LIMIT = 10_000
+# The largest offset: far past any inventory, and inside every database's integer range.
+MAX_OFFSET = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -24,8 +26,8 @@ class Page:
     def __post_init__(self) -> None:
         if self.limit is not None and not 1 <= self.limit <= MAX_LIMIT:
             raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
-        if self.offset < 0:
-            raise ValueError("offset must be 0 or more")
+        if not 0 <= self.offset <= MAX_OFFSET:
+            raise ValueError(f"offset must be between 0 and {MAX_OFFSET}")
 
     def shown(self, count: int, total: int) -> str:
         """``showing 101–200 of 10000`` (or ``0 of 0``) for a page that returned ``count`` rows."""

@@ -22,7 +22,7 @@ from mko.operations.records import last_steps_for_nodes, list_for_node
 from mko.platform.db.models.access import Role
 from mko.platform.db.models.inventory import NodeRole, WolMethod
 from mko.platform.errors import ConflictError, InputError
-from mko.platform.paging import Page
+from mko.platform.paging import MAX_OFFSET, Page
 from mko.web.forms import FormDep, blank_to_none, field_errors
 from mko.web.pages.render import _actor, _render, _see_other, _start_wake
 from mko.wol.status import wol_status_sync
@@ -105,7 +105,7 @@ def nodes_page(
     role: str = "",
     state: str = "",
     search: Annotated[str, Query(max_length=SEARCH_MAX)] = "",
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> HTMLResponse:
     """One page of nodes with reachability, filtered on the server (cluster, role, state, search);
     wake one or several. A blank filter means all."""
