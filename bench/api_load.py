@@ -33,6 +33,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from scale import populate
+
 NODES = 1_000
 CONNECTIONS = (16, 64)
 TARGETS = {"/api/health": 0.6, "/api/nodes/500/wol/status": 0.4}
@@ -110,42 +114,13 @@ def _wrk(url: str, connections: int, seconds: int, token: str | None = None) -> 
     }
 
 
-def _populate(database_url: str) -> None:
-    """1,000 nodes in one cluster, written with one multi-row INSERT (set-up, not measured)."""
-    from sqlalchemy import insert
-
-    from mko.platform.db.models.inventory import Cluster, Node
-    from mko.platform.db.session import make_engine, make_session_factory
-
-    engine = make_engine(database_url)
-    with make_session_factory(engine)() as session:
-        cluster = Cluster(name="bench")
-        session.add(cluster)
-        session.flush()
-        session.execute(
-            insert(Node),
-            [
-                {
-                    "hostname": f"node{n:05d}",
-                    "ip_address": f"127.1.{n // 250}.{n % 250 + 1}",
-                    "cluster_id": cluster.id,
-                    "wol_enabled": True,
-                    "wol_mac_address": f"02:00:00:{n >> 16 & 255:02x}:{n >> 8 & 255:02x}:{n & 255:02x}",
-                }
-                for n in range(NODES)
-            ],
-        )
-        session.commit()
-    engine.dispose()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=5, help="seconds per wrk run")
     parser.add_argument("--populate", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.populate:
-        _populate(args.populate)
+        populate(args.populate, NODES, port=9, wakes=0)  # nothing is woken: the port is never used
         return
     if not shutil.which("wrk"):
         print("wrk is not installed (apt-get install wrk): skipped")

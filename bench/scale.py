@@ -51,8 +51,9 @@ TARGETS = {
 }
 
 
-def _populate(database_url: str, size: int, port: int) -> None:
-    """One cluster of ``size`` nodes and ``WAKES`` finished wakes of every node, in bulk."""
+def populate(database_url: str, size: int, port: int, wakes: int = WAKES) -> None:
+    """One cluster of ``size`` nodes (packets to ``port`` on the loopback broadcast), an operator
+    ``bench`` (password ``bench-password``) and ``wakes`` finished wakes of every node, in bulk."""
     from sqlalchemy import insert
 
     from mko.access.users import create_user
@@ -84,7 +85,7 @@ def _populate(database_url: str, size: int, port: int) -> None:
             ],
         )
         now = utcnow()
-        for _ in range(WAKES):
+        for _ in range(wakes):
             operation = Operation(
                 kind="wol_wake_cluster",
                 target_type="cluster",
@@ -245,7 +246,7 @@ def main() -> None:
     parser.add_argument("--populate", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.populate:
-        _populate(args.populate[0], int(args.populate[1]), int(args.populate[2]))
+        populate(args.populate[0], int(args.populate[1]), int(args.populate[2]))
         return
     sizes = [int(size) for size in args.sizes.split(",")]
     receiver = Receiver()

@@ -38,7 +38,8 @@ NOT_FOR_HELP = (
     "mko.wol",
     "mko.platform.db",
 )
-NOT_FOR_WAKE = (
+# Clients and frameworks no plain read or wake needs.
+HEAVY_CLIENTS = (
     "alembic",
     "apprise",
     "rich",
@@ -50,26 +51,9 @@ NOT_FOR_WAKE = (
     "pyghmi",
     "psycopg",
     "httpx",
-    "mko.ssh",
-    "mko.nic",
 )
-NOT_FOR_NODE_LIST = (
-    "alembic",
-    "apprise",
-    "rich",
-    "pygments",
-    "asyncssh",
-    "fastapi",
-    "croniter",
-    "proxmoxer",
-    "pyghmi",
-    "psycopg",
-    "httpx",
-    "cryptography",
-    "mko.ssh",
-    "mko.power",
-    "mko.wol",
-)
+NOT_FOR_WAKE = (*HEAVY_CLIENTS, "mko.ssh", "mko.nic")
+NOT_FOR_NODE_LIST = (*HEAVY_CLIENTS, "cryptography", "mko.ssh", "mko.power", "mko.wol")
 
 
 def _imported(args: list[str], env: dict[str, str] | None = None) -> set[str]:
