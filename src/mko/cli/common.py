@@ -31,12 +31,23 @@ class _LazyConsole:
 
     _console: Console | None = None
 
-    def __getattr__(self, name: str) -> Any:
-        if self._console is None:
+    def _real(self) -> Console:
+        real = type(self)._console
+        if real is None:
             from rich.console import Console
 
-            type(self)._console = Console() if sys.stdout.isatty() else Console(width=1000)
-        return getattr(self._console, name)
+            real = type(self)._console = Console() if sys.stdout.isatty() else Console(width=1000)
+        return real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real(), name)
+
+    # Special methods are looked up on the type, not through __getattr__: Rich's Live enters the console.
+    def __enter__(self) -> Console:
+        return self._real().__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._real().__exit__(*exc)
 
 
 console = cast("Console", _LazyConsole())

@@ -38,3 +38,18 @@ def test_root_help_lists_every_command_and_runs_one() -> None:
     assert nested.exit_code == 0 and "list" in nested.output
     unknown = runner.invoke(app, ["nodes"])
     assert unknown.exit_code == 2
+
+
+def test_the_lazy_console_works_where_rich_needs_a_console() -> None:
+    from rich.live import Live
+    from rich.progress import Progress
+
+    from mko.cli.common import console
+
+    with Progress(console=console, transient=True) as progress:  # Live enters the console itself
+        task = progress.add_task("x", total=1)
+        progress.advance(task)
+    with Live("x", console=console, transient=True):
+        pass
+    with console:
+        console.print("through the proxy")
