@@ -3,6 +3,7 @@ and no list runs a query per row (counted with SQLAlchemy's statement events, ne
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -210,3 +211,21 @@ def test_operation_lists_load_no_steps_or_results(session: Session, web: Any) ->
     assert "steps" not in inspect(full).unloaded and len(full.steps) == 5
     for page in ("/", "/operations"):  # the pages that list operations render from the brief form
         assert web.get(page).status_code == 200
+
+
+def test_cli_node_list_filters_and_pages(session: Session, cli: Any) -> None:
+    from mko.cli.root import app
+
+    _inventory(session, 30)
+    table = cli.invoke(app, ["node", "list", "--state", "up", "--role", "control-plane", "--limit", "3"])
+    assert table.exit_code == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split()[:3] == ["id", "hostname", "ip_address"]
+    assert [line.split()[0] for line in lines[1:]] == ["3", "6", "9"]
+    assert "showing 1–3 of 10" in table.stderr  # the count goes to stderr: stdout stays the table
+    second = cli.invoke(app, ["node", "list", "--state", "up", "--offset", "3", "--limit", "3", "--json"])
+    assert [node["id"] for node in json.loads(second.stdout)] == [12, 15, 18]
+    searched = cli.invoke(app, ["node", "list", "--search", "odd_100%"])
+    assert [line.split()[1] for line in searched.stdout.splitlines()[1:]] == ["odd_100%"]
+    bad = cli.invoke(app, ["node", "list", "--state", "sideways"])
+    assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1
