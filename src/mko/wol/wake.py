@@ -349,6 +349,8 @@ def _close(
     if cancelled_steps:
         cancelled_step = {"status": OperationStatus.CANCELLED, "message": "cancelled before it finished"}
         session.execute(by_id.values(finished_at=now, **cancelled_step), cancelled_steps)
+    # Read once, after the UPDATEs: callers read the returned operation's steps after its session closed.
+    session.refresh(operation, attribute_names=["steps"])
     result: dict[str, Any] = {
         "nodes": [described[o.node_id] for o in outcomes],
         "skipped": [{"node_id": k, "reason": v} for k, v in sorted(prepared.skipped.items())],
