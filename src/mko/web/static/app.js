@@ -8,9 +8,12 @@ function setPill(el, text, cls) {
 
 async function fillReachability(table) {
   // Only the rows of this page: the server reads them from the refresher's cache, whatever the inventory size.
+  // A page of many rows (the dashboard's every card) asks for every stored result instead: one query,
+  // and no URL thousands of ids long.
   const ids = Array.from(table.querySelectorAll("[data-reach-node]"), (cell) => "node_id=" + cell.dataset.reachNode);
   if (ids.length === 0) return;
-  const url = "/api/nodes/reachability?" + ids.join("&");
+  const scope = table.dataset.clusterId ? "cluster_id=" + table.dataset.clusterId : "";
+  const url = "/api/nodes/reachability?" + (ids.length <= 200 ? ids.join("&") : scope);
   for (;;) {
     try {
       const response = await fetch(url, { headers: { Accept: "application/json" } });
