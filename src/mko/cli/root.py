@@ -9,16 +9,16 @@ from typing import Any
 import click
 import typer
 from pydantic import ValidationError
-from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from mko.cli.common import EXIT_BAD_INPUT, EXIT_POWER_FAILURE, _one_line
+from mko.cli.lazy import LazyGroup
 from mko.platform.errors import MkoError, PowerError
 
 __all__ = ["app"]
 
 
-class MkoGroup(TyperGroup):
+class MkoGroup(LazyGroup):
     """Root group that turns every error a person can cause into one stderr line and exit code 2."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
@@ -60,3 +60,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def _root() -> None:
+    # The command groups come from mko.cli.lazy.COMMANDS, imported when they run.
+    pass

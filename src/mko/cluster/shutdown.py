@@ -558,6 +558,8 @@ class _Run(_StepLog):
             outcome = await self._driver_off(step)
         else:
             outcome = await self._ssh_off(step)
+            if step.cut_by and outcome.status == OperationStatus.SUCCEEDED:
+                outcome = await self._cut_power(step, outcome)
         outcome.detail["duration"] = round(time.monotonic() - begun, 3)
         ok = outcome.status == OperationStatus.SUCCEEDED
         if ok:
@@ -587,6 +589,24 @@ class _Run(_StepLog):
             message = f"unconfirmed: the {node.method} driver still does not report it off after {waited}"
             return _Outcome(OperationStatus.FAILED, message, detail | {"confirmed": False})
         return _Outcome(OperationStatus.FAILED, result.describe(), detail)
+
+    async def _cut_power(self, step: PlannedStep, halted: _Outcome) -> _Outcome:
+        """After the OS halted: switch the node's power off through its driver (an outlet or a relay can
+        only cut power), confirmed by the driver's query. Left on, the outlet's next "on" would change
+        nothing and the wake could not bring the machine back."""
+        schedule = WakeSchedule(retries=2, delay=1.0, wait=True, timeout=self.settings.poweroff_timeout)
+        node = self.prepared.power[step.hostname]
+        [result] = await power_off([node], schedule, DRIVERS.lookup(self.settings))
+        halted.detail["power_cut"] = result.as_dict()
+        if result.state == OutcomeState.OFF:
+            halted.message += f"; power cut by the {node.method} driver, which reports it off"
+            return halted
+        halted.status = OperationStatus.FAILED
+        halted.message += (
+            f"; but the {node.method} driver could not cut its power ({result.describe()}):"
+            " its next power-on will not start it"
+        )
+        return halted
 
     async def _ssh_off(self, step: PlannedStep) -> _Outcome:
         """``systemctl poweroff`` over SSH, confirmed only by SSH going from answering to silent."""

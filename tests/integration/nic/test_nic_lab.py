@@ -20,7 +20,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
-from authhelp import admin_headers
 from mko.app import create_app
 from mko.cli.root import app
 from mko.inventory.nodes import configure_wol, get_node
@@ -34,6 +33,7 @@ from mko.operations.records import Actor
 from mko.platform.db.models.inventory import Node
 from mko.platform.settings import Settings
 from mko.power.magic import send_magic_packet
+from support.auth import admin_headers
 
 
 def _trust_all(settings: Settings, running: RunningLab) -> None:
