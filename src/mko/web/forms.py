@@ -19,6 +19,7 @@ __all__ = [
     "driver_fields",
     "field_errors",
     "method_choices",
+    "node_ids",
     "params_from_form",
 ]
 
@@ -112,6 +113,14 @@ def method_choices() -> list[dict[str, str]]:
             {"name": name, "label": cls.label, "kind": cls.node_kind, "badge": cls.badge or cls.label}
         )
     return choices
+
+
+def node_ids(text: str, field: str) -> list[int]:
+    """``3, 4`` (commas or spaces) as node ids; InputError naming ``field`` otherwise."""
+    parts = text.replace(",", " ").split()
+    if not all(part.isdigit() and len(part) <= 18 for part in parts):
+        raise InputError(field, f"{text[:100]!r} is not a list of node ids such as 3, 4")
+    return [int(part) for part in parts]
 
 
 def params_from_form(form: FormData) -> dict[str, Any]:

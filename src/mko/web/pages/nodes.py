@@ -13,10 +13,10 @@ from pydantic import ValidationError
 from mko.http.deps import DbDep, SessionDep, SettingsDep
 from mko.http.routing import MkoRoute
 from mko.inventory.clusters import list_clusters
-from mko.inventory.nodes import configure_wol_recorded, create_node, get_node
+from mko.inventory.nodes import configure_wol_recorded, create_node, get_node, update_node
 from mko.inventory.proxmox_hosts import list_hosts
 from mko.inventory.read import SEARCH_MAX, NodeFilters, NodeState, page_of_nodes
-from mko.inventory.schemas import NodeCreate, WolConfigure
+from mko.inventory.schemas import NodeCreate, NodeUpdate, WolConfigure
 from mko.inventory.snapshots import param_values
 from mko.operations.kinds import WAKE_KIND_PREFIX
 from mko.operations.records import last_steps_for_nodes, list_for_node
@@ -30,6 +30,7 @@ from mko.web.forms import (
     driver_fields,
     field_errors,
     method_choices,
+    node_ids,
     params_from_form,
 )
 from mko.web.pages.render import _actor, _render, _see_other, _start_wake
@@ -166,9 +167,11 @@ def _node_page(
 ) -> HTMLResponse:
     node = get_node(session, node_id)
     context.setdefault("form", None)
+    context.setdefault("depends_form", None)
     stored = param_values(node)
     shown = stored | (context["form"] or {})
     methods = method_choices()
+    needed = sorted(d.depends_on_id for d in node.dependencies)
     return _render(
         request,
         "node_detail.html",
@@ -177,6 +180,7 @@ def _node_page(
         power_fields=driver_fields(shown, {name: value is not None for name, value in stored.items()}),
         method_options=methods,
         method_labels={m["name"]: m["label"] for m in methods},
+        depends_on=[get_node(session, needed_id) for needed_id in needed],
         wol=wol_status_sync(session, node_id),
         history=list_for_node(session, node_id),
         proxmox_host_options=[(h.id, f"{h.name} ({h.host})") for h in list_hosts(session)],
@@ -191,9 +195,26 @@ def node_page(
     node_id: int,
     saved: bool = False,
     unchanged: bool = False,
+    depends_saved: bool = False,
 ) -> HTMLResponse:
-    """One node: its Wake-on-LAN section (status, configure, send) and its operation history."""
-    return _node_page(request, session, node_id, saved=saved, unchanged=unchanged)
+    """One node: its Wake-on-LAN section (status, configure, send), its power order and its operation
+    history."""
+    return _node_page(
+        request, session, node_id, saved=saved, unchanged=unchanged, depends_saved=depends_saved
+    )
+
+
+@router.post("/nodes/{node_id:int}/depends-on", response_class=HTMLResponse)
+def set_node_depends_on(request: Request, session: SessionDep, node_id: int, form: FormDep) -> Response:
+    """Save what the node depends on (``depends_on``, as the API's node update): ids, empty for none;
+    an unknown id or a cycle is shown next to the field and nothing is stored."""
+    text = str(form.get("depends_on") or "")
+    try:
+        update_node(session, node_id, NodeUpdate(depends_on=node_ids(text, "depends_on")))
+    except (InputError, ValidationError) as exc:
+        session.rollback()
+        return _node_page(request, session, node_id, 422, depends_form=text, errors=field_errors(exc))
+    return _see_other(f"/nodes/{node_id}?depends_saved=1#power-order")
 
 
 @router.post("/nodes/{node_id:int}/wol/configure", response_class=HTMLResponse)
