@@ -17,14 +17,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from mko.operations import ownership
 from mko.platform.db.migrate import current_revision, head_revision, upgrade
 from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.errors import EXIT_BAD_INPUT, EXIT_FAILED
 from mko.platform.logs import configure_logging
 from mko.platform.settings import get_settings
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_POWER_FAILURE", "console", "emit", "fail", "open_session"]
 
 
-EXIT_BAD_INPUT = 2
-EXIT_POWER_FAILURE = 1
+EXIT_POWER_FAILURE = EXIT_FAILED  # a command that reports its own failed outcome (wake, shutdown, …)
 console = Console()
 
 

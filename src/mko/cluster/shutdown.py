@@ -60,22 +60,21 @@ from mko.platform.db.models.outages import OutagePhase
 from mko.platform.db.models.rules import PowerRule
 from mko.platform.db.models.schedules import ScheduleAction
 from mko.platform.db.models.ups import UPS
-from mko.platform.errors import ConflictError, FatalPowerError, PowerError
+from mko.platform.errors import (
+    ConflictError,
+    FatalPowerError,
+    HostKeyChangedError,
+    HostKeyUnknownError,
+    PowerError,
+    SshError,
+)
 from mko.platform.secrets import SecretBox
 from mko.platform.settings import Settings
 from mko.power.base import NodeSnapshot, OutcomeState, WakeSchedule, power_off
 from mko.power.probe import probe_tcp
 from mko.power.registry import driver_lookup
 from mko.schedules.actions import PreparedRun, RunContext, register_action
-from mko.ssh.client import (
-    CommandResult,
-    HostKeyChangedError,
-    HostKeyUnknownError,
-    SshError,
-    SshSession,
-    SshTarget,
-    connect,
-)
+from mko.ssh.client import CommandResult, SshSession, SshTarget, connect
 from mko.ssh.host_keys import scan_host_key
 from mko.ups.power_cycle import PowerCycle, power_cycle
 from mko.ups.service import target_of

@@ -15,13 +15,12 @@ from mko.access.sessions import session_principal
 from mko.access.tokens import authenticate_token
 from mko.platform.db.models.access import Role
 from mko.platform.db.session import in_thread_session
+from mko.platform.errors import AuthenticationError, PermissionDeniedError
 
 __all__ = [
     "SESSION_COOKIE",
     "AdminDep",
-    "LoginRequired",
     "PrincipalDep",
-    "WebForbidden",
     "authorize_by_method",
     "current_principal",
     "require",
@@ -142,31 +141,19 @@ authorize_by_method.required_role = "by-method"  # type: ignore[attr-defined]
 T = TypeVar("T")
 
 
-class LoginRequired(Exception):
-    """No (live) session: the page redirects to the login form."""
-
-    def __init__(self, next_path: str) -> None:
-        super().__init__(next_path)
-        self.next_path = next_path
-
-
-class WebForbidden(Exception):
-    """Signed in, but the role or the CSRF token does not allow this."""
-
-
 async def web_authorize(request: Request) -> Principal:
     """Pages need a session (viewer); form posts need operator and the session's CSRF token."""
     cookie = request.cookies.get(SESSION_COOKIE)
     principal = await _db(request, lambda s: session_principal(s, cookie)) if cookie else None
     if principal is None:
-        raise LoginRequired(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+        raise AuthenticationError("sign in to see this page")  # mko.web.errors redirects to the form
     request.state.principal = principal
     if request.method in SAFE_METHODS:
         return principal
     await _check_csrf(request, principal)
     if not allows(principal.role, Role.OPERATOR):
         await _audit(request, "denied", principal.actor_name, f"POST {request.url.path} needs role operator")
-        raise WebForbidden(f"your role {principal.role.value} cannot do this")
+        raise PermissionDeniedError(f"your role {principal.role.value} cannot do this")
     return principal
 
 
@@ -189,4 +176,6 @@ async def _check_csrf(request: Request, principal: Principal) -> None:
         or not secrets.compare_digest(sent, principal.csrf_token)
     ):
         await _audit(request, "csrf_rejected", principal.actor_name, request.url.path)
-        raise WebForbidden("the form was not sent from this session (CSRF check failed): reload the page")
+        raise PermissionDeniedError(
+            "the form was not sent from this session (CSRF check failed): reload the page"
+        )

@@ -34,10 +34,9 @@ from typing import Any
 from mko.lab.control import LAB_PORT, LabPaths, check_battery, check_flap, lab_settings, pid_alive
 from mko.lab.harness import RunningLab
 from mko.lab.microk8s import Microk8sCluster, configure_microk8s
-from mko.lab.netns import LabError
 from mko.lab.nut import NutServer, OutputTimers, end_process
 from mko.platform.db.models.ups import PowerEvent
-from mko.platform.errors import ConflictError, InputError, MkoError
+from mko.platform.errors import ConflictError, InputError, LabError, MkoError
 from mko.platform.settings import Settings
 
 __all__ = ["LabDaemon", "LabSpec", "charge_after"]

@@ -59,13 +59,18 @@ from mko.platform.db.models.ha import UpsState
 from mko.platform.db.models.outages import OutagePhase
 from mko.platform.db.models.ups import UPS, PowerEvent, UpsEvent
 from mko.platform.db.session import in_thread_session
-from mko.platform.errors import ConflictError
+from mko.platform.errors import (
+    MonitorLockedError,
+    NutConnectionError,
+    NutError,
+    NutResponseError,
+)
 from mko.platform.secrets import SecretBox
 from mko.platform.settings import Settings, beside_database
 from mko.rules.engine import RuleEngine
 from mko.rules.service import low_battery_thresholds, runtime_needs
 from mko.ups.events import CommFailure, DetectedEvent, EventDetector, last_seen
-from mko.ups.nut import NutClient, NutConnectionError, NutError, NutResponseError
+from mko.ups.nut import NutClient
 from mko.ups.service import UpsTarget, list_ups, record_events, status_of, target_of
 from mko.ups.status import PowerSource, UpsReading
 
@@ -75,10 +80,6 @@ log = logging.getLogger("mko.ups.monitor")
 
 LOCK_FILE_NAME = "ups-monitor.lock"
 EventHook = Callable[[UpsTarget, UpsEvent], None]
-
-
-class MonitorLockedError(ConflictError):
-    """Another monitor already runs the rules of this database on this host."""
 
 
 def lock_file_path(settings: Settings) -> Path:
