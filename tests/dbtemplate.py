@@ -9,8 +9,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from mko.platform.db.migrate import upgrade
 from mko.platform.db.session import make_engine
+from mko.platform.db.upgrade import upgrade
 
 __all__ = ["copy_migrated_database"]
 

@@ -25,7 +25,7 @@ from mko.platform.errors import AgentRefusedError
 from mko.power.base import PowerDriver, WakeSchedule, power_on
 from mko.power.drivers.wol import WolDriver
 
-__all__ = ["AgentConfig", "AgentRefusedError", "WakeAgent"]
+__all__ = ["AgentConfig", "WakeAgent"]
 
 log = logging.getLogger("mko.agent")
 

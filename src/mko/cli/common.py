@@ -15,8 +15,9 @@ from rich.table import Table
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko.operations import ownership
-from mko.platform.db.migrate import current_revision, head_revision, upgrade
+from mko.platform.db.migrate import current_revision, head_revision
 from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.db.upgrade import upgrade
 from mko.platform.errors import EXIT_BAD_INPUT, EXIT_FAILED
 from mko.platform.logs import configure_logging
 from mko.platform.settings import get_settings

@@ -31,7 +31,6 @@ __all__ = [
     "LAB_PORT",
     "LAB_UPS",
     "LabControl",
-    "LabNotUpError",
     "LabPaths",
     "check_battery",
     "check_flap",

@@ -40,7 +40,6 @@ from mko.platform.errors import LabError
 __all__ = [
     "DEFAULT_SUBNET",
     "Lab",
-    "LabError",
     "LabNode",
     "NodeSpec",
     "cleanup_stale",

@@ -19,7 +19,7 @@ from types import TracebackType
 
 from mko.platform.errors import PostgresError
 
-__all__ = ["PostgresError", "PostgresServer", "find_bindir"]
+__all__ = ["PostgresServer", "find_bindir"]
 
 _PORT = 5432  # only names the socket file (.s.PGSQL.5432) inside our private directory
 _USER = "postgres"

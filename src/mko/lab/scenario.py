@@ -31,7 +31,7 @@ from mko.platform.db.models.operations import Operation
 from mko.platform.db.models.ups import PowerEvent, UpsEvent
 from mko.platform.errors import ConflictError, ScenarioError
 
-__all__ = ["LongOutage", "ScenarioError"]
+__all__ = ["LongOutage"]
 
 _POLL = 0.2
 _AFTER_CUT = 10.0  # mains returns this long after the UPS's output went off

@@ -15,7 +15,7 @@ from mko.platform import validation
 from mko.platform.errors import InputError, NicError
 from mko.ssh.client import SshSession
 
-__all__ = ["Choice", "Interface", "NicError", "choose_interface", "parse_interfaces"]
+__all__ = ["Choice", "Interface", "choose_interface", "parse_interfaces"]
 
 
 # Interface kinds (ip -d link "info_kind") that are not a network card of their own.

@@ -1,5 +1,7 @@
-"""What a schedule runs (a wake; a shutdown, registered by mko.cluster.shutdown) and
-the context each run gets."""
+"""What a schedule runs (a wake, a cluster shutdown) and the context each run gets.
+
+The table of runners is static: schedules sit above the cluster layer, so the scheduled shutdown calls
+the cluster's shutdown directly and nothing has to register itself at import."""
 
 from __future__ import annotations
 
@@ -9,24 +11,19 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from mko.cluster.plan import plan_shutdown
+from mko.cluster.shutdown import run_shutdown, start_shutdown
 from mko.operations.records import Actor, finish_operation, record_step
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.inventory import Node
 from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
 from mko.platform.db.models.schedules import ScheduleAction
-from mko.platform.errors import MkoError
+from mko.platform.errors import ConflictError, MkoError
 from mko.platform.settings import Settings
 from mko.wol import reachability
 from mko.wol.wake import make_schedule, run_wake, start_wake
 
-__all__ = ["RunContext", "register_action"]
-
-
-_UNAVAILABLE = {
-    ScheduleAction.SHUTDOWN: (
-        "graceful shutdown is not available in this version; schedules can wake nodes and clusters"
-    ),
-}
+__all__ = ["RUNNERS", "PreparedRun", "RunContext", "run_scheduled_shutdown", "run_scheduled_wake"]
 
 
 @dataclass(frozen=True)
@@ -50,16 +47,9 @@ class RunContext:
 
 
 ActionRunner = Callable[[RunContext, PreparedRun], Awaitable[Operation]]
-_RUNNERS: dict[ScheduleAction, ActionRunner] = {}
 
 
-def register_action(action: ScheduleAction, runner: ActionRunner) -> None:
-    """Make ``action`` schedulable (graceful shutdown registers itself here when it exists)."""
-    _RUNNERS[action] = runner
-    _UNAVAILABLE.pop(action, None)
-
-
-async def _run_wake(context: RunContext, run: PreparedRun) -> Operation:
+async def run_scheduled_wake(context: RunContext, run: PreparedRun) -> Operation:
     """Probe the targets, then wake only the nodes that do not answer."""
     factory, settings = context.session_factory, context.settings
     with factory() as session:
@@ -143,4 +133,45 @@ async def _run_wake(context: RunContext, run: PreparedRun) -> Operation:
         )
 
 
-register_action(ScheduleAction.WAKE, _run_wake)
+async def run_scheduled_shutdown(context: RunContext, run: PreparedRun) -> Operation:
+    """A schedule's shutdown: plan now, run it as its own operation, link it from the schedule's."""
+    factory, settings = context.session_factory, context.settings
+    with factory() as session:
+        operation = session.get_one(Operation, run.operation_id)
+        cluster_id = operation.target_id or 0
+        try:
+            plan = await plan_shutdown(session, settings, cluster_id, force=bool(run.options.get("force")))
+            prepared = start_shutdown(session, plan, run.actor)
+        except ConflictError as exc:
+            record_step(
+                session, operation, name="shutdown", status=OperationStatus.CANCELLED, message=str(exc)
+            )
+            return finish_operation(
+                session, operation, status=OperationStatus.CANCELLED, summary=f"not started: {exc}"
+            )
+        step_id = record_step(
+            session,
+            operation,
+            name="shutdown",
+            status=OperationStatus.RUNNING,
+            message=f"shutting down in operation #{prepared.operation_id}",
+            detail={"operation_id": prepared.operation_id},
+        ).id
+    done = await run_shutdown(factory, settings, prepared)
+    with factory() as session:
+        operation = session.get_one(Operation, run.operation_id)
+        step = session.get_one(OperationStep, step_id)
+        step.status, step.message, step.finished_at = done.status, f"#{done.id}: {done.summary}", utcnow()
+        return finish_operation(
+            session,
+            operation,
+            status=done.status,
+            summary=f"shutdown #{done.id}: {done.summary}",
+            result={"shutdown_operation_id": done.id},
+        )
+
+
+RUNNERS: dict[ScheduleAction, ActionRunner] = {
+    ScheduleAction.WAKE: run_scheduled_wake,
+    ScheduleAction.SHUTDOWN: run_scheduled_shutdown,
+}

@@ -47,25 +47,12 @@ from mko.platform.errors import (
     HostKeyUnknownError,
     SshAuthError,
     SshCommandError,
-    SshError,
     SshTimeoutError,
     SshUnreachableError,
 )
 from mko.ssh.known_hosts import KnownHosts, fingerprint
 
-__all__ = [
-    "CommandResult",
-    "HostKeyChangedError",
-    "HostKeyUnknownError",
-    "SshAuthError",
-    "SshCommandError",
-    "SshError",
-    "SshSession",
-    "SshTarget",
-    "SshTimeoutError",
-    "SshUnreachableError",
-    "connect",
-]
+__all__ = ["CommandResult", "SshSession", "SshTarget", "connect"]
 
 log = logging.getLogger("mko.ssh")
 # asyncssh logs every connection and channel at INFO; mko logs what matters itself.

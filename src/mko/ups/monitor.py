@@ -74,7 +74,7 @@ from mko.ups.nut import NutClient
 from mko.ups.service import UpsTarget, list_ups, record_events, status_of, target_of
 from mko.ups.status import PowerSource, UpsReading
 
-__all__ = ["MonitorLockedError", "UpsMonitor", "lock_file_path", "start_monitor"]
+__all__ = ["UpsMonitor", "lock_file_path", "start_monitor"]
 
 log = logging.getLogger("mko.ups.monitor")
 

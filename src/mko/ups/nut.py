@@ -34,16 +34,7 @@ from typing import Self
 
 from mko.platform.errors import NutConnectionError, NutError, NutProtocolError, NutResponseError
 
-__all__ = [
-    "DEFAULT_PORT",
-    "NutClient",
-    "NutConnectionError",
-    "NutError",
-    "NutProtocolError",
-    "NutResponseError",
-    "quote",
-    "split_line",
-]
+__all__ = ["DEFAULT_PORT", "NutClient", "quote", "split_line"]
 
 log = logging.getLogger("mko.ups.nut")
 

@@ -25,13 +25,13 @@ from mko.operations.identity import set_current_instance
 from mko.operations.interrupted import interrupted_reason
 from mko.operations.kinds import RULE_OPERATION_KIND
 from mko.operations.ownership import this_process
-from mko.platform.db.migrate import upgrade
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.ha import Instance
 from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
 from mko.platform.db.models.rules import ClusterAction, PowerRule
 from mko.platform.db.models.ups import PowerEvent, UpsEvent
 from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.db.upgrade import upgrade
 from mko.platform.settings import Settings
 from mko.rules.engine import RuleEngine
 from mko.rules.schemas import RuleCreate

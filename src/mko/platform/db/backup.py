@@ -21,7 +21,6 @@ from mko.platform.errors import BackupError
 from mko.platform.files import touch_private
 
 __all__ = [
-    "BackupError",
     "backup_database",
     "check_backup_possible",
     "is_sqlite",

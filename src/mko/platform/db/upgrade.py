@@ -34,10 +34,9 @@ __all__ = [
     "STEPS",
     "DatabaseKind",
     "DatabaseState",
-    "MigrationFailedError",
-    "MigrationRefusedError",
     "MigrationReport",
     "inspect_database",
+    "upgrade",
     "upgrade_database",
 ]
 
@@ -451,3 +450,13 @@ def upgrade_database(
         backup_path.unlink(missing_ok=True)  # nothing changed: the copy protects nothing
         backup_path = None
     return state.revision, after, backup_path
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the database to ``revision`` (default: the newest) without a backup.
+
+    Goes through the one safe upgrade path (:func:`upgrade_database`): one locked
+    transaction, SQLite foreign keys off while batch mode rebuilds tables (else a rebuild cascades
+    deletes), checked before the commit; the earlier orchestrator's database is refused, not mangled.
+    """
+    upgrade_database(engine.url.render_as_string(hide_password=False), revision, backup=False)
