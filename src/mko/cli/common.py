@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
@@ -14,15 +14,25 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.operations import ownership
+if TYPE_CHECKING:
+    from mko.wiring import Wiring
+
 from mko.platform.db.migrate import current_revision, head_revision
-from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.db.upgrade import upgrade
 from mko.platform.errors import EXIT_BAD_INPUT, EXIT_FAILED
 from mko.platform.logs import configure_logging
 from mko.platform.settings import get_settings
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_POWER_FAILURE", "console", "emit", "fail", "open_session"]
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_POWER_FAILURE",
+    "console",
+    "emit",
+    "fail",
+    "open_session",
+    "open_sessions",
+    "open_wiring",
+]
 
 
 EXIT_POWER_FAILURE = EXIT_FAILED  # a command that reports its own failed outcome (wake, shutdown, …)
@@ -40,22 +50,31 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
 
 
 @contextmanager
-def open_sessions() -> Iterator[sessionmaker[Session]]:
-    """Sessions on the configured database; a brand-new database is created on first use."""
+def open_wiring() -> Iterator[Wiring]:
+    """This process's connected parts (mko.wiring) on the configured database; a brand-new database
+    is created on first use."""
+    from mko.wiring import wire
+
     settings = get_settings()
     configure_logging(settings, console=False)
-    ownership.configure(settings)
-    engine = make_engine(settings.database_url)
+    wiring = wire(settings)
     try:
-        current = current_revision(engine)
+        current = current_revision(wiring.engine)
         head = head_revision()
         if current is None:
-            upgrade(engine)
+            upgrade(wiring.engine)
         elif current != head:
             raise fail(f"the database is at revision {current} but mko needs {head}: run `mko db upgrade`")
-        yield make_session_factory(engine)
+        yield wiring
     finally:
-        engine.dispose()
+        wiring.close()
+
+
+@contextmanager
+def open_sessions() -> Iterator[sessionmaker[Session]]:
+    """Sessions on the configured database; a brand-new database is created on first use."""
+    with open_wiring() as wiring:
+        yield wiring.session_factory
 
 
 @contextmanager
