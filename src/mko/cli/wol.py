@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Annotated, Any
 
 import typer
@@ -22,7 +23,7 @@ from mko.inventory.nodes import configure_wol
 from mko.inventory.schemas import NodePublic, WolConfigure
 from mko.nic.collect import collect_macs, describe_row
 from mko.nic.wol_switch import set_nic_wol
-from mko.operations.records import Actor, finish_operation, start_operation
+from mko.operations.records import Actor
 from mko.platform.db.models.inventory import WolMethod
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory
@@ -30,7 +31,7 @@ from mko.platform.settings import get_settings
 from mko.power.base import NodeOutcome
 from mko.power.magic import LIMITED_BROADCAST, send_magic_packet
 from mko.wol.status import wol_status
-from mko.wol.wake import PreparedWake, make_schedule, run_wake, start_wake
+from mko.wol.wake import PreparedWake, make_schedule, run_wake, start_requested_wake
 
 wol_app = typer.Typer(
     help="Wake-on-LAN: wake nodes and clusters, status, enable/disable, configure.", no_args_is_help=True
@@ -65,18 +66,26 @@ def _run_wake(
     settings = get_settings()
     schedule = make_schedule(settings, retries=retries, delay=delay, wait=wait, timeout=timeout)
     with open_session() as session:
-        prepared = start_wake(
-            session, target_type=target_type, target_id=target_id, schedule=schedule, actor=Actor.cli()
+        prepared = start_requested_wake(
+            session,
+            settings,
+            target_type=target_type,
+            target_id=target_id,
+            schedule=schedule,
+            actor=Actor.cli(),
         )
-    engine = make_engine(settings.database_url)
-    try:
-        operation = _with_progress(
-            prepared,
-            lambda hook: asyncio.run(run_wake(make_session_factory(engine), settings, prepared, hook)),
-            quiet=as_json,
-        )
-    finally:
-        engine.dispose()
+    if prepared.coalesced:
+        operation = _follow_joined(prepared, quiet=as_json)
+    else:
+        engine = make_engine(settings.database_url)
+        try:
+            operation = _with_progress(
+                prepared,
+                lambda hook: asyncio.run(run_wake(make_session_factory(engine), settings, prepared, hook)),
+                quiet=as_json,
+            )
+        finally:
+            engine.dispose()
     if as_json:
         typer.echo(
             json.dumps(
@@ -84,6 +93,7 @@ def _run_wake(
                     "operation_id": operation.id,
                     "status": operation.status.value,
                     "summary": operation.summary,
+                    **({"coalesced": True} if prepared.coalesced else {}),
                     **operation.result,
                 },
                 indent=2,
@@ -92,8 +102,28 @@ def _run_wake(
         )
     else:
         _print_result(operation)
+    if prepared.coalesced and not schedule.wait and operation.status == OperationStatus.RUNNING:
+        return  # its packets are under way: what a wake without --wait promises
     if operation.status != OperationStatus.SUCCEEDED:
         raise typer.Exit(EXIT_POWER_FAILURE)
+
+
+def _follow_joined(prepared: PreparedWake, *, quiet: bool) -> Operation:
+    """The node's wake was already under way (the server, a rule or another shell runs it): no more
+    packets. Without --wait that wake is the answer as it stands; with --wait it is followed to its end
+    (or for as long as this wake's own budget)."""
+    if not quiet:
+        console.print(f"joined the wake already running for this node: operation {prepared.operation_id}")
+    schedule = prepared.schedule
+    budget = schedule.retries * schedule.delay + schedule.timeout if schedule.wait else 0.0
+    deadline = time.monotonic() + budget
+    with open_sessions() as sessions:
+        while True:
+            with sessions() as session:
+                operation = session.get_one(Operation, prepared.operation_id)
+            if operation.status != OperationStatus.RUNNING or time.monotonic() >= deadline:
+                return operation
+            time.sleep(0.5)
 
 
 def _with_progress(prepared: PreparedWake, run: Any, *, quiet: bool) -> Operation:
@@ -201,18 +231,9 @@ def status(
     console.print(table)
 
 
-def _change(node_id: int, kind: str, data: WolConfigure, as_json: bool) -> None:
+def _change(node_id: int, data: WolConfigure, as_json: bool) -> None:
     with open_session() as session:
-        node = configure_wol(session, node_id, data)
-        changes = data.model_dump(mode="json", exclude_unset=True)
-        if changes.get("wol_secureon"):
-            changes["wol_secureon"] = "***"
-        operation = start_operation(
-            session, kind=kind, target_type="node", target_id=node_id, actor=Actor.cli(), parameters=changes
-        )
-        finish_operation(
-            session, operation, status=OperationStatus.SUCCEEDED, summary=f"changed {', '.join(changes)}"
-        )
+        node = configure_wol(session, node_id, data, actor=Actor.cli())
         emit(NodePublic.of(node), NODE_COLUMNS, as_json=as_json)
 
 
@@ -341,7 +362,7 @@ def configure(
     data = WolConfigure(**{k: v for k, v in given.items() if v is not None})
     if not data.model_fields_set:
         raise typer.BadParameter("give at least one option to change (see --help)")
-    _change(node_id, "wol_configure", data, as_json)
+    _change(node_id, data, as_json)
 
 
 @wol_app.command("send")

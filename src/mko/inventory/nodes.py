@@ -11,8 +11,10 @@ from sqlalchemy.orm import Session, selectinload
 from mko.inventory.clusters import DESCRIPTION_MAX, _commit, get_cluster
 from mko.inventory.power_settings import _check_power_method, _check_secret_destinations, _encrypt_secrets
 from mko.inventory.schemas import NodeCreate, NodeUpdate, WolConfigure
+from mko.operations.records import Actor, finish_operation, start_operation
 from mko.platform import validation
 from mko.platform.db.models.inventory import Cluster, Node, ProxmoxHost, WolMethod
+from mko.platform.db.models.operations import OperationStatus
 from mko.platform.errors import InputError, NotFoundError
 from mko.power.fields import NODE_FIELD_CHECKS
 
@@ -95,10 +97,36 @@ def update_node(
 
 
 def configure_wol(
-    session: Session, node_id: int, data: WolConfigure, *, may_rebind_secrets: bool = False
+    session: Session,
+    node_id: int,
+    data: WolConfigure,
+    *,
+    actor: Actor | None = None,
+    may_rebind_secrets: bool = False,
 ) -> Node:
-    """The seed's ``wol configure``: change the WoL fields sent, nothing else."""
-    return update_node(session, node_id, data, may_rebind_secrets=may_rebind_secrets)
+    """The seed's ``wol configure``: change the WoL fields sent, nothing else.
+
+    ``actor``: a person asked (the API, the web UI, the CLI alike): the change is recorded as a
+    ``wol_configure`` operation naming the fields sent, the SecureOn password as ``***`` (``None``
+    when cleared), never its value. Callers that record their own operation pass none.
+    """
+    node = update_node(session, node_id, data, may_rebind_secrets=may_rebind_secrets)
+    if actor is not None:
+        changes = data.model_dump(mode="json", exclude_unset=True)
+        if "wol_secureon" in changes:
+            changes["wol_secureon"] = "***" if changes["wol_secureon"] else None
+        operation = start_operation(
+            session,
+            kind="wol_configure",
+            target_type="node",
+            target_id=node_id,
+            actor=actor,
+            parameters=changes,
+        )
+        finish_operation(
+            session, operation, status=OperationStatus.SUCCEEDED, summary=f"changed {', '.join(changes)}"
+        )
+    return node
 
 
 def delete_node(session: Session, node_id: int) -> None:

@@ -16,13 +16,12 @@ from mko.http.security import AdminDep, PrincipalDep, require_operator_for
 from mko.inventory.nodes import configure_wol, get_node
 from mko.inventory.schemas import NodePublic, WolConfigure
 from mko.nic.wol_switch import set_nic_wol
-from mko.operations.records import finish_operation, start_operation
 from mko.platform.db.models.operations import OperationStatus
 from mko.platform.settings import Settings
 from mko.platform.validation import InputModel
 from mko.power.base import NodeSnapshot
 from mko.wol.status import probe_reachable, wol_status_sync
-from mko.wol.wake import PreparedWake, make_schedule, start_wake
+from mko.wol.wake import PreparedWake, make_schedule, start_requested_wake
 
 router = APIRouter(prefix="/api", tags=["wake-on-lan"], route_class=MkoRoute)
 
@@ -106,14 +105,14 @@ async def _wake(
     )
     node_ids = body.node_ids if isinstance(body, NodesWakeBody) else ()
     prepared = await db.run(
-        lambda session: start_wake(
+        lambda session: start_requested_wake(
             session,
+            settings,
             target_type=target_type,
             target_id=target_id,
             schedule=schedule,
             actor=actor,
             node_ids=node_ids,
-            coalesce_seconds=settings.wake_coalesce_seconds,
         )
     )
     return await _answer(request, response, settings, prepared)
@@ -186,19 +185,6 @@ async def wol_status(
     return status
 
 
-def _record_change(
-    session: SessionDep, actor: ActorDep, node_id: int, kind: str, changes: dict[str, Any]
-) -> None:
-    if "wol_secureon" in changes:
-        changes["wol_secureon"] = "***" if changes["wol_secureon"] else None
-    operation = start_operation(
-        session, kind=kind, target_type="node", target_id=node_id, actor=actor, parameters=changes
-    )
-    finish_operation(
-        session, operation, status=OperationStatus.SUCCEEDED, summary=f"changed {', '.join(changes)}"
-    )
-
-
 class WolSwitchBody(InputModel):
     """Options of ``wol enable|disable``."""
 
@@ -261,6 +247,5 @@ def wol_configure(
     session: SessionDep, actor: ActorDep, admin: AdminDep, node_id: int, body: WolConfigure
 ) -> NodePublic:
     """Change the WoL fields sent; nothing else changes, and nothing at all when one field is wrong."""
-    node = configure_wol(session, node_id, body, may_rebind_secrets=admin)
-    _record_change(session, actor, node_id, "wol_configure", body.model_dump(mode="json", exclude_unset=True))
+    node = configure_wol(session, node_id, body, actor=actor, may_rebind_secrets=admin)
     return NodePublic.of(node)

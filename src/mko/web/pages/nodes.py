@@ -14,9 +14,8 @@ from mko.inventory.clusters import list_clusters
 from mko.inventory.nodes import configure_wol, create_node, get_node, list_nodes
 from mko.inventory.schemas import NodeCreate, WolConfigure
 from mko.operations.kinds import WAKE_KIND_PREFIX
-from mko.operations.records import finish_operation, last_step_for_node, list_for_node, start_operation
+from mko.operations.records import last_step_for_node, list_for_node
 from mko.platform.db.models.access import Role
-from mko.platform.db.models.inventory import WolMethod
 from mko.platform.errors import ConflictError, InputError
 from mko.web.forms import FormDep, blank_to_none, field_errors
 from mko.web.pages.render import _actor, _render, _see_other, _start_wake
@@ -123,10 +122,8 @@ def configure_node(request: Request, session: SessionDep, node_id: int, form: Fo
     values = blank_to_none(form, WOL_FORM_FIELDS)
     values["wol_enabled"] = form.get("wol_enabled") == "on"
     values["is_virtual_node"] = form.get("kind") == "virtual"
-    if values["wol_method"] is None:
-        values["wol_method"] = (
-            WolMethod.PROXMOX.value if values["is_virtual_node"] else WolMethod.ETHERNET.value
-        )
+    if values["wol_method"] is None:  # the service infers it from the kind (physical or virtual)
+        del values["wol_method"]
     if values["wol_port"] is None:
         values["wol_port"] = 9
     secureon = str(form.get("wol_secureon") or "").strip()
@@ -138,21 +135,9 @@ def configure_node(request: Request, session: SessionDep, node_id: int, form: Fo
         data = WolConfigure.model_validate(values)
         principal = getattr(request.state, "principal", None)
         admin = principal is not None and principal.role == Role.ADMIN
-        configure_wol(session, node_id, data, may_rebind_secrets=admin)
+        configure_wol(session, node_id, data, actor=_actor(request), may_rebind_secrets=admin)
     except (InputError, ValidationError) as exc:
         return _node_page(request, session, node_id, 422, form=values, errors=field_errors(exc))
-    changes = data.model_dump(mode="json", exclude_unset=True)
-    if changes.get("wol_secureon"):
-        changes["wol_secureon"] = "***"
-    operation = start_operation(
-        session,
-        kind="wol_configure",
-        target_type="node",
-        target_id=node_id,
-        actor=_actor(request),
-        parameters=changes,
-    )
-    finish_operation(session, operation, status=operation.status.SUCCEEDED, summary="saved from the web UI")
     return _see_other(f"/nodes/{node_id}?saved=1")
 
 
@@ -169,5 +154,4 @@ async def wake_node(
         wait=form.get("wait") == "on",
         target_type="node",
         target_id=node_id,
-        coalesce_seconds=settings.wake_coalesce_seconds,
     )

@@ -20,7 +20,7 @@ from mko.operations.records import Actor
 from mko.platform.db.models.access import Role
 from mko.platform.db.models.inventory import NodeRole, WolMethod
 from mko.platform.errors import ConflictError, InputError
-from mko.wol.wake import make_schedule, start_wake
+from mko.wol.wake import make_schedule, start_requested_wake
 
 __all__ = ["STATIC_DIR", "templates"]
 
@@ -67,7 +67,9 @@ async def _start_wake(
     actor = _actor(request)
     try:
         schedule = make_schedule(settings, wait=wait)
-        prepared = await db.run(lambda session: start_wake(session, schedule=schedule, actor=actor, **target))
+        prepared = await db.run(
+            lambda session: start_requested_wake(session, settings, schedule=schedule, actor=actor, **target)
+        )
     except (InputError, ConflictError) as exc:
         error = str(exc)
         return await db.run(lambda session: page(session, error))
