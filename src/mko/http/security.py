@@ -69,7 +69,10 @@ def _authenticate(request: Request, session: Session) -> Principal:
             raise _unauthenticated("use Authorization: Bearer <token>")
         principal = authenticate_token(session, credentials.strip())
         if principal is None:
-            record_auth_event(session, "token_invalid", "", client_address(request), request.url.path)
+            settings = request.app.state.settings
+            record_auth_event(
+                session, settings, "token_invalid", "", client_address(request), request.url.path
+            )
             raise _unauthenticated("invalid, expired or revoked token")
         return principal
     cookie = request.cookies.get(SESSION_COOKIE)
@@ -98,10 +101,10 @@ AdminDep = Annotated[bool, Depends(caller_is_admin)]
 
 async def _deny(request: Request, principal: Principal, required: Role, why: str = "") -> HTTPException:
     detail = f"{request.method} {request.url.path} needs role {required.value}{why}"
-    client = client_address(request)
+    client, settings = client_address(request), request.app.state.settings
     await in_thread_session(
         _session_factory(request),
-        lambda session: record_auth_event(session, "denied", principal.actor_name, client, detail),
+        lambda session: record_auth_event(session, settings, "denied", principal.actor_name, client, detail),
     )
     return HTTPException(
         status.HTTP_403_FORBIDDEN, f"your role {principal.role.value} cannot do this: {detail}"
@@ -164,7 +167,8 @@ async def _db(request: Request, work: Callable[[Session], T]) -> T:
 
 async def _audit(request: Request, kind: str, principal: str, detail: str) -> None:
     client = client_address(request)
-    await _db(request, lambda s: record_auth_event(s, kind, principal, client, detail))
+    settings = request.app.state.settings
+    await _db(request, lambda s: record_auth_event(s, settings, kind, principal, client, detail))
 
 
 async def _check_csrf(request: Request, principal: Principal) -> None:
