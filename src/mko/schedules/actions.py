@@ -105,32 +105,22 @@ async def run_scheduled_wake(context: RunContext, run: PreparedRun) -> Operation
             return finish_operation(
                 session, operation, status=OperationStatus.FAILED, summary=f"wake refused: {exc}"
             )
-        step = record_step(
-            session,
-            operation,
-            name="wake",
-            status=OperationStatus.RUNNING,
-            message=f"waking {len(prepared.nodes)} node(s) in operation #{prepared.operation_id}",
-            detail={"operation_id": prepared.operation_id},
-        )
-        step_id = step.id
+        message = f"waking {len(prepared.nodes)} node(s) in operation #{prepared.operation_id}"
+        step_id = _linking_step(session, operation, "wake", message, prepared.operation_id)
     woken = await run_wake(factory, settings, prepared)
-    with factory() as session:
-        operation = session.get_one(Operation, run.operation_id)
-        step = session.get_one(OperationStep, step_id)
-        step.status, step.message, step.finished_at = woken.status, f"#{woken.id}: {woken.summary}", utcnow()
-        prefix = f"{len(up)} already up; " if up else ""
-        return finish_operation(
-            session,
-            operation,
-            status=woken.status,
-            summary=f"{prefix}woke {len(down)}: {woken.summary}",
-            result={
-                "already_up": [n.id for n in up],
-                "woken": [n.id for n in down],
-                "wake_operation_id": woken.id,
-            },
-        )
+    prefix = f"{len(up)} already up; " if up else ""
+    return _finish_linked(
+        context,
+        run,
+        step_id,
+        woken,
+        summary=f"{prefix}woke {len(down)}: {woken.summary}",
+        result={
+            "already_up": [n.id for n in up],
+            "woken": [n.id for n in down],
+            "wake_operation_id": woken.id,
+        },
+    )
 
 
 async def run_scheduled_shutdown(context: RunContext, run: PreparedRun) -> Operation:
@@ -149,26 +139,47 @@ async def run_scheduled_shutdown(context: RunContext, run: PreparedRun) -> Opera
             return finish_operation(
                 session, operation, status=OperationStatus.CANCELLED, summary=f"not started: {exc}"
             )
-        step_id = record_step(
-            session,
-            operation,
-            name="shutdown",
-            status=OperationStatus.RUNNING,
-            message=f"shutting down in operation #{prepared.operation_id}",
-            detail={"operation_id": prepared.operation_id},
-        ).id
+        message = f"shutting down in operation #{prepared.operation_id}"
+        step_id = _linking_step(session, operation, "shutdown", message, prepared.operation_id)
     done = await run_shutdown(factory, settings, prepared)
-    with factory() as session:
+    return _finish_linked(
+        context,
+        run,
+        step_id,
+        done,
+        summary=f"shutdown #{done.id}: {done.summary}",
+        result={"shutdown_operation_id": done.id},
+    )
+
+
+def _linking_step(session: Session, operation: Operation, name: str, message: str, child_id: int) -> int:
+    """The run's step that links the operation doing the work (a wake, a shutdown); its id."""
+    step = record_step(
+        session,
+        operation,
+        name=name,
+        status=OperationStatus.RUNNING,
+        message=message,
+        detail={"operation_id": child_id},
+    )
+    return step.id
+
+
+def _finish_linked(
+    context: RunContext,
+    run: PreparedRun,
+    step_id: int,
+    child: Operation,
+    *,
+    summary: str,
+    result: dict[str, Any],
+) -> Operation:
+    """Close the linking step and the run with the outcome of the operation that did the work."""
+    with context.session_factory() as session:
         operation = session.get_one(Operation, run.operation_id)
         step = session.get_one(OperationStep, step_id)
-        step.status, step.message, step.finished_at = done.status, f"#{done.id}: {done.summary}", utcnow()
-        return finish_operation(
-            session,
-            operation,
-            status=done.status,
-            summary=f"shutdown #{done.id}: {done.summary}",
-            result={"shutdown_operation_id": done.id},
-        )
+        step.status, step.message, step.finished_at = child.status, f"#{child.id}: {child.summary}", utcnow()
+        return finish_operation(session, operation, status=child.status, summary=summary, result=result)
 
 
 RUNNERS: dict[ScheduleAction, ActionRunner] = {
