@@ -18,7 +18,8 @@ under it; a class inherits them unless it says otherwise (the numbers in bracket
     │   │   ├── NutConnectionError                   upsd unreachable, connection broken or timed out
     │   │   ├── NutProtocolError                     an answer this client does not understand
     │   │   └── NutResponseError                     upsd answered ERR <code>
-    │   └── LabNotUpError                            no lab daemon answers for this directory
+    │   ├── LabNotUpError                            no lab daemon answers for this directory
+    │   └── DatabaseUnavailableError                 the database refuses connections
     ├── PowerError                    502 · exit 1   a power action could not be carried out
     │   ├── FatalPowerError                          bad settings, authentication: never retried
     │   │   ├── UnsupportedActionError  (409)        the node's driver cannot do this at all
@@ -61,6 +62,7 @@ __all__ = [
     "AuthenticationError",
     "BackupError",
     "ConflictError",
+    "DatabaseUnavailableError",
     "FailedError",
     "FatalPowerError",
     "HostKeyChangedError",
@@ -214,6 +216,10 @@ class NutResponseError(NutError):
 
 class LabNotUpError(UnavailableError):
     """No lab daemon answers for this directory."""
+
+
+class DatabaseUnavailableError(UnavailableError):
+    """The database refuses connections (PostgreSQL down, an unreadable SQLite file)."""
 
 
 # --------------------------------------------------------------------------- a power action failed

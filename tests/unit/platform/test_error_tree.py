@@ -267,3 +267,29 @@ def test_the_lab_power_fail_endpoint_answers_503_when_no_lab_daemon_runs(
     assert response.status_code == 503 and response.headers["retry-after"] == "5"
     assert response.json()["detail"].startswith("no lab is up in ")
     assert isinstance(LabNotUpError("x"), UnavailableError)
+
+
+def test_a_database_that_refuses_connections_is_unavailable_not_a_bug(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, cli: CliRunner
+) -> None:
+    from sqlalchemy import text
+
+    from mko.cli.root import app
+    from mko.platform.db.session import make_engine
+    from mko.platform.errors import DatabaseUnavailableError
+    from mko.platform.settings import get_settings
+
+    closed = "postgresql+psycopg://mko:hunter2-secret@127.0.0.1:1/mko"  # nothing listens on port 1
+    engine = make_engine(closed)
+    with pytest.raises(DatabaseUnavailableError, match="Connection refused") as caught, engine.connect() as c:
+        c.execute(text("select 1"))
+    assert "hunter2" not in str(caught.value)
+    engine.dispose()
+
+    monkeypatch.setenv("MKO_DATABASE_URL", closed)
+    get_settings.cache_clear()
+    result = cli.invoke(app, ["node", "list"])
+    assert result.exit_code == 69 and result.stderr.count("\n") == 1, result.stderr
+    assert (
+        result.stderr.startswith("error: the database does not answer: ") and "hunter2" not in result.stderr
+    )
