@@ -6,7 +6,7 @@ import secrets
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko.access.audit import record_auth_event
@@ -37,8 +37,8 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-def _unauthenticated(detail: str) -> HTTPException:
-    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
+def _unauthenticated(detail: str) -> AuthenticationError:
+    return AuthenticationError(detail)  # 401 with WWW-Authenticate: Bearer (mko.http.errors)
 
 
 def _session_factory(request: Request) -> sessionmaker[Session]:
@@ -84,7 +84,7 @@ def _authenticate(request: Request, session: Session) -> Principal:
     if request.method not in SAFE_METHODS and request.url.path.startswith("/api/"):
         sent = request.headers.get(CSRF_HEADER, "")
         if not principal.csrf_token or not secrets.compare_digest(sent, principal.csrf_token):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong X-CSRF-Token header")
+            raise PermissionDeniedError("missing or wrong X-CSRF-Token header")
     return principal
 
 
@@ -99,16 +99,16 @@ async def caller_is_admin(principal: PrincipalDep) -> bool:
 AdminDep = Annotated[bool, Depends(caller_is_admin)]
 
 
-async def _deny(request: Request, principal: Principal, required: Role, why: str = "") -> HTTPException:
+async def _deny(
+    request: Request, principal: Principal, required: Role, why: str = ""
+) -> PermissionDeniedError:
     detail = f"{request.method} {request.url.path} needs role {required.value}{why}"
     client, settings = client_address(request), request.app.state.settings
     await in_thread_session(
         _session_factory(request),
         lambda session: record_auth_event(session, settings, "denied", principal.actor_name, client, detail),
     )
-    return HTTPException(
-        status.HTTP_403_FORBIDDEN, f"your role {principal.role.value} cannot do this: {detail}"
-    )
+    return PermissionDeniedError(f"your role {principal.role.value} cannot do this: {detail}")
 
 
 def require(required: Role) -> Any:
