@@ -38,7 +38,7 @@ from mko.inventory.clusters import list_clusters
 from mko.inventory.nodes import get_node, list_nodes
 from mko.inventory.schemas import NodePublic
 from mko.platform import validation
-from mko.platform.db.backup import backup_database, backup_sqlite, is_sqlite, safe_url, sqlite_path
+from mko.platform.db.backup import backup_sqlite, is_sqlite, safe_url, sqlite_path
 from mko.platform.db.models.base import Base, UTCDateTime
 from mko.platform.db.models.inventory import NodeRole, WolMethod
 from mko.platform.db.session import make_engine
@@ -65,6 +65,7 @@ from mko.platform.db.upgrade import (
     _recover,
     _set_aside,
     _VerifyError,
+    backup_first,
     inspect_database,
 )
 from mko.platform.errors import BackupError, InputError, MigrationFailedError, MigrationRefusedError
@@ -549,7 +550,7 @@ def migrate_wol(
             _fill_report(report, plan)
             progress("found", _describe(state, report))
             if backup:
-                backup_path = backup_database(url, backup_dir)
+                backup_path = backup_first(url, backup_dir)
                 report.backup = str(backup_path)
                 progress("backup", str(backup_path))
             else:

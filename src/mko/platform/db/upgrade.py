@@ -35,6 +35,7 @@ __all__ = [
     "DatabaseKind",
     "DatabaseState",
     "MigrationReport",
+    "backup_first",
     "inspect_database",
     "upgrade",
     "upgrade_database",
@@ -431,7 +432,7 @@ def upgrade_database(
                 return target, target, None
             counts = {t: _count(connection, t) for t in state.tables if t != "alembic_version"}
             if backup and state.kind is DatabaseKind.MKO:
-                backup_path = backup_database(url, backup_dir)
+                backup_path = backup_first(url, backup_dir)
                 progress("backup", str(backup_path))
             changing = True
             _alembic(connection, revision)
@@ -450,6 +451,15 @@ def upgrade_database(
         backup_path.unlink(missing_ok=True)  # nothing changed: the copy protects nothing
         backup_path = None
     return state.revision, after, backup_path
+
+
+def backup_first(url: str, backup_dir: Path | None) -> Path:
+    """The backup taken before a change; one that cannot be taken refuses the change, which has not
+    begun (MigrationRefusedError: exit 2, nothing touched), instead of failing it."""
+    try:
+        return backup_database(url, backup_dir)
+    except BackupError as exc:
+        raise MigrationRefusedError(str(exc)) from exc
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
