@@ -6,7 +6,8 @@
 * builds the engine and the session factory of ``settings.database_url``;
 * sets the process-wide policy of operation owners (their heartbeat, ``mko.operations.ownership``);
 * attaches the session hooks: node changes committed through this factory refresh the Ansible
-  inventory of these settings (``mko.nic.ansible.InventoryRefresher``);
+  inventory of these settings (:class:`InventoryRefresher`; the writer, ``mko.nic.ansible``, is loaded
+  at the first commit that changed a node, so a command that changes none never loads it);
 
 and hands out the long-lived parts, connected: :meth:`Wiring.ups_monitor` makes the rule engine the UPS
 monitor's event sink (the monitor knows no rules), :meth:`Wiring.scheduler` the scheduler, whose actions
@@ -19,11 +20,11 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.nic.ansible import InventoryRefresher
 from mko.operations import ownership
+from mko.platform.db.models.inventory import Node
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
 
@@ -33,9 +34,50 @@ if TYPE_CHECKING:
     from mko.ups.monitor import UpsMonitor
     from mko.wol.reachability import Refresher
 
-__all__ = ["Wiring", "wire"]
+__all__ = ["InventoryRefresher", "Wiring", "wire"]
 
 Spawn = Callable[[Coroutine[Any, Any, Any]], Any]
+
+
+class InventoryRefresher:
+    """Keeps the inventory file of ``settings`` current after the commits of the sessions it watches."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._on_commit = self._after_commit  # one bound method: event.remove needs the same object
+
+    def watch(self, session_factory: sessionmaker[Session]) -> None:
+        """Refresh the file after every commit of ``session_factory``'s sessions that changed a node."""
+        event.listen(session_factory, "after_flush", _note_node_changes)
+        event.listen(session_factory, "after_rollback", _forget_node_changes)
+        event.listen(session_factory, "after_commit", self._on_commit)
+
+    def unwatch(self, session_factory: sessionmaker[Session]) -> None:
+        """Stop watching ``session_factory`` (the wiring's close; a second call does nothing)."""
+        for name, hook in (
+            ("after_flush", _note_node_changes),
+            ("after_rollback", _forget_node_changes),
+            ("after_commit", self._on_commit),
+        ):
+            if event.contains(session_factory, name, hook):
+                event.remove(session_factory, name, hook)
+
+    def _after_commit(self, session: Session) -> None:
+        if not session.info.pop("mko_nodes_changed", False):
+            return
+        from mko.nic.ansible import request_refresh  # the writer: loaded when a node really changed
+
+        bind = session.get_bind()
+        request_refresh(bind if isinstance(bind, Engine) else bind.engine, self.settings)
+
+
+def _note_node_changes(session: Session, _context: Any) -> None:
+    if any(isinstance(obj, Node) for obj in (*session.new, *session.dirty, *session.deleted)):
+        session.info["mko_nodes_changed"] = True
+
+
+def _forget_node_changes(session: Session) -> None:
+    session.info.pop("mko_nodes_changed", None)
 
 
 @dataclass

@@ -44,7 +44,7 @@ def mode(path: Path) -> int:
 
 
 def test_web_session_ids_are_stored_hashed(settings: Settings, session: Session) -> None:
-    create_user(session, "ann", "correct-horse", Role.OPERATOR)
+    create_user(session, settings, "ann", "correct-horse", Role.OPERATOR)
     application = create_app(settings)
     with TestClient(application) as browser:
         signed_in = browser.post("/login", data={"username": "ann", "password": "correct-horse"})

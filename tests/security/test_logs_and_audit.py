@@ -11,13 +11,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from hostile import FORGED_RECORD, check_log
 from mko.access.audit import PRUNE_EVERY, record_auth_event
 from mko.app import create_app
 from mko.platform.db.models.access import AuthEvent
 from mko.platform.db.models.base import utcnow
 from mko.platform.logs import configure_logging
 from mko.platform.settings import Settings, get_settings
+from support.hostile import FORGED_RECORD, check_log
 
 FORGED = FORGED_RECORD
 

@@ -9,19 +9,24 @@ import json
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from mko.cli.common import EXIT_POWER_FAILURE, JsonOpt, SiteOpt, console, emit, open_session, open_sessions
-from mko.inventory.nodes import create_node, delete_node, get_node, list_nodes, update_node
-from mko.inventory.schemas import NodeCreate, NodePublic, NodeUpdate
-from mko.inventory.trust import node_target, trust_node
-from mko.operations.records import Actor
+from mko.cli.common import (
+    EXIT_POWER_FAILURE,
+    JsonOpt,
+    SiteOpt,
+    console,
+    emit,
+    open_session,
+    open_sessions,
+    print_rows,
+)
+from mko.inventory.read import SEARCH_MAX, NodeFilters, NodeState
 from mko.platform.db.models.inventory import NodeRole, WolMethod
-from mko.platform.db.models.operations import OperationStatus
-from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.paging import MAX_LIMIT, MAX_OFFSET, Page
 from mko.platform.settings import get_settings
-from mko.ssh.host_keys import scan_host_key
-from mko.wol.node_power import power_status, run_power, start_power
+
+# Services are imported inside the commands that use them: `mko node list` loads no SSH, power or
+# cryptography code (tests/unit/cli/test_start_imports.py).
 
 node_app = typer.Typer(help="Nodes: add, list, show, update, remove.", no_args_is_help=True)
 
@@ -59,6 +64,9 @@ def node_add(
     as_json: JsonOpt = False,
 ) -> None:
     """Add a node."""
+    from mko.inventory.nodes import create_node
+    from mko.inventory.schemas import NodeCreate, NodePublic
+
     given = {
         "hostname": hostname,
         "ip_address": ip_address,
@@ -76,23 +84,51 @@ def node_add(
     if enable_wol:
         data.wol_enabled = True
     with open_session() as session:
-        emit(NodePublic.of(create_node(session, data)), NODE_COLUMNS, as_json=as_json)
+        node = NodePublic.of(create_node(session, data))
+        emit(node, NODE_COLUMNS, as_json=as_json, brief=True)
+    if not as_json:
+        console.print(f"every field: `mko node show {node.id}`", highlight=False, markup=False)
 
 
 @node_app.command("list")
 def node_list(
     cluster_id: Annotated[int | None, typer.Option("--cluster-id", "-c", help="only this cluster")] = None,
+    role: Annotated[NodeRole | None, typer.Option(help="only control-plane or worker nodes")] = None,
+    state: Annotated[
+        NodeState | None, typer.Option(help="only nodes the background probes last saw up, down or unknown")
+    ] = None,
+    search: Annotated[
+        str | None, typer.Option(help="part of the host name (any case) or IP address", max=SEARCH_MAX)
+    ] = None,
+    limit: Annotated[int, typer.Option(help="nodes per page", min=1, max=MAX_LIMIT)] = 1000,
+    offset: Annotated[int, typer.Option(help="nodes to skip", min=0, max=MAX_OFFSET)] = 0,
     as_json: JsonOpt = False,
 ) -> None:
-    """List nodes."""
+    """List nodes (1,000 a page; --offset for the next page), optionally filtered."""
+    filters = NodeFilters(cluster_id=cluster_id, role=role, state=state, search=search or None)
+    page = Page(limit=limit, offset=offset)
     with open_session() as session:
-        nodes = [NodePublic.of(n) for n in list_nodes(session, cluster_id)]
-        emit(nodes, NODE_COLUMNS, as_json=as_json, title="Nodes")
+        if as_json:
+            from mko.inventory.read import page_of_nodes
+            from mko.inventory.schemas import NodePublic
+
+            nodes, _total = page_of_nodes(session, filters, page)
+            emit([NodePublic.of(n) for n in nodes], NODE_COLUMNS, as_json=True)
+            return
+        from mko.inventory.read import node_table
+
+        rows, total = node_table(session, filters, page, NODE_COLUMNS)
+    print_rows(rows, header=NODE_COLUMNS)
+    if total > len(rows) or offset:
+        typer.echo(page.shown(len(rows), total), err=True)
 
 
 @node_app.command("show")
 def node_show(node_id: int, as_json: JsonOpt = False) -> None:
     """Show every field of a node."""
+    from mko.inventory.nodes import get_node
+    from mko.inventory.schemas import NodePublic
+
     with open_session() as session:
         emit(NodePublic.of(get_node(session, node_id)), NODE_COLUMNS, as_json=as_json)
 
@@ -112,6 +148,9 @@ def node_update(
     as_json: JsonOpt = False,
 ) -> None:
     """Change a node; only the options given change anything (WoL fields: `mko wol configure`)."""
+    from mko.inventory.nodes import update_node
+    from mko.inventory.schemas import NodePublic, NodeUpdate
+
     given = {
         "hostname": hostname,
         "ip_address": ip_address,
@@ -131,6 +170,8 @@ def node_update(
 @node_app.command("remove")
 def node_remove(node_id: int) -> None:
     """Remove a node (its operation history stays)."""
+    from mko.inventory.nodes import delete_node
+
     with open_session() as session:
         delete_node(session, node_id)
     console.print(f"node {node_id} removed")
@@ -154,6 +195,13 @@ def node_power_command(
     """Power a node on, off or soft-off, or show its power state (Proxmox, IPMI, Redfish, WoL)."""
     if action not in POWER_CHOICES:
         raise typer.BadParameter(f"{action!r} is not one of {', '.join(POWER_CHOICES)}", param_hint="ACTION")
+    from rich.table import Table
+
+    from mko.operations.records import Actor
+    from mko.platform.db.models.operations import OperationStatus
+    from mko.platform.db.session import make_engine, make_session_factory
+    from mko.wol.node_power import power_status, run_power, start_power
+
     settings = get_settings()
     if action == "status":
         with open_session() as session:
@@ -200,6 +248,9 @@ def node_power_command(
 
 def node_host_key(node_id: int, as_json: JsonOpt = False) -> None:
     """Show the SSH host key a node presents and whether mko trusts it (no login)."""
+    from mko.inventory.trust import node_target
+    from mko.ssh.host_keys import scan_host_key
+
     settings = get_settings()
     with open_session() as session:
         target = node_target(session, settings, node_id)
@@ -225,6 +276,10 @@ def node_trust(
     as_json: JsonOpt = False,
 ) -> None:
     """Record a node's SSH host key in mko's known_hosts, after showing its fingerprint."""
+    from mko.inventory.trust import node_target, trust_node
+    from mko.operations.records import Actor
+    from mko.ssh.host_keys import scan_host_key
+
     settings = get_settings()
     with open_sessions() as sessions:
         expected = fingerprint

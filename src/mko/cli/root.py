@@ -11,17 +11,18 @@ from typing import Any
 import click
 import typer
 from pydantic import ValidationError
-from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from mko.cli.common import _one_line
+from mko.cli.lazy import LazyGroup
 from mko.platform.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, MkoError
 
 __all__ = ["app"]
 
 
-class MkoGroup(TyperGroup):
-    """Root group that turns every error into one stderr line and the exit code of its branch."""
+class MkoGroup(LazyGroup):
+    """Root group (its command groups imported when they run) that turns every error into one stderr
+    line and the exit code of its branch."""
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         """Run without click's standalone handling so errors are reported our way."""
@@ -92,3 +93,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def _root() -> None:
+    # The command groups come from mko.cli.lazy.COMMANDS, imported when they run.
+    pass

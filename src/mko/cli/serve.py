@@ -23,7 +23,7 @@ def _first_admin(settings: Settings) -> None:
     try:
         with make_session_factory(engine)() as session:
             given = settings.admin_password.get_secret_value() if settings.admin_password else None
-            generated = ensure_first_admin(session, given)
+            generated = ensure_first_admin(session, settings, given)
     finally:
         engine.dispose()
     if generated:
@@ -71,6 +71,8 @@ def serve(
         settings = settings.model_copy(update={"instance_url": _own_url(host, port)})
     app = create_app(settings, lab=control)
     if control is None:
+        url = _own_url(host, port) if host not in ("0.0.0.0", "::", "") else f"http://127.0.0.1:{port}"  # noqa: S104
+        typer.echo(f"\nmko is serving: web UI {url}/   API docs {url}/docs   (Ctrl-C stops it)\n")
         # proxy_headers off: uvicorn would believe X-Forwarded-For from loopback; the app applies
         # MKO_TRUSTED_PROXIES itself (mko.app), so the setting alone decides whom to believe.
         uvicorn.run(app, host=host, port=port, log_config=None, proxy_headers=False)

@@ -6,15 +6,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
-from mko.inventory.clusters import DESCRIPTION_MAX, _commit, get_cluster
+from mko.inventory.clusters import DESCRIPTION_MAX, _commit
 from mko.inventory.power_settings import _check_power_method, _check_secret_destinations, _encrypt_secrets
+from mko.inventory.read import NodeFilters, select_nodes
 from mko.inventory.schemas import NodeCreate, NodeUpdate, WolConfigure
 from mko.operations.records import Actor, finish_operation, start_operation
 from mko.platform import validation
 from mko.platform.db.models.inventory import Cluster, Node, ProxmoxHost, WolMethod
-from mko.platform.db.models.operations import OperationStatus
+from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.errors import InputError, NotFoundError
 from mko.power.fields import NODE_FIELD_CHECKS
 
@@ -49,14 +50,7 @@ def get_node(session: Session, node_id: int) -> Node:
 
 def list_nodes(session: Session, cluster_id: int | None = None) -> list[Node]:
     """Nodes by id, optionally of one cluster (which must exist), with what power snapshots read."""
-    # NodeSnapshot.of reads the node's Proxmox host and cluster: loaded here, not one query per node.
-    query = (
-        select(Node).options(selectinload(Node.proxmox_host), selectinload(Node.cluster)).order_by(Node.id)
-    )
-    if cluster_id is not None:
-        get_cluster(session, cluster_id)
-        query = query.where(Node.cluster_id == cluster_id)
-    return list(session.scalars(query))
+    return select_nodes(session, NodeFilters(cluster_id=cluster_id))
 
 
 def create_node(session: Session, data: NodeCreate) -> Node:
@@ -97,36 +91,38 @@ def update_node(
 
 
 def configure_wol(
-    session: Session,
-    node_id: int,
-    data: WolConfigure,
-    *,
-    actor: Actor | None = None,
-    may_rebind_secrets: bool = False,
-) -> Node:
-    """The seed's ``wol configure``: change the WoL fields sent, nothing else.
+    session: Session, node_id: int, data: WolConfigure, actor: Actor, *, may_rebind_secrets: bool = False
+) -> tuple[Node, Operation | None]:
+    """The seed's ``wol configure`` as a person asks for it (CLI, API, web alike): change the WoL fields
+    sent, nothing else, and record the change as a ``wol_configure`` operation.
 
-    ``actor``: a person asked (the API, the web UI, the CLI alike): the change is recorded as a
-    ``wol_configure`` operation naming the fields sent, the SecureOn password as ``***`` (``None``
-    when cleared), never its value. Callers that record their own operation pass none.
+    The record names the fields sent, the SecureOn password as ``***`` (``None`` when cleared), never
+    its value. A configure that changes nothing (every value sent is the one stored) records nothing:
+    the history shows what changed, and when, not every time someone pressed Save. Code that records
+    an operation of its own (a NIC switch, an inventory refresh) calls ``update_node`` instead.
     """
+    columns = _node_columns()
+    node = get_node(session, node_id)
+    before = {column: getattr(node, column) for column in columns}
     node = update_node(session, node_id, data, may_rebind_secrets=may_rebind_secrets)
-    if actor is not None:
-        changes = data.model_dump(mode="json", exclude_unset=True)
-        if "wol_secureon" in changes:
-            changes["wol_secureon"] = "***" if changes["wol_secureon"] else None
-        operation = start_operation(
-            session,
-            kind="wol_configure",
-            target_type="node",
-            target_id=node_id,
-            actor=actor,
-            parameters=changes,
-        )
-        finish_operation(
-            session, operation, status=OperationStatus.SUCCEEDED, summary=f"changed {', '.join(changes)}"
-        )
-    return node
+    changed = [column for column in columns if getattr(node, column) != before[column]]
+    if not changed:
+        return node, None
+    parameters = data.model_dump(mode="json", exclude_unset=True)
+    if "wol_secureon" in parameters:
+        parameters["wol_secureon"] = "***" if parameters["wol_secureon"] else None
+    operation = start_operation(
+        session,
+        kind="wol_configure",
+        target_type="node",
+        target_id=node_id,
+        actor=actor,
+        parameters=parameters,
+    )
+    finish_operation(
+        session, operation, status=OperationStatus.SUCCEEDED, summary=f"changed {', '.join(changed)}"
+    )
+    return node, operation
 
 
 def delete_node(session: Session, node_id: int) -> None:
@@ -166,12 +162,20 @@ def _checked(session: Session, values: Mapping[str, Any], explicit: set[str]) ->
         if result.get(required) is None:
             raise InputError(required, "is required")
     if result.get("cluster_id") is not None and session.get(Cluster, result["cluster_id"]) is None:
-        raise InputError("cluster_id", f"cluster {result['cluster_id']} does not exist")
+        raise InputError(
+            "cluster_id",
+            f"cluster {result['cluster_id']} does not exist: add one with `mko cluster add NAME`"
+            " (ids: `mko cluster list`)",
+        )
     if (
         result.get("proxmox_host_id") is not None
         and session.get(ProxmoxHost, result["proxmox_host_id"]) is None
     ):
-        raise InputError("proxmox_host_id", f"Proxmox host {result['proxmox_host_id']} does not exist")
+        raise InputError(
+            "proxmox_host_id",
+            f"Proxmox host {result['proxmox_host_id']} does not exist: add one with `mko proxmox add NAME"
+            " --host ADDRESS --token-id USER@REALM!TOKEN --secret -` (ids: `mko proxmox list`)",
+        )
     _check_power_method(result, explicit)
     return result
 

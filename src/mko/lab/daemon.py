@@ -37,6 +37,7 @@ from mko.lab.microk8s import Microk8sCluster, configure_microk8s
 from mko.lab.nut import NutServer, OutputTimers, end_process
 from mko.platform.db.models.ups import PowerEvent
 from mko.platform.errors import ConflictError, InputError, LabError, MkoError
+from mko.platform.files import write_atomic
 from mko.platform.settings import Settings
 
 __all__ = ["LabDaemon", "LabSpec", "charge_after"]
@@ -130,6 +131,7 @@ class LabDaemon:
         self.cluster: Microk8sCluster | None = None
         self._server: subprocess.Popen[bytes] | None = None
         self._state: dict[str, Any] = {}
+        self._record_lock = threading.Lock()
         self._stop = threading.Event()
         self._ups_lock = threading.Lock()
         self._flap: dict[str, float] | None = None
@@ -260,7 +262,7 @@ class LabDaemon:
                     power_cycle=self.spec.orchestrator_on_ups,
                     shutdown_on=PowerEvent(self.spec.shutdown_on),
                 )
-                password = ensure_first_admin(session, None)
+                password = ensure_first_admin(session, self.settings, None)
         finally:
             wiring.close()
         if password:
@@ -351,11 +353,12 @@ class LabDaemon:
     # ------------------------------------------------------------------ lab.json
 
     def _record(self, **changes: Any) -> None:
-        self._state.update(changes)
-        self.paths.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self.paths.state.with_name(".lab.json.tmp")
-        tmp.write_text(json.dumps(self._state, indent=1, sort_keys=True))
-        os.replace(tmp, self.paths.state)
+        # Control requests, the boot threads and the main thread all record: one at a time, each through
+        # a temporary file of its own, so no writer renames away another's file.
+        with self._record_lock:
+            self._state.update(changes)
+            self.paths.directory.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.paths.state, json.dumps(self._state, indent=1, sort_keys=True).encode())
 
     # ------------------------------------------------------------------ commands
 

@@ -32,7 +32,7 @@ __all__ = ["DEFAULT_BOOT_PORT", "PowerRequests", "RunningLab", "RunningNode"]
 
 log = logging.getLogger(__name__)
 
-# The port a booted node "opens"; 2222 like the per-node sshd of TESTING.md, so both can be swapped.
+# The port a booted node "opens"; 2222 like the per-node sshd (docs/lab.md), so both can be swapped.
 DEFAULT_BOOT_PORT = 2222
 
 

@@ -1,6 +1,6 @@
 """The operating-system side of a lab node: a real sshd in its namespace and stand-in system commands.
 
-Each node with SSH gets a directory (see TESTING.md, "SSH into lab nodes")::
+Each node with SSH gets a directory (docs/lab.md, "What `mko lab up` builds")::
 
     NODE_DIR/
       sshd_config  ssh_host_ed25519_key  hosts  resolv.conf  launch.sh  sshd.log

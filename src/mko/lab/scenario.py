@@ -108,7 +108,8 @@ class LongOutage:
         orchestrator = status.get("orchestrator") or {}
         # A host that halted itself did so before the UPS cut its load: when one poll sees both, the
         # halt is told first. A host that lost power went down with the output, so after it.
-        if not orchestrator.get("running") and orchestrator.get("host") == "halted":
+        halted_itself = not orchestrator.get("running") and orchestrator.get("host") == "halted"
+        if halted_itself:
             self._mko_down_or_booted(status, orchestrator)
         output = str(status["ups"].get("output", "on"))
         if ", off in" in output:
@@ -117,7 +118,7 @@ class LongOutage:
             self._note("output off", f"the UPS cut its load: output {output}")
         if "output off" in self.milestones and output == "on":
             self._note("output on", "the UPS output is back on")
-        if orchestrator.get("running") or orchestrator.get("host") != "halted":
+        if not halted_itself:
             self._mko_down_or_booted(status, orchestrator)
         with self.session_factory() as session:
             low = select(UpsEvent).where(

@@ -6,9 +6,9 @@ ansible_inventory_path``): a group per cluster (``cluster_<name>``) and per role
 OpenSSH verify host keys against mko's known_hosts. The file is an inventory script whose every value
 is marked unsafe (see :func:`render_inventory`): whatever a node's fields hold, Ansible never evaluates
 it as a template. Once written, the file is rewritten shortly after every commit that changes a node
-(but only by processes using the database it was generated from, through the sessions an
-:class:`InventoryRefresher` watches: ``mko.wiring`` sets that up), so it stays current without anyone
-re-running the command.
+(but only by processes using the database it was generated from, through the sessions that
+``mko.wiring.InventoryRefresher`` watches: ``mko.wiring`` sets that up), so it stays
+current without anyone re-running the command.
 
 The playbooks leave JSON facts in ``settings.ansible_facts_dir`` and call ``mko ansible import-facts``;
 network facts go through the same interface choice as ``wol collect-mac``.
@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from mko.inventory.nodes import configure_wol, get_node
+from mko.inventory.nodes import get_node, update_node
 from mko.inventory.schemas import WolConfigure
 from mko.nic.collect import NodeNetwork, apply_network_facts, describe_row
 from mko.nic.interfaces import choose_interface, parse_interfaces
@@ -48,13 +48,13 @@ from mko.platform.files import locked_directory, write_atomic
 from mko.platform.settings import Settings
 
 __all__ = [
-    "InventoryRefresher",
     "InventorySummary",
     "database_id",
     "flush_refresh",
     "import_facts",
     "inventory_data",
     "render_inventory",
+    "request_refresh",
     "write_inventory",
 ]
 
@@ -298,48 +298,14 @@ def _refresh(url: str, engine: Engine, settings: Settings) -> None:
 _refresher = _Refresher()
 
 
+def request_refresh(engine: Engine, settings: Settings) -> None:
+    """Rewrite the inventory of ``settings`` shortly, from ``engine``'s nodes (if the file is tracked)."""
+    _refresher.request(engine, settings)
+
+
 def flush_refresh(timeout: float = 30.0) -> bool:
     """Wait until the refreshes requested by this process's commits are written."""
     return _refresher.flush(timeout)
-
-
-class InventoryRefresher:
-    """Keeps the inventory file of ``settings`` current after the commits of the sessions it watches."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._on_commit = self._after_commit  # one bound method: event.remove needs the same object
-
-    def watch(self, session_factory: sessionmaker[Session]) -> None:
-        """Refresh the file after every commit of ``session_factory``'s sessions that changed a node."""
-        event.listen(session_factory, "after_flush", _note_node_changes)
-        event.listen(session_factory, "after_rollback", _forget_node_changes)
-        event.listen(session_factory, "after_commit", self._on_commit)
-
-    def unwatch(self, session_factory: sessionmaker[Session]) -> None:
-        """Stop watching ``session_factory`` (the wiring's close; a second call does nothing)."""
-        for name, hook in (
-            ("after_flush", _note_node_changes),
-            ("after_rollback", _forget_node_changes),
-            ("after_commit", self._on_commit),
-        ):
-            if event.contains(session_factory, name, hook):
-                event.remove(session_factory, name, hook)
-
-    def _after_commit(self, session: Session) -> None:
-        if not session.info.pop("mko_nodes_changed", False):
-            return
-        bind = session.get_bind()
-        _refresher.request(bind if isinstance(bind, Engine) else bind.engine, self.settings)
-
-
-def _note_node_changes(session: Session, _context: Any) -> None:
-    if any(isinstance(obj, Node) for obj in (*session.new, *session.dirty, *session.deleted)):
-        session.info["mko_nodes_changed"] = True
-
-
-def _forget_node_changes(session: Session) -> None:
-    session.info.pop("mko_nodes_changed", None)
 
 
 # ----------------------------------------------------------------------------- importing facts
@@ -437,7 +403,7 @@ def _import_wol(session: Session, node: Node, facts: dict[str, Any]) -> dict[str
     }
     if "g" in node.nic_wol_state and not node.wol_enabled:
         # The playbook did what `wol enable` does to the card; the flag follows, as with `wol enable`.
-        configure_wol(session, node.id, WolConfigure(wol_enabled=True))
+        update_node(session, node.id, WolConfigure(wol_enabled=True))
         row["wol_enabled"] = "enabled"
     if "g" in node.nic_wol_state:
         row["state"] = "armed"

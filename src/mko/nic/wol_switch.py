@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
-from mko.inventory.nodes import configure_wol, get_node
+from mko.inventory.nodes import get_node, update_node
 from mko.inventory.schemas import WolConfigure
 from mko.nic.ethtool import read_wol
 from mko.nic.interfaces import choose_interface, read_interfaces
@@ -248,7 +248,7 @@ def _set_flag(
     node = _update_node(session, node_id, card)
     operation = session.get_one(Operation, operation_id)
     try:
-        configure_wol(session, node.id, WolConfigure(wol_enabled=enable))
+        update_node(session, node.id, WolConfigure(wol_enabled=enable))
     except MkoError as exc:
         record_step(session, operation, name="orchestrator flag", status=OperationStatus.FAILED,
                     node_id=node.id, message=str(exc))  # fmt: skip

@@ -14,7 +14,8 @@ answers from a reachable upsd, so they are polled at the normal cadence (and cou
 
 The UPS list and the low-battery thresholds of the rules are re-read every ``ups_reload_interval``
 seconds (and at once when the API changes them), so ``mko ups add`` in another process is picked up.
-Only one monitor may run rules for a database on a host: a lock file (``ups-monitor.lock``) keeps a
+Only one monitor may run rules for a database on a host: a lock file named for the database
+(``<database file>.ups-monitor.lock``) keeps a
 second ``mko ups monitor`` (or ``mko serve``) from executing every rule twice.
 
 The detector's state is **persisted** per UPS (``ups_state``, written with a compare-and-set on its
@@ -41,16 +42,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import anyio.to_thread
 from sqlalchemy import select, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -68,7 +72,7 @@ from mko.platform.errors import (
     NutResponseError,
 )
 from mko.platform.secrets import SecretBox
-from mko.platform.settings import Settings, beside_database
+from mko.platform.settings import Settings
 from mko.ups.events import CommFailure, DetectedEvent, EventDetector, last_seen
 from mko.ups.nut import NutClient
 from mko.ups.service import UpsTarget, list_ups, record_events, status_of, target_of
@@ -78,15 +82,28 @@ __all__ = ["EventSink", "NullSink", "Thresholds", "UpsMonitor", "lock_file_path"
 
 log = logging.getLogger("mko.ups.monitor")
 
+CHARGE_SAMPLE_SECONDS = 30.0  # the charge sparkline: 120 samples an hour
+
 LOCK_FILE_NAME = "ups-monitor.lock"
 EventHook = Callable[[UpsTarget, UpsEvent], None]
 
 
 def lock_file_path(settings: Settings) -> Path:
-    """The configured lock file, else beside the SQLite database, else data/ups-monitor.lock."""
+    """The configured lock file, else one named for the database: ``<file>.ups-monitor.lock`` beside a
+    SQLite database, ``data/ups-monitor-<digest of the URL without password>.lock`` for another.
+
+    Named for the database, not its directory: two databases in one directory get a monitor each, and
+    two spellings of one SQLite path (relative, absolute) share one lock.
+    """
     if settings.ups_monitor_lock_file is not None:
         return settings.ups_monitor_lock_file
-    return beside_database(settings.database_url, LOCK_FILE_NAME)
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        database = Path(str(url.database)).resolve()
+        return database.with_name(f"{database.name}.{LOCK_FILE_NAME}")
+    identity = url.set(password=None, drivername=url.get_backend_name()).render_as_string()
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return Path("data") / f"{Path(LOCK_FILE_NAME).stem}-{digest}.lock"
 
 
 @dataclass(frozen=True)
@@ -194,6 +211,19 @@ class _Watch:
     persisted: dict[str, Any] | None = None  # what that row holds, minus the time stamp
     resumed: UpsReading | None = None  # the persisted reading this watch carried on from
     checked: bool = False  # the first reading was compared with the open outages
+    # The battery charge over the last hour, one sample every CHARGE_SAMPLE_SECONDS (the dashboard's
+    # sparkline); kept in memory only: a restarted mko starts a new line.
+    charges: deque[tuple[datetime, float]] = field(default_factory=deque)
+
+    def sample_charge(self, reading: UpsReading) -> None:
+        """Keep ``reading``'s charge when the last sample is old enough; forget samples over an hour."""
+        if reading.charge is None:
+            return
+        if self.charges and (reading.at - self.charges[-1][0]).total_seconds() < CHARGE_SAMPLE_SECONDS:
+            return
+        self.charges.append((reading.at, reading.charge))
+        while (reading.at - self.charges[0][0]).total_seconds() > 3600:
+            self.charges.popleft()
 
 
 class UpsMonitor:
@@ -298,6 +328,11 @@ class UpsMonitor:
         watch = self._watches.get(ups_id)
         return watch.detector.last_reading if watch is not None else None
 
+    def charge_history(self, ups_id: int) -> list[tuple[datetime, float]]:
+        """The battery charge of the last hour, oldest first (empty when not watched)."""
+        watch = self._watches.get(ups_id)
+        return list(watch.charges) if watch is not None else []
+
     def snapshot(self, ups_id: int) -> dict[str, Any] | None:
         """The monitor's view of one UPS (None when it is not watched or not read yet)."""
         watch = self._watches.get(ups_id)
@@ -388,6 +423,7 @@ class UpsMonitor:
                 watch.last_attempt = utcnow()
                 watch.reads += 1
                 if reading is not None:
+                    watch.sample_charge(reading)
                     detected = watch.detector.observe(reading)
                     if not watch.checked and watch.detector.last_reading is reading:
                         watch.checked = True

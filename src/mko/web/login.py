@@ -67,7 +67,7 @@ async def login(request: Request) -> Response:
 
     def sign_in(session: Session) -> tuple[str, str] | None:
         # argon2 takes tens of milliseconds of CPU by design: in the worker thread, off the event loop.
-        user = authenticate_password(session, username, password)
+        user = authenticate_password(session, settings, username, password)
         if user is None:
             return None
         _, cookie = create_session(session, user, lifetime)

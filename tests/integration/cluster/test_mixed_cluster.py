@@ -10,7 +10,7 @@ Five lab nodes run real sshd with the lab's MicroK8s stand-ins (mko.lab.microk8s
 * lab-n5  worker behind a Redfish BMC (sushy-tools): GracefulShutdown, then On.
 
 The fakes serve in the lab's orch namespace, where the orchestrator runs, as on a management network.
-A :class:`power_peers.PowerCoupling` plays the machines behind them: when the hypervisor or BMC says a
+A :class:`support.peers.PowerCoupling` plays the machines behind them: when the hypervisor or BMC says a
 machine went off (or on), that lab node loses power (or boots). Every "succeeded" power step must say
 what confirmed it: the driver's own power query, or SSH going silent after it accepted the power-off.
 """
@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clusterlab import DRAIN, cluster_up, one_operation, orch_process, stand_in_calls
-from power_peers import IpmiSim, PowerCoupling, PveServer, RedfishEmulator
 from sqlalchemy.orm import Session
-from upslab import wait_until
 
 from mko.lab.harness import RunningLab
 from mko.lab.microk8s import Microk8sCluster
 from mko.platform.db.models.operations import OperationStatus
 from mko.platform.settings import Settings, get_settings
+from support.cluster import DRAIN, cluster_up, one_operation, orch_process, stand_in_calls
+from support.peers import IpmiSim, PowerCoupling, PveServer, RedfishEmulator
+from support.ups import wait_until
 
 WORKERS = ("lab-n3", "lab-n4", "lab-n5")
 CONFIRMED_BY = {

@@ -20,12 +20,10 @@ from typing import Any
 
 import asyncssh
 import pytest
-from clusterlab import cluster_up, one_operation, orch_cli, power_up, stand_in_calls
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
-from upslab import wait_until
 
 from mko.app import create_app
 from mko.inventory.nodes import get_node
@@ -41,6 +39,8 @@ from mko.platform.settings import Settings, get_settings
 from mko.schedules.scheduler import Scheduler
 from mko.schedules.schemas import ScheduleCreate
 from mko.schedules.service import create_schedule
+from support.cluster import cluster_up, one_operation, orch_cli, power_up, stand_in_calls
+from support.ups import wait_until
 
 
 @pytest.fixture

@@ -31,7 +31,6 @@ from mko.platform.db.models.operations import Operation, OperationStatus, Operat
 from mko.platform.db.models.rules import ClusterAction, PowerRule
 from mko.platform.db.models.ups import PowerEvent, UpsEvent
 from mko.platform.db.session import make_engine, make_session_factory
-from mko.platform.db.upgrade import upgrade
 from mko.platform.settings import Settings
 from mko.rules.engine import RuleEngine
 from mko.rules.schemas import RuleCreate
@@ -48,23 +47,6 @@ _databases = itertools.count()
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    """A PostgreSQL server of this module (fails, never skips, when PostgreSQL is missing)."""
-    with PostgresServer() as server:
-        yield server
-
-
-@pytest.fixture
-def pg_url(postgres: PostgresServer) -> str:
-    """A new database at head."""
-    url = postgres.create_database(f"ha_{next(_databases)}")
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    return url
 
 
 @pytest.fixture

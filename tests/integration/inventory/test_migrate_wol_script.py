@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -468,13 +467,6 @@ def test_sqlite_backup_is_consistent_while_a_writer_commits(tmp_path: Path) -> N
 
 
 # ---------------------------------------------------------------- PostgreSQL
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    """A PostgreSQL server of this module only (fails, never skips, when PostgreSQL is not installed)."""
-    with PostgresServer() as server:
-        yield server
 
 
 def _snapshot(engine: Engine) -> dict[str, Any]:

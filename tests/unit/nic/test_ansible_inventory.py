@@ -17,7 +17,6 @@ from sqlalchemy import create_engine
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from ansibleview import ansible_view, inert_hostvars
 from mko.cli.root import app
 from mko.inventory.clusters import create_cluster
 from mko.inventory.nodes import create_node, get_node
@@ -26,6 +25,7 @@ from mko.nic.ansible import InventorySummary, database_id, flush_refresh, write_
 from mko.platform.db.models.inventory import NodeRole
 from mko.platform.settings import Settings
 from mko.wiring import wire
+from support.ansibleview import ansible_view, inert_hostvars
 
 
 def _seed(session: Session) -> None:

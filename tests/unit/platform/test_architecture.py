@@ -17,10 +17,10 @@ import mko
 
 SRC = Path(mko.__file__).parent
 PYPROJECT = SRC.parents[1] / "pyproject.toml"
-# Package faces that may import: the version, the CLI's entry point, the one module that gathers every
-# table for Alembic's metadata. Pending: mko.lab re-exports its parts until the lab's node-side programs
-# become modules of their own (redesign step 7), and mko.cli attaches its groups until they load lazily
-# (redesign step 5).
+# Package faces that may import: the version, the CLI's entry point (its root group only: the command
+# groups load lazily, mko.cli.lazy), the one module that gathers every table for Alembic's metadata.
+# Pending: mko.lab re-exports its parts until the lab's node-side programs become modules of their own
+# (redesign step 7).
 _MAY_IMPORT = {"mko", "mko.cli", "mko.platform.db.models"}
 _PENDING = {"mko.lab"}
 

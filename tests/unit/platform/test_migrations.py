@@ -7,9 +7,12 @@ from pathlib import Path
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
+from sqlalchemy.orm import Session
 
 from mko.platform.db.migrate import current_revision, head_revision
 from mko.platform.db.models.base import Base
+from mko.platform.db.models.inventory import Node
+from mko.platform.db.revision import HEAD, database_revision
 from mko.platform.db.session import make_engine
 from mko.platform.db.upgrade import upgrade
 
@@ -28,8 +31,11 @@ WOL_FIELDS = {
 def test_empty_database_upgrades_to_head_and_matches_models(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
     assert current_revision(engine) is None
+    assert database_revision(engine) is None
     upgrade(engine)
     assert current_revision(engine) == head_revision()
+    # The CLI's Alembic-free check agrees: a new migration must change revision.HEAD too.
+    assert database_revision(engine) == HEAD == head_revision()
     with engine.connect() as connection:
         diff = compare_metadata(
             MigrationContext.configure(connection, opts={"compare_type": True}), Base.metadata
@@ -60,3 +66,18 @@ def test_wol_fields_arrive_in_their_own_revision_with_seed_defaults(tmp_path: Pa
         ).one()
     engine.dispose()
     assert tuple(row) == (0, "ethernet", 9, 0, None)
+
+
+def test_revision_0018_indexes_an_existing_database_and_keeps_its_rows(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    upgrade(engine, "0015")
+    with Session(engine) as session:  # 0018 adds indexes only: today's model fits a 0015 table
+        session.add(Node(hostname="old1", ip_address="10.0.0.1"))
+        session.commit()
+    upgrade(engine)
+    tables = ("nodes", "operation_steps")
+    indexes = {ix["name"] for table in tables for ix in inspect(engine).get_indexes(table)}
+    assert {"ix_nodes_role", "ix_nodes_reachable", "ix_operation_steps_node_id"} <= indexes
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT hostname FROM nodes").scalars().all() == ["old1"]
+    engine.dispose()

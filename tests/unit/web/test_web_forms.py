@@ -163,6 +163,40 @@ def test_ups_and_rules_pages_and_the_rule_form(client: TestClient, web: Any) -> 
     assert (made["min_charge"], made["stable_for"]) == (50, 30) and rule["stable_for"] == 10
     assert "mains 30 s, charge 50 %" in web.get("/rules").text
     assert 'id="outages"' in web.get("/ups").text
+    # Names, not ids; edit keeps the counters and refuses a wrong field; delete removes it.
+    listed = web.get("/rules").text
+    assert ">rack</a> → <a" in listed and ">home</a>" in listed
+    editing = web.get(f"/rules?edit={made['id']}")
+    assert editing.status_code == 200 and f'action="/rules/{made["id"]}"' in editing.text
+    assert 'value="wake into a charged battery"' in editing.text
+    bad = web.form(f"/rules/{made['id']}", data=waiting | {"priority": "-1"})
+    assert bad.status_code == 422 and 'data-error-for="priority"' in bad.text
+    edited = web.form(f"/rules/{made['id']}", data=waiting | {"name": "renamed", "priority": "5"})
+    assert edited.status_code == 200  # followed the redirect to /rules
+    changed = client.get(f"/api/ups/rules/{made['id']}").json()
+    assert (changed["name"], changed["priority"], changed["min_charge"]) == ("renamed", 5, 50)
+    assert web.form(f"/rules/{made['id']}/delete", data={}, follow_redirects=False).status_code == 303
+    assert [r["id"] for r in client.get("/api/ups/rules").json()] == [rule["id"]]
+    # The API's PUT does the same as the edit form.
+    body = {"ups_id": 1, "cluster_id": cluster["id"], "power_event": "power_restored"}
+    put = client.put(
+        f"/api/ups/rules/{rule['id']}", json=body | {"cluster_action": "wake_on_lan", "priority": 7}
+    )
+    assert put.status_code == 200, put.text
+    assert (put.json()["priority"], put.json()["name"]) == (7, "power_restored → wake_on_lan")
+
+
+def test_human_error_sentences() -> None:
+    from mko.web.pages.render import human_error
+
+    assert (
+        human_error("[Errno 111] Connect call failed ('127.0.0.1', 3493)") == "nothing answers on that port"
+    )
+    assert (
+        human_error("upsd at 127.0.0.1:3493: ERR DATA-STALE")
+        == "upsd's data is stale: its driver lost the UPS"
+    )
+    assert human_error("[Errno 99] Cannot assign requested address.") == "Cannot assign requested address"
 
 
 def test_cluster_shutdown_is_confirmed_on_its_plan_first(client: TestClient, web: Any) -> None:

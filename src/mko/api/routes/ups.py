@@ -125,6 +125,14 @@ def get_rule(session: SessionDep, rule_id: int) -> RulePublic:
     return RulePublic.model_validate(rules_service.get_rule(session, rule_id))
 
 
+@router.put("/rules/{rule_id:int}", tags=["power rules"])
+def update_rule(request: Request, session: SessionDep, rule_id: int, body: RuleCreate) -> RulePublic:
+    """Replace a rule's settings (the body of create-rule); its counters stay."""
+    rule = rules_service.update_rule(session, rule_id, body)
+    _changed(request)
+    return RulePublic.model_validate(rule)
+
+
 @router.delete("/rules/{rule_id:int}", status_code=status.HTTP_204_NO_CONTENT, tags=["power rules"])
 def delete_rule(request: Request, session: SessionDep, rule_id: int) -> Response:
     """Remove a rule (a waiting execution of it will not fire)."""

@@ -6,7 +6,6 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, Field
-from sqlalchemy.orm import Session
 
 from mko.http.background import launch_wake, result_or_accepted
 from mko.http.deps import ActorDep, DbDep, SessionDep, SettingsDep
@@ -65,7 +64,7 @@ async def _answer(
         return WakeResponse(
             operation_id=prepared.operation_id,
             status=OperationStatus.RUNNING,
-            summary=f"joined the wake already running for this node; follow {url}",
+            summary=f"joined the wake already under way; follow {url}",
             operation_url=url,
             coalesced=True,
         )
@@ -173,12 +172,10 @@ async def wol_status(
 ) -> dict[str, Any]:
     """Configuration, the last wake and its outcome; ``?probe=true`` also checks reachability now."""
 
-    def load(session: Session) -> tuple[dict[str, Any], NodeSnapshot]:
-        return wol_status_sync(session, node_id), NodeSnapshot.of(get_node(session, node_id))
-
-    status, target = await db.run(load)
+    status = await db.run(lambda session: wol_status_sync(session, node_id))
     if probe:
         await require_operator_for(request, principal, "probing a node now")
+        target = await db.run(lambda session: NodeSnapshot.of(get_node(session, node_id)))
         live: LiveReads[dict[str, Any]] = request.app.state.live_reads
         reading = await live.read(("probe", node_id), lambda: probe_reachable(target, settings.probe_timeout))
         status["reachable"] = reading.result() | reading.stamp()
@@ -247,5 +244,5 @@ def wol_configure(
     session: SessionDep, actor: ActorDep, admin: AdminDep, node_id: int, body: WolConfigure
 ) -> NodePublic:
     """Change the WoL fields sent; nothing else changes, and nothing at all when one field is wrong."""
-    node = configure_wol(session, node_id, body, actor=actor, may_rebind_secrets=admin)
+    node, _ = configure_wol(session, node_id, body, actor, may_rebind_secrets=admin)
     return NodePublic.of(node)

@@ -74,7 +74,9 @@ def _cluster_page(
         status_code,
         cluster=cluster,
         nodes=nodes,
-        history=list_operations(session, target_type="cluster", target_id=cluster_id, limit=20),
+        history=list_operations(
+            session, target_type="cluster", target_id=cluster_id, limit=20, details=False
+        ),
         k8s=context.pop("k8s", None) or get_options(session, cluster_id),
         **context,
     )

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+from typing import Annotated, Any, TypeVar
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
 from mko.http.deps import DbDep, SessionDep, SettingsDep
 from mko.http.routing import MkoRoute
 from mko.inventory.clusters import list_clusters
-from mko.inventory.nodes import configure_wol, create_node, get_node, list_nodes
+from mko.inventory.nodes import configure_wol, create_node, get_node
+from mko.inventory.proxmox_hosts import list_hosts
+from mko.inventory.read import SEARCH_MAX, NodeFilters, NodeState, page_of_nodes
 from mko.inventory.schemas import NodeCreate, WolConfigure
 from mko.operations.kinds import WAKE_KIND_PREFIX
-from mko.operations.records import last_step_for_node, list_for_node
+from mko.operations.records import last_steps_for_nodes, list_for_node
 from mko.platform.db.models.access import Role
+from mko.platform.db.models.inventory import NodeRole
 from mko.platform.errors import ConflictError, InputError
+from mko.platform.paging import MAX_OFFSET, Page
 from mko.web.forms import FormDep, blank_to_none, field_errors
 from mko.web.pages.render import _actor, _render, _see_other, _start_wake
 from mko.wol.status import wol_status_sync
@@ -24,6 +30,8 @@ from mko.wol.status import wol_status_sync
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False, route_class=MkoRoute)
+
+StrEnumT = TypeVar("StrEnumT", bound=enum.StrEnum)
 
 NODE_FORM_FIELDS = ["hostname", "ip_address", "cluster_id", "role", "ssh_user", "ssh_port", "wol_mac_address"]
 WOL_FORM_FIELDS = [
@@ -40,29 +48,76 @@ WOL_FORM_FIELDS = [
 ]
 
 
+# Rows per page of the web's node list: a page renders in milliseconds at any inventory size.
+PAGE_ROWS = 100
+
+
 def _nodes_page(
-    request: Request, session: SessionDep, cluster_id: int | None, status_code: int = 200, **context: Any
+    request: Request,
+    session: SessionDep,
+    filters: NodeFilters,
+    page: Page = Page(limit=PAGE_ROWS),
+    status_code: int = 200,
+    **context: Any,
 ) -> HTMLResponse:
-    nodes = list_nodes(session, cluster_id)
+    nodes, total = page_of_nodes(session, filters, page)
     clusters = list_clusters(session)
-    last_wake = {node.id: last_step_for_node(session, node.id, WAKE_KIND_PREFIX) for node in nodes}
+    last_wake = last_steps_for_nodes(session, (node.id for node in nodes), WAKE_KIND_PREFIX)
+    query = filters.query_args()
+    pages = {
+        "previous": urlencode(query | {"offset": max(0, page.offset - PAGE_ROWS)}) if page.offset else None,
+        "next": urlencode(query | {"offset": page.offset + len(nodes)})
+        if page.offset + len(nodes) < total
+        else None,
+    }
     return _render(
         request,
         "nodes.html",
         status_code,
         nodes=nodes,
+        total=total,
+        shown=page.shown(len(nodes), total),
+        pages=pages,
+        filters=filters,
+        states=[state.value for state in NodeState],
         clusters=clusters,
         cluster_options=[("", "—")] + [(c.id, c.name) for c in clusters],
-        cluster_id=cluster_id,
+        cluster_id=filters.cluster_id,
         last_wake=last_wake,
         **context,
     )
 
 
+def _choice(enum: type[StrEnumT], field: str, value: str) -> StrEnumT | None:
+    if not value:
+        return None
+    try:
+        return enum(value)
+    except ValueError:
+        raise InputError(field, f"must be one of {', '.join(enum)}") from None
+
+
 @router.get("/nodes", response_class=HTMLResponse)
-def nodes_page(request: Request, session: SessionDep, cluster_id: int | None = None) -> HTMLResponse:
-    """All nodes with reachability, filterable by cluster; wake one or several."""
-    return _nodes_page(request, session, cluster_id)
+def nodes_page(
+    request: Request,
+    session: SessionDep,
+    cluster_id: str = "",
+    role: str = "",
+    state: str = "",
+    search: Annotated[str, Query(max_length=SEARCH_MAX)] = "",
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+) -> HTMLResponse:
+    """One page of nodes with reachability, filtered on the server (cluster, role, state, search);
+    wake one or several. A blank filter means all."""
+    if cluster_id and not cluster_id.isdigit():
+        raise InputError("cluster_id", "must be a cluster id")
+    filters = NodeFilters(
+        cluster_id=int(cluster_id) if cluster_id else None,
+        role=_choice(NodeRole, "role", role),
+        state=_choice(NodeState, "state", state),
+        search=search.strip() or None,
+    )
+    return _nodes_page(request, session, filters, Page(limit=PAGE_ROWS, offset=offset))
 
 
 @router.post("/nodes", response_class=HTMLResponse)
@@ -73,9 +128,13 @@ def add_node(request: Request, session: SessionDep, form: FormDep) -> Response:
         data = NodeCreate.model_validate({k: v for k, v in values.items() if v is not None})
         node = create_node(session, data)
     except (InputError, ValidationError) as exc:
-        return _nodes_page(request, session, None, 422, form=values, errors=field_errors(exc))
+        return _nodes_page(
+            request, session, NodeFilters(), status_code=422, form=values, errors=field_errors(exc)
+        )
     except ConflictError as exc:
-        return _nodes_page(request, session, None, 409, form=values, errors={"form": str(exc)})
+        return _nodes_page(
+            request, session, NodeFilters(), status_code=409, form=values, errors={"form": str(exc)}
+        )
     return _see_other(f"/nodes/{node.id}")
 
 
@@ -87,7 +146,9 @@ async def wake_selected(request: Request, db: DbDep, settings: SettingsDep, form
         request,
         db,
         settings,
-        lambda session, error: _nodes_page(request, session, None, 409, errors={"wake": error}),
+        lambda session, error: _nodes_page(
+            request, session, NodeFilters(), status_code=409, errors={"wake": error}
+        ),
         target_type="nodes",
         target_id=None,
         node_ids=node_ids,
@@ -106,14 +167,17 @@ def _node_page(
         node=node,
         wol=wol_status_sync(session, node_id),
         history=list_for_node(session, node_id),
+        proxmox_host_options=[(h.id, f"{h.name} ({h.host})") for h in list_hosts(session)],
         **context,
     )
 
 
 @router.get("/nodes/{node_id:int}", response_class=HTMLResponse)
-def node_page(request: Request, session: SessionDep, node_id: int, saved: bool = False) -> HTMLResponse:
+def node_page(
+    request: Request, session: SessionDep, node_id: int, saved: bool = False, unchanged: bool = False
+) -> HTMLResponse:
     """One node: its Wake-on-LAN section (status, configure, send) and its operation history."""
-    return _node_page(request, session, node_id, saved=saved)
+    return _node_page(request, session, node_id, saved=saved, unchanged=unchanged)
 
 
 @router.post("/nodes/{node_id:int}/wol/configure", response_class=HTMLResponse)
@@ -135,10 +199,10 @@ def configure_node(request: Request, session: SessionDep, node_id: int, form: Fo
         data = WolConfigure.model_validate(values)
         principal = getattr(request.state, "principal", None)
         admin = principal is not None and principal.role == Role.ADMIN
-        configure_wol(session, node_id, data, actor=_actor(request), may_rebind_secrets=admin)
+        _, operation = configure_wol(session, node_id, data, _actor(request), may_rebind_secrets=admin)
     except (InputError, ValidationError) as exc:
         return _node_page(request, session, node_id, 422, form=values, errors=field_errors(exc))
-    return _see_other(f"/nodes/{node_id}?saved=1")
+    return _see_other(f"/nodes/{node_id}?{'unchanged' if operation is None else 'saved'}=1")
 
 
 @router.post("/nodes/{node_id:int}/wol/wake", response_class=HTMLResponse)

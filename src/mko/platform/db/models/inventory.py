@@ -7,7 +7,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mko.platform.db.models.base import Base, _enum, utcnow
@@ -125,3 +125,10 @@ class Node(Base):
 
     cluster: Mapped[Cluster | None] = relationship(back_populates="nodes")
     proxmox_host: Mapped[ProxmoxHost | None] = relationship()
+
+
+# Revision 0018: the node list's filters (role, state, site) and the Proxmox host's foreign key.
+Index("ix_nodes_proxmox_host_id", Node.proxmox_host_id)
+Index("ix_nodes_role", Node.role)
+Index("ix_nodes_reachable", Node.reachable)
+Index("ix_nodes_site", Node.site)
