@@ -8,8 +8,9 @@ import json
 from alembic import command
 from sqlalchemy import Connection, Engine, text
 
-from mko.platform.db.migrate import alembic_config, current_revision, head_revision, upgrade
+from mko.platform.db.migrate import alembic_config, current_revision, head_revision
 from mko.platform.db.session import make_engine
+from mko.platform.db.upgrade import upgrade
 
 __all__ = ["check_power_params_fold"]
 
