@@ -9,11 +9,21 @@ TEST_APT_PACKAGES := iproute2 chromium openipmi postgresql nut-server nut-client
 
 LINT_PATHS = $(wildcard src tests bench scripts) cli.py
 
-.PHONY: help run serve demo test lint typecheck pytest bench lock install install-dev test-system-deps lab-deps clean
+# pytest-xdist workers. Four on two cores: the lab, SSH and serve tests spend most of their time waiting
+# (boots, timeouts, subprocesses), so the cores stay busy. WORKERS=0 runs everything in one process.
+WORKERS ?= 4
+# What pytest runs (default: every test under tests/), e.g. TESTS=tests/unit/wol or TESTS="tests/e2e -k web".
+TESTS ?=
+PYTEST = $(VENV)/bin/pytest -n $(WORKERS) --dist loadgroup
+PYTEST_ARGS ?=
+
+.PHONY: help run serve demo test lint typecheck pytest test-durations bench lock install install-dev test-system-deps \
+	lab-deps clean
 
 help:
 	@echo "make run     install, migrate data/orchestrator.db, serve API + web UI on 127.0.0.1:8080"
-	@echo "make test    install test dependencies, then ruff, mypy and pytest"
+	@echo "make test    install test dependencies, then ruff and lint-imports, and mypy beside pytest (WORKERS=4)"
+	@echo "             one package: make pytest TESTS=tests/unit/wol   serial: make test WORKERS=0"
 	@echo "make demo    build the virtual lab (root) and serve it on 127.0.0.1:8470; Ctrl-C tears it down"
 	@echo "make bench   run the benchmarks in bench/ and print their figures"
 	@echo "make lock    re-resolve requirements*.lock from pyproject.toml"
@@ -69,14 +79,26 @@ test-system-deps:
 lint: install-dev
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: install-dev
 	$(VENV)/bin/mypy
 
+# Two runs: everything in parallel, then the tests marked `serial` (they measure latency) alone.
+# Exit status 5 is "no test selected" (a TESTS without serial tests, say): not a failure.
 pytest: install-dev test-system-deps
-	$(VENV)/bin/pytest
+	@rc=0; \
+	$(PYTEST) -m "not serial" $(PYTEST_ARGS) $(TESTS) || [ $$? -eq 5 ] || rc=1; \
+	$(VENV)/bin/pytest -m serial $(PYTEST_ARGS) $(TESTS) || [ $$? -eq 5 ] || rc=1; \
+	exit $$rc
 
-test: lint typecheck pytest
+# ruff first (a second), then mypy beside pytest: mypy's CPU fits in the waits of the lab tests.
+test: lint
+	@$(MAKE) --no-print-directory -j2 typecheck pytest
+
+# Refresh tests/support/durations.json, which orders the tests longest first (commit the result).
+test-durations:
+	@$(MAKE) --no-print-directory pytest PYTEST_ARGS=--store-durations
 
 bench: install-dev test-system-deps
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

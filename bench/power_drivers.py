@@ -6,7 +6,7 @@
   task status, status: 4 HTTPS requests, plus one ``cluster/resources`` per run.
 * one IPMI node against ipmi_sim: ``node power on`` verified by reading the chassis state back.
 
-Uses the test peers (tests/integration/power_peers.py); needs the dev dependencies and openipmi.
+Uses the test peers (tests/support/peers.py); needs the dev dependencies and openipmi.
 Reports figures; never fails on time. Run with ``python bench/power_drivers.py``.
 """
 
@@ -20,10 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from fakepve.certs import make_cert
-from power_peers import IpmiSim, free_port
 from pydantic import SecretStr
 
 from mko.inventory import proxmox_hosts
@@ -31,12 +30,13 @@ from mko.inventory.clusters import create_cluster
 from mko.inventory.nodes import configure_wol, create_node
 from mko.inventory.schemas import ClusterCreate, NodeCreate, ProxmoxHostCreate, WolConfigure
 from mko.operations.records import Actor
-from mko.platform.db.migrate import upgrade
 from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.db.upgrade import upgrade
 from mko.platform.settings import Settings
 from mko.power.drivers.proxmox import ProxmoxDriver
 from mko.wol.node_power import run_power, start_power
 from mko.wol.wake import make_schedule, run_wake, start_wake
+from support.peers import IpmiSim, free_port
 
 VMS = 100
 SEQUENTIAL_VMS = 20  # one at a time is slow; a smaller cluster shows the rate

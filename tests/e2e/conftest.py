@@ -1,21 +1,21 @@
-"""End-to-end fixtures: `mko serve` in a lab's orchestrator namespace, and headless Chromium beside it."""
+"""End-to-end fixtures: `mko serve` in a lab's orchestrator namespace, and headless Chromium beside it.
+
+The lab itself (``lab``) and the loopback-only namespace (``isolated_netns``) come from tests/support/lab.py.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mkoserve import ServeProcess
 
 from mko.lab.harness import RunningLab
 from mko.lab.netns import enter_netns
 from mko.platform.settings import Settings
+from support.serve import ServeProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -32,38 +32,13 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture
-def e2e_lab() -> Iterator[RunningLab]:
-    """A 3-node lab (fails, never skips, without root)."""
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.fail("end-to-end lab tests need root and iproute2 (see TESTING.md)")
-    with RunningLab.start(f"mke{os.getpid() % 10000}", 3) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def isolated_netns() -> Iterator[str]:
-    """A network namespace with nothing but loopback: whatever runs there cannot reach a real LAN."""
-    if os.geteuid() != 0:
-        pytest.fail("this test isolates mko in a network namespace and must run as root")
-    name = f"mkf{os.getpid() % 10000}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
-    yield name
-    pids = subprocess.run(["ip", "netns", "pids", name], check=False, capture_output=True, text=True)
-    for pid in pids.stdout.split():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(pid), 9)
-    subprocess.run(["ip", "netns", "del", name], check=False)
-
-
-@pytest.fixture
 def lab_server(
-    settings: Settings, session: object, e2e_lab: RunningLab, tmp_path: Path
+    settings: Settings, session: object, lab: RunningLab, tmp_path: Path
 ) -> Iterator[ServeProcess]:
     """`mko serve` inside the lab's orch namespace, on the test's database."""
     # The nodes are the lab's: the background probes the pages show reach only the lab's LAN.
     env = {"MKO_REACHABILITY_INTERVAL": "1"}
-    with ServeProcess.start(e2e_lab.lab.orch, settings, tmp_path / "serve.log", env) as server:
+    with ServeProcess.start(lab.lab.orch, settings, tmp_path / "serve.log", env) as server:
         yield server
 
 
@@ -87,9 +62,9 @@ def _chromium(netns: str | None = None) -> Iterator[Any]:
 
 
 @pytest.fixture
-def browser_page(e2e_lab: RunningLab) -> Iterator[object]:
+def browser_page(lab: RunningLab) -> Iterator[object]:
     """A Chromium page whose network is the lab's orch namespace."""
-    with _chromium(e2e_lab.lab.orch) as browser:
+    with _chromium(lab.lab.orch) as browser:
         yield browser.new_page(viewport={"width": 1200, "height": 900})
 
 

@@ -1,6 +1,6 @@
 """Schemathesis against a real `mko serve`: every phase (stateful included) and every check, 0 failures.
 
-The server runs in a network namespace with nothing but loopback (tests/e2e/conftest.py), so whatever the
+The server runs in a network namespace with nothing but loopback (tests/support/lab.py), so whatever the
 fuzzer asks for (wakes, discovery scans, SSH, Proxmox) cannot send a packet anywhere else. The fuzzer
 runs there too, as `st run --checks all`; tests/e2e/schemathesis.toml says, operation by operation,
 where a schema-valid string may still be refused with 422 (and why). Excluded: only the route that
@@ -15,11 +15,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from mkoserve import ServeProcess
 
 from mko.platform.settings import Settings
+from support.serve import ServeProcess
 
-pytestmark = pytest.mark.e2e
+# About a minute alone; on a shared, busy machine four or five times that. The run has its own limit
+# (the subprocess's 900 s), so the test's must not be the suite's default 120 s.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(960)]
 
 HERE = Path(__file__).parent
 ST = Path(sys.executable).with_name("st")

@@ -18,18 +18,17 @@ from typing import Any
 import pytest
 from labcli import MKO, ROOT, LabCli, free_port
 
+from support.lab import new_prefix
+
 pytestmark = pytest.mark.e2e
-
-
-_serial = iter(range(1000))
 
 
 @pytest.fixture
 def lab_cli(tmp_path: Path) -> Iterator[LabCli]:
     if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.fail("the lab needs root and iproute2 (see TESTING.md)")
+        pytest.fail("the lab needs root and iproute2 (see docs/lab.md)")
     env = os.environ | {"MKO_CONFIG": str(tmp_path / "none.toml"), "MKO_LOG_DIR": str(tmp_path / "logs")}
-    cli = LabCli(tmp_path / "lab", f"mkl{os.getpid() % 10000}x{next(_serial)}", free_port(), env)
+    cli = LabCli(tmp_path / "lab", new_prefix("l"), free_port(), env)
     yield cli
     if (cli.directory / "lab.json").exists():  # the test failed half-way: leave nothing behind anyway
         cli.run("down", check=False)
@@ -124,9 +123,10 @@ def test_lab_up_power_fail_restore_down_from_the_cli(lab_cli: LabCli) -> None:
     assert (lab_cli.directory / "lab.db").exists()  # kept for reading after the rehearsal
     assert "no lab is up" in lab_cli.run("down").stdout
     gone = lab_cli.run("status", check=False)
-    assert gone.returncode == 2 and "no lab is up" in gone.stderr
+    assert gone.returncode == 69 and "no lab is up" in gone.stderr  # EX_UNAVAILABLE
 
 
+@pytest.mark.xdist_group("chromium")  # one Chromium at a time (see test_web_ui.py)
 def test_lab_cycle_from_the_web_ui_in_chromium(lab_cli: LabCli, host_browser: Any, screenshot: Any) -> None:
     from playwright.sync_api import expect
 

@@ -24,7 +24,10 @@ from typing import Any
 import pytest
 from labcli import LabCli, free_port
 
-pytestmark = pytest.mark.e2e
+from support.lab import new_prefix
+
+# The races run in sequence on the module's one lab: one xdist worker runs them in file order.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("lab_outage")]
 
 # The lab UPS's shutdown and start delays. The shutdown delay leaves mko's host room to halt itself
 # before its load is cut, even when a busy machine takes seconds to start the halting process.
@@ -36,10 +39,10 @@ CHARGE_WAIT = re.compile(r"waiting: charge (3\d|4\d) % of 60 %")  # set to 30 %;
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabCli]:
     if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.fail("the lab needs root and iproute2 (see TESTING.md)")
+        pytest.fail("the lab needs root and iproute2 (see docs/lab.md)")
     tmp = tmp_path_factory.mktemp("outage")
     env = os.environ | {"MKO_CONFIG": str(tmp / "none.toml"), "MKO_LOG_DIR": str(tmp / "logs")}
-    cli = LabCli(tmp / "lab", f"mko{os.getpid() % 10000}", free_port(), env)
+    cli = LabCli(tmp / "lab", new_prefix("o"), free_port(), env)
     cli.up(
         "--orchestrator-on-ups",
         "--battery-runtime",

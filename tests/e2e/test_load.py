@@ -25,13 +25,14 @@ from typing import Any
 
 import httpx
 import pytest
-from mkoserve import ServeProcess
 from sqlalchemy.engine import make_url
 
 from mko.lab.netns import enter_netns
 from mko.platform.settings import Settings
+from support.serve import ServeProcess
 
-pytestmark = pytest.mark.e2e
+# It measures /api/health's latency: `make test` runs it alone, after the parallel tests (Makefile).
+pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
 PROBE = Path(__file__).with_name("healthprobe.py")
 

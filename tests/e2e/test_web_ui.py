@@ -12,19 +12,26 @@ from mko.access.users import create_user
 from mko.lab.harness import RunningLab
 from mko.platform.db.models.access import Role
 from mko.platform.db.models.inventory import Node
+from mko.platform.settings import Settings
 
-pytestmark = pytest.mark.e2e
+# One Chromium at a time (~300 MB each): every browser test is in the xdist group "chromium".
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("chromium")]
 
 
 def test_add_configure_and_wake_a_node_then_a_cluster(
-    lab_server: Any, browser_page: Any, e2e_lab: RunningLab, session: Session, screenshot: Any
+    lab_server: Any,
+    browser_page: Any,
+    lab: RunningLab,
+    settings: Settings,
+    session: Session,
+    screenshot: Any,
 ) -> None:
     page = browser_page
     base = lab_server.url
-    target = e2e_lab.nodes[1]
+    target = lab.nodes[1]
 
     # Sign in (an anonymous visit lands on the login form), then a cluster and a node through the UI.
-    create_user(session, "operator", "operator-pass", Role.OPERATOR)
+    create_user(session, settings, "operator", "operator-pass", Role.OPERATOR)
     page.goto(f"{base}/clusters")
     page.wait_for_url(f"{base}/login?next=/clusters")
     page.fill("#username", "operator")
@@ -56,7 +63,7 @@ def test_add_configure_and_wake_a_node_then_a_cluster(
 
     # Configure for real: the node's MAC, its subnet prefix so packets go to the subnet broadcast.
     page.fill("#f-wol_mac_address", target.mac.upper().replace(":", "-"))
-    page.fill("#f-wol_prefix_len", str(e2e_lab.lab.prefix_len))
+    page.fill("#f-wol_prefix_len", str(lab.lab.prefix_len))
     page.fill("#f-probe_port", "2222")
     page.click("#save-wol")
     page.wait_for_url(f"{base}/nodes/1?saved=1")
@@ -69,13 +76,13 @@ def test_add_configure_and_wake_a_node_then_a_cluster(
     page.wait_for_url(f"{base}/operations/*")
     page.wait_for_selector("#operation [data-op-status].succeeded", timeout=20_000)
     assert target.recorder.wait_for(1, timeout=5, mac=target.mac)
-    assert {p.ip_dst for p in target.recorder.packets_for(target.mac)} == {e2e_lab.lab.broadcast}
+    assert {p.ip_dst for p in target.recorder.packets_for(target.mac)} == {lab.lab.broadcast}
     assert target.power.is_on
     assert "up after" in page.locator("[data-op-steps]").inner_text()
     screenshot(page, "operation")
 
     # Two more nodes through the API, then the whole cluster from its page.
-    for lab_node, name in ((e2e_lab.nodes[0], "cp-1"), (e2e_lab.nodes[2], "worker-3")):
+    for lab_node, name in ((lab.nodes[0], "cp-1"), (lab.nodes[2], "worker-3")):
         body = {
             "hostname": name,
             "ip_address": lab_node.ip,
@@ -83,7 +90,7 @@ def test_add_configure_and_wake_a_node_then_a_cluster(
             "role": "control-plane" if name == "cp-1" else "worker",
             "wol_enabled": True,
             "wol_mac_address": lab_node.mac,
-            "wol_prefix_len": e2e_lab.lab.prefix_len,
+            "wol_prefix_len": lab.lab.prefix_len,
             "probe_port": 2222,
         }
         csrf = page.locator("input[name=csrf_token]").first.get_attribute("value")
@@ -93,7 +100,7 @@ def test_add_configure_and_wake_a_node_then_a_cluster(
     page.click("#wake-cluster")
     page.wait_for_url(f"{base}/operations/*")
     page.wait_for_selector("#operation [data-op-status].succeeded", timeout=20_000)
-    for lab_node in e2e_lab.nodes:
+    for lab_node in lab.nodes:
         assert lab_node.recorder.wait_for(3, timeout=5, mac=lab_node.mac)
 
     page.goto(f"{base}/nodes")

@@ -24,8 +24,6 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from ansibleview import ansible_view, inert_hostvars
-from hostile import Payload, check_log, payloads
 from mko.cli.root import app
 from mko.nic.ansible import write_inventory
 from mko.platform.db.models.inventory import Cluster, Node
@@ -33,6 +31,8 @@ from mko.platform.db.models.operations import Operation
 from mko.platform.logs import configure_logging
 from mko.platform.settings import Settings
 from mko.web.site import page_routers
+from support.ansibleview import ansible_view, inert_hostvars
+from support.hostile import Payload, check_log, payloads
 
 # Fields whose text is a secret or a secret URL: template delimiters are allowed (never templated),
 # control characters are not. Every other string field refuses both.
@@ -165,6 +165,17 @@ EXAMPLES: dict[tuple[str, str], Example] = {
             "enabled": False,
         },
         {201},
+    ),
+    ("PUT", "/api/ups/rules/{rule_id}"): lambda w: (
+        {
+            "ups_id": w.ups,
+            "cluster_id": w.cluster,
+            "power_event": "power_loss",
+            "cluster_action": "graceful_shutdown",
+            "name": unique("rule"),
+            "enabled": False,
+        },
+        {200},
     ),
     ("POST", "/api/schedules"): lambda w: (
         {

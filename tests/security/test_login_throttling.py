@@ -105,9 +105,9 @@ def _login(browser: TestClient, username: str, password: str, **headers: str) ->
 
 
 @pytest.fixture
-def accounts(session: Session) -> Session:
-    create_user(session, "admin2", "correct-horse", Role.ADMIN)
-    create_user(session, "mallory", "mallory-pw", Role.VIEWER)
+def accounts(settings: Settings, session: Session) -> Session:
+    create_user(session, settings, "admin2", "correct-horse", Role.ADMIN)
+    create_user(session, settings, "mallory", "mallory-pw", Role.VIEWER)
     return session
 
 

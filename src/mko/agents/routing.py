@@ -46,7 +46,7 @@ def node_payload(node: NodeSnapshot) -> dict[str, Any]:
         "node_id": node.node_id,
         "hostname": node.hostname,
         "ip_address": node.ip_address,
-        "role": node.role.value,
+        "role": str(node.role),
         "method": node.method,
         "probe_port": node.probe_port,
         "mac": params.wol_mac_address,

@@ -13,6 +13,7 @@ from mko.access.tokens import create_token, expires_in_days, is_expired, list_to
 from mko.access.users import create_user, list_users, remove_user, set_password
 from mko.cli.common import console, open_session
 from mko.platform.db.models.access import Role
+from mko.platform.settings import get_settings
 
 user_app = typer.Typer(help="Users of the web UI and API: add, list, remove, passwd.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens: create (shown once), list, revoke.", no_args_is_help=True)
@@ -40,7 +41,7 @@ def user_add(
 ) -> None:
     """Add a user."""
     with open_session() as session:
-        user = create_user(session, username, _password(password), role)
+        user = create_user(session, get_settings(), username, _password(password), role)
     console.print(f"user {user.username} added ({user.role.value})")
 
 
@@ -75,7 +76,7 @@ def user_remove(username: str) -> None:
 def user_passwd(username: str, password: PasswordOpt = None) -> None:
     """Change a user's password (ends their web sessions)."""
     with open_session() as session:
-        set_password(session, username, _password(password))
+        set_password(session, get_settings(), username, _password(password))
     console.print(f"password of {username} changed")
 
 

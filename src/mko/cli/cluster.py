@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from mko.cli.common import EXIT_POWER_FAILURE, JsonOpt, SiteOpt, console, emit, open_session
 from mko.cli.node import NODE_COLUMNS
+from mko.cli.progress import TimeLeftColumn
 from mko.cluster.backups import backup_dir, list_backups
 from mko.cluster.options import K8sOptions, get_options, update_options
 from mko.cluster.plan import ShutdownPlan, node_drain_inputs, plan_node_drain, plan_shutdown
@@ -98,7 +99,9 @@ def cluster_update(
     changes = {k: v for k, v in given.items() if v is not None}
     with open_session() as session:
         cluster = update_cluster(session, cluster_id, ClusterUpdate(**changes))
-        emit(ClusterPublic.model_validate(cluster), CLUSTER_COLUMNS, as_json=as_json)
+        count = node_counts(session).get(cluster.id, 0)
+        public = ClusterPublic.model_validate(cluster).model_copy(update={"node_count": count})
+        emit(public, CLUSTER_COLUMNS, as_json=as_json)
 
 
 @cluster_app.command("settings")
@@ -193,12 +196,15 @@ def cluster_remove(cluster_id: int) -> None:
     console.print(f"cluster {cluster_id} removed")
 
 
-def _follow(title: str, run: Callable[[StepHook], Operation], quiet: bool) -> Operation:
-    """Run ``run(hook)`` under a spinner; each finished step is printed as it ends."""
+def _follow(
+    title: str, run: Callable[[StepHook], Operation], quiet: bool, timeout: float | None = None
+) -> Operation:
+    """Run ``run(hook)`` under a spinner with the time taken (and left); each step is printed as it ends."""
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         TimeElapsedColumn(),
+        TimeLeftColumn(timeout),
         console=console,
         transient=True,
         disable=quiet,
@@ -266,7 +272,7 @@ def cluster_shutdown(
         prepared = _confirm_start(
             session, plan, f"Power off {len(plan.hostnames)} node(s) now?", yes, as_json
         )
-    _run_prepared(settings, prepared, "shutting down", as_json)
+    _run_prepared(settings, prepared, f"shutting down {len(plan.hostnames)} node(s)", as_json)
 
 
 def _confirm_start(
@@ -326,9 +332,10 @@ def cluster_recover(
     try:
         factory = make_session_factory(engine)
         operation = _follow(
-            "recovering",
+            f"recovering {len(prepared.nodes)} node(s)",
             lambda hook: asyncio.run(run_recovery(factory, settings, prepared, hook)),
             as_json,
+            prepared.timeout,
         )
     finally:
         engine.dispose()

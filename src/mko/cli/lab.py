@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -17,9 +18,9 @@ from rich.table import Table
 from rich.text import Text
 
 from mko.cli.common import EXIT_POWER_FAILURE, console, fail
-from mko.lab.control import LAB_PORT, LabControl, LabNotUpError, LabPaths, lab_settings, lab_status, pid_alive
+from mko.lab.control import LAB_PORT, LabControl, LabPaths, lab_settings, lab_status, pid_alive
 from mko.lab.daemon import LabDaemon, LabSpec
-from mko.platform.errors import ConflictError
+from mko.platform.errors import ConflictError, LabNotUpError
 from mko.platform.settings import get_settings
 
 lab_app = typer.Typer(
@@ -150,10 +151,55 @@ def lab_up(
         typer.echo(f"lab admin password: {password}  (kept in {password_file})")
     if not spec.serve:
         console.print("nothing watches the lab's UPS yet: run `sudo mko serve --lab`", highlight=False)
+    dir_option = "" if directory is None else f" --dir {shlex.quote(str(paths.directory))}"
+    console.print(
+        f'this shell\'s mko on the lab (its database, keys and LAN): eval "$(mko lab env{dir_option})"',
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
     console.print(
         "next: `mko lab power-fail`, watch `mko lab status` (or the Lab page), then `mko lab power-restore`",
         highlight=False,
     )
+
+
+# What `mko lab env` points at the lab: every setting `lab_settings` changes that a CLI command reads.
+_LAB_ENV = (
+    "database_url",
+    "ssh_known_hosts",
+    "ssh_default_key",
+    "secret_key_file",
+    "log_dir",
+    "backup_dir",
+    "ansible_inventory_path",
+    "ansible_facts_dir",
+)
+
+
+@lab_app.command("env")
+def lab_env(
+    unset: Annotated[bool, typer.Option("--unset", help="print the line that forgets the lab again")] = False,
+    directory: DirOption = None,
+) -> None:
+    """Print the shell lines that put this shell's mko on the lab: eval "$(mko lab env)".
+
+    The lab's database, SSH keys and known hosts, and MKO_NETNS: every command then sends its magic
+    packets, SSH and UPS reads inside the lab's LAN (as root), never onto this machine's network.
+    """
+    names = [f"MKO_{name.upper()}" for name in (*_LAB_ENV, "lab_dir", "netns")]
+    if unset:
+        typer.echo("unset " + " ".join(names))
+        return
+    paths = _paths(directory)
+    state = paths.read_state()
+    if state is None or not pid_alive(state.get("pid")):
+        raise fail(f"no lab is up in {paths.directory}: `sudo mko lab up` first")
+    settings = lab_settings(paths, get_settings())
+    values = {f"MKO_{name.upper()}": str(getattr(settings, name)) for name in _LAB_ENV}
+    values |= {"MKO_LAB_DIR": str(paths.directory), "MKO_NETNS": str(state["orch"])}
+    for name in names:
+        typer.echo(f"export {name}={shlex.quote(values[name])}")
 
 
 def _wait_up(paths: LabPaths, daemon: subprocess.Popen[bytes]) -> dict[str, Any]:
@@ -223,6 +269,8 @@ def lab_down(directory: DirOption = None) -> None:
         f" every lab process gone; database and logs kept in {paths.directory}",
         highlight=False,
     )
+    if os.environ.get("MKO_NETNS") == state.get("orch"):
+        console.print('this shell still points at the lab: eval "$(mko lab env --unset)"', highlight=False)
 
 
 @lab_app.command("status")
@@ -282,7 +330,7 @@ def _status_view(status: dict[str, Any]) -> Group:
     """The nodes' table, the UPS line and what mko is doing (or did last)."""
     table = Table(title="lab nodes", title_justify="left")
     for column in ("node", "role", "ip", "mac", "power", "microk8s", "ready", "cordoned", "boots"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for node in status["nodes"]:
         table.add_row(
             node["hostname"],

@@ -6,26 +6,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from mko.cli.common import EXIT_POWER_FAILURE, JsonOpt, SiteOpt, console, emit, open_session, open_sessions
-from mko.cli.power_options import power_options
-from mko.inventory.nodes import create_node, delete_node, get_node, list_nodes, update_node
-from mko.inventory.schemas import NodeCreate, NodePublic, NodeUpdate
-from mko.inventory.trust import node_target, trust_node
-from mko.operations.records import Actor
+from mko.cli.common import (
+    EXIT_POWER_FAILURE,
+    JsonOpt,
+    console,
+    emit,
+    open_session,
+    open_sessions,
+    print_rows,
+)
+from mko.cli.lazy import NODE_COMMANDS, LazyGroup
+from mko.inventory.read import SEARCH_MAX, NodeFilters, NodeState
 from mko.platform.db.models.inventory import NodeRole
-from mko.platform.db.models.operations import OperationStatus
-from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.paging import MAX_LIMIT, MAX_OFFSET, Page
 from mko.platform.settings import get_settings
-from mko.power.registry import PowerMethod
-from mko.ssh.host_keys import scan_host_key
-from mko.wol.node_power import power_status, run_power, start_power
 
-node_app = typer.Typer(help="Nodes: add, list, show, update, remove.", no_args_is_help=True)
+# Services are imported inside the commands that use them: `mko node list` loads no SSH, power or
+# cryptography code (tests/unit/cli/test_cli_start_imports.py); `node add|update` live in
+# mko.cli.node_edit, loaded only when they run.
+
+
+class NodeGroup(LazyGroup):
+    """``mko node``: ``add`` and ``update`` are imported when they run."""
+
+    lazy = NODE_COMMANDS
+
+
+node_app = typer.Typer(cls=NodeGroup, help="Nodes: add, list, show, update, remove.", no_args_is_help=True)
 
 
 NODE_COLUMNS = (
@@ -40,144 +51,54 @@ NODE_COLUMNS = (
 )
 
 
-DependsOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--depends-on",
-        help="ids of the nodes it needs up first, e.g. 3,4 ('' for none); shutdown: the reverse",
-    ),
-]
-
-
-FedByOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--fed-by",
-        help="ids of the UPSes feeding its power supplies, e.g. 1,2 ('' for none); on battery only when"
-        " all are",
-    ),
-]
-
-
-def _ids(text: str | None, option: str = "--depends-on", what: str = "node") -> list[int] | None:
-    """``3,4`` → [3, 4]; '' → [] (none); None → not given."""
-    if text is None:
-        return None
-    try:
-        return [int(part) for part in text.replace(" ", "").split(",") if part]
-    except ValueError:
-        raise typer.BadParameter(
-            f"{text!r} is not a list of {what} ids such as 3,4", param_hint=option
-        ) from None
-
-
-@node_app.command("add")
-@power_options
-def node_add(
-    hostname: str,
-    ip_address: str,
-    cluster_id: Annotated[
-        int | None, typer.Option("--cluster-id", "-c", help="cluster the node belongs to")
-    ] = None,
-    role: Annotated[NodeRole, typer.Option(help="control-plane or worker")] = NodeRole.WORKER,
-    ssh_user: Annotated[str, typer.Option(help="SSH user")] = "ubuntu",
-    ssh_port: Annotated[int, typer.Option(help="SSH port")] = 22,
-    ssh_key: Annotated[str | None, typer.Option("--ssh-key", help="path of the SSH private key")] = None,
-    mac_address: Annotated[
-        str | None, typer.Option("--mac-address", "--mac", help="MAC for Wake-on-LAN")
-    ] = None,
-    method: Annotated[PowerMethod | None, typer.Option(help="power-on method")] = None,
-    enable_wol: Annotated[bool, typer.Option("--enable-wol", help="enable Wake-on-LAN now")] = False,
-    description: Annotated[str, typer.Option(help="free text")] = "",
-    site: SiteOpt = None,
-    depends_on: DependsOpt = None,
-    fed_by: FedByOpt = None,
-    as_json: JsonOpt = False,
-    power: dict[str, Any] | None = None,
-) -> None:
-    """Add a node (with any power method's settings, listed under "Power method settings")."""
-    given = {
-        "hostname": hostname,
-        "ip_address": ip_address,
-        "cluster_id": cluster_id,
-        "role": role,
-        "ssh_user": ssh_user,
-        "ssh_port": ssh_port,
-        "ssh_key_path": ssh_key,
-        "wol_mac_address": mac_address,
-        "wol_method": method,
-        "description": description,
-        "site": site,
-        "depends_on": _ids(depends_on),
-        "fed_by": _ids(fed_by, "--fed-by", "UPS"),
-        **(power or {}),
-    }
-    data = NodeCreate(**{k: v for k, v in given.items() if v is not None})
-    if enable_wol:
-        data.wol_enabled = True
-    with open_session() as session:
-        emit(NodePublic.of(create_node(session, data)), NODE_COLUMNS, as_json=as_json)
-
-
 @node_app.command("list")
 def node_list(
     cluster_id: Annotated[int | None, typer.Option("--cluster-id", "-c", help="only this cluster")] = None,
+    role: Annotated[NodeRole | None, typer.Option(help="only control-plane or worker nodes")] = None,
+    state: Annotated[
+        NodeState | None, typer.Option(help="only nodes the background probes last saw up, down or unknown")
+    ] = None,
+    search: Annotated[
+        str | None, typer.Option(help="part of the host name (any case) or IP address", max=SEARCH_MAX)
+    ] = None,
+    limit: Annotated[int, typer.Option(help="nodes per page", min=1, max=MAX_LIMIT)] = 1000,
+    offset: Annotated[int, typer.Option(help="nodes to skip", min=0, max=MAX_OFFSET)] = 0,
     as_json: JsonOpt = False,
 ) -> None:
-    """List nodes."""
+    """List nodes (1,000 a page; --offset for the next page), optionally filtered."""
+    filters = NodeFilters(cluster_id=cluster_id, role=role, state=state, search=search or None)
+    page = Page(limit=limit, offset=offset)
     with open_session() as session:
-        nodes = [NodePublic.of(n) for n in list_nodes(session, cluster_id)]
-        emit(nodes, NODE_COLUMNS, as_json=as_json, title="Nodes")
+        if as_json:
+            from mko.inventory.read import page_of_nodes
+            from mko.inventory.schemas import NodePublic
+
+            nodes, _total = page_of_nodes(session, filters, page)
+            emit([NodePublic.of(n) for n in nodes], NODE_COLUMNS, as_json=True)
+            return
+        from mko.inventory.read import node_table
+
+        rows, total = node_table(session, filters, page, NODE_COLUMNS)
+    print_rows(rows, header=NODE_COLUMNS)
+    if total > len(rows) or offset:
+        typer.echo(page.shown(len(rows), total), err=True)
 
 
 @node_app.command("show")
 def node_show(node_id: int, as_json: JsonOpt = False) -> None:
     """Show every field of a node."""
+    from mko.inventory.nodes import get_node
+    from mko.inventory.schemas import NodePublic
+
     with open_session() as session:
         emit(NodePublic.of(get_node(session, node_id)), NODE_COLUMNS, as_json=as_json)
-
-
-@node_app.command("update")
-@power_options
-def node_update(
-    node_id: int,
-    hostname: Annotated[str | None, typer.Option(help="new host name")] = None,
-    ip_address: Annotated[str | None, typer.Option("--ip-address", "--ip", help="new IPv4 address")] = None,
-    cluster_id: Annotated[int | None, typer.Option("--cluster-id", "-c", help="move to this cluster")] = None,
-    role: Annotated[NodeRole | None, typer.Option(help="control-plane or worker")] = None,
-    ssh_user: Annotated[str | None, typer.Option(help="SSH user")] = None,
-    ssh_port: Annotated[int | None, typer.Option(help="SSH port")] = None,
-    ssh_key: Annotated[str | None, typer.Option("--ssh-key", help="path of the SSH private key")] = None,
-    description: Annotated[str | None, typer.Option(help="free text")] = None,
-    site: SiteOpt = None,
-    depends_on: DependsOpt = None,
-    fed_by: FedByOpt = None,
-    as_json: JsonOpt = False,
-    power: dict[str, Any] | None = None,
-) -> None:
-    """Change a node; only the options given change anything (the seed's WoL fields: `mko wol configure`)."""
-    given = {
-        "hostname": hostname,
-        "ip_address": ip_address,
-        "cluster_id": cluster_id,
-        "role": role,
-        "ssh_user": ssh_user,
-        "ssh_port": ssh_port,
-        "ssh_key_path": ssh_key,
-        "description": description,
-        "site": site,
-        "depends_on": _ids(depends_on),
-        "fed_by": _ids(fed_by, "--fed-by", "UPS"),
-        **(power or {}),
-    }
-    data = NodeUpdate(**{k: v for k, v in given.items() if v is not None})
-    with open_session() as session:
-        emit(NodePublic.of(update_node(session, node_id, data)), NODE_COLUMNS, as_json=as_json)
 
 
 @node_app.command("remove")
 def node_remove(node_id: int) -> None:
     """Remove a node (its operation history stays)."""
+    from mko.inventory.nodes import delete_node
+
     with open_session() as session:
         delete_node(session, node_id)
     console.print(f"node {node_id} removed")
@@ -203,6 +124,13 @@ def node_power_command(
     """Power a node on, off, soft-off or cycle, or show its power state, with whichever driver it has."""
     if action not in POWER_CHOICES:
         raise typer.BadParameter(f"{action!r} is not one of {', '.join(POWER_CHOICES)}", param_hint="ACTION")
+    from rich.table import Table
+
+    from mko.operations.records import Actor
+    from mko.platform.db.models.operations import OperationStatus
+    from mko.platform.db.session import make_engine, make_session_factory
+    from mko.wol.node_power import power_status, run_power, start_power
+
     settings = get_settings()
     if action == "status":
         with open_session() as session:
@@ -249,6 +177,9 @@ def node_power_command(
 
 def node_host_key(node_id: int, as_json: JsonOpt = False) -> None:
     """Show the SSH host key a node presents and whether mko trusts it (no login)."""
+    from mko.inventory.trust import node_target
+    from mko.ssh.host_keys import scan_host_key
+
     settings = get_settings()
     with open_session() as session:
         target = node_target(session, settings, node_id)
@@ -274,6 +205,10 @@ def node_trust(
     as_json: JsonOpt = False,
 ) -> None:
     """Record a node's SSH host key in mko's known_hosts, after showing its fingerprint."""
+    from mko.inventory.trust import node_target, trust_node
+    from mko.operations.records import Actor
+    from mko.ssh.host_keys import scan_host_key
+
     settings = get_settings()
     with open_sessions() as sessions:
         expected = fingerprint

@@ -8,10 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from mko.cli.common import EXIT_POWER_FAILURE, fail
 from mko.cli.db import print_upgrade_step
 from mko.platform.db.session import make_engine, make_session_factory
-from mko.platform.db.upgrade import MigrationFailed, upgrade_database
+from mko.platform.db.upgrade import upgrade_database
 from mko.platform.logs import configure_logging
 from mko.platform.settings import Settings, get_settings
 
@@ -24,7 +23,7 @@ def _first_admin(settings: Settings) -> None:
     try:
         with make_session_factory(engine)() as session:
             given = settings.admin_password.get_secret_value() if settings.admin_password else None
-            generated = ensure_first_admin(session, given)
+            generated = ensure_first_admin(session, settings, given)
     finally:
         engine.dispose()
     if generated:
@@ -64,10 +63,7 @@ def serve(
     configure_logging(settings)
     # The same protected upgrade as `mko db upgrade`: an existing database is backed up before a newer
     # mko changes its schema, and restored if that fails.
-    try:
-        upgrade_database(settings.database_url, backup_dir=settings.backup_dir, progress=print_upgrade_step)
-    except MigrationFailed as exc:
-        raise fail(str(exc), EXIT_POWER_FAILURE) from None
+    upgrade_database(settings.database_url, backup_dir=settings.backup_dir, progress=print_upgrade_step)
     _first_admin(settings)
     host = host or settings.host
     port = port or (settings.port if control is None else LAB_PORT)
@@ -75,6 +71,8 @@ def serve(
         settings = settings.model_copy(update={"instance_url": _own_url(host, port)})
     app = create_app(settings, lab=control)
     if control is None:
+        url = _own_url(host, port) if host not in ("0.0.0.0", "::", "") else f"http://127.0.0.1:{port}"  # noqa: S104
+        typer.echo(f"\nmko is serving: web UI {url}/   API docs {url}/docs   (Ctrl-C stops it)\n")
         # proxy_headers off: uvicorn would believe X-Forwarded-For from loopback; the app applies
         # MKO_TRUSTED_PROXIES itself (mko.app), so the setting alone decides whom to believe.
         uvicorn.run(app, host=host, port=port, log_config=None, proxy_headers=False)

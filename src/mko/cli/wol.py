@@ -4,37 +4,45 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
+import time
+from collections import Counter
+from contextlib import nullcontext
 from typing import Annotated, Any
 
 import typer
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.table import Table
 
-from mko.cli.common import EXIT_POWER_FAILURE, JsonOpt, console, emit, open_session, open_sessions
-from mko.cli.power_options import power_options
+from mko.cli.common import (
+    EXIT_POWER_FAILURE,
+    JsonOpt,
+    console,
+    emit,
+    open_session,
+    open_sessions,
+    print_rows,
+)
+from mko.cli.lazy import WOL_COMMANDS, LazyGroup
 from mko.inventory.nodes import configure_wol
 from mko.inventory.schemas import NodePublic, WolConfigure
-from mko.nic.collect import collect_macs, describe_row
-from mko.nic.wol_switch import set_nic_wol
-from mko.operations.records import Actor, finish_operation, start_operation
+from mko.operations.records import Actor, get_operation
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import get_settings
 from mko.power.base import NodeOutcome
 from mko.power.magic import LIMITED_BROADCAST, send_magic_packet
-from mko.power.registry import PowerMethod
-from mko.wol.status import wol_status
-from mko.wol.wake import PreparedWake, make_schedule, plan_cluster_wake, run_wake, start_wake
+from mko.wol.wake import PreparedWake, make_schedule, plan_cluster_wake, run_wake, start_requested_wake
+
+
+class WolGroup(LazyGroup):
+    """``mko wol``: ``configure`` (an option per driver setting) is imported when it runs."""
+
+    lazy = WOL_COMMANDS
+
 
 wol_app = typer.Typer(
-    help="Wake-on-LAN: wake nodes and clusters, status, enable/disable, configure.", no_args_is_help=True
+    cls=WolGroup,
+    help="Wake-on-LAN: wake nodes and clusters, status, enable/disable, configure.",
+    no_args_is_help=True,
 )
 
 RetriesOpt = Annotated[int | None, typer.Option("--retries", help="magic packets per node [default: 3]")]
@@ -42,6 +50,9 @@ DelayOpt = Annotated[float | None, typer.Option("--delay", help="seconds between
 WaitOpt = Annotated[bool, typer.Option("--wait/--no-wait", help="probe nodes and re-send until they answer")]
 TimeoutOpt = Annotated[
     float | None, typer.Option("--timeout", help="seconds to wait with --wait [default: 300]")
+]
+VerboseOpt = Annotated[
+    bool, typer.Option("--verbose", "-v", help="list every node, not only those that need attention")
 ]
 NODE_COLUMNS = (
     "id",
@@ -62,6 +73,7 @@ def _run_wake(
     wait: bool,
     timeout: float | None,
     as_json: bool,
+    verbose: bool = False,
     stagger: float | None = None,
     dry_run: bool = False,
 ) -> None:
@@ -75,16 +87,25 @@ def _run_wake(
         _print_plan(plan, as_json)
         return
     with open_session() as session:
-        prepared = start_wake(
-            session, target_type=target_type, target_id=target_id, schedule=schedule, actor=Actor.cli()
+        prepared = start_requested_wake(
+            session,
+            settings,
+            target_type=target_type,
+            target_id=target_id,
+            schedule=schedule,
+            actor=Actor.cli(),
         )
     engine = make_engine(settings.database_url)
     try:
-        operation = _with_progress(
-            prepared,
-            lambda hook: asyncio.run(run_wake(make_session_factory(engine), settings, prepared, hook)),
-            quiet=as_json,
-        )
+        factory = make_session_factory(engine)
+        if prepared.coalesced:  # someone else's wake of the same target is under way: follow that one
+            operation = _follow_joined(factory, prepared, quiet=as_json)
+        else:
+            operation = _with_progress(
+                prepared,
+                lambda hook: asyncio.run(run_wake(factory, settings, prepared, hook)),
+                quiet=as_json,
+            )
     finally:
         engine.dispose()
     if as_json:
@@ -94,6 +115,7 @@ def _run_wake(
                     "operation_id": operation.id,
                     "status": operation.status.value,
                     "summary": operation.summary,
+                    **({"coalesced": True} if prepared.coalesced else {}),
                     **operation.result,
                 },
                 indent=2,
@@ -101,67 +123,158 @@ def _run_wake(
             )
         )
     else:
-        _print_result(operation)
+        _print_result(operation, verbose=verbose)
+    if prepared.coalesced and not schedule.wait and operation.status == OperationStatus.RUNNING:
+        return  # its packets are under way: what a wake without --wait promises
     if operation.status != OperationStatus.SUCCEEDED:
         raise typer.Exit(EXIT_POWER_FAILURE)
 
 
-def _with_progress(prepared: PreparedWake, run: Any, *, quiet: bool) -> Operation:
-    """Run the wake under a Rich progress display: packets sent, then nodes settled."""
-    total = len(prepared.nodes)
-    waiting = prepared.schedule.wait
-    with Progress(
+def _progress(*, disable: bool, timeout: float | None = None) -> Any:
+    """Rich's progress display as the wol commands show it (Rich imported here, when one is shown);
+    ``timeout``: the seconds left of a --wait's --timeout, counted down."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from mko.cli.progress import TimeLeftColumn
+
+    return Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TimeLeftColumn(timeout),
         console=console,
         transient=True,
-        disable=quiet,
-    ) as progress:
-        label = "nodes up" if waiting else "nodes sent"
-        task = progress.add_task(f"waking {total} node(s): {label}", total=total)
-        settled: set[int] = set()
-        packets = 0
+        disable=disable,
+    )
 
-        def hook(kind: str, outcome: NodeOutcome) -> None:
-            nonlocal packets
-            if kind == "sent":
-                packets += 1
-                progress.update(
-                    task, description=f"waking {total} node(s), {packets} packet(s) sent: {label}"
+
+def _with_progress(prepared: PreparedWake, run: Any, *, quiet: bool) -> Operation:
+    """Run the wake showing each node's line as its state changes (packet sent, up, failed).
+
+    On a terminal the lines go above a Rich progress display (packets sent, then nodes settled; with
+    --wait the nodes up and the time left of --timeout); off a terminal only the lines, plain. The
+    display (and Rich) start with the first packet's event, so nothing of it comes before the first
+    packet; with --json there are no lines and no display.
+    """
+    if quiet:
+        result: Operation = run(None)
+        return result
+    total = len(prepared.nodes)
+    waiting = prepared.schedule.wait
+    label = "nodes up" if waiting else "nodes sent"
+    display: dict[str, Any] = {}
+    settled: set[int] = set()
+    sent: set[int] = set()
+    packets = 0
+
+    def start() -> tuple[Any, Any]:
+        progress = _progress(disable=False, timeout=prepared.schedule.timeout if waiting else None)
+        progress.start()
+        display["progress"] = progress
+        return progress, progress.add_task(f"waking {total} node(s): {label}", total=total)
+
+    def say(line: str) -> None:
+        if "progress" in display:
+            display["progress"].console.print(line, highlight=False, markup=False)
+        else:
+            typer.echo(line)
+
+    def hook(kind: str, outcome: NodeOutcome) -> None:
+        nonlocal packets
+        shown = display.get("shown")
+        if shown is None and sys.stdout.isatty():
+            shown = display.setdefault("shown", start())
+        if kind == "sent":
+            packets += 1
+            if shown:
+                shown[0].update(
+                    shown[1], description=f"waking {total} node(s), {packets} packet(s) sent: {label}"
                 )
-            done = kind in ("up", "failed", "not_up") or (kind == "sent" and not waiting)
-            if done and outcome.node_id not in settled:
-                settled.add(outcome.node_id)
-                progress.update(task, completed=len(settled))
-                if kind in ("up", "failed") and not quiet:
-                    progress.console.print(f"  {outcome.hostname}: {outcome.describe()}")
+            if waiting and outcome.node_id not in sent:
+                sent.add(outcome.node_id)
+                say(f"  {outcome.hostname}: sent, waiting for it to answer")
+        done = kind in ("up", "failed", "not_up") or (kind == "sent" and not waiting)
+        if done and outcome.node_id not in settled:
+            settled.add(outcome.node_id)
+            if shown:
+                shown[0].update(shown[1], completed=len(settled))
+            if kind in ("up", "failed"):
+                say(f"  {outcome.hostname}: {outcome.describe()}")
 
-        result: Operation = run(hook)
+    try:
+        result = run(hook)
+    finally:
+        if "progress" in display:
+            display["progress"].stop()
     return result
 
 
-def _print_result(operation: Operation) -> None:
-    table = Table(title=f"operation {operation.id}: {operation.status.value}")
-    for column in ("node", "hostname", "method", "state", "packets", "up after", "error"):
-        table.add_column(column)
-    for node in operation.result.get("nodes", []):
-        up_after = "—" if node["up_after"] is None else f"{node['up_after']:.1f}s"
-        table.add_row(
+def _follow_joined(factory: Any, prepared: PreparedWake, *, quiet: bool) -> Operation:
+    """The wake this one joined (the server, a rule or another shell runs it; no more packets are sent).
+
+    Without --wait that wake is the answer as it stands; with --wait it is followed under a spinner to
+    its end, or for as long as this wake's own budget (its packets and --timeout) lasts.
+    """
+    operation_id = prepared.operation_id
+    if not quiet:
+        typer.echo(f"a wake of the same target is under way (operation {operation_id}): joined it")
+    schedule = prepared.schedule
+    budget = schedule.retries * schedule.delay + schedule.timeout if schedule.wait else 0.0
+    deadline = time.monotonic() + budget
+    with console.status(f"following operation {operation_id}…") if not quiet and budget else nullcontext():
+        while True:
+            with factory() as session:
+                operation: Operation = get_operation(session, operation_id)
+                finished = operation.status not in (OperationStatus.PENDING, OperationStatus.RUNNING)
+                if finished or time.monotonic() >= deadline:
+                    session.expunge(operation)
+                    return operation
+            time.sleep(0.5)
+
+
+WAKE_COLUMNS = ("node", "hostname", "method", "state", "packets", "up after", "error")
+
+
+def _print_result(operation: Operation, *, verbose: bool = False) -> None:
+    """Counts by state, then only the nodes that need attention (every node with ``verbose``): a
+    10,000-node wake answers in a few lines; --json gives every node to scripts."""
+    nodes = operation.result.get("nodes", [])
+    skipped = operation.result.get("skipped", [])
+    good = "up" if operation.result.get("verified") else "sent"
+    counts = Counter(node["state"] for node in nodes)
+    if skipped:
+        counts["skipped"] = len(skipped)
+    tally = ", ".join(f"{n} {state}" for state, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    typer.echo(
+        f"operation {operation.id}: {operation.status.value}: {len(nodes) + len(skipped)} node(s): {tally}"
+    )
+    shown = nodes if verbose else [node for node in nodes if node["state"] != good]
+    rows = [
+        (
             str(node["node_id"]),
             node["hostname"],
             node["method"],
             node["state"],
             str(node["attempts"]),
-            up_after,
+            "—" if node["up_after"] is None else f"{node['up_after']:.1f}s",
             node["error"] or "",
         )
-    for skipped in operation.result.get("skipped", []):
-        table.add_row(str(skipped["node_id"]), "", "", "skipped", "0", "—", skipped["reason"])
-    console.print(table)
-    console.print(operation.summary)
+        for node in shown
+    ]
+    rows += [(str(s["node_id"]), "", "", "skipped", "0", "—", s["reason"]) for s in skipped]
+    if rows:
+        print_rows(rows, header=WAKE_COLUMNS)
+    elif nodes and not verbose:
+        typer.echo(f"every node {good}; --verbose lists them")
 
 
 @wol_app.command("wake-node")
@@ -172,9 +285,10 @@ def wake_node(
     wait: WaitOpt = False,
     timeout: TimeoutOpt = None,
     as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Wake a specific node."""
-    _run_wake("node", node_id, retries, delay, wait, timeout, as_json)
+    _run_wake("node", node_id, retries, delay, wait, timeout, as_json, verbose)
 
 
 @wol_app.command("wake-cluster")
@@ -192,10 +306,15 @@ def wake_cluster(
         bool, typer.Option("--dry-run", help="print the order as levels; power nothing")
     ] = False,
     as_json: JsonOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Wake all nodes in a cluster: control-plane nodes first, nodes that depend on others (depends_on)
-    after them, level by level, each level's power-ons spread by --stagger."""
-    _run_wake("cluster", cluster_id, retries, delay, wait, timeout, as_json, stagger, dry_run)
+    after them, level by level, each level's power-ons spread by --stagger; prints counts by state and
+    the nodes that need attention (--verbose: every node)."""
+    _run_wake("cluster", cluster_id, retries, delay, wait, timeout, as_json, verbose, stagger, dry_run)
+
+
+PLAN_COLUMNS = ("level", "node", "hostname", "method", "after", "depends on")
 
 
 def _print_plan(plan: dict[str, Any], as_json: bool) -> None:
@@ -203,24 +322,22 @@ def _print_plan(plan: dict[str, Any], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(plan, indent=2))
         return
-    table = Table(
-        title=f"wake plan of cluster {plan['cluster_id']} (stagger {plan['stagger']:g} s, nothing sent)"
-    )
-    for column in ("level", "node", "hostname", "method", "after", "depends on"):
-        table.add_column(column)
-    for level in plan["levels"]:
-        for node in level["nodes"]:
-            table.add_row(
-                str(level["level"]),
-                str(node["node_id"]),
-                node["hostname"],
-                node["method"],
-                f"+{node['starts_after']:g} s",
-                ", ".join(map(str, node["depends_on"])) or "—",
-            )
-    console.print(table)
+    typer.echo(f"wake plan of cluster {plan['cluster_id']} (stagger {plan['stagger']:g} s, nothing sent)")
+    rows = [
+        (
+            str(level["level"]),
+            str(node["node_id"]),
+            node["hostname"],
+            node["method"],
+            f"+{node['starts_after']:g} s",
+            ", ".join(map(str, node["depends_on"])) or "—",
+        )
+        for level in plan["levels"]
+        for node in level["nodes"]
+    ]
+    print_rows(rows, header=PLAN_COLUMNS)
     for skipped in plan["skipped"]:
-        console.print(f"  skipped node {skipped['node_id']}: {skipped['reason']}")
+        typer.echo(f"  skipped node {skipped['node_id']}: {skipped['reason']}")
 
 
 @wol_app.command("status")
@@ -230,6 +347,10 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """Get WoL status for a node."""
+    from rich.table import Table
+
+    from mko.wol.status import wol_status
+
     settings = get_settings()
     with open_session() as session:
         result = asyncio.run(wol_status(session, node_id, probe=probe, probe_timeout=settings.probe_timeout))
@@ -244,19 +365,14 @@ def status(
     console.print(table)
 
 
-def _change(node_id: int, kind: str, data: WolConfigure, as_json: bool) -> None:
+def configure_node(node_id: int, data: WolConfigure, as_json: bool) -> None:
+    """``wol configure``'s change, recorded, and what it printed (the command: mko.cli.node_edit)."""
     with open_session() as session:
-        node = configure_wol(session, node_id, data)
-        changes = data.model_dump(mode="json", exclude_unset=True)
-        if changes.get("wol_secureon"):
-            changes["wol_secureon"] = "***"
-        operation = start_operation(
-            session, kind=kind, target_type="node", target_id=node_id, actor=Actor.cli(), parameters=changes
-        )
-        finish_operation(
-            session, operation, status=OperationStatus.SUCCEEDED, summary=f"changed {', '.join(changes)}"
-        )
-        emit(NodePublic.of(node), NODE_COLUMNS, as_json=as_json)
+        node, operation = configure_wol(session, node_id, data, Actor.cli())
+        emit(NodePublic.of(node), NODE_COLUMNS, as_json=as_json, brief=True)
+    if not as_json:
+        said = "nothing changed" if operation is None else f"operation {operation.id}: {operation.summary}"
+        typer.echo(said)
 
 
 SWITCH_COLUMNS = ("id", "hostname", "wol_enabled", "wol_mac_address", "nic_interface", "nic_wol_state")
@@ -267,6 +383,8 @@ FlagOnlyOpt = Annotated[
 
 
 def _switch(node_id: int, enable: bool, flag_only: bool, as_json: bool) -> None:
+    from mko.nic.wol_switch import set_nic_wol
+
     settings = get_settings()
     with open_sessions() as sessions:
         change = asyncio.run(
@@ -302,52 +420,6 @@ def enable(node_id: int, flag_only: FlagOnlyOpt = False, as_json: JsonOpt = Fals
 def disable(node_id: int, flag_only: FlagOnlyOpt = False, as_json: JsonOpt = False) -> None:
     """Disable WoL on a node: `ethtool -s IFACE wol d` over SSH (persistent), then mko's flag."""
     _switch(node_id, False, flag_only, as_json)
-
-
-@wol_app.command("configure")
-@power_options
-def configure(
-    node_id: int,
-    mac_address: Annotated[str | None, typer.Option("--mac-address", help="e.g. aa:bb:cc:dd:ee:ff")] = None,
-    method: Annotated[
-        PowerMethod | None,
-        typer.Option("--method", help="how the node is powered on"),
-    ] = None,
-    port: Annotated[int | None, typer.Option("--port", help="UDP port of the magic packet (9, or 7)")] = None,
-    broadcast: Annotated[str | None, typer.Option("--broadcast", help="broadcast address to send to")] = None,
-    enable: Annotated[bool | None, typer.Option("--enable/--disable", help="allow waking this node")] = None,
-    physical: Annotated[
-        bool | None, typer.Option("--physical/--virtual", help="machine or Proxmox VM")
-    ] = None,
-    proxmox_vm_id: Annotated[int | None, typer.Option("--proxmox-vm-id", help="VM id in Proxmox")] = None,
-    proxmox_host_id: Annotated[
-        int | None, typer.Option("--proxmox-host-id", help="mko's Proxmox host id")
-    ] = None,
-    probe_port: Annotated[
-        int | None, typer.Option("--probe-port", help="TCP port that proves the node is up")
-    ] = None,
-    as_json: JsonOpt = False,
-    power: dict[str, Any] | None = None,
-) -> None:
-    """Configure WoL settings for a node; only the options given change anything.
-
-    Every power method's own settings have options too (listed under "Power method settings")."""
-    given: dict[str, Any] = {
-        "wol_mac_address": mac_address,
-        "wol_method": method,
-        "wol_port": port,
-        "wol_broadcast_address": broadcast,
-        "wol_enabled": enable,
-        "is_virtual_node": None if physical is None else not physical,
-        "proxmox_vm_id": proxmox_vm_id,
-        "proxmox_host_id": proxmox_host_id,
-        "probe_port": probe_port,
-        **(power or {}),
-    }
-    data = WolConfigure(**{k: v for k, v in given.items() if v is not None})
-    if not data.model_fields_set:
-        raise typer.BadParameter("give at least one option to change (see --help)")
-    _change(node_id, "wol_configure", data, as_json)
 
 
 @wol_app.command("send")
@@ -393,6 +465,8 @@ def _node_ids(text: str | None) -> list[int] | None:
 
 
 def _print_collect(operation: Operation) -> None:
+    from rich.table import Table
+
     table = Table(title=f"operation {operation.id}: {operation.status.value}")
     for column in ("node", "hostname", "state", "interface", "mac", "prefix", "detail"):
         table.add_column(column)
@@ -422,20 +496,13 @@ def collect_mac(
     as_json: JsonOpt = False,
 ) -> None:
     """Collect MAC addresses from nodes over SSH (ip -j link/addr/route), all at once."""
+    from mko.nic.collect import collect_macs, describe_row
+
     ids = _node_ids(node_ids)
     settings = get_settings()
     with (
         open_sessions() as sessions,
-        Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-            disable=as_json,
-        ) as progress,
+        _progress(disable=as_json) as progress,
     ):
         task = progress.add_task("reading interfaces over SSH", total=len(ids) if ids else None)
 

@@ -11,7 +11,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mko.cluster import outages
 from mko.cluster.options import K8sOptions, get_options
 from mko.inventory.clusters import get_cluster
 from mko.inventory.dependencies import depths, implicit_edges
@@ -26,6 +25,7 @@ from mko.platform.errors import ConflictError, InputError
 from mko.platform.settings import Settings
 from mko.power.probe import probe_tcp
 from mko.power.registry import DRIVERS
+from mko.ups import outages
 
 __all__ = [
     "PlanInputs",
@@ -52,6 +52,9 @@ class PlannedStep:
     hostname: str
     action: str  # drain | stop | poweroff
     runs_on: str  # hostname whose SSH runs the command, or "driver:<name>"
+    # poweroff over SSH: the method whose driver then switches the node's power off (an outlet, a plug's
+    # relay, a webhook), so that the wake's "on" powers it up again.
+    cut_by: str | None = None
 
     def describe(self) -> str:
         """One line for the plan."""
@@ -64,6 +67,8 @@ class PlannedStep:
             where = f"soft-off by the {self.runs_on.removeprefix('driver:')} driver"
         elif self.runs_on == self.hostname:
             where = "over SSH" if self.action == "stop" else "systemctl poweroff over SSH"
+            if self.cut_by:
+                where += f", then power cut by the {self.cut_by} driver"
         else:
             where = f"run on {self.runs_on}"
         return f"{what:<14} {self.hostname} ({where})"
@@ -211,12 +216,14 @@ class ShutdownPlan:
         }
 
 
-def _power_path(node: Node) -> str:
-    """``driver:<method>`` where the node's power driver can soft-off, else its own hostname (SSH)."""
+def _power_off_step(node: Node) -> PlannedStep:
+    """Soft-off by the node's power driver where it can; else ``systemctl poweroff`` over SSH, and then,
+    where the driver can only cut power (an outlet, a relay), the power cut once the OS has halted."""
     cls = DRIVERS.get(node.wol_method)
     if cls is not None and cls.supports("soft"):
-        return f"driver:{node.wol_method}"
-    return node.hostname
+        return PlannedStep(node.id, node.hostname, "poweroff", f"driver:{node.wol_method}")
+    cut_by = node.wol_method if cls is not None and cls.supports("off") else None
+    return PlannedStep(node.id, node.hostname, "poweroff", node.hostname, cut_by)
 
 
 async def _reachable_control_plane(nodes: Sequence[Node], timeout: float) -> Node | None:
@@ -255,7 +262,7 @@ def build_plan(
         if drain and drain_host is not None:
             steps.append(PlannedStep(node.id, node.hostname, "drain", drain_host.hostname))
         steps.append(PlannedStep(node.id, node.hostname, "stop", node.hostname))
-        steps.append(PlannedStep(node.id, node.hostname, "poweroff", _power_path(node)))
+        steps.append(_power_off_step(node))
         return steps
 
     plan.parallel = [chain(n, drain=drains) for n in workers]

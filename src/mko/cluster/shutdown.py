@@ -25,7 +25,7 @@ half-way, even when the task itself is cancelled — and nothing further starts;
 ``cancelled`` listing what was skipped, and the wake + recovery that follow bring back whatever was
 stopped. See docs/shutdown.md.
 
-A shutdown *for a UPS* (a rule's, or ``--ups``) is an outage (mko.cluster.outages): recorded before the first
+A shutdown *for a UPS* (a rule's, or ``--ups``) is an outage (mko.ups.outages): recorded before the first
 step with the nodes that answered, each confirmed power-off added as it happens. Once every node is
 confirmed off it ends like a NUT primary: ``4.`` the UPS power-cycles its load (mko.ups.power_cycle;
 never when mains has returned), ``5.`` mko's own host is shut down last (``MKO_HOST_UPS``,
@@ -45,39 +45,36 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.cluster import backups, outages, quiesce
+from mko.cluster import backups, quiesce
 from mko.cluster.drains import BlockingBudget, blocking_budgets, parse_drain
 from mko.cluster.microk8s import drain_argv, kube_name, kubectl_json
-from mko.cluster.plan import SHUTDOWN_ACTIONS, ShutdownPlan, _check_idle, plan_shutdown
+from mko.cluster.plan import SHUTDOWN_ACTIONS, ShutdownPlan, _check_idle
 from mko.cluster.steps import _finish_even_if_cancelled, _last_line, _StepLog, _wants_fallback
 from mko.inventory.nodes import list_nodes
 from mko.inventory.snapshots import snapshots
 from mko.operations.kinds import NODE_DRAIN_KIND, SHUTDOWN_KINDS
-from mko.operations.records import Actor, finish_operation, record_step, start_operation
+from mko.operations.records import Actor, finish_operation, start_operation
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.inventory import Node
-from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
+from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.models.outages import OutagePhase
 from mko.platform.db.models.rules import PowerRule
-from mko.platform.db.models.schedules import ScheduleAction
 from mko.platform.db.models.ups import UPS
-from mko.platform.errors import ConflictError, FatalPowerError, PowerError
+from mko.platform.errors import (
+    FatalPowerError,
+    HostKeyChangedError,
+    HostKeyUnknownError,
+    PowerError,
+    SshError,
+)
 from mko.platform.secrets import SecretBox
 from mko.platform.settings import Settings
 from mko.power.base import NodeSnapshot, OutcomeState, WakeSchedule, power_off
 from mko.power.probe import probe_tcp
 from mko.power.registry import DRIVERS
-from mko.schedules.actions import PreparedRun, RunContext, register_action
-from mko.ssh.client import (
-    CommandResult,
-    HostKeyChangedError,
-    HostKeyUnknownError,
-    SshError,
-    SshSession,
-    SshTarget,
-    connect,
-)
+from mko.ssh.client import CommandResult, SshSession, SshTarget, connect
 from mko.ssh.host_keys import scan_host_key
+from mko.ups import outages
 from mko.ups.power_cycle import PowerCycle, power_cycle
 from mko.ups.service import target_of
 
@@ -558,6 +555,8 @@ class _Run(_StepLog):
             outcome = await self._driver_off(step)
         else:
             outcome = await self._ssh_off(step)
+            if step.cut_by and outcome.status == OperationStatus.SUCCEEDED:
+                outcome = await self._cut_power(step, outcome)
         outcome.detail["duration"] = round(time.monotonic() - begun, 3)
         ok = outcome.status == OperationStatus.SUCCEEDED
         if ok:
@@ -588,6 +587,24 @@ class _Run(_StepLog):
             return _Outcome(OperationStatus.FAILED, message, detail | {"confirmed": False})
         return _Outcome(OperationStatus.FAILED, result.describe(), detail)
 
+    async def _cut_power(self, step: PlannedStep, halted: _Outcome) -> _Outcome:
+        """After the OS halted: switch the node's power off through its driver (an outlet or a relay can
+        only cut power), confirmed by the driver's query. Left on, the outlet's next "on" would change
+        nothing and the wake could not bring the machine back."""
+        schedule = WakeSchedule(retries=2, delay=1.0, wait=True, timeout=self.settings.poweroff_timeout)
+        node = self.prepared.power[step.hostname]
+        [result] = await power_off([node], schedule, DRIVERS.lookup(self.settings))
+        halted.detail["power_cut"] = result.as_dict()
+        if result.state == OutcomeState.OFF:
+            halted.message += f"; power cut by the {node.method} driver, which reports it off"
+            return halted
+        halted.status = OperationStatus.FAILED
+        halted.message += (
+            f"; but the {node.method} driver could not cut its power ({result.describe()}):"
+            " its next power-on will not start it"
+        )
+        return halted
+
     async def _ssh_off(self, step: PlannedStep) -> _Outcome:
         """``systemctl poweroff`` over SSH, confirmed only by SSH going from answering to silent."""
         node = self.prepared.nodes[step.hostname]
@@ -616,23 +633,10 @@ class _Run(_StepLog):
         outcome.message = (
             f"powered off: SSH answered, {accepted} (`{command}`),"
             f" then stopped answering after {silent_after:.1f} s"
-        ) + await self._cut_supply(step)
+        )
         outcome.status = OperationStatus.SUCCEEDED
         outcome.detail |= {"confirmed": True, "confirmed_by": "SSH stopped answering"}
         return outcome
-
-    async def _cut_supply(self, step: PlannedStep) -> str:
-        """Once the OS halted, switch off the outlet or plug that feeds it (a driver whose only off is
-        the hard one): a PDU outlet left on would make the next wake's "on" a no-op on a halted machine."""
-        node = self.prepared.power.get(step.hostname)
-        driver = DRIVERS.get(node.method) if node is not None else None
-        if node is None or driver is None or not driver.supports("off") or driver.supports("soft"):
-            return ""
-        schedule = WakeSchedule(retries=2, delay=0.5, wait=True, timeout=self.settings.poweroff_timeout)
-        [result] = await power_off([node], schedule, DRIVERS.lookup(self.settings))
-        if result.state == OutcomeState.OFF:
-            return f"; then the {node.method} driver switched its power off"
-        return f"; the {node.method} driver could not switch its power off: {result.describe()}"
 
     async def _wait_off(self, node: Node) -> float | None:
         """Seconds until the node's SSH port stops answering, or None at the power-off timeout."""
@@ -867,44 +871,3 @@ async def run_shutdown(
             stop.set()
 
     return await _finish_even_if_cancelled(asyncio.ensure_future(runner.run()), cancelled)
-
-
-async def _scheduled_shutdown(context: RunContext, run: PreparedRun) -> Operation:
-    """A schedule's shutdown: plan now, run it as its own operation, link it from the schedule's."""
-    factory, settings = context.session_factory, context.settings
-    with factory() as session:
-        operation = session.get_one(Operation, run.operation_id)
-        cluster_id = operation.target_id or 0
-        try:
-            plan = await plan_shutdown(session, settings, cluster_id, force=bool(run.options.get("force")))
-            prepared = start_shutdown(session, plan, run.actor)
-        except ConflictError as exc:
-            record_step(
-                session, operation, name="shutdown", status=OperationStatus.CANCELLED, message=str(exc)
-            )
-            return finish_operation(
-                session, operation, status=OperationStatus.CANCELLED, summary=f"not started: {exc}"
-            )
-        step_id = record_step(
-            session,
-            operation,
-            name="shutdown",
-            status=OperationStatus.RUNNING,
-            message=f"shutting down in operation #{prepared.operation_id}",
-            detail={"operation_id": prepared.operation_id},
-        ).id
-    done = await run_shutdown(factory, settings, prepared)
-    with factory() as session:
-        operation = session.get_one(Operation, run.operation_id)
-        step = session.get_one(OperationStep, step_id)
-        step.status, step.message, step.finished_at = done.status, f"#{done.id}: {done.summary}", utcnow()
-        return finish_operation(
-            session,
-            operation,
-            status=done.status,
-            summary=f"shutdown #{done.id}: {done.summary}",
-            result={"shutdown_operation_id": done.id},
-        )
-
-
-register_action(ScheduleAction.SHUTDOWN, _scheduled_shutdown)

@@ -24,17 +24,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 __all__ = ["DeclaredSizeLimit", "SecurityHeaders", "install_http_handlers", "renderable", "strict_json"]
 
 # The web UI loads its script and styles from /static only: no inline script, no inline style, no
-# framing. The API docs page also loads Swagger UI from its CDN (docs_page sets its own policy).
+# framing. The API docs page loads Swagger UI from /docs-assets: the files the fastapi-offline package
+# ships, served by mko itself, so /docs works on a machine without internet and under the same policy.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-SWAGGER_CDN = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5"
-DOCS_POLICY = (
-    "default-src 'self'; script-src 'self' https://cdn.jsdelivr.net; "
-    "style-src 'self' https://cdn.jsdelivr.net; img-src 'self' data: https://cdn.jsdelivr.net; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
+DOCS_ASSETS = "/docs-assets"
 SECURITY_HEADERS = {
     b"content-security-policy": CONTENT_SECURITY_POLICY.encode(),
     b"x-frame-options": b"DENY",
@@ -178,7 +174,7 @@ def _validation_detail(errors: Iterable[Any]) -> list[dict[str, Any]]:
 
 
 def install_http_handlers(app: FastAPI) -> None:
-    """The 422 that always renders, ``Allow`` on every 405, and the API docs page."""
+    """The 422 that always renders, ``Allow`` on every 405, and the API docs page with its assets."""
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -199,11 +195,20 @@ def install_http_handlers(app: FastAPI) -> None:
         """Swagger UI for /openapi.json; its start-up script is /static/docs.js, not inline."""
         page = (
             "<!doctype html><html lang=en><head><meta charset=utf-8><title>mko API</title>"
-            f'<link rel="stylesheet" href="{SWAGGER_CDN}/swagger-ui.css"></head>'
-            f'<body><div id="swagger-ui"></div><script src="{SWAGGER_CDN}/swagger-ui-bundle.js"></script>'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<link rel="stylesheet" href="{DOCS_ASSETS}/swagger-ui.css"></head>'
+            f'<body><div id="swagger-ui"></div><script src="{DOCS_ASSETS}/swagger-ui-bundle.js"></script>'
             '<script src="/static/docs.js"></script></body></html>'
         )
-        return HTMLResponse(page, headers={"Content-Security-Policy": DOCS_POLICY})
+        return HTMLResponse(page)
+
+    # Swagger UI's files, from the package that ships them (never a CDN).
+    from importlib.resources import files
+
+    from fastapi.staticfiles import StaticFiles
+
+    assets = files("fastapi_offline") / "static"
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(assets)), name="docs-assets")
 
 
 class _AllowedMethods:

@@ -6,9 +6,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
-from mko.inventory.clusters import DESCRIPTION_MAX, _commit, get_cluster
+from mko.inventory.clusters import DESCRIPTION_MAX, _commit
 from mko.inventory.dependencies import set_dependencies
 from mko.inventory.feeds import set_feeds
 from mko.inventory.power_settings import (
@@ -16,11 +16,15 @@ from mko.inventory.power_settings import (
     check_power_settings,
     check_secret_destinations,
     encrypt_secrets,
+    secret_fields,
 )
+from mko.inventory.read import NodeFilters, select_nodes
 from mko.inventory.schemas import NodeCreate, NodeUpdate, WolConfigure
 from mko.inventory.snapshots import param_values, stored_params
+from mko.operations.records import Actor, finish_operation, start_operation
 from mko.platform import validation
 from mko.platform.db.models.inventory import DEFAULT_POWER_METHOD, Cluster, Node, ProxmoxHost
+from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.errors import InputError, NotFoundError
 
 __all__ = [
@@ -56,16 +60,7 @@ def get_node(session: Session, node_id: int) -> Node:
 
 def list_nodes(session: Session, cluster_id: int | None = None) -> list[Node]:
     """Nodes by id, optionally of one cluster (which must exist), with what power snapshots read."""
-    # Snapshots read the node's Proxmox host and cluster: loaded here, not one query per node.
-    query = (
-        select(Node)
-        .options(selectinload(Node.proxmox_host), selectinload(Node.cluster), selectinload(Node.dependencies))
-        .order_by(Node.id)
-    )
-    if cluster_id is not None:
-        get_cluster(session, cluster_id)
-        query = query.where(Node.cluster_id == cluster_id)
-    return list(session.scalars(query))
+    return select_nodes(session, NodeFilters(cluster_id=cluster_id))
 
 
 def create_node(session: Session, data: NodeCreate) -> Node:
@@ -118,10 +113,38 @@ def update_node(
 
 
 def configure_wol(
-    session: Session, node_id: int, data: WolConfigure, *, may_rebind_secrets: bool = False
-) -> Node:
-    """The seed's ``wol configure``: change the WoL fields sent, nothing else."""
-    return update_node(session, node_id, data, may_rebind_secrets=may_rebind_secrets)
+    session: Session, node_id: int, data: WolConfigure, actor: Actor, *, may_rebind_secrets: bool = False
+) -> tuple[Node, Operation | None]:
+    """The seed's ``wol configure`` as a person asks for it (CLI, API, web alike): change the WoL fields
+    sent, nothing else, and record the change as a ``wol_configure`` operation.
+
+    The record names the fields sent, every secret (SecureOn, BMC or plug password…) as ``***``
+    (``None`` when cleared), never its value. A configure that changes nothing (every value sent is
+    the one stored, driver settings included) records nothing: the history shows what changed, and
+    when, not every time someone pressed Save. Code that records an operation of its own (a NIC
+    switch, an inventory refresh) calls ``update_node`` instead.
+    """
+    before = node_values(get_node(session, node_id))
+    node = update_node(session, node_id, data, may_rebind_secrets=may_rebind_secrets)
+    after = node_values(node)
+    changed = [name for name in after if after[name] != before.get(name)]
+    if not changed:
+        return node, None
+    parameters = data.model_dump(mode="json", exclude_unset=True)
+    for secret in secret_fields().keys() & parameters.keys():
+        parameters[secret] = "***" if parameters[secret] else None
+    operation = start_operation(
+        session,
+        kind="wol_configure",
+        target_type="node",
+        target_id=node_id,
+        actor=actor,
+        parameters=parameters,
+    )
+    finish_operation(
+        session, operation, status=OperationStatus.SUCCEEDED, summary=f"changed {', '.join(changed)}"
+    )
+    return node, operation
 
 
 def delete_node(session: Session, node_id: int) -> None:
@@ -177,12 +200,20 @@ def _checked(session: Session, values: Mapping[str, Any], explicit: set[str]) ->
         if result.get(required) is None:
             raise InputError(required, "is required")
     if result.get("cluster_id") is not None and session.get(Cluster, result["cluster_id"]) is None:
-        raise InputError("cluster_id", f"cluster {result['cluster_id']} does not exist")
+        raise InputError(
+            "cluster_id",
+            f"cluster {result['cluster_id']} does not exist: add one with `mko cluster add NAME`"
+            " (ids: `mko cluster list`)",
+        )
     if (
         result.get("proxmox_host_id") is not None
         and session.get(ProxmoxHost, result["proxmox_host_id"]) is None
     ):
-        raise InputError("proxmox_host_id", f"Proxmox host {result['proxmox_host_id']} does not exist")
+        raise InputError(
+            "proxmox_host_id",
+            f"Proxmox host {result['proxmox_host_id']} does not exist: add one with `mko proxmox add NAME"
+            " --host ADDRESS --token-id USER@REALM!TOKEN --secret -` (ids: `mko proxmox list`)",
+        )
     check_power_settings(result, explicit)
     return result
 

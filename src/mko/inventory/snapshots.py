@@ -112,7 +112,7 @@ def _build(node: Node, refs: _Refs) -> NodeSnapshot:
         node_id=node.id,
         hostname=node.hostname,
         ip_address=node.ip_address,
-        role=node.role,
+        role=node.role.value,
         method=node.wol_method,
         probe_port=node.probe_port or node.ssh_port,
         site=node_site(node),

@@ -34,10 +34,10 @@ from typing import Any
 from mko.lab.control import LAB_PORT, LabPaths, check_battery, check_flap, lab_settings, pid_alive
 from mko.lab.harness import RunningLab
 from mko.lab.microk8s import Microk8sCluster, configure_microk8s
-from mko.lab.netns import LabError
 from mko.lab.nut import NutServer, OutputTimers, end_process
 from mko.platform.db.models.ups import PowerEvent
-from mko.platform.errors import ConflictError, InputError, MkoError
+from mko.platform.errors import ConflictError, InputError, LabError, MkoError
+from mko.platform.files import write_atomic
 from mko.platform.settings import Settings
 
 __all__ = ["LabDaemon", "LabSpec", "charge_after"]
@@ -131,6 +131,7 @@ class LabDaemon:
         self.cluster: Microk8sCluster | None = None
         self._server: subprocess.Popen[bytes] | None = None
         self._state: dict[str, Any] = {}
+        self._record_lock = threading.Lock()
         self._stop = threading.Event()
         self._ups_lock = threading.Lock()
         self._flap: dict[str, float] | None = None
@@ -240,14 +241,15 @@ class LabDaemon:
     def _provision(self) -> str | None:
         from mko.access.users import ensure_first_admin
         from mko.lab.provision import provision_lab
-        from mko.platform.db.session import make_engine, make_session_factory
         from mko.platform.db.upgrade import upgrade_database
+        from mko.wiring import wire
 
         assert self.running is not None and self.nut is not None
         upgrade_database(self.settings.database_url, backup=False)
-        engine = make_engine(self.settings.database_url)
+        # Wired like any mko process on the lab's database: node writes refresh the lab's inventory.
+        wiring = wire(self.settings)
         try:
-            with make_session_factory(engine)() as session:
+            with wiring.session_factory() as session:
                 provision_lab(
                     session,
                     self.settings,
@@ -260,9 +262,9 @@ class LabDaemon:
                     power_cycle=self.spec.orchestrator_on_ups,
                     shutdown_on=PowerEvent(self.spec.shutdown_on),
                 )
-                password = ensure_first_admin(session, None)
+                password = ensure_first_admin(session, self.settings, None)
         finally:
-            engine.dispose()
+            wiring.close()
         if password:
             fd = os.open(self.paths.admin_password, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
@@ -351,11 +353,12 @@ class LabDaemon:
     # ------------------------------------------------------------------ lab.json
 
     def _record(self, **changes: Any) -> None:
-        self._state.update(changes)
-        self.paths.directory.mkdir(parents=True, exist_ok=True)
-        tmp = self.paths.state.with_name(".lab.json.tmp")
-        tmp.write_text(json.dumps(self._state, indent=1, sort_keys=True))
-        os.replace(tmp, self.paths.state)
+        # Control requests, the boot threads and the main thread all record: one at a time, each through
+        # a temporary file of its own, so no writer renames away another's file.
+        with self._record_lock:
+            self._state.update(changes)
+            self.paths.directory.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.paths.state, json.dumps(self._state, indent=1, sort_keys=True).encode())
 
     # ------------------------------------------------------------------ commands
 

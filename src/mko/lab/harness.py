@@ -23,15 +23,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from mko.lab.netns import DEFAULT_SUBNET, Lab, LabError, LabNode, NodeSpec
+from mko.lab.netns import DEFAULT_SUBNET, Lab, LabNode, NodeSpec
 from mko.lab.nodesys import LabSsh, NodeSystem, SshdService
 from mko.lab.recorder import BootOnWake, MagicPacketRecorder
+from mko.platform.errors import LabError
 
 __all__ = ["DEFAULT_BOOT_PORT", "PowerRequests", "RunningLab", "RunningNode"]
 
 log = logging.getLogger(__name__)
 
-# The port a booted node "opens"; 2222 like the per-node sshd of TESTING.md, so both can be swapped.
+# The port a booted node "opens"; 2222 like the per-node sshd (docs/lab.md), so both can be swapped.
 DEFAULT_BOOT_PORT = 2222
 
 

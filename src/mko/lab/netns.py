@@ -1,6 +1,6 @@
 """Network namespaces as a virtual LAN: an orchestrator and some nodes on one bridge, all off the host.
 
-Layout of a lab with prefix ``P`` (see /work/shared/TESTING.md, "A virtual LAN")::
+Layout of a lab with prefix ``P`` (see docs/lab.md, "A virtual LAN")::
 
     P-lan    bridge br0; one port v-orch, v-n1, v-n2, … per host (the "switch", in its own namespace
              so nothing touches the host's interfaces)
@@ -28,6 +28,7 @@ import select
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,12 +36,11 @@ from types import TracebackType
 from typing import Self
 
 from mko.lab.macaddr import normalize_mac
-from mko.platform.errors import MkoError
+from mko.platform.errors import LabError
 
 __all__ = [
     "DEFAULT_SUBNET",
     "Lab",
-    "LabError",
     "LabNode",
     "NodeSpec",
     "cleanup_stale",
@@ -67,10 +67,6 @@ _NODE_NAME = re.compile(r"[a-z][a-z0-9]{0,10}")
 _RESERVED_NAMES = frozenset({"lan", "orch"})
 _IP_TIMEOUT = 30.0
 _TERM_GRACE = 2.0
-
-
-class LabError(MkoError):
-    """The virtual lab could not be built, entered or torn down."""
 
 
 # --------------------------------------------------------------------------- namespaces as such
@@ -114,6 +110,34 @@ def enter_netns(name: str) -> Iterator[None]:
             _setns(original)
     finally:
         os.close(original)
+
+
+def join_netns(name: str) -> None:
+    """Move this process's main thread into namespace NAME for good (before it starts any thread).
+
+    Threads started afterwards inherit it, so every socket the process makes is inside: the CLI run with
+    ``MKO_NETNS`` sends its magic packets, SSH and NUT reads into the lab's LAN, never the host's.
+    """
+    if _ns_key(netns_path(name)) == _ns_key("/proc/thread-self/ns/net"):
+        return
+    if threading.current_thread() is not threading.main_thread() or threading.active_count() > 1:
+        raise LabError("a process joins a network namespace before it starts threads")
+    needs_root = f"MKO_NETNS={name} needs root to enter the lab's network: run as root (sudo -i) or sudo -E"
+    try:
+        target = os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise LabError(
+            f"network namespace {name!r} (MKO_NETNS) does not exist: is the lab up? (`mko lab up`, or"
+            ' forget it with `eval "$(mko lab env --unset)"`)'
+        ) from None
+    except PermissionError:
+        raise LabError(needs_root) from None
+    try:
+        _setns(target)
+    except PermissionError:
+        raise LabError(needs_root) from None
+    finally:
+        os.close(target)
 
 
 def list_netns() -> list[str]:

@@ -1,6 +1,6 @@
 """The operating-system side of a lab node: a real sshd in its namespace and stand-in system commands.
 
-Each node with SSH gets a directory (see TESTING.md, "SSH into lab nodes")::
+Each node with SSH gets a directory (docs/lab.md, "What `mko lab up` builds")::
 
     NODE_DIR/
       sshd_config  ssh_host_ed25519_key  hosts  resolv.conf  launch.sh  sshd.log
@@ -44,7 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mko.lab.netns import LabError, LabNode, kill_netns_processes
+from mko.lab.netns import LabNode, kill_netns_processes
+from mko.platform.errors import LabError
 
 __all__ = [
     "STANDINS",

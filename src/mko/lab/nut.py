@@ -1,6 +1,6 @@
 """A real NUT server for tests, benchmarks and demos: ``upsd`` + the ``dummy-ups`` driver.
 
-Set up as in /work/shared/TESTING.md ("NUT: real upsd + dummy-ups"): configuration in a private
+Set up as docs/lab.md describes ("NUT: real upsd + dummy-ups"): configuration in a private
 directory (``NUT_CONFPATH`` / ``NUT_STATEPATH``), the driver reading ``<ups>.dev``, upsd listening on
 127.0.0.1 — inside a network namespace when one is given, so an orchestrator running in a lab's
 ``orch`` namespace reaches it at its own 127.0.0.1 while its magic packets go out on the lab LAN::
@@ -42,7 +42,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from mko.lab.netns import LabError, enter_netns
+from mko.lab.netns import enter_netns
+from mko.platform.errors import LabError
 
 __all__ = ["NUT_BIN", "NutServer", "OutputTimers", "end_process"]
 

@@ -17,17 +17,15 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["PostgresError", "PostgresServer", "find_bindir"]
+from mko.platform.errors import PostgresError
+
+__all__ = ["PostgresServer", "find_bindir"]
 
 _PORT = 5432  # only names the socket file (.s.PGSQL.5432) inside our private directory
 _USER = "postgres"
 # No TCP at all (listen_addresses empty); durability traded for speed, as befits a scratch server.
 _FAST = ("-c", "listen_addresses=", "-c", "fsync=off", "-c", "synchronous_commit=off")
 _INITDB = ("-E", "UTF8", "--locale=C", "--no-sync")
-
-
-class PostgresError(RuntimeError):
-    """The test server could not be set up."""
 
 
 def find_bindir() -> Path:
@@ -127,15 +125,19 @@ class PostgresServer:
                     ) from None
                 time.sleep(0.05)
 
-    def create_database(self, name: str) -> str:
-        """Create an empty database and return its SQLAlchemy URL."""
+    def create_database(self, name: str, template: str | None = None) -> str:
+        """Create a database, empty or a copy of database ``template`` (which nobody may be connected
+        to), and return its SQLAlchemy URL."""
         import psycopg
         from psycopg import sql
 
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template is not None:
+            statement = sql.SQL("{} TEMPLATE {}").format(statement, sql.Identifier(template))
         with psycopg.connect(
             host=str(self.socket_dir), port=_PORT, user=_USER, dbname="postgres", autocommit=True
         ) as connection:
-            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            connection.execute(statement)
         return self.url(name)
 
     def stop(self) -> None:

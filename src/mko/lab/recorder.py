@@ -28,7 +28,8 @@ from types import TracebackType
 from typing import Literal, Protocol, Self
 
 from mko.lab.macaddr import format_mac, normalize_mac
-from mko.lab.netns import INTERFACE, LabError, enter_netns
+from mko.lab.netns import INTERFACE, enter_netns
+from mko.platform.errors import LabError
 
 __all__ = [
     "BANNER",
@@ -57,7 +58,7 @@ SO_RCVBUFFORCE = 33
 # sll_pkttype values: what a non-promiscuous NIC accepts is host, broadcast and multicast.
 PACKET_HOST, PACKET_BROADCAST, PACKET_MULTICAST, PACKET_OTHERHOST, PACKET_OUTGOING = range(5)
 _NIC_PKTTYPES = frozenset({PACKET_HOST, PACKET_BROADCAST, PACKET_MULTICAST})
-# With default buffers 10-30 % of a 10,000-packet burst is dropped (TESTING.md); 32 MB loses none.
+# With default buffers 10-30 % of a 10,000-packet burst is dropped; 32 MB loses none.
 DEFAULT_RCVBUF = 32 * 1024 * 1024
 _SYNC = b"\xff" * 6
 _MAGIC_LEN = 6 + 16 * 6

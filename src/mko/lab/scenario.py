@@ -24,21 +24,17 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.cluster import outages
 from mko.lab.control import LabControl
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.operations import Operation
 from mko.platform.db.models.ups import PowerEvent, UpsEvent
-from mko.platform.errors import ConflictError, MkoError
+from mko.platform.errors import ConflictError, ScenarioError
+from mko.ups import outages
 
-__all__ = ["LongOutage", "ScenarioError"]
+__all__ = ["LongOutage"]
 
 _POLL = 0.2
 _AFTER_CUT = 10.0  # mains returns this long after the UPS's output went off
-
-
-class ScenarioError(MkoError):
-    """The scenario could not be played to its end (the lab was not ready, or a step never came)."""
 
 
 @dataclass
@@ -112,7 +108,8 @@ class LongOutage:
         orchestrator = status.get("orchestrator") or {}
         # A host that halted itself did so before the UPS cut its load: when one poll sees both, the
         # halt is told first. A host that lost power went down with the output, so after it.
-        if not orchestrator.get("running") and orchestrator.get("host") == "halted":
+        halted_itself = not orchestrator.get("running") and orchestrator.get("host") == "halted"
+        if halted_itself:
             self._mko_down_or_booted(status, orchestrator)
         output = str(status["ups"].get("output", "on"))
         if ", off in" in output:
@@ -121,7 +118,7 @@ class LongOutage:
             self._note("output off", f"the UPS cut its load: output {output}")
         if "output off" in self.milestones and output == "on":
             self._note("output on", "the UPS output is back on")
-        if orchestrator.get("running") or orchestrator.get("host") != "halted":
+        if not halted_itself:
             self._mko_down_or_booted(status, orchestrator)
         with self.session_factory() as session:
             low = select(UpsEvent).where(

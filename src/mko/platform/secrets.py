@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy.orm import Session
 
 from mko.platform.errors import FatalPowerError, InputError
@@ -43,6 +42,8 @@ def _load_or_create(path: Path) -> bytes:
     try:
         key = path.read_bytes().strip()
     except FileNotFoundError:
+        from cryptography.fernet import Fernet
+
         private_directory(path.parent)
         key = Fernet.generate_key()
         try:
@@ -63,6 +64,8 @@ class SecretBox:
     """Encrypts and decrypts stored secrets with one Fernet key."""
 
     def __init__(self, key: bytes, origin: str = "the configured key") -> None:
+        from cryptography.fernet import Fernet  # here: importing mko's modules loads no cryptography
+
         try:
             self._fernet = Fernet(key)
             self._key = key
@@ -96,6 +99,8 @@ class SecretBox:
 
     def decrypt(self, token: str) -> str:
         """The plain secret; FatalPowerError when the key is not the one it was stored with."""
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._fernet.decrypt(token.encode()).decode()
         except InvalidToken:

@@ -89,13 +89,13 @@ class Settings(BaseSettings):
     )
     ups_monitor_lock_file: Path | None = Field(
         default=None,
-        description="lock that keeps a second monitor from running rules twice; default: ups-monitor.lock"
-        " beside the SQLite database (data/ups-monitor.lock for other databases)",
+        description="lock that keeps a second monitor from running rules twice; default: named for the"
+        " database, <file>.ups-monitor.lock beside SQLite (data/ups-monitor-<digest>.lock for others)",
     )
     rule_wake_timeout: float = Field(
         default=600.0, gt=0, le=3600, description="seconds a rule's wake waits for every node to answer"
     )
-    # Outages (mko.cluster.outages, docs/ups.md "mko on the same UPS").
+    # Outages (mko.ups.outages, docs/ups.md "mko on the same UPS").
     runtime_low_factor: float = Field(
         default=1.5,
         ge=1,
@@ -233,6 +233,17 @@ class Settings(BaseSettings):
         default=None, description="password of the first admin; generated and printed once when unset"
     )
     session_minutes: int = Field(default=480, ge=1, le=60 * 24 * 30, description="web session lifetime")
+    # argon2id cost of new password hashes (argon2-cffi's defaults, RFC 9106's low-memory profile). A hash
+    # records its own parameters: changing these re-hashes each password at its owner's next login.
+    password_hash_time_cost: int = Field(
+        default=3, ge=1, le=20, description="argon2 passes over the memory for each password hash"
+    )
+    password_hash_memory_cost: int = Field(
+        default=65_536, ge=8, le=1_048_576, description="argon2 memory per password hash, in KiB (64 MiB)"
+    )
+    password_hash_parallelism: int = Field(
+        default=4, ge=1, le=64, description="argon2 lanes (threads) per password hash"
+    )
     login_attempts: int = Field(
         default=20,
         ge=1,
@@ -259,6 +270,11 @@ class Settings(BaseSettings):
     )
     lab_dir: Path = Field(
         default=Path("data/lab"), description="directory of the virtual lab of `mko lab up` (own database)"
+    )
+    netns: str | None = Field(
+        default=None,
+        description='network namespace the CLI works in (the lab\'s, set by `eval "$(mko lab env)"`): its'
+        " magic packets, SSH and UPS reads stay inside it; needs root",
     )
     wake_coalesce_seconds: float = Field(
         default=10.0, ge=0, le=3600, description="a wake of a node this soon after the last joins that one"
@@ -313,6 +329,16 @@ class Settings(BaseSettings):
     ha_dead_after: float = Field(
         default=5.0, gt=0, le=600, description="an instance silent this long (and without session) is dead"
     )
+
+    @model_validator(mode="after")
+    def _argon2_memory_fits_its_lanes(self) -> Settings:
+        # argon2 itself refuses less than 8 KiB per lane; say so at start-up, not at the first login.
+        if self.password_hash_memory_cost < 8 * self.password_hash_parallelism:
+            raise ValueError(
+                "password_hash_memory_cost must be at least 8 x password_hash_parallelism KiB"
+                f" ({self.password_hash_memory_cost} < 8 x {self.password_hash_parallelism})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _owner_timeout_spans_heartbeats(self) -> Settings:

@@ -98,6 +98,10 @@ def printable(value: object, limit: int = 200, *, backslashes: bool = True) -> s
     ``backslashes=False`` leaves backslashes as they are (for text escaped once already).
     """
     text = str(value)
+    # Fast path (a CLI table prints thousands of cells): str.isprintable() is False for every category
+    # and bidi control escaped below (Cc, Cs, Zl, Zp, Cf), so such text comes back as it is.
+    if len(text) <= limit and text.isprintable() and not (backslashes and "\\" in text):
+        return text
     out: list[str] = []
     size = 0
     for index, char in enumerate(text):

@@ -29,7 +29,6 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from mko.platform.db.models.inventory import NodeRole
 from mko.platform.errors import FatalPowerError, PowerError, RetryablePowerError, UnsupportedActionError
 from mko.power.params import DriverParams, EncryptedSecret, RevealedSecret
 from mko.power.probe import wait_until_up
@@ -140,7 +139,7 @@ class NodeSnapshot:
     node_id: int
     hostname: str
     ip_address: str
-    role: NodeRole
+    role: str  # the MicroK8s role's value (mko.platform.db.models.inventory.NodeRole is a StrEnum of them)
     method: str
     probe_port: int
     # The wake-agent site whose agents send this node's magic packets; None: the orchestrator itself.
@@ -283,6 +282,8 @@ class PowerDriver:
     parallel: ClassVar[int] = 32
     #: Human name in messages.
     label: ClassVar[str] = "power"
+    #: Short name on a node's card in the web UI (the label when empty).
+    badge: ClassVar[str] = ""
     #: Decrypts stored secrets; set by the registry's lookup for each run.
     secrets: Callable[[], SecretBox] | None = None
 
@@ -387,13 +388,16 @@ class PowerDriver:
         self.close()
 
 
+#: The role whose nodes are powered on first (NodeRole.CONTROL_PLANE's value: drivers know no database).
+CONTROL_PLANE = "control-plane"
+
 EventHook = Callable[[str, NodeOutcome], None]
 DriverLookup = Callable[[NodeSnapshot], PowerDriver | AttemptError]
 
 
 def _order(nodes: Sequence[NodeSnapshot]) -> list[NodeSnapshot]:
     # Control-plane nodes first: workers cannot join until the API server and dqlite are back.
-    return sorted(nodes, key=lambda n: (n.role != NodeRole.CONTROL_PLANE, n.node_id))
+    return sorted(nodes, key=lambda n: (n.role != CONTROL_PLANE, n.node_id))
 
 
 async def power_on(

@@ -7,12 +7,13 @@ A timeout, a refused connection, 429 and 5xx are retryable; a certificate that d
 from __future__ import annotations
 
 import ssl
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from mko.platform.errors import FatalPowerError, RetryablePowerError
 from mko.power.base import PowerDriver
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["HttpDeviceDriver", "is_certificate_error", "request", "tls_verify"]
 
@@ -43,6 +44,8 @@ async def request(
     client: httpx.AsyncClient, method: str, url: str, *, where: str, ca_hint: str = "", **kwargs: Any
 ) -> httpx.Response:
     """One request; the response when it is a success, else FatalPowerError or RetryablePowerError."""
+    import httpx  # loaded when a driver talks, not when its settings are read
+
     try:
         response = await client.request(method, url, **kwargs)
     except httpx.TimeoutException:
@@ -65,6 +68,8 @@ class HttpDeviceDriver(PowerDriver):
     """Base of the drivers of small HTTP devices (plugs, relays): one client per run, JSON accepted."""
 
     def __init__(self, timeout: float = 10.0) -> None:
+        import httpx  # loaded when a driver talks, not when its settings are read
+
         self._client = httpx.AsyncClient(timeout=timeout, headers={"Accept": "application/json"})
 
     @classmethod

@@ -52,7 +52,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.cluster import outages
 from mko.cluster.plan import SHUTDOWN_ACTIONS
 from mko.operations import ownership
 from mko.operations.identity import current_instance
@@ -68,7 +67,9 @@ from mko.platform.errors import MkoError
 from mko.platform.settings import Settings
 from mko.rules.actions import ACTIONS, ActionContext, ActionResult, StopSignal
 from mko.rules.records import _finish, _step
-from mko.rules.service import _missing_action_message
+from mko.rules.service import _missing_action_message, low_battery_thresholds, runtime_needs
+from mko.ups import outages
+from mko.ups.monitor import Thresholds
 from mko.ups.status import PowerSource, UpsReading
 
 if TYPE_CHECKING:
@@ -238,6 +239,10 @@ class RuleEngine:
             if execution.state == WAITING:
                 execution.cancel_reason = execution.cancel_reason or STOPPED_WAITING
                 self._close_cancelled(execution)
+
+    def thresholds(self, session: Session) -> Thresholds:
+        """The battery levels and runtime needs of the enabled rules: what the UPS monitor watches for."""
+        return Thresholds(low_battery_thresholds(session), runtime_needs(session, self.settings))
 
     def pending(self) -> list[dict[str, Any]]:
         """Executions waiting or running now."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -47,19 +47,27 @@ def _missing_action_message(action: ClusterAction) -> str:
     )
 
 
-def create_rule(
-    session: Session, data: RuleCreate, actions: Mapping[ClusterAction, ClusterActionHandler] | None = None
-) -> PowerRule:
-    """Add a rule after checking every field; nothing is stored when one is wrong."""
+def _checked(
+    session: Session, data: RuleCreate, actions: Mapping[ClusterAction, ClusterActionHandler] | None
+) -> dict[str, Any]:
+    """Every field of a rule checked (nothing is stored when one is wrong): the columns to store."""
     available = ACTIONS if actions is None else actions
     if session.get(UPS, data.ups_id) is None:
-        raise InputError("ups_id", f"UPS {data.ups_id} does not exist")
+        raise InputError(
+            "ups_id",
+            f"UPS {data.ups_id} does not exist: add one with `mko ups add NAME UPSNAME@NUT-HOST`"
+            " (ids: `mko ups list`)",
+        )
     if data.cluster_action not in available:
         raise InputError("cluster_action", _missing_action_message(data.cluster_action))
     try:
         get_cluster(session, data.cluster_id)
     except NotFoundError:
-        raise InputError("cluster_id", f"cluster {data.cluster_id} does not exist") from None
+        raise InputError(
+            "cluster_id",
+            f"cluster {data.cluster_id} does not exist: add one with `mko cluster add NAME`"
+            " (ids: `mko cluster list`)",
+        ) from None
     if data.battery_threshold is not None:
         if data.power_event != PowerEvent.LOW_BATTERY:
             raise InputError(
@@ -73,27 +81,46 @@ def create_rule(
     if not 0 <= data.priority <= MAX_PRIORITY:
         raise InputError("priority", f"{data.priority} is out of range (0-{MAX_PRIORITY})")
     name = (data.name or "").strip() or f"{data.power_event.value} → {data.cluster_action.value}"
-    rule = PowerRule(
-        name=name,
-        ups_id=data.ups_id,
-        cluster_id=data.cluster_id,
-        power_event=data.power_event,
-        cluster_action=data.cluster_action,
-        battery_threshold=data.battery_threshold,
-        action_delay=data.action_delay,
-        priority=data.priority,
-        enabled=data.enabled,
-        recover_after_wake=data.recover_after_wake,
-        min_charge=data.min_charge,
-        stable_for=stable_for,
-        target=data.target.value,
-        execution_count=0,
-        success_count=0,
-        failure_count=0,
-    )
+    return {
+        "name": name,
+        "ups_id": data.ups_id,
+        "cluster_id": data.cluster_id,
+        "power_event": data.power_event,
+        "cluster_action": data.cluster_action,
+        "battery_threshold": data.battery_threshold,
+        "action_delay": data.action_delay,
+        "priority": data.priority,
+        "enabled": data.enabled,
+        "recover_after_wake": data.recover_after_wake,
+        "min_charge": data.min_charge,
+        "stable_for": stable_for,
+        "target": data.target.value,
+    }
+
+
+def create_rule(
+    session: Session, data: RuleCreate, actions: Mapping[ClusterAction, ClusterActionHandler] | None = None
+) -> PowerRule:
+    """Add a rule after checking every field; nothing is stored when one is wrong."""
+    rule = PowerRule(**_checked(session, data, actions), execution_count=0, success_count=0, failure_count=0)
     session.add(rule)
     session.commit()
-    log.info("power rule %s created: %s", rule.id, name)
+    log.info("power rule %s created: %s", rule.id, rule.name)
+    return rule
+
+
+def update_rule(
+    session: Session,
+    rule_id: int,
+    data: RuleCreate,
+    actions: Mapping[ClusterAction, ClusterActionHandler] | None = None,
+) -> PowerRule:
+    """Replace a rule's settings (its counters stay), with the checks of :func:`create_rule`."""
+    rule = get_rule(session, rule_id)
+    for column, value in _checked(session, data, actions).items():
+        setattr(rule, column, value)
+    session.commit()
+    log.info("power rule %s changed: %s", rule.id, rule.name)
     return rule
 
 

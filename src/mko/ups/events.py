@@ -19,6 +19,7 @@ changes, never because a condition still holds on the next poll:
 * ``critical_battery`` when LB or FSD appears; ``ups_shutdown`` when FSD or OFF appears.
 * ``comm_lost`` after ``comm_lost_after`` failed reads in a row (server unreachable, connection lost,
   ``ERR DRIVER-NOT-CONNECTED``, ``ERR DATA-STALE``, ``WAIT``); ``comm_restored`` on the next good read.
+  A UPS not read once since mko started is ``comm_lost`` after ``never_read_after`` seconds (60), once.
 
 The first good reading is the baseline: it emits nothing (a UPS found on battery by a monitor that
 knows nothing of it does not look like a fresh power cut). Failures before any good reading emit
@@ -91,10 +92,16 @@ class DetectedEvent:
 class EventDetector:
     """The event state machine of ONE UPS; feed it with :meth:`observe` and :meth:`failed`."""
 
-    def __init__(self, *, comm_lost_after: int = 2, thresholds: Iterable[int] = ()) -> None:
+    def __init__(
+        self, *, comm_lost_after: int = 2, thresholds: Iterable[int] = (), never_read_after: float = 60.0
+    ) -> None:
         if comm_lost_after < 1:
             raise ValueError("comm_lost_after must be at least 1")
         self.comm_lost_after = comm_lost_after
+        # A UPS never read since mko started gets this long (it may be starting with the machine) before
+        # its silence is a comm_lost, said once: never 19 minutes of nothing in the log.
+        self.never_read_after = never_read_after
+        self._unread_since: datetime | None = None
         self.comm = CommState.UNKNOWN
         self.failures = 0
         self.last_error: str | None = None
@@ -152,8 +159,7 @@ class EventDetector:
         self.last_error = None
         self.last_reading = reading
         if previous is None or self.comm == CommState.UNKNOWN:
-            self._baseline(reading)
-            return []
+            return self._first(reading, was_lost)
         self.comm = CommState.OK
         events: list[DetectedEvent] = []
         resumed, self._resumed = self._resumed, None
@@ -218,8 +224,26 @@ class EventDetector:
         """A read that failed; returns [comm_lost] when this failure crosses the limit."""
         self.failures += 1
         self.last_error = failure.error
-        if self.comm in (CommState.UNKNOWN, CommState.LOST):
+        if self.comm == CommState.LOST:
             return []
+        if self.comm == CommState.UNKNOWN:
+            self._unread_since = self._unread_since or failure.at
+            waited = (failure.at - self._unread_since).total_seconds()
+            if waited < self.never_read_after:
+                return []
+            self.comm = CommState.LOST
+            return [
+                DetectedEvent(
+                    PowerEvent.COMM_LOST,
+                    failure.at,
+                    None,
+                    None,
+                    None,
+                    f"communication lost: not one reading in {waited:.0f} s since mko started:"
+                    f" {failure.error}",
+                    {"error": failure.error, "failures": self.failures, "never_read": True},
+                )
+            ]
         if self.failures < self.comm_lost_after:
             self.comm = CommState.FAILING
             return []
@@ -287,6 +311,16 @@ class EventDetector:
         self._resumed = self.last_reading
 
     # ------------------------------------------------------------------ internals
+
+    def _first(self, reading: UpsReading, was_lost: bool) -> list[DetectedEvent]:
+        """The first reading: the baseline, and comm_restored when its silence had been declared lost."""
+        self._baseline(reading)
+        if not was_lost:
+            return []
+        message = f"communication restored; first reading since mko started: status {reading.status}"
+        return [
+            DetectedEvent(PowerEvent.COMM_RESTORED, reading.at, None, reading.status, reading.charge, message)
+        ]
 
     def _baseline(self, reading: UpsReading) -> None:
         self.comm = CommState.OK

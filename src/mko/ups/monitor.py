@@ -3,8 +3,10 @@
 One task per UPS keeps a persistent NUT connection and reads ``LIST VAR`` every
 ``ups_poll_interval`` seconds (1 s by default, on a fixed cadence). Each reading or failure goes to that
 UPS's :class:`~mko.ups.events.EventDetector`; the events it returns are stored (``ups_events``) and
-handed, in order, to the :class:`~mko.rules.engine.RuleEngine`. Everything else (API status, web tiles) reads
-the monitor's state instead of opening its own connections.
+handed, in order, to the monitor's :class:`EventSink`: the rule engine (``mko.rules.engine``), which
+``mko.wiring`` plugs in (a monitor built without a sink stores and notifies events, and runs no rule).
+Everything else (API status, web tiles) reads the monitor's state instead of opening its own
+connections.
 
 A broken connection is retried at once on a fresh socket; after that, attempts back off exponentially
 from the poll interval up to ``ups_reconnect_max``. ``ERR DRIVER-NOT-CONNECTED`` / ``DATA-STALE`` are
@@ -12,7 +14,8 @@ answers from a reachable upsd, so they are polled at the normal cadence (and cou
 
 The UPS list and the low-battery thresholds of the rules are re-read every ``ups_reload_interval``
 seconds (and at once when the API changes them), so ``mko ups add`` in another process is picked up.
-Only one monitor may run rules for a database on a host: a lock file (``ups-monitor.lock``) keeps a
+Only one monitor may run rules for a database on a host: a lock file named for the database
+(``<database file>.ups-monitor.lock``) keeps a
 second ``mko ups monitor`` (or ``mko serve``) from executing every rule twice.
 
 The detector's state is **persisted** per UPS (``ups_state``, written with a compare-and-set on its
@@ -20,7 +23,7 @@ version, in the transaction that stores the events it caused), with one instance
 monitor that starts carries on from that state instead of taking a fresh baseline, so a power cut or a
 return of mains while mko was down is still an event ("mains returned while mko was down (last seen
 OB DISCHRG at …)"). At the first reading of each UPS it also compares the UPS with the open outages
-(mko.cluster.outages): mains on with a cluster down for this UPS gives one ``power_restored`` (the restore
+(mko.ups.outages): mains on with a cluster down for this UPS gives one ``power_restored`` (the restore
 runs once); on battery with a shutdown left unfinished, the event that started it is repeated. Such
 start-up events concern only the clusters of the open outages: a plain restart on mains with nothing
 down sends no packet and starts no operation.
@@ -39,53 +42,130 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio.to_thread
 from sqlalchemy import select, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.cluster import outages
 from mko.operations.identity import current_instance
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.ha import UpsState
 from mko.platform.db.models.outages import OutagePhase
 from mko.platform.db.models.ups import UPS, PowerEvent, UpsEvent
 from mko.platform.db.session import in_thread_session
-from mko.platform.errors import ConflictError
+from mko.platform.errors import (
+    MonitorLockedError,
+    NutConnectionError,
+    NutError,
+    NutResponseError,
+)
 from mko.platform.secrets import SecretBox
-from mko.platform.settings import Settings, beside_database
-from mko.rules.engine import RuleEngine
-from mko.rules.service import low_battery_thresholds, runtime_needs
+from mko.platform.settings import Settings
+from mko.ups import outages
 from mko.ups.events import CommFailure, DetectedEvent, EventDetector, last_seen
-from mko.ups.nut import NutClient, NutConnectionError, NutError, NutResponseError
+from mko.ups.nut import NutClient
 from mko.ups.service import UpsTarget, list_ups, record_events, status_of, target_of
 from mko.ups.status import PowerSource, UpsReading
 
-__all__ = ["MonitorLockedError", "UpsMonitor", "lock_file_path", "start_monitor"]
+__all__ = ["EventSink", "NullSink", "Thresholds", "UpsMonitor", "lock_file_path", "start_monitor"]
 
 log = logging.getLogger("mko.ups.monitor")
+
+CHARGE_SAMPLE_SECONDS = 30.0  # the charge sparkline: 120 samples an hour
 
 LOCK_FILE_NAME = "ups-monitor.lock"
 EventHook = Callable[[UpsTarget, UpsEvent], None]
 
 
-class MonitorLockedError(ConflictError):
-    """Another monitor already runs the rules of this database on this host."""
-
-
 def lock_file_path(settings: Settings) -> Path:
-    """The configured lock file, else beside the SQLite database, else data/ups-monitor.lock."""
+    """The configured lock file, else one named for the database: ``<file>.ups-monitor.lock`` beside a
+    SQLite database, ``data/ups-monitor-<digest of the URL without password>.lock`` for another.
+
+    Named for the database, not its directory: two databases in one directory get a monitor each, and
+    two spellings of one SQLite path (relative, absolute) share one lock.
+    """
     if settings.ups_monitor_lock_file is not None:
         return settings.ups_monitor_lock_file
-    return beside_database(settings.database_url, LOCK_FILE_NAME)
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        database = Path(str(url.database)).resolve()
+        return database.with_name(f"{database.name}.{LOCK_FILE_NAME}")
+    identity = url.set(password=None, drivername=url.get_backend_name()).render_as_string()
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return Path("data") / f"{Path(LOCK_FILE_NAME).stem}-{digest}.lock"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """What the event detectors watch for the sink, per UPS id."""
+
+    low_battery: dict[int, set[int]]  # battery percentages that raise low_battery
+    runtime_needs: dict[int, dict[int, float]]  # per cluster id: seconds of runtime its shutdown needs
+
+
+class EventSink(Protocol):
+    """Where the monitor hands the events it stored, in order (the rule engine, wired by mko.wiring)."""
+
+    def recover(self) -> int:
+        """Close what a previous run of this process left waiting or running; how many."""
+        ...
+
+    async def handle(self, event: UpsEvent, ups_name: str) -> object:
+        """Act on one stored event."""
+        ...
+
+    async def close(self, *, handover: bool = False) -> None:
+        """Stop; ``handover``: leave open executions to the next leader."""
+        ...
+
+    def shutting_down(self, ups_id: int) -> bool:
+        """Whether a shutdown for this UPS's clusters is still waiting or running."""
+        ...
+
+    def pending(self) -> list[dict[str, Any]]:
+        """What the sink is waiting for or running now (``GET /api/ups/monitor``)."""
+        ...
+
+    def thresholds(self, session: Session) -> Thresholds:
+        """The levels the detectors must watch for this sink."""
+        ...
+
+
+class NullSink:
+    """A sink that acts on nothing: events are stored and notified, no rule runs."""
+
+    def recover(self) -> int:
+        """Nothing to close."""
+        return 0
+
+    async def handle(self, event: UpsEvent, ups_name: str) -> None:
+        """Ignore the event."""
+
+    async def close(self, *, handover: bool = False) -> None:
+        """Nothing to stop."""
+
+    def shutting_down(self, ups_id: int) -> bool:
+        """Never."""
+        return False
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Nothing."""
+        return []
+
+    def thresholds(self, session: Session) -> Thresholds:
+        """No levels beyond the detector's own."""
+        return Thresholds({}, {})
 
 
 class _Lock:
@@ -131,6 +211,19 @@ class _Watch:
     persisted: dict[str, Any] | None = None  # what that row holds, minus the time stamp
     resumed: UpsReading | None = None  # the persisted reading this watch carried on from
     checked: bool = False  # the first reading was compared with the open outages
+    # The battery charge over the last hour, one sample every CHARGE_SAMPLE_SECONDS (the dashboard's
+    # sparkline); kept in memory only: a restarted mko starts a new line.
+    charges: deque[tuple[datetime, float]] = field(default_factory=deque)
+
+    def sample_charge(self, reading: UpsReading) -> None:
+        """Keep ``reading``'s charge when the last sample is old enough; forget samples over an hour."""
+        if reading.charge is None:
+            return
+        if self.charges and (reading.at - self.charges[-1][0]).total_seconds() < CHARGE_SAMPLE_SECONDS:
+            return
+        self.charges.append((reading.at, reading.charge))
+        while (reading.at - self.charges[0][0]).total_seconds() > 3600:
+            self.charges.popleft()
 
 
 class UpsMonitor:
@@ -141,14 +234,14 @@ class UpsMonitor:
         session_factory: sessionmaker[Session],
         settings: Settings,
         *,
-        engine: RuleEngine | None = None,
+        sink: EventSink | None = None,
         on_event: EventHook | None = None,
         ha: bool = False,
     ) -> None:
         self.session_factory = session_factory
         self.settings = settings
         self.ha = ha
-        self.engine = engine or RuleEngine(session_factory, settings, readings=self.latest_reading)
+        self.sink: EventSink = sink or NullSink()
         self.on_event = on_event
         self.powerdown: dict[str, Any] | None = None  # the marker a power-down of mko's host left
         self._watches: dict[int, _Watch] = {}
@@ -173,7 +266,7 @@ class UpsMonitor:
                 # Events a previous leader stored but did not hand over yet (claimed atomically).
                 await self._replay_unhandled()
             else:
-                self.engine.recover()
+                self.sink.recover()
                 self._skip_unhandled()
             await self.reload()
         except BaseException:
@@ -201,7 +294,7 @@ class UpsMonitor:
             await asyncio.gather(self._supervisor, return_exceptions=True)
         for ups_id in list(self._watches):
             await self._drop(ups_id)
-        await self.engine.close(handover=handover)
+        await self.sink.close(handover=handover)
         self._lock.release()
         log.info("UPS monitor stopped")
 
@@ -234,6 +327,11 @@ class UpsMonitor:
         """The last good reading of a watched UPS (None when not watched or never read)."""
         watch = self._watches.get(ups_id)
         return watch.detector.last_reading if watch is not None else None
+
+    def charge_history(self, ups_id: int) -> list[tuple[datetime, float]]:
+        """The battery charge of the last hour, oldest first (empty when not watched)."""
+        watch = self._watches.get(ups_id)
+        return list(watch.charges) if watch is not None else []
 
     def snapshot(self, ups_id: int) -> dict[str, Any] | None:
         """The monitor's view of one UPS (None when it is not watched or not read yet)."""
@@ -276,10 +374,9 @@ class UpsMonitor:
             session: Session,
         ) -> tuple[dict[int, UpsTarget], dict[int, set[int]], dict[int, dict[int, float]]]:
             rows = list_ups(session)
-            thresholds = low_battery_thresholds(session)
-            needs = runtime_needs(session, self.settings)
+            levels = self.sink.thresholds(session)
             box = SecretBox.from_settings(self.settings) if any(r.password_encrypted for r in rows) else None
-            return {row.id: target_of(row, box) for row in rows}, thresholds, needs
+            return {row.id: target_of(row, box) for row in rows}, levels.low_battery, levels.runtime_needs
 
         # In a worker thread: the monitor shares the server's event loop with requests.
         targets, thresholds, needs = await in_thread_session(self.session_factory, read)
@@ -326,6 +423,7 @@ class UpsMonitor:
                 watch.last_attempt = utcnow()
                 watch.reads += 1
                 if reading is not None:
+                    watch.sample_charge(reading)
                     detected = watch.detector.observe(reading)
                     if not watch.checked and watch.detector.last_reading is reading:
                         watch.checked = True
@@ -446,7 +544,7 @@ class UpsMonitor:
         if client.login_ups is None:
             return
         if "FSD" in reading.tokens:
-            if client.logged_in and not self.engine.shutting_down(watch.target.id):
+            if client.logged_in and not self.sink.shutting_down(watch.target.id):
                 log.warning(
                     "UPS %s: FSD and nothing left to shut down: logging out of upsd", watch.target.name
                 )
@@ -464,7 +562,7 @@ class UpsMonitor:
                     hook(watch.target, row)
                 except Exception:  # a notification or hook must never stop the rules
                     log.exception("event hook failed")
-            await self.engine.handle(row, watch.target.name)
+            await self.sink.handle(row, watch.target.name)
 
     # -------------------------------------------------------------- persisted state
 
@@ -538,7 +636,7 @@ class UpsMonitor:
             )
         for row in pending:
             log.warning("event %s (%s) was stored but not acted on yet: acting now", row.id, row.event.value)
-            await self.engine.handle(row, names.get(row.ups_id, str(row.ups_id)))
+            await self.sink.handle(row, names.get(row.ups_id, str(row.ups_id)))
 
     def _skip_unhandled(self) -> None:
         """Single instance: events left unhandled by a crash are not replayed after a restart (as before)."""
@@ -572,17 +670,14 @@ def _for_clusters(event: DetectedEvent, outage_ids: list[int], clusters: list[in
     return replace(event, detail=event.detail | {"outages": outage_ids, "clusters": clusters})
 
 
-async def start_monitor(
-    session_factory: sessionmaker[Session], settings: Settings, *, ha: bool = False
-) -> UpsMonitor | None:
-    """The monitor for `mko serve`: None when disabled by settings or when another one holds the lock.
+async def start_monitor(monitor: UpsMonitor) -> UpsMonitor | None:
+    """Start the monitor of `mko serve`: None when disabled by settings or when another one holds the lock.
 
-    ``ha``: this instance was elected leader on a shared PostgreSQL database (mko.ha).
+    ``mko.wiring.Wiring.ups_monitor`` builds it, with the rule engine as its sink.
     """
-    if not settings.ups_monitor_enabled:
+    if not monitor.settings.ups_monitor_enabled:
         log.info("UPS monitor disabled (MKO_UPS_MONITOR_ENABLED=false)")
         return None
-    monitor = UpsMonitor(session_factory, settings, ha=ha)
     try:
         await monitor.start()
     except MonitorLockedError as exc:

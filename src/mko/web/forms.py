@@ -12,7 +12,16 @@ from starlette.datastructures import FormData
 
 from mko.platform.errors import InputError
 
-__all__ = ["FieldErrors", "FormDep", "blank_to_none", "driver_fields", "field_errors", "params_from_form"]
+__all__ = [
+    "FieldErrors",
+    "FormDep",
+    "blank_to_none",
+    "driver_fields",
+    "field_errors",
+    "method_choices",
+    "node_ids",
+    "params_from_form",
+]
 
 FieldErrors = dict[str, str]
 
@@ -90,6 +99,28 @@ def driver_fields(values: Mapping[str, Any], secrets_set: Mapping[str, bool]) ->
             }
         )
     return fields
+
+
+def method_choices() -> list[dict[str, str]]:
+    """Every power method as its driver describes it: name, label, the kind of node it powers (physical,
+    virtual, any) and the short badge of a node's card."""
+    from mko.power.registry import DRIVERS
+
+    choices = []
+    for name in DRIVERS.names():
+        cls = DRIVERS.driver(name)
+        choices.append(
+            {"name": name, "label": cls.label, "kind": cls.node_kind, "badge": cls.badge or cls.label}
+        )
+    return choices
+
+
+def node_ids(text: str, field: str) -> list[int]:
+    """``3, 4`` (commas or spaces) as node ids; InputError naming ``field`` otherwise."""
+    parts = text.replace(",", " ").split()
+    if not all(part.isdigit() and len(part) <= 18 for part in parts):
+        raise InputError(field, f"{text[:100]!r} is not a list of node ids such as 3, 4")
+    return [int(part) for part in parts]
 
 
 def params_from_form(form: FormData) -> dict[str, Any]:

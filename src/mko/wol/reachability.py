@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime
 
 from pydantic import BaseModel
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from mko.inventory.read import NodeFilters, check_cluster
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.inventory import Node
 from mko.platform.db.session import in_thread_session
@@ -74,19 +75,26 @@ async def probe_nodes(
     return answer
 
 
-def stored_reachability(nodes: Sequence[Node]) -> dict[int, Reachability]:
-    """What the last probes found (the refresher's, or an operator's refresh), with their age."""
+def stored_reachability(
+    session: Session, filters: NodeFilters, node_ids: Collection[int] = ()
+) -> dict[int, Reachability]:
+    """What the last probes found (the refresher's, or an operator's refresh), with their age, for the
+    nodes the filters match (only ``node_ids`` when given): one query of five columns, no probe."""
+    check_cluster(session, filters)
+    query = select(
+        Node.id, Node.reachable, Node.reachability_checked_at, Node.probe_port, Node.ssh_port
+    ).where(*filters.clauses())
+    if node_ids:
+        query = query.where(Node.id.in_(sorted(set(node_ids))))
     now = utcnow()
     return {
-        node.id: Reachability(
-            up=node.reachable if node.reachability_checked_at is not None else None,
-            port=node.probe_port or node.ssh_port,
-            checked_at=node.reachability_checked_at,
-            age_seconds=None
-            if node.reachability_checked_at is None
-            else round((now - node.reachability_checked_at).total_seconds(), 1),
+        node_id: Reachability(
+            up=reachable if checked_at is not None else None,
+            port=probe_port or ssh_port,
+            checked_at=checked_at,
+            age_seconds=None if checked_at is None else round((now - checked_at).total_seconds(), 1),
         )
-        for node in nodes
+        for node_id, reachable, checked_at, probe_port, ssh_port in session.execute(query.order_by(Node.id))
     }
 
 

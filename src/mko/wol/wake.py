@@ -12,10 +12,10 @@ import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko.agents.jobs import wake_remote
@@ -25,6 +25,7 @@ from mko.inventory.dependencies import dependencies_of
 from mko.inventory.nodes import get_node, list_nodes
 from mko.inventory.snapshots import params_of, snapshot, snapshots
 from mko.operations import ownership
+from mko.operations.interrupted import interrupted_reason
 from mko.operations.kinds import WAKE_KIND_PREFIX
 from mko.operations.records import Actor, finish_operation, record_step, start_operation
 from mko.platform.db.models.base import utcnow
@@ -46,11 +47,15 @@ from mko.power.base import (
 from mko.power.registry import DRIVERS
 from mko.wol.plan import describe_levels, levels
 
-if TYPE_CHECKING:
-    pass
-from mko.operations.interrupted import interrupted_reason
-
-__all__ = ["PreparedWake", "make_schedule", "plan_cluster_wake", "resume_wake", "run_wake", "start_wake"]
+__all__ = [
+    "PreparedWake",
+    "make_schedule",
+    "plan_cluster_wake",
+    "resume_wake",
+    "run_wake",
+    "start_requested_wake",
+    "start_wake",
+]
 
 log = logging.getLogger("mko.wake")
 
@@ -125,19 +130,68 @@ def _running_wake_of(session: Session, node_id: int, within: float) -> Operation
     return session.scalars(query).first()
 
 
+def _running_cluster_wake(session: Session, cluster_id: int, within: float) -> Operation | None:
+    """A wake of cluster ``cluster_id`` started less than ``within`` seconds ago and still running."""
+    if within <= 0:
+        return None
+    ownership.close_orphaned(session)  # never join a wake whose process is gone
+    query = (
+        select(Operation)
+        .where(
+            Operation.kind == f"{WAKE_KIND_PREFIX}_cluster",
+            Operation.target_id == cluster_id,
+            Operation.status == OperationStatus.RUNNING,
+            Operation.started_at >= utcnow() - timedelta(seconds=within),
+        )
+        .order_by(Operation.id.desc())
+        .limit(1)
+    )
+    return session.scalars(query).first()
+
+
 def _not_wakeable_reason(node: Node) -> str | None:
     """Why a node cannot be woken as configured, or None."""
     if not node.wol_enabled:
         return (
-            f"Wake-on-LAN is disabled for node {node.id} ({node.hostname}); enable it: `wol enable {node.id}`"
+            f"Wake-on-LAN is disabled for node {node.id} ({node.hostname}) in mko: `mko wol configure"
+            f" {node.id} --enable` (`mko wol enable {node.id}` also arms its network card over SSH)"
         )
     if node.wol_method not in DRIVERS:
         return f"node {node.id} ({node.hostname}): no power driver for method {node.wol_method!r}"
     params = params_of(node)
     for missing in params.missing(enabled=True):
-        what = type(params).fields_meta()[missing].help.split(": ", 1)[-1]
-        return f"node {node.id} ({node.hostname}) has no {what} ({missing}); set it with `wol configure`"
+        meta = type(params).fields_meta()[missing]
+        what = meta.help.split(": ", 1)[-1]
+        fix = f"`mko wol configure {node.id} {meta.cli_option(missing)} …`"
+        if missing == "wol_mac_address":
+            fix += f", or read it over SSH with `mko wol collect-mac --node-ids {node.id}`"
+        return f"node {node.id} ({node.hostname}) has no {what} ({missing}): {fix}"
     return None
+
+
+def start_requested_wake(
+    session: Session,
+    settings: Settings,
+    *,
+    target_type: str,
+    target_id: int | None,
+    schedule: WakeSchedule,
+    actor: Actor,
+    node_ids: Sequence[int] = (),
+) -> PreparedWake:
+    """A wake a person asked for, from the API, the web UI or the CLI alike: like :func:`start_wake`, and
+    a wake of a node or a cluster asked for while a wake of it started less than
+    ``settings.wake_coalesce_seconds`` ago still runs joins that wake (``coalesced``: a double click, a
+    retrying script) instead of sending more packets."""
+    return start_wake(
+        session,
+        target_type=target_type,
+        target_id=target_id,
+        schedule=schedule,
+        actor=actor,
+        node_ids=node_ids,
+        coalesce_seconds=settings.wake_coalesce_seconds,
+    )
 
 
 def start_wake(
@@ -181,6 +235,13 @@ def start_wake(
             raise ConflictError("none of these nodes can be woken: " + "; ".join(skipped.values()))
     elif target_type == "cluster" and target_id is not None:
         get_cluster(session, target_id)
+        # Two people (or a person and a retrying script) waking one cluster at once: the second joins.
+        running = _running_cluster_wake(session, target_id, coalesce_seconds) if not leave else None
+        if running is not None:
+            log.info(
+                "wake of cluster %s by %s joined running operation %s", target_id, actor.name, running.id
+            )
+            return PreparedWake(running.id, [], schedule, coalesced=True)
         members = list_nodes(session, target_id)
         if not members:
             raise ConflictError(f"cluster {target_id} has no nodes")
@@ -197,8 +258,7 @@ def start_wake(
     built = snapshots(session, nodes)
     depends = dependencies_of(session, [n.id for n in nodes])
     levels(built, depends)  # a cycle is refused here, before anything is recorded
-    if target_type == "cluster" and target_id is not None:
-        schedule = _with_cluster_stagger(session, target_id, schedule)
+    schedule = _with_cluster_stagger(session, target_id if target_type == "cluster" else None, schedule)
     operation = start_operation(
         session,
         kind=f"{WAKE_KIND_PREFIX}_{target_type}",
@@ -208,30 +268,41 @@ def start_wake(
         parameters=schedule.as_dict() | ({"node_ids": list(dict.fromkeys(node_ids))} if node_ids else {}),
         summary=f"waking {len(built)} node(s)",
     )
+    left = {n.id: leave[n.id] for n in left_alone}
+    _insert_steps(session, operation, built, skipped, left_alone, left)
+    session.commit()
+    return PreparedWake(operation.id, built, schedule, skipped, left=left, depends=depends)
+
+
+def _insert_steps(
+    session: Session,
+    operation: Operation,
+    built: Sequence[NodeSnapshot],
+    skipped: Mapping[int, str],
+    left_alone: Sequence[Node],
+    left: Mapping[int, str],
+) -> None:
+    """A wake's steps: one running per node to wake, one closed per skipped node and node left alone,
+    written with one multi-row INSERT on the table (not one ORM object per node), before the send."""
     now = utcnow()
     # Nodes of another site are woken by that site's agent (mko.agents); their steps say so.
     via = {n.node_id: f" via site {n.site}" for n in built if routed_to_agent(n)}
-    for seq, node in enumerate(sorted(nodes, key=lambda n: n.id), start=1):
-        operation.steps.append(
-            OperationStep(
-                seq=seq,
-                node_id=node.id,
-                name=f"wake {node.hostname}{via.get(node.id, '')}",
-                status=OperationStatus.RUNNING,
-                message="",
-                detail={},
-                started_at=now,
-            )
+    steps: list[dict[str, Any]] = [
+        _step(
+            operation,
+            node.node_id,
+            f"wake {node.hostname}{via.get(node.node_id, '')}",
+            "",
+            now,
+            finished=False,
         )
-    _closed_steps(
-        operation, [(i, "wake skipped", why) for i, why in sorted(skipped.items())], OperationStatus.CANCELLED
-    )
-    _closed_steps(
-        operation, [(n.id, f"leave {n.hostname}", leave[n.id]) for n in left_alone], OperationStatus.SUCCEEDED
-    )
-    session.commit()
-    left = {n.id: leave[n.id] for n in left_alone}
-    return PreparedWake(operation.id, built, schedule, skipped, left=left, depends=depends)
+        for node in sorted(built, key=lambda n: n.node_id)
+    ]
+    steps += [_step(operation, i, "wake skipped", why, now) for i, why in sorted(skipped.items())]
+    steps += [_step(operation, n.id, f"leave {n.hostname}", left[n.id], now) for n in left_alone]
+    for seq, step in enumerate(steps, start=1):
+        step["seq"] = seq
+    session.execute(insert(cast("Table", OperationStep.__table__)), steps)
 
 
 def plan_cluster_wake(session: Session, cluster_id: int, schedule: WakeSchedule) -> dict[str, Any]:
@@ -254,30 +325,31 @@ def plan_cluster_wake(session: Session, cluster_id: int, schedule: WakeSchedule)
     }
 
 
-def _with_cluster_stagger(session: Session, cluster_id: int, schedule: WakeSchedule) -> WakeSchedule:
-    """The cluster's own stagger (``power_stagger``) where the request named none."""
+def _with_cluster_stagger(session: Session, cluster_id: int | None, schedule: WakeSchedule) -> WakeSchedule:
+    """The cluster's own stagger (``power_stagger``) where the request named none (None: no cluster)."""
+    if cluster_id is None:
+        return schedule
     stagger = get_cluster(session, cluster_id).power_stagger
     return dataclasses.replace(schedule, stagger=stagger) if stagger and not schedule.stagger else schedule
 
 
-def _closed_steps(
-    operation: Operation, entries: Sequence[tuple[int, str, str]], status: OperationStatus
-) -> None:
-    """Append finished steps (node id, name, message) to a wake's operation."""
-    now = utcnow()
-    for node_id, name, message in entries:
-        operation.steps.append(
-            OperationStep(
-                seq=len(operation.steps) + 1,
-                node_id=node_id,
-                name=name,
-                status=status,
-                message=message,
-                detail={},
-                started_at=now,
-                finished_at=now,
-            )
-        )
+def _step(
+    operation: Operation, node_id: int, name: str, message: str, now: datetime, *, finished: bool = True
+) -> dict[str, Any]:
+    """One step row of a wake: running, or (``finished``) a skipped node's or a node left alone."""
+    status = OperationStatus.RUNNING
+    if finished:
+        status = OperationStatus.CANCELLED if name == "wake skipped" else OperationStatus.SUCCEEDED
+    return {
+        "operation_id": operation.id,
+        "node_id": node_id,
+        "name": name,
+        "status": status,
+        "message": message,
+        "detail": {},
+        "started_at": now,
+        "finished_at": now if finished else None,
+    }
 
 
 def _driver_lookup(settings: Settings) -> Callable[[NodeSnapshot], PowerDriver | AttemptError]:
@@ -360,23 +432,40 @@ def _close(
     operation = session.get_one(Operation, prepared.operation_id)
     by_node = {o.node_id: o for o in outcomes}
     notes = notes or {}
+    described = {o.node_id: o.as_dict() | notes.get(o.node_id, {}) for o in outcomes}
     now = utcnow()
-    for step in operation.steps:
-        outcome = by_node.get(step.node_id or -1)
-        if step.status != OperationStatus.RUNNING:
-            continue
+    running = session.execute(
+        select(OperationStep.id, OperationStep.node_id).where(
+            OperationStep.operation_id == operation.id, OperationStep.status == OperationStatus.RUNNING
+        )
+    )
+    finished: list[dict[str, Any]] = []
+    cancelled_steps: list[dict[str, Any]] = []
+    for step_id, node_id in running:
+        outcome = by_node.get(node_id or -1)
         if outcome is None:
-            step.status, step.message = OperationStatus.CANCELLED, "cancelled before it finished"
-        else:
-            note = notes.get(outcome.node_id)
-            step.status, step.message, step.detail = (
-                _STEP_STATUS[outcome.state],
-                outcome.describe() + _via(note),
-                outcome.as_dict() | (note or {}),
-            )
-        step.finished_at = now
+            cancelled_steps.append({"step_id": step_id})
+            continue
+        finished.append(
+            {
+                "step_id": step_id,
+                "status": _STEP_STATUS[outcome.state],
+                "message": outcome.describe() + _via(notes.get(outcome.node_id)),
+                "detail": described[outcome.node_id],
+            }
+        )
+    # One executemany UPDATE each, in the transaction finish_operation commits: no ORM object per step.
+    table = cast("Table", OperationStep.__table__)
+    by_id = update(table).where(table.c.id == bindparam("step_id"))
+    if finished:
+        session.execute(by_id.values(finished_at=now), finished)
+    if cancelled_steps:
+        cancelled_step = {"status": OperationStatus.CANCELLED, "message": "cancelled before it finished"}
+        session.execute(by_id.values(finished_at=now, **cancelled_step), cancelled_steps)
+    # Read once, after the UPDATEs: callers read the returned operation's steps after its session closed.
+    session.refresh(operation, attribute_names=["steps"])
     result: dict[str, Any] = {
-        "nodes": [o.as_dict() | notes.get(o.node_id, {}) for o in outcomes],
+        "nodes": [described[o.node_id] for o in outcomes],
         "skipped": [{"node_id": k, "reason": v} for k, v in sorted(prepared.skipped.items())],
         "left": [{"node_id": k, "reason": v} for k, v in sorted(prepared.left.items())],
         "verified": prepared.schedule.wait,

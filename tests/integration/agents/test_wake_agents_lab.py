@@ -21,7 +21,6 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session
 
-from authhelp import admin_headers
 from mko.access.principal import Principal
 from mko.access.tokens import create_token
 from mko.agents.claims import claim_job
@@ -35,13 +34,14 @@ from mko.lab.inventory import register_lab
 from mko.lab.netns import NodeSpec, enter_netns
 from mko.lab.postgres import PostgresServer
 from mko.lab.sites import join_labs
-from mko.platform.db.migrate import upgrade
 from mko.platform.db.models.access import Role
 from mko.platform.db.models.agents import WakeJob, WakeJobStatus
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.db.upgrade import upgrade
 from mko.platform.settings import Settings
+from support.auth import admin_headers
 
 ROOT = Path(__file__).resolve().parents[3]
 PORT = 18091
@@ -249,13 +249,6 @@ def test_agent_on_the_second_subnet_wakes_its_site_and_only_there(
 
 
 # ---------------------------------------------------------------- claim races, SQLite and PostgreSQL
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    """A PostgreSQL server of this module (fails, never skips, without PostgreSQL installed)."""
-    with PostgresServer() as server:
-        yield server
 
 
 def _race(url: str, settings: Settings, jobs: int = 60, claimers: int = 2) -> list[list[int]]:

@@ -17,16 +17,16 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from clusterlab import cluster_up, one_operation, orch_cli, stand_in_calls
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
-from upslab import wait_until
 
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.models.outages import ScaledWorkload
 from mko.platform.settings import Settings
+from support.cluster import cluster_up, one_operation, orch_cli, stand_in_calls
+from support.ups import wait_until
 
 WORKLOADS = [
     # A StatefulSet whose claims Longhorn serves, a Deployment on hostpath storage, one with no volume.

@@ -25,17 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clusterlab import cluster_up, one_operation, orch_process
-from power_peers import HostPveServer, PowerCoupling, PveServer
-from snmp_peers import SnmpSim
 from sqlalchemy.orm import Session
-from upslab import wait_until
 
 from mko.inventory.nodes import update_node
 from mko.inventory.schemas import NodeUpdate
 from mko.lab.harness import RunningLab
 from mko.lab.microk8s import Microk8sCluster
 from mko.platform.settings import Settings
+from support.cluster import cluster_up, one_operation, orch_process
+from support.peers import HostPveServer, PowerCoupling, PveServer
+from support.snmp import SnmpSim
+from support.ups import wait_until
 
 STAGGER = 0.5
 NAS_OUTLET = 2
@@ -142,7 +142,7 @@ def test_a_nas_a_proxmox_host_its_vms_and_workers_go_down_in_reverse_order_and_c
     assert steps["poweroff lab-n3"].detail["confirmed_by"] == "proxmox_host power query"
     assert steps["poweroff lab-n6"].detail["confirmed_by"] == "proxmox power query"
     # The NAS's OS halted over SSH, then its outlet was switched off, so that power-on can work again.
-    assert steps["poweroff lab-n2"].message.endswith("then the snmp_pdu driver switched its power off")
+    assert steps["poweroff lab-n2"].message.endswith("power cut by the snmp_pdu driver, which reports it off")
     assert rack.pdu.apc_outlet_on(NAS_OUTLET) is False
     assert rack.pve.pve.power_log == [("shutdown", "pve1")] and not rack.pve.powered
     wait_until(lambda: all(n.power.state == "off" for n in running.nodes), 10, what="every node off")

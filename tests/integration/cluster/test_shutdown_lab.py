@@ -19,12 +19,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncssh
-from clusterlab import cluster_up, one_operation, orch_cli, power_up, stand_in_calls
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
-from upslab import wait_until
 
 from mko.app import create_app
 from mko.inventory.nodes import get_node
@@ -40,6 +38,8 @@ from mko.platform.settings import Settings
 from mko.schedules.scheduler import Scheduler
 from mko.schedules.schemas import ScheduleCreate
 from mko.schedules.service import create_schedule
+from support.cluster import cluster_up, one_operation, orch_cli, power_up, stand_in_calls
+from support.ups import wait_until
 
 
 def _subject(call: tuple[str, str]) -> str:

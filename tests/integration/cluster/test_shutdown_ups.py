@@ -3,24 +3,19 @@
 One lab (4 nodes with sshd and the MicroK8s stand-ins: lab-n1 and lab-n2 control planes, lab-n3 and
 lab-n4 workers) and one upsd + dummy-ups in its orch namespace serve the module; each test gets a fresh
 database, the UPS on line, every node up and Ready with MicroK8s enabled and uncordoned. The monitor
-and its rule engine run in the orch namespace (:class:`upslab.MonitorThread`): the rules' SSH sessions
+and its rule engine run in the orch namespace (:class:`support.ups.MonitorThread`): the rules' SSH sessions
 and magic packets go out on the lab LAN as they would on a real one.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from sqlalchemy.orm import Session
-from upslab import MonitorThread, wait_until
 
-from dbtemplate import copy_migrated_database
-from mko.cluster import outages
 from mko.cluster.plan import last_duration
 from mko.lab.harness import RunningLab
 from mko.lab.microk8s import Microk8sCluster, configure_microk8s
@@ -34,24 +29,19 @@ from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
 from mko.rules.schemas import RuleCreate
 from mko.rules.service import create_rule, runtime_need, set_rule_enabled
+from mko.ups import outages
+from support.ups import MonitorThread, UpsLabFactory, wait_until
+
+# Its tests share the module's lab and upsd: one xdist worker runs them one after the other.
+pytestmark = pytest.mark.xdist_group("shutdown_ups")
 
 WORKERS, CONTROL_PLANES = ("lab-n3", "lab-n4"), ("lab-n1", "lab-n2")
 
 
 @pytest.fixture(scope="module")
-def ups_lab(
-    netns_privileges: None, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[RunningLab, NutServer]]:
+def ups_lab(ups_lab_factory: UpsLabFactory) -> tuple[RunningLab, NutServer]:
     """A 4-node lab with sshd per node and a real upsd + dummy-ups inside its orch namespace."""
-    running = RunningLab.start(f"mks{os.getpid() % 10000}", 4, ssh=True, boot_delay=0.2)
-    try:
-        nut = NutServer.start(tmp_path_factory.mktemp("nut"), netns=running.lab.orch)
-    except BaseException:
-        running.close()
-        raise
-    yield running, nut
-    nut.stop()
-    running.close()
+    return ups_lab_factory(4, ssh=True, boot_delay=0.2)
 
 
 @dataclass
@@ -96,7 +86,6 @@ class Rig:
 @pytest.fixture
 def rig(ups_lab: tuple[RunningLab, NutServer], settings: Settings, session: Session) -> Rig:
     running, nut = ups_lab
-    copy_migrated_database(settings.database_url)
     nut.start_driver()
     nut.set(status="OL", charge=100)
     nut.wait_for("ups.status", "OL", timeout=10)

@@ -25,7 +25,6 @@ from mko.operations.identity import set_current_instance
 from mko.operations.interrupted import interrupted_reason
 from mko.operations.kinds import RULE_OPERATION_KIND
 from mko.operations.ownership import this_process
-from mko.platform.db.migrate import upgrade
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.ha import Instance
 from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
@@ -48,23 +47,6 @@ _databases = itertools.count()
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    """A PostgreSQL server of this module (fails, never skips, when PostgreSQL is missing)."""
-    with PostgresServer() as server:
-        yield server
-
-
-@pytest.fixture
-def pg_url(postgres: PostgresServer) -> str:
-    """A new database at head."""
-    url = postgres.create_database(f"ha_{next(_databases)}")
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    return url
 
 
 @pytest.fixture

@@ -14,14 +14,12 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
-from upslab import wait_until
 
 from mko.ha.election import cluster_status
 from mko.lab.harness import RunningLab
@@ -29,43 +27,27 @@ from mko.lab.inventory import register_lab
 from mko.lab.nut import NutServer
 from mko.lab.postgres import PostgresServer
 from mko.operations.kinds import RULE_OPERATION_KIND
-from mko.platform.db.migrate import upgrade
 from mko.platform.db.models.ha import UpsState
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.models.rules import ClusterAction
 from mko.platform.db.models.ups import PowerEvent, UpsEvent
 from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.db.upgrade import upgrade
 from mko.platform.settings import Settings
 from mko.rules.schemas import RuleCreate
 from mko.rules.service import create_rule
 from mko.ups.schemas import UpsCreate
 from mko.ups.service import create_ups
+from support.ups import UpsLabFactory, wait_until
 
 ROOT = Path(__file__).resolve().parents[3]
 _ports = itertools.count(18611)
 
 
 @pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    """A PostgreSQL server of this module (fails, never skips, when PostgreSQL is missing)."""
-    with PostgresServer() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def ha_lab(
-    netns_privileges: None, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[RunningLab, NutServer]]:
+def ha_lab(ups_lab_factory: UpsLabFactory) -> tuple[RunningLab, NutServer]:
     """Three nodes that boot on their magic packet, and a upsd + dummy-ups in the orch namespace."""
-    running = RunningLab.start(f"mkh{os.getpid() % 10000}", 3, boot_delay=0.3)
-    try:
-        nut = NutServer.start(tmp_path_factory.mktemp("nut"), netns=running.lab.orch)
-    except BaseException:
-        running.close()
-        raise
-    yield running, nut
-    nut.stop()
-    running.close()
+    return ups_lab_factory(3, boot_delay=0.3)
 
 
 class Servers:

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -43,19 +42,19 @@ from sqlalchemy import (
 from sqlalchemy.pool import NullPool
 from typer.testing import CliRunner
 
-from foldcheck import check_power_params_fold
 from mko.cli.root import app
 from mko.inventory.clusters import list_clusters
 from mko.inventory.nodes import create_node, list_nodes
 from mko.inventory.schemas import NodeCreate
 from mko.lab.postgres import PostgresServer
 from mko.platform.db.backup import backup_sqlite
-from mko.platform.db.migrate import current_revision, head_revision, upgrade
+from mko.platform.db.migrate import current_revision, head_revision
 from mko.platform.db.models.base import Base
 from mko.platform.db.models.inventory import NodeRole
 from mko.platform.db.session import make_engine, make_session_factory
-from mko.platform.db.upgrade import upgrade_database
+from mko.platform.db.upgrade import upgrade, upgrade_database
 from mko.platform.settings import Settings, get_settings
+from support.foldcheck import check_power_params_fold
 
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = "scripts/migrate_wake_on_lan_fields.py"
@@ -469,13 +468,6 @@ def test_sqlite_backup_is_consistent_while_a_writer_commits(tmp_path: Path) -> N
 
 
 # ---------------------------------------------------------------- PostgreSQL
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    """A PostgreSQL server of this module only (fails, never skips, when PostgreSQL is not installed)."""
-    with PostgresServer() as server:
-        yield server
 
 
 def _snapshot(engine: Engine) -> dict[str, Any]:

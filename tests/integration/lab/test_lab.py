@@ -356,7 +356,9 @@ def test_destroy_leaves_no_namespaces_processes_or_threads(lab_factory: LabFacto
             sleeper.wait()
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     assert f"{prefix}-" not in listed
-    assert set(threading.enumerate()) == threads_before
+    # No thread of the lab is left; a thread of an earlier test that was ending when this one began
+    # (an operation's heartbeat, say) may have ended meanwhile, which is no leak of this lab's.
+    assert set(threading.enumerate()) <= threads_before
     running.close()  # idempotent
 
 

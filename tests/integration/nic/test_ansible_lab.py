@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +26,6 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from ansibleview import ansible_view, inert_hostvars
 from mko.cli.root import app
 from mko.inventory.nodes import list_nodes
 from mko.lab.harness import RunningLab
@@ -33,6 +35,7 @@ from mko.nic.persistence import link_file, oneshot_unit
 from mko.operations.records import list_operations
 from mko.platform.db.models.inventory import Cluster, Node
 from mko.platform.settings import Settings
+from support.ansibleview import ansible_view, inert_hostvars
 
 ROOT = Path(__file__).resolve().parents[3]
 VENV_BIN = Path(sys.executable).parent
@@ -53,15 +56,24 @@ def repo_root(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture
+def sockets() -> Iterator[Path]:
+    """A directory with a short path for ssh's control sockets: a Unix socket path must fit in 108 bytes,
+    and ``tmp_path`` under pytest-xdist (``…/popen-gw0/test_…0/repo/``) plus ansible's hash does not."""
+    short = Path(tempfile.mkdtemp(prefix="mkcp"))
+    yield short
+    shutil.rmtree(short, ignore_errors=True)
+
+
 def _playbook(
-    running: RunningLab, root: Path, command: str, *extra: str, control: str = ".cp"
+    running: RunningLab, root: Path, sockets: Path, command: str, *extra: str, control: str = "cp"
 ) -> subprocess.CompletedProcess[str]:
     """Run an ansible-playbook command line as written, from ROOT, inside the orch namespace."""
     env = dict(
         os.environ,
         PATH=f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         # Per-test SSH control sockets and temp files: the same lab addresses recur across tests.
-        ANSIBLE_SSH_CONTROL_PATH_DIR=str(root / control),
+        ANSIBLE_SSH_CONTROL_PATH_DIR=str(sockets / control),
         ANSIBLE_LOCAL_TEMP=str(root / ".tmp"),
         ANSIBLE_NOCOLOR="1",
     )
@@ -86,7 +98,13 @@ def _nodes(session: Session) -> dict[str, Node]:
 
 
 def test_seed_playbooks_run_verbatim_and_their_results_land_in_the_database(
-    settings: Settings, session: Session, cli: CliRunner, lab_factory: Any, repo_root: Path, monkeypatch: Any
+    settings: Settings,
+    session: Session,
+    cli: CliRunner,
+    lab_factory: Any,
+    repo_root: Path,
+    sockets: Path,
+    monkeypatch: Any,
 ) -> None:
     running = lab_factory(
         [
@@ -114,7 +132,7 @@ def test_seed_playbooks_run_verbatim_and_their_results_land_in_the_database(
     inventory_file = repo_root / "ansible/inventory/dynamic_inventory.ini"
     assert not any("mko_mac" in host for host in inert_hostvars(ansible_view(inventory_file)).values())
 
-    collected = _playbook(running, repo_root, COLLECT)
+    collected = _playbook(running, repo_root, sockets, COLLECT)
     assert collected.returncode == 0, collected.stdout + collected.stderr
     assert "default route via veth0; veth0 02:13:00:00:00:11 10.213.0.11" in collected.stdout
     for lab_node in running.nodes:
@@ -132,7 +150,7 @@ def test_seed_playbooks_run_verbatim_and_their_results_land_in_the_database(
     hostvars = inert_hostvars(ansible_view(inventory_file))
     assert hostvars[running.nodes[0].hostname]["mko_mac"] == running.nodes[0].mac
 
-    configured = _playbook(running, repo_root, CONFIGURE)
+    configured = _playbook(running, repo_root, sockets, CONFIGURE)
     output = configured.stdout + configured.stderr
     assert configured.returncode == 2, output  # lab-n3's card cannot wake on a magic packet
     recap = _recap(configured.stdout)
@@ -160,7 +178,7 @@ def test_seed_playbooks_run_verbatim_and_their_results_land_in_the_database(
     assert stored["lab-n3"].nic_wol_supported == "pumb"
 
     # Idempotent: a second run on the configured hosts changes nothing.
-    again = _playbook(running, repo_root, CONFIGURE, "--limit", "lab-n1,lab-n2")
+    again = _playbook(running, repo_root, sockets, CONFIGURE, "--limit", "lab-n1,lab-n2")
     assert again.returncode == 0, again.stdout + again.stderr
     recap = _recap(again.stdout)
     assert recap["lab-n1"]["changed"] == 0 and recap["lab-n2"]["changed"] == 0
@@ -172,7 +190,7 @@ def test_seed_playbooks_run_verbatim_and_their_results_land_in_the_database(
     settings.ssh_known_hosts.write_text(f"[10.213.0.11]:2222 {impostor}\n" + "\n".join(lines[1:]) + "\n")
     calls = n1.calls()
     # (A new control path: an SSH master connection opened before the change would stay in use.)
-    refused = _playbook(running, repo_root, COLLECT, "--limit", "lab-n1", control=".cp-new")
+    refused = _playbook(running, repo_root, sockets, COLLECT, "--limit", "lab-n1", control="cp-new")
     assert refused.returncode == 4, refused.stdout + refused.stderr
     assert _recap(refused.stdout)["lab-n1"]["unreachable"] == 1
     assert "REMOTE HOST IDENTIFICATION HAS CHANGED" in refused.stdout + refused.stderr
@@ -185,6 +203,7 @@ def test_jinja_in_every_field_and_in_facts_runs_nothing_during_the_seed_playbook
     cli: CliRunner,
     lab_factory: Any,
     repo_root: Path,
+    sockets: Path,
     monkeypatch: Any,
     tmp_path: Path,
 ) -> None:
@@ -244,7 +263,7 @@ def test_jinja_in_every_field_and_in_facts_runs_nothing_during_the_seed_playbook
     assert hostvars[n3.hostname]["ansible_user"] == jinja("n3-user")  # as stored, never evaluated
     assert hostvars[n1.hostname]["mko_nic_interface"] == jinja("n1-nic")
 
-    collected = _playbook(running, repo_root, COLLECT)
+    collected = _playbook(running, repo_root, sockets, COLLECT)
     output = collected.stdout + collected.stderr
     # n3 is unreachable (Ansible itself refuses its user name), and the import, run once through n1,
     # exits 1 because it refused n2's facts: the playbook reports both.
@@ -263,7 +282,7 @@ def test_jinja_in_every_field_and_in_facts_runs_nothing_during_the_seed_playbook
     assert stored[n1.hostname].wol_mac_address == running.nodes[0].mac
 
     plant()  # the import replaced n1's interface; put the template back before the second command
-    configured = _playbook(running, repo_root, CONFIGURE)
+    configured = _playbook(running, repo_root, sockets, CONFIGURE)
     output = configured.stdout + configured.stderr
     assert configured.returncode == 4, output
     recap = _recap(configured.stdout)

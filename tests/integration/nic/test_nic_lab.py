@@ -20,10 +20,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
-from authhelp import admin_headers
 from mko.app import create_app
 from mko.cli.root import app
-from mko.inventory.nodes import configure_wol, get_node
+from mko.inventory.nodes import get_node, update_node
 from mko.inventory.schemas import WolConfigure
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
@@ -34,6 +33,7 @@ from mko.operations.records import Actor
 from mko.platform.db.models.inventory import Node
 from mko.platform.settings import Settings
 from mko.power.magic import send_magic_packet
+from support.auth import admin_headers
 
 
 def _trust_all(settings: Settings, running: RunningLab) -> None:
@@ -123,7 +123,7 @@ def test_collect_mac_by_cli_and_api_fills_mac_interface_and_prefix(
     assert _node(session, ids[3]).wol_mac_address is None
 
     # A stored MAC that differs is reported, and replaced only with --overwrite.
-    configure_wol(session, ids[0], WolConfigure(wol_mac_address="02:00:00:00:aa:01"))
+    update_node(session, ids[0], WolConfigure(wol_mac_address="02:00:00:00:aa:01"))
     differs = _cli(cli, running, "wol", "collect-mac", "--node-ids", str(ids[0]), "--json")
     assert differs.exit_code == 0, differs.stderr
     [row] = json.loads(differs.stdout)["nodes"]
@@ -232,7 +232,7 @@ def test_enable_and_disable_configure_the_card_persistently_and_read_back(
     )
     _, nodes = register_lab(session, running)
     for node in nodes:
-        configure_wol(session, node.id, WolConfigure(wol_enabled=False))
+        update_node(session, node.id, WolConfigure(wol_enabled=False))
     running.power_on_all()
     _trust_all(settings, running)
     n1, n2, n3 = (r.system for r in running.nodes)
@@ -320,7 +320,7 @@ def test_card_without_magic_packet_and_unreachable_node_change_nothing(
     )
     _, nodes = register_lab(session, running)
     for node in nodes:
-        configure_wol(session, node.id, WolConfigure(wol_enabled=False))
+        update_node(session, node.id, WolConfigure(wol_enabled=False))
     _boot(running, "n1", "n2")  # n3 is off
     _trust_all(settings, running)
 

@@ -23,7 +23,6 @@ import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from upslab import wait_until
 
 from mko.inventory.clusters import create_cluster
 from mko.inventory.nodes import create_node
@@ -32,6 +31,7 @@ from mko.lab.inventory import register_lab
 from mko.lab.netns import NodeSpec
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.settings import Settings
+from support.ups import wait_until
 
 ROOT = Path(__file__).resolve().parents[3]
 MKO = [sys.executable, "-m", "mko"]

@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from power_peers import IpmiSim, RedfishEmulator
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from mko.cli.root import app
 from mko.inventory.nodes import create_node
 from mko.inventory.schemas import NodeCreate
+from support.peers import IpmiSim, RedfishEmulator
 
 
 @pytest.fixture

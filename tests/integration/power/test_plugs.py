@@ -9,13 +9,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from plug_peers import ShellyGen1, ShellyGen2, Tasmota
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from mko.cli.root import app
 from mko.inventory.nodes import create_node
 from mko.inventory.schemas import NodeCreate
+from support.plugs import ShellyGen1, ShellyGen2, Tasmota
 
 PASSWORD = "plug-secret-7f3a"
 

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from power_peers import IpmiSim, PveServer, RedfishEmulator
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
@@ -18,6 +17,7 @@ from mko.cli.root import app
 from mko.inventory.nodes import create_node
 from mko.inventory.schemas import NodeCreate
 from mko.platform.settings import Settings
+from support.peers import IpmiSim, PveServer, RedfishEmulator
 
 WRONG_TOKEN = "wrong-token-5e1d7c0a"
 WRONG_IPMI = "wrong-ipmi-pw-77"

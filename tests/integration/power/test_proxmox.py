@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from power_peers import PveServer
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
@@ -26,6 +25,7 @@ from mko.platform.db.models.operations import OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
 from mko.wol.wake import make_schedule, run_wake, start_wake
+from support.peers import PveServer
 
 
 @pytest.fixture

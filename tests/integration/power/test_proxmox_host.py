@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from power_peers import HostPveServer, IpmiSim, PveServer
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from mko.cli.root import app
+from support.peers import HostPveServer, IpmiSim, PveServer
 
 
 @pytest.fixture

@@ -8,13 +8,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from plug_peers import Webhook
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from mko.cli.root import app
 from mko.inventory.nodes import create_node
 from mko.inventory.schemas import NodeCreate
+from support.plugs import Webhook
 
 API_KEY = "hook-key-51c9e0"
 

@@ -15,9 +15,13 @@ from collections.abc import Iterator
 import pytest
 
 from mko.lab.nut import NutServer, OutputTimers
-from mko.ups.nut import NutClient, NutResponseError
+from mko.platform.errors import NutResponseError
+from mko.ups.nut import NutClient
 from mko.ups.power_cycle import power_cycle
 from mko.ups.service import UpsTarget
+
+# Its tests share the module's upsd: one xdist worker runs them one after the other.
+pytestmark = pytest.mark.xdist_group("nut_output")
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +124,8 @@ def test_mkos_power_cycle_never_fires_on_mains_checks_the_list_and_records_upsd_
     nut: NutServer,
 ) -> None:
     target = UpsTarget(1, "rack", nut.ups_name, nut.host, nut.port, nut.username, nut.password)
+    nut.set(status="OL CHRG")  # on mains, as another test of the module may or may not have left it
+    nut.wait_for_status("OL CHRG")
     upsd_log = nut.directory / "upsd.log"
     before = upsd_log.read_text().count("Instant command")
     skipped = asyncio.run(power_cycle(target, 3))

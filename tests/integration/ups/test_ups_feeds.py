@@ -14,7 +14,6 @@ from collections.abc import Iterator
 import pytest
 from pydantic import SecretStr
 from sqlalchemy.orm import Session
-from upslab import MonitorThread, wait_until
 
 from mko.inventory.nodes import update_node
 from mko.inventory.schemas import NodeUpdate
@@ -31,6 +30,7 @@ from mko.rules.schemas import RuleCreate
 from mko.rules.service import create_rule
 from mko.ups.schemas import UpsCreate
 from mko.ups.service import create_ups
+from support.ups import MonitorThread, wait_until
 
 
 @pytest.fixture

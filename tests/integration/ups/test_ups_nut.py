@@ -2,7 +2,7 @@
 
 One lab and one NUT server serve the whole module (building them costs ~3 s); each test gets a fresh
 database, the UPS back on line at 100 %, and every lab node switched off. upsd runs inside the lab's
-``orch`` namespace; the monitor runs there too (:class:`upslab.MonitorThread`), so its NUT connection
+``orch`` namespace; the monitor runs there too (:class:`support.ups.MonitorThread`), so its NUT connection
 goes to that namespace's 127.0.0.1 and its magic packets out on the lab LAN, never onto the host's.
 The UPS is driven by rewriting dummy-ups's .dev file (upsd serves the change at the driver's next 1 s
 tick); the monitor polls every 0.2 s here to keep the tests short (the default 1 s is in bench/).
@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -25,13 +23,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
-from upslab import MonitorThread, event_names, wait_until
 
-from authhelp import admin_headers
-from dbtemplate import copy_migrated_database
 from mko.app import create_app
 from mko.cli.root import app as cli_app
-from mko.inventory.nodes import configure_wol
+from mko.inventory.nodes import update_node
 from mko.inventory.schemas import WolConfigure
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
@@ -46,6 +41,11 @@ from mko.rules.schemas import RuleCreate
 from mko.rules.service import create_rule, get_rule, list_rules
 from mko.ups.schemas import UpsCreate
 from mko.ups.service import create_ups
+from support.auth import admin_headers
+from support.ups import MonitorThread, UpsLabFactory, event_names, wait_until
+
+# Its tests share the module's lab and upsd: one xdist worker runs them one after the other.
+pytestmark = pytest.mark.xdist_group("ups_nut")
 
 ROOT = Path(__file__).resolve().parents[3]
 SEED_CREATE_RULE = [
@@ -92,29 +92,13 @@ class Rig:
 
 
 @pytest.fixture(scope="module")
-def ups_lab(
-    netns_privileges: None, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[RunningLab, NutServer]]:
+def ups_lab(ups_lab_factory: UpsLabFactory) -> tuple[RunningLab, NutServer]:
     """A 3-node lab and a real upsd + dummy-ups listening inside its orch namespace."""
-    running = RunningLab.start(f"mku{os.getpid() % 10000}", 3)
-    try:
-        nut = NutServer.start(tmp_path_factory.mktemp("nut"), netns=running.lab.orch)
-    except BaseException:
-        running.close()
-        raise
-    yield running, nut
-    nut.stop()
-    running.close()
+    return ups_lab_factory(3)
 
 
 @pytest.fixture
-def fast_db(settings: Settings) -> None:
-    """A copy of a migrated database, so the session fixture finds it at head."""
-    copy_migrated_database(settings.database_url)
-
-
-@pytest.fixture
-def rig(ups_lab: tuple[RunningLab, NutServer], settings: Settings, fast_db: None, session: Session) -> Rig:
+def rig(ups_lab: tuple[RunningLab, NutServer], settings: Settings, session: Session) -> Rig:
     """The UPS on line at 100 %, nodes off, the lab cluster and the UPS registered (both id 1)."""
     running, nut = ups_lab
     nut.start_driver()
@@ -318,7 +302,7 @@ def test_flapping_ob_ol_every_2s_for_30s_gives_no_duplicate_or_overlapping_actio
 ) -> None:
     # One node never answers its probe, so each wake runs its whole 5 s timeout: longer than the 4 s
     # between two power_restored events. Overlaps would happen if the engine allowed them.
-    configure_wol(session, rig.node_ids[2], WolConfigure(probe_port=2299))
+    update_node(session, rig.node_ids[2], WolConfigure(probe_port=2299))
     rule = _rule(session, rig, PowerEvent.POWER_RESTORED)
     writes = int(FLAP_SECONDS / FLAP_PERIOD)
     with rig.monitor() as mon:

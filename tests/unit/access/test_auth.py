@@ -8,14 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher, extract_parameters
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from mko.access.principal import allows
 from mko.access.tokens import create_token, list_tokens, revoke_token
-from mko.access.users import authenticate_password, create_user, ensure_first_admin
+from mko.access.users import authenticate_password, create_user, ensure_first_admin, list_users
 from mko.app import create_app
 from mko.cli.root import app as cli_app
 from mko.platform.db.models.access import AuthEvent, Role
@@ -149,7 +151,7 @@ def test_tokens_and_users_over_the_api_never_show_secrets(client: TestClient) ->
 
 
 def test_web_session_csrf_roles_and_expiry(settings: Settings, session: Session) -> None:
-    create_user(session, "viewer1", "viewer-pass", Role.VIEWER)
+    create_user(session, settings, "viewer1", "viewer-pass", Role.VIEWER)
     app = create_app(settings)
     with TestClient(app) as browser:
         assert browser.get("/nodes", follow_redirects=False).headers["location"] == "/login?next=/nodes"
@@ -196,7 +198,7 @@ def test_csrf_missing_or_wrong_is_rejected(web: Any) -> None:
 
 
 def test_login_attempts_are_limited_per_client(settings: Settings, session: Session) -> None:
-    create_user(session, "ann", "correct-horse", Role.VIEWER)
+    create_user(session, settings, "ann", "correct-horse", Role.VIEWER)
     app = create_app(settings.model_copy(update={"login_attempts": 3}))
     with TestClient(app) as browser:
         for _ in range(3):
@@ -230,9 +232,52 @@ def test_cli_users_and_tokens(cli: CliRunner, settings: Settings) -> None:
 
 
 def test_first_admin_password_is_printed_once_and_never_logged(settings: Settings, session: Session) -> None:
-    generated = ensure_first_admin(session, None)
+    generated = ensure_first_admin(session, settings, None)
     assert generated and len(generated) >= 16
-    assert ensure_first_admin(session, None) is None
-    assert authenticate_password(session, "admin", generated) is not None
+    assert ensure_first_admin(session, settings, None) is None
+    assert authenticate_password(session, settings, "admin", generated) is not None
     log_text = Path(settings.log_file).read_text() if Path(settings.log_file).exists() else ""
     assert generated not in log_text
+
+
+def test_password_hashing_defaults_are_argon2_s_own_and_bad_costs_are_refused() -> None:
+    costs = ("time_cost", "memory_cost", "parallelism")
+    defaults = {name: Settings.model_fields[f"password_hash_{name}"].default for name in costs}
+    reference = PasswordHasher()  # argon2-cffi's defaults: RFC 9106's low-memory profile
+    assert defaults == {
+        "time_cost": reference.time_cost,
+        "memory_cost": reference.memory_cost,
+        "parallelism": reference.parallelism,
+    }
+    for bad, field in (
+        ({"password_hash_time_cost": 0}, "password_hash_time_cost"),
+        ({"password_hash_memory_cost": 4}, "password_hash_memory_cost"),
+        ({"password_hash_parallelism": 0}, "password_hash_parallelism"),
+        ({"password_hash_memory_cost": 16, "password_hash_parallelism": 4}, "8 x password_hash_parallelism"),
+    ):
+        with pytest.raises(ValidationError, match=field):
+            Settings(**bad)
+
+
+def test_a_hash_takes_the_settings_costs_and_is_renewed_at_the_next_login_when_they_change(
+    settings: Settings, session: Session
+) -> None:
+    create_user(session, settings, "ann", "correct-horse", Role.VIEWER)
+    [user] = [u for u in list_users(session) if u.username == "ann"]
+    cheap = user.password_hash
+    assert extract_parameters(cheap).time_cost == settings.password_hash_time_cost
+    assert extract_parameters(cheap).memory_cost == settings.password_hash_memory_cost
+
+    stronger = settings.model_copy(update={"password_hash_time_cost": 2, "password_hash_memory_cost": 64})
+    assert authenticate_password(session, stronger, "ann", "wrong-horse") is None
+    assert user.password_hash == cheap  # a wrong password changes nothing
+    assert authenticate_password(session, stronger, "ann", "correct-horse") is not None
+    session.expire_all()
+    renewed = next(u for u in list_users(session) if u.username == "ann").password_hash
+    assert renewed != cheap
+    assert (extract_parameters(renewed).time_cost, extract_parameters(renewed).memory_cost) == (2, 64)
+    # The old settings still verify the new hash (it carries its own parameters), and renew it back.
+    assert authenticate_password(session, settings, "ann", "correct-horse") is not None
+    session.expire_all()
+    back = next(u for u in list_users(session) if u.username == "ann").password_hash
+    assert extract_parameters(back).time_cost == settings.password_hash_time_cost

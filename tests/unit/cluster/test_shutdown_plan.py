@@ -77,6 +77,7 @@ def test_workers_first_in_parallel_then_control_planes_alone_and_the_drain_host_
         "hostname": "cp-2",
         "action": "stop",
         "runs_on": "cp-2",
+        "cut_by": None,
     }
 
 
@@ -172,3 +173,30 @@ def test_nodes_others_depend_on_go_down_after_them_in_reverse_dependency_order()
     # Then, one by one: the cache (it needs the NAS), the NAS last of the workers, the control plane.
     assert [chain[0].hostname for chain in plan.serial] == ["cache", "nas", "cp"]
     assert any(line.endswith(". then a worker other nodes depend on, alone:") for line in plan.lines())
+
+
+def test_every_power_method_has_a_way_down_read_from_its_driver() -> None:
+    """Soft-off by the driver that can; else the OS halts over SSH, and a driver that can only cut power
+    (an outlet, a plug, a webhook, a command) cuts it afterwards, so that its next "on" starts the node."""
+    from mko.power.registry import DRIVERS
+
+    nodes = [_node(1, "cp", CP)] + [
+        _node(i, f"w-{method}", W, method) for i, method in enumerate(DRIVERS.names(), start=2)
+    ]
+    plan = build_plan(1, "mixed", nodes, nodes[0], force=False)
+    power_off = {s.hostname: s for chain in plan.parallel for s in chain if s.action == "poweroff"}
+    assert {host.removeprefix("w-") for host in power_off} == set(DRIVERS.names())
+    for method in DRIVERS.names():
+        step, driver = power_off[f"w-{method}"], DRIVERS.driver(method)
+        if driver.supports("soft"):
+            assert (step.runs_on, step.cut_by) == (f"driver:{method}", None)
+            assert step.describe().endswith(f"(soft-off by the {method} driver)")
+        elif driver.supports("off"):
+            assert (step.runs_on, step.cut_by) == (step.hostname, method)
+            assert step.describe().endswith(
+                f"(systemctl poweroff over SSH, then power cut by the {method} driver)"
+            )
+        else:  # magic packets cannot switch anything off
+            assert (step.runs_on, step.cut_by) == (step.hostname, None)
+            assert step.describe().endswith("(systemctl poweroff over SSH)")
+    assert power_off["w-shelly"].cut_by == "shelly" and power_off["w-ipmi"].runs_on == "driver:ipmi"

@@ -128,7 +128,7 @@ def test_the_web_pages_of_a_viewer_connect_nowhere(
     settings: Settings, session: Session, client: TestClient, node_port: CountingPort
 ) -> None:
     node_id = _node(client, node_port.port)
-    create_user(session, "web-viewer", "viewer-pw-1", Role.VIEWER)
+    create_user(session, settings, "web-viewer", "viewer-pw-1", Role.VIEWER)
     app = create_app(settings)
     with TestClient(app) as web:
         signed_in = web.post("/login", data={"username": "web-viewer", "password": "viewer-pw-1"})

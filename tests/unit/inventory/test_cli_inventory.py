@@ -22,6 +22,32 @@ def test_help_lists_groups(cli: CliRunner, settings: Settings) -> None:
         assert group in out
 
 
+def test_add_is_terse_update_counts_nodes_and_wide_tables_are_whole(
+    cli: CliRunner, settings: Settings
+) -> None:
+    _ok(cli, "cluster", "add", "home")
+    added = _ok(
+        cli,
+        "node",
+        "add",
+        "cp1",
+        "192.168.100.111",
+        "--cluster-id",
+        "1",
+        "--mac",
+        "AA-BB-CC-DD-EE-01",
+        "--role",
+        "control-plane",
+    )
+    assert "aa:bb:cc:dd:ee:01" in added and "mko node show 1" in added
+    assert "bmc_address" not in added and "redfish_url" not in added  # only what a person just typed
+    updated = json.loads(_ok(cli, "cluster", "update", "1", "--site", "branch", "--json"))
+    assert updated["node_count"] == 1 and updated["site"] == "branch"
+    # Off a terminal no table is cut at 80 columns: every id, address and MAC is whole on its row.
+    row = next(line for line in _ok(cli, "node", "list").splitlines() if "cp1" in line)
+    assert "192.168.100.111" in row and "aa:bb:cc:dd:ee:01" in row and "control-plane" in row
+
+
 def test_node_add_then_list_json(cli: CliRunner, settings: Settings) -> None:
     _ok(cli, "cluster", "add", "home", "--description", "rack")
     _ok(

@@ -31,7 +31,7 @@ from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.errors import ConflictError
 from mko.platform.settings import Settings
-from ownerhelp import exited_process, make_owned_by, reused_pid
+from support.owners import exited_process, make_owned_by, reused_pid
 
 ELSEWHERE = ProcessIdentity("other-host", 4242, "123456@00000000-0000-0000-0000-000000000000/4026531836")
 

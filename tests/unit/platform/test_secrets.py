@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from mko.inventory.clusters import create_cluster
 from mko.inventory.nodes import configure_wol, create_node
 from mko.inventory.schemas import ClusterCreate, NodeCreate, WolConfigure
+from mko.operations.records import Actor
 from mko.platform.errors import FatalPowerError, InputError
 from mko.platform.secrets import SecretBox, key_file_path
 from mko.platform.settings import Settings
@@ -55,6 +56,7 @@ def test_bmc_password_is_stored_encrypted_and_write_only(settings: Settings, ses
         WolConfigure(
             wol_method="ipmi", bmc_address="10.0.0.99", bmc_username="admin", bmc_password="hunter2-ipmi"
         ),
+        Actor.cli(),
     )
     stored = session.connection().exec_driver_sql("SELECT power_params FROM nodes").scalar_one()
     raw = json.loads(stored)["bmc_password"]["fernet"]
@@ -64,6 +66,9 @@ def test_bmc_password_is_stored_encrypted_and_write_only(settings: Settings, ses
     other = create_node(session, NodeCreate(hostname="n2", ip_address="10.0.0.8"))
     with pytest.raises(InputError) as refused:
         configure_wol(
-            session, other.id, WolConfigure(wol_method="ipmi", bmc_address="10.0.0.98", bmc_username="a")
+            session,
+            other.id,
+            WolConfigure(wol_method="ipmi", bmc_address="10.0.0.98", bmc_username="a"),
+            Actor.cli(),
         )
     assert refused.value.field == "bmc_password"

@@ -60,7 +60,7 @@ def test_reading_the_settings_imports_no_heavy_client() -> None:
         "import sys\n"
         "from mko.power.registry import DRIVERS\n"
         "DRIVERS.all_params_fields()\n"
-        "heavy = [m for m in ('pyghmi', 'proxmoxer', 'pysnmp', 'asyncssh') if m in sys.modules]\n"
+        "heavy = [m for m in ('pyghmi', 'proxmoxer', 'pysnmp', 'asyncssh', 'httpx') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -16,8 +16,6 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from dbtemplate import copy_migrated_database
-from mko.cluster import outages
 from mko.inventory.clusters import create_cluster
 from mko.inventory.schemas import ClusterCreate
 from mko.operations.kinds import RULE_OPERATION_KIND
@@ -32,11 +30,12 @@ from mko.rules.actions import ACTIONS, ActionContext, ActionResult, ClusterActio
 from mko.rules.engine import RuleEngine
 from mko.rules.schemas import RuleCreate
 from mko.rules.service import DEFAULT_STABLE_FOR, create_rule, delete_rule, list_rules, set_rule_enabled
+from mko.ups import outages
 from mko.ups.events import DetectedEvent
 from mko.ups.schemas import UpsCreate
 from mko.ups.service import create_ups, record_events
 from mko.ups.status import UpsReading
-from ownerhelp import exited_process, make_owned_by
+from support.owners import exited_process, make_owned_by
 
 pytestmark = pytest.mark.anyio
 
@@ -137,20 +136,14 @@ class Ctx:
 
 
 @pytest.fixture
-def fast_db(settings: Settings) -> None:
-    """A copy of a migrated database, so the session fixture finds it at head."""
-    copy_migrated_database(settings.database_url)
-
-
-@pytest.fixture
-async def ctx(settings: Settings, fast_db: None, session: Session) -> Any:
+async def ctx(settings: Settings, session: Session) -> Any:
     context = Ctx(settings, session)
     yield context
     await context.close()
 
 
 def test_create_rule_checks_every_field_and_stores_nothing_wrong(
-    settings: Settings, fast_db: None, session: Session
+    settings: Settings, session: Session
 ) -> None:
     ups = create_ups(session, settings, UpsCreate(name="u", ups_name="myups"))
     cluster = create_cluster(session, ClusterCreate(name="c")).id
@@ -294,7 +287,7 @@ class SafePointShutdown(ClusterActionHandler):
 
 
 async def test_a_shutdown_superseded_by_a_wake_ends_at_its_safe_point_before_the_wake(
-    settings: Settings, fast_db: None, session: Session
+    settings: Settings, session: Session
 ) -> None:
     context = Ctx(settings, session)
     shutdown = SafePointShutdown()

@@ -13,14 +13,13 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from dbtemplate import copy_migrated_database
 from mko.cli.root import app
 from mko.platform.db.models.ups import UPS, PowerEvent
 from mko.platform.settings import Settings
 from mko.ups.events import DetectedEvent
 from mko.ups.service import record_events
 
-pytestmark = pytest.mark.usefixtures("fast_db")
+pytestmark = pytest.mark.usefixtures("session")  # a migrated database of this test
 
 SEED_RULE = {
     "ups_id": 1,
@@ -29,12 +28,6 @@ SEED_RULE = {
     "cluster_action": "wake_on_lan",
     "name": "Wake cluster after power restoration",
 }
-
-
-@pytest.fixture
-def fast_db(settings: Settings) -> None:
-    """A copy of a migrated database, so the session fixture finds it at head."""
-    copy_migrated_database(settings.database_url)
 
 
 def _ups(client: TestClient, **fields: Any) -> dict[str, Any]:

@@ -37,6 +37,7 @@ class Feed:
         self.at += timedelta(seconds=1)
         found = self.detector.failed(CommFailure(self.at, error))
         self.events += [(e.event.value, e.detail) for e in found]
+        self.messages += [e.message for e in found]
         return [e.event.value for e in found]
 
     @property
@@ -105,12 +106,22 @@ def test_readings_without_ol_or_ob_keep_the_last_known_source() -> None:
     assert feed.read("OL") == ["power_restored"]
 
 
-def test_failures_before_any_reading_are_silent() -> None:
+def test_failures_before_any_reading_are_silent_for_a_minute() -> None:
     feed = Feed(EventDetector(comm_lost_after=1))
     assert feed.fail() == [] and feed.fail() == []
     assert feed.detector.comm == CommState.UNKNOWN
     assert feed.read("OL") == []  # the baseline, no comm_restored for a loss never declared
     assert feed.fail() == ["comm_lost"]
+
+
+def test_a_ups_never_read_is_comm_lost_after_a_minute_once_then_restored() -> None:
+    feed = Feed(EventDetector(never_read_after=60))
+    assert [name for _ in range(60) for name in feed.fail("connection refused")] == []  # t = 1 … 60 s
+    assert feed.fail("connection refused") == ["comm_lost"]  # 60 s after the first failure (t = 1 s)
+    assert "not one reading in 60 s since mko started: connection refused" in feed.messages[-1]
+    assert [name for _ in range(100) for name in feed.fail()] == []  # said once
+    assert feed.read("OL") == ["comm_restored"]
+    assert feed.read("OB") == ["power_loss"]  # the first reading was the baseline: edges work as ever
 
 
 def test_low_battery_fires_once_per_threshold_crossing_with_hysteresis() -> None:
@@ -214,3 +225,22 @@ def test_carrying_on_from_a_persisted_state_reports_what_happened_while_mko_was_
     assert feed.events[0][1]["last_seen"] == {"status": "OB DISCHRG", "at": "2026-11-27T12:00:02+00:00"}
     assert feed.read("OB DISCHRG") == ["power_loss"]
     assert feed.messages[-1] == "on battery: mains power lost"  # only the first reading was "while down"
+
+
+def test_the_charge_sparkline_keeps_one_sample_per_30_s_for_an_hour() -> None:
+    from typing import Any, cast
+
+    from mko.ups.monitor import _Watch
+    from mko.web.pages.ups import sparkline_points
+
+    watch = _Watch(target=cast(Any, None), detector=EventDetector(), client=cast(Any, None))
+    for second in range(0, 2 * 3600, 5):  # two hours of readings, one every 5 s, draining 100 → 0
+        charge = 100 - second / 72
+        variables = {"ups.status": "OB", "battery.charge": f"{charge:g}"}
+        watch.sample_charge(UpsReading.from_variables(variables, T0 + timedelta(seconds=second)))
+    history = list(watch.charges)
+    assert len(history) == 121  # the last hour, ends included, every 30 s
+    assert (history[-1][0] - history[0][0]).total_seconds() == 3600
+    points = sparkline_points(history).split()
+    assert points[0] == "0.0,14.9" and points[-1] == "100.0,29.9"  # 50 % an hour ago (mid-height), ~0 % now
+    assert sparkline_points(history[:1]) == ""

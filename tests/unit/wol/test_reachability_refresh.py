@@ -73,7 +73,7 @@ def test_the_server_refreshes_in_the_background_at_its_interval(settings: Settin
                     checks.add(node.reachability_checked_at)
                 time.sleep(0.02)
             assert node.reachable is True
-            create_user(session, "viewer", "viewer-pass", Role.VIEWER)
+            create_user(session, settings, "viewer", "viewer-pass", Role.VIEWER)
             browser = TestClient(app)
             browser.post("/login", data={"username": "viewer", "password": "viewer-pass"})
             page = browser.get("/nodes")

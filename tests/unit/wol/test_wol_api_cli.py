@@ -53,6 +53,11 @@ def test_seed_configure_body_verbatim_then_only_sent_fields_change(client: TestC
     )
     operations = client.get("/api/operations", params={"kind": "wol_configure"}).json()
     assert [op["parameters"] for op in operations] == [{"wol_port": 7}, SEED_CONFIGURE]
+    assert operations[0]["summary"] == "changed wol_port"
+    # The same values again change nothing, so nothing is recorded.
+    again = client.put(f"/api/nodes/{node['id']}/wol/configure", json={**SEED_CONFIGURE, "wol_port": 7})
+    assert again.status_code == 200, again.text
+    assert len(client.get("/api/operations", params={"kind": "wol_configure"}).json()) == 2
 
 
 def test_seed_virtual_node_form(client: TestClient, session: Any) -> None:
@@ -209,6 +214,8 @@ def test_cli_configure_status_enable_disable(cli: CliRunner, settings: Settings)
     assert json.loads(run("wol", "enable", "1", "--flag-only", "--json").stdout)["wol_enabled"] is True
     only_port = json.loads(run("wol", "configure", "1", "--port", "7", "--json").stdout)
     assert only_port["wol_port"] == 7 and only_port["wol_mac_address"] == "aa:bb:cc:dd:ee:ff"
+    same = run("wol", "configure", "1", "--port", "7")
+    assert same.exit_code == 0 and "nothing changed" in same.stdout and "wol_port" in same.stdout
     for args, field in [
         (("wol", "configure", "1", "--mac-address", "nope"), "wol_mac_address"),
         (("wol", "configure", "1", "--port", "0"), "wol_port"),
@@ -251,7 +258,7 @@ def test_cli_send_ad_hoc(cli: CliRunner, settings: Settings, receiver: socket.so
 
 
 def test_a_burst_of_wakes_of_one_node_joins_the_running_one(
-    client: TestClient, receiver: socket.socket
+    client: TestClient, cli: CliRunner, receiver: socket.socket
 ) -> None:
     port = receiver.getsockname()[1]
     node = _node(
@@ -268,5 +275,59 @@ def test_a_burst_of_wakes_of_one_node_joins_the_running_one(
     again = client.post(f"/api/nodes/{node['id']}/wol/wake", json={"wait": True, "timeout": 30})
     assert again.status_code == 202 and again.json()["coalesced"] is True
     assert again.json()["operation_id"] == first.json()["operation_id"]
+    # The CLI coalesces too (one service decides): it joins, sends nothing, and says so.
+    joined = cli.invoke(app, ["wol", "wake-node", str(node["id"]), "--json"])
+    assert joined.exit_code == 0, joined.stderr
+    answer = json.loads(joined.stdout)
+    assert answer["coalesced"] is True and answer["operation_id"] == first.json()["operation_id"]
+    assert answer["status"] == "running"
     wakes = client.get("/api/operations", params={"kind": "wol_wake_node"}).json()
     assert len(wakes) == 1  # one operation, one stream of packets
+
+
+def test_overlapping_cluster_wakes_join_from_the_api_and_the_cli(
+    client: TestClient, cli: CliRunner, receiver: socket.socket
+) -> None:
+    cluster = client.post("/api/clusters", json={"name": "home"}).json()
+    _node(
+        client,
+        cluster_id=cluster["id"],
+        wol_enabled=True,
+        wol_mac_address="02:00:00:00:00:0a",
+        wol_port=receiver.getsockname()[1],
+        wol_broadcast_address="127.255.255.255",
+        probe_port=1,  # never answers: the wake keeps running until its timeout
+    )
+    client.app.state.settings = client.app.state.settings.model_copy(update={"api_sync_wait": 0.0})  # type: ignore[attr-defined]
+    url = f"/api/clusters/{cluster['id']}/wol/wake"
+    first = client.post(url, json={"wait": True, "timeout": 3})
+    assert first.status_code == 202 and first.json()["coalesced"] is False
+    again = client.post(url, json={"wait": True, "timeout": 3})
+    assert again.json()["coalesced"] is True and again.json()["operation_id"] == first.json()["operation_id"]
+    # A person at the CLI joins the same wake and is told its result when it ends.
+    joined = cli.invoke(app, ["wol", "wake-cluster", str(cluster["id"]), "--wait", "--timeout", "3"])
+    assert f"under way (operation {first.json()['operation_id']}): joined it" in joined.stdout
+    assert joined.exit_code == 1 and "not_up" in joined.stdout
+    assert len(client.get("/api/operations", params={"kind": "wol_wake_cluster"}).json()) == 1
+
+
+def test_cli_cluster_wake_prints_counts_and_only_the_nodes_needing_attention(
+    client: TestClient, cli: CliRunner, receiver: socket.socket
+) -> None:
+    port = receiver.getsockname()[1]
+    cluster = client.post("/api/clusters", json={"name": "rack"}).json()
+    common = {"cluster_id": cluster["id"], "wol_port": port, "wol_broadcast_address": "127.255.255.255"}
+    for i in range(1, 4):
+        _node(client, f"up{i}", wol_enabled=True, wol_mac_address=f"02:00:00:00:01:0{i}", **common)
+    _node(client, "off1", wol_mac_address="02:00:00:00:01:09", **common)
+    args = ["wol", "wake-cluster", str(cluster["id"]), "--retries", "1", "--delay", "0"]
+    summary = cli.invoke(app, args)
+    assert summary.exit_code == 1  # partial: one node was skipped
+    lines = summary.stdout.splitlines()
+    assert lines[0].endswith(": partial: 4 node(s): 3 sent, 1 skipped"), lines
+    assert not any(line.split()[1:2] == ["up1"] for line in lines)  # a node that went well is not listed
+    assert any("skipped" in line and "disabled" in line for line in lines)
+    every = cli.invoke(app, [*args, "--verbose"])
+    assert {f"up{i}" for i in range(1, 4)} <= set(every.stdout.split())
+    as_json = json.loads(cli.invoke(app, [*args, "--json"]).stdout)
+    assert len(as_json["nodes"]) == 3 and len(as_json["skipped"]) == 1

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mko.access import tokens as access_tokens
 from mko.access import users as access_users
 from mko.access.tokens import expires_in_days
-from mko.http.deps import SessionDep
+from mko.http.deps import SessionDep, SettingsDep
 from mko.http.routing import MkoRoute
 from mko.http.security import PrincipalDep
 from mko.platform.db.models.access import Role
@@ -87,10 +87,10 @@ def list_users(session: SessionDep) -> list[UserPublic]:
 
 
 @router.post("/users", status_code=status.HTTP_201_CREATED)
-def create_user(session: SessionDep, body: UserCreate) -> UserPublic:
+def create_user(session: SessionDep, settings: SettingsDep, body: UserCreate) -> UserPublic:
     """Add a user (argon2-hashed password)."""
     return UserPublic.model_validate(
-        access_users.create_user(session, body.username, body.password, body.role)
+        access_users.create_user(session, settings, body.username, body.password, body.role)
     )
 
 

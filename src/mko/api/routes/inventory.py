@@ -6,11 +6,13 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from mko.http.deps import DbDep, SessionDep, SettingsDep
 from mko.http.live import LiveReads
+from mko.http.paging import NodeFiltersDep, PageDep, set_total
 from mko.http.routing import MkoRoute
 from mko.http.security import AdminDep, PrincipalDep, require_operator_for
 from mko.inventory import clusters as inventory_clusters
 from mko.inventory import nodes as inventory_nodes
 from mko.inventory.clusters import node_counts
+from mko.inventory.read import NodeFilters, page_of_nodes
 from mko.inventory.schemas import (
     ClusterCreate,
     ClusterPublic,
@@ -79,9 +81,14 @@ def list_cluster_nodes(session: SessionDep, cluster_id: int) -> list[NodePublic]
 
 
 @router.get("/nodes", tags=["nodes"])
-def list_nodes(session: SessionDep, cluster_id: int | None = None) -> list[NodePublic]:
-    """All nodes, or those of ``cluster_id``."""
-    return [NodePublic.of(node) for node in inventory_nodes.list_nodes(session, cluster_id)]
+def list_nodes(
+    session: SessionDep, response: Response, filters: NodeFiltersDep, page: PageDep
+) -> list[NodePublic]:
+    """All nodes by id, or those the filters match (``cluster_id``, ``role``, ``state``, ``search``);
+    ``limit``/``offset`` return one page. ``X-Total-Count`` says how many match in all."""
+    nodes, total = page_of_nodes(session, filters, page)
+    set_total(response, total)
+    return [NodePublic.of(node) for node in nodes]
 
 
 @router.get("/nodes/reachability", tags=["nodes"])
@@ -91,6 +98,7 @@ async def nodes_reachability(
     settings: SettingsDep,
     principal: PrincipalDep,
     cluster_id: int | None = None,
+    node_id: list[int] = Query(default=[], description="only these nodes (e.g. the rows of one page)"),
     refresh: bool = Query(
         default=False,
         description="probe the nodes now (operator; at most once per live_read_interval per cluster)",
@@ -98,9 +106,10 @@ async def nodes_reachability(
 ) -> dict[int, Reachability]:
     """Every node's (or ``cluster_id``'s nodes') last probe result with its age (``up`` null: never
     probed); ``?refresh=true`` probes them now, concurrently, on their probe ports, and stores it."""
+    if not refresh:  # the refresher's cache: a page view never makes mko probe
+        filters = NodeFilters(cluster_id=cluster_id)
+        return await db.run(lambda session: reachability.stored_reachability(session, filters, node_id))
     nodes = await db.run(lambda session: inventory_nodes.list_nodes(session, cluster_id))
-    if not refresh:
-        return reachability.stored_reachability(nodes)
     await require_operator_for(request, principal, "probing nodes now")
     live: LiveReads[dict[int, Reachability]] = request.app.state.live_reads
     reading = await live.read(
@@ -109,8 +118,8 @@ async def nodes_reachability(
     )
     age = round(reading.age, 1)
     return {
-        node_id: result.model_copy(update={"age_seconds": age})
-        for node_id, result in reading.result().items()
+        probed_id: result.model_copy(update={"age_seconds": age})
+        for probed_id, result in reading.result().items()
     }
 
 

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 from sqlalchemy.orm import Session
 
-from mko.cluster import outages
 from mko.cluster.schemas import OutagePublic
 from mko.http.deps import DbDep, SessionDep, SettingsDep
 from mko.http.live import LiveReads
@@ -21,7 +20,7 @@ from mko.platform.secrets import SecretBox
 from mko.rules import service as rules_service
 from mko.rules.schemas import RuleCreate, RulePublic
 from mko.rules.service import set_rule_enabled
-from mko.ups import service
+from mko.ups import outages, service
 from mko.ups.monitor import UpsMonitor
 from mko.ups.schemas import UpsCreate, UpsEventPublic, UpsPublic
 
@@ -78,7 +77,7 @@ def monitor_state(request: Request) -> dict[str, Any]:
     return {
         "running": True,
         "ups": [monitor.snapshot(ups_id) or {"ups_id": ups_id} for ups_id in monitor.watched()],
-        "executions": monitor.engine.pending(),
+        "executions": monitor.sink.pending(),
         "powerdown": monitor.powerdown,
     }
 
@@ -124,6 +123,14 @@ def create_rule(request: Request, session: SessionDep, body: RuleCreate) -> Rule
 def get_rule(session: SessionDep, rule_id: int) -> RulePublic:
     """One rule."""
     return RulePublic.model_validate(rules_service.get_rule(session, rule_id))
+
+
+@router.put("/rules/{rule_id:int}", tags=["power rules"])
+def update_rule(request: Request, session: SessionDep, rule_id: int, body: RuleCreate) -> RulePublic:
+    """Replace a rule's settings (the body of create-rule); its counters stay."""
+    rule = rules_service.update_rule(session, rule_id, body)
+    _changed(request)
+    return RulePublic.model_validate(rule)
 
 
 @router.delete("/rules/{rule_id:int}", status_code=status.HTTP_204_NO_CONTENT, tags=["power rules"])

@@ -6,7 +6,6 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, Field
-from sqlalchemy.orm import Session
 
 from mko.http.background import launch_wake, result_or_accepted
 from mko.http.deps import ActorDep, DbDep, SessionDep, SettingsDep
@@ -14,17 +13,14 @@ from mko.http.live import LiveReads
 from mko.http.routing import MkoRoute
 from mko.http.security import AdminDep, PrincipalDep, require_operator_for
 from mko.inventory.nodes import configure_wol, get_node
-from mko.inventory.power_settings import secret_fields
 from mko.inventory.schemas import NodePublic, WolConfigure
 from mko.inventory.snapshots import snapshot
 from mko.nic.wol_switch import set_nic_wol
-from mko.operations.records import finish_operation, start_operation
 from mko.platform.db.models.operations import OperationStatus
 from mko.platform.settings import Settings
 from mko.platform.validation import InputModel
-from mko.power.base import NodeSnapshot
 from mko.wol.status import probe_reachable, wol_status_sync
-from mko.wol.wake import PreparedWake, make_schedule, plan_cluster_wake, start_wake
+from mko.wol.wake import PreparedWake, make_schedule, plan_cluster_wake, start_requested_wake
 
 router = APIRouter(prefix="/api", tags=["wake-on-lan"], route_class=MkoRoute)
 
@@ -74,7 +70,7 @@ async def _answer(
         return WakeResponse(
             operation_id=prepared.operation_id,
             status=OperationStatus.RUNNING,
-            summary=f"joined the wake already running for this node; follow {url}",
+            summary=f"joined the wake already under way; follow {url}",
             operation_url=url,
             coalesced=True,
         )
@@ -119,14 +115,14 @@ async def _wake(
     )
     node_ids = body.node_ids if isinstance(body, NodesWakeBody) else ()
     prepared = await db.run(
-        lambda session: start_wake(
+        lambda session: start_requested_wake(
             session,
+            settings,
             target_type=target_type,
             target_id=target_id,
             schedule=schedule,
             actor=actor,
             node_ids=node_ids,
-            coalesce_seconds=settings.wake_coalesce_seconds,
         )
     )
     return await _answer(request, response, settings, prepared)
@@ -200,30 +196,14 @@ async def wol_status(
 ) -> dict[str, Any]:
     """Configuration, the last wake and its outcome; ``?probe=true`` also checks reachability now."""
 
-    def load(session: Session) -> tuple[dict[str, Any], NodeSnapshot]:
-        return wol_status_sync(session, node_id), snapshot(get_node(session, node_id))
-
-    status, target = await db.run(load)
+    status = await db.run(lambda session: wol_status_sync(session, node_id))
     if probe:
         await require_operator_for(request, principal, "probing a node now")
+        target = await db.run(lambda session: snapshot(get_node(session, node_id)))
         live: LiveReads[dict[str, Any]] = request.app.state.live_reads
         reading = await live.read(("probe", node_id), lambda: probe_reachable(target, settings.probe_timeout))
         status["reachable"] = reading.result() | reading.stamp()
     return status
-
-
-def _record_change(
-    session: SessionDep, actor: ActorDep, node_id: int, kind: str, changes: dict[str, Any]
-) -> None:
-    for secret in secret_fields():
-        if secret in changes:
-            changes[secret] = "***" if changes[secret] else None
-    operation = start_operation(
-        session, kind=kind, target_type="node", target_id=node_id, actor=actor, parameters=changes
-    )
-    finish_operation(
-        session, operation, status=OperationStatus.SUCCEEDED, summary=f"changed {', '.join(changes)}"
-    )
 
 
 class WolSwitchBody(InputModel):
@@ -288,6 +268,5 @@ def wol_configure(
     session: SessionDep, actor: ActorDep, admin: AdminDep, node_id: int, body: WolConfigure
 ) -> NodePublic:
     """Change the WoL fields sent; nothing else changes, and nothing at all when one field is wrong."""
-    node = configure_wol(session, node_id, body, may_rebind_secrets=admin)
-    _record_change(session, actor, node_id, "wol_configure", body.model_dump(mode="json", exclude_unset=True))
+    node, _ = configure_wol(session, node_id, body, actor, may_rebind_secrets=admin)
     return NodePublic.of(node)

@@ -244,6 +244,7 @@ class ProxmoxDriver(PowerDriver):
     verify_by_query: ClassVar[bool] = True
     parallel: ClassVar[int] = 16
     label: ClassVar[str] = "Proxmox VE"
+    badge: ClassVar[str] = "Proxmox"
 
     def __init__(
         self,

@@ -11,7 +11,6 @@ import logging
 import ssl
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import httpx
 from pydantic import BaseModel, SecretStr
 
 from mko.platform.errors import FatalPowerError, RetryablePowerError, UnsupportedActionError
@@ -21,6 +20,8 @@ from mko.power.http import is_certificate_error
 from mko.power.params import DriverParams, param
 
 if TYPE_CHECKING:
+    import httpx
+
     from mko.platform.settings import Settings
 
 __all__ = ["RedfishDriver", "RedfishParams", "RedfishSettings"]
@@ -111,6 +112,8 @@ class RedfishDriver(PowerDriver):
         )
 
     def _client(self, node: NodeSnapshot) -> httpx.AsyncClient:
+        import httpx  # loaded when a driver talks, not when its settings are read
+
         if node.node_id not in self._clients:
             config = self.settings_for(node)
             verify: ssl.SSLContext | bool = config.verify_tls
@@ -133,6 +136,8 @@ class RedfishDriver(PowerDriver):
     async def _request(
         self, node: NodeSnapshot, method: str, path: str, body: dict[str, Any] | None = None
     ) -> httpx.Response:
+        import httpx  # loaded when a driver talks, not when its settings are read
+
         client = self._client(node)
         where = f"Redfish service {client.base_url} of {node.label}"
         try:

@@ -13,9 +13,7 @@ Example: a Shelly Plus Plug S (Gen2) at 192.168.1.60 feeding a NAS::
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
-
-import httpx
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from mko.platform.errors import FatalPowerError, InputError, RetryablePowerError
 from mko.platform.validation import validate_port
@@ -23,6 +21,9 @@ from mko.power.base import Capability, NodeSnapshot, PowerState
 from mko.power.fields import validate_bmc_user, validate_host, validate_secret
 from mko.power.http import HttpDeviceDriver, request
 from mko.power.params import DriverParams, StoredSecret, param, secret
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["ShellyDriver", "ShellyParams"]
 
@@ -109,6 +110,8 @@ class ShellyDriver(HttpDeviceDriver):
         return self._generations[base]
 
     def _auth(self, params: ShellyParams, generation: int) -> httpx.Auth | None:
+        import httpx  # loaded when a driver talks, not when its settings are read
+
         if params.shelly_password is None:
             return None
         password = self.reveal(params.shelly_password)

@@ -169,6 +169,7 @@ class SnmpPduDriver(PowerDriver):
 
     name: ClassVar[str] = "snmp_pdu"
     label: ClassVar[str] = "SNMP PDU"
+    badge: ClassVar[str] = "PDU"
     Params: ClassVar[type[DriverParams]] = SnmpPduParams
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {Capability.ON, Capability.OFF, Capability.CYCLE, Capability.QUERY}

@@ -13,9 +13,7 @@ Example: a Sonoff S31 running Tasmota 13 at 192.168.1.50, relay 1::
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
-
-import httpx
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from mko.platform.errors import FatalPowerError, RetryablePowerError
 from mko.platform.validation import validate_port
@@ -23,6 +21,9 @@ from mko.power.base import Capability, NodeSnapshot, PowerState
 from mko.power.fields import validate_host, validate_secret
 from mko.power.http import HttpDeviceDriver, request
 from mko.power.params import DriverParams, StoredSecret, param, secret
+
+if TYPE_CHECKING:
+    pass
 
 __all__ = ["TasmotaDriver", "TasmotaParams"]
 
@@ -67,6 +68,8 @@ class TasmotaDriver(HttpDeviceDriver):
         return f"tasmota:{params.tasmota_host}:{params.tasmota_port or 80}"
 
     async def _command(self, node: NodeSnapshot, argument: str | None) -> bool:
+        import httpx  # loaded when a driver talks, not when its settings are read
+
         params: TasmotaParams = self.params(node)
         if not params.tasmota_host:
             raise FatalPowerError(f"{node.label} needs its Tasmota host (`wol configure`)")

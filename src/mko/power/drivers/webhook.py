@@ -22,10 +22,8 @@ Example, a Home Assistant switch through its REST API::
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlsplit
-
-import httpx
 
 from mko.platform.errors import FatalPowerError, InputError
 from mko.platform.validation import check_text, quoted
@@ -34,6 +32,9 @@ from mko.power.fields import validate_ca_file, validate_host, validate_secret
 from mko.power.http import request, tls_verify
 from mko.power.params import DriverParams, StoredSecret, param, secret
 from mko.power.probe import probe_tcp
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["WebhookDriver", "WebhookParams"]
 
@@ -178,6 +179,8 @@ class WebhookDriver(PowerDriver):
         return cls(settings.power_api_timeout, settings.probe_timeout)
 
     def _client(self, node: NodeSnapshot) -> httpx.AsyncClient:
+        import httpx  # loaded when a driver talks, not when its settings are read
+
         if node.node_id not in self._clients:
             params: WebhookParams = self.params(node)
             headers = {"Accept": "application/json, text/plain, */*", "User-Agent": "mko power webhook"}

@@ -115,6 +115,7 @@ class WolDriver(PowerDriver):
     )
     node_kind: ClassVar[Literal["physical", "virtual", "any"]] = "physical"
     label: ClassVar[str] = "Wake-on-LAN magic packets"
+    badge: ClassVar[str] = "WoL"
 
     def __init__(
         self,
@@ -178,4 +179,5 @@ class RawWolDriver(WolDriver):
     """Sends magic packets as raw Ethernet frames (EtherType 0x0842) on a named interface."""
 
     name: ClassVar[str] = "ethernet-raw"
+    badge: ClassVar[str] = "WoL raw"
     Params: ClassVar[type[DriverParams]] = RawWolParams

@@ -1,6 +1,8 @@
-"""The dashboard: clusters, nodes, UPSes and recent operations."""
+"""The dashboard: every node as a card grouped by cluster, the UPSes, the agents and the operations."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
@@ -8,8 +10,11 @@ from fastapi.responses import HTMLResponse
 from mko.agents.registry import list_agents
 from mko.http.deps import SessionDep
 from mko.http.routing import MkoRoute
-from mko.inventory.clusters import list_clusters, node_counts
-from mko.operations.records import list_operations
+from mko.inventory.clusters import list_clusters
+from mko.inventory.nodes import list_nodes
+from mko.operations.kinds import WAKE_KIND_PREFIX
+from mko.operations.records import last_steps_for_nodes, list_operations
+from mko.web.forms import method_choices
 from mko.web.pages.render import _render
 from mko.web.pages.ups import _ups_statuses
 
@@ -20,13 +25,23 @@ router = APIRouter(include_in_schema=False, route_class=MkoRoute)
 
 @router.get("/", response_class=HTMLResponse)
 def dashboard(request: Request, session: SessionDep) -> HTMLResponse:
-    """Clusters with node counts, running and recent operations."""
+    """Nodes by cluster with live reachability and one-click wakes, UPSes, agents, operations."""
+    nodes = list_nodes(session)
+    groups: list[dict[str, Any]] = [
+        {"cluster": cluster, "nodes": [n for n in nodes if n.cluster_id == cluster.id]}
+        for cluster in list_clusters(session)
+    ]
+    loose = [n for n in nodes if n.cluster_id is None]
+    if loose:
+        groups.append({"cluster": None, "nodes": loose})
     return _render(
         request,
         "dashboard.html",
-        clusters=list_clusters(session),
-        counts=node_counts(session),
-        operations=list_operations(session, limit=10),
+        groups=groups,
+        node_total=len(nodes),
+        last_wake=last_steps_for_nodes(session, [n.id for n in nodes], WAKE_KIND_PREFIX),
+        operations=list_operations(session, limit=10, details=False),
         upses=_ups_statuses(request, session),
         agents=list_agents(session, request.app.state.settings),
+        method_labels={m["name"]: m["badge"] for m in method_choices()},
     )

@@ -18,7 +18,9 @@ router = APIRouter(include_in_schema=False, route_class=MkoRoute)
 @router.get("/operations", response_class=HTMLResponse)
 def operations_page(request: Request, session: SessionDep, kind: str | None = None) -> HTMLResponse:
     """The operation log, newest first."""
-    return _render(request, "operations.html", operations=list_operations(session, limit=100, kind=kind))
+    return _render(
+        request, "operations.html", operations=list_operations(session, limit=100, kind=kind, details=False)
+    )
 
 
 @router.get("/operations/{operation_id:int}", response_class=HTMLResponse)

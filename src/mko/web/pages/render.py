@@ -3,6 +3,7 @@ signed-in user, and starting a wake from any form."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from mko.platform.db.models.access import Role
 from mko.platform.db.models.inventory import NodeRole
 from mko.platform.errors import ConflictError, InputError
 from mko.power.registry import DRIVERS
-from mko.wol.wake import make_schedule, start_wake
+from mko.wol.wake import make_schedule, start_requested_wake
 
 __all__ = ["STATIC_DIR", "templates"]
 
@@ -28,6 +29,34 @@ __all__ = ["STATIC_DIR", "templates"]
 HERE = Path(__file__).parent.parent  # the web package: templates/ and static/
 STATIC_DIR = HERE / "static"
 templates = Jinja2Templates(directory=HERE / "templates")
+
+# What a failed connection or a NUT error means, in words a person acts on; the raw text stays available
+# under "details" on the page. First match wins.
+_HUMAN_ERRORS = (
+    (("Errno 111", "Connection refused", "Connect call failed"), "nothing answers on that port"),
+    (("Errno 113", "No route to host"), "there is no route to that host"),
+    (("Errno 101", "Network is unreachable"), "this machine has no route to that network"),
+    (("Name or service not known", "Errno -2", "Errno -3", "Temporary failure in name resolution"),
+     "its host name does not resolve"),
+    (("timed out", "timeout", "Timeout"), "it did not answer in time"),
+    (("UNKNOWN-UPS",), "upsd does not know that UPS name"),
+    (("ACCESS-DENIED", "PASSWORD-REQUIRED", "USERNAME-REQUIRED"), "upsd refused the login"),
+    (("DATA-STALE",), "upsd's data is stale: its driver lost the UPS"),
+    (("DRIVER-NOT-CONNECTED",), "upsd's driver is not connected to the UPS"),
+    (("Host key", "host key"), "its SSH host key is not trusted yet (`mko node trust`)"),
+)  # fmt: skip
+
+
+def human_error(text: object) -> str:
+    """A short sentence for an error (``[Errno 111] Connection refused`` → "nothing answers …")."""
+    raw = str(text or "")
+    for needles, sentence in _HUMAN_ERRORS:
+        if any(needle in raw for needle in needles):
+            return sentence
+    return re.sub(r"\[Errno -?\d+\]\s*", "", raw).strip().rstrip(".") or "unknown error"
+
+
+templates.env.filters["human_error"] = human_error
 
 
 def _actor(request: Request) -> Actor:
@@ -67,7 +96,9 @@ async def _start_wake(
     actor = _actor(request)
     try:
         schedule = make_schedule(settings, wait=wait)
-        prepared = await db.run(lambda session: start_wake(session, schedule=schedule, actor=actor, **target))
+        prepared = await db.run(
+            lambda session: start_requested_wake(session, settings, schedule=schedule, actor=actor, **target)
+        )
     except (InputError, ConflictError) as exc:
         error = str(exc)
         return await db.run(lambda session: page(session, error))

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from mko.cluster import outages
 from mko.http.deps import SessionDep
 from mko.http.routing import MkoRoute
 from mko.inventory.feeds import ups_feeds
+from mko.ups import outages
 from mko.ups import service as ups_service
 from mko.web.pages.render import _render
 
@@ -26,8 +27,29 @@ def _ups_statuses(request: Request, session: SessionDep) -> list[dict[str, Any]]
     fed = ups_feeds(session)
     for ups in ups_service.list_ups(session):
         snapshot = monitor.snapshot(ups.id) if monitor is not None else None
-        rows.append({"ups": ups, "status": snapshot, "feeds": fed.get(ups.id, [])})
+        history = monitor.charge_history(ups.id) if monitor is not None else []
+        rows.append(
+            {
+                "ups": ups,
+                "status": snapshot,
+                "sparkline": sparkline_points(history),
+                "feeds": fed.get(ups.id, []),
+            }
+        )
     return rows
+
+
+def sparkline_points(history: list[tuple[datetime, float]]) -> str:
+    """SVG polyline points (viewBox 0 0 100 30) of the last hour's charge; "" with fewer than 2 samples."""
+    if len(history) < 2:
+        return ""
+    end = history[-1][0]
+    points = []
+    for at, charge in history:
+        x = 100 - min(3600.0, (end - at).total_seconds()) / 36
+        y = 30 - max(0.0, min(100.0, charge)) * 0.3
+        points.append(f"{x:.1f},{y:.1f}")
+    return " ".join(points)
 
 
 @router.get("/ups", response_class=HTMLResponse)

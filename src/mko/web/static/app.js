@@ -7,7 +7,13 @@ function setPill(el, text, cls) {
 }
 
 async function fillReachability(table) {
-  const url = "/api/nodes/reachability" + (table.dataset.clusterId ? "?cluster_id=" + table.dataset.clusterId : "");
+  // Only the rows of this page: the server reads them from the refresher's cache, whatever the inventory size.
+  // A page of many rows (the dashboard's every card) asks for every stored result instead: one query,
+  // and no URL thousands of ids long.
+  const ids = Array.from(table.querySelectorAll("[data-reach-node]"), (cell) => "node_id=" + cell.dataset.reachNode);
+  if (ids.length === 0) return;
+  const scope = table.dataset.clusterId ? "cluster_id=" + table.dataset.clusterId : "";
+  const url = "/api/nodes/reachability?" + (ids.length <= 200 ? ids.join("&") : scope);
   for (;;) {
     try {
       const response = await fetch(url, { headers: { Accept: "application/json" } });
@@ -66,6 +72,8 @@ async function followOperation(el) {
     if (status) setPill(status, operation.status, operation.status);
     const summary = el.querySelector("[data-op-summary]");
     if (summary) summary.textContent = operation.summary;
+    const finished = el.querySelector("[data-op-finished]");
+    if (finished && operation.finished_at) finished.textContent = operation.finished_at.replace("T", " ").slice(0, 19);
     const steps = el.querySelector("[data-op-steps]");
     if (steps) renderSteps(steps, operation.steps);
     if (operation.status !== "running" && operation.status !== "pending") {
@@ -74,6 +82,10 @@ async function followOperation(el) {
     }
     await new Promise((resolve) => setTimeout(resolve, 700));
   }
+}
+
+function minutes(seconds) {
+  return seconds >= 120 ? Math.round(seconds / 60) + " min" : Math.round(seconds) + " s";
 }
 
 async function followUps(tile) {
@@ -88,8 +100,11 @@ async function followUps(tile) {
         setPill(words, text, status.on_battery ? "bad" : status.reachable ? "ok" : "");
       }
       for (const name of ["battery_charge", "battery_runtime", "ups_load"]) {
+        const known = status[name] !== null && status[name] !== undefined;
         const cell = tile.querySelector("[data-ups-field=" + name + "]");
-        if (cell) cell.textContent = status[name] === null || status[name] === undefined ? "—" : status[name];
+        if (cell) cell.textContent = known ? (name === "battery_runtime" ? minutes(status[name]) : status[name]) : "—";
+        const meter = tile.querySelector("meter[data-ups-meter=" + name + "]");
+        if (meter) meter.value = known ? status[name] : 0;
       }
     } catch (error) {
       return;
@@ -168,9 +183,25 @@ document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-lab-live]").forEach(followLab);
   document.querySelectorAll("[data-watch-operations]").forEach(watchOperations);
   document.querySelectorAll("[data-ups-status]").forEach(followUps);
-  document.querySelectorAll("table[data-reachability]").forEach(fillReachability);
+  document.querySelectorAll("[data-reachability]").forEach(fillReachability);
   document.querySelectorAll("[data-operation][data-running='true']").forEach(followOperation);
   // Behaviour the templates ask for by attribute (no inline handlers: the CSP forbids them).
+  document.querySelectorAll("[data-menu-toggle]").forEach((button) => {
+    button.addEventListener("click", () => {
+      const header = button.closest("header");
+      const open = !header.hasAttribute("data-menu-open");
+      header.toggleAttribute("data-menu-open", open);
+      button.setAttribute("aria-expanded", String(open));
+    });
+  });
+  document.querySelectorAll("[data-theme-toggle]").forEach((button) => {
+    button.addEventListener("click", () => {
+      const root = document.documentElement;
+      const dark = root.dataset.theme ? root.dataset.theme === "dark" : matchMedia("(prefers-color-scheme: dark)").matches;
+      root.dataset.theme = dark ? "light" : "dark";
+      try { localStorage.setItem("mko-theme", root.dataset.theme); } catch (error) { /* not remembered */ }
+    });
+  });
   document.querySelectorAll("form[data-confirm]").forEach((form) => {
     form.addEventListener("submit", (event) => {
       if (!confirm(form.dataset.confirm)) event.preventDefault();

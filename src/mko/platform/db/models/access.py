@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, String
+from sqlalchemy import Boolean, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mko.platform.db.models.base import Base, _enum, utcnow
@@ -76,3 +76,7 @@ class AuthEvent(Base):
     source: Mapped[str] = mapped_column(String(200), default="")
     detail: Mapped[str] = mapped_column(String(500), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# Revision 0018: every foreign key indexed.
+Index("ix_api_tokens_user_id", ApiToken.user_id)

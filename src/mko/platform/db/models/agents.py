@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mko.platform.db.models.base import Base, _enum, utcnow
@@ -67,3 +67,7 @@ class WakeJob(Base):
     # Never claimed after this (the wake's timeout has passed); the waiting operation gives up then.
     expires_at: Mapped[datetime] = mapped_column()
     finished_at: Mapped[datetime | None] = mapped_column()
+
+
+# Revision 0018: every foreign key indexed.
+Index("ix_agents_token_id", Agent.token_id)

@@ -7,7 +7,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship, synonym
 
 from mko.platform.db.models.base import Base, _enum, utcnow
@@ -135,6 +135,13 @@ class NodeDependency(Base):
     depends_on_id: Mapped[int] = mapped_column(
         ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+
+
+# Revision 0018: the node list's filters (role, state, site) and the Proxmox host's foreign key.
+Index("ix_nodes_proxmox_host_id", Node.proxmox_host_id)
+Index("ix_nodes_role", Node.role)
+Index("ix_nodes_reachable", Node.reachable)
+Index("ix_nodes_site", Node.site)
 
 
 class NodeFeed(Base):

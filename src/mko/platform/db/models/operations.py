@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Integer, String, Text
+from sqlalchemy import ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from mko.platform.db.models.base import Base, _enum, utcnow
@@ -77,3 +77,9 @@ class OperationStep(Base):
     finished_at: Mapped[datetime | None] = mapped_column()
 
     operation: Mapped[Operation] = relationship(back_populates="steps")
+
+
+# Revision 0018: the last wake per node, operations of a target or an actor, found by index.
+Index("ix_operation_steps_node_id", OperationStep.node_id, OperationStep.id)
+Index("ix_operations_target", Operation.target_type, Operation.target_id)
+Index("ix_operations_actor", Operation.actor)

@@ -6,7 +6,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mko.platform.db.models.base import Base, _enum, utcnow
@@ -67,3 +67,7 @@ class UpsEvent(Base):
     # Claimed for the rules (mko.ha): set once, atomically, by the one instance that acts on the event.
     handled_at: Mapped[datetime | None] = mapped_column()
     handled_by: Mapped[str | None] = mapped_column(String(200))
+
+
+# Revision 0018: one UPS's events by time.
+Index("ix_ups_events_ups_time", UpsEvent.ups_id, UpsEvent.occurred_at)

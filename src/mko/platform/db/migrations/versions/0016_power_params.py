@@ -11,7 +11,7 @@ adds is read by an older one as a name rather than refused by an enum.
 Downgrading unfolds the values into their columns again.
 
 Revision ID: 0016
-Revises: 0017
+Revises: 0018
 Create Date: 2026-12-07
 """
 
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0016"
-down_revision = "0017"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 

@@ -268,7 +268,7 @@ class IpmiSim:
 
     def __init__(self, directory: Path, netns: str | None = None, *, power: str = "0") -> None:
         if shutil.which("ipmi_sim") is None:
-            raise RuntimeError("ipmi_sim is missing: apt-get install -y openipmi (see TESTING.md)")
+            raise RuntimeError("ipmi_sim is missing: apt-get install -y openipmi (make test-system-deps)")
         self.netns = netns
         self.port = free_port(socket.SOCK_DGRAM)
         self.state = directory / "power.state"

@@ -1,6 +1,6 @@
 """A real SNMP agent for the PDU driver's tests: snmpsim (the SNMP agent simulator) serving the outlet
-tables of an APC, an Eaton and a Raritan PDU from tests/integration/snmp/data, with the writable outlet
-model of tests/integration/snmp/variation/pdu.py.
+tables of an APC, an Eaton and a Raritan PDU from tests/support/snmpsim/data, with the writable outlet
+model of tests/support/snmpsim/variation/pdu.py.
 
 The data file answers the v2c community of its name (``apc``, ``eaton``, ``raritan``) and the SNMPv3
 context of the same name; the v3 user ``mko`` has SHA authentication and AES privacy.
@@ -23,7 +23,7 @@ from mko.lab.netns import enter_netns
 
 __all__ = ["SnmpSim"]
 
-HERE = Path(__file__).parent / "snmp"
+HERE = Path(__file__).parent / "snmpsim"
 
 
 def _free_udp_port() -> int:

@@ -12,7 +12,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
-from upslab import wait_until
 
 from mko.cli.root import app
 from mko.lab.harness import RunningLab
@@ -21,6 +20,7 @@ from mko.lab.microk8s import Microk8sCluster, configure_microk8s
 from mko.lab.netns import enter_netns
 from mko.platform.db.models.operations import Operation
 from mko.platform.settings import Settings
+from support.ups import wait_until
 
 __all__ = [
     "DRAIN",

@@ -1,5 +1,5 @@
-"""Revision 0016 folds the power columns into ``power_params`` without loss: one check for SQLite
-(tests/unit/platform/test_migrations.py) and PostgreSQL (tests/integration/inventory)."""
+"""Revision 0016 (chained after 0018) folds the power columns into ``power_params`` without loss: one
+check for SQLite (tests/unit/platform/test_migrations.py) and PostgreSQL (tests/integration/inventory)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ import json
 from alembic import command
 from sqlalchemy import Connection, Engine, text
 
-from mko.platform.db.migrate import alembic_config, current_revision, head_revision, upgrade
+from mko.platform.db.migrate import alembic_config, current_revision, head_revision
 from mko.platform.db.session import make_engine
+from mko.platform.db.upgrade import upgrade
 
 __all__ = ["check_power_params_fold"]
 
 
 FOLDED_ROWS = [
-    # (hostname, method, extra columns as of 0017)
+    # (hostname, method, extra columns as of 0018)
     (
         "pkt",
         "ethernet",
@@ -83,7 +84,7 @@ def check_power_params_fold(url: str) -> None:
 
 
 def _fold_round_trip(engine: Engine) -> None:
-    upgrade(engine, "0017")
+    upgrade(engine, "0018")
     with engine.begin() as connection:
         for index, (hostname, method, extra) in enumerate(FOLDED_ROWS):
             columns = {
@@ -128,7 +129,7 @@ def _fold_round_trip(engine: Engine) -> None:
     with engine.begin() as connection:
         config = alembic_config()
         config.attributes["connection"] = connection
-        command.downgrade(config, "0017")
+        command.downgrade(config, "0018")
     with engine.connect() as connection:
         assert _old_rows(connection) == before
     upgrade(engine)

@@ -1,4 +1,5 @@
-"""Wire-level fakes of smart plugs and a power webhook, each served by aiohttp on 127.0.0.1 in a thread.
+"""Wire-level fakes of smart plugs and a power webhook, each served by aiohttp on 127.0.0.1 in a thread
+(in a lab's network namespace when given one).
 
 They speak the devices' real paths and JSON (shapes from the vendors' API docs):
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import re
@@ -24,6 +26,8 @@ from typing import Any
 
 from aiohttp import web
 
+from mko.lab.netns import enter_netns
+
 __all__ = ["HttpPeer", "ShellyGen1", "ShellyGen2", "Tasmota", "Webhook"]
 
 
@@ -32,14 +36,21 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 class HttpPeer:
-    """An aiohttp application served on 127.0.0.1:<free port> from a thread of its own."""
+    """An aiohttp application served on 127.0.0.1:<free port> from a thread of its own (in the network
+    namespace ``netns`` when given)."""
 
-    def __init__(self) -> None:
+    def __init__(self, netns: str | None = None) -> None:
+        self.netns = netns
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name=type(self).__name__, daemon=True)
+        self.thread = threading.Thread(target=self._serve, name=type(self).__name__, daemon=True)
         self.thread.start()
         self.runner = web.AppRunner(self.app())
         self.port = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
+
+    def _serve(self) -> None:
+        # The loop's thread binds the socket: in the namespace it entered (setns acts on one thread).
+        with enter_netns(self.netns) if self.netns else contextlib.nullcontext():
+            self.loop.run_forever()
 
     def app(self) -> web.Application:
         raise NotImplementedError
@@ -219,11 +230,18 @@ class ShellyGen2(HttpPeer):
 class Tasmota(HttpPeer):
     """A Tasmota plug or multi-relay board: ``/cm?cmnd=Power<n> [On|Off|Toggle]``."""
 
-    def __init__(self, relays: int = 1, password: str | None = None, new_firmware: bool = True) -> None:
-        self.on = [False] * relays
+    def __init__(
+        self,
+        relays: int = 1,
+        password: str | None = None,
+        new_firmware: bool = True,
+        netns: str | None = None,
+        on: bool = False,
+    ) -> None:
+        self.on = [on] * relays
         self.password, self.new_firmware = password, new_firmware
         self.commands: list[str] = []
-        super().__init__()
+        super().__init__(netns)
 
     def _authorised(self, request: web.Request) -> bool:
         if not self.password:

@@ -1,8 +1,13 @@
-"""Helpers of the UPS integration tests: the monitor running in a lab's orch namespace, and waiting.
+"""UPS fixtures and helpers: a lab with a real upsd, the monitor running in its orch namespace, waiting.
 
-The monitor, its NUT connection and its magic packets all live in the lab's ``orch`` namespace, where a
-real upsd listens on the namespace's own 127.0.0.1 (:class:`mko.lab.nut.NutServer` with ``netns``).
-The test drives the UPS by rewriting the driver's .dev file and reads results from the database.
+``ups_lab_factory`` (module scope) ``ups_lab_factory(nodes=3, **RunningLab.start kwargs)`` builds a lab and
+starts a real upsd + dummy-ups inside its ``orch`` namespace (:class:`mko.lab.nut.NutServer` with
+``netns``), listening on that namespace's own 127.0.0.1; both are torn down when the module ends, so a
+module builds them once (~3 s) and gives each test a fresh database.
+
+The monitor, its NUT connection and its magic packets all live in the lab's ``orch`` namespace
+(:class:`MonitorThread`). The test drives the UPS by rewriting the driver's .dev file and reads
+results from the database.
 """
 
 from __future__ import annotations
@@ -10,21 +15,46 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from mko.lab.harness import RunningLab
 from mko.lab.netns import enter_netns
+from mko.lab.nut import NutServer
 from mko.platform.db.models.operations import Operation
 from mko.platform.db.models.ups import UpsEvent
-from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
 from mko.ups.monitor import UpsMonitor
+from mko.wiring import wire
+from support.lab import new_prefix
+
+__all__ = ["MonitorThread", "UpsLabFactory", "event_names", "wait_until"]
 
 T = TypeVar("T")
+UpsLabFactory = Callable[..., tuple[RunningLab, NutServer]]
+
+
+@pytest.fixture(scope="module")
+def ups_lab_factory(
+    netns_privileges: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[UpsLabFactory]:
+    """Build labs with a real upsd + dummy-ups in their orch namespace; all stop when the module ends."""
+    with ExitStack() as stack:
+
+        def make(nodes: int = 3, **kwargs: Any) -> tuple[RunningLab, NutServer]:
+            running = RunningLab.start(new_prefix("u"), nodes, **kwargs)
+            stack.callback(running.close)
+            nut = NutServer.start(tmp_path_factory.mktemp("nut"), netns=running.lab.orch)
+            stack.callback(nut.stop)
+            return running, nut
+
+        yield make
 
 
 class MonitorThread:
@@ -33,8 +63,9 @@ class MonitorThread:
     def __init__(self, settings: Settings, netns: str) -> None:
         self.settings = settings
         self.netns = netns
-        self.engine = make_engine(settings.database_url)
-        self.factory: sessionmaker[Session] = make_session_factory(self.engine)
+        self.wiring = wire(settings)  # the rule engine is the monitor's event sink, as in `mko serve`
+        self.engine = self.wiring.engine
+        self.factory: sessionmaker[Session] = self.wiring.session_factory
         self.monitor: UpsMonitor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -53,7 +84,7 @@ class MonitorThread:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        self.monitor = UpsMonitor(self.factory, self.settings)
+        self.monitor, _rules = self.wiring.ups_monitor()
         await self.monitor.start()
         self._ready.set()
         try:
@@ -92,7 +123,7 @@ class MonitorThread:
         if self._loop is not None and self._stop is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(30)
-        self.engine.dispose()
+        self.wiring.close()
         if self._error is not None:
             raise self._error
 
