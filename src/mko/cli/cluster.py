@@ -195,7 +195,8 @@ def cluster_remove(cluster_id: int) -> None:
 def _follow(
     title: str, run: Callable[[StepHook], Operation], quiet: bool, timeout: float | None = None
 ) -> Operation:
-    """Run ``run(hook)`` under a spinner with the time taken (and left); each step is printed as it ends."""
+    """Run ``run(hook)`` under a spinner with the time taken (and left); each step is printed as it ends,
+    and a running phase's news (who is still awaited) replaces the spinner's text on a terminal."""
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -209,6 +210,9 @@ def _follow(
 
         def hook(node: str, text: str, status: OperationStatus) -> None:
             if quiet:
+                return
+            if status == OperationStatus.RUNNING:
+                progress.update(task, description=f"{title}: {text}")
                 return
             mark = {OperationStatus.SUCCEEDED: "✓", OperationStatus.CANCELLED: "–"}.get(status, "✗")
             progress.console.print(f"  {mark} {node}: {text}", highlight=False, markup=False)

@@ -19,7 +19,7 @@ from mko.cluster.plan import _check_idle
 from mko.cluster.steps import _last_line, _StepLog, _wants_fallback
 from mko.inventory.clusters import get_cluster
 from mko.inventory.nodes import list_nodes
-from mko.operations.kinds import RECOVER_KIND
+from mko.operations.kinds import READY_STEP_PREFIX, RECOVER_KIND
 from mko.operations.records import Actor, finish_operation, start_operation
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.inventory import Node, NodeRole
@@ -130,6 +130,7 @@ class _Recovery(_StepLog):
         self.api_errors: dict[str, str | None] = {}  # control plane -> kubectl's last error (None: answered)
         self.diagnosis: dict[str, Any] | None = None
         self.restored: list[str] = []
+        self.waiting_text = ""
 
     async def start_node(self, node: Node) -> None:
         """Wait for SSH, then ``microk8s start`` (``snap start microk8s --enable`` on --worker nodes)."""
@@ -204,11 +205,71 @@ class _Recovery(_StepLog):
                 if result.ok:
                     answered = control
                     break
+            await self.note_readiness(seen, answered)
             if names and all(seen.get(name, {}).get("ready") for name in names):
                 return answered, seen
             if self.loop.time() >= self.deadline:
+                await self.note_not_ready(seen)
                 return answered, seen
             await asyncio.sleep(min(self.settings.probe_interval, 0.5))
+
+    async def note_readiness(self, seen: dict[str, dict[str, bool]], control: Node | None) -> None:
+        """A ``Ready <host>`` step for each node that became Ready since the last look, and the
+        operation's summary saying who is still awaited (what the CLI and the operation page show)."""
+        for node in self.prepared.nodes:
+            report = self.report[node.hostname]
+            if report.ready or not seen.get(kube_name(node), {}).get("ready"):
+                continue
+            report.ready = True
+            after = self.loop.time() - self.begin
+            via = f" (kubectl on {control.hostname})" if control is not None else ""
+            await self.record(
+                f"{READY_STEP_PREFIX}{node.hostname}",
+                node.id,
+                OperationStatus.SUCCEEDED,
+                f"after {after:.1f}s{via}",
+                {"kube_name": kube_name(node), "ready": True},
+            )
+        waiting = [self._readiness_word(node, seen) for node in self.prepared.nodes]
+        awaited = [word for word in waiting if word]
+        total = len(self.prepared.nodes)
+        text = f"waiting for Ready: {total - len(awaited)}/{total} Ready"
+        if awaited:
+            text += "; " + ", ".join(awaited)
+        if text != self.waiting_text:
+            self.waiting_text = text
+            await self.note_summary(text)
+            self.on_step("cluster", text, OperationStatus.RUNNING)
+
+    async def note_not_ready(self, seen: dict[str, dict[str, bool]]) -> None:
+        """A failed ``Ready <host>`` step for each node the timeout left not Ready, saying how it was."""
+        for node in self.prepared.nodes:
+            word = self._readiness_word(node, seen)
+            if word:
+                after = self.loop.time() - self.begin
+                name = f"{READY_STEP_PREFIX}{node.hostname}"
+                detail = {"kube_name": kube_name(node), "ready": False}
+                state = word.split(": ", 1)[1]
+                message = f"not Ready after {after:.1f}s: {state}"
+                await self.record(name, node.id, OperationStatus.FAILED, message, detail)
+
+    def _readiness_word(self, node: Node, seen: dict[str, dict[str, bool]]) -> str:
+        """ "" for a Ready node; else "host: NotReady" or why it is not even asked about."""
+        report = self.report[node.hostname]
+        if report.ready:
+            return ""
+        if kube_name(node) in seen:
+            return f"{node.hostname}: NotReady"
+        if report.started:
+            return f"{node.hostname}: not registered with Kubernetes"
+        return f"{node.hostname}: {'MicroK8s did not start' if report.error else 'waiting for SSH'}"
+
+    async def note_summary(self, text: str) -> None:
+        async with self.lock:
+            with self.session_factory() as session:
+                operation = session.get_one(Operation, self.prepared.operation_id)
+                operation.summary = text
+                session.commit()
 
     async def uncordon(self, control: Node) -> None:
         """Uncordon the nodes this orchestrator cordoned (and only those), through CONTROL."""

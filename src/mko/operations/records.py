@@ -185,10 +185,11 @@ _IDS_PER_QUERY = 1000
 
 
 def last_steps_for_nodes(
-    session: Session, node_ids: Iterable[int], kind_prefix: str
+    session: Session, node_ids: Iterable[int], kind_prefix: str, name_prefix: str = ""
 ) -> dict[int, OperationStep]:
-    """The newest step about each of ``node_ids`` in operations whose kind starts with ``kind_prefix``:
-    one query per 1,000 nodes (index ``ix_operation_steps_node_id``), never one per node."""
+    """The newest step about each of ``node_ids`` in operations whose kind starts with ``kind_prefix``
+    (and whose name starts with ``name_prefix``): one query per 1,000 nodes (index
+    ``ix_operation_steps_node_id``), never one per node."""
     ids = sorted(set(node_ids))
     found: dict[int, OperationStep] = {}
     for start in range(0, len(ids), _IDS_PER_QUERY):
@@ -199,6 +200,8 @@ def last_steps_for_nodes(
             .where(Operation.kind.startswith(kind_prefix))
             .group_by(OperationStep.node_id)
         )
+        if name_prefix:
+            newest = newest.where(OperationStep.name.startswith(name_prefix, autoescape=True))
         for step in session.scalars(select(OperationStep).where(OperationStep.id.in_(newest))):
             if step.node_id is not None:
                 found[step.node_id] = step
