@@ -126,7 +126,7 @@ def test_every_page_at_desktop_and_phone_width_light_and_dark(
                     view.goto(f"{base}{path}")
                     view.wait_for_load_state("networkidle")
                     if name == "dashboard":
-                        view.wait_for_selector("[data-reach-node='1'] .pill.up", timeout=20_000)
+                        view.wait_for_selector("[data-reach-node='1'] .pill.state-up", timeout=20_000)
                     screenshot(view, f"{name}-{width_name}-{scheme}")
                     background = view.evaluate("getComputedStyle(document.body).backgroundColor")
                     assert background == (DARK_BACKGROUND if scheme == "dark" else LIGHT_BACKGROUND), name

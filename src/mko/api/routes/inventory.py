@@ -22,6 +22,7 @@ from mko.inventory.schemas import (
     NodeUpdate,
 )
 from mko.wol import reachability
+from mko.wol.node_state import with_states
 from mko.wol.reachability import Reachability
 
 router = APIRouter(prefix="/api", route_class=MkoRoute)
@@ -105,10 +106,16 @@ async def nodes_reachability(
     ),
 ) -> dict[int, Reachability]:
     """Every node's (or ``cluster_id``'s nodes') last probe result with its age (``up`` null: never
-    probed); ``?refresh=true`` probes them now, concurrently, on their probe ports, and stores it."""
+    probed) and its state (``off``, ``booting``: a wake went out and it does not answer yet, ``up``,
+    ``Ready``: Kubernetes called it Ready since it came up, ``unknown``), from stored facts;
+    ``?refresh=true`` probes them now, concurrently, on their probe ports, and stores it."""
     if not refresh:  # the refresher's cache: a page view never makes mko probe
         filters = NodeFilters(cluster_id=cluster_id)
-        return await db.run(lambda session: reachability.stored_reachability(session, filters, node_id))
+        return await db.run(
+            lambda session: with_states(
+                session, settings, reachability.stored_reachability(session, filters, node_id)
+            )
+        )
     nodes = await db.run(lambda session: inventory_nodes.list_nodes(session, cluster_id))
     await require_operator_for(request, principal, "probing nodes now")
     live: LiveReads[dict[int, Reachability]] = request.app.state.live_reads
@@ -117,10 +124,11 @@ async def nodes_reachability(
         lambda: reachability.probe_and_record(db.factory, nodes, settings.probe_timeout),
     )
     age = round(reading.age, 1)
-    return {
+    probed = {
         probed_id: result.model_copy(update={"age_seconds": age})
         for probed_id, result in reading.result().items()
     }
+    return await db.run(lambda session: with_states(session, settings, probed))
 
 
 @router.post("/nodes", status_code=status.HTTP_201_CREATED, tags=["nodes"])

@@ -16,6 +16,7 @@ from mko.operations.kinds import WAKE_KIND_PREFIX
 from mko.operations.records import last_steps_for_nodes, list_operations
 from mko.web.pages.render import _render
 from mko.web.pages.ups import _ups_statuses
+from mko.wol.node_state import states_for
 
 __all__ = ["router"]
 
@@ -33,7 +34,7 @@ METHOD_LABELS = {
 
 @router.get("/", response_class=HTMLResponse)
 def dashboard(request: Request, session: SessionDep) -> HTMLResponse:
-    """Nodes by cluster with live reachability and one-click wakes, UPSes, agents, operations."""
+    """Nodes by cluster with their live state and one-click wakes, UPSes, agents, operations."""
     nodes = list_nodes(session)
     groups: list[dict[str, Any]] = [
         {"cluster": cluster, "nodes": [n for n in nodes if n.cluster_id == cluster.id]}
@@ -48,6 +49,7 @@ def dashboard(request: Request, session: SessionDep) -> HTMLResponse:
         groups=groups,
         node_total=len(nodes),
         last_wake=last_steps_for_nodes(session, [n.id for n in nodes], WAKE_KIND_PREFIX),
+        live_states=states_for(session, request.app.state.settings, [n.id for n in nodes]),
         operations=list_operations(session, limit=10, details=False),
         upses=_ups_statuses(request, session),
         agents=list_agents(session, request.app.state.settings),

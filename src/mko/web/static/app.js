@@ -23,12 +23,13 @@ async function fillReachability(table) {
         const result = data[cell.dataset.reachNode];
         if (!result) continue;
         const pill = cell.querySelector(".pill") || cell;
-        // What the server's background probes found (a page never makes mko probe); null: not yet.
-        if (result.up === null) setPill(pill, "not probed yet", "");
-        else if (result.up) setPill(pill, result.latency_ms === null ? "up" : "up " + result.latency_ms + " ms", "up");
-        else setPill(pill, "down", "down");
-        const age = result.age_seconds === null ? "" : ", " + Math.round(result.age_seconds) + " s ago";
-        pill.title = (result.error || "port " + result.port) + age;
+        // The node's state from what the server stores (its background probes, the last wake, the
+        // last Kubernetes readiness); a page never makes mko probe.
+        const state = result.state || (result.up === null ? "unknown" : result.up ? "up" : "off");
+        setPill(pill, state === "unknown" ? "not probed yet" : state, state === "unknown" ? "" : "state-" + state.toLowerCase());
+        const age = result.age_seconds === null ? "" : ", probed " + Math.round(result.age_seconds) + " s ago";
+        const latency = result.latency_ms === null || result.latency_ms === undefined ? "" : ", " + result.latency_ms + " ms";
+        pill.title = (result.state_note || result.error || "port " + result.port) + latency + age;
       }
     } catch (error) {
       return; /* the page still works without live reachability */
