@@ -151,11 +151,13 @@ def list_operations(
     target_id: int | None = None,
     actor: str | None = None,
     details: bool = True,
+    status: Sequence[OperationStatus] = (),
 ) -> Sequence[Operation]:
     """Newest operations first, optionally filtered; those whose owner is gone are closed first.
 
     ``details=False`` (lists that show one line per operation) loads neither the steps nor the
     parameters and result: a wake of 10,000 nodes has 10,000 steps and a result naming every node.
+    ``status``: only operations in one of these states.
     """
     close_orphaned(session)
     options = (
@@ -172,6 +174,8 @@ def list_operations(
         query = query.where(Operation.target_id == target_id)
     if actor is not None:
         query = query.where(Operation.actor == actor)
+    if status:
+        query = query.where(Operation.status.in_(status))
     return session.scalars(query).all()
 
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mko.platform.db.models.operations import OperationStatus
 
-__all__ = ["OperationPublic", "OperationStepPublic"]
+__all__ = ["OperationBrief", "OperationPublic", "OperationStepPublic"]
 
 
 class OperationStepPublic(BaseModel):
@@ -23,6 +23,24 @@ class OperationStepPublic(BaseModel):
     status: OperationStatus
     message: str
     detail: dict[str, Any]
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class OperationBrief(BaseModel):
+    """An operation in one line: no steps, parameters or result (what a list or a dashboard polls)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    kind: str
+    target_type: str
+    target_id: int | None
+    actor: str
+    source: str
+    status: OperationStatus
+    summary: str
+    created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
 

@@ -14,6 +14,7 @@ from mko.inventory.clusters import list_clusters
 from mko.inventory.nodes import list_nodes
 from mko.operations.kinds import WAKE_KIND_PREFIX
 from mko.operations.records import last_steps_for_nodes, list_operations
+from mko.platform.db.models.operations import OperationStatus
 from mko.web.pages.render import _render
 from mko.web.pages.ups import _ups_statuses
 from mko.wol.node_state import states_for
@@ -51,6 +52,9 @@ def dashboard(request: Request, session: SessionDep) -> HTMLResponse:
         last_wake=last_steps_for_nodes(session, [n.id for n in nodes], WAKE_KIND_PREFIX),
         live_states=states_for(session, request.app.state.settings, [n.id for n in nodes]),
         operations=list_operations(session, limit=10, details=False),
+        running=list_operations(
+            session, limit=20, details=False, status=(OperationStatus.RUNNING, OperationStatus.PENDING)
+        ),
         upses=_ups_statuses(request, session),
         agents=list_agents(session, request.app.state.settings),
         method_labels=METHOD_LABELS,
