@@ -264,3 +264,24 @@ def test_a_server_start_closes_what_dead_processes_left_and_keeps_what_live_ones
     finally:
         live_cli.kill()
         live_cli.wait()
+
+
+def test_the_brief_list_names_what_runs_in_one_line_each_and_closes_orphans_first(
+    client: TestClient, session: Session
+) -> None:
+    alive = _operation(session, target_id=1)
+    dead = _operation(session, target_id=2)
+    make_owned_by(dead, exited_process())
+    done = _operation(session, target_id=3)
+    finish_operation(session, done, status=OperationStatus.SUCCEEDED, summary="ok")
+
+    running = client.get("/api/operations/brief", params={"status": ["running", "pending"]})
+    assert running.status_code == 200, running.text
+    # The dead process's operation is closed before anyone is told it runs.
+    assert [row["id"] for row in running.json()] == [alive.id]
+    row = running.json()[0]
+    assert "steps" not in row and "result" not in row and "parameters" not in row
+    assert (row["status"], row["target_type"], row["target_id"]) == ("running", "cluster", 1)
+    latest = client.get("/api/operations/brief", params={"limit": 2}).json()
+    assert [(r["id"], r["status"]) for r in latest] == [(done.id, "succeeded"), (dead.id, "failed")]
+    assert client.get("/api/operations/brief", params={"status": "sleeping"}).status_code == 422
