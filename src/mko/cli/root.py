@@ -13,7 +13,8 @@ from typer.exceptions import TyperException
 
 from mko.cli.common import EXIT_BAD_INPUT, EXIT_POWER_FAILURE, _one_line
 from mko.cli.lazy import LazyGroup
-from mko.platform.errors import MkoError, PowerError
+from mko.platform.errors import MkoError, NotFoundError, PowerError
+from mko.platform.missing import next_step
 
 __all__ = ["app"]
 
@@ -44,7 +45,8 @@ class MkoGroup(LazyGroup):
             click.echo(f"error: {_one_line(str(exc))}", err=True)
             sys.exit(EXIT_POWER_FAILURE)
         except MkoError as exc:
-            click.echo(f"error: {_one_line(str(exc))}", err=True)
+            step = next_step(exc.kind) if isinstance(exc, NotFoundError) else ""
+            click.echo(f"error: {_one_line(str(exc))}{'; ' + step if step else ''}", err=True)
             sys.exit(EXIT_BAD_INPUT)
         if isinstance(result, int):  # typer.Exit(code) comes back as its code without standalone mode
             sys.exit(result)

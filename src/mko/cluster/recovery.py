@@ -17,7 +17,7 @@ from mko.cluster.diagnosis import ControlPlaneView, diagnose, parse_status
 from mko.cluster.microk8s import kube_name, shlex_name
 from mko.cluster.plan import _check_idle
 from mko.cluster.steps import _last_line, _StepLog, _wants_fallback
-from mko.inventory.clusters import get_cluster
+from mko.inventory.clusters import empty_cluster, get_cluster
 from mko.inventory.nodes import list_nodes
 from mko.operations.kinds import READY_STEP_PREFIX, RECOVER_KIND
 from mko.operations.records import Actor, finish_operation, start_operation
@@ -25,7 +25,7 @@ from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.inventory import Node, NodeRole
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.models.outages import ScaledWorkload
-from mko.platform.errors import ConflictError, FatalPowerError, PowerError
+from mko.platform.errors import FatalPowerError, PowerError
 from mko.platform.settings import Settings
 from mko.ssh.client import SshSession, SshTarget, connect
 
@@ -68,7 +68,7 @@ def start_recovery(
     if node_ids is not None:
         nodes = [n for n in nodes if n.id in set(node_ids)]
     if not nodes:
-        raise ConflictError(f"cluster {cluster_id} has no nodes")
+        raise empty_cluster(cluster_id)
     if check_idle:
         _check_idle(session, cluster_id)
     operation = start_operation(
@@ -389,6 +389,7 @@ class _Recovery(_StepLog):
             [n.hostname for n in controls[:3]],  # MicroK8s makes the first three control planes voters
             not_ready,
             backup.model_dump() if backup is not None else None,
+            self.prepared.cluster_id,
         )
         self.diagnosis = {"kind": found.kind, "message": found.message}
         self.problems.append(f"diagnosis: {found.message}")

@@ -17,6 +17,7 @@ from mko.platform import validation
 from mko.platform.db.models.inventory import Cluster, Node, ProxmoxHost, WolMethod
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.errors import InputError, NotFoundError
+from mko.platform.missing import does_not_exist
 from mko.power.fields import NODE_FIELD_CHECKS
 
 __all__ = ["configure_wol", "create_node", "delete_node", "get_node", "list_nodes", "update_node"]
@@ -166,20 +167,12 @@ def _checked(session: Session, values: Mapping[str, Any], explicit: set[str]) ->
         if result.get(required) is None:
             raise InputError(required, "is required")
     if result.get("cluster_id") is not None and session.get(Cluster, result["cluster_id"]) is None:
-        raise InputError(
-            "cluster_id",
-            f"cluster {result['cluster_id']} does not exist: add one with `mko cluster add NAME`"
-            " (ids: `mko cluster list`)",
-        )
+        raise InputError("cluster_id", does_not_exist("cluster", result["cluster_id"]))
     if (
         result.get("proxmox_host_id") is not None
         and session.get(ProxmoxHost, result["proxmox_host_id"]) is None
     ):
-        raise InputError(
-            "proxmox_host_id",
-            f"Proxmox host {result['proxmox_host_id']} does not exist: add one with `mko proxmox add NAME"
-            " --host ADDRESS --token-id USER@REALM!TOKEN --secret -` (ids: `mko proxmox list`)",
-        )
+        raise InputError("proxmox_host_id", does_not_exist("Proxmox host", result["proxmox_host_id"]))
     _check_power_method(result, explicit)
     return result
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mko.agents.jobs import wake_remote
 from mko.agents.routing import routed_to_agent, split_by_site
-from mko.inventory.clusters import get_cluster
+from mko.inventory.clusters import empty_cluster, get_cluster
 from mko.inventory.nodes import get_node, list_nodes
 from mko.operations import ownership
 from mko.operations.kinds import WAKE_KIND_PREFIX
@@ -196,7 +196,7 @@ def start_wake(
             return PreparedWake(running.id, [], schedule, coalesced=True)
         members = list_nodes(session, target_id)
         if not members:
-            raise ConflictError(f"cluster {target_id} has no nodes")
+            raise empty_cluster(target_id)
         left_alone = [n for n in members if n.id in leave]
         members = [n for n in members if n.id not in leave]
         skipped = {n.id: r for n in members if (r := _not_wakeable_reason(n))}
