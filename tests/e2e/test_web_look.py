@@ -88,7 +88,6 @@ def test_every_page_at_desktop_and_phone_width_light_and_dark(
     page.goto(f"{base}/")
     page.wait_for_url(f"{base}/login?next=/")
     assert page.locator("nav").count() == 0 and page.locator("text=Operations").count() == 0
-    screenshot(page, "login-1280-light")
     page.fill("#username", "operator")
     page.fill("#password", "operator-pass")
     page.click("#sign-in")
@@ -119,6 +118,14 @@ def test_every_page_at_desktop_and_phone_width_light_and_dark(
     browser = page.context.browser
     for width_name, viewport in (("1280", DESKTOP), ("390", PHONE)):
         for scheme in ("light", "dark"):
+            signed_out = browser.new_context(viewport=viewport, color_scheme=scheme)
+            login = signed_out.new_page()
+            login.goto(f"{base}/login")
+            screenshot(login, f"login-{width_name}-{scheme}")
+            background = login.evaluate("getComputedStyle(document.body).backgroundColor")
+            assert background == (DARK_BACKGROUND if scheme == "dark" else LIGHT_BACKGROUND), "login"
+            assert viewport is not PHONE or _fits(login), f"login scrolls sideways at 390 px ({scheme})"
+            signed_out.close()
             context = browser.new_context(viewport=viewport, color_scheme=scheme, storage_state=state)
             view = context.new_page()
             try:
@@ -192,7 +199,6 @@ def test_docs_render_with_every_non_loopback_request_blocked(
     assert page.locator(".opblock").count() > 50  # every operation of the API, rendered
     assert page.get_by_text("/api/nodes/{node_id}/wol/wake", exact=True).count() >= 1
     assert page.evaluate("window.cspViolations") == []
-    screenshot(page, "docs-1280-light")
 
     # ReDoc: every operation rendered and styled under a policy whose scripts are 'self' only.
     answer = page.goto(f"{base}/redoc")
@@ -209,11 +215,28 @@ def test_docs_render_with_every_non_loopback_request_blocked(
     # Its search runs (the index is built in a worker): a query lists the wake operations.
     page.fill("input[placeholder='Search...']", "wake node")
     page.locator("[data-role='search:results'] >> text=Wake Node").first.wait_for(timeout=20_000)
-    screenshot(page, "redoc-1280-light", full_page=False)
     # The policy refused nothing of ReDoc; only its "API docs by Redocly" logo, which sits on the
     # internet (ReDoc drops the image when it cannot load).
     refused = page.evaluate("window.cspViolations")
     assert all(v["directive"] == "img-src" and "127.0.0.1" not in v["blocked"] for v in refused), refused
+
+    # Both at 1280 and 390 px, light and dark (the API docs keep their own light look): rendered, and
+    # nothing wider than a phone's screen.
+    browser = page.context.browser
+    for width_name, viewport in (("1280", DESKTOP), ("390", PHONE)):
+        for scheme in ("light", "dark"):
+            context = browser.new_context(viewport=viewport, color_scheme=scheme)
+            context.route("**/*", only_loopback)
+            view = context.new_page()
+            try:
+                for name, ready in (("docs", ".opblock"), ("redoc", "[data-section-id^='operation/']")):
+                    view.goto(f"{base}/{name}")
+                    view.locator(ready).first.wait_for(timeout=60_000)
+                    screenshot(view, f"{name}-{width_name}-{scheme}", full_page=False)
+                    if viewport is PHONE:
+                        assert _fits(view), f"/{name} scrolls sideways at 390 px ({scheme})"
+            finally:
+                context.close()
     assert blocked == []  # and nothing was even asked of the internet
 
 
