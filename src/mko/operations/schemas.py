@@ -45,24 +45,11 @@ class OperationBrief(BaseModel):
     finished_at: datetime | None
 
 
-class OperationPublic(BaseModel):
-    """An operation with its steps."""
+class OperationPublic(OperationBrief):
+    """An operation with its parameters, result and steps."""
 
-    model_config = ConfigDict(from_attributes=True)
-
-    id: int
-    kind: str
-    target_type: str
-    target_id: int | None
-    actor: str
-    source: str
-    status: OperationStatus
-    summary: str
     parameters: dict[str, Any]
     result: dict[str, Any]
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
     # The process carrying it out (mko.operations.ownership), and the serve instance under high availability.
     owner_host: str | None = None
     owner_pid: int | None = None
