@@ -28,6 +28,7 @@ from mko.platform.db.models.outages import ScaledWorkload
 from mko.platform.errors import FatalPowerError, PowerError
 from mko.platform.settings import Settings
 from mko.ssh.client import SshSession, SshTarget, connect
+from mko.wol.reachability import Reachability, record_reachability
 
 if TYPE_CHECKING:
     from mko.cluster.steps import StepHook
@@ -143,6 +144,7 @@ class _Recovery(_StepLog):
                 async with connect(target, self.settings) as connection:
                     up_after = self.loop.time() - self.begin
                     report.ssh_after = round(up_after, 1)
+                    await self.note_up(node)
                     limit = min(
                         max(1.0, self.deadline - self.loop.time()), self.settings.microk8s_start_timeout
                     )
@@ -177,6 +179,14 @@ class _Recovery(_StepLog):
         report.error = last_error
         self.problems.append(f"{node.hostname}: {last_error}")
         await self.record(f"start {node.hostname}", node.id, OperationStatus.FAILED, last_error, {}, started)
+
+    async def note_up(self, node: Node) -> None:
+        """Store that the node answers (its SSH did), as the background probes would: the dashboard's
+        state then knows it came up before Kubernetes called it Ready."""
+        answered = {node.id: Reachability(up=True, port=node.ssh_port)}
+        async with self.lock:
+            with self.session_factory() as session:
+                record_reachability(session, answered, utcnow())
 
     async def wait_ready(self) -> tuple[Node | None, dict[str, dict[str, bool]]]:
         """Poll ``kubectl get nodes -o json`` on a started control plane until every node is Ready."""

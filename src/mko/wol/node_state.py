@@ -1,8 +1,9 @@
 """A node's state as a person reads it: off, booting, up or Ready, from what mko already knows.
 
-Nothing here probes. The state is read from three stored facts: the background refresher's last probe
-(``Node.reachable`` and when it last changed), the node's newest wake step, and the newest Kubernetes
-readiness a recovery recorded for it (its ``Ready <host>`` step):
+Nothing here probes. The state is read from three stored facts: whether the node answers
+(``Node.reachable`` and when it last changed: the background refresher's probes, and a recovery's SSH,
+which stores it too), the node's newest wake step, and the newest Kubernetes readiness a recovery
+recorded for it (its ``Ready <host>`` step):
 
 - ``off``: the probes find it down, and no wake of it is under way;
 - ``booting``: down, but a wake went out since it went down, less than ``booting_window`` seconds ago

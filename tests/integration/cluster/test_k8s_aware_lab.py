@@ -8,6 +8,7 @@ backup written as a real tar.gz archive, and a quorum that a power loss can leav
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -23,9 +24,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+from mko.lab.netns import enter_netns
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.models.outages import ScaledWorkload
+from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
+from mko.wol.node_state import states_for
+from mko.wol.reachability import Refresher
 from support.cluster import cluster_up, one_operation, orch_cli, stand_in_calls
 from support.ups import wait_until
 
@@ -360,3 +365,20 @@ def test_recovery_shows_each_node_turning_ready_and_records_it_per_node(
     assert steps[-1].message.endswith(": NotReady")
     # The waiting phase kept the operation's summary current until the end replaced it.
     assert "2/3 Ready" in operation.summary
+
+    # The dashboard's states, from what is stored: the background probe finds every node answering
+    # (SSH), and the recovery's readiness makes lab-n1 and lab-n2 Ready, lab-n3 only up.
+    with enter_netns(running.lab.orch):
+        asyncio.run(refresh_once(settings))
+    states = states_for(session, settings, [1, 2, 3])
+    assert {i: s.state.value for i, s in states.items()} == {1: "Ready", 2: "Ready", 3: "up"}
+    assert states[3].note.startswith("answers; Kubernetes not Ready at ")
+
+
+async def refresh_once(settings: Settings) -> None:
+    """One pass of the server's background probes, storing every node's reachability."""
+    engine = make_engine(settings.database_url)
+    try:
+        await Refresher(make_session_factory(engine), interval=30, timeout=2.0).refresh()
+    finally:
+        engine.dispose()
