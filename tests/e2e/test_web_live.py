@@ -69,6 +69,8 @@ def test_running_operations_and_node_states_update_without_a_reload(
     page.wait_for_selector("[data-reach-node='1'] .pill.state-booting", timeout=15_000)
     note = page.locator("[data-reach-node='1'] .pill").get_attribute("title") or ""
     assert note.startswith("wake sent at ")
+    # The card's last wake follows too: this wake, linked.
+    page.locator(f"[data-last-wake='1'] a[href='/operations/{operation_id}']").wait_for(timeout=10_000)
     screenshot(page, "dashboard-running-1280-light")
     browser = page.context.browser
     state = page.context.storage_state()

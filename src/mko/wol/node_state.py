@@ -57,10 +57,12 @@ class LiveState(enum.StrEnum):
 
 
 class NodeLiveState(BaseModel):
-    """A node's state with one line saying what it rests on."""
+    """A node's state with one line saying what it rests on, and its last wake (operation, outcome)."""
 
     state: LiveState
     note: str
+    wake_operation_id: int | None = None
+    wake_state: str | None = None
 
 
 @dataclass(frozen=True)
@@ -116,15 +118,20 @@ def node_states(
     wakes = last_steps_for_nodes(session, ids, WAKE_KIND_PREFIX)
     readiness = last_steps_for_nodes(session, ids, RECOVER_KIND, READY_STEP_PREFIX)
     now = utcnow()
-    return {
-        node_id: live_state(
-            StateFacts(reachable, changed_at, wakes.get(node_id), readiness.get(node_id)),
+    found = {}
+    for node_id, reachable, changed_at in stored:
+        wake = wakes.get(node_id)
+        state = live_state(
+            StateFacts(reachable, changed_at, wake, readiness.get(node_id)),
             now,
             probe_interval,
             booting_window,
         )
-        for node_id, reachable, changed_at in stored
-    }
+        if wake is not None:
+            outcome = str(wake.detail.get("state") or wake.status.value)
+            state = state.model_copy(update={"wake_operation_id": wake.operation_id, "wake_state": outcome})
+        found[node_id] = state
+    return found
 
 
 def with_states(
@@ -134,7 +141,14 @@ def with_states(
     ``wol_default_timeout`` seconds; the refresher probes every ``reachability_interval``)."""
     states = node_states(session, results, settings.reachability_interval, settings.wol_default_timeout)
     return {
-        node_id: result.model_copy(update={"state": found.state.value, "state_note": found.note})
+        node_id: result.model_copy(
+            update={
+                "state": found.state.value,
+                "state_note": found.note,
+                "wake_operation_id": found.wake_operation_id,
+                "wake_state": found.wake_state,
+            }
+        )
         if (found := states.get(node_id)) is not None
         else result
         for node_id, result in results.items()

@@ -38,8 +38,8 @@ log = logging.getLogger("mko.reachability")
 
 class Reachability(BaseModel):
     """One node's probe result (``up`` None: never probed), and when it was taken; ``state`` is what
-    the dashboard shows (off, booting, up, Ready, unknown: :mod:`mko.wol.node_state`) and
-    ``state_note`` what it rests on."""
+    the dashboard shows (off, booting, up, Ready, unknown: :mod:`mko.wol.node_state`),
+    ``state_note`` what it rests on, and ``wake_*`` its last wake's operation and outcome."""
 
     up: bool | None
     port: int
@@ -49,6 +49,8 @@ class Reachability(BaseModel):
     age_seconds: float | None = None
     state: str | None = None
     state_note: str | None = None
+    wake_operation_id: int | None = None
+    wake_state: str | None = None
 
 
 def probe_concurrency() -> int:

@@ -114,7 +114,12 @@ def test_the_reachability_api_answers_each_nodes_state_from_stored_facts(
         detail={"state": "pending"},
     )
     answer = client.get("/api/nodes/reachability", params={"node_id": ids[2]})
-    assert answer.json()[str(ids[2])]["state"] == "booting"
+    booting = answer.json()[str(ids[2])]
+    assert (booting["state"], booting["wake_operation_id"], booting["wake_state"]) == (
+        "booting",
+        wake.id,
+        "pending",
+    )
     # The web pages render the same state before any script runs.
     create_user(session, settings, "viewer", "viewer-pass", Role.VIEWER)
     browser = TestClient(client.app)

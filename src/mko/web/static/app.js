@@ -30,6 +30,15 @@ async function fillReachability(table) {
         const age = result.age_seconds === null ? "" : ", probed " + Math.round(result.age_seconds) + " s ago";
         const latency = result.latency_ms === null || result.latency_ms === undefined ? "" : ", " + result.latency_ms + " ms";
         pill.title = (result.state_note || result.error || "port " + result.port) + latency + age;
+        const wake = table.querySelector("[data-last-wake='" + cell.dataset.reachNode + "']");
+        if (wake && result.wake_operation_id) {
+          const link = document.createElement("a");
+          link.href = "/operations/" + result.wake_operation_id;
+          const outcome = document.createElement("span");
+          setPill(outcome, result.wake_state, result.wake_state);
+          link.appendChild(outcome);
+          wake.replaceChildren(link);
+        }
       }
     } catch (error) {
       return; /* the page still works without live reachability */
