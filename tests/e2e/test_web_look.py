@@ -108,6 +108,8 @@ def test_every_page_at_desktop_and_phone_width_light_and_dark(
         "node-detail": "/nodes/1",
         "clusters": "/clusters",
         "cluster-detail": "/clusters/1",
+        "cluster-backups": "/clusters/1/backups",
+        "shutdown-confirm": "/clusters/1/shutdown",
         "ups": "/ups",
         "rules": "/rules",
         "rule-edit": "/rules?edit=1",
