@@ -15,6 +15,7 @@ from mko.inventory.nodes import list_nodes
 from mko.operations.kinds import WAKE_KIND_PREFIX
 from mko.operations.records import last_steps_for_nodes, list_operations
 from mko.platform.db.models.operations import OperationStatus
+from mko.web.forms import method_choices
 from mko.web.pages.render import _render
 from mko.web.pages.ups import _ups_statuses
 from mko.wol.node_state import states_for
@@ -22,15 +23,6 @@ from mko.wol.node_state import states_for
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False, route_class=MkoRoute)
-
-# The badge of each power method on a node's card.
-METHOD_LABELS = {
-    "ethernet": "WoL",
-    "ethernet-raw": "WoL raw",
-    "proxmox": "Proxmox",
-    "ipmi": "IPMI",
-    "redfish": "Redfish",
-}
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -57,5 +49,5 @@ def dashboard(request: Request, session: SessionDep) -> HTMLResponse:
         ),
         upses=_ups_statuses(request, session),
         agents=list_agents(session, request.app.state.settings),
-        method_labels=METHOD_LABELS,
+        method_labels={m["name"]: m["badge"] for m in method_choices()},
     )
