@@ -61,6 +61,8 @@ PYTHON = "/usr/bin/python3"
 SSHD = "/usr/sbin/sshd"
 STANDIN_DIR = "/usr/local/sbin"  # first in sshd's default PATH for root, and empty on Debian
 _SSHD_READY_TIMEOUT = 10.0
+# Node directory → the path it is bind-mounted over inside the node (see mko.lab.nodefiles).
+NODE_FILE_DIRS = {"var-snap-microk8s": "/var/snap/microk8s", "logind.conf.d": "/etc/systemd/logind.conf.d"}
 # Real binaries the lab needs: sshd itself, and ethtool so its stand-in can shadow /usr/sbin/ethtool.
 _REQUIRED = {SSHD: "openssh-server", "/usr/sbin/ethtool": "ethtool", PYTHON: "python3"}
 
@@ -498,6 +500,12 @@ class NodeSystem:
             # ~0.2 s per command, which a fresh node does not have.
             (str(self.home), "/root"),
         ]
+        # Per-node files the host side writes (mko.lab.nodefiles: MicroK8s' args/kubelet, logind
+        # drop-ins); the targets are made empty on the host first, as /etc/systemd/network above.
+        for name, target in NODE_FILE_DIRS.items():
+            os.makedirs(target, exist_ok=True)
+            (self.dir / name).mkdir(exist_ok=True)
+            mounts.append((str(self.dir / name), target))
         for standin in STANDINS.values():
             for path in standin.paths:
                 if os.path.isfile(path) and not os.path.islink(path):

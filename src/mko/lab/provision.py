@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from mko.lab.control import LAB_UPS
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
+from mko.lab.nodefiles import default_kubelet_args
 from mko.lab.nut import NutServer
 from mko.platform.db.models.rules import ClusterAction
 from mko.platform.db.models.ups import PowerEvent
@@ -60,6 +61,9 @@ def provision_lab(
     restores its load at the end of a shutdown (the lab's UPS honours shutdown.return).
     """
     cluster, nodes = register_lab(session, running, cluster_name=LAB_CLUSTER, control_planes=control_planes)
+    for node in running.nodes:
+        if node.system is not None:  # MicroK8s' own kubelet args: `mko cluster check` reads them
+            default_kubelet_args(node.system)
     settings.ssh_known_hosts.parent.mkdir(parents=True, exist_ok=True)
     settings.ssh_known_hosts.write_text("\n".join(running.known_hosts_lines()) + "\n")
     ups = create_ups(

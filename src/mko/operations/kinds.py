@@ -22,3 +22,6 @@ RECOVER_KIND = "cluster_recover"
 
 
 NODE_DRAIN_KIND = "node_drain"  # a single node's maintenance: drained, never past a PodDisruptionBudget
+
+
+CHECK_KIND = "cluster_check"  # a preflight: SSH, sudo, graceful node shutdown, WoL, BMC restore policy
