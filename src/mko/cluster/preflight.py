@@ -304,7 +304,7 @@ def _ssh_failure(target: CheckTarget, exc: PowerError) -> Finding:
     elif isinstance(exc, SshAuthError):
         reason = (
             f"{exc}: add mko's public key to ~{node.ssh_user}/.ssh/authorized_keys on the node"
-            f" (or set its key with `mko node update {node.id} --ssh-key-path ...`)"
+            f" (or set its key with `mko node update {node.id} --ssh-key PATH`)"
         )
     elif isinstance(exc, SshUnreachableError):
         reason = (

@@ -271,3 +271,25 @@ def test_a_check_started_in_process_reports_each_finding_as_it_ends(
         operation.summary
         == PLAIN_SUMMARY + ", lab-n3 graceful_shutdown, lab-n4 graceful_shutdown, lab-n5 ssh"
     )
+
+
+def test_a_bmc_that_powers_on_by_itself_passes(
+    settings: Settings, session: Session, lab_factory: Any, tmp_path: Path
+) -> None:
+    running, _ = cluster_up(settings, session, lab_factory, 1)
+    redfish = RedfishEmulator(tmp_path, netns=running.lab.orch, power_state="On", restore_policy="AlwaysOn")
+    try:
+        _ok(
+            orch_process(
+                running, "wol", "configure", "1", "--method", "redfish", "--redfish-url", redfish.url,
+                "--bmc-username", RedfishEmulator.USER, "--bmc-password", "-",
+                "--bmc-ca-file", str(redfish.cafile), stdin=RedfishEmulator.PASSWORD + "\n",
+            )
+        )  # fmt: skip
+        body = json.loads(_ok(orch_process(running, "cluster", "check", "1", "--json"), code=1).stdout)
+    finally:
+        redfish.stop()
+    assert (
+        _reasons(body)[("lab-n1", "restore_policy")] == "AlwaysOn: it powers on by itself when mains returns"
+    )
+    assert _verdicts(body)["lab-n1"]["restore_policy"] == "pass"
