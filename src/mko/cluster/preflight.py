@@ -93,6 +93,7 @@ _LOGIND_DROPINS = (
     "/usr/lib/systemd/logind.conf.d",
 )
 _LOGIND_DEFAULT = 5.0
+_LOGIND_GREP = ["grep", "-rsH", "InhibitDelayMaxSec", _LOGIND_MAIN, *_LOGIND_DROPINS]
 _COMMAND_NOT_FOUND = 127
 # Where the commands usually live, for the sudoers line a failing sudo check suggests.
 _USUAL_PATHS = {
@@ -327,6 +328,7 @@ def sudo_commands(node: Node, interface: str | None) -> list[list[str]]:
         ["shutdown", "-h", "now"],
         ["systemctl", "show", "snap.microk8s.daemon-kubelite.service", "-p", "NRestarts,ActiveState"],
         ["cat", "--", KUBELET_ARGS],
+        _LOGIND_GREP,
     ]
     if node.role == NodeRole.CONTROL_PLANE:
         commands += [
@@ -459,9 +461,7 @@ async def _check_graceful(  # noqa: PLR0911  (one return per finding)
             f"shutdownGracePeriodCriticalPods ({_seconds(critical)}) is longer than shutdownGracePeriod"
             f" ({_seconds(period)}) in {path}: kubelet refuses the configuration; make it shorter",
         )
-    grep = await ssh.run(
-        ["grep", "-rsH", "InhibitDelayMaxSec", _LOGIND_MAIN, *_LOGIND_DROPINS], sudo=True, timeout=timeout
-    )
+    grep = await ssh.run(_LOGIND_GREP, sudo=True, timeout=timeout)
     try:
         delay, source = logind_delay(grep.stdout)
     except ValueError as exc:

@@ -154,11 +154,11 @@ def _sudo(ssh: ScriptedSudo, target: CheckTarget, interface: str | None = "eth0"
 
 
 def test_sudo_passes_when_every_command_mko_runs_is_allowed() -> None:
-    everything = ("microk8s", "snap", "systemctl", "shutdown", "cat", "ethtool", "mktemp", "rm")
+    everything = ("microk8s", "snap", "systemctl", "shutdown", "cat", "grep", "ethtool", "mktemp", "rm")
     ssh = ScriptedSudo(allowed=everything)
     finding = _sudo(ssh, _target(role=NodeRole.CONTROL_PLANE))
     assert finding.verdict == Verdict.PASS
-    assert finding.reason == "`sudo -n` allows all 16 command(s) mko runs as root"
+    assert finding.reason == "`sudo -n` allows all 17 command(s) mko runs as root"
     assert ("sudo", "-n", "-l", "ethtool", "-s", "eth0", "wol", "g") in ssh.calls
     assert (
         "sudo",
@@ -173,15 +173,15 @@ def test_sudo_passes_when_every_command_mko_runs_is_allowed() -> None:
 
 
 def test_sudo_names_the_refused_commands_and_the_sudoers_line_that_fixes_them() -> None:
-    finding = _sudo(ScriptedSudo(allowed=("microk8s", "snap", "systemctl", "cat")), _target())
+    finding = _sudo(ScriptedSudo(allowed=("microk8s", "snap", "systemctl", "cat", "grep")), _target())
     assert finding.verdict == Verdict.FAIL
     assert finding.reason.startswith(
-        "sudo refuses 3 of 11 command(s) mko runs as root"
+        "sudo refuses 3 of 12 command(s) mko runs as root"
         " (shutdown -h now; ethtool eth0; ethtool -s eth0 wol g)"
     )
     assert finding.reason.endswith(
-        "add `mko ALL=(root) NOPASSWD: /snap/bin/microk8s, /usr/bin/cat, /usr/bin/snap, /usr/bin/systemctl,"
-        " /usr/sbin/ethtool, /usr/sbin/shutdown` to /etc/sudoers.d/mko (visudo -f)"
+        "add `mko ALL=(root) NOPASSWD: /snap/bin/microk8s, /usr/bin/cat, /usr/bin/grep, /usr/bin/snap,"
+        " /usr/bin/systemctl, /usr/sbin/ethtool, /usr/sbin/shutdown` to /etc/sudoers.d/mko (visudo -f)"
     )
 
 
@@ -197,7 +197,7 @@ def test_sudo_that_wants_a_password_or_is_missing_fails_at_once_and_root_needs_n
     )
     root = ScriptedSudo()
     assert _sudo(root, _target(user="root")).verdict == Verdict.NOT_APPLICABLE and not root.calls
-    assert len(sudo_commands(_target().node, None)) == 9
+    assert len(sudo_commands(_target().node, None)) == 10
 
 
 # ---------------------------------------------------------------- adapters
