@@ -404,12 +404,9 @@ async def _check_graceful(  # noqa: PLR0911  (one return per finding)
     args = await ssh.run(["cat", "--", KUBELET_ARGS], sudo=True, timeout=timeout)
     if not args.ok:
         why = (args.stderr.strip().splitlines() or [f"exit {args.exit_status}"])[-1]
+        fix = "see the sudo check" if why.startswith("sudo:") else "is MicroK8s installed?"
         return _finding(
-            target,
-            check,
-            Verdict.FAIL,
-            f"cannot read {KUBELET_ARGS} ({why}): is MicroK8s installed?",
-            **args.as_dict(),
+            target, check, Verdict.FAIL, f"cannot read {KUBELET_ARGS} ({why}): {fix}", **args.as_dict()
         )
     flags = kubelet_flags(args.stdout)
     gates = flags.get("--feature-gates", "")
@@ -533,8 +530,9 @@ async def _check_wol(ssh: SshSession, target: CheckTarget, interface: str, timeo
     result = await ssh.run(["ethtool", interface], sudo=True, timeout=timeout)
     if not result.ok:
         why = (result.stderr.strip().splitlines() or [f"exit {result.exit_status}"])[-1]
+        fix = ": see the sudo check" if why.startswith("sudo:") else ""
         return _finding(
-            target, "wol", Verdict.FAIL, f"`ethtool {interface}` failed: {why}", **result.as_dict()
+            target, "wol", Verdict.FAIL, f"`ethtool {interface}` failed: {why}{fix}", **result.as_dict()
         )
     wol = parse_ethtool(result.stdout)
     if wol.supports is None:

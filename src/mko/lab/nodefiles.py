@@ -10,7 +10,10 @@ Commands run over SSH (``cat``, ``grep``) therefore read them at the real paths:
 * with :func:`graceful_shutdown`: a ``--config`` line and the KubeletConfiguration it names
   (``shutdownGracePeriod``, ``shutdownGracePeriodCriticalPods``), and logind's drop-in
   ``99-kubelet.conf`` with ``InhibitDelayMaxSec``, as kubelet writes it when it starts
-  (kubernetes pkg/kubelet/nodeshutdown/systemd).
+  (kubernetes pkg/kubelet/nodeshutdown/systemd);
+* with :func:`login_user` and :func:`sudoers`: a non-root login of the node's own (its ``/etc/passwd``,
+  ``group`` and ``shadow`` are copies of the host's, bind-mounted) and its rule in ``/etc/sudoers.d``,
+  read by the host's real sudo (1.9) when mko runs ``sudo -n`` over SSH.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from pathlib import Path
 
 from mko.lab.nodesys import NodeSystem
 
-__all__ = ["KUBELET_CONFIG", "default_kubelet_args", "graceful_shutdown"]
+__all__ = ["KUBELET_CONFIG", "default_kubelet_args", "graceful_shutdown", "login_user", "sudoers"]
 
 KUBELET_CONFIG = "${SNAP_DATA}/args/kubelet-config.yaml"
 
@@ -73,3 +76,27 @@ def graceful_shutdown(
         dropin.unlink(missing_ok=True)
     else:
         dropin.write_text("# Kubelet logind override\n[Login]\n" + f"InhibitDelayMaxSec={inhibit_delay}\n")
+
+
+def login_user(system: NodeSystem, name: str = "mko", uid: int = 2713) -> None:
+    """Add a login user NAME to the node's own accounts (shell /bin/bash; the lab's client key logs in as
+    any user, as sshd reads the lab's authorized_keys file). Not a sudoer until :func:`sudoers`."""
+    home = system.dir / "home"
+    # NOTE: sshd reads AuthorizedKeysFile as the user logging in: that user must reach the lab's
+    # authorized_keys (the lab directory becomes traversable, the file readable; the private keys in
+    # it stay 0600).
+    system.ssh.root.chmod(system.ssh.root.stat().st_mode | 0o011)
+    system.ssh.authorized_keys.chmod(0o644)
+    with (system.dir / "etc-passwd").open("a") as passwd:
+        passwd.write(f"{name}:x:{uid}:{uid}::{home}:/bin/bash\n")
+    with (system.dir / "etc-group").open("a") as group:
+        group.write(f"{name}:x:{uid}:\n")
+    with (system.dir / "etc-shadow").open("a") as shadow:
+        shadow.write(f"{name}:*:20000:0:99999:7:::\n")  # no password, not locked
+
+
+def sudoers(system: NodeSystem, user: str, commands: list[str]) -> None:
+    """Let USER run COMMANDS (full paths, sudoers syntax) as root without a password on this node."""
+    rule = system.dir / "sudoers.d" / "mko"
+    rule.write_text(f"{user} ALL=(root) NOPASSWD: {', '.join(commands)}\n")
+    rule.chmod(0o440)  # sudo ignores a drop-in others may write

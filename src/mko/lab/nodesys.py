@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import threading
@@ -62,7 +63,13 @@ SSHD = "/usr/sbin/sshd"
 STANDIN_DIR = "/usr/local/sbin"  # first in sshd's default PATH for root, and empty on Debian
 _SSHD_READY_TIMEOUT = 10.0
 # Node directory → the path it is bind-mounted over inside the node (see mko.lab.nodefiles).
-NODE_FILE_DIRS = {"var-snap-microk8s": "/var/snap/microk8s", "logind.conf.d": "/etc/systemd/logind.conf.d"}
+NODE_FILE_DIRS = {
+    "var-snap-microk8s": "/var/snap/microk8s",
+    "logind.conf.d": "/etc/systemd/logind.conf.d",
+    "sudoers.d": "/etc/sudoers.d",
+}
+# The node's own accounts (a copy of the host's at first): a login user of its own for sudo tests.
+NODE_ACCOUNT_FILES = ("passwd", "group", "shadow")
 # Real binaries the lab needs: sshd itself, and ethtool so its stand-in can shadow /usr/sbin/ethtool.
 _REQUIRED = {SSHD: "openssh-server", "/usr/sbin/ethtool": "ethtool", PYTHON: "python3"}
 
@@ -506,6 +513,11 @@ class NodeSystem:
             os.makedirs(target, exist_ok=True)
             (self.dir / name).mkdir(exist_ok=True)
             mounts.append((str(self.dir / name), target))
+        for name in NODE_ACCOUNT_FILES:
+            own = self.dir / f"etc-{name}"
+            if not own.exists():
+                shutil.copy2(f"/etc/{name}", own)
+            mounts.append((str(own), f"/etc/{name}"))
         for standin in STANDINS.values():
             for path in standin.paths:
                 if os.path.isfile(path) and not os.path.islink(path):

@@ -27,7 +27,7 @@ from mko.cluster.preflight import run_check, start_check
 from mko.cluster.shutdown import _scheduled_shutdown, run_shutdown, start_shutdown
 from mko.lab.harness import RunningLab
 from mko.lab.netns import enter_netns
-from mko.lab.nodefiles import graceful_shutdown
+from mko.lab.nodefiles import graceful_shutdown, login_user, sudoers
 from mko.operations.records import Actor, start_operation
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.models.schedules import ScheduleAction
@@ -293,3 +293,43 @@ def test_a_bmc_that_powers_on_by_itself_passes(
         _reasons(body)[("lab-n1", "restore_policy")] == "AlwaysOn: it powers on by itself when mains returns"
     )
     assert _verdicts(body)["lab-n1"]["restore_policy"] == "pass"
+
+
+# What mko runs as root, where a lab node's sudo finds it (secure_path puts /usr/local/sbin, the
+# stand-ins' directory, first).
+EVERY_COMMAND = [
+    "/usr/local/sbin/microk8s", "/usr/local/sbin/snap", "/usr/local/sbin/systemctl",
+    "/usr/local/sbin/shutdown", "/usr/local/sbin/ethtool",
+    "/usr/bin/cat", "/usr/bin/grep", "/usr/bin/mktemp", "/usr/bin/rm",
+]  # fmt: skip
+
+
+def test_sudo_rights_are_read_from_the_nodes_real_sudo(
+    settings: Settings, session: Session, lab_factory: Any
+) -> None:
+    running, _ = cluster_up(settings, session, lab_factory, 3)
+    systems = [n.system for n in running.nodes]
+    for index, system in enumerate(systems, start=1):
+        assert system is not None
+        login_user(system, "mko")
+        _ok(orch_process(running, "node", "update", str(index), "--ssh-user", "mko"))
+    assert systems[0] is not None and systems[2] is not None
+    sudoers(systems[0], "mko", EVERY_COMMAND)  # lab-n1: everything; lab-n2: not a sudoer at all
+    sudoers(systems[2], "mko", ["/usr/local/sbin/microk8s", "/usr/bin/cat"])  # lab-n3: too narrow
+    body = json.loads(_ok(orch_process(running, "cluster", "check", "1", "--json"), code=1).stdout)
+    verdicts, why = _verdicts(body), _reasons(body)
+    assert [verdicts[h]["sudo"] for h in ("lab-n1", "lab-n2", "lab-n3")] == ["pass", "fail", "fail"], why
+    assert why[("lab-n1", "sudo")] == "`sudo -n` allows all 17 command(s) mko runs as root"
+    # Through sudo, lab-n1's checks read the kubelet args and the NIC as root.
+    assert why[("lab-n1", "wol")] == "Wake-on: g on veth0"
+    assert why[("lab-n1", "graceful_shutdown")].startswith("graceful node shutdown is off:")
+    assert why[("lab-n2", "sudo")].startswith(
+        "sudo asks mko for a password (mko runs `sudo -n`): add a NOPASSWD rule,"
+        " e.g. `mko ALL=(root) NOPASSWD:"
+    )
+    assert (
+        why[("lab-n2", "wol")] == "`ethtool veth0` failed: sudo: a password is required: see the sudo check"
+    )
+    assert why[("lab-n3", "sudo")].startswith("sudo refuses 8 of 12 command(s) mko runs as root (snap stop")
+    calls = running.node("n1").system.calls("ethtool")  # type: ignore[union-attr]
+    assert calls[-1]["argv"] == ["veth0"] and calls[-1]["uid"] == 0  # run as root, through sudo
