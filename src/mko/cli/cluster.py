@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from mko.cli.common import EXIT_POWER_FAILURE, JsonOpt, SiteOpt, console, emit, open_session, print_rows
 from mko.cli.node import NODE_COLUMNS
@@ -205,16 +205,12 @@ def cluster_check(
     settings = get_settings()
     with open_session() as session:
         prepared = start_check(session, cluster_id, Actor.cli())
-    engine = make_engine(settings.database_url)
-    try:
-        factory = make_session_factory(engine)
-        operation = _follow(
-            f"checking {len(prepared.targets)} node(s)",
-            lambda hook: asyncio.run(run_check(factory, settings, prepared, hook)),
-            as_json,
-        )
-    finally:
-        engine.dispose()
+    operation = _run_followed(
+        settings,
+        f"checking {len(prepared.targets)} node(s)",
+        lambda factory, hook: run_check(factory, settings, prepared, hook),
+        as_json,
+    )
     if not as_json:
         rows = [
             (node["hostname"], check, result["verdict"], result["reason"])
@@ -330,18 +326,30 @@ def _confirm_start(
     return start_shutdown(session, plan, Actor.cli())
 
 
-def _run_prepared(settings: Settings, prepared: PreparedShutdown, title: str, as_json: bool) -> None:
-    """Run a recorded shutdown (or drain) with live progress, then report it."""
+def _run_followed(
+    settings: Settings,
+    title: str,
+    run: Callable[[sessionmaker[Session], StepHook], Coroutine[Any, Any, Operation]],
+    as_json: bool,
+    timeout: float | None = None,
+) -> Operation:
+    """Run a recorded operation's coroutine on its own engine with live progress (_follow)."""
     engine = make_engine(settings.database_url)
     try:
         factory = make_session_factory(engine)
-        operation = _follow(
-            title,
-            lambda hook: asyncio.run(run_shutdown(factory, settings, prepared, on_step=hook)),
-            as_json,
-        )
+        return _follow(title, lambda hook: asyncio.run(run(factory, hook)), as_json, timeout)
     finally:
         engine.dispose()
+
+
+def _run_prepared(settings: Settings, prepared: PreparedShutdown, title: str, as_json: bool) -> None:
+    """Run a recorded shutdown (or drain) with live progress, then report it."""
+    operation = _run_followed(
+        settings,
+        title,
+        lambda factory, hook: run_shutdown(factory, settings, prepared, on_step=hook),
+        as_json,
+    )
     _report(operation, as_json)
 
 
@@ -372,15 +380,11 @@ def cluster_recover(
     settings = get_settings()
     with open_session() as session:
         prepared = start_recovery(session, cluster_id, Actor.cli(), timeout or settings.recovery_timeout)
-    engine = make_engine(settings.database_url)
-    try:
-        factory = make_session_factory(engine)
-        operation = _follow(
-            f"recovering {len(prepared.nodes)} node(s)",
-            lambda hook: asyncio.run(run_recovery(factory, settings, prepared, hook)),
-            as_json,
-            prepared.timeout,
-        )
-    finally:
-        engine.dispose()
+    operation = _run_followed(
+        settings,
+        f"recovering {len(prepared.nodes)} node(s)",
+        lambda factory, hook: run_recovery(factory, settings, prepared, hook),
+        as_json,
+        prepared.timeout,
+    )
     _report(operation, as_json)

@@ -934,6 +934,19 @@ async def run_shutdown(
     return await _finish_even_if_cancelled(asyncio.ensure_future(runner.run()), cancelled)
 
 
+def _not_started(
+    session: Session,
+    operation: Operation,
+    step: str,
+    status: OperationStatus,
+    why: str,
+    detail: dict[str, Any] | None = None,
+) -> Operation:
+    """Close a schedule's run whose shutdown never started, saying why in a step and the summary."""
+    record_step(session, operation, name=step, status=status, message=why, detail=detail)
+    return finish_operation(session, operation, status=status, summary=f"not started: {why}", result=detail)
+
+
 async def _scheduled_shutdown(context: RunContext, run: PreparedRun) -> Operation:
     """A schedule's shutdown: plan now, run it as its own operation, link it from the schedule's.
 
@@ -954,21 +967,8 @@ async def _scheduled_shutdown(context: RunContext, run: PreparedRun) -> Operatio
             why = f"preflight check #{done.id} failed and this cluster requires it: {'; '.join(failed)}"
             with factory() as session:
                 operation = session.get_one(Operation, run.operation_id)
-                record_step(
-                    session,
-                    operation,
-                    name="preflight",
-                    status=OperationStatus.FAILED,
-                    message=why,
-                    detail={"check_operation_id": done.id},
-                )
-                return finish_operation(
-                    session,
-                    operation,
-                    status=OperationStatus.FAILED,
-                    summary=f"not started: {why}",
-                    result={"check_operation_id": done.id},
-                )
+                detail = {"check_operation_id": done.id}
+                return _not_started(session, operation, "preflight", OperationStatus.FAILED, why, detail)
         checks = report if report is not None else True
     with factory() as session:
         operation = session.get_one(Operation, run.operation_id)
@@ -976,12 +976,7 @@ async def _scheduled_shutdown(context: RunContext, run: PreparedRun) -> Operatio
             plan = await plan_shutdown(session, settings, cluster_id, force=bool(run.options.get("force")))
             prepared = start_shutdown(session, plan, run.actor)
         except ConflictError as exc:
-            record_step(
-                session, operation, name="shutdown", status=OperationStatus.CANCELLED, message=str(exc)
-            )
-            return finish_operation(
-                session, operation, status=OperationStatus.CANCELLED, summary=f"not started: {exc}"
-            )
+            return _not_started(session, operation, "shutdown", OperationStatus.CANCELLED, str(exc))
         step_id = record_step(
             session,
             operation,

@@ -45,6 +45,17 @@ def _ok(result: subprocess.CompletedProcess[str], code: int = 0) -> subprocess.C
     return result
 
 
+def _redfish_node(running: RunningLab, node_id: int, redfish: RedfishEmulator) -> None:
+    """Power NODE_ID through the emulator, as an operator would configure it (the password on stdin)."""
+    _ok(
+        orch_process(
+            running, "wol", "configure", str(node_id), "--method", "redfish", "--redfish-url", redfish.url,
+            "--bmc-username", RedfishEmulator.USER, "--bmc-password", "-",
+            "--bmc-ca-file", str(redfish.cafile), stdin=RedfishEmulator.PASSWORD + "\n",
+        )
+    )  # fmt: skip
+
+
 def _prepare(settings: Settings, session: Session, lab_factory: Any) -> RunningLab:
     """Five Ready lab nodes: n1 and n2 as the module docstring says, n5's host key forgotten."""
     running, _cluster = cluster_up(settings, session, lab_factory, 5, control_planes=1)
@@ -79,13 +90,7 @@ def checked_lab(
                 stdin=IpmiSim.PASSWORD + "\n",
             )
         )  # fmt: skip
-        _ok(
-            orch_process(
-                running, "wol", "configure", "4", "--method", "redfish", "--redfish-url", redfish.url,
-                "--bmc-username", RedfishEmulator.USER, "--bmc-password", "-",
-                "--bmc-ca-file", str(redfish.cafile), stdin=RedfishEmulator.PASSWORD + "\n",
-            )
-        )  # fmt: skip
+        _redfish_node(running, 4, redfish)
         yield running
     finally:
         redfish.stop()
@@ -279,13 +284,7 @@ def test_a_bmc_that_powers_on_by_itself_passes(
     running, _ = cluster_up(settings, session, lab_factory, 1)
     redfish = RedfishEmulator(tmp_path, netns=running.lab.orch, power_state="On", restore_policy="AlwaysOn")
     try:
-        _ok(
-            orch_process(
-                running, "wol", "configure", "1", "--method", "redfish", "--redfish-url", redfish.url,
-                "--bmc-username", RedfishEmulator.USER, "--bmc-password", "-",
-                "--bmc-ca-file", str(redfish.cafile), stdin=RedfishEmulator.PASSWORD + "\n",
-            )
-        )  # fmt: skip
+        _redfish_node(running, 1, redfish)
         body = json.loads(_ok(orch_process(running, "cluster", "check", "1", "--json"), code=1).stdout)
     finally:
         redfish.stop()
