@@ -613,6 +613,11 @@ async def _check_restore_policy(  # noqa: PLR0911  (one return per finding)
         )
     except MkoError as exc:
         return _finding(target, check, Verdict.FAIL, f"{exc}: check {fix}")
+    except Exception as exc:  # e.g. a BMC answering something that is not JSON
+        log.exception("preflight: restore policy of %s", power.label)
+        return _finding(
+            target, check, Verdict.FAIL, f"the BMC's answer was not understood ({exc}): check {fix}"
+        )
     finally:
         close = getattr(driver, "aclose", None)
         if close is not None:
@@ -684,6 +689,9 @@ async def _check_node(target: CheckTarget, settings: Settings, report: FindingHo
             for check in list(pending):
                 await found(_finding(target, check, Verdict.NOT_APPLICABLE, "not checked: no SSH session"))
         await give_up(str(exc))
+    except Exception as exc:  # a bug in one check must not lose the node's other findings
+        log.exception("preflight of %s crashed", node.hostname)
+        await give_up(f"check crashed: {type(exc).__name__}: {exc}")
     await report(await bmc)
 
 
