@@ -332,3 +332,33 @@ def test_sudo_rights_are_read_from_the_nodes_real_sudo(
     assert why[("lab-n3", "sudo")].startswith("sudo refuses 8 of 12 command(s) mko runs as root (snap stop")
     calls = running.node("n1").system.calls("ethtool")  # type: ignore[union-attr]
     assert calls[-1]["argv"] == ["veth0"] and calls[-1]["uid"] == 0  # run as root, through sudo
+
+
+def test_a_scheduled_shutdown_whose_preflight_passes_runs_and_keeps_the_findings(
+    settings: Settings, session: Session, lab_factory: Any
+) -> None:
+    running, _ = cluster_up(settings, session, lab_factory, 2)
+    for node in running.nodes:
+        assert node.system is not None
+        graceful_shutdown(node.system)
+    update_options(session, 1, {"preflight_required": True, "backup": False, "quiesce": False})
+    schedule_run = start_operation(
+        session, kind="schedule_run", target_type="cluster", target_id=1, actor=Actor("schedule:1")
+    )
+    run = PreparedRun(1, schedule_run.id, ScheduleAction.SHUTDOWN, (), {}, Actor("schedule:1"))
+    engine = make_engine(settings.database_url)
+    try:
+        with enter_netns(running.lab.orch):
+            done = asyncio.run(_scheduled_shutdown(RunContext(make_session_factory(engine), settings), run))
+    finally:
+        engine.dispose()
+    assert done.status == OperationStatus.SUCCEEDED, done.summary
+    check = one_operation(session, "cluster_check")
+    assert check.status == OperationStatus.SUCCEEDED
+    shutdown = one_operation(session, "cluster_shutdown")
+    preflight = next(s for s in shutdown.steps if s.name == "preflight")
+    assert (preflight.status, preflight.message) == (
+        OperationStatus.SUCCEEDED,
+        "2 node(s): 6 pass, 0 warn, 0 fail, 4 n/a (checked before the shutdown started)",
+    )
+    assert shutdown.result["powered_off"] == ["lab-n2", "lab-n1"]
