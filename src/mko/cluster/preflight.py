@@ -649,20 +649,34 @@ async def _check_restore_policy(  # noqa: PLR0911  (one return per finding)
     )
 
 
+async def _ssh_checks(target: CheckTarget, settings: Settings, found: FindingHook) -> None:
+    """The checks that need the node itself, in one SSH connection."""
+    node, timeout = target.node, settings.ssh_command_timeout
+    async with connect(SshTarget.of(node, settings), settings) as ssh:
+        where = f"{node.ssh_user}@{node.ip_address}:{node.ssh_port}"
+        await found(_finding(target, "ssh", Verdict.PASS, f"{where}, host key verified"))
+        interface = await _interface(ssh, node) if _wakes_by_magic(node) else None
+        await found(await _check_sudo(ssh, target, interface, timeout))
+        await found(await _check_graceful(ssh, target, timeout))
+        if interface is None:
+            why = f"woken by its {node.wol_method.value} driver, not by a magic packet"
+            await found(_finding(target, "wol", Verdict.NOT_APPLICABLE, why))
+        else:
+            await found(await _check_wol(ssh, target, interface, timeout))
+
+
 async def _check_node(target: CheckTarget, settings: Settings, report: FindingHook) -> None:
     """All checks of one node, the BMC's beside the SSH ones; each reported as it ends."""
-    timeout = settings.ssh_command_timeout
     bmc = asyncio.ensure_future(_check_restore_policy(target, settings, settings.preflight_timeout))
-    node = target.node
     pending = ["ssh", *_NEED_SSH]
 
     async def found(finding: Finding) -> None:
         pending.remove(finding.check)
         await report(finding)
 
-    async def give_up(why: str) -> None:
-        if "ssh" in pending:  # no session: the others could not run at all
-            await found(_finding(target, "ssh", Verdict.FAIL, why))
+    async def give_up(why: str, no_session: Finding | None = None) -> None:
+        if "ssh" in pending:  # no session: the other checks could not run at all
+            await found(no_session or _finding(target, "ssh", Verdict.FAIL, why))
             for check in list(pending):
                 await found(_finding(target, check, Verdict.NOT_APPLICABLE, "not checked: no SSH session"))
         for check in list(pending):
@@ -670,27 +684,16 @@ async def _check_node(target: CheckTarget, settings: Settings, report: FindingHo
 
     try:
         async with asyncio.timeout(settings.preflight_timeout):
-            async with connect(SshTarget.of(node, settings), settings) as ssh:
-                where = f"{node.ssh_user}@{node.ip_address}:{node.ssh_port}"
-                await found(_finding(target, "ssh", Verdict.PASS, f"{where}, host key verified"))
-                interface = await _interface(ssh, node) if _wakes_by_magic(node) else None
-                await found(await _check_sudo(ssh, target, interface, timeout))
-                await found(await _check_graceful(ssh, target, timeout))
-                if interface is None:
-                    why = f"woken by its {node.wol_method.value} driver, not by a magic packet"
-                    await found(_finding(target, "wol", Verdict.NOT_APPLICABLE, why))
-                else:
-                    await found(await _check_wol(ssh, target, interface, timeout))
+            await _ssh_checks(target, settings, found)
+    except asyncio.CancelledError:
+        bmc.cancel()  # a shutdown that waited long enough: nothing of this node's checks goes on
+        raise
     except TimeoutError:
         await give_up(f"did not finish within {settings.preflight_timeout:g} s (MKO_PREFLIGHT_TIMEOUT)")
     except PowerError as exc:
-        if "ssh" in pending:
-            await found(_ssh_failure(target, exc))
-            for check in list(pending):
-                await found(_finding(target, check, Verdict.NOT_APPLICABLE, "not checked: no SSH session"))
-        await give_up(str(exc))
+        await give_up(str(exc), _ssh_failure(target, exc))
     except Exception as exc:  # a bug in one check must not lose the node's other findings
-        log.exception("preflight of %s crashed", node.hostname)
+        log.exception("preflight of %s crashed", target.node.hostname)
         await give_up(f"check crashed: {type(exc).__name__}: {exc}")
     await report(await bmc)
 

@@ -362,3 +362,34 @@ def test_a_scheduled_shutdown_whose_preflight_passes_runs_and_keeps_the_findings
         "2 node(s): 6 pass, 0 warn, 0 fail, 4 n/a (checked before the shutdown started)",
     )
     assert shutdown.result["powered_off"] == ["lab-n2", "lab-n1"]
+
+
+def test_a_shutdown_for_power_waits_for_its_preflight_no_longer_than_it_may(
+    settings: Settings, session: Session, lab_factory: Any
+) -> None:
+    running, _ = cluster_up(settings, session, lab_factory, 2)
+    update_options(session, 1, {"backup": False, "quiesce": False})
+    hurried = settings.model_copy(update={"preflight_shutdown_wait": 0.0})
+    engine = make_engine(settings.database_url)
+    factory = make_session_factory(engine)
+    try:
+        with enter_netns(running.lab.orch):
+
+            async def shut() -> Operation:
+                with factory() as own:
+                    prepared = start_shutdown(
+                        own, await plan_shutdown(own, hurried, 1, force=False), Actor("rule:1")
+                    )
+                return await run_shutdown(factory, hurried, prepared, checks=True)
+
+            done = asyncio.run(shut())
+    finally:
+        engine.dispose()
+    assert done.status == OperationStatus.SUCCEEDED, done.summary
+    preflight = next(s for s in one_operation(session, "cluster_shutdown").steps if s.name == "preflight")
+    assert preflight.status == OperationStatus.CANCELLED
+    assert preflight.message.startswith(
+        "not finished within 0 s (MKO_PREFLIGHT_SHUTDOWN_WAIT): the shutdown went on; found so far:"
+    )
+    assert preflight.detail["finished"] is False
+    assert "preflight" not in done.result
