@@ -238,9 +238,19 @@ def test_a_check_over_the_api_is_stored_and_shown_on_the_cluster_page(client: Te
     assert web.form("/clusters/1/check", follow_redirects=False).status_code == 303
 
 
-def test_the_setting_that_makes_a_scheduled_shutdown_wait_for_the_preflight(client: TestClient) -> None:
+def test_the_setting_that_makes_a_scheduled_shutdown_wait_for_the_preflight(
+    client: TestClient, web: Any
+) -> None:
     client.post("/api/clusters", json={"name": "home"})
     assert client.get("/api/clusters/1/settings").json()["preflight_required"] is False
     changed = client.patch("/api/clusters/1/settings", json={"preflight_required": True})
     assert changed.status_code == 200 and changed.json()["preflight_required"] is True
     assert client.patch("/api/clusters/1/settings", json={"preflight_required": "maybe"}).status_code == 422
+    saved = web.form("/clusters/1/settings", data={"backup_keep": "5"}, follow_redirects=False)
+    assert (
+        saved.status_code == 303
+        and client.get("/api/clusters/1/settings").json()["preflight_required"] is False
+    )
+    web.form("/clusters/1/settings", data={"preflight_required": "on"})
+    assert client.get("/api/clusters/1/settings").json()["preflight_required"] is True
+    assert 'name="preflight_required" checked' in web.get("/clusters/1").text

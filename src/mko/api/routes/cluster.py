@@ -12,6 +12,7 @@ from mko.cluster.options import K8sOptions, K8sOptionsUpdate, get_options, updat
 from mko.cluster.plan import node_drain_inputs, plan_for, plan_inputs, plan_node_drain
 from mko.cluster.preflight import latest_check, run_check, start_check
 from mko.cluster.recovery import run_recovery, start_recovery
+from mko.cluster.schemas import CheckPublic
 from mko.cluster.shutdown import run_shutdown, start_shutdown
 from mko.http.background import launch
 from mko.http.deps import ActorDep, DbDep, SessionDep, SettingsDep
@@ -145,16 +146,17 @@ async def check_cluster(
 
 
 @router.get("/clusters/{cluster_id:int}/check")
-def last_cluster_check(session: SessionDep, cluster_id: int) -> dict[str, Any]:
+def last_cluster_check(session: SessionDep, cluster_id: int) -> CheckPublic:
     """The cluster's latest finished preflight: per node, each check's verdict and reason (404: none yet)."""
     operation = latest_check(session, cluster_id)
     if operation is None:
         raise NotFoundError("preflight check of cluster", cluster_id)
-    return {
-        "operation_id": operation.id,
-        "status": operation.status.value,
-        "summary": operation.summary,
-        "actor": operation.actor,
-        "finished_at": operation.finished_at,
-        **operation.result,
-    }
+    return CheckPublic(
+        operation_id=operation.id,
+        status=operation.status.value,
+        summary=operation.summary,
+        actor=operation.actor,
+        finished_at=operation.finished_at,
+        counts=operation.result.get("counts", {}),
+        nodes=operation.result.get("nodes", []),
+    )
