@@ -44,7 +44,7 @@ from mko.nic.ethtool import parse_ethtool
 from mko.nic.interfaces import choose_interface, read_interfaces
 from mko.operations.kinds import CHECK_KIND
 from mko.operations.records import Actor, finish_operation, start_operation
-from mko.platform.db.models.inventory import Node, NodeRole, WolMethod
+from mko.platform.db.models.inventory import Node, NodeRole
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.errors import MkoError, PowerError
 from mko.platform.settings import Settings
@@ -95,6 +95,9 @@ _LOGIND_DROPINS = (
 _LOGIND_DEFAULT = 5.0
 _LOGIND_GREP = ["grep", "-rsH", "InhibitDelayMaxSec", _LOGIND_MAIN, *_LOGIND_DROPINS]
 _COMMAND_NOT_FOUND = 127
+# Power methods by name (mko.power.registry): magic packets, and the two BMC protocols.
+_MAGIC_METHODS = ("ethernet", "ethernet-raw")
+_IPMI, _REDFISH = "ipmi", "redfish"
 # Where the commands usually live, for the sudoers line a failing sudo check suggests.
 _USUAL_PATHS = {
     "microk8s": "/snap/bin/microk8s",
@@ -511,7 +514,7 @@ def _grace_periods(text: str) -> tuple[float, float]:
 
 
 def _wakes_by_magic(node: Node) -> bool:
-    return node.wol_method in (WolMethod.ETHERNET, WolMethod.ETHERNET_RAW)
+    return str(node.wol_method) in _MAGIC_METHODS
 
 
 async def _interface(ssh: SshSession, node: Node) -> str:
@@ -592,17 +595,17 @@ async def _check_restore_policy(  # noqa: PLR0911  (one return per finding)
 ) -> Finding:
     check = "restore_policy"
     power = target.power
-    method = power.method
-    if method not in (WolMethod.IPMI, WolMethod.REDFISH):
+    method = str(power.method)
+    if method not in (_IPMI, _REDFISH):
         return _finding(
             target,
             check,
             Verdict.NOT_APPLICABLE,
-            f'no BMC (powered by {method.value}): check "restore on AC power loss" in its BIOS setup',
+            f'no BMC (powered by {method}): check "restore on AC power loss" in its BIOS setup',
         )
     driver = driver_lookup(settings)(power)
     if isinstance(driver, AttemptError) or not isinstance(driver, _ReadsRestorePolicy):
-        return _finding(target, check, Verdict.FAIL, f"the {method.value} driver is unavailable: {driver}")
+        return _finding(target, check, Verdict.FAIL, f"the {method} driver is unavailable: {driver}")
     fix = f"`mko wol configure {power.node_id}` with the BMC's address and credentials"
     try:
         async with asyncio.timeout(timeout):
@@ -622,7 +625,7 @@ async def _check_restore_policy(  # noqa: PLR0911  (one return per finding)
         close = getattr(driver, "aclose", None)
         if close is not None:
             await close()
-    if method == WolMethod.IPMI:
+    if method == _IPMI:
         change = "`ipmitool -I lanplus -H BMC -U USER -P … chassis policy always-on`"
     else:
         change = "PATCH PowerRestorePolicy=AlwaysOn on the ComputerSystem, or the BIOS setup"
@@ -643,7 +646,7 @@ async def _check_restore_policy(  # noqa: PLR0911  (one return per finding)
         target,
         check,
         Verdict.WARN,
-        f"{policy}: {words}; only mko's {method.value} power-on brings it back."
+        f"{policy}: {words}; only mko's {method} power-on brings it back."
         f" To start without mko: {change}",
         policy=policy,
     )
@@ -659,7 +662,7 @@ async def _ssh_checks(target: CheckTarget, settings: Settings, found: FindingHoo
         await found(await _check_sudo(ssh, target, interface, timeout))
         await found(await _check_graceful(ssh, target, timeout))
         if interface is None:
-            why = f"woken by its {node.wol_method.value} driver, not by a magic packet"
+            why = f"woken by its {node.wol_method} driver, not by a magic packet"
             await found(_finding(target, "wol", Verdict.NOT_APPLICABLE, why))
         else:
             await found(await _check_wol(ssh, target, interface, timeout))
