@@ -278,12 +278,17 @@ _SYSTEMD_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "sec": 1.0, "m": 60.0, "min"
 
 
 def _systemd_seconds(value: str) -> float:
-    """``30``, ``30s``, ``1min 30s``, ``90sec`` (systemd.time); ValueError otherwise."""
+    """``30``, ``30s``, ``1min 30s``, ``90sec``, ``infinity`` (systemd.time); ValueError otherwise."""
     text = value.strip()
     if re.fullmatch(r"\d+(\.\d+)?", text):
         return float(text)
+    if text == "infinity":
+        return math.inf
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]+)", text)
+    if not parts:
+        raise ValueError(f"InhibitDelayMaxSec={text} is not a time span")
     total = 0.0
-    for number, unit in re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]+)", text):
+    for number, unit in parts:
         if unit not in _SYSTEMD_UNITS:
             raise ValueError(f"InhibitDelayMaxSec={text}: unknown unit {unit!r}")
         total += float(number) * _SYSTEMD_UNITS[unit]

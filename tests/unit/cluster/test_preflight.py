@@ -88,6 +88,9 @@ def test_logind_reads_its_file_then_drop_ins_by_name_with_etc_first() -> None:
     assert logind_delay(hidden) == (45.0, "/etc/systemd/logind.conf.d/99-kubelet.conf")
     with pytest.raises(ValueError, match="unknown unit"):
         logind_delay("/etc/systemd/logind.conf:InhibitDelayMaxSec=3 fortnights\n")
+    with pytest.raises(ValueError, match="not a time span"):
+        logind_delay("/etc/systemd/logind.conf:InhibitDelayMaxSec=soon\n")
+    assert logind_delay("/etc/systemd/logind.conf:InhibitDelayMaxSec=infinity\n")[0] == float("inf")
 
 
 @pytest.mark.parametrize(
