@@ -651,8 +651,7 @@ async def _check_restore_policy(  # noqa: PLR0911  (one return per finding)
         target,
         check,
         Verdict.WARN,
-        f"{policy}: {words}; only mko's {method} power-on brings it back."
-        f" To start without mko: {change}",
+        f"{policy}: {words}; only mko's {method} power-on brings it back. To start without mko: {change}",
         policy=policy,
     )
 
