@@ -131,7 +131,7 @@ def cluster_backups(session: SessionDep, settings: SettingsDep, cluster_id: int)
     return list_backups(settings, cluster_id)
 
 
-@router.post("/clusters/{cluster_id:int}/check")
+@router.post("/clusters/{cluster_id:int}/check", status_code=status.HTTP_202_ACCEPTED)
 async def check_cluster(
     request: Request, response: Response, db: DbDep, settings: SettingsDep, actor: ActorDep, cluster_id: int
 ) -> dict[str, Any]:
@@ -140,7 +140,6 @@ async def check_cluster(
     prepared = await db.run(lambda session: start_check(session, cluster_id, actor))
     launch(request.app, run_check(request.app.state.session_factory, settings, prepared))
     url = f"/api/operations/{prepared.operation_id}"
-    response.status_code = status.HTTP_202_ACCEPTED
     response.headers["Location"] = url
     return {"operation_id": prepared.operation_id, "operation_url": url}
 
