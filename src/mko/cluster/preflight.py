@@ -46,19 +46,18 @@ from mko.operations.kinds import CHECK_KIND
 from mko.operations.records import Actor, finish_operation, start_operation
 from mko.platform.db.models.inventory import Node, NodeRole
 from mko.platform.db.models.operations import Operation, OperationStatus
-from mko.platform.errors import MkoError, PowerError
+from mko.platform.errors import (
+    HostKeyChangedError,
+    HostKeyUnknownError,
+    MkoError,
+    PowerError,
+    SshAuthError,
+    SshUnreachableError,
+)
 from mko.platform.settings import Settings
 from mko.power.base import AttemptError, NodeSnapshot
 from mko.power.registry import driver_lookup
-from mko.ssh.client import (
-    HostKeyChangedError,
-    HostKeyUnknownError,
-    SshAuthError,
-    SshSession,
-    SshTarget,
-    SshUnreachableError,
-    connect,
-)
+from mko.ssh.client import SshSession, SshTarget, connect
 
 __all__ = [
     "CHECKS",

@@ -48,36 +48,31 @@ from sqlalchemy.orm import Session, sessionmaker
 from mko.cluster import backups, outages, quiesce
 from mko.cluster.drains import BlockingBudget, blocking_budgets, parse_drain
 from mko.cluster.microk8s import drain_argv, kube_name, kubectl_json
-from mko.cluster.options import get_options
-from mko.cluster.plan import SHUTDOWN_ACTIONS, ShutdownPlan, _check_idle, plan_shutdown
-from mko.cluster.preflight import CheckReport, CheckTarget, Finding, check_nodes, checked_run, start_check
+from mko.cluster.plan import SHUTDOWN_ACTIONS, ShutdownPlan, _check_idle
+from mko.cluster.preflight import CheckReport, CheckTarget, Finding, check_nodes
 from mko.cluster.steps import _finish_even_if_cancelled, _last_line, _StepLog, _wants_fallback
 from mko.inventory.nodes import list_nodes
 from mko.operations.kinds import NODE_DRAIN_KIND, SHUTDOWN_KINDS
-from mko.operations.records import Actor, finish_operation, record_step, start_operation
+from mko.operations.records import Actor, finish_operation, start_operation
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.inventory import Node
-from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
+from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.models.outages import OutagePhase
 from mko.platform.db.models.rules import PowerRule
-from mko.platform.db.models.schedules import ScheduleAction
 from mko.platform.db.models.ups import UPS
-from mko.platform.errors import ConflictError, FatalPowerError, PowerError
+from mko.platform.errors import (
+    FatalPowerError,
+    HostKeyChangedError,
+    HostKeyUnknownError,
+    PowerError,
+    SshError,
+)
 from mko.platform.secrets import SecretBox
 from mko.platform.settings import Settings
 from mko.power.base import NodeSnapshot, OutcomeState, WakeSchedule, power_off
 from mko.power.probe import probe_tcp
 from mko.power.registry import driver_lookup
-from mko.schedules.actions import PreparedRun, RunContext, register_action
-from mko.ssh.client import (
-    CommandResult,
-    HostKeyChangedError,
-    HostKeyUnknownError,
-    SshError,
-    SshSession,
-    SshTarget,
-    connect,
-)
+from mko.ssh.client import CommandResult, SshSession, SshTarget, connect
 from mko.ssh.host_keys import scan_host_key
 from mko.ups.power_cycle import PowerCycle, power_cycle
 from mko.ups.service import target_of
@@ -932,71 +927,3 @@ async def run_shutdown(
             stop.set()
 
     return await _finish_even_if_cancelled(asyncio.ensure_future(runner.run()), cancelled)
-
-
-def _not_started(
-    session: Session,
-    operation: Operation,
-    step: str,
-    status: OperationStatus,
-    why: str,
-    detail: dict[str, Any] | None = None,
-) -> Operation:
-    """Close a schedule's run whose shutdown never started, saying why in a step and the summary."""
-    record_step(session, operation, name=step, status=status, message=why, detail=detail)
-    return finish_operation(session, operation, status=status, summary=f"not started: {why}", result=detail)
-
-
-async def _scheduled_shutdown(context: RunContext, run: PreparedRun) -> Operation:
-    """A schedule's shutdown: plan now, run it as its own operation, link it from the schedule's.
-
-    The preflight checks run first when the cluster has ``preflight_required`` (a failing check refuses
-    the shutdown), else beside the shutdown's first steps; either way the findings are in its operation.
-    """
-    factory, settings = context.session_factory, context.settings
-    with factory() as session:
-        operation = session.get_one(Operation, run.operation_id)
-        cluster_id = operation.target_id or 0
-        required = get_options(session, cluster_id).preflight_required
-        check = start_check(session, cluster_id, run.actor) if required else None
-    checks: bool | CheckReport = True
-    if check is not None:
-        done, report = await checked_run(factory, settings, check)
-        failed = report.failures() if report is not None else [done.summary]
-        if failed:
-            why = f"preflight check #{done.id} failed and this cluster requires it: {'; '.join(failed)}"
-            with factory() as session:
-                operation = session.get_one(Operation, run.operation_id)
-                detail = {"check_operation_id": done.id}
-                return _not_started(session, operation, "preflight", OperationStatus.FAILED, why, detail)
-        checks = report if report is not None else True
-    with factory() as session:
-        operation = session.get_one(Operation, run.operation_id)
-        try:
-            plan = await plan_shutdown(session, settings, cluster_id, force=bool(run.options.get("force")))
-            prepared = start_shutdown(session, plan, run.actor)
-        except ConflictError as exc:
-            return _not_started(session, operation, "shutdown", OperationStatus.CANCELLED, str(exc))
-        step_id = record_step(
-            session,
-            operation,
-            name="shutdown",
-            status=OperationStatus.RUNNING,
-            message=f"shutting down in operation #{prepared.operation_id}",
-            detail={"operation_id": prepared.operation_id},
-        ).id
-    done = await run_shutdown(factory, settings, prepared, checks=checks)
-    with factory() as session:
-        operation = session.get_one(Operation, run.operation_id)
-        step = session.get_one(OperationStep, step_id)
-        step.status, step.message, step.finished_at = done.status, f"#{done.id}: {done.summary}", utcnow()
-        return finish_operation(
-            session,
-            operation,
-            status=done.status,
-            summary=f"shutdown #{done.id}: {done.summary}",
-            result={"shutdown_operation_id": done.id},
-        )
-
-
-register_action(ScheduleAction.SHUTDOWN, _scheduled_shutdown)

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 from mko.cluster.options import update_options
 from mko.cluster.plan import plan_shutdown
 from mko.cluster.preflight import run_check, start_check
-from mko.cluster.shutdown import _scheduled_shutdown, run_shutdown, start_shutdown
+from mko.cluster.shutdown import run_shutdown, start_shutdown
 from mko.lab.harness import RunningLab
 from mko.lab.netns import enter_netns
 from mko.lab.nodefiles import graceful_shutdown, login_user, sudoers
@@ -33,7 +33,7 @@ from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.models.schedules import ScheduleAction
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
-from mko.schedules.actions import PreparedRun, RunContext
+from mko.schedules.actions import PreparedRun, RunContext, run_scheduled_shutdown
 from support.cluster import cluster_up, one_operation, orch_process
 from support.peers import IpmiSim, RedfishEmulator
 
@@ -234,7 +234,9 @@ def test_a_scheduled_shutdown_of_a_cluster_that_requires_the_preflight_refuses_t
     engine = make_engine(settings.database_url)
     try:
         with enter_netns(running.lab.orch):
-            done = asyncio.run(_scheduled_shutdown(RunContext(make_session_factory(engine), settings), run))
+            done = asyncio.run(
+                run_scheduled_shutdown(RunContext(make_session_factory(engine), settings), run)
+            )
     finally:
         engine.dispose()
     assert done.status == OperationStatus.FAILED
@@ -349,7 +351,9 @@ def test_a_scheduled_shutdown_whose_preflight_passes_runs_and_keeps_the_findings
     engine = make_engine(settings.database_url)
     try:
         with enter_netns(running.lab.orch):
-            done = asyncio.run(_scheduled_shutdown(RunContext(make_session_factory(engine), settings), run))
+            done = asyncio.run(
+                run_scheduled_shutdown(RunContext(make_session_factory(engine), settings), run)
+            )
     finally:
         engine.dispose()
     assert done.status == OperationStatus.SUCCEEDED, done.summary
