@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mko.cluster.steps import StepHook, _StepLog
 from mko.inventory.clusters import get_cluster
 from mko.inventory.nodes import list_nodes
+from mko.inventory.snapshots import snapshots
 from mko.nic.ethtool import parse_ethtool
 from mko.nic.interfaces import choose_interface, read_interfaces
 from mko.operations.kinds import CHECK_KIND
@@ -56,7 +57,7 @@ from mko.platform.errors import (
 )
 from mko.platform.settings import Settings
 from mko.power.base import AttemptError, NodeSnapshot
-from mko.power.registry import driver_lookup
+from mko.power.registry import DRIVERS
 from mko.ssh.client import SshSession, SshTarget, connect
 
 __all__ = [
@@ -607,7 +608,7 @@ async def _check_restore_policy(  # noqa: PLR0911  (one return per finding)
             Verdict.NOT_APPLICABLE,
             f'no BMC (powered by {method}): check "restore on AC power loss" in its BIOS setup',
         )
-    driver = driver_lookup(settings)(power)
+    driver = DRIVERS.lookup(settings)(power)
     if isinstance(driver, AttemptError) or not isinstance(driver, _ReadsRestorePolicy):
         return _finding(target, check, Verdict.FAIL, f"the {method} driver is unavailable: {driver}")
     fix = f"`mko wol configure {power.node_id}` with the BMC's address and credentials"
@@ -741,11 +742,10 @@ class PreparedCheck:
 def check_targets(session: Session, cluster_id: int) -> list[CheckTarget]:
     """The cluster's nodes, detached, with their power snapshots (NotFoundError: no such cluster)."""
     get_cluster(session, cluster_id)
-    targets = []
-    for node in list_nodes(session, cluster_id):
-        power = NodeSnapshot.of(node)
+    nodes = list(list_nodes(session, cluster_id))
+    targets = [CheckTarget(node, power) for node, power in zip(nodes, snapshots(session, nodes), strict=True)]
+    for node in nodes:
         session.expunge(node)  # read from the check's tasks while this session is gone
-        targets.append(CheckTarget(node, power))
     return targets
 
 

@@ -24,7 +24,7 @@ from mko.cluster.preflight import (
     logind_delay,
     sudo_commands,
 )
-from mko.platform.db.models.inventory import Node, NodeRole, WolMethod
+from mko.platform.db.models.inventory import Node, NodeRole
 from mko.power.base import NodeSnapshot
 from mko.power.drivers.ipmi import restore_policy_of
 from mko.ssh.client import CommandResult
@@ -147,8 +147,8 @@ class ScriptedSudo:
 
 def _target(user: str = "mko", role: NodeRole = NodeRole.WORKER) -> CheckTarget:
     node = Node(id=3, hostname="w1", ip_address="10.0.0.3", ssh_user=user, ssh_port=22, role=role)
-    node.wol_method = WolMethod.ETHERNET
-    power = NodeSnapshot(3, "w1", "10.0.0.3", role, WolMethod.ETHERNET, 22)
+    node.wol_method = "ethernet"
+    power = NodeSnapshot(3, "w1", "10.0.0.3", role, "ethernet", 22)
     return CheckTarget(node, power)
 
 
