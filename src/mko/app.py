@@ -35,6 +35,7 @@ from mko.api.routes import agents as agent_routes
 from mko.api.routes.health import DatabaseHealth
 from mko.api.routes.health import router as health_router
 from mko.http import leader, periodic
+from mko.http.credentials import TokenCache
 from mko.http.errors import ERROR_RESPONSES, install_error_handlers
 from mko.http.hardening import DeclaredSizeLimit, SecurityHeaders, install_http_handlers
 from mko.http.live import LiveReads
@@ -42,7 +43,7 @@ from mko.http.routing import MkoRoute
 from mko.http.security import authorize_by_method, require, web_authorize
 from mko.operations import ownership
 from mko.platform.db.models.access import Role
-from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.db.session import make_engine, make_read_session_factory, make_session_factory
 from mko.platform.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -104,11 +105,13 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
     app.state.settings = settings
     app.state.engine = engine
     app.state.session_factory = session_factory
+    app.state.read_session_factory = make_read_session_factory(engine)
     app.state.background_tasks = set()
     app.state.ups_monitor = None
     app.state.lab = lab
     app.state.login_throttle = _login_throttle(settings)
     app.state.database_health = DatabaseHealth(settings.database_url)
+    app.state.token_cache = TokenCache(session_factory)
     app.state.live_reads = LiveReads[Any](settings.live_read_interval)
     periodic.install(app, settings, session_factory)
     install_error_handlers(app)

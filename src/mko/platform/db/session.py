@@ -26,10 +26,12 @@ __all__ = [
     "BUSY_TIMEOUT",
     "DEFAULT_WORKER_THREADS",
     "POOL_TIMEOUT",
+    "ReadOnlySessionError",
     "database_kind",
     "in_thread_session",
     "is_postgresql",
     "make_engine",
+    "make_read_session_factory",
     "make_session_factory",
 ]
 
@@ -85,6 +87,23 @@ def make_engine(url: str, *, worker_threads: int = DEFAULT_WORKER_THREADS) -> En
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded objects usable after commit."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+class ReadOnlySessionError(RuntimeError):
+    """Something tried to write through a read-only session: a read route that writes is a bug."""
+
+
+def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for routes that only read: nothing is flushed or committed (either raises
+    :class:`ReadOnlySessionError`), and closing one just ends its read transaction."""
+    factory = sessionmaker(engine, expire_on_commit=False, autoflush=False)
+    event.listen(factory, "before_flush", _refuse_write)
+    event.listen(factory, "before_commit", _refuse_write)
+    return factory
+
+
+def _refuse_write(session: Session, *_args: Any) -> None:
+    raise ReadOnlySessionError("a read-only session was asked to write or commit")
 
 
 async def in_thread_session(factory: sessionmaker[Session], work: Callable[[Session], T]) -> T:
