@@ -1052,7 +1052,7 @@ class Microk8sCluster:
     def of(cls, running: RunningLab) -> Microk8sCluster:
         """Return the cluster of a lab started with ssh=True."""
         if running.ssh is None:
-            from mko.lab.netns import LabError
+            from mko.platform.errors import LabError
 
             raise LabError("a simulated MicroK8s cluster needs a lab started with ssh=True")
         return cls(running.ssh.root)

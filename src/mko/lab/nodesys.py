@@ -44,7 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mko.lab.netns import LabError, LabNode, kill_netns_processes
+from mko.lab.netns import LabNode, kill_netns_processes
+from mko.platform.errors import LabError
 
 __all__ = [
     "STANDINS",

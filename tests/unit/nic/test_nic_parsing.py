@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from mko.nic.ethtool import parse_ethtool
-from mko.nic.interfaces import Interface, NicError, choose_interface, parse_interfaces
+from mko.nic.interfaces import Interface, choose_interface, parse_interfaces
 from mko.nic.persistence import link_file, oneshot_unit
+from mko.platform.errors import NicError
 
 ROOT = Path(__file__).resolve().parents[3]
 
