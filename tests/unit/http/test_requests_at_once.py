@@ -26,7 +26,8 @@ from mko.app import create_app
 from mko.http.deps import get_read_session, get_session
 from mko.http.routing import MkoRoute
 from mko.platform.db.models.access import ApiToken, Role
-from mko.platform.db.session import BACKGROUND_CONNECTIONS, ReadOnlySessionError, make_engine
+from mko.platform.db.session import BACKGROUND_CONNECTIONS, make_engine
+from mko.platform.errors import ReadOnlySessionError
 from mko.platform.settings import Settings
 
 pytestmark = pytest.mark.anyio

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.platform.errors import DatabaseUnavailableError
+from mko.platform.errors import DatabaseUnavailableError, ReadOnlySessionError
 from mko.platform.files import private_sqlite
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
     "BUSY_TIMEOUT",
     "DEFAULT_WORKER_THREADS",
     "POOL_TIMEOUT",
-    "ReadOnlySessionError",
     "database_kind",
     "in_thread_session",
     "is_postgresql",
@@ -104,10 +103,6 @@ def make_engine(url: str, *, worker_threads: int = DEFAULT_WORKER_THREADS) -> En
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded objects usable after commit."""
     return sessionmaker(engine, expire_on_commit=False)
-
-
-class ReadOnlySessionError(RuntimeError):
-    """Something tried to write through a read-only session: a read route that writes is a bug."""
 
 
 def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
