@@ -55,6 +55,10 @@ def _wake(session: Session, node_ids: list[int], status: OperationStatus) -> Ope
     return operation
 
 
+def _about_nodes(statements: list[str]) -> list[str]:
+    return [s.split("WHERE")[0] for s in statements if "nodes" in s or "operation_steps" in s]
+
+
 @contextmanager
 def _statements(engine: Engine) -> Iterator[list[str]]:
     seen: list[str] = []
@@ -196,14 +200,16 @@ def test_dashboard_shows_the_first_cards_of_each_cluster_and_links_to_the_rest(
         f'href="/nodes?cluster_id={east.id}"' in page.text
         and f'href="/nodes?cluster_id={west.id}"' in page.text
     )
-    many = len(seen)
+    many = list(seen)
     session.execute(text("DELETE FROM nodes WHERE id > 20"))
     session.commit()
     with _statements(engine) as seen:
         small = web.get("/")
     assert "showing the first" not in small.text
     assert len(re.findall(r'data-node-card="(\d+)"', small.text)) == 20
-    assert many <= len(seen)  # the same queries at 20 nodes and at 210
+    # The same queries about nodes and their steps at 20 nodes and at 210 (a session's own bookkeeping,
+    # e.g. its sliding expiry, may add a statement to either view).
+    assert _about_nodes(many) == _about_nodes(seen)
 
 
 def test_web_nodes_page_filters_on_the_server(web: Any, session: Session) -> None:
