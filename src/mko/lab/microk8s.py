@@ -102,7 +102,7 @@ class Microk8sCluster:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict[str, Any]]:
         # The stand-ins' own lock and file: their read-modify-write never interleaves with ours.
-        with Cluster(self.root) as state:
+        with Cluster(str(self.root)) as state:
             yield state
 
     def configure(

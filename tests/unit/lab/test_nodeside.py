@@ -11,16 +11,18 @@ import os
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from mko.lab.microk8s import Microk8sCluster
 from mko.lab.nodeside import ethtool, kubectl, microk8s, nmcli, shutdown, snap, systemctl
-from mko.lab.nodeside.standin import Context, Run
+from mko.lab.nodeside.standin import Context
 from mko.lab.nodesys import NODESIDE_DIR, PYTHON, STANDINS, StandIn, _copy_nodeside
 
 PACKAGE = Path(microk8s.__file__).parent
+Run = Callable[[Context, list[str]], int]
 HOSTS = {"cp1": "10.213.0.11", "cp2": "10.213.0.12", "cp3": "10.213.0.13", "w1": "10.213.0.14"}
 
 
@@ -37,7 +39,7 @@ def lab(tmp_path: Path) -> Path:
 
 
 def node(lab: Path, host: str = "cp1") -> Context:
-    return Context(lab / "nodes" / "n" / "state", lab, "test", host=host, resolve=_resolve)
+    return Context(str(lab / "nodes" / "n" / "state"), str(lab), "test", host=host, resolve=_resolve)
 
 
 def call(run: Run, ctx: Context, *argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -197,9 +199,9 @@ def test_durations_print_as_go_prints_them(seconds: float, text: str) -> None:
 def test_shutdown_asks_the_lab_for_the_power_change(lab: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ctx = node(lab)
     assert call(shutdown.run, ctx, "-r", "now", capsys=capsys) == (0, "", "")
-    assert (ctx.state / "power.request").read_text() == "reboot"
+    assert (Path(ctx.state) / "power.request").read_text() == "reboot"
     assert call(shutdown.run, ctx, "-h", "now", capsys=capsys) == (0, "", "")
-    assert (ctx.state / "power.request").read_text() == "off"
+    assert (Path(ctx.state) / "power.request").read_text() == "off"
     code, _, err = call(shutdown.run, ctx, "-h", "+5", capsys=capsys)
     assert code == 64 and "only immediate shutdowns" in err
 
@@ -241,7 +243,7 @@ def test_systemctl_answers_as_systemd_does(lab: Path, capsys: pytest.CaptureFixt
         "Failed to start mko-no-such-unit.service: Unit mko-no-such-unit.service not found.\n",
     )
     assert call(systemctl.run, ctx, "poweroff", capsys=capsys) == (0, "", "")
-    assert (ctx.state / "power.request").read_text() == "off"
+    assert (Path(ctx.state) / "power.request").read_text() == "off"
 
 
 def test_nmcli_reads_and_modifies_the_connection(lab: Path, capsys: pytest.CaptureFixture[str]) -> None:

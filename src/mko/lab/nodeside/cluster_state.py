@@ -10,9 +10,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from pathlib import Path
-from types import TracebackType
-from typing import Any
+
+TYPE_CHECKING = False  # see standin: no typing import at run time
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Any
+
+    State = dict[str, Any]
 
 STATE_DIR = "microk8s"
 CLUSTERED = "This MicroK8s deployment is acting as a node in a cluster."
@@ -23,8 +27,6 @@ NO_QUORUM = (
     "Error from server (Timeout): the server was unable to return a response in the time"
     " allotted, but may still be processing the request ({})"
 )
-
-State = dict[str, Any]
 
 
 def default_node() -> dict[str, Any]:
@@ -42,16 +44,16 @@ def default_node() -> dict[str, Any]:
 class Cluster:
     """The shared state under an exclusive lock; written back when the block ends without an error."""
 
-    def __init__(self, lab: Path) -> None:
-        self.dir = lab / STATE_DIR
+    def __init__(self, lab: str) -> None:
+        self.dir = os.path.join(lab, STATE_DIR)
         self.state: State = {}
 
     def __enter__(self) -> State:
         os.makedirs(self.dir, exist_ok=True)
-        self._lock = open(self.dir / "cluster.lock", "a")  # held until __exit__
+        self._lock = open(os.path.join(self.dir, "cluster.lock"), "a")  # held until __exit__
         fcntl.flock(self._lock, fcntl.LOCK_EX)
         try:
-            with open(self.dir / "cluster.json") as f:
+            with open(os.path.join(self.dir, "cluster.json")) as f:
                 self.state = json.load(f)
         except FileNotFoundError:
             self.state = {"config": {}, "nodes": {}}
@@ -62,8 +64,8 @@ class Cluster:
     ) -> None:
         try:
             if kind is None:
-                path = self.dir / "cluster.json"
-                tmp = self.dir / f"cluster.json.{os.getpid()}"
+                path = os.path.join(self.dir, "cluster.json")
+                tmp = os.path.join(self.dir, f"cluster.json.{os.getpid()}")
                 with open(tmp, "w") as f:
                     json.dump(self.state, f, indent=1, sort_keys=True)
                 os.replace(tmp, path)

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 
 from .standin import Context, fail
+
+TYPE_CHECKING = False  # see standin: no typing import at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 WOL_LETTERS = "pumbagsd"
 

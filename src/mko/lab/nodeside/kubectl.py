@@ -14,16 +14,13 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from .cluster_state import (
     API_DOWN,
     CLUSTERED,
     NO_QUORUM,
     Cluster,
-    State,
     config,
     default_node,
     delay,
@@ -35,7 +32,14 @@ from .cluster_state import (
 )
 from .standin import Context, fail
 
-Obj = dict[str, Any]
+TYPE_CHECKING = False  # see standin: no typing import at run time
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from .cluster_state import State
+
+    Obj = dict[str, Any]
 
 # kubelite restarts over and over: nothing listens on 16443 (kubectl 1.29 klog lines first).
 _CRASHLOOP_LINE = (

@@ -8,9 +8,11 @@ option or value.
 
 from __future__ import annotations
 
-from typing import Any
-
 from .standin import Context, fail
+
+TYPE_CHECKING = False  # see standin: no typing import at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 _WAKE_ON_LAN = ("802-3-ethernet.wake-on-lan", "ethernet.wake-on-lan")
 _WAKE_ON_LAN_VALUES = {

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 
 from .standin import Context, fail
+
+TYPE_CHECKING = False  # see standin: no typing import at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 UNIT_DIRS = ("/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system")
 _OPTIONS = ("--quiet", "-q", "--no-pager", "--system")
