@@ -163,3 +163,16 @@ def test_mko_and_the_ansible_module_persist_wake_on_alike(case: str, enable: boo
 def test_every_backend_is_covered() -> None:
     methods = {_mko(ScriptedNode(**spec), True)[0] for spec in CASES.values()}
     assert methods == {"NetworkManager", "systemd-networkd", "systemd-unit", "none"}
+
+
+def test_persistence_files_are_the_same_from_mko_and_from_the_playbook() -> None:
+    module = _ansible_module()
+    for enable in (True, False):
+        assert module.link_file("3c:ec:ef:00:11:22", enable) == persistence.link_file(
+            "3c:ec:ef:00:11:22", enable
+        )
+        assert module.oneshot_unit("eno1", enable) == persistence.oneshot_unit("eno1", enable)
+    assert "WakeOnLan=magic" in persistence.link_file("3c:ec:ef:00:11:22", True)
+    assert "WakeOnLan=off" in persistence.link_file("3c:ec:ef:00:11:22", False)
+    assert "ExecStart=/usr/sbin/ethtool -s eno1 wol g\n" in persistence.oneshot_unit("eno1", True)
+    assert "ExecStart=/usr/sbin/ethtool -s eno1 wol d\n" in persistence.oneshot_unit("eno1", False)

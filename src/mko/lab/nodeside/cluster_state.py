@@ -93,6 +93,13 @@ def delay(state: State, what: str, name: str) -> float:
     return float(value)
 
 
+def start_services(state: State, node: dict[str, Any], now: float) -> None:
+    """Start NODE's services unless they run: it turns Ready ``ready_delay`` seconds from NOW."""
+    if not node["running"]:
+        node["running"], node["changed_at"] = True, now
+        node["ready_at"] = now + float(config(state).get("ready_delay", 0.3))
+
+
 def is_ready(state: State, name: str, now: float) -> bool:
     """Return whether node NAME is Ready at NOW: powered, its services running, past its ready time."""
     node = state["nodes"].get(name)

@@ -23,6 +23,7 @@ from .cluster_state import (
     known_nodes,
     node_of,
     quorum,
+    start_services,
     worker_only,
 )
 from .kubectl import kubectl
@@ -31,32 +32,35 @@ from .standin import Context, fail
 # ----------------------------------------------------------------------------- microk8s start/stop/status
 
 
-def start(ctx: Context) -> None:
-    """``microk8s start``: enable and start the services; Ready ``ready_delay`` seconds later."""
+def _wrapper_pause(ctx: Context, verb: str) -> float | None:
+    # The seconds `microk8s VERB` takes here, or None on a node joined with --worker, where the real
+    # wrapper only prints this notice and exits 0.
     with Cluster(ctx.lab) as state:
         if worker_only(state, ctx.host):
             print(CLUSTERED)
-            print("Use 'snap start microk8s' to start services on this node.")
-            return
-        pause = delay(state, "start", ctx.host)
+            print(f"Use 'snap {verb} microk8s' to {verb} services on this node.")
+            return None
+        return delay(state, verb, ctx.host)
+
+
+def start(ctx: Context) -> None:
+    """``microk8s start``: enable and start the services; Ready ``ready_delay`` seconds later."""
+    pause = _wrapper_pause(ctx, "start")
+    if pause is None:
+        return
     time.sleep(pause)
     now = time.time()
     with Cluster(ctx.lab) as state:
         node = node_of(state, ctx.host)
         node["enabled"] = True
-        if not node["running"]:
-            node["running"], node["changed_at"] = True, now
-            node["ready_at"] = now + float(config(state).get("ready_delay", 0.3))
+        start_services(state, node, now)
 
 
 def stop(ctx: Context) -> None:
     """``microk8s stop``: stop and disable the services (they stay down after a reboot)."""
-    with Cluster(ctx.lab) as state:
-        if worker_only(state, ctx.host):
-            print(CLUSTERED)
-            print("Use 'snap stop microk8s' to stop services on this node.")
-            return
-        pause = delay(state, "stop", ctx.host)
+    pause = _wrapper_pause(ctx, "stop")
+    if pause is None:
+        return
     time.sleep(pause)
     with Cluster(ctx.lab) as state:
         node = node_of(state, ctx.host)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from .cluster_state import Cluster, config, node_of
+from .cluster_state import Cluster, node_of, start_services
 from .standin import Context, fail
 
 
@@ -29,9 +29,7 @@ def run(ctx: Context, argv: list[str]) -> int:
         now = time.time()
         if verb == "start":
             node["enabled"] = node["enabled"] or "--enable" in flags
-            if not node["running"]:
-                node["running"], node["changed_at"] = True, now
-                node["ready_at"] = now + float(config(state).get("ready_delay", 0.3))
+            start_services(state, node, now)
         else:
             node["enabled"] = node["enabled"] and "--disable" not in flags
             node["running"], node["ready_at"], node["changed_at"] = False, None, now
