@@ -22,7 +22,7 @@ the real paths, so code under test runs exactly the argument lists it would run 
 The stand-ins are listed in :data:`STANDINS` (name, module, real paths, power hooks). Their code is
 the package mko.lab.nodeside (standard library only): :class:`LabSsh` copies it to
 ``LAB/nodeside-py/nodeside/`` once per lab, and each node's ``bin/NAME`` is a three-line launcher that
-runs ``nodeside.NAME.run`` under the node's system Python with the node's state directory
+runs ``nodeside.<module>.run`` under the node's system Python with the node's state directory
 (``request_power("off" | "reboot")`` is carried out by the lab once the command returned: see
 mko.lab.harness.PowerRequests); ``LAB`` holds state shared by every node (mko.lab.microk8s keeps the
 simulated cluster there). A stand-in's ``on_boot`` / ``on_halt`` hooks run when a node boots or loses
