@@ -22,7 +22,7 @@ PYTEST_ARGS ?=
 
 help:
 	@echo "make run     install, migrate data/orchestrator.db, serve API + web UI on 127.0.0.1:8080"
-	@echo "make test    install test dependencies, then ruff, and mypy beside pytest (WORKERS=4 in parallel)"
+	@echo "make test    install test dependencies, then ruff and lint-imports, and mypy beside pytest (WORKERS=4)"
 	@echo "             one package: make pytest TESTS=tests/unit/wol   serial: make test WORKERS=0"
 	@echo "make demo    build the virtual lab (root) and serve it on 127.0.0.1:8470; Ctrl-C tears it down"
 	@echo "make bench   run the benchmarks in bench/ and print their figures"
@@ -79,6 +79,7 @@ test-system-deps:
 lint: install-dev
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: install-dev
 	$(VENV)/bin/mypy

@@ -41,9 +41,9 @@ from mko.lab.inventory import register_lab
 from mko.lab.microk8s import Microk8sCluster, configure_microk8s
 from mko.lab.netns import enter_netns
 from mko.operations.records import Actor
-from mko.platform.db.migrate import upgrade
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.db.upgrade import upgrade
 from mko.platform.settings import Settings
 
 NODES = 20

@@ -26,9 +26,9 @@ from mko.lab.netns import enter_netns
 from mko.nic.collect import collect_macs
 from mko.nic.wol_switch import set_nic_wol
 from mko.operations.records import Actor
-from mko.platform.db.migrate import upgrade
 from mko.platform.db.models.inventory import Node
 from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.db.upgrade import upgrade
 from mko.platform.settings import Settings
 from mko.ssh.client import SshTarget, connect
 

@@ -33,8 +33,8 @@ from sqlalchemy import text
 from mko.ha.election import LEADER_KEY, cluster_status
 from mko.lab.nut import NutServer
 from mko.lab.postgres import PostgresServer
-from mko.platform.db.migrate import upgrade
 from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.db.upgrade import upgrade
 from mko.platform.settings import Settings
 from mko.ups.schemas import UpsCreate
 from mko.ups.service import create_ups

@@ -30,8 +30,8 @@ from mko.inventory.clusters import create_cluster
 from mko.inventory.nodes import configure_wol, create_node
 from mko.inventory.schemas import ClusterCreate, NodeCreate, ProxmoxHostCreate, WolConfigure
 from mko.operations.records import Actor
-from mko.platform.db.migrate import upgrade
 from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.db.upgrade import upgrade
 from mko.platform.settings import Settings
 from mko.power.drivers.proxmox import ProxmoxDriver
 from mko.wol.node_power import run_power, start_power

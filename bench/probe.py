@@ -28,9 +28,9 @@ from pathlib import Path
 
 from sqlalchemy import insert
 
-from mko.platform.db.migrate import upgrade
 from mko.platform.db.models.inventory import Node
 from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.db.upgrade import upgrade
 from mko.wol.reachability import Refresher, probe_nodes
 
 NODES = 1_000

@@ -36,17 +36,17 @@ from mko.lab.inventory import register_lab
 from mko.lab.netns import enter_netns
 from mko.lab.nut import NutServer
 from mko.operations.kinds import RULE_OPERATION_KIND
-from mko.platform.db.migrate import upgrade
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.models.rules import ClusterAction
 from mko.platform.db.models.ups import PowerEvent
-from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.db.session import make_engine
+from mko.platform.db.upgrade import upgrade
 from mko.platform.settings import Settings
 from mko.rules.schemas import RuleCreate
 from mko.rules.service import create_rule
-from mko.ups.monitor import UpsMonitor
 from mko.ups.schemas import UpsCreate
 from mko.ups.service import create_ups
+from mko.wiring import Wiring, wire
 
 TRANSITIONS = 12
 TARGET_S = 1.5
@@ -55,8 +55,8 @@ TARGET_S = 1.5
 class Monitor:
     """An UpsMonitor in its own thread and event loop inside the orch namespace."""
 
-    def __init__(self, settings: Settings, netns: str, factory: object) -> None:
-        self.settings, self.netns, self.factory = settings, netns, factory
+    def __init__(self, settings: Settings, netns: str, wiring: Wiring) -> None:
+        self.settings, self.netns, self.wiring = settings, netns, wiring
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stop_event: asyncio.Event | None = None
         self.ready = threading.Event()
@@ -68,7 +68,7 @@ class Monitor:
 
     async def _main(self) -> None:
         self.loop, self.stop_event = asyncio.get_running_loop(), asyncio.Event()
-        monitor = UpsMonitor(self.factory, self.settings)  # type: ignore[arg-type]
+        monitor, _rules = self.wiring.ups_monitor()
         await monitor.start()
         self.ready.set()
         await self.stop_event.wait()
@@ -100,7 +100,8 @@ def main() -> int:
     print(f"poll interval {settings.ups_poll_interval:g}s (default), {TRANSITIONS} OB → OL transitions")
     engine = make_engine(settings.database_url)
     upgrade(engine)
-    factory = make_session_factory(engine)
+    wiring = wire(settings, engine=engine)
+    factory = wiring.session_factory
     running = RunningLab.start(f"mkb{os.getpid() % 10000}", 3)
     with running, NutServer.start(workdir / "nut", netns=running.lab.orch) as nut, factory() as session:
         cluster, _ = register_lab(session, running)
@@ -116,7 +117,7 @@ def main() -> int:
                 recover_after_wake=False,  # measures the packets; these nodes run no sshd to recover
             ),
         )
-        server_s, command_s = _measure(settings, running, nut, factory)
+        server_s, command_s = _measure(settings, running, nut, wiring)
     engine.dispose()
     _report("server → first packet", server_s)
     _report("command → first packet", command_s)
@@ -127,7 +128,7 @@ def main() -> int:
 
 
 def _measure(
-    settings: Settings, running: RunningLab, nut: NutServer, factory: object
+    settings: Settings, running: RunningLab, nut: NutServer, wiring: Wiring
 ) -> tuple[list[float], list[float]]:
     server_s: list[float] = []
     command_s: list[float] = []
@@ -136,14 +137,14 @@ def _measure(
         nut.set(status="OB DISCHRG")
         nut.wait_for("ups.status", "OB DISCHRG", timeout=5)
         time.sleep(rng.uniform(0, 1))  # the monitor's poll phase, relative to the driver's tick
-        with Monitor(settings, running.lab.orch, factory):
+        with Monitor(settings, running.lab.orch, wiring):
             time.sleep(1.3)  # baseline taken (on battery)
             running.clear()
             commanded = time.monotonic()
             nut.set(status="OL CHRG")
             served = nut.wait_for("ups.status", "OL CHRG", timeout=5, interval=0.005)
             first = _first_packet(running, after=commanded, timeout=10)
-            _wait_rule_done(factory, index + 1)
+            _wait_rule_done(wiring.session_factory, index + 1)
         server_s.append(first - served)
         command_s.append(first - commanded)
         print(f"  transition {index + 1:2d}: server → packet {first - served:.3f}s")

@@ -37,12 +37,12 @@ from mko.inventory.nodes import create_node
 from mko.inventory.schemas import ClusterCreate, NodeCreate
 from mko.lab.postgres import PostgresServer
 from mko.operations.records import Actor
-from mko.platform.db.migrate import upgrade
 from mko.platform.db.models.access import Role
 from mko.platform.db.models.agents import WakeJob, WakeJobStatus
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.db.upgrade import upgrade
 from mko.platform.settings import Settings
 from mko.wol.wake import make_schedule, run_wake, start_wake
 

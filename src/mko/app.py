@@ -40,10 +40,9 @@ from mko.http.hardening import DeclaredSizeLimit, SecurityHeaders, install_http_
 from mko.http.live import LiveReads
 from mko.http.routing import MkoRoute
 from mko.http.security import authorize_by_method, require, web_authorize
-from mko.operations import ownership
 from mko.platform.db.models.access import Role
-from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings, get_settings
+from mko.wiring import wire
 
 if TYPE_CHECKING:
     from mko.lab.control import LabControl
@@ -67,9 +66,7 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
     ``lab``: the virtual lab this server watches (``mko serve --lab``), adding its page and controls.
     """
     settings = settings or get_settings()
-    ownership.configure(settings)
-    engine = make_engine(settings.database_url, worker_threads=settings.worker_threads)
-    session_factory = make_session_factory(engine)
+    wiring = wire(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -102,15 +99,16 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
     )
     app.router.route_class = MkoRoute  # the app's own routes too (/docs)
     app.state.settings = settings
-    app.state.engine = engine
-    app.state.session_factory = session_factory
+    app.state.wiring = wiring
+    app.state.engine = wiring.engine
+    app.state.session_factory = wiring.session_factory
     app.state.background_tasks = set()
     app.state.ups_monitor = None
     app.state.lab = lab
     app.state.login_throttle = _login_throttle(settings)
     app.state.database_health = DatabaseHealth(settings.database_url)
     app.state.live_reads = LiveReads[Any](settings.live_read_interval)
-    periodic.install(app, settings, session_factory)
+    periodic.install(app, wiring)
     install_error_handlers(app)
     install_http_handlers(app)
 

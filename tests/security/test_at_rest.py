@@ -26,10 +26,11 @@ from mko.cli.root import app
 from mko.inventory.nodes import create_node
 from mko.inventory.schemas import NodeCreate
 from mko.platform.db.backup import backup_database
-from mko.platform.db.migrate import alembic_config, current_revision, head_revision, upgrade
+from mko.platform.db.migrate import alembic_config, current_revision, head_revision
 from mko.platform.db.models.access import Role, WebSession
 from mko.platform.db.models.inventory import Node
 from mko.platform.db.session import make_engine
+from mko.platform.db.upgrade import upgrade
 from mko.platform.secrets import SecretBox
 from mko.platform.settings import Settings
 

@@ -80,13 +80,14 @@ def test_auth_events_are_pruned_by_age_and_count(
     monkeypatch.setenv("MKO_AUTH_EVENTS_KEEP_MAX", "150")
     monkeypatch.setenv("MKO_AUTH_EVENTS_KEEP_DAYS", "30")
     get_settings.cache_clear()
+    settings = get_settings()
     old = AuthEvent(
         kind="denied", principal="old", source="", detail="", created_at=utcnow() - timedelta(days=31)
     )
     session.add(old)
     session.commit()
     for i in range(398):
-        record_auth_event(session, "login_failed", f"user{i}", "10.0.0.1", "wrong")
+        record_auth_event(session, settings, "login_failed", f"user{i}", "10.0.0.1", "wrong")
     count = session.scalar(select(func.count()).select_from(AuthEvent))
     assert count is not None and 150 <= count < 150 + PRUNE_EVERY
     assert session.scalar(select(func.count()).where(AuthEvent.principal == "old")) == 0

@@ -30,10 +30,11 @@ from typer.testing import CliRunner
 from mko.access.tokens import create_token
 from mko.access.users import create_user
 from mko.app import create_app
-from mko.platform.db.migrate import upgrade
 from mko.platform.db.models.access import Role
-from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.db.session import make_engine
+from mko.platform.db.upgrade import upgrade
 from mko.platform.settings import Settings, get_settings
+from mko.wiring import wire
 
 __all__ = ["WebClient", "copy_migrated_database"]
 
@@ -81,10 +82,10 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settin
 def session(settings: Settings) -> Iterator[Session]:
     """A session on a freshly migrated database (a copy of one migrated once per test run)."""
     copy_migrated_database(settings.database_url)
-    engine = make_engine(settings.database_url)
-    with make_session_factory(engine)() as session:
+    wiring = wire(settings)  # the same session hooks as the server and the CLI
+    with wiring.session_factory() as session:
         yield session
-    engine.dispose()
+    wiring.close()
 
 
 @pytest.fixture

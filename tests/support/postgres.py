@@ -17,8 +17,8 @@ from collections.abc import Iterator
 import pytest
 
 from mko.lab.postgres import PostgresServer
-from mko.platform.db.migrate import upgrade
 from mko.platform.db.session import make_engine
+from mko.platform.db.upgrade import upgrade
 
 __all__: list[str] = []
 

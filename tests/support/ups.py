@@ -29,9 +29,9 @@ from mko.lab.netns import enter_netns
 from mko.lab.nut import NutServer
 from mko.platform.db.models.operations import Operation
 from mko.platform.db.models.ups import UpsEvent
-from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
 from mko.ups.monitor import UpsMonitor
+from mko.wiring import wire
 from support.lab import new_prefix
 
 __all__ = ["MonitorThread", "UpsLabFactory", "event_names", "wait_until"]
@@ -63,8 +63,9 @@ class MonitorThread:
     def __init__(self, settings: Settings, netns: str) -> None:
         self.settings = settings
         self.netns = netns
-        self.engine = make_engine(settings.database_url)
-        self.factory: sessionmaker[Session] = make_session_factory(self.engine)
+        self.wiring = wire(settings)  # the rule engine is the monitor's event sink, as in `mko serve`
+        self.engine = self.wiring.engine
+        self.factory: sessionmaker[Session] = self.wiring.session_factory
         self.monitor: UpsMonitor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -83,7 +84,7 @@ class MonitorThread:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        self.monitor = UpsMonitor(self.factory, self.settings)
+        self.monitor, _rules = self.wiring.ups_monitor()
         await self.monitor.start()
         self._ready.set()
         try:
@@ -122,7 +123,7 @@ class MonitorThread:
         if self._loop is not None and self._stop is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(30)
-        self.engine.dispose()
+        self.wiring.close()
         if self._error is not None:
             raise self._error
 

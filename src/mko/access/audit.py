@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from mko.platform.db.models.access import AuthEvent
 from mko.platform.db.models.base import utcnow
-from mko.platform.settings import get_settings
+from mko.platform.settings import Settings
 from mko.platform.validation import printable
 
 __all__ = ["prune_auth_events", "record_auth_event"]
@@ -18,8 +18,11 @@ __all__ = ["prune_auth_events", "record_auth_event"]
 log = logging.getLogger("mko.auth")
 
 
-def record_auth_event(session: Session, kind: str, principal: str, source: str, detail: str) -> None:
-    """Log and keep a failed login or denied action (never with the secret that was tried).
+def record_auth_event(
+    session: Session, settings: Settings, kind: str, principal: str, source: str, detail: str
+) -> None:
+    """Log and keep a failed login or denied action (never with the secret that was tried); old events
+    are pruned as ``settings`` say.
 
     The name tried, the address and the path are the caller's: they are escaped and cut
     (:func:`mko.platform.validation.printable`) before they reach the log line or the table.
@@ -30,7 +33,6 @@ def record_auth_event(session: Session, kind: str, principal: str, source: str, 
     session.add(event)
     session.commit()
     if event.id % PRUNE_EVERY == 0:
-        settings = get_settings()
         prune_auth_events(session, settings.auth_events_keep_days, settings.auth_events_keep_max)
 
 

@@ -21,21 +21,17 @@ import httpx
 
 from mko import __version__
 from mko.agents.routing import snapshot_from_payload
-from mko.platform.errors import MkoError
+from mko.platform.errors import AgentRefusedError
 from mko.power.base import PowerDriver, WakeSchedule, power_on
 from mko.power.drivers.wol import WolDriver
 
-__all__ = ["AgentConfig", "AgentStopped", "WakeAgent"]
+__all__ = ["AgentConfig", "WakeAgent"]
 
 log = logging.getLogger("mko.agent")
 
 _BACKOFF_MAX = 30.0
 # How long a finished job's report is retried while the orchestrator cannot be reached.
 _REPORT_PATIENCE = 300.0
-
-
-class AgentStopped(MkoError):
-    """The agent cannot go on (its token was refused, or its name is taken)."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +73,7 @@ class WakeAgent:
         self._stop.set()
 
     async def run(self) -> None:
-        """Register, then claim and run jobs until stopped; raises AgentStopped when refused."""
+        """Register, then claim and run jobs until stopped; raises AgentRefusedError when refused."""
         try:
             await self._register()
             beats = asyncio.create_task(self._heartbeats())
@@ -87,7 +83,7 @@ class WakeAgent:
                 done, _ = await asyncio.wait({beats, claims, stopped}, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     if task is not stopped:
-                        task.result()  # AgentStopped from a loop ends the agent
+                        task.result()  # AgentRefusedError from a loop ends the agent
             finally:
                 for task in (beats, claims, stopped):
                     task.cancel()
@@ -105,7 +101,7 @@ class WakeAgent:
     async def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
         response = await self._client.post(path, json=body)
         if response.status_code in (401, 403):
-            raise AgentStopped(
+            raise AgentRefusedError(
                 f"the orchestrator refused the agent token ({response.status_code}): {_detail(response)};"
                 " create one with `mko token create NAME --role agent`"
             )
@@ -120,7 +116,7 @@ class WakeAgent:
         }
         response = await self._post("/api/agents/heartbeat", body)
         if response.status_code in (409, 422):
-            raise AgentStopped(f"the orchestrator refused this agent: {_detail(response)}")
+            raise AgentRefusedError(f"the orchestrator refused this agent: {_detail(response)}")
         response.raise_for_status()
         self.heartbeat_interval = float(response.json().get("heartbeat_interval", self.heartbeat_interval))
 

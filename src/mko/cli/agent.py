@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from mko.agents.registry import list_agents
-from mko.cli.common import emit, fail, open_session
+from mko.cli.common import emit, open_session
 from mko.platform.errors import InputError
 from mko.platform.settings import get_settings
 from mko.platform.validation import validate_interface, validate_site
@@ -62,7 +62,7 @@ def agent_main(
     """Run a wake agent in the foreground (what a systemd unit starts); `list` shows the agents."""
     if ctx.invoked_subcommand is not None:
         return
-    from mko.agents.agent import AgentConfig, AgentStopped, WakeAgent
+    from mko.agents.agent import AgentConfig, WakeAgent
 
     if not site:
         raise InputError("site", "required: the site whose nodes this agent wakes (--site NAME)")
@@ -93,10 +93,7 @@ def agent_main(
             loop.add_signal_handler(signum, agent.stop)
         await agent.run()
 
-    try:
-        asyncio.run(run())
-    except AgentStopped as exc:
-        raise fail(str(exc), 1) from None
+    asyncio.run(run())  # a refusal by the orchestrator is AgentRefusedError: exit 77 (mko.cli.root)
 
 
 @agent_app.command("list")

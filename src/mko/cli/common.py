@@ -12,16 +12,29 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 import click
 import typer
 
+from mko.platform.errors import EXIT_BAD_INPUT, EXIT_FAILED
+
 if TYPE_CHECKING:  # imported where used: `mko --help` and plain reads load neither Rich nor the database
     from pydantic import BaseModel
     from rich.console import Console
     from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["EXIT_BAD_INPUT", "EXIT_POWER_FAILURE", "console", "emit", "fail", "open_session", "print_rows"]
+    from mko.wiring import Wiring
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_POWER_FAILURE",
+    "console",
+    "emit",
+    "fail",
+    "open_session",
+    "open_sessions",
+    "open_wiring",
+    "print_rows",
+]
 
 
-EXIT_BAD_INPUT = 2
-EXIT_POWER_FAILURE = 1
+EXIT_POWER_FAILURE = EXIT_FAILED  # a command that reports its own failed outcome (wake, shutdown, …)
 
 
 class _LazyConsole:
@@ -64,13 +77,13 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
 
 
 @contextmanager
-def open_sessions() -> Iterator[sessionmaker[Session]]:
-    """Sessions on the configured database; a brand-new database is created on first use."""
-    from mko.operations import ownership
+def open_wiring() -> Iterator[Wiring]:
+    """This process's connected parts (mko.wiring) on the configured database; a brand-new database
+    is created on first use."""
     from mko.platform.db.revision import HEAD, database_revision
-    from mko.platform.db.session import make_engine, make_session_factory
     from mko.platform.logs import configure_logging
     from mko.platform.settings import get_settings
+    from mko.wiring import wire
 
     settings = get_settings()
     if settings.netns:  # the lab's LAN (`mko lab env`): packets, SSH and NUT reads stay inside it
@@ -78,19 +91,25 @@ def open_sessions() -> Iterator[sessionmaker[Session]]:
 
         join_netns(settings.netns)
     configure_logging(settings, console=False)
-    ownership.configure(settings)
-    engine = make_engine(settings.database_url)
+    wiring = wire(settings)
     try:
-        current = database_revision(engine)
+        current = database_revision(wiring.engine)
         if current is None:
-            from mko.platform.db.migrate import upgrade  # Alembic only for a brand-new database
+            from mko.platform.db.upgrade import upgrade  # Alembic only for a brand-new database
 
-            upgrade(engine)
+            upgrade(wiring.engine)
         elif current != HEAD:
             raise fail(f"the database is at revision {current} but mko needs {HEAD}: run `mko db upgrade`")
-        yield make_session_factory(engine)
+        yield wiring
     finally:
-        engine.dispose()
+        wiring.close()
+
+
+@contextmanager
+def open_sessions() -> Iterator[sessionmaker[Session]]:
+    """Sessions on the configured database; a brand-new database is created on first use."""
+    with open_wiring() as wiring:
+        yield wiring.session_factory
 
 
 @contextmanager

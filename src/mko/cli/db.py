@@ -9,11 +9,11 @@ from typing import Annotated
 
 import typer
 
-from mko.cli.common import EXIT_POWER_FAILURE, console, fail
+from mko.cli.common import console
 from mko.inventory.seed_import import migrate_wol
 from mko.platform.db.migrate import current_revision, head_revision
 from mko.platform.db.session import make_engine
-from mko.platform.db.upgrade import MigrationFailed, upgrade_database
+from mko.platform.db.upgrade import upgrade_database
 from mko.platform.logs import configure_logging
 from mko.platform.settings import get_settings
 
@@ -77,17 +77,14 @@ def migrate_wol_command(
     """
     settings = get_settings()
     configure_logging(settings, console=False)
-    try:
-        report = migrate_wol(
-            database_url(database),
-            dry_run=dry_run,
-            backup=not no_backup,
-            backup_dir=backup_dir or settings.backup_dir,
-            fail_after=fail_after,
-            progress=(lambda _step, _message: None) if as_json else print_step,
-        )
-    except MigrationFailed as exc:
-        raise fail(str(exc), EXIT_POWER_FAILURE) from None
+    report = migrate_wol(
+        database_url(database),
+        dry_run=dry_run,
+        backup=not no_backup,
+        backup_dir=backup_dir or settings.backup_dir,
+        fail_after=fail_after,
+        progress=(lambda _step, _message: None) if as_json else print_step,
+    )
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
         return
@@ -117,16 +114,13 @@ def db_upgrade(
     """Migrate the database to the newest schema (creates it if missing; backs up an existing one first)."""
     settings = get_settings()
     configure_logging(settings, console=False)
-    try:
-        before, after, _backup = upgrade_database(
-            settings.database_url,
-            revision,
-            backup=not no_backup,
-            backup_dir=settings.backup_dir,
-            progress=print_upgrade_step,
-        )
-    except MigrationFailed as exc:
-        raise fail(str(exc), EXIT_POWER_FAILURE) from None
+    before, after, _backup = upgrade_database(
+        settings.database_url,
+        revision,
+        backup=not no_backup,
+        backup_dir=settings.backup_dir,
+        progress=print_upgrade_step,
+    )
     if before == after:
         console.print(f"database already at revision {after}")
     else:

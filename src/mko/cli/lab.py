@@ -18,9 +18,9 @@ from rich.table import Table
 from rich.text import Text
 
 from mko.cli.common import EXIT_POWER_FAILURE, console, fail
-from mko.lab.control import LAB_PORT, LabControl, LabNotUpError, LabPaths, lab_settings, lab_status, pid_alive
+from mko.lab.control import LAB_PORT, LabControl, LabPaths, lab_settings, lab_status, pid_alive
 from mko.lab.daemon import LabDaemon, LabSpec
-from mko.platform.errors import ConflictError
+from mko.platform.errors import ConflictError, LabNotUpError
 from mko.platform.settings import get_settings
 
 lab_app = typer.Typer(

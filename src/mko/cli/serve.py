@@ -8,10 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from mko.cli.common import EXIT_POWER_FAILURE, fail
 from mko.cli.db import print_upgrade_step
 from mko.platform.db.session import make_engine, make_session_factory
-from mko.platform.db.upgrade import MigrationFailed, upgrade_database
+from mko.platform.db.upgrade import upgrade_database
 from mko.platform.logs import configure_logging
 from mko.platform.settings import Settings, get_settings
 
@@ -64,10 +63,7 @@ def serve(
     configure_logging(settings)
     # The same protected upgrade as `mko db upgrade`: an existing database is backed up before a newer
     # mko changes its schema, and restored if that fails.
-    try:
-        upgrade_database(settings.database_url, backup_dir=settings.backup_dir, progress=print_upgrade_step)
-    except MigrationFailed as exc:
-        raise fail(str(exc), EXIT_POWER_FAILURE) from None
+    upgrade_database(settings.database_url, backup_dir=settings.backup_dir, progress=print_upgrade_step)
     _first_admin(settings)
     host = host or settings.host
     port = port or (settings.port if control is None else LAB_PORT)

@@ -12,12 +12,12 @@ import typer
 from pydantic import SecretStr
 from rich.table import Table
 
-from mko.cli.common import console, emit, fail, open_session
+from mko.cli.common import console, emit, fail, open_session, open_wiring
 from mko.cluster import outages
 from mko.cluster.schemas import OutagePublic
 from mko.platform.db.models.rules import ClusterAction
 from mko.platform.db.models.ups import PowerEvent
-from mko.platform.db.session import is_postgresql, make_engine, make_session_factory
+from mko.platform.db.session import is_postgresql
 from mko.platform.logs import configure_logging
 from mko.platform.secrets import SecretBox
 from mko.platform.settings import get_settings
@@ -25,7 +25,6 @@ from mko.rules import service as rules_service
 from mko.rules.schemas import RuleCreate, RulePublic
 from mko.rules.service import set_rule_enabled
 from mko.ups import service
-from mko.ups.monitor import UpsMonitor
 from mko.ups.schemas import UpsCreate, UpsEventPublic, UpsPublic
 
 ups_app = typer.Typer(
@@ -242,32 +241,28 @@ def ups_monitor() -> None:
             "with PostgreSQL the UPS monitor runs in the elected `mko serve` leader only"
             " (see docs/high-availability.md); `mko cluster-status` shows which instance leads"
         )
-    with open_session():
-        pass  # creates or checks the database schema first
-    configure_logging(settings)
-    engine = make_engine(settings.database_url)
-    monitor = UpsMonitor(make_session_factory(engine), settings)
+    with open_wiring() as wiring:  # creates or checks the database schema first
+        configure_logging(settings)
+        monitor, _rules = wiring.ups_monitor()
 
-    async def run() -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-        await monitor.start()
-        console.print(
-            f"monitoring {len(monitor.watched())} UPS(es) every {settings.ups_poll_interval:g}s;"
-            " events and rule actions are logged below; Ctrl-C stops"
-        )
+        async def run() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+            await monitor.start()
+            console.print(
+                f"monitoring {len(monitor.watched())} UPS(es) every {settings.ups_poll_interval:g}s;"
+                " events and rule actions are logged below; Ctrl-C stops"
+            )
+            try:
+                await asyncio.Event().wait()
+            finally:
+                await monitor.stop()
+
         try:
-            await asyncio.Event().wait()
-        finally:
-            await monitor.stop()
-
-    try:
-        asyncio.run(run())
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        console.print("monitor stopped")
-    finally:
-        engine.dispose()
+            asyncio.run(run())
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            console.print("monitor stopped")
 
 
 # ------------------------------------------------------------------------------------ rules

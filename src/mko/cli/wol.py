@@ -21,7 +21,7 @@ from mko.cli.common import (
     open_sessions,
     print_rows,
 )
-from mko.inventory.nodes import configure_wol_recorded
+from mko.inventory.nodes import configure_wol
 from mko.inventory.schemas import NodePublic, WolConfigure
 from mko.operations.records import Actor, get_operation
 from mko.platform.db.models.inventory import WolMethod
@@ -30,7 +30,7 @@ from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import get_settings
 from mko.power.base import NodeOutcome
 from mko.power.magic import LIMITED_BROADCAST, send_magic_packet
-from mko.wol.wake import PreparedWake, make_schedule, run_wake, start_wake
+from mko.wol.wake import PreparedWake, make_schedule, run_wake, start_requested_wake
 
 wol_app = typer.Typer(
     help="Wake-on-LAN: wake nodes and clusters, status, enable/disable, configure.", no_args_is_help=True
@@ -69,19 +69,19 @@ def _run_wake(
     settings = get_settings()
     schedule = make_schedule(settings, retries=retries, delay=delay, wait=wait, timeout=timeout)
     with open_session() as session:
-        prepared = start_wake(
+        prepared = start_requested_wake(
             session,
+            settings,
             target_type=target_type,
             target_id=target_id,
             schedule=schedule,
             actor=Actor.cli(),
-            coalesce_seconds=settings.wake_coalesce_seconds,
         )
     engine = make_engine(settings.database_url)
     try:
         factory = make_session_factory(engine)
         if prepared.coalesced:  # someone else's wake of the same target is under way: follow that one
-            operation = _follow_joined(factory, prepared.operation_id, quiet=as_json)
+            operation = _follow_joined(factory, prepared, quiet=as_json)
         else:
             operation = _with_progress(
                 prepared,
@@ -97,6 +97,7 @@ def _run_wake(
                     "operation_id": operation.id,
                     "status": operation.status.value,
                     "summary": operation.summary,
+                    **({"coalesced": True} if prepared.coalesced else {}),
                     **operation.result,
                 },
                 indent=2,
@@ -105,6 +106,8 @@ def _run_wake(
         )
     else:
         _print_result(operation, verbose=verbose)
+    if prepared.coalesced and not schedule.wait and operation.status == OperationStatus.RUNNING:
+        return  # its packets are under way: what a wake without --wait promises
     if operation.status != OperationStatus.SUCCEEDED:
         raise typer.Exit(EXIT_POWER_FAILURE)
 
@@ -197,15 +200,24 @@ def _with_progress(prepared: PreparedWake, run: Any, *, quiet: bool) -> Operatio
     return result
 
 
-def _follow_joined(factory: Any, operation_id: int, *, quiet: bool) -> Operation:
-    """Wait for the running wake this one joined, under a spinner, and return it finished."""
+def _follow_joined(factory: Any, prepared: PreparedWake, *, quiet: bool) -> Operation:
+    """The wake this one joined (the server, a rule or another shell runs it; no more packets are sent).
+
+    Without --wait that wake is the answer as it stands; with --wait it is followed under a spinner to
+    its end, or for as long as this wake's own budget (its packets and --timeout) lasts.
+    """
+    operation_id = prepared.operation_id
     if not quiet:
         typer.echo(f"a wake of the same target is under way (operation {operation_id}): joined it")
-    with console.status(f"following operation {operation_id}…") if not quiet else nullcontext():
+    schedule = prepared.schedule
+    budget = schedule.retries * schedule.delay + schedule.timeout if schedule.wait else 0.0
+    deadline = time.monotonic() + budget
+    with console.status(f"following operation {operation_id}…") if not quiet and budget else nullcontext():
         while True:
             with factory() as session:
                 operation: Operation = get_operation(session, operation_id)
-                if operation.status not in (OperationStatus.PENDING, OperationStatus.RUNNING):
+                finished = operation.status not in (OperationStatus.PENDING, OperationStatus.RUNNING)
+                if finished or time.monotonic() >= deadline:
                     session.expunge(operation)
                     return operation
             time.sleep(0.5)
@@ -303,7 +315,7 @@ def status(
 
 def _configure(node_id: int, data: WolConfigure, as_json: bool) -> None:
     with open_session() as session:
-        node, operation = configure_wol_recorded(session, node_id, data, Actor.cli())
+        node, operation = configure_wol(session, node_id, data, Actor.cli())
         emit(NodePublic.of(node), NODE_COLUMNS, as_json=as_json, brief=True)
     if not as_json:
         said = "nothing changed" if operation is None else f"operation {operation.id}: {operation.summary}"

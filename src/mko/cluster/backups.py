@@ -25,10 +25,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from mko.platform.db.models.base import utcnow
-from mko.platform.errors import PowerError
+from mko.platform.errors import PowerError, SshTimeoutError
 from mko.platform.files import atomic_file, private_directory, write_atomic
 from mko.platform.settings import Settings, beside_database
-from mko.ssh.client import SshSession, SshTimeoutError
+from mko.ssh.client import SshSession
 
 __all__ = ["Backup", "BackupOutcome", "backup_dir", "latest_backup", "list_backups", "take_backup"]
 

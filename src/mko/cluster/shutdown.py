@@ -48,34 +48,30 @@ from sqlalchemy.orm import Session, sessionmaker
 from mko.cluster import backups, outages, quiesce
 from mko.cluster.drains import BlockingBudget, blocking_budgets, parse_drain
 from mko.cluster.microk8s import drain_argv, kube_name, kubectl_json
-from mko.cluster.plan import SHUTDOWN_ACTIONS, ShutdownPlan, _check_idle, plan_shutdown
+from mko.cluster.plan import SHUTDOWN_ACTIONS, ShutdownPlan, _check_idle
 from mko.cluster.steps import _finish_even_if_cancelled, _last_line, _StepLog, _wants_fallback
 from mko.inventory.nodes import list_nodes
 from mko.operations.kinds import NODE_DRAIN_KIND, SHUTDOWN_KINDS
-from mko.operations.records import Actor, finish_operation, record_step, start_operation
+from mko.operations.records import Actor, finish_operation, start_operation
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.inventory import Node
-from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
+from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.models.outages import OutagePhase
 from mko.platform.db.models.rules import PowerRule
-from mko.platform.db.models.schedules import ScheduleAction
 from mko.platform.db.models.ups import UPS
-from mko.platform.errors import ConflictError, FatalPowerError, PowerError
+from mko.platform.errors import (
+    FatalPowerError,
+    HostKeyChangedError,
+    HostKeyUnknownError,
+    PowerError,
+    SshError,
+)
 from mko.platform.secrets import SecretBox
 from mko.platform.settings import Settings
 from mko.power.base import NodeSnapshot, OutcomeState, WakeSchedule, power_off
 from mko.power.probe import probe_tcp
 from mko.power.registry import driver_lookup
-from mko.schedules.actions import PreparedRun, RunContext, register_action
-from mko.ssh.client import (
-    CommandResult,
-    HostKeyChangedError,
-    HostKeyUnknownError,
-    SshError,
-    SshSession,
-    SshTarget,
-    connect,
-)
+from mko.ssh.client import CommandResult, SshSession, SshTarget, connect
 from mko.ssh.host_keys import scan_host_key
 from mko.ups.power_cycle import PowerCycle, power_cycle
 from mko.ups.service import target_of
@@ -855,44 +851,3 @@ async def run_shutdown(
             stop.set()
 
     return await _finish_even_if_cancelled(asyncio.ensure_future(runner.run()), cancelled)
-
-
-async def _scheduled_shutdown(context: RunContext, run: PreparedRun) -> Operation:
-    """A schedule's shutdown: plan now, run it as its own operation, link it from the schedule's."""
-    factory, settings = context.session_factory, context.settings
-    with factory() as session:
-        operation = session.get_one(Operation, run.operation_id)
-        cluster_id = operation.target_id or 0
-        try:
-            plan = await plan_shutdown(session, settings, cluster_id, force=bool(run.options.get("force")))
-            prepared = start_shutdown(session, plan, run.actor)
-        except ConflictError as exc:
-            record_step(
-                session, operation, name="shutdown", status=OperationStatus.CANCELLED, message=str(exc)
-            )
-            return finish_operation(
-                session, operation, status=OperationStatus.CANCELLED, summary=f"not started: {exc}"
-            )
-        step_id = record_step(
-            session,
-            operation,
-            name="shutdown",
-            status=OperationStatus.RUNNING,
-            message=f"shutting down in operation #{prepared.operation_id}",
-            detail={"operation_id": prepared.operation_id},
-        ).id
-    done = await run_shutdown(factory, settings, prepared)
-    with factory() as session:
-        operation = session.get_one(Operation, run.operation_id)
-        step = session.get_one(OperationStep, step_id)
-        step.status, step.message, step.finished_at = done.status, f"#{done.id}: {done.summary}", utcnow()
-        return finish_operation(
-            session,
-            operation,
-            status=done.status,
-            summary=f"shutdown #{done.id}: {done.summary}",
-            result={"shutdown_operation_id": done.id},
-        )
-
-
-register_action(ScheduleAction.SHUTDOWN, _scheduled_shutdown)

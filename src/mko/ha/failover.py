@@ -24,25 +24,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko.ha.election import live_instance_ids
+from mko.operations.interrupted import OPEN, fail_interrupted
 from mko.operations.kinds import WAKE_KIND_PREFIX
 from mko.operations.ownership import keep_alive, this_process
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.ha import Instance
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.settings import Settings
-
-if TYPE_CHECKING:
-    from mko.rules.engine import RuleEngine
-from mko.operations.interrupted import OPEN, fail_interrupted
 from mko.wol.wake import resume_wake
 
-__all__ = ["RESUMABLE_KIND_PREFIX", "claim", "orphaned_operations", "take_over"]
+__all__ = ["RESUMABLE_KIND_PREFIX", "Adopter", "claim", "orphaned_operations", "take_over"]
 
 log = logging.getLogger("mko.failover")
 
@@ -54,6 +51,13 @@ LEADER_DUTY_ACTORS = ("rule:", "schedule:")
 
 
 Spawn = Callable[[Coroutine[Any, Any, Any]], Any]
+
+
+class Adopter(Protocol):
+    """What carries on a rule execution a dead instance left (the rule engine, handed in by mko.wiring)."""
+
+    def adopt(self, session: Session, operation_id: int, previous: str) -> None:
+        """Take over the execution recorded as ``operation_id``, last run by ``previous``."""
 
 
 def orphaned_operations(
@@ -125,7 +129,7 @@ async def take_over(
     me: str,
     leader_since: datetime,
     *,
-    engine: RuleEngine | None,
+    engine: Adopter | None,
     spawn: Spawn,
 ) -> list[int]:
     """Claim the orphaned operations and resume or fail each (see the module docstring); their ids."""

@@ -42,7 +42,9 @@ async def start(app: FastAPI) -> None:
     async def lead() -> None:
         periodic.start(app)  # the scheduler and the reachability refresher
         # The UPS monitor and rule engine live as long as the leadership (None: disabled or run elsewhere).
-        app.state.ups_monitor = await start_monitor(factory, settings, ha=ha)
+        monitor, rules = app.state.wiring.ups_monitor(ha=ha)
+        app.state.ups_monitor = await start_monitor(monitor)
+        app.state.rule_engine = rules if app.state.ups_monitor is not None else None
         reaper = asyncio.create_task(_close_orphaned_loop(app), name="mko-operation-owners")
         app.state.ha_tasks.add(reaper)
         if ha:
@@ -55,7 +57,7 @@ async def start(app: FastAPI) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         tasks.clear()
-        monitor, app.state.ups_monitor = app.state.ups_monitor, None
+        monitor, app.state.ups_monitor, app.state.rule_engine = app.state.ups_monitor, None, None
         if monitor is not None:
             # With PostgreSQL another instance carries the open rule executions on (mko.ha.failover).
             await monitor.stop(handover=ha)
@@ -88,14 +90,13 @@ async def _take_over_loop(app: FastAPI) -> None:
     while True:
         since = election.leader_since
         if since is not None:
-            monitor = app.state.ups_monitor
             try:
                 await take_over(
                     app.state.session_factory,
                     settings,
                     election.name,
                     since,
-                    engine=monitor.engine if monitor is not None else None,
+                    engine=getattr(app.state, "rule_engine", None),
                     spawn=lambda work: launch(app, work),
                 )
             except Exception:  # the database may be briefly away; the next round retries

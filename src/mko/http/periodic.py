@@ -13,18 +13,16 @@ import resource
 from typing import Any
 
 from fastapi import FastAPI
-from sqlalchemy.orm import Session, sessionmaker
 
 from mko.http.background import launch
 from mko.http.metrics import MetricsCollector, make_registry
 from mko.platform.settings import Settings
-from mko.schedules.scheduler import Scheduler
-from mko.wol.reachability import Refresher
+from mko.wiring import Wiring
 
 __all__ = ["install", "start", "stop"]
 
 
-def install(app: FastAPI, settings: Settings, session_factory: sessionmaker[Session]) -> None:
+def install(app: FastAPI, wiring: Wiring) -> None:
     """Create the scheduler, the refresher and the metrics registry on ``app.state``."""
 
     def ups_snapshots() -> list[dict[str, Any]]:
@@ -34,11 +32,9 @@ def install(app: FastAPI, settings: Settings, session_factory: sessionmaker[Sess
             return []
         return [doc for ups_id in monitor.watched() if (doc := monitor.snapshot(ups_id)) is not None]
 
-    app.state.metrics_registry = make_registry(MetricsCollector(session_factory, ups_snapshots))
-    app.state.scheduler = Scheduler(session_factory, settings, spawn=lambda work: launch(app, work))
-    app.state.refresher = Refresher(
-        session_factory, interval=settings.reachability_interval, timeout=settings.probe_timeout
-    )
+    app.state.metrics_registry = make_registry(MetricsCollector(wiring.session_factory, ups_snapshots))
+    app.state.scheduler = wiring.scheduler(spawn=lambda work: launch(app, work))
+    app.state.refresher = wiring.refresher()
     app.state.periodic_tasks = set()
 
 

@@ -6,7 +6,7 @@ import secrets
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko.access.audit import record_auth_event
@@ -15,13 +15,12 @@ from mko.access.sessions import session_principal
 from mko.access.tokens import authenticate_token
 from mko.platform.db.models.access import Role
 from mko.platform.db.session import in_thread_session
+from mko.platform.errors import AuthenticationError, PermissionDeniedError
 
 __all__ = [
     "SESSION_COOKIE",
     "AdminDep",
-    "LoginRequired",
     "PrincipalDep",
-    "WebForbidden",
     "authorize_by_method",
     "current_principal",
     "require",
@@ -38,8 +37,8 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-def _unauthenticated(detail: str) -> HTTPException:
-    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
+def _unauthenticated(detail: str) -> AuthenticationError:
+    return AuthenticationError(detail)  # 401 with WWW-Authenticate: Bearer (mko.http.errors)
 
 
 def _session_factory(request: Request) -> sessionmaker[Session]:
@@ -70,7 +69,10 @@ def _authenticate(request: Request, session: Session) -> Principal:
             raise _unauthenticated("use Authorization: Bearer <token>")
         principal = authenticate_token(session, credentials.strip())
         if principal is None:
-            record_auth_event(session, "token_invalid", "", client_address(request), request.url.path)
+            settings = request.app.state.settings
+            record_auth_event(
+                session, settings, "token_invalid", "", client_address(request), request.url.path
+            )
             raise _unauthenticated("invalid, expired or revoked token")
         return principal
     cookie = request.cookies.get(SESSION_COOKIE)
@@ -82,7 +84,7 @@ def _authenticate(request: Request, session: Session) -> Principal:
     if request.method not in SAFE_METHODS and request.url.path.startswith("/api/"):
         sent = request.headers.get(CSRF_HEADER, "")
         if not principal.csrf_token or not secrets.compare_digest(sent, principal.csrf_token):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong X-CSRF-Token header")
+            raise PermissionDeniedError("missing or wrong X-CSRF-Token header")
     return principal
 
 
@@ -97,16 +99,16 @@ async def caller_is_admin(principal: PrincipalDep) -> bool:
 AdminDep = Annotated[bool, Depends(caller_is_admin)]
 
 
-async def _deny(request: Request, principal: Principal, required: Role, why: str = "") -> HTTPException:
+async def _deny(
+    request: Request, principal: Principal, required: Role, why: str = ""
+) -> PermissionDeniedError:
     detail = f"{request.method} {request.url.path} needs role {required.value}{why}"
-    client = client_address(request)
+    client, settings = client_address(request), request.app.state.settings
     await in_thread_session(
         _session_factory(request),
-        lambda session: record_auth_event(session, "denied", principal.actor_name, client, detail),
+        lambda session: record_auth_event(session, settings, "denied", principal.actor_name, client, detail),
     )
-    return HTTPException(
-        status.HTTP_403_FORBIDDEN, f"your role {principal.role.value} cannot do this: {detail}"
-    )
+    return PermissionDeniedError(f"your role {principal.role.value} cannot do this: {detail}")
 
 
 def require(required: Role) -> Any:
@@ -142,31 +144,19 @@ authorize_by_method.required_role = "by-method"  # type: ignore[attr-defined]
 T = TypeVar("T")
 
 
-class LoginRequired(Exception):
-    """No (live) session: the page redirects to the login form."""
-
-    def __init__(self, next_path: str) -> None:
-        super().__init__(next_path)
-        self.next_path = next_path
-
-
-class WebForbidden(Exception):
-    """Signed in, but the role or the CSRF token does not allow this."""
-
-
 async def web_authorize(request: Request) -> Principal:
     """Pages need a session (viewer); form posts need operator and the session's CSRF token."""
     cookie = request.cookies.get(SESSION_COOKIE)
     principal = await _db(request, lambda s: session_principal(s, cookie)) if cookie else None
     if principal is None:
-        raise LoginRequired(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+        raise AuthenticationError("sign in to see this page")  # mko.web.errors redirects to the form
     request.state.principal = principal
     if request.method in SAFE_METHODS:
         return principal
     await _check_csrf(request, principal)
     if not allows(principal.role, Role.OPERATOR):
         await _audit(request, "denied", principal.actor_name, f"POST {request.url.path} needs role operator")
-        raise WebForbidden(f"your role {principal.role.value} cannot do this")
+        raise PermissionDeniedError(f"your role {principal.role.value} cannot do this")
     return principal
 
 
@@ -177,7 +167,8 @@ async def _db(request: Request, work: Callable[[Session], T]) -> T:
 
 async def _audit(request: Request, kind: str, principal: str, detail: str) -> None:
     client = client_address(request)
-    await _db(request, lambda s: record_auth_event(s, kind, principal, client, detail))
+    settings = request.app.state.settings
+    await _db(request, lambda s: record_auth_event(s, settings, kind, principal, client, detail))
 
 
 async def _check_csrf(request: Request, principal: Principal) -> None:
@@ -189,4 +180,6 @@ async def _check_csrf(request: Request, principal: Principal) -> None:
         or not secrets.compare_digest(sent, principal.csrf_token)
     ):
         await _audit(request, "csrf_rejected", principal.actor_name, request.url.path)
-        raise WebForbidden("the form was not sent from this session (CSRF check failed): reload the page")
+        raise PermissionDeniedError(
+            "the form was not sent from this session (CSRF check failed): reload the page"
+        )

@@ -91,24 +91,20 @@ def update_node(
 
 
 def configure_wol(
-    session: Session, node_id: int, data: WolConfigure, *, may_rebind_secrets: bool = False
-) -> Node:
-    """The seed's ``wol configure``: change the WoL fields sent, nothing else."""
-    return update_node(session, node_id, data, may_rebind_secrets=may_rebind_secrets)
-
-
-def configure_wol_recorded(
     session: Session, node_id: int, data: WolConfigure, actor: Actor, *, may_rebind_secrets: bool = False
 ) -> tuple[Node, Operation | None]:
-    """``wol configure`` as a person asks for it (CLI, API, web): the change, recorded as an operation.
+    """The seed's ``wol configure`` as a person asks for it (CLI, API, web alike): change the WoL fields
+    sent, nothing else, and record the change as a ``wol_configure`` operation.
 
-    A configure that changes nothing (every value sent is the one stored) records nothing: the history
-    shows what changed, and when, not every time someone pressed Save.
+    The record names the fields sent, the SecureOn password as ``***`` (``None`` when cleared), never
+    its value. A configure that changes nothing (every value sent is the one stored) records nothing:
+    the history shows what changed, and when, not every time someone pressed Save. Code that records
+    an operation of its own (a NIC switch, an inventory refresh) calls ``update_node`` instead.
     """
     columns = _node_columns()
     node = get_node(session, node_id)
     before = {column: getattr(node, column) for column in columns}
-    node = configure_wol(session, node_id, data, may_rebind_secrets=may_rebind_secrets)
+    node = update_node(session, node_id, data, may_rebind_secrets=may_rebind_secrets)
     changed = [column for column in columns if getattr(node, column) != before[column]]
     if not changed:
         return node, None

@@ -38,14 +38,7 @@ from mko.inventory.clusters import list_clusters
 from mko.inventory.nodes import get_node, list_nodes
 from mko.inventory.schemas import NodePublic
 from mko.platform import validation
-from mko.platform.db.backup import (
-    BackupError,
-    backup_database,
-    backup_sqlite,
-    is_sqlite,
-    safe_url,
-    sqlite_path,
-)
+from mko.platform.db.backup import backup_sqlite, is_sqlite, safe_url, sqlite_path
 from mko.platform.db.models.base import Base, UTCDateTime
 from mko.platform.db.models.inventory import NodeRole, WolMethod
 from mko.platform.db.session import make_engine
@@ -57,8 +50,6 @@ from mko.platform.db.upgrade import (
     STEPS,
     DatabaseKind,
     DatabaseState,
-    MigrationFailed,
-    MigrationRefused,
     MigrationReport,
     _alembic,
     _before_wol,
@@ -74,9 +65,10 @@ from mko.platform.db.upgrade import (
     _recover,
     _set_aside,
     _VerifyError,
+    backup_first,
     inspect_database,
 )
-from mko.platform.errors import InputError
+from mko.platform.errors import BackupError, InputError, MigrationFailedError, MigrationRefusedError
 
 if TYPE_CHECKING:
     from mko.platform.db.upgrade import Progress
@@ -162,7 +154,7 @@ def _plan_import(connection: Connection, plan: _Plan) -> None:
     if problems:
         shown = problems[:_MAX_PROBLEMS]
         more = f" (and {len(problems) - len(shown)} more)" if len(problems) > len(shown) else ""
-        raise MigrationRefused(
+        raise MigrationRefusedError(
             "the earlier orchestrator's database cannot be imported as it is: "
             + "; ".join(shown)
             + more
@@ -531,7 +523,7 @@ def migrate_wol(
     head = _head()
     report = MigrationReport(database=safe_url(url), kind=state.kind.value, dry_run=dry_run)
     if state.kind in (DatabaseKind.FOREIGN, DatabaseKind.NEWER):
-        raise MigrationRefused(state.reason)
+        raise MigrationRefusedError(state.reason)
     if state.kind is DatabaseKind.EMPTY:
         report.message = "the database is empty: nothing to migrate (`mko db upgrade` creates mko's schema)"
         return report
@@ -553,12 +545,12 @@ def migrate_wol(
         with _locked(url, state.tables) as connection:
             # Planned and backed up under the lock: nothing written meanwhile is missed or lost.
             if inspect_database(url) != state:
-                raise MigrationRefused("the database changed while mko was reading it; run again")
+                raise MigrationRefusedError("the database changed while mko was reading it; run again")
             plan = _plan(url, state)
             _fill_report(report, plan)
             progress("found", _describe(state, report))
             if backup:
-                backup_path = backup_database(url, backup_dir)
+                backup_path = backup_first(url, backup_dir)
                 report.backup = str(backup_path)
                 progress("backup", str(backup_path))
             else:
@@ -619,7 +611,7 @@ def _trial(url: str, plan: _Plan) -> None:
         else:
             with _locked(url, plan.state.tables, commit=False) as connection:
                 _apply(connection, plan, fail_after=None, progress=_no_progress)
-    except (SQLAlchemyError, _VerifyError, MigrationFailed, BackupError) as exc:
-        raise MigrationFailed(
+    except (SQLAlchemyError, _VerifyError, MigrationFailedError, BackupError) as exc:
+        raise MigrationFailedError(
             f"dry run: the migration would fail: {_reason(exc)}; nothing was changed"
         ) from exc

@@ -2,7 +2,7 @@
 
 from mko.lab.harness import DEFAULT_BOOT_PORT, RunningLab, RunningNode
 from mko.lab.microk8s import Microk8sCluster, configure_microk8s
-from mko.lab.netns import Lab, LabError, LabNode, NodeSpec, cleanup_stale, enter_netns
+from mko.lab.netns import Lab, LabNode, NodeSpec, cleanup_stale, enter_netns
 from mko.lab.nodesys import STANDINS, LabSsh, NodeSystem, StandIn
 from mko.lab.recorder import BootOnWake, CapturedPacket, MagicPacketRecorder
 
@@ -12,7 +12,6 @@ __all__ = [
     "BootOnWake",
     "CapturedPacket",
     "Lab",
-    "LabError",
     "LabNode",
     "LabSsh",
     "MagicPacketRecorder",

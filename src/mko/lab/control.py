@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mko.platform.db.models.operations import Operation, OperationStatus
-from mko.platform.errors import ConflictError, InputError, MkoError
+from mko.platform.errors import ConflictError, InputError, LabError, LabNotUpError
 from mko.platform.settings import Settings
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
     "LAB_PORT",
     "LAB_UPS",
     "LabControl",
-    "LabNotUpError",
     "LabPaths",
     "check_battery",
     "check_flap",
@@ -58,10 +57,6 @@ def check_flap(seconds: float, period: float) -> None:
         raise InputError("seconds", "must be between 1 and 3600")
     if not FLAP_MIN_PERIOD <= period <= 600:
         raise InputError("period", f"must be between {FLAP_MIN_PERIOD:g} and 600 seconds")
-
-
-class LabNotUpError(MkoError):
-    """No lab daemon answers for this directory."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +117,7 @@ class LabPaths:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
-            raise MkoError(f"{self.state} is unreadable: {exc}") from exc
+            raise LabError(f"{self.state} is unreadable: {exc}") from exc
         return state
 
 
@@ -137,7 +132,7 @@ def lab_settings(paths: LabPaths, base: Settings) -> Settings:
     directory = paths.directory
     try:
         spec = (paths.read_state() or {}).get("spec") or {}
-    except MkoError:
+    except LabError:
         spec = {}
     on_ups = bool(spec.get("orchestrator_on_ups"))
     halt = [sys.executable, "-m", "mko", "lab", "host-halt", "--dir", str(directory)]
@@ -196,7 +191,7 @@ class LabControl:
         self.paths = paths
 
     def request(self, command: str, **arguments: Any) -> dict[str, Any]:
-        """Send one command; return the reply; raise the daemon's error as an MkoError."""
+        """Send one command; return the reply; raise the daemon's error in its branch of the tree."""
         if not self.paths.control.exists():
             raise LabNotUpError(f"no lab is up in {self.paths.directory}: run `sudo mko lab up`")
         try:
@@ -219,7 +214,7 @@ class LabControl:
                 raise InputError(str(reply.get("field", "input")), message)
             if kind == "conflict":
                 raise ConflictError(message)
-            raise MkoError(message)
+            raise LabError(message)
         return reply
 
     def status(self) -> dict[str, Any]:

@@ -34,10 +34,9 @@ from typing import Any
 from mko.lab.control import LAB_PORT, LabPaths, check_battery, check_flap, lab_settings, pid_alive
 from mko.lab.harness import RunningLab
 from mko.lab.microk8s import Microk8sCluster, configure_microk8s
-from mko.lab.netns import LabError
 from mko.lab.nut import NutServer, OutputTimers, end_process
 from mko.platform.db.models.ups import PowerEvent
-from mko.platform.errors import ConflictError, InputError, MkoError
+from mko.platform.errors import ConflictError, InputError, LabError, MkoError
 from mko.platform.files import write_atomic
 from mko.platform.settings import Settings
 
@@ -242,14 +241,15 @@ class LabDaemon:
     def _provision(self) -> str | None:
         from mko.access.users import ensure_first_admin
         from mko.lab.provision import provision_lab
-        from mko.platform.db.session import make_engine, make_session_factory
         from mko.platform.db.upgrade import upgrade_database
+        from mko.wiring import wire
 
         assert self.running is not None and self.nut is not None
         upgrade_database(self.settings.database_url, backup=False)
-        engine = make_engine(self.settings.database_url)
+        # Wired like any mko process on the lab's database: node writes refresh the lab's inventory.
+        wiring = wire(self.settings)
         try:
-            with make_session_factory(engine)() as session:
+            with wiring.session_factory() as session:
                 provision_lab(
                     session,
                     self.settings,
@@ -264,7 +264,7 @@ class LabDaemon:
                 )
                 password = ensure_first_admin(session, self.settings, None)
         finally:
-            engine.dispose()
+            wiring.close()
         if password:
             fd = os.open(self.paths.admin_password, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:

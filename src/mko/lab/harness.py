@@ -23,9 +23,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from mko.lab.netns import DEFAULT_SUBNET, Lab, LabError, LabNode, NodeSpec
+from mko.lab.netns import DEFAULT_SUBNET, Lab, LabNode, NodeSpec
 from mko.lab.nodesys import LabSsh, NodeSystem, SshdService
 from mko.lab.recorder import BootOnWake, MagicPacketRecorder
+from mko.platform.errors import LabError
 
 __all__ = ["DEFAULT_BOOT_PORT", "PowerRequests", "RunningLab", "RunningNode"]
 

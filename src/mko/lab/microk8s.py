@@ -69,11 +69,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mko.lab.nodeside.cluster_state import STATE_DIR, Cluster, default_node, is_ready
+from mko.lab.nodeside.cluster_state import STATE_DIR, Cluster, boot, default_node, halt, is_ready
 
 if TYPE_CHECKING:
     from mko.lab.harness import RunningLab
-    from mko.lab.nodesys import NodeSystem
 
 __all__ = ["Microk8sCluster", "configure_microk8s"]
 
@@ -94,7 +93,7 @@ class Microk8sCluster:
     def of(cls, running: RunningLab) -> Microk8sCluster:
         """Return the cluster of a lab started with ssh=True."""
         if running.ssh is None:
-            from mko.lab.netns import LabError
+            from mko.platform.errors import LabError
 
             raise LabError("a simulated MicroK8s cluster needs a lab started with ssh=True")
         return cls(running.ssh.root)
@@ -172,19 +171,12 @@ class Microk8sCluster:
     def booted(self, hostname: str) -> None:
         """At boot the services start only if enabled (``microk8s stop`` disabled them)."""
         with self._locked() as state:
-            node = state["nodes"].setdefault(hostname, default_node())
-            now = time.time()
-            node["powered"] = True
-            node["boots"] = node.get("boots", 0) + 1
-            if node["enabled"]:
-                node["running"], node["changed_at"] = True, now
-                node["ready_at"] = now + float(state.get("config", {}).get("ready_delay", 0.3))
+            boot(state, hostname, time.time())
 
     def halted(self, hostname: str) -> None:
         """Power gone: nothing runs, the node goes NotReady."""
         with self._locked() as state:
-            node = state["nodes"].setdefault(hostname, default_node())
-            node.update(powered=False, running=False, ready_at=None, changed_at=time.time())
+            halt(state, hostname, time.time())
 
 
 def configure_microk8s(running: RunningLab, control_planes: int = 1, **options: Any) -> Microk8sCluster:
@@ -193,13 +185,3 @@ def configure_microk8s(running: RunningLab, control_planes: int = 1, **options: 
     names = [node.hostname for node in running.nodes]
     cluster.configure(names[:control_planes], names[control_planes:], **options)
     return cluster
-
-
-def node_booted(system: NodeSystem) -> None:
-    """The microk8s stand-in's boot hook: the node's services start if enabled."""
-    Microk8sCluster(system.ssh.root).booted(system.hostname)
-
-
-def node_halted(system: NodeSystem) -> None:
-    """The microk8s stand-in's power-loss hook: the node's services stop."""
-    Microk8sCluster(system.ssh.root).halted(system.hostname)

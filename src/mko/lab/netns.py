@@ -36,12 +36,11 @@ from types import TracebackType
 from typing import Self
 
 from mko.lab.macaddr import normalize_mac
-from mko.platform.errors import MkoError
+from mko.platform.errors import LabError
 
 __all__ = [
     "DEFAULT_SUBNET",
     "Lab",
-    "LabError",
     "LabNode",
     "NodeSpec",
     "cleanup_stale",
@@ -68,10 +67,6 @@ _NODE_NAME = re.compile(r"[a-z][a-z0-9]{0,10}")
 _RESERVED_NAMES = frozenset({"lan", "orch"})
 _IP_TIMEOUT = 30.0
 _TERM_GRACE = 2.0
-
-
-class LabError(MkoError):
-    """The virtual lab could not be built, entered or torn down."""
 
 
 # --------------------------------------------------------------------------- namespaces as such

@@ -47,8 +47,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mko.lab import microk8s
-from mko.lab.netns import LabError, LabNode, kill_netns_processes
+from mko.lab.netns import LabNode, kill_netns_processes
+from mko.lab.nodeside import cluster_state
+from mko.platform.errors import LabError
 
 __all__ = [
     "STANDINS",
@@ -96,6 +97,17 @@ class StandIn:
         )
 
 
+def _microk8s_boots(system: NodeSystem) -> None:
+    # What systemd starts at boot: MicroK8s' services, unless `microk8s stop` disabled them.
+    with cluster_state.Cluster(str(system.ssh.root)) as state:
+        cluster_state.boot(state, system.hostname, time.time())
+
+
+def _microk8s_halts(system: NodeSystem) -> None:
+    with cluster_state.Cluster(str(system.ssh.root)) as state:
+        cluster_state.halt(state, system.hostname, time.time())
+
+
 STANDINS: tuple[StandIn, ...] = (
     StandIn("ethtool", "ethtool", ("/usr/sbin/ethtool", "/sbin/ethtool")),
     StandIn("systemctl", "systemctl", ("/usr/bin/systemctl", "/bin/systemctl")),
@@ -104,8 +116,8 @@ STANDINS: tuple[StandIn, ...] = (
         "microk8s",
         "microk8s",
         ("/snap/bin/microk8s",),
-        on_boot=microk8s.node_booted,
-        on_halt=microk8s.node_halted,
+        on_boot=_microk8s_boots,
+        on_halt=_microk8s_halts,
     ),
     StandIn("snap", "snap", ("/usr/bin/snap",)),
     StandIn("shutdown", "shutdown", ("/usr/sbin/shutdown", "/sbin/shutdown")),

@@ -42,7 +42,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from mko.lab.netns import LabError, enter_netns
+from mko.lab.netns import enter_netns
+from mko.platform.errors import LabError
 
 __all__ = ["NUT_BIN", "NutServer", "OutputTimers", "end_process"]
 

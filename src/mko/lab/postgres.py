@@ -17,17 +17,15 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["PostgresError", "PostgresServer", "find_bindir"]
+from mko.platform.errors import PostgresError
+
+__all__ = ["PostgresServer", "find_bindir"]
 
 _PORT = 5432  # only names the socket file (.s.PGSQL.5432) inside our private directory
 _USER = "postgres"
 # No TCP at all (listen_addresses empty); durability traded for speed, as befits a scratch server.
 _FAST = ("-c", "listen_addresses=", "-c", "fsync=off", "-c", "synchronous_commit=off")
 _INITDB = ("-E", "UTF8", "--locale=C", "--no-sync")
-
-
-class PostgresError(RuntimeError):
-    """The test server could not be set up."""
 
 
 def find_bindir() -> Path:

@@ -28,7 +28,8 @@ from types import TracebackType
 from typing import Literal, Protocol, Self
 
 from mko.lab.macaddr import format_mac, normalize_mac
-from mko.lab.netns import INTERFACE, LabError, enter_netns
+from mko.lab.netns import INTERFACE, enter_netns
+from mko.platform.errors import LabError
 
 __all__ = [
     "BANNER",

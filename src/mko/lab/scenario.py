@@ -29,16 +29,12 @@ from mko.lab.control import LabControl
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.operations import Operation
 from mko.platform.db.models.ups import PowerEvent, UpsEvent
-from mko.platform.errors import ConflictError, MkoError
+from mko.platform.errors import ConflictError, ScenarioError
 
-__all__ = ["LongOutage", "ScenarioError"]
+__all__ = ["LongOutage"]
 
 _POLL = 0.2
 _AFTER_CUT = 10.0  # mains returns this long after the UPS's output went off
-
-
-class ScenarioError(MkoError):
-    """The scenario could not be played to its end (the lab was not ready, or a step never came)."""
 
 
 @dataclass

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
-from mko.lab.netns import Lab, LabError, _ip_batch, delete_netns
+from mko.lab.netns import Lab, _ip_batch, delete_netns
+from mko.platform.errors import LabError
 
 __all__ = ["ROUTER_HOST", "Router", "join_labs"]
 

@@ -6,8 +6,9 @@ ansible_inventory_path``): a group per cluster (``cluster_<name>``) and per role
 OpenSSH verify host keys against mko's known_hosts. The file is an inventory script whose every value
 is marked unsafe (see :func:`render_inventory`): whatever a node's fields hold, Ansible never evaluates
 it as a template. Once written, the file is rewritten shortly after every commit that changes a node
-(but only by processes using the database it was generated from), so it stays current without anyone
-re-running the command.
+(but only by processes using the database it was generated from, through the sessions that
+``mko.wiring.InventoryRefresher`` watches: ``mko.wiring`` sets that up), so it stays
+current without anyone re-running the command.
 
 The playbooks leave JSON facts in ``settings.ansible_facts_dir`` and call ``mko ansible import-facts``;
 network facts go through the same interface choice as ``wol collect-mac``.
@@ -29,11 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from mko.inventory.nodes import configure_wol, get_node
+from mko.inventory.nodes import get_node, update_node
 from mko.inventory.schemas import WolConfigure
 from mko.nic.collect import NodeNetwork, apply_network_facts, describe_row
 from mko.nic.interfaces import choose_interface, parse_interfaces
@@ -44,7 +45,7 @@ from mko.platform.db.models.inventory import Cluster, Node, NodeRole
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.errors import ConflictError, InputError, MkoError
 from mko.platform.files import locked_directory, write_atomic
-from mko.platform.settings import Settings, get_settings
+from mko.platform.settings import Settings
 
 __all__ = [
     "InventorySummary",
@@ -53,6 +54,7 @@ __all__ = [
     "import_facts",
     "inventory_data",
     "render_inventory",
+    "request_refresh",
     "write_inventory",
 ]
 
@@ -242,15 +244,15 @@ class _Refresher:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._due: dict[str, Engine] = {}
+        self._due: dict[str, tuple[Engine, Settings]] = {}
         self._busy = False
         self._changed = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
 
-    def request(self, engine: Engine) -> None:
+    def request(self, engine: Engine, settings: Settings) -> None:
         """Note that ``engine``'s nodes changed; the file is rewritten shortly (if it is tracked)."""
         with self._changed:
-            self._due[engine.url.render_as_string(hide_password=False)] = engine
+            self._due[engine.url.render_as_string(hide_password=False)] = (engine, settings)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="mko-inventory-refresh", daemon=True)
                 self._thread.start()
@@ -271,17 +273,16 @@ class _Refresher:
                 due, self._due = self._due, {}
                 self._busy = True
             try:
-                for url, engine in due.items():
-                    _refresh(url, engine)
+                for url, (engine, settings) in due.items():
+                    _refresh(url, engine, settings)
             finally:
                 with self._changed:
                     self._busy = False
                     self._changed.notify_all()
 
 
-def _refresh(url: str, engine: Engine) -> None:
+def _refresh(url: str, engine: Engine, settings: Settings) -> None:
     try:
-        settings = get_settings()
         if url != make_url(settings.database_url).render_as_string(hide_password=False):
             return  # another database (a test's, the lab's): the file belongs to the configured one
         if not _tracked(settings):
@@ -293,31 +294,18 @@ def _refresh(url: str, engine: Engine) -> None:
         log.exception("could not refresh the Ansible inventory")
 
 
+# One writer thread per process, whatever the number of session factories watched.
 _refresher = _Refresher()
+
+
+def request_refresh(engine: Engine, settings: Settings) -> None:
+    """Rewrite the inventory of ``settings`` shortly, from ``engine``'s nodes (if the file is tracked)."""
+    _refresher.request(engine, settings)
 
 
 def flush_refresh(timeout: float = 30.0) -> bool:
     """Wait until the refreshes requested by this process's commits are written."""
     return _refresher.flush(timeout)
-
-
-@event.listens_for(Session, "after_flush")
-def _note_node_changes(session: Session, _context: Any) -> None:
-    if any(isinstance(obj, Node) for obj in (*session.new, *session.dirty, *session.deleted)):
-        session.info["mko_nodes_changed"] = True
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget_node_changes(session: Session) -> None:
-    session.info.pop("mko_nodes_changed", None)
-
-
-@event.listens_for(Session, "after_commit")
-def _refresh_after_commit(session: Session) -> None:
-    if not session.info.pop("mko_nodes_changed", False):
-        return
-    bind = session.get_bind()
-    _refresher.request(bind if isinstance(bind, Engine) else bind.engine)
 
 
 # ----------------------------------------------------------------------------- importing facts
@@ -415,7 +403,7 @@ def _import_wol(session: Session, node: Node, facts: dict[str, Any]) -> dict[str
     }
     if "g" in node.nic_wol_state and not node.wol_enabled:
         # The playbook did what `wol enable` does to the card; the flag follows, as with `wol enable`.
-        configure_wol(session, node.id, WolConfigure(wol_enabled=True))
+        update_node(session, node.id, WolConfigure(wol_enabled=True))
         row["wol_enabled"] = "enabled"
     if "g" in node.nic_wol_state:
         row["state"] = "armed"

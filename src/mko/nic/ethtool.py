@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from mko.nic.interfaces import NicError
+from mko.platform.errors import NicError
 from mko.ssh.client import SshSession
 
 __all__ = ["ETHTOOL", "EthtoolWol", "parse_ethtool"]

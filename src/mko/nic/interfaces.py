@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from mko.platform import validation
-from mko.platform.errors import InputError, PowerError
+from mko.platform.errors import InputError, NicError
 from mko.ssh.client import SshSession
 
-__all__ = ["Choice", "Interface", "NicError", "choose_interface", "parse_interfaces"]
+__all__ = ["Choice", "Interface", "choose_interface", "parse_interfaces"]
 
 
 # Interface kinds (ip -d link "info_kind") that are not a network card of their own.
@@ -37,10 +37,6 @@ _STACKED_KINDS = frozenset({"vlan", "macvlan", "macvtap", "ipvlan"})
 # ip's link types and kinds (ether, loopback, veth, bridge...) and operstates (UP, LOWER_UP...).
 _WORD = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 _HARDWARE_ADDRESS = re.compile(r"[0-9A-Fa-f:.-]{1,64}")
-
-
-class NicError(PowerError):
-    """The node's network card could not be read or configured."""
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from mko.nic.ethtool import ETHTOOL
-from mko.nic.interfaces import NicError
+from mko.platform.errors import NicError
 from mko.ssh.client import SshSession
 
 __all__ = ["link_file", "oneshot_unit"]

@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
-from mko.inventory.nodes import configure_wol, get_node
+from mko.inventory.nodes import get_node, update_node
 from mko.inventory.schemas import WolConfigure
 from mko.nic.ethtool import read_wol
-from mko.nic.interfaces import NicError, choose_interface, read_interfaces
+from mko.nic.interfaces import choose_interface, read_interfaces
 from mko.nic.persistence import persist
 from mko.nic.status import MAGIC_METHODS
 from mko.operations.records import Actor, finish_operation, record_step, start_operation
@@ -38,9 +38,9 @@ from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.inventory import Node
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.session import in_thread_session
-from mko.platform.errors import MkoError, UnsupportedActionError
+from mko.platform.errors import MkoError, NicError, SshError, SshUnreachableError, UnsupportedActionError
 from mko.platform.settings import Settings
-from mko.ssh.client import SshError, SshSession, SshTarget, SshUnreachableError, connect
+from mko.ssh.client import SshSession, SshTarget, connect
 
 if TYPE_CHECKING:
     from mko.nic.ethtool import EthtoolWol
@@ -248,7 +248,7 @@ def _set_flag(
     node = _update_node(session, node_id, card)
     operation = session.get_one(Operation, operation_id)
     try:
-        configure_wol(session, node.id, WolConfigure(wol_enabled=enable))
+        update_node(session, node.id, WolConfigure(wol_enabled=enable))
     except MkoError as exc:
         record_step(session, operation, name="orchestrator flag", status=OperationStatus.FAILED,
                     node_id=node.id, message=str(exc))  # fmt: skip

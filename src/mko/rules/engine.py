@@ -68,7 +68,8 @@ from mko.platform.errors import MkoError
 from mko.platform.settings import Settings
 from mko.rules.actions import ACTIONS, ActionContext, ActionResult, StopSignal
 from mko.rules.records import _finish, _step
-from mko.rules.service import _missing_action_message
+from mko.rules.service import _missing_action_message, low_battery_thresholds, runtime_needs
+from mko.ups.monitor import Thresholds
 from mko.ups.status import UpsReading
 
 if TYPE_CHECKING:
@@ -230,6 +231,10 @@ class RuleEngine:
             if execution.state == WAITING:
                 execution.cancel_reason = execution.cancel_reason or STOPPED_WAITING
                 self._close_cancelled(execution)
+
+    def thresholds(self, session: Session) -> Thresholds:
+        """The battery levels and runtime needs of the enabled rules: what the UPS monitor watches for."""
+        return Thresholds(low_battery_thresholds(session), runtime_needs(session, self.settings))
 
     def pending(self) -> list[dict[str, Any]]:
         """Executions waiting or running now."""

@@ -1,5 +1,7 @@
-"""What a schedule runs (a wake; a shutdown, registered by mko.cluster.shutdown) and
-the context each run gets."""
+"""What a schedule runs (a wake, a cluster shutdown) and the context each run gets.
+
+The table of runners is static: schedules sit above the cluster layer, so the scheduled shutdown calls
+the cluster's shutdown directly and nothing has to register itself at import."""
 
 from __future__ import annotations
 
@@ -9,24 +11,19 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from mko.cluster.plan import plan_shutdown
+from mko.cluster.shutdown import run_shutdown, start_shutdown
 from mko.operations.records import Actor, finish_operation, record_step
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.inventory import Node
 from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
 from mko.platform.db.models.schedules import ScheduleAction
-from mko.platform.errors import MkoError
+from mko.platform.errors import ConflictError, MkoError
 from mko.platform.settings import Settings
 from mko.wol import reachability
 from mko.wol.wake import make_schedule, run_wake, start_wake
 
-__all__ = ["RunContext", "register_action"]
-
-
-_UNAVAILABLE = {
-    ScheduleAction.SHUTDOWN: (
-        "graceful shutdown is not available in this version; schedules can wake nodes and clusters"
-    ),
-}
+__all__ = ["RUNNERS", "PreparedRun", "RunContext", "run_scheduled_shutdown", "run_scheduled_wake"]
 
 
 @dataclass(frozen=True)
@@ -50,16 +47,9 @@ class RunContext:
 
 
 ActionRunner = Callable[[RunContext, PreparedRun], Awaitable[Operation]]
-_RUNNERS: dict[ScheduleAction, ActionRunner] = {}
 
 
-def register_action(action: ScheduleAction, runner: ActionRunner) -> None:
-    """Make ``action`` schedulable (graceful shutdown registers itself here when it exists)."""
-    _RUNNERS[action] = runner
-    _UNAVAILABLE.pop(action, None)
-
-
-async def _run_wake(context: RunContext, run: PreparedRun) -> Operation:
+async def run_scheduled_wake(context: RunContext, run: PreparedRun) -> Operation:
     """Probe the targets, then wake only the nodes that do not answer."""
     factory, settings = context.session_factory, context.settings
     with factory() as session:
@@ -115,32 +105,84 @@ async def _run_wake(context: RunContext, run: PreparedRun) -> Operation:
             return finish_operation(
                 session, operation, status=OperationStatus.FAILED, summary=f"wake refused: {exc}"
             )
-        step = record_step(
-            session,
-            operation,
-            name="wake",
-            status=OperationStatus.RUNNING,
-            message=f"waking {len(prepared.nodes)} node(s) in operation #{prepared.operation_id}",
-            detail={"operation_id": prepared.operation_id},
-        )
-        step_id = step.id
+        message = f"waking {len(prepared.nodes)} node(s) in operation #{prepared.operation_id}"
+        step_id = _linking_step(session, operation, "wake", message, prepared.operation_id)
     woken = await run_wake(factory, settings, prepared)
+    prefix = f"{len(up)} already up; " if up else ""
+    return _finish_linked(
+        context,
+        run,
+        step_id,
+        woken,
+        summary=f"{prefix}woke {len(down)}: {woken.summary}",
+        result={
+            "already_up": [n.id for n in up],
+            "woken": [n.id for n in down],
+            "wake_operation_id": woken.id,
+        },
+    )
+
+
+async def run_scheduled_shutdown(context: RunContext, run: PreparedRun) -> Operation:
+    """A schedule's shutdown: plan now, run it as its own operation, link it from the schedule's."""
+    factory, settings = context.session_factory, context.settings
     with factory() as session:
         operation = session.get_one(Operation, run.operation_id)
+        cluster_id = operation.target_id or 0
+        try:
+            plan = await plan_shutdown(session, settings, cluster_id, force=bool(run.options.get("force")))
+            prepared = start_shutdown(session, plan, run.actor)
+        except ConflictError as exc:
+            record_step(
+                session, operation, name="shutdown", status=OperationStatus.CANCELLED, message=str(exc)
+            )
+            return finish_operation(
+                session, operation, status=OperationStatus.CANCELLED, summary=f"not started: {exc}"
+            )
+        message = f"shutting down in operation #{prepared.operation_id}"
+        step_id = _linking_step(session, operation, "shutdown", message, prepared.operation_id)
+    done = await run_shutdown(factory, settings, prepared)
+    return _finish_linked(
+        context,
+        run,
+        step_id,
+        done,
+        summary=f"shutdown #{done.id}: {done.summary}",
+        result={"shutdown_operation_id": done.id},
+    )
+
+
+def _linking_step(session: Session, operation: Operation, name: str, message: str, child_id: int) -> int:
+    """The run's step that links the operation doing the work (a wake, a shutdown); its id."""
+    step = record_step(
+        session,
+        operation,
+        name=name,
+        status=OperationStatus.RUNNING,
+        message=message,
+        detail={"operation_id": child_id},
+    )
+    return step.id
+
+
+def _finish_linked(
+    context: RunContext,
+    run: PreparedRun,
+    step_id: int,
+    child: Operation,
+    *,
+    summary: str,
+    result: dict[str, Any],
+) -> Operation:
+    """Close the linking step and the run with the outcome of the operation that did the work."""
+    with context.session_factory() as session:
+        operation = session.get_one(Operation, run.operation_id)
         step = session.get_one(OperationStep, step_id)
-        step.status, step.message, step.finished_at = woken.status, f"#{woken.id}: {woken.summary}", utcnow()
-        prefix = f"{len(up)} already up; " if up else ""
-        return finish_operation(
-            session,
-            operation,
-            status=woken.status,
-            summary=f"{prefix}woke {len(down)}: {woken.summary}",
-            result={
-                "already_up": [n.id for n in up],
-                "woken": [n.id for n in down],
-                "wake_operation_id": woken.id,
-            },
-        )
+        step.status, step.message, step.finished_at = child.status, f"#{child.id}: {child.summary}", utcnow()
+        return finish_operation(session, operation, status=child.status, summary=summary, result=result)
 
 
-register_action(ScheduleAction.WAKE, _run_wake)
+RUNNERS: dict[ScheduleAction, ActionRunner] = {
+    ScheduleAction.WAKE: run_scheduled_wake,
+    ScheduleAction.SHUTDOWN: run_scheduled_shutdown,
+}

@@ -15,9 +15,8 @@ Semantics, in the order the scheduler applies them:
 * every run is an operation (``schedule_wake``, target the schedule's node or cluster) whose steps say
   which nodes were already up and which wake operation woke the rest.
 
-Actions are dispatched through a registry: :func:`register_action`; mko.cluster.shutdown registers the
+Actions are dispatched through the static table ``mko.schedules.actions.RUNNERS``: a wake, and the
 cluster shutdown (a ``schedule_shutdown`` operation linking the ordered ``cluster_shutdown`` it ran).
-An action nobody registered is refused at creation with a message naming what is missing.
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ from mko.platform.db.models.inventory import Node
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.models.schedules import Schedule
 from mko.platform.settings import Settings
-from mko.schedules.actions import _RUNNERS, _UNAVAILABLE, PreparedRun, RunContext
+from mko.schedules.actions import RUNNERS, PreparedRun, RunContext
 from mko.schedules.cron import _latest_run, runs_between
 from mko.schedules.service import _target_label, running_conflict
 
@@ -251,8 +250,6 @@ class Scheduler:
                 OperationStatus.CANCELLED,
                 f"not started: operation #{conflict.id} ({conflict.kind}) is running on {scope}",
             )
-        elif schedule.action not in _RUNNERS:
-            refusal = (OperationStatus.FAILED, _UNAVAILABLE.get(schedule.action, "no runner for this action"))
         elif not node_ids:
             refusal = (OperationStatus.FAILED, f"cluster #{cluster_id} has no nodes")
         schedule.last_operation_id = operation.id
@@ -275,7 +272,7 @@ class Scheduler:
     async def _execute(self, run: PreparedRun) -> Operation:
         factory = self.context.session_factory
         try:
-            operation = await _RUNNERS[run.action](self.context, run)
+            operation = await RUNNERS[run.action](self.context, run)
         except asyncio.CancelledError:
             self._close(run, OperationStatus.CANCELLED, "cancelled: mko stopped while it ran")
             raise

@@ -21,7 +21,6 @@ from mko.platform.db.models.operations import Operation, OperationStatus, Operat
 from mko.platform.db.models.schedules import Schedule, ScheduleAction
 from mko.platform.errors import ConflictError, InputError, NotFoundError
 from mko.platform.settings import Settings
-from mko.schedules.actions import _UNAVAILABLE
 from mko.schedules.cron import check_cron, check_timezone, runs_between
 from mko.schedules.schemas import SchedulePublic
 from mko.wol.wake import make_schedule
@@ -90,8 +89,6 @@ def create_schedule(
     name = data.name.strip()
     if not name:
         raise InputError("name", "must not be empty")
-    if data.action in _UNAVAILABLE:
-        raise InputError("action", _UNAVAILABLE[data.action])
     if (data.cluster_id is None) == (data.node_id is None):
         raise InputError("cluster_id", "give exactly one target: a cluster or a node")
     if data.cluster_id is not None:

@@ -38,89 +38,27 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from mko.platform.errors import FatalPowerError, PowerError, RetryablePowerError
 from mko.platform.settings import Settings
 
 if TYPE_CHECKING:
     import asyncssh
+from mko.platform.errors import (
+    HostKeyChangedError,
+    HostKeyUnknownError,
+    SshAuthError,
+    SshCommandError,
+    SshTimeoutError,
+    SshUnreachableError,
+)
 from mko.ssh.known_hosts import KnownHosts, fingerprint
 
-__all__ = [
-    "CommandResult",
-    "HostKeyChangedError",
-    "HostKeyUnknownError",
-    "SshAuthError",
-    "SshCommandError",
-    "SshError",
-    "SshSession",
-    "SshTarget",
-    "SshTimeoutError",
-    "SshUnreachableError",
-    "connect",
-]
+__all__ = ["CommandResult", "SshSession", "SshTarget", "connect"]
 
 log = logging.getLogger("mko.ssh")
 # asyncssh logs every connection and channel at INFO; mko logs what matters itself.
 logging.getLogger("asyncssh").setLevel(logging.WARNING)
 
 _OUTPUT_KEEP = 4000  # characters of stdout/stderr kept in operation steps
-
-
-class SshError(PowerError):
-    """Base of SSH failures; ``target`` says which node."""
-
-    def __init__(self, target: SshTarget, message: str) -> None:
-        super().__init__(f"{target.label}: {message}")
-        self.target = target
-        self.reason = message
-
-
-class SshUnreachableError(SshError, RetryablePowerError):
-    """The node could not be reached or did not finish the login in time."""
-
-
-class SshTimeoutError(SshError, RetryablePowerError):
-    """A command did not finish within its timeout."""
-
-
-class HostKeyUnknownError(SshError, FatalPowerError):
-    """No host key is recorded for the node; the operator must trust it first."""
-
-    def __init__(self, target: SshTarget, presented: str | None) -> None:
-        shown = f" (it presents {presented})" if presented else ""
-        super().__init__(
-            target,
-            f"host key of {target.address} is not trusted yet{shown}; check the fingerprint on the node "
-            f"(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) and run `mko node trust {target.node_id}`",
-        )
-        self.presented = presented
-
-
-class HostKeyChangedError(SshError, FatalPowerError):
-    """The node presented a key other than the recorded one: refuse, it may be an impostor."""
-
-    def __init__(self, target: SshTarget, known: Sequence[str], presented: str | None) -> None:
-        super().__init__(
-            target,
-            f"HOST KEY CHANGED for {target.address}: known {', '.join(known)}, presented "
-            f"{presented or 'a key of another type'}; nothing was run. If the node was reinstalled, check "
-            f"the new key on its console and run `mko node trust {target.node_id} --replace`",
-        )
-        self.known = list(known)
-        self.presented = presented
-
-
-class SshAuthError(SshError, FatalPowerError):
-    """The node refused our credentials."""
-
-
-class SshCommandError(SshError, FatalPowerError):
-    """A command exited non-zero (only raised with ``check=True``)."""
-
-    def __init__(self, target: SshTarget, result: CommandResult) -> None:
-        detail = (result.stderr.strip() or result.stdout.strip())[-300:]
-        super().__init__(target, f"`{result.command}` exited {result.exit_status}: {detail}")
-        self.result = result
 
 
 class _NodeLike(Protocol):

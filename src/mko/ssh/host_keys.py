@@ -11,7 +11,8 @@ from mko.platform.settings import Settings
 
 if TYPE_CHECKING:
     import asyncssh
-from mko.ssh.client import SshTarget, SshUnreachableError, _describe, _presented_key
+from mko.platform.errors import SshUnreachableError
+from mko.ssh.client import SshTarget, _describe, _presented_key
 from mko.ssh.known_hosts import KnownHosts, fingerprint
 
 __all__ = ["HostKeyInfo", "scan_host_key"]

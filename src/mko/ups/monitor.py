@@ -3,8 +3,10 @@
 One task per UPS keeps a persistent NUT connection and reads ``LIST VAR`` every
 ``ups_poll_interval`` seconds (1 s by default, on a fixed cadence). Each reading or failure goes to that
 UPS's :class:`~mko.ups.events.EventDetector`; the events it returns are stored (``ups_events``) and
-handed, in order, to the :class:`~mko.rules.engine.RuleEngine`. Everything else (API status, web tiles) reads
-the monitor's state instead of opening its own connections.
+handed, in order, to the monitor's :class:`EventSink`: the rule engine (``mko.rules.engine``), which
+``mko.wiring`` plugs in (a monitor built without a sink stores and notifies events, and runs no rule).
+Everything else (API status, web tiles) reads the monitor's state instead of opening its own
+connections.
 
 A broken connection is retried at once on a fresh socket; after that, attempts back off exponentially
 from the poll interval up to ``ups_reconnect_max``. ``ERR DRIVER-NOT-CONNECTED`` / ``DATA-STALE`` are
@@ -48,7 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio.to_thread
 from sqlalchemy import select, update
@@ -63,17 +65,20 @@ from mko.platform.db.models.ha import UpsState
 from mko.platform.db.models.outages import OutagePhase
 from mko.platform.db.models.ups import UPS, PowerEvent, UpsEvent
 from mko.platform.db.session import in_thread_session
-from mko.platform.errors import ConflictError
+from mko.platform.errors import (
+    MonitorLockedError,
+    NutConnectionError,
+    NutError,
+    NutResponseError,
+)
 from mko.platform.secrets import SecretBox
 from mko.platform.settings import Settings
-from mko.rules.engine import RuleEngine
-from mko.rules.service import low_battery_thresholds, runtime_needs
 from mko.ups.events import CommFailure, DetectedEvent, EventDetector, last_seen
-from mko.ups.nut import NutClient, NutConnectionError, NutError, NutResponseError
+from mko.ups.nut import NutClient
 from mko.ups.service import UpsTarget, list_ups, record_events, status_of, target_of
 from mko.ups.status import PowerSource, UpsReading
 
-__all__ = ["MonitorLockedError", "UpsMonitor", "lock_file_path", "start_monitor"]
+__all__ = ["EventSink", "NullSink", "Thresholds", "UpsMonitor", "lock_file_path", "start_monitor"]
 
 log = logging.getLogger("mko.ups.monitor")
 
@@ -81,10 +86,6 @@ CHARGE_SAMPLE_SECONDS = 30.0  # the charge sparkline: 120 samples an hour
 
 LOCK_FILE_NAME = "ups-monitor.lock"
 EventHook = Callable[[UpsTarget, UpsEvent], None]
-
-
-class MonitorLockedError(ConflictError):
-    """Another monitor already runs the rules of this database on this host."""
 
 
 def lock_file_path(settings: Settings) -> Path:
@@ -103,6 +104,68 @@ def lock_file_path(settings: Settings) -> Path:
     identity = url.set(password=None, drivername=url.get_backend_name()).render_as_string()
     digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
     return Path("data") / f"{Path(LOCK_FILE_NAME).stem}-{digest}.lock"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """What the event detectors watch for the sink, per UPS id."""
+
+    low_battery: dict[int, set[int]]  # battery percentages that raise low_battery
+    runtime_needs: dict[int, dict[int, float]]  # per cluster id: seconds of runtime its shutdown needs
+
+
+class EventSink(Protocol):
+    """Where the monitor hands the events it stored, in order (the rule engine, wired by mko.wiring)."""
+
+    def recover(self) -> int:
+        """Close what a previous run of this process left waiting or running; how many."""
+        ...
+
+    async def handle(self, event: UpsEvent, ups_name: str) -> object:
+        """Act on one stored event."""
+        ...
+
+    async def close(self, *, handover: bool = False) -> None:
+        """Stop; ``handover``: leave open executions to the next leader."""
+        ...
+
+    def shutting_down(self, ups_id: int) -> bool:
+        """Whether a shutdown for this UPS's clusters is still waiting or running."""
+        ...
+
+    def pending(self) -> list[dict[str, Any]]:
+        """What the sink is waiting for or running now (``GET /api/ups/monitor``)."""
+        ...
+
+    def thresholds(self, session: Session) -> Thresholds:
+        """The levels the detectors must watch for this sink."""
+        ...
+
+
+class NullSink:
+    """A sink that acts on nothing: events are stored and notified, no rule runs."""
+
+    def recover(self) -> int:
+        """Nothing to close."""
+        return 0
+
+    async def handle(self, event: UpsEvent, ups_name: str) -> None:
+        """Ignore the event."""
+
+    async def close(self, *, handover: bool = False) -> None:
+        """Nothing to stop."""
+
+    def shutting_down(self, ups_id: int) -> bool:
+        """Never."""
+        return False
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Nothing."""
+        return []
+
+    def thresholds(self, session: Session) -> Thresholds:
+        """No levels beyond the detector's own."""
+        return Thresholds({}, {})
 
 
 class _Lock:
@@ -171,14 +234,14 @@ class UpsMonitor:
         session_factory: sessionmaker[Session],
         settings: Settings,
         *,
-        engine: RuleEngine | None = None,
+        sink: EventSink | None = None,
         on_event: EventHook | None = None,
         ha: bool = False,
     ) -> None:
         self.session_factory = session_factory
         self.settings = settings
         self.ha = ha
-        self.engine = engine or RuleEngine(session_factory, settings, readings=self.latest_reading)
+        self.sink: EventSink = sink or NullSink()
         self.on_event = on_event
         self.powerdown: dict[str, Any] | None = None  # the marker a power-down of mko's host left
         self._watches: dict[int, _Watch] = {}
@@ -203,7 +266,7 @@ class UpsMonitor:
                 # Events a previous leader stored but did not hand over yet (claimed atomically).
                 await self._replay_unhandled()
             else:
-                self.engine.recover()
+                self.sink.recover()
                 self._skip_unhandled()
             await self.reload()
         except BaseException:
@@ -231,7 +294,7 @@ class UpsMonitor:
             await asyncio.gather(self._supervisor, return_exceptions=True)
         for ups_id in list(self._watches):
             await self._drop(ups_id)
-        await self.engine.close(handover=handover)
+        await self.sink.close(handover=handover)
         self._lock.release()
         log.info("UPS monitor stopped")
 
@@ -311,10 +374,9 @@ class UpsMonitor:
             session: Session,
         ) -> tuple[dict[int, UpsTarget], dict[int, set[int]], dict[int, dict[int, float]]]:
             rows = list_ups(session)
-            thresholds = low_battery_thresholds(session)
-            needs = runtime_needs(session, self.settings)
+            levels = self.sink.thresholds(session)
             box = SecretBox.from_settings(self.settings) if any(r.password_encrypted for r in rows) else None
-            return {row.id: target_of(row, box) for row in rows}, thresholds, needs
+            return {row.id: target_of(row, box) for row in rows}, levels.low_battery, levels.runtime_needs
 
         # In a worker thread: the monitor shares the server's event loop with requests.
         targets, thresholds, needs = await in_thread_session(self.session_factory, read)
@@ -482,7 +544,7 @@ class UpsMonitor:
         if client.login_ups is None:
             return
         if "FSD" in reading.tokens:
-            if client.logged_in and not self.engine.shutting_down(watch.target.id):
+            if client.logged_in and not self.sink.shutting_down(watch.target.id):
                 log.warning(
                     "UPS %s: FSD and nothing left to shut down: logging out of upsd", watch.target.name
                 )
@@ -500,7 +562,7 @@ class UpsMonitor:
                     hook(watch.target, row)
                 except Exception:  # a notification or hook must never stop the rules
                     log.exception("event hook failed")
-            await self.engine.handle(row, watch.target.name)
+            await self.sink.handle(row, watch.target.name)
 
     # -------------------------------------------------------------- persisted state
 
@@ -574,7 +636,7 @@ class UpsMonitor:
             )
         for row in pending:
             log.warning("event %s (%s) was stored but not acted on yet: acting now", row.id, row.event.value)
-            await self.engine.handle(row, names.get(row.ups_id, str(row.ups_id)))
+            await self.sink.handle(row, names.get(row.ups_id, str(row.ups_id)))
 
     def _skip_unhandled(self) -> None:
         """Single instance: events left unhandled by a crash are not replayed after a restart (as before)."""
@@ -608,17 +670,14 @@ def _for_clusters(event: DetectedEvent, outage_ids: list[int], clusters: list[in
     return replace(event, detail=event.detail | {"outages": outage_ids, "clusters": clusters})
 
 
-async def start_monitor(
-    session_factory: sessionmaker[Session], settings: Settings, *, ha: bool = False
-) -> UpsMonitor | None:
-    """The monitor for `mko serve`: None when disabled by settings or when another one holds the lock.
+async def start_monitor(monitor: UpsMonitor) -> UpsMonitor | None:
+    """Start the monitor of `mko serve`: None when disabled by settings or when another one holds the lock.
 
-    ``ha``: this instance was elected leader on a shared PostgreSQL database (mko.ha).
+    ``mko.wiring.Wiring.ups_monitor`` builds it, with the rule engine as its sink.
     """
-    if not settings.ups_monitor_enabled:
+    if not monitor.settings.ups_monitor_enabled:
         log.info("UPS monitor disabled (MKO_UPS_MONITOR_ENABLED=false)")
         return None
-    monitor = UpsMonitor(session_factory, settings, ha=ha)
     try:
         await monitor.start()
     except MonitorLockedError as exc:

@@ -32,52 +32,14 @@ import logging
 from types import TracebackType
 from typing import Self
 
-from mko.platform.errors import MkoError
+from mko.platform.errors import NutConnectionError, NutError, NutProtocolError, NutResponseError
 
-__all__ = [
-    "COMM_LOSS_CODES",
-    "DEFAULT_PORT",
-    "NutClient",
-    "NutConnectionError",
-    "NutError",
-    "NutProtocolError",
-    "NutResponseError",
-    "quote",
-    "split_line",
-]
+__all__ = ["DEFAULT_PORT", "NutClient", "quote", "split_line"]
 
 log = logging.getLogger("mko.ups.nut")
 
 DEFAULT_PORT = 3493
-# upsd answers these when it runs but cannot vouch for the UPS's data: the driver is gone or silent.
-COMM_LOSS_CODES = frozenset({"DRIVER-NOT-CONNECTED", "DATA-STALE"})
 _LINE_LIMIT = 64 * 1024
-
-
-class NutError(MkoError):
-    """Anything that went wrong talking to upsd."""
-
-
-class NutConnectionError(NutError):
-    """upsd could not be reached, or the connection broke or timed out (transient)."""
-
-
-class NutProtocolError(NutError):
-    """upsd answered something this client does not understand."""
-
-
-class NutResponseError(NutError):
-    """upsd answered ``ERR <code>``: e.g. UNKNOWN-UPS, DRIVER-NOT-CONNECTED, DATA-STALE, ACCESS-DENIED."""
-
-    def __init__(self, code: str, command: str, detail: str = "") -> None:
-        super().__init__(f"upsd refused {command}: ERR {code}" + (f" {detail}" if detail else ""))
-        self.code = code
-        self.command = command
-
-    @property
-    def comm_loss(self) -> bool:
-        """True when the error means upsd cannot see the UPS (driver down or its data stale)."""
-        return self.code in COMM_LOSS_CODES
 
 
 def quote(value: str) -> str:

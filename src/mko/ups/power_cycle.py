@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mko.platform.db.models.base import utcnow
-from mko.ups.nut import NutError, NutResponseError
+from mko.platform.errors import NutError, NutResponseError
 from mko.ups.service import UpsTarget
 from mko.ups.status import PowerSource, UpsReading, parse_number
 

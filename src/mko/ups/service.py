@@ -17,11 +17,11 @@ from mko.platform import validation
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.rules import PowerRule
 from mko.platform.db.models.ups import UPS, PowerEvent, UpsEvent
-from mko.platform.errors import ConflictError, InputError, NotFoundError
+from mko.platform.errors import ConflictError, InputError, NotFoundError, NutError
 from mko.platform.secrets import SecretBox
 from mko.platform.settings import Settings
 from mko.ups.events import DetectedEvent
-from mko.ups.nut import NutClient, NutError
+from mko.ups.nut import NutClient
 from mko.ups.schemas import UpsCreate
 from mko.ups.status import UpsReading
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -13,7 +12,7 @@ from mko.access.sessions import create_session, delete_session, session_principa
 from mko.access.throttle import LoginThrottle
 from mko.access.users import authenticate_password
 from mko.http.routing import MkoRoute
-from mko.http.security import SESSION_COOKIE, LoginRequired, _audit, _check_csrf, _db, client_address
+from mko.http.security import SESSION_COOKIE, _audit, _check_csrf, _db, client_address
 
 __all__ = ["DEVICE_COOKIE", "router"]
 
@@ -115,8 +114,3 @@ async def logout(request: Request) -> Response:
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
-
-
-def login_redirect(exc: LoginRequired) -> RedirectResponse:
-    """Where an anonymous page request goes."""
-    return RedirectResponse(f"/login?next={quote(exc.next_path)}", status_code=303)

@@ -45,7 +45,14 @@ if TYPE_CHECKING:
     pass
 from mko.operations.interrupted import interrupted_reason
 
-__all__ = ["PreparedWake", "make_schedule", "resume_wake", "run_wake", "start_wake"]
+__all__ = [
+    "PreparedWake",
+    "make_schedule",
+    "resume_wake",
+    "run_wake",
+    "start_requested_wake",
+    "start_wake",
+]
 
 log = logging.getLogger("mko.wake")
 
@@ -144,6 +151,31 @@ def _not_wakeable_reason(node: Node) -> str | None:
             f" AA:BB:CC:DD:EE:FF`, or read it over SSH with `mko wol collect-mac --node-ids {node.id}`"
         )
     return None
+
+
+def start_requested_wake(
+    session: Session,
+    settings: Settings,
+    *,
+    target_type: str,
+    target_id: int | None,
+    schedule: WakeSchedule,
+    actor: Actor,
+    node_ids: Sequence[int] = (),
+) -> PreparedWake:
+    """A wake a person asked for, from the API, the web UI or the CLI alike: like :func:`start_wake`, and
+    a wake of a node or a cluster asked for while a wake of it started less than
+    ``settings.wake_coalesce_seconds`` ago still runs joins that wake (``coalesced``: a double click, a
+    retrying script) instead of sending more packets."""
+    return start_wake(
+        session,
+        target_type=target_type,
+        target_id=target_id,
+        schedule=schedule,
+        actor=actor,
+        node_ids=node_ids,
+        coalesce_seconds=settings.wake_coalesce_seconds,
+    )
 
 
 def start_wake(

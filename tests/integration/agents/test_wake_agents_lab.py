@@ -34,12 +34,12 @@ from mko.lab.inventory import register_lab
 from mko.lab.netns import NodeSpec, enter_netns
 from mko.lab.postgres import PostgresServer
 from mko.lab.sites import join_labs
-from mko.platform.db.migrate import upgrade
 from mko.platform.db.models.access import Role
 from mko.platform.db.models.agents import WakeJob, WakeJobStatus
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.db.upgrade import upgrade
 from mko.platform.settings import Settings
 from support.auth import admin_headers
 

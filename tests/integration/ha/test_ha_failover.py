@@ -27,12 +27,12 @@ from mko.lab.inventory import register_lab
 from mko.lab.nut import NutServer
 from mko.lab.postgres import PostgresServer
 from mko.operations.kinds import RULE_OPERATION_KIND
-from mko.platform.db.migrate import upgrade
 from mko.platform.db.models.ha import UpsState
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.models.rules import ClusterAction
 from mko.platform.db.models.ups import PowerEvent, UpsEvent
 from mko.platform.db.session import make_engine, make_session_factory
+from mko.platform.db.upgrade import upgrade
 from mko.platform.settings import Settings
 from mko.rules.schemas import RuleCreate
 from mko.rules.service import create_rule

@@ -48,11 +48,11 @@ from mko.inventory.nodes import create_node, list_nodes
 from mko.inventory.schemas import NodeCreate
 from mko.lab.postgres import PostgresServer
 from mko.platform.db.backup import backup_sqlite
-from mko.platform.db.migrate import current_revision, head_revision, upgrade
+from mko.platform.db.migrate import current_revision, head_revision
 from mko.platform.db.models.base import Base
 from mko.platform.db.models.inventory import NodeRole, WolMethod
 from mko.platform.db.session import make_engine, make_session_factory
-from mko.platform.db.upgrade import upgrade_database
+from mko.platform.db.upgrade import upgrade, upgrade_database
 from mko.platform.settings import Settings, get_settings
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -12,7 +12,8 @@ import asyncssh
 import pytest
 
 from mko.lab.harness import RunningLab
-from mko.lab.netns import LabError, NodeSpec, enter_netns
+from mko.lab.netns import NodeSpec, enter_netns
+from mko.platform.errors import LabError
 from mko.power.magic import send_magic_packet
 
 

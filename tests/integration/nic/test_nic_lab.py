@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from mko.app import create_app
 from mko.cli.root import app
-from mko.inventory.nodes import configure_wol, get_node
+from mko.inventory.nodes import get_node, update_node
 from mko.inventory.schemas import WolConfigure
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
@@ -119,7 +119,7 @@ def test_collect_mac_by_cli_and_api_fills_mac_interface_and_prefix(
     assert _node(session, ids[3]).wol_mac_address is None
 
     # A stored MAC that differs is reported, and replaced only with --overwrite.
-    configure_wol(session, ids[0], WolConfigure(wol_mac_address="02:00:00:00:aa:01"))
+    update_node(session, ids[0], WolConfigure(wol_mac_address="02:00:00:00:aa:01"))
     differs = _cli(cli, running, "wol", "collect-mac", "--node-ids", str(ids[0]), "--json")
     assert differs.exit_code == 0, differs.stderr
     [row] = json.loads(differs.stdout)["nodes"]
@@ -228,7 +228,7 @@ def test_enable_and_disable_configure_the_card_persistently_and_read_back(
     )
     _, nodes = register_lab(session, running)
     for node in nodes:
-        configure_wol(session, node.id, WolConfigure(wol_enabled=False))
+        update_node(session, node.id, WolConfigure(wol_enabled=False))
     running.power_on_all()
     _trust_all(settings, running)
     n1, n2, n3 = (r.system for r in running.nodes)
@@ -316,7 +316,7 @@ def test_card_without_magic_packet_and_unreachable_node_change_nothing(
     )
     _, nodes = register_lab(session, running)
     for node in nodes:
-        configure_wol(session, node.id, WolConfigure(wol_enabled=False))
+        update_node(session, node.id, WolConfigure(wol_enabled=False))
     _boot(running, "n1", "n2")  # n3 is off
     _trust_all(settings, running)
 

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 import pytest
 
 from mko.lab.nut import NutServer, OutputTimers
-from mko.ups.nut import NutClient, NutResponseError
+from mko.platform.errors import NutResponseError
+from mko.ups.nut import NutClient
 from mko.ups.power_cycle import power_cycle
 from mko.ups.service import UpsTarget
 

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from mko.app import create_app
 from mko.cli.root import app as cli_app
-from mko.inventory.nodes import configure_wol
+from mko.inventory.nodes import update_node
 from mko.inventory.schemas import WolConfigure
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
@@ -302,7 +302,7 @@ def test_flapping_ob_ol_every_2s_for_30s_gives_no_duplicate_or_overlapping_actio
 ) -> None:
     # One node never answers its probe, so each wake runs its whole 5 s timeout: longer than the 4 s
     # between two power_restored events. Overlaps would happen if the engine allowed them.
-    configure_wol(session, rig.node_ids[2], WolConfigure(probe_port=2299))
+    update_node(session, rig.node_ids[2], WolConfigure(probe_port=2299))
     rule = _rule(session, rig, PowerEvent.POWER_RESTORED)
     writes = int(FLAP_SECONDS / FLAP_PERIOD)
     with rig.monitor() as mon:

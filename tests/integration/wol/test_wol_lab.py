@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from mko.app import create_app
-from mko.inventory.nodes import configure_wol, update_node
+from mko.inventory.nodes import update_node
 from mko.inventory.schemas import NodeUpdate, WolConfigure
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
@@ -47,7 +47,7 @@ def _wake(settings: Settings, running: RunningLab, target_type: str, target_id: 
 
 
 def _configure(session: Session, node: Node, **fields: Any) -> None:
-    configure_wol(session, node.id, WolConfigure(**fields))
+    update_node(session, node.id, WolConfigure(**fields))
 
 
 def test_udp_to_subnet_broadcast_carries_right_mac_port_and_count(

@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from mko.cli.root import app
-from mko.lab.control import LabControl, LabNotUpError, LabPaths, lab_settings
+from mko.lab.control import LabControl, LabPaths, lab_settings
 from mko.lab.daemon import LabDaemon, LabSpec, charge_after
-from mko.platform.errors import ConflictError, InputError
+from mko.platform.errors import ConflictError, InputError, LabNotUpError
 from mko.platform.settings import Settings
 
 
@@ -107,7 +107,7 @@ def test_lab_commands_refuse_bad_input_with_one_line(
     assert result.exit_code == 2 and result.stderr.strip() == message
 
 
-def test_lab_status_without_a_lab_exits_2(cli: CliRunner, tmp_path: Path) -> None:
+def test_lab_status_without_a_lab_exits_69_unavailable(cli: CliRunner, tmp_path: Path) -> None:
     result = cli.invoke(app, ["lab", "status", "--dir", str(tmp_path)])
-    assert result.exit_code == 2
+    assert result.exit_code == 69  # EX_UNAVAILABLE: not bad input, try again once the lab is up
     assert result.stderr.strip() == f"error: no lab is up in {tmp_path}: run `sudo mko lab up`"

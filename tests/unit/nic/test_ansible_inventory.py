@@ -24,6 +24,7 @@ from mko.inventory.schemas import ClusterCreate, NodeCreate
 from mko.nic.ansible import InventorySummary, database_id, flush_refresh, write_inventory
 from mko.platform.db.models.inventory import NodeRole
 from mko.platform.settings import Settings
+from mko.wiring import wire
 from support.ansibleview import ansible_view, inert_hostvars
 
 
@@ -210,13 +211,15 @@ def test_a_commit_never_waits_for_a_second_connection_and_writers_never_share_a_
     its own thread); and 20 threads writing the inventory at the same time all succeed."""
     assert cli.invoke(app, ["ansible", "inventory"]).exit_code == 0
     engine = create_engine(settings.database_url, pool_size=1, max_overflow=0, pool_timeout=2)
+    wiring = wire(settings, engine=engine)  # its sessions refresh the inventory, as everywhere in mko
     try:
-        with Session(engine) as tight:
+        with wiring.session_factory() as tight:
             started = time.monotonic()
             create_node(tight, NodeCreate(hostname="solo", ip_address="10.9.1.1"))
             assert time.monotonic() - started < 1.5  # a second Session here would wait 2 s and fail
             assert flush_refresh(10)
     finally:
+        wiring.close()
         engine.dispose()
     assert "solo" in _hosts(settings.ansible_inventory_path)
 

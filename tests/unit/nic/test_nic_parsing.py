@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from mko.nic.ethtool import parse_ethtool
-from mko.nic.interfaces import Interface, NicError, choose_interface, parse_interfaces
+from mko.nic.interfaces import Interface, choose_interface, parse_interfaces
+from mko.platform.errors import NicError
 
 
 def _link(name: str, mac: str | None, kind: str | None = None, **extra: Any) -> dict[str, Any]:

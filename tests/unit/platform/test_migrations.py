@@ -9,11 +9,12 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.orm import Session
 
-from mko.platform.db.migrate import current_revision, head_revision, upgrade
+from mko.platform.db.migrate import current_revision, head_revision
 from mko.platform.db.models.base import Base
 from mko.platform.db.models.inventory import Node
 from mko.platform.db.revision import HEAD, database_revision
 from mko.platform.db.session import make_engine
+from mko.platform.db.upgrade import upgrade
 
 WOL_FIELDS = {
     "wol_enabled",

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from mko.inventory.clusters import create_cluster
 from mko.inventory.nodes import configure_wol, create_node
 from mko.inventory.schemas import ClusterCreate, NodeCreate, WolConfigure
+from mko.operations.records import Actor
 from mko.platform.errors import FatalPowerError, InputError
 from mko.platform.secrets import SecretBox, key_file_path
 from mko.platform.settings import Settings
@@ -54,6 +55,7 @@ def test_bmc_password_is_stored_encrypted_and_write_only(settings: Settings, ses
         WolConfigure(
             wol_method="ipmi", bmc_address="10.0.0.99", bmc_username="admin", bmc_password="hunter2-ipmi"
         ),
+        Actor.cli(),
     )
     raw = session.connection().exec_driver_sql("SELECT bmc_password_encrypted FROM nodes").scalar_one()
     assert raw and "hunter2-ipmi" not in raw
@@ -62,6 +64,9 @@ def test_bmc_password_is_stored_encrypted_and_write_only(settings: Settings, ses
     other = create_node(session, NodeCreate(hostname="n2", ip_address="10.0.0.8"))
     with pytest.raises(InputError) as refused:
         configure_wol(
-            session, other.id, WolConfigure(wol_method="ipmi", bmc_address="10.0.0.98", bmc_username="a")
+            session,
+            other.id,
+            WolConfigure(wol_method="ipmi", bmc_address="10.0.0.98", bmc_username="a"),
+            Actor.cli(),
         )
     assert refused.value.field == "bmc_password"

@@ -11,16 +11,16 @@ from types import SimpleNamespace
 import asyncssh
 import pytest
 
-from mko.platform.errors import FatalPowerError, PowerError, RetryablePowerError
-from mko.platform.settings import Settings
-from mko.ssh.client import (
-    CommandResult,
+from mko.platform.errors import (
+    FatalPowerError,
     HostKeyChangedError,
     HostKeyUnknownError,
-    SshSession,
-    SshTarget,
+    PowerError,
+    RetryablePowerError,
     SshUnreachableError,
 )
+from mko.platform.settings import Settings
+from mko.ssh.client import CommandResult, SshSession, SshTarget
 from mko.ssh.known_hosts import KnownHosts, fingerprint, known_hosts_name
 
 TARGET = SshTarget(3, "worker-1", "10.0.0.5", 2222, "ubuntu", None)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from mko.platform.errors import MonitorLockedError
 from mko.platform.settings import Settings
-from mko.ups.monitor import MonitorLockedError, _Lock, lock_file_path
+from mko.ups.monitor import _Lock, lock_file_path
 
 
 def _lock_of(url: str) -> Path:

@@ -14,7 +14,8 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from mko.ups.nut import NutClient, NutConnectionError, NutProtocolError, NutResponseError, quote, split_line
+from mko.platform.errors import NutConnectionError, NutProtocolError, NutResponseError
+from mko.ups.nut import NutClient, quote, split_line
 
 pytestmark = pytest.mark.anyio
 

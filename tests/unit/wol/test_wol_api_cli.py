@@ -258,7 +258,7 @@ def test_cli_send_ad_hoc(cli: CliRunner, settings: Settings, receiver: socket.so
 
 
 def test_a_burst_of_wakes_of_one_node_joins_the_running_one(
-    client: TestClient, receiver: socket.socket
+    client: TestClient, cli: CliRunner, receiver: socket.socket
 ) -> None:
     port = receiver.getsockname()[1]
     node = _node(
@@ -275,6 +275,12 @@ def test_a_burst_of_wakes_of_one_node_joins_the_running_one(
     again = client.post(f"/api/nodes/{node['id']}/wol/wake", json={"wait": True, "timeout": 30})
     assert again.status_code == 202 and again.json()["coalesced"] is True
     assert again.json()["operation_id"] == first.json()["operation_id"]
+    # The CLI coalesces too (one service decides): it joins, sends nothing, and says so.
+    joined = cli.invoke(app, ["wol", "wake-node", str(node["id"]), "--json"])
+    assert joined.exit_code == 0, joined.stderr
+    answer = json.loads(joined.stdout)
+    assert answer["coalesced"] is True and answer["operation_id"] == first.json()["operation_id"]
+    assert answer["status"] == "running"
     wakes = client.get("/api/operations", params={"kind": "wol_wake_node"}).json()
     assert len(wakes) == 1  # one operation, one stream of packets
 

@@ -77,7 +77,7 @@ def monitor_state(request: Request) -> dict[str, Any]:
     return {
         "running": True,
         "ups": [monitor.snapshot(ups_id) or {"ups_id": ups_id} for ups_id in monitor.watched()],
-        "executions": monitor.engine.pending(),
+        "executions": monitor.sink.pending(),
         "powerdown": monitor.powerdown,
     }
 

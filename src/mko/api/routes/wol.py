@@ -12,7 +12,7 @@ from mko.http.deps import ActorDep, DbDep, SessionDep, SettingsDep
 from mko.http.live import LiveReads
 from mko.http.routing import MkoRoute
 from mko.http.security import AdminDep, PrincipalDep, require_operator_for
-from mko.inventory.nodes import configure_wol_recorded, get_node
+from mko.inventory.nodes import configure_wol, get_node
 from mko.inventory.schemas import NodePublic, WolConfigure
 from mko.nic.wol_switch import set_nic_wol
 from mko.platform.db.models.operations import OperationStatus
@@ -20,7 +20,7 @@ from mko.platform.settings import Settings
 from mko.platform.validation import InputModel
 from mko.power.base import NodeSnapshot
 from mko.wol.status import probe_reachable, wol_status_sync
-from mko.wol.wake import PreparedWake, make_schedule, start_wake
+from mko.wol.wake import PreparedWake, make_schedule, start_requested_wake
 
 router = APIRouter(prefix="/api", tags=["wake-on-lan"], route_class=MkoRoute)
 
@@ -104,14 +104,14 @@ async def _wake(
     )
     node_ids = body.node_ids if isinstance(body, NodesWakeBody) else ()
     prepared = await db.run(
-        lambda session: start_wake(
+        lambda session: start_requested_wake(
             session,
+            settings,
             target_type=target_type,
             target_id=target_id,
             schedule=schedule,
             actor=actor,
             node_ids=node_ids,
-            coalesce_seconds=settings.wake_coalesce_seconds,
         )
     )
     return await _answer(request, response, settings, prepared)
@@ -244,5 +244,5 @@ def wol_configure(
     session: SessionDep, actor: ActorDep, admin: AdminDep, node_id: int, body: WolConfigure
 ) -> NodePublic:
     """Change the WoL fields sent; nothing else changes, and nothing at all when one field is wrong."""
-    node, _ = configure_wol_recorded(session, node_id, body, actor, may_rebind_secrets=admin)
+    node, _ = configure_wol(session, node_id, body, actor, may_rebind_secrets=admin)
     return NodePublic.of(node)

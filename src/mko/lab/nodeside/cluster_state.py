@@ -100,6 +100,21 @@ def start_services(state: State, node: dict[str, Any], now: float) -> None:
         node["ready_at"] = now + float(config(state).get("ready_delay", 0.3))
 
 
+def boot(state: State, name: str, now: float) -> None:
+    """Node NAME boots at NOW: its services start only if enabled (``microk8s stop`` disabled them)."""
+    node = node_of(state, name)
+    node["powered"] = True
+    node["boots"] = node.get("boots", 0) + 1
+    if node["enabled"]:
+        node["running"], node["changed_at"] = True, now
+        node["ready_at"] = now + float(state.get("config", {}).get("ready_delay", 0.3))
+
+
+def halt(state: State, name: str, now: float) -> None:
+    """Node NAME loses power at NOW: nothing runs, it goes NotReady."""
+    node_of(state, name).update(powered=False, running=False, ready_at=None, changed_at=now)
+
+
 def is_ready(state: State, name: str, now: float) -> bool:
     """Return whether node NAME is Ready at NOW: powered, its services running, past its ready time."""
     node = state["nodes"].get(name)

@@ -17,11 +17,10 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL, make_url
 
-from mko.platform.errors import MkoError
+from mko.platform.errors import BackupError
 from mko.platform.files import touch_private
 
 __all__ = [
-    "BackupError",
     "backup_database",
     "check_backup_possible",
     "is_sqlite",
@@ -38,10 +37,6 @@ _BUSY_TIMEOUT = 10.0  # seconds to wait for a writer's lock (rollback-journal da
 _SIDE_FILES = ("-wal", "-shm", "-journal")
 _PG_TOOLS = ("pg_dump", "psql")
 _PG_TIMEOUT = 600.0
-
-
-class BackupError(MkoError):
-    """No backup could be taken or restored."""
 
 
 def safe_url(url: str) -> str:

@@ -6,6 +6,9 @@ connection per worker thread and lets the server's own loops and background oper
 :data:`BACKGROUND_CONNECTIONS` more. A request therefore never waits for a connection while another
 request's thread sits idle, and the short :data:`POOL_TIMEOUT` only fires when something holds
 connections it should not.
+
+A database that cannot be connected to is a peer that does not answer: the engine raises
+:class:`~mko.platform.errors.DatabaseUnavailableError` (HTTP 503, CLI exit 69), never a traceback.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from typing import Any, TypeVar
 
 import anyio.to_thread
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from mko.platform.errors import DatabaseUnavailableError
 from mko.platform.files import private_sqlite
 
 __all__ = [
@@ -46,6 +50,17 @@ POOL_TIMEOUT = 10.0
 #: so a queue of every connection at once clears in well under a second on an SSD and in a few seconds
 #: on an SD card; the margin is for slow disks, not for long transactions.
 BUSY_TIMEOUT = 15.0
+
+
+def _unavailable(context: ExceptionContext) -> None:
+    """A failure to connect (not a failed statement, not the pool's pre-ping, which reconnects) becomes
+    DatabaseUnavailableError, with the driver's first line: it names the host or file, never a password."""
+    if context.connection is not None or context.is_pre_ping:
+        return
+    reason = str(context.original_exception).strip().splitlines()
+    raise DatabaseUnavailableError(
+        f"the database does not answer: {reason[0] if reason else type(context.original_exception).__name__}"
+    ) from context.sqlalchemy_exception
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -78,8 +93,10 @@ def make_engine(url: str, *, worker_threads: int = DEFAULT_WORKER_THREADS) -> En
             **({} if memory else pool),
         )
         event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(url, pool_pre_ping=True, **pool)
+    else:
+        engine = create_engine(url, pool_pre_ping=True, **pool)
+    event.listen(engine, "handle_error", _unavailable)
+    return engine
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -24,27 +24,20 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from mko.platform.db.backup import (
-    BackupError,
-    backup_database,
-    is_sqlite,
-    restore_database,
-    safe_url,
-    sqlite_path,
-)
+from mko.platform.db.backup import backup_database, is_sqlite, restore_database, safe_url, sqlite_path
 from mko.platform.db.migrate import alembic_config
 from mko.platform.db.models.base import Base
-from mko.platform.errors import MkoError
+from mko.platform.errors import BackupError, MigrationFailedError, MigrationRefusedError
 from mko.platform.files import private_sqlite
 
 __all__ = [
     "STEPS",
     "DatabaseKind",
     "DatabaseState",
-    "MigrationFailed",
-    "MigrationRefused",
     "MigrationReport",
+    "backup_first",
     "inspect_database",
+    "upgrade",
     "upgrade_database",
 ]
 
@@ -70,14 +63,6 @@ STEPS = ("backup", "schema", "defaults", "commit")
 
 
 Progress = Callable[[str, str], None]
-
-
-class MigrationRefused(MkoError):
-    """The database was not changed: it is not one mko can migrate, or its data cannot be imported."""
-
-
-class MigrationFailed(MkoError):
-    """The migration was attempted and failed; the message says whether the backup was restored."""
 
 
 class DatabaseKind(enum.StrEnum):
@@ -192,16 +177,16 @@ def inspect_database(url: str) -> DatabaseState:
     if is_sqlite(url):
         path = sqlite_path(url)
         if not path.is_file():
-            raise MigrationRefused(f"no database file at {path}")
+            raise MigrationRefusedError(f"no database file at {path}")
         with path.open("rb") as handle:
             magic = handle.read(16)
         if magic and magic != b"SQLite format 3\x00":
-            raise MigrationRefused(f"{path} is not a SQLite database; nothing was changed")
+            raise MigrationRefusedError(f"{path} is not a SQLite database; nothing was changed")
     try:
         with _read_only(url) as connection:
             return _classify(connection)
     except SQLAlchemyError as exc:
-        raise MigrationRefused(f"cannot read {safe_url(url)}: {_reason(exc)}") from exc
+        raise MigrationRefusedError(f"cannot read {safe_url(url)}: {_reason(exc)}") from exc
 
 
 def _classify(connection: Connection) -> DatabaseState:
@@ -346,7 +331,7 @@ def _set_aside(connection: Connection, tables: list[str]) -> None:
         for name, sql in rows:
             match = _INDEX_NAME.match(sql)
             if match is None:
-                raise MigrationFailed(f"cannot rename index {name!r} of the earlier orchestrator")
+                raise MigrationFailedError(f"cannot rename index {name!r} of the earlier orchestrator")
             connection.exec_driver_sql(f"DROP INDEX {_q(name)}")
             connection.exec_driver_sql(match.group(1) + _q(LEGACY_PREFIX + name) + sql[match.end() :])
         return
@@ -373,27 +358,27 @@ class _VerifyError(Exception):
 
 
 def _recover(url: str, backup_path: Path | None, exc: BaseException) -> None:
-    """Put the backup back after a failed migration and raise MigrationFailed with the reason."""
+    """Put the backup back after a failed migration and raise MigrationFailedError with the reason."""
     reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else _reason(exc)
     log.error("migration of %s failed: %s", safe_url(url), reason)
     # Ctrl-C is reported like any failure; other exits (SystemExit, …) pass through after the restore.
     reportable = isinstance(exc, Exception | KeyboardInterrupt)
     if backup_path is None:
         if reportable:
-            raise MigrationFailed(
+            raise MigrationFailedError(
                 f"migration failed: {reason}; no backup was taken (--no-backup), so nothing was restored"
             ) from exc
         return
     try:
         restore_database(url, backup_path)
     except (BackupError, OSError) as restore_exc:
-        raise MigrationFailed(
+        raise MigrationFailedError(
             f"migration failed: {reason}; restoring the backup failed too ({_reason(restore_exc)}):"
             f" the backup is intact at {backup_path}"
         ) from exc
     log.info("restored %s from %s", safe_url(url), backup_path)
     if reportable:
-        raise MigrationFailed(
+        raise MigrationFailedError(
             f"migration failed: {reason}; the database was restored from the backup {backup_path}"
         ) from exc
 
@@ -429,12 +414,12 @@ def upgrade_database(
     """
     state = _state_before_upgrade(url)
     if state.kind is DatabaseKind.LEGACY:
-        raise MigrationRefused(
+        raise MigrationRefusedError(
             "this is the earlier orchestrator's database: import it with `mko db migrate-wol`"
             " (or python scripts/migrate_wake_on_lan_fields.py); nothing was changed"
         )
     if state.kind in (DatabaseKind.FOREIGN, DatabaseKind.NEWER):
-        raise MigrationRefused(state.reason)
+        raise MigrationRefusedError(state.reason)
     target = _head() if revision == "head" else revision
     if state.kind is DatabaseKind.MKO and state.revision == target:
         return state.revision, state.revision, None
@@ -447,7 +432,7 @@ def upgrade_database(
                 return target, target, None
             counts = {t: _count(connection, t) for t in state.tables if t != "alembic_version"}
             if backup and state.kind is DatabaseKind.MKO:
-                backup_path = backup_database(url, backup_dir)
+                backup_path = backup_first(url, backup_dir)
                 progress("backup", str(backup_path))
             changing = True
             _alembic(connection, revision)
@@ -466,3 +451,22 @@ def upgrade_database(
         backup_path.unlink(missing_ok=True)  # nothing changed: the copy protects nothing
         backup_path = None
     return state.revision, after, backup_path
+
+
+def backup_first(url: str, backup_dir: Path | None) -> Path:
+    """The backup taken before a change; one that cannot be taken refuses the change, which has not
+    begun (MigrationRefusedError: exit 2, nothing touched), instead of failing it."""
+    try:
+        return backup_database(url, backup_dir)
+    except BackupError as exc:
+        raise MigrationRefusedError(str(exc)) from exc
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the database to ``revision`` (default: the newest) without a backup.
+
+    Goes through the one safe upgrade path (:func:`upgrade_database`): one locked
+    transaction, SQLite foreign keys off while batch mode rebuilds tables (else a rebuild cascades
+    deletes), checked before the commit; the earlier orchestrator's database is refused, not mangled.
+    """
+    upgrade_database(engine.url.render_as_string(hide_password=False), revision, backup=False)

@@ -13,14 +13,14 @@ from pydantic import ValidationError
 from mko.http.deps import DbDep, SessionDep, SettingsDep
 from mko.http.routing import MkoRoute
 from mko.inventory.clusters import list_clusters
-from mko.inventory.nodes import configure_wol_recorded, create_node, get_node
+from mko.inventory.nodes import configure_wol, create_node, get_node
 from mko.inventory.proxmox_hosts import list_hosts
 from mko.inventory.read import SEARCH_MAX, NodeFilters, NodeState, page_of_nodes
 from mko.inventory.schemas import NodeCreate, WolConfigure
 from mko.operations.kinds import WAKE_KIND_PREFIX
 from mko.operations.records import last_steps_for_nodes, list_for_node
 from mko.platform.db.models.access import Role
-from mko.platform.db.models.inventory import NodeRole, WolMethod
+from mko.platform.db.models.inventory import NodeRole
 from mko.platform.errors import ConflictError, InputError
 from mko.platform.paging import MAX_OFFSET, Page
 from mko.web.forms import FormDep, blank_to_none, field_errors
@@ -186,10 +186,8 @@ def configure_node(request: Request, session: SessionDep, node_id: int, form: Fo
     values = blank_to_none(form, WOL_FORM_FIELDS)
     values["wol_enabled"] = form.get("wol_enabled") == "on"
     values["is_virtual_node"] = form.get("kind") == "virtual"
-    if values["wol_method"] is None:
-        values["wol_method"] = (
-            WolMethod.PROXMOX.value if values["is_virtual_node"] else WolMethod.ETHERNET.value
-        )
+    if values["wol_method"] is None:  # the service infers it from the kind (physical or virtual)
+        del values["wol_method"]
     if values["wol_port"] is None:
         values["wol_port"] = 9
     secureon = str(form.get("wol_secureon") or "").strip()
@@ -201,9 +199,7 @@ def configure_node(request: Request, session: SessionDep, node_id: int, form: Fo
         data = WolConfigure.model_validate(values)
         principal = getattr(request.state, "principal", None)
         admin = principal is not None and principal.role == Role.ADMIN
-        _, operation = configure_wol_recorded(
-            session, node_id, data, _actor(request), may_rebind_secrets=admin
-        )
+        _, operation = configure_wol(session, node_id, data, _actor(request), may_rebind_secrets=admin)
     except (InputError, ValidationError) as exc:
         return _node_page(request, session, node_id, 422, form=values, errors=field_errors(exc))
     return _see_other(f"/nodes/{node_id}?{'unchanged' if operation is None else 'saved'}=1")
@@ -222,5 +218,4 @@ async def wake_node(
         wait=form.get("wait") == "on",
         target_type="node",
         target_id=node_id,
-        coalesce_seconds=settings.wake_coalesce_seconds,
     )

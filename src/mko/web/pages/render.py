@@ -21,7 +21,7 @@ from mko.operations.records import Actor
 from mko.platform.db.models.access import Role
 from mko.platform.db.models.inventory import NodeRole, WolMethod
 from mko.platform.errors import ConflictError, InputError
-from mko.wol.wake import make_schedule, start_wake
+from mko.wol.wake import make_schedule, start_requested_wake
 
 __all__ = ["STATIC_DIR", "templates"]
 
@@ -94,10 +94,11 @@ async def _start_wake(
     """Start a wake from a form and go to its operation page, or show ``page`` again with the reason
     it cannot start (the database work in worker threads, like every async handler's)."""
     actor = _actor(request)
-    target.setdefault("coalesce_seconds", settings.wake_coalesce_seconds)  # a double click joins
     try:
         schedule = make_schedule(settings, wait=wait)
-        prepared = await db.run(lambda session: start_wake(session, schedule=schedule, actor=actor, **target))
+        prepared = await db.run(
+            lambda session: start_requested_wake(session, settings, schedule=schedule, actor=actor, **target)
+        )
     except (InputError, ConflictError) as exc:
         error = str(exc)
         return await db.run(lambda session: page(session, error))

@@ -12,8 +12,8 @@ from mko.cluster.shutdown import run_shutdown, start_shutdown
 from mko.http.background import launch
 from mko.http.deps import DbDep, SettingsDep
 from mko.http.routing import MkoRoute
-from mko.http.security import WebForbidden
 from mko.platform.db.models.access import Role
+from mko.platform.errors import PermissionDeniedError
 from mko.web.forms import FormDep
 from mko.web.pages.render import _actor, _render, _see_other
 
@@ -29,7 +29,7 @@ async def shutdown_confirm(
     """The ordered plan, to confirm before anything is touched (operators: planning probes the nodes)."""
     principal = request.state.principal
     if not allows(principal.role, Role.OPERATOR):
-        raise WebForbidden(f"your role {principal.role.value} cannot shut clusters down")
+        raise PermissionDeniedError(f"your role {principal.role.value} cannot shut clusters down")
     inputs = await db.run(lambda session: plan_inputs(session, settings, cluster_id))
     plan = await plan_for(inputs, settings, force=force)
     return _render(request, "shutdown_confirm.html", cluster=inputs.cluster, plan=plan, force=force)
