@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from mko.platform.db.models.inventory import NodeRole, WolMethod
+from mko.platform.db.models.inventory import NodeRole
 from mko.power.base import NodeSnapshot, PowerDriver, WakeSchedule, power_on
-from mko.power.drivers.wol import WolDriver
+from mko.power.drivers.wol import WolDriver, WolParams
 from mko.power.magic import MagicPacketSender, WakeTarget
 
 LOOPBACK = "127.0.0.1"  # the only address this benchmark ever sends to
@@ -220,11 +220,9 @@ def build_cluster(port: int) -> list[NodeSnapshot]:
             hostname=f"n{i:04d}",
             ip_address=LOOPBACK,
             role=NodeRole.CONTROL_PLANE if i <= CONTROL_PLANE else NodeRole.WORKER,
-            method=WolMethod.ETHERNET,
+            method="ethernet",
             probe_port=22,
-            mac=_mac(i),
-            wol_port=port,
-            broadcast=LOOPBACK,
+            params=WolParams(wol_mac_address=_mac(i), wol_port=port, wol_broadcast_address=LOOPBACK),
         )
         for i in range(1, NODES + 1)
     ]
@@ -275,10 +273,12 @@ def seed_wake(nodes: list[NodeSnapshot], retries: int, delay: float) -> int:
     """The seed's documented algorithm: node after node, each node's packets ``delay`` apart."""
     sent = 0
     for node in nodes:
-        if node.mac is None or node.broadcast != LOOPBACK:
+        params = node.params
+        assert isinstance(params, WolParams)
+        if params.wol_mac_address is None or params.wol_broadcast_address != LOOPBACK:
             raise ValueError(f"{node.hostname}: this benchmark only sends to {LOOPBACK}")
         for attempt in range(retries):
-            seed_send(node.mac, node.broadcast, node.wol_port)
+            seed_send(params.wol_mac_address, params.wol_broadcast_address, params.wol_port)
             sent += 1
             if attempt < retries - 1:
                 time.sleep(delay)

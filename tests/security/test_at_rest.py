@@ -97,9 +97,9 @@ def test_migration_hashes_sessions_and_encrypts_secureon_in_place(settings: Sett
         # The session survives the upgrade: its cookie is looked up by hash now.
         principal = session_principal(session, "old-cookie")
         assert principal is not None and principal.name == "ann"
-        node = session.get_one(Node, 1)
-        assert node.wol_secureon_encrypted and SECUREON not in node.wol_secureon_encrypted
-        assert SecretBox.for_session(session).decrypt(node.wol_secureon_encrypted) == SECUREON
+        stored = session.get_one(Node, 1).power_params["wol_secureon"]["fernet"]
+        assert stored and SECUREON not in stored
+        assert SecretBox.for_session(session).decrypt(stored) == SECUREON
     engine.dispose()
     database = Path(url.removeprefix("sqlite:///"))
     assert SECUREON.encode() not in database.read_bytes()
@@ -125,7 +125,7 @@ def test_secureon_is_encrypted_and_never_shown(
     configured = client.put(f"/api/nodes/{node_id}/wol/configure", json={"wol_secureon": "01-02-03-04-05-06"})
     assert configured.status_code == 200 and configured.json()["wol_secureon_set"] is True
     session.expire_all()
-    stored = session.get_one(Node, node_id).wol_secureon_encrypted
+    stored = session.get_one(Node, node_id).power_params["wol_secureon"]["fernet"]
     assert stored and SecretBox.for_session(session).decrypt(stored) == SECUREON
     shown = [
         configured.text,

@@ -36,7 +36,12 @@ from support.hostile import Payload, check_log, payloads
 
 # Fields whose text is a secret or a secret URL: template delimiters are allowed (never templated),
 # control characters are not. Every other string field refuses both.
-FREE_TEXT = {"password", "secret", "bmc_password", "notify_urls"}
+FREE_TEXT = {
+    "password", "secret", "bmc_password", "notify_urls",
+    # the power drivers' secrets (mko.power.drivers: fields declared with secret())
+    "shelly_password", "tasmota_password", "webhook_secret",
+    "snmp_community", "snmp_auth_key", "snmp_priv_key",
+}  # fmt: skip
 # The validation layer refuses a lone surrogate (tests/unit/platform/test_validation.py), but the API's 422
 # handler still fails to render an answer that echoes one (a 500); that handler belongs to the other
 # half of issue 17. Until it lands these payloads stay out of the HTTP requests; remove this then.

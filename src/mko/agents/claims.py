@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mko.access.principal import Principal
 from mko.agents.doorbell import _listen_for_jobs, jobs_queued, jobs_reported
 from mko.agents.registry import _agent_of, _check_name
+from mko.inventory.snapshots import param_values
 from mko.platform.db.models.agents import Agent, WakeJob, WakeJobStatus
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.inventory import Node
@@ -92,7 +93,7 @@ def _job_for_agent(session: Session, job: WakeJob) -> dict[str, Any]:
         item = dict(entry)
         if item.get("secureon"):
             node = session.get(Node, item["node_id"])
-            stored = node.wol_secureon_encrypted if node is not None else None
+            stored = param_values(node).get("wol_secureon") if node is not None else None
             item["secureon"] = SecretBox.for_session(session).decrypt(stored) if stored else None
         else:
             item["secureon"] = None

@@ -122,9 +122,7 @@ def _finish_job(session: Session, job: WakeJob, error: str) -> None:
 
 
 def _failed(node: NodeSnapshot, message: str) -> NodeOutcome:
-    return NodeOutcome(
-        node.node_id, node.hostname, node.method.value, state=OutcomeState.FAILED, error=message
-    )
+    return NodeOutcome(node.node_id, node.hostname, node.method, state=OutcomeState.FAILED, error=message)
 
 
 def _outcomes_of(job: WakeJob, part: RemoteWake) -> dict[int, NodeOutcome]:
@@ -142,7 +140,7 @@ def _outcomes_of(job: WakeJob, part: RemoteWake) -> dict[int, NodeOutcome]:
         outcomes[node.node_id] = NodeOutcome(
             node.node_id,
             node.hostname,
-            node.method.value,
+            node.method,
             state=OutcomeState(data["state"]),
             attempts=int(data.get("attempts") or 0),
             first_sent_after=data.get("first_sent_after"),

@@ -88,10 +88,14 @@ def cluster_update(
     name: Annotated[str | None, typer.Option(help="new name")] = None,
     description: Annotated[str | None, typer.Option(help="new description")] = None,
     site: SiteOpt = None,
+    stagger: Annotated[
+        float | None,
+        typer.Option("--stagger", help="seconds between two nodes' power-ons in its wakes (0: none)"),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Rename a cluster or change its description or site."""
-    given = {"name": name, "description": description, "site": site}
+    """Rename a cluster or change its description, site or power-on stagger."""
+    given = {"name": name, "description": description, "site": site, "power_stagger": stagger}
     changes = {k: v for k, v in given.items() if v is not None}
     with open_session() as session:
         cluster = update_cluster(session, cluster_id, ClusterUpdate(**changes))

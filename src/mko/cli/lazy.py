@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import typer
 from typer import _click
 from typer.core import TyperGroup
 
-__all__ = ["COMMANDS", "LazyCommand", "LazyGroup"]
+__all__ = ["COMMANDS", "NODE_COMMANDS", "WOL_COMMANDS", "LazyCommand", "LazyGroup"]
 
 
 @dataclass(frozen=True)
@@ -91,15 +91,40 @@ COMMANDS: dict[str, LazyCommand] = {
 }
 
 
+# `mko node add|update` and `mko wol configure` take an option per driver setting, built from every
+# driver's settings model (importing every driver): kept apart so that `mko node list` imports no power
+# code and `mko wol wake-node` only the drivers its nodes use.
+NODE_COMMANDS: dict[str, LazyCommand] = {
+    "add": LazyCommand(
+        "mko.cli.node_edit:node_add",
+        'Add a node (with any power method\'s settings, under "Power method settings").',
+    ),
+    "update": LazyCommand(
+        "mko.cli.node_edit:node_update",
+        "Change a node; only the options given change anything (WoL fields: `mko wol configure`).",
+    ),
+}
+
+WOL_COMMANDS: dict[str, LazyCommand] = {
+    "configure": LazyCommand(
+        "mko.cli.node_edit:wol_configure",
+        "Configure WoL settings for a node; only the options given change anything (any method's too).",
+    ),
+}
+
+
 class LazyGroup(TyperGroup):
-    """A Typer group whose commands come from :data:`COMMANDS`, each imported on first use."""
+    """A Typer group whose commands in :attr:`lazy` (the root's :data:`COMMANDS`) are imported on first
+    use."""
+
+    lazy: ClassVar[dict[str, LazyCommand]] = COMMANDS
 
     def list_commands(self, ctx: _click.Context) -> list[str]:
-        return [*COMMANDS, *(name for name in super().list_commands(ctx) if name not in COMMANDS)]
+        return [*self.lazy, *(name for name in super().list_commands(ctx) if name not in self.lazy)]
 
     def get_command(self, ctx: _click.Context, cmd_name: str) -> _click.Command | None:
-        if cmd_name not in self.commands and cmd_name in COMMANDS:
-            self.commands[cmd_name] = COMMANDS[cmd_name].load(cmd_name)
+        if cmd_name not in self.commands and cmd_name in self.lazy:
+            self.commands[cmd_name] = self.lazy[cmd_name].load(cmd_name)
         return super().get_command(ctx, cmd_name)
 
     def format_commands(self, ctx: _click.Context, formatter: _click.HelpFormatter) -> None:
@@ -108,7 +133,7 @@ class LazyGroup(TyperGroup):
         limit = formatter.width - 6 - max(len(name) for name in names)
         rows = []
         for name in names:
-            text = COMMANDS[name].help if name in COMMANDS else self._loaded_help(ctx, name, limit)
+            text = self.lazy[name].help if name in self.lazy else self._loaded_help(ctx, name, limit)
             rows.append((name, _click.utils.make_default_short_help(text, limit)))
         with formatter.section("Commands"):
             formatter.write_dl(rows)

@@ -13,22 +13,30 @@ import typer
 from mko.cli.common import (
     EXIT_POWER_FAILURE,
     JsonOpt,
-    SiteOpt,
     console,
     emit,
     open_session,
     open_sessions,
     print_rows,
 )
+from mko.cli.lazy import NODE_COMMANDS, LazyGroup
 from mko.inventory.read import SEARCH_MAX, NodeFilters, NodeState
-from mko.platform.db.models.inventory import NodeRole, WolMethod
+from mko.platform.db.models.inventory import NodeRole
 from mko.platform.paging import MAX_LIMIT, MAX_OFFSET, Page
 from mko.platform.settings import get_settings
 
 # Services are imported inside the commands that use them: `mko node list` loads no SSH, power or
-# cryptography code (tests/unit/cli/test_start_imports.py).
+# cryptography code (tests/unit/cli/test_cli_start_imports.py); `node add|update` live in
+# mko.cli.node_edit, loaded only when they run.
 
-node_app = typer.Typer(help="Nodes: add, list, show, update, remove.", no_args_is_help=True)
+
+class NodeGroup(LazyGroup):
+    """``mko node``: ``add`` and ``update`` are imported when they run."""
+
+    lazy = NODE_COMMANDS
+
+
+node_app = typer.Typer(cls=NodeGroup, help="Nodes: add, list, show, update, remove.", no_args_is_help=True)
 
 
 NODE_COLUMNS = (
@@ -41,53 +49,6 @@ NODE_COLUMNS = (
     "wol_mac_address",
     "wol_enabled",
 )
-
-
-@node_app.command("add")
-def node_add(
-    hostname: str,
-    ip_address: str,
-    cluster_id: Annotated[
-        int | None, typer.Option("--cluster-id", "-c", help="cluster the node belongs to")
-    ] = None,
-    role: Annotated[NodeRole, typer.Option(help="control-plane or worker")] = NodeRole.WORKER,
-    ssh_user: Annotated[str, typer.Option(help="SSH user")] = "ubuntu",
-    ssh_port: Annotated[int, typer.Option(help="SSH port")] = 22,
-    ssh_key: Annotated[str | None, typer.Option("--ssh-key", help="path of the SSH private key")] = None,
-    mac_address: Annotated[
-        str | None, typer.Option("--mac-address", "--mac", help="MAC for Wake-on-LAN")
-    ] = None,
-    method: Annotated[WolMethod | None, typer.Option(help="power-on method")] = None,
-    enable_wol: Annotated[bool, typer.Option("--enable-wol", help="enable Wake-on-LAN now")] = False,
-    description: Annotated[str, typer.Option(help="free text")] = "",
-    site: SiteOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Add a node."""
-    from mko.inventory.nodes import create_node
-    from mko.inventory.schemas import NodeCreate, NodePublic
-
-    given = {
-        "hostname": hostname,
-        "ip_address": ip_address,
-        "cluster_id": cluster_id,
-        "role": role,
-        "ssh_user": ssh_user,
-        "ssh_port": ssh_port,
-        "ssh_key_path": ssh_key,
-        "wol_mac_address": mac_address,
-        "wol_method": method,
-        "description": description,
-        "site": site,
-    }
-    data = NodeCreate(**{k: v for k, v in given.items() if v is not None})
-    if enable_wol:
-        data.wol_enabled = True
-    with open_session() as session:
-        node = NodePublic.of(create_node(session, data))
-        emit(node, NODE_COLUMNS, as_json=as_json, brief=True)
-    if not as_json:
-        console.print(f"every field: `mko node show {node.id}`", highlight=False, markup=False)
 
 
 @node_app.command("list")
@@ -133,40 +94,6 @@ def node_show(node_id: int, as_json: JsonOpt = False) -> None:
         emit(NodePublic.of(get_node(session, node_id)), NODE_COLUMNS, as_json=as_json)
 
 
-@node_app.command("update")
-def node_update(
-    node_id: int,
-    hostname: Annotated[str | None, typer.Option(help="new host name")] = None,
-    ip_address: Annotated[str | None, typer.Option("--ip-address", "--ip", help="new IPv4 address")] = None,
-    cluster_id: Annotated[int | None, typer.Option("--cluster-id", "-c", help="move to this cluster")] = None,
-    role: Annotated[NodeRole | None, typer.Option(help="control-plane or worker")] = None,
-    ssh_user: Annotated[str | None, typer.Option(help="SSH user")] = None,
-    ssh_port: Annotated[int | None, typer.Option(help="SSH port")] = None,
-    ssh_key: Annotated[str | None, typer.Option("--ssh-key", help="path of the SSH private key")] = None,
-    description: Annotated[str | None, typer.Option(help="free text")] = None,
-    site: SiteOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Change a node; only the options given change anything (WoL fields: `mko wol configure`)."""
-    from mko.inventory.nodes import update_node
-    from mko.inventory.schemas import NodePublic, NodeUpdate
-
-    given = {
-        "hostname": hostname,
-        "ip_address": ip_address,
-        "cluster_id": cluster_id,
-        "role": role,
-        "ssh_user": ssh_user,
-        "ssh_port": ssh_port,
-        "ssh_key_path": ssh_key,
-        "description": description,
-        "site": site,
-    }
-    data = NodeUpdate(**{k: v for k, v in given.items() if v is not None})
-    with open_session() as session:
-        emit(NodePublic.of(update_node(session, node_id, data)), NODE_COLUMNS, as_json=as_json)
-
-
 @node_app.command("remove")
 def node_remove(node_id: int) -> None:
     """Remove a node (its operation history stays)."""
@@ -177,12 +104,14 @@ def node_remove(node_id: int) -> None:
     console.print(f"node {node_id} removed")
 
 
-POWER_CHOICES = ("on", "off", "soft", "status")
+POWER_CHOICES = ("on", "off", "soft", "cycle", "status")
 
 
 def node_power_command(
     node_id: Annotated[int, typer.Argument(help="node id")],
-    action: Annotated[str, typer.Argument(help="on | off (hard) | soft (ACPI/graceful) | status")],
+    action: Annotated[
+        str, typer.Argument(help="on | off (hard) | soft (ACPI/graceful) | cycle (off then on) | status")
+    ],
     wait: Annotated[
         bool | None,
         typer.Option("--wait/--no-wait", help="verify the state was reached [default: when the driver can]"),
@@ -192,7 +121,7 @@ def node_power_command(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
 ) -> None:
-    """Power a node on, off or soft-off, or show its power state (Proxmox, IPMI, Redfish, WoL)."""
+    """Power a node on, off, soft-off or cycle, or show its power state, with whichever driver it has."""
     if action not in POWER_CHOICES:
         raise typer.BadParameter(f"{action!r} is not one of {', '.join(POWER_CHOICES)}", param_hint="ACTION")
     from rich.table import Table

@@ -21,19 +21,28 @@ from mko.cli.common import (
     open_sessions,
     print_rows,
 )
+from mko.cli.lazy import WOL_COMMANDS, LazyGroup
 from mko.inventory.nodes import configure_wol
 from mko.inventory.schemas import NodePublic, WolConfigure
 from mko.operations.records import Actor, get_operation
-from mko.platform.db.models.inventory import WolMethod
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import get_settings
 from mko.power.base import NodeOutcome
 from mko.power.magic import LIMITED_BROADCAST, send_magic_packet
-from mko.wol.wake import PreparedWake, make_schedule, run_wake, start_requested_wake
+from mko.wol.wake import PreparedWake, make_schedule, plan_cluster_wake, run_wake, start_requested_wake
+
+
+class WolGroup(LazyGroup):
+    """``mko wol``: ``configure`` (an option per driver setting) is imported when it runs."""
+
+    lazy = WOL_COMMANDS
+
 
 wol_app = typer.Typer(
-    help="Wake-on-LAN: wake nodes and clusters, status, enable/disable, configure.", no_args_is_help=True
+    cls=WolGroup,
+    help="Wake-on-LAN: wake nodes and clusters, status, enable/disable, configure.",
+    no_args_is_help=True,
 )
 
 RetriesOpt = Annotated[int | None, typer.Option("--retries", help="magic packets per node [default: 3]")]
@@ -65,9 +74,18 @@ def _run_wake(
     timeout: float | None,
     as_json: bool,
     verbose: bool = False,
+    stagger: float | None = None,
+    dry_run: bool = False,
 ) -> None:
     settings = get_settings()
-    schedule = make_schedule(settings, retries=retries, delay=delay, wait=wait, timeout=timeout)
+    schedule = make_schedule(
+        settings, retries=retries, delay=delay, wait=wait, timeout=timeout, stagger=stagger
+    )
+    if dry_run:
+        with open_session() as session:
+            plan = plan_cluster_wake(session, target_id, schedule)
+        _print_plan(plan, as_json)
+        return
     with open_session() as session:
         prepared = start_requested_wake(
             session,
@@ -280,12 +298,46 @@ def wake_cluster(
     delay: DelayOpt = None,
     wait: WaitOpt = False,
     timeout: TimeoutOpt = None,
+    stagger: Annotated[
+        float | None,
+        typer.Option("--stagger", help="seconds between two nodes' power-ons [default: the cluster's]"),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print the order as levels; power nothing")
+    ] = False,
     as_json: JsonOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Wake all nodes in a cluster at once, control-plane nodes' packets first; prints counts by state
-    and the nodes that need attention (--verbose: every node)."""
-    _run_wake("cluster", cluster_id, retries, delay, wait, timeout, as_json, verbose)
+    """Wake all nodes in a cluster: control-plane nodes first, nodes that depend on others (depends_on)
+    after them, level by level, each level's power-ons spread by --stagger; prints counts by state and
+    the nodes that need attention (--verbose: every node)."""
+    _run_wake("cluster", cluster_id, retries, delay, wait, timeout, as_json, verbose, stagger, dry_run)
+
+
+PLAN_COLUMNS = ("level", "node", "hostname", "method", "after", "depends on")
+
+
+def _print_plan(plan: dict[str, Any], as_json: bool) -> None:
+    """The dry run's levels: what would be powered on, by which method, in which order."""
+    if as_json:
+        typer.echo(json.dumps(plan, indent=2))
+        return
+    typer.echo(f"wake plan of cluster {plan['cluster_id']} (stagger {plan['stagger']:g} s, nothing sent)")
+    rows = [
+        (
+            str(level["level"]),
+            str(node["node_id"]),
+            node["hostname"],
+            node["method"],
+            f"+{node['starts_after']:g} s",
+            ", ".join(map(str, node["depends_on"])) or "—",
+        )
+        for level in plan["levels"]
+        for node in level["nodes"]
+    ]
+    print_rows(rows, header=PLAN_COLUMNS)
+    for skipped in plan["skipped"]:
+        typer.echo(f"  skipped node {skipped['node_id']}: {skipped['reason']}")
 
 
 @wol_app.command("status")
@@ -313,7 +365,8 @@ def status(
     console.print(table)
 
 
-def _configure(node_id: int, data: WolConfigure, as_json: bool) -> None:
+def configure_node(node_id: int, data: WolConfigure, as_json: bool) -> None:
+    """``wol configure``'s change, recorded, and what it printed (the command: mko.cli.node_edit)."""
     with open_session() as session:
         node, operation = configure_wol(session, node_id, data, Actor.cli())
         emit(NodePublic.of(node), NODE_COLUMNS, as_json=as_json, brief=True)
@@ -367,89 +420,6 @@ def enable(node_id: int, flag_only: FlagOnlyOpt = False, as_json: JsonOpt = Fals
 def disable(node_id: int, flag_only: FlagOnlyOpt = False, as_json: JsonOpt = False) -> None:
     """Disable WoL on a node: `ethtool -s IFACE wol d` over SSH (persistent), then mko's flag."""
     _switch(node_id, False, flag_only, as_json)
-
-
-@wol_app.command("configure")
-def configure(
-    node_id: int,
-    mac_address: Annotated[str | None, typer.Option("--mac-address", help="e.g. aa:bb:cc:dd:ee:ff")] = None,
-    method: Annotated[WolMethod | None, typer.Option("--method", help="how the node is powered on")] = None,
-    port: Annotated[int | None, typer.Option("--port", help="UDP port of the magic packet (9, or 7)")] = None,
-    broadcast: Annotated[str | None, typer.Option("--broadcast", help="broadcast address to send to")] = None,
-    enable: Annotated[bool | None, typer.Option("--enable/--disable", help="allow waking this node")] = None,
-    physical: Annotated[
-        bool | None, typer.Option("--physical/--virtual", help="machine or Proxmox VM")
-    ] = None,
-    proxmox_vm_id: Annotated[int | None, typer.Option("--proxmox-vm-id", help="VM id in Proxmox")] = None,
-    proxmox_host_id: Annotated[
-        int | None, typer.Option("--proxmox-host-id", help="mko's Proxmox host id")
-    ] = None,
-    interface: Annotated[
-        str | None, typer.Option("--interface", help="orchestrator interface to send from")
-    ] = None,
-    secureon: Annotated[
-        str | None, typer.Option("--secureon", help="SecureOn password (6 or 4 bytes)")
-    ] = None,
-    prefix_len: Annotated[
-        int | None, typer.Option("--prefix-len", help="node subnet prefix, e.g. 24")
-    ] = None,
-    probe_port: Annotated[
-        int | None, typer.Option("--probe-port", help="TCP port that proves the node is up")
-    ] = None,
-    proxmox_node: Annotated[
-        str | None, typer.Option("--proxmox-node", help="Proxmox node of the VM (found when omitted)")
-    ] = None,
-    bmc_address: Annotated[str | None, typer.Option("--bmc-address", help="IPMI: BMC address")] = None,
-    bmc_port: Annotated[int | None, typer.Option("--bmc-port", help="IPMI: BMC UDP port (623)")] = None,
-    bmc_username: Annotated[str | None, typer.Option("--bmc-username", help="IPMI/Redfish user")] = None,
-    bmc_password: Annotated[
-        str | None,
-        typer.Option("--bmc-password", help="IPMI/Redfish password; '-' reads stdin, '?' prompts"),
-    ] = None,
-    redfish_url: Annotated[
-        str | None, typer.Option("--redfish-url", help="Redfish: BMC URL, e.g. https://10.0.0.5")
-    ] = None,
-    redfish_system_id: Annotated[
-        str | None, typer.Option("--redfish-system-id", help="Redfish: system id (default: the only one)")
-    ] = None,
-    bmc_verify_tls: Annotated[
-        bool | None, typer.Option("--bmc-verify-tls/--no-bmc-verify-tls", help="Redfish: verify TLS")
-    ] = None,
-    bmc_ca_file: Annotated[
-        str | None, typer.Option("--bmc-ca-file", help="Redfish: CA file of the BMC's certificate")
-    ] = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Configure WoL settings for a node; only the options given change anything."""
-    from mko.cli.proxmox import read_secret
-
-    given: dict[str, Any] = {
-        "wol_mac_address": mac_address,
-        "wol_method": method,
-        "wol_port": port,
-        "wol_broadcast_address": broadcast,
-        "wol_enabled": enable,
-        "is_virtual_node": None if physical is None else not physical,
-        "proxmox_vm_id": proxmox_vm_id,
-        "proxmox_host_id": proxmox_host_id,
-        "wol_interface": interface,
-        "wol_secureon": secureon,
-        "wol_prefix_len": prefix_len,
-        "probe_port": probe_port,
-        "proxmox_node": proxmox_node,
-        "bmc_address": bmc_address,
-        "bmc_port": bmc_port,
-        "bmc_username": bmc_username,
-        "bmc_password": read_secret(bmc_password, "BMC password"),
-        "redfish_url": redfish_url,
-        "redfish_system_id": redfish_system_id,
-        "bmc_verify_tls": bmc_verify_tls,
-        "bmc_ca_file": bmc_ca_file,
-    }
-    data = WolConfigure(**{k: v for k, v in given.items() if v is not None})
-    if not data.model_fields_set:
-        raise typer.BadParameter("give at least one option to change (see --help)")
-    _configure(node_id, data, as_json)
 
 
 @wol_app.command("send")

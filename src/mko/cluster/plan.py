@@ -11,9 +11,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mko.cluster import outages
 from mko.cluster.options import K8sOptions, get_options
 from mko.inventory.clusters import get_cluster
+from mko.inventory.dependencies import depths
 from mko.inventory.nodes import get_node, list_nodes
 from mko.operations import ownership
 from mko.operations.kinds import RECOVER_KIND, SHUTDOWN_KINDS
@@ -24,7 +24,8 @@ from mko.platform.db.models.ups import UPS
 from mko.platform.errors import ConflictError, InputError
 from mko.platform.settings import Settings
 from mko.power.probe import probe_tcp
-from mko.power.registry import driver_class
+from mko.power.registry import DRIVERS
+from mko.ups import outages
 
 __all__ = [
     "PlanInputs",
@@ -51,6 +52,9 @@ class PlannedStep:
     hostname: str
     action: str  # drain | stop | poweroff
     runs_on: str  # hostname whose SSH runs the command, or "driver:<name>"
+    # poweroff over SSH: the method whose driver then switches the node's power off (an outlet, a plug's
+    # relay, a webhook), so that the wake's "on" powers it up again.
+    cut_by: str | None = None
 
     def describe(self) -> str:
         """One line for the plan."""
@@ -63,6 +67,8 @@ class PlannedStep:
             where = f"soft-off by the {self.runs_on.removeprefix('driver:')} driver"
         elif self.runs_on == self.hostname:
             where = "over SSH" if self.action == "stop" else "systemctl poweroff over SSH"
+            if self.cut_by:
+                where += f", then power cut by the {self.cut_by} driver"
         else:
             where = f"run on {self.runs_on}"
         return f"{what:<14} {self.hostname} ({where})"
@@ -107,6 +113,8 @@ class ShutdownPlan:
     drain_host: str | None
     parallel: list[list[PlannedStep]] = field(default_factory=list)
     serial: list[list[PlannedStep]] = field(default_factory=list)
+    # Workers other nodes depend on (depends_on): in `serial`, after their dependents.
+    providers: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
     # A shutdown for a UPS (an outage): its id, the nodes that answered when planned, and how it ends.
     ups_id: int | None = None
@@ -175,6 +183,8 @@ class ShutdownPlan:
         for chain in self.serial:
             last = chain is self.serial[-1] and chain[0].hostname == self.drain_host
             role = "the drain host, last of all" if last else "control plane, alone"
+            if chain[0].hostname in self.providers:
+                role = "a worker other nodes depend on, alone"
             out.append(f"{number}. then {role}:")
             number += 1
             out.extend(f"   {step.describe()}" for step in chain)
@@ -206,12 +216,14 @@ class ShutdownPlan:
         }
 
 
-def _power_path(node: Node) -> str:
-    """``driver:<method>`` where the node's power driver can soft-off, else its own hostname (SSH)."""
-    cls = driver_class(node.wol_method)
+def _power_off_step(node: Node) -> PlannedStep:
+    """Soft-off by the node's power driver where it can; else ``systemctl poweroff`` over SSH, and then,
+    where the driver can only cut power (an outlet, a relay), the power cut once the OS has halted."""
+    cls = DRIVERS.get(node.wol_method)
     if cls is not None and cls.supports("soft"):
-        return f"driver:{node.wol_method.value}"
-    return node.hostname
+        return PlannedStep(node.id, node.hostname, "poweroff", f"driver:{node.wol_method}")
+    cut_by = node.wol_method if cls is not None and cls.supports("off") else None
+    return PlannedStep(node.id, node.hostname, "poweroff", node.hostname, cut_by)
 
 
 async def _reachable_control_plane(nodes: Sequence[Node], timeout: float) -> Node | None:
@@ -225,9 +237,16 @@ async def _reachable_control_plane(nodes: Sequence[Node], timeout: float) -> Nod
 def build_plan(
     cluster_id: int, cluster_name: str, nodes: Sequence[Node], drain_host: Node | None, *, force: bool
 ) -> ShutdownPlan:
-    """Order the steps: workers in parallel, then control planes one by one, the drain host last."""
+    """Order the steps: workers in parallel, then the workers others depend on (depends_on) one by one,
+    the most depended-on last, then control planes one by one, the drain host last: a wake's order,
+    reversed."""
     controls = sorted((n for n in nodes if n.role == NodeRole.CONTROL_PLANE), key=lambda n: n.id)
     workers = sorted((n for n in nodes if n.role != NodeRole.CONTROL_PLANE), key=lambda n: n.id)
+    edges = {n.id: {d.depends_on_id for d in n.dependencies} for n in nodes}
+    needed = {d for n in workers for d in edges[n.id]} & {n.id for n in workers}
+    level = depths((n.id for n in workers), edges)
+    providers = sorted((n for n in workers if n.id in needed), key=lambda n: (-level[n.id], n.id))
+    workers = [n for n in workers if n.id not in needed]
     plan = ShutdownPlan(cluster_id, cluster_name, force, drain_host.hostname if drain_host else None)
     drains = not force and drain_host is not None
     if not controls:
@@ -240,11 +259,13 @@ def build_plan(
         if drain and drain_host is not None:
             steps.append(PlannedStep(node.id, node.hostname, "drain", drain_host.hostname))
         steps.append(PlannedStep(node.id, node.hostname, "stop", node.hostname))
-        steps.append(PlannedStep(node.id, node.hostname, "poweroff", _power_path(node)))
+        steps.append(_power_off_step(node))
         return steps
 
     plan.parallel = [chain(n, drain=drains) for n in workers]
-    plan.serial = [chain(n, drain=drains) for n in controls if drain_host is None or n.id != drain_host.id]
+    plan.serial = [chain(n, drain=drains) for n in providers]
+    plan.providers = {n.hostname for n in providers}
+    plan.serial += [chain(n, drain=drains) for n in controls if drain_host is None or n.id != drain_host.id]
     if drain_host is not None:
         # Nothing is left to drain it onto, and it runs every other drain: it goes last, undrained.
         plan.serial.append(chain(drain_host, drain=False))

@@ -25,7 +25,7 @@ half-way, even when the task itself is cancelled — and nothing further starts;
 ``cancelled`` listing what was skipped, and the wake + recovery that follow bring back whatever was
 stopped. See docs/shutdown.md.
 
-A shutdown *for a UPS* (a rule's, or ``--ups``) is an outage (mko.cluster.outages): recorded before the first
+A shutdown *for a UPS* (a rule's, or ``--ups``) is an outage (mko.ups.outages): recorded before the first
 step with the nodes that answered, each confirmed power-off added as it happens. Once every node is
 confirmed off it ends like a NUT primary: ``4.`` the UPS power-cycles its load (mko.ups.power_cycle;
 never when mains has returned), ``5.`` mko's own host is shut down last (``MKO_HOST_UPS``,
@@ -45,12 +45,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.cluster import backups, outages, quiesce
+from mko.cluster import backups, quiesce
 from mko.cluster.drains import BlockingBudget, blocking_budgets, parse_drain
 from mko.cluster.microk8s import drain_argv, kube_name, kubectl_json
 from mko.cluster.plan import SHUTDOWN_ACTIONS, ShutdownPlan, _check_idle
 from mko.cluster.steps import _finish_even_if_cancelled, _last_line, _StepLog, _wants_fallback
 from mko.inventory.nodes import list_nodes
+from mko.inventory.snapshots import snapshots
 from mko.operations.kinds import NODE_DRAIN_KIND, SHUTDOWN_KINDS
 from mko.operations.records import Actor, finish_operation, start_operation
 from mko.platform.db.models.base import utcnow
@@ -70,9 +71,10 @@ from mko.platform.secrets import SecretBox
 from mko.platform.settings import Settings
 from mko.power.base import NodeSnapshot, OutcomeState, WakeSchedule, power_off
 from mko.power.probe import probe_tcp
-from mko.power.registry import driver_lookup
+from mko.power.registry import DRIVERS
 from mko.ssh.client import CommandResult, SshSession, SshTarget, connect
 from mko.ssh.host_keys import scan_host_key
+from mko.ups import outages
 from mko.ups.power_cycle import PowerCycle, power_cycle
 from mko.ups.service import target_of
 
@@ -157,7 +159,7 @@ def start_shutdown(
         outage.shutdown_operation_id = operation.id
         session.commit()
     nodes = {n.hostname: n for n in list_nodes(session, plan.cluster_id)}
-    power = {hostname: NodeSnapshot.of(node) for hostname, node in nodes.items()}
+    power = dict(zip(nodes, snapshots(session, list(nodes.values())), strict=True))
     for node in nodes.values():
         session.expunge(node)  # read from other sessions and tasks while this one is gone
     return PreparedShutdown(operation.id, plan, nodes, power, outage_id)
@@ -553,6 +555,8 @@ class _Run(_StepLog):
             outcome = await self._driver_off(step)
         else:
             outcome = await self._ssh_off(step)
+            if step.cut_by and outcome.status == OperationStatus.SUCCEEDED:
+                outcome = await self._cut_power(step, outcome)
         outcome.detail["duration"] = round(time.monotonic() - begun, 3)
         ok = outcome.status == OperationStatus.SUCCEEDED
         if ok:
@@ -570,20 +574,36 @@ class _Run(_StepLog):
         """Soft-off through the node's power driver, confirmed by the driver's own power query."""
         schedule = WakeSchedule(retries=1, delay=0, wait=True, timeout=self.settings.poweroff_timeout)
         node = self.prepared.power[step.hostname]
-        [result] = await power_off([node], schedule, driver_lookup(self.settings), soft=True)
+        [result] = await power_off([node], schedule, DRIVERS.lookup(self.settings), soft=True)
         detail = result.as_dict()
         if result.state == OutcomeState.OFF:
             after = result.off_after or 0.0
-            message = f"powered off: the {node.method.value} driver reports it off after {after:.1f} s"
-            detail |= {"confirmed": True, "confirmed_by": f"{node.method.value} power query"}
+            message = f"powered off: the {node.method} driver reports it off after {after:.1f} s"
+            detail |= {"confirmed": True, "confirmed_by": f"{node.method} power query"}
             return _Outcome(OperationStatus.SUCCEEDED, message, detail)
         if result.state == OutcomeState.NOT_OFF:
             waited = f"{self.settings.poweroff_timeout:g} s"
-            message = (
-                f"unconfirmed: the {node.method.value} driver still does not report it off after {waited}"
-            )
+            message = f"unconfirmed: the {node.method} driver still does not report it off after {waited}"
             return _Outcome(OperationStatus.FAILED, message, detail | {"confirmed": False})
         return _Outcome(OperationStatus.FAILED, result.describe(), detail)
+
+    async def _cut_power(self, step: PlannedStep, halted: _Outcome) -> _Outcome:
+        """After the OS halted: switch the node's power off through its driver (an outlet or a relay can
+        only cut power), confirmed by the driver's query. Left on, the outlet's next "on" would change
+        nothing and the wake could not bring the machine back."""
+        schedule = WakeSchedule(retries=2, delay=1.0, wait=True, timeout=self.settings.poweroff_timeout)
+        node = self.prepared.power[step.hostname]
+        [result] = await power_off([node], schedule, DRIVERS.lookup(self.settings))
+        halted.detail["power_cut"] = result.as_dict()
+        if result.state == OutcomeState.OFF:
+            halted.message += f"; power cut by the {node.method} driver, which reports it off"
+            return halted
+        halted.status = OperationStatus.FAILED
+        halted.message += (
+            f"; but the {node.method} driver could not cut its power ({result.describe()}):"
+            " its next power-on will not start it"
+        )
+        return halted
 
     async def _ssh_off(self, step: PlannedStep) -> _Outcome:
         """``systemctl poweroff`` over SSH, confirmed only by SSH going from answering to silent."""

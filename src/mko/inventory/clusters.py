@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from mko.inventory.power_settings import _refuse_moving_secureon
+from mko.inventory.power_settings import refuse_moving_secureon
 from mko.inventory.schemas import ClusterCreate, ClusterUpdate
 from mko.platform import validation
 from mko.platform.db.models.inventory import Cluster, Node
@@ -32,7 +32,7 @@ def create_cluster(session: Session, data: ClusterCreate) -> Cluster:
     name = _cluster_name(data.name)
     site = _cluster_site(data.site)
     description = validation.check_text(data.description, "description", max_length=DESCRIPTION_MAX)
-    cluster = Cluster(name=name, description=description, site=site)
+    cluster = Cluster(name=name, description=description, site=site, power_stagger=data.power_stagger)
     session.add(cluster)
     _commit(session, f"a cluster named {name!r} already exists")
     return cluster
@@ -93,8 +93,10 @@ def update_cluster(
     if "site" in changes:
         site = _cluster_site(changes["site"])
         if site != cluster.site and not may_rebind_secrets:
-            _refuse_moving_secureon(session, cluster, site)
+            refuse_moving_secureon(session, cluster, site)
         cluster.site = site
+    if "power_stagger" in changes:
+        cluster.power_stagger = changes["power_stagger"] or None
     _commit(session, f"a cluster named {cluster.name!r} already exists")
     return cluster
 

@@ -441,15 +441,17 @@ def add_discovered(
     )
     added = 0
     for host in new:
-        data = NodeCreate(
-            hostname=_node_name(session, host),
-            ip_address=host.ip,
-            cluster_id=cluster_id,
-            wol_enabled=host.mac is not None,
-            wol_mac_address=host.mac,
-            wol_prefix_len=host.prefix_len,
-            probe_port=None if not host.open_ports or 22 in host.open_ports else host.open_ports[0],
-            description="found by mko discover",
+        data = NodeCreate.model_validate(
+            {
+                "hostname": _node_name(session, host),
+                "ip_address": host.ip,
+                "cluster_id": cluster_id,
+                "wol_enabled": host.mac is not None,
+                "wol_mac_address": host.mac,
+                "wol_prefix_len": host.prefix_len,
+                "probe_port": None if not host.open_ports or 22 in host.open_ports else host.open_ports[0],
+                "description": "found by mko discover",
+            }
         )
         try:
             node = create_node(session, data)

@@ -9,17 +9,32 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mko.inventory.clusters import DESCRIPTION_MAX, _commit
-from mko.inventory.power_settings import _check_power_method, _check_secret_destinations, _encrypt_secrets
+from mko.inventory.dependencies import set_dependencies
+from mko.inventory.power_settings import (
+    check_param_fields,
+    check_power_settings,
+    check_secret_destinations,
+    encrypt_secrets,
+    secret_fields,
+)
 from mko.inventory.read import NodeFilters, select_nodes
 from mko.inventory.schemas import NodeCreate, NodeUpdate, WolConfigure
+from mko.inventory.snapshots import param_values, stored_params
 from mko.operations.records import Actor, finish_operation, start_operation
 from mko.platform import validation
-from mko.platform.db.models.inventory import Cluster, Node, ProxmoxHost, WolMethod
+from mko.platform.db.models.inventory import DEFAULT_POWER_METHOD, Cluster, Node, ProxmoxHost
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.errors import InputError, NotFoundError
-from mko.power.fields import NODE_FIELD_CHECKS
 
-__all__ = ["configure_wol", "create_node", "delete_node", "get_node", "list_nodes", "update_node"]
+__all__ = [
+    "configure_wol",
+    "create_node",
+    "delete_node",
+    "get_node",
+    "list_nodes",
+    "node_values",
+    "update_node",
+]
 
 
 _FIELD_CHECKS: dict[str, Callable[[Any, str], Any]] = {
@@ -29,14 +44,8 @@ _FIELD_CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "ssh_port": validation.validate_port,
     "ssh_key_path": validation.validate_ssh_key_path,
     "description": lambda value, field: validation.check_text(value, field, max_length=DESCRIPTION_MAX),
-    "wol_mac_address": validation.normalize_mac,
-    "wol_port": validation.validate_port,
-    "wol_broadcast_address": validation.validate_broadcast,
-    "wol_interface": validation.validate_interface,
     "probe_port": validation.validate_port,
-    "bmc_port": validation.validate_port,
     "site": validation.validate_site,
-    **NODE_FIELD_CHECKS,
 }
 
 
@@ -55,10 +64,15 @@ def list_nodes(session: Session, cluster_id: int | None = None) -> list[Node]:
 
 def create_node(session: Session, data: NodeCreate) -> Node:
     """Add a node after checking every field and the WoL combination."""
-    given = _encrypt_secrets(session, data.model_dump(exclude_unset=True))
+    given = encrypt_secrets(session, data.model_dump(exclude_unset=True))
+    depends_on = given.pop("depends_on", None)
     values = _checked(session, _defaults() | given, explicit=set(given))
-    node = Node(**values)
+    node = Node()
+    _write(node, values, set(values))
     session.add(node)
+    if depends_on:
+        session.flush()  # the node's id, for its dependencies
+        set_dependencies(session, node, depends_on)
     _commit(session, lambda: _duplicate_message(session, values, None))
     return node
 
@@ -77,15 +91,16 @@ def update_node(
     """
     node = get_node(session, node_id)
     given = data.model_dump(exclude_unset=True)
-    changes = _encrypt_secrets(session, dict(given))
-    current = {column: getattr(node, column) for column in _node_columns()}
+    depends_on = given.pop("depends_on", None)
+    changes = encrypt_secrets(session, dict(given))
+    current = node_values(node)
     merged = _checked(session, current | changes, explicit=set(changes))
-    _check_secret_destinations(
+    check_secret_destinations(
         session, f"node {node_id} ({node.hostname})", current, merged, given, may_rebind_secrets
     )
-    for column, value in merged.items():
-        if column in changes or value != current[column]:
-            setattr(node, column, value)
+    _write(node, merged, {k for k, v in merged.items() if k in changes or v != current.get(k)})
+    if depends_on is not None:
+        set_dependencies(session, node, depends_on)
     _commit(session, lambda: _duplicate_message(session, merged, node_id))
     return node
 
@@ -96,21 +111,21 @@ def configure_wol(
     """The seed's ``wol configure`` as a person asks for it (CLI, API, web alike): change the WoL fields
     sent, nothing else, and record the change as a ``wol_configure`` operation.
 
-    The record names the fields sent, the SecureOn password as ``***`` (``None`` when cleared), never
-    its value. A configure that changes nothing (every value sent is the one stored) records nothing:
-    the history shows what changed, and when, not every time someone pressed Save. Code that records
-    an operation of its own (a NIC switch, an inventory refresh) calls ``update_node`` instead.
+    The record names the fields sent, every secret (SecureOn, BMC or plug password…) as ``***``
+    (``None`` when cleared), never its value. A configure that changes nothing (every value sent is
+    the one stored, driver settings included) records nothing: the history shows what changed, and
+    when, not every time someone pressed Save. Code that records an operation of its own (a NIC
+    switch, an inventory refresh) calls ``update_node`` instead.
     """
-    columns = _node_columns()
-    node = get_node(session, node_id)
-    before = {column: getattr(node, column) for column in columns}
+    before = node_values(get_node(session, node_id))
     node = update_node(session, node_id, data, may_rebind_secrets=may_rebind_secrets)
-    changed = [column for column in columns if getattr(node, column) != before[column]]
+    after = node_values(node)
+    changed = [name for name in after if after[name] != before.get(name)]
     if not changed:
         return node, None
     parameters = data.model_dump(mode="json", exclude_unset=True)
-    if "wol_secureon" in parameters:
-        parameters["wol_secureon"] = "***" if parameters["wol_secureon"] else None
+    for secret in secret_fields().keys() & parameters.keys():
+        parameters[secret] = "***" if parameters[secret] else None
     operation = start_operation(
         session,
         kind="wol_configure",
@@ -133,7 +148,22 @@ def delete_node(session: Session, node_id: int) -> None:
 
 
 def _node_columns() -> list[str]:
-    return [c.key for c in Node.__table__.columns if c.key not in ("id", "created_at")]
+    return [c.key for c in Node.__table__.columns if c.key not in ("id", "created_at", "power_params")]
+
+
+def node_values(node: Node) -> dict[str, Any]:
+    """A node's settings by flat name: its columns and every driver setting (``power_params``)."""
+    return {column: getattr(node, column) for column in _node_columns()} | param_values(node)
+
+
+def _write(node: Node, values: Mapping[str, Any], changed: set[str]) -> None:
+    """Set the changed columns, and ``power_params`` when a driver setting changed."""
+    columns = set(_node_columns())
+    for name in changed & columns:
+        setattr(node, name, values[name])
+    params = stored_params(values)
+    if params != (node.power_params or {}):
+        node.power_params = params  # a new dict: the JSON column notices only assignment
 
 
 def _defaults() -> dict[str, Any]:
@@ -141,7 +171,7 @@ def _defaults() -> dict[str, Any]:
         "ssh_user": "ubuntu",
         "ssh_port": 22,
         "wol_enabled": False,
-        "wol_method": WolMethod.ETHERNET,
+        "wol_method": DEFAULT_POWER_METHOD,
         "wol_port": 9,
         "is_virtual_node": False,
         "description": "",
@@ -155,6 +185,7 @@ def _checked(session: Session, values: Mapping[str, Any], explicit: set[str]) ->
         value = result.get(field)
         if value is not None and field in explicit:
             result[field] = check(value, field)
+    check_param_fields(result, explicit)
     for column in Node.__table__.columns:
         if not column.nullable and column.key in result and result[column.key] is None:
             raise InputError(column.key, "must not be empty")
@@ -176,7 +207,7 @@ def _checked(session: Session, values: Mapping[str, Any], explicit: set[str]) ->
             f"Proxmox host {result['proxmox_host_id']} does not exist: add one with `mko proxmox add NAME"
             " --host ADDRESS --token-id USER@REALM!TOKEN --secret -` (ids: `mko proxmox list`)",
         )
-    _check_power_method(result, explicit)
+    check_power_settings(result, explicit)
     return result
 
 

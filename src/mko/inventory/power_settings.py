@@ -1,40 +1,72 @@
-"""A node's power settings: the method and its fields agree, the methods this version
-drives, secrets encrypted and bound to where they go."""
+"""A node's power settings: the method and its settings agree, secrets encrypted and bound to where they
+go. Everything method-specific is read from the driver's settings model (:mod:`mko.power.params`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mko.platform import validation
-from mko.platform.db.models.inventory import Cluster, Node, WolMethod
+from mko.platform.db.models.inventory import DEFAULT_POWER_METHOD, Cluster, Node
 from mko.platform.errors import InputError
 from mko.platform.secrets import SecretBox, check_secret_destination
-from mko.power.base import LOCAL_SITE
-from mko.power.fields import check_driver_settings, validate_secret
+from mko.power.base import LOCAL_SITE, Capability
 from mko.power.magic import LIMITED_BROADCAST, subnet_broadcast
+from mko.power.params import EncryptedSecret
+from mko.power.registry import DRIVERS
 
-__all__ = ["BUILT_METHODS"]
+__all__ = [
+    "check_param_fields",
+    "check_power_settings",
+    "check_secret_destinations",
+    "encrypt_secrets",
+    "refuse_moving_secureon",
+    "secret_fields",
+]
+
+#: Where a magic packet's SecureOn password goes besides the node's own fields: its site's agents.
+_PACKET_FIELDS = ("wol_method", "site", "cluster_id", "ip_address")
 
 
-# Power methods whose driver exists in this version; the others are refused at configure time
-# rather than accepted and failing at 3 a.m. when the power comes back.
-BUILT_METHODS = frozenset(
-    {WolMethod.ETHERNET, WolMethod.ETHERNET_RAW, WolMethod.PROXMOX, WolMethod.IPMI, WolMethod.REDFISH}
-)
-MAGIC_PACKET_METHODS = frozenset({WolMethod.ETHERNET, WolMethod.ETHERNET_RAW})
+def secret_fields() -> dict[str, str]:
+    """Every secret driver setting and its help text."""
+    return {name: meta.help for name, (_info, meta) in DRIVERS.all_params_fields().items() if meta.secret}
 
 
-def _refuse_moving_secureon(session: Session, cluster: Cluster, site: str | None) -> None:
-    holders = session.scalars(
-        select(Node)
-        .where(Node.cluster_id == cluster.id, Node.site.is_(None), Node.wol_secureon_encrypted.is_not(None))
-        .order_by(Node.id)
-    ).all()
+def check_param_fields(values: dict[str, Any], explicit: set[str]) -> None:
+    """Normalise every driver setting a person gave (any method's), with its field's own check."""
+    for name, (_info, meta) in DRIVERS.all_params_fields().items():
+        value = values.get(name)
+        if name in explicit and value is not None and meta.check is not None and not meta.secret:
+            values[name] = meta.check(value, name)
+
+
+def encrypt_secrets(session: Session, changes: dict[str, Any]) -> dict[str, Any]:
+    """Replace each plain secret setting given by its ciphertext; null clears it."""
+    checks = {name: meta.check for name, (_i, meta) in DRIVERS.all_params_fields().items() if meta.secret}
+    for name, check in checks.items():
+        if name not in changes or changes[name] is None:
+            continue
+        value = changes[name]
+        plain = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        if check is not None:
+            plain = check(plain, name)
+        changes[name] = EncryptedSecret(SecretBox.for_session(session).encrypt(plain))
+    return changes
+
+
+def refuse_moving_secureon(session: Session, cluster: Cluster, site: str | None) -> None:
+    """Refuse to move a cluster to another site while its nodes' SecureOn passwords would follow."""
+    holders = [
+        node
+        for node in session.scalars(
+            select(Node).where(Node.cluster_id == cluster.id, Node.site.is_(None)).order_by(Node.id)
+        )
+        if (node.power_params or {}).get("wol_secureon") is not None
+    ]
     if holders:
         names = ", ".join(f"{n.id} ({n.hostname})" for n in holders)
         raise InputError(
@@ -45,53 +77,31 @@ def _refuse_moving_secureon(session: Session, cluster: Cluster, site: str | None
         )
 
 
-def _encrypt_secrets(session: Session, changes: dict[str, Any]) -> dict[str, Any]:
-    """Replace a plain ``bmc_password`` or ``wol_secureon`` by its ciphertext column; null clears it."""
-    for field, check in (("bmc_password", validate_secret), ("wol_secureon", validation.normalize_secureon)):
-        if field not in changes:
-            continue
-        secret = changes.pop(field)
-        if secret is None:
-            changes[f"{field}_encrypted"] = None
-            continue
-        plain = check(secret.get_secret_value() if isinstance(secret, SecretStr) else secret, field)
-        changes[f"{field}_encrypted"] = SecretBox.for_session(session).encrypt(plain)
-    return changes
-
-
-# Where a node's stored secrets are sent: the BMC password to the BMC (by method), the SecureOn
-# password in every magic packet, to the broadcast address, or to the wake agents of the node's site.
-_BMC_DESTINATION = {
-    WolMethod.IPMI: ("wol_method", "bmc_address", "bmc_port"),
-    WolMethod.REDFISH: ("wol_method", "redfish_url", "bmc_verify_tls", "bmc_ca_file"),
-}
-_SECUREON_FIELDS = (
-    "wol_method", "site", "cluster_id", "wol_broadcast_address", "wol_prefix_len", "ip_address",
-)  # fmt: skip
-
-
-def _bmc_destination(values: Mapping[str, Any]) -> dict[str, Any] | None:
-    fields = _BMC_DESTINATION.get(WolMethod(values["wol_method"]))
-    return None if fields is None else {field: values.get(field) for field in fields}
-
-
-def _secureon_destination(session: Session, values: Mapping[str, Any]) -> dict[str, Any] | None:
-    if WolMethod(values["wol_method"]) not in MAGIC_PACKET_METHODS:
+def _destination(session: Session, values: Mapping[str, Any], secret: str) -> dict[str, Any] | None:
+    """Where the node's driver sends this secret: the method and the fields it is bound to; for a magic
+    packet, the broadcast address or the wake agents of the node's site. None: it is not sent."""
+    cls = DRIVERS.get(values["wol_method"])
+    if cls is None or secret not in cls.Params.model_fields:
         return None
-    site = values.get("site")
-    if site is None and values.get("cluster_id") is not None:
-        cluster = session.get(Cluster, values["cluster_id"])
-        site = cluster.site if cluster is not None else None
-    if values.get("wol_broadcast_address"):
-        address = values["wol_broadcast_address"]
-    elif values.get("wol_prefix_len") is not None:
-        address = subnet_broadcast(values["ip_address"], values["wol_prefix_len"])
-    else:
-        address = LIMITED_BROADCAST
-    return {"site": None if site == LOCAL_SITE else site, "address": address}
+    if Capability.WAKE_ONLY in cls.capabilities:
+        site = values.get("site")
+        if site is None and values.get("cluster_id") is not None:
+            cluster = session.get(Cluster, values["cluster_id"])
+            site = cluster.site if cluster is not None else None
+        if values.get("wol_broadcast_address"):
+            address = values["wol_broadcast_address"]
+        elif values.get("wol_prefix_len") is not None:
+            address = subnet_broadcast(values["ip_address"], values["wol_prefix_len"])
+        else:
+            address = LIMITED_BROADCAST
+        return {"site": None if site == LOCAL_SITE else site, "address": address}
+    binds = cls.Params.fields_meta()[secret].binds
+    return {"wol_method": values["wol_method"]} | {
+        field: values.get(field) for field in binds if field in cls.Params.model_fields
+    }
 
 
-def _check_secret_destinations(
+def check_secret_destinations(
     session: Session,
     what: str,
     current: Mapping[str, Any],
@@ -99,56 +109,53 @@ def _check_secret_destinations(
     given: Mapping[str, Any],
     may_rebind: bool,
 ) -> None:
-    check_secret_destination(
-        what,
-        "BMC password",
-        "bmc_password",
-        _bmc_destination(current),
-        _bmc_destination(merged),
-        reused=merged.get("bmc_password_encrypted") is not None and given.get("bmc_password") is None,
-        may_rebind=may_rebind,
-    )
-    check_secret_destination(
-        what,
-        "SecureOn password",
-        "wol_secureon",
-        _secureon_destination(session, current),
-        _secureon_destination(session, merged),
-        reused=merged.get("wol_secureon_encrypted") is not None and given.get("wol_secureon") is None,
-        may_rebind=may_rebind,
-        fields=[f for f in _SECUREON_FIELDS if f in given and merged.get(f) != current.get(f)],
-    )
+    """Refuse a change that would send a stored secret somewhere new unless it is given again."""
+    for secret, help_text in secret_fields().items():
+        before, after = _destination(session, current, secret), _destination(session, merged, secret)
+        moved: list[str] = []
+        cls = DRIVERS.get(merged["wol_method"])
+        if cls is not None and Capability.WAKE_ONLY in cls.capabilities and secret in cls.Params.model_fields:
+            binds = _PACKET_FIELDS + cls.Params.fields_meta()[secret].binds
+            moved = [f for f in binds if f in given and merged.get(f) != current.get(f)]
+        check_secret_destination(
+            what,
+            help_text.split(": ", 1)[-1],
+            secret,
+            before,
+            after,
+            reused=merged.get(secret) is not None and given.get(secret) is None,
+            may_rebind=may_rebind,
+            fields=moved,
+        )
 
 
-def _check_power_method(values: dict[str, Any], explicit: set[str]) -> None:
+def check_power_settings(values: dict[str, Any], explicit: set[str]) -> None:
     """Make physical/virtual and the method agree, and reject what could only fail at wake time."""
-    method = WolMethod(values["wol_method"])
+    method = str(values.get("wol_method") or DEFAULT_POWER_METHOD)
+    if method not in DRIVERS:
+        raise InputError("wol_method", f"power method {method!r} is not available in this version of mko")
+    kind = DRIVERS.driver(method).node_kind
     if "wol_method" not in explicit and "is_virtual_node" in explicit:
         # `--virtual` alone means "started through Proxmox"; `--physical` alone means magic packets.
-        if values["is_virtual_node"] and method in MAGIC_PACKET_METHODS:
-            method = WolMethod.PROXMOX
-        elif not values["is_virtual_node"] and method == WolMethod.PROXMOX:
-            method = WolMethod.ETHERNET
-    if method not in BUILT_METHODS:
-        raise InputError(
-            "wol_method", f"power method {method.value!r} is not available in this version of mko"
-        )
-    if method == WolMethod.PROXMOX:
+        if values["is_virtual_node"] and kind == "physical":
+            method = "proxmox"
+        elif not values["is_virtual_node"] and kind == "virtual":
+            method = DEFAULT_POWER_METHOD
+    cls = DRIVERS.driver(method)
+    if cls.node_kind == "virtual":
         if "is_virtual_node" in explicit and not values["is_virtual_node"]:
-            raise InputError("is_virtual_node", "method 'proxmox' starts virtual machines only")
+            raise InputError("is_virtual_node", f"method {method!r} starts virtual machines only")
         values["is_virtual_node"] = True
-    elif values.get("is_virtual_node"):
+    elif cls.node_kind == "physical" and values.get("is_virtual_node"):
         field = "wol_method" if "wol_method" in explicit else "is_virtual_node"
-        raise InputError(field, f"a virtual node is started through Proxmox, not by {method.value}")
+        raise InputError(field, f"a virtual node is started through Proxmox, not by {method}")
     values["wol_method"] = method
-    if method == WolMethod.PROXMOX:
-        if values.get("wol_enabled") and values.get("proxmox_vm_id") is None:
-            raise InputError("proxmox_vm_id", "a virtual node needs its Proxmox VM id to be woken")
-        return
-    if method in (WolMethod.IPMI, WolMethod.REDFISH):
-        check_driver_settings(method, values)
-        return
-    if method == WolMethod.ETHERNET_RAW and not values.get("wol_interface"):
-        raise InputError("wol_interface", "raw Ethernet magic packets need the interface to send them on")
-    if values.get("wol_enabled") and not values.get("wol_mac_address"):
-        raise InputError("wol_mac_address", "Wake-on-LAN cannot be enabled without the node's MAC address")
+    try:
+        params = cls.Params.model_validate(values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "power_params"
+        raise InputError(field, str(error["msg"])) from None
+    for name in params.missing(enabled=bool(values.get("wol_enabled"))):
+        help_text = cls.Params.fields_meta()[name].help.split(": ", 1)[-1]
+        raise InputError(name, f"method {method!r} needs the {help_text} ({name})")

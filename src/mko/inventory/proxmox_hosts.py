@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from mko.inventory.schemas import ProxmoxHostCreate, ProxmoxHostUpdate
+from mko.inventory.snapshots import endpoint_of
 from mko.platform import validation
 from mko.platform.db.models.inventory import Node, ProxmoxHost
 from mko.platform.errors import ConflictError, InputError, NotFoundError
@@ -144,7 +145,7 @@ def host_login(session: Session, settings: Settings, host_id: int) -> HostLogin:
     if not host.secret_encrypted:
         raise InputError("secret", f"Proxmox host {host_id} has no secret stored")
     secret = SecretBox.from_settings(settings).decrypt(host.secret_encrypted)
-    return HostLogin(host.id, host.name, ProxmoxEndpoint.of(host), secret, settings.power_api_timeout)
+    return HostLogin(host.id, host.name, endpoint_of(host), secret, settings.power_api_timeout)
 
 
 async def check_login(login: HostLogin) -> dict[str, Any]:

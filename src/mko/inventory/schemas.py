@@ -7,12 +7,13 @@ and run in the service layer, so every adapter gets the same rules and the same 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, create_model
 
-from mko.platform.db.models.inventory import NodeRole, WolMethod
+from mko.platform.db.models.inventory import NodeRole
 from mko.platform.validation import InputModel
+from mko.power.registry import DRIVERS, PowerMethod
 
 __all__ = [
     "ClusterCreate",
@@ -29,6 +30,7 @@ __all__ = [
 
 
 SITE_HELP = "wake-agent site of the nodes (letters, digits, . _ -)"
+STAGGER_HELP = "seconds between two nodes' power-ons in a wake of the cluster (inrush current)"
 
 
 class ClusterCreate(InputModel):
@@ -37,6 +39,7 @@ class ClusterCreate(InputModel):
     name: str = Field(min_length=1, max_length=100)
     description: str = Field(default="", max_length=1000)
     site: str | None = Field(default=None, description=SITE_HELP)
+    power_stagger: float | None = Field(default=None, ge=0, le=600, description=STAGGER_HELP)
 
 
 class ClusterUpdate(InputModel):
@@ -45,6 +48,7 @@ class ClusterUpdate(InputModel):
     name: str | None = Field(default=None, min_length=1, max_length=100)
     description: str | None = Field(default=None, max_length=1000)
     site: str | None = Field(default=None, description=SITE_HELP + "; null: the orchestrator's LAN")
+    power_stagger: float | None = Field(default=None, ge=0, le=600, description=STAGGER_HELP + "; null: none")
 
 
 class ClusterPublic(BaseModel):
@@ -58,40 +62,78 @@ class ClusterPublic(BaseModel):
     created_at: datetime
     node_count: int = 0
     site: str | None = None
+    power_stagger: float | None = None
 
 
-class WolConfigure(InputModel):
+class _SeedWolFields(InputModel):
     """The seed's ``PUT /api/nodes/{id}/wol/configure`` body; only fields sent are changed."""
 
     wol_enabled: bool | None = None
     wol_mac_address: str | None = None
-    wol_method: WolMethod | None = None
+    wol_method: PowerMethod | None = None
     wol_port: int | None = None
     wol_broadcast_address: str | None = None
     is_virtual_node: bool | None = None
     proxmox_vm_id: int | None = Field(default=None, ge=100, le=999_999_999)
     proxmox_host_id: int | None = None
-    wol_interface: str | None = None
-    wol_secureon: str | None = Field(default=None, description="SecureOn password; write-only")
-    wol_prefix_len: int | None = Field(default=None, ge=0, le=32)
     probe_port: int | None = None
-    proxmox_node: str | None = Field(default=None, description="Proxmox node of the VM; found if omitted")
-    bmc_address: str | None = Field(default=None, description="IPMI: BMC host name or address")
-    bmc_port: int | None = Field(default=None, description="IPMI: BMC UDP port (623)")
-    bmc_username: str | None = Field(default=None, description="IPMI/Redfish: BMC user")
-    bmc_password: SecretStr | None = Field(default=None, description="IPMI/Redfish: BMC password; write-only")
-    redfish_url: str | None = Field(default=None, description="Redfish: service URL, e.g. https://10.0.0.5")
-    redfish_system_id: str | None = Field(default=None, description="Redfish: system id (default: the only)")
-    bmc_verify_tls: bool | None = Field(default=None, description="Redfish: verify the BMC's certificate")
-    bmc_ca_file: str | None = Field(default=None, description="Redfish: CA file for the BMC's certificate")
     site: str | None = Field(
         default=None,
         description="wake-agent site sending this node's magic packets; null: the cluster's; 'local': ours",
     )
 
 
+def _driver_fields(*, public: bool) -> dict[str, Any]:
+    """Every driver setting the seed's fields do not already name, from the drivers' models: optional
+    in requests (secrets write-only), shown in responses (secrets as ``<name>_set``)."""
+    fields: dict[str, Any] = {}
+    for name, (info, meta) in DRIVERS.all_params_fields().items():
+        if meta.column:
+            continue
+        if meta.secret:
+            if public:
+                fields[f"{name}_set"] = (bool, Field(default=False, description=f"{meta.help} is set"))
+            else:
+                fields[name] = (SecretStr | None, Field(default=None, description=f"{meta.help}; write-only"))
+            continue
+        annotation = info.annotation
+        if public:
+            fields[name] = (annotation, Field(default=info.default, description=meta.help))
+        elif "list[" in str(annotation):
+            # An argument vector may also come as one line of words (CLI, web form); the driver's check
+            # splits it.
+            fields[name] = (Optional[annotation | str], Field(default=None, description=meta.help))  # noqa: UP045
+        else:
+            fields[name] = (Optional[annotation], Field(default=None, description=meta.help))  # noqa: UP045
+    return fields
+
+
+if TYPE_CHECKING:
+
+    class WolConfigure(_SeedWolFields):
+        """The type checker's view: driver settings are given and read by name."""
+
+        def __init__(self, **data: Any) -> None: ...
+
+        def __getattr__(self, name: str) -> Any: ...
+
+else:
+    #: The seed's body plus every driver's settings (mko.power.params): a new driver adds its own here.
+    WolConfigure = create_model(
+        "WolConfigure",
+        __base__=_SeedWolFields,
+        __doc__="The seed's ``PUT /api/nodes/{id}/wol/configure`` body; only fields sent are changed.",
+        **_driver_fields(public=False),
+    )
+
+
+DEPENDS_HELP = "ids of the nodes this node needs up before it is powered on (a NAS, its Proxmox host)"
+
+
 class NodeCreate(WolConfigure):
     """A new node; WoL fields are optional here and may be set later with ``wol configure``."""
+
+    depends_on: list[int] | None = Field(default=None, description=DEPENDS_HELP)
 
     hostname: str
     ip_address: str
@@ -108,6 +150,8 @@ class NodeCreate(WolConfigure):
 class NodeUpdate(WolConfigure):
     """Fields of a node to change; fields not sent stay as they are."""
 
+    depends_on: list[int] | None = Field(default=None, description=DEPENDS_HELP + "; [] clears")
+
     hostname: str | None = None
     ip_address: str | None = None
     ssh_user: str | None = None
@@ -118,7 +162,7 @@ class NodeUpdate(WolConfigure):
     description: str | None = Field(default=None, max_length=1000)
 
 
-class NodePublic(BaseModel):
+class _NodePublicBase(BaseModel):
     """A node as shown to people. The SecureOn password is reported as set or not, never shown."""
 
     model_config = ConfigDict(from_attributes=True)
@@ -135,25 +179,17 @@ class NodePublic(BaseModel):
     created_at: datetime
     wol_enabled: bool
     wol_mac_address: str | None
-    wol_method: WolMethod
+    wol_method: str
+    power_method: str = Field(
+        default="", description="the node's power driver (the seed calls it wol_method)"
+    )
     wol_port: int
     wol_broadcast_address: str | None
     is_virtual_node: bool
     proxmox_vm_id: int | None
     proxmox_host_id: int | None
-    wol_interface: str | None
-    wol_secureon_set: bool = False
-    wol_prefix_len: int | None
     probe_port: int | None
-    proxmox_node: str | None = None
-    bmc_address: str | None = None
-    bmc_port: int | None = None
-    bmc_username: str | None = None
-    bmc_password_set: bool = False
-    redfish_url: str | None = None
-    redfish_system_id: str | None = None
-    bmc_verify_tls: bool = True
-    bmc_ca_file: str | None = None
+    depends_on: list[int] = Field(default_factory=list, description=DEPENDS_HELP)
     # Read from the node itself over SSH (collect-mac, wol enable/disable, Ansible facts); None until then.
     nic_interface: str | None = None
     nic_wol_supported: str | None = Field(default=None, description='ethtool "Supports Wake-on", e.g. pumbg')
@@ -170,15 +206,40 @@ class NodePublic(BaseModel):
     )
 
     @classmethod
-    def of(cls, node: Any) -> NodePublic:
-        """Build from a Node row."""
-        from mko.power.base import node_site
+    def of(cls, node: Any) -> Self:
+        """Build from a Node row: its columns, and its driver settings with secrets as ``…_set``."""
+        from mko.inventory.snapshots import node_site, param_values
 
-        public = cls.model_validate(node)
-        public.wol_secureon_set = node.wol_secureon_encrypted is not None
-        public.bmc_password_set = node.bmc_password_encrypted is not None
-        public.wake_site = node_site(node)
-        return public
+        data: dict[str, Any] = {c.key: getattr(node, c.key) for c in node.__table__.columns}
+        data.pop("power_params", None)
+        for name, value in param_values(node).items():
+            if name in cls.model_fields:
+                data[name] = value
+            elif f"{name}_set" in cls.model_fields:
+                data[f"{name}_set"] = value is not None
+        data["power_method"] = node.wol_method
+        data["depends_on"] = sorted(d.depends_on_id for d in node.dependencies)
+        data["wake_site"] = node_site(node)
+        return cls.model_validate(data)
+
+
+if TYPE_CHECKING:
+
+    class NodePublic(_NodePublicBase):
+        """The type checker's view: driver settings are given and read by name."""
+
+        def __init__(self, **data: Any) -> None: ...
+
+        def __getattr__(self, name: str) -> Any: ...
+
+else:
+    #: A node as shown to people, with every driver's settings (secrets only as ``<name>_set``).
+    NodePublic = create_model(
+        "NodePublic",
+        __base__=_NodePublicBase,
+        __doc__="A node as shown to people. Secrets are reported as set or not, never shown.",
+        **_driver_fields(public=True),
+    )
 
 
 class ProxmoxHostCreate(InputModel):

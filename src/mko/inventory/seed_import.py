@@ -40,7 +40,7 @@ from mko.inventory.schemas import NodePublic
 from mko.platform import validation
 from mko.platform.db.backup import backup_sqlite, is_sqlite, safe_url, sqlite_path
 from mko.platform.db.models.base import Base, UTCDateTime
-from mko.platform.db.models.inventory import NodeRole, WolMethod
+from mko.platform.db.models.inventory import DEFAULT_POWER_METHOD, NodeRole
 from mko.platform.db.session import make_engine
 from mko.platform.db.upgrade import (
     LEGACY_NODE_COLUMNS,
@@ -476,7 +476,7 @@ def _verify(connection: Connection, plan: _Plan) -> None:
 
 def _check_defaults(node: NodePublic, mac: str | None) -> None:
     got = (node.wol_enabled, node.wol_method, node.wol_port, node.is_virtual_node, node.wol_mac_address)
-    want = (False, WolMethod.ETHERNET, 9, False, mac)
+    want = (False, DEFAULT_POWER_METHOD, 9, False, mac)
     if got != want:
         raise _VerifyError(f"node {node.id} has WoL settings {got}, expected the defaults {want}")
 

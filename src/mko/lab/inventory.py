@@ -31,18 +31,20 @@ def register_lab(
     key = str(running.ssh.client_key) if running.ssh is not None else None
     nodes = []
     for index, node in enumerate(running.nodes):
-        data = NodeCreate(
-            hostname=f"{cluster_name}-{node.name}",
-            ip_address=node.ip,
-            role=NodeRole.CONTROL_PLANE if index < control_planes else NodeRole.WORKER,
-            cluster_id=cluster.id,
-            ssh_user="root",
-            ssh_port=probe_port,
-            ssh_key_path=key,
-            wol_enabled=macs,
-            wol_mac_address=node.mac if macs else None,
-            wol_prefix_len=running.lab.prefix_len if macs else None,
-            probe_port=probe_port,
+        data = NodeCreate.model_validate(
+            {
+                "hostname": f"{cluster_name}-{node.name}",
+                "ip_address": node.ip,
+                "role": NodeRole.CONTROL_PLANE if index < control_planes else NodeRole.WORKER,
+                "cluster_id": cluster.id,
+                "ssh_user": "root",
+                "ssh_port": probe_port,
+                "ssh_key_path": key,
+                "wol_enabled": macs,
+                "wol_mac_address": node.mac if macs else None,
+                "wol_prefix_len": running.lab.prefix_len if macs else None,
+                "probe_port": probe_port,
+            }
         )
         nodes.append(create_node(session, data))
     return cluster, nodes

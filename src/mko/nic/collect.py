@@ -117,7 +117,8 @@ def apply_network_facts(
     node.wol_mac_address = choice.mac
     node.nic_interface = choice.interface.name
     if choice.prefix_len is not None:
-        node.wol_prefix_len = choice.prefix_len
+        # A new dict: the JSON column notices only assignment.
+        node.power_params = {**(node.power_params or {}), "wol_prefix_len": choice.prefix_len}
     session.commit()
     return row
 

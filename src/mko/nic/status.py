@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from mko.platform.db.models.inventory import Node, WolMethod
+from mko.platform.db.models.inventory import Node
 
 __all__ = []
-
-
-MAGIC_METHODS = frozenset({WolMethod.ETHERNET, WolMethod.ETHERNET_RAW})
 
 
 def nic_status(node: Node) -> dict[str, Any]:

@@ -32,7 +32,6 @@ from mko.inventory.schemas import WolConfigure
 from mko.nic.ethtool import read_wol
 from mko.nic.interfaces import choose_interface, read_interfaces
 from mko.nic.persistence import persist
-from mko.nic.status import MAGIC_METHODS
 from mko.operations.records import Actor, finish_operation, record_step, start_operation
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.inventory import Node
@@ -40,6 +39,8 @@ from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.session import in_thread_session
 from mko.platform.errors import MkoError, NicError, SshError, SshUnreachableError, UnsupportedActionError
 from mko.platform.settings import Settings
+from mko.power.base import Capability
+from mko.power.registry import DRIVERS
 from mko.ssh.client import SshSession, SshTarget, connect
 
 if TYPE_CHECKING:
@@ -92,11 +93,11 @@ async def set_nic_wol(
         return node, operation.id
 
     node, operation_id = await in_thread_session(sessions, begin)
-    if flag_only or node.wol_method not in MAGIC_METHODS:
+    if flag_only or node.wol_method not in DRIVERS.with_capability(Capability.WAKE_ONLY):
         why = (
             "flag only, as asked: the network card was not touched"
             if flag_only
-            else f"method {node.wol_method.value}: the node is not woken by its network card"
+            else f"method {node.wol_method}: the node is not woken by its network card"
         )
         return await in_thread_session(
             sessions,

@@ -259,6 +259,20 @@ class _SshTarget(Protocol):
     def address(self) -> str: ...
     @property
     def node_id(self) -> int | None: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+
+
+def _trust_hint(target: _SshTarget) -> str:
+    """How to trust this host: `mko node trust` for a node, else adding its key to mko's known_hosts (a
+    host a `command` power driver logs in to)."""
+    if target.node_id is not None:
+        return f"run `mko node trust {target.node_id}`"
+    return (
+        f"add its key to mko's known_hosts (MKO_SSH_KNOWN_HOSTS): ssh-keyscan -p {target.port} {target.host}"
+    )
 
 
 class _CommandResult(Protocol):
@@ -299,7 +313,7 @@ class HostKeyUnknownError(SshError, FatalPowerError):
         super().__init__(
             target,
             f"host key of {target.address} is not trusted yet{shown}; check the fingerprint on the node "
-            f"(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) and run `mko node trust {target.node_id}`",
+            f"(ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) and {_trust_hint(target)}",
         )
         self.presented = presented
 

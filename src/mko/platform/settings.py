@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     rule_wake_timeout: float = Field(
         default=600.0, gt=0, le=3600, description="seconds a rule's wake waits for every node to answer"
     )
-    # Outages (mko.cluster.outages, docs/ups.md "mko on the same UPS").
+    # Outages (mko.ups.outages, docs/ups.md "mko on the same UPS").
     runtime_low_factor: float = Field(
         default=1.5,
         ge=1,
@@ -143,6 +143,12 @@ class Settings(BaseSettings):
     )
     power_api_timeout: float = Field(
         default=10.0, gt=0, le=300, description="timeout of one Proxmox, IPMI or Redfish request"
+    )
+    power_device_gap: float = Field(
+        default=1.0,
+        ge=0,
+        le=600,
+        description="seconds between two power-ons on one device (a PDU or plug) during a wake",
     )
     power_timeout: float = Field(
         default=120.0, gt=0, le=3600, description="seconds `node power` waits for the requested state"

@@ -22,26 +22,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from sqlalchemy import select
-from sqlalchemy.orm import object_session
-
-from mko.platform.db.models.inventory import Node, NodeRole, ProxmoxHost, WolMethod
 from mko.platform.errors import FatalPowerError, PowerError, RetryablePowerError, UnsupportedActionError
+from mko.power.params import DriverParams, EncryptedSecret, RevealedSecret
 from mko.power.probe import wait_until_up
 
 if TYPE_CHECKING:
+    from mko.platform.secrets import SecretBox
     from mko.platform.settings import Settings
 
 __all__ = [
     "LOCAL_SITE",
     "STATUS",
     "AttemptError",
+    "Capability",
     "NodeOutcome",
     "NodeSnapshot",
     "OutcomeState",
@@ -51,15 +51,29 @@ __all__ = [
     "ProxmoxEndpoint",
     "WakeSchedule",
     "attempt_error",
-    "node_site",
+    "power_cycle",
     "power_off",
     "power_on",
+    "power_on_levels",
 ]
 
 log = logging.getLogger("mko.power")
 
-#: The name of the "ask the power state" capability in ``PowerDriver.actions``.
+#: The name of the "ask the power state" action (``mko node power ID status``).
 STATUS = "status"
+
+
+class Capability(enum.StrEnum):
+    """What a driver can do; a driver declares the set, and the base and the services read it."""
+
+    ON = "on"
+    OFF = "off"  # hard: pull the plug
+    SOFT_OFF = "soft-off"  # graceful (ACPI, GracefulShutdown, Proxmox shutdown)
+    CYCLE = "cycle"  # off then on in one command (a PDU outlet's reboot)
+    QUERY = "query"  # the driver can read the power state
+    # An unacknowledged wake signal (magic packet): may be relayed by a wake agent of the node's site,
+    # needs the node's NIC armed, and "up" is known only by probing the node.
+    WAKE_ONLY = "wake-only"
 
 
 class PowerState(enum.StrEnum):
@@ -76,11 +90,22 @@ class PowerAction(enum.StrEnum):
     ON = "on"
     OFF = "off"  # hard: pull the plug (Proxmox stop, IPMI off, Redfish ForceOff)
     SOFT = "soft"  # graceful: ACPI shutdown (Proxmox shutdown then stop, IPMI soft, GracefulShutdown)
+    CYCLE = "cycle"  # off, then on again (PDU outlet reboot)
 
     @property
     def target(self) -> PowerState:
         """The state this action ends in."""
-        return PowerState.ON if self == PowerAction.ON else PowerState.OFF
+        return PowerState.ON if self in (PowerAction.ON, PowerAction.CYCLE) else PowerState.OFF
+
+
+#: The capability each action (and "status") needs.
+_NEEDS = {
+    PowerAction.ON.value: Capability.ON,
+    PowerAction.OFF.value: Capability.OFF,
+    PowerAction.SOFT.value: Capability.SOFT_OFF,
+    PowerAction.CYCLE.value: Capability.CYCLE,
+    STATUS: Capability.QUERY,
+}
 
 
 @dataclass(frozen=True)
@@ -98,106 +123,29 @@ class ProxmoxEndpoint:
     ca_file: str | None = None
     fingerprint: str | None = None
 
-    @classmethod
-    def of(cls, row: ProxmoxHost) -> ProxmoxEndpoint:
-        """Snapshot a ProxmoxHost row."""
-        return cls(
-            host_id=row.id,
-            name=row.name,
-            host=row.host,
-            port=row.port,
-            token_id=row.token_id,
-            username=row.username,
-            secret_encrypted=row.secret_encrypted,
-            verify_tls=row.verify_tls,
-            ca_file=row.ca_file,
-            fingerprint=row.fingerprint,
-        )
-
 
 #: A node's site that means "the orchestrator's own LAN" even when its cluster is at another site.
 LOCAL_SITE = "local"
 
 
-def node_site(node: Node) -> str | None:
-    """Where the node's magic packets must start: its own site, else its cluster's; None for ours."""
-    site = node.site or (node.cluster.site if node.cluster is not None else None)
-    return None if site in (None, LOCAL_SITE) else site
-
-
 @dataclass(frozen=True)
 class NodeSnapshot:
-    """The fields of a node a power action needs, detached from the database session."""
+    """What a power action needs of a node, built by the inventory (drivers never see a row).
+
+    ``params`` is the node's driver settings model, validated, secrets still encrypted; ``refs`` holds
+    what the service resolved for it (``"proxmox_host"``: a :class:`ProxmoxEndpoint`).
+    """
 
     node_id: int
     hostname: str
     ip_address: str
-    role: NodeRole
-    method: WolMethod
+    role: str  # the MicroK8s role's value (mko.platform.db.models.inventory.NodeRole is a StrEnum of them)
+    method: str
     probe_port: int
-    mac: str | None = None
-    wol_port: int = 9
-    broadcast: str | None = None
-    prefix_len: int | None = None
-    interface: str | None = None
-    secureon: str | None = field(default=None, repr=False)  # plain: only where a wake agent received it
-    secureon_encrypted: str | None = field(default=None, repr=False)  # as stored; decrypted when sent
-    proxmox_vm_id: int | None = None
-    proxmox_host_id: int | None = None
-    proxmox_node: str | None = None
-    proxmox: ProxmoxEndpoint | None = None
-    bmc_address: str | None = None
-    bmc_port: int | None = None
-    bmc_username: str | None = None
-    bmc_password_encrypted: str | None = field(default=None, repr=False)
-    redfish_url: str | None = None
-    redfish_system_id: str | None = None
-    bmc_verify_tls: bool = True
-    bmc_ca_file: str | None = None
     # The wake-agent site whose agents send this node's magic packets; None: the orchestrator itself.
     site: str | None = None
-
-    @classmethod
-    def of(cls, node: Node) -> NodeSnapshot:
-        """Snapshot a Node row (with its Proxmox host: the node's own, else the only one there is)."""
-        host = node.proxmox_host
-        if host is None and node.wol_method == WolMethod.PROXMOX and node.proxmox_host_id is None:
-            session = object_session(node)
-            if session is not None:
-                hosts = session.scalars(select(ProxmoxHost).limit(2)).all()
-                host = hosts[0] if len(hosts) == 1 else None
-        return cls(
-            node_id=node.id,
-            hostname=node.hostname,
-            ip_address=node.ip_address,
-            role=node.role,
-            method=node.wol_method,
-            probe_port=node.probe_port or node.ssh_port,
-            mac=node.wol_mac_address,
-            wol_port=node.wol_port,
-            broadcast=node.wol_broadcast_address,
-            prefix_len=node.wol_prefix_len,
-            interface=node.wol_interface,
-            secureon_encrypted=node.wol_secureon_encrypted,
-            proxmox_vm_id=node.proxmox_vm_id,
-            proxmox_host_id=node.proxmox_host_id,
-            proxmox_node=node.proxmox_node,
-            proxmox=None if host is None else ProxmoxEndpoint.of(host),
-            bmc_address=node.bmc_address,
-            bmc_port=node.bmc_port,
-            bmc_username=node.bmc_username,
-            bmc_password_encrypted=node.bmc_password_encrypted,
-            redfish_url=node.redfish_url,
-            redfish_system_id=node.redfish_system_id,
-            bmc_verify_tls=node.bmc_verify_tls,
-            bmc_ca_file=node.bmc_ca_file,
-            site=node_site(node),
-        )
-
-    @property
-    def has_secureon(self) -> bool:
-        """Whether its magic packets carry a SecureOn password."""
-        return self.secureon is not None or self.secureon_encrypted is not None
+    params: DriverParams = field(default_factory=DriverParams)
+    refs: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -228,10 +176,20 @@ class WakeSchedule:
     timeout: float = 300.0
     probe_interval: float = 1.0
     probe_timeout: float = 1.0
+    # Spreading power-ons (inrush current): seconds between two nodes' first attempts, and at least this
+    # many between two on the same device (a PDU, a plug: PowerDriver.device_key).
+    stagger: float = 0.0
+    device_gap: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """For an operation's parameters."""
-        return {"retries": self.retries, "delay": self.delay, "wait": self.wait, "timeout": self.timeout}
+        spread = {"stagger": self.stagger} if self.stagger else {}
+        return {
+            "retries": self.retries,
+            "delay": self.delay,
+            "wait": self.wait,
+            "timeout": self.timeout,
+        } | spread
 
 
 class OutcomeState(enum.StrEnum):
@@ -303,14 +261,19 @@ def _rounded(value: float | None) -> float | None:
 class PowerDriver:
     """A way of powering nodes on and, for some drivers, off and asking their state.
 
-    Subclasses set ``methods`` and ``actions`` and implement the primitives they support: ``_on``,
-    ``_off`` and ``query`` for one node, raising FatalPowerError or RetryablePowerError; or override
-    ``send_on`` to handle a whole batch at once.
+    A driver module declares ``name`` (the stored ``power_method``), ``Params`` (its settings model,
+    :mod:`mko.power.params`) and ``capabilities``, and implements the primitives those need: ``_on``,
+    ``_off``, ``_cycle`` and ``query`` for one node, raising FatalPowerError or RetryablePowerError; or
+    it overrides ``send_on`` to handle a whole batch at once.
     """
 
-    methods: ClassVar[tuple[WolMethod, ...]] = ()
-    #: Of "on", "off", "soft" and "status".
-    actions: ClassVar[frozenset[str]] = frozenset({"on"})
+    #: The registry key and the stored power method.
+    name: ClassVar[str] = ""
+    #: The node's settings for this driver.
+    Params: ClassVar[type[DriverParams]] = DriverParams
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.ON})
+    #: Which nodes it can power: a Proxmox VM is "virtual"; magic packets and BMCs are "physical".
+    node_kind: ClassVar[Literal["physical", "virtual", "any"]] = "any"
     #: A successful call means the request was accepted: the schedule does not repeat it.
     confirms_delivery: ClassVar[bool] = False
     #: With ``wait``, verify with ``query`` (the state the driver reports) instead of a TCP probe.
@@ -319,6 +282,10 @@ class PowerDriver:
     parallel: ClassVar[int] = 32
     #: Human name in messages.
     label: ClassVar[str] = "power"
+    #: Short name on a node's card in the web UI (the label when empty).
+    badge: ClassVar[str] = ""
+    #: Decrypts stored secrets; set by the registry's lookup for each run.
+    secrets: Callable[[], SecretBox] | None = None
 
     @classmethod
     def create(cls, settings: Settings) -> PowerDriver:
@@ -327,17 +294,43 @@ class PowerDriver:
 
     @classmethod
     def supports(cls, action: str) -> bool:
-        """Whether this driver can do ``action`` (on, off, soft, status) at all."""
-        return action in cls.actions
+        """Whether this driver can do ``action`` (on, off, soft, cycle, status) at all."""
+        need = _NEEDS.get(action)
+        return need is not None and need in cls.capabilities
+
+    @classmethod
+    def can(cls) -> list[str]:
+        """The actions it offers, for messages and help."""
+        return [action for action, need in _NEEDS.items() if need in cls.capabilities]
 
     @classmethod
     def unsupported(cls, node: NodeSnapshot, action: str) -> UnsupportedActionError:
         """The refusal for an action this driver cannot do, with the reason."""
-        can = ", ".join(sorted(cls.actions)) or "nothing"
+        can = ", ".join(cls.can()) or "nothing"
         return UnsupportedActionError(
-            f"{node.label} is powered by {cls.label} ({node.method.value}), which cannot do {action!r}"
+            f"{node.label} is powered by {cls.label} ({node.method}), which cannot do {action!r}"
             f" (it can: {can})"
         )
+
+    def device_key(self, node: NodeSnapshot) -> str | None:
+        """The device several nodes share (a PDU), for per-device limits; None: the node's own."""
+        return None
+
+    def reveal(self, value: str) -> str:
+        """A stored secret in the clear, at the moment of use."""
+        if isinstance(value, RevealedSecret):
+            return str(value)
+        if not isinstance(value, EncryptedSecret):
+            raise FatalPowerError("a stored secret is not encrypted; set it again")
+        if self.secrets is None:
+            raise FatalPowerError(f"the {self.label} driver has no key to read stored secrets")
+        return self.secrets().decrypt(str(value))
+
+    def params(self, node: NodeSnapshot) -> Any:
+        """The node's settings as this driver's model (the snapshot holds them validated)."""
+        if isinstance(node.params, self.Params):
+            return node.params
+        return self.Params.model_validate(node.params.model_dump())
 
     async def send_on(self, nodes: Sequence[NodeSnapshot]) -> dict[int, AttemptError | None]:
         """One power-on attempt for each node, all at once; None for a node means the attempt went out."""
@@ -360,6 +353,13 @@ class PowerDriver:
 
     async def _off(self, node: NodeSnapshot, *, soft: bool) -> None:
         raise self.unsupported(node, (PowerAction.SOFT if soft else PowerAction.OFF).value)
+
+    async def _cycle(self, node: NodeSnapshot) -> None:
+        raise self.unsupported(node, PowerAction.CYCLE.value)
+
+    async def send_cycle(self, nodes: Sequence[NodeSnapshot]) -> dict[int, AttemptError | None]:
+        """One off-then-on command for each node, all at once."""
+        return await self._each(nodes, self._cycle)
 
     async def _each(
         self, nodes: Sequence[NodeSnapshot], call: Callable[[NodeSnapshot], Awaitable[None]]
@@ -388,13 +388,16 @@ class PowerDriver:
         self.close()
 
 
+#: The role whose nodes are powered on first (NodeRole.CONTROL_PLANE's value: drivers know no database).
+CONTROL_PLANE = "control-plane"
+
 EventHook = Callable[[str, NodeOutcome], None]
 DriverLookup = Callable[[NodeSnapshot], PowerDriver | AttemptError]
 
 
 def _order(nodes: Sequence[NodeSnapshot]) -> list[NodeSnapshot]:
     # Control-plane nodes first: workers cannot join until the API server and dqlite are back.
-    return sorted(nodes, key=lambda n: (n.role != NodeRole.CONTROL_PLANE, n.node_id))
+    return sorted(nodes, key=lambda n: (n.role != CONTROL_PLANE, n.node_id))
 
 
 async def power_on(
@@ -420,6 +423,16 @@ async def power_off(
     return await _PowerRun(nodes, schedule, driver_for, on_event, action).run()
 
 
+async def power_cycle(
+    nodes: Sequence[NodeSnapshot],
+    schedule: WakeSchedule,
+    driver_for: DriverLookup,
+    on_event: EventHook | None = None,
+) -> list[NodeOutcome]:
+    """Power nodes off and on again in one command each (a PDU outlet's reboot); verified as "on"."""
+    return await _PowerRun(nodes, schedule, driver_for, on_event, PowerAction.CYCLE).run()
+
+
 class _PowerRun:
     """The state of one run: outcomes per node, drivers and their groups, verification watchers."""
 
@@ -438,8 +451,7 @@ class _PowerRun:
         self.missed = OutcomeState.NOT_UP if self.target == PowerState.ON else OutcomeState.NOT_OFF
         ordered = _order(nodes)
         self.outcomes = {
-            n.node_id: NodeOutcome(n.node_id, n.hostname, n.method.value, action=action.value)
-            for n in ordered
+            n.node_id: NodeOutcome(n.node_id, n.hostname, n.method, action=action.value) for n in ordered
         }
         self.notify: EventHook = on_event or (lambda _kind, _outcome: None)
         self.drivers: dict[int, PowerDriver] = {}
@@ -454,9 +466,27 @@ class _PowerRun:
                 self.drivers[node.node_id] = found
                 groups.setdefault(id(found), (found, []))[1].append(node)
         self.groups = list(groups.values())
+        self.offsets = self._offsets(ordered)
         self.watchers: dict[int, asyncio.Task[None]] = {}
         self.changed = asyncio.Event()
         self.started = 0.0
+
+    def _offsets(self, ordered: Sequence[NodeSnapshot]) -> dict[int, float]:
+        """When each node's first attempt may go out: ``stagger`` apart in order, and ``device_gap``
+        apart on one device."""
+        offsets: dict[int, float] = {}
+        if not (self.schedule.stagger or self.schedule.device_gap) or self.action == PowerAction.OFF:
+            return offsets
+        last_on_device: dict[str, float] = {}
+        for index, node in enumerate(n for n in ordered if n.node_id in self.drivers):
+            offset = index * self.schedule.stagger
+            device = self.drivers[node.node_id].device_key(node)
+            if device is not None and device in last_on_device:
+                offset = max(offset, last_on_device[device] + self.schedule.device_gap)
+            if device is not None:
+                last_on_device[device] = offset
+            offsets[node.node_id] = offset
+        return offsets
 
     def _finished(self, node: NodeSnapshot) -> bool:
         return self.outcomes[node.node_id].state in (self.reached, OutcomeState.FAILED)
@@ -476,7 +506,13 @@ class _PowerRun:
         loop = asyncio.get_running_loop()
         self.started = loop.time()
         try:
-            await asyncio.gather(*(self._rounds(loop, driver, nodes) for driver, nodes in self.groups))
+            await asyncio.gather(
+                *(
+                    self._rounds(loop, driver, batch, start)
+                    for driver, nodes in self.groups
+                    for start, batch in _by_offset(nodes, self.offsets).items()
+                )
+            )
             # Nodes still booting get the rest of the timeout; nodes that failed need no more probing.
             for node_id, task in self.watchers.items():
                 if self.outcomes[node_id].state == OutcomeState.FAILED:
@@ -499,10 +535,17 @@ class _PowerRun:
         return list(self.outcomes.values())
 
     async def _rounds(
-        self, loop: asyncio.AbstractEventLoop, driver: PowerDriver, nodes: list[NodeSnapshot]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        driver: PowerDriver,
+        nodes: list[NodeSnapshot],
+        start: float = 0.0,
     ) -> None:
         schedule = self.schedule
-        deadline = self.started + schedule.timeout
+        if start:
+            await asyncio.sleep(max(0.0, self.started + start - loop.time()))
+        started = self.started + start  # a staggered node's schedule starts at its own turn
+        deadline = started + schedule.timeout
         round_number = 0
         while pending := [n for n in nodes if self._needs_attempt(n)]:
             await self._send(driver, pending, loop.time() - self.started)
@@ -513,7 +556,7 @@ class _PowerRun:
             round_number += 1
             if not schedule.wait and round_number >= schedule.retries:
                 return
-            next_round = self.started + _round_time(round_number, schedule)
+            next_round = started + _round_time(round_number, schedule)
             if schedule.wait and next_round >= deadline:
                 return
             # Sleep until the next round, waking early only to stop when every node has settled.
@@ -531,6 +574,8 @@ class _PowerRun:
         """One attempt per pending node of one driver, as one batch."""
         if self.action == PowerAction.ON:
             errors = await driver.send_on(pending)
+        elif self.action == PowerAction.CYCLE:
+            errors = await driver.send_cycle(pending)
         else:
             errors = await driver.send_off(pending, soft=self.action == PowerAction.SOFT)
         for node_id, error in errors.items():
@@ -599,6 +644,66 @@ class _PowerRun:
                 return None
             await asyncio.sleep(min(pause, deadline - now))
             pause = min(pause * 2, self.schedule.probe_interval)
+
+
+def _by_offset(nodes: Sequence[NodeSnapshot], offsets: dict[int, float]) -> dict[float, list[NodeSnapshot]]:
+    """Nodes grouped by when their first attempt may go out (all at 0 without staggering)."""
+    batches: dict[float, list[NodeSnapshot]] = {}
+    for node in nodes:
+        batches.setdefault(offsets.get(node.node_id, 0.0), []).append(node)
+    return batches
+
+
+async def power_on_levels(
+    levels: Sequence[Sequence[NodeSnapshot]],
+    schedule: WakeSchedule,
+    lookup_for_run: Callable[[], DriverLookup],
+    on_event: EventHook | None = None,
+    depends: dict[int, set[int]] | None = None,
+) -> list[NodeOutcome]:
+    """Power on level after level (the order of dependencies): a level starts when every node of the
+    one before is verified up or has failed, so each level but the last is verified even without
+    ``wait``. A node whose dependency did not come up is not powered, and says why."""
+    depends = depends or {}
+    outcomes: list[NodeOutcome] = []
+    not_up: dict[int, str] = {}
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for index, level in enumerate(levels):
+        last = index == len(levels) - 1
+        ready: list[NodeSnapshot] = []
+        for node in level:
+            blocked = sorted(d for d in depends.get(node.node_id, ()) if d in not_up)
+            if blocked:
+                names = ", ".join(not_up[d] for d in blocked)
+                outcome = NodeOutcome(node.node_id, node.hostname, node.method)
+                _fail(
+                    outcome,
+                    f"not powered on: it depends on {names}, which did not come up",
+                    on_event or _quiet,
+                )
+                outcomes.append(outcome)
+                not_up[node.node_id] = node.label
+            else:
+                ready.append(node)
+        if not ready:
+            continue
+        run_schedule = schedule if last or schedule.wait else dataclasses.replace(schedule, wait=True)
+        level_start = loop.time() - started
+        done = await power_on(ready, run_schedule, lookup_for_run(), on_event)
+        for outcome in done:
+            # Times count from the start of the whole wake, not of this level.
+            for name in ("first_sent_after", "up_after", "off_after"):
+                if getattr(outcome, name) is not None:
+                    setattr(outcome, name, getattr(outcome, name) + level_start)
+            if outcome.state not in (OutcomeState.UP, OutcomeState.SENT):
+                not_up[outcome.node_id] = f"node {outcome.node_id} ({outcome.hostname})"
+        outcomes.extend(done)
+    return outcomes
+
+
+def _quiet(_kind: str, _outcome: NodeOutcome) -> None:
+    return None
 
 
 def _fail(outcome: NodeOutcome, message: str, notify: EventHook) -> None:

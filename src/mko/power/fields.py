@@ -1,8 +1,7 @@
 """Checks of the power-driver settings people type: BMC addresses, URLs, Proxmox users and tokens.
 
 Each returns the normalised value or raises InputError naming the field, like ``mko.platform.validation``.
-:func:`check_driver_settings` checks a node's settings as a whole for its power method, so a node is
-refused at configure time rather than failing at 3 a.m. when the power comes back.
+Drivers name them as the ``check`` of their settings' fields (:mod:`mko.power.params`).
 """
 
 from __future__ import annotations
@@ -10,18 +9,15 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
-from mko.platform.db.models.inventory import WolMethod
 from mko.platform.errors import InputError
 from mko.platform.validation import PATH_MAX, check_text, quoted, text_problem, validate_hostname
+from mko.power.params import DriverParams, StoredSecret, param, secret
 
 __all__ = [
-    "NODE_FIELD_CHECKS",
-    "check_driver_settings",
+    "BmcLogin",
     "normalize_fingerprint",
     "validate_ca_file",
     "validate_host",
@@ -128,31 +124,13 @@ def validate_bmc_user(value: str, field: str = "bmc_username") -> str:
     return text
 
 
-#: Per-field checks of the node columns this module owns, for ``mko.inventory``.
-NODE_FIELD_CHECKS = {
-    "proxmox_node": validate_name,
-    "bmc_address": validate_host,
-    "bmc_username": validate_bmc_user,
-    "redfish_url": validate_redfish_url,
-    "redfish_system_id": validate_name,
-    "bmc_ca_file": validate_ca_file,
-}
+class BmcLogin(DriverParams):
+    """The BMC login IPMI and Redfish share: switching between them keeps the credentials."""
 
-
-def check_driver_settings(method: WolMethod, values: Mapping[str, Any]) -> None:
-    """Refuse a node whose driver could not work with its settings."""
-    if method == WolMethod.IPMI:
-        if not values.get("bmc_address"):
-            raise InputError("bmc_address", "IPMI needs the address of the node's BMC")
-        _need_credentials(values, "IPMI")
-    elif method == WolMethod.REDFISH:
-        if not values.get("redfish_url"):
-            raise InputError("redfish_url", "Redfish needs the URL of the node's BMC, e.g. https://10.0.0.5")
-        _need_credentials(values, "Redfish")
-
-
-def _need_credentials(values: Mapping[str, Any], what: str) -> None:
-    if not values.get("bmc_username"):
-        raise InputError("bmc_username", f"{what} needs the BMC user name")
-    if not values.get("bmc_password_encrypted"):
-        raise InputError("bmc_password", f"{what} needs the BMC password")
+    bmc_username: str | None = param(help="IPMI/Redfish: BMC user", check=validate_bmc_user)
+    bmc_password: StoredSecret = secret(
+        help="IPMI/Redfish: BMC password",
+        check=validate_secret,
+        # Each driver binds the fields of these it has: IPMI the address, Redfish the URL and its TLS.
+        binds=("bmc_address", "bmc_port", "redfish_url", "bmc_verify_tls", "bmc_ca_file"),
+    )

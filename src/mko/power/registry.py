@@ -1,81 +1,133 @@
-"""Power drivers: a registry of small modules sharing one schedule (see ``mko.power.base``).
+"""The power-driver registry: one line per driver, mapping the stored ``power_method`` to its module.
 
-* ``ethernet``, ``ethernet-raw``: :class:`mko.power.drivers.wol.WolDriver`, magic packets; on only (status is
-  a TCP probe of the node);
-* ``proxmox``: :class:`mko.power.drivers.proxmox.ProxmoxDriver`, VMs and containers; on, off, soft, status;
-* ``ipmi``: :class:`mko.power.drivers.ipmi.IpmiDriver`, chassis power; on, off, soft, status;
-* ``redfish``: :class:`mko.power.drivers.redfish.RedfishDriver`, ComputerSystem.Reset; on, off, soft, status.
+A driver module is imported the first time its class or its settings are needed (the heavy clients,
+pyghmi, proxmoxer, pysnmp, are imported inside the modules that use them). Everything that varies by
+method elsewhere is read from here: which methods exist (``names``), which need a magic packet
+(``with_capability(Capability.WAKE_ONLY)``), every driver setting (``all_params_fields``, from which the
+API, the CLI and the web build their fields), and the drivers of one run (``lookup``).
 """
 
 from __future__ import annotations
 
+import enum
 import importlib
-from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING
+from functools import cache
+from typing import TYPE_CHECKING, Any, Final
 
-from mko.platform.db.models.inventory import WolMethod
 from mko.platform.errors import MkoError
-from mko.power.base import AttemptError, DriverLookup, NodeSnapshot, PowerDriver
+from mko.power.base import AttemptError, Capability, DriverLookup, NodeSnapshot, PowerDriver
+from mko.power.params import DriverParams, ParamMeta
 
 if TYPE_CHECKING:
     from mko.platform.settings import Settings
 
-__all__ = ["DRIVERS", "DriverFactory", "driver_class", "driver_lookup", "missing_driver_message"]
-
-DriverFactory = Callable[[], PowerDriver]
-
-_DRIVER_PATHS: dict[WolMethod, str] = {
-    WolMethod.ETHERNET: "mko.power.drivers.wol:WolDriver",
-    WolMethod.ETHERNET_RAW: "mko.power.drivers.wol:WolDriver",
-    WolMethod.PROXMOX: "mko.power.drivers.proxmox:ProxmoxDriver",
-    WolMethod.IPMI: "mko.power.drivers.ipmi:IpmiDriver",
-    WolMethod.REDFISH: "mko.power.drivers.redfish:RedfishDriver",
-}
+__all__ = ["DRIVERS", "PowerMethod", "Registry", "missing_driver_message"]
 
 
-class _Registry(Mapping[WolMethod, type[PowerDriver]]):
-    """Method → driver class, importing a driver module only when it is first needed (proxmoxer and
-    pyghmi take a noticeable part of a second to import, and most CLI commands never use them)."""
+class Registry:
+    """Driver name → driver class, imported on first use."""
 
-    def __getitem__(self, method: WolMethod) -> type[PowerDriver]:
-        module, _, name = _DRIVER_PATHS[method].partition(":")
-        driver: type[PowerDriver] = getattr(importlib.import_module(module), name)
-        return driver
+    def __init__(self, *entries: tuple[str, str]) -> None:
+        self._paths = dict(entries)
 
-    def __iter__(self) -> Iterator[WolMethod]:
-        return iter(_DRIVER_PATHS)
+    def names(self) -> tuple[str, ...]:
+        """Every method, in registration order (the first is the default)."""
+        return tuple(self._paths)
 
-    def __len__(self) -> int:
-        return len(_DRIVER_PATHS)
+    def __contains__(self, name: object) -> bool:
+        return name in self._paths
+
+    def driver(self, name: str) -> type[PowerDriver]:
+        """The driver class of a method; KeyError when there is none."""
+        return _load(self._paths[name])
+
+    def get(self, name: str) -> type[PowerDriver] | None:
+        """The driver class of a method, or None."""
+        return self.driver(name) if name in self._paths else None
+
+    def params(self, name: str) -> type[DriverParams]:
+        """The settings model of a method."""
+        return self.driver(name).Params
+
+    def with_capability(self, capability: Capability) -> frozenset[str]:
+        """The methods whose driver declares ``capability``."""
+        return frozenset(name for name in self._paths if capability in self.driver(name).capabilities)
+
+    def all_params_fields(self) -> dict[str, tuple[Any, ParamMeta]]:
+        """Every driver setting by its flat name: (field info, meta), first declaration wins.
+
+        A name means one thing everywhere (tests/unit/power/test_registry.py checks it), so the union is
+        what the API, the CLI and the web forms offer.
+        """
+        fields: dict[str, tuple[Any, ParamMeta]] = {}
+        for name in self._paths:
+            params = self.params(name)
+            metas = params.fields_meta()
+            for field, info in params.model_fields.items():
+                fields.setdefault(field, (info, metas[field]))
+        return fields
+
+    def lookup(self, settings: Settings) -> DriverLookup:
+        """Drivers for one run: one instance per driver class, shared by all its nodes."""
+        shared: dict[type[PowerDriver], PowerDriver | AttemptError] = {}
+
+        def lookup(node: NodeSnapshot) -> PowerDriver | AttemptError:
+            cls = self.get(node.method)
+            if cls is None:
+                return missing_driver_message(node)
+            if cls not in shared:
+                try:
+                    shared[cls] = _created(cls, settings)
+                except MkoError as exc:  # e.g. an unreadable secret key: every node of this driver fails
+                    shared[cls] = AttemptError(f"{cls.label} driver unavailable: {exc}", retryable=False)
+            return shared[cls]
+
+        return lookup
 
 
-#: Which driver class serves which node method. Methods absent here have no driver in this version.
-DRIVERS: Mapping[WolMethod, type[PowerDriver]] = _Registry()
+def _created(cls: type[PowerDriver], settings: Settings) -> PowerDriver:
+    """A driver for one run, with the key that reveals stored secrets (read only when one is used)."""
+    from mko.platform.secrets import SecretBox
+
+    driver = cls.create(settings)
+    box: list[SecretBox] = []
+
+    def secrets() -> SecretBox:
+        if not box:
+            box.append(SecretBox.from_settings(settings))
+        return box[0]
+
+    driver.secrets = secrets
+    return driver
 
 
-def driver_class(method: WolMethod) -> type[PowerDriver] | None:
-    """The driver class of a power method, or None."""
-    return DRIVERS.get(method)
+@cache
+def _load(path: str) -> type[PowerDriver]:
+    module, _, attribute = path.partition(":")
+    driver: type[PowerDriver] = getattr(importlib.import_module(module), attribute)
+    return driver
 
 
 def missing_driver_message(node: NodeSnapshot) -> AttemptError:
     """The honest error for a node whose power method has no driver."""
-    return AttemptError(f"{node.label}: no power driver for method {node.method.value!r}", retryable=False)
+    return AttemptError(f"{node.label}: no power driver for method {node.method!r}", retryable=False)
 
 
-def driver_lookup(settings: Settings) -> DriverLookup:
-    """Drivers for one run: one instance per driver class, shared by all its nodes."""
-    shared: dict[type[PowerDriver], PowerDriver | AttemptError] = {}
+#: Every power driver. Adding one: its module under mko/power/drivers/ and one line here.
+DRIVERS: Final = Registry(
+    ("ethernet", "mko.power.drivers.wol:WolDriver"),
+    ("ethernet-raw", "mko.power.drivers.wol:RawWolDriver"),
+    ("proxmox", "mko.power.drivers.proxmox:ProxmoxDriver"),
+    ("ipmi", "mko.power.drivers.ipmi:IpmiDriver"),
+    ("redfish", "mko.power.drivers.redfish:RedfishDriver"),
+    ("command", "mko.power.drivers.command:CommandDriver"),
+    ("shelly", "mko.power.drivers.shelly:ShellyDriver"),
+    ("snmp_pdu", "mko.power.drivers.snmp_pdu:SnmpPduDriver"),
+    ("tasmota", "mko.power.drivers.tasmota:TasmotaDriver"),
+    ("webhook", "mko.power.drivers.webhook:WebhookDriver"),
+)
 
-    def lookup(node: NodeSnapshot) -> PowerDriver | AttemptError:
-        cls = DRIVERS.get(node.method)
-        if cls is None:
-            return missing_driver_message(node)
-        if cls not in shared:
-            try:
-                shared[cls] = cls.create(settings)
-            except MkoError as exc:  # e.g. an unreadable secret key: every node of this driver fails
-                shared[cls] = AttemptError(f"{cls.label} driver unavailable: {exc}", retryable=False)
-        return shared[cls]
-
-    return lookup
+#: The methods as an enum, for OpenAPI schemas and CLI choices (the seed's ``"wol_method": "ethernet"``).
+PowerMethod = enum.StrEnum(  # type: ignore[misc]
+    "PowerMethod", {name.upper().replace("-", "_"): name for name in DRIVERS.names()}
+)

@@ -16,8 +16,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.agents.routing import AGENT_METHODS
+from mko.agents.routing import routed_to_agent
 from mko.inventory.nodes import get_node
+from mko.inventory.snapshots import snapshot as snapshot_of
 from mko.operations.kinds import POWER_KIND_PREFIX
 from mko.operations.records import Actor, finish_operation, start_operation
 from mko.platform.db.models.base import utcnow
@@ -34,10 +35,11 @@ from mko.power.base import (
     PowerDriver,
     PowerState,
     WakeSchedule,
+    power_cycle,
     power_off,
     power_on,
 )
-from mko.power.registry import driver_class, driver_lookup
+from mko.power.registry import DRIVERS
 
 __all__ = [
     "ACTIONS",
@@ -89,15 +91,13 @@ def start_power(
     """
     chosen = _action(action)
     node = get_node(session, node_id)
-    snapshot = NodeSnapshot.of(node)
-    cls = driver_class(node.wol_method)
+    snapshot = snapshot_of(node)
+    cls = DRIVERS.get(node.wol_method)
     if cls is None:
-        raise UnsupportedActionError(
-            f"{snapshot.label}: no power driver for method {node.wol_method.value!r}"
-        )
+        raise UnsupportedActionError(f"{snapshot.label}: no power driver for method {node.wol_method!r}")
     if not cls.supports(chosen.value):
         raise cls.unsupported(snapshot, chosen.value)
-    if snapshot.site is not None and cls.methods and set(cls.methods) <= AGENT_METHODS:
+    if routed_to_agent(snapshot):
         # Packets sent from here would never reach the node's LAN; its site's agent sends them.
         raise UnsupportedActionError(
             f"{snapshot.label} is at site {snapshot.site}: its magic packets are sent by that site's"
@@ -145,9 +145,11 @@ async def run_power(
     on_event: Callable[[str, NodeOutcome], None] | None = None,
 ) -> Operation:
     """Carry out a prepared action and close its operation."""
-    lookup = driver_lookup(settings)
+    lookup = DRIVERS.lookup(settings)
     if prepared.action == PowerAction.ON:
         outcomes = await power_on([prepared.node], prepared.schedule, lookup, on_event)
+    elif prepared.action == PowerAction.CYCLE:
+        outcomes = await power_cycle([prepared.node], prepared.schedule, lookup, on_event)
     else:
         soft = prepared.action == PowerAction.SOFT
         outcomes = await power_off([prepared.node], prepared.schedule, lookup, on_event, soft=soft)
@@ -186,12 +188,10 @@ class PowerTarget:
 def power_target(session: Session, node_id: int) -> PowerTarget:
     """The node and its driver for a status read; 409 when its driver cannot read the power state."""
     node = get_node(session, node_id)
-    snapshot = NodeSnapshot.of(node)
-    cls = driver_class(node.wol_method)
+    snapshot = snapshot_of(node)
+    cls = DRIVERS.get(node.wol_method)
     if cls is None:
-        raise UnsupportedActionError(
-            f"{snapshot.label}: no power driver for method {node.wol_method.value!r}"
-        )
+        raise UnsupportedActionError(f"{snapshot.label}: no power driver for method {node.wol_method!r}")
     if not cls.supports(STATUS):
         raise cls.unsupported(snapshot, STATUS)
     return PowerTarget(snapshot, cls, node.reachable, node.reachability_checked_at)
@@ -199,7 +199,9 @@ def power_target(session: Session, node_id: int) -> PowerTarget:
 
 async def read_power(settings: Settings, target: PowerTarget) -> PowerState:
     """Ask the node's driver for its power state now (a TCP probe for magic-packet nodes)."""
-    driver = target.driver.create(settings)
+    driver = DRIVERS.lookup(settings)(target.node)
+    if not isinstance(driver, PowerDriver):
+        raise UnsupportedActionError(driver.message)
     try:
         return await driver.query(target.node)
     finally:
@@ -213,10 +215,10 @@ def describe_power(target: PowerTarget, state: PowerState | None, **extra: Any) 
     return {
         "node_id": target.node.node_id,
         "hostname": target.node.hostname,
-        "method": target.node.method.value,
+        "method": target.node.method,
         "state": (state or PowerState.UNKNOWN).value,
         "source": source,
-        "actions": sorted(a for a in cls.actions if a != STATUS),
+        "actions": sorted(a for a in cls.can() if a != STATUS),
         **extra,
     }
 

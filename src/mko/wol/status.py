@@ -8,12 +8,12 @@ from sqlalchemy.orm import Session
 
 from mko.agents.routing import routed_to_agent
 from mko.inventory.nodes import get_node
+from mko.inventory.snapshots import params_of, snapshot
 from mko.nic.status import nic_status
 from mko.operations import ownership
 from mko.operations.kinds import WAKE_KIND_PREFIX
 from mko.operations.records import last_step_for_node
-from mko.platform.db.models.inventory import WolMethod
-from mko.power.base import NodeSnapshot
+from mko.power.base import Capability, NodeSnapshot
 from mko.power.drivers.wol import effective_broadcast
 from mko.power.probe import probe_tcp
 from mko.power.registry import DRIVERS
@@ -26,7 +26,7 @@ async def wol_status(session: Session, node_id: int, *, probe: bool, probe_timeo
     """The seed's ``wol status``: configuration, last wake and, when asked, reachability now."""
     status = wol_status_sync(session, node_id)
     if probe:
-        target = NodeSnapshot.of(get_node(session, node_id))
+        target = snapshot(get_node(session, node_id))
         status["reachable"] = await probe_reachable(target, probe_timeout)
     return status
 
@@ -41,13 +41,12 @@ def wol_status_sync(session: Session, node_id: int) -> dict[str, Any]:
     """``wol status`` without probing (for pages that probe in the background)."""
     node = get_node(session, node_id)
     ownership.close_orphaned(session)  # a last wake whose process died shows as interrupted
-    snapshot = NodeSnapshot.of(node)
-    magic = node.wol_method in (WolMethod.ETHERNET, WolMethod.ETHERNET_RAW)
-    configured = {
-        WolMethod.PROXMOX: node.proxmox_vm_id is not None,
-        WolMethod.IPMI: node.bmc_address is not None,
-        WolMethod.REDFISH: node.redfish_url is not None,
-    }.get(node.wol_method, bool(node.wol_mac_address))
+    built = snapshot(node)
+    cls = DRIVERS.get(node.wol_method)
+    magic = cls is not None and Capability.WAKE_ONLY in cls.capabilities
+    params = params_of(node) if cls is not None else None
+    configured = params is not None and next(params.missing(enabled=True), None) is None
+    secureon = None if params is None else getattr(params, "wol_secureon", None)
     last = last_step_for_node(session, node_id, WAKE_KIND_PREFIX)
     status: dict[str, Any] = {
         "node_id": node.id,
@@ -55,19 +54,19 @@ def wol_status_sync(session: Session, node_id: int) -> dict[str, Any]:
         "configured": configured,
         "enabled": node.wol_enabled,
         "wakeable": _not_wakeable_reason(node) is None,
-        "method": node.wol_method.value,
+        "method": node.wol_method,
         "mac_address": node.wol_mac_address,
-        "broadcast_address": effective_broadcast(snapshot) if magic else None,
+        "broadcast_address": effective_broadcast(built) if magic else None,
         "broadcast_configured": node.wol_broadcast_address,
         "port": node.wol_port,
-        "interface": node.wol_interface,
+        "interface": getattr(params, "wol_interface", None),
         # Where its packets start: None for this orchestrator, else the site whose agents send them.
-        "site": snapshot.site if routed_to_agent(snapshot) else None,
-        "secureon_set": node.wol_secureon_encrypted is not None,
+        "site": built.site if routed_to_agent(built) else None,
+        "secureon_set": secureon is not None,
         "is_virtual_node": node.is_virtual_node,
         "proxmox_vm_id": node.proxmox_vm_id,
         "proxmox_host_id": node.proxmox_host_id,
-        "driver_available": node.wol_method in DRIVERS,
+        "driver_available": cls is not None,
         # What the node's network card itself reported when it was last read over SSH.
         "nic": nic_status(node),
         "last_wake": None,

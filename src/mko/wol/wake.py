@@ -8,11 +8,12 @@ request and records the operation (fast, in the caller's session); :func:`run_wa
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -20,12 +21,15 @@ from sqlalchemy.orm import Session, sessionmaker
 from mko.agents.jobs import wake_remote
 from mko.agents.routing import routed_to_agent, split_by_site
 from mko.inventory.clusters import get_cluster
+from mko.inventory.dependencies import dependencies_of
 from mko.inventory.nodes import get_node, list_nodes
+from mko.inventory.snapshots import params_of, snapshot, snapshots
 from mko.operations import ownership
+from mko.operations.interrupted import interrupted_reason
 from mko.operations.kinds import WAKE_KIND_PREFIX
 from mko.operations.records import Actor, finish_operation, record_step, start_operation
 from mko.platform.db.models.base import utcnow
-from mko.platform.db.models.inventory import Node, NodeRole, WolMethod
+from mko.platform.db.models.inventory import Node, NodeRole
 from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
 from mko.platform.db.session import in_thread_session
 from mko.platform.errors import ConflictError, InputError
@@ -38,16 +42,15 @@ from mko.power.base import (
     PowerDriver,
     WakeSchedule,
     power_on,
+    power_on_levels,
 )
-from mko.power.registry import driver_lookup
-
-if TYPE_CHECKING:
-    pass
-from mko.operations.interrupted import interrupted_reason
+from mko.power.registry import DRIVERS
+from mko.wol.plan import describe_levels, levels
 
 __all__ = [
     "PreparedWake",
     "make_schedule",
+    "plan_cluster_wake",
     "resume_wake",
     "run_wake",
     "start_requested_wake",
@@ -64,8 +67,11 @@ def make_schedule(
     delay: float | None = None,
     wait: bool = False,
     timeout: float | None = None,
+    stagger: float | None = None,
 ) -> WakeSchedule:
-    """A schedule from request options and settings defaults; out-of-range values name their field."""
+    """A schedule from request options and settings defaults; out-of-range values name their field.
+
+    ``stagger`` None: the cluster's own (``power_stagger``), applied by :func:`start_wake`."""
     retries = settings.wol_default_retries if retries is None else retries
     delay = settings.wol_default_delay if delay is None else delay
     timeout = settings.wol_default_timeout if timeout is None else timeout
@@ -75,6 +81,8 @@ def make_schedule(
         raise InputError("delay", f"{delay} is out of range (0-60 seconds)")
     if not 0 < timeout <= 3600:
         raise InputError("timeout", f"{timeout} is out of range (0-3600 seconds)")
+    if stagger is not None and not 0 <= stagger <= 600:
+        raise InputError("stagger", f"{stagger} is out of range (0-600 seconds)")
     return WakeSchedule(
         retries=retries,
         delay=delay,
@@ -82,6 +90,8 @@ def make_schedule(
         timeout=timeout,
         probe_interval=settings.probe_interval,
         probe_timeout=settings.probe_timeout,
+        stagger=stagger or 0.0,
+        device_gap=settings.power_device_gap,
     )
 
 
@@ -95,6 +105,7 @@ class PreparedWake:
     skipped: dict[int, str] = field(default_factory=dict)
     coalesced: bool = False  # joined a wake of the same node that is still running: nothing new to run
     left: dict[int, str] = field(default_factory=dict)  # nodes not to wake, on purpose (a restore's)
+    depends: dict[int, set[int]] = field(default_factory=dict)  # node → what it waits for (depends_on)
 
 
 def _running_wake_of(session: Session, node_id: int, within: float) -> Operation | None:
@@ -145,11 +156,16 @@ def _not_wakeable_reason(node: Node) -> str | None:
             f"Wake-on-LAN is disabled for node {node.id} ({node.hostname}) in mko: `mko wol configure"
             f" {node.id} --enable` (`mko wol enable {node.id}` also arms its network card over SSH)"
         )
-    if node.wol_method in (WolMethod.ETHERNET, WolMethod.ETHERNET_RAW) and not node.wol_mac_address:
-        return (
-            f"node {node.id} ({node.hostname}) has no MAC address: `mko wol configure {node.id} --mac-address"
-            f" AA:BB:CC:DD:EE:FF`, or read it over SSH with `mko wol collect-mac --node-ids {node.id}`"
-        )
+    if node.wol_method not in DRIVERS:
+        return f"node {node.id} ({node.hostname}): no power driver for method {node.wol_method!r}"
+    params = params_of(node)
+    for missing in params.missing(enabled=True):
+        meta = type(params).fields_meta()[missing]
+        what = meta.help.split(": ", 1)[-1]
+        fix = f"`mko wol configure {node.id} {meta.cli_option(missing)} …`"
+        if missing == "wol_mac_address":
+            fix += f", or read it over SSH with `mko wol collect-mac --node-ids {node.id}`"
+        return f"node {node.id} ({node.hostname}) has no {what} ({missing}): {fix}"
     return None
 
 
@@ -207,7 +223,7 @@ def start_wake(
         running = _running_wake_of(session, node.id, coalesce_seconds)
         if running is not None:
             log.info("wake of node %s by %s joined running operation %s", node.id, actor.name, running.id)
-            return PreparedWake(running.id, [NodeSnapshot.of(node)], schedule, coalesced=True)
+            return PreparedWake(running.id, [snapshot(node)], schedule, coalesced=True)
         nodes, skipped = [node], {}
     elif target_type == "nodes":
         if not node_ids:
@@ -239,7 +255,10 @@ def start_wake(
             )
     else:
         raise InputError("target_type", f"cannot wake a {target_type!r}")
-    snapshots = [NodeSnapshot.of(n) for n in nodes]
+    built = snapshots(session, nodes)
+    depends = dependencies_of(session, [n.id for n in nodes])
+    levels(built, depends)  # a cycle is refused here, before anything is recorded
+    schedule = _with_cluster_stagger(session, target_id if target_type == "cluster" else None, schedule)
     operation = start_operation(
         session,
         kind=f"{WAKE_KIND_PREFIX}_{target_type}",
@@ -247,24 +266,71 @@ def start_wake(
         target_id=target_id,
         actor=actor,
         parameters=schedule.as_dict() | ({"node_ids": list(dict.fromkeys(node_ids))} if node_ids else {}),
-        summary=f"waking {len(snapshots)} node(s)",
+        summary=f"waking {len(built)} node(s)",
     )
+    left = {n.id: leave[n.id] for n in left_alone}
+    _insert_steps(session, operation, built, skipped, left_alone, left)
+    session.commit()
+    return PreparedWake(operation.id, built, schedule, skipped, left=left, depends=depends)
+
+
+def _insert_steps(
+    session: Session,
+    operation: Operation,
+    built: Sequence[NodeSnapshot],
+    skipped: Mapping[int, str],
+    left_alone: Sequence[Node],
+    left: Mapping[int, str],
+) -> None:
+    """A wake's steps: one running per node to wake, one closed per skipped node and node left alone,
+    written with one multi-row INSERT on the table (not one ORM object per node), before the send."""
     now = utcnow()
     # Nodes of another site are woken by that site's agent (mko.agents); their steps say so.
-    via = {n.node_id: f" via site {n.site}" for n in snapshots if routed_to_agent(n)}
+    via = {n.node_id: f" via site {n.site}" for n in built if routed_to_agent(n)}
     steps: list[dict[str, Any]] = [
-        _step(operation, node.id, f"wake {node.hostname}{via.get(node.id, '')}", "", now, finished=False)
-        for node in sorted(nodes, key=lambda n: n.id)
+        _step(
+            operation,
+            node.node_id,
+            f"wake {node.hostname}{via.get(node.node_id, '')}",
+            "",
+            now,
+            finished=False,
+        )
+        for node in sorted(built, key=lambda n: n.node_id)
     ]
     steps += [_step(operation, i, "wake skipped", why, now) for i, why in sorted(skipped.items())]
-    steps += [_step(operation, n.id, f"leave {n.hostname}", leave[n.id], now) for n in left_alone]
+    steps += [_step(operation, n.id, f"leave {n.hostname}", left[n.id], now) for n in left_alone]
     for seq, step in enumerate(steps, start=1):
         step["seq"] = seq
-    # One multi-row INSERT on the table (not one ORM object per node), before the send.
     session.execute(insert(cast("Table", OperationStep.__table__)), steps)
-    session.commit()
-    left = {n.id: leave[n.id] for n in left_alone}
-    return PreparedWake(operation.id, snapshots, schedule, skipped, left=left)
+
+
+def plan_cluster_wake(session: Session, cluster_id: int, schedule: WakeSchedule) -> dict[str, Any]:
+    """What a wake of the cluster would do, without doing it (``--dry-run``): the dependency levels
+    with each node's method and start offset, and the nodes that would be skipped."""
+    get_cluster(session, cluster_id)
+    members = list_nodes(session, cluster_id)
+    skipped = {n.id: r for n in members if (r := _not_wakeable_reason(n))}
+    nodes = [n for n in members if n.id not in skipped]
+    built = snapshots(session, nodes)
+    depends = dependencies_of(session, [n.id for n in nodes])
+    schedule = _with_cluster_stagger(session, cluster_id, schedule)
+    planned = levels(built, depends)
+    return {
+        "cluster_id": cluster_id,
+        "stagger": schedule.stagger,
+        "device_gap": schedule.device_gap,
+        "levels": describe_levels(planned, depends, schedule.stagger),
+        "skipped": [{"node_id": k, "reason": v} for k, v in sorted(skipped.items())],
+    }
+
+
+def _with_cluster_stagger(session: Session, cluster_id: int | None, schedule: WakeSchedule) -> WakeSchedule:
+    """The cluster's own stagger (``power_stagger``) where the request named none (None: no cluster)."""
+    if cluster_id is None:
+        return schedule
+    stagger = get_cluster(session, cluster_id).power_stagger
+    return dataclasses.replace(schedule, stagger=stagger) if stagger and not schedule.stagger else schedule
 
 
 def _step(
@@ -288,7 +354,7 @@ def _step(
 
 def _driver_lookup(settings: Settings) -> Callable[[NodeSnapshot], PowerDriver | AttemptError]:
     # Each node gets whichever driver its method names: packets, Proxmox, IPMI or Redfish.
-    return driver_lookup(settings)
+    return DRIVERS.lookup(settings)
 
 
 _STEP_STATUS = {
@@ -313,7 +379,7 @@ async def run_wake(
     local, remote = split_by_site(prepared.nodes)
     try:
         outcomes, parts = await asyncio.gather(
-            power_on(local, prepared.schedule, _driver_lookup(settings), on_event) if local else _none(),
+            _wake_local(local, prepared, settings, on_event) if local else _none(),
             wake_remote(session_factory, settings, prepared.operation_id, remote, prepared.schedule, on_event)
             if remote
             else _none(),
@@ -333,6 +399,21 @@ async def run_wake(
     # In a worker thread: a server runs wakes on its event loop, beside requests.
     return await in_thread_session(
         session_factory, lambda session: _close(session, prepared, outcomes, cancelled=False, notes=notes)
+    )
+
+
+async def _wake_local(
+    nodes: list[NodeSnapshot],
+    prepared: PreparedWake,
+    settings: Settings,
+    on_event: Callable[[str, NodeOutcome], None] | None,
+) -> list[NodeOutcome]:
+    """This orchestrator's nodes: all at once, or level after level when some depend on others."""
+    planned = levels(nodes, prepared.depends)
+    if len(planned) == 1:
+        return await power_on(nodes, prepared.schedule, _driver_lookup(settings), on_event)
+    return await power_on_levels(
+        planned, prepared.schedule, lambda: _driver_lookup(settings), on_event, prepared.depends
     )
 
 
@@ -393,11 +474,14 @@ def _close(
         return finish_operation(
             session, operation, status=OperationStatus.CANCELLED, summary="cancelled", result=result
         )
-    good_state = OutcomeState.UP if prepared.schedule.wait else OutcomeState.SENT
-    good = [o for o in outcomes if o.state == good_state]
+    # Without wait "sent" is success; "up" always is (a dependency level is verified before the next).
+    good_states = {OutcomeState.UP} if prepared.schedule.wait else {OutcomeState.SENT, OutcomeState.UP}
+    good = [o for o in outcomes if o.state in good_states]
     verb = "up" if prepared.schedule.wait else "sent (not verified)"
+    if not prepared.schedule.wait and any(o.state == OutcomeState.UP for o in outcomes):
+        verb = "sent or up"
     summary = f"{len(good)}/{len(outcomes)} node(s) {verb}"
-    bad = [f"{o.hostname}: {o.describe()}" for o in outcomes if o.state != good_state]
+    bad = [f"{o.hostname}: {o.describe()}" for o in outcomes if o.state not in good_states]
     if prepared.skipped:
         summary += f", {len(prepared.skipped)} skipped"
     if prepared.left:
@@ -442,7 +526,7 @@ async def resume_wake(
                 continue
             # Every node again, also those already up: a packet to a running machine does nothing, and
             # the probe then proves it is up in this operation's result.
-            nodes.append(NodeSnapshot.of(node))
+            nodes.append(snapshot(node))
             step.status, step.message, step.finished_at = OperationStatus.RUNNING, "", None
         params = operation.parameters
         schedule = WakeSchedule(

@@ -50,10 +50,11 @@ from mko.lab.postgres import PostgresServer
 from mko.platform.db.backup import backup_sqlite
 from mko.platform.db.migrate import current_revision, head_revision
 from mko.platform.db.models.base import Base
-from mko.platform.db.models.inventory import NodeRole, WolMethod
+from mko.platform.db.models.inventory import NodeRole
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.db.upgrade import upgrade, upgrade_database
 from mko.platform.settings import Settings, get_settings
+from support.foldcheck import check_power_params_fold
 
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPT = "scripts/migrate_wake_on_lan_fields.py"
@@ -233,7 +234,7 @@ def check_imported(url: str, nodes: list[dict[str, Any]], *, orphan: bool = Fals
                 ), old["id"]
                 assert (node.wol_enabled, node.wol_method, node.wol_port, node.is_virtual_node) == (
                     False,
-                    WolMethod.ETHERNET,
+                    "ethernet",
                     9,
                     False,
                 )
@@ -499,6 +500,10 @@ def test_full_schema_migrates_on_postgresql(postgres: PostgresServer) -> None:
         assert diff == []
     finally:
         engine.dispose()
+
+
+def test_power_params_fold_round_trips_on_postgresql(postgres: PostgresServer) -> None:
+    check_power_params_fold(postgres.create_database("power_params_fold"))
 
 
 def test_postgresql_import_backup_and_restore(

@@ -137,7 +137,11 @@ def test_seed_playbooks_run_verbatim_and_their_results_land_in_the_database(
     assert "default route via veth0; veth0 02:13:00:00:00:11 10.213.0.11" in collected.stdout
     for lab_node in running.nodes:
         node = _nodes(session)[lab_node.hostname]
-        assert (node.wol_mac_address, node.nic_interface, node.wol_prefix_len) == (lab_node.mac, "veth0", 25)
+        assert (node.wol_mac_address, node.nic_interface, node.power_params["wol_prefix_len"]) == (
+            lab_node.mac,
+            "veth0",
+            25,
+        )
     imported = list_operations(session, kind="ansible_import_facts")[0]
     assert imported.status.value == "succeeded" and len(imported.steps) == 3
     facts = json.loads((repo_root / "ansible/facts/network_info.json").read_text())

@@ -111,7 +111,11 @@ def test_collect_mac_by_cli_and_api_fills_mac_interface_and_prefix(
 
     for lab_node, node_id in zip(running.nodes[:3], ids, strict=False):
         node = _node(session, node_id)
-        assert (node.wol_mac_address, node.nic_interface, node.wol_prefix_len) == (lab_node.mac, "veth0", 26)
+        assert (node.wol_mac_address, node.nic_interface, node.power_params["wol_prefix_len"]) == (
+            lab_node.mac,
+            "veth0",
+            26,
+        )
         assert node.nic_collected_at is not None
         found = {i["name"]: i for i in node.nic_interfaces or []}
         assert found["veth0"]["addresses"][0] == f"{lab_node.ip}/26" and found["veth0"]["default_route"]

@@ -181,7 +181,7 @@ def test_discovery_finds_exactly_the_lab_nodes_with_their_macs_and_marks_known_o
         lab.nodes[2].mac,
         True,
     )
-    assert (node.cluster_id, node.wol_prefix_len, node.probe_port) == (cluster.id, 24, 2222)
+    assert (node.cluster_id, node.power_params["wol_prefix_len"], node.probe_port) == (cluster.id, 24, 2222)
     operation = session.get_one(Operation, report["operation_id"])
     assert operation.kind == "discover_add" and operation.status == OperationStatus.SUCCEEDED
     too_big = cli.invoke(cli_app, ["discover", "10.0.0.0/16"])

@@ -20,7 +20,7 @@ from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
 from mko.lab.netns import NodeSpec, enter_netns
 from mko.operations.records import Actor
-from mko.platform.db.models.inventory import Node, NodeRole, WolMethod
+from mko.platform.db.models.inventory import Node, NodeRole
 from mko.platform.db.models.operations import OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
@@ -111,7 +111,7 @@ def test_limited_broadcast_needs_a_source_interface(
 def test_raw_ethernet_frame_etherwake_style(settings: Settings, session: Session, lab: RunningLab) -> None:
     _, nodes = register_lab(session, lab)
     node = lab.nodes[0]
-    _configure(session, nodes[0], wol_method=WolMethod.ETHERNET_RAW, wol_interface=lab.lab.orch_interface)
+    _configure(session, nodes[0], wol_method="ethernet-raw", wol_interface=lab.lab.orch_interface)
     operation = _wake(settings, lab, "node", nodes[0].id, retries=2, delay=0.01)
     assert operation.status == OperationStatus.SUCCEEDED
     assert node.recorder.wait_for(2, timeout=5, mac=node.mac)

@@ -9,10 +9,10 @@ import pytest
 from mko.cluster.options import K8sOptions
 from mko.cluster.plan import build_plan
 from mko.cluster.recovery import ready_nodes
-from mko.platform.db.models.inventory import Node, NodeRole, WolMethod
+from mko.platform.db.models.inventory import Node, NodeRole
 
 
-def _node(node_id: int, hostname: str, role: NodeRole, method: WolMethod = WolMethod.ETHERNET) -> Node:
+def _node(node_id: int, hostname: str, role: NodeRole, method: str = "ethernet") -> Node:
     return Node(id=node_id, hostname=hostname, role=role, wol_method=method)
 
 
@@ -23,7 +23,7 @@ NODES = [
     _node(2, "cp-2", CP),
     _node(7, "cp-3", CP),
     _node(1, "cp-1", CP),
-    _node(4, "w-a", W, WolMethod.PROXMOX),
+    _node(4, "w-a", W, "proxmox"),
 ]
 
 
@@ -77,6 +77,7 @@ def test_workers_first_in_parallel_then_control_planes_alone_and_the_drain_host_
         "hostname": "cp-2",
         "action": "stop",
         "runs_on": "cp-2",
+        "cut_by": None,
     }
 
 
@@ -152,3 +153,50 @@ def test_ready_nodes_reads_the_real_kubectl_shape() -> None:
         ready_nodes("[]")
     with pytest.raises(json.JSONDecodeError):
         ready_nodes("This MicroK8s deployment is acting as a node in a cluster.")
+
+
+def test_nodes_others_depend_on_go_down_after_them_in_reverse_dependency_order() -> None:
+    from mko.platform.db.models.inventory import NodeDependency
+
+    nas, cache, w1, w2, cp = (
+        _node(3, "nas", W),
+        _node(6, "cache", W),
+        _node(8, "w1", W),
+        _node(9, "w2", W),
+        _node(1, "cp", CP),
+    )
+    cache.dependencies = [NodeDependency(node_id=6, depends_on_id=3)]  # the cache mounts the NAS
+    w1.dependencies = [NodeDependency(node_id=8, depends_on_id=6)]  # the workers need the cache
+    w2.dependencies = [NodeDependency(node_id=9, depends_on_id=3)]
+    plan = build_plan(9, "prod", [nas, cache, w1, w2, cp], cp, force=False)
+    assert [chain[0].hostname for chain in plan.parallel] == ["w1", "w2"]
+    # Then, one by one: the cache (it needs the NAS), the NAS last of the workers, the control plane.
+    assert [chain[0].hostname for chain in plan.serial] == ["cache", "nas", "cp"]
+    assert any(line.endswith(". then a worker other nodes depend on, alone:") for line in plan.lines())
+
+
+def test_every_power_method_has_a_way_down_read_from_its_driver() -> None:
+    """Soft-off by the driver that can; else the OS halts over SSH, and a driver that can only cut power
+    (an outlet, a plug, a webhook, a command) cuts it afterwards, so that its next "on" starts the node."""
+    from mko.power.registry import DRIVERS
+
+    nodes = [_node(1, "cp", CP)] + [
+        _node(i, f"w-{method}", W, method) for i, method in enumerate(DRIVERS.names(), start=2)
+    ]
+    plan = build_plan(1, "mixed", nodes, nodes[0], force=False)
+    power_off = {s.hostname: s for chain in plan.parallel for s in chain if s.action == "poweroff"}
+    assert {host.removeprefix("w-") for host in power_off} == set(DRIVERS.names())
+    for method in DRIVERS.names():
+        step, driver = power_off[f"w-{method}"], DRIVERS.driver(method)
+        if driver.supports("soft"):
+            assert (step.runs_on, step.cut_by) == (f"driver:{method}", None)
+            assert step.describe().endswith(f"(soft-off by the {method} driver)")
+        elif driver.supports("off"):
+            assert (step.runs_on, step.cut_by) == (step.hostname, method)
+            assert step.describe().endswith(
+                f"(systemctl poweroff over SSH, then power cut by the {method} driver)"
+            )
+        else:  # magic packets cannot switch anything off
+            assert (step.runs_on, step.cut_by) == (step.hostname, None)
+            assert step.describe().endswith("(systemctl poweroff over SSH)")
+    assert power_off["w-shelly"].cut_by == "shelly" and power_off["w-ipmi"].runs_on == "driver:ipmi"

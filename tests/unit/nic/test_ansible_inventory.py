@@ -177,7 +177,7 @@ def test_import_facts_from_stdin_and_files_reports_each_entry(
     assert json.loads(keep.read_text()) == facts
     session.expire_all()
     worker = get_node(session, 2)
-    assert (worker.wol_mac_address, worker.nic_interface, worker.wol_prefix_len) == (
+    assert (worker.wol_mac_address, worker.nic_interface, worker.power_params["wol_prefix_len"]) == (
         "3c:ec:ef:00:00:11",
         "eno1",
         23,

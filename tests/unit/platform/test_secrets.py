@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 from pathlib import Path
 
@@ -57,7 +58,8 @@ def test_bmc_password_is_stored_encrypted_and_write_only(settings: Settings, ses
         ),
         Actor.cli(),
     )
-    raw = session.connection().exec_driver_sql("SELECT bmc_password_encrypted FROM nodes").scalar_one()
+    stored = session.connection().exec_driver_sql("SELECT power_params FROM nodes").scalar_one()
+    raw = json.loads(stored)["bmc_password"]["fernet"]
     assert raw and "hunter2-ipmi" not in raw
     assert SecretBox.from_settings(settings).decrypt(raw) == "hunter2-ipmi"
     # Without a password IPMI is refused at configure time, naming the field.

@@ -8,11 +8,11 @@ from typing import ClassVar
 
 import pytest
 
-from mko.platform.db.models.inventory import NodeRole, WolMethod
+from mko.platform.db.models.inventory import NodeRole
 from mko.platform.errors import FatalPowerError, RetryablePowerError
 from mko.power.base import (
-    STATUS,
     AttemptError,
+    Capability,
     NodeSnapshot,
     OutcomeState,
     PowerDriver,
@@ -30,7 +30,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def _node(node_id: int, method: WolMethod = WolMethod.IPMI) -> NodeSnapshot:
+def _node(node_id: int, method: str = "ipmi") -> NodeSnapshot:
     return NodeSnapshot(
         node_id=node_id,
         hostname=f"n{node_id}",
@@ -48,8 +48,10 @@ def _waiting(timeout: float = 2.0) -> WakeSchedule:
 class ScriptedApi(PowerDriver):
     """An API driver: calls answer from a script (an exception or None); power follows accepted calls."""
 
-    methods: ClassVar[tuple[WolMethod, ...]] = (WolMethod.IPMI,)
-    actions: ClassVar[frozenset[str]] = frozenset({"on", "off", "soft", STATUS})
+    name: ClassVar[str] = "ipmi"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.ON, Capability.OFF, Capability.SOFT_OFF, Capability.QUERY}
+    )
     confirms_delivery: ClassVar[bool] = True
     verify_by_query: ClassVar[bool] = True
 
@@ -162,13 +164,13 @@ async def test_query_errors_retryable_keep_polling_fatal_stops() -> None:
 
 async def test_unsupported_action_is_refused_with_the_reason() -> None:
     class OnlyOn(PowerDriver):
-        methods: ClassVar[tuple[WolMethod, ...]] = (WolMethod.ETHERNET,)
+        name: ClassVar[str] = "ethernet"
         label: ClassVar[str] = "magic packets"
 
         async def send_on(self, nodes: Sequence[NodeSnapshot]) -> dict[int, AttemptError | None]:
             return dict.fromkeys((n.node_id for n in nodes), None)
 
-    [outcome] = await power_off([_node(1, WolMethod.ETHERNET)], _waiting(), lambda _n: OnlyOn())
+    [outcome] = await power_off([_node(1, "ethernet")], _waiting(), lambda _n: OnlyOn())
     assert outcome.state == OutcomeState.FAILED
     assert "cannot do 'off'" in (outcome.error or "") and "it can: on" in (outcome.error or "")
 
@@ -183,7 +185,7 @@ async def test_a_slow_api_does_not_hold_back_magic_packets_of_the_same_wake() ->
             events.append("api accepted")
 
     class Packets(PowerDriver):
-        methods: ClassVar[tuple[WolMethod, ...]] = (WolMethod.ETHERNET,)
+        name: ClassVar[str] = "ethernet"
 
         async def send_on(self, nodes: Sequence[NodeSnapshot]) -> dict[int, AttemptError | None]:
             events.append("packet")
@@ -192,7 +194,7 @@ async def test_a_slow_api_does_not_hold_back_magic_packets_of_the_same_wake() ->
             return dict.fromkeys((n.node_id for n in nodes), None)
 
     slow, packets = SlowApi(), Packets()
-    nodes = [_node(1), _node(2, WolMethod.ETHERNET)]
+    nodes = [_node(1), _node(2, "ethernet")]
     outcomes = await power_on(
         nodes, WakeSchedule(retries=3, delay=0.01), lambda n: packets if n.node_id == 2 else slow
     )

@@ -9,8 +9,9 @@ from typing import ClassVar
 
 import pytest
 
-from mko.platform.db.models.inventory import NodeRole, WolMethod
+from mko.platform.db.models.inventory import NodeRole
 from mko.power.base import AttemptError, NodeSnapshot, OutcomeState, PowerDriver, WakeSchedule, power_on
+from mko.power.drivers.wol import WolParams
 
 pytestmark = pytest.mark.anyio
 
@@ -33,16 +34,16 @@ def _node(node_id: int, role: NodeRole = NodeRole.WORKER, port: int | None = Non
         hostname=f"n{node_id}",
         ip_address="127.0.0.1",
         role=role,
-        method=WolMethod.ETHERNET,
+        method="ethernet",
         probe_port=port or _free_port(),
-        mac=f"02:00:00:00:00:{node_id:02x}",
+        params=WolParams(wol_mac_address=f"02:00:00:00:00:{node_id:02x}"),
     )
 
 
 class ScriptedDriver(PowerDriver):
     """Answers from a script per node; can 'boot' a node (start a listener) after N attempts."""
 
-    methods: ClassVar[tuple[WolMethod, ...]] = (WolMethod.ETHERNET,)
+    name: ClassVar[str] = "ethernet"
 
     def __init__(
         self,

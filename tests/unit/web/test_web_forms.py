@@ -11,9 +11,9 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from mko.cluster import outages
 from mko.cluster.plan import plan_shutdown
 from mko.platform.settings import Settings
+from mko.ups import outages
 
 
 def _node(client: TestClient, **fields: object) -> dict[str, object]:
@@ -249,3 +249,93 @@ def test_the_shutdown_page_shows_how_a_shutdown_for_a_ups_ends(
         f"   host shutdown  /sbin/shutdown -h +0 (after writing {marker})",
     ]
     assert planned.nodes_up == []  # cp1 answers nowhere: the outage would know it was down already
+
+
+def test_the_node_form_offers_each_method_for_its_kind_from_the_drivers(client: TestClient, web: Any) -> None:
+    from mko.power.registry import DRIVERS
+
+    node = _node(client)
+    page = web.get(f"/nodes/{node['id']}").text
+    options = dict(re.findall(r'<option value="([\w-]+)" data-kind="\w+"([^>]*)>', page))
+    assert set(options) == set(DRIVERS.names())  # every registered driver, none written in the page
+    for name, attributes in options.items():
+        kind = DRIVERS.driver(name).node_kind
+        assert ("hidden disabled" in attributes) == (kind == "virtual"), name  # a physical node's page
+    assert "Proxmox VM</dt>" not in page
+    assert re.search(r'<div data-methods="proxmox" hidden>', page)  # proxmox_node only for VMs
+    # A plug's settings come from its driver's model, and the status says which driver powers it.
+    form = {
+        "kind": "physical",
+        "wol_method": "shelly",
+        "wol_port": "9",
+        "shelly_host": "10.0.0.40",
+        "wol_mac_address": "",
+        "wol_broadcast_address": "",
+        "probe_port": "",
+        "proxmox_vm_id": "",
+        "proxmox_host_id": "",
+    }
+    saved = web.form(f"/nodes/{node['id']}/wol/configure", data=form, follow_redirects=False)
+    assert saved.status_code == 303, saved.text
+    assert client.get(f"/api/nodes/{node['id']}").json()["shelly_host"] == "10.0.0.40"
+    page = web.get(f"/nodes/{node['id']}").text
+    assert "<dt>Power driver</dt><dd>Shelly</dd>" in page
+    assert re.search(r'<div data-methods="shelly">', page)
+
+
+def test_the_power_order_form_sets_depends_on_and_refuses_cycles(client: TestClient, web: Any) -> None:
+    nas, vm_host, worker = (
+        _node(client, hostname=n, ip_address=f"10.0.0.{i}")
+        for i, n in enumerate(("nas", "pve", "w1"), start=1)
+    )
+    path = f"/nodes/{worker['id']}/depends-on"
+    saved = web.form(path, data={"depends_on": f"{nas['id']}, {vm_host['id']}"}, follow_redirects=False)
+    assert saved.status_code == 303
+    assert client.get(f"/api/nodes/{worker['id']}").json()["depends_on"] == [nas["id"], vm_host["id"]]
+    page = web.get(f"/nodes/{worker['id']}?depends_saved=1").text
+    assert f'<a href="/nodes/{nas["id"]}">nas</a>' in page and "Power order saved." in page
+    # The same checks as the API's: a cycle is named next to the field, and nothing changes.
+    cycle = web.form(f"/nodes/{nas['id']}/depends-on", data={"depends_on": str(worker["id"])})
+    assert cycle.status_code == 422
+    assert re.search(
+        r'data-error-for="depends_on">[^<]*dependency cycle: nas \(1\) → w1 \(3\) → nas',
+        html.unescape(cycle.text),
+    )
+    assert client.get(f"/api/nodes/{nas['id']}").json()["depends_on"] == []
+    for bad, why in (("3,x", "not a list of node ids"), ("99", "no node 99")):
+        refused = web.form(path, data={"depends_on": bad})
+        assert refused.status_code == 422 and why in html.unescape(refused.text), bad
+    assert client.get(f"/api/nodes/{worker['id']}").json()["depends_on"] == [nas["id"], vm_host["id"]]
+    cleared = web.form(path, data={"depends_on": ""}, follow_redirects=False)
+    assert cleared.status_code == 303
+    assert client.get(f"/api/nodes/{worker['id']}").json()["depends_on"] == []
+
+
+def test_the_cluster_page_shows_the_wake_levels_and_sets_the_stagger(client: TestClient, web: Any) -> None:
+    cluster = client.post("/api/clusters", json={"name": "rack"}).json()
+    on = {"cluster_id": cluster["id"], "wol_enabled": True}
+    nas = _node(client, hostname="nas", wol_mac_address="02:00:00:00:00:01", **on)
+    worker = _node(
+        client,
+        hostname="w1",
+        ip_address="127.0.0.2",
+        wol_mac_address="02:00:00:00:00:02",
+        depends_on=[nas["id"]],
+        **on,
+    )
+    page = html.unescape(web.get(f"/clusters/{cluster['id']}").text)
+    rows = re.findall(r"<tr><td>(\d)</td><td><a href=\"/nodes/(\d+)\">", page)
+    assert rows == [("0", str(nas["id"])), ("1", str(worker["id"]))]  # the NAS first, its worker after
+    saved = web.form(
+        f"/clusters/{cluster['id']}/stagger", data={"power_stagger": "2.5"}, follow_redirects=False
+    )
+    assert saved.status_code == 303
+    assert client.get(f"/api/clusters/{cluster['id']}").json()["power_stagger"] == 2.5
+    bad = web.form(f"/clusters/{cluster['id']}/stagger", data={"power_stagger": "9000"})
+    assert bad.status_code == 422 and 'data-error-for="power_stagger"' in bad.text
+    assert client.get(f"/api/clusters/{cluster['id']}").json()["power_stagger"] == 2.5
+    cleared = web.form(
+        f"/clusters/{cluster['id']}/stagger", data={"power_stagger": ""}, follow_redirects=False
+    )
+    assert cleared.status_code == 303
+    assert client.get(f"/api/clusters/{cluster['id']}").json()["power_stagger"] is None

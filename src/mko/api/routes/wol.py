@@ -14,13 +14,13 @@ from mko.http.routing import MkoRoute
 from mko.http.security import AdminDep, PrincipalDep, require_operator_for
 from mko.inventory.nodes import configure_wol, get_node
 from mko.inventory.schemas import NodePublic, WolConfigure
+from mko.inventory.snapshots import snapshot
 from mko.nic.wol_switch import set_nic_wol
 from mko.platform.db.models.operations import OperationStatus
 from mko.platform.settings import Settings
 from mko.platform.validation import InputModel
-from mko.power.base import NodeSnapshot
 from mko.wol.status import probe_reachable, wol_status_sync
-from mko.wol.wake import PreparedWake, make_schedule, start_requested_wake
+from mko.wol.wake import PreparedWake, make_schedule, plan_cluster_wake, start_requested_wake
 
 router = APIRouter(prefix="/api", tags=["wake-on-lan"], route_class=MkoRoute)
 
@@ -33,6 +33,12 @@ class WakeBody(InputModel):
     wait: bool = Field(default=False, description="probe each node and keep re-sending until it answers")
     timeout: float | None = Field(
         default=None, gt=0, le=3600, description="seconds to wait for nodes with wait=true (at most 3600)"
+    )
+    stagger: float | None = Field(
+        default=None,
+        ge=0,
+        le=600,
+        description="seconds between two nodes' power-ons [default: the cluster's]",
     )
 
 
@@ -100,7 +106,12 @@ async def _wake(
 ) -> WakeResponse:
     body = body or WakeBody()
     schedule = make_schedule(
-        settings, retries=body.retries, delay=body.delay, wait=body.wait, timeout=body.timeout
+        settings,
+        retries=body.retries,
+        delay=body.delay,
+        wait=body.wait,
+        timeout=body.timeout,
+        stagger=body.stagger,
     )
     node_ids = body.node_ids if isinstance(body, NodesWakeBody) else ()
     prepared = await db.run(
@@ -154,8 +165,21 @@ async def wake_cluster(
     cluster_id: int,
     body: WakeBody | None = None,
 ) -> WakeResponse:
-    """Wake every node of a cluster at once, control-plane nodes' packets first."""
+    """Wake every node of a cluster: control planes first, then level by level as nodes depend on
+    each other (depends_on), each level's power-ons ``stagger`` seconds apart."""
     return await _wake(request, response, db, settings, actor, "cluster", cluster_id, body)
+
+
+@router.get("/clusters/{cluster_id:int}/wol/plan")
+async def wake_plan(
+    db: DbDep,
+    settings: SettingsDep,
+    cluster_id: int,
+    stagger: float | None = Query(default=None, ge=0, le=600, description="seconds between power-ons"),
+) -> dict[str, Any]:
+    """The order a wake of the cluster would follow, as dependency levels; nothing is powered."""
+    schedule = make_schedule(settings, stagger=stagger)
+    return await db.run(lambda session: plan_cluster_wake(session, cluster_id, schedule))
 
 
 @router.get("/nodes/{node_id:int}/wol/status")
@@ -175,7 +199,7 @@ async def wol_status(
     status = await db.run(lambda session: wol_status_sync(session, node_id))
     if probe:
         await require_operator_for(request, principal, "probing a node now")
-        target = await db.run(lambda session: NodeSnapshot.of(get_node(session, node_id)))
+        target = await db.run(lambda session: snapshot(get_node(session, node_id)))
         live: LiveReads[dict[str, Any]] = request.app.state.live_reads
         reading = await live.read(("probe", node_id), lambda: probe_reachable(target, settings.probe_timeout))
         status["reachable"] = reading.result() | reading.stamp()

@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 __all__ = ["HEAD", "database_revision"]
 
-HEAD = "0018"
+HEAD = "0019"
 
 
 def database_revision(engine: Engine) -> str | None:

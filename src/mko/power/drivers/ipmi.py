@@ -12,22 +12,17 @@ import hashlib
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, SecretStr
-from pyghmi.exceptions import IpmiException
-from pyghmi.ipmi.command import Command
-from pyghmi.ipmi.private import session as pyghmi_session
 
-from mko.platform.db.models.inventory import WolMethod
 from mko.platform.errors import FatalPowerError, RetryablePowerError
-from mko.platform.secrets import SecretBox
-from mko.power.base import STATUS, NodeSnapshot, PowerDriver, PowerState
+from mko.platform.validation import validate_port
+from mko.power.base import Capability, NodeSnapshot, PowerDriver, PowerState
+from mko.power.fields import BmcLogin, validate_host
+from mko.power.params import DriverParams, param
 
-if TYPE_CHECKING:
-    from mko.platform.settings import Settings
-
-__all__ = ["DEFAULT_IPMI_PORT", "IpmiDriver", "IpmiSettings"]
+__all__ = ["DEFAULT_IPMI_PORT", "IpmiDriver", "IpmiParams", "IpmiSettings"]
 
 log = logging.getLogger("mko.power.ipmi")
 
@@ -45,38 +40,46 @@ class IpmiSettings(BaseModel):
     password: SecretStr
 
 
+class IpmiParams(BmcLogin):
+    """A node's BMC over IPMI (RMCP+)."""
+
+    bmc_address: str | None = param(help="IPMI: BMC host name or address", check=validate_host)
+    bmc_port: int | None = param(help="IPMI: BMC UDP port (623)", check=validate_port)
+
+    required: ClassVar[tuple[str, ...]] = ("bmc_address", "bmc_username", "bmc_password")
+
+
 class IpmiDriver(PowerDriver):
     """Chassis power through the node's BMC."""
 
-    methods: ClassVar[tuple[WolMethod, ...]] = (WolMethod.IPMI,)
-    actions: ClassVar[frozenset[str]] = frozenset({"on", "off", "soft", STATUS})
+    name: ClassVar[str] = "ipmi"
+    Params: ClassVar[type[DriverParams]] = IpmiParams
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.ON, Capability.OFF, Capability.SOFT_OFF, Capability.QUERY}
+    )
+    node_kind: ClassVar[Literal["physical", "virtual", "any"]] = "physical"
     confirms_delivery: ClassVar[bool] = True
     verify_by_query: ClassVar[bool] = True
     parallel: ClassVar[int] = 16
     label: ClassVar[str] = "IPMI"
 
-    def __init__(self, box: SecretBox) -> None:
-        self._box = box
-
-    @classmethod
-    def create(cls, settings: Settings) -> IpmiDriver:
-        """A driver decrypting BMC passwords with the settings' key."""
-        return cls(SecretBox.from_settings(settings))
-
     def settings_for(self, node: NodeSnapshot) -> IpmiSettings:
         """The node's BMC settings, password decrypted; FatalPowerError when incomplete."""
-        if not (node.bmc_address and node.bmc_username and node.bmc_password_encrypted):
+        params: IpmiParams = self.params(node)
+        if not (params.bmc_address and params.bmc_username and params.bmc_password):
             raise FatalPowerError(
                 f"{node.label} needs a BMC address, user and password for IPMI (`wol configure`)"
             )
         return IpmiSettings(
-            address=node.bmc_address,
-            port=node.bmc_port or DEFAULT_IPMI_PORT,
-            username=node.bmc_username,
-            password=SecretStr(self._box.decrypt(node.bmc_password_encrypted)),
+            address=params.bmc_address,
+            port=params.bmc_port or DEFAULT_IPMI_PORT,
+            username=params.bmc_username,
+            password=SecretStr(self.reveal(params.bmc_password)),
         )
 
     async def _run(self, node: NodeSnapshot, request: str | None) -> dict[str, Any]:
+        from pyghmi.exceptions import IpmiException  # imported when used: the registry reads IpmiParams
+
         bmc = self.settings_for(node)
         where = f"BMC {bmc.address}:{bmc.port} of {node.label}"
         try:
@@ -119,7 +122,7 @@ _Key = tuple[str, int, str, str]
 @dataclass
 class _Link:
     lock: threading.Lock = field(default_factory=threading.Lock)
-    command: Command | None = None
+    command: Any = None  # a pyghmi Command
 
 
 _links: dict[_Key, _Link] = {}
@@ -133,6 +136,8 @@ def _key(bmc: IpmiSettings) -> _Key:
 
 def _command(bmc: IpmiSettings, request: str | None) -> dict[str, Any]:
     """Blocking: read the chassis power state (request None), or ask for a change without waiting."""
+    from pyghmi.ipmi.command import Command
+
     with _links_lock:
         link = _links.setdefault(_key(bmc), _Link())
     with link.lock:
@@ -152,6 +157,8 @@ def _forget(bmc: IpmiSettings) -> None:
         link = _links.get(_key(bmc))
     if link is not None:
         link.command = None
+    from pyghmi.ipmi.private import session as pyghmi_session
+
     stale = pyghmi_session.Session.initting_sessions
     for key in [k for k in list(stale) if k[:2] == (bmc.address, bmc.username) and k[3] == bmc.port]:
         stale.pop(key, None)

@@ -19,21 +19,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast
 
-import requests
-from proxmoxer import ProxmoxAPI
-from proxmoxer.core import AuthenticationError, ResourceException
 from pydantic import BaseModel, SecretStr
-from requests.adapters import HTTPAdapter
 
-from mko.platform.db.models.inventory import WolMethod
-from mko.platform.errors import FatalPowerError, PowerError, RetryablePowerError
-from mko.platform.secrets import SecretBox
-from mko.power.base import STATUS, NodeSnapshot, PowerDriver, PowerState, ProxmoxEndpoint
+from mko.platform.errors import FatalPowerError, InputError, PowerError, RetryablePowerError
+from mko.power.base import Capability, NodeSnapshot, PowerDriver, PowerState, ProxmoxEndpoint
+from mko.power.fields import validate_name
+from mko.power.params import DriverParams, EncryptedSecret, column, param
 
 if TYPE_CHECKING:
     from mko.platform.settings import Settings
 
-__all__ = ["ProxmoxDriver", "ProxmoxSettings", "check_endpoint", "connect"]
+__all__ = ["ProxmoxDriver", "ProxmoxParams", "ProxmoxSettings", "check_endpoint", "connect"]
 
 log = logging.getLogger("mko.power.proxmox")
 
@@ -43,6 +39,26 @@ _KIND_NAME = {"qemu": "VM", "lxc": "container"}
 # PVE answers most handler errors with HTTP 500; these texts mean "try again shortly".
 _TRANSIENT = ("locked", "quorum", "got timeout", "try again", "temporarily")
 _RETRYABLE_STATUS = {408, 429, 502, 503, 504, 595, 596}
+
+
+def _vm_id(value: int, field: str) -> int:
+    if isinstance(value, bool) or not 100 <= value <= 999_999_999:
+        raise InputError(field, f"{value!r} is not a Proxmox VM id (100-999999999)")
+    return value
+
+
+class ProxmoxParams(DriverParams):
+    """A virtual node: its guest id and the Proxmox host (the seed's fields) and, optionally, its node."""
+
+    proxmox_vm_id: int | None = column(
+        help="Proxmox VM (or container) id", option="--proxmox-vm-id", check=_vm_id
+    )
+    proxmox_host_id: int | None = column(
+        help="Proxmox host (mko proxmox list) the VM runs on", option="--proxmox-host-id", ref="proxmox_host"
+    )
+    proxmox_node: str | None = param(help="Proxmox node of the VM; found if omitted", check=validate_name)
+
+    required_when_enabled: ClassVar[tuple[str, ...]] = ("proxmox_vm_id",)
 
 
 class ProxmoxSettings(BaseModel):
@@ -71,16 +87,17 @@ class _Guest:
         return f"{_KIND_NAME[self.kind]} {self.vmid} on {self.node}"
 
 
-class _PinnedAdapter(HTTPAdapter):
-    """Accepts exactly the certificate with this SHA-256 fingerprint (instead of a CA)."""
+def _adapter(fingerprint: str | None, pool_size: int) -> Any:
+    """A requests adapter with ``pool_size`` connections; with a fingerprint it accepts exactly the
+    certificate with that SHA-256 fingerprint (instead of a CA)."""
+    from requests.adapters import HTTPAdapter  # imported when used: the registry reads ProxmoxParams
 
-    def __init__(self, fingerprint: str, pool_size: int) -> None:
-        self._fingerprint = fingerprint
-        super().__init__(pool_maxsize=pool_size)
+    class PinnedAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            kwargs["assert_fingerprint"] = fingerprint
+            super().init_poolmanager(*args, **kwargs)
 
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["assert_fingerprint"] = self._fingerprint
-        super().init_poolmanager(*args, **kwargs)
+    return (PinnedAdapter if fingerprint else HTTPAdapter)(pool_maxsize=pool_size)
 
 
 def _peer_fingerprint(host: str, port: int, timeout: float) -> str:
@@ -98,6 +115,8 @@ def _peer_fingerprint(host: str, port: int, timeout: float) -> str:
 
 def connect(endpoint: ProxmoxEndpoint, secret: str, timeout: float, pool_size: int = 16) -> Any:
     """A proxmoxer client for this host (blocking: logs in now when a password is used)."""
+    from proxmoxer import ProxmoxAPI
+
     verify: bool | str = endpoint.ca_file or endpoint.verify_tls
     if endpoint.fingerprint:
         verify = False
@@ -130,17 +149,15 @@ def connect(endpoint: ProxmoxEndpoint, secret: str, timeout: float, pool_size: i
             timeout=timeout,
         )
     # As many pooled connections as guests started at once, so none is opened and thrown away per call.
-    adapter = (
-        _PinnedAdapter(endpoint.fingerprint, pool_size)
-        if endpoint.fingerprint
-        else HTTPAdapter(pool_maxsize=pool_size)
-    )
-    api._store["session"].mount("https://", adapter)
+    api._store["session"].mount("https://", _adapter(endpoint.fingerprint, pool_size))
     return api
 
 
 def _translate(endpoint: ProxmoxEndpoint, exc: Exception) -> PowerError | None:  # noqa: PLR0911
     """mko's error for a proxmoxer/requests failure; None for anything else."""
+    import requests
+    from proxmoxer.core import AuthenticationError, ResourceException
+
     where = f"Proxmox host {endpoint.name} ({endpoint.host}:{endpoint.port})"
     if isinstance(exc, ResourceException):
         text = " ".join(str(exc.content or exc.status_message).split())
@@ -215,23 +232,26 @@ async def check_endpoint(endpoint: ProxmoxEndpoint, secret: str, timeout: float)
 class ProxmoxDriver(PowerDriver):
     """Starts, shuts down and stops Proxmox VMs and containers, and reads their status."""
 
-    methods: ClassVar[tuple[WolMethod, ...]] = (WolMethod.PROXMOX,)
-    actions: ClassVar[frozenset[str]] = frozenset({"on", "off", "soft", STATUS})
+    name: ClassVar[str] = "proxmox"
+    Params: ClassVar[type[DriverParams]] = ProxmoxParams
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.ON, Capability.OFF, Capability.SOFT_OFF, Capability.QUERY}
+    )
+    node_kind: ClassVar[Literal["physical", "virtual", "any"]] = "virtual"
     confirms_delivery: ClassVar[bool] = True
     verify_by_query: ClassVar[bool] = True
     parallel: ClassVar[int] = 16
     label: ClassVar[str] = "Proxmox VE"
+    badge: ClassVar[str] = "Proxmox"
 
     def __init__(
         self,
-        box: SecretBox,
         *,
         timeout: float = 10.0,
         task_timeout: float = 120.0,
         shutdown_timeout: int = 120,
         poll_interval: float = 1.0,
     ) -> None:
-        self._box = box
         self._timeout = timeout
         self._task_timeout = task_timeout
         self._shutdown_timeout = shutdown_timeout
@@ -245,7 +265,6 @@ class ProxmoxDriver(PowerDriver):
     def create(cls, settings: Settings) -> ProxmoxDriver:
         """A driver with the settings' timeouts and secret key."""
         return cls(
-            SecretBox.from_settings(settings),
             timeout=settings.power_api_timeout,
             task_timeout=settings.proxmox_task_timeout,
             shutdown_timeout=settings.proxmox_shutdown_timeout,
@@ -254,7 +273,8 @@ class ProxmoxDriver(PowerDriver):
     def settings_for(self, node: NodeSnapshot) -> ProxmoxSettings:
         """The node's driver settings, with the secret decrypted; FatalPowerError when incomplete."""
         endpoint = self._endpoint(node)
-        if node.proxmox_vm_id is None:
+        params: ProxmoxParams = self.params(node)
+        if params.proxmox_vm_id is None:
             raise FatalPowerError(f"{node.label} has no Proxmox VM id; set it with `wol configure`")
         if not endpoint.secret_encrypted:
             raise FatalPowerError(f"Proxmox host {endpoint.name} has no secret stored")
@@ -263,22 +283,23 @@ class ProxmoxDriver(PowerDriver):
             port=endpoint.port,
             token_id=endpoint.token_id,
             username=endpoint.username,
-            secret=SecretStr(self._box.decrypt(endpoint.secret_encrypted)),
+            secret=SecretStr(self.reveal(EncryptedSecret(endpoint.secret_encrypted))),
             verify_tls=endpoint.verify_tls,
             ca_file=endpoint.ca_file,
             fingerprint=endpoint.fingerprint,
-            vmid=node.proxmox_vm_id,
-            node=node.proxmox_node,
+            vmid=params.proxmox_vm_id,
+            node=params.proxmox_node,
         )
 
     @staticmethod
     def _endpoint(node: NodeSnapshot) -> ProxmoxEndpoint:
-        if node.proxmox is None:
+        endpoint = node.refs.get("proxmox_host")
+        if not isinstance(endpoint, ProxmoxEndpoint):
             raise FatalPowerError(
                 f"{node.label} is a Proxmox VM but has no Proxmox host: add one (`mko proxmox add`) and"
                 f" set it with `wol configure {node.node_id} --proxmox-host-id <id>`"
             )
-        return node.proxmox
+        return endpoint
 
     async def _api(self, node: NodeSnapshot) -> tuple[ProxmoxEndpoint, Any]:
         endpoint = self._endpoint(node)
@@ -295,9 +316,10 @@ class ProxmoxDriver(PowerDriver):
         endpoint, api = await self._api(node)
         if node.node_id in self._guests:
             return endpoint, api, self._guests[node.node_id]
-        vmid = self.settings_for(node).vmid
-        if node.proxmox_node:
-            pve_node = node.proxmox_node
+        settings = self.settings_for(node)
+        vmid = settings.vmid
+        if settings.node:
+            pve_node = settings.node
             kind = await _call(endpoint, lambda: _kind_on_node(api, pve_node, vmid))
             if kind is None:
                 raise FatalPowerError(
@@ -392,6 +414,8 @@ class ProxmoxDriver(PowerDriver):
 
 def _kind_on_node(api: Any, pve_node: str, vmid: int) -> GuestKind | None:
     """Whether ``vmid`` on ``pve_node`` is a VM or a container (None: neither)."""
+    from proxmoxer.core import ResourceException
+
     kinds: tuple[GuestKind, ...] = ("qemu", "lxc")
     for kind in kinds:
         try:

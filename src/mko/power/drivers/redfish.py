@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import logging
 import ssl
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import httpx
 from pydantic import BaseModel, SecretStr
 
-from mko.platform.db.models.inventory import WolMethod
 from mko.platform.errors import FatalPowerError, RetryablePowerError, UnsupportedActionError
-from mko.platform.secrets import SecretBox
-from mko.power.base import STATUS, NodeSnapshot, PowerDriver, PowerState
+from mko.power.base import Capability, NodeSnapshot, PowerDriver, PowerState
+from mko.power.fields import BmcLogin, validate_ca_file, validate_name, validate_redfish_url
+from mko.power.http import is_certificate_error
+from mko.power.params import DriverParams, param
 
 if TYPE_CHECKING:
+    import httpx
+
     from mko.platform.settings import Settings
 
-__all__ = ["RedfishDriver", "RedfishSettings"]
+__all__ = ["RedfishDriver", "RedfishParams", "RedfishSettings"]
 
 log = logging.getLogger("mko.power.redfish")
 
@@ -58,18 +60,34 @@ def _error_text(response: httpx.Response) -> str:
     return f"HTTP {response.status_code} {response.reason_phrase}"
 
 
+class RedfishParams(BmcLogin):
+    """A node's BMC over Redfish."""
+
+    redfish_url: str | None = param(
+        help="Redfish: service URL, e.g. https://10.0.0.5", check=validate_redfish_url
+    )
+    redfish_system_id: str | None = param(help="Redfish: system id (default: the only)", check=validate_name)
+    bmc_verify_tls: bool = param(True, help="Redfish: verify the BMC's certificate")
+    bmc_ca_file: str | None = param(help="Redfish: CA file for the BMC's certificate", check=validate_ca_file)
+
+    required: ClassVar[tuple[str, ...]] = ("redfish_url", "bmc_username", "bmc_password")
+
+
 class RedfishDriver(PowerDriver):
     """Powers a node through its BMC's Redfish service."""
 
-    methods: ClassVar[tuple[WolMethod, ...]] = (WolMethod.REDFISH,)
-    actions: ClassVar[frozenset[str]] = frozenset({"on", "off", "soft", STATUS})
+    name: ClassVar[str] = "redfish"
+    Params: ClassVar[type[DriverParams]] = RedfishParams
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.ON, Capability.OFF, Capability.SOFT_OFF, Capability.QUERY}
+    )
+    node_kind: ClassVar[Literal["physical", "virtual", "any"]] = "physical"
     confirms_delivery: ClassVar[bool] = True
     verify_by_query: ClassVar[bool] = True
     parallel: ClassVar[int] = 32
     label: ClassVar[str] = "Redfish"
 
-    def __init__(self, box: SecretBox, timeout: float = 10.0) -> None:
-        self._box = box
+    def __init__(self, timeout: float = 10.0) -> None:
         self._timeout = timeout
         self._clients: dict[int, httpx.AsyncClient] = {}
         self._systems: dict[int, str] = {}
@@ -77,22 +95,25 @@ class RedfishDriver(PowerDriver):
     @classmethod
     def create(cls, settings: Settings) -> RedfishDriver:
         """A driver with the settings' timeout and secret key."""
-        return cls(SecretBox.from_settings(settings), settings.power_api_timeout)
+        return cls(settings.power_api_timeout)
 
     def settings_for(self, node: NodeSnapshot) -> RedfishSettings:
         """The node's Redfish settings, password decrypted; FatalPowerError when incomplete."""
-        if not (node.redfish_url and node.bmc_username and node.bmc_password_encrypted):
+        params: RedfishParams = self.params(node)
+        if not (params.redfish_url and params.bmc_username and params.bmc_password):
             raise FatalPowerError(f"{node.label} needs a Redfish URL, user and password (`wol configure`)")
         return RedfishSettings(
-            url=node.redfish_url,
-            username=node.bmc_username,
-            password=SecretStr(self._box.decrypt(node.bmc_password_encrypted)),
-            system_id=node.redfish_system_id,
-            verify_tls=node.bmc_verify_tls,
-            ca_file=node.bmc_ca_file,
+            url=params.redfish_url,
+            username=params.bmc_username,
+            password=SecretStr(self.reveal(params.bmc_password)),
+            system_id=params.redfish_system_id,
+            verify_tls=params.bmc_verify_tls,
+            ca_file=params.bmc_ca_file,
         )
 
     def _client(self, node: NodeSnapshot) -> httpx.AsyncClient:
+        import httpx  # loaded when a driver talks, not when its settings are read
+
         if node.node_id not in self._clients:
             config = self.settings_for(node)
             verify: ssl.SSLContext | bool = config.verify_tls
@@ -115,6 +136,8 @@ class RedfishDriver(PowerDriver):
     async def _request(
         self, node: NodeSnapshot, method: str, path: str, body: dict[str, Any] | None = None
     ) -> httpx.Response:
+        import httpx  # loaded when a driver talks, not when its settings are read
+
         client = self._client(node)
         where = f"Redfish service {client.base_url} of {node.label}"
         try:
@@ -122,7 +145,7 @@ class RedfishDriver(PowerDriver):
         except httpx.TimeoutException:
             raise RetryablePowerError(f"{where} did not answer in time") from None
         except httpx.TransportError as exc:
-            if _is_certificate_error(exc):
+            if is_certificate_error(exc):
                 raise FatalPowerError(
                     f"{where}: TLS certificate verification failed; give the BMC's CA file (--bmc-ca-file)"
                 ) from None
@@ -140,8 +163,9 @@ class RedfishDriver(PowerDriver):
 
     async def _system_path(self, node: NodeSnapshot) -> str:
         if node.node_id not in self._systems:
-            if node.redfish_system_id:
-                path = f"{SYSTEMS}/{node.redfish_system_id}"
+            system_id = self.params(node).redfish_system_id
+            if system_id:
+                path = f"{SYSTEMS}/{system_id}"
             else:
                 members = (await self._request(node, "GET", SYSTEMS)).json().get("Members", [])
                 if len(members) != 1:
@@ -188,12 +212,3 @@ class RedfishDriver(PowerDriver):
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
-
-
-def _is_certificate_error(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(seen):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False

@@ -3,28 +3,76 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-from mko.platform.db.models.inventory import WolMethod
+from mko.platform import validation
 from mko.platform.errors import InputError, PowerError
-from mko.power.base import STATUS, AttemptError, NodeSnapshot, PowerDriver, PowerState
+from mko.power.base import AttemptError, Capability, NodeSnapshot, PowerDriver, PowerState
 from mko.power.magic import LIMITED_BROADCAST, MagicPacketSender, WakeTarget, subnet_broadcast
+from mko.power.params import DriverParams, RevealedSecret, StoredSecret, column, param, secret
 from mko.power.probe import probe_tcp
 
 if TYPE_CHECKING:
     from mko.platform.secrets import SecretBox
     from mko.platform.settings import Settings
 
-__all__ = ["WolDriver", "effective_broadcast", "wake_target"]
+__all__ = ["RawWolDriver", "RawWolParams", "WolDriver", "WolParams", "effective_broadcast", "wake_target"]
+
+
+def _prefix_len(value: int, field: str) -> int:
+    if isinstance(value, bool) or not 0 <= value <= 32:
+        raise InputError(field, f"{value!r} is not a prefix length (0-32)")
+    return value
+
+
+class WolParams(DriverParams):
+    """Magic packets over UDP: the seed's fields (in the nodes table) and what mko adds."""
+
+    wol_mac_address: str | None = column(
+        help="MAC address of the node's network card", option="--mac-address", check=validation.normalize_mac
+    )
+    wol_port: int = column(9, help="UDP port of the magic packet (7 or 9)", option="--port",
+                           check=validation.validate_port)  # fmt: skip
+    wol_broadcast_address: str | None = column(
+        help="broadcast address the packet is sent to",
+        option="--broadcast",
+        check=validation.validate_broadcast,
+    )
+    wol_interface: str | None = param(
+        help="orchestrator-side interface to send from (needed by ethernet-raw)",
+        option="--interface",
+        check=validation.validate_interface,
+    )
+    wol_prefix_len: int | None = param(
+        help="the node's subnet prefix length, for its subnet broadcast",
+        option="--prefix-len",
+        check=_prefix_len,
+    )
+    wol_secureon: StoredSecret = secret(
+        help="SecureOn password carried in every magic packet",
+        option="--secureon",
+        check=validation.normalize_secureon,
+        binds=("wol_broadcast_address", "wol_prefix_len"),
+    )
+
+    required_when_enabled: ClassVar[tuple[str, ...]] = ("wol_mac_address",)
+
+
+class RawWolParams(WolParams):
+    """Raw Ethernet frames (EtherType 0x0842) on a named interface, like etherwake."""
+
+    required: ClassVar[tuple[str, ...]] = ("wol_interface",)
 
 
 def effective_broadcast(node: NodeSnapshot) -> str:
     """Where a UDP magic packet goes: the configured address, else the node's subnet broadcast, else
     the limited broadcast 255.255.255.255."""
-    if node.broadcast:
-        return node.broadcast
-    if node.prefix_len is not None:
-        return subnet_broadcast(node.ip_address, node.prefix_len)
+    params = node.params
+    assert isinstance(params, WolParams)
+    if params.wol_broadcast_address:
+        return params.wol_broadcast_address
+    if params.wol_prefix_len is not None:
+        return subnet_broadcast(node.ip_address, params.wol_prefix_len)
     return LIMITED_BROADCAST
 
 
@@ -35,30 +83,39 @@ def wake_target(
 
     ``box`` gives the key that decrypts a stored SecureOn password (only called when there is one).
     """
-    if not node.mac:
+    params = node.params
+    if not isinstance(params, WolParams) or not params.wol_mac_address:
         raise InputError("wol_mac_address", f"node {node.node_id} ({node.hostname}) has no MAC address")
-    secureon = node.secureon
-    if secureon is None and node.secureon_encrypted is not None:
+    secureon: str | None = None
+    if isinstance(params.wol_secureon, RevealedSecret):
+        secureon = str(params.wol_secureon)
+    elif params.wol_secureon is not None:
         if box is None:
             raise InputError("wol_secureon", f"{node.label}: no key to decrypt its SecureOn password")
-        secureon = box().decrypt(node.secureon_encrypted)
-    raw = node.method == WolMethod.ETHERNET_RAW
+        secureon = box().decrypt(str(params.wol_secureon))
+    raw = node.method == RawWolDriver.name
     return WakeTarget(
-        node.mac,
+        params.wol_mac_address,
         transport="ethernet" if raw else "udp",
         address=effective_broadcast(node),
-        port=node.wol_port,
-        interface=node.interface or default_interface,
+        port=params.wol_port,
+        interface=params.wol_interface or default_interface,
         secureon=secureon,
     )
 
 
 class WolDriver(PowerDriver):
-    """Sends magic packets; it cannot power off, and its "status" is only a TCP probe of the node."""
+    """Sends magic packets in UDP datagrams (the seed's default); it cannot power off, and its "status"
+    is only a TCP probe of the node."""
 
-    methods: ClassVar[tuple[WolMethod, ...]] = (WolMethod.ETHERNET, WolMethod.ETHERNET_RAW)
-    actions: ClassVar[frozenset[str]] = frozenset({"on", STATUS})
+    name: ClassVar[str] = "ethernet"
+    Params: ClassVar[type[DriverParams]] = WolParams
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.ON, Capability.QUERY, Capability.WAKE_ONLY}
+    )
+    node_kind: ClassVar[Literal["physical", "virtual", "any"]] = "physical"
     label: ClassVar[str] = "Wake-on-LAN magic packets"
+    badge: ClassVar[str] = "WoL"
 
     def __init__(
         self,
@@ -116,3 +173,11 @@ class WolDriver(PowerDriver):
     def close(self) -> None:
         """Close the cached sockets."""
         self._sender.close()
+
+
+class RawWolDriver(WolDriver):
+    """Sends magic packets as raw Ethernet frames (EtherType 0x0842) on a named interface."""
+
+    name: ClassVar[str] = "ethernet-raw"
+    badge: ClassVar[str] = "WoL raw"
+    Params: ClassVar[type[DriverParams]] = RawWolParams

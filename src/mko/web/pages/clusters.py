@@ -12,13 +12,14 @@ from mko.cluster.backups import list_backups
 from mko.cluster.options import K8sOptions, get_options, update_options
 from mko.http.deps import DbDep, SessionDep, SettingsDep
 from mko.http.routing import MkoRoute
-from mko.inventory.clusters import create_cluster, get_cluster, list_clusters, node_counts
+from mko.inventory.clusters import create_cluster, get_cluster, list_clusters, node_counts, update_cluster
 from mko.inventory.nodes import list_nodes
-from mko.inventory.schemas import ClusterCreate
+from mko.inventory.schemas import ClusterCreate, ClusterUpdate
 from mko.operations.records import list_operations
 from mko.platform.errors import ConflictError, InputError
 from mko.web.forms import FieldErrors, FormDep, field_errors
 from mko.web.pages.render import _render, _see_other, _start_wake
+from mko.wol.wake import make_schedule, plan_cluster_wake
 
 __all__ = ["router"]
 
@@ -68,12 +69,15 @@ def _cluster_page(
 ) -> HTMLResponse:
     cluster = get_cluster(session, cluster_id)
     nodes = list_nodes(session, cluster_id)
+    # The wake's dependency levels, as `mko wol wake-cluster --dry-run` prints them (nothing is sent).
+    plan = plan_cluster_wake(session, cluster_id, make_schedule(request.app.state.settings))
     return _render(
         request,
         "cluster_detail.html",
         status_code,
         cluster=cluster,
         nodes=nodes,
+        wake_plan=plan,
         history=list_operations(
             session, target_type="cluster", target_id=cluster_id, limit=20, details=False
         ),
@@ -124,6 +128,19 @@ def change_settings(request: Request, session: SessionDep, cluster_id: int, form
         shown = K8sOptions.model_construct(**(get_options(session, cluster_id).model_dump() | changes))
         return _cluster_page(request, session, cluster_id, 422, k8s=shown, settings_errors=field_errors(exc))
     return _see_other(f"/clusters/{cluster_id}#settings")
+
+
+@router.post("/clusters/{cluster_id:int}/stagger", response_class=HTMLResponse)
+def change_stagger(request: Request, session: SessionDep, cluster_id: int, form: FormDep) -> Response:
+    """Set the seconds between two nodes' power-ons in a wake of the cluster (blank: none)."""
+    text = str(form.get("power_stagger") or "").strip()
+    try:
+        update_cluster(session, cluster_id, ClusterUpdate(power_stagger=text or None))
+    except (InputError, ValidationError) as exc:
+        session.rollback()
+        errors = field_errors(exc)
+        return _cluster_page(request, session, cluster_id, 422, stagger_form=text, stagger_errors=errors)
+    return _see_other(f"/clusters/{cluster_id}#power-order")
 
 
 @router.get("/clusters/{cluster_id:int}/backups", response_class=HTMLResponse)

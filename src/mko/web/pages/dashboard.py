@@ -14,21 +14,13 @@ from mko.inventory.clusters import list_clusters
 from mko.inventory.nodes import list_nodes
 from mko.operations.kinds import WAKE_KIND_PREFIX
 from mko.operations.records import last_steps_for_nodes, list_operations
+from mko.web.forms import method_choices
 from mko.web.pages.render import _render
 from mko.web.pages.ups import _ups_statuses
 
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False, route_class=MkoRoute)
-
-# The badge of each power method on a node's card.
-METHOD_LABELS = {
-    "ethernet": "WoL",
-    "ethernet-raw": "WoL raw",
-    "proxmox": "Proxmox",
-    "ipmi": "IPMI",
-    "redfish": "Redfish",
-}
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -51,5 +43,5 @@ def dashboard(request: Request, session: SessionDep) -> HTMLResponse:
         operations=list_operations(session, limit=10, details=False),
         upses=_ups_statuses(request, session),
         agents=list_agents(session, request.app.state.settings),
-        method_labels=METHOD_LABELS,
+        method_labels={m["name"]: m["badge"] for m in method_choices()},
     )

@@ -13,17 +13,26 @@ from pydantic import ValidationError
 from mko.http.deps import DbDep, SessionDep, SettingsDep
 from mko.http.routing import MkoRoute
 from mko.inventory.clusters import list_clusters
-from mko.inventory.nodes import configure_wol, create_node, get_node
+from mko.inventory.nodes import configure_wol, create_node, get_node, update_node
 from mko.inventory.proxmox_hosts import list_hosts
 from mko.inventory.read import SEARCH_MAX, NodeFilters, NodeState, page_of_nodes
-from mko.inventory.schemas import NodeCreate, WolConfigure
+from mko.inventory.schemas import NodeCreate, NodeUpdate, WolConfigure
+from mko.inventory.snapshots import param_values
 from mko.operations.kinds import WAKE_KIND_PREFIX
 from mko.operations.records import last_steps_for_nodes, list_for_node
 from mko.platform.db.models.access import Role
 from mko.platform.db.models.inventory import NodeRole
 from mko.platform.errors import ConflictError, InputError
 from mko.platform.paging import MAX_OFFSET, Page
-from mko.web.forms import FormDep, blank_to_none, field_errors
+from mko.web.forms import (
+    FormDep,
+    blank_to_none,
+    driver_fields,
+    field_errors,
+    method_choices,
+    node_ids,
+    params_from_form,
+)
 from mko.web.pages.render import _actor, _render, _see_other, _start_wake
 from mko.wol.status import wol_status_sync
 
@@ -41,8 +50,6 @@ WOL_FORM_FIELDS = [
     "wol_broadcast_address",
     "proxmox_vm_id",
     "proxmox_host_id",
-    "wol_interface",
-    "wol_prefix_len",
     "probe_port",
     "site",
 ]
@@ -160,11 +167,20 @@ def _node_page(
 ) -> HTMLResponse:
     node = get_node(session, node_id)
     context.setdefault("form", None)
+    context.setdefault("depends_form", None)
+    stored = param_values(node)
+    shown = stored | (context["form"] or {})
+    methods = method_choices()
+    needed = sorted(d.depends_on_id for d in node.dependencies)
     return _render(
         request,
         "node_detail.html",
         status_code,
         node=node,
+        power_fields=driver_fields(shown, {name: value is not None for name, value in stored.items()}),
+        method_options=methods,
+        method_labels={m["name"]: m["label"] for m in methods},
+        depends_on=[get_node(session, needed_id) for needed_id in needed],
         wol=wol_status_sync(session, node_id),
         history=list_for_node(session, node_id),
         proxmox_host_options=[(h.id, f"{h.name} ({h.host})") for h in list_hosts(session)],
@@ -174,10 +190,31 @@ def _node_page(
 
 @router.get("/nodes/{node_id:int}", response_class=HTMLResponse)
 def node_page(
-    request: Request, session: SessionDep, node_id: int, saved: bool = False, unchanged: bool = False
+    request: Request,
+    session: SessionDep,
+    node_id: int,
+    saved: bool = False,
+    unchanged: bool = False,
+    depends_saved: bool = False,
 ) -> HTMLResponse:
-    """One node: its Wake-on-LAN section (status, configure, send) and its operation history."""
-    return _node_page(request, session, node_id, saved=saved, unchanged=unchanged)
+    """One node: its Wake-on-LAN section (status, configure, send), its power order and its operation
+    history."""
+    return _node_page(
+        request, session, node_id, saved=saved, unchanged=unchanged, depends_saved=depends_saved
+    )
+
+
+@router.post("/nodes/{node_id:int}/depends-on", response_class=HTMLResponse)
+def set_node_depends_on(request: Request, session: SessionDep, node_id: int, form: FormDep) -> Response:
+    """Save what the node depends on (``depends_on``, as the API's node update): ids, empty for none;
+    an unknown id or a cycle is shown next to the field and nothing is stored."""
+    text = str(form.get("depends_on") or "")
+    try:
+        update_node(session, node_id, NodeUpdate(depends_on=node_ids(text, "depends_on")))
+    except (InputError, ValidationError) as exc:
+        session.rollback()
+        return _node_page(request, session, node_id, 422, depends_form=text, errors=field_errors(exc))
+    return _see_other(f"/nodes/{node_id}?depends_saved=1#power-order")
 
 
 @router.post("/nodes/{node_id:int}/wol/configure", response_class=HTMLResponse)
@@ -190,11 +227,7 @@ def configure_node(request: Request, session: SessionDep, node_id: int, form: Fo
         del values["wol_method"]
     if values["wol_port"] is None:
         values["wol_port"] = 9
-    secureon = str(form.get("wol_secureon") or "").strip()
-    if secureon:  # write-only: an empty field keeps the stored password
-        values["wol_secureon"] = secureon
-    if form.get("clear_secureon") == "on":
-        values["wol_secureon"] = None
+    values |= params_from_form(form)  # every method's own settings, from the drivers' models
     try:
         data = WolConfigure.model_validate(values)
         principal = getattr(request.state, "principal", None)

@@ -16,11 +16,11 @@ from sqlalchemy.orm import Session
 from mko.access.principal import allows
 from mko.http.background import launch_wake
 from mko.http.deps import DbDep, SettingsDep
-from mko.inventory.power_settings import BUILT_METHODS
 from mko.operations.records import Actor
 from mko.platform.db.models.access import Role
-from mko.platform.db.models.inventory import NodeRole, WolMethod
+from mko.platform.db.models.inventory import NodeRole
 from mko.platform.errors import ConflictError, InputError
+from mko.power.registry import DRIVERS
 from mko.wol.wake import make_schedule, start_requested_wake
 
 __all__ = ["STATIC_DIR", "templates"]
@@ -74,7 +74,7 @@ def _render(request: Request, name: str, status_code: int = 200, **context: Any)
     context.setdefault("principal", principal)
     context.setdefault("can_operate", principal is not None and allows(principal.role, Role.OPERATOR))
     context.setdefault("roles", [r.value for r in NodeRole])
-    context.setdefault("methods", [m.value for m in WolMethod if m in BUILT_METHODS])
+    context.setdefault("methods", list(DRIVERS.names()))
     return templates.TemplateResponse(request, name, context, status_code=status_code)
 
 

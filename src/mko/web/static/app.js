@@ -215,6 +215,15 @@ document.addEventListener("DOMContentLoaded", () => {
       document.querySelectorAll("input[name='node_id']").forEach((item) => { item.checked = box.checked; });
     });
   });
+  // The settings of the chosen power method only (the fields come from the drivers' models).
+  const method = document.querySelector("select[name='wol_method']");
+  if (method) {
+    method.addEventListener("change", () => {
+      document.querySelectorAll("#power-fields [data-methods]").forEach((el) => {
+        el.hidden = !el.dataset.methods.split(" ").includes(method.value);
+      });
+    });
+  }
   document.querySelectorAll("input[name='kind']").forEach((radio) => {
     radio.addEventListener("change", () => {
       const virtual = document.querySelector("input[name='kind'][value='virtual']").checked;

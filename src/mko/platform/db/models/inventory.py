@@ -7,12 +7,12 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship, synonym
 
 from mko.platform.db.models.base import Base, _enum, utcnow
 
-__all__ = ["Cluster", "Node", "NodeRole", "ProxmoxHost", "WolMethod"]
+__all__ = ["DEFAULT_POWER_METHOD", "Cluster", "Node", "NodeDependency", "NodeRole", "ProxmoxHost"]
 
 
 class NodeRole(enum.StrEnum):
@@ -22,14 +22,8 @@ class NodeRole(enum.StrEnum):
     WORKER = "worker"
 
 
-class WolMethod(enum.StrEnum):
-    """How a node is powered on. Grows with the power drivers."""
-
-    ETHERNET = "ethernet"  # magic packet in a UDP datagram to a broadcast address (the seed's default)
-    ETHERNET_RAW = "ethernet-raw"  # raw Ethernet frame, EtherType 0x0842, on a named interface (etherwake)
-    PROXMOX = "proxmox"
-    IPMI = "ipmi"
-    REDFISH = "redfish"
+#: The seed's default method: a magic packet in a UDP datagram to a broadcast address.
+DEFAULT_POWER_METHOD = "ethernet"
 
 
 class Cluster(Base):
@@ -45,6 +39,8 @@ class Cluster(Base):
     site: Mapped[str | None] = mapped_column(String(64))
     # Kubernetes-aware shutdown and recovery (mko.cluster.options.K8sOptions): only the fields set here.
     k8s: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Seconds between two nodes' power-ons in a wake of this cluster (inrush current); None: no stagger.
+    power_stagger: Mapped[float | None] = mapped_column(Float)
 
     nodes: Mapped[list[Node]] = relationship(back_populates="cluster", order_by="Node.id")
 
@@ -86,28 +82,18 @@ class Node(Base):
     # Wake-on-LAN: the seed's fields.
     wol_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     wol_mac_address: Mapped[str | None] = mapped_column(String(17), unique=True)
-    wol_method: Mapped[WolMethod] = mapped_column(_enum(WolMethod, "wol_method"), default=WolMethod.ETHERNET)
+    # The power method: a name in mko.power.registry.DRIVERS (the seed calls it wol_method).
+    wol_method: Mapped[str] = mapped_column(String(32), default=DEFAULT_POWER_METHOD)
     wol_port: Mapped[int] = mapped_column(Integer, default=9)
     wol_broadcast_address: Mapped[str | None] = mapped_column(String(45))
     is_virtual_node: Mapped[bool] = mapped_column(Boolean, default=False)
     proxmox_vm_id: Mapped[int | None] = mapped_column(Integer)
     proxmox_host_id: Mapped[int | None] = mapped_column(ForeignKey("proxmox_hosts.id", ondelete="SET NULL"))
-    # Wake-on-LAN: what mko adds.
-    wol_interface: Mapped[str | None] = mapped_column(String(15))  # orchestrator-side source interface
-    wol_secureon_encrypted: Mapped[str | None] = mapped_column(Text)  # SecureOn password (Fernet token)
-    wol_prefix_len: Mapped[int | None] = mapped_column(Integer)  # node subnet prefix, for its broadcast
+    # Every other setting of the node's power drivers, by its flat name (mko.power.params); secrets as
+    # {"fernet": token}. The values of other methods stay, so switching back keeps them.
+    power_params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     probe_port: Mapped[int | None] = mapped_column(Integer)  # TCP port that proves "up"; default ssh_port
     cordoned_by_mko: Mapped[bool] = mapped_column(Boolean, default=False)  # drained by a shutdown of ours
-    # Power drivers beyond magic packets (mko.power.drivers.proxmox / ipmi / redfish).
-    proxmox_node: Mapped[str | None] = mapped_column(String(100))  # PVE node name; found when empty
-    bmc_address: Mapped[str | None] = mapped_column(String(253))  # IPMI BMC host name or address
-    bmc_port: Mapped[int | None] = mapped_column(Integer)  # IPMI UDP port; default 623
-    bmc_username: Mapped[str | None] = mapped_column(String(100))  # IPMI and Redfish user
-    bmc_password_encrypted: Mapped[str | None] = mapped_column(Text)  # Fernet token, never returned
-    redfish_url: Mapped[str | None] = mapped_column(String(500))  # e.g. https://10.0.0.5
-    redfish_system_id: Mapped[str | None] = mapped_column(String(200))  # default: the BMC's only system
-    bmc_verify_tls: Mapped[bool] = mapped_column(Boolean, default=True)
-    bmc_ca_file: Mapped[str | None] = mapped_column(String(500))
     # The node's own network card, as read over SSH (collect-mac, wol enable/disable, Ansible facts).
     nic_interface: Mapped[str | None] = mapped_column(String(15))  # node-side interface of wol_mac_address
     nic_interfaces: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)  # every interface found
@@ -125,6 +111,26 @@ class Node(Base):
 
     cluster: Mapped[Cluster | None] = relationship(back_populates="nodes")
     proxmox_host: Mapped[ProxmoxHost | None] = relationship()
+    # What this node waits for when powered on (and goes down before); see NodeDependency.
+    dependencies: Mapped[list[NodeDependency]] = relationship(
+        foreign_keys="NodeDependency.node_id",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        lazy="selectin",
+    )
+    power_method = synonym("wol_method")
+
+
+class NodeDependency(Base):
+    """``node_id`` may be powered on only after ``depends_on_id`` is up (a NAS before the workers that
+    mount it); shutdowns go the other way."""
+
+    __tablename__ = "node_dependencies"
+
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True)
+    depends_on_id: Mapped[int] = mapped_column(
+        ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
 
 
 # Revision 0018: the node list's filters (role, state, site) and the Proxmox host's foreign key.

@@ -1,0 +1,135 @@
+"""What the power layer gets of a node: a :class:`~mko.power.base.NodeSnapshot` with its driver's
+settings model, built here so that drivers never see a row or a session.
+
+:func:`snapshots` reads every Proxmox host the nodes refer to in one query (plus the single-host
+fallback), then builds each snapshot without touching the database again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, object_session
+
+from mko.platform.db.models.inventory import Node, ProxmoxHost
+from mko.power.base import LOCAL_SITE, NodeSnapshot, ProxmoxEndpoint
+from mko.power.params import DriverParams, EncryptedSecret, stored_value
+from mko.power.registry import DRIVERS
+
+__all__ = [
+    "endpoint_of",
+    "node_site",
+    "param_values",
+    "snapshot",
+    "snapshots",
+    "stored_params",
+]
+
+
+def node_site(node: Node) -> str | None:
+    """Where the node's magic packets must start: its own site, else its cluster's; None for ours."""
+    site = node.site or (node.cluster.site if node.cluster is not None else None)
+    return None if site in (None, LOCAL_SITE) else site
+
+
+def endpoint_of(row: ProxmoxHost) -> ProxmoxEndpoint:
+    """A ProxmoxHost row as the driver sees it (the secret still encrypted)."""
+    return ProxmoxEndpoint(
+        host_id=row.id,
+        name=row.name,
+        host=row.host,
+        port=row.port,
+        token_id=row.token_id,
+        username=row.username,
+        secret_encrypted=row.secret_encrypted,
+        verify_tls=row.verify_tls,
+        ca_file=row.ca_file,
+        fingerprint=row.fingerprint,
+    )
+
+
+def _column_fields() -> tuple[str, ...]:
+    return tuple(name for name, (_info, meta) in DRIVERS.all_params_fields().items() if meta.column)
+
+
+def param_values(node: Node) -> dict[str, Any]:
+    """The node's driver settings by flat name: the seed's columns and ``power_params`` together,
+    secrets as :class:`EncryptedSecret`."""
+    values: dict[str, Any] = {}
+    for name, stored in (node.power_params or {}).items():
+        secret = isinstance(stored, dict) and "fernet" in stored
+        values[name] = EncryptedSecret(stored["fernet"]) if secret else stored
+    for name in _column_fields():
+        values[name] = getattr(node, name)
+    return values
+
+
+def stored_params(values: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``power_params`` stores of a node's flat settings: every non-empty value that is not a column."""
+    columns = set(_column_fields())
+    fields = DRIVERS.all_params_fields()
+    stored: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in fields or name in columns or value is None:
+            continue
+        if isinstance(value, bool) and value == fields[name][0].default:
+            continue  # a default (bmc_verify_tls true) is what an absent key means
+        stored[name] = stored_value(value)
+    return stored
+
+
+def params_of(node: Node) -> DriverParams:
+    """The node's settings as its driver's model (values already checked when they were stored)."""
+    return DRIVERS.params(node.wol_method).model_validate(param_values(node))
+
+
+class _Refs:
+    """Proxmox hosts by id, read once for many nodes; the only host when there is just one."""
+
+    def __init__(self, session: Session | None, nodes: Sequence[Node]) -> None:
+        self.hosts: dict[int, ProxmoxEndpoint] = {}
+        self.only: ProxmoxEndpoint | None = None
+        wanted = {n.proxmox_host_id for n in nodes if n.proxmox_host_id is not None}
+        needs_fallback = any(n.wol_method == "proxmox" and n.proxmox_host_id is None for n in nodes)
+        if session is None:
+            return
+        if wanted:
+            rows = session.scalars(select(ProxmoxHost).where(ProxmoxHost.id.in_(wanted))).all()
+            self.hosts = {row.id: endpoint_of(row) for row in rows}
+        if needs_fallback:
+            rows = session.scalars(select(ProxmoxHost).limit(2)).all()
+            self.only = endpoint_of(rows[0]) if len(rows) == 1 else None
+
+    def of(self, node: Node) -> dict[str, Any]:
+        host = self.hosts.get(node.proxmox_host_id) if node.proxmox_host_id is not None else self.only
+        return {} if host is None else {"proxmox_host": host}
+
+
+def _build(node: Node, refs: _Refs) -> NodeSnapshot:
+    return NodeSnapshot(
+        node_id=node.id,
+        hostname=node.hostname,
+        ip_address=node.ip_address,
+        role=node.role.value,
+        method=node.wol_method,
+        probe_port=node.probe_port or node.ssh_port,
+        site=node_site(node),
+        params=params_of(node),
+        refs=refs.of(node),
+    )
+
+
+def snapshots(session: Session | None, nodes: Sequence[Node]) -> list[NodeSnapshot]:
+    """Snapshots of many nodes: one query for the Proxmox hosts they refer to, then pure building."""
+    if session is None and nodes:
+        session = object_session(nodes[0])
+    refs = _Refs(session, nodes)
+    return [_build(node, refs) for node in nodes]
+
+
+def snapshot(node: Node) -> NodeSnapshot:
+    """The snapshot of one node (its session resolves its Proxmox host)."""
+    [built] = snapshots(object_session(node), [node])
+    return built
