@@ -136,10 +136,10 @@ class LabCli:
         """Rows of the lab's database newer than id ``since``: operations (with steps), events, outages."""
         from sqlalchemy import select
 
-        from mko.cluster import outages
         from mko.platform.db.models.operations import Operation
         from mko.platform.db.models.ups import UpsEvent
         from mko.platform.db.session import make_engine, make_session_factory
+        from mko.ups import outages
 
         engine = make_engine(f"sqlite:///{self.directory / 'lab.db'}")
         try:

@@ -13,7 +13,6 @@ from pydantic import SecretStr
 from rich.table import Table
 
 from mko.cli.common import console, emit, fail, open_session, open_wiring
-from mko.cluster import outages
 from mko.cluster.schemas import OutagePublic
 from mko.platform.db.models.rules import ClusterAction
 from mko.platform.db.models.ups import PowerEvent
@@ -24,7 +23,7 @@ from mko.platform.settings import get_settings
 from mko.rules import service as rules_service
 from mko.rules.schemas import RuleCreate, RulePublic
 from mko.rules.service import set_rule_enabled
-from mko.ups import service
+from mko.ups import outages, service
 from mko.ups.schemas import UpsCreate, UpsEventPublic, UpsPublic
 
 ups_app = typer.Typer(

@@ -11,7 +11,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mko.cluster import outages
 from mko.cluster.options import K8sOptions, get_options
 from mko.inventory.clusters import get_cluster
 from mko.inventory.dependencies import depths
@@ -26,6 +25,7 @@ from mko.platform.errors import ConflictError, InputError
 from mko.platform.settings import Settings
 from mko.power.probe import probe_tcp
 from mko.power.registry import DRIVERS
+from mko.ups import outages
 
 __all__ = [
     "PlanInputs",

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.cluster import backups, outages, quiesce
+from mko.cluster import backups, quiesce
 from mko.cluster.diagnosis import ControlPlaneView, diagnose, parse_status
 from mko.cluster.microk8s import kube_name, shlex_name
 from mko.cluster.plan import _check_idle
@@ -28,6 +28,7 @@ from mko.platform.db.models.outages import ScaledWorkload
 from mko.platform.errors import ConflictError, FatalPowerError, PowerError
 from mko.platform.settings import Settings
 from mko.ssh.client import SshSession, SshTarget, connect
+from mko.ups import outages
 
 if TYPE_CHECKING:
     from mko.cluster.steps import StepHook

@@ -25,7 +25,7 @@ half-way, even when the task itself is cancelled — and nothing further starts;
 ``cancelled`` listing what was skipped, and the wake + recovery that follow bring back whatever was
 stopped. See docs/shutdown.md.
 
-A shutdown *for a UPS* (a rule's, or ``--ups``) is an outage (mko.cluster.outages): recorded before the first
+A shutdown *for a UPS* (a rule's, or ``--ups``) is an outage (mko.ups.outages): recorded before the first
 step with the nodes that answered, each confirmed power-off added as it happens. Once every node is
 confirmed off it ends like a NUT primary: ``4.`` the UPS power-cycles its load (mko.ups.power_cycle;
 never when mains has returned), ``5.`` mko's own host is shut down last (``MKO_HOST_UPS``,
@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.cluster import backups, outages, quiesce
+from mko.cluster import backups, quiesce
 from mko.cluster.drains import BlockingBudget, blocking_budgets, parse_drain
 from mko.cluster.microk8s import drain_argv, kube_name, kubectl_json
 from mko.cluster.plan import SHUTDOWN_ACTIONS, ShutdownPlan, _check_idle
@@ -75,6 +75,7 @@ from mko.power.probe import probe_tcp
 from mko.power.registry import DRIVERS
 from mko.ssh.client import CommandResult, SshSession, SshTarget, connect
 from mko.ssh.host_keys import scan_host_key
+from mko.ups import outages
 from mko.ups.power_cycle import PowerCycle, power_cycle
 from mko.ups.service import target_of
 

@@ -24,12 +24,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.cluster import outages
 from mko.lab.control import LabControl
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.operations import Operation
 from mko.platform.db.models.ups import PowerEvent, UpsEvent
 from mko.platform.errors import ConflictError, ScenarioError
+from mko.ups import outages
 
 __all__ = ["LongOutage"]
 

@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     rule_wake_timeout: float = Field(
         default=600.0, gt=0, le=3600, description="seconds a rule's wake waits for every node to answer"
     )
-    # Outages (mko.cluster.outages, docs/ups.md "mko on the same UPS").
+    # Outages (mko.ups.outages, docs/ups.md "mko on the same UPS").
     runtime_low_factor: float = Field(
         default=1.5,
         ge=1,

@@ -10,7 +10,6 @@ from typing import Any, ClassVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.cluster import outages
 from mko.cluster.plan import plan_shutdown
 from mko.cluster.recovery import run_recovery, start_recovery
 from mko.cluster.shutdown import run_shutdown, start_shutdown
@@ -21,6 +20,7 @@ from mko.platform.db.models.outages import OutagePhase
 from mko.platform.db.models.rules import ClusterAction, PowerRule
 from mko.platform.db.models.ups import PowerEvent
 from mko.platform.settings import Settings
+from mko.ups import outages
 from mko.wol.wake import make_schedule, run_wake, start_wake
 
 __all__ = [

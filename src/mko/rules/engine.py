@@ -52,7 +52,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.cluster import outages
 from mko.cluster.plan import SHUTDOWN_ACTIONS
 from mko.operations import ownership
 from mko.operations.identity import current_instance
@@ -69,6 +68,7 @@ from mko.platform.settings import Settings
 from mko.rules.actions import ACTIONS, ActionContext, ActionResult, StopSignal
 from mko.rules.records import _finish, _step
 from mko.rules.service import _missing_action_message, low_battery_thresholds, runtime_needs
+from mko.ups import outages
 from mko.ups.monitor import Thresholds
 from mko.ups.status import UpsReading
 

@@ -23,7 +23,7 @@ version, in the transaction that stores the events it caused), with one instance
 monitor that starts carries on from that state instead of taking a fresh baseline, so a power cut or a
 return of mains while mko was down is still an event ("mains returned while mko was down (last seen
 OB DISCHRG at …)"). At the first reading of each UPS it also compares the UPS with the open outages
-(mko.cluster.outages): mains on with a cluster down for this UPS gives one ``power_restored`` (the restore
+(mko.ups.outages): mains on with a cluster down for this UPS gives one ``power_restored`` (the restore
 runs once); on battery with a shutdown left unfinished, the event that started it is repeated. Such
 start-up events concern only the clusters of the open outages: a plain restart on mains with nothing
 down sends no packet and starts no operation.
@@ -58,7 +58,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.cluster import outages
 from mko.operations.identity import current_instance
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.ha import UpsState
@@ -73,6 +72,7 @@ from mko.platform.errors import (
 )
 from mko.platform.secrets import SecretBox
 from mko.platform.settings import Settings
+from mko.ups import outages
 from mko.ups.events import CommFailure, DetectedEvent, EventDetector, last_seen
 from mko.ups.nut import NutClient
 from mko.ups.service import UpsTarget, list_ups, record_events, status_of, target_of

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
-from mko.cluster import outages
 from mko.cluster.plan import last_duration
 from mko.lab.harness import RunningLab
 from mko.lab.microk8s import Microk8sCluster, configure_microk8s
@@ -30,6 +29,7 @@ from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
 from mko.rules.schemas import RuleCreate
 from mko.rules.service import create_rule, runtime_need, set_rule_enabled
+from mko.ups import outages
 from support.ups import MonitorThread, UpsLabFactory, wait_until
 
 # Its tests share the module's lab and upsd: one xdist worker runs them one after the other.

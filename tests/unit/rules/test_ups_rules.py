@@ -16,7 +16,6 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.cluster import outages
 from mko.inventory.clusters import create_cluster
 from mko.inventory.schemas import ClusterCreate
 from mko.operations.kinds import RULE_OPERATION_KIND
@@ -31,6 +30,7 @@ from mko.rules.actions import ACTIONS, ActionContext, ActionResult, ClusterActio
 from mko.rules.engine import RuleEngine
 from mko.rules.schemas import RuleCreate
 from mko.rules.service import DEFAULT_STABLE_FOR, create_rule, delete_rule, list_rules, set_rule_enabled
+from mko.ups import outages
 from mko.ups.events import DetectedEvent
 from mko.ups.schemas import UpsCreate
 from mko.ups.service import create_ups, record_events

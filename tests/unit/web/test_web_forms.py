@@ -11,9 +11,9 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from mko.cluster import outages
 from mko.cluster.plan import plan_shutdown
 from mko.platform.settings import Settings
+from mko.ups import outages
 
 
 def _node(client: TestClient, **fields: object) -> dict[str, object]:

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Query, Request, Response, status
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 from sqlalchemy.orm import Session
 
-from mko.cluster import outages
 from mko.cluster.schemas import OutagePublic
 from mko.http.deps import DbDep, SessionDep, SettingsDep
 from mko.http.live import LiveReads
@@ -20,7 +19,7 @@ from mko.platform.secrets import SecretBox
 from mko.rules import service as rules_service
 from mko.rules.schemas import RuleCreate, RulePublic
 from mko.rules.service import set_rule_enabled
-from mko.ups import service
+from mko.ups import outages, service
 from mko.ups.monitor import UpsMonitor
 from mko.ups.schemas import UpsCreate, UpsEventPublic, UpsPublic
 

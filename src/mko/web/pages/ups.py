@@ -8,9 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from mko.cluster import outages
 from mko.http.deps import SessionDep
 from mko.http.routing import MkoRoute
+from mko.ups import outages
 from mko.ups import service as ups_service
 from mko.web.pages.render import _render
 

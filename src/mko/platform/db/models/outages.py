@@ -1,4 +1,4 @@
-"""Outages (mko.cluster.outages): a cluster powered down because of a UPS, until mko has brought it back."""
+"""Outages (mko.ups.outages): a cluster powered down because of a UPS, until mko has brought it back."""
 
 from __future__ import annotations
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from mko.cluster import outages
 from mko.inventory.clusters import create_cluster
 from mko.inventory.schemas import ClusterCreate
 from mko.platform.db.models.outages import OutagePhase
 from mko.platform.settings import Settings
+from mko.ups import outages
 from mko.ups.schemas import UpsCreate
 from mko.ups.service import create_ups
 
