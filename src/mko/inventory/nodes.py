@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session, joinedload
 
 from mko.inventory.clusters import DESCRIPTION_MAX, _commit
 from mko.inventory.dependencies import set_dependencies
@@ -50,9 +50,16 @@ _FIELD_CHECKS: dict[str, Callable[[Any, str], Any]] = {
 }
 
 
-def get_node(session: Session, node_id: int) -> Node:
-    """The node with this id, or NotFoundError."""
-    node = session.get(Node, node_id)
+# Built once: building a statement cost more than running it (the SQL is cached on the object).
+_NODE_WITH_CLUSTER = select(Node).options(joinedload(Node.cluster)).where(Node.id == bindparam("node_id"))
+
+
+def get_node(session: Session, node_id: int, *, with_cluster: bool = False) -> Node:
+    """The node with this id, or NotFoundError; ``with_cluster`` loads its cluster in the same query."""
+    if with_cluster:
+        node = session.scalars(_NODE_WITH_CLUSTER, {"node_id": node_id}).first()
+    else:
+        node = session.get(Node, node_id)
     if node is None:
         raise NotFoundError("node", node_id)
     return node

@@ -26,3 +26,6 @@ READY_STEP_PREFIX = "Ready "
 
 
 NODE_DRAIN_KIND = "node_drain"  # a single node's maintenance: drained, never past a PodDisruptionBudget
+
+
+CHECK_KIND = "cluster_check"  # a preflight: SSH, sudo, graceful node shutdown, WoL, BMC restore policy

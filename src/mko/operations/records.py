@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session, defer, selectinload
 
 from mko.operations.identity import current_instance
@@ -180,8 +180,23 @@ def list_operations(
 
 
 def last_step_for_node(session: Session, node_id: int, kind_prefix: str) -> OperationStep | None:
-    """The newest step about ``node_id`` in operations whose kind starts with ``kind_prefix``."""
-    return last_steps_for_nodes(session, [node_id], kind_prefix).get(node_id)
+    """The newest step about ``node_id`` in operations whose kind starts with ``kind_prefix``.
+
+    One query that walks the node's steps newest first (index ``ix_operation_steps_node_id``) and
+    stops at the first match: a node's status page costs the same after 10 wakes and after 10,000.
+    """
+    return session.scalars(_LAST_STEP, {"node_id": node_id, "kind_prefix": kind_prefix}).first()
+
+
+# Built once: building a statement cost more than running it (the SQL is cached on the object).
+_LAST_STEP = (
+    select(OperationStep)
+    .join(Operation)
+    .where(OperationStep.node_id == bindparam("node_id"))
+    .where(Operation.kind.startswith(bindparam("kind_prefix")))
+    .order_by(OperationStep.id.desc())
+    .limit(1)
+)
 
 
 # Node ids per IN (...) list: far below every database's bound-parameter limit.
