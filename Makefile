@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 UV := python3 -m uv
 # Debian packages the test suite's real peers need (network namespaces, ...).
-TEST_APT_PACKAGES := iproute2 chromium openipmi postgresql nut-server nut-client openssh-server ethtool
+TEST_APT_PACKAGES := iproute2 chromium openipmi postgresql nut-server nut-client openssh-server ethtool sudo
 
 LINT_PATHS = $(wildcard src tests bench scripts) cli.py
 

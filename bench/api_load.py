@@ -93,8 +93,17 @@ def _server(argv: list[str], env: dict[str, str], ready_url: str, cwd: Path) -> 
             process.wait()
 
 
-def _wrk(url: str, connections: int, seconds: int, token: str | None = None) -> dict[str, float]:
-    """One bounded wrk run: requests/s, p99 in ms, timeouts and errors."""
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the server process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wrk(
+    url: str, connections: int, seconds: int, token: str | None = None, pid: int | None = None
+) -> dict[str, float]:
+    """One bounded wrk run: requests/s, p99 in ms, timeouts, errors, and the server's CPU ms a request."""
+    cpu_before = _cpu_seconds(pid) if pid else 0.0
     argv = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "--timeout", "5s", "--latency"]
     if token:
         argv += ["-H", f"Authorization: Bearer {token}"]
@@ -106,7 +115,11 @@ def _wrk(url: str, connections: int, seconds: int, token: str | None = None) -> 
     timeouts = re.search(r"timeout (\d+)", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    count = re.search(r"(\d+) requests in", out)
+    requests = int(count.group(1)) if count else 0
+    cpu_ms = (_cpu_seconds(pid) - cpu_before) * 1000 / requests if pid and requests else float("nan")
     return {
+        "cpu_ms": cpu_ms,
         "rps": float(rate.group(1)) if rate else 0.0,
         "p99_ms": float(p99.group(1)) * scale[p99.group(2)] if p99 else float("nan"),
         "timeouts": float(timeouts.group(1)) if timeouts else 0.0,
@@ -155,17 +168,19 @@ def main() -> None:
         figures: dict[tuple[str, int], dict[str, float]] = {}
         bare_port = _free_port()
         bare = f"http://127.0.0.1:{bare_port}"
-        with _server([sys.executable, "-c", BARE_APP, str(bare_port)], env, bare + "/", workdir):
+        with _server([sys.executable, "-c", BARE_APP, str(bare_port)], env, bare + "/", workdir) as pid:
             for connections in CONNECTIONS:
-                figures[("bare FastAPI /", connections)] = _wrk(bare + "/", connections, args.seconds)
+                figures[("bare FastAPI /", connections)] = _wrk(
+                    bare + "/", connections, args.seconds, pid=pid
+                )
             bare_wedge = _wrk(bare + "/", 256, args.seconds)
         port = _free_port()
         base = f"http://127.0.0.1:{port}"
         serve = [mko, "serve", "--host", "127.0.0.1", "--port", str(port)]
-        with _server(serve, env, base + "/api/health", workdir):
+        with _server(serve, env, base + "/api/health", workdir) as pid:
             for route in ("/api/health", "/api/nodes/500/wol/status", "/api/nodes?limit=100"):
                 for connections in CONNECTIONS:
-                    figures[(route, connections)] = _wrk(base + route, connections, args.seconds, token)
+                    figures[(route, connections)] = _wrk(base + route, connections, args.seconds, token, pid)
             wedge = _wrk(base + "/api/health", 256, args.seconds)
             started = time.monotonic()
             _wait_ready(base + "/api/health", timeout=30)
@@ -175,15 +190,19 @@ def main() -> None:
         f"wrk, {args.seconds} s a run; servers pinned to CPU 0;"
         f" load average {load_before:.2f} → {load_after:.2f}"
     )
-    print(f"{'route':34} {'conns':>5} {'req/s':>9} {'p99 ms':>8} {'share':>6}  target")
+    # "share" is req/s against the bare app's; "cpu share" is the bare app's CPU time a request over this
+    # route's: what the share would be on a core of its own (the machine's other load does not move it).
+    columns = f"{'req/s':>9} {'p99 ms':>8} {'share':>6} {'cpu ms':>7} {'cpu share':>9}"
+    print(f"{'route':34} {'conns':>5} {columns}  target")
     for (route, connections), figure in figures.items():
-        base_rps = figures[("bare FastAPI /", connections)]["rps"] or 1.0
-        share = figure["rps"] / base_rps
+        bare_figure = figures[("bare FastAPI /", connections)]
+        share = figure["rps"] / (bare_figure["rps"] or 1.0)
+        cpu_share = bare_figure["cpu_ms"] / figure["cpu_ms"] if figure["cpu_ms"] else float("nan")
         target = TARGETS.get(route)
         note = f"share >= {target}, p99 <= {P99_TARGET_MS:.0f} ms" if target else ""
         print(
             f"{route:34} {connections:>5} {figure['rps']:>9.0f} {figure['p99_ms']:>8.1f}"
-            f" {share:>6.2f}  {note}"
+            f" {share:>6.2f} {figure['cpu_ms']:>7.3f} {cpu_share:>9.2f}  {note}"
         )
     for name, figure in (("bare FastAPI /", bare_wedge), ("/api/health", wedge)):
         print(

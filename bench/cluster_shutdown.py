@@ -15,7 +15,9 @@ control planes, the rest workers joined ``--worker``. From the orch namespace it
   the datastore backup (``dbctl backup`` + copy to mko's host), the storage quiesce of WORKLOADS
   StatefulSets with Longhorn claims (scale to zero, wait for their volumes to detach, restore after the
   recovery), and one worker whose drain a PodDisruptionBudget blocks (grace 1 s, then
-  ``--disable-eviction``): what each step adds, and the whole difference.
+  ``--disable-eviction``): what each step adds, and the whole difference;
+* the preflight (``mko cluster check``) of every node: SSH, sudo (root: not applicable), the kubelet
+  args, configuration and logind drop-ins read over SSH, Wake-on read with ethtool.
 
 The simulated commands take no time, so the figures are mko's own overhead plus the lab's. Needs root
 and openssh-server. Reports figures; never fails on time. Run with ``python bench/cluster_shutdown.py``.
@@ -34,12 +36,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mko.cluster.options import update_options
 from mko.cluster.plan import plan_shutdown
+from mko.cluster.preflight import check_nodes, check_targets
 from mko.cluster.recovery import run_recovery, start_recovery
 from mko.cluster.shutdown import run_shutdown, start_shutdown
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
 from mko.lab.microk8s import Microk8sCluster, configure_microk8s
 from mko.lab.netns import enter_netns
+from mko.lab.nodefiles import graceful_shutdown
 from mko.operations.records import Actor
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory
@@ -152,6 +156,15 @@ def _kubernetes_aware(simulated: Microk8sCluster, factory: sessionmaker[Session]
         update_options(session, cluster, {"backup": True, "quiesce": True, "drain_grace": 1})
 
 
+def _preflight(factory: sessionmaker[Session], settings: Settings, cluster: int) -> None:
+    with factory() as session:
+        targets = check_targets(session, cluster)
+    started = time.perf_counter()
+    report = asyncio.run(check_nodes(targets, settings))
+    elapsed = time.perf_counter() - started
+    print(f"preflight (mko cluster check), {NODES} nodes: {elapsed:.2f} s — {report.summary()}")
+
+
 def main() -> None:
     """Build the lab, shut the cluster down, recover it, print one line per figure."""
     if os.geteuid() != 0:
@@ -175,7 +188,11 @@ def main() -> None:
         time.sleep(0.5)  # every node Ready
         with factory() as session:
             update_options(session, cluster.id, {"backup": False, "quiesce": False})
+        for node in running.nodes:
+            assert node.system is not None
+            graceful_shutdown(node.system)
         with enter_netns(running.lab.orch):
+            _preflight(factory, settings, cluster.id)
             print("-- without the Kubernetes-aware steps")
             plain = asyncio.run(_cycle(running, factory, settings, cluster.id))
             _kubernetes_aware(simulated, factory, cluster.id)

@@ -62,10 +62,11 @@ def populate(database_url: str, size: int, port: int, wakes: int = WAKES) -> Non
     from mko.platform.db.models.inventory import Cluster, Node
     from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
     from mko.platform.db.session import make_engine, make_session_factory
+    from mko.platform.settings import get_settings
 
     engine = make_engine(database_url)
     with make_session_factory(engine)() as session:
-        create_user(session, "bench", "bench-password", Role.OPERATOR)
+        create_user(session, get_settings(), "bench", "bench-password", Role.OPERATOR)
         cluster = Cluster(name="bench")
         session.add(cluster)
         session.flush()

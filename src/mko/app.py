@@ -35,12 +35,14 @@ from mko.api.routes import agents as agent_routes
 from mko.api.routes.health import DatabaseHealth
 from mko.api.routes.health import router as health_router
 from mko.http import leader, periodic
+from mko.http.credentials import TokenCache
 from mko.http.errors import ERROR_RESPONSES, install_error_handlers
 from mko.http.hardening import DeclaredSizeLimit, SecurityHeaders, install_http_handlers
 from mko.http.live import LiveReads
 from mko.http.routing import MkoRoute
 from mko.http.security import authorize_by_method, require, web_authorize
 from mko.platform.db.models.access import Role
+from mko.platform.db.session import make_read_session_factory
 from mko.platform.settings import Settings, get_settings
 from mko.wiring import wire
 
@@ -102,11 +104,13 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
     app.state.wiring = wiring
     app.state.engine = wiring.engine
     app.state.session_factory = wiring.session_factory
+    app.state.read_session_factory = make_read_session_factory(wiring.engine)
     app.state.background_tasks = set()
     app.state.ups_monitor = None
     app.state.lab = lab
     app.state.login_throttle = _login_throttle(settings)
     app.state.database_health = DatabaseHealth(settings.database_url)
+    app.state.token_cache = TokenCache(wiring.session_factory)
     app.state.live_reads = LiveReads[Any](settings.live_read_interval)
     periodic.install(app, wiring)
     install_error_handlers(app)

@@ -76,13 +76,14 @@ def host_browser() -> Iterator[Any]:
 
 
 @pytest.fixture
-def screenshot() -> Callable[[Any, str], Path]:
-    """Save a full-page screenshot under test-artifacts/screenshots/ (kept as a CI artifact)."""
+def screenshot() -> Callable[..., Path]:
+    """Save a full-page screenshot under test-artifacts/screenshots/ (kept as a CI artifact);
+    ``full_page=False``: the window only (a page as long as the whole API reference)."""
 
-    def take(page: Any, name: str) -> Path:
+    def take(page: Any, name: str, full_page: bool = True) -> Path:
         target = ARTIFACTS / "screenshots" / f"{name}.png"
         target.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(target), full_page=True)
+        page.screenshot(path=str(target), full_page=full_page)
         return target
 
     return take

@@ -68,6 +68,7 @@ def test_the_readme_tour_runs_against_the_lab_and_every_command_exits_0(
         assert result.returncode == 0, f"the tour stopped:\n{result.stderr[-4000:]}\n{result.stdout[-3000:]}"
         out = result.stdout
         assert "3/3 node(s) up" in out  # wake-cluster --wait: every node answered
+        assert "next: `mko cluster recover 1` starts MicroK8s" in out  # and what makes them Ready
         assert "3/3 Ready" in out  # recover
         assert '"status":"succeeded"' in out.replace(" ", "")  # the API's {"wait": true} wake
         assert "lab down in" in out

@@ -104,7 +104,7 @@ def test_add_configure_and_wake_a_node_then_a_cluster(
         assert lab_node.recorder.wait_for(3, timeout=5, mac=lab_node.mac)
 
     page.goto(f"{base}/nodes")
-    page.wait_for_selector("[data-reach-node] .pill.up")
+    page.wait_for_selector("[data-reach-node] .pill.state-up")
     screenshot(page, "nodes")
     page.goto(f"{base}/")
     screenshot(page, "dashboard")

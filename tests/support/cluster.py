@@ -18,6 +18,7 @@ from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
 from mko.lab.microk8s import Microk8sCluster, configure_microk8s
 from mko.lab.netns import enter_netns
+from mko.lab.nodefiles import default_kubelet_args
 from mko.platform.db.models.operations import Operation
 from mko.platform.settings import Settings
 from support.ups import wait_until
@@ -67,6 +68,9 @@ def cluster_up(
     running = lab_factory(nodes, ssh=True, boot_delay=0.1)
     cluster = configure_microk8s(running, control_planes=control_planes, **microk8s)
     register_lab(session, running, control_planes=control_planes)
+    for node in running.nodes:
+        assert node.system is not None
+        default_kubelet_args(node.system)
     trust_all(settings, running)
     power_up(running, cluster)
     return running, cluster

@@ -360,7 +360,15 @@ class RedfishEmulator:
     USER, PASSWORD = "redfish-admin", "rf-Pa55word"
     SYSTEM_ID = "6a3e7b2c-1f0d-4c55-9e8a-2b7c4d5e6f70"
 
-    def __init__(self, directory: Path, netns: str | None = None, *, power_state: str = "Off") -> None:
+    def __init__(
+        self,
+        directory: Path,
+        netns: str | None = None,
+        *,
+        power_state: str = "Off",
+        restore_policy: str | None = None,
+    ) -> None:
+        """``restore_policy``: the PowerRestorePolicy its system reports (None: absent, as in sushy-tools)."""
         import bcrypt
 
         self.netns = netns
@@ -394,7 +402,8 @@ class RedfishEmulator:
             stdout=self.output,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=os.environ | {"SUSHY_RESET_LOG": str(self.reset_log)},
+            env=os.environ
+            | {"SUSHY_RESET_LOG": str(self.reset_log), "SUSHY_POWER_RESTORE_POLICY": restore_policy or ""},
         )
         self._wait_ready()
 

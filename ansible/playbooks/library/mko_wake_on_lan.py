@@ -3,8 +3,9 @@
 
 It does on the node what ``mko wol enable|disable`` does over SSH (mko.nic): find the card, read
 ``ethtool IFACE``, set ``wol g`` (or ``d``), make it persistent the way the node configures its network
-(NetworkManager connection property, systemd .link file, or a oneshot unit), and read it back. The files
-it writes are the same text as mko.nic.link_file / mko.nic.oneshot_unit (a unit test compares them).
+(NetworkManager connection property, systemd .link file, or a oneshot unit), and read it back. Ansible
+copies this file to the node, so it cannot import mko: its persistence repeats mko.nic.persistence, and
+tests/unit/nic/test_persistence_twins.py holds the two to the same choice, description and files.
 """
 
 from __future__ import annotations
@@ -76,7 +77,14 @@ class Node:
         self.commands: list[str] = []
 
     def run(self, argv: list[str], check: bool = True) -> tuple[int, str, str]:
-        rc, out, err = self.module.run_command(argv)
+        try:
+            rc, out, err = self.module.run_command(argv, handle_exceptions=False)
+        except FileNotFoundError:
+            # What a shell answers, and so what mko sees over SSH: a node without systemd (or nmcli)
+            # is "not persistent" there too, instead of a failed host.
+            rc, out, err = 127, "", f"{argv[0]}: command not found"
+        except OSError as exc:
+            self.module.fail_json(msg=f"{' '.join(argv)}: {exc}", commands=self.commands)
         self.commands.append(" ".join(argv) + f" -> {rc}")
         if check and rc != 0:
             self.module.fail_json(msg=f"{' '.join(argv)} exited {rc}: {err.strip() or out.strip()}",
@@ -136,7 +144,8 @@ def persist(node: Node, interface: str, mac: str, enable: bool) -> tuple[str, st
     if out.strip() == "active":
         path = f"/etc/systemd/network/50-mko-wol-{interface}.link"
         changed = node.write(path, link_file(mac, enable))
-        return "systemd-networkd", f"systemd .link file {path}", changed
+        description = f"systemd .link file {path} (WakeOnLan={'magic' if enable else 'off'})"
+        return "systemd-networkd", description, changed
     if rc in (0, 3, 4):
         unit = f"mko-wol-{interface}.service"
         changed = node.write(f"/etc/systemd/system/{unit}", oneshot_unit(interface, enable))

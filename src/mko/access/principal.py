@@ -21,6 +21,7 @@ class Principal:
     kind: str  # "user", "token", "session"
     user_id: int | None = None
     csrf_token: str | None = None
+    token_id: int | None = None  # the API token it authenticated with (kind "token")
 
     @property
     def actor_name(self) -> str:

@@ -8,7 +8,7 @@ from datetime import timedelta
 from sqlalchemy.orm import Session
 
 from mko.access.principal import Principal
-from mko.access.tokens import _token_hash
+from mko.access.tokens import token_hash
 from mko.platform.db.models.access import User, WebSession
 from mko.platform.db.models.base import utcnow
 
@@ -19,7 +19,7 @@ def create_session(session: Session, user: User, lifetime: timedelta) -> tuple[W
     """A web session for a logged-in user, and the cookie value: given out once, stored hashed."""
     cookie = secrets.token_urlsafe(32)
     web_session = WebSession(
-        id=_token_hash(cookie),
+        id=token_hash(cookie),
         user_id=user.id,
         csrf_token=secrets.token_urlsafe(32),
         expires_at=utcnow() + lifetime,
@@ -31,7 +31,7 @@ def create_session(session: Session, user: User, lifetime: timedelta) -> tuple[W
 
 def _web_session(session: Session, cookie: str) -> WebSession | None:
     # The cookie is the caller's: anything longer than a session id is no session id.
-    return session.get(WebSession, _token_hash(cookie)) if 0 < len(cookie) <= 200 else None
+    return session.get(WebSession, token_hash(cookie)) if 0 < len(cookie) <= 200 else None
 
 
 def session_principal(session: Session, cookie: str) -> Principal | None:

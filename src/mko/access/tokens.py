@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -17,7 +18,15 @@ from mko.platform.db.models.base import utcnow
 from mko.platform.errors import ConflictError, InputError, NotFoundError
 from mko.platform.validation import check_text
 
-__all__ = ["TOKEN_PREFIX", "authenticate_token", "create_token", "list_tokens", "revoke_token"]
+__all__ = [
+    "TOKEN_PREFIX",
+    "authenticate_token",
+    "check_tokens",
+    "create_token",
+    "list_tokens",
+    "revoke_token",
+    "token_hash",
+]
 
 log = logging.getLogger("mko.auth")
 
@@ -29,7 +38,8 @@ TOKEN_PREFIX = "mko_"  # noqa: S105 - a visible prefix, not a secret
 LAST_USED_PRECISION = timedelta(minutes=1)
 
 
-def _token_hash(token: str) -> str:
+def token_hash(token: str) -> str:
+    """How a token (or a session cookie) is stored and looked up: SHA-256, hex."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
@@ -49,7 +59,7 @@ def create_token(
     plain = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken(
         name=name.strip(),
-        token_hash=_token_hash(plain),
+        token_hash=token_hash(plain),
         prefix=plain[:12],
         role=role,
         user_id=user_id,
@@ -83,15 +93,52 @@ def revoke_token(session: Session, name: str) -> ApiToken:
 
 def authenticate_token(session: Session, plain: str) -> Principal | None:
     """The principal of a valid, unexpired, unrevoked token."""
-    token = session.scalars(select(ApiToken).where(ApiToken.token_hash == _token_hash(plain))).first()
-    now = utcnow()
-    if token is None or token.revoked_at is not None or (token.expires_at and token.expires_at <= now):
+    token = session.scalars(select(ApiToken).where(ApiToken.token_hash == token_hash(plain))).first()
+    if token is None:
         return None
-    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_PRECISION:
-        # Not on every request: a burst of reads would otherwise be a burst of writes on one row.
-        token.last_used_at = now
+    return check_tokens(session, [token.id]).get(token.id)
+
+
+def check_tokens(session: Session, token_ids: Collection[int]) -> dict[int, Principal]:
+    """The principals of those of ``token_ids`` that are valid now (not revoked, expired or deleted).
+
+    One query, whatever the number of tokens; ``last_used_at`` is brought up to date where it lags by
+    more than :data:`LAST_USED_PRECISION`.
+    """
+    now = utcnow()
+    rows = session.execute(_TOKEN_ROWS, {"ids": list(token_ids)}).all()
+    valid = {
+        row.id: Principal(name=row.name, role=row.role, kind="token", user_id=row.user_id, token_id=row.id)
+        for row in rows
+        if row.revoked_at is None and (row.expires_at is None or row.expires_at > now)
+    }
+    # Not on every request: a burst of reads would otherwise be a burst of writes on one row.
+    stale = [row.id for row in rows if row.id in valid and not _used_since(row.last_used_at, now)]
+    if stale:
+        session.execute(
+            update(ApiToken)
+            .where(ApiToken.id.in_(stale))
+            .values(last_used_at=now)
+            .execution_options(synchronize_session=False)
+        )
         session.commit()
-    return Principal(name=token.name, role=token.role, kind="token", user_id=token.user_id)
+    return valid
+
+
+# Built once: building a statement cost more than running it (the SQL is cached on the object).
+_TOKEN_ROWS = select(
+    ApiToken.id,
+    ApiToken.name,
+    ApiToken.role,
+    ApiToken.user_id,
+    ApiToken.expires_at,
+    ApiToken.revoked_at,
+    ApiToken.last_used_at,
+).where(ApiToken.id.in_(bindparam("ids", expanding=True)))
+
+
+def _used_since(last_used_at: datetime | None, now: datetime) -> bool:
+    return last_used_at is not None and now - last_used_at < LAST_USED_PRECISION
 
 
 def expires_in_days(days: float | None) -> timedelta | None:

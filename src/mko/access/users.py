@@ -103,7 +103,9 @@ def remove_user(session: Session, username: str) -> None:
     if user.role == Role.ADMIN:
         admins = session.scalar(select(func.count()).select_from(User).where(User.role == Role.ADMIN))
         if admins == 1:
-            raise ConflictError("cannot remove the last admin")
+            raise ConflictError(
+                "cannot remove the last admin: add another first (`mko user add NAME --role admin`)"
+            )
     session.delete(user)
     session.commit()
     log.info("user %s removed", username)

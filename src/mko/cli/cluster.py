@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 import typer
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from mko.cli.common import EXIT_POWER_FAILURE, JsonOpt, SiteOpt, console, emit, open_session
+from mko.cli.common import EXIT_POWER_FAILURE, JsonOpt, SiteOpt, console, emit, open_session, print_rows
 from mko.cli.node import NODE_COLUMNS
 from mko.cli.progress import TimeLeftColumn
 from mko.cluster.backups import backup_dir, list_backups
 from mko.cluster.options import K8sOptions, get_options, update_options
 from mko.cluster.plan import ShutdownPlan, node_drain_inputs, plan_node_drain, plan_shutdown
+from mko.cluster.preflight import run_check, start_check
 from mko.cluster.recovery import run_recovery, start_recovery
 from mko.cluster.shutdown import PreparedShutdown, run_shutdown, start_shutdown
 from mko.cluster.steps import StepHook
@@ -143,6 +144,13 @@ def cluster_settings(
     detach_timeout: Annotated[
         float | None, typer.Option(help="seconds to wait for Longhorn volumes to detach")
     ] = None,
+    preflight_required: Annotated[
+        bool | None,
+        typer.Option(
+            "--preflight-required/--preflight-optional",
+            help="a scheduled shutdown refuses to start when a preflight check fails (never one for power)",
+        ),
+    ] = None,
     reset: Annotated[
         list[str] | None, typer.Option("--reset", help="put this setting back to its default (repeat)")
     ] = None,
@@ -160,6 +168,7 @@ def cluster_settings(
         "quiesce_storage_classes": [v for v in storage_class if v] if storage_class is not None else None,
         "quiesce_labels": [v for v in label if v] if label is not None else None,
         "detach_timeout": detach_timeout,
+        "preflight_required": preflight_required,
     }
     changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     changes |= dict.fromkeys(reset or [])
@@ -188,6 +197,34 @@ def cluster_backups(cluster_id: int, as_json: JsonOpt = False) -> None:
     )
 
 
+@cluster_app.command("check")
+def cluster_check(
+    cluster_id: int,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON for scripts")] = False,
+) -> None:
+    """Preflight every node: SSH, sudo, graceful node shutdown, Wake-on-LAN, the BMC's restore policy.
+
+    Each check ends pass, warn, fail or n/a with the fix; exit 1 when a check fails (docs/shutdown.md).
+    """
+    settings = get_settings()
+    with open_session() as session:
+        prepared = start_check(session, cluster_id, Actor.cli())
+    operation = _run_followed(
+        settings,
+        f"checking {len(prepared.targets)} node(s)",
+        lambda factory, hook: run_check(factory, settings, prepared, hook),
+        as_json,
+    )
+    if not as_json:
+        rows = [
+            (node["hostname"], check, result["verdict"], result["reason"])
+            for node in operation.result.get("nodes", [])
+            for check, result in node["checks"].items()
+        ]
+        print_rows(rows, header=("node", "check", "verdict", "reason"))
+    _report(operation, as_json, ok=(OperationStatus.SUCCEEDED, OperationStatus.PARTIAL))
+
+
 @cluster_app.command("remove")
 def cluster_remove(cluster_id: int) -> None:
     """Remove an empty cluster."""
@@ -199,7 +236,8 @@ def cluster_remove(cluster_id: int) -> None:
 def _follow(
     title: str, run: Callable[[StepHook], Operation], quiet: bool, timeout: float | None = None
 ) -> Operation:
-    """Run ``run(hook)`` under a spinner with the time taken (and left); each step is printed as it ends."""
+    """Run ``run(hook)`` under a spinner with the time taken (and left); each step is printed as it ends,
+    and a running phase's news (who is still awaited) replaces the spinner's text on a terminal."""
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -214,14 +252,24 @@ def _follow(
         def hook(node: str, text: str, status: OperationStatus) -> None:
             if quiet:
                 return
-            mark = {OperationStatus.SUCCEEDED: "✓", OperationStatus.CANCELLED: "–"}.get(status, "✗")
+            if status == OperationStatus.RUNNING:
+                progress.update(task, description=f"{title}: {text}")
+                return
+            marks = {
+                OperationStatus.SUCCEEDED: "✓",
+                OperationStatus.CANCELLED: "–",
+                OperationStatus.PARTIAL: "!",
+            }
+            mark = marks.get(status, "✗")
             progress.console.print(f"  {mark} {node}: {text}", highlight=False, markup=False)
             progress.update(task, description=f"{title}: {node} {text.split(':', maxsplit=1)[0]}")
 
         return run(hook)
 
 
-def _report(operation: Operation, as_json: bool) -> None:
+def _report(
+    operation: Operation, as_json: bool, ok: tuple[OperationStatus, ...] = (OperationStatus.SUCCEEDED,)
+) -> None:
     if as_json:
         body = {
             "operation_id": operation.id,
@@ -236,7 +284,7 @@ def _report(operation: Operation, as_json: bool) -> None:
             highlight=False,
             markup=False,
         )
-    if operation.status != OperationStatus.SUCCEEDED:
+    if operation.status not in ok:
         raise typer.Exit(EXIT_POWER_FAILURE)
 
 
@@ -286,18 +334,30 @@ def _confirm_start(
     return start_shutdown(session, plan, Actor.cli())
 
 
-def _run_prepared(settings: Settings, prepared: PreparedShutdown, title: str, as_json: bool) -> None:
-    """Run a recorded shutdown (or drain) with live progress, then report it."""
+def _run_followed(
+    settings: Settings,
+    title: str,
+    run: Callable[[sessionmaker[Session], StepHook], Coroutine[Any, Any, Operation]],
+    as_json: bool,
+    timeout: float | None = None,
+) -> Operation:
+    """Run a recorded operation's coroutine on its own engine with live progress (_follow)."""
     engine = make_engine(settings.database_url)
     try:
         factory = make_session_factory(engine)
-        operation = _follow(
-            title,
-            lambda hook: asyncio.run(run_shutdown(factory, settings, prepared, on_step=hook)),
-            as_json,
-        )
+        return _follow(title, lambda hook: asyncio.run(run(factory, hook)), as_json, timeout)
     finally:
         engine.dispose()
+
+
+def _run_prepared(settings: Settings, prepared: PreparedShutdown, title: str, as_json: bool) -> None:
+    """Run a recorded shutdown (or drain) with live progress, then report it."""
+    operation = _run_followed(
+        settings,
+        title,
+        lambda factory, hook: run_shutdown(factory, settings, prepared, on_step=hook),
+        as_json,
+    )
     _report(operation, as_json)
 
 
@@ -328,15 +388,11 @@ def cluster_recover(
     settings = get_settings()
     with open_session() as session:
         prepared = start_recovery(session, cluster_id, Actor.cli(), timeout or settings.recovery_timeout)
-    engine = make_engine(settings.database_url)
-    try:
-        factory = make_session_factory(engine)
-        operation = _follow(
-            f"recovering {len(prepared.nodes)} node(s)",
-            lambda hook: asyncio.run(run_recovery(factory, settings, prepared, hook)),
-            as_json,
-            prepared.timeout,
-        )
-    finally:
-        engine.dispose()
+    operation = _run_followed(
+        settings,
+        f"recovering {len(prepared.nodes)} node(s)",
+        lambda factory, hook: run_recovery(factory, settings, prepared, hook),
+        as_json,
+        prepared.timeout,
+    )
     _report(operation, as_json)

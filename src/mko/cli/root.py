@@ -15,7 +15,8 @@ from typer.exceptions import TyperException
 
 from mko.cli.common import _one_line
 from mko.cli.lazy import LazyGroup
-from mko.platform.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, MkoError
+from mko.platform.errors import EXIT_BAD_INPUT, EXIT_INTERNAL, MkoError, NotFoundError
+from mko.platform.missing import next_step
 
 __all__ = ["app"]
 
@@ -44,7 +45,8 @@ class MkoGroup(LazyGroup):
             click.echo(f"error: {field}: {first['msg']}", err=True)
             sys.exit(EXIT_BAD_INPUT)
         except MkoError as exc:
-            click.echo(f"error: {_one_line(str(exc))}", err=True)
+            step = next_step(exc.kind) if isinstance(exc, NotFoundError) else ""
+            click.echo(f"error: {_one_line(str(exc))}{'; ' + step if step else ''}", err=True)
             sys.exit(exc.exit_code)
         except Exception as exc:  # a bug: the traceback goes to the log, one line to the person
             incident = _log_incident(exc)

@@ -124,6 +124,11 @@ def _run_wake(
         )
     else:
         _print_result(operation, verbose=verbose)
+        if target_type == "cluster" and wait and operation.status == OperationStatus.SUCCEEDED:
+            # Answering is not serving: Kubernetes readiness is the recovery's to wait for.
+            typer.echo(
+                f"next: `mko cluster recover {target_id}` starts MicroK8s and waits until every node is Ready"
+            )
     if prepared.coalesced and not schedule.wait and operation.status == OperationStatus.RUNNING:
         return  # its packets are under way: what a wake without --wait promises
     if operation.status != OperationStatus.SUCCEEDED:

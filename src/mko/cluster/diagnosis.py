@@ -83,8 +83,10 @@ def diagnose(
     voters: list[str],
     not_ready: list[str],
     backup: dict[str, Any] | None,
+    cluster_id: int | str = "ID",
 ) -> Diagnosis:
-    """Pick the likeliest cause from the control planes' answers (``voters``: dqlite voters by name)."""
+    """Pick the likeliest cause from the control planes' answers (``voters``: dqlite voters by name;
+    ``cluster_id`` goes into the commands the advice names)."""
     started = [v for v in views if v.started]
     detail: dict[str, Any] = {
         "control_planes": [v.__dict__ for v in views],
@@ -96,8 +98,9 @@ def diagnose(
     if not started:
         return Diagnosis(
             "no_control_plane",
-            "no control plane started, so nothing can serve the API: power them on and run the recovery"
-            f" again; {_restore_hint(backup)}",
+            "no control plane started, so nothing can serve the API: power them on"
+            f" (`mko wol wake-cluster {cluster_id} --wait`) and run the recovery again"
+            f" (`mko cluster recover {cluster_id}`); {_restore_hint(backup)}",
             detail,
         )
     if any(v.api_error is None for v in started):

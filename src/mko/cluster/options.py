@@ -1,5 +1,6 @@
 """A cluster's Kubernetes-aware shutdown options: the datastore backup, drains past a blocking
-PodDisruptionBudget, and the storage quiesce. Stored in ``clusters.k8s`` (only what an operator set).
+PodDisruptionBudget, the storage quiesce, and whether a failed preflight stops a scheduled shutdown.
+Stored in ``clusters.k8s`` (only what an operator set).
 
 StorageClass names and label selectors reach ``kubectl``'s argument vector, log lines and pages, so they
 are checked against Kubernetes' own grammar here (DNS-1123 subdomains, label keys and values) and refused
@@ -91,6 +92,11 @@ class K8sOptions(InputModel):
     )
     detach_timeout: float = Field(
         default=300.0, ge=0, le=3600, description="seconds to wait for Longhorn volumes to detach"
+    )
+    preflight_required: bool = Field(
+        default=False,
+        description="a scheduled shutdown refuses to start when a preflight check (mko cluster check)"
+        " fails; a shutdown for power loss never waits for the checks nor stops because of them",
     )
 
     @field_validator("quiesce_storage_classes")

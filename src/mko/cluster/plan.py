@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mko.cluster.options import K8sOptions, get_options
-from mko.inventory.clusters import get_cluster
+from mko.inventory.clusters import empty_cluster, get_cluster
 from mko.inventory.dependencies import depths, implicit_edges
 from mko.inventory.nodes import get_node, list_nodes
 from mko.operations import ownership
@@ -22,6 +22,7 @@ from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.models.rules import ClusterAction, PowerRule
 from mko.platform.db.models.ups import UPS
 from mko.platform.errors import ConflictError, InputError
+from mko.platform.missing import does_not_exist
 from mko.platform.settings import Settings
 from mko.power.probe import probe_tcp
 from mko.power.registry import DRIVERS
@@ -279,7 +280,10 @@ def node_drain_inputs(session: Session, settings: Settings, node_id: int) -> tup
     """What one node's maintenance drain is planned from (ConflictError: the node is in no cluster)."""
     node = get_node(session, node_id)
     if node.cluster_id is None:
-        raise ConflictError(f"node {node_id} belongs to no cluster: there is nothing to drain it from")
+        raise ConflictError(
+            f"node {node_id} belongs to no cluster: there is nothing to drain it from"
+            f" (`mko node update {node_id} --cluster-id ID` puts it in one)"
+        )
     return plan_inputs(session, settings, node.cluster_id), node
 
 
@@ -291,9 +295,17 @@ async def plan_node_drain(inputs: PlanInputs, node: Node, settings: Settings) ->
     drain_host = await _reachable_control_plane(others, settings.probe_timeout) or (
         await _reachable_control_plane([n for n in controls if n.id == node.id], settings.probe_timeout)
     )
-    if drain_host is None:
+    if drain_host is None and not controls:
         raise ConflictError(
-            f"no control plane of cluster {inputs.cluster.id} answers on SSH: nothing can drain"
+            f"cluster {inputs.cluster.id} has no control plane to drain through: mark one"
+            " (`mko node update ID --role control-plane`)"
+        )
+    if drain_host is None:
+        names = ", ".join(n.hostname for n in controls)
+        raise ConflictError(
+            f"no control plane of cluster {inputs.cluster.id} answers on SSH ({names}): nothing can drain;"
+            f" wake them (`mko wol wake-cluster {inputs.cluster.id} --wait`) or check their SSH port"
+            " (`mko node show ID`)"
         )
     plan = ShutdownPlan(
         inputs.cluster.id, inputs.cluster.name, False, drain_host.hostname, whole_cluster=False
@@ -332,9 +344,9 @@ def plan_inputs(
     cluster = get_cluster(session, cluster_id)
     nodes = list_nodes(session, cluster_id)
     if not nodes:
-        raise ConflictError(f"cluster {cluster_id} has no nodes")
+        raise empty_cluster(cluster_id)
     if ups_id is not None and session.get(UPS, ups_id) is None:
-        raise InputError("ups_id", f"UPS {ups_id} does not exist")
+        raise InputError("ups_id", does_not_exist("UPS", ups_id))
     finales = _finales(session, settings, cluster_id, ups_id)
     options = get_options(session, cluster_id)
     staying: list[Node] = []

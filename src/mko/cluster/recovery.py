@@ -17,18 +17,19 @@ from mko.cluster.diagnosis import ControlPlaneView, diagnose, parse_status
 from mko.cluster.microk8s import kube_name, shlex_name
 from mko.cluster.plan import _check_idle
 from mko.cluster.steps import _last_line, _StepLog, _wants_fallback
-from mko.inventory.clusters import get_cluster
+from mko.inventory.clusters import empty_cluster, get_cluster
 from mko.inventory.nodes import list_nodes
-from mko.operations.kinds import RECOVER_KIND
+from mko.operations.kinds import READY_STEP_PREFIX, RECOVER_KIND
 from mko.operations.records import Actor, finish_operation, start_operation
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.inventory import Node, NodeRole
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.models.outages import ScaledWorkload
-from mko.platform.errors import ConflictError, FatalPowerError, PowerError
+from mko.platform.errors import FatalPowerError, PowerError
 from mko.platform.settings import Settings
 from mko.ssh.client import SshSession, SshTarget, connect
 from mko.ups import outages
+from mko.wol.reachability import Reachability, record_reachability
 
 if TYPE_CHECKING:
     from mko.cluster.steps import StepHook
@@ -69,7 +70,7 @@ def start_recovery(
     if node_ids is not None:
         nodes = [n for n in nodes if n.id in set(node_ids)]
     if not nodes:
-        raise ConflictError(f"cluster {cluster_id} has no nodes")
+        raise empty_cluster(cluster_id)
     if check_idle:
         _check_idle(session, cluster_id)
     operation = start_operation(
@@ -131,6 +132,7 @@ class _Recovery(_StepLog):
         self.api_errors: dict[str, str | None] = {}  # control plane -> kubectl's last error (None: answered)
         self.diagnosis: dict[str, Any] | None = None
         self.restored: list[str] = []
+        self.waiting_text = ""
 
     async def start_node(self, node: Node) -> None:
         """Wait for SSH, then ``microk8s start`` (``snap start microk8s --enable`` on --worker nodes)."""
@@ -143,6 +145,7 @@ class _Recovery(_StepLog):
                 async with connect(target, self.settings) as connection:
                     up_after = self.loop.time() - self.begin
                     report.ssh_after = round(up_after, 1)
+                    await self.note_up(node)
                     limit = min(
                         max(1.0, self.deadline - self.loop.time()), self.settings.microk8s_start_timeout
                     )
@@ -178,6 +181,14 @@ class _Recovery(_StepLog):
         self.problems.append(f"{node.hostname}: {last_error}")
         await self.record(f"start {node.hostname}", node.id, OperationStatus.FAILED, last_error, {}, started)
 
+    async def note_up(self, node: Node) -> None:
+        """Store that the node answers (its SSH did), as the background probes would: the dashboard's
+        state then knows it came up before Kubernetes called it Ready."""
+        answered = {node.id: Reachability(up=True, port=node.ssh_port)}
+        async with self.lock:
+            with self.session_factory() as session:
+                record_reachability(session, answered, utcnow())
+
     async def wait_ready(self) -> tuple[Node | None, dict[str, dict[str, bool]]]:
         """Poll ``kubectl get nodes -o json`` on a started control plane until every node is Ready."""
         names = {kube_name(n) for n in self.prepared.nodes}
@@ -205,11 +216,71 @@ class _Recovery(_StepLog):
                 if result.ok:
                     answered = control
                     break
+            await self.note_readiness(seen, answered)
             if names and all(seen.get(name, {}).get("ready") for name in names):
                 return answered, seen
             if self.loop.time() >= self.deadline:
+                await self.note_not_ready(seen)
                 return answered, seen
             await asyncio.sleep(min(self.settings.probe_interval, 0.5))
+
+    async def note_readiness(self, seen: dict[str, dict[str, bool]], control: Node | None) -> None:
+        """A ``Ready <host>`` step for each node that became Ready since the last look, and the
+        operation's summary saying who is still awaited (what the CLI and the operation page show)."""
+        for node in self.prepared.nodes:
+            report = self.report[node.hostname]
+            if report.ready or not seen.get(kube_name(node), {}).get("ready"):
+                continue
+            report.ready = True
+            after = self.loop.time() - self.begin
+            via = f" (kubectl on {control.hostname})" if control is not None else ""
+            await self.record(
+                f"{READY_STEP_PREFIX}{node.hostname}",
+                node.id,
+                OperationStatus.SUCCEEDED,
+                f"after {after:.1f}s{via}",
+                {"kube_name": kube_name(node), "ready": True},
+            )
+        waiting = [self._readiness_word(node, seen) for node in self.prepared.nodes]
+        awaited = [word for word in waiting if word]
+        total = len(self.prepared.nodes)
+        text = f"waiting for Ready: {total - len(awaited)}/{total} Ready"
+        if awaited:
+            text += "; " + ", ".join(awaited)
+        if text != self.waiting_text:
+            self.waiting_text = text
+            await self.note_summary(text)
+            self.on_step("cluster", text, OperationStatus.RUNNING)
+
+    async def note_not_ready(self, seen: dict[str, dict[str, bool]]) -> None:
+        """A failed ``Ready <host>`` step for each node the timeout left not Ready, saying how it was."""
+        for node in self.prepared.nodes:
+            word = self._readiness_word(node, seen)
+            if word:
+                after = self.loop.time() - self.begin
+                name = f"{READY_STEP_PREFIX}{node.hostname}"
+                detail = {"kube_name": kube_name(node), "ready": False}
+                state = word.split(": ", 1)[1]
+                message = f"not Ready after {after:.1f}s: {state}"
+                await self.record(name, node.id, OperationStatus.FAILED, message, detail)
+
+    def _readiness_word(self, node: Node, seen: dict[str, dict[str, bool]]) -> str:
+        """ "" for a Ready node; else "host: NotReady" or why it is not even asked about."""
+        report = self.report[node.hostname]
+        if report.ready:
+            return ""
+        if kube_name(node) in seen:
+            return f"{node.hostname}: NotReady"
+        if report.started:
+            return f"{node.hostname}: not registered with Kubernetes"
+        return f"{node.hostname}: {'MicroK8s did not start' if report.error else 'waiting for SSH'}"
+
+    async def note_summary(self, text: str) -> None:
+        async with self.lock:
+            with self.session_factory() as session:
+                operation = session.get_one(Operation, self.prepared.operation_id)
+                operation.summary = text
+                session.commit()
 
     async def uncordon(self, control: Node) -> None:
         """Uncordon the nodes this orchestrator cordoned (and only those), through CONTROL."""
@@ -329,6 +400,7 @@ class _Recovery(_StepLog):
             [n.hostname for n in controls[:3]],  # MicroK8s makes the first three control planes voters
             not_ready,
             backup.model_dump() if backup is not None else None,
+            self.prepared.cluster_id,
         )
         self.diagnosis = {"kind": found.kind, "message": found.message}
         self.problems.append(f"diagnosis: {found.message}")

@@ -1,4 +1,4 @@
-"""An outage as shown to people."""
+"""An outage and a preflight check as shown to people."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["OutagePublic"]
+__all__ = ["CheckPublic", "CheckResult", "NodeChecks", "OutagePublic"]
 
 
 class OutagePublic(BaseModel):
@@ -31,3 +31,30 @@ class OutagePublic(BaseModel):
     started_at: datetime
     updated_at: datetime
     closed_at: datetime | None
+
+
+class CheckResult(BaseModel):
+    """One check of one node: ``pass``, ``warn``, ``fail`` or ``n/a``, and the line naming the fix."""
+
+    verdict: str
+    reason: str
+
+
+class NodeChecks(BaseModel):
+    """A node's checks by name (ssh, sudo, graceful_shutdown, wol, restore_policy)."""
+
+    node_id: int
+    hostname: str
+    checks: dict[str, CheckResult]
+
+
+class CheckPublic(BaseModel):
+    """A cluster's finished preflight check (the ``cluster_check`` operation)."""
+
+    operation_id: int
+    status: str
+    summary: str
+    actor: str
+    finished_at: datetime | None
+    counts: dict[str, int] = {}
+    nodes: list[NodeChecks] = []

@@ -49,6 +49,7 @@ from mko.cluster import backups, quiesce
 from mko.cluster.drains import BlockingBudget, blocking_budgets, parse_drain
 from mko.cluster.microk8s import drain_argv, kube_name, kubectl_json
 from mko.cluster.plan import SHUTDOWN_ACTIONS, ShutdownPlan, _check_idle
+from mko.cluster.preflight import CheckReport, CheckTarget, Finding, check_nodes
 from mko.cluster.steps import _finish_even_if_cancelled, _last_line, _StepLog, _wants_fallback
 from mko.inventory.nodes import list_nodes
 from mko.inventory.snapshots import snapshots
@@ -192,8 +193,11 @@ class _Run(_StepLog):
         prepared: PreparedShutdown,
         abort: asyncio.Event,
         on_step: StepHook | None,
+        checks: bool | CheckReport = False,
     ) -> None:
         super().__init__(session_factory, prepared.operation_id, on_step)
+        self.checks = checks
+        self.checked: CheckReport | None = None
         self.settings = settings
         self.prepared = prepared
         self.abort = abort
@@ -260,6 +264,67 @@ class _Run(_StepLog):
             self.failures.append(f"{hostname}: host key refused, nothing run there")
             node = self.prepared.nodes[hostname]
             await self.record(f"refuse {hostname}", node.id, OperationStatus.FAILED, why, {}, started)
+
+    # -------------------------------------------------------------- the preflight checks
+
+    def start_checks(self) -> tuple[asyncio.Future[CheckReport], list[Finding], float] | None:
+        """Start the preflight checks beside the first steps (a shutdown for power, or on a schedule)."""
+        if isinstance(self.checks, CheckReport):
+            self.checked = self.checks
+            return None
+        if not self.checks or not self.prepared.plan.whole_cluster:
+            return None
+        targets = [
+            CheckTarget(self.prepared.nodes[h], self.prepared.power[h]) for h in self.prepared.plan.hostnames
+        ]
+        found: list[Finding] = []
+
+        async def collect(finding: Finding) -> None:
+            found.append(finding)
+
+        task = asyncio.ensure_future(check_nodes(targets, self.settings, collect))
+        return task, found, asyncio.get_running_loop().time()
+
+    async def record_checks(
+        self, checks: tuple[asyncio.Future[CheckReport], list[Finding], float] | None
+    ) -> None:
+        """Record the preflight's findings as a step; wait for them at most ``preflight_shutdown_wait``
+        seconds from their start: the shutdown never stops because of them (the battery is running out)."""
+        if checks is None:
+            if self.checked is not None:
+                await self._record_report(self.checked, utcnow(), " (checked before the shutdown started)")
+            return
+        task, found, begun = checks
+        started = utcnow()
+        wait = self.settings.preflight_shutdown_wait
+        left = max(0.0, begun + wait - asyncio.get_running_loop().time())
+        try:
+            report = await asyncio.wait_for(asyncio.shield(task), left)
+        except TimeoutError:
+            task.cancel()
+            partial = CheckReport(list(found))
+            message = (
+                f"not finished within {wait:g} s (MKO_PREFLIGHT_SHUTDOWN_WAIT): the shutdown went on;"
+                f" found so far: {partial.summary()}"
+            )
+            detail = {"findings": [f.as_dict() for f in found], "finished": False}
+            await self.record("preflight", None, OperationStatus.CANCELLED, message, detail, started)
+            return
+        except Exception as exc:  # the checks are advice: an error in them never stops the shutdown
+            log.exception("shutdown: preflight checks failed")
+            await self.record(
+                "preflight", None, OperationStatus.FAILED, f"checks crashed: {exc}", {}, started
+            )
+            return
+        self.checked = report
+        await self._record_report(report, started, "")
+
+    async def _record_report(self, report: CheckReport, started: Any, note: str) -> None:
+        message = report.summary() + note
+        if report.status == OperationStatus.FAILED:
+            message += "; the shutdown goes on (see `mko cluster check` for the fixes)"
+        detail = {"findings": [f.as_dict() for f in report.findings], "counts": report.counts()}
+        await self.record("preflight", None, report.status, message, detail, started)
 
     # -------------------------------------------------------------- steps
 
@@ -665,6 +730,7 @@ class _Run(_StepLog):
 
     async def run(self) -> Operation:
         plan = self.prepared.plan
+        checks = self.start_checks()
         try:
             await self.preflight()
             if plan.prepares and not await self.prepare():
@@ -672,12 +738,15 @@ class _Run(_StepLog):
                 self.skipped = [f"{s.action} {s.hostname}" for c in (*plan.parallel, *plan.serial) for s in c]
                 await self.record("stop early", None, OperationStatus.FAILED, self.reason(), {})
                 return self.close()
+            await self.record_checks(checks)
             await asyncio.gather(*(self.chain(c) for c in plan.parallel))
             for chain in plan.serial:
                 await self.chain(chain)
             if plan.ups_id is not None and not self.skipped and not self.abort.is_set():
                 await self.end_for_ups(plan.ups_id)
         except Exception as exc:  # a bug must not leave the operation running forever
+            if checks is not None:
+                checks[0].cancel()
             log.exception("shutdown of cluster %s crashed", plan.cluster_id)
             self.failures.append(f"stopped by an internal error: {type(exc).__name__}: {exc}")
             return self.close()
@@ -843,6 +912,8 @@ class _Run(_StepLog):
                 "notes": self.notes,
                 "backup": self.backup.model_dump() if self.backup is not None else None,
             }
+            if self.checked is not None:
+                result["preflight"] = {"summary": self.checked.summary(), "counts": self.checked.counts()}
             if self.prepared.outage_id is not None:
                 result["outage_id"] = self.prepared.outage_id
                 outage = outages.get_outage(session, self.prepared.outage_id)
@@ -860,10 +931,15 @@ async def run_shutdown(
     *,
     abort: asyncio.Event | None = None,
     on_step: StepHook | None = None,
+    checks: bool | CheckReport = False,
 ) -> Operation:
-    """Carry out a shutdown plan; ``abort`` (its ``reason`` attribute, if any, says why) stops it safely."""
+    """Carry out a shutdown plan; ``abort`` (its ``reason`` attribute, if any, says why) stops it safely.
+
+    ``checks``: run the preflight checks beside the first steps and record their findings (True), or
+    record those of a preflight already run (a CheckReport).
+    """
     stop = abort or asyncio.Event()
-    runner = _Run(session_factory, settings, prepared, stop, on_step)
+    runner = _Run(session_factory, settings, prepared, stop, on_step, checks)
 
     def cancelled() -> None:
         if not stop.is_set():

@@ -21,10 +21,11 @@ StepHook = Callable[[str, str, OperationStatus], None]
 
 
 def _progress(name: str, node_id: int | None, message: str) -> tuple[str, str]:
-    """("lab-n2", "stop: Stopped.") for a node's step "stop lab-n2"; ("cluster", "host keys: …") else."""
-    if node_id is None:
-        return "cluster", f"{name}: {message}"
+    """("lab-n2", "stop: Stopped.") for a node's step "stop lab-n2"; ("cluster", "host keys: …") for a
+    step of the whole cluster, or one named without its host ("datastore", checked on a control plane)."""
     action, _, host = name.partition(" ")
+    if node_id is None or not host:
+        return "cluster", f"{name}: {message}"
     return host, f"{action}: {message}"
 
 

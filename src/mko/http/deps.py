@@ -9,9 +9,12 @@ worker thread with a session of its own, so no session or connection is held whi
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Annotated, TypeVar
 
+import anyio.to_thread
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -19,27 +22,56 @@ from mko.operations.records import Actor
 from mko.platform.db.session import in_thread_session
 from mko.platform.settings import Settings
 
-__all__ = ["ActorDep", "Db", "DbDep", "SessionDep", "SettingsDep"]
+__all__ = ["ActorDep", "Db", "DbDep", "ReadSessionDep", "SessionDep", "SettingsDep"]
 
 T = TypeVar("T")
 
 
-def get_session(request: Request) -> Iterator[Session]:
+# The two session dependencies are async generators, yet no database work happens on the event loop:
+# a new Session has no connection (it takes one at its first query, in the route's worker thread), and
+# MkoRoute closes it in that thread as the route returns. As sync generators each cost two
+# worker-thread hops (enter, exit) besides the route's own.
+
+
+@asynccontextmanager
+async def _request_session(factory: sessionmaker[Session]) -> AsyncIterator[Session]:
+    session = factory()
+    try:
+        yield session
+    finally:
+        if session.in_transaction():  # its route did not close it (a bug): say so, and close it off the loop
+            warnings.warn("a request session was left open by its route", ResourceWarning, stacklevel=1)
+            await anyio.to_thread.run_sync(session.close)
+        else:
+            session.close()  # holds no connection: nothing to release
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
     """One session per request, always closed."""
-    factory: sessionmaker[Session] = request.app.state.session_factory
-    with factory() as session:
+    async with _request_session(request.app.state.session_factory) as session:
+        yield session
+
+
+async def get_read_session(request: Request) -> AsyncIterator[Session]:
+    """One read-only session per request (a write through it raises), always closed."""
+    async with _request_session(request.app.state.read_session_factory) as session:
         yield session
 
 
 class Db:
     """Database work for async routes: each :meth:`run` is a worker thread with a session of its own."""
 
-    def __init__(self, factory: sessionmaker[Session]) -> None:
+    def __init__(self, factory: sessionmaker[Session], read_factory: sessionmaker[Session]) -> None:
         self.factory = factory
+        self.read_factory = read_factory
 
     async def run(self, work: Callable[[Session], T]) -> T:
         """``work(session)`` in a worker thread; the session is closed before this returns."""
         return await in_thread_session(self.factory, work)
+
+    async def read(self, work: Callable[[Session], T]) -> T:
+        """:meth:`run` with a read-only session: nothing is committed, and a write raises."""
+        return await in_thread_session(self.read_factory, work)
 
 
 # The dependencies below do no blocking work, so they are async: FastAPI calls them on the event loop
@@ -48,7 +80,7 @@ class Db:
 
 async def get_db(request: Request) -> Db:
     """The app's sessions, for async routes."""
-    return Db(request.app.state.session_factory)
+    return Db(request.app.state.session_factory, request.app.state.read_session_factory)
 
 
 async def get_settings_dep(request: Request) -> Settings:
@@ -67,6 +99,8 @@ async def get_actor(request: Request) -> Actor:
 # scope="function": the session is closed (its connection back in the pool) as soon as the route
 # returns, not after the response has been sent.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+#: For sync routes that only read (lists, one row, a status): see ``make_read_session_factory``.
+ReadSessionDep = Annotated[Session, Depends(get_read_session, scope="function")]
 DbDep = Annotated[Db, Depends(get_db)]
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 ActorDep = Annotated[Actor, Depends(get_actor)]

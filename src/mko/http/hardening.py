@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from collections.abc import Iterable
 from typing import Any
 
@@ -31,6 +32,26 @@ CONTENT_SECURITY_POLICY = (
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 DOCS_ASSETS = "/docs-assets"
+
+
+# NOTE: ReDoc's bundle (fastapi-offline 1.7.7, ReDoc 2.x) inserts perfect-scrollbar's stylesheet as it
+# loads, before any nonce can reach it (an empty element first, then its text); the policy of /redoc
+# allows those two texts by their hashes. A bundle whose stylesheet differs is refused by the browser,
+# and tests/e2e/test_web_look.py says so.
+REDOC_SCROLLBAR_STYLE = (
+    "'sha256-QMIg+bpjm3JdElJ388KYke01izlUW0UoNOeKjpMxdgc=' "
+    "'sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU='"
+)
+
+
+def redoc_policy(nonce: str) -> str:
+    """The policy of /redoc alone: the pages' own, but the ``<style>`` elements ReDoc writes apply when
+    they carry this response's nonce, and its search index runs in a worker it builds from a blob.
+    Scripts stay ``'self'`` only; docs/security.md says why."""
+    styles = f"style-src 'self' 'nonce-{nonce}' {REDOC_SCROLLBAR_STYLE}; worker-src 'self' blob:"
+    return CONTENT_SECURITY_POLICY.replace("style-src 'self'", styles)
+
+
 SECURITY_HEADERS = {
     b"content-security-policy": CONTENT_SECURITY_POLICY.encode(),
     b"x-frame-options": b"DENY",
@@ -174,7 +195,7 @@ def _validation_detail(errors: Iterable[Any]) -> list[dict[str, Any]]:
 
 
 def install_http_handlers(app: FastAPI) -> None:
-    """The 422 that always renders, ``Allow`` on every 405, and the API docs page with its assets."""
+    """The 422 that always renders, ``Allow`` on every 405, and the API docs pages with their assets."""
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -202,7 +223,22 @@ def install_http_handlers(app: FastAPI) -> None:
         )
         return HTMLResponse(page)
 
-    # Swagger UI's files, from the package that ships them (never a CDN).
+    @app.get("/redoc", include_in_schema=False)
+    def redoc_page() -> HTMLResponse:
+        """ReDoc for /openapi.json, started by /static/redoc.js with this response's style nonce."""
+        # NOTE: ReDoc (styled-components) writes its CSS into <style> elements as it renders; a fresh
+        # nonce per response lets exactly those apply. The script reads it from its own tag's nonce
+        # property (browsers hide the attribute from the DOM and CSS, so markup cannot copy it).
+        nonce = secrets.token_urlsafe(18)
+        page = (
+            "<!doctype html><html lang=en><head><meta charset=utf-8><title>mko API</title>"
+            '<meta name="viewport" content="width=device-width, initial-scale=1"></head>'
+            f'<body><div id="redoc"></div><script src="{DOCS_ASSETS}/redoc.standalone.js"></script>'
+            f'<script src="/static/redoc.js" nonce="{nonce}"></script></body></html>'
+        )
+        return HTMLResponse(page, headers={"Content-Security-Policy": redoc_policy(nonce)})
+
+    # Swagger UI's and ReDoc's files, from the package that ships them (never a CDN).
     from importlib.resources import files
 
     from fastapi.staticfiles import StaticFiles

@@ -15,7 +15,11 @@ __all__ = ["TOTAL_HEADER", "NodeFiltersDep", "PageDep", "node_filters", "page_pa
 TOTAL_HEADER = "X-Total-Count"
 
 
-def page_params(
+# Both are async although they only read the query: FastAPI runs a sync dependency in a worker thread,
+# a hop that cost more than the whole parse.
+
+
+async def page_params(
     limit: Annotated[
         int | None, Query(ge=1, le=MAX_LIMIT, description="rows per page (default: all)")
     ] = None,
@@ -25,7 +29,7 @@ def page_params(
     return Page(limit=limit, offset=offset)
 
 
-def node_filters(
+async def node_filters(
     cluster_id: int | None = None,
     role: NodeRole | None = None,
     state: Annotated[NodeState | None, Query(description="up, down or unknown (not probed yet)")] = None,

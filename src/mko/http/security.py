@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mko.access.audit import record_auth_event
 from mko.access.principal import Principal, allows
 from mko.access.sessions import session_principal
-from mko.access.tokens import authenticate_token
+from mko.http.credentials import TokenCache
 from mko.platform.db.models.access import Role
 from mko.platform.db.session import in_thread_session
 from mko.platform.errors import AuthenticationError, PermissionDeniedError
@@ -46,39 +46,37 @@ def _session_factory(request: Request) -> sessionmaker[Session]:
     return factory
 
 
-def current_principal(request: Request) -> Principal:
+async def current_principal(request: Request) -> Principal:
     """The caller from ``Authorization: Bearer …`` or the session cookie; 401 without valid credentials.
 
-    Sync, so FastAPI runs it in a worker thread; its session is its own and closed before the route
+    A bearer token is checked through the app's :class:`mko.http.credentials.TokenCache` (revocation
+    honoured at once); a cookie with a session of its own in a worker thread, closed before the route
     runs, so a request waiting for its route's thread holds no database connection.
     """
     cached: Principal | None = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
-    with _session_factory(request)() as session:
-        principal = _authenticate(request, session)
+    principal = await _authenticate(request)
     request.state.principal = principal
     return principal
 
 
-def _authenticate(request: Request, session: Session) -> Principal:
+async def _authenticate(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     if header:
         scheme, _, credentials = header.partition(" ")
         if scheme.lower() != "bearer" or not credentials.strip():
             raise _unauthenticated("use Authorization: Bearer <token>")
-        principal = authenticate_token(session, credentials.strip())
-        if principal is None:
-            settings = request.app.state.settings
-            record_auth_event(
-                session, settings, "token_invalid", "", client_address(request), request.url.path
-            )
+        tokens: TokenCache = request.app.state.token_cache
+        found = await tokens.authenticate(credentials.strip())
+        if found is None:
+            await _audit(request, "token_invalid", "", request.url.path)
             raise _unauthenticated("invalid, expired or revoked token")
-        return principal
+        return found
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie is None:
         raise _unauthenticated("authentication required")
-    principal = session_principal(session, cookie)
+    principal = await _db(request, lambda session: session_principal(session, cookie))
     if principal is None:
         raise _unauthenticated("session expired: log in again")
     if request.method not in SAFE_METHODS and request.url.path.startswith("/api/"):

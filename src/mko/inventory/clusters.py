@@ -101,12 +101,22 @@ def update_cluster(
     return cluster
 
 
+def empty_cluster(cluster_id: int) -> ConflictError:
+    """The refusal of an action on a cluster without nodes, naming the command that adds one."""
+    add = f"`mko node add HOSTNAME IP --cluster-id {cluster_id}`"
+    return ConflictError(f"cluster {cluster_id} has no nodes: add one with {add}")
+
+
 def delete_cluster(session: Session, cluster_id: int) -> None:
     """Remove an empty cluster; one with nodes is a conflict."""
     cluster = get_cluster(session, cluster_id)
     count = node_counts(session).get(cluster_id, 0)
     if count:
-        raise ConflictError(f"cluster {cluster_id} still has {count} node(s); remove or move them first")
+        raise ConflictError(
+            f"cluster {cluster_id} still has {count} node(s); remove or move them first"
+            f" (`mko node list --cluster-id {cluster_id}`, then `mko node remove ID`"
+            " or `mko node update ID --cluster-id OTHER`)"
+        )
     session.delete(cluster)
     _commit(session, "cluster is still referenced")
 

@@ -18,16 +18,22 @@ __all__ = ["dependencies_of", "depths", "find_cycle", "implicit_edges", "set_dep
 ProxmoxRow = tuple[int, str, int | None, Mapping[str, Any] | None]
 
 
+#: Node ids named in the query's IN list at most; for more (a cluster wake of 10,000 nodes) every
+#: dependency is read and filtered here: compiling 10,000 bound parameters took longer than the read.
+_IDS_IN_QUERY = 100
+
+
 def dependencies_of(session: Session, node_ids: Iterable[int] | None = None) -> dict[int, set[int]]:
     """node id → the ids it depends on (depends_on, and a VM's Proxmox host node), for these nodes (all
-    when None)."""
+    when None), in two queries."""
     wanted = None if node_ids is None else set(node_ids)
     query = select(NodeDependency.node_id, NodeDependency.depends_on_id)
-    if wanted is not None:
-        query = query.where(NodeDependency.node_id.in_(list(wanted)))
+    if wanted is not None and len(wanted) <= _IDS_IN_QUERY:
+        query = query.where(NodeDependency.node_id.in_(sorted(wanted)))
     edges: dict[int, set[int]] = {}
     for node_id, needed in session.execute(query):
-        edges.setdefault(node_id, set()).add(needed)
+        if wanted is None or node_id in wanted:
+            edges.setdefault(node_id, set()).add(needed)
     rows = session.execute(
         select(Node.id, Node.wol_method, Node.proxmox_host_id, Node.power_params).where(
             Node.proxmox_host_id.is_not(None)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session, joinedload
 
 from mko.inventory.clusters import DESCRIPTION_MAX, _commit
 from mko.inventory.dependencies import set_dependencies
@@ -26,6 +26,7 @@ from mko.platform import validation
 from mko.platform.db.models.inventory import DEFAULT_POWER_METHOD, Cluster, Node, ProxmoxHost
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.errors import InputError, NotFoundError
+from mko.platform.missing import does_not_exist
 
 __all__ = [
     "configure_wol",
@@ -50,9 +51,16 @@ _FIELD_CHECKS: dict[str, Callable[[Any, str], Any]] = {
 }
 
 
-def get_node(session: Session, node_id: int) -> Node:
-    """The node with this id, or NotFoundError."""
-    node = session.get(Node, node_id)
+# Built once: building a statement cost more than running it (the SQL is cached on the object).
+_NODE_WITH_CLUSTER = select(Node).options(joinedload(Node.cluster)).where(Node.id == bindparam("node_id"))
+
+
+def get_node(session: Session, node_id: int, *, with_cluster: bool = False) -> Node:
+    """The node with this id, or NotFoundError; ``with_cluster`` loads its cluster in the same query."""
+    if with_cluster:
+        node = session.scalars(_NODE_WITH_CLUSTER, {"node_id": node_id}).first()
+    else:
+        node = session.get(Node, node_id)
     if node is None:
         raise NotFoundError("node", node_id)
     return node
@@ -200,20 +208,12 @@ def _checked(session: Session, values: Mapping[str, Any], explicit: set[str]) ->
         if result.get(required) is None:
             raise InputError(required, "is required")
     if result.get("cluster_id") is not None and session.get(Cluster, result["cluster_id"]) is None:
-        raise InputError(
-            "cluster_id",
-            f"cluster {result['cluster_id']} does not exist: add one with `mko cluster add NAME`"
-            " (ids: `mko cluster list`)",
-        )
+        raise InputError("cluster_id", does_not_exist("cluster", result["cluster_id"]))
     if (
         result.get("proxmox_host_id") is not None
         and session.get(ProxmoxHost, result["proxmox_host_id"]) is None
     ):
-        raise InputError(
-            "proxmox_host_id",
-            f"Proxmox host {result['proxmox_host_id']} does not exist: add one with `mko proxmox add NAME"
-            " --host ADDRESS --token-id USER@REALM!TOKEN --secret -` (ids: `mko proxmox list`)",
-        )
+        raise InputError("proxmox_host_id", does_not_exist("Proxmox host", result["proxmox_host_id"]))
     check_power_settings(result, explicit)
     return result
 

@@ -123,7 +123,10 @@ def delete_host(session: Session, host_id: int) -> None:
     users = session.scalars(select(Node).where(Node.proxmox_host_id == host_id).order_by(Node.id)).all()
     if users:
         names = ", ".join(f"{n.id} ({n.hostname})" for n in users)
-        raise ConflictError(f"Proxmox host {host_id} is used by node(s) {names}; reconfigure them first")
+        raise ConflictError(
+            f"Proxmox host {host_id} is used by node(s) {names}; reconfigure them first"
+            " (`mko wol configure ID --physical`, or `--proxmox-host-id OTHER`)"
+        )
     session.delete(host)
     _commit(session, "Proxmox host is still referenced")
 

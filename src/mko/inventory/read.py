@@ -25,6 +25,7 @@ __all__ = [
     "NodeState",
     "check_cluster",
     "count_nodes",
+    "first_nodes_per_cluster",
     "node_table",
     "page_of_nodes",
     "select_nodes",
@@ -114,6 +115,19 @@ def page_of_nodes(session: Session, filters: NodeFilters, page: Page) -> tuple[S
     """One page of the filtered nodes and how many match in all."""
     nodes = select_nodes(session, filters, page)
     return nodes, _total(session, filters, page, len(nodes))
+
+
+def first_nodes_per_cluster(session: Session, per_cluster: int) -> tuple[list[Node], dict[int | None, int]]:
+    """The first ``per_cluster`` nodes (by id) of every cluster and of the nodes in none, in one query,
+    and how many nodes each cluster has (``None``: in no cluster): a view of every cluster that costs
+    the same at 100 nodes and at 10,000."""
+    ranked = select(
+        Node.id, func.row_number().over(partition_by=Node.cluster_id, order_by=Node.id).label("rank")
+    ).subquery()
+    first = select(ranked.c.id).where(ranked.c.rank <= per_cluster)
+    nodes = list(session.scalars(select(Node).where(Node.id.in_(first)).order_by(Node.id)))
+    counts = session.execute(select(Node.cluster_id, func.count(Node.id)).group_by(Node.cluster_id))
+    return nodes, {cluster_id: count for cluster_id, count in counts}
 
 
 def node_table(

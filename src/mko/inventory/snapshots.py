@@ -8,18 +8,20 @@ fallback), then builds each snapshot without touching the database again.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, object_session
 
-from mko.platform.db.models.inventory import Node, ProxmoxHost
+from mko.platform.db.models.inventory import Cluster, Node, ProxmoxHost
 from mko.power.base import LOCAL_SITE, NodeSnapshot, ProxmoxEndpoint
 from mko.power.params import DriverParams, EncryptedSecret, stored_value
 from mko.power.registry import DRIVERS
 
 __all__ = [
     "endpoint_of",
+    "node_rows",
     "node_site",
     "param_values",
     "snapshot",
@@ -54,14 +56,14 @@ def _column_fields() -> tuple[str, ...]:
     return tuple(name for name, (_info, meta) in DRIVERS.all_params_fields().items() if meta.column)
 
 
-def param_values(node: Node) -> dict[str, Any]:
+def param_values(node: Node, columns: Sequence[str] | None = None) -> dict[str, Any]:
     """The node's driver settings by flat name: the seed's columns and ``power_params`` together,
-    secrets as :class:`EncryptedSecret`."""
+    secrets as :class:`EncryptedSecret` (``columns``: :func:`_column_fields`, when the caller has it)."""
     values: dict[str, Any] = {}
     for name, stored in (node.power_params or {}).items():
         secret = isinstance(stored, dict) and "fernet" in stored
         values[name] = EncryptedSecret(stored["fernet"]) if secret else stored
-    for name in _column_fields():
+    for name in _column_fields() if columns is None else columns:
         values[name] = getattr(node, name)
     return values
 
@@ -80,9 +82,9 @@ def stored_params(values: Mapping[str, Any]) -> dict[str, Any]:
     return stored
 
 
-def params_of(node: Node) -> DriverParams:
+def params_of(node: Node, columns: Sequence[str] | None = None) -> DriverParams:
     """The node's settings as its driver's model (values already checked when they were stored)."""
-    return DRIVERS.params(node.wol_method).model_validate(param_values(node))
+    return DRIVERS.params(node.wol_method).model_validate(param_values(node, columns))
 
 
 class _Refs:
@@ -107,7 +109,7 @@ class _Refs:
         return {} if host is None else {"proxmox_host": host}
 
 
-def _build(node: Node, refs: _Refs) -> NodeSnapshot:
+def _build(node: Node, refs: _Refs, columns: Sequence[str]) -> NodeSnapshot:
     return NodeSnapshot(
         node_id=node.id,
         hostname=node.hostname,
@@ -116,9 +118,48 @@ def _build(node: Node, refs: _Refs) -> NodeSnapshot:
         method=node.wol_method,
         probe_port=node.probe_port or node.ssh_port,
         site=node_site(node),
-        params=params_of(node),
+        params=params_of(node, columns),
         refs=refs.of(node),
     )
+
+
+#: What a wake reads of a node besides its driver's column settings (``power_params`` holds the rest).
+_ROW_COLUMNS = (
+    "id",
+    "hostname",
+    "ip_address",
+    "role",
+    "wol_method",
+    "wol_enabled",
+    "probe_port",
+    "ssh_port",
+    "site",
+    "cluster_id",
+    "proxmox_host_id",
+    "power_params",
+)
+
+
+def node_rows(session: Session, *, cluster_id: int) -> list[Any]:
+    """The nodes of a cluster by id, as one core query reads them (no ORM objects): each row has the
+    attributes :func:`snapshots` and a wake's checks read, and ``cluster.site``.
+
+    For a wake of 10,000 nodes: loading them as ORM objects with their relationships took longer than
+    sending every packet.
+    """
+    names = dict.fromkeys((*_ROW_COLUMNS, *_column_fields()))
+    query = (
+        select(*(getattr(Node, name) for name in names), Cluster.site.label("cluster_site"))
+        .outerjoin(Cluster, Cluster.id == Node.cluster_id)
+        .where(Node.cluster_id == cluster_id)
+        .order_by(Node.id)
+    )
+    result = session.execute(query)
+    keys = list(result.keys())[:-1]  # the last is cluster_site
+    return [
+        SimpleNamespace(**dict(zip(keys, row, strict=False)), cluster=SimpleNamespace(site=row[-1]))
+        for row in result
+    ]
 
 
 def snapshots(session: Session | None, nodes: Sequence[Node]) -> list[NodeSnapshot]:
@@ -126,7 +167,8 @@ def snapshots(session: Session | None, nodes: Sequence[Node]) -> list[NodeSnapsh
     if session is None and nodes:
         session = object_session(nodes[0])
     refs = _Refs(session, nodes)
-    return [_build(node, refs) for node in nodes]
+    columns = _column_fields()  # once: it walks every driver's settings model
+    return [_build(node, refs, columns) for node in nodes]
 
 
 def snapshot(node: Node) -> NodeSnapshot:

@@ -3,7 +3,7 @@
 from mko.lab.harness import DEFAULT_BOOT_PORT, RunningLab, RunningNode
 from mko.lab.microk8s import Microk8sCluster, configure_microk8s
 from mko.lab.netns import Lab, LabNode, NodeSpec, cleanup_stale, enter_netns
-from mko.lab.nodesys import STANDINS, LabSsh, NodeSystem, StandIn, register_standin
+from mko.lab.nodesys import STANDINS, LabSsh, NodeSystem, StandIn
 from mko.lab.recorder import BootOnWake, CapturedPacket, MagicPacketRecorder
 
 __all__ = [
@@ -24,5 +24,4 @@ __all__ = [
     "cleanup_stale",
     "configure_microk8s",
     "enter_netns",
-    "register_standin",
 ]

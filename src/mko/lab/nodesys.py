@@ -4,7 +4,7 @@ Each node with SSH gets a directory (docs/lab.md, "What `mko lab up` builds")::
 
     NODE_DIR/
       sshd_config  ssh_host_ed25519_key  hosts  resolv.conf  launch.sh  sshd.log
-      bin/         stand-in scripts; bind-mounted over /usr/local/sbin, and each one over the real
+      bin/         stand-in launchers; bind-mounted over /usr/local/sbin, and each one over the real
                    command's path when that exists (/usr/sbin/ethtool, /usr/bin/systemctl, …)
       etc-systemd-network/   bind-mounted over /etc/systemd/network (.link files land here)
       etc-systemd-system/    bind-mounted over /etc/systemd/system (unit files land here)
@@ -19,22 +19,26 @@ sshd runs as ``ip netns exec NS unshare --uts --mount … sh launch.sh``: its ow
 and bind mounts, none of which reach the host. Commands run over SSH therefore see the stand-ins at
 the real paths, so code under test runs exactly the argument lists it would run on a real machine.
 
-Stand-ins are registered in :data:`STANDINS` (name, Python body, real paths). A stand-in is a small
-Python script sharing a prologue that logs the call and offers ``load``/``save`` of state files,
-``fail(message, code)`` and ``request_power("off" | "reboot")`` (carried out by the lab once the
-command returned: see mko.lab.harness.PowerRequests); ``LAB`` is the lab's root directory, for state
-shared by every node (mko.lab.microk8s keeps the simulated cluster there). More stand-ins are added
-with :func:`register_standin` before the lab starts; their ``on_boot`` / ``on_halt`` hooks run when a
-node boots or loses power (what systemd would start at boot, what dies with the power).
+The stand-ins are listed in :data:`STANDINS` (name, module, real paths, power hooks). Their code is
+the package mko.lab.nodeside (standard library only): :class:`LabSsh` copies it to
+``LAB/nodeside-py/nodeside/`` once per lab, and each node's ``bin/NAME`` is a three-line launcher that
+runs ``nodeside.<module>.run`` under the node's system Python with the node's state directory
+(``request_power("off" | "reboot")`` is carried out by the lab once the command returned: see
+mko.lab.harness.PowerRequests); ``LAB`` holds state shared by every node (mko.lab.microk8s keeps the
+simulated cluster there). A stand-in's ``on_boot`` / ``on_halt`` hooks run when a node boots or loses
+power (what systemd would start at boot, what dies with the power). A new stand-in is one module in
+mko.lab.nodeside plus one entry in :data:`STANDINS`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.resources
 import json
 import logging
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import threading
@@ -45,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from mko.lab.netns import LabNode, kill_netns_processes
+from mko.lab.nodeside import cluster_state
 from mko.platform.errors import LabError
 
 __all__ = [
@@ -53,7 +58,6 @@ __all__ = [
     "NodeSystem",
     "SshdService",
     "StandIn",
-    "register_standin",
 ]
 
 log = logging.getLogger(__name__)
@@ -62,277 +66,82 @@ PYTHON = "/usr/bin/python3"
 SSHD = "/usr/sbin/sshd"
 STANDIN_DIR = "/usr/local/sbin"  # first in sshd's default PATH for root, and empty on Debian
 _SSHD_READY_TIMEOUT = 10.0
+# Node directory → the path it is bind-mounted over inside the node (see mko.lab.nodefiles).
+NODE_FILE_DIRS = {
+    "var-snap-microk8s": "/var/snap/microk8s",
+    "logind.conf.d": "/etc/systemd/logind.conf.d",
+    "sudoers.d": "/etc/sudoers.d",
+}
+# The node's own accounts (a copy of the host's at first): a login user of its own for sudo tests.
+NODE_ACCOUNT_FILES = ("passwd", "group", "shadow")
 # Real binaries the lab needs: sshd itself, and ethtool so its stand-in can shadow /usr/sbin/ethtool.
 _REQUIRED = {SSHD: "openssh-server", "/usr/sbin/ethtool": "ethtool", PYTHON: "python3"}
 
 
+NODESIDE_DIR = "nodeside-py"  # under the lab's root: the copy of mko.lab.nodeside the nodes import
+
+
 @dataclass(frozen=True)
 class StandIn:
-    """A command replaced inside lab nodes: its name, Python body and the real paths it shadows."""
+    """A command replaced inside lab nodes: its name, its module in mko.lab.nodeside, the real paths it
+    shadows."""
 
     name: str
-    body: str
+    module: str
     paths: tuple[str, ...] = ()
     # Called with the node's NodeSystem when it boots / when its power goes (after every process died).
     on_boot: Callable[[NodeSystem], None] | None = None
     on_halt: Callable[[NodeSystem], None] | None = None
 
-
-STANDINS: dict[str, StandIn] = {}
-
-
-def register_standin(standin: StandIn) -> None:
-    """Add (or replace) a stand-in; nodes started afterwards get it."""
-    STANDINS[standin.name] = standin
-
-
-# ----------------------------------------------------------------------------- stand-in scripts
-
-_PROLOGUE = """#!{python} -I
-# mko lab stand-in for `{name}`: realistic output, state in {state}, every call logged.
-import json, os, sys, time
-STATE = {state!r}
-LAB = {lab!r}
-NAME = {name!r}
+    def launcher(self, state: Path, lab: Path) -> str:
+        """The node's ``bin/NAME``: the system Python runs ``nodeside.MODULE.run`` on the node's STATE."""
+        if not self.module.isidentifier():  # the names are mko's own, never user data
+            raise ValueError(f"stand-in module {self.module!r} is not a module name")
+        package = str(lab / NODESIDE_DIR)
+        main = f"standin.main({str(state)!r}, {str(lab)!r}, {self.name!r}, {self.module}.run)"
+        return (
+            f"#!{PYTHON} -I\n"
+            f"import sys; sys.path.insert(0, {package!r})\n"
+            f"from nodeside import standin, {self.module}; raise SystemExit({main})\n"
+        )
 
 
-def load(name, default):
-    try:
-        with open(os.path.join(STATE, name)) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return default
+def _microk8s_boots(system: NodeSystem) -> None:
+    # What systemd starts at boot: MicroK8s' services, unless `microk8s stop` disabled them.
+    with cluster_state.Cluster(str(system.ssh.root)) as state:
+        cluster_state.boot(state, system.hostname, time.time())
 
 
-def save(name, value):
-    tmp = os.path.join(STATE, "." + name + ".%d" % os.getpid())
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=1, sort_keys=True)
-    os.replace(tmp, os.path.join(STATE, name))
+def _microk8s_halts(system: NodeSystem) -> None:
+    with cluster_state.Cluster(str(system.ssh.root)) as state:
+        cluster_state.halt(state, system.hostname, time.time())
 
 
-def fail(message, code=1):
-    sys.stderr.write(message + "\\n")
-    sys.exit(code)
+STANDINS: tuple[StandIn, ...] = (
+    StandIn("ethtool", "ethtool", ("/usr/sbin/ethtool", "/sbin/ethtool")),
+    StandIn("systemctl", "systemctl", ("/usr/bin/systemctl", "/bin/systemctl")),
+    StandIn("nmcli", "nmcli", ("/usr/bin/nmcli",)),
+    StandIn(
+        "microk8s",
+        "microk8s",
+        ("/snap/bin/microk8s",),
+        on_boot=_microk8s_boots,
+        on_halt=_microk8s_halts,
+    ),
+    StandIn("snap", "snap", ("/usr/bin/snap",)),
+    StandIn("shutdown", "shutdown", ("/usr/sbin/shutdown", "/sbin/shutdown")),
+)
 
 
-def request_power(action):
-    # The lab switches this node off ("off") or restarts it ("reboot") once this command returned.
-    # Written whole, then renamed: the lab's watcher must never read a created but still empty file.
-    tmp = os.path.join(STATE, ".power.request.%d" % os.getpid())
-    with open(tmp, "w") as f:
-        f.write(action)
-    os.replace(tmp, os.path.join(STATE, "power.request"))
-
-
-_CALL = {{"t": time.time(), "cmd": NAME, "argv": sys.argv[1:], "uid": os.geteuid()}}
-with open(os.path.join(STATE, "calls.log"), "a") as _log:
-    _log.write(json.dumps(_CALL) + "\\n")
-"""
-
-_ETHTOOL = r"""
-WOL_LETTERS = "pumbagsd"
-args = sys.argv[1:]
-nics = load("nic.json", {})
-
-
-def device(name):
-    if not os.path.exists(os.path.join("/sys/class/net", name)):
-        fail("netlink error: no device matches name (No such device)", 1)
-    return nics.setdefault(name, {"supports": "", "wake_on": "d", "default": "d"})
-
-
-def show(name):
-    nic = device(name)
-    out = ["Settings for %s:" % name,
-           "\tSupported ports: [ TP ]",
-           "\tSupported link modes:   10baseT/Half 10baseT/Full",
-           "\t                        100baseT/Half 100baseT/Full",
-           "\t                        1000baseT/Full",
-           "\tSupported pause frame use: Symmetric",
-           "\tSupports auto-negotiation: Yes",
-           "\tSupported FEC modes: Not reported",
-           "\tAdvertised link modes:  10baseT/Half 10baseT/Full",
-           "\t                        100baseT/Half 100baseT/Full",
-           "\t                        1000baseT/Full",
-           "\tAdvertised pause frame use: Symmetric",
-           "\tAdvertised auto-negotiation: Yes",
-           "\tAdvertised FEC modes: Not reported",
-           "\tSpeed: 1000Mb/s",
-           "\tDuplex: Full",
-           "\tAuto-negotiation: on",
-           "\tPort: Twisted Pair",
-           "\tPHYAD: 1",
-           "\tTransceiver: internal",
-           "\tMDI-X: on (auto)"]
-    if nic["supports"]:
-        if os.geteuid() != 0:
-            sys.stderr.write("netlink error: Operation not permitted\n")
-        else:
-            out += ["\tSupports Wake-on: %s" % nic["supports"], "\tWake-on: %s" % nic["wake_on"]]
-    out += ["\tCurrent message level: 0x00000007 (7)",
-            "\t\t\t       drv probe link",
-            "\tLink detected: yes"]
-    print("\n".join(out))
-
-
-def set_wol(name, modes):
-    nic = device(name)
-    if os.geteuid() != 0:
-        fail("netlink error: Operation not permitted", 1)
-    if not modes or any(c not in WOL_LETTERS for c in modes):
-        fail("ethtool: bad command line argument(s)\nFor more information run ethtool -h", 1)
-    if not nic["supports"]:
-        fail("netlink error: Operation not supported", 75)
-    wanted = "" if modes == "d" else modes.replace("d", "")
-    if any(c not in nic["supports"] for c in wanted):
-        fail("netlink error: cannot enable unsupported WoL mode (offset 36)\n"
-             "netlink error: Invalid argument", 1)
-    nic["wake_on"] = "".join(c for c in WOL_LETTERS if c in wanted) or "d"
-    save("nic.json", nics)
-
-
-if len(args) == 1 and not args[0].startswith("-"):
-    show(args[0])
-elif len(args) == 4 and args[0] in ("-s", "--change") and args[2] == "wol":
-    set_wol(args[1], args[3])
-else:
-    fail("mko lab ethtool stand-in: unsupported arguments: %s" % " ".join(args), 64)
-"""
-
-_SYSTEMCTL = r"""
-args = [a for a in sys.argv[1:] if a not in ("--quiet", "-q", "--no-pager", "--system")]
-quiet = len(args) != len(sys.argv) - 1
-services = load("services.json", {"active": [], "enabled": []})
-UNIT_DIRS = ("/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system")
-
-
-def unit_name(name):
-    return name if "." in name else name + ".service"
-
-
-def unit_file(name):
-    for d in UNIT_DIRS:
-        path = os.path.join(d, name)
-        if os.path.isfile(path):
-            return path
-    return None
-
-
-def exec_start(name):
-    path = unit_file(name)
-    if path is None:
-        return
-    import shlex, subprocess
-    with open(path) as f:
-        for line in f:
-            if line.strip().startswith("ExecStart="):
-                argv = shlex.split(line.strip()[len("ExecStart="):].lstrip("-@:+!"))
-                subprocess.run(argv, check=False)
-
-
-if not args:
-    fail("mko lab systemctl stand-in: a command is required", 64)
-cmd, units = args[0], [unit_name(u) for u in args[1:] if not u.startswith("-")]
-if cmd == "is-active":
-    states = ["active" if u in services["active"] else "inactive" for u in units]
-    if not quiet:
-        print("\n".join(states))
-    sys.exit(0 if states and all(s == "active" for s in states) else 3)
-elif cmd == "is-enabled":
-    code = 0
-    for u in units:
-        if unit_file(u) is None:
-            sys.stderr.write("Failed to get unit file state for %s: No such file or directory\n" % u)
-            code = 1
-            continue
-        state = "enabled" if u in services["enabled"] else "disabled"
-        code = code or (0 if state == "enabled" else 1)
-        if not quiet:
-            print(state)
-    sys.exit(code)
-elif cmd == "daemon-reload":
-    sys.exit(0)
-elif cmd in ("enable", "disable"):
-    now = "--now" in sys.argv
-    for u in units:
-        if unit_file(u) is None:
-            fail("Failed to %s unit: Unit file %s does not exist." % (cmd, u), 1)
-        link = "/etc/systemd/system/multi-user.target.wants/" + u
-        if cmd == "enable" and u not in services["enabled"]:
-            services["enabled"].append(u)
-            sys.stderr.write("Created symlink %s \u2192 %s.\n" % (link, unit_file(u)))
-        elif cmd == "disable" and u in services["enabled"]:
-            services["enabled"].remove(u)
-            sys.stderr.write("Removed \"%s\".\n" % link)
-    save("services.json", services)
-    if now and cmd == "enable":
-        for u in units:
-            exec_start(u)
-elif cmd in ("start", "restart"):
-    for u in units:
-        if unit_file(u) is None and u not in services["active"]:
-            fail("Failed to start %s: Unit %s not found." % (u, u), 5)
-        exec_start(u)
-elif cmd == "stop":
-    for u in units:
-        if u in services["active"]:
-            services["active"].remove(u)
-    save("services.json", services)
-elif cmd in ("poweroff", "halt", "reboot"):
-    request_power("reboot" if cmd == "reboot" else "off")
-else:
-    fail("mko lab systemctl stand-in: unsupported command %r" % cmd, 64)
-"""
-
-_NMCLI = r"""
-args = sys.argv[1:]
-nm = load("nm.json", {"running": False, "devices": {}, "connections": {}})
-if not nm["running"]:
-    fail("Error: NetworkManager is not running.", 8)
-terse = fields = get = None
-while args and args[0].startswith("-"):
-    opt = args.pop(0)
-    if opt in ("-t", "--terse"):
-        terse = True
-    elif opt in ("-f", "--fields"):
-        fields = args.pop(0).split(",")
-    elif opt in ("-g", "--get-values"):
-        get = args.pop(0).split(",")
-    else:
-        fail("Error: Option '%s' is unknown, try 'nmcli -help'." % opt, 2)
-if args[:2] == ["device", "show"] and len(args) == 3:
-    dev = nm["devices"].get(args[2])
-    if dev is None:
-        fail("Error: Device '%s' not found." % args[2], 10)
-    values = {"GENERAL.DEVICE": args[2], "GENERAL.STATE": dev["state"],
-              "GENERAL.CONNECTION": dev.get("connection") or ""}
-    for name in (get or fields or list(values)):
-        print(values.get(name, "") if get else "%s:%s" % (name, values.get(name, "")))
-elif args[:2] == ["connection", "show"] and len(args) == 3 and get:
-    con = nm["connections"].get(args[2])
-    if con is None:
-        fail("Error: %s - no such connection profile." % args[2], 10)
-    for name in get:
-        print(con.get(name, ""))
-elif args[:2] == ["connection", "modify"] and len(args) == 5:
-    con = nm["connections"].get(args[2])
-    if con is None:
-        fail("Error: unknown connection '%s'." % args[2], 10)
-    if args[3] not in ("802-3-ethernet.wake-on-lan", "ethernet.wake-on-lan"):
-        fail("mko lab nmcli stand-in: unsupported property %s" % args[3], 64)
-    allowed = {"default", "ignore", "none", "phy", "unicast", "multicast", "broadcast", "arp", "magic"}
-    if args[4] not in allowed:
-        fail("Error: failed to modify 802-3-ethernet.wake-on-lan: invalid option '%s'." % args[4], 2)
-    con["802-3-ethernet.wake-on-lan"] = args[4]
-    save("nm.json", nm)
-else:
-    fail("mko lab nmcli stand-in: unsupported arguments: %s" % " ".join(sys.argv[1:]), 64)
-"""
-
-register_standin(StandIn("ethtool", _ETHTOOL, ("/usr/sbin/ethtool", "/sbin/ethtool")))
-register_standin(StandIn("systemctl", _SYSTEMCTL, ("/usr/bin/systemctl", "/bin/systemctl")))
-register_standin(StandIn("nmcli", _NMCLI, ("/usr/bin/nmcli",)))
+def _copy_nodeside(lab: Path) -> None:
+    """Copy the package mko.lab.nodeside to LAB/nodeside-py/nodeside, where the nodes' Python imports it."""
+    # NOTE: a copy, not mko's own files: the nodes' system Python cannot import from mko's venv, and the
+    # lab directory is what every node's mount namespace sees.
+    target = lab / NODESIDE_DIR / "nodeside"
+    target.mkdir(parents=True, exist_ok=True)
+    for entry in importlib.resources.files("mko.lab.nodeside").iterdir():
+        if entry.name.endswith(".py"):
+            (target / entry.name).write_bytes(entry.read_bytes())
 
 
 # ----------------------------------------------------------------------------- keys
@@ -371,6 +180,7 @@ class LabSsh:
         public = _generate_key(client_key)
         authorized = root / "authorized_keys"
         authorized.write_text(public + "\n")
+        _copy_nodeside(root)
         # NOTE: sshd refuses to start without its privilege-separation directory.
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         return cls(root, port, client_key, authorized)
@@ -453,14 +263,9 @@ class NodeSystem:
         return json.loads((self.state / name).read_text())
 
     def _write_standins(self) -> None:
-        for standin in STANDINS.values():
+        for standin in STANDINS:
             script = self.bin / standin.name
-            script.write_text(
-                _PROLOGUE.format(
-                    python=PYTHON, name=standin.name, state=str(self.state), lab=str(self.ssh.root)
-                )
-                + standin.body
-            )
+            script.write_text(standin.launcher(self.state, self.ssh.root))
             script.chmod(0o755)
 
     def _write_sshd_config(self) -> None:
@@ -499,7 +304,18 @@ class NodeSystem:
             # ~0.2 s per command, which a fresh node does not have.
             (str(self.home), "/root"),
         ]
-        for standin in STANDINS.values():
+        # Per-node files the host side writes (mko.lab.nodefiles: MicroK8s' args/kubelet, logind
+        # drop-ins); the targets are made empty on the host first, as /etc/systemd/network above.
+        for name, target in NODE_FILE_DIRS.items():
+            os.makedirs(target, exist_ok=True)
+            (self.dir / name).mkdir(exist_ok=True)
+            mounts.append((str(self.dir / name), target))
+        for name in NODE_ACCOUNT_FILES:
+            own = self.dir / f"etc-{name}"
+            if not own.exists():
+                shutil.copy2(f"/etc/{name}", own)
+            mounts.append((str(own), f"/etc/{name}"))
+        for standin in STANDINS:
             for path in standin.paths:
                 if os.path.isfile(path) and not os.path.islink(path):
                     mounts.append((str(self.bin / standin.name), path))
@@ -581,7 +397,7 @@ class NodeSystem:
         self._run_hooks("on_halt")
 
     def _run_hooks(self, which: str) -> None:
-        for standin in list(STANDINS.values()):
+        for standin in STANDINS:
             hook = getattr(standin, which)
             if hook is None:
                 continue

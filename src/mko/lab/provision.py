@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from mko.lab.control import LAB_UPS
 from mko.lab.harness import RunningLab
 from mko.lab.inventory import register_lab
+from mko.lab.nodefiles import graceful_shutdown
 from mko.lab.nut import NutServer
 from mko.platform.db.models.rules import ClusterAction
 from mko.platform.db.models.ups import PowerEvent
@@ -54,12 +55,18 @@ def provision_lab(
 ) -> ProvisionedLab:
     """Register the lab in ``session``'s database, trust its host keys, watch its UPS, add the two rules.
 
+    Every node gets kubelet's graceful node shutdown configured (mko.lab.nodefiles): the lab is a cluster
+    that passes ``mko cluster check``.
+
     The rules are the seed's: power loss → graceful shutdown after ``shutdown_delay`` seconds (cancelled
     if power returns first), power restored → wake_on_lan followed by the recovery, once mains has held
     ``stable_for`` seconds and the charge is at least ``min_charge``. ``power_cycle``: the UPS cuts and
     restores its load at the end of a shutdown (the lab's UPS honours shutdown.return).
     """
     cluster, nodes = register_lab(session, running, cluster_name=LAB_CLUSTER, control_planes=control_planes)
+    for node in running.nodes:
+        if node.system is not None:  # kubelet's graceful node shutdown set up, as `mko cluster check` wants
+            graceful_shutdown(node.system)
     settings.ssh_known_hosts.parent.mkdir(parents=True, exist_ok=True)
     settings.ssh_known_hosts.write_text("\n".join(running.known_hosts_lines()) + "\n")
     ups = create_ups(

@@ -164,7 +164,9 @@ async def collect_macs(
     def begin(session: Session) -> tuple[int, dict[int, tuple[SshTarget, str]]]:
         nodes = _nodes_for(session, node_ids)
         if not nodes:
-            raise ConflictError("there are no nodes to collect MAC addresses from")
+            raise ConflictError(
+                "there are no nodes to collect MAC addresses from: add one with `mko node add HOSTNAME IP`"
+            )
         operation = start_operation(
             session,
             kind="wol_collect_mac",

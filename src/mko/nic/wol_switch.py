@@ -127,7 +127,11 @@ async def set_nic_wol(
         log.warning("node %s: wol %s failed: %s", node_id, verb, exc)
         message = f"{exc} (operation {operation_id})"
         if isinstance(exc, SshUnreachableError):
-            message += '; to change only mko\'s flag: --flag-only (API: {"flag_only": true})'
+            message += (
+                f"; is it on, with SSH on port {target.port}? (`mko node update {node_id} --ssh-port PORT`);"
+                f" to change only mko's flag: `mko wol {verb} {node_id} --flag-only`"
+                ' (API: {"flag_only": true})'
+            )
         if isinstance(exc, UnsupportedActionError):
             raise UnsupportedActionError(message) from exc
         raise NicError(message) from exc

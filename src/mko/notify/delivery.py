@@ -16,14 +16,14 @@ never logged or shown in full (apprise's privacy form hides their secrets).
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import re
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-
-import apprise
+from types import ModuleType
 
 from mko.platform.errors import InputError
 from mko.platform.secrets import SecretBox
@@ -44,12 +44,12 @@ log = logging.getLogger("mko.notify")
 
 # Notifications are rare; this only stops a storm (a flapping UPS) from opening hundreds of sockets.
 _SENDERS = threading.BoundedSemaphore(8)
-_TYPES = {
-    "info": apprise.NotifyType.INFO,
-    "success": apprise.NotifyType.SUCCESS,
-    "warning": apprise.NotifyType.WARNING,
-    "failure": apprise.NotifyType.FAILURE,
-}
+_TYPES = ("info", "success", "warning", "failure")  # apprise's NotifyType values
+
+
+def _apprise() -> ModuleType:
+    """apprise, imported on first use: a `mko serve` that sends nothing does not carry it (~4 MiB)."""
+    return importlib.import_module("apprise")
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ def validate_urls(urls: Iterable[str], field_name: str = "notify_urls") -> list[
         url = raw.strip()
         if not url:
             continue
-        if apprise.Apprise.instantiate(url) is None:
+        if _apprise().Apprise.instantiate(url) is None:
             # The URL itself may hold a token: name its scheme and position only.
             scheme = url.split("://", 1)[0] if "://" in url else "?"
             raise InputError(
@@ -102,10 +102,10 @@ def validate_urls(urls: Iterable[str], field_name: str = "notify_urls") -> list[
 
 def masked(url: str) -> str:
     """The URL with its secrets hidden, for showing and logging."""
-    plugin = apprise.Apprise.instantiate(url)
+    plugin = _apprise().Apprise.instantiate(url)
     if plugin is None:
         return url.split("://", 1)[0] + "://…"
-    private = str(plugin.url(privacy=True)).split("?", 1)[0]  # type: ignore[no-untyped-call]
+    private = str(plugin.url(privacy=True)).split("?", 1)[0]
     scheme, _, rest = private.partition("://")
     # apprise hides passwords and tokens, but some services carry the secret elsewhere (an ntfy topic,
     # a webhook path): every word that is not a host name, an address or a short path is shortened too.
@@ -155,6 +155,7 @@ def send(settings: Settings, message: Message, extra_urls: Sequence[str] = ()) -
 def _deliver(urls: list[str], message: Message, timeout: float, delivery: Delivery) -> None:
     try:
         with _SENDERS:
+            apprise = _apprise()
             sender = apprise.Apprise()
             for position, url in enumerate(urls, start=1):
                 if not sender.add(url):
@@ -166,7 +167,7 @@ def _deliver(urls: list[str], message: Message, timeout: float, delivery: Delive
             result = sender.notify(
                 body=message.body,
                 title=message.title,
-                notify_type=_TYPES.get(message.kind, apprise.NotifyType.INFO),
+                notify_type=apprise.NotifyType(message.kind if message.kind in _TYPES else "info"),
                 timeout=timeout,
             )
             for service in result:

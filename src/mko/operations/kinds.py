@@ -20,5 +20,12 @@ SHUTDOWN_KINDS = ("cluster_shutdown", "cluster_force_shutdown")
 
 RECOVER_KIND = "cluster_recover"
 
+# A recovery's step about one node's Kubernetes readiness is named "Ready <host>": the node states
+# (mko.wol.node_state) read the newest one as the last known readiness.
+READY_STEP_PREFIX = "Ready "
+
 
 NODE_DRAIN_KIND = "node_drain"  # a single node's maintenance: drained, never past a PodDisruptionBudget
+
+
+CHECK_KIND = "cluster_check"  # a preflight: SSH, sudo, graceful node shutdown, WoL, BMC restore policy

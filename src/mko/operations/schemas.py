@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mko.platform.db.models.operations import OperationStatus
 
-__all__ = ["OperationPublic", "OperationStepPublic"]
+__all__ = ["OperationBrief", "OperationPublic", "OperationStepPublic"]
 
 
 class OperationStepPublic(BaseModel):
@@ -27,8 +27,8 @@ class OperationStepPublic(BaseModel):
     finished_at: datetime | None
 
 
-class OperationPublic(BaseModel):
-    """An operation with its steps."""
+class OperationBrief(BaseModel):
+    """An operation in one line: no steps, parameters or result (what a list or a dashboard polls)."""
 
     model_config = ConfigDict(from_attributes=True)
 
@@ -40,11 +40,16 @@ class OperationPublic(BaseModel):
     source: str
     status: OperationStatus
     summary: str
-    parameters: dict[str, Any]
-    result: dict[str, Any]
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+
+class OperationPublic(OperationBrief):
+    """An operation with its parameters, result and steps."""
+
+    parameters: dict[str, Any]
+    result: dict[str, Any]
     # The process carrying it out (mko.operations.ownership), and the serve instance under high availability.
     owner_host: str | None = None
     owner_pid: int | None = None

@@ -20,6 +20,7 @@ under it; a class inherits them unless it says otherwise (the numbers in bracket
     │   │   └── NutResponseError                     upsd answered ERR <code>
     │   ├── LabNotUpError                            no lab daemon answers for this directory
     │   └── DatabaseUnavailableError                 the database refuses connections
+    ├── ReadOnlySessionError          500 · exit 70  a read route's session was asked to write (a bug)
     ├── PowerError                    502 · exit 1   a power action could not be carried out
     │   ├── FatalPowerError                          bad settings, authentication: never retried
     │   │   ├── UnsupportedActionError  (409)        the node's driver cannot do this at all
@@ -83,6 +84,7 @@ __all__ = [
     "PermissionDeniedError",
     "PostgresError",
     "PowerError",
+    "ReadOnlySessionError",
     "RetryablePowerError",
     "ScenarioError",
     "SshAuthError",
@@ -223,6 +225,14 @@ class DatabaseUnavailableError(UnavailableError):
 
 
 # --------------------------------------------------------------------------- a power action failed
+
+
+class ReadOnlySessionError(MkoError):
+    """A session of a read route (``mko.platform.db.session.make_read_session_factory``) was asked to
+    flush or commit: the route writes, which it must not; a bug, answered like any other (500)."""
+
+    http_status = 500
+    exit_code = EXIT_INTERNAL
 
 
 class PowerError(MkoError):

@@ -228,6 +228,15 @@ class Settings(BaseSettings):
     recovery_timeout: float = Field(
         default=900.0, gt=0, le=7200, description="recovery: until every node is started, Ready, uncordoned"
     )
+    preflight_timeout: float = Field(
+        default=60.0, gt=0, le=3600, description="`mko cluster check`: seconds for all checks of a node"
+    )
+    preflight_shutdown_wait: float = Field(
+        default=10.0,
+        ge=0,
+        le=600,
+        description="seconds a shutdown for power or on a schedule waits for its preflight before it goes on",
+    )
 
     admin_password: SecretStr | None = Field(
         default=None, description="password of the first admin; generated and printed once when unset"

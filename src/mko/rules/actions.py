@@ -384,7 +384,8 @@ class ShutdownClusterAction(ClusterActionHandler):
                 f" of UPS {context.ups_name}" + (f": {context.why}" if context.why else ""),
             )
         link_operation(context, "operation_id", prepared.operation_id)
-        operation = await run_shutdown(factory, settings, prepared, abort=context.stop)
+        # The preflight runs beside the first steps; its findings are recorded, never waited on for long.
+        operation = await run_shutdown(factory, settings, prepared, abort=context.stop, checks=True)
         return ActionResult(operation.status, operation.summary, operation.id)
 
 

@@ -14,6 +14,7 @@ from mko.inventory.clusters import get_cluster
 from mko.platform.db.models.rules import ClusterAction, PowerRule
 from mko.platform.db.models.ups import UPS, PowerEvent
 from mko.platform.errors import InputError, NotFoundError
+from mko.platform.missing import does_not_exist
 from mko.platform.settings import Settings
 from mko.rules.actions import ACTIONS
 from mko.rules.schemas import RuleCreate
@@ -53,21 +54,13 @@ def _checked(
     """Every field of a rule checked (nothing is stored when one is wrong): the columns to store."""
     available = ACTIONS if actions is None else actions
     if session.get(UPS, data.ups_id) is None:
-        raise InputError(
-            "ups_id",
-            f"UPS {data.ups_id} does not exist: add one with `mko ups add NAME UPSNAME@NUT-HOST`"
-            " (ids: `mko ups list`)",
-        )
+        raise InputError("ups_id", does_not_exist("UPS", data.ups_id))
     if data.cluster_action not in available:
         raise InputError("cluster_action", _missing_action_message(data.cluster_action))
     try:
         get_cluster(session, data.cluster_id)
     except NotFoundError:
-        raise InputError(
-            "cluster_id",
-            f"cluster {data.cluster_id} does not exist: add one with `mko cluster add NAME`"
-            " (ids: `mko cluster list`)",
-        ) from None
+        raise InputError("cluster_id", does_not_exist("cluster", data.cluster_id)) from None
     if data.battery_threshold is not None:
         if data.power_event != PowerEvent.LOW_BATTERY:
             raise InputError(

@@ -11,7 +11,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from mko.cluster.options import get_options
 from mko.cluster.plan import plan_shutdown
+from mko.cluster.preflight import CheckReport, checked_run, start_check
 from mko.cluster.shutdown import run_shutdown, start_shutdown
 from mko.operations.records import Actor, finish_operation, record_step
 from mko.platform.db.models.base import utcnow
@@ -124,24 +126,38 @@ async def run_scheduled_wake(context: RunContext, run: PreparedRun) -> Operation
 
 
 async def run_scheduled_shutdown(context: RunContext, run: PreparedRun) -> Operation:
-    """A schedule's shutdown: plan now, run it as its own operation, link it from the schedule's."""
+    """A schedule's shutdown: plan now, run it as its own operation, link it from the schedule's.
+
+    The preflight checks run first when the cluster has ``preflight_required`` (a failing check refuses
+    the shutdown), else beside the shutdown's first steps; either way the findings are in its operation.
+    """
     factory, settings = context.session_factory, context.settings
     with factory() as session:
         operation = session.get_one(Operation, run.operation_id)
         cluster_id = operation.target_id or 0
+        required = get_options(session, cluster_id).preflight_required
+        check = start_check(session, cluster_id, run.actor) if required else None
+    checks: bool | CheckReport = True
+    if check is not None:
+        checked, report = await checked_run(factory, settings, check)
+        failed = report.failures() if report is not None else [checked.summary]
+        if failed:
+            why = f"preflight check #{checked.id} failed and this cluster requires it: {'; '.join(failed)}"
+            with factory() as session:
+                operation = session.get_one(Operation, run.operation_id)
+                detail = {"check_operation_id": checked.id}
+                return _not_started(session, operation, "preflight", OperationStatus.FAILED, why, detail)
+        checks = report if report is not None else True
+    with factory() as session:
+        operation = session.get_one(Operation, run.operation_id)
         try:
             plan = await plan_shutdown(session, settings, cluster_id, force=bool(run.options.get("force")))
             prepared = start_shutdown(session, plan, run.actor)
         except ConflictError as exc:
-            record_step(
-                session, operation, name="shutdown", status=OperationStatus.CANCELLED, message=str(exc)
-            )
-            return finish_operation(
-                session, operation, status=OperationStatus.CANCELLED, summary=f"not started: {exc}"
-            )
+            return _not_started(session, operation, "shutdown", OperationStatus.CANCELLED, str(exc))
         message = f"shutting down in operation #{prepared.operation_id}"
         step_id = _linking_step(session, operation, "shutdown", message, prepared.operation_id)
-    done = await run_shutdown(factory, settings, prepared)
+    done = await run_shutdown(factory, settings, prepared, checks=checks)
     return _finish_linked(
         context,
         run,
@@ -150,6 +166,19 @@ async def run_scheduled_shutdown(context: RunContext, run: PreparedRun) -> Opera
         summary=f"shutdown #{done.id}: {done.summary}",
         result={"shutdown_operation_id": done.id},
     )
+
+
+def _not_started(
+    session: Session,
+    operation: Operation,
+    step: str,
+    status: OperationStatus,
+    why: str,
+    detail: dict[str, Any] | None = None,
+) -> Operation:
+    """Close a schedule's run whose shutdown never started, saying why in a step and the summary."""
+    record_step(session, operation, name=step, status=status, message=why, detail=detail)
+    return finish_operation(session, operation, status=status, summary=f"not started: {why}", result=detail)
 
 
 def _linking_step(session: Session, operation: Operation, name: str, message: str, child_id: int) -> int:

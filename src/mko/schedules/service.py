@@ -20,6 +20,7 @@ from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
 from mko.platform.db.models.schedules import Schedule, ScheduleAction
 from mko.platform.errors import ConflictError, InputError, NotFoundError
+from mko.platform.missing import does_not_exist
 from mko.platform.settings import Settings
 from mko.schedules.cron import check_cron, check_timezone, runs_between
 from mko.schedules.schemas import SchedulePublic
@@ -93,11 +94,11 @@ def create_schedule(
         raise InputError("cluster_id", "give exactly one target: a cluster or a node")
     if data.cluster_id is not None:
         if not _exists(session, "cluster", data.cluster_id):
-            raise InputError("cluster_id", f"cluster {data.cluster_id} does not exist")
+            raise InputError("cluster_id", does_not_exist("cluster", data.cluster_id))
     elif data.action != ScheduleAction.WAKE:
         raise InputError("node_id", f"{data.action.value} acts on a whole cluster; give cluster_id")
     elif not _exists(session, "node", data.node_id or 0):
-        raise InputError("node_id", f"node {data.node_id} does not exist")
+        raise InputError("node_id", does_not_exist("node", data.node_id))
     cron = check_cron(data.cron)
     zone_name = (data.timezone or settings.schedule_default_timezone).strip()
     check_timezone(zone_name)

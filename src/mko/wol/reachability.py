@@ -37,7 +37,9 @@ log = logging.getLogger("mko.reachability")
 
 
 class Reachability(BaseModel):
-    """One node's probe result (``up`` None: never probed), and when it was taken."""
+    """One node's probe result (``up`` None: never probed), and when it was taken; ``state`` is what
+    the dashboard shows (off, booting, up, Ready, unknown: :mod:`mko.wol.node_state`),
+    ``state_note`` what it rests on, and ``wake_*`` its last wake's operation and outcome."""
 
     up: bool | None
     port: int
@@ -45,6 +47,10 @@ class Reachability(BaseModel):
     error: str | None = None
     checked_at: datetime | None = None
     age_seconds: float | None = None
+    state: str | None = None
+    state_note: str | None = None
+    wake_operation_id: int | None = None
+    wake_state: str | None = None
 
 
 def probe_concurrency() -> int:

@@ -13,6 +13,7 @@ from mko.nic.status import nic_status
 from mko.operations import ownership
 from mko.operations.kinds import WAKE_KIND_PREFIX
 from mko.operations.records import last_step_for_node
+from mko.platform.db.models.operations import OperationStatus
 from mko.power.base import Capability, NodeSnapshot
 from mko.power.drivers.wol import effective_broadcast
 from mko.power.probe import probe_tcp
@@ -24,6 +25,7 @@ __all__ = ["probe_reachable", "wol_status", "wol_status_sync"]
 
 async def wol_status(session: Session, node_id: int, *, probe: bool, probe_timeout: float) -> dict[str, Any]:
     """The seed's ``wol status``: configuration, last wake and, when asked, reachability now."""
+    ownership.close_orphaned(session)  # a last wake whose process died is closed as interrupted
     status = wol_status_sync(session, node_id)
     if probe:
         target = snapshot(get_node(session, node_id))
@@ -39,8 +41,7 @@ async def probe_reachable(target: NodeSnapshot, timeout: float) -> dict[str, Any
 
 def wol_status_sync(session: Session, node_id: int) -> dict[str, Any]:
     """``wol status`` without probing (for pages that probe in the background)."""
-    node = get_node(session, node_id)
-    ownership.close_orphaned(session)  # a last wake whose process died shows as interrupted
+    node = get_node(session, node_id, with_cluster=True)  # the cluster's site: where packets start
     built = snapshot(node)
     cls = DRIVERS.get(node.wol_method)
     magic = cls is not None and Capability.WAKE_ONLY in cls.capabilities
@@ -80,4 +81,9 @@ def wol_status_sync(session: Session, node_id: int) -> dict[str, Any]:
             "message": last.message,
             "state": last.detail.get("state"),
         }
+        # A read writes nothing: a last wake whose process died shows as interrupted here, and the
+        # server's reaper (or the next command) closes it in the database.
+        gone = ownership.owner_gone(last.operation) if last.status in ownership.OPEN else None
+        if gone is not None:
+            status["last_wake"] |= {"status": OperationStatus.FAILED.value, "message": f"interrupted: {gone}"}
     return status

@@ -8,8 +8,10 @@ backup written as a real tar.gz archive, and a quorum that a power loss can leav
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -22,9 +24,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+from mko.lab.netns import enter_netns
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.models.outages import ScaledWorkload
+from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
+from mko.wol.node_state import states_for
+from mko.wol.reachability import Refresher
 from support.cluster import cluster_up, one_operation, orch_cli, stand_in_calls
 from support.ups import wait_until
 
@@ -326,3 +332,53 @@ def test_replicas_survive_mko_killed_mid_shutdown_and_the_next_recovery_restores
     assert session.scalars(select(ScaledWorkload)).all() == []
     [killed] = session.scalars(select(Operation).where(Operation.kind == "cluster_shutdown")).all()
     assert killed.status == OperationStatus.FAILED and killed.summary.startswith("interrupted: owner pid ")
+
+
+def test_recovery_shows_each_node_turning_ready_and_records_it_per_node(
+    settings: Settings, session: Session, cli: CliRunner, lab_factory: Any
+) -> None:
+    running, cluster = cluster_up(settings, session, lab_factory, 3, ready_delay=0.3)
+    # Power came back to lab-n1 and lab-n2 (their MicroK8s turns Ready 1.5 s after boot); lab-n3's
+    # machine still has no power in the model, so Kubernetes keeps it NotReady although it answers SSH.
+    cluster.update(ready_delay=1.5)
+    for hostname in ("lab-n1", "lab-n2", "lab-n3"):
+        cluster.halted(hostname)
+    cluster.booted("lab-n1")
+    cluster.booted("lab-n2")
+    result = orch_cli(cli, running, "cluster", "recover", "1", "--timeout", "6")
+    assert result.exit_code == 1, result.stdout
+    lines = result.stdout.splitlines()
+    # One line per node as Kubernetes calls it Ready (or as the timeout leaves it), plain off a terminal.
+    ready = [line for line in lines if ": Ready: " in line]
+    assert sorted(line.split(":")[0].strip() for line in ready) == ["✓ lab-n1", "✓ lab-n2", "✗ lab-n3"]
+    assert all(re.search(r"Ready: after \d+\.\ds \(kubectl on lab-n1\)$", line) for line in ready[:2]), ready
+    assert re.search(r"lab-n3: Ready: not Ready after \d+\.\ds: NotReady$", ready[2]), ready
+    assert lines[-1].startswith("operation ") and "2/3 Ready" in lines[-1]
+    # The same as steps of the operation (what the web page follows live), one per node, with its id.
+    operation = one_operation(session, "cluster_recover")
+    steps = [s for s in operation.steps if s.name.startswith("Ready ")]
+    assert [(s.name, s.node_id, s.status) for s in sorted(steps, key=lambda s: s.node_id or 0)] == [
+        ("Ready lab-n1", 1, OperationStatus.SUCCEEDED),
+        ("Ready lab-n2", 2, OperationStatus.SUCCEEDED),
+        ("Ready lab-n3", 3, OperationStatus.FAILED),
+    ]
+    assert steps[-1].message.endswith(": NotReady")
+    # The waiting phase kept the operation's summary current until the end replaced it.
+    assert "2/3 Ready" in operation.summary
+
+    # The dashboard's states, from what is stored: the background probe finds every node answering
+    # (SSH), and the recovery's readiness makes lab-n1 and lab-n2 Ready, lab-n3 only up.
+    with enter_netns(running.lab.orch):
+        asyncio.run(refresh_once(settings))
+    states = states_for(session, settings, [1, 2, 3])
+    assert {i: s.state.value for i, s in states.items()} == {1: "Ready", 2: "Ready", 3: "up"}
+    assert states[3].note.startswith("answers; Kubernetes not Ready at ")
+
+
+async def refresh_once(settings: Settings) -> None:
+    """One pass of the server's background probes, storing every node's reachability."""
+    engine = make_engine(settings.database_url)
+    try:
+        await Refresher(make_session_factory(engine), interval=30, timeout=2.0).refresh()
+    finally:
+        engine.dispose()

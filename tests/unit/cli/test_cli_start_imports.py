@@ -115,3 +115,15 @@ def test_wake_node_imports_no_ssh_rich_or_alembic(settings: object, session: Ses
         receiver.close()
     assert _offenders(imported, NOT_FOR_WAKE) == []
     assert "mko.wol.wake" in imported
+
+
+def test_the_server_app_imports_no_client_it_only_needs_when_it_connects_out(settings: object) -> None:
+    """`mko serve`'s resident memory: notification, SSH and power clients load when first used."""
+    code = "import sys; from mko.app import create_app; create_app(); print(' '.join(sys.modules))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    loaded = set(result.stdout.split())
+    assert "mko.app" in loaded and "fastapi" in loaded  # the check is real
+    assert _offenders(loaded, ("apprise", "asyncssh", "httpx", "proxmoxer", "pyghmi", "pysnmp")) == []

@@ -286,7 +286,7 @@ def test_a_maintenance_drain_needs_a_control_plane_that_answers(client: TestClie
     assert created.status_code == 201, created.text
     refused = client.post("/api/nodes/1/drain")
     assert refused.status_code == 409
-    assert "no control plane of cluster 1 answers on SSH: nothing can drain" in refused.text
+    assert "no control plane of cluster 1 answers on SSH (cp1): nothing can drain; wake them" in refused.text
     assert web.form("/nodes/1/drain").status_code == 409
     assert 'action="/nodes/1/drain"' in web.get("/nodes/1").text
     assert client.post("/api/nodes/99/drain").status_code == 404

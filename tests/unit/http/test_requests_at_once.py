@@ -18,14 +18,16 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from mko.app import create_app
-from mko.http.deps import get_session
+from mko.http.deps import get_read_session, get_session
 from mko.http.routing import MkoRoute
-from mko.platform.db.models.access import ApiToken
+from mko.platform.db.models.access import ApiToken, Role
 from mko.platform.db.session import BACKGROUND_CONNECTIONS, make_engine
+from mko.platform.errors import ReadOnlySessionError
 from mko.platform.settings import Settings
 
 pytestmark = pytest.mark.anyio
@@ -60,8 +62,29 @@ def test_async_routes_get_no_request_session(lab_app: FastAPI) -> None:
     routes = _routes(lab_app)
     asynchronous = [r for r in routes if inspect.iscoroutinefunction(inspect.unwrap(r.endpoint))]
     assert len(asynchronous) >= 15  # the wakes, power, probes, SSH, discovery ... (the check is real)
-    offenders = [f"{sorted(r.methods)} {r.path}" for r in asynchronous if get_session in _calls(r.dependant)]
+    request_sessions = {get_session, get_read_session}
+    offenders = [
+        f"{sorted(r.methods)} {r.path}" for r in asynchronous if request_sessions & set(_calls(r.dependant))
+    ]
     assert not offenders
+
+
+def test_read_routes_get_a_session_that_cannot_write(lab_app: FastAPI, session: Session) -> None:
+    """The list and status reads run on a read-only session: a flush or a commit through it raises."""
+    readers = {
+        f"{sorted(r.methods)} {r.path}" for r in _routes(lab_app) if get_read_session in _calls(r.dependant)
+    }
+    assert {"['GET'] /api/nodes", "['GET'] /api/nodes/{node_id:int}", "['GET'] /api/clusters"} <= readers
+    assert all(name.startswith("['GET']") for name in readers)
+    with lab_app.state.read_session_factory() as reader:
+        assert reader.scalars(select(ApiToken)).all() == []  # it reads
+        reader.add(ApiToken(name="x", token_hash="0" * 64, prefix="mko_", role=Role.VIEWER))
+        with pytest.raises(ReadOnlySessionError):
+            reader.flush()
+        reader.rollback()
+        with pytest.raises(ReadOnlySessionError):
+            reader.commit()
+    assert session.scalars(select(ApiToken)).all() == []
 
 
 def test_every_route_closes_its_session_in_its_own_thread(lab_app: FastAPI) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from typer.testing import CliRunner
 
@@ -107,3 +108,51 @@ def test_duplicate_cluster_exits_2(cli: CliRunner, settings: Settings) -> None:
 def test_db_upgrade(cli: CliRunner, settings: Settings) -> None:
     assert "upgraded from empty" in _ok(cli, "db", "upgrade")
     assert "already at revision" in _ok(cli, "db", "upgrade")
+
+
+def test_every_refusal_of_the_seed_commands_names_the_command_that_fixes_it(
+    cli: CliRunner, settings: Settings
+) -> None:
+    """On an empty inventory, each seed command says what is missing and the command that adds it;
+    every command an error names exists (its --help answers)."""
+    named: set[tuple[str, ...]] = set()
+
+    def refused(args: list[str], needle: str) -> None:
+        result = cli.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        [line] = result.stderr.strip().splitlines()
+        assert needle in line, (args, line)
+        named.update(tuple(command.split()[1:3]) for command in re.findall(r"`(mko [^`]+)`", line))
+
+    refused(
+        ["wol", "wake-node", "1"], "node 1 not found; add one with `mko node add HOSTNAME IP --cluster-id ID`"
+    )
+    refused(["wol", "wake-cluster", "1"], "cluster 1 not found; add one with `mko cluster add NAME`")
+    refused(["wol", "status", "1"], "(ids: `mko node list`)")
+    refused(["wol", "enable", "1"], "`mko node add")
+    refused(["wol", "collect-mac"], "no nodes to collect MAC addresses from: add one with `mko node add")
+    refused(["wol", "configure", "1", "--enable"], "`mko node add")
+    refused(["ups", "status", "1"], "UPS 1 not found; add one with `mko ups add NAME UPSNAME@NUT-HOST`")
+    rule = ["--ups-id", "1", "--cluster-id", "1", "--power-event", "power_restored"]
+    rule += ["--cluster-action", "wake_on_lan", "--name", "Wake cluster after power restoration"]
+    refused(["ups", "create-rule", *rule], "ups_id: UPS 1 does not exist: add one with `mko ups add")
+    refused(["cluster", "recover", "1"], "(ids: `mko cluster list`)")
+    refused(["operations", "show", "3"], "operation 3 not found; ids: `mko operations list`")
+
+    _ok(cli, "cluster", "add", "c1")
+    _ok(cli, "node", "add", "n1", "10.0.0.1", "--cluster-id", "1")
+    _ok(cli, "cluster", "add", "c2")
+    refused(["wol", "wake-node", "1"], "`mko wol configure 1 --enable`")
+    refused(["cluster", "remove", "1"], "`mko node list --cluster-id 1`, then `mko node remove ID`")
+    virtual = ["--virtual", "--proxmox-vm-id", "101", "--proxmox-host-id", "1"]
+    refused(
+        ["wol", "configure", "1", *virtual], "Proxmox host 1 does not exist: add one with `mko proxmox add"
+    )
+    refused(
+        ["cluster", "recover", "2"],
+        "cluster 2 has no nodes: add one with `mko node add HOSTNAME IP --cluster-id 2`",
+    )
+    refused(["cluster", "drain", "1", "--yes"], "(`mko node update ID --role control-plane`)")
+    assert len(named) >= 8
+    for command in sorted(named):
+        assert cli.invoke(app, [*command, "--help"]).exit_code == 0, command

@@ -19,6 +19,7 @@ from mko.operations.kinds import WAKE_KIND_PREFIX
 from mko.operations.records import last_step_for_node, last_steps_for_nodes
 from mko.platform.db.models.inventory import Cluster, Node, NodeRole
 from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
+from mko.web.pages.dashboard import CARDS_PER_CLUSTER
 
 
 def _inventory(session: Session, count: int) -> tuple[Cluster, Cluster]:
@@ -52,6 +53,10 @@ def _wake(session: Session, node_ids: list[int], status: OperationStatus) -> Ope
         )
     session.commit()
     return operation
+
+
+def _about_nodes(statements: list[str]) -> list[str]:
+    return [s.split("WHERE")[0] for s in statements if "nodes" in s or "operation_steps" in s]
 
 
 @contextmanager
@@ -172,6 +177,39 @@ def test_web_nodes_page_costs_the_same_queries_at_any_size(web: Any, session: Se
     assert "showing 101–150 of 150" in second.text and 'rel="next"' not in second.text
     # One page of 100 rows with their last wakes costs no more statements than a page of 50.
     assert len(seen) <= small
+
+
+def test_dashboard_shows_the_first_cards_of_each_cluster_and_links_to_the_rest(
+    web: Any, session: Session
+) -> None:
+    east, west = _inventory(session, 2 * CARDS_PER_CLUSTER + 10)  # 105 nodes in each cluster
+    _wake(session, list(range(1, 2 * CARDS_PER_CLUSTER + 11)), OperationStatus.SUCCEEDED)
+    engine = web.app.state.engine
+    with _statements(engine) as seen:
+        page = web.get("/")
+    assert page.status_code == 200
+    cards = [int(i) for i in re.findall(r'data-node-card="(\d+)"', page.text)]
+    assert len(cards) == 2 * CARDS_PER_CLUSTER
+    assert cards == sorted(
+        [i for i in range(1, 2 * CARDS_PER_CLUSTER + 11) if i % 2][:CARDS_PER_CLUSTER]
+    ) + sorted([i for i in range(1, 2 * CARDS_PER_CLUSTER + 11) if not i % 2][:CARDS_PER_CLUSTER])
+    total = CARDS_PER_CLUSTER + 5
+    assert page.text.count(f"{total} node(s)") == 2
+    assert f"showing the first {CARDS_PER_CLUSTER} of {total}" in page.text
+    assert (
+        f'href="/nodes?cluster_id={east.id}"' in page.text
+        and f'href="/nodes?cluster_id={west.id}"' in page.text
+    )
+    many = list(seen)
+    session.execute(text("DELETE FROM nodes WHERE id > 20"))
+    session.commit()
+    with _statements(engine) as seen:
+        small = web.get("/")
+    assert "showing the first" not in small.text
+    assert len(re.findall(r'data-node-card="(\d+)"', small.text)) == 20
+    # The same queries about nodes and their steps at 20 nodes and at 210 (a session's own bookkeeping,
+    # e.g. its sliding expiry, may add a statement to either view).
+    assert _about_nodes(many) == _about_nodes(seen)
 
 
 def test_web_nodes_page_filters_on_the_server(web: Any, session: Session) -> None:

@@ -1,20 +1,15 @@
-"""Choosing the card to wake from `ip -j` output, reading ethtool, and the files that persist Wake-on."""
+"""Choosing the card to wake from `ip -j` output and reading ethtool (persistence: its own test file)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mko.nic.ethtool import parse_ethtool
 from mko.nic.interfaces import Interface, choose_interface, parse_interfaces
-from mko.nic.persistence import link_file, oneshot_unit
 from mko.platform.errors import NicError
-
-ROOT = Path(__file__).resolve().parents[3]
 
 
 def _link(name: str, mac: str | None, kind: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -197,18 +192,3 @@ def test_ethtool_output() -> None:
     # A driver without Wake-on support (or ethtool without root) prints no Wake-on lines at all.
     none = parse_ethtool("Settings for veth0:\n\tLink detected: yes\n")
     assert (none.supports, none.wake_on, none.magic_capable) == (None, None, False)
-
-
-def test_persistence_files_are_the_same_from_mko_and_from_the_playbook() -> None:
-    path = ROOT / "ansible/playbooks/library/mko_wake_on_lan.py"
-    spec = importlib.util.spec_from_file_location("mko_wake_on_lan", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    for enable in (True, False):
-        assert module.link_file("3c:ec:ef:00:11:22", enable) == link_file("3c:ec:ef:00:11:22", enable)
-        assert module.oneshot_unit("eno1", enable) == oneshot_unit("eno1", enable)
-    assert "WakeOnLan=magic" in link_file("3c:ec:ef:00:11:22", True)
-    assert "WakeOnLan=off" in link_file("3c:ec:ef:00:11:22", False)
-    assert "ExecStart=/usr/sbin/ethtool -s eno1 wol g\n" in oneshot_unit("eno1", True)
-    assert "ExecStart=/usr/sbin/ethtool -s eno1 wol d\n" in oneshot_unit("eno1", False)

@@ -264,3 +264,46 @@ def test_a_server_start_closes_what_dead_processes_left_and_keeps_what_live_ones
     finally:
         live_cli.kill()
         live_cli.wait()
+
+
+def test_the_brief_list_names_what_runs_in_one_line_each_and_closes_orphans_first(
+    client: TestClient, session: Session
+) -> None:
+    alive = _operation(session, target_id=1)
+    dead = _operation(session, target_id=2)
+    make_owned_by(dead, exited_process())
+    done = _operation(session, target_id=3)
+    finish_operation(session, done, status=OperationStatus.SUCCEEDED, summary="ok")
+
+    running = client.get("/api/operations/brief", params={"status": ["running", "pending"]})
+    assert running.status_code == 200, running.text
+    # The dead process's operation is closed before anyone is told it runs.
+    assert [row["id"] for row in running.json()] == [alive.id]
+    row = running.json()[0]
+    assert "steps" not in row and "result" not in row and "parameters" not in row
+    assert (row["status"], row["target_type"], row["target_id"]) == ("running", "cluster", 1)
+    latest = client.get("/api/operations/brief", params={"limit": 2}).json()
+    assert [(r["id"], r["status"]) for r in latest] == [(done.id, "succeeded"), (dead.id, "failed")]
+    assert client.get("/api/operations/brief", params={"status": "sleeping"}).status_code == 422
+
+
+def test_wol_status_shows_a_wake_left_by_a_dead_process_as_interrupted_and_writes_nothing(
+    client: TestClient, session: Session, cli: CliRunner
+) -> None:
+    """The API's status is a read (a read-only session): it shows the orphan; ``mko wol status`` closes it."""
+    node = create_node(
+        session, NodeCreate(hostname="cp1", ip_address="127.0.0.1", wol_mac_address="02:00:00:00:00:01")
+    )
+    wake = start_operation(
+        session, kind="wol_wake_node", target_type="node", target_id=node.id, actor=Actor("cli:t", "local")
+    )
+    record_step(session, wake, node_id=node.id, name="wake", status=OperationStatus.RUNNING)
+    dead = exited_process()
+    make_owned_by(wake, dead)
+    session.commit()
+    last = client.get(f"/api/nodes/{node.id}/wol/status").json()["last_wake"]
+    assert last["operation_id"] == wake.id and last["status"] == "failed"
+    assert last["message"].startswith(f"interrupted: owner pid {dead.pid} on host {dead.host} gone since")
+    assert _reload(session, wake.id).status == OperationStatus.RUNNING  # not written by a GET
+    assert cli.invoke(app, ["wol", "status", str(node.id)]).exit_code == 0
+    assert _reload(session, wake.id).status == OperationStatus.FAILED  # the command closed it

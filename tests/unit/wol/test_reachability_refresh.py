@@ -77,6 +77,6 @@ def test_the_server_refreshes_in_the_background_at_its_interval(settings: Settin
             browser = TestClient(app)
             browser.post("/login", data={"username": "viewer", "password": "viewer-pass"})
             page = browser.get("/nodes")
-            assert 'class="pill up"' in page.text
+            assert 'class="pill state-up"' in page.text
         app.state.engine.dispose()
     assert max(checks) - min(checks) < timedelta(seconds=10)

@@ -10,12 +10,15 @@ from pydantic import Field
 from mko.cluster.backups import Backup, list_backups
 from mko.cluster.options import K8sOptions, K8sOptionsUpdate, get_options, update_options
 from mko.cluster.plan import node_drain_inputs, plan_for, plan_inputs, plan_node_drain
+from mko.cluster.preflight import latest_check, run_check, start_check
 from mko.cluster.recovery import run_recovery, start_recovery
+from mko.cluster.schemas import CheckPublic
 from mko.cluster.shutdown import run_shutdown, start_shutdown
 from mko.http.background import launch
 from mko.http.deps import ActorDep, DbDep, SessionDep, SettingsDep
 from mko.http.routing import MkoRoute
 from mko.inventory.clusters import get_cluster
+from mko.platform.errors import NotFoundError
 from mko.platform.validation import InputModel
 
 router = APIRouter(prefix="/api", tags=["cluster power"], route_class=MkoRoute)
@@ -126,3 +129,33 @@ def cluster_backups(session: SessionDep, settings: SettingsDep, cluster_id: int)
     """Datastore backups taken before this cluster's shutdowns, newest first, kept on mko's host."""
     get_cluster(session, cluster_id)
     return list_backups(settings, cluster_id)
+
+
+@router.post("/clusters/{cluster_id:int}/check", status_code=status.HTTP_202_ACCEPTED)
+async def check_cluster(
+    request: Request, response: Response, db: DbDep, settings: SettingsDep, actor: ActorDep, cluster_id: int
+) -> dict[str, Any]:
+    """Preflight every node (202, runs in the background): SSH, sudo, graceful node shutdown, WoL, and
+    the BMC's power restore policy; follow the operation, or read ``GET …/check`` once it ended."""
+    prepared = await db.run(lambda session: start_check(session, cluster_id, actor))
+    launch(request.app, run_check(request.app.state.session_factory, settings, prepared))
+    url = f"/api/operations/{prepared.operation_id}"
+    response.headers["Location"] = url
+    return {"operation_id": prepared.operation_id, "operation_url": url}
+
+
+@router.get("/clusters/{cluster_id:int}/check")
+def last_cluster_check(session: SessionDep, cluster_id: int) -> CheckPublic:
+    """The cluster's latest finished preflight: per node, each check's verdict and reason (404: none yet)."""
+    operation = latest_check(session, cluster_id)
+    if operation is None:
+        raise NotFoundError("preflight check of cluster", cluster_id)
+    return CheckPublic(
+        operation_id=operation.id,
+        status=operation.status.value,
+        summary=operation.summary,
+        actor=operation.actor,
+        finished_at=operation.finished_at,
+        counts=operation.result.get("counts", {}),
+        nodes=operation.result.get("nodes", []),
+    )

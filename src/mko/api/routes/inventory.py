@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request, Response, status
 
-from mko.http.deps import DbDep, SessionDep, SettingsDep
+from mko.http.deps import DbDep, ReadSessionDep, SessionDep, SettingsDep
 from mko.http.live import LiveReads
 from mko.http.paging import NodeFiltersDep, PageDep, set_total
 from mko.http.routing import MkoRoute
@@ -22,6 +22,7 @@ from mko.inventory.schemas import (
     NodeUpdate,
 )
 from mko.wol import reachability
+from mko.wol.node_state import with_states
 from mko.wol.reachability import Reachability
 
 router = APIRouter(prefix="/api", route_class=MkoRoute)
@@ -35,7 +36,7 @@ def _cluster_public(session: SessionDep, cluster_id: int) -> ClusterPublic:
 
 
 @router.get("/clusters", tags=["clusters"])
-def list_clusters(session: SessionDep) -> list[ClusterPublic]:
+def list_clusters(session: ReadSessionDep) -> list[ClusterPublic]:
     """All clusters with their node counts."""
     counts = node_counts(session)
     result = []
@@ -53,7 +54,7 @@ def create_cluster(session: SessionDep, body: ClusterCreate) -> ClusterPublic:
 
 
 @router.get("/clusters/{cluster_id:int}", tags=["clusters"])
-def get_cluster(session: SessionDep, cluster_id: int) -> ClusterPublic:
+def get_cluster(session: ReadSessionDep, cluster_id: int) -> ClusterPublic:
     """One cluster."""
     return _cluster_public(session, cluster_id)
 
@@ -75,14 +76,14 @@ def delete_cluster(session: SessionDep, cluster_id: int) -> Response:
 
 
 @router.get("/clusters/{cluster_id:int}/nodes", tags=["clusters"])
-def list_cluster_nodes(session: SessionDep, cluster_id: int) -> list[NodePublic]:
+def list_cluster_nodes(session: ReadSessionDep, cluster_id: int) -> list[NodePublic]:
     """The nodes of one cluster."""
     return [NodePublic.of(node) for node in inventory_nodes.list_nodes(session, cluster_id)]
 
 
 @router.get("/nodes", tags=["nodes"])
 def list_nodes(
-    session: SessionDep, response: Response, filters: NodeFiltersDep, page: PageDep
+    session: ReadSessionDep, response: Response, filters: NodeFiltersDep, page: PageDep
 ) -> list[NodePublic]:
     """All nodes by id, or those the filters match (``cluster_id``, ``role``, ``state``, ``search``);
     ``limit``/``offset`` return one page. ``X-Total-Count`` says how many match in all."""
@@ -105,11 +106,17 @@ async def nodes_reachability(
     ),
 ) -> dict[int, Reachability]:
     """Every node's (or ``cluster_id``'s nodes') last probe result with its age (``up`` null: never
-    probed); ``?refresh=true`` probes them now, concurrently, on their probe ports, and stores it."""
+    probed) and its state (``off``, ``booting``: a wake went out and it does not answer yet, ``up``,
+    ``Ready``: Kubernetes called it Ready since it came up, ``unknown``), from stored facts;
+    ``?refresh=true`` probes them now, concurrently, on their probe ports, and stores it."""
     if not refresh:  # the refresher's cache: a page view never makes mko probe
         filters = NodeFilters(cluster_id=cluster_id)
-        return await db.run(lambda session: reachability.stored_reachability(session, filters, node_id))
-    nodes = await db.run(lambda session: inventory_nodes.list_nodes(session, cluster_id))
+        return await db.read(
+            lambda session: with_states(
+                session, settings, reachability.stored_reachability(session, filters, node_id)
+            )
+        )
+    nodes = await db.read(lambda session: inventory_nodes.list_nodes(session, cluster_id))
     await require_operator_for(request, principal, "probing nodes now")
     live: LiveReads[dict[int, Reachability]] = request.app.state.live_reads
     reading = await live.read(
@@ -117,10 +124,11 @@ async def nodes_reachability(
         lambda: reachability.probe_and_record(db.factory, nodes, settings.probe_timeout),
     )
     age = round(reading.age, 1)
-    return {
+    probed = {
         probed_id: result.model_copy(update={"age_seconds": age})
         for probed_id, result in reading.result().items()
     }
+    return await db.read(lambda session: with_states(session, settings, probed))
 
 
 @router.post("/nodes", status_code=status.HTTP_201_CREATED, tags=["nodes"])
@@ -130,7 +138,7 @@ def create_node(session: SessionDep, body: NodeCreate) -> NodePublic:
 
 
 @router.get("/nodes/{node_id:int}", tags=["nodes"])
-def get_node(session: SessionDep, node_id: int) -> NodePublic:
+def get_node(session: ReadSessionDep, node_id: int) -> NodePublic:
     """One node."""
     return NodePublic.of(inventory_nodes.get_node(session, node_id))
 

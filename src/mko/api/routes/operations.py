@@ -7,7 +7,8 @@ from fastapi import APIRouter, Query
 from mko.http.deps import SessionDep
 from mko.http.routing import MkoRoute
 from mko.operations import records as operations_records
-from mko.operations.schemas import OperationPublic
+from mko.operations.schemas import OperationBrief, OperationPublic
+from mko.platform.db.models.operations import OperationStatus
 
 router = APIRouter(prefix="/api", tags=["operations"], route_class=MkoRoute)
 
@@ -26,6 +27,18 @@ def list_operations(
         session, limit=limit, kind=kind, target_type=target_type, target_id=target_id, actor=actor
     )
     return [OperationPublic.model_validate(op) for op in found]
+
+
+@router.get("/operations/brief")
+def list_operations_brief(
+    session: SessionDep,
+    limit: int = Query(default=20, ge=1, le=1000),
+    status: list[OperationStatus] = Query(default=[], description="only these states (repeat it)"),
+) -> list[OperationBrief]:
+    """Newest first, one line each (no steps, parameters or result), ``status`` filtering:
+    ``?status=running&status=pending`` is what is under way. Cheap to poll whatever an operation's size."""
+    found = operations_records.list_operations(session, limit=limit, details=False, status=status)
+    return [OperationBrief.model_validate(op) for op in found]
 
 
 @router.get("/operations/{operation_id:int}")

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from mko.platform.errors import DatabaseUnavailableError
+from mko.platform.errors import DatabaseUnavailableError, ReadOnlySessionError
 from mko.platform.files import private_sqlite
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "in_thread_session",
     "is_postgresql",
     "make_engine",
+    "make_read_session_factory",
     "make_session_factory",
 ]
 
@@ -102,6 +103,19 @@ def make_engine(url: str, *, worker_threads: int = DEFAULT_WORKER_THREADS) -> En
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions that keep loaded objects usable after commit."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for routes that only read: nothing is flushed or committed (either raises
+    :class:`ReadOnlySessionError`), and closing one just ends its read transaction."""
+    factory = sessionmaker(engine, expire_on_commit=False, autoflush=False)
+    event.listen(factory, "before_flush", _refuse_write)
+    event.listen(factory, "before_commit", _refuse_write)
+    return factory
+
+
+def _refuse_write(session: Session, *_args: Any) -> None:
+    raise ReadOnlySessionError("a read-only session was asked to write or commit")
 
 
 async def in_thread_session(factory: sessionmaker[Session], work: Callable[[Session], T]) -> T:

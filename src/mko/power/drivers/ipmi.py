@@ -22,7 +22,7 @@ from mko.power.base import Capability, NodeSnapshot, PowerDriver, PowerState
 from mko.power.fields import BmcLogin, validate_host
 from mko.power.params import DriverParams, param
 
-__all__ = ["DEFAULT_IPMI_PORT", "IpmiDriver", "IpmiParams", "IpmiSettings"]
+__all__ = ["DEFAULT_IPMI_PORT", "IpmiDriver", "IpmiParams", "IpmiSettings", "restore_policy_of"]
 
 log = logging.getLogger("mko.power.ipmi")
 
@@ -110,6 +110,12 @@ class IpmiDriver(PowerDriver):
             str(result.get("powerstate")), PowerState.UNKNOWN
         )
 
+    async def restore_policy(self, node: NodeSnapshot) -> str:
+        """The chassis power restore policy (the BIOS "power on after AC loss"): ``always-off``,
+        ``previous``, ``always-on`` or ``unknown``, from Get Chassis Status (IPMI v2.0 §28.2)."""
+        result = await self._run(node, _CHASSIS_STATUS)
+        return str(result["restore_policy"])
+
 
 # NOTE: pyghmi keeps one session per BMC and user process-wide, hangs when a second Command is made
 # for a session it already has (it waits for a login that is long over), and keeps failed logins in
@@ -134,8 +140,20 @@ def _key(bmc: IpmiSettings) -> _Key:
     return (bmc.address, bmc.port, bmc.username, digest)
 
 
+# Get Chassis Status (netfn 0 chassis, command 1): byte 1 bits 6:5 hold the power restore policy.
+_CHASSIS_STATUS = "chassis-status"
+_RESTORE_POLICIES = ("always-off", "previous", "always-on", "unknown")
+
+
+def restore_policy_of(data: bytes) -> str:
+    """The power restore policy in a Get Chassis Status response (byte 1, bits 6:5)."""
+    return _RESTORE_POLICIES[(data[0] >> 5) & 3]
+
+
 def _command(bmc: IpmiSettings, request: str | None) -> dict[str, Any]:
-    """Blocking: read the chassis power state (request None), or ask for a change without waiting."""
+    """Blocking: read the chassis power state (request None) or status (``_CHASSIS_STATUS``), or ask
+    for a change without waiting."""
+    from pyghmi.exceptions import IpmiException
     from pyghmi.ipmi.command import Command
 
     with _links_lock:
@@ -147,6 +165,15 @@ def _command(bmc: IpmiSettings, request: str | None) -> dict[str, Any]:
             )
         if request is None:
             result: dict[str, Any] = link.command.get_power()
+        elif request == _CHASSIS_STATUS:
+            # pyghmi has no helper for it; its raw_command returns a failed completion code as "error".
+            response = link.command.raw_command(netfn=0, command=1)
+            if "error" in response:
+                raise IpmiException(f"Get Chassis Status: {response['error']}", response.get("code"))
+            data = bytes(response.get("data") or b"")
+            if not data:
+                raise IpmiException("Get Chassis Status returned no data")
+            result = {"restore_policy": restore_policy_of(data), "data": data.hex()}
         else:
             result = link.command.set_power(request, wait=False)
         return result

@@ -207,6 +207,12 @@ class RedfishDriver(PowerDriver):
         """The system's ``PowerState`` (PoweringOn/PoweringOff read as unknown)."""
         return _STATES.get(str((await self._system(node)).get("PowerState")), PowerState.UNKNOWN)
 
+    async def restore_policy(self, node: NodeSnapshot) -> str | None:
+        """``ComputerSystem.PowerRestorePolicy`` (``AlwaysOn``, ``AlwaysOff``, ``LastState``), or None
+        when the service does not expose it (many keep it among vendor BIOS attributes instead)."""
+        policy = (await self._system(node)).get("PowerRestorePolicy")
+        return None if policy is None else str(policy)
+
     async def aclose(self) -> None:
         """Close the HTTP clients."""
         for client in self._clients.values():

@@ -10,6 +10,8 @@ from pydantic import ValidationError
 
 from mko.cluster.backups import list_backups
 from mko.cluster.options import K8sOptions, get_options, update_options
+from mko.cluster.preflight import CHECKS, latest_check, run_check, start_check
+from mko.http.background import launch
 from mko.http.deps import DbDep, SessionDep, SettingsDep
 from mko.http.routing import MkoRoute
 from mko.inventory.clusters import create_cluster, get_cluster, list_clusters, node_counts, update_cluster
@@ -18,7 +20,7 @@ from mko.inventory.schemas import ClusterCreate, ClusterUpdate
 from mko.operations.records import list_operations
 from mko.platform.errors import ConflictError, InputError
 from mko.web.forms import FieldErrors, FormDep, field_errors
-from mko.web.pages.render import _render, _see_other, _start_wake
+from mko.web.pages.render import _actor, _render, _see_other, _start_wake
 from mko.wol.wake import make_schedule, plan_cluster_wake
 
 __all__ = ["router"]
@@ -82,6 +84,8 @@ def _cluster_page(
             session, target_type="cluster", target_id=cluster_id, limit=20, details=False
         ),
         k8s=context.pop("k8s", None) or get_options(session, cluster_id),
+        check=latest_check(session, cluster_id),
+        checks=CHECKS,
         **context,
     )
 
@@ -115,7 +119,7 @@ def _split(value: Any) -> list[str]:
 @router.post("/clusters/{cluster_id:int}/settings", response_class=HTMLResponse)
 def change_settings(request: Request, session: SessionDep, cluster_id: int, form: FormDep) -> Response:
     """Change the cluster's Kubernetes-aware shutdown settings from its page's form."""
-    checks = ("backup", "backup_required", "eviction_fallback", "quiesce")
+    checks = ("backup", "backup_required", "eviction_fallback", "quiesce", "preflight_required")
     changes: dict[str, Any] = {name: form.get(name) == "on" for name in checks}
     for name in ("backup_keep", "backup_timeout", "drain_grace", "detach_timeout"):
         changes[name] = str(form.get(name) or "").strip() or None
@@ -141,6 +145,15 @@ def change_stagger(request: Request, session: SessionDep, cluster_id: int, form:
         errors = field_errors(exc)
         return _cluster_page(request, session, cluster_id, 422, stagger_form=text, stagger_errors=errors)
     return _see_other(f"/clusters/{cluster_id}#power-order")
+
+
+@router.post("/clusters/{cluster_id:int}/check")
+async def check_cluster(request: Request, db: DbDep, settings: SettingsDep, cluster_id: int) -> Response:
+    """Preflight every node of the cluster; follow it on its operation page."""
+    actor = _actor(request)
+    prepared = await db.run(lambda session: start_check(session, cluster_id, actor))
+    launch(request.app, run_check(request.app.state.session_factory, settings, prepared))
+    return _see_other(f"/operations/{prepared.operation_id}")
 
 
 @router.get("/clusters/{cluster_id:int}/backups", response_class=HTMLResponse)

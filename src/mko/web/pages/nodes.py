@@ -34,6 +34,7 @@ from mko.web.forms import (
     params_from_form,
 )
 from mko.web.pages.render import _actor, _render, _see_other, _start_wake
+from mko.wol.node_state import states_for
 from mko.wol.status import wol_status_sync
 
 __all__ = ["router"]
@@ -91,6 +92,7 @@ def _nodes_page(
         cluster_options=[("", "—")] + [(c.id, c.name) for c in clusters],
         cluster_id=filters.cluster_id,
         last_wake=last_wake,
+        live_states=states_for(session, request.app.state.settings, [node.id for node in nodes]),
         **context,
     )
 

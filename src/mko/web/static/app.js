@@ -23,12 +23,22 @@ async function fillReachability(table) {
         const result = data[cell.dataset.reachNode];
         if (!result) continue;
         const pill = cell.querySelector(".pill") || cell;
-        // What the server's background probes found (a page never makes mko probe); null: not yet.
-        if (result.up === null) setPill(pill, "not probed yet", "");
-        else if (result.up) setPill(pill, result.latency_ms === null ? "up" : "up " + result.latency_ms + " ms", "up");
-        else setPill(pill, "down", "down");
-        const age = result.age_seconds === null ? "" : ", " + Math.round(result.age_seconds) + " s ago";
-        pill.title = (result.error || "port " + result.port) + age;
+        // The node's state from what the server stores (its background probes, the last wake, the
+        // last Kubernetes readiness); a page never makes mko probe.
+        const state = result.state || (result.up === null ? "unknown" : result.up ? "up" : "off");
+        setPill(pill, state === "unknown" ? "not probed yet" : state, state === "unknown" ? "" : "state-" + state.toLowerCase());
+        const age = result.age_seconds === null ? "" : ", probed " + Math.round(result.age_seconds) + " s ago";
+        const latency = result.latency_ms === null || result.latency_ms === undefined ? "" : ", " + result.latency_ms + " ms";
+        pill.title = (result.state_note || result.error || "port " + result.port) + latency + age;
+        const wake = table.querySelector("[data-last-wake='" + cell.dataset.reachNode + "']");
+        if (wake && result.wake_operation_id) {
+          const link = document.createElement("a");
+          link.href = "/operations/" + result.wake_operation_id;
+          const outcome = document.createElement("span");
+          setPill(outcome, result.wake_state, result.wake_state);
+          link.appendChild(outcome);
+          wake.replaceChildren(link);
+        }
       }
     } catch (error) {
       return; /* the page still works without live reachability */
@@ -159,29 +169,89 @@ async function followLab(root) {
   }
 }
 
-// The dashboard: when an operation starts or ends, show it (re-render the page; running ones are followed).
-async function watchOperations(marker) {
-  const seen = marker.dataset.watchOperations;
+// The dashboard's operations, live without a reload: what is running now (its summary says how far it
+// got, e.g. a recovery's "waiting for Ready: 2/3 Ready") and the latest ten, from one light request.
+function element(tag, text, className) {
+  const el = document.createElement(tag);
+  if (text !== undefined && text !== null) el.textContent = text;
+  if (className) el.className = className;
+  return el;
+}
+
+function operationLink(op, text) {
+  const link = element("a", text);
+  link.href = "/operations/" + op.id;
+  return link;
+}
+
+function statusPill(status) {
+  const pill = element("span");
+  setPill(pill, status, status);
+  return pill;
+}
+
+function target(op) {
+  return op.target_type + " " + (op.target_id === null ? "" : op.target_id);
+}
+
+function when(iso) {
+  return iso ? iso.replace("T", " ").slice(0, 19) : "";
+}
+
+function runningItem(op) {
+  const item = element("li");
+  item.dataset.runningOperation = op.id;
+  const since = op.started_at ? Math.max(0, Math.round((Date.now() - Date.parse(op.started_at)) / 1000)) : null;
+  const about = target(op) + " · " + op.actor + (since === null ? "" : " · for " + minutes(since));
+  item.append(operationLink(op, op.kind + " #" + op.id), " ", statusPill(op.status), " ", element("span", about, "muted"));
+  item.appendChild(element("div", op.summary, "wrap"));
+  return item;
+}
+
+function operationsTable(ops) {
+  const table = element("table");
+  const head = element("tr");
+  for (const [name, narrow] of [["#"], ["What"], ["Target", 1], ["Who", 1], ["Status"], ["Summary"], ["When", 1]]) {
+    head.appendChild(element("th", name, narrow ? "hide-narrow" : ""));
+  }
+  table.appendChild(head);
+  for (const op of ops) {
+    const row = element("tr");
+    const first = element("td");
+    first.appendChild(operationLink(op, String(op.id)));
+    const status = element("td");
+    status.appendChild(statusPill(op.status));
+    row.append(first, element("td", op.kind), element("td", target(op), "hide-narrow"), element("td", op.actor, "hide-narrow"),
+      status, element("td", op.summary, "wrap"), element("td", when(op.created_at), "hide-narrow muted"));
+    table.appendChild(row);
+  }
+  const scroll = element("div", null, "scroll");
+  scroll.appendChild(table);
+  return scroll;
+}
+
+async function followDashboardOperations(card) {
+  const list = card.querySelector("[data-running-operations]");
+  const latest = document.querySelector("[data-operations-table]");
   for (;;) {
     await new Promise((resolve) => setTimeout(resolve, 1500));
     try {
-      const response = await fetch("/api/operations?limit=1", { headers: { Accept: "application/json" } });
-      if (!response.ok) return;
-      const [newest] = await response.json();
-      const now = newest ? newest.id + ":" + newest.status : "";
-      if (now !== seen) {
-        location.reload();
-        return;
-      }
+      const answers = await Promise.all(["status=running&status=pending", "limit=10"].map((query) =>
+        fetch("/api/operations/brief?" + query, { headers: { Accept: "application/json" } })));
+      if (!answers.every((answer) => answer.ok)) return;
+      const [running, ops] = await Promise.all(answers.map((answer) => answer.json()));
+      list.replaceChildren(...running.map(runningItem));
+      card.hidden = running.length === 0;
+      if (latest && ops.length) latest.replaceChildren(operationsTable(ops));
     } catch (error) {
-      return;
+      return; /* the page still shows what it had */
     }
   }
 }
 
 document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-lab-live]").forEach(followLab);
-  document.querySelectorAll("[data-watch-operations]").forEach(watchOperations);
+  document.querySelectorAll("[data-running-card]").forEach(followDashboardOperations);
   document.querySelectorAll("[data-ups-status]").forEach(followUps);
   document.querySelectorAll("[data-reachability]").forEach(fillReachability);
   document.querySelectorAll("[data-operation][data-running='true']").forEach(followOperation);
