@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import math
 import os
@@ -200,6 +201,7 @@ class LeaderElection:
         self._tasks: list[asyncio.Task[None]] = []
         self._transitions = 0
         self._stopping = False
+        self._in_flight: set[asyncio.Future[None]] = set()
 
     # -------------------------------------------------------------- state
 
@@ -217,7 +219,7 @@ class LeaderElection:
 
     async def start(self) -> None:
         """Register this instance, then lead at once (SQLite) or start the election loop (PostgreSQL)."""
-        await asyncio.to_thread(self._register)
+        await self._in_thread(self._register)
         set_current_instance(self.name)
         self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="mko-ha-heartbeat"))
         if self.postgresql:
@@ -236,11 +238,30 @@ class LeaderElection:
             await self._step_down("this instance is stopping")
         await self._close_connection()
         with contextlib.suppress(Exception):
-            await asyncio.to_thread(self._mark_stopped)
+            await self._in_thread(self._mark_stopped)
+        if self._in_flight:  # work whose wait a timeout or this stop abandoned: let it close its session
+            await asyncio.wait(set(self._in_flight), timeout=self.settings.ha_dead_after)
         if current_instance() == self.name:
             set_current_instance(None)
 
     # -------------------------------------------------------------- database rows
+
+    async def _in_thread(self, work: Callable[[], None]) -> None:
+        """Run database work in a worker thread, off the event loop.
+
+        A timeout or a stop abandons the *wait*, never the work: a thread cannot be interrupted, so it
+        finishes and closes its session, and :meth:`stop` waits for it. Otherwise a connection checked out
+        by an abandoned write would outlive the instance (and its engine's pool).
+        """
+        future = asyncio.get_running_loop().run_in_executor(None, contextvars.copy_context().run, work)
+        self._in_flight.add(future)
+        future.add_done_callback(self._forget)
+        await asyncio.shield(future)
+
+    def _forget(self, future: asyncio.Future[None]) -> None:
+        self._in_flight.discard(future)
+        if not future.cancelled():
+            future.exception()  # retrieved: a failure nobody waited for any more is not logged twice
 
     def _register(self) -> None:
         now = utcnow()
@@ -291,7 +312,7 @@ class LeaderElection:
             try:
                 # A hung database must not stall the server's loop: the write runs in a thread.
                 async with asyncio.timeout(self.settings.ha_dead_after):
-                    await asyncio.to_thread(self._beat)
+                    await self._in_thread(self._beat)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -382,7 +403,7 @@ class LeaderElection:
         log.log(level, "instance %s is now the leader", self.name)
         with contextlib.suppress(Exception):
             async with asyncio.timeout(self.settings.ha_check_timeout * 2):
-                await asyncio.to_thread(self._beat)
+                await self._in_thread(self._beat)
         self.elected.set()
         if self.on_elected is not None:
             try:
@@ -412,4 +433,4 @@ class LeaderElection:
         if not self._stopping:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(self.settings.ha_check_timeout * 2):
-                    await asyncio.to_thread(self._beat)
+                    await self._in_thread(self._beat)
