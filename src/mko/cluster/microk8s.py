@@ -18,6 +18,10 @@ log = logging.getLogger("mko.shutdown")
 # this notice and exit 0 (the wrappers check var/lock/clustered.lock); `snap stop|start microk8s` works.
 _WORKER_NOTICE = "acting as a node in a cluster"
 _COMMAND_NOT_FOUND = 127
+# snapd runs one change per snap at a time (overlord/snapstate/conflict.go): `microk8s start` while a
+# `microk8s stop` still runs (one sent by an mko that lost power mid-shutdown) fails with
+# `snap "microk8s" has "service-control" change in progress`; once that change ends, a retry works.
+_CHANGE_IN_PROGRESS = "change in progress"
 
 
 def kube_name(node: Node) -> str:
@@ -28,6 +32,11 @@ def kube_name(node: Node) -> str:
 def shlex_name(result: CommandResult) -> str:
     """``microk8s start`` or ``snap start microk8s --enable``: the command that did the work."""
     return " ".join(a for a in result.argv if a not in ("sudo", "-n", "--"))
+
+
+def busy_with_another_change(result: CommandResult) -> bool:
+    """Whether snapd refused the command because another change on the snap still runs."""
+    return not result.ok and _CHANGE_IN_PROGRESS in f"{result.stderr}\n{result.stdout}"
 
 
 def drain_argv(name: str, timeout: float, *, disable_eviction: bool = False) -> list[str]:

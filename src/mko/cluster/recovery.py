@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mko.cluster import backups, quiesce
 from mko.cluster.diagnosis import ControlPlaneView, diagnose, parse_status
-from mko.cluster.microk8s import kube_name, shlex_name
+from mko.cluster.microk8s import busy_with_another_change, kube_name, shlex_name
 from mko.cluster.plan import _check_idle
 from mko.cluster.steps import _last_line, _StepLog, _wants_fallback
 from mko.inventory.clusters import empty_cluster, get_cluster
@@ -164,6 +164,10 @@ class _Recovery(_StepLog):
                 last_error = str(exc)
                 await asyncio.sleep(min(self.settings.probe_interval, 0.5))
                 continue
+            if busy_with_another_change(result) and self.loop.time() < self.deadline:
+                last_error = f"`{result.command}` exited {result.exit_status}: {_last_line(result)}"
+                await asyncio.sleep(min(self.settings.probe_interval, 0.5))
+                continue  # a stop still running on the node; the start goes in once it ends
             if result.ok:
                 report.started = True
                 message = f"SSH up after {up_after:.1f}s; {shlex_name(result)} ran"

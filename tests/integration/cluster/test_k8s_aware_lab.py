@@ -16,6 +16,7 @@ import stat
 import subprocess
 import sys
 import tarfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,12 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from mko.lab.netns import enter_netns
+from mko.platform.db.models.inventory import Node
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.models.outages import ScaledWorkload
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
+from mko.ssh.client import SshTarget, connect
 from mko.wol.node_state import states_for
 from mko.wol.reachability import Refresher
 from support.cluster import cluster_up, one_operation, orch_cli, stand_in_calls
@@ -332,6 +335,42 @@ def test_replicas_survive_mko_killed_mid_shutdown_and_the_next_recovery_restores
     assert session.scalars(select(ScaledWorkload)).all() == []
     [killed] = session.scalars(select(Operation).where(Operation.kind == "cluster_shutdown")).all()
     assert killed.status == OperationStatus.FAILED and killed.summary.startswith("interrupted: owner pid ")
+
+
+def test_a_recovery_waits_for_a_stop_still_running_on_the_control_plane(
+    settings: Settings, session: Session, cli: CliRunner, lab_factory: Any
+) -> None:
+    # mko lost power while `microk8s stop` ran on lab-n1; that stop goes on without it. snapd refuses a
+    # `microk8s start` until the stop's change ends: the recovery retries rather than calling the node
+    # started, and lab-n1 ends up running (it used to stay stopped when the start slipped in first).
+    running, cluster = cluster_up(settings, session, lab_factory, 2)
+    cluster.update(delays={"stop": {"lab-n1": 3.0}})
+    control = session.scalars(select(Node).where(Node.hostname == "lab-n1")).one()
+    target = SshTarget.of(control, settings)
+
+    async def stop_left_running() -> None:
+        async with connect(target, settings) as connection:
+            await connection.run(["microk8s", "stop"], sudo=True, timeout=30)
+
+    def in_orch() -> None:
+        with enter_netns(running.lab.orch):
+            asyncio.run(stop_left_running())
+
+    stopping = threading.Thread(target=in_orch)
+    stopping.start()
+    try:
+        wait_until(lambda: cluster.nodes()["lab-n1"].get("change_until"), 15, what="the stop to begin")
+        recovered = json.loads(
+            _ok(orch_cli(cli, running, "cluster", "recover", "1", "--timeout", "30", "--json")).stdout
+        )
+    finally:
+        stopping.join()
+    assert recovered["status"] == "succeeded", recovered["summary"]
+    n1 = cluster.nodes()["lab-n1"]
+    assert n1["enabled"] and n1["running"] and n1["ready"]
+    calls = [command for host, command in stand_in_calls(running) if host == "lab-n1"]
+    first_stop = calls.index("microk8s stop")
+    assert calls[first_stop + 1 :].count("microk8s start") >= 2, calls  # refused at least once, then in
 
 
 def test_recovery_shows_each_node_turning_ready_and_records_it_per_node(

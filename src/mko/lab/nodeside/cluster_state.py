@@ -112,7 +112,9 @@ def boot(state: State, name: str, now: float) -> None:
 
 def halt(state: State, name: str, now: float) -> None:
     """Node NAME loses power at NOW: nothing runs, it goes NotReady."""
-    node_of(state, name).update(powered=False, running=False, ready_at=None, changed_at=now)
+    node_of(state, name).update(
+        powered=False, running=False, ready_at=None, changed_at=now, change_until=None
+    )
 
 
 def is_ready(state: State, name: str, now: float) -> bool:

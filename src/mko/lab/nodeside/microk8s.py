@@ -32,15 +32,27 @@ from .standin import Context, fail
 # ----------------------------------------------------------------------------- microk8s start/stop/status
 
 
+# snapd runs one change per snap at a time (overlord/snapstate/conflict.go): a `microk8s start` while a
+# `microk8s stop` still runs (or the other way round) is refused with this, exit 1.
+_CONFLICT = 'error: error running snapctl: snap "microk8s" has "service-control" change in progress'
+
+
 def _wrapper_pause(ctx: Context, verb: str) -> float | None:
     # The seconds `microk8s VERB` takes here, or None on a node joined with --worker, where the real
-    # wrapper only prints this notice and exits 0.
+    # wrapper only prints this notice and exits 0. The node is busy with the change until it ends (the
+    # deadline, not a flag, so a stand-in killed by a power cut leaves nothing stuck).
     with Cluster(ctx.lab) as state:
         if worker_only(state, ctx.host):
             print(CLUSTERED)
             print(f"Use 'snap {verb} microk8s' to {verb} services on this node.")
             return None
-        return delay(state, verb, ctx.host)
+        node = node_of(state, ctx.host)
+        now = time.time()
+        if float(node.get("change_until") or 0) > now:
+            fail(_CONFLICT, 1)
+        pause = delay(state, verb, ctx.host)
+        node["change_until"] = now + pause
+        return pause
 
 
 def start(ctx: Context) -> None:
