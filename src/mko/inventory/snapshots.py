@@ -8,11 +8,12 @@ fallback), then builds each snapshot without touching the database again.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import cache
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy import Select, select
+from sqlalchemy.orm import InstrumentedAttribute, Session, object_session
 
 from mko.platform.db.models.inventory import Cluster, Node, ProxmoxHost
 from mko.power.base import LOCAL_SITE, NodeSnapshot, ProxmoxEndpoint
@@ -20,8 +21,11 @@ from mko.power.params import DriverParams, EncryptedSecret, stored_value
 from mko.power.registry import DRIVERS
 
 __all__ = [
+    "bare_snapshot",
     "endpoint_of",
+    "node_from_row",
     "node_rows",
+    "node_rows_query",
     "node_site",
     "param_values",
     "snapshot",
@@ -52,6 +56,7 @@ def endpoint_of(row: ProxmoxHost) -> ProxmoxEndpoint:
     )
 
 
+@cache  # the registry is fixed at import; walking every driver's model cost more than a status read
 def _column_fields() -> tuple[str, ...]:
     return tuple(name for name, (_info, meta) in DRIVERS.all_params_fields().items() if meta.column)
 
@@ -140,6 +145,22 @@ _ROW_COLUMNS = (
 )
 
 
+def node_rows_query(*extra: InstrumentedAttribute[Any]) -> Select[Any]:
+    """The node columns :func:`snapshots` and a wake's checks read, ``extra`` node columns, and the
+    cluster's site last (as ``cluster_site``): read the rows with :func:`node_from_row`."""
+    names = dict.fromkeys((*_ROW_COLUMNS, *_column_fields(), *(column.key for column in extra)))
+    return select(*(getattr(Node, name) for name in names), Cluster.site.label("cluster_site")).outerjoin(
+        Cluster, Cluster.id == Node.cluster_id
+    )
+
+
+def node_from_row(row: Any, keys: Sequence[str]) -> Any:
+    """A row of :func:`node_rows_query` (its first ``keys``) as an object with a node's attributes and
+    ``cluster.site``: what :func:`snapshots` and a wake's checks read, with no ORM object behind it."""
+    values = dict(zip(keys, row, strict=False))
+    return SimpleNamespace(**values, cluster=SimpleNamespace(site=row.cluster_site))
+
+
 def node_rows(session: Session, *, cluster_id: int) -> list[Any]:
     """The nodes of a cluster by id, as one core query reads them (no ORM objects): each row has the
     attributes :func:`snapshots` and a wake's checks read, and ``cluster.site``.
@@ -147,19 +168,9 @@ def node_rows(session: Session, *, cluster_id: int) -> list[Any]:
     For a wake of 10,000 nodes: loading them as ORM objects with their relationships took longer than
     sending every packet.
     """
-    names = dict.fromkeys((*_ROW_COLUMNS, *_column_fields()))
-    query = (
-        select(*(getattr(Node, name) for name in names), Cluster.site.label("cluster_site"))
-        .outerjoin(Cluster, Cluster.id == Node.cluster_id)
-        .where(Node.cluster_id == cluster_id)
-        .order_by(Node.id)
-    )
-    result = session.execute(query)
+    result = session.execute(node_rows_query().where(Node.cluster_id == cluster_id).order_by(Node.id))
     keys = list(result.keys())[:-1]  # the last is cluster_site
-    return [
-        SimpleNamespace(**dict(zip(keys, row, strict=False)), cluster=SimpleNamespace(site=row[-1]))
-        for row in result
-    ]
+    return [node_from_row(row, keys) for row in result]
 
 
 def snapshots(session: Session | None, nodes: Sequence[Node]) -> list[NodeSnapshot]:
@@ -169,6 +180,12 @@ def snapshots(session: Session | None, nodes: Sequence[Node]) -> list[NodeSnapsh
     refs = _Refs(session, nodes)
     columns = _column_fields()  # once: it walks every driver's settings model
     return [_build(node, refs, columns) for node in nodes]
+
+
+def bare_snapshot(node: Node) -> NodeSnapshot:
+    """A node's snapshot without what it refers to (no Proxmox endpoint, no query): for reads that show
+    its settings, never for a power action."""
+    return _build(node, _Refs(None, ()), _column_fields())
 
 
 def snapshot(node: Node) -> NodeSnapshot:

@@ -8,8 +8,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
-from sqlalchemy.orm import Session, defer, selectinload
+from sqlalchemy import ColumnElement, ScalarSelect, bindparam, func, select
+from sqlalchemy.orm import Session, aliased, defer, selectinload
 
 from mko.operations.identity import current_instance
 from mko.operations.ownership import close_orphaned, keep_alive, stamp
@@ -22,6 +22,7 @@ __all__ = [
     "finish_operation",
     "get_operation",
     "last_step_for_node",
+    "last_step_id",
     "last_steps_for_nodes",
     "list_for_node",
     "list_operations",
@@ -186,6 +187,20 @@ def last_step_for_node(session: Session, node_id: int, kind_prefix: str) -> Oper
     stops at the first match: a node's status page costs the same after 10 wakes and after 10,000.
     """
     return session.scalars(_LAST_STEP, {"node_id": node_id, "kind_prefix": kind_prefix}).first()
+
+
+def last_step_id(node_id: ColumnElement[int], kind_prefix: str) -> ScalarSelect[int]:
+    """:func:`last_step_for_node`'s step id as a subquery, for a query that reads more beside it."""
+    step, operation = aliased(OperationStep), aliased(Operation)
+    return (
+        select(step.id)
+        .join(operation, operation.id == step.operation_id)
+        .where(step.node_id == node_id)
+        .where(operation.kind.startswith(kind_prefix))
+        .order_by(step.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
 
 
 # Built once: building a statement cost more than running it (the SQL is cached on the object).

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import enum
 import importlib
+from collections.abc import Mapping
 from functools import cache
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 from mko.platform.errors import MkoError
@@ -29,6 +31,9 @@ class Registry:
 
     def __init__(self, *entries: tuple[str, str]) -> None:
         self._paths = dict(entries)
+        # Fixed with the entries, and read on every status and form: worked out once.
+        self._capable: dict[Capability, frozenset[str]] = {}
+        self._fields: dict[str, tuple[Any, ParamMeta]] | None = None
 
     def names(self) -> tuple[str, ...]:
         """Every method, in registration order (the first is the default)."""
@@ -51,21 +56,26 @@ class Registry:
 
     def with_capability(self, capability: Capability) -> frozenset[str]:
         """The methods whose driver declares ``capability``."""
-        return frozenset(name for name in self._paths if capability in self.driver(name).capabilities)
+        if capability not in self._capable:
+            capable = (name for name in self._paths if capability in self.driver(name).capabilities)
+            self._capable[capability] = frozenset(capable)
+        return self._capable[capability]
 
-    def all_params_fields(self) -> dict[str, tuple[Any, ParamMeta]]:
+    def all_params_fields(self) -> Mapping[str, tuple[Any, ParamMeta]]:
         """Every driver setting by its flat name: (field info, meta), first declaration wins.
 
         A name means one thing everywhere (tests/unit/power/test_registry.py checks it), so the union is
         what the API, the CLI and the web forms offer.
         """
-        fields: dict[str, tuple[Any, ParamMeta]] = {}
-        for name in self._paths:
-            params = self.params(name)
-            metas = params.fields_meta()
-            for field, info in params.model_fields.items():
-                fields.setdefault(field, (info, metas[field]))
-        return fields
+        if self._fields is None:
+            fields: dict[str, tuple[Any, ParamMeta]] = {}
+            for name in self._paths:
+                params = self.params(name)
+                metas = params.fields_meta()
+                for field, info in params.model_fields.items():
+                    fields.setdefault(field, (info, metas[field]))
+            self._fields = fields
+        return MappingProxyType(self._fields)
 
     def lookup(self, settings: Settings) -> DriverLookup:
         """Drivers for one run: one instance per driver class, shared by all its nodes."""
