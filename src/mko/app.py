@@ -42,7 +42,7 @@ from mko.http.live import LiveReads
 from mko.http.routing import MkoRoute
 from mko.http.security import authorize_by_method, require, web_authorize
 from mko.platform.db.models.access import Role
-from mko.platform.db.session import make_read_session_factory
+from mko.platform.db.session import make_loop_read_engine, make_read_session_factory
 from mko.platform.settings import Settings, get_settings
 from mko.wiring import wire
 
@@ -86,6 +86,8 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         app.state.database_health.close()
+        if app.state.loop_read_engine is not None:
+            app.state.loop_read_engine.dispose()  # in the loop's thread, whose connection it is
 
     app = _App(
         lifespan=lifespan,
@@ -105,6 +107,9 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
     app.state.engine = wiring.engine
     app.state.session_factory = wiring.session_factory
     app.state.read_session_factory = make_read_session_factory(wiring.engine)
+    # Lookups by key on the event loop itself, where that cannot stall it (SQLite): mko.http.deps.Db.
+    loop_reads = app.state.loop_read_engine = make_loop_read_engine(settings.database_url)
+    app.state.loop_read_factory = None if loop_reads is None else make_read_session_factory(loop_reads)
     app.state.background_tasks = set()
     app.state.ups_monitor = None
     app.state.lab = lab

@@ -16,10 +16,11 @@ from typing import Annotated, TypeVar
 
 import anyio.to_thread
 from fastapi import Depends, Request
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mko.operations.records import Actor
-from mko.platform.db.session import in_thread_session
+from mko.platform.db.session import in_thread_session, waits_for_a_lock
 from mko.platform.settings import Settings
 
 __all__ = ["ActorDep", "Db", "DbDep", "ReadSessionDep", "SessionDep", "SettingsDep"]
@@ -61,9 +62,15 @@ async def get_read_session(request: Request) -> AsyncIterator[Session]:
 class Db:
     """Database work for async routes: each :meth:`run` is a worker thread with a session of its own."""
 
-    def __init__(self, factory: sessionmaker[Session], read_factory: sessionmaker[Session]) -> None:
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        read_factory: sessionmaker[Session],
+        loop_read_factory: sessionmaker[Session] | None = None,
+    ) -> None:
         self.factory = factory
         self.read_factory = read_factory
+        self.loop_read_factory = loop_read_factory
 
     async def run(self, work: Callable[[Session], T]) -> T:
         """``work(session)`` in a worker thread; the session is closed before this returns."""
@@ -73,6 +80,23 @@ class Db:
         """:meth:`run` with a read-only session: nothing is committed, and a write raises."""
         return await in_thread_session(self.read_factory, work)
 
+    async def lookup(self, work: Callable[[Session], T]) -> T:
+        """:meth:`read` for a lookup of a few rows by key (a node's status), never a list.
+
+        On a SQLite file it runs on the event loop itself, on a session of
+        :func:`mko.platform.db.session.make_loop_read_engine` (bounded: no pool, no lock wait, no
+        write), saving the worker-thread hop that cost more than the query; when another connection
+        holds a lock the lookup would wait for, it is made in a worker thread instead.
+        """
+        if self.loop_read_factory is not None:
+            try:
+                with self.loop_read_factory() as session:
+                    return work(session)
+            except OperationalError as exc:
+                if not waits_for_a_lock(exc):
+                    raise
+        return await self.read(work)
+
 
 # The dependencies below do no blocking work, so they are async: FastAPI calls them on the event loop
 # instead of spending a worker thread on each.
@@ -80,7 +104,8 @@ class Db:
 
 async def get_db(request: Request) -> Db:
     """The app's sessions, for async routes."""
-    return Db(request.app.state.session_factory, request.app.state.read_session_factory)
+    state = request.app.state
+    return Db(state.session_factory, state.read_session_factory, state.loop_read_factory)
 
 
 async def get_settings_dep(request: Request) -> Settings:

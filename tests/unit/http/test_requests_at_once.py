@@ -1,5 +1,7 @@
 """Requests come at once: no route works the database on the event loop, and a held lock stalls nobody else.
 
+(A lookup by key on a SQLite file runs on the loop, bounded: tests/unit/http/test_loop_lookups.py.)
+
 The load test (tests/e2e/test_load.py) measures a real burst; these tests pin down the rules it relies
 on, one route at a time.
 """

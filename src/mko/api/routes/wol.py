@@ -196,7 +196,7 @@ async def wol_status(
 ) -> dict[str, Any]:
     """Configuration, the last wake and its outcome; ``?probe=true`` also checks reachability now."""
 
-    status = await db.read(lambda session: wol_status_sync(session, node_id))
+    status = await db.lookup(lambda session: wol_status_sync(session, node_id))
     if probe:
         await require_operator_for(request, principal, "probing a node now")
         target = await db.run(lambda session: snapshot(get_node(session, node_id)))

@@ -13,6 +13,7 @@ A database that cannot be connected to is a peer that does not answer: the engin
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,7 +21,9 @@ from typing import Any, TypeVar
 import anyio.to_thread
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import SingletonThreadPool
 
 from mko.platform.errors import DatabaseUnavailableError, ReadOnlySessionError
 from mko.platform.files import private_sqlite
@@ -34,8 +37,10 @@ __all__ = [
     "in_thread_session",
     "is_postgresql",
     "make_engine",
+    "make_loop_read_engine",
     "make_read_session_factory",
     "make_session_factory",
+    "waits_for_a_lock",
 ]
 
 T = TypeVar("T")
@@ -112,6 +117,47 @@ def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
     event.listen(factory, "before_flush", _refuse_write)
     event.listen(factory, "before_commit", _refuse_write)
     return factory
+
+
+def make_loop_read_engine(url: str) -> Engine | None:
+    """An engine for lookups made on the event loop itself (through :func:`make_read_session_factory`'s
+    sessions), or None where one could stall it.
+
+    Only a SQLite file qualifies, and its lookups stay bounded: each thread has a connection of its own
+    (no wait for the shared pool), which never waits for a lock (busy timeout 0: the caller retries in
+    a worker thread on :func:`waits_for_a_lock`) and cannot write (``query_only``). Under WAL a reader
+    never waits for a writer, so a lookup by key costs reading a few pages of the file, about what
+    handing it to a worker thread costs. PostgreSQL is a network round trip away: its reads stay in
+    worker threads, as does an in-memory database (another connection would see another database).
+    """
+    parsed = make_url(url)
+    database = str(parsed.database or "")
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    engine = create_engine(url, poolclass=SingletonThreadPool, connect_args={"timeout": 0})
+    event.listen(engine, "connect", _loop_read_pragmas)
+    event.listen(engine, "handle_error", _unavailable)
+    return engine
+
+
+def _loop_read_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only=ON")
+    cursor.execute("PRAGMA busy_timeout=0")
+    cursor.close()
+
+
+#: SQLite's primary result codes for "another connection holds the lock" (busy) and "locked".
+_LOCK_CODES = (5, 6)
+
+
+def waits_for_a_lock(exc: BaseException) -> bool:
+    """Whether a SQLite statement failed only because another connection holds a lock it needs (without
+    WAL, a writer; with it, a recovery or an exclusive-mode connection): worth retrying where waiting is
+    allowed."""
+    original = exc.orig if isinstance(exc, OperationalError) else None
+    code = getattr(original, "sqlite_errorcode", None) if isinstance(original, sqlite3.Error) else None
+    return code is not None and code & 0xFF in _LOCK_CODES
 
 
 def _refuse_write(session: Session, *_args: Any) -> None:
