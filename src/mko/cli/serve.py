@@ -71,7 +71,7 @@ def serve(
     if settings.instance_url is None:  # shown by `mko cluster-status` next to this instance
         settings = settings.model_copy(update={"instance_url": _own_url(host, port)})
     app = create_app(settings, lab=control)
-    _freeze_startup_objects()
+    _tune_garbage_collection()
     if control is None:
         url = _own_url(host, port) if host not in ("0.0.0.0", "::", "") else f"http://127.0.0.1:{port}"  # noqa: S104
         typer.echo(f"\nmko is serving: web UI {url}/   API docs {url}/docs   (Ctrl-C stops it)\n")
@@ -82,16 +82,25 @@ def serve(
     _serve_lab(app, control, host, port)
 
 
-def _freeze_startup_objects() -> None:
-    """Leave what start-up built (modules, the app with its routes, models and schemas: some 140,000
-    objects, all kept for the life of the process) out of the garbage collector's full collections.
+#: Net new container objects between two young-generation collections (CPython's default is 700).
+#: Requests in flight keep thousands of objects alive, so at 700 a collection ran every few requests,
+#: each walking all of them again (about 5 % of a status request's CPU); at this size a few a minute.
+YOUNG_COLLECTION_THRESHOLD = 10_000
 
-    Each full collection walked them all with the event loop stopped, 150-200 ms several times a
-    minute under load: most of the API's p99 and a tenth of its CPU (docs/scale.md). Only ``mko
-    serve`` does this, not the app factory, so a test process's objects stay collectable.
+
+def _tune_garbage_collection() -> None:
+    """Leave what start-up built (modules, the app with its routes, models and schemas: some 140,000
+    objects, all kept for the life of the process) out of the garbage collector's full collections,
+    and collect the young generation less often.
+
+    Each full collection walked all of start-up's objects with the event loop stopped, 150-200 ms
+    several times a minute under load: most of the API's p99 and a tenth of its CPU (docs/scale.md).
+    Only ``mko serve`` does this, not the app factory, so a test process's objects stay collectable.
     """
     gc.collect()  # what start-up already dropped is not kept for good
     gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, old)
 
 
 def _own_url(host: str, port: int) -> str:

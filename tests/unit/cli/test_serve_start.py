@@ -12,24 +12,28 @@ from fastapi import FastAPI
 from typer.testing import CliRunner
 
 from mko.cli.root import app
+from mko.cli.serve import YOUNG_COLLECTION_THRESHOLD
 from mko.platform.settings import Settings
 
 
 @pytest.fixture
 def unfrozen() -> Iterator[None]:
-    """Whatever `mko serve` froze in this test process is handed back to the collector afterwards."""
+    """Whatever `mko serve` froze in this test process is handed back to the collector afterwards, with
+    the collector's thresholds as they were."""
+    thresholds = gc.get_threshold()
     gc.unfreeze()
     yield
     gc.unfreeze()
+    gc.set_threshold(*thresholds)
 
 
-def test_serve_freezes_what_start_up_built_before_it_serves(
+def test_serve_tunes_the_garbage_collector_before_it_serves(
     cli: CliRunner, settings: Settings, monkeypatch: pytest.MonkeyPatch, unfrozen: None
 ) -> None:
     seen: dict[str, Any] = {}
 
     def run(served: Any, **options: Any) -> None:
-        seen.update(app=served, frozen=gc.get_freeze_count(), options=options)
+        seen.update(app=served, frozen=gc.get_freeze_count(), threshold=gc.get_threshold(), options=options)
 
     monkeypatch.setattr(uvicorn, "run", run)
     # The mko logger's handlers stay as they are for the tests after this one.
@@ -40,3 +44,4 @@ def test_serve_freezes_what_start_up_built_before_it_serves(
     # The modules, the app and its routes (tens of thousands of objects) are out of full collections.
     assert seen["frozen"] > 20_000
     assert any(obj is seen["app"] for obj in gc.get_objects()) is False  # frozen: no generation has it
+    assert seen["threshold"][0] == YOUNG_COLLECTION_THRESHOLD
