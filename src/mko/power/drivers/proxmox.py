@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast
 
 from pydantic import BaseModel, SecretStr
 
-from mko.platform.errors import FatalPowerError, InputError, PowerError, RetryablePowerError
+from mko.platform.errors import FatalPowerError, PowerError, RetryablePowerError
 from mko.power.base import Capability, NodeSnapshot, PowerDriver, PowerState, ProxmoxEndpoint
-from mko.power.fields import validate_name
+from mko.power.fields import integer_range, validate_name
 from mko.power.params import DriverParams, EncryptedSecret, column, param
 
 if TYPE_CHECKING:
@@ -41,17 +41,13 @@ _TRANSIENT = ("locked", "quorum", "got timeout", "try again", "temporarily")
 _RETRYABLE_STATUS = {408, 429, 502, 503, 504, 595, 596}
 
 
-def _vm_id(value: int, field: str) -> int:
-    if isinstance(value, bool) or not 100 <= value <= 999_999_999:
-        raise InputError(field, f"{value!r} is not a Proxmox VM id (100-999999999)")
-    return value
-
-
 class ProxmoxParams(DriverParams):
     """A virtual node: its guest id and the Proxmox host (the seed's fields) and, optionally, its node."""
 
     proxmox_vm_id: int | None = column(
-        help="Proxmox VM (or container) id", option="--proxmox-vm-id", check=_vm_id
+        help="Proxmox VM (or container) id",
+        option="--proxmox-vm-id",
+        check=integer_range(100, 999_999_999, "a Proxmox VM id"),
     )
     proxmox_host_id: int | None = column(
         help="Proxmox API endpoint (mko proxmox list): the VM's, or a proxmox_host node's own",
