@@ -23,6 +23,17 @@ from mko.ups.service import create_ups
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("chromium")]
 
 
+def _sign_in_as_operator(page: Any, base: str, path: str, session: Session, settings: Settings) -> None:
+    """An operator signed in through the login form that an anonymous visit of ``path`` lands on."""
+    create_user(session, settings, "operator", "operator-pass", Role.OPERATOR)
+    page.goto(f"{base}{path}")
+    page.wait_for_url(f"{base}/login?next={path}")
+    page.fill("#username", "operator")
+    page.fill("#password", "operator-pass")
+    page.click("#sign-in")
+    page.wait_for_url(f"{base}{path}")
+
+
 def test_add_configure_and_wake_a_node_then_a_cluster(
     lab_server: Any,
     browser_page: Any,
@@ -36,13 +47,7 @@ def test_add_configure_and_wake_a_node_then_a_cluster(
     target = lab.nodes[1]
 
     # Sign in (an anonymous visit lands on the login form), then a cluster and a node through the UI.
-    create_user(session, settings, "operator", "operator-pass", Role.OPERATOR)
-    page.goto(f"{base}/clusters")
-    page.wait_for_url(f"{base}/login?next=/clusters")
-    page.fill("#username", "operator")
-    page.fill("#password", "operator-pass")
-    page.click("#sign-in")
-    page.wait_for_url(f"{base}/clusters")
+    _sign_in_as_operator(page, base, "/clusters", session, settings)
     page.fill("#f-name", "garage")
     page.click("text=Add cluster")
     page.wait_for_url(f"{base}/clusters/1")
@@ -127,16 +132,10 @@ def test_a_rule_acts_on_the_fed_nodes_only_when_its_form_says_so(
     taken away again in the edit form, with its help text tied to it."""
     page = browser_page
     base = lab_server.url
-    create_user(session, settings, "operator", "operator-pass", Role.OPERATOR)
     cluster = create_cluster(session, ClusterCreate(name="rack"))
     for name in ("rack-a", "rack-b"):  # nothing answers on port 9: the rules do not need upsd
         create_ups(session, settings, UpsCreate(name=name, ups_name=name, host="127.0.0.1", port=9))
-    page.goto(f"{base}/rules")
-    page.wait_for_url(f"{base}/login?next=/rules")
-    page.fill("#username", "operator")
-    page.fill("#password", "operator-pass")
-    page.click("#sign-in")
-    page.wait_for_url(f"{base}/rules")
+    _sign_in_as_operator(page, base, "/rules", session, settings)
 
     switch = page.locator("#f-fed_only")
     assert not switch.is_checked()

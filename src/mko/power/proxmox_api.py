@@ -67,26 +67,11 @@ def connect(endpoint: ProxmoxEndpoint, secret: str, timeout: float, pool_size: i
                     f"Proxmox host {endpoint.name}: the TLS certificate's SHA-256 fingerprint does not"
                     " match the pinned one"
                 )
+    login: dict[str, Any] = {"user": endpoint.username, "password": secret}
     if endpoint.token_id:
         user, _, token_name = endpoint.token_id.partition("!")
-        api = ProxmoxAPI(
-            endpoint.host,
-            port=endpoint.port,
-            user=user,
-            token_name=token_name,
-            token_value=secret,
-            verify_ssl=verify,
-            timeout=timeout,
-        )
-    else:
-        api = ProxmoxAPI(
-            endpoint.host,
-            port=endpoint.port,
-            user=endpoint.username,
-            password=secret,
-            verify_ssl=verify,
-            timeout=timeout,
-        )
+        login = {"user": user, "token_name": token_name, "token_value": secret}
+    api = ProxmoxAPI(endpoint.host, port=endpoint.port, verify_ssl=verify, timeout=timeout, **login)
     # As many pooled connections as guests started at once, so none is opened and thrown away per call.
     api._store["session"].mount("https://", _adapter(endpoint.fingerprint, pool_size))
     return api
