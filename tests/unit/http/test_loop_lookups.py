@@ -75,10 +75,13 @@ async def test_a_lookup_runs_on_the_loop_with_sqlite_and_in_a_worker_thread_with
         assert (ran_in == loop_thread) is on_loop, url
 
 
-def test_no_loop_lookups_on_an_in_memory_database() -> None:
+def test_no_loop_lookups_on_an_in_memory_database_or_a_file_not_created_yet(tmp_path: Path) -> None:
     # Another connection would open another, empty, database.
     assert make_loop_read_engine("sqlite://") is None
     assert make_loop_read_engine("sqlite:///:memory:") is None
+    # The server's engine creates the file, private; a lookup connection must never be the one that does.
+    assert make_loop_read_engine(f"sqlite:///{tmp_path / 'not-yet.db'}") is None
+    assert not (tmp_path / "not-yet.db").exists()
 
 
 def test_the_loop_connection_cannot_write_and_never_waits(sqlite_url: str, session: Session) -> None:

@@ -128,11 +128,15 @@ def make_loop_read_engine(url: str) -> Engine | None:
     a worker thread on :func:`waits_for_a_lock`) and cannot write (``query_only``). Under WAL a reader
     never waits for a writer, so a lookup by key costs reading a few pages of the file, about what
     handing it to a worker thread costs. PostgreSQL is a network round trip away: its reads stay in
-    worker threads, as does an in-memory database (another connection would see another database).
+    worker threads, as does an in-memory database (another connection would see another database) and
+    a file not created yet (this connection must never be the one that creates it: the server's own
+    makes it private first).
     """
     parsed = make_url(url)
     database = str(parsed.database or "")
     if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    if not Path(database).is_file():
         return None
     engine = create_engine(url, poolclass=SingletonThreadPool, connect_args={"timeout": 0})
     event.listen(engine, "connect", _loop_read_pragmas)
