@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session, joinedload
 
 from mko.inventory.clusters import DESCRIPTION_MAX, _commit
@@ -235,6 +235,16 @@ def _checked(session: Session, values: Mapping[str, Any], explicit: set[str]) ->
     ):
         raise InputError("proxmox_host_id", does_not_exist("Proxmox host", result["proxmox_host_id"]))
     check_power_settings(result, explicit)
+    unnamed = result.get("proxmox_host_id") is None
+    if result["wol_method"] == "proxmox" and result.get("wol_enabled") and unnamed:
+        # Without one, a VM is started through the only Proxmox host mko knows (snapshots._Refs):
+        # with several, its start could only fail.
+        hosts = session.scalar(select(func.count()).select_from(ProxmoxHost)) or 0
+        if hosts > 1:
+            raise InputError(
+                "proxmox_host_id",
+                f"mko knows {hosts} Proxmox hosts (mko proxmox list): name this VM's (--proxmox-host-id)",
+            )
     return result
 
 

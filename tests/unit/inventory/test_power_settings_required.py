@@ -217,3 +217,22 @@ def test_the_working_combinations_are_taken(session: Session) -> None:
     # Another method's leftovers are kept and not judged: an IPMI node that once was a webhook's.
     node = create_node(session, NodeCreate(**_plain("ipmi", hostname="bmc", **COMPLETE["ipmi"])))
     update_node(session, node.id, NodeUpdate(webhook_secret_header="X-Api-Key"))
+
+
+def test_an_enabled_vm_names_its_endpoint_once_mko_knows_several(
+    session: Session, endpoint: int, settings: Settings
+) -> None:
+    """With one Proxmox host a VM may leave it out (the seed's form); with two, its start could only
+    fail, so the VM is refused until it names one."""
+    vm = {"hostname": "vm1", "ip_address": "10.0.0.41", "wol_method": "proxmox", "proxmox_vm_id": 101}
+    one = create_node(session, NodeCreate(**vm, wol_enabled=True))
+    second = ProxmoxHostCreate(name="pve-b", host="pve2.lan", token_id="mko@pve!b", secret="s")
+    other = create_host(session, settings, second).id
+    values = vm | {"hostname": "vm2", "ip_address": "10.0.0.42"}
+    refused = _refused(session, lambda: create_node(session, NodeCreate(**values, wol_enabled=True)))
+    assert refused.field == "proxmox_host_id" and "(--proxmox-host-id)" in refused.message
+    create_node(session, NodeCreate(**values, wol_enabled=True, proxmox_host_id=other))
+    create_node(session, NodeCreate(**values | {"hostname": "vm3"}))  # disabled: not started yet
+    refused = _refused(session, lambda: update_node(session, one.id, NodeUpdate(description="a")))
+    assert refused.field == "proxmox_host_id"
+    update_node(session, one.id, WolConfigure(proxmox_host_id=endpoint))
