@@ -16,11 +16,13 @@ from sqlalchemy.orm import Session
 
 from mko.inventory.nodes import list_nodes
 from mko.inventory.snapshots import node_rows, snapshots
-from mko.operations.records import Actor
+from mko.operations.records import Actor, get_operation
 from mko.platform.db.models.operations import Operation, OperationStatus
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
-from mko.wol.wake import make_schedule, run_wake, start_wake
+from mko.power.base import NodeSnapshot
+from mko.power.drivers.wol import SEND_CHUNK, WolDriver, WolParams
+from mko.wol.wake import RUNNING_STEPS_AFTER, make_schedule, run_wake, start_wake
 
 
 @pytest.fixture
@@ -85,12 +87,56 @@ def test_a_cluster_wakes_first_packet_leaves_before_its_steps_are_written(
         operation = asyncio.run(run_wake(factory, settings, prepared))
     finally:
         event.remove(engine, "before_cursor_execute", on_statement)
-    assert seen == [True]  # one INSERT of every step, after the first packet
+    # One INSERT of every step, after the first packet: the wake was over by then, so each step is
+    # written once, with its outcome (no INSERT of running steps and UPDATE of each).
+    assert seen == [True]
     assert operation.status == OperationStatus.PARTIAL  # n3 skipped
-    by_node = {step.node_id: step for step in operation.steps}
+    with factory() as session:
+        by_node = {step.node_id: step for step in get_operation(session, operation.id).steps}
     assert sorted(by_node) == [1, 2, 3, 4, 5, 6]
     assert by_node[3].status == OperationStatus.CANCELLED and "disabled" in by_node[3].message
     assert all(by_node[i].status == OperationStatus.SUCCEEDED for i in (1, 2, 4, 5, 6))
+    assert all(by_node[i].detail["state"] == "sent" for i in (1, 2, 4, 5, 6))
+    assert all(by_node[i].finished_at is not None for i in by_node)
+    engine.dispose()
+
+
+def test_a_wake_still_running_shows_its_steps_running_and_closes_each_with_its_outcome(
+    client: TestClient, settings: Settings, receiver: socket.socket
+) -> None:
+    cluster_id = _cluster(client, receiver.getsockname()[1], 4)
+    engine = make_engine(settings.database_url)
+    factory = make_session_factory(engine)
+    with factory() as session:
+        prepared = start_wake(
+            session,
+            target_type="cluster",
+            target_id=cluster_id,
+            # Two rounds 2.5 s apart: still running when the steps are due (RUNNING_STEPS_AFTER).
+            schedule=make_schedule(settings, retries=2, delay=RUNNING_STEPS_AFTER + 1.5),
+            actor=Actor("cli:test", "local"),
+        )
+    seen_running: dict[int | None, OperationStatus] = {}
+
+    def on_packet(_kind: str, outcome: Any) -> None:
+        if outcome.attempts == 2 and not seen_running:  # the second round: the steps are written by now
+            with factory() as session:
+                steps = get_operation(session, prepared.operation_id).steps
+                seen_running.update({step.node_id: step.status for step in steps})
+
+    operation = asyncio.run(run_wake(factory, settings, prepared, on_packet))
+    running = {i for i, status in seen_running.items() if status == OperationStatus.RUNNING}
+    assert running == {1, 2, 4}  # the skipped n3 was closed from the start
+    with factory() as session:
+        by_node = {step.node_id: step for step in get_operation(session, operation.id).steps}
+    assert sorted(by_node) == [1, 2, 3, 4]
+    for i in (1, 2, 4):
+        step = by_node[i]
+        assert step.status == OperationStatus.SUCCEEDED and step.finished_at is not None
+        assert step.message == "2 sent (not verified)"
+        assert step.detail["state"] == "sent" and step.detail["attempts"] == 2
+        assert step.detail["hostname"] == f"n{i}"
+    assert by_node[3].status == OperationStatus.CANCELLED
     engine.dispose()
 
 
@@ -124,3 +170,43 @@ def test_a_wake_cancelled_before_its_steps_were_written_still_records_them(
         assert sorted(steps) == [1, 2, 3, 4]
         assert steps[1] == OperationStatus.CANCELLED and steps[3] == OperationStatus.CANCELLED
     engine.dispose()
+
+
+def test_a_large_wake_sends_its_first_packets_before_it_builds_every_nodes_packet(
+    receiver: socket.socket,
+) -> None:
+    """The WoL driver builds and sends SEND_CHUNK nodes at a time: when the packet of the first node of
+    the second chunk is built, the first chunk's packets already wait in the receiver's queue."""
+    port = receiver.getsockname()[1]
+    nodes = [
+        NodeSnapshot(
+            node_id=i,
+            hostname=f"n{i}",
+            ip_address="127.0.0.1",
+            role="worker",
+            method="wol",
+            probe_port=1,
+            params=WolParams(
+                wol_mac_address=f"02:00:00:00:{i >> 8:02x}:{i & 255:02x}",
+                wol_broadcast_address="127.255.255.255",
+                wol_port=port,
+            ),
+        )
+        for i in range(1, SEND_CHUNK + 3)
+    ]
+    queued_when_built: dict[int, bool] = {}
+
+    class Watched(WolDriver):
+        def _target(self, node: NodeSnapshot) -> Any:
+            readable, _, _ = select.select([receiver], [], [], 0)
+            queued_when_built[node.node_id] = bool(readable)
+            return super()._target(node)
+
+    driver = Watched(None, 1.0, lambda: pytest.fail("no SecureOn password here"))
+    try:
+        errors = asyncio.run(driver.send_on(nodes))
+    finally:
+        driver.close()
+    assert errors == dict.fromkeys(range(1, SEND_CHUNK + 3))  # every packet went out
+    assert not queued_when_built[1]
+    assert queued_when_built[SEND_CHUNK + 1]  # the first chunk was on the wire before this was built
