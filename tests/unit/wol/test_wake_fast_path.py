@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from mko.inventory.nodes import list_nodes
 from mko.inventory.snapshots import node_rows, snapshots
@@ -34,6 +34,14 @@ def receiver() -> Iterator[socket.socket]:
     sock.close()
 
 
+@pytest.fixture
+def factory(settings: Settings) -> Iterator[sessionmaker[Session]]:
+    """Sessions on the test's database, as a CLI wake opens its own."""
+    engine = make_engine(settings.database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
 def _cluster(client: TestClient, port: int, count: int) -> int:
     cluster = client.post("/api/clusters", json={"name": "rack", "site": "local"}).json()
     for i in range(1, count + 1):
@@ -51,6 +59,23 @@ def _cluster(client: TestClient, port: int, count: int) -> int:
     return int(cluster["id"])
 
 
+def _start(factory: sessionmaker[Session], settings: Settings, cluster_id: int, **schedule: Any) -> Any:
+    """A cluster wake checked and recorded (its steps not written yet), as the CLI and the API start it."""
+    with factory() as session:
+        return start_wake(
+            session,
+            target_type="cluster",
+            target_id=cluster_id,
+            schedule=make_schedule(settings, **schedule),
+            actor=Actor("cli:test", "local"),
+        )
+
+
+def _steps_by_node(factory: sessionmaker[Session], operation_id: int) -> dict[int | None, Any]:
+    with factory() as session:
+        return {step.node_id: step for step in get_operation(session, operation_id).steps}
+
+
 def test_the_one_query_snapshots_are_the_ones_the_orm_builds(
     client: TestClient, session: Session, receiver: socket.socket
 ) -> None:
@@ -61,11 +86,10 @@ def test_the_one_query_snapshots_are_the_ones_the_orm_builds(
 
 
 def test_a_cluster_wakes_first_packet_leaves_before_its_steps_are_written(
-    client: TestClient, settings: Settings, receiver: socket.socket
+    client: TestClient, settings: Settings, receiver: socket.socket, factory: sessionmaker[Session]
 ) -> None:
     cluster_id = _cluster(client, receiver.getsockname()[1], 6)
-    engine = make_engine(settings.database_url)
-    factory = make_session_factory(engine)
+    engine = factory.kw["bind"]
     seen: list[bool] = []
 
     def on_statement(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
@@ -75,14 +99,7 @@ def test_a_cluster_wakes_first_packet_leaves_before_its_steps_are_written(
 
     event.listen(engine, "before_cursor_execute", on_statement)
     try:
-        with factory() as session:
-            prepared = start_wake(
-                session,
-                target_type="cluster",
-                target_id=cluster_id,
-                schedule=make_schedule(settings, retries=1, delay=0),
-                actor=Actor("cli:test", "local"),
-            )
+        prepared = _start(factory, settings, cluster_id, retries=1, delay=0)
         assert seen == []  # the operation is recorded, its steps are not yet
         operation = asyncio.run(run_wake(factory, settings, prepared))
     finally:
@@ -91,44 +108,31 @@ def test_a_cluster_wakes_first_packet_leaves_before_its_steps_are_written(
     # written once, with its outcome (no INSERT of running steps and UPDATE of each).
     assert seen == [True]
     assert operation.status == OperationStatus.PARTIAL  # n3 skipped
-    with factory() as session:
-        by_node = {step.node_id: step for step in get_operation(session, operation.id).steps}
+    by_node = _steps_by_node(factory, operation.id)
     assert sorted(by_node) == [1, 2, 3, 4, 5, 6]
     assert by_node[3].status == OperationStatus.CANCELLED and "disabled" in by_node[3].message
     assert all(by_node[i].status == OperationStatus.SUCCEEDED for i in (1, 2, 4, 5, 6))
     assert all(by_node[i].detail["state"] == "sent" for i in (1, 2, 4, 5, 6))
     assert all(by_node[i].finished_at is not None for i in by_node)
-    engine.dispose()
 
 
 def test_a_wake_still_running_shows_its_steps_running_and_closes_each_with_its_outcome(
-    client: TestClient, settings: Settings, receiver: socket.socket
+    client: TestClient, settings: Settings, receiver: socket.socket, factory: sessionmaker[Session]
 ) -> None:
     cluster_id = _cluster(client, receiver.getsockname()[1], 4)
-    engine = make_engine(settings.database_url)
-    factory = make_session_factory(engine)
-    with factory() as session:
-        prepared = start_wake(
-            session,
-            target_type="cluster",
-            target_id=cluster_id,
-            # Two rounds 2.5 s apart: still running when the steps are due (RUNNING_STEPS_AFTER).
-            schedule=make_schedule(settings, retries=2, delay=RUNNING_STEPS_AFTER + 1.5),
-            actor=Actor("cli:test", "local"),
-        )
+    # Two rounds 2.5 s apart: still running when the steps are due (RUNNING_STEPS_AFTER).
+    prepared = _start(factory, settings, cluster_id, retries=2, delay=RUNNING_STEPS_AFTER + 1.5)
     seen_running: dict[int | None, OperationStatus] = {}
 
     def on_packet(_kind: str, outcome: Any) -> None:
         if outcome.attempts == 2 and not seen_running:  # the second round: the steps are written by now
-            with factory() as session:
-                steps = get_operation(session, prepared.operation_id).steps
-                seen_running.update({step.node_id: step.status for step in steps})
+            steps = _steps_by_node(factory, prepared.operation_id)
+            seen_running.update({node_id: step.status for node_id, step in steps.items()})
 
     operation = asyncio.run(run_wake(factory, settings, prepared, on_packet))
     running = {i for i, status in seen_running.items() if status == OperationStatus.RUNNING}
     assert running == {1, 2, 4}  # the skipped n3 was closed from the start
-    with factory() as session:
-        by_node = {step.node_id: step for step in get_operation(session, operation.id).steps}
+    by_node = _steps_by_node(factory, operation.id)
     assert sorted(by_node) == [1, 2, 3, 4]
     for i in (1, 2, 4):
         step = by_node[i]
@@ -137,23 +141,13 @@ def test_a_wake_still_running_shows_its_steps_running_and_closes_each_with_its_o
         assert step.detail["state"] == "sent" and step.detail["attempts"] == 2
         assert step.detail["hostname"] == f"n{i}"
     assert by_node[3].status == OperationStatus.CANCELLED
-    engine.dispose()
 
 
 def test_a_wake_cancelled_before_its_steps_were_written_still_records_them(
-    client: TestClient, settings: Settings, receiver: socket.socket
+    client: TestClient, settings: Settings, receiver: socket.socket, factory: sessionmaker[Session]
 ) -> None:
     cluster_id = _cluster(client, receiver.getsockname()[1], 4)
-    engine = make_engine(settings.database_url)
-    factory = make_session_factory(engine)
-    with factory() as session:
-        prepared = start_wake(
-            session,
-            target_type="cluster",
-            target_id=cluster_id,
-            schedule=make_schedule(settings, retries=3, delay=30),
-            actor=Actor("cli:test", "local"),
-        )
+    prepared = _start(factory, settings, cluster_id, retries=3, delay=30)
 
     async def cancel_at_once() -> None:
         task = asyncio.create_task(run_wake(factory, settings, prepared))
@@ -169,7 +163,6 @@ def test_a_wake_cancelled_before_its_steps_were_written_still_records_them(
         steps = {step.node_id: step.status for step in operation.steps}
         assert sorted(steps) == [1, 2, 3, 4]
         assert steps[1] == OperationStatus.CANCELLED and steps[3] == OperationStatus.CANCELLED
-    engine.dispose()
 
 
 def test_a_large_wake_sends_its_first_packets_before_it_builds_every_nodes_packet(
