@@ -44,6 +44,7 @@ from mko.power.base import (
     power_on,
     power_on_levels,
 )
+from mko.power.drivers.wol import RawWolDriver, WolDriver
 from mko.power.registry import DRIVERS
 from mko.wol.plan import describe_levels, levels
 
@@ -390,9 +391,22 @@ def _driver_lookup(settings: Settings) -> Callable[[NodeSnapshot], PowerDriver |
     return DRIVERS.lookup(settings)
 
 
-# Seconds a wake runs before its steps are written as running: a wake done sooner (a burst of packets
-# without --wait) writes each step once, with its outcome, instead of an INSERT and an UPDATE of every row.
-RUNNING_STEPS_AFTER = 1.0
+# Drivers whose attempt is a packet sent from here at once: no API to answer, no device to wait for.
+_PACKET_METHODS = frozenset({WolDriver.name, RawWolDriver.name})
+
+
+def _one_burst(prepared: PreparedWake) -> bool:
+    """Whether the wake is over as soon as its packets are out: packets only, every round at once (one
+    round, or no delay between them), no verification, no stagger and no dependency levels."""
+    schedule = prepared.schedule
+    return (
+        not schedule.wait
+        and (schedule.retries == 1 or schedule.delay == 0)
+        and not schedule.stagger
+        and not any(prepared.depends.values())
+        and all(node.method in _PACKET_METHODS for node in prepared.nodes)
+    )
+
 
 _STEP_STATUS = {
     OutcomeState.UP: OperationStatus.SUCCEEDED,
@@ -421,14 +435,14 @@ async def run_wake(
         else _none(),
     )
     try:
-        if prepared.steps_pending:
-            # The first packets go out before the bookkeeping of every node. A wake over by then (one
-            # burst, not verified) writes its steps once, closed, in _close; a longer one writes them
-            # running now, so its nodes show as booting while it runs.
-            await asyncio.wait({sending}, timeout=RUNNING_STEPS_AFTER)
-            if not sending.done():
-                steps = _pending_steps(prepared)
-                await in_thread_session(session_factory, lambda session: _record_steps(session, steps))
+        if prepared.steps_pending and _one_burst(prepared):
+            # Over once its packets are out: each step is written once, closed with its outcome, by
+            # _close (not an INSERT of running steps and an UPDATE of each).
+            await asyncio.wait({sending})
+        elif prepared.steps_pending:
+            await asyncio.sleep(0)  # the first packets go out before the bookkeeping of every node
+            steps = _pending_steps(prepared)
+            await in_thread_session(session_factory, lambda session: _record_steps(session, steps))
         outcomes, parts = await sending
     except asyncio.CancelledError:
         sending.cancel()

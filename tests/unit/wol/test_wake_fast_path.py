@@ -22,7 +22,7 @@ from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
 from mko.power.base import NodeSnapshot
 from mko.power.drivers.wol import SEND_CHUNK, WolDriver, WolParams
-from mko.wol.wake import RUNNING_STEPS_AFTER, make_schedule, run_wake, start_wake
+from mko.wol.wake import make_schedule, run_wake, start_wake
 
 
 @pytest.fixture
@@ -104,8 +104,8 @@ def test_a_cluster_wakes_first_packet_leaves_before_its_steps_are_written(
         operation = asyncio.run(run_wake(factory, settings, prepared))
     finally:
         event.remove(engine, "before_cursor_execute", on_statement)
-    # One INSERT of every step, after the first packet: the wake was over by then, so each step is
-    # written once, with its outcome (no INSERT of running steps and UPDATE of each).
+    # One INSERT of every step, after the packets: one round of packets is over once they are out,
+    # so each step is written once, with its outcome (no INSERT of running steps and UPDATE of each).
     assert seen == [True]
     assert operation.status == OperationStatus.PARTIAL  # n3 skipped
     by_node = _steps_by_node(factory, operation.id)
@@ -120,8 +120,9 @@ def test_a_wake_still_running_shows_its_steps_running_and_closes_each_with_its_o
     client: TestClient, settings: Settings, receiver: socket.socket, factory: sessionmaker[Session]
 ) -> None:
     cluster_id = _cluster(client, receiver.getsockname()[1], 4)
-    # Two rounds 2.5 s apart: still running when the steps are due (RUNNING_STEPS_AFTER).
-    prepared = _start(factory, settings, cluster_id, retries=2, delay=RUNNING_STEPS_AFTER + 1.5)
+    # Two rounds a second apart: not over when its first packets are out, so its steps are written
+    # running right after them (the nodes show as booting), and closed at the end.
+    prepared = _start(factory, settings, cluster_id, retries=2, delay=1.0)
     seen_running: dict[int | None, OperationStatus] = {}
 
     def on_packet(_kind: str, outcome: Any) -> None:
