@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from mko.platform import validation
 from mko.platform.errors import InputError, PowerError
 from mko.power.base import AttemptError, Capability, NodeSnapshot, PowerDriver, PowerState
+from mko.power.fields import integer_range
 from mko.power.magic import LIMITED_BROADCAST, MagicPacketSender, WakeTarget, subnet_broadcast
 from mko.power.params import DriverParams, RevealedSecret, StoredSecret, column, param, secret
 from mko.power.probe import probe_tcp
@@ -21,12 +22,6 @@ __all__ = ["RawWolDriver", "RawWolParams", "WolDriver", "WolParams", "effective_
 # Nodes whose packets are built, then sent, at a time: small enough that the first packet of a large
 # wake leaves at once, large enough that the send loop stays tight.
 SEND_CHUNK = 256
-
-
-def _prefix_len(value: int, field: str) -> int:
-    if isinstance(value, bool) or not 0 <= value <= 32:
-        raise InputError(field, f"{value!r} is not a prefix length (0-32)")
-    return value
 
 
 class WolParams(DriverParams):
@@ -50,7 +45,7 @@ class WolParams(DriverParams):
     wol_prefix_len: int | None = param(
         help="the node's subnet prefix length, for its subnet broadcast",
         option="--prefix-len",
-        check=_prefix_len,
+        check=integer_range(0, 32, "a prefix length"),
     )
     wol_secureon: StoredSecret = secret(
         help="SecureOn password carried in every magic packet",
