@@ -22,6 +22,7 @@ from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
 from mko.power.base import NodeSnapshot
 from mko.power.drivers.wol import SEND_CHUNK, WolDriver, WolParams
+from mko.wol.node_state import states_for
 from mko.wol.wake import make_schedule, run_wake, start_wake
 
 
@@ -204,3 +205,24 @@ def test_a_large_wake_sends_its_first_packets_before_it_builds_every_nodes_packe
     assert errors == dict.fromkeys(range(1, SEND_CHUNK + 3))  # every packet went out
     assert not queued_when_built[1]
     assert queued_when_built[SEND_CHUNK + 1]  # the first chunk was on the wire before this was built
+
+
+def test_a_burst_wake_records_a_failed_node_in_its_step_and_its_state(
+    client: TestClient, settings: Settings, receiver: socket.socket, factory: sessionmaker[Session]
+) -> None:
+    """The steps written once at the end carry each node's own outcome: a node whose packet could not
+    be sent (its interface does not exist) is failed in its step, its operation and its node state."""
+    cluster_id = _cluster(client, receiver.getsockname()[1], 3)
+    body = {"wol_interface": "mko-none0"}
+    assert client.put("/api/nodes/2/wol/configure", json=body).status_code == 200
+    prepared = _start(factory, settings, cluster_id, retries=1, delay=0)
+    operation = asyncio.run(run_wake(factory, settings, prepared))
+    assert operation.status == OperationStatus.PARTIAL  # n3 skipped, n2 failed
+    by_node = _steps_by_node(factory, operation.id)
+    assert by_node[1].status == OperationStatus.SUCCEEDED and by_node[1].detail["state"] == "sent"
+    assert by_node[2].status == OperationStatus.FAILED and by_node[2].detail["state"] == "failed"
+    assert "mko-none0" in by_node[2].message and by_node[2].finished_at is not None
+    with factory() as session:
+        states = states_for(session, settings, [1, 2])
+    assert (states[1].wake_operation_id, states[1].wake_state) == (operation.id, "sent")
+    assert (states[2].wake_operation_id, states[2].wake_state) == (operation.id, "failed")
