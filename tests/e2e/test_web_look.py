@@ -222,24 +222,66 @@ def test_docs_render_with_every_non_loopback_request_blocked(
     refused = page.evaluate("window.cspViolations")
     assert all(v["directive"] == "img-src" and "127.0.0.1" not in v["blocked"] for v in refused), refused
 
-    # Both at 1280 and 390 px, light and dark (the API docs keep their own light look): rendered, and
-    # nothing wider than a phone's screen.
+    # Both at 1280 and 390 px, light and dark (dark as the rest of the UI: Swagger UI's own dark stylesheet,
+    # ReDoc with a dark theme), each within its policy: rendered, nothing wider than a phone's screen.
     browser = page.context.browser
     for width_name, viewport in (("1280", DESKTOP), ("390", PHONE)):
         for scheme in ("light", "dark"):
             context = browser.new_context(viewport=viewport, color_scheme=scheme)
             context.route("**/*", only_loopback)
+            context.add_init_script(RECORD_VIOLATIONS)
             view = context.new_page()
             try:
                 for name, ready in (("docs", ".opblock"), ("redoc", "[data-section-id^='operation/']")):
                     view.goto(f"{base}/{name}")
                     view.locator(ready).first.wait_for(timeout=60_000)
                     screenshot(view, f"{name}-{width_name}-{scheme}", full_page=False)
+                    assert _docs_colours(view, name) == DOCS_COLOURS[name, scheme], (name, scheme)
                     if viewport is PHONE:
                         assert _fits(view), f"/{name} scrolls sideways at 390 px ({scheme})"
+                    refused = view.evaluate("window.cspViolations")
+                    assert all(v["directive"] == "img-src" for v in refused), (name, scheme, refused)
             finally:
                 context.close()
+    # The theme a person chose in the web UI wins over the system's, here too.
+    context = browser.new_context(viewport=DESKTOP, color_scheme="light")
+    context.route("**/*", only_loopback)
+    context.add_init_script("localStorage.setItem('mko-theme', 'dark')")
+    view = context.new_page()
+    try:
+        for name, ready in (("docs", ".opblock"), ("redoc", "[data-section-id^='operation/']")):
+            view.goto(f"{base}/{name}")
+            view.locator(ready).first.wait_for(timeout=60_000)
+            assert _docs_colours(view, name) == DOCS_COLOURS[name, "dark"], name
+    finally:
+        context.close()
     assert blocked == []  # and nothing was even asked of the internet
+
+
+# What /docs and /redoc look like, light and dark: the page's background, a panel's background and the
+# title's colour. Swagger UI's own dark theme (swagger-ui.css under html.dark-mode: #1c2022, #d2d6d7);
+# ReDoc's from redoc.js and api-docs.css (the web UI's dark colours: app.css).
+DOCS_COLOURS = {
+    ("docs", "light"): ("rgba(0, 0, 0, 0)", "rgba(0, 0, 0, 0)", "rgb(59, 65, 81)"),
+    ("docs", "dark"): ("rgb(28, 32, 34)", "rgb(28, 32, 34)", "rgb(210, 214, 215)"),
+    ("redoc", "light"): ("rgba(0, 0, 0, 0)", "rgb(250, 250, 250)", "rgb(51, 51, 51)"),
+    ("redoc", "dark"): (DARK_BACKGROUND, "rgb(26, 32, 41)", "rgb(227, 232, 239)"),
+}
+
+
+def _docs_colours(page: Any, name: str) -> tuple[str, str, str]:
+    """The page's background, a panel's (Swagger UI's root, ReDoc's menu) and the API title's colour."""
+    panel, title = (".swagger-ui", ".swagger-ui .info .title") if name == "docs" else (".menu-content", "h1")
+    colours: list[str] = page.evaluate(
+        """([panel, title]) => {
+            const style = (selector) => getComputedStyle(document.querySelector(selector));
+            const html = style("html").backgroundColor, body = style("body").backgroundColor;
+            const page = html !== "rgba(0, 0, 0, 0)" ? html : body;
+            return [page, style(panel).backgroundColor, style(title).color];
+        }""",
+        [panel, title],
+    )
+    return colours[0], colours[1], colours[2]
 
 
 def test_the_web_app_manifest_is_installable(lab_server: Any, browser_page: Any) -> None:

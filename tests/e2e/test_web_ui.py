@@ -9,13 +9,29 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mko.access.users import create_user
+from mko.inventory.clusters import create_cluster
+from mko.inventory.schemas import ClusterCreate
 from mko.lab.harness import RunningLab
 from mko.platform.db.models.access import Role
 from mko.platform.db.models.inventory import Node
+from mko.platform.db.models.rules import PowerRule, RuleTarget
 from mko.platform.settings import Settings
+from mko.ups.schemas import UpsCreate
+from mko.ups.service import create_ups
 
 # One Chromium at a time (~300 MB each): every browser test is in the xdist group "chromium".
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("chromium")]
+
+
+def _sign_in_as_operator(page: Any, base: str, path: str, session: Session, settings: Settings) -> None:
+    """An operator signed in through the login form that an anonymous visit of ``path`` lands on."""
+    create_user(session, settings, "operator", "operator-pass", Role.OPERATOR)
+    page.goto(f"{base}{path}")
+    page.wait_for_url(f"{base}/login?next={path}")
+    page.fill("#username", "operator")
+    page.fill("#password", "operator-pass")
+    page.click("#sign-in")
+    page.wait_for_url(f"{base}{path}")
 
 
 def test_add_configure_and_wake_a_node_then_a_cluster(
@@ -31,13 +47,7 @@ def test_add_configure_and_wake_a_node_then_a_cluster(
     target = lab.nodes[1]
 
     # Sign in (an anonymous visit lands on the login form), then a cluster and a node through the UI.
-    create_user(session, settings, "operator", "operator-pass", Role.OPERATOR)
-    page.goto(f"{base}/clusters")
-    page.wait_for_url(f"{base}/login?next=/clusters")
-    page.fill("#username", "operator")
-    page.fill("#password", "operator-pass")
-    page.click("#sign-in")
-    page.wait_for_url(f"{base}/clusters")
+    _sign_in_as_operator(page, base, "/clusters", session, settings)
     page.fill("#f-name", "garage")
     page.click("text=Add cluster")
     page.wait_for_url(f"{base}/clusters/1")
@@ -113,3 +123,46 @@ def test_add_configure_and_wake_a_node_then_a_cluster(
     screenshot(page, "node-detail-phone")
     # Phone width: nothing wider than the screen but the scrollable tables.
     assert page.evaluate("document.documentElement.scrollWidth") <= 400
+
+
+def test_a_rule_acts_on_the_fed_nodes_only_when_its_form_says_so(
+    lab_server: Any, browser_page: Any, session: Session, settings: Settings, screenshot: Any
+) -> None:
+    """The rule form's "fed only" switch (the CLI's --fed-only, the API's target fed_nodes), added and
+    taken away again in the edit form, with its help text tied to it."""
+    page = browser_page
+    base = lab_server.url
+    cluster = create_cluster(session, ClusterCreate(name="rack"))
+    for name in ("rack-a", "rack-b"):  # nothing answers on port 9: the rules do not need upsd
+        create_ups(session, settings, UpsCreate(name=name, ups_name=name, host="127.0.0.1", port=9))
+    _sign_in_as_operator(page, base, "/rules", session, settings)
+
+    switch = page.locator("#f-fed_only")
+    assert not switch.is_checked()
+    help_text = page.locator("#" + (switch.get_attribute("aria-describedby") or "missing"))
+    assert help_text.is_visible() and "--fed-by" in help_text.inner_text()
+    page.fill("#f-name", "rack-a dark")
+    page.select_option("#f-ups_id", "1")
+    page.select_option("#f-cluster_id", str(cluster.id))
+    page.select_option("#f-power_event", "power_loss")
+    page.select_option("#f-cluster_action", "graceful_shutdown")
+    page.fill("#f-action_delay", "60")
+    page.click("label:has(#f-fed_only)")  # the label's words toggle it, as a person would click
+    assert switch.is_checked()
+    screenshot(page, "rule-form-fed-only")
+    page.click("text=Add rule")
+    page.wait_for_url(f"{base}/rules")
+    row = page.locator("tr[data-rule='1']")
+    assert "fed nodes of" in row.inner_text()
+    session.expire_all()
+    assert session.scalar(select(PowerRule.target).where(PowerRule.id == 1)) == RuleTarget.FED_NODES
+
+    row.locator("text=Edit").click()
+    page.wait_for_url(f"{base}/rules?edit=1#rule-form")
+    assert page.locator("#f-fed_only").is_checked()
+    page.uncheck("#f-fed_only")
+    page.click("text=Save rule")
+    page.wait_for_url(f"{base}/rules")
+    assert "fed nodes of" not in page.locator("tr[data-rule='1']").inner_text()
+    session.expire_all()
+    assert session.scalar(select(PowerRule.target).where(PowerRule.id == 1)) == RuleTarget.CLUSTER

@@ -9,6 +9,11 @@ They speak the devices' real paths and JSON (shapes from the vendors' API docs):
 * :class:`Tasmota`: ``/cm?cmnd=Power<n> On|Off``, ``{"POWER<n>": "ON"}``, HTTP Basic or user/password
   query arguments, ``{"WARNING": "Need user=…"}`` with 401 (200 on old firmware);
 * :class:`Webhook`: a MAAS-style power service recording every request, state as ``{"status": …}``.
+
+And what the power drivers' tests do with them through the CLI, written once: :func:`serving` (a
+fixture's body), :func:`device` (the options that point a node at a peer), :func:`configure`
+(``mko wol configure``, a secret typed at its prompt), :func:`power` (``mko node power … --json``) and
+:func:`power_state` (``mko node power NODE status``).
 """
 
 from __future__ import annotations
@@ -22,13 +27,65 @@ import re
 import secrets
 import threading
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
+from click.testing import Result
+from typer.testing import CliRunner
 
+from mko.cli.root import app
 from mko.lab.netns import enter_netns
 
-__all__ = ["HttpPeer", "ShellyGen1", "ShellyGen2", "Tasmota", "Webhook"]
+__all__ = [
+    "HttpPeer",
+    "ShellyGen1",
+    "ShellyGen2",
+    "Tasmota",
+    "Webhook",
+    "configure",
+    "device",
+    "power",
+    "power_state",
+    "serving",
+]
+
+
+class _Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+PeerT = TypeVar("PeerT", bound=_Stoppable)
+
+
+def serving(peer: PeerT) -> Iterator[PeerT]:
+    """A fixture's body: ``yield from serving(Tasmota())`` hands the test the peer and stops it after."""
+    try:
+        yield peer
+    finally:
+        peer.stop()
+
+
+def device(method: str, port: int, *, prefix: str | None = None, host: str = "127.0.0.1") -> list[str]:
+    """The options that give a node ``method`` with its device at ``host:port`` (``--<prefix>-host``,
+    ``--<prefix>-port``; the prefix is the method's name unless told)."""
+    prefix = prefix or method
+    return ["--method", method, f"--{prefix}-host", host, f"--{prefix}-port", str(port)]
+
+
+def configure(cli: CliRunner, node_id: int, *options: str, secret: str | None = None) -> Result:
+    """``mko wol configure NODE OPTIONS…``; ``secret`` is typed at the prompt of the option given as "-"."""
+    return cli.invoke(
+        app, ["wol", "configure", str(node_id), *options], input=None if secret is None else secret + "\n"
+    )
+
+
+def power(cli: CliRunner, node_id: int, action: str, *, timeout: float = 10) -> tuple[Result, Any]:
+    """``mko node power NODE ACTION --json``: the result, and its JSON document (None when it printed
+    none: a refusal before any attempt)."""
+    result = cli.invoke(app, ["node", "power", str(node_id), action, "--json", "--timeout", f"{timeout:g}"])
+    printed = result.exit_code in (0, 1) and result.stdout.strip()
+    return result, (json.loads(result.stdout) if printed else None)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -315,3 +372,11 @@ class Webhook(HttpPeer):
         application.router.add_route("*", "/machines/{name}", self.handle)
         application.router.add_route("*", "/machines/{name}/{action:on|off}", self.handle)
         return application
+
+
+def power_state(cli: CliRunner, node_id: int) -> str:
+    """``mko node power NODE status --json``: the state the node's driver reads (on, off, unknown)."""
+    result = cli.invoke(app, ["node", "power", str(node_id), "status", "--json"])
+    assert result.exit_code == 0, result.output
+    state: str = json.loads(result.stdout)["state"]
+    return state

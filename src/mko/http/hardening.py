@@ -213,11 +213,13 @@ def install_http_handlers(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     def docs_page() -> HTMLResponse:
-        """Swagger UI for /openapi.json; its start-up script is /static/docs.js, not inline."""
+        """Swagger UI for /openapi.json; its start-up script is /static/docs.js, not inline, and
+        /static/docs-theme.js turns on Swagger UI's own dark stylesheet where the web UI is dark."""
         page = (
             "<!doctype html><html lang=en><head><meta charset=utf-8><title>mko API</title>"
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f'<link rel="stylesheet" href="{DOCS_ASSETS}/swagger-ui.css"></head>'
+            f'<link rel="stylesheet" href="{DOCS_ASSETS}/swagger-ui.css">'
+            '<script src="/static/docs-theme.js"></script></head>'
             f'<body><div id="swagger-ui"></div><script src="{DOCS_ASSETS}/swagger-ui-bundle.js"></script>'
             '<script src="/static/docs.js"></script></body></html>'
         )
@@ -225,14 +227,17 @@ def install_http_handlers(app: FastAPI) -> None:
 
     @app.get("/redoc", include_in_schema=False)
     def redoc_page() -> HTMLResponse:
-        """ReDoc for /openapi.json, started by /static/redoc.js with this response's style nonce."""
+        """ReDoc for /openapi.json, started by /static/redoc.js with this response's style nonce (and,
+        where the web UI is dark, a dark theme: /static/docs-theme.js, /static/api-docs.css)."""
         # NOTE: ReDoc (styled-components) writes its CSS into <style> elements as it renders; a fresh
         # nonce per response lets exactly those apply. The script reads it from its own tag's nonce
         # property (browsers hide the attribute from the DOM and CSS, so markup cannot copy it).
         nonce = secrets.token_urlsafe(18)
         page = (
             "<!doctype html><html lang=en><head><meta charset=utf-8><title>mko API</title>"
-            '<meta name="viewport" content="width=device-width, initial-scale=1"></head>'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            '<link rel="stylesheet" href="/static/api-docs.css">'
+            '<script src="/static/docs-theme.js"></script></head>'
             f'<body><div id="redoc"></div><script src="{DOCS_ASSETS}/redoc.standalone.js"></script>'
             f'<script src="/static/redoc.js" nonce="{nonce}"></script></body></html>'
         )

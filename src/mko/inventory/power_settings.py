@@ -81,7 +81,10 @@ def _destination(session: Session, values: Mapping[str, Any], secret: str) -> di
     """Where the node's driver sends this secret: the method and the fields it is bound to; for a magic
     packet, the broadcast address or the wake agents of the node's site. None: it is not sent."""
     cls = DRIVERS.get(values["wol_method"])
-    if cls is None or secret not in cls.Params.model_fields:
+    if cls is None:
+        return None
+    model = DRIVERS.params(values["wol_method"])  # a composite driver's: its delegates' settings too
+    if secret not in model.model_fields:
         return None
     if Capability.WAKE_ONLY in cls.capabilities:
         site = values.get("site")
@@ -95,9 +98,9 @@ def _destination(session: Session, values: Mapping[str, Any], secret: str) -> di
         else:
             address = LIMITED_BROADCAST
         return {"site": None if site == LOCAL_SITE else site, "address": address}
-    binds = cls.Params.fields_meta()[secret].binds
+    binds = model.fields_meta()[secret].binds
     return {"wol_method": values["wol_method"]} | {
-        field: values.get(field) for field in binds if field in cls.Params.model_fields
+        field: values.get(field) for field in binds if field in model.model_fields
     }
 
 
@@ -151,11 +154,11 @@ def check_power_settings(values: dict[str, Any], explicit: set[str]) -> None:
         raise InputError(field, f"a virtual node is started through Proxmox, not by {method}")
     values["wol_method"] = method
     try:
-        params = cls.Params.model_validate(values)
+        params = DRIVERS.params(method).model_validate(values)
     except ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else "power_params"
         raise InputError(field, str(error["msg"])) from None
     for name in params.missing(enabled=bool(values.get("wol_enabled"))):
-        help_text = cls.Params.fields_meta()[name].help.split(": ", 1)[-1]
+        help_text = type(params).fields_meta()[name].help.split(": ", 1)[-1]
         raise InputError(name, f"method {method!r} needs the {help_text} ({name})")

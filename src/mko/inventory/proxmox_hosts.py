@@ -153,7 +153,7 @@ def host_login(session: Session, settings: Settings, host_id: int) -> HostLogin:
 
 async def check_login(login: HostLogin) -> dict[str, Any]:
     """Connect and log in as mko would: version, nodes and number of guests, or a PowerError."""
-    from mko.power.drivers.proxmox import check_endpoint
+    from mko.power.proxmox_api import check_endpoint
 
     result = await check_endpoint(login.endpoint, login.secret, login.timeout)
     return {"id": login.id, "name": login.name, **result}

@@ -2,11 +2,14 @@
 settings model, built here so that drivers never see a row or a session.
 
 :func:`snapshots` reads every Proxmox host the nodes refer to in one query (plus the single-host
-fallback), then builds each snapshot without touching the database again.
+fallback), then builds each snapshot without touching the database again. A node of a composite driver
+(a ``proxmox_host`` powered on by its BMC) also gets its ``delegate``: the same node with the method it
+is powered through and that driver's settings model, so that the driver needs no other driver's code.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
@@ -87,6 +90,19 @@ def params_of(node: Node, columns: Sequence[str] | None = None) -> DriverParams:
     return DRIVERS.params(node.wol_method).model_validate(param_values(node, columns))
 
 
+def _delegate(built: NodeSnapshot) -> NodeSnapshot | None:
+    """The node as the driver it is powered through sees it, for a composite driver's node; else None
+    (and None while that method is not set, or names no driver the composite accepts)."""
+    cls = DRIVERS.get(built.method)
+    if cls is None or cls.delegate_setting is None:
+        return None
+    method = getattr(built.params, cls.delegate_setting, None)
+    if method not in cls.delegates:
+        return None
+    params = DRIVERS.params(method).model_validate(built.params.model_dump())
+    return dataclasses.replace(built, method=method, params=params, delegate=None)
+
+
 class _Refs:
     """Proxmox hosts by id, read once for many nodes; the only host when there is just one."""
 
@@ -110,7 +126,7 @@ class _Refs:
 
 
 def _build(node: Node, refs: _Refs, columns: Sequence[str]) -> NodeSnapshot:
-    return NodeSnapshot(
+    built = NodeSnapshot(
         node_id=node.id,
         hostname=node.hostname,
         ip_address=node.ip_address,
@@ -121,6 +137,8 @@ def _build(node: Node, refs: _Refs, columns: Sequence[str]) -> NodeSnapshot:
         params=params_of(node, columns),
         refs=refs.of(node),
     )
+    delegate = _delegate(built)
+    return built if delegate is None else dataclasses.replace(built, delegate=delegate)
 
 
 #: What a wake reads of a node besides its driver's column settings (``power_params`` holds the rest).

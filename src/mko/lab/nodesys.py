@@ -489,12 +489,24 @@ class SshdService:
             time.sleep(0.01)
 
     def stop(self) -> None:
-        """Power off: every process of the node (sshd, sessions, commands) dies."""
-        kill_netns_processes([self.system.node.netns], grace=1.0)
+        """Power off: every process of the node (sshd, sessions, commands) dies; when this returns, the
+        SSH port refuses connections."""
+        node = self.system.node
         process, self._process = self._process, None
-        if process is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=5)
+        deadline = time.monotonic() + 5
+        while True:
+            kill_netns_processes([node.netns], grace=1.0)
+            if process is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(timeout=5)
+            # On a loaded machine a process forked while the first sweep read /proc can still hold the
+            # port: sweep again until nothing answers (the caller runs in the node's namespace).
+            try:
+                socket.create_connection((node.ip, self.system.ssh.port), 0.2).close()
+            except OSError:
+                break
+            if time.monotonic() > deadline:
+                raise LabError(f"{node.netns}: something still listens on the SSH port after power-off")
         self.system.halt()
 
     def alive(self) -> bool:

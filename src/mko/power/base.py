@@ -133,7 +133,9 @@ class NodeSnapshot:
     """What a power action needs of a node, built by the inventory (drivers never see a row).
 
     ``params`` is the node's driver settings model, validated, secrets still encrypted; ``refs`` holds
-    what the service resolved for it (``"proxmox_host"``: a :class:`ProxmoxEndpoint`).
+    what the service resolved for it (``"proxmox_host"``: a :class:`ProxmoxEndpoint`). ``delegate`` is,
+    for a node of a composite driver (``PowerDriver.delegate_setting``), the same node as the driver it
+    is powered through sees it: that method and its settings model.
     """
 
     node_id: int
@@ -146,6 +148,7 @@ class NodeSnapshot:
     site: str | None = None
     params: DriverParams = field(default_factory=DriverParams)
     refs: Mapping[str, Any] = field(default_factory=dict)
+    delegate: NodeSnapshot | None = None
 
     @property
     def label(self) -> str:
@@ -286,6 +289,14 @@ class PowerDriver:
     badge: ClassVar[str] = ""
     #: Decrypts stored secrets; set by the registry's lookup for each run.
     secrets: Callable[[], SecretBox] | None = None
+    #: A composite driver powers its nodes through another driver (a hypervisor through its BMC): the
+    #: setting that names the node's method, and the methods it may name. The inventory puts the node as
+    #: that driver sees it in ``NodeSnapshot.delegate``; ``peers`` hands out that driver.
+    delegate_setting: ClassVar[str | None] = None
+    delegates: ClassVar[tuple[str, ...]] = ()
+    #: The run's drivers (one instance per driver, shared with the run's other nodes); set by the
+    #: registry's lookup for each run.
+    peers: DriverLookup | None = None
 
     @classmethod
     def create(cls, settings: Settings) -> PowerDriver:

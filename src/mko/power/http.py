@@ -1,4 +1,5 @@
-"""What the HTTP power drivers share (webhook, Shelly, Tasmota): one request with mko's error mapping.
+"""What the HTTP power drivers share (webhook, Shelly, Tasmota): one request with mko's error mapping,
+a JSON answer read as an object, and the switch they all are (on, off, and its reading as a state).
 
 A timeout, a refused connection, 429 and 5xx are retryable; a certificate that does not verify, 401/403,
 404 and any other 4xx are fatal (asking again cannot help). Messages name the device, never a secret.
@@ -10,12 +11,12 @@ import ssl
 from typing import TYPE_CHECKING, Any
 
 from mko.platform.errors import FatalPowerError, RetryablePowerError
-from mko.power.base import PowerDriver
+from mko.power.base import Capability, NodeSnapshot, PowerAction, PowerDriver, PowerState
 
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["HttpDeviceDriver", "is_certificate_error", "request", "tls_verify"]
+__all__ = ["HttpDeviceDriver", "SwitchDriver", "is_certificate_error", "json_object", "request", "tls_verify"]
 
 _RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
 
@@ -64,7 +65,43 @@ async def request(
     raise FatalPowerError(f"{where}: HTTP {response.status_code} {text}")
 
 
-class HttpDeviceDriver(PowerDriver):
+def json_object(response: httpx.Response, where: str) -> dict[str, Any]:
+    """The response's JSON object; RetryablePowerError for a body that is not JSON (a device still
+    starting its web server), FatalPowerError for JSON that is not an object."""
+    try:
+        body = response.json()
+    except ValueError:
+        raise RetryablePowerError(f"{where} answered something that is not JSON") from None
+    if not isinstance(body, dict):
+        raise FatalPowerError(f"{where} answered {body!r}")
+    return body
+
+
+class SwitchDriver(PowerDriver):
+    """A driver whose device is one switch: ``_switch`` turns it on (True) or off (False), or with None
+    only reads it, and returns what the device says: True on, False off, None not known. On, hard off
+    and the power state are this one mapping; a soft off needs a driver that declares it."""
+
+    async def _switch(self, node: NodeSnapshot, on: bool | None) -> bool | None:
+        raise NotImplementedError
+
+    async def _on(self, node: NodeSnapshot) -> None:
+        await self._switch(node, True)
+
+    async def _off(self, node: NodeSnapshot, *, soft: bool) -> None:
+        if soft and Capability.SOFT_OFF not in self.capabilities:
+            raise self.unsupported(node, PowerAction.SOFT.value)
+        await self._switch(node, False)
+
+    async def query(self, node: NodeSnapshot) -> PowerState:
+        """The switch as the device reports it."""
+        reading = await self._switch(node, None)
+        if reading is None:
+            return PowerState.UNKNOWN
+        return PowerState.ON if reading else PowerState.OFF
+
+
+class HttpDeviceDriver(SwitchDriver):
     """Base of the drivers of small HTTP devices (plugs, relays): one client per run, JSON accepted."""
 
     def __init__(self, timeout: float = 10.0) -> None:

@@ -5,6 +5,11 @@ pyghmi, proxmoxer, pysnmp, are imported inside the modules that use them). Every
 method elsewhere is read from here: which methods exist (``names``), which need a magic packet
 (``with_capability(Capability.WAKE_ONLY)``), every driver setting (``all_params_fields``, from which the
 API, the CLI and the web build their fields), and the drivers of one run (``lookup``).
+
+A composite driver (``PowerDriver.delegates``: a Proxmox host powered on by WoL, IPMI, Redfish or a PDU
+outlet) names the methods it may be powered through, never their modules: its node's settings model
+(``params``) is composed here from its own and theirs, and the run's lookup is handed to it as its
+``peers``, so no driver imports another.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ class Registry:
 
     def __init__(self, *entries: tuple[str, str]) -> None:
         self._paths = dict(entries)
+        self._models: dict[str, type[DriverParams]] = {}
 
     def names(self) -> tuple[str, ...]:
         """Every method, in registration order (the first is the default)."""
@@ -46,8 +52,15 @@ class Registry:
         return self.driver(name) if name in self._paths else None
 
     def params(self, name: str) -> type[DriverParams]:
-        """The settings model of a method."""
-        return self.driver(name).Params
+        """The settings model of a method's nodes: the driver's own, joined for a composite driver with
+        the models of the methods it is powered through (their settings live on the same node)."""
+        if name not in self._models:
+            cls = self.driver(name)
+            models = [cls.Params, *(self.driver(method).Params for method in cls.delegates)]
+            # The most derived of related models only (RawWolParams is a WolParams), each once.
+            bases = [m for m in dict.fromkeys(models) if m is cls.Params or not _covered(m, models)]
+            self._models[name] = cls.Params if len(bases) == 1 else _joined(cls.Params, bases)
+        return self._models[name]
 
     def with_capability(self, capability: Capability) -> frozenset[str]:
         """The methods whose driver declares ``capability``."""
@@ -77,9 +90,12 @@ class Registry:
                 return missing_driver_message(node)
             if cls not in shared:
                 try:
-                    shared[cls] = _created(cls, settings)
+                    driver = _created(cls, settings)
                 except MkoError as exc:  # e.g. an unreadable secret key: every node of this driver fails
                     shared[cls] = AttemptError(f"{cls.label} driver unavailable: {exc}", retryable=False)
+                else:
+                    driver.peers = lookup  # a composite driver's delegate is one of the run's drivers
+                    shared[cls] = driver
             return shared[cls]
 
         return lookup
@@ -99,6 +115,17 @@ def _created(cls: type[PowerDriver], settings: Settings) -> PowerDriver:
 
     driver.secrets = secrets
     return driver
+
+
+def _covered(model: type[DriverParams], models: list[type[DriverParams]]) -> bool:
+    """Whether another of ``models`` derives from ``model`` (and so brings its fields)."""
+    return any(other is not model and issubclass(other, model) for other in models)
+
+
+def _joined(own: type[DriverParams], bases: list[type[DriverParams]]) -> type[DriverParams]:
+    """One model with every field of ``bases``; ``own`` first, so its ``required`` and its checks rule."""
+    joined: type[DriverParams] = type(own.__name__, tuple(bases), {"__module__": own.__module__})
+    return joined
 
 
 @cache

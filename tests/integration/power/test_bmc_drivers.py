@@ -109,17 +109,21 @@ def test_ipmi_bad_password_is_fatal(session: Session, cli: CliRunner, ipmi: Ipmi
     assert ipmi.power == "0" and not any(r.startswith("set") for r in ipmi.requests)
 
 
-def test_redfish_on_and_graceful_shutdown_reach_the_emulated_system(
-    session: Session, client: TestClient, redfish: RedfishEmulator
-) -> None:
-    node_id = _node(session)
-    body = {
+def _redfish(redfish: RedfishEmulator) -> dict[str, str]:
+    """The API body that gives a node the emulated system's Redfish service and login."""
+    return {
         "wol_method": "redfish",
         "redfish_url": redfish.url,
         "bmc_username": redfish.USER,
         "bmc_password": redfish.PASSWORD,
-        "bmc_ca_file": str(redfish.cafile),
     }
+
+
+def test_redfish_on_and_graceful_shutdown_reach_the_emulated_system(
+    session: Session, client: TestClient, redfish: RedfishEmulator
+) -> None:
+    node_id = _node(session)
+    body = _redfish(redfish) | {"bmc_ca_file": str(redfish.cafile)}
     configured = client.put(f"/api/nodes/{node_id}/wol/configure", json=body)
     assert configured.status_code == 200, configured.text
     assert client.get(f"/api/nodes/{node_id}/power", params={"refresh": True}).json()["state"] == "off"
@@ -140,12 +144,7 @@ def test_redfish_verifies_tls_by_default(
     session: Session, client: TestClient, redfish: RedfishEmulator
 ) -> None:
     node_id = _node(session)
-    body = {
-        "wol_method": "redfish",
-        "redfish_url": redfish.url,
-        "bmc_username": redfish.USER,
-        "bmc_password": redfish.PASSWORD,
-    }
+    body = _redfish(redfish)  # no CA file: the emulator's self-signed certificate does not verify
     assert client.put(f"/api/nodes/{node_id}/wol/configure", json=body).status_code == 200
     result = client.post(f"/api/nodes/{node_id}/power", json={"action": "on"}).json()
     assert result["status"] == "failed"

@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from mko.cli.root import app
 from mko.inventory.nodes import create_node
 from mko.inventory.schemas import NodeCreate
 from mko.lab.netns import NodeSpec, enter_netns
@@ -21,6 +20,7 @@ from mko.operations.records import Actor
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.settings import Settings
 from mko.wol.node_power import power_status, run_power, start_power
+from support.plugs import configure, power, power_state
 
 # A tiny "power switch": a program that keeps the node's power in a file, like a relay would.
 SWITCH = """\
@@ -44,13 +44,16 @@ def switch(tmp_path: Path) -> tuple[Path, Path]:
     return program, tmp_path / "state"
 
 
-def _run(cli: CliRunner, *args: str) -> Any:
-    return cli.invoke(app, list(args))
-
-
-def _power(cli: CliRunner, node_id: int, action: str) -> tuple[Any, Any]:
-    result = _run(cli, "node", "power", str(node_id), action, "--json", "--timeout", "15")
-    return result, (json.loads(result.stdout) if result.stdout.strip() else None)
+def _reads_the_switch(program: Path, state: Path) -> list[str]:
+    """The options of the switch's status program and what its output means."""
+    return [
+        "--command-status-argv",
+        f"{sys.executable} {program} status {state}",
+        "--command-on-regex",
+        "power: on",
+        "--command-off-regex",
+        "power: off",
+    ]
 
 
 def test_local_argv_on_off_status_without_a_shell(
@@ -60,35 +63,27 @@ def test_local_argv_on_off_status_without_a_shell(
     node_id = create_node(session, NodeCreate(hostname="cmd-local", ip_address="10.0.0.80")).id
     hostile = "$(touch " + str(tmp_path / "pwned") + ")"
     base = f"{sys.executable} {program}"
-    configured = _run(
+    configured = configure(
         cli,
-        "wol",
-        "configure",
-        str(node_id),
+        node_id,
         "--method",
         "command",
         "--command-on-argv",
         f"{base} on {state} '{hostile}'",
         "--command-off-argv",
         f"{base} off {state}",
-        "--command-status-argv",
-        f"{base} status {state}",
-        "--command-on-regex",
-        "power: on",
-        "--command-off-regex",
-        "power: off",
+        *_reads_the_switch(program, state),
         "--json",
     )
     assert configured.exit_code == 0, configured.output
     shown = json.loads(configured.stdout)
     assert shown["command_on_argv"] == [sys.executable, str(program), "on", str(state), hostile]
-    result, on = _power(cli, node_id, "on")
+    result, on = power(cli, node_id, "on", timeout=15)
     assert result.exit_code == 0 and on["nodes"][0]["state"] == "up", result.output
     assert state.read_text() == "on"
     assert not (tmp_path / "pwned").exists()  # the argument reached the program as text, never a shell
-    status = json.loads(_run(cli, "node", "power", str(node_id), "status", "--json").stdout)
-    assert status["state"] == "on"
-    result, off = _power(cli, node_id, "off")
+    assert power_state(cli, node_id) == "on"
+    result, off = power(cli, node_id, "off", timeout=15)
     assert result.exit_code == 0 and off["nodes"][0]["state"] == "off" and state.read_text() == "off"
 
 
@@ -97,29 +92,22 @@ def test_exit_codes_decide_retry_or_failure(
 ) -> None:
     program, state = switch
     node_id = create_node(session, NodeCreate(hostname="cmd-exit", ip_address="10.0.0.81")).id
-    _run(
+    configure(
         cli,
-        "wol",
-        "configure",
-        str(node_id),
+        node_id,
         "--method",
         "command",
         "--command-on-argv",
         f"{sys.executable} {program} busy {state}",
-        "--command-status-argv",
-        f"{sys.executable} {program} status {state}",
-        "--command-on-regex",
-        "power: on",
-        "--command-off-regex",
-        "power: off",
+        *_reads_the_switch(program, state),
     )
-    result, busy = _power(cli, node_id, "on")
+    result, busy = power(cli, node_id, "on", timeout=15)
     assert result.exit_code == 1 and busy["nodes"][0]["state"] == "failed"
     assert "exited 75" in busy["nodes"][0]["error"]
-    _run(cli, "wol", "configure", str(node_id), "--command-on-argv", "/nonexistent/power-tool on")
-    result, missing = _power(cli, node_id, "on")
+    configure(cli, node_id, "--command-on-argv", "/nonexistent/power-tool on")
+    result, missing = power(cli, node_id, "on", timeout=15)
     assert result.exit_code == 1 and "cannot run '/nonexistent/power-tool'" in missing["nodes"][0]["error"]
-    bad = _run(cli, "wol", "configure", str(node_id), "--command-on-argv", "unterminated 'quote")
+    bad = configure(cli, node_id, "--command-on-argv", "unterminated 'quote")
     assert bad.exit_code == 2 and "command_on_argv" in bad.stderr
 
 

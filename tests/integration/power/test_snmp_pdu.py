@@ -11,18 +11,16 @@ import pytest
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from mko.cli.root import app
 from mko.inventory.nodes import create_node
 from mko.inventory.schemas import NodeCreate
 from mko.platform.settings import Settings, get_settings
+from support.plugs import configure, device, power, power_state, serving
 from support.snmp import SnmpSim
 
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SnmpSim]:
-    sim = SnmpSim(tmp_path_factory.mktemp("snmpsim"))
-    yield sim
-    sim.stop()
+    yield from serving(SnmpSim(tmp_path_factory.mktemp("snmpsim")))
 
 
 @pytest.fixture
@@ -38,24 +36,13 @@ def _node(session: Session, name: str) -> int:
     return create_node(session, NodeCreate(hostname=name, ip_address="10.0.0.70")).id
 
 
-def _run(cli: CliRunner, *args: str, stdin: str | None = None) -> Any:
-    return cli.invoke(app, list(args), input=stdin)
-
-
 def _outlet(cli: CliRunner, node_id: int, agent: SnmpSim, profile: str, outlet: int, *extra: str,
             community: str | None = None) -> Any:  # fmt: skip
     secret = ["--snmp-community", "-"] if community is not None else []
-    result = _run(
+    result = configure(
         cli,
-        "wol",
-        "configure",
-        str(node_id),
-        "--method",
-        "snmp_pdu",
-        "--snmp-host",
-        "127.0.0.1",
-        "--snmp-port",
-        str(agent.port),
+        node_id,
+        *device("snmp_pdu", agent.port, prefix="snmp"),
         "--snmp-profile",
         profile,
         "--snmp-outlet",
@@ -63,22 +50,10 @@ def _outlet(cli: CliRunner, node_id: int, agent: SnmpSim, profile: str, outlet: 
         *secret,
         *extra,
         "--json",
-        stdin=None if community is None else community + "\n",
+        secret=community,
     )
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
-
-
-def _power(cli: CliRunner, node_id: int, action: str) -> tuple[Any, Any]:
-    result = _run(cli, "node", "power", str(node_id), action, "--json", "--timeout", "15")
-    return result, (json.loads(result.stdout) if result.stdout.strip() else None)
-
-
-def _state(cli: CliRunner, node_id: int) -> str:
-    result = _run(cli, "node", "power", str(node_id), "status", "--json")
-    assert result.exit_code == 0, result.output
-    state: str = json.loads(result.stdout)["state"]
-    return state
 
 
 @pytest.mark.parametrize(
@@ -97,14 +72,14 @@ def test_outlet_off_on_and_status_per_vendor_mib_over_v2c(
     node_id = _node(session, f"pdu-{profile.replace('_', '-')}")
     shown = _outlet(cli, node_id, agent, profile, outlet, community=community)
     assert shown["snmp_community_set"] is True and "snmp_community" not in shown  # write-only
-    assert _state(cli, node_id) == "on"  # every outlet starts on
-    result, off = _power(cli, node_id, "off")
+    assert power_state(cli, node_id) == "on"  # every outlet starts on
+    result, off = power(cli, node_id, "off", timeout=15)
     assert result.exit_code == 0, result.output
     assert off["nodes"][0]["state"] == "off" and off["nodes"][0]["verified_by"] == "query"
-    assert _state(cli, node_id) == "off"
-    result, on = _power(cli, node_id, "on")
+    assert power_state(cli, node_id) == "off"
+    result, on = power(cli, node_id, "on", timeout=15)
     assert result.exit_code == 0 and on["nodes"][0]["state"] == "up", result.output
-    assert _state(cli, node_id) == "on"
+    assert power_state(cli, node_id) == "on"
 
 
 def test_cycle_reboots_the_outlet_and_reads_on_again(
@@ -112,11 +87,11 @@ def test_cycle_reboots_the_outlet_and_reads_on_again(
 ) -> None:
     node_id = _node(session, "pdu-cycle")
     _outlet(cli, node_id, agent, "apc", 6, community="apc")
-    result, cycled = _power(cli, node_id, "cycle")
+    result, cycled = power(cli, node_id, "cycle", timeout=15)
     assert result.exit_code == 0 and cycled["nodes"][0]["state"] == "up", result.output
     # One reboot command, then re-reads until on (a second reboot would cut the node again).
     assert cycled["nodes"][0]["attempts"] == 1, cycled
-    assert _state(cli, node_id) == "on"
+    assert power_state(cli, node_id) == "on"
 
 
 def test_v3_with_sha_and_aes(cli: CliRunner, session: Session, quick: Settings, agent: SnmpSim) -> None:
@@ -140,20 +115,18 @@ def test_v3_with_sha_and_aes(cli: CliRunner, session: Session, quick: Settings, 
     )
     assert shown["snmp_auth_key_set"] and shown["snmp_priv_key_set"]
     assert agent.AUTH_KEY not in json.dumps(shown) and agent.PRIV_KEY not in json.dumps(shown)
-    result, off = _power(cli, node_id, "off")
+    result, off = power(cli, node_id, "off", timeout=15)
     assert result.exit_code == 0 and off["nodes"][0]["state"] == "off", result.output
     # A wrong v3 key is fatal at once (no retry can fix it).
-    _run(
+    configure(
         cli,
-        "wol",
-        "configure",
-        str(node_id),
+        node_id,
         "--snmp-auth-key",
         "wrong-key-1",
         "--snmp-priv-key",
         agent.PRIV_KEY,
     )
-    result, failed = _power(cli, node_id, "on")
+    result, failed = power(cli, node_id, "on", timeout=15)
     assert result.exit_code == 1 and failed["nodes"][0]["attempts"] == 0
     assert "SNMPv3" in failed["nodes"][0]["error"]
 
@@ -163,10 +136,10 @@ def test_missing_outlet_is_fatal_and_a_wrong_community_is_no_answer(
 ) -> None:
     node_id = _node(session, "pdu-bad")
     _outlet(cli, node_id, agent, "apc", 99, community="apc")
-    result, failed = _power(cli, node_id, "on")
+    result, failed = power(cli, node_id, "on", timeout=15)
     assert result.exit_code == 1 and "no such outlet" in failed["nodes"][0]["error"]
     _outlet(cli, node_id, agent, "apc", 1, community="not-a-community")
-    result, failed = _power(cli, node_id, "on")
+    result, failed = power(cli, node_id, "on", timeout=15)
     assert result.exit_code == 1 and "no answer" in failed["nodes"][0]["error"]
     assert "not-a-community" not in result.stdout
 
@@ -179,11 +152,9 @@ def test_bad_settings_are_refused_naming_the_field(cli: CliRunner, session: Sess
         ("--snmp-version", "1", "snmp_version"),
         ("--snmp-auth-key", "short", "snmp_auth_key"),
     ):
-        result = _run(
+        result = configure(
             cli,
-            "wol",
-            "configure",
-            str(node_id),
+            node_id,
             "--method",
             "snmp_pdu",
             "--snmp-host",

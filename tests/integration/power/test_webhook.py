@@ -11,19 +11,16 @@ import pytest
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from mko.cli.root import app
 from mko.inventory.nodes import create_node
 from mko.inventory.schemas import NodeCreate
-from support.plugs import Webhook
+from support.plugs import Webhook, configure, power, power_state, serving
 
 API_KEY = "hook-key-51c9e0"
 
 
 @pytest.fixture
 def hook() -> Iterator[Webhook]:
-    peer = Webhook(api_key=API_KEY)
-    yield peer
-    peer.stop()
+    yield from serving(Webhook(api_key=API_KEY))
 
 
 @pytest.fixture
@@ -31,17 +28,11 @@ def node_id(session: Session) -> int:
     return create_node(session, NodeCreate(hostname="hooked", ip_address="10.0.0.61")).id
 
 
-def _run(cli: CliRunner, *args: str, stdin: str | None = None) -> Any:
-    return cli.invoke(app, list(args), input=stdin)
-
-
 def _configure(cli: CliRunner, node_id: int, hook: Webhook, *extra: str, key: str = API_KEY) -> Any:
     base = f"http://127.0.0.1:{hook.port}/machines/nas"
-    return _run(
+    return configure(
         cli,
-        "wol",
-        "configure",
-        str(node_id),
+        node_id,
         "--method",
         "webhook",
         "--webhook-on-url",
@@ -62,13 +53,8 @@ def _configure(cli: CliRunner, node_id: int, hook: Webhook, *extra: str, key: st
         "-",
         *extra,
         "--json",
-        stdin=key + "\n",
+        secret=key,
     )
-
-
-def _power(cli: CliRunner, node_id: int, action: str) -> tuple[Any, Any]:
-    result = _run(cli, "node", "power", str(node_id), action, "--json", "--timeout", "10")
-    return result, (json.loads(result.stdout) if result.stdout.strip() else None)
 
 
 def test_on_off_status_send_method_headers_body_and_the_secret_header(
@@ -77,7 +63,7 @@ def test_on_off_status_send_method_headers_body_and_the_secret_header(
     configured = _configure(cli, node_id, hook)
     assert configured.exit_code == 0, configured.output
     assert API_KEY not in configured.stdout and json.loads(configured.stdout)["webhook_secret_set"] is True
-    result, on = _power(cli, node_id, "on")
+    result, on = power(cli, node_id, "on")
     assert result.exit_code == 0 and on["nodes"][0]["state"] == "up", result.output
     method, path, headers, body = hook.requests[0]
     assert (method, path, body) == ("POST", "/machines/nas/on", '{"reason": "ups"}')
@@ -86,27 +72,26 @@ def test_on_off_status_send_method_headers_body_and_the_secret_header(
     assert ("GET", "/machines/nas") in [
         (m, p) for m, p, _h, _b in hook.requests
     ]  # verified by the status URL
-    assert json.loads(_run(cli, "node", "power", str(node_id), "status", "--json").stdout)["state"] == "on"
-    result, off = _power(cli, node_id, "off")
+    assert power_state(cli, node_id) == "on"
+    result, off = power(cli, node_id, "off")
     assert result.exit_code == 0 and off["nodes"][0]["state"] == "off" and hook.running == {"nas": False}
 
 
 def test_a_status_body_matching_neither_regex_is_unknown(cli: CliRunner, node_id: int, hook: Webhook) -> None:
     _configure(cli, node_id, hook, "--webhook-on-regex", "powered: yes", "--webhook-off-regex", "powered: no")
-    status = json.loads(_run(cli, "node", "power", str(node_id), "status", "--json").stdout)
-    assert status["state"] == "unknown"
+    assert power_state(cli, node_id) == "unknown"
 
 
 def test_wrong_key_is_fatal_and_a_busy_service_is_retried(
     cli: CliRunner, node_id: int, hook: Webhook
 ) -> None:
     _configure(cli, node_id, hook, key="not-the-key")
-    result, out = _power(cli, node_id, "on")
+    result, out = power(cli, node_id, "on")
     assert result.exit_code == 1 and "refused the credentials (HTTP 401" in out["nodes"][0]["error"]
     assert out["nodes"][0]["attempts"] == 0 and "not-the-key" not in result.stdout
     _configure(cli, node_id, hook)
     hook.fail_next = [503]  # the first request meets a busy service; the next round succeeds
-    result, out = _power(cli, node_id, "on")
+    result, out = power(cli, node_id, "on")
     assert result.exit_code == 0 and out["nodes"][0]["state"] == "up", result.output
 
 
@@ -118,7 +103,7 @@ def test_bad_settings_are_refused_naming_the_field(cli: CliRunner, node_id: int)
         ("--webhook-headers", "no colon here", "webhook_headers"),
         ("--webhook-method", "BREW", "webhook_method"),
     ):
-        result = _run(cli, "wol", "configure", str(node_id), "--method", "webhook", option, value)
+        result = configure(cli, node_id, "--method", "webhook", option, value)
         assert result.exit_code == 2 and field in result.stderr, (option, result.stderr)
-    missing = _run(cli, "wol", "configure", str(node_id), "--method", "webhook")
+    missing = configure(cli, node_id, "--method", "webhook")
     assert missing.exit_code == 2 and "webhook_on_url" in missing.stderr

@@ -186,6 +186,42 @@ def test_ups_and_rules_pages_and_the_rule_form(client: TestClient, web: Any) -> 
     assert (put.json()["priority"], put.json()["name"]) == (7, "power_restored → wake_on_lan")
 
 
+def test_the_rule_forms_fed_only_switch_is_the_clis_fed_only(client: TestClient, web: Any) -> None:
+    cluster = client.post("/api/clusters", json={"name": "rack"}).json()
+    for name in ("rack-a", "rack-b"):
+        made = client.post("/api/ups", json={"name": name, "ups_name": name, "host": "127.0.0.1"})
+        assert made.status_code == 201, made.text
+    page = web.get("/rules").text
+    assert 'name="fed_only"' in page and 'id="fed-only-help"' in page and "--fed-by" in page
+    assert 'name="fed_only" id="f-fed_only" aria-describedby="fed-only-help" >' in page  # off by default
+    form = {
+        "name": "rack-a dark",
+        "ups_id": "1",
+        "cluster_id": str(cluster["id"]),
+        "power_event": "power_loss",
+        "cluster_action": "graceful_shutdown",
+        "action_delay": "60",
+        "priority": "100",
+        "enabled": "on",
+    }
+    assert web.form("/rules", data=form | {"fed_only": "on"}, follow_redirects=False).status_code == 303
+    assert web.form("/rules", data=form | {"name": "whole", "ups_id": "2"}).status_code == 200
+    fed, whole = client.get("/api/ups/rules").json()
+    assert (fed["target"], whole["target"]) == ("fed_nodes", "cluster")  # as `create-rule --fed-only`
+    listed = web.get("/rules").text
+    assert listed.count("data-fed-only") == 1 and "fed nodes of </span>" in listed
+    # A form sent back with an error keeps the switch as it was set.
+    bad = web.form("/rules", data=form | {"fed_only": "on", "action_delay": "-1"})
+    assert bad.status_code == 422 and 'aria-describedby="fed-only-help" checked' in bad.text
+    # The edit form shows it, and saving without it makes the rule a cluster rule again (and back).
+    editing = web.get(f"/rules?edit={fed['id']}").text
+    assert 'aria-describedby="fed-only-help" checked' in editing
+    assert web.form(f"/rules/{fed['id']}", data=form).status_code == 200
+    assert client.get(f"/api/ups/rules/{fed['id']}").json()["target"] == "cluster"
+    assert web.form(f"/rules/{fed['id']}", data=form | {"fed_only": "on"}).status_code == 200
+    assert client.get(f"/api/ups/rules/{fed['id']}").json()["target"] == "fed_nodes"
+
+
 def test_human_error_sentences() -> None:
     from mko.web.pages.render import human_error
 

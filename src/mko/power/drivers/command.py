@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from mko.platform.errors import FatalPowerError, InputError, RetryablePowerError
 from mko.platform.validation import check_text, validate_port, validate_ssh_key_path, validate_ssh_user
 from mko.power.base import Capability, NodeSnapshot, PowerDriver, PowerState
-from mko.power.fields import validate_host
+from mko.power.fields import integer_range, validate_host, validate_regex
 from mko.power.params import DriverParams, param
 
 if TYPE_CHECKING:
@@ -60,21 +60,6 @@ def parse_argv(value: Any, field: str) -> list[str]:
     return words
 
 
-def _regex(value: str, field: str) -> str:
-    text = check_text(value, field, max_length=200)
-    try:
-        re.compile(text)
-    except re.error as exc:
-        raise InputError(field, f"not a regular expression ({exc})") from None
-    return text
-
-
-def _timeout(value: int, field: str) -> int:
-    if isinstance(value, bool) or not 1 <= value <= 3600:
-        raise InputError(field, f"{value!r} is out of range (1-3600 seconds)")
-    return value
-
-
 class CommandParams(DriverParams):
     """The programs that switch the node and tell its state, and where they run."""
 
@@ -87,9 +72,15 @@ class CommandParams(DriverParams):
     command_status_argv: list[str] | None = param(
         help="command: program whose output tells the state", check=parse_argv
     )
-    command_on_regex: str | None = param(help="command: regex of status output meaning on", check=_regex)
-    command_off_regex: str | None = param(help="command: regex of status output meaning off", check=_regex)
-    command_timeout: int | None = param(help="command: seconds a run may take (30)", check=_timeout)
+    command_on_regex: str | None = param(
+        help="command: regex of status output meaning on", check=validate_regex
+    )
+    command_off_regex: str | None = param(
+        help="command: regex of status output meaning off", check=validate_regex
+    )
+    command_timeout: int | None = param(
+        help="command: seconds a run may take (30)", check=integer_range(1, 3600, unit="seconds")
+    )
     command_ssh_host: str | None = param(
         help="command: run over SSH on this host (default: mko's host)", check=validate_host
     )

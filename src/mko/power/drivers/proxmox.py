@@ -4,54 +4,43 @@ Waking a virtual node means: find its guest (the node named in mko, else ``clust
 ``status/current``, ``POST …/status/start`` if it is not running, follow the task (UPID) until it ends,
 and check ``status/current`` says running. A failed task is reported with Proxmox's own error text.
 Shutting down is an ACPI ``shutdown`` with a timeout after which Proxmox stops the guest (``soft``), or
-an immediate ``stop`` (``off``). Every call runs in a worker thread (proxmoxer speaks blocking requests).
+an immediate ``stop`` (``off``). Every call runs in a worker thread (proxmoxer speaks blocking requests):
+the client, its TLS pinning and its error mapping are :mod:`mko.power.proxmox_api`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import logging
-import socket
-import ssl
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, SecretStr
 
-from mko.platform.errors import FatalPowerError, InputError, PowerError, RetryablePowerError
+from mko.platform.errors import FatalPowerError, RetryablePowerError
 from mko.power.base import Capability, NodeSnapshot, PowerDriver, PowerState, ProxmoxEndpoint
-from mko.power.fields import validate_name
+from mko.power.fields import integer_range, validate_name
 from mko.power.params import DriverParams, EncryptedSecret, column, param
+from mko.power.proxmox_api import call, close, connect
 
 if TYPE_CHECKING:
     from mko.platform.settings import Settings
 
-__all__ = ["ProxmoxDriver", "ProxmoxParams", "ProxmoxSettings", "check_endpoint", "connect"]
+__all__ = ["ProxmoxDriver", "ProxmoxParams", "ProxmoxSettings"]
 
 log = logging.getLogger("mko.power.proxmox")
 
-T = TypeVar("T")
 GuestKind = Literal["qemu", "lxc"]
 _KIND_NAME = {"qemu": "VM", "lxc": "container"}
-# PVE answers most handler errors with HTTP 500; these texts mean "try again shortly".
-_TRANSIENT = ("locked", "quorum", "got timeout", "try again", "temporarily")
-_RETRYABLE_STATUS = {408, 429, 502, 503, 504, 595, 596}
-
-
-def _vm_id(value: int, field: str) -> int:
-    if isinstance(value, bool) or not 100 <= value <= 999_999_999:
-        raise InputError(field, f"{value!r} is not a Proxmox VM id (100-999999999)")
-    return value
 
 
 class ProxmoxParams(DriverParams):
     """A virtual node: its guest id and the Proxmox host (the seed's fields) and, optionally, its node."""
 
     proxmox_vm_id: int | None = column(
-        help="Proxmox VM (or container) id", option="--proxmox-vm-id", check=_vm_id
+        help="Proxmox VM (or container) id",
+        option="--proxmox-vm-id",
+        check=integer_range(100, 999_999_999, "a Proxmox VM id"),
     )
     proxmox_host_id: int | None = column(
         help="Proxmox API endpoint (mko proxmox list): the VM's, or a proxmox_host node's own",
@@ -87,148 +76,6 @@ class _Guest:
     @property
     def name(self) -> str:
         return f"{_KIND_NAME[self.kind]} {self.vmid} on {self.node}"
-
-
-def _adapter(fingerprint: str | None, pool_size: int) -> Any:
-    """A requests adapter with ``pool_size`` connections; with a fingerprint it accepts exactly the
-    certificate with that SHA-256 fingerprint (instead of a CA)."""
-    from requests.adapters import HTTPAdapter  # imported when used: the registry reads ProxmoxParams
-
-    class PinnedAdapter(HTTPAdapter):
-        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-            kwargs["assert_fingerprint"] = fingerprint
-            super().init_poolmanager(*args, **kwargs)
-
-    return (PinnedAdapter if fingerprint else HTTPAdapter)(pool_maxsize=pool_size)
-
-
-def _peer_fingerprint(host: str, port: int, timeout: float) -> str:
-    context = ssl.create_default_context()
-    # NOTE: a pinned self-signed PVE certificate fails CA validation by design; the pin replaces it.
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    with (
-        socket.create_connection((host, port), timeout=timeout) as raw,
-        context.wrap_socket(raw, server_hostname=host) as tls,
-    ):
-        der = tls.getpeercert(binary_form=True) or b""
-    return hashlib.sha256(der).hexdigest()
-
-
-def connect(endpoint: ProxmoxEndpoint, secret: str, timeout: float, pool_size: int = 16) -> Any:
-    """A proxmoxer client for this host (blocking: logs in now when a password is used)."""
-    from proxmoxer import ProxmoxAPI
-
-    verify: bool | str = endpoint.ca_file or endpoint.verify_tls
-    if endpoint.fingerprint:
-        verify = False
-        # The password login bypasses the session below, so check the pin before sending it.
-        if not endpoint.token_id:
-            seen = _peer_fingerprint(endpoint.host, endpoint.port, timeout)
-            if seen != endpoint.fingerprint.replace(":", "").lower():
-                raise FatalPowerError(
-                    f"Proxmox host {endpoint.name}: the TLS certificate's SHA-256 fingerprint does not"
-                    " match the pinned one"
-                )
-    if endpoint.token_id:
-        user, _, token_name = endpoint.token_id.partition("!")
-        api = ProxmoxAPI(
-            endpoint.host,
-            port=endpoint.port,
-            user=user,
-            token_name=token_name,
-            token_value=secret,
-            verify_ssl=verify,
-            timeout=timeout,
-        )
-    else:
-        api = ProxmoxAPI(
-            endpoint.host,
-            port=endpoint.port,
-            user=endpoint.username,
-            password=secret,
-            verify_ssl=verify,
-            timeout=timeout,
-        )
-    # As many pooled connections as guests started at once, so none is opened and thrown away per call.
-    api._store["session"].mount("https://", _adapter(endpoint.fingerprint, pool_size))
-    return api
-
-
-def _translate(endpoint: ProxmoxEndpoint, exc: Exception) -> PowerError | None:  # noqa: PLR0911
-    """mko's error for a proxmoxer/requests failure; None for anything else."""
-    import requests
-    from proxmoxer.core import AuthenticationError, ResourceException
-
-    where = f"Proxmox host {endpoint.name} ({endpoint.host}:{endpoint.port})"
-    if isinstance(exc, ResourceException):
-        text = " ".join(str(exc.content or exc.status_message).split())
-        if exc.errors:
-            text += f" ({exc.errors})"
-        if exc.status_code == 401:
-            how = "API token" if endpoint.token_id else "user name and password"
-            return FatalPowerError(f"{where} rejected the credentials ({text}): check the {how}")
-        if exc.status_code == 403:
-            return FatalPowerError(f"{where}: permission denied ({text})")
-        if exc.status_code in _RETRYABLE_STATUS or any(t in text.lower() for t in _TRANSIENT):
-            return RetryablePowerError(f"{where}: {text}")
-        return FatalPowerError(f"{where}: {text}")
-    if isinstance(exc, AuthenticationError):
-        return FatalPowerError(f"{where} rejected the login: check the user name and password")
-    if isinstance(exc, requests.exceptions.SSLError):
-        reason = "certificate verification failed"
-        if "fingerprint" in str(exc).lower():
-            reason = "the TLS certificate's SHA-256 fingerprint does not match the pinned one"
-        return FatalPowerError(
-            f"{where}: {reason}; give its CA file (--ca-file) or pin its fingerprint (--fingerprint)"
-        )
-    if isinstance(exc, requests.exceptions.Timeout | TimeoutError):
-        return RetryablePowerError(f"{where} did not answer in time")
-    if isinstance(exc, requests.exceptions.ConnectionError | ConnectionError):
-        return RetryablePowerError(f"{where} is unreachable")
-    if isinstance(exc, OSError):
-        return RetryablePowerError(f"{where}: {exc.strerror or exc}")
-    return None
-
-
-async def _call(endpoint: ProxmoxEndpoint, fn: Callable[[], T]) -> T:
-    """Run one blocking proxmoxer call in a worker thread, translating its errors."""
-
-    def guarded() -> tuple[T | None, PowerError | None]:
-        # Translated in the thread: the original exception (whose traceback holds the HTTP response
-        # and so its connection) dies here instead of travelling through futures into a GC cycle.
-        try:
-            return fn(), None
-        except PowerError as exc:
-            return None, exc
-        except Exception as exc:
-            error = _translate(endpoint, exc)
-            if error is None:
-                raise
-            return None, error
-
-    result, error = await asyncio.to_thread(guarded)
-    if error is not None:
-        raise error
-    return cast(T, result)
-
-
-async def check_endpoint(endpoint: ProxmoxEndpoint, secret: str, timeout: float) -> dict[str, Any]:
-    """Log in and read the version, nodes and guests: what `mko proxmox test` shows."""
-    api = await _call(endpoint, lambda: connect(endpoint, secret, timeout))
-    try:
-        version = await _call(endpoint, api.version.get)
-        guests = await _call(endpoint, lambda: api.cluster.resources.get(type="vm"))
-        nodes = await _call(endpoint, api.nodes.get)
-    finally:
-        api._store["session"].close()
-    return {
-        "ok": True,
-        "version": version.get("version"),
-        "release": version.get("release"),
-        "nodes": sorted(str(n.get("node")) for n in nodes),
-        "guests": len(guests),
-    }
 
 
 class ProxmoxDriver(PowerDriver):
@@ -309,7 +156,7 @@ class ProxmoxDriver(PowerDriver):
         async with lock:  # one login per host, however many of its guests wake at once
             if endpoint.host_id not in self._apis:
                 secret = self.settings_for(node).secret.get_secret_value()
-                self._apis[endpoint.host_id] = await _call(
+                self._apis[endpoint.host_id] = await call(
                     endpoint, lambda: connect(endpoint, secret, self._timeout, self.parallel)
                 )
         return endpoint, self._apis[endpoint.host_id]
@@ -322,7 +169,7 @@ class ProxmoxDriver(PowerDriver):
         vmid = settings.vmid
         if settings.node:
             pve_node = settings.node
-            kind = await _call(endpoint, lambda: _kind_on_node(api, pve_node, vmid))
+            kind = await call(endpoint, lambda: _kind_on_node(api, pve_node, vmid))
             if kind is None:
                 raise FatalPowerError(
                     f"Proxmox host {endpoint.name}: node {pve_node} has no VM or container {vmid}"
@@ -346,14 +193,12 @@ class ProxmoxDriver(PowerDriver):
             cached = self._resources.get(endpoint.host_id)
             if cached is not None and any(str(r.get("vmid")) == str(vmid) for r in cached):
                 return cached
-            listing: list[dict[str, Any]] = await _call(
-                endpoint, lambda: api.cluster.resources.get(type="vm")
-            )
+            listing: list[dict[str, Any]] = await call(endpoint, lambda: api.cluster.resources.get(type="vm"))
             self._resources[endpoint.host_id] = listing
             return listing
 
     async def _status(self, endpoint: ProxmoxEndpoint, api: Any, guest: _Guest) -> str:
-        current = await _call(
+        current = await call(
             endpoint, getattr(api.nodes(guest.node), guest.kind)(guest.vmid).status.current.get
         )
         return str(current.get("status", "unknown"))
@@ -363,12 +208,12 @@ class ProxmoxDriver(PowerDriver):
     ) -> None:
         """Start a guest task and follow its UPID until it ends; Proxmox's error text on failure."""
         resource = getattr(api.nodes(guest.node), guest.kind)(guest.vmid).status
-        upid = await _call(endpoint, lambda: getattr(resource, verb).post(**params))
+        upid = await call(endpoint, lambda: getattr(resource, verb).post(**params))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._task_timeout + int(params.get("timeout", 0))
         pause = 0.1  # a start task usually ends within a second or two: look early, then back off
         while True:
-            task = await _call(endpoint, api.nodes(guest.node).tasks(upid).status.get)
+            task = await call(endpoint, api.nodes(guest.node).tasks(upid).status.get)
             if task.get("status") == "stopped":
                 exit_status = str(task.get("exitstatus", ""))
                 if exit_status == "OK" or exit_status.startswith("WARNINGS"):
@@ -409,8 +254,7 @@ class ProxmoxDriver(PowerDriver):
     def close(self) -> None:
         """Close the HTTP sessions."""
         for api in self._apis.values():
-            with contextlib.suppress(Exception):
-                api._store["session"].close()
+            close(api)
         self._apis.clear()
 
 

@@ -12,6 +12,10 @@ start on. So a wake starts the host's VMs only after the host's API is back.
 Hard ``off`` is the power method's own (IPMI chassis off, PDU outlet off) where it has one. The state:
 on when the API answers; otherwise what the power method reads (off, or unknown while it says on).
 
+The power method is another driver, which this module never imports: the inventory hands each host node
+its ``delegate`` (the node as that driver sees it, with its settings model) and the run hands the driver
+its ``peers`` (the run's drivers, among them the method's). The API client is :mod:`mko.power.proxmox_api`.
+
 Example: a host woken by Wake-on-LAN::
 
     mko node add pve1 10.0.0.5 --method proxmox_host --proxmox-host-id 1 --proxmox-host-node pve1 \\
@@ -20,13 +24,10 @@ Example: a host woken by Wake-on-LAN::
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from mko.platform.errors import FatalPowerError, InputError, PowerError, RetryablePowerError
-from mko.platform.validation import check_text
+from mko.platform.errors import FatalPowerError, PowerError, RetryablePowerError
 from mko.power.base import (
     AttemptError,
     Capability,
@@ -35,13 +36,9 @@ from mko.power.base import (
     PowerState,
     ProxmoxEndpoint,
 )
-from mko.power.drivers.ipmi import IpmiParams
-from mko.power.drivers.proxmox import _call, connect
-from mko.power.drivers.redfish import RedfishParams
-from mko.power.drivers.snmp_pdu import SnmpPduParams
-from mko.power.drivers.wol import WolParams
-from mko.power.fields import validate_name
+from mko.power.fields import choice, validate_name
 from mko.power.params import DriverParams, EncryptedSecret, column, param
+from mko.power.proxmox_api import call, close, connect
 
 if TYPE_CHECKING:
     from mko.platform.settings import Settings
@@ -54,15 +51,9 @@ log = logging.getLogger("mko.power.proxmox_host")
 POWER_METHODS = ("ethernet", "ethernet-raw", "ipmi", "redfish", "snmp_pdu")
 
 
-def _power_method(value: str, field: str) -> str:
-    text = check_text(value, field, max_length=20).strip().lower()
-    if text not in POWER_METHODS:
-        raise InputError(field, f"{value!r} is not one of {', '.join(POWER_METHODS)}")
-    return text
-
-
-class ProxmoxHostParams(WolParams, IpmiParams, RedfishParams, SnmpPduParams):
-    """The host's API endpoint and PVE node name, and the settings of the method that powers it on."""
+class ProxmoxHostParams(DriverParams):
+    """The host's API endpoint, its PVE node name and the method that powers it on (whose own settings
+    the registry joins to these: ``DRIVERS.params("proxmox_host")``)."""
 
     # Declared as the VMs' own (one meaning per name): here, the API endpoint of this very host.
     proxmox_host_id: int | None = column(
@@ -74,7 +65,7 @@ class ProxmoxHostParams(WolParams, IpmiParams, RedfishParams, SnmpPduParams):
         help="Proxmox host: its node name in PVE (e.g. pve1)", check=validate_name
     )
     proxmox_host_power_method: str | None = param(
-        help="Proxmox host: how it is powered on: " + ", ".join(POWER_METHODS), check=_power_method
+        help="Proxmox host: how it is powered on: " + ", ".join(POWER_METHODS), check=choice(POWER_METHODS)
     )
 
     required: ClassVar[tuple[str, ...]] = ("proxmox_host_node", "proxmox_host_power_method")
@@ -96,12 +87,13 @@ class ProxmoxHostDriver(PowerDriver):
     # methods themselves skip a switch that is already on.
     confirms_delivery: ClassVar[bool] = False
     verify_by_query: ClassVar[bool] = True
+    delegate_setting: ClassVar[str | None] = "proxmox_host_power_method"
+    delegates: ClassVar[tuple[str, ...]] = POWER_METHODS
 
-    def __init__(self, settings: Settings | None = None, timeout: float = 10.0) -> None:
-        self._settings = settings
+    def __init__(self, timeout: float = 10.0) -> None:
         self._timeout = timeout
         self._apis: dict[int, Any] = {}
-        self._inner: dict[str, PowerDriver] = {}
+        self._delegates: dict[int, PowerDriver] = {}
 
     @classmethod
     def create(cls, settings: Settings) -> ProxmoxHostDriver:
@@ -110,26 +102,21 @@ class ProxmoxHostDriver(PowerDriver):
         # API call, it would hold the GIL for half a second while the level's staggered power-ons wait.
         import proxmoxer  # noqa: F401
 
-        return cls(settings, settings.power_api_timeout)
+        return cls(settings.power_api_timeout)
 
     # ------------------------------------------------------------------ the power method
 
     def _method(self, node: NodeSnapshot) -> tuple[PowerDriver, NodeSnapshot]:
-        """The driver of the host's power method and the host as that driver sees it."""
-        from mko.power.registry import DRIVERS  # the registry imports the drivers: not at import time
-
-        params: ProxmoxHostParams = self.params(node)
-        method = params.proxmox_host_power_method
-        if method is None:
+        """The driver of the host's power method (the run's) and the host as that driver sees it."""
+        if node.delegate is None:
             raise FatalPowerError(f"{node.label} has no power method: set --proxmox-host-power-method")
-        if method not in self._inner:
-            cls = DRIVERS.driver(method)
-            inner = cls.create(self._settings) if self._settings is not None else cls()
-            inner.secrets = self.secrets
-            self._inner[method] = inner
-        inner = self._inner[method]
-        own = inner.Params.model_validate(params.model_dump())
-        return inner, dataclasses.replace(node, method=method, params=own)
+        if self.peers is None:
+            raise FatalPowerError(f"{node.label}: the {node.delegate.method} driver was not handed over")
+        found = self.peers(node.delegate)
+        if isinstance(found, AttemptError):
+            raise FatalPowerError(found.message)
+        self._delegates[id(found)] = found
+        return found, node.delegate
 
     def device_key(self, node: NodeSnapshot) -> str | None:
         """The PDU of an outlet-powered host, so a wake keeps its outlets apart."""
@@ -176,7 +163,7 @@ class ProxmoxHostDriver(PowerDriver):
         endpoint = self._endpoint(node)
         if endpoint.host_id not in self._apis:
             secret = self.reveal(EncryptedSecret(endpoint.secret_encrypted or ""))
-            self._apis[endpoint.host_id] = await _call(
+            self._apis[endpoint.host_id] = await call(
                 endpoint, lambda: connect(endpoint, secret, self._timeout, pool_size=2)
             )
         return endpoint, self._apis[endpoint.host_id]
@@ -185,15 +172,14 @@ class ProxmoxHostDriver(PowerDriver):
         """Drop a session whose host went away: its pooled connections died with it."""
         api = self._apis.pop(endpoint.host_id, None)
         if api is not None:
-            with contextlib.suppress(Exception):
-                api._store["session"].close()
+            close(api)
 
     async def _api_answers(self, node: NodeSnapshot) -> bool:
         """Whether the host's API serves its node status now (FatalPowerError: it refuses mko)."""
         endpoint, api = await self._api(node)
         pve_node = self._pve_node(node)
         try:
-            await _call(endpoint, api.nodes(pve_node).status.get)
+            await call(endpoint, api.nodes(pve_node).status.get)
         except RetryablePowerError as exc:
             log.info("%s: API not answering: %s", node.label, exc)
             self._forget(endpoint)
@@ -220,10 +206,10 @@ class ProxmoxHostDriver(PowerDriver):
             return  # nothing answers: already down (the query says whether it is off)
         endpoint, api = await self._api(node)
         pve_node = self._pve_node(node)
-        running = await _call(endpoint, lambda: _running_guests(api, pve_node))
+        running = await call(endpoint, lambda: _running_guests(api, pve_node))
         if running:
             log.info("%s: PVE stops its running guests first: %s", node.label, ", ".join(running))
-        await _call(endpoint, lambda: api.nodes(pve_node).status.post(command="shutdown"))
+        await call(endpoint, lambda: api.nodes(pve_node).status.post(command="shutdown"))
         self._forget(endpoint)
         log.info("%s: asked Proxmox host %s to shut down", node.label, pve_node)
 
@@ -242,14 +228,13 @@ class ProxmoxHostDriver(PowerDriver):
         return PowerState.OFF if state == PowerState.OFF else PowerState.UNKNOWN
 
     async def aclose(self) -> None:
-        """Close the API sessions and the power methods' resources."""
+        """Close the API sessions and the power methods' drivers (closing one twice is harmless, so the
+        run may close a driver it shares with other nodes again)."""
         for endpoint_id in list(self._apis):
-            api = self._apis.pop(endpoint_id)
-            with contextlib.suppress(Exception):
-                api._store["session"].close()
-        for inner in self._inner.values():
-            await inner.aclose()
-        self._inner.clear()
+            close(self._apis.pop(endpoint_id))
+        delegates, self._delegates = self._delegates, {}
+        for delegate in delegates.values():
+            await delegate.aclose()
 
 
 def _running_guests(api: Any, pve_node: str) -> list[str]:

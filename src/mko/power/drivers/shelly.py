@@ -15,23 +15,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from mko.platform.errors import FatalPowerError, InputError, RetryablePowerError
+from mko.platform.errors import FatalPowerError, InputError
 from mko.platform.validation import validate_port
-from mko.power.base import Capability, NodeSnapshot, PowerState
-from mko.power.fields import validate_bmc_user, validate_host, validate_secret
-from mko.power.http import HttpDeviceDriver, request
+from mko.power.base import Capability, NodeSnapshot
+from mko.power.fields import integer_range, validate_bmc_user, validate_host, validate_secret
+from mko.power.http import HttpDeviceDriver, json_object, request
 from mko.power.params import DriverParams, StoredSecret, param, secret
 
 if TYPE_CHECKING:
     import httpx
 
 __all__ = ["ShellyDriver", "ShellyParams"]
-
-
-def _channel(value: int, field: str) -> int:
-    if isinstance(value, bool) or not 0 <= value <= 15:
-        raise InputError(field, f"{value!r} is not a Shelly channel (0-15)")
-    return value
 
 
 def _generation(value: str, field: str) -> str:
@@ -42,18 +36,14 @@ def _generation(value: str, field: str) -> str:
     return value
 
 
-def _cycle_seconds(value: int, field: str) -> int:
-    if isinstance(value, bool) or not 1 <= value <= 3600:
-        raise InputError(field, f"{value!r} is out of range (1-3600 seconds)")
-    return value
-
-
 class ShellyParams(DriverParams):
     """A Shelly device and the channel that feeds the node."""
 
     shelly_host: str | None = param(help="Shelly: the device's host name or address", check=validate_host)
     shelly_port: int | None = param(help="Shelly: HTTP port (80)", check=validate_port)
-    shelly_channel: int | None = param(help="Shelly: relay/switch channel (0)", check=_channel)
+    shelly_channel: int | None = param(
+        help="Shelly: relay/switch channel (0)", check=integer_range(0, 15, "a Shelly channel")
+    )
     shelly_generation: str | None = param(help="Shelly: API generation: auto, 1 or 2", check=_generation)
     shelly_username: str | None = param(help="Shelly: Gen1 user (admin); Gen2 is always admin",
                                         check=validate_bmc_user)  # fmt: skip
@@ -61,7 +51,7 @@ class ShellyParams(DriverParams):
         help="Shelly: device password", check=validate_secret, binds=("shelly_host", "shelly_port")
     )
     shelly_cycle_seconds: int | None = param(
-        help="Shelly: seconds off during a cycle (5)", check=_cycle_seconds
+        help="Shelly: seconds off during a cycle (5)", check=integer_range(1, 3600, unit="seconds")
     )
 
     required: ClassVar[tuple[str, ...]] = ("shelly_host",)
@@ -119,6 +109,9 @@ class ShellyDriver(HttpDeviceDriver):
             return httpx.DigestAuth("admin", password)  # SHA-256 digest, realm = the device id
         return httpx.BasicAuth(params.shelly_username or "admin", password)
 
+    async def _switch(self, node: NodeSnapshot, on: bool | None) -> bool:
+        return await self._call(node, on=on)
+
     async def _call(self, node: NodeSnapshot, *, on: bool | None, toggle_after: int | None = None) -> bool:
         """Switch (``on`` given) or read the channel; the output state the device reports."""
         params, base, where = self._base(node)
@@ -141,7 +134,7 @@ class ShellyDriver(HttpDeviceDriver):
         response = await request(
             self._client, "GET", f"{base}/relay/{channel}", where=where, params=gen1, auth=auth
         )
-        body = _json(response, where)
+        body = json_object(response, where)
         if "ison" not in body:
             raise FatalPowerError(f"{where} answered without the relay's state: {body}")
         return bool(body["ison"])
@@ -153,28 +146,8 @@ class ShellyDriver(HttpDeviceDriver):
             response = await request(self._client, "GET", url, where=where, params=query, auth=auth)
         except FatalPowerError as exc:
             raise FatalPowerError(f"{exc} (channel {query.get('id')})") from None
-        return _json(response, where)
-
-    async def _on(self, node: NodeSnapshot) -> None:
-        await self._call(node, on=True)
-
-    async def _off(self, node: NodeSnapshot, *, soft: bool) -> None:
-        await self._call(node, on=False)
+        return json_object(response, where)
 
     async def _cycle(self, node: NodeSnapshot) -> None:
         seconds = self.params(node).shelly_cycle_seconds or 5
         await self._call(node, on=False, toggle_after=seconds)
-
-    async def query(self, node: NodeSnapshot) -> PowerState:
-        """The channel's output as the device reports it."""
-        return PowerState.ON if await self._call(node, on=None) else PowerState.OFF
-
-
-def _json(response: httpx.Response, where: str) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        raise RetryablePowerError(f"{where} answered something that is not JSON") from None
-    if not isinstance(body, dict):
-        raise FatalPowerError(f"{where} answered {body!r}")
-    return body

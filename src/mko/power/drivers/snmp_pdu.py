@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from mko.platform.errors import FatalPowerError, InputError, RetryablePowerError
-from mko.platform.validation import check_text, validate_port
+from mko.platform.validation import validate_port
 from mko.power.base import Capability, NodeSnapshot, PowerDriver, PowerState
-from mko.power.fields import validate_host, validate_name
+from mko.power.fields import choice, integer_range, validate_host, validate_name
 from mko.power.params import DriverParams, StoredSecret, param, secret
 
 __all__ = ["PROFILES", "SnmpPduDriver", "SnmpPduParams"]
@@ -95,28 +95,6 @@ PRIV_PROTOCOLS = ("aes", "aes192", "aes256", "des", "none")
 _RETRYABLE_STATUS = ("genErr", "resourceUnavailable", "commitFailed", "tooBig")
 
 
-def _choice(options: tuple[str, ...]) -> Any:
-    def check(value: str, field: str) -> str:
-        text = check_text(value, field, max_length=20).strip().lower()
-        if text not in options:
-            raise InputError(field, f"{value!r} is not one of {', '.join(options)}")
-        return text
-
-    return check
-
-
-def _outlet(value: int, field: str) -> int:
-    if isinstance(value, bool) or not 1 <= value <= 4096:
-        raise InputError(field, f"{value!r} is not an outlet number (1-4096)")
-    return value
-
-
-def _unit(value: int, field: str) -> int:
-    if isinstance(value, bool) or not 0 <= value <= 255:
-        raise InputError(field, f"{value!r} is not a PDU unit (0-255)")
-    return value
-
-
 def _key(value: str, field: str) -> str:
     if not 8 <= len(value) <= 128 or any(not c.isprintable() for c in value):
         raise InputError(field, "an SNMPv3 key is 8 to 128 printable characters")
@@ -137,24 +115,29 @@ class SnmpPduParams(DriverParams):
 
     snmp_host: str | None = param(help="SNMP PDU: the PDU's host name or address", check=validate_host)
     snmp_port: int | None = param(help="SNMP PDU: agent UDP port (161)", check=validate_port)
-    snmp_outlet: int | None = param(help="SNMP PDU: outlet number", check=_outlet)
-    snmp_profile: str | None = param(
-        help="SNMP PDU: MIB: apc, apc_rpdu2, eaton or raritan (apc)", check=_choice(tuple(PROFILES))
+    snmp_outlet: int | None = param(
+        help="SNMP PDU: outlet number", check=integer_range(1, 4096, "an outlet number")
     )
-    snmp_unit: int | None = param(help="SNMP PDU: daisy-chain unit (Eaton 0, Raritan PDU id 1)", check=_unit)
-    snmp_version: str | None = param(help="SNMP PDU: 2c or 3 (2c)", check=_choice(("2c", "3")))
+    snmp_profile: str | None = param(
+        help="SNMP PDU: MIB: apc, apc_rpdu2, eaton or raritan (apc)", check=choice(tuple(PROFILES))
+    )
+    snmp_unit: int | None = param(
+        help="SNMP PDU: daisy-chain unit (Eaton 0, Raritan PDU id 1)",
+        check=integer_range(0, 255, "a PDU unit"),
+    )
+    snmp_version: str | None = param(help="SNMP PDU: 2c or 3 (2c)", check=choice(("2c", "3")))
     snmp_community: StoredSecret = secret(
         help="SNMP PDU: v2c write community", check=_community, binds=_SNMP_TARGET
     )
     snmp_user: str | None = param(help="SNMP PDU: v3 user", check=validate_name)
     snmp_auth_protocol: str | None = param(
-        help="SNMP PDU: v3 authentication: sha (default), sha256, … or none", check=_choice(AUTH_PROTOCOLS)
+        help="SNMP PDU: v3 authentication: sha (default), sha256, … or none", check=choice(AUTH_PROTOCOLS)
     )
     snmp_auth_key: StoredSecret = secret(
         help="SNMP PDU: v3 authentication key", check=_key, binds=(*_SNMP_TARGET, "snmp_user")
     )
     snmp_priv_protocol: str | None = param(
-        help="SNMP PDU: v3 privacy: aes (default), aes256, des or none", check=_choice(PRIV_PROTOCOLS)
+        help="SNMP PDU: v3 privacy: aes (default), aes256, des or none", check=choice(PRIV_PROTOCOLS)
     )
     snmp_priv_key: StoredSecret = secret(
         help="SNMP PDU: v3 privacy key", check=_key, binds=(*_SNMP_TARGET, "snmp_user")

@@ -13,27 +13,16 @@ Example: a Sonoff S31 running Tasmota 13 at 192.168.1.50, relay 1::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import ClassVar, Literal
 
-from mko.platform.errors import FatalPowerError, RetryablePowerError
+from mko.platform.errors import FatalPowerError
 from mko.platform.validation import validate_port
-from mko.power.base import Capability, NodeSnapshot, PowerState
-from mko.power.fields import validate_host, validate_secret
-from mko.power.http import HttpDeviceDriver, request
+from mko.power.base import Capability, NodeSnapshot
+from mko.power.fields import integer_range, validate_host, validate_secret
+from mko.power.http import HttpDeviceDriver, json_object, request
 from mko.power.params import DriverParams, StoredSecret, param, secret
 
-if TYPE_CHECKING:
-    pass
-
 __all__ = ["TasmotaDriver", "TasmotaParams"]
-
-
-def _relay(value: int, field: str) -> int:
-    from mko.platform.errors import InputError
-
-    if isinstance(value, bool) or not 1 <= value <= 32:
-        raise InputError(field, f"{value!r} is not a Tasmota relay number (1-32)")
-    return value
 
 
 class TasmotaParams(DriverParams):
@@ -41,7 +30,10 @@ class TasmotaParams(DriverParams):
 
     tasmota_host: str | None = param(help="Tasmota: the plug's host name or address", check=validate_host)
     tasmota_port: int | None = param(help="Tasmota: HTTP port (80)", check=validate_port)
-    tasmota_relay: int | None = param(help="Tasmota: relay number (default: the first)", check=_relay)
+    tasmota_relay: int | None = param(
+        help="Tasmota: relay number (default: the first)",
+        check=integer_range(1, 32, "a Tasmota relay number"),
+    )
     tasmota_password: StoredSecret = secret(
         help="Tasmota: web password", check=validate_secret, binds=("tasmota_host", "tasmota_port")
     )
@@ -67,26 +59,22 @@ class TasmotaDriver(HttpDeviceDriver):
         params: TasmotaParams = self.params(node)
         return f"tasmota:{params.tasmota_host}:{params.tasmota_port or 80}"
 
-    async def _command(self, node: NodeSnapshot, argument: str | None) -> bool:
+    async def _switch(self, node: NodeSnapshot, on: bool | None) -> bool:
+        """``Power<n> On|Off``, or ``Power<n>`` alone to read the relay; the state it answers."""
         import httpx  # loaded when a driver talks, not when its settings are read
 
         params: TasmotaParams = self.params(node)
         if not params.tasmota_host:
             raise FatalPowerError(f"{node.label} needs its Tasmota host (`wol configure`)")
         relay = params.tasmota_relay
-        command = f"Power{relay or ''}" + (f" {argument}" if argument else "")
+        command = f"Power{relay or ''}" + ("" if on is None else " On" if on else " Off")
         where = f"Tasmota {params.tasmota_host} of {node.label}"
         auth = None
         if params.tasmota_password is not None:
             auth = httpx.BasicAuth("admin", self.reveal(params.tasmota_password))
         url = f"http://{_bracketed(params.tasmota_host)}:{params.tasmota_port or 80}/cm"
         response = await request(self._client, "GET", url, where=where, params={"cmnd": command}, auth=auth)
-        try:
-            body = response.json()
-        except ValueError:
-            raise RetryablePowerError(f"{where} answered something that is not JSON") from None
-        if not isinstance(body, dict):
-            raise FatalPowerError(f"{where} answered {body!r}")
+        body = json_object(response, where)
         if "WARNING" in body:
             raise FatalPowerError(f"{where} refused the request: {body['WARNING']} (check the web password)")
         if body.get("Command") in ("Unknown", "Error"):
@@ -96,18 +84,6 @@ class TasmotaDriver(HttpDeviceDriver):
         if value not in ("ON", "OFF"):
             raise FatalPowerError(f"{where} answered without the relay's state: {body}")
         return bool(value == "ON")
-
-    async def _on(self, node: NodeSnapshot) -> None:
-        await self._command(node, "On")
-
-    async def _off(self, node: NodeSnapshot, *, soft: bool) -> None:
-        if soft:
-            raise self.unsupported(node, "soft")
-        await self._command(node, "Off")
-
-    async def query(self, node: NodeSnapshot) -> PowerState:
-        """The relay's state as the plug reports it."""
-        return PowerState.ON if await self._command(node, None) else PowerState.OFF
 
 
 def _bracketed(host: str) -> str:

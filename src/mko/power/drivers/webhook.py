@@ -27,9 +27,9 @@ from urllib.parse import urlsplit
 
 from mko.platform.errors import FatalPowerError, InputError
 from mko.platform.validation import check_text, quoted
-from mko.power.base import Capability, NodeSnapshot, PowerDriver, PowerState
-from mko.power.fields import validate_ca_file, validate_host, validate_secret
-from mko.power.http import request, tls_verify
+from mko.power.base import Capability, NodeSnapshot
+from mko.power.fields import http_url, validate_ca_file, validate_regex, validate_secret
+from mko.power.http import SwitchDriver, request, tls_verify
 from mko.power.params import DriverParams, StoredSecret, param, secret
 from mko.power.probe import probe_tcp
 
@@ -46,20 +46,12 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}")  # an HTTP header name
 
 def validate_url(value: str, field: str) -> str:
     """An http(s) URL without credentials (they belong in the secret header)."""
-    text = check_text(value, field, max_length=2000).strip(" ")
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError as exc:
-        raise InputError(field, f"{quoted(value)} is not a valid URL ({exc})") from None
-    if parts.scheme not in ("https", "http") or not parts.hostname or any(c.isspace() for c in text):
-        raise InputError(field, f"{quoted(value)} is not an http(s) URL such as https://hub.lan/api/on")
-    if parts.username or parts.password:
-        raise InputError(field, "put credentials in the secret header (--webhook-secret), not in the URL")
-    validate_host(parts.hostname, field)
-    if port == 0:
-        raise InputError(field, "port 0 is not a valid port")
-    return text
+    return http_url(
+        value,
+        field,
+        example="https://hub.lan/api/on",
+        credentials="put credentials in the secret header (--webhook-secret), not in the URL",
+    )
 
 
 def _method(value: str, field: str) -> str:
@@ -67,15 +59,6 @@ def _method(value: str, field: str) -> str:
     if method not in _METHODS:
         raise InputError(field, f"{quoted(value)} is not one of {', '.join(_METHODS)}")
     return method
-
-
-def _regex(value: str, field: str) -> str:
-    text = check_text(value, field, max_length=200)
-    try:
-        re.compile(text)
-    except re.error as exc:
-        raise InputError(field, f"{quoted(value)} is not a regular expression ({exc})") from None
-    return text
 
 
 def _header_name(value: str, field: str) -> str:
@@ -127,10 +110,10 @@ class WebhookParams(DriverParams):
     webhook_body: str | None = param(help="webhook: body of the on/off requests", check=_body)
     webhook_content_type: str | None = param(help="webhook: Content-Type of the body", check=_content_type)
     webhook_on_regex: str | None = param(
-        help=f"webhook: regex of a status body meaning on ({ON_REGEX})", check=_regex
+        help=f"webhook: regex of a status body meaning on ({ON_REGEX})", check=validate_regex
     )
     webhook_off_regex: str | None = param(
-        help=f"webhook: regex of a status body meaning off ({OFF_REGEX})", check=_regex
+        help=f"webhook: regex of a status body meaning off ({OFF_REGEX})", check=validate_regex
     )
     webhook_verify_tls: bool = param(True, help="webhook: verify the server's TLS certificate")
     webhook_ca_file: str | None = param(
@@ -155,7 +138,7 @@ class WebhookParams(DriverParams):
     required: ClassVar[tuple[str, ...]] = ("webhook_on_url",)
 
 
-class WebhookDriver(PowerDriver):
+class WebhookDriver(SwitchDriver):
     """Calls the node's on/off URLs and reads its status URL."""
 
     name: ClassVar[str] = "webhook"
@@ -209,25 +192,24 @@ class WebhookDriver(PowerDriver):
             ca_hint="; give its CA file (--webhook-ca-file)",
         )
 
-    async def _on(self, node: NodeSnapshot) -> None:
-        await self._send(node, self.params(node).webhook_on_url, "on")
-
-    async def _off(self, node: NodeSnapshot, *, soft: bool) -> None:
-        await self._send(node, self.params(node).webhook_off_url, "off")
-
-    async def query(self, node: NodeSnapshot) -> PowerState:
-        """The status URL's body matched with the regexes; without one, a TCP probe of the node."""
+    async def _switch(self, node: NodeSnapshot, on: bool | None) -> bool | None:
+        """Call the on or off URL; or read the status URL, whose body the regexes match (neither: not
+        known), and without one probe the node over TCP."""
         params: WebhookParams = self.params(node)
+        if on is not None:
+            await self._send(
+                node, params.webhook_on_url if on else params.webhook_off_url, "on" if on else "off"
+            )
+            return on
         if not params.webhook_status_url:
-            result = await probe_tcp(node.ip_address, node.probe_port, self._probe_timeout)
-            return PowerState.ON if result.ok else PowerState.OFF
+            return (await probe_tcp(node.ip_address, node.probe_port, self._probe_timeout)).ok
         where = f"webhook status of {node.label} ({_origin(params.webhook_status_url)})"
         body = (await request(self._client(node), "GET", params.webhook_status_url, where=where)).text
         if re.search(params.webhook_on_regex or ON_REGEX, body):
-            return PowerState.ON
+            return True
         if re.search(params.webhook_off_regex or OFF_REGEX, body):
-            return PowerState.OFF
-        return PowerState.UNKNOWN
+            return False
+        return None
 
     async def aclose(self) -> None:
         """Close the HTTP clients."""

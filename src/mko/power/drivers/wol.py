@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from mko.platform import validation
 from mko.platform.errors import InputError, PowerError
 from mko.power.base import AttemptError, Capability, NodeSnapshot, PowerDriver, PowerState
+from mko.power.fields import integer_range
 from mko.power.magic import LIMITED_BROADCAST, MagicPacketSender, WakeTarget, subnet_broadcast
 from mko.power.params import DriverParams, RevealedSecret, StoredSecret, column, param, secret
 from mko.power.probe import probe_tcp
@@ -17,12 +18,6 @@ if TYPE_CHECKING:
     from mko.platform.settings import Settings
 
 __all__ = ["RawWolDriver", "RawWolParams", "WolDriver", "WolParams", "effective_broadcast", "wake_target"]
-
-
-def _prefix_len(value: int, field: str) -> int:
-    if isinstance(value, bool) or not 0 <= value <= 32:
-        raise InputError(field, f"{value!r} is not a prefix length (0-32)")
-    return value
 
 
 class WolParams(DriverParams):
@@ -46,7 +41,7 @@ class WolParams(DriverParams):
     wol_prefix_len: int | None = param(
         help="the node's subnet prefix length, for its subnet broadcast",
         option="--prefix-len",
-        check=_prefix_len,
+        check=integer_range(0, 32, "a prefix length"),
     )
     wol_secureon: StoredSecret = secret(
         help="SecureOn password carried in every magic packet",

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from mko.http.deps import SessionDep
 from mko.http.routing import MkoRoute
 from mko.inventory.clusters import list_clusters
-from mko.platform.db.models.rules import ClusterAction
+from mko.platform.db.models.rules import ClusterAction, RuleTarget
 from mko.platform.db.models.ups import PowerEvent
 from mko.platform.errors import ConflictError, InputError, NotFoundError
 from mko.rules.actions import ACTIONS
@@ -61,6 +61,7 @@ def rules_page(request: Request, session: SessionDep, edit: int | None = None) -
     form = {name: getattr(rule, name) for name in _RULE_FIELDS}
     form |= {"enabled": rule.enabled, "recover_after_wake": rule.recover_after_wake}
     form |= {"power_event": rule.power_event.value, "cluster_action": rule.cluster_action.value}
+    form |= {"target": RuleTarget(rule.target).value}
     return _rules_page(request, session, form=form, editing=rule)
 
 
@@ -68,6 +69,8 @@ def _submitted(form: Mapping[str, Any]) -> dict[str, Any]:
     values = blank_to_none(form, _RULE_FIELDS)
     values["enabled"] = form.get("enabled") == "on"
     values["recover_after_wake"] = form.get("recover_after_wake") == "on"
+    # The CLI's --fed-only and the API's "target": "fed_nodes", as one check box.
+    values["target"] = (RuleTarget.FED_NODES if form.get("fed_only") == "on" else RuleTarget.CLUSTER).value
     return values
 
 
