@@ -34,7 +34,7 @@ from mko.api.routes import (
 from mko.api.routes import agents as agent_routes
 from mko.api.routes.health import DatabaseHealth
 from mko.api.routes.health import router as health_router
-from mko.http import leader, periodic
+from mko.http import leader
 from mko.http.credentials import TokenCache
 from mko.http.errors import ERROR_RESPONSES, install_error_handlers
 from mko.http.hardening import DeclaredSizeLimit, SecurityHeaders, install_http_handlers
@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
         # thread (mko.platform.db.session), so the two numbers are one setting.
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         # Registers this instance; the leader (with SQLite: this one) runs the UPS monitor, the rule
-        # engine and the scheduler (mko.http.leader, mko.ha).
+        # engine and the scheduler (mko.ha.duties).
         await leader.start(app)
         yield
         await leader.stop(app)
@@ -111,13 +111,12 @@ def create_app(settings: Settings | None = None, *, lab: LabControl | None = Non
     loop_reads = app.state.loop_read_engine = make_loop_read_engine(settings.database_url)
     app.state.loop_read_factory = None if loop_reads is None else make_read_session_factory(loop_reads)
     app.state.background_tasks = set()
-    app.state.ups_monitor = None
     app.state.lab = lab
     app.state.login_throttle = _login_throttle(settings)
     app.state.database_health = DatabaseHealth(settings.database_url)
     app.state.token_cache = TokenCache(wiring.session_factory)
     app.state.live_reads = LiveReads[Any](settings.live_read_interval)
-    periodic.install(app, wiring)
+    leader.install(app, wiring)
     install_error_handlers(app)
     install_http_handlers(app)
 

@@ -104,6 +104,16 @@ def client(settings: Settings, session: Session, admin_token: str) -> Iterator[T
     app.state.engine.dispose()
 
 
+@pytest.fixture
+def operator(settings: Settings, session: Session) -> Iterator[TestClient]:
+    """The API called with an operator token (may change nodes and hosts, not read or move secrets)."""
+    _, token = create_token(session, "op", Role.OPERATOR)
+    app = create_app(settings)
+    with TestClient(app, headers={"Authorization": f"Bearer {token}"}) as test_client:
+        yield test_client
+    app.state.engine.dispose()
+
+
 class WebClient(TestClient):
     """A browser-like client signed in to the web UI; form posts carry the session's CSRF token."""
 

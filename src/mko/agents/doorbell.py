@@ -7,9 +7,9 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
 from typing import Any
 
+from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = []
@@ -62,41 +62,51 @@ jobs_queued = Doorbell()
 jobs_reported = Doorbell()
 
 
-_listeners: dict[int, threading.Thread] = {}
+_listeners: dict[int, threading.Event] = {}  # id(engine) -> the stop of its listener, while it listens
 _listeners_lock = threading.Lock()
+#: Seconds between looks at the listener's stop while no notification comes.
+_LISTEN_SLICE = 1.0
 
 
 def _listen_for_jobs(session_factory: sessionmaker[Session]) -> None:
     """On PostgreSQL, LISTEN for jobs queued by other processes (a CLI wake, another server) so waiting
-    claims answer at once rather than at their next poll; one thread per engine, for the process's life."""
+    claims answer at once rather than at their next poll: one thread per engine, until it is disposed of
+    (its connection, detached from the pool, is then closed: nothing disposes of it otherwise)."""
     engine = session_factory.kw.get("bind")
     if engine is None or engine.dialect.name != "postgresql":
         return
     with _listeners_lock:
         if id(engine) in _listeners:
             return
-        thread = threading.Thread(target=_listen, args=(engine,), name="mko-agent-jobs-listen", daemon=True)
-        _listeners[id(engine)] = thread
+        stop = _listeners[id(engine)] = threading.Event()
+    event.listen(engine, "engine_disposed", lambda _engine: stop.set())
+    thread = threading.Thread(target=_listen, args=(engine, stop), name="mko-agent-jobs-listen", daemon=True)
     thread.start()
 
 
-def _listen(engine: Any) -> None:
-    while True:
-        driver = None
-        try:
-            # A connection of its own for good: detached from the pool, in autocommit for LISTEN.
-            raw = engine.raw_connection()
-            driver = raw.driver_connection
-            raw.detach()
-            driver.rollback()  # the pool's pre-ping may have opened a transaction
-            driver.autocommit = True
-            driver.execute(f"LISTEN {NOTIFY_CHANNEL}")
-            for _notify in driver.notifies():
-                jobs_queued.ring()
-        except Exception as exc:  # the database restarted or went away: listen again shortly
-            log.info("listening for queued wake jobs stopped (%s); polling until it is back", exc)
-        finally:
-            if driver is not None:
-                with contextlib.suppress(Exception):
-                    driver.close()  # a dropped connection left open would only be closed by the GC
-        time.sleep(5.0)
+def _listen(engine: Any, stop: threading.Event) -> None:
+    try:
+        while not stop.is_set():
+            driver = None
+            try:
+                # A connection of its own: detached from the pool, in autocommit for LISTEN.
+                raw = engine.raw_connection()
+                driver = raw.driver_connection
+                raw.detach()
+                driver.rollback()  # the pool's pre-ping may have opened a transaction
+                driver.autocommit = True
+                driver.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                while not stop.is_set():
+                    for _notify in driver.notifies(timeout=_LISTEN_SLICE):
+                        jobs_queued.ring()
+            except Exception as exc:  # the database restarted or went away: listen again shortly
+                log.info("listening for queued wake jobs stopped (%s); polling until it is back", exc)
+            finally:
+                if driver is not None:
+                    with contextlib.suppress(Exception):
+                        driver.close()  # a dropped connection left open would only be closed by the GC
+            stop.wait(5.0)
+    finally:
+        with _listeners_lock:
+            if _listeners.get(id(engine)) is stop:
+                del _listeners[id(engine)]

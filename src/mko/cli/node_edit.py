@@ -77,6 +77,10 @@ def node_add(
         str | None, typer.Option("--mac-address", "--mac", help="MAC for Wake-on-LAN")
     ] = None,
     method: Annotated[PowerMethod | None, typer.Option(help="power-on method")] = None,
+    proxmox_vm_id: Annotated[int | None, typer.Option("--proxmox-vm-id", help="VM id in Proxmox")] = None,
+    proxmox_host_id: Annotated[
+        int | None, typer.Option("--proxmox-host-id", help="mko's Proxmox host id (a VM's, or a host node's)")
+    ] = None,
     enable_wol: Annotated[bool, typer.Option("--enable-wol", help="enable Wake-on-LAN now")] = False,
     description: Annotated[str, typer.Option(help="free text")] = "",
     site: SiteOpt = None,
@@ -89,7 +93,13 @@ def node_add(
     from mko.inventory.nodes import create_node
     from mko.inventory.schemas import NodeCreate, NodePublic
 
-    given = _node_fields(locals(), wol_mac_address=mac_address, wol_method=method)
+    given = _node_fields(
+        locals(),
+        wol_mac_address=mac_address,
+        wol_method=method,
+        proxmox_vm_id=proxmox_vm_id,
+        proxmox_host_id=proxmox_host_id,
+    )
     data = NodeCreate(**given)
     if enable_wol:
         data.wol_enabled = True

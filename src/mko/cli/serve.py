@@ -94,7 +94,8 @@ def _tune_garbage_collection() -> None:
     and collect the young generation less often.
 
     Each full collection walked all of start-up's objects with the event loop stopped, 150-200 ms
-    several times a minute under load: most of the API's p99 and a tenth of its CPU (docs/scale.md).
+    several times a minute under load (and in the full passes a 10,000-node wake sets off): most of
+    the API's p99 and a tenth of its CPU (docs/scale.md).
     Only ``mko serve`` does this, not the app factory, so a test process's objects stay collectable.
     """
     gc.collect()  # what start-up already dropped is not kept for good

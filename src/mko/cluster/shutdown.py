@@ -47,7 +47,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mko.cluster import backups, quiesce
 from mko.cluster.drains import BlockingBudget, blocking_budgets, parse_drain
-from mko.cluster.microk8s import drain_argv, kube_name, kubectl_json
+from mko.cluster.microk8s import busy_with_another_change, drain_argv, kube_name, kubectl_json
 from mko.cluster.plan import SHUTDOWN_ACTIONS, ShutdownPlan, _check_idle
 from mko.cluster.preflight import CheckReport, CheckTarget, Finding, check_nodes
 from mko.cluster.steps import _finish_even_if_cancelled, _last_line, _StepLog, _wants_fallback
@@ -328,21 +328,34 @@ class _Run(_StepLog):
 
     # -------------------------------------------------------------- steps
 
-    async def _ssh(self, host: str, commands: Sequence[Sequence[str]], timeout: float) -> _Outcome:
-        """Run commands on HOST in one connection; the later ones only when the one before asks for it."""
+    async def _ssh(
+        self, host: str, commands: Sequence[Sequence[str]], timeout: float, *, snap_change: bool = False
+    ) -> _Outcome:
+        """Run commands on HOST in one connection; the later ones only when the one before asks for it.
+
+        ``snap_change``: the commands change the MicroK8s snap's services, and snapd runs one change per
+        snap at a time; one it refuses because another still runs is sent again until that one has
+        ended, within ``timeout`` for the whole step (see :meth:`_when_snapd_is_free`).
+        """
         target = SshTarget.of(self.prepared.nodes[host], self.settings)
         begun = time.monotonic()
+        deadline = begun + timeout
         connected = False
+        refused: list[float] = []
         try:
             async with connect(target, self.settings) as connection:
                 connected = True
-                result = await connection.run(commands[0], sudo=True, timeout=timeout)
+                result = await self._when_snapd_is_free(
+                    connection, commands[0], timeout, deadline, snap_change, refused
+                )
                 detail = result.as_dict()
                 for fallback in commands[1:]:
                     if not _wants_fallback(result):
                         break
                     notice = _last_line(result)
-                    result = await connection.run(fallback, sudo=True, timeout=timeout)
+                    result = await self._when_snapd_is_free(
+                        connection, fallback, timeout, deadline, snap_change, refused
+                    )
                     detail = result.as_dict() | {"instead_of": detail["command"], "notice": notice}
         except PowerError as exc:
             duration = round(time.monotonic() - begun, 3)
@@ -353,7 +366,39 @@ class _Run(_StepLog):
         message = _last_line(result)
         if "instead_of" in detail:
             message += f" (ran `{detail['command']}` instead of `{detail['instead_of']}`)"
+        if refused:
+            waited = round(time.monotonic() - refused[0], 1)
+            detail |= {"refused_while_busy": len(refused), "waited_for_other_change": waited}
+            message += (
+                f" (refused {len(refused)} time(s) over {waited:g} s: another change of the microk8s snap"
+                " was running on the node, e.g. a `microk8s start`)"
+            )
         return _Outcome(status, message, detail, result, connected=True)
+
+    async def _when_snapd_is_free(
+        self,
+        connection: SshSession,
+        argv: Sequence[str],
+        timeout: float,
+        deadline: float,
+        snap_change: bool,
+        refused: list[float],
+    ) -> CommandResult:
+        """Run ARGV; while snapd refuses it for another change of the snap (``snap_change``), again,
+        until ``deadline``."""
+        result = await connection.run(argv, sudo=True, timeout=timeout)
+        # NOTE: power flapping: a recovery's `microk8s start` sent by an mko that lost power again goes
+        # on without it, and snapd refuses a `microk8s stop` meanwhile (`snap "microk8s" has
+        # "service-control" change in progress`, exit 1). Once that start has ended the stop goes
+        # through, so the node is not powered off with its services enabled for its next boot.
+        while snap_change and busy_with_another_change(result):
+            refused.append(time.monotonic())
+            await asyncio.sleep(min(self.settings.probe_interval, 0.5))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break  # the step's time is up: the refusal is its outcome
+            result = await connection.run(argv, sudo=True, timeout=left)
+        return result
 
     async def do(self, step: PlannedStep) -> bool:
         """Run one step; False when the node's chain cannot go on."""
@@ -374,6 +419,7 @@ class _Run(_StepLog):
                 step.hostname,
                 [["microk8s", "stop"], ["snap", "stop", "microk8s", "--disable"]],
                 settings.microk8s_stop_timeout,
+                snap_change=True,
             )
             if outcome.status != OperationStatus.SUCCEEDED:
                 self.failures.append(f"stop {step.hostname}: {outcome.message}")

@@ -12,7 +12,18 @@ from sqlalchemy.orm import Session
 from mko.platform.db.models.inventory import Node, NodeDependency
 from mko.platform.errors import InputError
 
-__all__ = ["dependencies_of", "depths", "find_cycle", "implicit_edges", "set_dependencies"]
+__all__ = [
+    "IMPLICIT_EDGE_FIELDS",
+    "dependencies_of",
+    "depths",
+    "find_cycle",
+    "implicit_edges",
+    "refuse_cycle",
+    "set_dependencies",
+]
+
+#: The settings a VM's implicit edge to its Proxmox host node is made of (:func:`implicit_edges`).
+IMPLICIT_EDGE_FIELDS = ("wol_method", "proxmox_host_id", "proxmox_host_node", "proxmox_node")
 
 #: (node id, power method, Proxmox endpoint id, power_params) of a node: what implicit edges are made of.
 ProxmoxRow = tuple[int, str, int | None, Mapping[str, Any] | None]
@@ -34,15 +45,20 @@ def dependencies_of(session: Session, node_ids: Iterable[int] | None = None) -> 
     for node_id, needed in session.execute(query):
         if wanted is None or node_id in wanted:
             edges.setdefault(node_id, set()).add(needed)
+    for node_id, hosts in _implicit(session).items():
+        if wanted is None or node_id in wanted:
+            edges.setdefault(node_id, set()).update(hosts)
+    return edges
+
+
+def _implicit(session: Session) -> dict[int, set[int]]:
+    """Every VM's edges to its Proxmox host nodes, as stored (one query)."""
     rows = session.execute(
         select(Node.id, Node.wol_method, Node.proxmox_host_id, Node.power_params).where(
             Node.proxmox_host_id.is_not(None)
         )
     )
-    for node_id, hosts in implicit_edges(tuple(row) for row in rows).items():
-        if wanted is None or node_id in wanted:
-            edges.setdefault(node_id, set()).update(hosts)
-    return edges
+    return implicit_edges(tuple(row) for row in rows)
 
 
 def implicit_edges(rows: Iterable[ProxmoxRow]) -> dict[int, set[int]]:
@@ -79,15 +95,22 @@ def set_dependencies(session: Session, node: Node, depends_on: Sequence[int]) ->
         if missing:
             raise InputError("depends_on", f"no node {', '.join(map(str, missing))}")
     edges = dependencies_of(session)
-    edges[node.id] = set(wanted)
-    cycle = find_cycle(edges)
+    # What it is told to depend on replaces what it was; a VM's edge to its host stays.
+    edges[node.id] = set(wanted) | _implicit(session).get(node.id, set())
+    refuse_cycle(session, edges, "depends_on")
+    kept = {d.depends_on_id: d for d in node.dependencies}
+    node.dependencies = [kept.get(needed) or NodeDependency(depends_on_id=needed) for needed in wanted]
+
+
+def refuse_cycle(session: Session, edges: Mapping[int, set[int]] | None, field: str) -> None:
+    """InputError naming ``field`` when ``edges`` (every node's, as the session sees them when None:
+    a change to a node's method or Proxmox settings moves the edges a VM has to its host) hold a cycle."""
+    cycle = find_cycle(dependencies_of(session) if edges is None else edges)
     if cycle is not None:
         rows = session.execute(select(Node.id, Node.hostname).where(Node.id.in_(cycle)))
         names = {node_id: hostname for node_id, hostname in rows}
         shown = " → ".join(f"{names.get(i, '?')} ({i})" for i in cycle)
-        raise InputError("depends_on", f"this would make a dependency cycle: {shown}")
-    kept = {d.depends_on_id: d for d in node.dependencies}
-    node.dependencies = [kept.get(needed) or NodeDependency(depends_on_id=needed) for needed in wanted]
+        raise InputError(field, f"this would make a dependency cycle: {shown}")
 
 
 def find_cycle(edges: Mapping[int, set[int]]) -> list[int] | None:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session, joinedload
 
 from mko.inventory.clusters import DESCRIPTION_MAX, _commit
-from mko.inventory.dependencies import set_dependencies
+from mko.inventory.dependencies import IMPLICIT_EDGE_FIELDS, refuse_cycle, set_dependencies
 from mko.inventory.feeds import set_feeds
 from mko.inventory.power_settings import (
     check_param_fields,
@@ -80,11 +81,12 @@ def create_node(session: Session, data: NodeCreate) -> Node:
     node = Node()
     _write(node, values, set(values))
     session.add(node)
-    if depends_on:
-        session.flush()  # the node's id, for its dependencies
-        set_dependencies(session, node, depends_on)
-    if fed_by:
-        set_feeds(session, node, fed_by)
+    with _undone_on_error(session):
+        if depends_on:
+            session.flush()  # the node's id, for its dependencies
+            set_dependencies(session, node, depends_on)
+        if fed_by:
+            set_feeds(session, node, fed_by)
     _commit(session, lambda: _duplicate_message(session, values, None))
     return node
 
@@ -112,10 +114,17 @@ def update_node(
         session, f"node {node_id} ({node.hostname})", current, merged, given, may_rebind_secrets
     )
     _write(node, merged, {k for k, v in merged.items() if k in changes or v != current.get(k)})
-    if depends_on is not None:
-        set_dependencies(session, node, depends_on)
-    if fed_by is not None:
-        set_feeds(session, node, fed_by)
+    with _undone_on_error(session):  # the checks below read the written node back (autoflush)
+        if depends_on is not None:
+            set_dependencies(session, node, depends_on)
+        else:
+            # A node that becomes (or stops being) a Proxmox host, or a VM that moves to another host,
+            # changes what the VMs depend on without a word about depends_on: no cycle either way.
+            moved = [f for f in IMPLICIT_EDGE_FIELDS if f in changes and merged.get(f) != current.get(f)]
+            if moved:
+                refuse_cycle(session, None, moved[0])
+        if fed_by is not None:
+            set_feeds(session, node, fed_by)
     _commit(session, lambda: _duplicate_message(session, merged, node_id))
     return node
 
@@ -160,6 +169,17 @@ def delete_node(session: Session, node_id: int) -> None:
     node = get_node(session, node_id)
     session.delete(node)
     _commit(session, "node is still referenced")
+
+
+@contextmanager
+def _undone_on_error(session: Session) -> Iterator[None]:
+    """Roll the session back when a check after the first write refuses the change: nothing of it
+    stays, not even for a page that renders the refusal with the same session."""
+    try:
+        yield
+    except BaseException:
+        session.rollback()
+        raise
 
 
 def _node_columns() -> list[str]:
@@ -215,6 +235,16 @@ def _checked(session: Session, values: Mapping[str, Any], explicit: set[str]) ->
     ):
         raise InputError("proxmox_host_id", does_not_exist("Proxmox host", result["proxmox_host_id"]))
     check_power_settings(result, explicit)
+    unnamed = result.get("proxmox_host_id") is None
+    if result["wol_method"] == "proxmox" and result.get("wol_enabled") and unnamed:
+        # Without one, a VM is started through the only Proxmox host mko knows (snapshots._Refs):
+        # with several, its start could only fail.
+        hosts = session.scalar(select(func.count()).select_from(ProxmoxHost)) or 0
+        if hosts > 1:
+            raise InputError(
+                "proxmox_host_id",
+                f"mko knows {hosts} Proxmox hosts (mko proxmox list): name this VM's (--proxmox-host-id)",
+            )
     return result
 
 

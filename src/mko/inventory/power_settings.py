@@ -13,9 +13,9 @@ from sqlalchemy.orm import Session
 from mko.platform.db.models.inventory import DEFAULT_POWER_METHOD, Cluster, Node
 from mko.platform.errors import InputError
 from mko.platform.secrets import SecretBox, check_secret_destination
-from mko.power.base import LOCAL_SITE, Capability
+from mko.power.base import LOCAL_SITE, Capability, PowerDriver
 from mko.power.magic import LIMITED_BROADCAST, subnet_broadcast
-from mko.power.params import EncryptedSecret
+from mko.power.params import DriverParams, EncryptedSecret
 from mko.power.registry import DRIVERS
 
 __all__ = [
@@ -77,13 +77,33 @@ def refuse_moving_secureon(session: Session, cluster: Cluster, site: str | None)
         )
 
 
-def _destination(session: Session, values: Mapping[str, Any], secret: str) -> dict[str, Any] | None:
-    """Where the node's driver sends this secret: the method and the fields it is bound to; for a magic
-    packet, the broadcast address or the wake agents of the node's site. None: it is not sent."""
-    cls = DRIVERS.get(values["wol_method"])
+Sender = tuple[str, type[PowerDriver], type[DriverParams]]
+
+
+def _sender(values: Mapping[str, Any]) -> Sender | None:
+    """The method that uses the node's secrets, its driver and its settings model: the node's own, or
+    for a composite driver's node (a Proxmox host) the method it is powered through. None: no driver."""
+    method = values["wol_method"]
+    cls = DRIVERS.get(method)
     if cls is None:
         return None
-    model = DRIVERS.params(values["wol_method"])  # a composite driver's: its delegates' settings too
+    if cls.delegate_setting is not None:
+        chosen = DRIVERS.params(method).model_validate(values).delegate()
+        if chosen is None:
+            return None  # no method chosen yet: the host's secrets go nowhere
+        method = chosen[0]
+        cls = DRIVERS.driver(method)
+    return method, cls, DRIVERS.params(method)
+
+
+def _destination(
+    session: Session, values: Mapping[str, Any], sender: Sender | None, secret: str
+) -> dict[str, Any] | None:
+    """Where the node's driver (``sender``) sends this secret: the method and the fields it is bound to;
+    for a magic packet, the broadcast address or the wake agents of the node's site. None: not sent."""
+    if sender is None:
+        return None
+    method, cls, model = sender
     if secret not in model.model_fields:
         return None
     if Capability.WAKE_ONLY in cls.capabilities:
@@ -99,7 +119,7 @@ def _destination(session: Session, values: Mapping[str, Any], secret: str) -> di
             address = LIMITED_BROADCAST
         return {"site": None if site == LOCAL_SITE else site, "address": address}
     binds = model.fields_meta()[secret].binds
-    return {"wol_method": values["wol_method"]} | {
+    return {"wol_method": method} | {
         field: values.get(field) for field in binds if field in model.model_fields
     }
 
@@ -113,12 +133,18 @@ def check_secret_destinations(
     may_rebind: bool,
 ) -> None:
     """Refuse a change that would send a stored secret somewhere new unless it is given again."""
+    was, now = _sender(current), _sender(merged)
+    # What a person may have changed to move a secret, named in the message: where a magic packet goes,
+    # or the method (a Proxmox host's: its power method), and the secret's bound fields.
+    composite = DRIVERS.get(merged["wol_method"])
+    deciding = ("wol_method", composite.delegate_setting if composite else None)
     for secret, help_text in secret_fields().items():
-        before, after = _destination(session, current, secret), _destination(session, merged, secret)
+        before = _destination(session, current, was, secret)
+        after = _destination(session, merged, now, secret)
         moved: list[str] = []
-        cls = DRIVERS.get(merged["wol_method"])
-        if cls is not None and Capability.WAKE_ONLY in cls.capabilities and secret in cls.Params.model_fields:
-            binds = _PACKET_FIELDS + cls.Params.fields_meta()[secret].binds
+        if now is not None and secret in now[2].model_fields:
+            packet = _PACKET_FIELDS if Capability.WAKE_ONLY in now[1].capabilities else deciding
+            binds = (*packet, *now[2].fields_meta()[secret].binds)
             moved = [f for f in binds if f in given and merged.get(f) != current.get(f)]
         check_secret_destination(
             what,
@@ -159,6 +185,10 @@ def check_power_settings(values: dict[str, Any], explicit: set[str]) -> None:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else "power_params"
         raise InputError(field, str(error["msg"])) from None
+    # A composite driver's node (a Proxmox host) needs, besides its own, what its power method needs.
+    chosen = params.delegate()
     for name in params.missing(enabled=bool(values.get("wol_enabled"))):
-        help_text = type(params).fields_meta()[name].help.split(": ", 1)[-1]
-        raise InputError(name, f"method {method!r} needs the {help_text} ({name})")
+        meta = type(params).fields_meta()[name]
+        by = "" if chosen is None or name in cls.Params.model_fields else f" powered on by {chosen[0]!r}"
+        what, option = meta.help.split(": ", 1)[-1], meta.cli_option(name)
+        raise InputError(name, f"method {method!r}{by} needs the {what}: set {name} ({option})")

@@ -98,13 +98,10 @@ def params_of(node: Node, columns: Sequence[str] | None = None) -> DriverParams:
 def _delegate(built: NodeSnapshot) -> NodeSnapshot | None:
     """The node as the driver it is powered through sees it, for a composite driver's node; else None
     (and None while that method is not set, or names no driver the composite accepts)."""
-    cls = DRIVERS.get(built.method)
-    if cls is None or cls.delegate_setting is None:
+    chosen = built.params.delegate()
+    if chosen is None:
         return None
-    method = getattr(built.params, cls.delegate_setting, None)
-    if method not in cls.delegates:
-        return None
-    params = DRIVERS.params(method).model_validate(built.params.model_dump())
+    method, params = chosen
     return dataclasses.replace(built, method=method, params=params, delegate=None)
 
 

@@ -52,6 +52,7 @@ from mko.operations.kinds import RULE_OPERATION_KIND
 from mko.platform.db.models.agents import WakeJob, WakeJobStatus
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
+from mko.platform.db.session import make_engine
 from mko.platform.settings import Settings
 
 __all__ = [
@@ -305,17 +306,24 @@ def _same(column: Any, value: Any) -> Any:
 
 
 class _Heartbeat:
-    """Refreshes ``heartbeat_at`` of the open operations this process owns in one database."""
+    """Refreshes ``heartbeat_at`` of the open operations this process owns in one database.
+
+    It connects through an engine of its own, without a pool (a connection per beat, closed after it),
+    never through the engine of the code that started the operation: that engine's owner disposes of it
+    when done (a CLI command's first engine, a server shutting down, a test), while the beat goes on
+    until no operation is open; a disposed engine silently opens a new pool at its next use, and that
+    pool's connection would then stay open with nobody left to close it.
+    """
 
     def __init__(self, engine: Engine, key: str) -> None:
-        self.engine = engine
+        self.url = engine.url
         self.key = key
         self.generation = 0  # bumped by keep_alive(): a new operation may be open, keep beating
         self.thread = threading.Thread(target=self._run, name="mko-operation-heartbeat", daemon=True)
 
-    def _beat(self) -> int:
+    def _beat(self, engine: Engine) -> int:
         me = this_process()
-        with self.engine.begin() as connection:
+        with engine.begin() as connection:
             result = connection.execute(
                 update(Operation)
                 .where(
@@ -329,13 +337,20 @@ class _Heartbeat:
         return int(getattr(result, "rowcount", 0) or 0)
 
     def _run(self) -> None:
+        engine = make_engine(self.url.render_as_string(hide_password=False), pooled=False)
+        try:
+            self._beat_until_nothing_is_open(engine)
+        finally:
+            engine.dispose()
+
+    def _beat_until_nothing_is_open(self, engine: Engine) -> None:
         failing_since: float | None = None
         while True:
             with _lock:
                 seen = self.generation
             time.sleep(_timing["interval"])
             try:
-                owned = self._beat()
+                owned = self._beat(engine)
                 failing_since = None
             except Exception as exc:  # the database is away: try again, for as long as a remote owner waits
                 # Once per outage: a database down for minutes must not fill the log.

@@ -58,10 +58,6 @@ _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.E
 _MAX_POLL_WAIT = 0.01
 
 
-def _mac_bytes(mac: str) -> bytes:
-    return bytes.fromhex(normalize_mac(mac).replace(":", ""))
-
-
 def _frame_mac_bytes(value: str, field_name: str) -> bytes:
     # normalize_mac refuses group and all-zero addresses (right for a NIC to wake), but a frame may go
     # to broadcast/multicast and "lo" reports 00:00:00:00:00:00 as its own address. normalize_secureon
@@ -77,9 +73,14 @@ def _frame_mac_bytes(value: str, field_name: str) -> bytes:
 
 def build_magic_packet(mac: str, secureon: str | None = None) -> bytes:
     """Return the magic packet for ``mac``: 6x0xFF, 16x the MAC, then the SecureOn password if any."""
-    packet = _SYNC_STREAM + _mac_bytes(mac) * 16
+    return _packet(normalize_mac(mac), None if secureon is None else normalize_secureon(secureon))
+
+
+def _packet(mac: str, secureon: str | None) -> bytes:
+    """The magic packet of a normalised MAC and SecureOn password (``aa:bb:…``)."""
+    packet = _SYNC_STREAM + bytes.fromhex(mac.replace(":", "")) * 16
     if secureon is not None:
-        packet += bytes.fromhex(normalize_secureon(secureon).replace(":", ""))
+        packet += bytes.fromhex(secureon.replace(":", ""))
     return packet
 
 
@@ -136,7 +137,7 @@ class WakeTarget:
         object.__setattr__(self, "port", validate_port(self.port, "wol_port"))
         object.__setattr__(self, "interface", interface)
         object.__setattr__(self, "secureon", secureon)
-        object.__setattr__(self, "packet", build_magic_packet(mac, secureon))
+        object.__setattr__(self, "packet", _packet(mac, secureon))
 
     def frame(self, src_mac: str, dst_mac: str = BROADCAST_MAC) -> bytes:
         """Return the Ethernet frame for this target sent from ``src_mac``."""

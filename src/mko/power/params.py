@@ -141,7 +141,20 @@ class DriverParams(BaseModel):
         """The names of the secret fields."""
         return tuple(name for name, meta in cls.fields_meta().items() if meta.secret)
 
+    def needed(self) -> tuple[str, ...]:
+        """Fields that these values make necessary besides ``required`` (SNMP v3: its user)."""
+        return ()
+
+    def delegate(self) -> tuple[str, DriverParams] | None:
+        """For a composite driver's node: the method it is powered through and its settings as that
+        method's model (the registry's joined models answer); None otherwise, or while none is chosen."""
+        return None
+
     def missing(self, *, enabled: bool) -> Iterator[str]:
-        """Required fields without a value (with ``enabled``: also those a power-on needs)."""
-        names = self.required + (self.required_when_enabled if enabled else ())
-        return (name for name in names if getattr(self, name) in (None, ""))
+        """Required fields without a value (with ``enabled``: also those a power-on needs), then those of
+        the method a composite driver's node is powered through, as a node of that method would."""
+        names = self.required + (self.required_when_enabled if enabled else ()) + self.needed()
+        yield from dict.fromkeys(name for name in names if getattr(self, name) in (None, ""))
+        chosen = self.delegate()
+        if chosen is not None:
+            yield from chosen[1].missing(enabled=enabled)

@@ -64,8 +64,26 @@ class Registry:
             models = [cls.Params, *(self.driver(method).Params for method in cls.delegates)]
             # The most derived of related models only (RawWolParams is a WolParams), each once.
             bases = [m for m in dict.fromkeys(models) if m is cls.Params or not _covered(m, models)]
-            self._models[name] = cls.Params if len(bases) == 1 else _joined(cls.Params, bases)
+            self._models[name] = cls.Params if len(bases) == 1 else self._joined(cls, bases)
         return self._models[name]
+
+    def _joined(self, cls: type[PowerDriver], bases: list[type[DriverParams]]) -> type[DriverParams]:
+        """One model with every field of ``bases`` (the driver's own first, so its ``required`` and its
+        checks rule) that knows the method the node is powered through (``DriverParams.delegate``), so
+        what that method requires is required of the node too."""
+        setting, methods = cls.delegate_setting, cls.delegates
+
+        def delegate(params: DriverParams) -> tuple[str, DriverParams] | None:
+            method = getattr(params, setting) if setting is not None else None
+            if method not in methods:
+                return None
+            return method, self.params(method).model_validate(params.model_dump())
+
+        # The driver's own ``needed``, not the first delegate's the bases would offer: each method's
+        # needs are asked of its own model, the chosen delegate's through ``delegate``.
+        namespace = {"__module__": cls.Params.__module__, "delegate": delegate, "needed": cls.Params.needed}
+        joined: type[DriverParams] = type(cls.Params.__name__, tuple(bases), namespace)
+        return joined
 
     def with_capability(self, capability: Capability) -> frozenset[str]:
         """The methods whose driver declares ``capability``."""
@@ -130,12 +148,6 @@ def _created(cls: type[PowerDriver], settings: Settings) -> PowerDriver:
 def _covered(model: type[DriverParams], models: list[type[DriverParams]]) -> bool:
     """Whether another of ``models`` derives from ``model`` (and so brings its fields)."""
     return any(other is not model and issubclass(other, model) for other in models)
-
-
-def _joined(own: type[DriverParams], bases: list[type[DriverParams]]) -> type[DriverParams]:
-    """One model with every field of ``bases``; ``own`` first, so its ``required`` and its checks rule."""
-    joined: type[DriverParams] = type(own.__name__, tuple(bases), {"__module__": own.__module__})
-    return joined
 
 
 @cache

@@ -44,6 +44,7 @@ from mko.power.base import (
     power_on,
     power_on_levels,
 )
+from mko.power.drivers.wol import RawWolDriver, WolDriver
 from mko.power.registry import DRIVERS
 from mko.wol.plan import describe_levels, levels
 
@@ -106,8 +107,10 @@ class PreparedWake:
     coalesced: bool = False  # joined a wake of the same node that is still running: nothing new to run
     left: dict[int, str] = field(default_factory=dict)  # nodes not to wake, on purpose (a restore's)
     depends: dict[int, set[int]] = field(default_factory=dict)  # node → what it waits for (depends_on)
-    # Step rows not written yet: :func:`run_wake` writes them once the first packets are out.
-    pending_steps: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    # The steps of every node are not written yet: :func:`run_wake` builds and writes them once the
+    # first packets are out (``left_names``: the host names of the nodes left alone, for theirs).
+    steps_pending: bool = False
+    left_names: dict[int, str] = field(default_factory=dict, repr=False)
 
 
 def _running_wake_of(session: Session, node_id: int, within: float) -> Operation | None:
@@ -274,31 +277,30 @@ def start_wake(
         parameters=schedule.as_dict() | ({"node_ids": list(dict.fromkeys(node_ids))} if node_ids else {}),
         summary=f"waking {len(built)} node(s)",
     )
-    left = {n.id: leave[n.id] for n in left_alone}
-    steps = _steps(operation, built, skipped, left_alone, left)
-    # Many nodes, all woken from here: the operation is recorded now, its steps right after the first
-    # packets (run_wake), so bookkeeping for every node never delays a packet. A single node's step,
-    # and steps agents report to, are written at once.
-    deferred = target_type != "node" and not any(routed_to_agent(n) for n in built)
-    if not deferred:
-        session.execute(insert(cast("Table", OperationStep.__table__)), steps)
-    session.commit()
-    return PreparedWake(
+    prepared = PreparedWake(
         operation.id,
         built,
         schedule,
         skipped,
-        left=left,
+        left={n.id: leave[n.id] for n in left_alone},
         depends=depends,
-        pending_steps=steps if deferred else [],
+        steps_pending=True,
+        left_names={n.id: n.hostname for n in left_alone},
     )
+    # Many nodes, all woken from here: the operation is recorded now, its steps once the first packets
+    # are out (run_wake), so bookkeeping for every node never delays a packet. A single node's step,
+    # and steps agents report to, are written at once.
+    if target_type == "node" or any(routed_to_agent(n) for n in built):
+        session.execute(insert(cast("Table", OperationStep.__table__)), _pending_steps(prepared))
+    session.commit()
+    return prepared
 
 
 def _steps(
-    operation: Operation,
+    operation_id: int,
     built: Sequence[NodeSnapshot],
     skipped: Mapping[int, str],
-    left_alone: Sequence[Node],
+    left_names: Mapping[int, str],
     left: Mapping[int, str],
 ) -> list[dict[str, Any]]:
     """A wake's step rows: one running per node to wake, one closed per skipped node and node left
@@ -308,7 +310,7 @@ def _steps(
     via = {n.node_id: f" via site {n.site}" for n in built if routed_to_agent(n)}
     steps: list[dict[str, Any]] = [
         _step(
-            operation,
+            operation_id,
             node.node_id,
             f"wake {node.hostname}{via.get(node.node_id, '')}",
             "",
@@ -317,11 +319,19 @@ def _steps(
         )
         for node in sorted(built, key=lambda n: n.node_id)
     ]
-    steps += [_step(operation, i, "wake skipped", why, now) for i, why in sorted(skipped.items())]
-    steps += [_step(operation, n.id, f"leave {n.hostname}", left[n.id], now) for n in left_alone]
+    steps += [_step(operation_id, i, "wake skipped", why, now) for i, why in sorted(skipped.items())]
+    steps += [_step(operation_id, i, f"leave {name}", left[i], now) for i, name in left_names.items()]
     for seq, step in enumerate(steps, start=1):
         step["seq"] = seq
     return steps
+
+
+def _pending_steps(prepared: PreparedWake) -> list[dict[str, Any]]:
+    """The step rows of a wake whose steps are not written yet (``steps_pending``); none after."""
+    if not prepared.steps_pending:
+        return []
+    prepared.steps_pending = False
+    return _steps(prepared.operation_id, prepared.nodes, prepared.skipped, prepared.left_names, prepared.left)
 
 
 def _record_steps(session: Session, steps: list[dict[str, Any]]) -> None:
@@ -358,14 +368,14 @@ def _with_cluster_stagger(session: Session, cluster_id: int | None, schedule: Wa
 
 
 def _step(
-    operation: Operation, node_id: int, name: str, message: str, now: datetime, *, finished: bool = True
+    operation_id: int, node_id: int, name: str, message: str, now: datetime, *, finished: bool = True
 ) -> dict[str, Any]:
     """One step row of a wake: running, or (``finished``) a skipped node's or a node left alone."""
     status = OperationStatus.RUNNING
     if finished:
         status = OperationStatus.CANCELLED if name == "wake skipped" else OperationStatus.SUCCEEDED
     return {
-        "operation_id": operation.id,
+        "operation_id": operation_id,
         "node_id": node_id,
         "name": name,
         "status": status,
@@ -379,6 +389,23 @@ def _step(
 def _driver_lookup(settings: Settings) -> Callable[[NodeSnapshot], PowerDriver | AttemptError]:
     # Each node gets whichever driver its method names: packets, Proxmox, IPMI or Redfish.
     return DRIVERS.lookup(settings)
+
+
+# Drivers whose attempt is a packet sent from here at once: no API to answer, no device to wait for.
+_PACKET_METHODS = frozenset({WolDriver.name, RawWolDriver.name})
+
+
+def _one_burst(prepared: PreparedWake) -> bool:
+    """Whether the wake is over as soon as its packets are out: packets only, every round at once (one
+    round, or no delay between them), no verification, no stagger and no dependency levels."""
+    schedule = prepared.schedule
+    return (
+        not schedule.wait
+        and (schedule.retries == 1 or schedule.delay == 0)
+        and not schedule.stagger
+        and not any(prepared.depends.values())
+        and all(node.method in _PACKET_METHODS for node in prepared.nodes)
+    )
 
 
 _STEP_STATUS = {
@@ -408,9 +435,13 @@ async def run_wake(
         else _none(),
     )
     try:
-        if prepared.pending_steps:
+        if prepared.steps_pending and _one_burst(prepared):
+            # Over once its packets are out: each step is written once, closed with its outcome, by
+            # _close (not an INSERT of running steps and an UPDATE of each).
+            await asyncio.wait({sending})
+        elif prepared.steps_pending:
             await asyncio.sleep(0)  # the first packets go out before the bookkeeping of every node
-            steps, prepared.pending_steps = prepared.pending_steps, []
+            steps = _pending_steps(prepared)
             await in_thread_session(session_factory, lambda session: _record_steps(session, steps))
         outcomes, parts = await sending
     except asyncio.CancelledError:
@@ -418,9 +449,6 @@ async def run_wake(
         # Here, not in a worker thread: the task is being cancelled (the server stops) and must record
         # that before it ends; the loop has nothing else left to serve.
         with session_factory() as session:
-            if prepared.pending_steps:
-                _record_steps(session, prepared.pending_steps)
-                prepared.pending_steps = []
             _close(session, prepared, [], cancelled=True)
         raise
     except Exception:
@@ -465,41 +493,26 @@ def _close(
     cancelled: bool,
     notes: Mapping[int, dict[str, Any]] | None = None,
 ) -> Operation:
+    """Record every node's outcome and close the operation, in one transaction.
+
+    The returned operation carries its status, summary and result; its steps are not loaded (a wake
+    of 10,000 nodes has 10,000): read them with :func:`mko.operations.records.get_operation`.
+    """
     operation = session.get_one(Operation, prepared.operation_id)
-    by_node = {o.node_id: o for o in outcomes}
     notes = notes or {}
     described = {o.node_id: o.as_dict() | notes.get(o.node_id, {}) for o in outcomes}
-    now = utcnow()
-    running = session.execute(
-        select(OperationStep.id, OperationStep.node_id).where(
-            OperationStep.operation_id == operation.id, OperationStep.status == OperationStatus.RUNNING
-        )
-    )
-    finished: list[dict[str, Any]] = []
-    cancelled_steps: list[dict[str, Any]] = []
-    for step_id, node_id in running:
-        outcome = by_node.get(node_id or -1)
-        if outcome is None:
-            cancelled_steps.append({"step_id": step_id})
-            continue
-        finished.append(
-            {
-                "step_id": step_id,
-                "status": _STEP_STATUS[outcome.state],
-                "message": outcome.describe() + _via(notes.get(outcome.node_id)),
-                "detail": described[outcome.node_id],
-            }
-        )
-    # One executemany UPDATE each, in the transaction finish_operation commits: no ORM object per step.
-    table = cast("Table", OperationStep.__table__)
-    by_id = update(table).where(table.c.id == bindparam("step_id"))
-    if finished:
-        session.execute(by_id.values(finished_at=now), finished)
-    if cancelled_steps:
-        cancelled_step = {"status": OperationStatus.CANCELLED, "message": "cancelled before it finished"}
-        session.execute(by_id.values(finished_at=now, **cancelled_step), cancelled_steps)
-    # Read once, after the UPDATEs: callers read the returned operation's steps after its session closed.
-    session.refresh(operation, attribute_names=["steps"])
+    closed = {
+        o.node_id: {
+            "status": _STEP_STATUS[o.state],
+            "message": o.describe() + _via(notes.get(o.node_id)),
+            "detail": described[o.node_id],
+        }
+        for o in outcomes
+    }
+    if prepared.steps_pending:
+        _insert_closed_steps(session, _pending_steps(prepared), closed)
+    else:
+        _close_running_steps(session, operation.id, closed)
     result: dict[str, Any] = {
         "nodes": [described[o.node_id] for o in outcomes],
         "skipped": [{"node_id": k, "reason": v} for k, v in sorted(prepared.skipped.items())],
@@ -531,6 +544,42 @@ def _close(
     else:
         status = OperationStatus.FAILED
     return finish_operation(session, operation, status=status, summary=summary, result=result)
+
+
+def _insert_closed_steps(
+    session: Session, steps: list[dict[str, Any]], closed: Mapping[int, dict[str, Any]]
+) -> None:
+    """The steps of a wake that never wrote them, each with its outcome, in one INSERT (a step with no
+    outcome: the wake was cancelled before it)."""
+    now = utcnow()
+    cancelled_step = {"status": OperationStatus.CANCELLED, "message": "cancelled before it finished"}
+    for step in steps:
+        if step["finished_at"] is None:
+            step.update(closed.get(step["node_id"], cancelled_step), finished_at=now)
+    session.execute(insert(cast("Table", OperationStep.__table__)), steps)
+
+
+def _close_running_steps(session: Session, operation_id: int, closed: Mapping[int, dict[str, Any]]) -> None:
+    """Each running step's outcome by one executemany UPDATE of what differs per node (no ORM object per
+    step), then one UPDATE each for what every step shares: its end, and a cancelled step's words."""
+    table = cast("Table", OperationStep.__table__)
+    running = select(table.c.id, table.c.node_id).where(
+        table.c.operation_id == operation_id, table.c.status == OperationStatus.RUNNING
+    )
+    finished = [
+        closed[node_id] | {"step_id": step_id}
+        for step_id, node_id in session.execute(running)
+        if node_id in closed
+    ]
+    if finished:
+        session.execute(update(table).where(table.c.id == bindparam("step_id")), finished)
+    of_this = table.c.operation_id == operation_id
+    session.execute(
+        update(table)
+        .where(of_this, table.c.status == OperationStatus.RUNNING)
+        .values(status=OperationStatus.CANCELLED, message="cancelled before it finished")
+    )
+    session.execute(update(table).where(of_this, table.c.finished_at.is_(None)).values(finished_at=utcnow()))
 
 
 def _via(note: Mapping[str, Any] | None) -> str:

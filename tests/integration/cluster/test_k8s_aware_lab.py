@@ -337,6 +337,37 @@ def test_replicas_survive_mko_killed_mid_shutdown_and_the_next_recovery_restores
     assert killed.status == OperationStatus.FAILED and killed.summary.startswith("interrupted: owner pid ")
 
 
+def _while_left_running(
+    settings: Settings, session: Session, cli: CliRunner, running: Any, cluster: Any, verb: str, *args: str
+) -> Any:
+    """The JSON answer of the CLI command ARGS, run while a ``microk8s VERB`` on lab-n1, sent by an mko
+    that then lost power, still runs there (it goes on without it)."""
+    node = session.scalars(select(Node).where(Node.hostname == "lab-n1")).one()
+    target = SshTarget.of(node, settings)
+
+    async def send() -> None:
+        async with connect(target, settings) as connection:
+            await connection.run(["microk8s", verb], sudo=True, timeout=30)
+
+    def in_orch() -> None:
+        with enter_netns(running.lab.orch):
+            asyncio.run(send())
+
+    left = threading.Thread(target=in_orch)
+    left.start()
+    try:
+        wait_until(lambda: cluster.nodes()["lab-n1"].get("change_until"), 15, what=f"the {verb} to begin")
+        return json.loads(_ok(orch_cli(cli, running, *args, "--json")).stdout)
+    finally:
+        left.join()
+
+
+def _sent_again_after(running: Any, left: str, sent: str) -> None:
+    """After the command LEFT running on lab-n1, SENT was refused at least once, then sent again."""
+    calls = [command for host, command in stand_in_calls(running) if host == "lab-n1"]
+    assert calls[calls.index(left) + 1 :].count(sent) >= 2, calls
+
+
 def test_a_recovery_waits_for_a_stop_still_running_on_the_control_plane(
     settings: Settings, session: Session, cli: CliRunner, lab_factory: Any
 ) -> None:
@@ -345,32 +376,37 @@ def test_a_recovery_waits_for_a_stop_still_running_on_the_control_plane(
     # started, and lab-n1 ends up running (it used to stay stopped when the start slipped in first).
     running, cluster = cluster_up(settings, session, lab_factory, 2)
     cluster.update(delays={"stop": {"lab-n1": 3.0}})
-    control = session.scalars(select(Node).where(Node.hostname == "lab-n1")).one()
-    target = SshTarget.of(control, settings)
-
-    async def stop_left_running() -> None:
-        async with connect(target, settings) as connection:
-            await connection.run(["microk8s", "stop"], sudo=True, timeout=30)
-
-    def in_orch() -> None:
-        with enter_netns(running.lab.orch):
-            asyncio.run(stop_left_running())
-
-    stopping = threading.Thread(target=in_orch)
-    stopping.start()
-    try:
-        wait_until(lambda: cluster.nodes()["lab-n1"].get("change_until"), 15, what="the stop to begin")
-        recovered = json.loads(
-            _ok(orch_cli(cli, running, "cluster", "recover", "1", "--timeout", "30", "--json")).stdout
-        )
-    finally:
-        stopping.join()
+    recovered = _while_left_running(
+        settings, session, cli, running, cluster, "stop", "cluster", "recover", "1", "--timeout", "30"
+    )
     assert recovered["status"] == "succeeded", recovered["summary"]
     n1 = cluster.nodes()["lab-n1"]
     assert n1["enabled"] and n1["running"] and n1["ready"]
-    calls = [command for host, command in stand_in_calls(running) if host == "lab-n1"]
-    first_stop = calls.index("microk8s stop")
-    assert calls[first_stop + 1 :].count("microk8s start") >= 2, calls  # refused at least once, then in
+    _sent_again_after(running, "microk8s stop", "microk8s start")
+
+
+def test_a_shutdown_waits_for_a_start_still_running_on_the_node(
+    settings: Settings, session: Session, cli: CliRunner, lab_factory: Any
+) -> None:
+    # Power flapping: a recovery's `microk8s start` on lab-n1 goes on without the mko that sent it, which
+    # lost power again. snapd refuses the shutdown's `microk8s stop` until that start's change ends: the
+    # shutdown sends it again, rather than powering lab-n1 off with its services enabled (they would
+    # start at its next boot, before any recovery, and the stop step would be recorded as failed).
+    running, cluster = cluster_up(settings, session, lab_factory, 1)
+    # The stop comes right after the host keys: no backup, no quiesce. The start lasts long enough for
+    # the stop to meet it even on a loaded machine (the stop then waits for it, so the test takes that).
+    _ok(orch_cli(cli, running, "cluster", "settings", "1", "--no-backup", "--no-quiesce"))
+    cluster.update(delays={"start": {"lab-n1": 8.0}})
+    stopped = _while_left_running(
+        settings, session, cli, running, cluster, "start", "cluster", "shutdown", "1", "--yes"
+    )
+    assert stopped["status"] == "succeeded", stopped["summary"]
+    n1 = cluster.nodes()["lab-n1"]
+    assert not n1["enabled"] and not n1["running"] and not running.nodes[0].power.is_on
+    step = {s.name: s for s in one_operation(session, "cluster_shutdown").steps}["stop lab-n1"]
+    assert step.status == OperationStatus.SUCCEEDED and step.detail["refused_while_busy"] >= 1, step.message
+    assert step.message.startswith("Stopped. (refused "), step.message
+    _sent_again_after(running, "microk8s start", "microk8s stop")
 
 
 def test_recovery_shows_each_node_turning_ready_and_records_it_per_node(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -22,10 +23,12 @@ from mko.ha.failover import take_over
 from mko.inventory.clusters import create_cluster
 from mko.inventory.schemas import ClusterCreate
 from mko.lab.postgres import PostgresServer
+from mko.operations import ownership
 from mko.operations.identity import set_current_instance
 from mko.operations.interrupted import interrupted_reason
 from mko.operations.kinds import RULE_OPERATION_KIND
 from mko.operations.ownership import this_process
+from mko.operations.records import Actor, finish_operation, start_operation
 from mko.platform.db.models.base import utcnow
 from mko.platform.db.models.ha import Instance
 from mko.platform.db.models.operations import Operation, OperationStatus, OperationStep
@@ -335,6 +338,59 @@ async def test_a_new_leader_fails_what_must_not_be_repeated_and_leaves_others_al
         assert rule_after.status == OperationStatus.FAILED and reason in rule_after.summary
         assert session.get_one(PowerRule, rule.id).failure_count == 1
         assert (cli_after.status, alive_after.status) == (OperationStatus.RUNNING, OperationStatus.RUNNING)
+
+
+@pytest.fixture
+def fast_heartbeat(pg_url: str) -> Iterator[None]:
+    """Operation heartbeats every 0.05 s for this test; the defaults again afterwards."""
+    ownership.configure(fast(pg_url).model_copy(update={"operation_heartbeat_interval": 0.05}))
+    yield
+    ownership.configure(Settings())
+
+
+def test_an_operations_heartbeat_outlives_its_owners_engine_and_leaves_no_connection_open(
+    pg_url: str, pg_engine: Engine, fast_heartbeat: None
+) -> None:
+    # The engine an operation was recorded through is disposed of while the operation still runs (a CLI
+    # command's first engine, a server shutting down): the heartbeat goes on, on a connection of its own.
+    owner = make_engine(pg_url)
+    with make_session_factory(owner)() as session:
+        operation_id = start_operation(
+            session, kind="cluster_recover", target_type="cluster", target_id=1, actor=Actor.cli()
+        ).id
+    owner.dispose()
+    observer = make_session_factory(pg_engine)
+
+    def heartbeat_at() -> Any:
+        with observer() as session:
+            return session.get_one(Operation, operation_id).heartbeat_at
+
+    first = heartbeat_at()
+    deadline = time.monotonic() + 10
+    while heartbeat_at() <= first:
+        assert time.monotonic() < deadline, "no heartbeat after the owner's engine was disposed of"
+        time.sleep(0.02)
+    with observer() as session:
+        finish_operation(
+            session, session.get_one(Operation, operation_id), status=OperationStatus.SUCCEEDED, summary="ok"
+        )
+    beat = f"{os.getpid()}:{owner.url.render_as_string(hide_password=True)}"  # one per process and database
+    deadline = time.monotonic() + 10
+    while beat in ownership._beats:
+        assert time.monotonic() < deadline, "the heartbeat went on with nothing open"
+        time.sleep(0.02)
+    # The disposed engine was never opened again, and no connection is left on the database: none
+    # for the garbage collector to find open later.
+    assert owner.pool.checkedin() == 0  # type: ignore[attr-defined]
+    pg_engine.dispose()  # the observer's idle connections
+    with pg_engine.connect() as connection:
+        others = connection.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar_one()
+    assert others == 0
 
 
 def _upgrade_when_released(url: str, gate: Any, results: Any) -> None:

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from mko.access.tokens import create_token
 from mko.cli.root import app as cli_app
-from mko.operations.records import Actor
+from mko.operations.records import Actor, get_operation
 from mko.platform.db.models.access import Role
 from mko.platform.db.models.agents import Agent, WakeJob, WakeJobStatus
 from mko.platform.db.models.base import utcnow
@@ -241,7 +241,8 @@ def test_agent_that_goes_silent_mid_job_fails_the_job(
     operation = asyncio.run(scenario())
     engine.dispose()
     assert operation.status.value == "failed"
-    assert "agent pi-b of site b went silent during the job" in operation.steps[0].message
+    steps = get_operation(session, operation.id).steps
+    assert "agent pi-b of site b went silent during the job" in steps[0].message
     job = session.scalars(select(WakeJob)).one()
     session.refresh(job)
     assert job.status == WakeJobStatus.FAILED

@@ -3,19 +3,13 @@ elsewhere needs the secret again in the same request, or an admin (API, web form
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from mko.access.tokens import create_token
-from mko.app import create_app
 from mko.cli.root import app
-from mko.platform.db.models.access import Role
-from mko.platform.settings import Settings
 
 HOST = {"name": "pve", "host": "pve1.lan", "token_id": "mko@pve!power", "secret": "s3cr3t-token"}
 IPMI = {
@@ -41,16 +35,6 @@ SECUREON = {
     "wol_enabled": True,
     "wol_secureon": "01:02:03:04:05:06",
 }
-
-
-@pytest.fixture
-def operator(settings: Settings, session: Session) -> Iterator[TestClient]:
-    """The API called with an operator token (may change nodes and hosts, not read secrets)."""
-    _, token = create_token(session, "op", Role.OPERATOR)
-    application = create_app(settings)
-    with TestClient(application, headers={"Authorization": f"Bearer {token}"}) as client:
-        yield client
-    application.state.engine.dispose()
 
 
 def _refused(response: Any, field: str) -> str:

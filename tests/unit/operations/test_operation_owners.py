@@ -187,7 +187,7 @@ def test_the_heartbeat_refreshes_open_operations_and_stops_with_them(
     url = session.get_bind().engine.url
 
     def beating() -> bool:  # the heartbeat thread of this database (others may serve other tests')
-        return any(beat.engine.url == url for beat in list(ownership._beats.values()))
+        return any(beat.url == url for beat in list(ownership._beats.values()))
 
     deadline = time.monotonic() + 5
     while beating():

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from mko.cluster.schemas import OutagePublic
 from mko.http.deps import DbDep, SessionDep, SettingsDep
+from mko.http.leader import ups_monitor
 from mko.http.live import LiveReads
 from mko.http.routing import MkoRoute
 from mko.inventory.feeds import ups_feeds
@@ -35,7 +36,7 @@ def _iso_only(value: object) -> object:
 
 
 def _monitor(request: Request) -> UpsMonitor | None:
-    monitor: UpsMonitor | None = getattr(request.app.state, "ups_monitor", None)
+    monitor = ups_monitor(request.app)
     return monitor if monitor is not None and monitor.running else None
 
 

@@ -23,7 +23,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import SingletonThreadPool
+from sqlalchemy.pool import NullPool, SingletonThreadPool
 
 from mko.platform.errors import DatabaseUnavailableError, ReadOnlySessionError
 from mko.platform.files import private_sqlite
@@ -81,14 +81,18 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str, *, worker_threads: int = DEFAULT_WORKER_THREADS) -> Engine:
-    """An engine for ``url`` with a pool for ``worker_threads`` threads; creates a SQLite file's directory."""
+def make_engine(url: str, *, worker_threads: int = DEFAULT_WORKER_THREADS, pooled: bool = True) -> Engine:
+    """An engine for ``url`` with a pool for ``worker_threads`` threads; creates a SQLite file's directory.
+
+    ``pooled=False``: every use opens a connection and closes it after, so the engine never holds one
+    open between uses (for a part that connects rarely and must leave nothing behind, whenever it ends).
+    """
     parsed = make_url(url)
-    pool: dict[str, Any] = {
-        "pool_size": worker_threads,
-        "max_overflow": BACKGROUND_CONNECTIONS,
-        "pool_timeout": POOL_TIMEOUT,
-    }
+    pool: dict[str, Any] = (
+        {"pool_size": worker_threads, "max_overflow": BACKGROUND_CONNECTIONS, "pool_timeout": POOL_TIMEOUT}
+        if pooled
+        else {"poolclass": NullPool}
+    )
     if parsed.get_backend_name() == "sqlite":
         memory = parsed.database in (None, "", ":memory:")
         if not memory and not str(parsed.database).startswith("file:"):

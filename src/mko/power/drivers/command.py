@@ -82,7 +82,7 @@ class CommandParams(DriverParams):
         help="command: seconds a run may take (30)", check=integer_range(1, 3600, unit="seconds")
     )
     command_ssh_host: str | None = param(
-        help="command: run over SSH on this host (default: mko's host)", check=validate_host
+        help="command: SSH host to run on (default: mko's own host)", check=validate_host
     )
     command_ssh_port: int | None = param(help="command: SSH port (22)", check=validate_port)
     command_ssh_user: str | None = param(help="command: SSH user (root)", check=validate_ssh_user)
@@ -91,6 +91,11 @@ class CommandParams(DriverParams):
     )
 
     required: ClassVar[tuple[str, ...]] = ("command_on_argv",)
+
+    def needed(self) -> tuple[str, ...]:
+        """SSH settings without the host would run the commands on mko's own host instead."""
+        ssh = (self.command_ssh_port, self.command_ssh_user, self.command_ssh_key_path)
+        return ("command_ssh_host",) if any(value is not None for value in ssh) else ()
 
 
 class CommandDriver(PowerDriver):

@@ -43,7 +43,7 @@ class ProxmoxParams(DriverParams):
         check=integer_range(100, 999_999_999, "a Proxmox VM id"),
     )
     proxmox_host_id: int | None = column(
-        help="Proxmox API endpoint (mko proxmox list): the VM's, or a proxmox_host node's own",
+        help="Proxmox API endpoint (mko proxmox list; the VM's, or a proxmox_host node's own)",
         option="--proxmox-host-id",
         ref="proxmox_host",
     )

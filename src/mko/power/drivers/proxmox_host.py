@@ -20,6 +20,10 @@ Example: a host woken by Wake-on-LAN::
 
     mko node add pve1 10.0.0.5 --method proxmox_host --proxmox-host-id 1 --proxmox-host-node pve1 \\
       --proxmox-host-power-method ethernet --mac 58:47:ca:00:00:01
+
+The method's own settings are needed as a node of that method needs them (the registry's joined model
+asks the chosen method's model: ``DriverParams.delegate``), so a host is refused when it is configured
+without them, not when it is powered.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ class ProxmoxHostParams(DriverParams):
 
     # Declared as the VMs' own (one meaning per name): here, the API endpoint of this very host.
     proxmox_host_id: int | None = column(
-        help="Proxmox API endpoint (mko proxmox list): the VM's, or a proxmox_host node's own",
+        help="Proxmox API endpoint (mko proxmox list; the VM's, or a proxmox_host node's own)",
         option="--proxmox-host-id",
         ref="proxmox_host",
     )

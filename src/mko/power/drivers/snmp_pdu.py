@@ -146,6 +146,22 @@ class SnmpPduParams(DriverParams):
 
     required: ClassVar[tuple[str, ...]] = ("snmp_host", "snmp_outlet")
 
+    def protocols(self) -> tuple[str, str]:
+        """SNMP v3's authentication and privacy protocols: as set, else SHA and AES where a key is given,
+        else none."""
+        auth = self.snmp_auth_protocol or ("sha" if self.snmp_auth_key is not None else "none")
+        priv = self.snmp_priv_protocol or ("aes" if self.snmp_priv_key is not None else "none")
+        return auth, priv
+
+    def needed(self) -> tuple[str, ...]:
+        """v2c: the write community; v3: its user and the key of each protocol in use (privacy needs
+        authentication too)."""
+        if (self.snmp_version or "2c") == "2c":
+            return ("snmp_community",)
+        auth, priv = self.protocols()
+        keys = ("snmp_auth_key",) if auth != "none" or priv != "none" else ()
+        return ("snmp_user", *keys, *(("snmp_priv_key",) if priv != "none" else ()))
+
 
 class SnmpPduDriver(PowerDriver):
     """Switches and reads PDU outlets over SNMP."""
@@ -187,8 +203,7 @@ class SnmpPduDriver(PowerDriver):
             return hl.CommunityData(self.reveal(params.snmp_community), mpModel=1)  # noqa: S508
         if not params.snmp_user:
             raise FatalPowerError(f"{node.label}: SNMP v3 needs a user (--snmp-user)")
-        auth_name = params.snmp_auth_protocol or ("sha" if params.snmp_auth_key is not None else "none")
-        priv_name = params.snmp_priv_protocol or ("aes" if params.snmp_priv_key is not None else "none")
+        auth_name, priv_name = params.protocols()
         auth = {
             "md5": hl.usmHMACMD5AuthProtocol,
             "sha": hl.usmHMACSHAAuthProtocol,

@@ -137,6 +137,12 @@ class WebhookParams(DriverParams):
 
     required: ClassVar[tuple[str, ...]] = ("webhook_on_url",)
 
+    def needed(self) -> tuple[str, ...]:
+        """The secret header's name and its value go together: one alone is never sent."""
+        if self.webhook_secret is not None or self.webhook_secret_header:
+            return ("webhook_secret_header", "webhook_secret")
+        return ()
+
 
 class WebhookDriver(SwitchDriver):
     """Calls the node's on/off URLs and reads its status URL."""

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 
 __all__ = ["RawWolDriver", "RawWolParams", "WolDriver", "WolParams", "effective_broadcast", "wake_target"]
 
+# Nodes whose packets are built, then sent, at a time: small enough that the first packet of a large
+# wake leaves at once, large enough that the send loop stays tight.
+SEND_CHUNK = 256
+
 
 class WolParams(DriverParams):
     """Magic packets over UDP: the seed's fields (in the nodes table) and what mko adds."""
@@ -148,7 +152,14 @@ class WolDriver(PowerDriver):
         return self._targets[node.node_id]
 
     async def send_on(self, nodes: Sequence[NodeSnapshot]) -> dict[int, AttemptError | None]:
-        """One magic packet per node, in the order given, in one tight loop."""
+        """One magic packet per node, in the order given, in tight loops of :data:`SEND_CHUNK` nodes: the
+        first packets leave once the first chunk's packets are built, not all 10,000."""
+        errors: dict[int, AttemptError | None] = {}
+        for start in range(0, len(nodes), SEND_CHUNK):
+            errors |= self._send_chunk(nodes[start : start + SEND_CHUNK])
+        return errors
+
+    def _send_chunk(self, nodes: Sequence[NodeSnapshot]) -> dict[int, AttemptError | None]:
         errors: dict[int, AttemptError | None] = {}
         sendable: list[tuple[int, WakeTarget]] = []
         for node in nodes:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
 from mko.http.deps import SessionDep
+from mko.http.leader import ups_monitor
 from mko.http.routing import MkoRoute
 from mko.inventory.feeds import ups_feeds
 from mko.ups import outages
@@ -22,7 +23,7 @@ router = APIRouter(include_in_schema=False, route_class=MkoRoute)
 
 def _ups_statuses(request: Request, session: SessionDep) -> list[dict[str, Any]]:
     """What the server's UPS monitor last read of each UPS (None where it has not read it)."""
-    monitor = getattr(request.app.state, "ups_monitor", None)
+    monitor = ups_monitor(request.app)
     rows = []
     fed = ups_feeds(session)
     for ups in ups_service.list_ups(session):
