@@ -117,7 +117,9 @@ def test_web_login_guessing_one_account_does_not_lock_out_the_real_user(
     app = create_app(settings)
     # The app's throttle with a clock that stands still, so argon2's pace cannot let a backoff expire.
     app.state.login_throttle = LoginThrottle(5, 300, free_failures=3, backoff_max=300, clock=Clock())
-    with TestClient(app) as real_user, TestClient(app) as attacker:
+    # One server (one lifespan, one event loop, as uvicorn runs it); two browsers with their own cookies.
+    with TestClient(app) as real_user:
+        attacker = TestClient(app)
         assert _login(real_user, "admin2", "correct-horse") == 303  # signed in before: a known browser
         real_user.post("/logout")
         # The old weakness: 4 guesses, one good login of the attacker's own account, repeat forever.
