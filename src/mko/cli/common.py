@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import sys
@@ -24,9 +25,11 @@ if TYPE_CHECKING:  # imported where used: `mko --help` and plain reads load neit
 __all__ = [
     "EXIT_BAD_INPUT",
     "EXIT_POWER_FAILURE",
+    "YOUNG_COLLECTION_THRESHOLD",
     "console",
     "emit",
     "fail",
+    "keep_long_lived_out_of_collections",
     "open_session",
     "open_sessions",
     "open_wiring",
@@ -35,6 +38,31 @@ __all__ = [
 
 
 EXIT_POWER_FAILURE = EXIT_FAILED  # a command that reports its own failed outcome (wake, shutdown, …)
+
+#: Net new container objects between two young-generation collections (CPython's default is 700).
+#: Requests in flight keep thousands of objects alive, so at 700 a collection ran every few requests,
+#: each walking all of them again (about 5 % of a status request's CPU); at this size a few a minute.
+YOUNG_COLLECTION_THRESHOLD = 10_000
+
+
+def keep_long_lived_out_of_collections(*, collect: bool = True) -> None:
+    """Leave what the process built so far (modules, and ``mko serve``'s app with its routes, models and
+    schemas: some 140,000 objects, kept for the life of the process; a wake's snapshots, kept until it
+    ends) out of the garbage collector's full collections, and collect the young generation less often.
+
+    Each full collection walked all of them: with ``mko serve``'s event loop stopped, 150-200 ms
+    several times a minute under load (most of the API's p99 and a tenth of its CPU), and in a
+    10,000-node CLI wake the collections its step rows set off, most of the time between the last
+    packet and the answer (docs/scale.md). ``collect``: first free what is already garbage (a full
+    collection: ``mko serve`` at start-up; a wake about to send skips it, a short command frees all at
+    exit anyway). Only these commands do this, not the app factory or the services, so a test
+    process's objects stay collectable.
+    """
+    if collect:
+        gc.collect()
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, old)
 
 
 class _LazyConsole:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import gc
 import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from mko.cli.common import keep_long_lived_out_of_collections
 from mko.cli.db import print_upgrade_step
 from mko.platform.db.session import make_engine, make_session_factory
 from mko.platform.db.upgrade import upgrade_database
@@ -71,7 +71,7 @@ def serve(
     if settings.instance_url is None:  # shown by `mko cluster-status` next to this instance
         settings = settings.model_copy(update={"instance_url": _own_url(host, port)})
     app = create_app(settings, lab=control)
-    _tune_garbage_collection()
+    keep_long_lived_out_of_collections()
     if control is None:
         url = _own_url(host, port) if host not in ("0.0.0.0", "::", "") else f"http://127.0.0.1:{port}"  # noqa: S104
         typer.echo(f"\nmko is serving: web UI {url}/   API docs {url}/docs   (Ctrl-C stops it)\n")
@@ -80,28 +80,6 @@ def serve(
         uvicorn.run(app, host=host, port=port, log_config=None, proxy_headers=False)
         return
     _serve_lab(app, control, host, port)
-
-
-#: Net new container objects between two young-generation collections (CPython's default is 700).
-#: Requests in flight keep thousands of objects alive, so at 700 a collection ran every few requests,
-#: each walking all of them again (about 5 % of a status request's CPU); at this size a few a minute.
-YOUNG_COLLECTION_THRESHOLD = 10_000
-
-
-def _tune_garbage_collection() -> None:
-    """Leave what start-up built (modules, the app with its routes, models and schemas: some 140,000
-    objects, all kept for the life of the process) out of the garbage collector's full collections,
-    and collect the young generation less often.
-
-    Each full collection walked all of start-up's objects with the event loop stopped, 150-200 ms
-    several times a minute under load (and in the full passes a 10,000-node wake sets off): most of
-    the API's p99 and a tenth of its CPU (docs/scale.md).
-    Only ``mko serve`` does this, not the app factory, so a test process's objects stay collectable.
-    """
-    gc.collect()  # what start-up already dropped is not kept for good
-    gc.freeze()
-    _young, middle, old = gc.get_threshold()
-    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, old)
 
 
 def _own_url(host: str, port: int) -> str:

@@ -17,6 +17,7 @@ from mko.cli.common import (
     JsonOpt,
     console,
     emit,
+    keep_long_lived_out_of_collections,
     open_session,
     open_sessions,
     print_rows,
@@ -95,6 +96,8 @@ def _run_wake(
             schedule=schedule,
             actor=Actor.cli(),
         )
+    # The snapshots and the modules live until the wake ends: its full collections skip them.
+    keep_long_lived_out_of_collections(collect=False)
     engine = make_engine(settings.database_url)
     try:
         factory = make_session_factory(engine)
@@ -180,6 +183,7 @@ def _with_progress(prepared: PreparedWake, run: Any, *, quiet: bool) -> Operatio
     settled: set[int] = set()
     sent: set[int] = set()
     packets = 0
+    on_terminal = sys.stdout.isatty()  # asked once: the hook runs twice per node
 
     def start() -> tuple[Any, Any]:
         progress = _progress(disable=False, timeout=prepared.schedule.timeout if waiting else None)
@@ -196,7 +200,7 @@ def _with_progress(prepared: PreparedWake, run: Any, *, quiet: bool) -> Operatio
     def hook(kind: str, outcome: NodeOutcome) -> None:
         nonlocal packets
         shown = display.get("shown")
-        if shown is None and sys.stdout.isatty():
+        if shown is None and on_terminal:
             shown = display.setdefault("shown", start())
         if kind == "sent":
             packets += 1

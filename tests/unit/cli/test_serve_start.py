@@ -11,8 +11,8 @@ import uvicorn
 from fastapi import FastAPI
 from typer.testing import CliRunner
 
+from mko.cli.common import YOUNG_COLLECTION_THRESHOLD
 from mko.cli.root import app
-from mko.cli.serve import YOUNG_COLLECTION_THRESHOLD
 from mko.platform.settings import Settings
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import socket
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from mko.cli.common import YOUNG_COLLECTION_THRESHOLD
 from mko.cli.root import app
 from mko.platform.settings import Settings
 
@@ -331,3 +333,33 @@ def test_cli_cluster_wake_prints_counts_and_only_the_nodes_needing_attention(
     assert {f"up{i}" for i in range(1, 4)} <= set(every.stdout.split())
     as_json = json.loads(cli.invoke(app, [*args, "--json"]).stdout)
     assert len(as_json["nodes"]) == 3 and len(as_json["skipped"]) == 1
+
+
+def test_a_cli_wake_keeps_what_it_loaded_out_of_full_collections(
+    client: TestClient, cli: CliRunner, receiver: socket.socket
+) -> None:
+    # The modules and the wake's snapshots live until the wake ends: the collections its step rows set
+    # off skip them (a tenth of a second after the last packet of a 10,000-node wake, docs/scale.md).
+    cluster = client.post("/api/clusters", json={"name": "rack"}).json()
+    _node(
+        client,
+        "n1",
+        cluster_id=cluster["id"],
+        wol_enabled=True,
+        wol_mac_address="02:00:00:00:02:01",
+        wol_port=receiver.getsockname()[1],
+        wol_broadcast_address="127.255.255.255",
+    )
+    thresholds = gc.get_threshold()
+    gc.unfreeze()
+    try:
+        result = cli.invoke(
+            app, ["wol", "wake-cluster", str(cluster["id"]), "--retries", "1", "--delay", "0"]
+        )
+        assert result.exit_code == 0, result.output
+        assert receiver.recv(1024)[:6] == b"\xff" * 6  # the packet went out
+        assert gc.get_freeze_count() > 1_000
+        assert gc.get_threshold()[0] == YOUNG_COLLECTION_THRESHOLD
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
