@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Sequence
 
 from mko.platform.db.models.inventory import Node
 from mko.platform.errors import PowerError
 from mko.ssh.client import CommandResult, SshSession
 
-__all__ = ["drain_argv", "kube_name", "kubectl_json"]
+__all__ = ["drain_argv", "kube_name", "kubectl_json", "run_once_snapd_is_free"]
 
 log = logging.getLogger("mko.shutdown")
 
@@ -37,6 +39,34 @@ def shlex_name(result: CommandResult) -> str:
 def busy_with_another_change(result: CommandResult) -> bool:
     """Whether snapd refused the command because another change on the snap still runs."""
     return not result.ok and _CHANGE_IN_PROGRESS in f"{result.stderr}\n{result.stdout}"
+
+
+async def run_once_snapd_is_free(
+    ssh: SshSession,
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    deadline: float,
+    pause: float,
+    refused: list[float] | None = None,
+) -> CommandResult:
+    """Run ARGV with sudo (each run at most ``timeout`` s); while snapd refuses it because another change
+    of the snap still runs, run it again every ``pause`` s until ``deadline`` (``time.monotonic()``),
+    after which the refusal is the result. ``refused`` gets the time of each refusal.
+
+    Power flapping leaves such a change behind: a `microk8s stop` (or start) sent by an mko that then
+    lost power goes on without it, and once it has ended the command goes through.
+    """
+    result = await ssh.run(argv, sudo=True, timeout=timeout)
+    while busy_with_another_change(result):
+        if refused is not None:
+            refused.append(time.monotonic())
+        await asyncio.sleep(pause)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        result = await ssh.run(argv, sudo=True, timeout=min(timeout, left))
+    return result
 
 
 def drain_argv(name: str, timeout: float, *, disable_eviction: bool = False) -> list[str]:

@@ -4,8 +4,10 @@ Ready, uncordon."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -14,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mko.cluster import backups, quiesce
 from mko.cluster.diagnosis import ControlPlaneView, diagnose, parse_status
-from mko.cluster.microk8s import busy_with_another_change, kube_name, shlex_name
+from mko.cluster.microk8s import kube_name, run_once_snapd_is_free, shlex_name
 from mko.cluster.plan import _check_idle
 from mko.cluster.steps import _last_line, _StepLog, _wants_fallback
 from mko.inventory.clusters import empty_cluster, get_cluster
@@ -146,16 +148,22 @@ class _Recovery(_StepLog):
                     up_after = self.loop.time() - self.begin
                     report.ssh_after = round(up_after, 1)
                     await self.note_up(node)
-                    limit = min(
-                        max(1.0, self.deadline - self.loop.time()), self.settings.microk8s_start_timeout
+                    left = self.deadline - self.loop.time()
+                    limit = min(max(1.0, left), self.settings.microk8s_start_timeout)
+                    # A `microk8s stop` still running there (sent by an mko that lost power mid-shutdown)
+                    # makes snapd refuse the start; it goes in once that stop has ended.
+                    start = functools.partial(
+                        run_once_snapd_is_free,
+                        connection,
+                        timeout=limit,
+                        deadline=time.monotonic() + left,
+                        pause=min(self.settings.probe_interval, 0.5),
                     )
-                    result = await connection.run(["microk8s", "start"], sudo=True, timeout=limit)
+                    result = await start(["microk8s", "start"])
                     detail = result.as_dict()
                     if _wants_fallback(result):
                         notice = _last_line(result)
-                        result = await connection.run(
-                            ["snap", "start", "microk8s", "--enable"], sudo=True, timeout=limit
-                        )
+                        result = await start(["snap", "start", "microk8s", "--enable"])
                         detail = result.as_dict() | {"instead_of": detail["command"], "notice": notice}
             except FatalPowerError as exc:
                 last_error = str(exc)
@@ -164,10 +172,6 @@ class _Recovery(_StepLog):
                 last_error = str(exc)
                 await asyncio.sleep(min(self.settings.probe_interval, 0.5))
                 continue
-            if busy_with_another_change(result) and self.loop.time() < self.deadline:
-                last_error = f"`{result.command}` exited {result.exit_status}: {_last_line(result)}"
-                await asyncio.sleep(min(self.settings.probe_interval, 0.5))
-                continue  # a stop still running on the node; the start goes in once it ends
             if result.ok:
                 report.started = True
                 message = f"SSH up after {up_after:.1f}s; {shlex_name(result)} ran"

@@ -47,7 +47,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mko.cluster import backups, quiesce
 from mko.cluster.drains import BlockingBudget, blocking_budgets, parse_drain
-from mko.cluster.microk8s import busy_with_another_change, drain_argv, kube_name, kubectl_json
+from mko.cluster.microk8s import drain_argv, kube_name, kubectl_json, run_once_snapd_is_free
 from mko.cluster.plan import SHUTDOWN_ACTIONS, ShutdownPlan, _check_idle
 from mko.cluster.preflight import CheckReport, CheckTarget, Finding, check_nodes
 from mko.cluster.steps import _finish_even_if_cancelled, _last_line, _StepLog, _wants_fallback
@@ -335,27 +335,38 @@ class _Run(_StepLog):
 
         ``snap_change``: the commands change the MicroK8s snap's services, and snapd runs one change per
         snap at a time; one it refuses because another still runs is sent again until that one has
-        ended, within ``timeout`` for the whole step (see :meth:`_when_snapd_is_free`).
+        ended, within ``timeout`` for the whole step (:func:`mko.cluster.microk8s.run_once_snapd_is_free`).
         """
         target = SshTarget.of(self.prepared.nodes[host], self.settings)
         begun = time.monotonic()
-        deadline = begun + timeout
         connected = False
         refused: list[float] = []
+
+        async def run(connection: SshSession, argv: Sequence[str]) -> CommandResult:
+            if not snap_change:
+                return await connection.run(argv, sudo=True, timeout=timeout)
+            # Power flapping: a recovery's `microk8s start` sent by an mko that lost power again goes
+            # on, and snapd refuses the stop meanwhile; once the start has ended the stop goes through,
+            # so the node is not powered off with its services enabled for its next boot.
+            return await run_once_snapd_is_free(
+                connection,
+                argv,
+                timeout=timeout,
+                deadline=begun + timeout,
+                pause=min(self.settings.probe_interval, 0.5),
+                refused=refused,
+            )
+
         try:
             async with connect(target, self.settings) as connection:
                 connected = True
-                result = await self._when_snapd_is_free(
-                    connection, commands[0], timeout, deadline, snap_change, refused
-                )
+                result = await run(connection, commands[0])
                 detail = result.as_dict()
                 for fallback in commands[1:]:
                     if not _wants_fallback(result):
                         break
                     notice = _last_line(result)
-                    result = await self._when_snapd_is_free(
-                        connection, fallback, timeout, deadline, snap_change, refused
-                    )
+                    result = await run(connection, fallback)
                     detail = result.as_dict() | {"instead_of": detail["command"], "notice": notice}
         except PowerError as exc:
             duration = round(time.monotonic() - begun, 3)
@@ -374,31 +385,6 @@ class _Run(_StepLog):
                 " was running on the node, e.g. a `microk8s start`)"
             )
         return _Outcome(status, message, detail, result, connected=True)
-
-    async def _when_snapd_is_free(
-        self,
-        connection: SshSession,
-        argv: Sequence[str],
-        timeout: float,
-        deadline: float,
-        snap_change: bool,
-        refused: list[float],
-    ) -> CommandResult:
-        """Run ARGV; while snapd refuses it for another change of the snap (``snap_change``), again,
-        until ``deadline``."""
-        result = await connection.run(argv, sudo=True, timeout=timeout)
-        # NOTE: power flapping: a recovery's `microk8s start` sent by an mko that lost power again goes
-        # on without it, and snapd refuses a `microk8s stop` meanwhile (`snap "microk8s" has
-        # "service-control" change in progress`, exit 1). Once that start has ended the stop goes
-        # through, so the node is not powered off with its services enabled for its next boot.
-        while snap_change and busy_with_another_change(result):
-            refused.append(time.monotonic())
-            await asyncio.sleep(min(self.settings.probe_interval, 0.5))
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break  # the step's time is up: the refusal is its outcome
-            result = await connection.run(argv, sudo=True, timeout=left)
-        return result
 
     async def do(self, step: PlannedStep) -> bool:
         """Run one step; False when the node's chain cannot go on."""
