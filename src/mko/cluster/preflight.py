@@ -56,7 +56,7 @@ from mko.platform.errors import (
     SshUnreachableError,
 )
 from mko.platform.settings import Settings
-from mko.power.base import AttemptError, NodeSnapshot
+from mko.power.base import AttemptError, Capability, NodeSnapshot
 from mko.power.registry import DRIVERS
 from mko.ssh.client import SshSession, SshTarget, connect
 
@@ -95,8 +95,7 @@ _LOGIND_DROPINS = (
 _LOGIND_DEFAULT = 5.0
 _LOGIND_GREP = ["grep", "-rsH", "InhibitDelayMaxSec", _LOGIND_MAIN, *_LOGIND_DROPINS]
 _COMMAND_NOT_FOUND = 127
-# Power methods by name (mko.power.registry): magic packets, and the two BMC protocols.
-_MAGIC_METHODS = ("ethernet", "ethernet-raw")
+# Power methods by name (mko.power.registry): the two BMC protocols.
 _IPMI, _REDFISH = "ipmi", "redfish"
 # Where the commands usually live, for the sudoers line a failing sudo check suggests.
 _USUAL_PATHS = {
@@ -519,7 +518,7 @@ def _grace_periods(text: str) -> tuple[float, float]:
 
 
 def _wakes_by_magic(node: Node) -> bool:
-    return str(node.wol_method) in _MAGIC_METHODS
+    return str(node.wol_method) in DRIVERS.with_capability(Capability.WAKE_ONLY)
 
 
 async def _interface(ssh: SshSession, node: Node) -> str:

@@ -36,6 +36,7 @@ from mko.platform.errors import ConflictError, InputError
 from mko.platform.settings import Settings
 from mko.power.base import (
     AttemptError,
+    Capability,
     NodeOutcome,
     NodeSnapshot,
     OutcomeState,
@@ -44,7 +45,6 @@ from mko.power.base import (
     power_on,
     power_on_levels,
 )
-from mko.power.drivers.wol import RawWolDriver, WolDriver
 from mko.power.registry import DRIVERS
 from mko.wol.plan import describe_levels, levels
 
@@ -391,20 +391,18 @@ def _driver_lookup(settings: Settings) -> Callable[[NodeSnapshot], PowerDriver |
     return DRIVERS.lookup(settings)
 
 
-# Drivers whose attempt is a packet sent from here at once: no API to answer, no device to wait for.
-_PACKET_METHODS = frozenset({WolDriver.name, RawWolDriver.name})
-
-
 def _one_burst(prepared: PreparedWake) -> bool:
     """Whether the wake is over as soon as its packets are out: packets only, every round at once (one
     round, or no delay between them), no verification, no stagger and no dependency levels."""
     schedule = prepared.schedule
+    # Magic packets: an attempt is a packet sent at once, no API to answer, no device to wait for.
+    packets = DRIVERS.with_capability(Capability.WAKE_ONLY)
     return (
         not schedule.wait
         and (schedule.retries == 1 or schedule.delay == 0)
         and not schedule.stagger
         and not any(prepared.depends.values())
-        and all(node.method in _PACKET_METHODS for node in prepared.nodes)
+        and all(node.method in packets for node in prepared.nodes)
     )
 
 
