@@ -229,7 +229,10 @@ def test_seed_cli_in_a_subprocess(settings: Settings, session: Session, lab: Run
     assert target.recorder.wait_for(3, timeout=5, mac=target.mac)
     times = [p.time for p in target.recorder.packets_for(target.mac)]
     assert len(times) == 3
-    assert 0.9 < times[1] - times[0] < 1.5 and 0.9 < times[2] - times[1] < 1.5
+    # Rounds keep to the wake's timeline (round k at k x delay from its start, mko.power.base._round_time):
+    # a round a loaded machine sent late does not push the next one, so each packet is checked against
+    # its own slot, not against the packet before it.
+    assert all(0.9 * k < times[k] - times[0] < k * 1.0 + 0.5 for k in (1, 2)), times
     waited = cli(
         "wol", "wake-cluster", str(cluster.id), "--wait", "--timeout", "10", "--delay", "0.2", "--json"
     )
