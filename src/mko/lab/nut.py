@@ -292,11 +292,22 @@ class NutServer:
         return reply[len(prefix) :].strip('"')
 
     def read_output(self) -> OutputTimers | None:
-        """The output's timers (``output=True``); None when upsd cannot say."""
-        shutdown, start = self.read_var("ups.timer.shutdown"), self.read_var("ups.timer.start")
-        if shutdown is None or start is None:
-            return None
-        return OutputTimers.of({"ups.timer.shutdown": shutdown, "ups.timer.start": start})
+        """The output's timers (``output=True``); None when upsd cannot say, or they keep changing.
+
+        The two timers are two reads: the clone driver's ``shutdown.return`` sets both at once (shutdown
+        to offdelay, start to ondelay), and a look between the two updates reached upsd would pair the
+        old shutdown (-1) with the new start: "off, returning", a load cut offdelay seconds early. So a
+        pair counts only when the next read gives the same pair.
+        """
+        previous: tuple[str, str] | None = None
+        for _ in range(3):
+            shutdown, start = self.read_var("ups.timer.shutdown"), self.read_var("ups.timer.start")
+            if shutdown is None or start is None:
+                return None
+            if (shutdown, start) == previous:
+                return OutputTimers.of({"ups.timer.shutdown": shutdown, "ups.timer.start": start})
+            previous = (shutdown, start)
+        return None
 
     def served_status(self) -> frozenset[str]:
         """The tokens of ``ups.status`` as upsd serves them, without the FSD a power cycle adds."""
